@@ -1,0 +1,60 @@
+# The two commands: `make dev` runs the whole system, `make test` passes the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: dev test install gen check-gen lint format typecheck buf-lint unit workflow integration e2e clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Regenerate gen/ from protos/ (the only way gen/ changes).
+gen: install
+	$(PY) -m oms_platform.codegen
+
+check-gen: install
+	$(PY) -m oms_platform.codegen --check
+
+## Start Postgres, Temporal (with UI), the four services, a worker and the warehouse simulator.
+dev: install check-gen
+	$(BIN)/oms dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy oms_platform services workflows
+
+buf-lint: install
+	cd protos && ../$(BIN)/buf lint
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+workflow: install
+	$(BIN)/pytest -q tests/workflow
+
+integration: install
+	$(BIN)/pytest -q tests/integration
+
+e2e: install
+	$(BIN)/pytest -q tests/e2e
+
+## Static checks first (fast), then every test tier.
+test: install check-gen buf-lint lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) .oms build *.egg-info

@@ -1,0 +1,1 @@
+"""Shared infrastructure of oms: settings, logging, database, gRPC serving, Temporal, CLI."""

@@ -1,0 +1,149 @@
+"""Postgres: connection pools, per-service migrations and stored idempotency.
+
+Each service owns one schema and is its only writer. A service's pool sets `search_path` to
+its schema, so its named SQL never spells the schema and cannot reach another service's tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from oms_platform.errors import AlreadyExists
+
+M = TypeVar("M", bound=Message)
+
+SQL_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SQL_APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+SQL_RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES ($1)"
+SQL_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
+SQL_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
+
+# Shared by every schema (created by each service's first migration, see IDEMPOTENCY_DDL).
+IDEMPOTENCY_DDL = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key          text PRIMARY KEY,
+    request_hash bytea NOT NULL,
+    response     bytea,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)"""
+SQL_CLAIM_KEY = """
+INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
+ON CONFLICT (key) DO NOTHING RETURNING key"""
+SQL_STORED_RESPONSE = "SELECT request_hash, response FROM idempotency_keys WHERE key = $1"
+SQL_STORE_RESPONSE = "UPDATE idempotency_keys SET response = $2 WHERE key = $1"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections see only `schema` (plus pg_catalog)."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"oms-{schema}"},
+        init=_init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in `dsn` if it does not exist (embedded Postgres only)."""
+    params = dict(
+        part.split("=", 1) for part in dsn.partition("?")[2].split("&") if "=" in part
+    )
+    base, _, name = dsn.partition("?")[0].rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres" + (f"?{dsn.partition('?')[2]}" if params else ""))
+    try:
+        if not await admin.fetchval(SQL_DATABASE_EXISTS, name):
+            # CREATE DATABASE takes no parameters; the name comes from our own settings.
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+def migration_files(directory: Path) -> list[Path]:
+    """The service's migrations in the order they apply (append-only, numbered)."""
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
+    """Apply `directory`'s pending migrations to `schema`; returns the versions applied."""
+    conn = await asyncpg.connect(dsn)
+    applied_now: list[str] = []
+    try:
+        async with conn.transaction():
+            await conn.execute(SQL_MIGRATION_LOCK, f"migrate:{schema}")
+            # The schema name is a fixed service name, never user input.
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+            await conn.execute(SQL_CREATE_MIGRATIONS_TABLE)
+            await conn.execute(IDEMPOTENCY_DDL)
+            done = {r["version"] for r in await conn.fetch(SQL_APPLIED_MIGRATIONS)}
+            for path in migration_files(directory):
+                version = path.stem
+                if version in done:
+                    continue
+                await conn.execute(path.read_text())
+                await conn.execute(SQL_RECORD_MIGRATION, version)
+                applied_now.append(version)
+    finally:
+        await conn.close()
+    return applied_now
+
+
+def request_fingerprint(request: Message) -> bytes:
+    """A stable hash of a request's content, to tell a retry from a different request."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+async def idempotent(
+    pool: asyncpg.Pool,
+    key: str,
+    request: Message,
+    response_type: type[M],
+    action: Callable[[asyncpg.Connection], Awaitable[M]],
+) -> tuple[M, bool]:
+    """Run `action` once per idempotency key, in one transaction with storing its response.
+
+    Returns (response, replayed). The same key with the same request returns the stored
+    response; with a different request it raises AlreadyExists naming the key. Two
+    concurrent calls with one key serialize on the key's row: one acts, the other replays.
+    """
+    fingerprint = request_fingerprint(request)
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint)
+        if claimed is None:
+            row = await conn.fetchrow(SQL_STORED_RESPONSE, key)
+            if row is None or row["response"] is None:
+                raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
+            if bytes(row["request_hash"]) != fingerprint:
+                raise AlreadyExists(
+                    "idempotency_key",
+                    f"idempotency key {key!r} was already used with a different request",
+                )
+            stored = response_type()
+            stored.ParseFromString(row["response"])
+            return stored, True
+        response = await action(conn)
+        await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
+        return response, False
+
+
+def jsonable(value: Any) -> Any:
+    """Identity for values asyncpg's jsonb codec accepts; documents intent at call sites."""
+    return value

@@ -1,0 +1,1 @@
+"""The embedded dev stack: Postgres and Temporal from wheels, supervised with the services."""

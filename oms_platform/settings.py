@@ -1,0 +1,115 @@
+"""Settings, read once from environment variables prefixed `OMS_`.
+
+Every port, address, data directory and duration is a setting with a default that suits
+`make dev`; tests and demos shrink durations through the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "OMS_"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> str:
+    return str(ROOT / ".oms")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration; `Settings.from_env()` builds it."""
+
+    # Where embedded Postgres and Temporal keep their data between runs.
+    data_dir: str = field(default_factory=_default_data_dir)
+    # External Postgres (a DSN); empty means the embedded one started by `oms dev`.
+    database_url: str = ""
+    embedded_postgres_port: int = 55432
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    # External Temporal frontend (host:port); empty means the embedded dev server.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    embedded_temporal_port: int = 7233
+    embedded_temporal_ui_port: int = 8233
+    task_queue: str = "oms-orders"
+    # Where each service listens and where the others find it.
+    host: str = "127.0.0.1"
+    capture_port: int = 50051
+    fulfillment_port: int = 50052
+    payments_port: int = 50053
+    servicing_port: int = 50054
+    capture_address: str = ""
+    fulfillment_address: str = ""
+    payments_address: str = ""
+    servicing_address: str = ""
+    # The warehouse-and-carrier simulator of the dev stack.
+    simulator: bool = True
+    simulator_step_seconds: float = 1.0
+    simulator_poll_seconds: float = 0.5
+    # Payments: how long an authorization holds.
+    authorization_hold_hours: int = 168
+    # GetOrder answers within this deadline even if a service is slow.
+    get_order_deadline_seconds: float = 2.0
+    # Outbox relays: rows per batch and idle poll interval.
+    outbox_batch_size: int = 200
+    outbox_poll_seconds: float = 0.5
+    # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `OMS_<FIELD>` variables, then apply `overrides`."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = source.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name))
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            else:
+                values[f.name] = kind(raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def address_of(self, service: str) -> str:
+        """host:port where `service` (capture, fulfillment, payments, servicing) listens."""
+        explicit = getattr(self, f"{service}_address")
+        if explicit:
+            return str(explicit)
+        return f"{self.host}:{self.port_of(service)}"
+
+    def port_of(self, service: str) -> int:
+        """The port `service` listens on."""
+        return int(getattr(self, f"{service}_port"))
+
+    @property
+    def temporal_target(self) -> str:
+        """host:port of the Temporal frontend."""
+        return self.temporal_address or f"127.0.0.1:{self.embedded_temporal_port}"
+
+    @property
+    def dsn(self) -> str:
+        """The Postgres DSN services connect with."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://postgres@127.0.0.1:{self.embedded_postgres_port}/oms"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as `OMS_*` variables, for child processes."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[PREFIX + f.name.upper()] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value)
+            )
+        return out
+
+
+SERVICES = ("capture", "fulfillment", "payments", "servicing")

@@ -1,0 +1,84 @@
+"""Shared fixtures: one real Postgres (embedded) and one real Temporal dev server per session,
+and the four services on real gRPC ports. Started lazily: unit tests start nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from oms_platform import db
+from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
+from oms_platform.service import RunningService, migrate_all, start_service
+from oms_platform.settings import SERVICES, Settings
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("oms")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
+    """A throw-away embedded Postgres cluster for the whole session."""
+    server = EmbeddedPostgres(tmp_root / "pg" / "data", free_port(), durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def database(postgres: EmbeddedPostgres) -> str:
+    """DSN of a database with every service's migrations applied."""
+    await db.ensure_database(postgres.dsn)
+    await migrate_all(Settings(database_url=postgres.dsn))
+    return postgres.dsn
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_root: Path) -> Iterator[TemporalDevServer]:
+    """A real Temporal dev server (headless) with the oms search attributes registered."""
+    server = TemporalDevServer(tmp_root / "temporal" / "temporal.db", free_port(), 0, ui=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database: str) -> Settings:
+    """Settings for in-process services: free ports, the test database, short delays."""
+    ports = {f"{name}_port": free_port() for name in SERVICES}
+    return Settings.from_env(
+        env={},
+        database_url=database,
+        task_queue=f"oms-test-{os.getpid()}",
+        db_pool_min=1,
+        db_pool_max=5,
+        log_format="console",
+        **ports,
+    )
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings) -> AsyncIterator[dict[str, RunningService]]:
+    """All four services, started in this process on real gRPC ports (no Temporal needed
+    until something is delivered to a workflow)."""
+    running = {name: await start_service(name, settings) for name in SERVICES}
+    try:
+        yield running
+    finally:
+        await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
+
+
+@pytest.fixture(scope="session")
+def settings_with_temporal(settings: Settings, temporal_server: TemporalDevServer) -> Settings:
+    return replace(settings, temporal_address=temporal_server.target)
