@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -29,7 +29,6 @@ SQL_RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES ($1)"
 SQL_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
 SQL_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
-# Shared by every schema (created by each service's first migration, see IDEMPOTENCY_DDL).
 IDEMPOTENCY_DDL = """
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key          text PRIMARY KEY,
@@ -37,6 +36,18 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     response     bytea,
     created_at   timestamptz NOT NULL DEFAULT now()
 )"""
+
+
+def _platform_ddl() -> list[str]:
+    from oms_platform.outbox import OUTBOX_DDL
+
+    return [IDEMPOTENCY_DDL, OUTBOX_DDL]
+
+
+# Tables every service schema has, owned by the platform rather than one service's
+# migrations: stored idempotency keys and the outbox. Created before a schema's migrations.
+PLATFORM_DDL = _platform_ddl()
+
 SQL_CLAIM_KEY = """
 INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
 ON CONFLICT (key) DO NOTHING RETURNING key"""
@@ -92,7 +103,8 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(f'SET LOCAL search_path TO "{schema}"')
             await conn.execute(SQL_CREATE_MIGRATIONS_TABLE)
-            await conn.execute(IDEMPOTENCY_DDL)
+            for ddl in PLATFORM_DDL:
+                await conn.execute(ddl)
             done = {r["version"] for r in await conn.fetch(SQL_APPLIED_MIGRATIONS)}
             for path in migration_files(directory):
                 version = path.stem
@@ -142,8 +154,3 @@ async def idempotent(
         response = await action(conn)
         await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
         return response, False
-
-
-def jsonable(value: Any) -> Any:
-    """Identity for values asyncpg's jsonb codec accepts; documents intent at call sites."""
-    return value

@@ -50,8 +50,13 @@ class Settings:
     simulator: bool = True
     simulator_step_seconds: float = 1.0
     simulator_poll_seconds: float = 0.5
-    # Payments: how long an authorization holds.
+    # Payments: how long an authorization holds, and the simulated gateway's behaviour.
     authorization_hold_hours: int = 168
+    gateway_latency_ms: int = 0
+    # Authorizations above this amount (minor units) are declined; 0 means no limit.
+    gateway_decline_above_minor: int = 0
+    # Share of gateway calls that fail transiently (0.0 to 1.0), for chaos runs.
+    gateway_transient_failure_rate: float = 0.0
     # GetOrder answers within this deadline even if a service is slow.
     get_order_deadline_seconds: float = 2.0
     # Outbox relays: rows per batch and idle poll interval.
