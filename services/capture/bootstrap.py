@@ -1,0 +1,70 @@
+"""Capture's composition root: its schema, migrations, servicer and outbox relay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2_grpc
+from oms.payments.v1 import payments_pb2_grpc
+from oms.servicing.v1 import servicing_pb2_grpc
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from oms_platform.outbox import OutboxRelay
+from oms_platform.service import ServiceContext, ServiceParts
+from services.capture.servicer import CaptureServicer
+from workflows.types import ORDER_CHANNEL, ORDER_STATUS, PROCESSING
+
+SCHEMA = "capture"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def lifecycle_start_options(payload: dict[str, Any]) -> dict[str, Any]:
+    """Search attributes of a new lifecycle: processing, on the order's channel."""
+    return {
+        "search_attributes": TypedSearchAttributes(
+            [
+                SearchAttributePair(ORDER_STATUS, PROCESSING),
+                SearchAttributePair(ORDER_CHANNEL, payload["channel"]),
+            ]
+        )
+    }
+
+
+async def build(ctx: ServiceContext) -> ServiceParts:
+    """Wire capture's servicer (with stubs to the other services) and its outbox relay."""
+    # Stubs on grpc.aio channels are the async stubs.
+    fulfillment = cast(
+        "fulfillment_pb2_grpc.FulfillmentServiceAsyncStub",
+        fulfillment_pb2_grpc.FulfillmentServiceStub(ctx.channel("fulfillment")),
+    )
+    payments = cast(
+        "payments_pb2_grpc.PaymentsServiceAsyncStub",
+        payments_pb2_grpc.PaymentsServiceStub(ctx.channel("payments")),
+    )
+    servicing = cast(
+        "servicing_pb2_grpc.ServicingServiceAsyncStub",
+        servicing_pb2_grpc.ServicingServiceStub(ctx.channel("servicing")),
+    )
+    servicer = CaptureServicer(
+        ctx.pool,
+        fulfillment=fulfillment,
+        payments=payments,
+        servicing=servicing,
+        get_order_deadline_seconds=ctx.settings.get_order_deadline_seconds,
+    )
+    relay = OutboxRelay(
+        ctx.pool,
+        SCHEMA,
+        ctx.temporal,
+        ctx.settings.task_queue,
+        start_options=lifecycle_start_options,
+        batch_size=ctx.settings.outbox_batch_size,
+        poll_seconds=ctx.settings.outbox_poll_seconds,
+    )
+    return ServiceParts(
+        registrations=[(capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer)],
+        service_names=[capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name],
+        background=[relay.run],
+    )

@@ -1,0 +1,356 @@
+"""Pure conversions between capture's wire types, its domain and the workflow's payloads.
+
+Enums are mapped by explicit tables; a value missing from a table is "not set".
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from oms.capture.v1 import capture_pb2 as pb
+from oms.common.v1 import common_pb2
+from oms.payments.v1 import payments_pb2
+
+from oms_platform.errors import FieldViolation, InvalidArgument
+from services.capture import domain
+from workflows import types as wf
+
+CHANNEL_TO_DOMAIN: dict[int, str] = {
+    pb.CHANNEL_WEB: "web",
+    pb.CHANNEL_MARKETPLACE: "marketplace",
+    pb.CHANNEL_STORE: "store",
+    pb.CHANNEL_B2B: "b2b",
+    pb.CHANNEL_AGENT: "agent",
+}
+CHANNEL_TO_PB: dict[str, int] = {v: k for k, v in CHANNEL_TO_DOMAIN.items()}
+
+STATUS_TO_DOMAIN: dict[int, str] = {
+    pb.ORDER_STATUS_PENDING: wf.PENDING,
+    pb.ORDER_STATUS_PROCESSING: wf.PROCESSING,
+    pb.ORDER_STATUS_AUTHORIZED: wf.AUTHORIZED,
+    pb.ORDER_STATUS_ALLOCATED: wf.ALLOCATED,
+    pb.ORDER_STATUS_PARTIALLY_SHIPPED: wf.PARTIALLY_SHIPPED,
+    pb.ORDER_STATUS_SHIPPED: wf.SHIPPED,
+    pb.ORDER_STATUS_FULFILLED: wf.FULFILLED,
+    pb.ORDER_STATUS_ON_HOLD: wf.ON_HOLD,
+    pb.ORDER_STATUS_CANCELED: wf.CANCELED,
+}
+STATUS_TO_PB: dict[str, int] = {v: k for k, v in STATUS_TO_DOMAIN.items()}
+
+SHOPPER_KIND_TO_DOMAIN: dict[int, str] = {
+    pb.SHOPPER_KIND_UNSPECIFIED: "person",
+    pb.SHOPPER_KIND_PERSON: "person",
+    pb.SHOPPER_KIND_BUSINESS: "business",
+}
+SHOPPER_KIND_TO_PB: dict[str, int] = {
+    "person": pb.SHOPPER_KIND_PERSON,
+    "business": pb.SHOPPER_KIND_BUSINESS,
+}
+
+PAYMENT_TYPE_TO_DOMAIN: dict[int, str] = {
+    payments_pb2.PAYMENT_METHOD_TYPE_CARD: "card",
+    payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD: "gift_card",
+    payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS: "invoice_terms",
+}
+PAYMENT_TYPE_TO_PB: dict[str, int] = {v: k for k, v in PAYMENT_TYPE_TO_DOMAIN.items()}
+
+
+# ---- wire -> domain ---------------------------------------------------------------------
+
+
+def _money(message: Any, field: str) -> domain.Money | None:
+    if not message.HasField(field):
+        return None
+    m = getattr(message, field)
+    return domain.Money(amount_minor=m.amount_minor, currency=m.currency)
+
+
+def _adjustment_request(a: pb.Adjustment) -> domain.AdjustmentRequest:
+    return domain.AdjustmentRequest(
+        code=a.code, description=a.description, amount=_money(a, "amount")
+    )
+
+
+def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission:
+    """The domain's view of a SubmitOrderRequest."""
+    shopper = None
+    if request.HasField("shopper"):
+        s = request.shopper
+        shopper = domain.ShopperDetails(
+            kind=SHOPPER_KIND_TO_DOMAIN.get(s.kind, "person"),
+            channel_customer_id=s.channel_customer_id,
+            email=s.email,
+            name=s.name,
+            phone=s.phone,
+            company=s.company,
+        )
+    payment = None
+    if request.HasField("payment_method"):
+        p = request.payment_method
+        payment = domain.PaymentMethod(
+            type=PAYMENT_TYPE_TO_DOMAIN.get(p.type, ""),
+            token=p.token,
+            preauthorization_ref=p.preauthorization_ref,
+        )
+    return domain.OrderSubmission(
+        idempotency_key=request.idempotency_key,
+        channel=CHANNEL_TO_DOMAIN.get(request.channel, ""),
+        channel_order_ref=request.channel_order_ref,
+        shopper=shopper,
+        currency=request.currency,
+        delivery_groups=tuple(
+            domain.DeliveryGroupRequest(
+                ref=g.ref,
+                recipient_name=g.recipient_name,
+                address=(
+                    domain.Address(
+                        line1=g.address.line1,
+                        line2=g.address.line2,
+                        city=g.address.city,
+                        region=g.address.region,
+                        postal_code=g.address.postal_code,
+                        country_code=g.address.country_code,
+                    )
+                    if g.HasField("address")
+                    else None
+                ),
+                delivery_method=g.delivery_method,
+                shipping_charge=_money(g, "shipping_charge"),
+            )
+            for g in request.delivery_groups
+        ),
+        lines=tuple(
+            domain.LineRequest(
+                delivery_group_ref=line.delivery_group_ref,
+                sku=line.sku,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=_money(line, "unit_price"),
+                discounts=tuple(_adjustment_request(d) for d in line.discounts),
+                taxes=tuple(
+                    domain.TaxRequest(name=t.name, amount=_money(t, "amount")) for t in line.taxes
+                ),
+            )
+            for line in request.lines
+        ),
+        discounts=tuple(_adjustment_request(d) for d in request.discounts),
+        grand_total=_money(request, "grand_total"),
+        payment_method=payment,
+    )
+
+
+def timestamp_to_datetime(ts: Timestamp) -> datetime:
+    """A protobuf Timestamp as an aware UTC datetime."""
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def line_changes_from_pb(
+    changes: Any,
+) -> list[domain.LineQuantityChange]:
+    """RecordOrderProgress's bucket deltas."""
+    return [
+        domain.LineQuantityChange(
+            order_line_id=c.order_line_id,
+            delta=domain.Quantities(
+                ordered=c.delta.ordered,
+                canceled=c.delta.canceled,
+                allocated=c.delta.allocated,
+                fulfilled=c.delta.fulfilled,
+                return_initiated=c.delta.return_initiated,
+                returned=c.delta.returned,
+            ),
+        )
+        for c in changes
+    ]
+
+
+def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
+    """A reported timeline event; `at` None (now) when unset."""
+    return domain.TimelineEvent(
+        kind=event.kind,
+        summary=event.summary,
+        actor=event.actor,
+        at=timestamp_to_datetime(event.at) if event.HasField("at") else None,
+    )
+
+
+# ---- domain -> wire ---------------------------------------------------------------------
+
+
+def _money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
+
+
+def _timestamp(at: datetime | None) -> Timestamp | None:
+    if at is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def _adjustment_pb(a: domain.Adjustment, currency: str) -> pb.Adjustment:
+    return pb.Adjustment(
+        code=a.code, description=a.description, amount=_money_pb(a.amount_minor, currency)
+    )
+
+
+def order_to_pb(order: domain.Order) -> pb.Order:
+    """An order on the wire."""
+    c = order.currency
+    s = order.shopper
+    t = order.totals
+    return pb.Order(
+        order_id=order.order_id,
+        channel=CHANNEL_TO_PB.get(order.channel, pb.CHANNEL_UNSPECIFIED),  # type: ignore[arg-type]
+        channel_order_ref=order.channel_order_ref,
+        status=STATUS_TO_PB.get(order.status, pb.ORDER_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
+        shopper=pb.Shopper(
+            shopper_id=s.shopper_id,
+            kind=SHOPPER_KIND_TO_PB.get(s.kind, pb.SHOPPER_KIND_UNSPECIFIED),  # type: ignore[arg-type]
+            channel_customer_id=s.channel_customer_id,
+            email=s.email,
+            name=s.name,
+            phone=s.phone,
+            company=s.company,
+        ),
+        currency=c,
+        delivery_groups=[
+            pb.DeliveryGroup(
+                ref=g.ref,
+                delivery_group_id=g.delivery_group_id,
+                recipient_name=g.recipient_name,
+                address=common_pb2.PostalAddress(
+                    line1=g.address.line1,
+                    line2=g.address.line2,
+                    city=g.address.city,
+                    region=g.address.region,
+                    postal_code=g.address.postal_code,
+                    country_code=g.address.country_code,
+                ),
+                delivery_method=g.delivery_method,
+                shipping_charge=_money_pb(g.shipping_minor, c),
+            )
+            for g in order.delivery_groups
+        ],
+        lines=[
+            pb.OrderLine(
+                order_line_id=line.order_line_id,
+                delivery_group_ref=line.delivery_group_id,
+                sku=line.sku,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=_money_pb(line.unit_price_minor, c),
+                discounts=[_adjustment_pb(d, c) for d in line.discounts],
+                taxes=[
+                    pb.TaxLine(name=tax.name, amount=_money_pb(tax.amount_minor, c))
+                    for tax in line.taxes
+                ],
+                quantities=pb.LineQuantities(**line.quantities.as_dict()),
+                total=_money_pb(line.total_minor, c),
+                allocated_order_discount=_money_pb(line.allocated_order_discount_minor, c),
+            )
+            for line in order.lines
+        ],
+        discounts=[_adjustment_pb(d, c) for d in order.discounts],
+        totals=pb.OrderTotals(
+            subtotal=_money_pb(t.subtotal_minor, c),
+            discounts=_money_pb(t.discount_minor, c),
+            tax=_money_pb(t.tax_minor, c),
+            shipping=_money_pb(t.shipping_minor, c),
+            grand_total=_money_pb(t.grand_total_minor, c),
+        ),
+        payment_method=payments_pb2.PaymentMethod(
+            type=PAYMENT_TYPE_TO_PB.get(  # type: ignore[arg-type]
+                order.payment_method.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED
+            ),
+            token=order.payment_method.token,
+            preauthorization_ref=order.payment_method.preauthorization_ref,
+        ),
+        created_at=_timestamp(order.created_at),
+        updated_at=_timestamp(order.updated_at),
+    )
+
+
+def event_to_pb(event: domain.TimelineEvent) -> common_pb2.TimelineEvent:
+    """A timeline event on the wire."""
+    return common_pb2.TimelineEvent(
+        at=_timestamp(event.at), kind=event.kind, summary=event.summary, actor=event.actor
+    )
+
+
+# ---- domain -> workflow -----------------------------------------------------------------
+
+
+def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
+    """What the order's lifecycle workflow starts with."""
+    return wf.OrderLifecycleInput(
+        order_id=order.order_id,
+        channel=order.channel,
+        currency=order.currency,
+        grand_total_minor=order.totals.grand_total_minor,
+        payment_method=wf.PaymentMethodData(
+            type=order.payment_method.type,
+            token=order.payment_method.token,
+            preauthorization_ref=order.payment_method.preauthorization_ref,
+        ),
+        delivery_groups=[
+            wf.LifecycleDeliveryGroup(
+                delivery_group_id=g.delivery_group_id,
+                address=wf.Address(
+                    line1=g.address.line1,
+                    city=g.address.city,
+                    postal_code=g.address.postal_code,
+                    country_code=g.address.country_code,
+                    line2=g.address.line2,
+                    region=g.address.region,
+                ),
+                shipping_minor=g.shipping_minor,
+            )
+            for g in order.delivery_groups
+        ],
+        lines=[
+            wf.LifecycleLine(
+                order_line_id=line.order_line_id,
+                delivery_group_id=line.delivery_group_id,
+                sku=line.sku,
+                quantity=line.quantity,
+                gross_minor=line.gross_minor,
+                discount_minor=line.discount_minor,
+                tax_minor=line.tax_minor,
+            )
+            for line in order.lines
+        ],
+    )
+
+
+def lifecycle_payload(order: domain.Order) -> dict[str, Any]:
+    """The lifecycle input as the JSON the outbox stores."""
+    return dataclasses.asdict(lifecycle_input(order))
+
+
+# ---- page tokens ------------------------------------------------------------------------
+
+
+def encode_page_token(created_at: datetime, order_id: str) -> str:
+    """An opaque cursor pointing after this order."""
+    raw = json.dumps({"t": created_at.isoformat(), "id": order_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, str] | None:
+    """The (created_at, order_id) a cursor points after; None for the first page."""
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(data["t"]), str(data["id"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token from a previous page")]
+        ) from error

@@ -1,0 +1,443 @@
+"""PaymentsService over real gRPC and real Postgres, with the simulated gateway it builds."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from oms.common.v1 import common_pb2
+from oms.payments.v1 import payments_pb2, payments_pb2_grpc
+
+from oms_platform import db, grpcutil
+from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.service import start_service
+from oms_platform.settings import Settings
+from services.payments import bootstrap
+from services.payments.gateway import PaymentGateway, SimulatedGateway
+
+pb = payments_pb2
+LIMIT_MINOR = 1_000_000
+
+
+@dataclass
+class Payments:
+    """The running service's stub and the gateway instance it built."""
+
+    stub: payments_pb2_grpc.PaymentsServiceStub
+    gateway: SimulatedGateway
+
+
+@pytest.fixture(scope="module")
+async def payments_settings(postgres: EmbeddedPostgres) -> Settings:
+    """Settings for the payments service alone (migrates only its schema)."""
+    await db.ensure_database(postgres.dsn)
+    await db.migrate(postgres.dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
+    return Settings.from_env(
+        env={},
+        database_url=postgres.dsn,
+        db_pool_min=1,
+        db_pool_max=5,
+        log_format="console",
+        authorization_hold_hours=24,
+        gateway_decline_above_minor=LIMIT_MINOR,
+    )
+
+
+@pytest.fixture(scope="module")
+async def payments(payments_settings: Settings) -> AsyncIterator[Payments]:
+    """The service started the normal way; the test keeps the gateway bootstrap built."""
+    built: list[PaymentGateway] = []
+    make_gateway = bootstrap.make_gateway
+
+    def recording(settings: Settings) -> PaymentGateway:
+        gateway = make_gateway(settings)
+        built.append(gateway)
+        return gateway
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bootstrap, "make_gateway", recording)
+        running = await start_service("payments", payments_settings, port=0)
+    (gateway,) = built
+    assert isinstance(gateway, SimulatedGateway)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield Payments(payments_pb2_grpc.PaymentsServiceStub(channel), gateway)
+    await running.stop(0.5)
+
+
+def usd(amount_minor: int, currency: str = "USD") -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
+
+
+def new_order() -> str:
+    return f"order-{uuid.uuid4()}"
+
+
+async def authorize(
+    payments: Payments,
+    order_id: str,
+    amount_minor: int,
+    *,
+    token: str = "tok_visa",
+    key: str | None = None,
+    currency: str = "USD",
+) -> pb.Authorization:
+    response = await payments.stub.AuthorizePayment(
+        pb.AuthorizePaymentRequest(
+            order_id=order_id,
+            idempotency_key=key or f"{order_id}:authorize",
+            payment_method=pb.PaymentMethod(type=pb.PAYMENT_METHOD_TYPE_CARD, token=token),
+            amount=usd(amount_minor, currency),
+        )
+    )
+    return response.authorization
+
+
+def chargeable(
+    order_line_id: str,
+    ordered: int,
+    to_invoice: int,
+    before: int,
+    gross: int,
+    discount: int = 0,
+    tax: int = 0,
+    currency: str = "USD",
+) -> pb.ChargeableLine:
+    return pb.ChargeableLine(
+        order_line_id=order_line_id,
+        sku=f"SKU-{order_line_id}",
+        quantity_ordered=ordered,
+        gross=usd(gross, currency),
+        discount=usd(discount, currency),
+        tax=usd(tax, currency),
+        quantity_to_invoice=to_invoice,
+        quantity_invoiced_before=before,
+    )
+
+
+async def invoice(
+    payments: Payments,
+    order_id: str,
+    lines: list[pb.ChargeableLine],
+    shipping: int = 0,
+    *,
+    shipment: str = "fo-1",
+    currency: str = "USD",
+) -> pb.Invoice:
+    response = await payments.stub.CreateInvoice(
+        pb.CreateInvoiceRequest(
+            order_id=order_id,
+            fulfillment_order_id=f"{order_id}:{shipment}",
+            idempotency_key=f"{order_id}:invoice:{shipment}",
+            lines=lines,
+            shipping=usd(shipping, currency),
+        )
+    )
+    return response.invoice
+
+
+async def capture(payments: Payments, invoice_id: str, key: str | None = None) -> pb.Capture:
+    response = await payments.stub.CaptureInvoice(
+        pb.CaptureInvoiceRequest(
+            invoice_id=invoice_id, idempotency_key=key or f"{invoice_id}:capture"
+        )
+    )
+    return response.capture
+
+
+async def summary_of(payments: Payments, order_id: str) -> pb.GetPaymentSummaryResponse:
+    return await payments.stub.GetPaymentSummary(pb.GetPaymentSummaryRequest(order_id=order_id))
+
+
+# ---- authorize -----------------------------------------------------------------------------
+
+
+async def test_an_approved_authorization_holds_the_amount_until_it_expires(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    before = datetime.now(UTC)
+    auth = await authorize(payments, order_id, 12_345)
+    assert auth.status == pb.AUTHORIZATION_STATUS_APPROVED
+    assert (auth.amount.amount_minor, auth.amount.currency) == (12_345, "USD")
+    assert auth.captured.amount_minor == 0
+    assert auth.gateway_reference.startswith("sim_auth_")
+    expires = auth.expires_at.ToDatetime(tzinfo=UTC)
+    assert before + timedelta(hours=24) <= expires <= datetime.now(UTC) + timedelta(hours=24)
+
+    found = await summary_of(payments, order_id)
+    assert found.summary.authorized == usd(12_345)
+    assert [a.authorization_id for a in found.authorizations] == [auth.authorization_id]
+
+
+async def test_a_declined_card_is_an_answer_and_is_recorded(payments: Payments) -> None:
+    order_id = new_order()
+    auth = await authorize(payments, order_id, 5_000, token="tok_decline")
+    assert auth.status == pb.AUTHORIZATION_STATUS_DECLINED
+    assert auth.decline_reason == "card_declined"
+
+    found = await summary_of(payments, order_id)
+    assert found.summary.authorized == usd(0)
+    assert [a.status for a in found.authorizations] == [pb.AUTHORIZATION_STATUS_DECLINED]
+
+
+async def test_an_amount_above_the_gateway_limit_from_settings_is_declined(
+    payments: Payments,
+) -> None:
+    auth = await authorize(payments, new_order(), LIMIT_MINOR + 1)
+    assert auth.status == pb.AUTHORIZATION_STATUS_DECLINED
+    assert auth.decline_reason == "amount_exceeds_limit"
+
+
+async def test_authorizing_twice_with_one_key_is_one_authorization_and_one_charge(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    first = await authorize(payments, order_id, 7_000)
+    second = await authorize(payments, order_id, 7_000)
+    assert second.authorization_id == first.authorization_id
+    assert second.gateway_reference == first.gateway_reference
+    ops = [op for op in payments.gateway.operations_of("authorize") if op.key.startswith(order_id)]
+    assert len(ops) == 1
+    assert len((await summary_of(payments, order_id)).authorizations) == 1
+
+
+async def test_one_key_with_a_different_amount_is_refused_naming_the_key(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 7_000)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await authorize(payments, order_id, 7_001)
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"{order_id}:authorize" in (raised.value.details() or "")
+
+
+async def test_a_malformed_authorization_names_every_bad_field(payments: Payments) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await payments.stub.AuthorizePayment(
+            pb.AuthorizePaymentRequest(amount=usd(0, "ZZZ"), payment_method=pb.PaymentMethod())
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {field for field, _ in grpcutil.field_violations(raised.value)} == {
+        "order_id",
+        "idempotency_key",
+        "payment_method.token",
+        "amount.amount_minor",
+        "amount.currency",
+    }
+
+
+async def test_a_gateway_outage_answers_unavailable_and_a_retry_with_the_key_charges_once(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    payments.gateway.transient_failure_rate = 1.0
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await authorize(payments, order_id, 3_000)
+    finally:
+        payments.gateway.transient_failure_rate = 0.0
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (await summary_of(payments, order_id)).authorizations == []
+
+    auth = await authorize(payments, order_id, 3_000)
+    assert auth.status == pb.AUTHORIZATION_STATUS_APPROVED
+    ops = [op for op in payments.gateway.operations_of("authorize") if op.key.startswith(order_id)]
+    assert len(ops) == 1
+
+
+# ---- invoice and capture -------------------------------------------------------------------
+
+
+async def test_invoicing_two_shipments_and_capturing_both_settles_the_order(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    line_total = 10_001 - 1_000 + 801
+    auth = await authorize(payments, order_id, line_total + 599)
+
+    first = await invoice(
+        payments, order_id, [chargeable("ol-1", 3, 1, 0, 10_001, 1_000, 801)], 599, shipment="fo-1"
+    )
+    second = await invoice(
+        payments, order_id, [chargeable("ol-1", 3, 2, 1, 10_001, 1_000, 801)], shipment="fo-2"
+    )
+    assert [ln.total.amount_minor for ln in first.lines] == [3_334 - 334 + 267]
+    assert first.lines[0].total.amount_minor + second.lines[0].total.amount_minor == line_total
+    assert first.total.amount_minor == first.lines[0].total.amount_minor + 599
+    assert first.total.amount_minor + second.total.amount_minor == line_total + 599
+
+    for inv in (first, second):
+        cap = await capture(payments, inv.invoice_id)
+        assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED
+        assert cap.amount == inv.total
+        assert cap.authorization_id == auth.authorization_id
+
+    found = await summary_of(payments, order_id)
+    assert found.summary.invoiced == usd(line_total + 599)
+    assert found.summary.captured == found.summary.invoiced
+    assert found.summary.balance_due == usd(0)
+    assert found.summary.refunded == usd(0)
+    assert found.authorizations[0].captured == usd(line_total + 599)
+    assert [i.captured for i in found.invoices] == [first.total, second.total]
+
+
+async def test_a_capture_replayed_with_its_key_is_the_same_capture(payments: Payments) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 4_000)])
+    first = await capture(payments, inv.invoice_id, key="k1")
+    again = await capture(payments, inv.invoice_id, key="k1")
+    assert again.capture_id == first.capture_id
+    assert len((await summary_of(payments, order_id)).captures) == 1
+
+
+async def test_capturing_a_captured_invoice_is_refused(payments: Payments) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 4_000)])
+    await capture(payments, inv.invoice_id, key=f"{order_id}:capture:1")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await capture(payments, inv.invoice_id, key=f"{order_id}:capture:2")
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.details() == f"invoice {inv.invoice_id} is already captured"
+
+
+async def test_a_capture_the_processor_refuses_is_a_failed_capture_with_its_reason(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000, token="tok_fail_capture")
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 4_000)])
+    cap = await capture(payments, inv.invoice_id)
+    assert cap.status == pb.CAPTURE_STATUS_FAILED
+    assert cap.failure_reason == "processor_unavailable"
+    assert cap.amount == usd(4_000)
+
+    found = await summary_of(payments, order_id)
+    assert found.summary.captured == usd(0)
+    assert found.summary.balance_due == usd(4_000)
+    assert found.authorizations[0].captured == usd(0)
+
+
+async def test_a_capture_beyond_the_authorization_fails_as_insufficient(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 3_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 3_000)], 1)
+    cap = await capture(payments, inv.invoice_id)
+    assert cap.status == pb.CAPTURE_STATUS_FAILED
+    assert cap.failure_reason == "insufficient_authorization"
+    assert cap.authorization_id == ""
+    captures = [
+        op for op in payments.gateway.operations_of("capture") if op.key.startswith(inv.invoice_id)
+    ]
+    assert captures == []
+
+
+async def test_a_gateway_timeout_after_charging_records_the_capture_exactly_once(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 2, 2, 0, 4_500)])
+    key = f"{order_id}:capture"
+    payments.gateway.timeout_after_charge = True
+    try:
+        cap = await capture(payments, inv.invoice_id, key=key)
+    finally:
+        payments.gateway.timeout_after_charge = False
+    assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED
+    assert cap.amount == usd(4_500)
+
+    charges = [op for op in payments.gateway.operations_of("capture") if op.key.startswith(key)]
+    assert len(charges) == 1
+    assert charges[0].result.reference == cap.gateway_reference
+    assert ("lookup", f"{key}:capture") in payments.gateway.calls
+
+    again = await capture(payments, inv.invoice_id, key=key)
+    assert again.capture_id == cap.capture_id
+    found = await summary_of(payments, order_id)
+    assert [c.capture_id for c in found.captures] == [cap.capture_id]
+    assert found.summary.captured == usd(4_500)
+
+
+async def test_a_malformed_invoice_names_every_bad_field(payments: Payments) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await payments.stub.CreateInvoice(
+            pb.CreateInvoiceRequest(
+                order_id="o",
+                fulfillment_order_id="fo",
+                idempotency_key=f"bad-{uuid.uuid4()}",
+                lines=[chargeable("ol-1", 2, 2, 1, 100), chargeable("ol-2", 1, 1, 0, 100, tax=8)],
+                shipping=usd(100, "EUR"),
+            )
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in grpcutil.field_violations(raised.value)} == {
+        "lines[0].quantity_to_invoice",
+        "shipping.currency",
+    }
+
+
+async def test_creating_an_invoice_twice_with_one_key_is_one_invoice(payments: Payments) -> None:
+    order_id = new_order()
+    lines = [chargeable("ol-1", 1, 1, 0, 1_500, currency="JPY")]
+    first = await invoice(payments, order_id, lines, currency="JPY")
+    again = await invoice(payments, order_id, lines, currency="JPY")
+    assert again.invoice_id == first.invoice_id
+    found = await summary_of(payments, order_id)
+    assert len(found.invoices) == 1
+    assert found.summary.invoiced == usd(1_500, "JPY")
+
+
+async def test_capturing_an_unknown_invoice_is_not_found(payments: Payments) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await capture(payments, f"missing-{uuid.uuid4()}")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ---- void and summary ----------------------------------------------------------------------
+
+
+async def test_a_void_releases_every_approved_authorization_of_the_order(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    first = await authorize(payments, order_id, 2_000, key=f"{order_id}:a1")
+    second = await authorize(payments, order_id, 3_000, key=f"{order_id}:a2")
+    declined = await authorize(payments, order_id, 1_000, key=f"{order_id}:a3", token="tok_decline")
+    request = pb.VoidAuthorizationRequest(
+        order_id=order_id, idempotency_key=f"{order_id}:void", reason="order canceled"
+    )
+    response = await payments.stub.VoidAuthorization(request)
+    statuses = {a.authorization_id: a.status for a in response.authorizations}
+    assert statuses == {
+        first.authorization_id: pb.AUTHORIZATION_STATUS_VOIDED,
+        second.authorization_id: pb.AUTHORIZATION_STATUS_VOIDED,
+        declined.authorization_id: pb.AUTHORIZATION_STATUS_DECLINED,
+    }
+    voids = [op for op in payments.gateway.operations_of("void") if op.key.startswith(order_id)]
+    assert sorted(op.reference for op in voids) == sorted(
+        [first.gateway_reference, second.gateway_reference]
+    )
+
+    replay = await payments.stub.VoidAuthorization(request)
+    assert replay == response
+    assert (await summary_of(payments, order_id)).summary.authorized == usd(0)
+
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 1_000)])
+    cap = await capture(payments, inv.invoice_id)
+    assert cap.failure_reason == "insufficient_authorization"
+
+
+async def test_the_summary_of_an_unknown_order_is_empty(payments: Payments) -> None:
+    found = await summary_of(payments, new_order())
+    assert found.summary.authorized == common_pb2.Money(amount_minor=0, currency="")
+    assert found.summary.balance_due.amount_minor == 0
+    assert list(found.authorizations) == list(found.captures) == list(found.invoices) == []

@@ -1,0 +1,103 @@
+"""oms_platform.money: exact allocation, per-unit shares and formatting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oms_platform import money
+
+EXPONENTS = {0: "JPY", 2: "USD", 3: "BHD"}
+
+
+@st.composite
+def totals_in_a_currency(draw: st.DrawFn) -> int:
+    """An amount of up to a million major units in a currency of exponent 0, 2 or 3."""
+    exp = draw(st.sampled_from(sorted(EXPONENTS)))
+    assert money.exponent(EXPONENTS[exp]) == exp
+    return draw(st.integers(min_value=-(10 ** (6 + exp)), max_value=10 ** (6 + exp)))
+
+
+@given(
+    total=totals_in_a_currency(), weights=st.lists(st.integers(0, 10_000), min_size=1, max_size=30)
+)
+def test_allocated_parts_always_sum_to_the_total(total: int, weights: list[int]) -> None:
+    parts = money.allocate(total, weights)
+    assert len(parts) == len(weights)
+    assert sum(parts) == total
+
+
+@given(
+    total=totals_in_a_currency(), weights=st.lists(st.integers(0, 10_000), min_size=1, max_size=30)
+)
+def test_equal_weights_get_parts_at_most_one_unit_apart(total: int, weights: list[int]) -> None:
+    parts = money.allocate(total, weights)
+    for weight in set(weights):
+        same = [p for p, w in zip(parts, weights, strict=True) if w == weight]
+        assert max(same) - min(same) <= 1
+
+
+@given(total=totals_in_a_currency(), count=st.integers(1, 50))
+def test_an_even_split_differs_by_at_most_one_unit(total: int, count: int) -> None:
+    parts = money.allocate(total, [1] * count)
+    assert sum(parts) == total
+    assert max(parts) - min(parts) <= 1
+
+
+@given(
+    total=totals_in_a_currency(), weights=st.lists(st.integers(0, 10_000), min_size=1, max_size=30)
+)
+def test_parts_have_the_sign_of_the_total(total: int, weights: list[int]) -> None:
+    parts = money.allocate(total, weights)
+    assert all(p >= 0 for p in parts) if total >= 0 else all(p <= 0 for p in parts)
+
+
+@given(
+    total=totals_in_a_currency(),
+    cuts=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+)
+def test_shares_of_consecutive_shipments_add_up_to_the_line_total(
+    total: int, cuts: list[int]
+) -> None:
+    quantity = sum(cuts)
+    before = 0
+    shares = []
+    for now in cuts:
+        shares.append(money.share(total, quantity, before, now))
+        before += now
+    assert sum(shares) == total
+
+
+def test_allocate_gives_the_remainder_to_the_earliest_largest_remainders() -> None:
+    assert money.allocate(100, [1, 1, 1]) == [34, 33, 33]
+    assert money.allocate(-100, [1, 1, 1]) == [-34, -33, -33]
+    assert money.allocate(5, [0, 0]) == [3, 2]
+
+
+def test_allocate_refuses_negative_weights_and_nonzero_totals_over_nothing() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        money.allocate(10, [1, -1])
+    with pytest.raises(ValueError, match="no weights"):
+        money.allocate(10, [])
+    assert money.allocate(0, []) == []
+
+
+def test_share_refuses_quantities_out_of_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        money.share(1000, 3, 2, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        money.share(1000, 3, -1, 1)
+
+
+def test_format_minor_uses_the_currency_exponent() -> None:
+    assert money.format_minor(1999, "USD") == "19.99 USD"
+    assert money.format_minor(1500, "JPY") == "1500 JPY"
+    assert money.format_minor(1234, "BHD") == "1.234 BHD"
+    assert money.format_minor(-5, "USD") == "-0.05 USD"
+
+
+def test_known_currencies_are_iso_codes_oms_accepts() -> None:
+    assert money.is_known_currency("EUR")
+    assert not money.is_known_currency("usd")
+    assert not money.is_known_currency("XYZ")

@@ -1,0 +1,356 @@
+"""Activities: thin gRPC calls from the workflow into the services.
+
+One class per service, holding its stub. Each method converts the workflow's dataclass to the
+request, calls with a deadline, and converts the answer back. Business refusals
+(INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS) become non-retryable
+errors; transport failures propagate and Temporal retries them with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+import structlog
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.common.v1 import common_pb2
+from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
+from oms.payments.v1 import payments_pb2, payments_pb2_grpc
+from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows.types import (
+    ALLOCATED,
+    AUTHORIZED,
+    CANCELED,
+    FULFILLED,
+    ON_HOLD,
+    PARTIALLY_SHIPPED,
+    PENDING,
+    PROCESSING,
+    SHIPPED,
+    Address,
+    AuthorizeInput,
+    AuthorizeResult,
+    CancelFulfillmentOrderInput,
+    CaptureInput,
+    CaptureResult,
+    FulfillmentOrderData,
+    InvoiceInput,
+    InvoiceResult,
+    PaymentMethodData,
+    ProcessExceptionInput,
+    ProgressInput,
+    RouteInput,
+    RouteResult,
+    RoutingLineData,
+    VoidInput,
+)
+
+DEADLINE_SECONDS = 10.0
+T = TypeVar("T")
+
+_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+
+ORDER_STATUS_TO_PROTO = {
+    "": capture_pb2.ORDER_STATUS_UNSPECIFIED,
+    PENDING: capture_pb2.ORDER_STATUS_PENDING,
+    PROCESSING: capture_pb2.ORDER_STATUS_PROCESSING,
+    AUTHORIZED: capture_pb2.ORDER_STATUS_AUTHORIZED,
+    ALLOCATED: capture_pb2.ORDER_STATUS_ALLOCATED,
+    PARTIALLY_SHIPPED: capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED,
+    SHIPPED: capture_pb2.ORDER_STATUS_SHIPPED,
+    FULFILLED: capture_pb2.ORDER_STATUS_FULFILLED,
+    ON_HOLD: capture_pb2.ORDER_STATUS_ON_HOLD,
+    CANCELED: capture_pb2.ORDER_STATUS_CANCELED,
+}
+PAYMENT_METHOD_TO_PROTO = {
+    "card": payments_pb2.PAYMENT_METHOD_TYPE_CARD,
+    "gift_card": payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD,
+    "invoice_terms": payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS,
+}
+CATEGORY_TO_PROTO = {
+    "payment": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_PAYMENT,
+    "fulfillment": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_FULFILLMENT,
+    "inventory": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_INVENTORY,
+    "fraud": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_FRAUD,
+    "carrier": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_CARRIER,
+    "invoicing": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_INVOICING,
+}
+SEVERITY_TO_PROTO = {
+    "low": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_LOW,
+    "medium": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_MEDIUM,
+    "high": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_HIGH,
+}
+
+
+async def _call(rpc: Awaitable[T]) -> T:
+    """Await a gRPC call, turning business refusals into non-retryable activity errors."""
+    info = activity.info()
+    structlog.contextvars.bind_contextvars(
+        workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+    )
+    try:
+        return await rpc
+    except grpc.aio.AioRpcError as error:
+        if error.code() in _REFUSALS:
+            raise ApplicationError(
+                error.details() or error.code().name, type=error.code().name, non_retryable=True
+            ) from None
+        structlog.get_logger("oms.activity").warning(
+            "service call failed; will retry", code=error.code().name, detail=error.details()
+        )
+        raise
+
+
+def _money(amount_minor: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
+
+
+def _address(address: Address) -> common_pb2.PostalAddress:
+    return common_pb2.PostalAddress(
+        line1=address.line1,
+        line2=address.line2,
+        city=address.city,
+        region=address.region,
+        postal_code=address.postal_code,
+        country_code=address.country_code,
+    )
+
+
+def _payment_method(method: PaymentMethodData) -> payments_pb2.PaymentMethod:
+    return payments_pb2.PaymentMethod(
+        type=PAYMENT_METHOD_TO_PROTO.get(method.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED),
+        token=method.token,
+        preauthorization_ref=method.preauthorization_ref,
+    )
+
+
+class CaptureActivities:
+    """Reports lifecycle progress to the order's record in capture."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = capture_pb2_grpc.CaptureServiceStub(channel)
+
+    @activity.defn(name="record_order_progress")
+    async def record_order_progress(self, progress: ProgressInput) -> None:
+        structlog.contextvars.bind_contextvars(order_id=progress.order_id)
+        await _call(
+            self._stub.RecordOrderProgress(
+                capture_pb2.RecordOrderProgressRequest(
+                    order_id=progress.order_id,
+                    idempotency_key=progress.idempotency_key,
+                    status=ORDER_STATUS_TO_PROTO[progress.status],
+                    line_changes=[
+                        capture_pb2.LineQuantityChange(
+                            order_line_id=change.order_line_id,
+                            delta=capture_pb2.LineQuantities(
+                                allocated=change.allocated,
+                                fulfilled=change.fulfilled,
+                                canceled=change.canceled,
+                            ),
+                        )
+                        for change in progress.line_changes
+                    ],
+                    event=common_pb2.TimelineEvent(
+                        kind=progress.kind, summary=progress.summary, actor=progress.actor
+                    ),
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+
+class PaymentsActivities:
+    """Authorize, invoice, capture and void through the payments service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = payments_pb2_grpc.PaymentsServiceStub(channel)
+
+    @activity.defn(name="authorize_payment")
+    async def authorize_payment(self, request: AuthorizeInput) -> AuthorizeResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.AuthorizePayment(
+                payments_pb2.AuthorizePaymentRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    payment_method=_payment_method(request.payment_method),
+                    amount=_money(request.amount_minor, request.currency),
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        auth = response.authorization
+        return AuthorizeResult(
+            authorization_id=auth.authorization_id,
+            approved=auth.status == payments_pb2.AUTHORIZATION_STATUS_APPROVED,
+            decline_reason=auth.decline_reason,
+        )
+
+    @activity.defn(name="create_invoice")
+    async def create_invoice(self, request: InvoiceInput) -> InvoiceResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        currency = request.currency
+        response = await _call(
+            self._stub.CreateInvoice(
+                payments_pb2.CreateInvoiceRequest(
+                    order_id=request.order_id,
+                    fulfillment_order_id=request.fulfillment_order_id,
+                    idempotency_key=request.idempotency_key,
+                    lines=[
+                        payments_pb2.ChargeableLine(
+                            order_line_id=line.order_line_id,
+                            sku=line.sku,
+                            quantity_ordered=line.quantity_ordered,
+                            gross=_money(line.gross_minor, currency),
+                            discount=_money(line.discount_minor, currency),
+                            tax=_money(line.tax_minor, currency),
+                            quantity_to_invoice=line.quantity_to_invoice,
+                            quantity_invoiced_before=line.quantity_invoiced_before,
+                        )
+                        for line in request.lines
+                    ],
+                    shipping=_money(request.shipping_minor, currency),
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return InvoiceResult(
+            invoice_id=response.invoice.invoice_id,
+            total_minor=response.invoice.total.amount_minor,
+        )
+
+    @activity.defn(name="capture_invoice")
+    async def capture_invoice(self, request: CaptureInput) -> CaptureResult:
+        response = await _call(
+            self._stub.CaptureInvoice(
+                payments_pb2.CaptureInvoiceRequest(
+                    invoice_id=request.invoice_id, idempotency_key=request.idempotency_key
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        capture = response.capture
+        return CaptureResult(
+            capture_id=capture.capture_id,
+            succeeded=capture.status == payments_pb2.CAPTURE_STATUS_SUCCEEDED,
+            amount_minor=capture.amount.amount_minor,
+            failure_reason=capture.failure_reason,
+        )
+
+    @activity.defn(name="void_authorization")
+    async def void_authorization(self, request: VoidInput) -> None:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        await _call(
+            self._stub.VoidAuthorization(
+                payments_pb2.VoidAuthorizationRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    reason=request.reason,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+
+class FulfillmentActivities:
+    """Route and reserve, and cancel fulfillment orders, through the fulfillment service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
+
+    @activity.defn(name="create_fulfillment_orders")
+    async def create_fulfillment_orders(self, request: RouteInput) -> RouteResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.CreateFulfillmentOrders(
+                fulfillment_pb2.CreateFulfillmentOrdersRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    delivery_groups=[
+                        fulfillment_pb2.RoutingDeliveryGroup(
+                            delivery_group_id=group.delivery_group_id,
+                            address=_address(group.address),
+                            lines=[
+                                fulfillment_pb2.RoutingLine(
+                                    order_line_id=line.order_line_id,
+                                    sku=line.sku,
+                                    quantity=line.quantity,
+                                )
+                                for line in group.lines
+                            ],
+                        )
+                        for group in request.delivery_groups
+                    ],
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return RouteResult(
+            fulfillment_orders=[
+                FulfillmentOrderData(
+                    fulfillment_order_id=fo.fulfillment_order_id,
+                    location_id=fo.location_id,
+                    delivery_group_id=fo.delivery_group_id,
+                    lines=[
+                        RoutingLineData(line.order_line_id, line.sku, line.quantity)
+                        for line in fo.lines
+                    ],
+                )
+                for fo in response.fulfillment_orders
+            ],
+            unallocated=[
+                RoutingLineData(line.order_line_id, line.sku, line.quantity)
+                for line in response.unallocated_lines
+            ],
+            decisions=list(response.decisions),
+        )
+
+    @activity.defn(name="cancel_fulfillment_order")
+    async def cancel_fulfillment_order(self, request: CancelFulfillmentOrderInput) -> None:
+        await _call(
+            self._stub.CancelFulfillmentOrder(
+                fulfillment_pb2.CancelFulfillmentOrderRequest(
+                    fulfillment_order_id=request.fulfillment_order_id,
+                    idempotency_key=request.idempotency_key,
+                    reason=request.reason,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+
+class ServicingActivities:
+    """Raise process exceptions in the servicing service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = servicing_pb2_grpc.ServicingServiceStub(channel)
+
+    @activity.defn(name="record_process_exception")
+    async def record_process_exception(self, request: ProcessExceptionInput) -> str:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.RecordProcessException(
+                servicing_pb2.RecordProcessExceptionRequest(
+                    idempotency_key=request.idempotency_key,
+                    order_id=request.order_id,
+                    category=CATEGORY_TO_PROTO[request.category],
+                    severity=SEVERITY_TO_PROTO[request.severity],
+                    attached_to=request.attached_to,
+                    message=request.message,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return str(response.process_exception.process_exception_id)

@@ -1,0 +1,71 @@
+"""The worker: runs OrderLifecycle workflows and their activities against the services."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from oms_platform import grpcutil
+from oms_platform.settings import Settings
+from workflows.activities import (
+    CaptureActivities,
+    FulfillmentActivities,
+    PaymentsActivities,
+    ServicingActivities,
+)
+from workflows.lifecycle import OrderLifecycle
+
+log = structlog.get_logger("oms.worker")
+
+
+def activities_for(settings: Settings) -> list[Callable[..., Any]]:
+    """Every activity, bound to channels to the configured services."""
+    capture = CaptureActivities(grpcutil.channel(settings.address_of("capture")))
+    payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments")))
+    fulfillment = FulfillmentActivities(grpcutil.channel(settings.address_of("fulfillment")))
+    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing")))
+    return [
+        capture.record_order_progress,
+        payments.authorize_payment,
+        payments.create_invoice,
+        payments.capture_invoice,
+        payments.void_authorization,
+        fulfillment.create_fulfillment_orders,
+        fulfillment.cancel_fulfillment_order,
+        servicing.record_process_exception,
+    ]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]] | None = None,
+) -> Worker:
+    """The order worker on the configured task queue."""
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[OrderLifecycle],
+        activities=list(activities if activities is not None else activities_for(settings)),
+        max_concurrent_activities=200,
+        max_concurrent_workflow_tasks=100,
+    )
+
+
+async def run_worker(settings: Settings, client: Client) -> None:
+    """Run until SIGINT or SIGTERM."""
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker started", task_queue=settings.task_queue)
+        await stop.wait()
+        log.info("worker stopping")
