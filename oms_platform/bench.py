@@ -1,0 +1,260 @@
+"""`oms bench …`: benchmarks that start their own private stack and report ratios.
+
+`oms bench lifecycle --orders N --concurrency C` drives N orders through the whole lifecycle
+(warehouse simulator at zero delay) and, in the same run on the same Temporal server, a
+baseline: a no-op workflow running the same number of no-op activities per order with the
+same worker settings. Throughput is reported as a ratio of the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from oms.capture.v1 import capture_pb2_grpc
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from oms_platform import grpcutil
+from oms_platform.devstack.stack import Stack
+from oms_platform.devstack.temporal_server import free_port
+from oms_platform.samples import sample_order
+from oms_platform.settings import SERVICES, Settings
+from workflows.types import order_workflow_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True)
+    lifecycle = sub.add_parser(
+        "lifecycle", help="orders through the whole lifecycle vs a no-op baseline"
+    )
+    lifecycle.add_argument("--orders", type=int, default=200)
+    lifecycle.add_argument("--concurrency", type=int, default=20)
+    lifecycle.add_argument("--keep", action="store_true", help="keep the bench's data directory")
+
+
+@dataclass
+class Run:
+    """One measured phase."""
+
+    name: str
+    count: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return ordered[index] * 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "count": self.count,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.per_second, 2),
+            "p50_ms": round(self.percentile(0.5), 1),
+            "p99_ms": round(self.percentile(0.99), 1),
+            "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else 0,
+        }
+
+
+@activity.defn(name="bench_noop")
+async def bench_noop(step: int) -> int:
+    """Does nothing; the baseline's unit of work."""
+    return step
+
+
+@workflow.defn(name="BenchNoop")
+class BenchNoop:
+    """The baseline: `activities` no-op activities in sequence, like the lifecycle's steps."""
+
+    @workflow.run
+    async def run(self, activities: int) -> int:
+        for step in range(activities):
+            await workflow.execute_activity(
+                bench_noop, step, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return activities
+
+
+def bench_settings(data_dir: Path) -> Settings:
+    """A private stack on free ports, so a running `make dev` is left alone."""
+    ports: dict[str, Any] = {f"{name}_port": free_port() for name in SERVICES}
+    addresses: dict[str, Any] = {f"{name}_address": "" for name in SERVICES}
+    return Settings.from_env(
+        data_dir=str(data_dir),
+        database_url="",
+        temporal_address="",
+        embedded_postgres_port=free_port(),
+        embedded_temporal_port=free_port(),
+        embedded_temporal_ui_port=free_port(),
+        simulator=True,
+        simulator_step_seconds=0.0,
+        simulator_poll_seconds=0.05,
+        outbox_poll_seconds=0.05,
+        log_format="json",
+        log_level="warning",
+        **ports,
+        **addresses,
+    )
+
+
+async def _wait_result(client: Client, workflow_id: str) -> Any:
+    handle = client.get_workflow_handle(workflow_id)
+    while True:
+        try:
+            return await handle.result()
+        except RPCError:
+            # Not started yet: the capture outbox relay starts it just after the commit.
+            await asyncio.sleep(0.02)
+
+
+async def _lifecycle_phase(
+    settings: Settings, client: Client, orders: int, concurrency: int
+) -> tuple[Run, list[str]]:
+    channel = grpcutil.channel(settings.address_of("capture"))
+    stub = capture_pb2_grpc.CaptureServiceStub(channel)
+    latencies: list[float] = []
+    order_ids: list[str] = []
+    failures: list[str] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(orders):
+        queue.put_nowait(i)
+
+    async def one_order() -> None:
+        started = time.perf_counter()
+        response = await stub.SubmitOrder(sample_order(), timeout=30)
+        order_id = response.order.order_id
+        result = await _wait_result(client, order_workflow_id(order_id))
+        if result.get("status") != "fulfilled":
+            failures.append(f"{order_id}: {result}")
+        latencies.append(time.perf_counter() - started)
+        order_ids.append(order_id)
+
+    async def lane() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            await one_order()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    await channel.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} orders did not reach fulfilled: {failures[:3]}")
+    return Run("lifecycle", orders, elapsed, latencies), order_ids
+
+
+async def _activities_per_order(client: Client, order_id: str) -> int:
+    history = await client.get_workflow_handle(order_workflow_id(order_id)).fetch_history()
+    return sum(
+        1
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
+
+
+async def _baseline_phase(client: Client, activities: int, orders: int, concurrency: int) -> Run:
+    queue_name = f"bench-baseline-{uuid.uuid4()}"
+    latencies: list[float] = []
+    worker = Worker(
+        client,
+        task_queue=queue_name,
+        workflows=[BenchNoop],
+        activities=[bench_noop],
+        max_concurrent_activities=200,
+        max_concurrent_workflow_tasks=100,
+    )
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(orders):
+        queue.put_nowait(i)
+
+    async def lane() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            started = time.perf_counter()
+            await client.execute_workflow(
+                BenchNoop.run, activities, id=f"bench:{uuid.uuid4()}", task_queue=queue_name
+            )
+            latencies.append(time.perf_counter() - started)
+
+    async with worker:
+        began = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return Run(
+        f"baseline (no-op workflow, {activities} no-op activities)", orders, elapsed, latencies
+    )
+
+
+def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
+    lifecycle, baseline = runs
+    ratio = lifecycle.per_second / baseline.per_second if baseline.per_second else 0.0
+    if as_json:
+        print(
+            json.dumps(
+                {**extra, "runs": [r.as_dict() for r in runs], "throughput_ratio": round(ratio, 3)},
+                indent=2,
+            )
+        )
+        return
+    print()
+    print(f"{'phase':<48} {'orders/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
+    for run in runs:
+        d = run.as_dict()
+        print(f"{run.name:<48} {d['per_second']:>9} {d['p50_ms']:>9} {d['p99_ms']:>9}")
+    print(
+        f"\nlifecycle throughput = {ratio:.2f} x baseline "
+        f"({extra['orders']} orders, concurrency {extra['concurrency']})"
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Entry point of `oms bench`."""
+    data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
+    stack = Stack(bench_settings(data_dir))
+    settings = await stack.start()
+    try:
+        client = await Client.connect(settings.temporal_target)
+        # Warm up: one order end to end, so start-up costs are not measured.
+        await _lifecycle_phase(settings, client, 1, 1)
+        lifecycle, order_ids = await _lifecycle_phase(
+            settings, client, args.orders, args.concurrency
+        )
+        activities = await _activities_per_order(client, order_ids[0])
+        baseline = await _baseline_phase(client, activities, args.orders, args.concurrency)
+        _report(
+            [lifecycle, baseline],
+            args.json,
+            {
+                "orders": args.orders,
+                "concurrency": args.concurrency,
+                "activities_per_order": activities,
+            },
+        )
+    finally:
+        stack.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return 0

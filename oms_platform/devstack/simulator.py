@@ -1,0 +1,165 @@
+"""The warehouse-and-carrier simulator of the dev stack.
+
+It plays every location and carrier through the same public RPCs a real warehouse would call:
+accept, pick, pack, ship (with a carrier and tracking number) and deliver, each step a
+configurable delay after the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+from oms.fulfillment.v1 import fulfillment_pb2 as fpb
+from oms.fulfillment.v1 import fulfillment_pb2_grpc
+
+from oms_platform import grpcutil
+from oms_platform.settings import Settings
+
+log = structlog.get_logger("oms.simulator")
+
+OPEN = [
+    fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED,
+    fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED,
+    fpb.FULFILLMENT_ORDER_STATUS_PICKED,
+    fpb.FULFILLMENT_ORDER_STATUS_PACKED,
+]
+CARRIER = "SIMPOST"
+
+
+def tracking_number(fulfillment_order_id: str) -> str:
+    """A stable tracking number, so a repeated shipment report is recognisably the same."""
+    return "SIM" + hashlib.sha256(fulfillment_order_id.encode()).hexdigest()[:12].upper()
+
+
+class Simulator:
+    """Moves every open fulfillment order one step per `step_seconds`, then delivers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._step = settings.simulator_step_seconds
+        self._poll = settings.simulator_poll_seconds
+        self._channel = grpcutil.channel(settings.address_of("fulfillment"))
+        self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
+        # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
+        self._in_transit: dict[str, float] = {}
+        self._busy: set[str] = set()
+        self._limit = asyncio.Semaphore(64)
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        await self._recover_in_transit()
+        while True:
+            try:
+                await self.tick()
+            except grpc.aio.AioRpcError as error:
+                log.warning("simulator pass failed", code=error.code().name)
+            await asyncio.sleep(self._poll)
+
+    async def tick(self) -> None:
+        """One pass: advance every due fulfillment order and deliver every due shipment."""
+        now = time.time()
+        jobs = []
+        async for fo in self._open_orders():
+            due = fo.updated_at.seconds + fo.updated_at.nanos / 1e9 + self._step
+            if due <= now and fo.fulfillment_order_id not in self._busy:
+                jobs.append(self._advance(fo))
+        mono = time.monotonic()
+        for shipment_id, shipped in list(self._in_transit.items()):
+            if shipped + self._step <= mono:
+                jobs.append(self._deliver(shipment_id))
+        await asyncio.gather(*jobs)
+
+    async def _open_orders(self) -> AsyncIterator[fpb.FulfillmentOrder]:
+        token = ""
+        while True:
+            page = await self._stub.ListFulfillmentOrders(
+                fpb.ListFulfillmentOrdersRequest(statuses=OPEN, page_size=1000, page_token=token),
+                timeout=10,
+            )
+            for fo in page.fulfillment_orders:
+                yield fo
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def _advance(self, fo: fpb.FulfillmentOrder) -> None:
+        fo_id = fo.fulfillment_order_id
+        self._busy.add(fo_id)
+        try:
+            async with self._limit:
+                if fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
+                    await self._stub.AcceptFulfillmentOrder(
+                        fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id), timeout=10
+                    )
+                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED:
+                    await self._stub.MarkFulfillmentOrderPicked(
+                        fpb.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id),
+                        timeout=10,
+                    )
+                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_PICKED:
+                    await self._stub.MarkFulfillmentOrderPacked(
+                        fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id),
+                        timeout=10,
+                    )
+                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_PACKED:
+                    shipped = await self._stub.ConfirmShipment(
+                        fpb.ConfirmShipmentRequest(
+                            fulfillment_order_id=fo_id,
+                            idempotency_key=f"sim-ship:{fo_id}",
+                            carrier=CARRIER,
+                            service="ground",
+                            tracking_number=tracking_number(fo_id),
+                        ),
+                        timeout=10,
+                    )
+                    self._in_transit[shipped.shipment.shipment_id] = time.monotonic()
+        except grpc.aio.AioRpcError as error:
+            # Another actor (an agent, the CLI) may have moved it first; the next pass re-reads.
+            log.info("simulator step refused", fulfillment_order_id=fo_id, detail=error.details())
+        finally:
+            self._busy.discard(fo_id)
+
+    async def _deliver(self, shipment_id: str) -> None:
+        async with self._limit:
+            try:
+                await self._stub.ConfirmDelivery(
+                    fpb.ConfirmDeliveryRequest(shipment_id=shipment_id), timeout=10
+                )
+                self._in_transit.pop(shipment_id, None)
+            except grpc.aio.AioRpcError as error:
+                log.info(
+                    "simulator delivery refused", shipment_id=shipment_id, detail=error.details()
+                )
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    self._in_transit.pop(shipment_id, None)
+
+    async def _recover_in_transit(self) -> None:
+        """After a restart, pick up shipped parcels that were never delivered."""
+        token = ""
+        while True:
+            try:
+                page = await self._stub.ListFulfillmentOrders(
+                    fpb.ListFulfillmentOrdersRequest(
+                        statuses=[fpb.FULFILLMENT_ORDER_STATUS_SHIPPED],
+                        page_size=1000,
+                        page_token=token,
+                    ),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as error:
+                log.warning("simulator could not recover parcels", code=error.code().name)
+                return
+            for fo in page.fulfillment_orders:
+                for shipment in fo.shipments:
+                    if not shipment.HasField("delivered_at"):
+                        self._in_transit[shipment.shipment_id] = time.monotonic()
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def close(self) -> None:
+        await self._channel.close()

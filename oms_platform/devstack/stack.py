@@ -1,0 +1,176 @@
+"""The whole system on one machine: what `make dev` (`oms dev`) starts and supervises.
+
+Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
+migrations, the four services, a worker and the warehouse simulator, each service in its own
+process. Children that die are restarted; Ctrl-C stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import structlog
+
+from oms_platform import db
+from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.devstack.temporal_server import TemporalDevServer, wait_for_port
+from oms_platform.service import migrate_all
+from oms_platform.settings import SERVICES, Settings
+
+log = structlog.get_logger("oms.dev")
+
+
+@dataclass
+class Child:
+    """A supervised process of the stack."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+@dataclass
+class Stack:
+    """Starts, supervises and stops the system."""
+
+    settings: Settings
+    postgres: EmbeddedPostgres | None = None
+    temporal: TemporalDevServer | None = None
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.settings.data_dir)
+
+    async def start(self) -> Settings:
+        """Start everything; returns the settings the children run with."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.settings
+        if not settings.database_url:
+            self.postgres = EmbeddedPostgres(
+                self.data_dir / "postgres" / "data", settings.embedded_postgres_port
+            )
+            self.postgres.start()
+            await db.ensure_database(self.postgres.dsn)
+            settings = replace(settings, database_url=self.postgres.dsn)
+        applied = await migrate_all(settings)
+        log.info("migrations applied", **{k: v for k, v in applied.items() if v})
+        if not settings.temporal_address:
+            self.temporal = TemporalDevServer(
+                self.data_dir / "temporal" / "temporal.db",
+                settings.embedded_temporal_port,
+                settings.embedded_temporal_ui_port,
+            )
+            self.temporal.start()
+            settings = replace(settings, temporal_address=self.temporal.target)
+        self.settings = settings
+        cli = [sys.executable, "-m", "oms_platform.cli"]
+        self.children = [Child(name, [*cli, "serve", name]) for name in SERVICES]
+        self.children.append(Child("worker", [*cli, "worker"]))
+        if settings.simulator:
+            self.children.append(Child("simulator", [*cli, "simulator"]))
+        for child in self.children:
+            self._spawn(child)
+        for name in SERVICES:
+            wait_for_port(settings.host, settings.port_of(name), 60.0)
+        return settings
+
+    def _spawn(self, child: Child) -> None:
+        env = {**os.environ, **self.settings.as_env()}
+        log_path = self.data_dir / "logs" / f"{child.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
+        child.process = subprocess.Popen(
+            child.args, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+        child.started_at = time.monotonic()
+
+    def banner(self) -> str:
+        """Every endpoint, for people."""
+        s = self.settings
+        lines = [
+            "",
+            "oms is running",
+            "─" * 60,
+            *(f"  {name:<12} gRPC  {s.address_of(name)}" for name in SERVICES),
+            f"  {'temporal':<12} gRPC  {s.temporal_target}  (namespace {s.temporal_namespace})",
+        ]
+        if self.temporal is not None:
+            lines.append(f"  {'temporal ui':<12} http://127.0.0.1:{s.embedded_temporal_ui_port}")
+        lines.append(f"  {'postgres':<12} {s.dsn}")
+        lines.append(
+            f"  {'simulator':<12} "
+            + (f"on, {s.simulator_step_seconds}s per step" if s.simulator else "off")
+        )
+        lines += [
+            f"  {'logs':<12} {self.data_dir / 'logs'}",
+            "─" * 60,
+            "  try:  oms order submit --sample   then   oms order watch <order_id>",
+            "  stop: Ctrl-C",
+            "",
+        ]
+        return "\n".join(lines)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart children that exit until `stop` is set."""
+        while not stop.is_set():
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None:
+                    continue
+                child.restarts += 1
+                # Back off a child that keeps dying straight after starting.
+                quick = time.monotonic() - child.started_at < 5
+                log.warning("process exited; restarting", process=child.name, code=code)
+                if quick:
+                    await asyncio.sleep(min(10, child.restarts))
+                if not stop.is_set():
+                    self._spawn(child)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def stop(self) -> None:
+        """Stop children (simulator, worker, services), then Temporal, then Postgres."""
+        for child in reversed(self.children):
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(15)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.temporal is not None:
+            self.temporal.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+async def run_dev(settings: Settings) -> None:
+    """`oms dev`: start, print the banner, supervise until Ctrl-C, stop cleanly."""
+    stack = Stack(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stack.start()
+        print(stack.banner(), flush=True)
+        await stack.supervise(stop)
+    finally:
+        print("stopping oms…", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
