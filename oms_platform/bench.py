@@ -16,12 +16,10 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2_grpc
-from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -32,6 +30,7 @@ from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import sample_order
 from oms_platform.settings import SERVICES, Settings
+from workflows.baseline import BenchNoop, bench_noop
 from workflows.types import order_workflow_id
 
 
@@ -75,25 +74,6 @@ class Run:
             "p99_ms": round(self.percentile(0.99), 1),
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else 0,
         }
-
-
-@activity.defn(name="bench_noop")
-async def bench_noop(step: int) -> int:
-    """Does nothing; the baseline's unit of work."""
-    return step
-
-
-@workflow.defn(name="BenchNoop")
-class BenchNoop:
-    """The baseline: `activities` no-op activities in sequence, like the lifecycle's steps."""
-
-    @workflow.run
-    async def run(self, activities: int) -> int:
-        for step in range(activities):
-            await workflow.execute_activity(
-                bench_noop, step, start_to_close_timeout=timedelta(seconds=30)
-            )
-        return activities
 
 
 def bench_settings(data_dir: Path) -> Settings:

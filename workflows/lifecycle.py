@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from oms_platform.money import format_minor
     from workflows.types import (
         ALLOCATED,
         AUTHORIZED,
@@ -109,7 +110,7 @@ class OrderLifecycle:
         await self._progress(
             AUTHORIZED,
             "payment.authorized",
-            f"Payment of {order.grand_total_minor} {order.currency} minor units authorized",
+            f"Payment of {format_minor(order.grand_total_minor, order.currency)} authorized",
             "authorized",
         )
 
@@ -310,7 +311,7 @@ class OrderLifecycle:
         await self._progress(
             "",
             "payment.captured",
-            f"Invoice {invoice.invoice_id} of {invoice.total_minor} {order.currency} minor units "
+            f"Invoice {invoice.invoice_id} of {format_minor(invoice.total_minor, order.currency)} "
             "captured",
             f"captured:{invoice.invoice_id}",
         )
