@@ -4,18 +4,23 @@ and the four services on real gRPC ports. Started lazily: unit tests start nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import pytest
+from temporalio.client import Client
 
 from oms_platform import db
 from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.devstack.simulator import Simulator
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.service import RunningService, migrate_all, start_service
 from oms_platform.settings import SERVICES, Settings
+from workflows.worker import build_worker
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +87,50 @@ async def services(settings: Settings) -> AsyncIterator[dict[str, RunningService
 @pytest.fixture(scope="session")
 def settings_with_temporal(settings: Settings, temporal_server: TemporalDevServer) -> Settings:
     return replace(settings, temporal_address=temporal_server.target)
+
+
+@dataclass
+class System:
+    """The four services, a worker and a Temporal client, wired like a deployment."""
+
+    settings: Settings
+    client: Client
+    services: dict[str, RunningService]
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        return self.services[service].context.channel(service)
+
+    @contextlib.asynccontextmanager
+    async def simulator(self, step_seconds: float = 0.0) -> AsyncIterator[Simulator]:
+        """Run the warehouse simulator for the duration of the block."""
+        sim = Simulator(
+            replace(self.settings, simulator_step_seconds=step_seconds, simulator_poll_seconds=0.05)
+        )
+        task = asyncio.create_task(sim.run())
+        try:
+            yield sim
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await sim.close()
+
+
+@pytest.fixture(scope="session")
+async def system(settings_with_temporal: Settings) -> AsyncIterator[System]:
+    """Everything but the simulator, in this process: services on their own free ports, the
+    order worker on its own task queue, outbox relays delivering to the real Temporal server."""
+    settings = replace(
+        settings_with_temporal,
+        task_queue=f"oms-system-{os.getpid()}",
+        outbox_poll_seconds=0.05,
+        **{f"{name}_port": free_port() for name in SERVICES},
+    )
+    running = {name: await start_service(name, settings) for name in SERVICES}
+    client = await Client.connect(settings.temporal_target)
+    worker = build_worker(client, settings)
+    async with worker:
+        try:
+            yield System(settings=settings, client=client, services=running)
+        finally:
+            await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))

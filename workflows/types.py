@@ -93,6 +93,11 @@ class OrderLifecycleInput:
     payment_method: PaymentMethodData
     delivery_groups: list[LifecycleDeliveryGroup]
     lines: list[LifecycleLine]
+    # Further payment methods applied after `payment_method`, in order (e.g. a card after a
+    # gift card). Empty for a single-method order.
+    additional_payment_methods: list[PaymentMethodData] = field(default_factory=list)
+    # Why fraud screening at capture wants a person to look first; empty means clear.
+    fraud_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +123,12 @@ class ShipmentItemData:
 class FulfillmentEvent:
     """Recorded by fulfillment, delivered through its outbox as a signal.
 
-    kind: "shipped" (shipment_id, items, carrier, tracking_number set) or "delivered".
+    kind:
+    - "shipped": shipment_id, items, carrier, tracking_number set;
+    - "delivered": shipment_id set;
+    - "rejected": the location refused `items` of the fulfillment order (reason set); fulfillment
+      already routed them again: `replacements` are the new fulfillment orders, `unallocated`
+      what no other location could take.
     """
 
     event_id: str
@@ -128,6 +138,9 @@ class FulfillmentEvent:
     items: list[ShipmentItemData] = field(default_factory=list)
     carrier: str = ""
     tracking_number: str = ""
+    reason: str = ""
+    replacements: list[FulfillmentOrderData] = field(default_factory=list)
+    unallocated: list[RoutingLineData] = field(default_factory=list)
 
 
 # ---- activity payloads -------------------------------------------------------------------
