@@ -253,6 +253,9 @@ async def test_accept_pick_pack_ship_and_deliver_with_a_duplicate_shipment_repor
         "items": [{"order_line_id": line_id, "quantity": 1}],
         "carrier": "UPS",
         "tracking_number": "1Z001",
+        "reason": "",
+        "replacements": [],
+        "unallocated": [],
     }
 
     rest = await stub.ConfirmShipment(
