@@ -2,25 +2,33 @@
 
 It decides what happens next; the services do the work and keep the records. Every side
 effect goes through an activity with an idempotency key derived here from the order and the
-step, so retries have one effect. The workflow file has no I/O of its own.
+step, so retries have one effect. Changes to an order in flight (cancel, return, exchange,
+reship, appeasement, resolving a process exception) arrive as Temporal Updates: validated
+before they enter history, serialized with the lifecycle by one lock, answered with the result.
+The workflow file has no I/O of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from oms_platform.money import format_minor
+    from workflows.ledger import ChangeRefused, Ledger, line_share_minor
     from workflows.types import (
         ALLOCATED,
+        APPEASE_UPDATE,
         AUTHORIZED,
+        CANCEL_UPDATE,
         CANCELED,
+        EXCHANGE_UPDATE,
         FULFILLED,
         FULFILLMENT_EVENT_SIGNAL,
         ON_HOLD,
@@ -28,26 +36,44 @@ with workflow.unsafe.imports_passed_through():
         ORDER_STATUS,
         PARTIALLY_SHIPPED,
         PENDING,
+        PREVIEW_QUERY,
         PROCESSING,
+        RECEIVE_RETURN_UPDATE,
+        RESHIP_UPDATE,
+        RESOLUTION_ACTIONS,
+        RESOLVE_EXCEPTION_UPDATE,
+        RETURN_UPDATE,
         SHIPPED,
         STATUS_QUERY,
         WORKFLOW_NAME,
         AuthorizeInput,
         AuthorizeResult,
         CancelFulfillmentOrderInput,
+        CancelLinesInput,
         CaptureInput,
         CaptureResult,
+        ChangeRequest,
+        ChangeResult,
         ChargeLineData,
+        CreditMemoInput,
+        CreditMemoResult,
+        EscalateInput,
         FulfillmentEvent,
         FulfillmentOrderData,
         InvoiceInput,
         InvoiceResult,
-        LifecycleLine,
+        ItemQuantity,
         LineChange,
         OrderLifecycleInput,
         OrderLifecycleResult,
         ProcessExceptionInput,
         ProgressInput,
+        ReceiptInput,
+        RefundInput,
+        RefundResult,
+        Resolution,
+        ResolutionResult,
+        ReturnOrderInput,
         RouteInput,
         RouteResult,
         RoutingGroupData,
@@ -63,92 +89,227 @@ RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
-# A failed capture is retried on this cadence until it succeeds (the gateway recovered).
-CAPTURE_RETRY_INTERVAL = timedelta(minutes=5)
+
+
+class OrderCanceled(Exception):
+    """Raised inside the lifecycle when an agent's resolution cancels the order."""
 
 
 @dataclass
-class _Shipping:
-    """What the workflow tracks between shipment events."""
+class ReturnOrder:
+    """A return (RMA) the workflow is waiting to receive."""
 
-    fulfillment_orders: dict[str, FulfillmentOrderData]
-    units_left: dict[str, int]
-    invoiced_units: dict[str, int] = field(default_factory=dict)
-    shipping_charged: set[str] = field(default_factory=set)
-    undelivered: set[str] = field(default_factory=set)
-    captured_minor: int = 0
-    invoiced_minor: int = 0
+    return_order_id: str
+    expected: dict[str, int]
+    received: dict[str, int] = field(default_factory=dict)
+    fee_minor: int = 0
+    fee_charged: bool = False
+    refunded_up_front: bool = False
+    exchange: bool = False
 
-    def done(self) -> bool:
-        return not any(self.units_left.values()) and not self.undelivered
+    def outstanding(self, order_line_id: str) -> int:
+        return self.expected.get(order_line_id, 0) - self.received.get(order_line_id, 0)
+
+    def open(self) -> bool:
+        return any(self.outstanding(line) > 0 for line in self.expected)
+
+
+def _refuse(error: ChangeRefused) -> ApplicationError:
+    return ApplicationError(error.message, type=error.code, non_retryable=True)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
 class OrderLifecycle:
-    """capture → authorize → route and reserve → ship, invoice and capture → deliver."""
+    """capture → fraud check → authorize → route and reserve → ship, invoice and capture →
+    deliver → service until the return window closes."""
 
     def __init__(self) -> None:
         self._status = PENDING
         self._events: list[FulfillmentEvent] = []
         self._seen_events: set[str] = set()
         self._order: OrderLifecycleInput | None = None
+        self._ledger: Ledger | None = None
+        # One change at a time: the lifecycle's own steps and every Update take this lock.
+        self._lock = asyncio.Lock()
+        self._resolutions: dict[str, Resolution] = {}
+        self._waiting_on = ""
+        self._holds = 0
+        self._changes: dict[str, ChangeResult] = {}
+        self._returns: dict[str, ReturnOrder] = {}
+        self._delivered_at: datetime | None = None
+        self._captured_minor = 0
+        self._invoiced_minor = 0
+        self._line_invoiced_minor: dict[str, int] = {}
+        self._line_appeased_minor: dict[str, int] = {}
+        self._order_appeased_minor = 0
+        self._done = False
+        # Bumped by every Update, so waits that depend on open returns re-check.
+        self._revision = 0
+
+    # ---- the lifecycle -----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
         self._order = order
-        compensations: list[Callable[[], Awaitable[None]]] = []
-        await self._progress(PROCESSING, "lifecycle.started", "Order lifecycle started", "started")
+        self._ledger = Ledger.of(order)
+        result = await self._lifecycle(order)
+        # Let an Update that finished the order (e.g. cancel everything) send its reply.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
 
-        authorization = await self._authorize(order)
-        if not authorization.approved:
-            reason = f"payment declined: {authorization.decline_reason}"
-            await self._raise_exception(
-                "payment", f"authorization:{authorization.authorization_id}", reason
+    async def _lifecycle(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
+        assert self._ledger is not None
+        try:
+            async with self._lock:
+                await self._progress(PROCESSING, "lifecycle.started", "Order lifecycle started")
+                if order.fraud_reasons:
+                    await self._fraud_review(order)
+                await self._authorize(order)
+                await self._allocate("initial")
+            await self._fulfil()
+        except OrderCanceled as canceled:
+            return self._result(CANCELED, str(canceled))
+        if self._ledger.all_canceled():
+            return self._result(CANCELED, "every line was canceled")
+        await self._progress(FULFILLED, "order.fulfilled", "Every shipment delivered")
+        await self._service_until_the_return_window_closes()
+        await self._progress("", "order.closed", "Return window closed; the order is complete")
+        self._done = True
+        return self._result(FULFILLED)
+
+    def _result(self, status: str, reason: str = "") -> OrderLifecycleResult:
+        assert self._order is not None
+        return OrderLifecycleResult(
+            order_id=self._order.order_id,
+            status=status,
+            captured_minor=self._captured_minor,
+            invoiced_minor=self._invoiced_minor,
+            reason=reason,
+        )
+
+    async def _fraud_review(self, order: OrderLifecycleInput) -> None:
+        reasons = "; ".join(order.fraud_reasons)
+        action = await self._hold("fraud", f"order:{order.order_id}", f"Fraud hold: {reasons}")
+        if action == "cancel":
+            await self._cancel_everything("rejected by fraud review", authorized=False)
+
+    async def _authorize(self, order: OrderLifecycleInput) -> None:
+        timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
+        try:
+            result: AuthorizeResult = await workflow.execute_activity(
+                "authorize_payment",
+                AuthorizeInput(
+                    order_id=order.order_id,
+                    idempotency_key=f"{order.order_id}:authorize",
+                    payment_method=order.payment_method,
+                    amount_minor=order.grand_total_minor,
+                    currency=order.currency,
+                    additional_payment_methods=order.additional_payment_methods,
+                ),
+                result_type=AuthorizeResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=timeout,
+                retry_policy=RETRY,
             )
-            return await self._cancel(reason, compensations)
-        compensations.append(lambda: self._void(order, "order canceled"))
+        except ActivityError as error:
+            if error.retry_state == RetryState.TIMEOUT or isinstance(
+                error.cause, ActivityTimeoutError
+            ):
+                reason = f"payment could not be authorized within {timeout}"
+            else:  # a refusal retrying cannot fix, e.g. an invalid payment method
+                reason = f"payment refused: {error.cause or error}"
+            await self._raise_exception("payment", f"order:{order.order_id}", reason)
+            await self._cancel_everything(reason, authorized=False)
+            raise
+        if not result.approved:
+            reason = f"payment declined: {result.decline_reason}"
+            await self._raise_exception(
+                "payment", f"authorization:{result.authorization_id}", reason
+            )
+            await self._cancel_everything(reason, authorized=False)
         await self._progress(
             AUTHORIZED,
             "payment.authorized",
-            f"Payment of {format_minor(order.grand_total_minor, order.currency)} authorized",
-            "authorized",
+            f"Payment of {self._money(order.grand_total_minor)} authorized",
         )
 
-        try:
-            route = await self._route(order)
-        except ActivityError as error:
-            # A refusal retrying cannot fix (e.g. an invalid routing request): undo and stop.
-            reason = f"fulfillment refused the order: {error.cause or error}"
-            await self._raise_exception("fulfillment", f"order:{order.order_id}", reason)
-            return await self._cancel(reason, compensations)
-        for fo in route.fulfillment_orders:
-            compensations.append(self._canceller(fo.fulfillment_order_id))
-        if route.unallocated:
+    async def _allocate(self, why: str) -> None:
+        """Route what still needs a location; hold for an agent while nothing can take it."""
+        ledger, order = self._ledger, self._order
+        assert ledger is not None and order is not None
+        attempt = 0
+        while pending := ledger.unallocated():
+            attempt += 1
+            route = await self._route(pending, f"{why}:{attempt}")
+            for fo in route.fulfillment_orders:
+                ledger.add_fulfillment_order(fo)
+            if route.fulfillment_orders:
+                await self._progress(
+                    ALLOCATED if self._status in (AUTHORIZED, ON_HOLD) else "",
+                    "fulfillment.allocated",
+                    "; ".join(route.decisions) or "Fulfillment orders created",
+                    [
+                        LineChange(line.order_line_id, allocated=line.quantity)
+                        for fo in route.fulfillment_orders
+                        for line in fo.lines
+                    ],
+                    step=f"allocated:{why}:{attempt}",
+                )
+            if not route.unallocated:
+                return
             missing = ", ".join(f"{u.quantity} x {u.sku}" for u in route.unallocated)
-            reason = f"no location can ship {missing}"
-            await self._raise_exception("inventory", f"order:{order.order_id}", reason)
-            return await self._cancel(reason, compensations)
-        await self._progress(
-            ALLOCATED,
-            "fulfillment.allocated",
-            "; ".join(route.decisions) or "Fulfillment orders created",
-            "allocated",
-            [
-                LineChange(line.order_line_id, allocated=line.quantity)
-                for fo in route.fulfillment_orders
-                for line in fo.lines
-            ],
-        )
+            action = await self._hold(
+                "inventory", f"order:{order.order_id}", f"No location can ship {missing}"
+            )
+            if action == "skip":
+                await self._cancel_units(
+                    [ItemQuantity(u.order_line_id, u.quantity) for u in ledger.unallocated()],
+                    "not available anywhere; skipped by an agent",
+                    f"skip-unallocated:{why}:{attempt}",
+                )
+            elif action == "cancel":
+                await self._cancel_everything(f"no stock for {missing}")
 
-        # From the first shipment on, nothing is undone: money moves with each parcel.
-        shipping = await self._ship_invoice_capture(order, route.fulfillment_orders)
-        await self._progress(FULFILLED, "order.fulfilled", "Every shipment delivered", "fulfilled")
-        return OrderLifecycleResult(
-            order_id=order.order_id,
-            status=FULFILLED,
-            captured_minor=shipping.captured_minor,
-            invoiced_minor=shipping.invoiced_minor,
-        )
+    async def _fulfil(self) -> None:
+        """Handle warehouse and carrier events until every unit shipped and was delivered."""
+        ledger = self._ledger
+        assert ledger is not None
+        while not ledger.settled():
+            # Signals only append to self._events; events are handled here, under the lock,
+            # so they never interleave with an Update's change to the same quantities.
+            await workflow.wait_condition(lambda: bool(self._events) or ledger.settled())
+            if self._events:
+                event = self._events.pop(0)
+                async with self._lock:
+                    await self._on_event(event)
+        self._delivered_at = workflow.now()
+
+    async def _service_until_the_return_window_closes(self) -> None:
+        """After delivery: keep handling events (reships, replacements) and Updates (returns,
+        appeasements) until the return window has closed and no return is open."""
+        assert self._order is not None and self._ledger is not None and self._delivered_at
+        window = timedelta(seconds=self._order.timers.return_window_seconds)
+        closes = self._delivered_at + window
+        while True:
+            remaining = (closes - workflow.now()).total_seconds()
+            busy = any(r.open() for r in self._returns.values()) or not self._ledger.settled()
+            if remaining <= 0 and not busy and not self._events:
+                return
+            seen = self._revision
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: bool(self._events) or self._revision != seen,  # type: ignore[misc]
+                    timeout=timedelta(seconds=remaining) if remaining > 0 else None,
+                )
+            except TimeoutError:
+                continue
+            if not self._events:
+                continue
+            event = self._events.pop(0)
+            async with self._lock:
+                await self._on_event(event)
+
+    # ---- events from fulfillment --------------------------------------------------------------
 
     @workflow.signal(name=FULFILLMENT_EVENT_SIGNAL)
     def on_fulfillment_event(self, event: FulfillmentEvent) -> None:
@@ -157,116 +318,97 @@ class OrderLifecycle:
             self._seen_events.add(event.event_id)
             self._events.append(event)
 
-    @workflow.query(name=STATUS_QUERY)
-    def status(self) -> str:
-        """The order status as the workflow sees it."""
-        return self._status
-
-    # ---- steps ---------------------------------------------------------------------------
-
-    async def _authorize(self, order: OrderLifecycleInput) -> AuthorizeResult:
-        result: AuthorizeResult = await workflow.execute_activity(
-            "authorize_payment",
-            AuthorizeInput(
-                order_id=order.order_id,
-                idempotency_key=f"{order.order_id}:authorize",
-                payment_method=order.payment_method,
-                amount_minor=order.grand_total_minor,
-                currency=order.currency,
-            ),
-            result_type=AuthorizeResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
-        )
-        return result
-
-    async def _route(self, order: OrderLifecycleInput) -> RouteResult:
-        groups = [
-            RoutingGroupData(
-                delivery_group_id=group.delivery_group_id,
-                address=group.address,
-                lines=[
-                    RoutingLineData(line.order_line_id, line.sku, line.quantity)
-                    for line in order.lines
-                    if line.delivery_group_id == group.delivery_group_id
-                ],
+    async def _on_event(self, event: FulfillmentEvent) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        fo = ledger.fulfillment_orders.get(event.fulfillment_order_id)
+        if fo is None:
+            workflow.logger.warning("event for an unknown fulfillment order")
+            return
+        items = [ItemQuantity(i.order_line_id, i.quantity) for i in event.items]
+        if event.kind == "shipped":
+            await self._on_shipped(fo, items, event)
+        elif event.kind == "delivered":
+            ledger.undelivered.discard(event.shipment_id)
+            await self._progress(
+                "",
+                "shipment.delivered",
+                f"Shipment {event.shipment_id} delivered",
+                actor="carrier",
+                step=f"delivered:{event.shipment_id}",
             )
-            for group in order.delivery_groups
-        ]
-        result: RouteResult = await workflow.execute_activity(
-            "create_fulfillment_orders",
-            RouteInput(order.order_id, f"{order.order_id}:route", groups),
-            result_type=RouteResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
-        )
-        return result
-
-    async def _ship_invoice_capture(
-        self, order: OrderLifecycleInput, fulfillment_orders: list[FulfillmentOrderData]
-    ) -> _Shipping:
-        state = _Shipping(
-            fulfillment_orders={fo.fulfillment_order_id: fo for fo in fulfillment_orders},
-            units_left={
-                fo.fulfillment_order_id: sum(line.quantity for line in fo.lines)
-                for fo in fulfillment_orders
-            },
-        )
-        lines = {line.order_line_id: line for line in order.lines}
-        while not state.done():
-            # Signals only append to self._events; this loop is the one place they are
-            # handled, so shipment handling never interleaves with itself.
-            await workflow.wait_condition(lambda: bool(self._events))
-            event = self._events.pop(0)
-            if event.kind == "shipped":
-                await self._on_shipped(order, lines, state, event)
-            elif event.kind == "delivered":
-                state.undelivered.discard(event.shipment_id)
-                await self._progress(
-                    "",
-                    "shipment.delivered",
-                    f"Shipment {event.shipment_id} delivered",
-                    f"delivered:{event.shipment_id}",
-                    actor="carrier",
+        elif event.kind in ("rejected", "moved"):
+            ledger.remove_open_units(fo.fulfillment_order_id, items)
+            for replacement in event.replacements:
+                ledger.add_fulfillment_order(
+                    replacement, no_charge=fo.fulfillment_order_id in ledger.no_charge
                 )
-            else:
-                workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
-        return state
+            moved_to = ", ".join(r.location_id for r in event.replacements) or "nowhere"
+            units = sum(i.quantity for i in items)
+            verb = "rejected" if event.kind == "rejected" else "moved"
+            await self._progress(
+                "",
+                f"fulfillment.{verb}",
+                f"{fo.location_id} {verb} {units} unit(s)"
+                + (f" ({event.reason})" if event.reason else "")
+                + f"; routed to {moved_to}",
+                [LineChange(i.order_line_id, allocated=-i.quantity) for i in items]
+                + [
+                    LineChange(line.order_line_id, allocated=line.quantity)
+                    for r in event.replacements
+                    if r.fulfillment_order_id not in ledger.no_charge
+                    for line in r.lines
+                ],
+                actor=f"warehouse:{fo.location_id}",
+                step=f"{verb}:{event.event_id}",
+            )
+            if event.unallocated:
+                await self._allocate(f"after-{event.event_id}")
+        else:
+            workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 
     async def _on_shipped(
-        self,
-        order: OrderLifecycleInput,
-        lines: dict[str, LifecycleLine],
-        state: _Shipping,
-        event: FulfillmentEvent,
+        self, fo: FulfillmentOrderData, items: list[ItemQuantity], event: FulfillmentEvent
     ) -> None:
-        fo = state.fulfillment_orders.get(event.fulfillment_order_id)
-        if fo is None:
-            workflow.logger.warning("shipment for an unknown fulfillment order")
-            return
-        units = sum(item.quantity for item in event.items)
-        state.units_left[fo.fulfillment_order_id] = max(
-            0, state.units_left[fo.fulfillment_order_id] - units
-        )
-        state.undelivered.add(event.shipment_id)
-        everything_shipped = not any(state.units_left.values())
+        ledger, order = self._ledger, self._order
+        assert ledger is not None and order is not None
+        no_charge = fo.fulfillment_order_id in ledger.no_charge
+        ledger.ship(fo.fulfillment_order_id, items)
+        ledger.undelivered.add(event.shipment_id)
+        units = sum(i.quantity for i in items)
+        in_order = [i for i in items if i.order_line_id in ledger.lines]
         await self._progress(
-            SHIPPED if everything_shipped else PARTIALLY_SHIPPED,
+            "" if no_charge else (SHIPPED if ledger.everything_shipped() else PARTIALLY_SHIPPED),
             "shipment.shipped",
             f"Shipped {units} unit(s) from {fo.location_id} via {event.carrier} "
-            f"(tracking {event.tracking_number})",
-            f"shipped:{event.shipment_id}",
-            [
-                LineChange(item.order_line_id, allocated=-item.quantity, fulfilled=item.quantity)
-                for item in event.items
+            f"(tracking {event.tracking_number})" + (" at no charge" if no_charge else ""),
+            []
+            if no_charge
+            else [
+                LineChange(i.order_line_id, allocated=-i.quantity, fulfilled=i.quantity)
+                for i in in_order
             ],
             actor=f"warehouse:{fo.location_id}",
+            step=f"shipped:{event.shipment_id}",
         )
+        if no_charge:
+            return
+        invoice = await self._invoice(fo, in_order, f"invoice:{event.shipment_id}")
+        captured = await self._capture(invoice)
+        self._captured_minor += captured
 
+    async def _invoice(
+        self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str
+    ) -> InvoiceResult:
+        ledger, order = self._ledger, self._order
+        assert ledger is not None and order is not None
         charge_lines = []
-        for item in event.items:
-            line = lines[item.order_line_id]
-            before = state.invoiced_units.get(line.order_line_id, 0)
+        for item in items:
+            line = ledger.lines[item.order_line_id].line
+            before = ledger.take_invoiced(item.order_line_id, item.quantity)
+            self._line_invoiced_minor[line.order_line_id] = self._line_invoiced_minor.get(
+                line.order_line_id, 0
+            ) + line_share_minor(line, before, item.quantity)
             charge_lines.append(
                 ChargeLineData(
                     order_line_id=line.order_line_id,
@@ -279,11 +421,10 @@ class OrderLifecycle:
                     quantity_invoiced_before=before,
                 )
             )
-            state.invoiced_units[line.order_line_id] = before + item.quantity
         group_id = fo.delivery_group_id
         shipping_minor = 0
-        if group_id not in state.shipping_charged:
-            state.shipping_charged.add(group_id)
+        if group_id not in ledger.shipping_charged:
+            ledger.shipping_charged.add(group_id)
             shipping_minor = next(
                 (
                     g.shipping_minor
@@ -292,12 +433,12 @@ class OrderLifecycle:
                 ),
                 0,
             )
-        invoice = await workflow.execute_activity(
+        invoice: InvoiceResult = await workflow.execute_activity(
             "create_invoice",
             InvoiceInput(
                 order_id=order.order_id,
                 fulfillment_order_id=fo.fulfillment_order_id,
-                idempotency_key=f"{order.order_id}:invoice:{event.shipment_id}",
+                idempotency_key=f"{order.order_id}:{step}",
                 currency=order.currency,
                 lines=charge_lines,
                 shipping_minor=shipping_minor,
@@ -306,93 +447,124 @@ class OrderLifecycle:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
-        state.invoiced_minor += invoice.total_minor
-        state.captured_minor += await self._capture(order, invoice)
-        await self._progress(
-            "",
-            "payment.captured",
-            f"Invoice {invoice.invoice_id} of {format_minor(invoice.total_minor, order.currency)} "
-            "captured",
-            f"captured:{invoice.invoice_id}",
-        )
+        self._invoiced_minor += invoice.total_minor
+        return invoice
 
-    async def _capture(self, order: OrderLifecycleInput, invoice: InvoiceResult) -> int:
-        """Capture the invoice, holding the order while the gateway refuses."""
+    async def _capture(self, invoice: InvoiceResult) -> int:
+        """Capture the invoice; while the gateway refuses, hold for an agent."""
+        assert self._order is not None
         attempt = 0
         while True:
             attempt += 1
             result: CaptureResult = await workflow.execute_activity(
                 "capture_invoice",
                 CaptureInput(
-                    invoice.invoice_id, f"{order.order_id}:capture:{invoice.invoice_id}:{attempt}"
+                    invoice.invoice_id,
+                    f"{self._order.order_id}:capture:{invoice.invoice_id}:{attempt}",
                 ),
                 result_type=CaptureResult,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
             if result.succeeded:
-                if attempt > 1:
-                    await self._progress(
-                        SHIPPED if self._status == ON_HOLD else "",
-                        "payment.capture_recovered",
-                        f"Capture succeeded on attempt {attempt}",
-                        f"capture-recovered:{invoice.invoice_id}",
-                    )
-                return int(result.amount_minor)
-            if attempt == 1:
-                await self._raise_exception(
-                    "payment",
-                    f"invoice:{invoice.invoice_id}",
-                    f"capture failed: {result.failure_reason}",
-                )
                 await self._progress(
-                    ON_HOLD,
-                    "payment.capture_failed",
-                    f"Capture of invoice {invoice.invoice_id} failed: {result.failure_reason}",
-                    f"capture-failed:{invoice.invoice_id}",
+                    "",
+                    "payment.captured",
+                    f"Invoice {invoice.invoice_id} of {self._money(invoice.total_minor)} captured",
+                    step=f"captured:{invoice.invoice_id}",
                 )
-            await workflow.sleep(CAPTURE_RETRY_INTERVAL)
+                return int(result.amount_minor)
+            action = await self._hold(
+                "payment",
+                f"invoice:{invoice.invoice_id}",
+                f"Capture of invoice {invoice.invoice_id} failed: {result.failure_reason}",
+            )
+            if action == "skip":
+                return 0
+            if action == "cancel":
+                await self._cancel_units(
+                    [],
+                    "capture failed; canceled by an agent",
+                    f"capture-cancel:{invoice.invoice_id}",
+                )
+                return 0
 
-    async def _cancel(
-        self, reason: str, compensations: list[Callable[[], Awaitable[None]]]
-    ) -> OrderLifecycleResult:
-        """Undo completed steps in reverse, then mark the order canceled."""
-        for undo in reversed(compensations):
-            await undo()
+    # ---- process exceptions ------------------------------------------------------------------
+
+    async def _hold(self, category: str, attached_to: str, message: str) -> str:
+        """Raise a process exception and wait for an agent's resolution (escalating if it
+        waits too long). Returns the action: retry, skip or cancel."""
         assert self._order is not None
-        await self._progress(CANCELED, "order.canceled", f"Order canceled: {reason}", "canceled")
-        return OrderLifecycleResult(order_id=self._order.order_id, status=CANCELED, reason=reason)
-
-    def _canceller(self, fulfillment_order_id: str) -> Callable[[], Awaitable[None]]:
-        async def undo() -> None:
+        self._holds += 1
+        exception_id = await self._raise_exception(category, attached_to, message, self._holds)
+        resume = self._status
+        await self._progress(ON_HOLD, f"exception.{category}", message, step=f"hold:{self._holds}")
+        self._waiting_on = exception_id
+        escalate_after = timedelta(seconds=self._order.timers.escalate_after_seconds)
+        try:
+            await workflow.wait_condition(
+                lambda: exception_id in self._resolutions, timeout=escalate_after
+            )
+        except TimeoutError:
             await workflow.execute_activity(
-                "cancel_fulfillment_order",
-                CancelFulfillmentOrderInput(
-                    fulfillment_order_id,
-                    f"{fulfillment_order_id}:cancel",
-                    "order canceled before shipping",
+                "escalate_process_exception",
+                EscalateInput(
+                    exception_id,
+                    f"{self._order.order_id}:escalate:{exception_id}",
+                    f"unresolved for {escalate_after}",
                 ),
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
-
-        return undo
-
-    async def _void(self, order: OrderLifecycleInput, reason: str) -> None:
-        await workflow.execute_activity(
-            "void_authorization",
-            VoidInput(order.order_id, f"{order.order_id}:void", reason),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
+            await self._progress(
+                "",
+                "exception.escalated",
+                f"Process exception {exception_id} unresolved for {escalate_after}; escalated",
+                step=f"escalated:{exception_id}",
+            )
+            await workflow.wait_condition(lambda: exception_id in self._resolutions)
+        resolution = self._resolutions[exception_id]
+        self._waiting_on = ""
+        await self._progress(
+            resume if resolution.action != "cancel" else "",
+            "exception.resolved",
+            f"Process exception {exception_id} resolved by {resolution.actor}: {resolution.action}"
+            + (f" ({resolution.note})" if resolution.note else ""),
+            actor=resolution.actor,
+            step=f"resolved:{exception_id}",
         )
+        return resolution.action
 
-    async def _raise_exception(self, category: str, attached_to: str, message: str) -> None:
+    @workflow.update(name=RESOLVE_EXCEPTION_UPDATE)
+    async def resolve_process_exception(self, resolution: Resolution) -> ResolutionResult:
+        """An agent's resolution of the exception the order waits on."""
+        self._resolutions[resolution.process_exception_id] = resolution
+        # Answer once the lifecycle has taken the resolution and acted on its first step.
+        await workflow.wait_condition(lambda: self._waiting_on != resolution.process_exception_id)
+        return ResolutionResult(resolution.process_exception_id, resolution.action, self._status)
+
+    @resolve_process_exception.validator
+    def _validate_resolution(self, resolution: Resolution) -> None:
+        if resolution.action not in RESOLUTION_ACTIONS:
+            raise ApplicationError(
+                f"action must be one of {', '.join(RESOLUTION_ACTIONS)}", type="INVALID_ARGUMENT"
+            )
+        if resolution.process_exception_id != self._waiting_on:
+            raise ApplicationError(
+                f"order is not waiting on process exception {resolution.process_exception_id}"
+                + (f" (it waits on {self._waiting_on})" if self._waiting_on else ""),
+                type="FAILED_PRECONDITION",
+            )
+
+    async def _raise_exception(
+        self, category: str, attached_to: str, message: str, hold: int = 0
+    ) -> str:
         assert self._order is not None
-        await workflow.execute_activity(
+        exception_id: str = await workflow.execute_activity(
             "record_process_exception",
             ProcessExceptionInput(
                 order_id=self._order.order_id,
-                idempotency_key=f"{self._order.order_id}:exception:{category}:{attached_to}",
+                idempotency_key=f"{self._order.order_id}:exception:{category}:{attached_to}:{hold}",
                 category=category,
                 severity="high",
                 attached_to=attached_to,
@@ -402,15 +574,761 @@ class OrderLifecycle:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
+        return exception_id
+
+    # ---- cancels -------------------------------------------------------------------------------
+
+    async def _cancel_everything(self, reason: str, *, authorized: bool = True) -> None:
+        """Cancel what has not shipped and stop the lifecycle (compensation: reservations are
+        released by canceling fulfillment order lines, the authorization is voided)."""
+        ledger = self._ledger
+        assert ledger is not None
+        if any(b.available_to_cancel for b in ledger.lines.values()):
+            await self._cancel_units([], reason, "cancel-all", money=authorized)
+        if authorized:
+            await self._void(reason)
+        if ledger.all_canceled():
+            await self._progress(CANCELED, "order.canceled", f"Order canceled: {reason}")
+            raise OrderCanceled(reason)
+        # Some units shipped: the lifecycle goes on until they are delivered.
+
+    async def _cancel_units(
+        self, requested: list[ItemQuantity], reason: str, step: str, *, money: bool = True
+    ) -> ChangeResult:
+        """Cancel unshipped units: on their fulfillment orders, in the buckets, and in money."""
+        ledger, order = self._ledger, self._order
+        assert ledger is not None and order is not None
+        plan = ledger.plan_cancel(requested)
+        released: list[ItemQuantity] = []
+        for fo_id, items in ledger.open_units_for_cancel(plan).items():
+            await workflow.execute_activity(
+                "cancel_fulfillment_order_lines",
+                CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            ledger.remove_open_units(fo_id, items)
+            released += items
+        canceled = plan
+        credit = ledger.credit_lines_for_cancel(canceled)
+        groups_before = {
+            g.delivery_group_id
+            for g in order.delivery_groups
+            if ledger.group_fully_canceled(g.delivery_group_id)
+        }
+        ledger.apply_cancel(canceled)
+        shipping = sum(
+            g.shipping_minor
+            for g in order.delivery_groups
+            if g.delivery_group_id not in groups_before
+            and ledger.group_fully_canceled(g.delivery_group_id)
+            and g.delivery_group_id not in ledger.shipping_charged
+        )
+        result = ChangeResult(change_id=step, kind="cancel", summary="", lines=canceled)
+        if money:
+            memo, refund = await self._give_back(
+                CreditMemoInput(
+                    order_id=order.order_id,
+                    idempotency_key=f"{order.order_id}:memo:{step}",
+                    currency=order.currency,
+                    reason=reason,
+                    lines=credit,
+                    shipping_minor=shipping,
+                ),
+                step,
+            )
+            result.credit_memo_id = memo.credit_memo_id
+            result.credited_minor = memo.total_minor
+            result.refunded_minor = refund.refunded_minor
+            result.released_minor = refund.released_minor
+        units = sum(i.quantity for i in canceled)
+        result.summary = f"Canceled {units} unit(s): {reason}" + (
+            f"; {self._money(result.credited_minor)} given back" if result.credited_minor else ""
+        )
+        status = CANCELED if ledger.all_canceled() else ""
+        await self._progress(
+            status,
+            "change.cancel",
+            result.summary,
+            [LineChange(i.order_line_id, canceled=i.quantity) for i in canceled]
+            + [LineChange(i.order_line_id, allocated=-i.quantity) for i in released],
+            step=f"canceled:{step}",
+        )
+        result.order_status = self._status
+        return result
+
+    async def _give_back(
+        self, memo_input: CreditMemoInput, step: str
+    ) -> tuple[CreditMemoResult, RefundResult]:
+        memo: CreditMemoResult = await workflow.execute_activity(
+            "create_credit_memo",
+            memo_input,
+            result_type=CreditMemoResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        refund: RefundResult = await workflow.execute_activity(
+            "refund_credit_memo",
+            RefundInput(
+                memo_input.order_id, memo.credit_memo_id, f"{memo_input.order_id}:refund:{step}"
+            ),
+            result_type=RefundResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        return memo, refund
+
+    async def _void(self, reason: str) -> None:
+        assert self._order is not None
+        await workflow.execute_activity(
+            "void_authorization",
+            VoidInput(self._order.order_id, f"{self._order.order_id}:void", reason),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+
+    # ---- Updates: changes to the order ---------------------------------------------------------
+
+    @workflow.update(name=CANCEL_UPDATE)
+    async def cancel_items(self, request: ChangeRequest) -> ChangeResult:
+        """Cancel some units (or everything) not shipped yet."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            ledger = self._ledger
+            assert ledger is not None
+            try:
+                ledger.plan_cancel(request.lines)
+            except ChangeRefused as refused:  # the state moved on while this waited
+                raise _refuse(refused) from None
+            result = await self._cancel_units(
+                request.lines, request.reason or "canceled", f"change:{request.change_id}"
+            )
+            if ledger.all_canceled():
+                await self._void(request.reason or "every line canceled")
+                await self._progress("", "order.canceled", f"Order canceled: {result.summary}")
+            result.change_id, result.kind = request.change_id, "cancel"
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @cancel_items.validator
+    def _validate_cancel(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        try:
+            self._require_ledger().plan_cancel(request.lines)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    @workflow.update(name=APPEASE_UPDATE)
+    async def appease(self, request: ChangeRequest) -> ChangeResult:
+        """Goodwill: an amount or a percentage of what was charged, on lines or the order."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            order = self._order
+            assert order is not None
+            try:
+                amount = self._appeasement_amount(request)
+            except ChangeRefused as refused:
+                raise _refuse(refused) from None
+            step = f"change:{request.change_id}"
+            memo, refund = await self._give_back(
+                CreditMemoInput(
+                    order_id=order.order_id,
+                    idempotency_key=f"{order.order_id}:memo:{step}",
+                    currency=order.currency,
+                    reason=request.reason or "appeasement",
+                    appeasement_minor=amount,
+                ),
+                step,
+            )
+            for line in request.lines:
+                self._line_appeased_minor[line.order_line_id] = (
+                    self._line_appeased_minor.get(line.order_line_id, 0) + amount
+                )
+            if not request.lines:
+                self._order_appeased_minor += amount
+            result = ChangeResult(
+                change_id=request.change_id,
+                kind="appease",
+                summary=f"Goodwill of {self._money(amount)}: {request.reason or 'appeasement'}",
+                lines=request.lines,
+                credit_memo_id=memo.credit_memo_id,
+                credited_minor=memo.total_minor,
+                refunded_minor=refund.refunded_minor,
+                released_minor=refund.released_minor,
+            )
+            await self._progress(
+                "", "change.appease", result.summary, actor=request.actor, step=step
+            )
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @appease.validator
+    def _validate_appease(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        try:
+            self._appeasement_amount(request)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    def _appeasement_amount(self, request: ChangeRequest) -> int:
+        ledger, order = self._require_ledger(), self._order
+        assert order is not None
+        if len(request.lines) > 1:
+            raise ChangeRefused("lines: appease one line or the whole order", "INVALID_ARGUMENT")
+        if (request.amount_minor > 0) == (request.percent_basis_points > 0):
+            raise ChangeRefused(
+                "give exactly one of amount_minor or percent_basis_points (> 0)", "INVALID_ARGUMENT"
+            )
+        if request.percent_basis_points > 10_000:
+            raise ChangeRefused("percent_basis_points: at most 10000 (100%)", "INVALID_ARGUMENT")
+        if request.lines:
+            line_id = request.lines[0].order_line_id
+            if line_id not in ledger.lines:
+                raise ChangeRefused(
+                    f"lines[0].order_line_id: no line {line_id!r}", "INVALID_ARGUMENT"
+                )
+            charged = self._line_invoiced_minor.get(line_id, 0)
+            room = charged - self._line_appeased_minor.get(line_id, 0)
+            what = f"line {line_id}"
+        else:
+            charged = self._captured_minor
+            room = charged - self._order_appeased_minor - sum(self._line_appeased_minor.values())
+            what = "the order"
+        amount = request.amount_minor or charged * request.percent_basis_points // 10_000
+        if amount <= 0:
+            raise ChangeRefused(f"nothing has been charged for {what} yet")
+        if amount > room:
+            raise ChangeRefused(
+                f"goodwill of {self._money(amount)} exceeds the {self._money(max(room, 0))} "
+                f"still refundable for {what}"
+            )
+        return amount
+
+    @workflow.update(name=RESHIP_UPDATE)
+    async def reship_items(self, request: ChangeRequest) -> ChangeResult:
+        """Lost or damaged parcel: ship the same items again, at no charge."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            step = f"change:{request.change_id}"
+            route = await self._route(
+                [
+                    RoutingLineData(
+                        i.order_line_id,
+                        self._require_ledger().lines[i.order_line_id].line.sku,
+                        i.quantity,
+                    )
+                    for i in request.lines
+                ],
+                f"reship:{request.change_id}",
+            )
+            if route.unallocated:
+                for fo in route.fulfillment_orders:
+                    await self._cancel_fo(fo.fulfillment_order_id, "reship could not be placed")
+                raise ApplicationError(
+                    "no location can ship "
+                    + ", ".join(f"{u.quantity} x {u.sku}" for u in route.unallocated),
+                    type="FAILED_PRECONDITION",
+                )
+            for fo in route.fulfillment_orders:
+                self._require_ledger().add_fulfillment_order(fo, no_charge=True)
+            result = ChangeResult(
+                change_id=request.change_id,
+                kind="reship",
+                summary=f"Reshipping {sum(i.quantity for i in request.lines)} unit(s) at no "
+                f"charge: {request.reason or 'parcel lost'}",
+                lines=request.lines,
+                fulfillment_order_ids=[fo.fulfillment_order_id for fo in route.fulfillment_orders],
+            )
+            await self._progress(
+                "", "change.reship", result.summary, actor=request.actor, step=step
+            )
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @reship_items.validator
+    def _validate_reship(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        ledger = self._require_ledger()
+        if not request.lines:
+            raise ApplicationError("lines: at least one line to reship", type="INVALID_ARGUMENT")
+        for i, item in enumerate(request.lines):
+            buckets = ledger.lines.get(item.order_line_id)
+            if buckets is None or item.quantity <= 0:
+                raise ApplicationError(
+                    f"lines[{i}]: unknown line or quantity <= 0", type="INVALID_ARGUMENT"
+                )
+            if item.quantity > buckets.fulfilled:
+                raise ApplicationError(
+                    f"lines[{i}]: only {buckets.fulfilled} unit(s) of {buckets.line.sku} shipped",
+                    type="FAILED_PRECONDITION",
+                )
+
+    @workflow.update(name=RETURN_UPDATE)
+    async def return_items(self, request: ChangeRequest) -> ChangeResult:
+        """Open a return order (RMA); refund at once when it is a refund without return."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            return await self._open_return(request, exchange=False)
+
+    @return_items.validator
+    def _validate_return(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        self._validate_return_window()
+        try:
+            self._require_ledger().plan_return(request.lines)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    async def _open_return(self, request: ChangeRequest, *, exchange: bool) -> ChangeResult:
+        ledger, order = self._require_ledger(), self._order
+        assert order is not None
+        try:
+            plan = ledger.plan_return(request.lines)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+        step = f"change:{request.change_id}"
+        return_order_id = f"{order.order_id}-R{len(self._returns) + 1}"
+        await workflow.execute_activity(
+            "create_return_order",
+            ReturnOrderInput(
+                order.order_id,
+                f"{order.order_id}:rma:{request.change_id}",
+                return_order_id,
+                request.reason,
+                plan,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        rma = ReturnOrder(
+            return_order_id,
+            {i.order_line_id: i.quantity for i in plan},
+            fee_minor=request.return_fee_minor,
+            exchange=exchange,
+        )
+        self._returns[return_order_id] = rma
+        for item in plan:
+            ledger.lines[item.order_line_id].return_initiated += item.quantity
+        result = ChangeResult(
+            change_id=request.change_id,
+            kind="exchange" if exchange else "return",
+            summary=f"Return {return_order_id} opened for {sum(i.quantity for i in plan)} unit(s): "
+            f"{request.reason or 'no reason given'}",
+            lines=plan,
+            return_order_id=return_order_id,
+        )
+        if request.refund_without_return and not exchange:
+            memo, refund = await self._give_back(
+                CreditMemoInput(
+                    order_id=order.order_id,
+                    idempotency_key=f"{order.order_id}:memo:{step}",
+                    currency=order.currency,
+                    reason=f"refund without return: {request.reason}",
+                    lines=ledger.credit_lines_for_return(plan),
+                    fee_minor=request.return_fee_minor,
+                ),
+                step,
+            )
+            rma.refunded_up_front = True
+            rma.fee_charged = True
+            result.credit_memo_id = memo.credit_memo_id
+            result.credited_minor = memo.total_minor
+            result.refunded_minor = refund.refunded_minor
+            result.summary += f"; refunded {self._money(memo.total_minor)} without return"
+        await self._progress(
+            "",
+            "change.return" if not exchange else "change.exchange",
+            result.summary,
+            [LineChange(i.order_line_id, return_initiated=i.quantity) for i in plan],
+            actor=request.actor,
+            step=step,
+        )
+        result.order_status = self._status
+        self._changes[request.change_id] = result
+        self._revision += 1
+        return result
+
+    @workflow.update(name=RECEIVE_RETURN_UPDATE)
+    async def receive_return(self, request: ChangeRequest) -> ChangeResult:
+        """Items came back: accepted ones are refunded (less any return fee), rejected ones
+        go back to the shopper."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            ledger, order = self._require_ledger(), self._order
+            assert order is not None
+            rma = self._returns[request.return_order_id]
+            step = f"change:{request.change_id}"
+            await workflow.execute_activity(
+                "record_return_receipt",
+                ReceiptInput(
+                    order.order_id,
+                    f"{order.order_id}:receipt:{request.change_id}",
+                    rma.return_order_id,
+                    request.lines,
+                    request.rejected_lines,
+                    request.reason,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            for item in [*request.lines, *request.rejected_lines]:
+                rma.received[item.order_line_id] = (
+                    rma.received.get(item.order_line_id, 0) + item.quantity
+                )
+            result = ChangeResult(
+                change_id=request.change_id,
+                kind="receive_return",
+                summary="",
+                lines=request.lines,
+                return_order_id=rma.return_order_id,
+            )
+            accepted_units = sum(i.quantity for i in request.lines)
+            if request.lines and not rma.refunded_up_front and not rma.exchange:
+                fee = 0 if rma.fee_charged else rma.fee_minor
+                rma.fee_charged = True
+                memo, refund = await self._give_back(
+                    CreditMemoInput(
+                        order_id=order.order_id,
+                        idempotency_key=f"{order.order_id}:memo:{step}",
+                        currency=order.currency,
+                        reason=f"return {rma.return_order_id} received",
+                        lines=ledger.credit_lines_for_return(request.lines),
+                        fee_minor=fee,
+                    ),
+                    step,
+                )
+                result.credit_memo_id = memo.credit_memo_id
+                result.credited_minor = memo.total_minor
+                result.refunded_minor = refund.refunded_minor
+            for item in request.lines:
+                ledger.lines[item.order_line_id].returned += item.quantity
+            for item in request.rejected_lines:
+                ledger.lines[item.order_line_id].return_initiated -= item.quantity
+            result.summary = (
+                f"Return {rma.return_order_id}: received {accepted_units} unit(s) accepted, "
+                f"{sum(i.quantity for i in request.rejected_lines)} rejected"
+                + (
+                    f"; refunded {self._money(result.refunded_minor)}"
+                    if result.refunded_minor
+                    else ""
+                )
+            )
+            await self._progress(
+                "",
+                "return.received",
+                result.summary,
+                [LineChange(i.order_line_id, returned=i.quantity) for i in request.lines]
+                + [
+                    LineChange(i.order_line_id, return_initiated=-i.quantity)
+                    for i in request.rejected_lines
+                ],
+                actor=request.actor,
+                step=step,
+            )
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @receive_return.validator
+    def _validate_receipt(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        rma = self._returns.get(request.return_order_id)
+        if rma is None:
+            raise ApplicationError(
+                f"return_order_id: no return {request.return_order_id!r} on this order",
+                type="NOT_FOUND",
+            )
+        received: dict[str, int] = {}
+        for item in [*request.lines, *request.rejected_lines]:
+            if item.quantity <= 0:
+                raise ApplicationError("quantities must be > 0", type="INVALID_ARGUMENT")
+            received[item.order_line_id] = received.get(item.order_line_id, 0) + item.quantity
+        if not received:
+            raise ApplicationError("lines: nothing received", type="INVALID_ARGUMENT")
+        for line_id, quantity in received.items():
+            if quantity > rma.outstanding(line_id):
+                raise ApplicationError(
+                    f"return {rma.return_order_id} expects {rma.outstanding(line_id)} more unit(s) "
+                    f"of line {line_id}, not {quantity}",
+                    type="FAILED_PRECONDITION",
+                )
+
+    @workflow.update(name=EXCHANGE_UPDATE)
+    async def exchange_items(self, request: ChangeRequest) -> ChangeResult:
+        """A return plus replacements shipped at once; the price difference is charged or
+        refunded."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            ledger, order = self._require_ledger(), self._order
+            assert order is not None
+            result = await self._open_return(request, exchange=True)
+            step = f"change:{request.change_id}"
+            replacements = [
+                RoutingLineData(
+                    f"{item.order_line_id}:exchange:{request.change_id}", sku, item.quantity
+                )
+                for item, sku in zip(request.lines, request.replacement_skus, strict=True)
+            ]
+            returned_value = sum(
+                line_share_minor(
+                    ledger.lines[i.order_line_id].line,
+                    ledger.lines[i.order_line_id].credited_for_return,
+                    i.quantity,
+                )
+                for i in request.lines
+            )
+            for item in request.lines:
+                ledger.lines[item.order_line_id].credited_for_return += item.quantity
+            replacement_value = sum(
+                price * item.quantity
+                for item, price in zip(
+                    request.lines, request.replacement_unit_prices_minor, strict=True
+                )
+            )
+            route = await self._route(replacements, f"exchange:{request.change_id}")
+            if route.unallocated:
+                raise ApplicationError(
+                    "no location can ship the replacement "
+                    + ", ".join(f"{u.quantity} x {u.sku}" for u in route.unallocated),
+                    type="FAILED_PRECONDITION",
+                )
+            for fo in route.fulfillment_orders:
+                ledger.add_fulfillment_order(fo, no_charge=True)
+            difference = replacement_value - returned_value
+            if difference > 0:
+                result.charged_minor = await self._charge_difference(
+                    difference, route.fulfillment_orders[0], request.change_id
+                )
+            elif difference < 0:
+                memo, refund = await self._give_back(
+                    CreditMemoInput(
+                        order_id=order.order_id,
+                        idempotency_key=f"{order.order_id}:memo:{step}",
+                        currency=order.currency,
+                        reason="exchange for a cheaper item",
+                        appeasement_minor=-difference,
+                    ),
+                    step,
+                )
+                result.credit_memo_id = memo.credit_memo_id
+                result.credited_minor = memo.total_minor
+                result.refunded_minor = refund.refunded_minor
+            result.fulfillment_order_ids = [
+                fo.fulfillment_order_id for fo in route.fulfillment_orders
+            ]
+            money = (
+                f"charged {self._money(difference)}" if difference > 0
+                else f"refunded {self._money(-difference)}" if difference < 0
+                else "no money moves"
+            )  # fmt: skip
+            result.summary += f"; replacement ships now, {money}"
+            await self._progress(
+                "", "change.exchange.shipping", result.summary, step=f"{step}:ship"
+            )
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @exchange_items.validator
+    def _validate_exchange(self, request: ChangeRequest) -> None:
+        self._validate_return(request)
+        if len(request.replacement_skus) != len(request.lines) or len(
+            request.replacement_unit_prices_minor
+        ) != len(request.lines):
+            raise ApplicationError(
+                "replacement_skus and replacement_unit_prices_minor: one per line",
+                type="INVALID_ARGUMENT",
+            )
+        if any(price < 0 for price in request.replacement_unit_prices_minor):
+            raise ApplicationError(
+                "replacement_unit_prices_minor: must be >= 0", type="INVALID_ARGUMENT"
+            )
+
+    async def _charge_difference(
+        self, amount: int, fo: FulfillmentOrderData, change_id: str
+    ) -> int:
+        order = self._order
+        assert order is not None
+        auth: AuthorizeResult = await workflow.execute_activity(
+            "authorize_payment",
+            AuthorizeInput(
+                order_id=order.order_id,
+                idempotency_key=f"{order.order_id}:authorize:exchange:{change_id}",
+                payment_method=order.payment_method,
+                amount_minor=amount,
+                currency=order.currency,
+            ),
+            result_type=AuthorizeResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        if not auth.approved:
+            raise ApplicationError(
+                f"the price difference was declined: {auth.decline_reason}",
+                type="FAILED_PRECONDITION",
+            )
+        invoice: InvoiceResult = await workflow.execute_activity(
+            "create_invoice",
+            InvoiceInput(
+                order_id=order.order_id,
+                fulfillment_order_id=fo.fulfillment_order_id,
+                idempotency_key=f"{order.order_id}:invoice:exchange:{change_id}",
+                currency=order.currency,
+                lines=[
+                    ChargeLineData(f"exchange:{change_id}", fo.lines[0].sku, 1, amount, 0, 0, 1, 0)
+                ],
+                shipping_minor=0,
+            ),
+            result_type=InvoiceResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        self._invoiced_minor += invoice.total_minor
+        captured = await self._capture(invoice)
+        self._captured_minor += captured
+        return captured
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> str:
+        """The order status as the workflow sees it."""
+        return self._status
+
+    @workflow.query(name=PREVIEW_QUERY)
+    def preview_change(self, request: ChangeRequest) -> ChangeResult:
+        """What a cancel, return or appeasement would do, computed the same way, nothing kept."""
+        ledger, order = self._require_ledger(), self._order
+        assert order is not None
+        result = ChangeResult(
+            request.change_id, request.kind, "", lines=request.lines, preview=True
+        )
+        try:
+            if request.kind == "cancel":
+                plan = ledger.plan_cancel(request.lines)
+                result.lines = plan
+                result.credited_minor = sum(
+                    line_share_minor(
+                        ledger.lines[c.order_line_id].line, c.first_unit, c.quantity_to_credit
+                    )
+                    for c in ledger.credit_lines_for_cancel(plan)
+                )
+            elif request.kind == "appease":
+                result.credited_minor = self._appeasement_amount(request)
+            elif request.kind == "return":
+                self._validate_return_window()
+                plan = ledger.plan_return(request.lines)
+                result.credited_minor = (
+                    sum(
+                        line_share_minor(
+                            ledger.lines[i.order_line_id].line,
+                            ledger.lines[i.order_line_id].credited_for_return,
+                            i.quantity,
+                        )
+                        for i in plan
+                    )
+                    - request.return_fee_minor
+                )
+            else:
+                raise ChangeRefused(f"kind: no preview for {request.kind!r}", "INVALID_ARGUMENT")
+        except ChangeRefused as refused:
+            result.summary = f"refused: {refused.message}"
+            return result
+        result.summary = f"would give back {self._money(result.credited_minor)}"
+        result.order_status = self._status
+        return result
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _require_ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise ApplicationError(
+                "the order's lifecycle has not started yet", type="FAILED_PRECONDITION"
+            )
+        return self._ledger
+
+    def _validate_change(self, request: ChangeRequest) -> None:
+        if not request.change_id:
+            raise ApplicationError("change_id: required", type="INVALID_ARGUMENT")
+        if self._done or self._status == CANCELED:
+            raise ApplicationError(
+                f"order is {self._status if not self._done else 'closed'}; no more changes",
+                type="FAILED_PRECONDITION",
+            )
+        if self._waiting_on:
+            raise ApplicationError(
+                f"order is on hold for process exception {self._waiting_on}; resolve it first",
+                type="FAILED_PRECONDITION",
+            )
+
+    def _validate_return_window(self) -> None:
+        assert self._order is not None
+        if self._delivered_at is None:
+            return  # per-line checks below refuse what has not shipped
+        closes = self._delivered_at + timedelta(seconds=self._order.timers.return_window_seconds)
+        if workflow.now() > closes:
+            raise ApplicationError(
+                f"return window closed on {closes:%Y-%m-%d}", type="FAILED_PRECONDITION"
+            )
+
+    async def _route(self, lines: list[RoutingLineData], step: str) -> RouteResult:
+        order = self._order
+        assert order is not None
+        group_of = {line.order_line_id: line.delivery_group_id for line in order.lines}
+        groups = []
+        for group in order.delivery_groups:
+            mine = [
+                line
+                for line in lines
+                if group_of.get(line.order_line_id.split(":")[0]) == group.delivery_group_id
+            ]
+            if mine:
+                groups.append(RoutingGroupData(group.delivery_group_id, group.address, mine))
+        result: RouteResult = await workflow.execute_activity(
+            "create_fulfillment_orders",
+            RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),
+            result_type=RouteResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        return result
+
+    async def _cancel_fo(self, fulfillment_order_id: str, reason: str) -> None:
+        await workflow.execute_activity(
+            "cancel_fulfillment_order",
+            CancelFulfillmentOrderInput(
+                fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+
+    def _money(self, amount_minor: int) -> str:
+        assert self._order is not None
+        return format_minor(amount_minor, self._order.currency)
 
     async def _progress(
         self,
         status: str,
         kind: str,
         summary: str,
-        step: str,
         line_changes: list[LineChange] | None = None,
         actor: str = "workflow",
+        step: str = "",
     ) -> None:
         """Tell capture (the order's record) and the search attributes what just happened."""
         assert self._order is not None
@@ -423,7 +1341,7 @@ class OrderLifecycle:
             "record_order_progress",
             ProgressInput(
                 order_id=self._order.order_id,
-                idempotency_key=f"{self._order.order_id}:progress:{step}",
+                idempotency_key=f"{self._order.order_id}:progress:{step or kind}",
                 status=status,
                 kind=kind,
                 summary=summary,

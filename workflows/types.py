@@ -98,6 +98,7 @@ class OrderLifecycleInput:
     additional_payment_methods: list[PaymentMethodData] = field(default_factory=list)
     # Why fraud screening at capture wants a person to look first; empty means clear.
     fraud_reasons: list[str] = field(default_factory=list)
+    timers: LifecycleTimers = field(default_factory=lambda: LifecycleTimers())
 
 
 @dataclass
@@ -154,6 +155,8 @@ class LineChange:
     allocated: int = 0
     fulfilled: int = 0
     canceled: int = 0
+    return_initiated: int = 0
+    returned: int = 0
 
 
 @dataclass
@@ -171,13 +174,14 @@ class ProgressInput:
 
 @dataclass
 class AuthorizeInput:
-    """Authorize an amount on the order's payment method."""
+    """Authorize an amount on the order's payment methods, in order."""
 
     order_id: str
     idempotency_key: str
     payment_method: PaymentMethodData
     amount_minor: int
     currency: str
+    additional_payment_methods: list[PaymentMethodData] = field(default_factory=list)
 
 
 @dataclass
@@ -316,3 +320,208 @@ class ProcessExceptionInput:
     severity: str
     attached_to: str
     message: str
+
+
+# ---- process exceptions and their resolution --------------------------------------------
+
+RESOLVE_EXCEPTION_UPDATE = "resolve_process_exception"
+RESOLUTION_ACTIONS = ("retry", "skip", "cancel")
+
+
+@dataclass
+class Resolution:
+    """An agent's decision on a process exception the workflow is waiting on.
+
+    retry: run the failed step again; skip: carry on without it (an override); cancel: cancel
+    the order (what can still be canceled)."""
+
+    process_exception_id: str
+    action: str
+    note: str = ""
+    actor: str = "agent"
+
+
+@dataclass
+class ResolutionResult:
+    """What the workflow did with a resolution."""
+
+    process_exception_id: str
+    action: str
+    order_status: str
+
+
+@dataclass
+class EscalateInput:
+    """Raise an unresolved exception's severity (it waited too long)."""
+
+    process_exception_id: str
+    idempotency_key: str
+    message: str
+
+
+@dataclass
+class LifecycleTimers:
+    """Durations the lifecycle waits, from settings at capture (so tests can shrink them)."""
+
+    # An order whose payment cannot be authorized within this time is canceled.
+    authorization_timeout_seconds: int = 3600
+    # An unresolved process exception escalates after this long.
+    escalate_after_seconds: int = 4 * 3600
+    # Returns are accepted this long after delivery; then the lifecycle ends.
+    return_window_seconds: int = 30 * 24 * 3600
+
+
+# ---- changes to an order (Temporal Updates) ------------------------------------------------
+
+CANCEL_UPDATE = "cancel_items"
+APPEASE_UPDATE = "appease"
+RESHIP_UPDATE = "reship_items"
+RETURN_UPDATE = "return_items"
+RECEIVE_RETURN_UPDATE = "receive_return"
+EXCHANGE_UPDATE = "exchange_items"
+PREVIEW_QUERY = "preview_change"
+
+
+@dataclass
+class ItemQuantity:
+    """Units of one order line."""
+
+    order_line_id: str
+    quantity: int
+
+
+@dataclass
+class ChangeRequest:
+    """A change an agent or shopper asks for, sent by servicing as a Temporal Update.
+
+    kind: "cancel" (lines; empty = everything not shipped), "appease" (amount_minor or
+    percent_basis_points, on lines or the whole order), "reship" (lines, lost or damaged),
+    "return" (lines with reason, refund_without_return), "exchange" (lines returned and
+    replacement_sku/replacement_unit_price_minor per line), "receive_return" (return_order_id,
+    lines accepted and rejected).
+    """
+
+    change_id: str
+    kind: str
+    reason: str
+    actor: str = "agent"
+    lines: list[ItemQuantity] = field(default_factory=list)
+    amount_minor: int = 0
+    percent_basis_points: int = 0
+    refund_without_return: bool = False
+    return_fee_minor: int = 0
+    return_order_id: str = ""
+    rejected_lines: list[ItemQuantity] = field(default_factory=list)
+    replacement_skus: list[str] = field(default_factory=list)
+    replacement_unit_prices_minor: list[int] = field(default_factory=list)
+    preview: bool = False
+
+
+@dataclass
+class ChangeResult:
+    """The outcome of a change, as the reply to its Update (or the preview of it)."""
+
+    change_id: str
+    kind: str
+    summary: str
+    lines: list[ItemQuantity] = field(default_factory=list)
+    credit_memo_id: str = ""
+    credited_minor: int = 0
+    refunded_minor: int = 0
+    released_minor: int = 0
+    charged_minor: int = 0
+    fulfillment_order_ids: list[str] = field(default_factory=list)
+    return_order_id: str = ""
+    order_status: str = ""
+    preview: bool = False
+
+
+# ---- activity payloads for changes -----------------------------------------------------------
+
+
+@dataclass
+class CancelLinesInput:
+    """Cancel unshipped units on one fulfillment order."""
+
+    fulfillment_order_id: str
+    idempotency_key: str
+    lines: list[ItemQuantity]
+    reason: str
+
+
+@dataclass
+class CreditLineData:
+    """Units of an order line to credit, with the line's full money (exact shares)."""
+
+    order_line_id: str
+    sku: str
+    quantity_ordered: int
+    gross_minor: int
+    discount_minor: int
+    tax_minor: int
+    quantity_to_credit: int
+    # Index of the first unit credited (units are shares of the line's money in order).
+    first_unit: int
+
+
+@dataclass
+class CreditMemoInput:
+    """What to give back: units, shipping, a goodwill amount, less a fee."""
+
+    order_id: str
+    idempotency_key: str
+    currency: str
+    reason: str
+    lines: list[CreditLineData] = field(default_factory=list)
+    shipping_minor: int = 0
+    appeasement_minor: int = 0
+    fee_minor: int = 0
+
+
+@dataclass
+class CreditMemoResult:
+    """The credit memo created."""
+
+    credit_memo_id: str
+    total_minor: int
+
+
+@dataclass
+class RefundInput:
+    """Give a credit memo's money back: refund captures, or release what is only authorized."""
+
+    order_id: str
+    credit_memo_id: str
+    idempotency_key: str
+
+
+@dataclass
+class RefundResult:
+    """Refunded from captures, released from authorizations, and what could not be given."""
+
+    refunded_minor: int
+    released_minor: int
+    not_refunded_minor: int
+
+
+@dataclass
+class ReturnOrderInput:
+    """Record a return order (RMA) in servicing."""
+
+    order_id: str
+    idempotency_key: str
+    return_order_id: str
+    reason: str
+    lines: list[ItemQuantity]
+
+
+@dataclass
+class ReceiptInput:
+    """Record what came back for a return order and what inspection accepted."""
+
+    order_id: str
+    idempotency_key: str
+    return_order_id: str
+    accepted: list[ItemQuantity]
+    rejected: list[ItemQuantity]
+    reason: str

@@ -1,47 +1,72 @@
 """OrderLifecycle on the time-skipping server, with stand-in activities registered by name.
 
-The stand-ins record what the workflow asked for, so each test checks the order of steps, the
-money and the idempotency keys the workflow derived.
+The stand-ins record what the workflow asked for and keep the money the way payments would
+(invoices, captures, credit memos, refunds), so each test checks the order of steps, the
+quantities and the money.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from oms_platform.money import share
-from workflows.lifecycle import CAPTURE_RETRY_INTERVAL, OrderLifecycle
+from workflows.lifecycle import OrderLifecycle
 from workflows.types import (
+    APPEASE_UPDATE,
+    CANCEL_UPDATE,
     CANCELED,
+    EXCHANGE_UPDATE,
     FULFILLED,
     ON_HOLD,
+    RECEIVE_RETURN_UPDATE,
+    RESHIP_UPDATE,
+    RESOLVE_EXCEPTION_UPDATE,
+    RETURN_UPDATE,
     SHIPPED,
     Address,
     AuthorizeInput,
     AuthorizeResult,
     CancelFulfillmentOrderInput,
+    CancelLinesInput,
     CaptureInput,
     CaptureResult,
+    ChangeRequest,
+    ChangeResult,
+    CreditMemoInput,
+    CreditMemoResult,
+    EscalateInput,
     FulfillmentEvent,
     FulfillmentOrderData,
     InvoiceInput,
     InvoiceResult,
+    ItemQuantity,
     LifecycleDeliveryGroup,
     LifecycleLine,
+    LifecycleTimers,
     OrderLifecycleInput,
     OrderLifecycleResult,
     PaymentMethodData,
     ProcessExceptionInput,
     ProgressInput,
+    ReceiptInput,
+    RefundInput,
+    RefundResult,
+    Resolution,
+    ResolutionResult,
+    ReturnOrderInput,
     RouteInput,
     RouteResult,
+    RoutingLineData,
     ShipmentItemData,
     VoidInput,
     order_workflow_id,
@@ -53,11 +78,18 @@ class Services:
     """Stand-ins for the four services, configurable per test."""
 
     approve: bool = True
-    unallocated: bool = False
+    # How many times routing leaves the last line unplaced before stock "arrives".
+    stockouts: int = 0
     capture_failures: int = 0
     calls: list[tuple[str, Any]] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     invoices: dict[str, int] = field(default_factory=dict)
+    memos: dict[str, int] = field(default_factory=dict)
+    captured: int = 0
+    refunded: int = 0
+    released: int = 0
+    exceptions: list[str] = field(default_factory=list)
+    fo_count: int = 0
 
     def activities(self) -> list[Any]:
         @activity.defn(name="record_order_progress")
@@ -75,26 +107,48 @@ class Services:
         async def create_fulfillment_orders(r: RouteInput) -> RouteResult:
             self.calls.append(("route", r))
             lines = [line for g in r.delivery_groups for line in g.lines]
-            placed = lines[:-1] if self.unallocated else lines
-            return RouteResult(
-                fulfillment_orders=[FulfillmentOrderData("fo-1", "wh-east", "dg-1", placed)],
-                unallocated=lines[-1:] if self.unallocated else [],
-                decisions=["wh-east ships everything"],
-            )
+            short = self.stockouts > 0 and len(lines) > 0
+            if short:
+                self.stockouts -= 1
+            placed = lines[:-1] if short else lines
+            fos = []
+            if placed:
+                self.fo_count += 1
+                fos = [FulfillmentOrderData(f"fo-{self.fo_count}", "wh-east", "dg-1", placed)]
+            return RouteResult(fos, lines[-1:] if short else [], ["wh-east ships it"])
 
         @activity.defn(name="cancel_fulfillment_order")
         async def cancel_fulfillment_order(c: CancelFulfillmentOrderInput) -> None:
             self.calls.append(("cancel_fo", c))
 
+        @activity.defn(name="cancel_fulfillment_order_lines")
+        async def cancel_fulfillment_order_lines(c: CancelLinesInput) -> None:
+            self.calls.append(("cancel_lines", c))
+
         @activity.defn(name="create_invoice")
         async def create_invoice(i: InvoiceInput) -> InvoiceResult:
             self.calls.append(("invoice", i))
             total = i.shipping_minor + sum(
-                share(line.gross_minor - line.discount_minor + line.tax_minor,
-                      line.quantity_ordered, line.quantity_invoiced_before,
-                      line.quantity_to_invoice)
+                share(
+                    line.gross_minor,
+                    line.quantity_ordered,
+                    line.quantity_invoiced_before,
+                    line.quantity_to_invoice,
+                )
+                - share(
+                    line.discount_minor,
+                    line.quantity_ordered,
+                    line.quantity_invoiced_before,
+                    line.quantity_to_invoice,
+                )
+                + share(
+                    line.tax_minor,
+                    line.quantity_ordered,
+                    line.quantity_invoiced_before,
+                    line.quantity_to_invoice,
+                )
                 for line in i.lines
-            )  # fmt: skip
+            )
             invoice_id = f"inv-{len(self.invoices) + 1}"
             self.invoices[invoice_id] = total
             return InvoiceResult(invoice_id, total)
@@ -105,48 +159,111 @@ class Services:
             if self.capture_failures > 0:
                 self.capture_failures -= 1
                 return CaptureResult("cap-x", False, 0, "processor_unavailable")
+            self.captured += self.invoices[c.invoice_id]
             return CaptureResult("cap-1", True, self.invoices[c.invoice_id])
 
         @activity.defn(name="void_authorization")
         async def void_authorization(v: VoidInput) -> None:
             self.calls.append(("void", v))
 
+        @activity.defn(name="create_credit_memo")
+        async def create_credit_memo(m: CreditMemoInput) -> CreditMemoResult:
+            self.calls.append(("memo", m))
+            total = (
+                m.shipping_minor
+                + m.appeasement_minor
+                - m.fee_minor
+                + sum(
+                    share(c.gross_minor, c.quantity_ordered, c.first_unit, c.quantity_to_credit)
+                    - share(
+                        c.discount_minor, c.quantity_ordered, c.first_unit, c.quantity_to_credit
+                    )
+                    + share(c.tax_minor, c.quantity_ordered, c.first_unit, c.quantity_to_credit)
+                    for c in m.lines
+                )
+            )
+            memo_id = f"cm-{len(self.memos) + 1}"
+            self.memos[memo_id] = total
+            return CreditMemoResult(memo_id, total)
+
+        @activity.defn(name="refund_credit_memo")
+        async def refund_credit_memo(r: RefundInput) -> RefundResult:
+            self.calls.append(("refund", r))
+            amount = self.memos[r.credit_memo_id]
+            refundable = self.captured - self.refunded
+            refunded = min(amount, refundable)
+            self.refunded += refunded
+            self.released += amount - refunded
+            return RefundResult(refunded, amount - refunded, 0)
+
         @activity.defn(name="record_process_exception")
         async def record_process_exception(e: ProcessExceptionInput) -> str:
             self.calls.append(("exception", e))
-            return "pe-1"
+            self.exceptions.append(f"pe-{len(self.exceptions) + 1}")
+            return self.exceptions[-1]
+
+        @activity.defn(name="escalate_process_exception")
+        async def escalate_process_exception(e: EscalateInput) -> None:
+            self.calls.append(("escalate", e))
+
+        @activity.defn(name="create_return_order")
+        async def create_return_order(r: ReturnOrderInput) -> None:
+            self.calls.append(("rma", r))
+
+        @activity.defn(name="record_return_receipt")
+        async def record_return_receipt(r: ReceiptInput) -> None:
+            self.calls.append(("receipt", r))
 
         return [
-            record_order_progress, authorize_payment, create_fulfillment_orders,
-            cancel_fulfillment_order, create_invoice, capture_invoice, void_authorization,
+            record_order_progress,
+            authorize_payment,
+            create_fulfillment_orders,
+            cancel_fulfillment_order,
+            cancel_fulfillment_order_lines,
+            create_invoice,
+            capture_invoice,
+            void_authorization,
+            create_credit_memo,
+            refund_credit_memo,
             record_process_exception,
-        ]  # fmt: skip
+            escalate_process_exception,
+            create_return_order,
+            record_return_receipt,
+        ]
 
     def named(self, name: str) -> list[Any]:
         return [payload for kind, payload in self.calls if kind == name]
 
+    def kinds(self) -> list[str]:
+        return [p.kind for p in self.named("progress")]
 
-def an_order() -> OrderLifecycleInput:
-    order_id = str(uuid.uuid4())
-    return OrderLifecycleInput(
-        order_id=order_id,
-        channel="web",
-        currency="USD",
-        grand_total_minor=2 * 1000 - 100 + 150 + 1500 + 500,
-        payment_method=PaymentMethodData("card", "tok_visa"),
-        delivery_groups=[
+
+def an_order(**overrides: Any) -> OrderLifecycleInput:
+    values: dict[str, Any] = {
+        "order_id": str(uuid.uuid4()),
+        "channel": "web",
+        "currency": "USD",
+        "grand_total_minor": 2000 - 100 + 150 + 1500 + 500,
+        "payment_method": PaymentMethodData("card", "tok_visa"),
+        "delivery_groups": [
             LifecycleDeliveryGroup("dg-1", Address("1 Main St", "Newark", "07102", "US"), 500)
         ],
-        lines=[
+        "lines": [
             LifecycleLine("line-1", "dg-1", "SKU-TSHIRT-M", 2, 2000, 100, 150),
             LifecycleLine("line-2", "dg-1", "SKU-MUG", 1, 1500, 0, 0),
         ],
-    )
+        "timers": LifecycleTimers(return_window_seconds=7 * 24 * 3600),
+    }
+    values.update(overrides)
+    return OrderLifecycleInput(**values)
+
+
+Handle = WorkflowHandle[Any, OrderLifecycleResult]
 
 
 async def start(
     env: WorkflowEnvironment, services: Services, order: OrderLifecycleInput
-) -> tuple[Worker, WorkflowHandle[Any, OrderLifecycleResult]]:
+) -> tuple[Worker, Handle]:
     queue = f"wf-test-{uuid.uuid4()}"
     worker = Worker(
         env.client, task_queue=queue, workflows=[OrderLifecycle], activities=services.activities()
@@ -157,13 +274,11 @@ async def start(
     return worker, handle
 
 
-def shipped(
-    order: OrderLifecycleInput, shipment: str, items: list[tuple[str, int]]
-) -> FulfillmentEvent:
+def shipped(fo: str, shipment: str, items: list[tuple[str, int]]) -> FulfillmentEvent:
     return FulfillmentEvent(
         event_id=f"shipped:{shipment}",
         kind="shipped",
-        fulfillment_order_id="fo-1",
+        fulfillment_order_id=fo,
         shipment_id=shipment,
         items=[ShipmentItemData(line, qty) for line, qty in items],
         carrier="UPS",
@@ -171,26 +286,50 @@ def shipped(
     )
 
 
-def delivered(shipment: str) -> FulfillmentEvent:
-    return FulfillmentEvent(f"delivered:{shipment}", "delivered", "fo-1", shipment)
+def delivered(fo: str, shipment: str) -> FulfillmentEvent:
+    return FulfillmentEvent(f"delivered:{shipment}", "delivered", fo, shipment)
 
 
-async def test_an_order_ships_is_captured_in_full_and_ends_fulfilled(
+async def ship_everything(handle: Handle, fo: str = "fo-1", shipment: str = "s1") -> None:
+    await handle.signal("fulfillment_event", shipped(fo, shipment, [("line-1", 2), ("line-2", 1)]))
+    await handle.signal("fulfillment_event", delivered(fo, shipment))
+
+
+async def until(services: Services, kind: str, count: int = 1) -> None:
+    """Wait until the workflow has reported `count` timeline events of `kind`."""
+    for _ in range(400):
+        if services.kinds().count(kind) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind!r} in {services.kinds()}")
+
+
+async def update(handle: Handle, name: str, request: Any, result_type: Any = ChangeResult) -> Any:
+    return await handle.execute_update(name, request, result_type=result_type)
+
+
+def change(kind: str, **fields: Any) -> ChangeRequest:
+    return ChangeRequest(
+        change_id=str(uuid.uuid4()), kind=kind, reason=fields.pop("reason", kind), **fields
+    )
+
+
+# ---- the happy path ---------------------------------------------------------------------------
+
+
+async def test_an_order_ships_is_captured_in_full_and_closes_after_the_return_window(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     services, order = Services(), an_order()
     worker, handle = await start(time_skipping_env, services, order)
     async with worker:
-        await handle.signal(
-            "fulfillment_event", shipped(order, "s1", [("line-1", 2), ("line-2", 1)])
-        )
-        await handle.signal("fulfillment_event", delivered("s1"))
+        await ship_everything(handle)
         result = await handle.result()
 
     assert result.status == FULFILLED
-    assert result.invoiced_minor == order.grand_total_minor
-    assert result.captured_minor == order.grand_total_minor
+    assert result.invoiced_minor == result.captured_minor == order.grand_total_minor
     assert services.statuses == ["processing", "authorized", "allocated", SHIPPED, FULFILLED]
+    assert services.kinds()[-1] == "order.closed"
     [auth] = services.named("authorize")
     assert auth.amount_minor == order.grand_total_minor
     assert auth.idempotency_key == f"{order.order_id}:authorize"
@@ -205,12 +344,12 @@ async def test_a_split_shipment_invoices_each_parcel_and_charges_shipping_once(
     services, order = Services(), an_order()
     worker, handle = await start(time_skipping_env, services, order)
     async with worker:
-        await handle.signal("fulfillment_event", shipped(order, "s1", [("line-1", 1)]))
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 1)]))
         await handle.signal(
-            "fulfillment_event", shipped(order, "s2", [("line-1", 1), ("line-2", 1)])
+            "fulfillment_event", shipped("fo-1", "s2", [("line-1", 1), ("line-2", 1)])
         )
-        await handle.signal("fulfillment_event", delivered("s1"))
-        await handle.signal("fulfillment_event", delivered("s2"))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s2"))
         result = await handle.result()
 
     first, second = services.named("invoice")
@@ -226,14 +365,17 @@ async def test_a_repeated_shipment_report_is_invoiced_once(
     services, order = Services(), an_order()
     worker, handle = await start(time_skipping_env, services, order)
     async with worker:
-        event = shipped(order, "s1", [("line-1", 2), ("line-2", 1)])
+        event = shipped("fo-1", "s1", [("line-1", 2), ("line-2", 1)])
         await handle.signal("fulfillment_event", event)
         await handle.signal("fulfillment_event", event)
-        await handle.signal("fulfillment_event", delivered("s1"))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         result = await handle.result()
 
     assert len(services.named("invoice")) == 1
     assert result.captured_minor == order.grand_total_minor
+
+
+# ---- payment ----------------------------------------------------------------------------------
 
 
 async def test_a_declined_payment_cancels_the_order_and_reserves_nothing(
@@ -252,39 +394,415 @@ async def test_a_declined_payment_cancels_the_order_and_reserves_nothing(
     assert services.statuses[-1] == CANCELED
 
 
-async def test_no_stock_undoes_reservations_and_the_authorization_in_reverse(
+async def test_an_authorization_that_never_answers_cancels_the_order_after_the_timeout(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
-    services, order = Services(unallocated=True), an_order()
-    worker, handle = await start(time_skipping_env, services, order)
-    async with worker:
-        result = await handle.result()
+    services, order = Services(), an_order(timers=LifecycleTimers(authorization_timeout_seconds=60))
+
+    @activity.defn(name="authorize_payment")
+    async def gateway_down(a: AuthorizeInput) -> AuthorizeResult:
+        raise RuntimeError("gateway unavailable")
+
+    queue = f"wf-test-{uuid.uuid4()}"
+    stand_ins = [
+        a
+        for a in services.activities()
+        if a.__temporal_activity_definition.name != "authorize_payment"
+    ]
+    async with Worker(
+        time_skipping_env.client, task_queue=queue, workflows=[OrderLifecycle],
+        activities=[*stand_ins, gateway_down],
+    ):  # fmt: skip
+        result = await time_skipping_env.client.execute_workflow(
+            OrderLifecycle.run, order, id=order_workflow_id(order.order_id), task_queue=queue
+        )
 
     assert result.status == CANCELED
-    undo = [kind for kind, _ in services.calls if kind in {"cancel_fo", "void"}]
-    assert undo == ["cancel_fo", "void"]
-    assert services.named("exception")[0].category == "inventory"
+    assert "could not be authorized" in result.reason
+    assert services.named("route") == []
 
 
-async def test_a_failed_capture_holds_the_order_and_retries_until_it_succeeds(
+async def test_a_failed_capture_holds_the_order_until_an_agent_retries(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
-    services, order = Services(capture_failures=2), an_order()
+    services, order = Services(capture_failures=1), an_order()
     worker, handle = await start(time_skipping_env, services, order)
     async with worker:
-        await handle.signal(
-            "fulfillment_event", shipped(order, "s1", [("line-1", 2), ("line-2", 1)])
+        await ship_everything(handle)
+        await until(services, "exception.payment")
+        assert services.statuses[-1] == ON_HOLD
+        [exception_id] = services.exceptions
+        resolved = await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(exception_id, "retry", "gateway back"),
+            ResolutionResult,
         )
-        await handle.signal("fulfillment_event", delivered("s1"))
-        before = await time_skipping_env.get_current_time()
         result = await handle.result()
-        waited = await time_skipping_env.get_current_time() - before
+
+    assert resolved.action == "retry"
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor == services.captured
+    captures = services.named("capture")
+    assert len(captures) == 2 and len({c.idempotency_key for c in captures}) == 2
+
+
+async def test_a_resolution_for_an_exception_the_order_is_not_waiting_on_is_refused(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(
+                handle, RESOLVE_EXCEPTION_UPDATE, Resolution("pe-404", "retry"), ResolutionResult
+            )
+        await ship_everything(handle)
+        await handle.result()
+    assert "not waiting on process exception pe-404" in str(refused.value.cause)
+
+
+async def test_an_unresolved_exception_escalates_after_the_configured_time(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services = Services(capture_failures=1)
+    order = an_order(timers=LifecycleTimers(escalate_after_seconds=3600))
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "exception.payment")
+        await time_skipping_env.sleep(timedelta(hours=2))
+        await until(services, "exception.escalated")
+        await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(services.exceptions[0], "retry"),
+            ResolutionResult,
+        )
+        await handle.result()
+    [escalation] = services.named("escalate")
+    assert escalation.process_exception_id == services.exceptions[0]
+
+
+# ---- fraud and stock --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("action", "expected"), [("retry", FULFILLED), ("cancel", CANCELED)])
+async def test_a_fraud_hold_waits_for_the_agent_to_approve_or_reject(
+    time_skipping_env: WorkflowEnvironment, action: str, expected: str
+) -> None:
+    services, order = Services(), an_order(fraud_reasons=["amount above 1,000.00 USD"])
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "exception.fraud")
+        assert services.named("authorize") == []
+        await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(services.exceptions[0], action),
+            ResolutionResult,
+        )
+        if action == "retry":
+            await ship_everything(handle)
+        result = await handle.result()
+
+    assert result.status == expected
+    assert services.named("exception")[0].category == "fraud"
+    if action == "cancel":
+        assert services.named("authorize") == [] and services.named("route") == []
+
+
+async def test_out_of_stock_waits_and_ships_once_an_agent_retries_after_stock_arrives(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(stockouts=1), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "exception.inventory")
+        await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(services.exceptions[0], "retry"),
+            ResolutionResult,
+        )
+        await until(services, "fulfillment.allocated", 2)
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", shipped("fo-2", "s2", [("line-2", 1)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await handle.signal("fulfillment_event", delivered("fo-2", "s2"))
+        result = await handle.result()
 
     assert result.status == FULFILLED
     assert result.captured_minor == order.grand_total_minor
-    captures = services.named("capture")
-    assert len(captures) == 3
-    assert len({c.idempotency_key for c in captures}) == 3
-    assert len(services.named("exception")) == 1
-    assert ON_HOLD in services.statuses
-    assert waited >= 2 * CAPTURE_RETRY_INTERVAL - timedelta(seconds=1)
+    second_route = services.named("route")[1]
+    assert [line.order_line_id for g in second_route.delivery_groups for line in g.lines] == [
+        "line-2"
+    ]
+
+
+async def test_out_of_stock_canceled_by_the_agent_releases_reservations_then_voids(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(stockouts=1), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "exception.inventory")
+        await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(services.exceptions[0], "cancel"),
+            ResolutionResult,
+        )
+        result = await handle.result()
+
+    assert result.status == CANCELED
+    undo = [
+        kind for kind, _ in services.calls if kind in {"cancel_lines", "memo", "refund", "void"}
+    ]
+    assert undo == ["cancel_lines", "memo", "refund", "void"]
+    [released] = services.named("cancel_lines")
+    assert [(i.order_line_id, i.quantity) for i in released.lines] == [("line-1", 2)]
+    assert services.captured == 0
+
+
+async def test_a_rejection_moves_the_lines_to_the_replacement_fulfillment_order(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await handle.signal(
+            "fulfillment_event",
+            FulfillmentEvent(
+                "rejected:fo-1:k",
+                "rejected",
+                "fo-1",
+                items=[ShipmentItemData("line-2", 1)],
+                reason="damaged stock",
+                replacements=[
+                    FulfillmentOrderData(
+                        "fo-9", "wh-west", "dg-1", [RoutingLineData("line-2", "SKU-MUG", 1)]
+                    )
+                ],
+            ),
+        )
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", shipped("fo-9", "s2", [("line-2", 1)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await handle.signal("fulfillment_event", delivered("fo-9", "s2"))
+        result = await handle.result()
+
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor
+    assert "fulfillment.rejected" in services.kinds()
+
+
+# ---- changes ----------------------------------------------------------------------------------
+
+
+async def test_canceling_one_unit_before_shipping_releases_only_its_share(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        result = await update(
+            handle, CANCEL_UPDATE, change("cancel", lines=[ItemQuantity("line-1", 1)])
+        )
+        await handle.signal(
+            "fulfillment_event", shipped("fo-1", "s1", [("line-1", 1), ("line-2", 1)])
+        )
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        final = await handle.result()
+
+    # line-1: 2 units of 2000 gross, 100 discount, 150 tax -> the second unit is 950 + 75.
+    assert result.credited_minor == 1000 - 50 + 75
+    assert result.released_minor == result.credited_minor
+    [cancel] = services.named("cancel_lines")
+    assert [(i.order_line_id, i.quantity) for i in cancel.lines] == [("line-1", 1)]
+    assert final.captured_minor + result.credited_minor == order.grand_total_minor
+
+
+async def test_canceling_everything_before_shipping_voids_and_ends_canceled(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        result = await update(handle, CANCEL_UPDATE, change("cancel"))
+        final = await handle.result()
+
+    assert final.status == CANCELED and result.order_status == CANCELED
+    assert result.credited_minor == order.grand_total_minor  # shipping included
+    assert len(services.named("void")) == 1
+    with pytest.raises(WorkflowUpdateFailedError):
+        await update(handle, CANCEL_UPDATE, change("cancel"))
+
+
+async def test_a_cancel_for_more_than_remains_is_refused_before_it_enters_history(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(handle, CANCEL_UPDATE, change("cancel", lines=[ItemQuantity("line-1", 1)]))
+        await handle.result()
+    assert "only 0 unit(s) of SKU-TSHIRT-M can still be canceled" in str(refused.value.cause)
+    assert services.named("cancel_lines") == []
+
+
+async def test_a_partial_return_refunds_exactly_that_units_share_on_receipt(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        opened = await update(
+            handle, RETURN_UPDATE, change("return", lines=[ItemQuantity("line-1", 1)])
+        )
+        received = await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=opened.return_order_id,
+                lines=[ItemQuantity("line-1", 1)],
+            ),
+        )
+        await handle.result()
+
+    assert opened.return_order_id.endswith("-R1")
+    assert received.refunded_minor == 1000 - 50 + 75 == services.refunded
+    assert "return.received" in services.kinds()
+
+
+async def test_a_return_after_the_window_is_refused_saying_when_it_closed(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order(timers=LifecycleTimers(return_window_seconds=3600))
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        # Keep the order open with a return, then let the window pass.
+        opened = await update(
+            handle, RETURN_UPDATE, change("return", lines=[ItemQuantity("line-2", 1)])
+        )
+        await time_skipping_env.sleep(timedelta(hours=2))
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(handle, RETURN_UPDATE, change("return", lines=[ItemQuantity("line-1", 1)]))
+        await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=opened.return_order_id,
+                lines=[ItemQuantity("line-2", 1)],
+            ),
+        )
+        await handle.result()
+    assert "return window closed on" in str(refused.value.cause)
+
+
+async def test_appeasement_refunds_a_share_of_the_line_and_never_more_than_was_captured(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        ten_percent = await update(
+            handle,
+            APPEASE_UPDATE,
+            change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000),
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(
+                handle,
+                APPEASE_UPDATE,
+                change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=10000),
+            )
+        await handle.result()
+
+    assert ten_percent.refunded_minor == 150
+    assert "exceeds" in str(refused.value.cause)
+    assert services.refunded == 150
+
+
+async def test_a_reship_sends_the_same_items_again_at_no_charge(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        result = await update(
+            handle,
+            RESHIP_UPDATE,
+            change("reship", lines=[ItemQuantity("line-2", 1)], reason="parcel lost"),
+        )
+        [fo_id] = result.fulfillment_order_ids
+        await handle.signal("fulfillment_event", shipped(fo_id, "s9", [("line-2", 1)]))
+        await handle.signal("fulfillment_event", delivered(fo_id, "s9"))
+        final = await handle.result()
+
+    assert len(services.named("invoice")) == 1
+    assert final.captured_minor == order.grand_total_minor
+    assert (
+        "at no charge"
+        in [p for p in services.named("progress") if p.kind == "shipment.shipped"][-1].summary
+    )
+
+
+@pytest.mark.parametrize(
+    ("price", "charged", "refunded"), [(1500, 0, 0), (1800, 300, 0), (1200, 0, 300)]
+)
+async def test_an_exchange_ships_a_replacement_and_settles_the_difference(
+    time_skipping_env: WorkflowEnvironment, price: int, charged: int, refunded: int
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        result = await update(
+            handle,
+            EXCHANGE_UPDATE,
+            change(
+                "exchange",
+                lines=[ItemQuantity("line-2", 1)],
+                replacement_skus=["SKU-MUG-BLUE"],
+                replacement_unit_prices_minor=[price],
+            ),
+        )
+        [fo_id] = result.fulfillment_order_ids
+        await handle.signal(
+            "fulfillment_event", shipped(fo_id, "s9", [(f"line-2:exchange:{result.change_id}", 1)])
+        )
+        await handle.signal("fulfillment_event", delivered(fo_id, "s9"))
+        await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=result.return_order_id,
+                lines=[ItemQuantity("line-2", 1)],
+            ),
+        )
+        await handle.result()
+
+    assert result.charged_minor == charged
+    assert result.refunded_minor == refunded
+    assert services.refunded == refunded
+    assert services.captured == order.grand_total_minor + charged
