@@ -35,14 +35,19 @@ from workflows.types import (
     AuthorizeInput,
     AuthorizeResult,
     CancelFulfillmentOrderInput,
+    CancelLinesInput,
     CaptureInput,
     CaptureResult,
+    CreditMemoInput,
+    CreditMemoResult,
     FulfillmentOrderData,
     InvoiceInput,
     InvoiceResult,
     PaymentMethodData,
     ProcessExceptionInput,
     ProgressInput,
+    RefundInput,
+    RefundResult,
     RouteInput,
     RouteResult,
     RoutingLineData,
@@ -86,6 +91,12 @@ CATEGORY_TO_PROTO = {
     "fraud": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_FRAUD,
     "carrier": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_CARRIER,
     "invoicing": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_INVOICING,
+}
+CREDIT_MEMO_KIND_TO_PROTO = {
+    "": payments_pb2.CREDIT_MEMO_KIND_UNSPECIFIED,
+    "cancel": payments_pb2.CREDIT_MEMO_KIND_CANCEL,
+    "return": payments_pb2.CREDIT_MEMO_KIND_RETURN,
+    "appeasement": payments_pb2.CREDIT_MEMO_KIND_APPEASEMENT,
 }
 SEVERITY_TO_PROTO = {
     "low": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_LOW,
@@ -187,6 +198,9 @@ class PaymentsActivities:
                     idempotency_key=request.idempotency_key,
                     payment_method=_payment_method(request.payment_method),
                     amount=_money(request.amount_minor, request.currency),
+                    additional_payment_methods=[
+                        _payment_method(m) for m in request.additional_payment_methods
+                    ],
                 ),
                 timeout=DEADLINE_SECONDS,
             )
@@ -247,6 +261,67 @@ class PaymentsActivities:
             succeeded=capture.status == payments_pb2.CAPTURE_STATUS_SUCCEEDED,
             amount_minor=capture.amount.amount_minor,
             failure_reason=capture.failure_reason,
+        )
+
+    @activity.defn(name="create_credit_memo")
+    async def create_credit_memo(self, request: CreditMemoInput) -> CreditMemoResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        currency = request.currency
+        response = await _call(
+            self._stub.CreateCreditMemo(
+                payments_pb2.CreateCreditMemoRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    kind=CREDIT_MEMO_KIND_TO_PROTO[request.kind],
+                    reason=request.reason,
+                    currency=currency,
+                    lines=[
+                        payments_pb2.CreditableLine(
+                            order_line_id=line.order_line_id,
+                            sku=line.sku,
+                            quantity_ordered=line.quantity_ordered,
+                            gross=_money(line.gross_minor, currency),
+                            discount=_money(line.discount_minor, currency),
+                            tax=_money(line.tax_minor, currency),
+                            quantity_to_credit=line.quantity_to_credit,
+                            first_unit=line.first_unit,
+                        )
+                        for line in request.lines
+                    ],
+                    shipping=_money(request.shipping_minor, currency),
+                    fee=_money(request.fee_minor, currency),
+                    appeasements=[
+                        payments_pb2.Appeasement(amount=_money(request.appeasement_minor, currency))
+                    ]
+                    if request.appeasement_minor
+                    else [],
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        memo = response.credit_memo
+        return CreditMemoResult(memo.credit_memo_id, memo.total.amount_minor)
+
+    @activity.defn(name="refund_credit_memo")
+    async def refund_credit_memo(self, request: RefundInput) -> RefundResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.RefundCreditMemo(
+                payments_pb2.RefundCreditMemoRequest(
+                    credit_memo_id=request.credit_memo_id, idempotency_key=request.idempotency_key
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        if response.outcome == payments_pb2.REFUND_OUTCOME_FAILED:
+            # A gateway refusal: retried (with backoff) until the gateway gives the money back.
+            raise ApplicationError(
+                f"refund failed: {response.failure_reason}", type="REFUND_FAILED"
+            )
+        return RefundResult(
+            refunded_minor=response.refunded.amount_minor,
+            released_minor=response.released.amount_minor,
+            not_refunded_minor=response.not_refunded.amount_minor,
         )
 
     @activity.defn(name="void_authorization")
@@ -324,6 +399,25 @@ class FulfillmentActivities:
                 fulfillment_pb2.CancelFulfillmentOrderRequest(
                     fulfillment_order_id=request.fulfillment_order_id,
                     idempotency_key=request.idempotency_key,
+                    reason=request.reason,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+    @activity.defn(name="cancel_fulfillment_order_lines")
+    async def cancel_fulfillment_order_lines(self, request: CancelLinesInput) -> None:
+        await _call(
+            self._stub.CancelFulfillmentOrderLines(
+                fulfillment_pb2.CancelFulfillmentOrderLinesRequest(
+                    fulfillment_order_id=request.fulfillment_order_id,
+                    idempotency_key=request.idempotency_key,
+                    lines=[
+                        fulfillment_pb2.LineQuantity(
+                            order_line_id=line.order_line_id, quantity=line.quantity
+                        )
+                        for line in request.lines
+                    ],
                     reason=request.reason,
                 ),
                 timeout=DEADLINE_SECONDS,

@@ -472,6 +472,8 @@ class CreditMemoInput:
     idempotency_key: str
     currency: str
     reason: str
+    # "cancel" (never invoiced: released from the authorization), "return", "appeasement".
+    kind: str = ""
     lines: list[CreditLineData] = field(default_factory=list)
     shipping_minor: int = 0
     appeasement_minor: int = 0

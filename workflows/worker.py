@@ -36,8 +36,11 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         payments.create_invoice,
         payments.capture_invoice,
         payments.void_authorization,
+        payments.create_credit_memo,
+        payments.refund_credit_memo,
         fulfillment.create_fulfillment_orders,
         fulfillment.cancel_fulfillment_order,
+        fulfillment.cancel_fulfillment_order_lines,
         servicing.record_process_exception,
     ]
 

@@ -1,0 +1,179 @@
+"""Changes to orders in flight, through the real workflow, services and Temporal: the Update
+is serialized with the lifecycle and its reply carries the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
+from oms.payments.v1 import payments_pb2, payments_pb2_grpc
+from temporalio.client import WorkflowUpdateFailedError
+
+from oms_platform.money import share
+from oms_platform.samples import sample_order
+from tests.conftest import System
+from workflows.types import (
+    CANCEL_UPDATE,
+    ChangeRequest,
+    ChangeResult,
+    ItemQuantity,
+    order_workflow_id,
+)
+
+SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
+
+
+async def wait_for(
+    stub: capture_pb2_grpc.CaptureServiceStub, order_id: str, statuses: set[int]
+) -> capture_pb2.GetOrderResponse:
+    deadline = time.monotonic() + 60
+    while True:
+        view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
+        if view.order.status in statuses and not view.missing_sections:
+            return view
+        assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
+        await asyncio.sleep(0.1)
+
+
+async def cancel(system: System, order_id: str, lines: list[ItemQuantity]) -> ChangeResult:
+    handle = system.client.get_workflow_handle(order_workflow_id(order_id))
+    result: ChangeResult = await handle.execute_update(
+        CANCEL_UPDATE,
+        ChangeRequest(
+            change_id=str(uuid.uuid4()), kind="cancel", reason="shopper asked", lines=lines
+        ),
+        result_type=ChangeResult,
+    )
+    return result
+
+
+async def test_canceling_one_unit_releases_its_reservation_and_only_its_share_of_money(
+    system: System,
+) -> None:
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+    order = (await capture.SubmitOrder(sample_order(), timeout=10)).order
+    await wait_for(capture, order.order_id, {capture_pb2.ORDER_STATUS_ALLOCATED})
+    tshirts = next(line for line in order.lines if line.sku == "SKU-TSHIRT-M")
+
+    result = await cancel(system, order.order_id, [ItemQuantity(tshirts.order_line_id, 1)])
+
+    # Units of a line are exact shares of each part of its money; cancels take the last unit.
+    gross = tshirts.unit_price.amount_minor * tshirts.quantity
+    discount = sum(d.amount.amount_minor for d in tshirts.discounts)
+    discount += tshirts.allocated_order_discount.amount_minor
+    tax = sum(t.amount.amount_minor for t in tshirts.taxes)
+    last_unit = share(gross, 2, 1, 1) - share(discount, 2, 1, 1) + share(tax, 2, 1, 1)
+    assert result.credited_minor == last_unit
+    assert result.released_minor == result.credited_minor and result.refunded_minor == 0
+    [fo] = (
+        await fulfillment.ListFulfillmentOrders(
+            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order.order_id), timeout=10
+        )
+    ).fulfillment_orders
+    fo_tshirts = next(line for line in fo.lines if line.order_line_id == tshirts.order_line_id)
+    assert fo_tshirts.quantity == 1
+
+    async with system.simulator():
+        view = await wait_for(capture, order.order_id, SETTLED)
+    assert view.order.status == capture_pb2.ORDER_STATUS_FULFILLED
+    line = next(line for line in view.order.lines if line.order_line_id == tshirts.order_line_id)
+    assert (line.quantities.canceled, line.quantities.fulfilled) == (1, 1)
+    captured = view.payment_summary.captured.amount_minor
+    assert captured + result.credited_minor == order.totals.grand_total.amount_minor
+    assert captured == sum(invoice.total.amount_minor for invoice in view.invoices)
+
+
+async def test_canceling_everything_voids_the_authorization_and_releases_every_unit(
+    system: System,
+) -> None:
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+    order = (await capture.SubmitOrder(sample_order(), timeout=10)).order
+    await wait_for(capture, order.order_id, {capture_pb2.ORDER_STATUS_ALLOCATED})
+
+    result = await cancel(system, order.order_id, [])
+
+    assert result.order_status == "canceled"
+    assert result.credited_minor == order.totals.grand_total.amount_minor
+    view = await wait_for(capture, order.order_id, SETTLED)
+    assert view.order.status == capture_pb2.ORDER_STATUS_CANCELED
+    [fo] = view.fulfillment_orders
+    assert fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
+    summary = await payments.GetPaymentSummary(
+        payments_pb2.GetPaymentSummaryRequest(order_id=order.order_id), timeout=10
+    )
+    assert summary.summary.captured.amount_minor == 0
+    assert all(a.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED for a in summary.authorizations)
+
+
+async def test_a_cancel_racing_the_shipment_ends_either_shipped_or_canceled_never_a_mix(
+    system: System,
+) -> None:
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+    payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+    order = (await capture.SubmitOrder(sample_order(), timeout=10)).order
+    view = await wait_for(capture, order.order_id, {capture_pb2.ORDER_STATUS_ALLOCATED})
+    [fo] = view.fulfillment_orders
+    await fulfillment.AcceptFulfillmentOrder(
+        fulfillment_pb2.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo.fulfillment_order_id)
+    )
+
+    async def ship() -> str:
+        try:
+            await fulfillment.ConfirmShipment(
+                fulfillment_pb2.ConfirmShipmentRequest(
+                    fulfillment_order_id=fo.fulfillment_order_id,
+                    idempotency_key="race",
+                    carrier="UPS",
+                    tracking_number="1ZRACE",
+                )
+            )
+            return "shipped"
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+
+    async def cancel_all() -> str:
+        try:
+            await cancel(system, order.order_id, [])
+            return "canceled"
+        except WorkflowUpdateFailedError as error:
+            return str(error.cause)
+
+    shipped, canceled = await asyncio.gather(ship(), cancel_all())
+    assert (shipped == "shipped") != (canceled == "canceled"), (shipped, canceled)
+
+    if shipped == "shipped":
+        shipment_id = (
+            (
+                await fulfillment.GetFulfillmentOrder(
+                    fulfillment_pb2.GetFulfillmentOrderRequest(
+                        fulfillment_order_id=fo.fulfillment_order_id
+                    )
+                )
+            )
+            .fulfillment_order.shipments[0]
+            .shipment_id
+        )
+        await fulfillment.ConfirmDelivery(
+            fulfillment_pb2.ConfirmDeliveryRequest(shipment_id=shipment_id)
+        )
+    final = await wait_for(capture, order.order_id, SETTLED)
+    summary = (
+        await payments.GetPaymentSummary(
+            payments_pb2.GetPaymentSummaryRequest(order_id=order.order_id)
+        )
+    ).summary
+    total = order.totals.grand_total.amount_minor
+    if shipped == "shipped":
+        assert final.order.status == capture_pb2.ORDER_STATUS_FULFILLED
+        assert summary.captured.amount_minor == summary.invoiced.amount_minor == total
+    else:
+        assert final.order.status == capture_pb2.ORDER_STATUS_CANCELED
+        assert summary.captured.amount_minor == 0
+        assert summary.authorized.amount_minor == 0
