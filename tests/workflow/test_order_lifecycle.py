@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from oms_platform.money import share
+from tests.history import record
 from workflows.lifecycle import OrderLifecycle
 from workflows.types import (
     APPEASE_UPDATE,
@@ -326,6 +327,7 @@ async def test_an_order_ships_is_captured_in_full_and_closes_after_the_return_wi
     async with worker:
         await ship_everything(handle)
         result = await handle.result()
+        await record(handle, "happy_path")
 
     assert result.status == FULFILLED
     assert result.invoiced_minor == result.captured_minor == order.grand_total_minor
@@ -352,6 +354,7 @@ async def test_a_split_shipment_invoices_each_parcel_and_charges_shipping_once(
         await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         await handle.signal("fulfillment_event", delivered("fo-1", "s2"))
         result = await handle.result()
+        await record(handle, "split_shipment")
 
     first, second = services.named("invoice")
     assert (first.shipping_minor, second.shipping_minor) == (500, 0)
@@ -440,6 +443,7 @@ async def test_a_failed_capture_holds_the_order_until_an_agent_retries(
             ResolutionResult,
         )
         result = await handle.result()
+        await record(handle, "capture_failure_retried")
 
     assert resolved.action == "retry"
     assert result.status == FULFILLED
@@ -533,6 +537,7 @@ async def test_out_of_stock_waits_and_ships_once_an_agent_retries_after_stock_ar
         await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         await handle.signal("fulfillment_event", delivered("fo-2", "s2"))
         result = await handle.result()
+        await record(handle, "backorder_retried")
 
     assert result.status == FULFILLED
     assert result.captured_minor == order.grand_total_minor
@@ -594,6 +599,7 @@ async def test_a_rejection_moves_the_lines_to_the_replacement_fulfillment_order(
         await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         await handle.signal("fulfillment_event", delivered("fo-9", "s2"))
         result = await handle.result()
+        await record(handle, "rejection_rerouted")
 
     assert result.status == FULFILLED
     assert result.captured_minor == order.grand_total_minor
@@ -618,6 +624,7 @@ async def test_canceling_one_unit_before_shipping_releases_only_its_share(
         )
         await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         final = await handle.result()
+        await record(handle, "cancel_one_unit")
 
     # line-1: 2 units of 2000 gross, 100 discount, 150 tax -> the second unit is 950 + 75.
     assert result.credited_minor == 1000 - 50 + 75
@@ -681,6 +688,7 @@ async def test_a_partial_return_refunds_exactly_that_units_share_on_receipt(
             ),
         )
         await handle.result()
+        await record(handle, "partial_return")
 
     assert opened.return_order_id.endswith("-R1")
     assert received.refunded_minor == 1000 - 50 + 75 == services.refunded
@@ -758,6 +766,7 @@ async def test_a_reship_sends_the_same_items_again_at_no_charge(
         await handle.signal("fulfillment_event", shipped(fo_id, "s9", [("line-2", 1)]))
         await handle.signal("fulfillment_event", delivered(fo_id, "s9"))
         final = await handle.result()
+        await record(handle, "reship")
 
     assert len(services.named("invoice")) == 1
     assert final.captured_minor == order.grand_total_minor
