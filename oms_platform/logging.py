@@ -59,6 +59,9 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # Workflow and activity loggers carry the workflow id (Temporal adds it as `extra`).
+    for name in ("temporalio.workflow", "temporalio.activity"):
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def _drop_meta(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
