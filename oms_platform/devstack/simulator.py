@@ -2,7 +2,8 @@
 
 It plays every location and carrier through the same public RPCs a real warehouse would call:
 accept, pick, pack, ship (with a carrier and tracking number) and deliver, each step a
-configurable delay after the previous one.
+configurable delay after the previous one. Asked to (`simulator_reject_rate`), it rejects
+some allocated fulfillment orders instead of accepting them, so their lines are routed again.
 """
 
 from __future__ import annotations
@@ -29,11 +30,21 @@ OPEN = [
     fpb.FULFILLMENT_ORDER_STATUS_PACKED,
 ]
 CARRIER = "SIMPOST"
+REJECT_REASON = "simulated: the units were not found on the shelf"
 
 
 def tracking_number(fulfillment_order_id: str) -> str:
     """A stable tracking number, so a repeated shipment report is recognisably the same."""
     return "SIM" + hashlib.sha256(fulfillment_order_id.encode()).hexdigest()[:12].upper()
+
+
+def rejects(fulfillment_order_id: str, rate: float) -> bool:
+    """Whether the simulator rejects a fulfillment order: a stable draw per id, so a restart
+    decides the same, and a replacement (a new id) gets a draw of its own."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"reject:{fulfillment_order_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 class Simulator:
@@ -42,6 +53,7 @@ class Simulator:
     def __init__(self, settings: Settings) -> None:
         self._step = settings.simulator_step_seconds
         self._poll = settings.simulator_poll_seconds
+        self._reject_rate = settings.simulator_reject_rate
         self._channel = grpcutil.channel(settings.address_of("fulfillment"))
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
         # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
@@ -91,7 +103,18 @@ class Simulator:
         self._busy.add(fo_id)
         try:
             async with self._limit:
-                if fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
+                if fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED and rejects(
+                    fo_id, self._reject_rate
+                ):
+                    await self._stub.RejectFulfillmentOrder(
+                        fpb.RejectFulfillmentOrderRequest(
+                            fulfillment_order_id=fo_id,
+                            idempotency_key=f"sim-reject:{fo_id}",
+                            reason=REJECT_REASON,
+                        ),
+                        timeout=10,
+                    )
+                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
                     await self._stub.AcceptFulfillmentOrder(
                         fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id), timeout=10
                     )

@@ -8,6 +8,7 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import ServiceContext, ServiceParts
+from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
 
 SCHEMA = "fulfillment"
@@ -15,8 +16,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """Wire the servicer to the pool and relay shipped/delivered signals to the workflows."""
-    servicer = FulfillmentServicer(ctx.pool)
+    """Wire the servicer to the pool and its routing policy, and relay fulfillment events
+    (shipped, delivered, rejected, moved) to the order workflows.
+
+    A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`.
+    """
+    policy = RoutingPolicy(max_splits=ctx.settings.routing_max_splits)
+    servicer = FulfillmentServicer(ctx.pool, policy)
     relay = OutboxRelay(
         ctx.pool,
         SCHEMA,

@@ -5,7 +5,7 @@ decisions to the domain."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar, cast
 
@@ -21,14 +21,22 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 from oms_platform import db
 from oms_platform.errors import FieldViolation, InvalidArgument
 from services.fulfillment import domain, store
-from workflows.types import FulfillmentEvent, ShipmentItemData
+from workflows.types import (
+    FulfillmentEvent,
+    FulfillmentOrderData,
+    RoutingLineData,
+    ShipmentItemData,
+)
 
 log = structlog.get_logger("oms.fulfillment")
 
 M = TypeVar("M", bound=Message)
 
-# Optimistic routing attempts before the last one, which locks the inventory rows it reads.
+# Optimistic attempts before the last one, which locks the inventory rows it reads.
 ROUTING_ATTEMPTS = 4
+
+# A transaction attempt: given whether to lock what it reads, the action to run.
+Attempt = Callable[[bool], Callable[[asyncpg.Connection], Awaitable[M]]]
 
 STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.ALLOCATED: pb.FULFILLMENT_ORDER_STATUS_ALLOCATED,
@@ -45,6 +53,19 @@ LOCATION_TYPE_TO_PB: dict[str, pb.LocationType.ValueType] = {
     "warehouse": pb.LOCATION_TYPE_WAREHOUSE,
     "store": pb.LOCATION_TYPE_STORE,
     "drop_ship": pb.LOCATION_TYPE_DROP_SHIP,
+}
+LOCATION_TYPE_FROM_PB = {v: k for k, v in LOCATION_TYPE_TO_PB.items()}
+
+ADJUSTMENT_KIND_FROM_PB: dict[pb.InventoryAdjustmentKind.ValueType, str] = {
+    pb.INVENTORY_ADJUSTMENT_KIND_RECEIVED: domain.RECEIVED,
+    pb.INVENTORY_ADJUSTMENT_KIND_COUNTED: domain.COUNTED,
+    pb.INVENTORY_ADJUSTMENT_KIND_DAMAGED: domain.DAMAGED,
+}
+
+TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
+    "order": pb.ROUTING_TRIGGER_ORDER,
+    "rejection": pb.ROUTING_TRIGGER_REJECTION,
+    "move": pb.ROUTING_TRIGGER_MOVE,
 }
 
 
@@ -82,7 +103,7 @@ def address_to_pb(address: domain.PostalAddress) -> common_pb2.PostalAddress:
     )
 
 
-def groups_from_pb(groups: list[pb.RoutingDeliveryGroup]) -> list[domain.DeliveryGroup]:
+def groups_from_pb(groups: Sequence[pb.RoutingDeliveryGroup]) -> list[domain.DeliveryGroup]:
     return [
         domain.DeliveryGroup(
             delivery_group_id=g.delivery_group_id,
@@ -90,6 +111,7 @@ def groups_from_pb(groups: list[pb.RoutingDeliveryGroup]) -> list[domain.Deliver
             lines=tuple(
                 domain.RoutingLine(line.order_line_id, line.sku, line.quantity) for line in g.lines
             ),
+            delivery_method=g.delivery_method,
         )
         for g in groups
     ]
@@ -97,6 +119,10 @@ def groups_from_pb(groups: list[pb.RoutingDeliveryGroup]) -> list[domain.Deliver
 
 def routing_line_to_pb(line: domain.RoutingLine) -> pb.RoutingLine:
     return pb.RoutingLine(order_line_id=line.order_line_id, sku=line.sku, quantity=line.quantity)
+
+
+def line_quantities_from_pb(lines: Sequence[pb.LineQuantity]) -> list[domain.LineQuantity]:
+    return [domain.LineQuantity(line.order_line_id, line.quantity) for line in lines]
 
 
 def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
@@ -128,6 +154,9 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
                 sku=line.sku,
                 quantity=line.quantity,
                 quantity_shipped=line.quantity_shipped,
+                quantity_rejected=line.quantity_rejected,
+                quantity_canceled=line.quantity_canceled,
+                quantity_moved=line.quantity_moved,
             )
             for line in fo.lines
         ],
@@ -138,7 +167,7 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
 
 
 def location_to_pb(location: domain.Location) -> pb.Location:
-    return pb.Location(
+    out = pb.Location(
         location_id=location.location_id,
         name=location.name,
         type=LOCATION_TYPE_TO_PB.get(location.type, pb.LOCATION_TYPE_UNSPECIFIED),
@@ -147,6 +176,39 @@ def location_to_pb(location: domain.Location) -> pb.Location:
         longitude=location.longitude,
         priority=location.priority,
         enabled=location.enabled,
+        location_group_ids=location.group_ids,
+        fulfillment_orders_today=location.fulfillment_orders_today,
+    )
+    if location.daily_capacity is not None:
+        out.daily_capacity = location.daily_capacity
+    return out
+
+
+def location_from_pb(location: pb.Location) -> domain.Location:
+    return domain.Location(
+        location_id=location.location_id,
+        name=location.name,
+        type=LOCATION_TYPE_FROM_PB.get(location.type, ""),
+        address=address_from_pb(location.address),
+        latitude=location.latitude,
+        longitude=location.longitude,
+        priority=location.priority,
+        enabled=location.enabled,
+        daily_capacity=location.daily_capacity if location.HasField("daily_capacity") else None,
+    )
+
+
+def location_group_to_pb(group: domain.LocationGroup) -> pb.LocationGroup:
+    return pb.LocationGroup(
+        location_group_id=group.location_group_id,
+        name=group.name,
+        location_ids=group.location_ids,
+    )
+
+
+def location_group_from_pb(group: pb.LocationGroup) -> domain.LocationGroup:
+    return domain.LocationGroup(
+        group.location_group_id, group.name, tuple(dict.fromkeys(group.location_ids))
     )
 
 
@@ -170,6 +232,44 @@ def level_to_pb(level: domain.InventoryLevel) -> pb.InventoryLevel:
     )
 
 
+def adjustment_from_pb(adjustment: pb.InventoryAdjustment) -> domain.InventoryAdjustment:
+    return domain.InventoryAdjustment(
+        location_id=adjustment.location_id,
+        sku=adjustment.sku,
+        kind=ADJUSTMENT_KIND_FROM_PB.get(adjustment.kind, ""),
+        quantity=adjustment.quantity,
+        reason=adjustment.reason,
+    )
+
+
+def decision_to_pb(decision: domain.RoutingDecision) -> pb.RoutingDecision:
+    return pb.RoutingDecision(
+        order_id=decision.order_id,
+        delivery_group_id=decision.delivery_group_id,
+        trigger=TRIGGER_TO_PB.get(decision.trigger, pb.ROUTING_TRIGGER_UNSPECIFIED),
+        source_fulfillment_order_id=decision.source_fulfillment_order_id,
+        summary=decision.summary,
+        chosen_location_ids=decision.chosen_location_ids,
+        alternatives=[
+            pb.RoutingAlternative(
+                location_ids=a.location_ids,
+                fulfillment_orders=a.fulfillment_orders,
+                average_distance_km=a.distance_km,
+                priority=a.priority,
+                chosen=a.chosen,
+                verdict=a.verdict,
+            )
+            for a in decision.alternatives
+        ],
+        excluded=[
+            pb.RoutingExclusion(location_id=e.location_id, reason=e.reason)
+            for e in decision.excluded
+        ],
+        unallocated_lines=[routing_line_to_pb(line) for line in decision.unallocated],
+        decided_at=timestamp(decision.decided_at),
+    )
+
+
 def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tuple[str, ...]:
     violations = [
         FieldViolation(f"statuses[{i}]", "must be a known fulfillment order status")
@@ -179,6 +279,16 @@ def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tup
     if violations:
         raise InvalidArgument(violations)
     return tuple(STATUS_FROM_PB[s] for s in statuses)
+
+
+def fulfillment_order_data(fo: domain.FulfillmentOrder) -> FulfillmentOrderData:
+    """A fulfillment order as the order's workflow tracks it."""
+    return FulfillmentOrderData(
+        fulfillment_order_id=fo.fulfillment_order_id,
+        location_id=fo.location_id,
+        delivery_group_id=fo.delivery_group_id,
+        lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
+    )
 
 
 def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> FulfillmentEvent:
@@ -201,6 +311,27 @@ def delivered_event(shipment: domain.Shipment) -> FulfillmentEvent:
         kind="delivered",
         fulfillment_order_id=shipment.fulfillment_order_id,
         shipment_id=shipment.shipment_id,
+    )
+
+
+def line_change_event(
+    fulfillment_order_id: str,
+    idempotency_key: str,
+    change: domain.LineChange,
+    reason: str,
+    replacements: Sequence[domain.FulfillmentOrder],
+    unallocated: Sequence[domain.RoutingLine] = (),
+) -> FulfillmentEvent:
+    """The signal payload telling the order's workflow units left a fulfillment order
+    ("rejected" or "moved") and where they went."""
+    return FulfillmentEvent(
+        event_id=f"{change.kind}:{fulfillment_order_id}:{idempotency_key}",
+        kind=change.kind,
+        fulfillment_order_id=fulfillment_order_id,
+        items=[ShipmentItemData(line.order_line_id, line.quantity) for line in change.lines],
+        reason=reason,
+        replacements=[fulfillment_order_data(fo) for fo in replacements],
+        unallocated=[RoutingLineData(ln.order_line_id, ln.sku, ln.quantity) for ln in unallocated],
     )
 
 
@@ -231,26 +362,54 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             # A pool's connection proxies a Connection; the stubs do not say so.
             return await action(cast(asyncpg.Connection, conn))
 
+    async def _idempotent(
+        self, key: str, request: Message, response_type: type[M], attempt: Attempt[M]
+    ) -> M:
+        """Run an idempotent write, again on fresh stock when a concurrent writer took units
+        it counted on (or deadlocked with it); the last attempt locks what it reads."""
+        for number in range(1, ROUTING_ATTEMPTS + 1):
+            try:
+                response, _ = await db.idempotent(
+                    self._pool, key, request, response_type, attempt(number == ROUTING_ATTEMPTS)
+                )
+                return response
+            except (store.ReservationConflict, asyncpg.TransactionRollbackError) as lost:
+                # Nothing of this attempt was kept; try again on what is there now.
+                if number == ROUTING_ATTEMPTS:
+                    raise
+                log.debug("lost a race; trying again", attempt=number, lost=str(lost))
+        raise AssertionError("unreachable")
+
+    async def _route(
+        self,
+        conn: asyncpg.Connection,
+        groups: Sequence[domain.DeliveryGroup],
+        lock: bool,
+        policy: domain.RoutingPolicy,
+    ) -> domain.RoutingPlan:
+        snapshot = await store.routing_snapshot(conn, groups, lock=lock)
+        return domain.route(
+            groups, snapshot.candidates, snapshot.availability, snapshot.destinations, policy
+        )
+
     async def CreateFulfillmentOrders(
         self, request: pb.CreateFulfillmentOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateFulfillmentOrdersResponse:
         groups = groups_from_pb(list(request.delivery_groups))
         domain.validate_routing_request(request.order_id, request.idempotency_key, groups)
-        key = f"create:{request.order_id}:{request.idempotency_key}"
+        order_id = request.order_id
+        key = f"create:{order_id}:{request.idempotency_key}"
 
         def attempt(
             lock: bool,
         ) -> Callable[[asyncpg.Connection], Awaitable[pb.CreateFulfillmentOrdersResponse]]:
             async def action(conn: asyncpg.Connection) -> pb.CreateFulfillmentOrdersResponse:
-                snapshot = await store.routing_snapshot(conn, groups, lock=lock)
-                plan = domain.route(
-                    groups,
-                    snapshot.candidates,
-                    snapshot.availability,
-                    snapshot.destinations,
-                    self._policy,
+                plan = await self._route(conn, groups, lock, self._policy)
+                created = await store.reserve_and_create(conn, order_id, plan, _new_id, key)
+                await store.record_delivery_groups(conn, order_id, groups)
+                await store.record_decisions(
+                    conn, domain.decisions_of(order_id, plan, "order"), key
                 )
-                created = await store.reserve_and_create(conn, request.order_id, plan, _new_id)
                 return pb.CreateFulfillmentOrdersResponse(
                     fulfillment_orders=[fulfillment_order_to_pb(fo) for fo in created],
                     unallocated_lines=[routing_line_to_pb(line) for line in plan.unallocated],
@@ -259,22 +418,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
             return action
 
-        for number in range(1, ROUTING_ATTEMPTS + 1):
-            try:
-                response, _ = await db.idempotent(
-                    self._pool,
-                    key,
-                    request,
-                    pb.CreateFulfillmentOrdersResponse,
-                    attempt(lock=number == ROUTING_ATTEMPTS),
-                )
-                return response
-            except (store.ReservationConflict, asyncpg.TransactionRollbackError) as lost:
-                # Someone reserved first: nothing of ours was kept; route again on fresh stock.
-                if number == ROUTING_ATTEMPTS:
-                    raise
-                log.debug("routing race lost; routing again", attempt=number, lost=str(lost))
-        raise AssertionError("unreachable")
+        return await self._idempotent(key, request, pb.CreateFulfillmentOrdersResponse, attempt)
 
     async def GetFulfillmentOrder(
         self, request: pb.GetFulfillmentOrderRequest, context: grpc.aio.ServicerContext
@@ -387,25 +531,141 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.CancelFulfillmentOrderResponse:
         fo_id = request.fulfillment_order_id
         _required(fulfillment_order_id=fo_id)
+        key = f"cancel:{fo_id}:{request.idempotency_key}" if request.idempotency_key else ""
 
         async def action(conn: asyncpg.Connection) -> pb.CancelFulfillmentOrderResponse:
             fo = await store.get_fulfillment_order(conn, fo_id, for_update=True)
-            if domain.must_cancel(fo):
-                await store.cancel(conn, fo, request.reason)
+            change = domain.plan_cancel(fo)
+            if change is not None:
+                await store.take_off(conn, fo, change, request.reason, key)
                 fo = await store.get_fulfillment_order(conn, fo_id)
             return pb.CancelFulfillmentOrderResponse(fulfillment_order=fulfillment_order_to_pb(fo))
 
-        if not request.idempotency_key:
+        if not key:
             # Canceling is idempotent by state too: a canceled order is returned unchanged.
             return await self._in_transaction(action)
         response, _ = await db.idempotent(
-            self._pool,
-            f"cancel:{fo_id}:{request.idempotency_key}",
-            request,
-            pb.CancelFulfillmentOrderResponse,
-            action,
+            self._pool, key, request, pb.CancelFulfillmentOrderResponse, action
         )
         return response
+
+    async def RejectFulfillmentOrder(
+        self, request: pb.RejectFulfillmentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RejectFulfillmentOrderResponse:
+        fo_id = request.fulfillment_order_id
+        _required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        requested = line_quantities_from_pb(request.lines)
+        key = f"reject:{fo_id}:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[pb.RejectFulfillmentOrderResponse]]:
+            async def action(conn: asyncpg.Connection) -> pb.RejectFulfillmentOrderResponse:
+                fo = await store.get_fulfillment_order(conn, fo_id, for_update=True)
+                change = domain.plan_line_change(fo, domain.REJECTED, requested)
+                await store.take_off(conn, fo, change, request.reason, key)
+                line_ids = [line.order_line_id for line in change.lines]
+                earlier = await store.rejecting_locations(conn, fo.order_id, line_ids)
+                excluded = domain.rejection_reasons(fo, request.reason, earlier)
+                group = await store.delivery_group(
+                    conn, fo.order_id, fo.delivery_group_id, change.lines
+                )
+                policy = self._policy.with_rules(domain.ExcludeLocations(excluded))
+                plan = await self._route(conn, [group], lock, policy)
+                replacements = await store.reserve_and_create(conn, fo.order_id, plan, _new_id, key)
+                await store.record_decisions(
+                    conn, domain.decisions_of(fo.order_id, plan, "rejection", fo_id), key
+                )
+                event = line_change_event(
+                    fo_id,
+                    request.idempotency_key,
+                    change,
+                    request.reason,
+                    replacements,
+                    plan.unallocated,
+                )
+                await store.signal_order(conn, fo.order_id, event)
+                after = await store.get_fulfillment_order(conn, fo_id)
+                return pb.RejectFulfillmentOrderResponse(
+                    fulfillment_order=fulfillment_order_to_pb(after),
+                    replacements=[fulfillment_order_to_pb(r) for r in replacements],
+                    unallocated_lines=[routing_line_to_pb(line) for line in plan.unallocated],
+                    decisions=plan.decisions,
+                )
+
+            return action
+
+        return await self._idempotent(key, request, pb.RejectFulfillmentOrderResponse, attempt)
+
+    async def CancelFulfillmentOrderLines(
+        self, request: pb.CancelFulfillmentOrderLinesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelFulfillmentOrderLinesResponse:
+        fo_id = request.fulfillment_order_id
+        _required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        requested = line_quantities_from_pb(request.lines)
+        key = f"cancel-lines:{fo_id}:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[pb.CancelFulfillmentOrderLinesResponse]]:
+            async def action(conn: asyncpg.Connection) -> pb.CancelFulfillmentOrderLinesResponse:
+                fo = await store.get_fulfillment_order(conn, fo_id, for_update=True)
+                change = domain.plan_line_change(fo, domain.CANCELED, requested)
+                await store.take_off(conn, fo, change, request.reason, key)
+                after = await store.get_fulfillment_order(conn, fo_id)
+                return pb.CancelFulfillmentOrderLinesResponse(
+                    fulfillment_order=fulfillment_order_to_pb(after)
+                )
+
+            return action
+
+        return await self._idempotent(key, request, pb.CancelFulfillmentOrderLinesResponse, attempt)
+
+    async def MoveFulfillmentOrderLines(
+        self, request: pb.MoveFulfillmentOrderLinesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MoveFulfillmentOrderLinesResponse:
+        fo_id = request.fulfillment_order_id
+        _required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        requested = line_quantities_from_pb(request.lines)
+        key = f"move:{fo_id}:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[pb.MoveFulfillmentOrderLinesResponse]]:
+            async def action(conn: asyncpg.Connection) -> pb.MoveFulfillmentOrderLinesResponse:
+                fo = await store.get_fulfillment_order(conn, fo_id, for_update=True)
+                found = (
+                    await store.get_location(conn, request.to_location_id)
+                    if request.to_location_id
+                    else None
+                )
+                target = domain.check_move_target(fo, request.to_location_id, found)
+                change = domain.plan_line_change(fo, domain.MOVED, requested)
+                moved_to = await store.move(conn, fo, change, target, _new_id, request.reason, key)
+                await store.record_decisions(
+                    conn, [domain.move_decision(fo, target, change, request.reason)], key
+                )
+                event = line_change_event(
+                    fo_id, request.idempotency_key, change, request.reason, [moved_to]
+                )
+                await store.signal_order(conn, fo.order_id, event)
+                after = await store.get_fulfillment_order(conn, fo_id)
+                return pb.MoveFulfillmentOrderLinesResponse(
+                    fulfillment_order=fulfillment_order_to_pb(after),
+                    moved_to=fulfillment_order_to_pb(moved_to),
+                )
+
+            return action
+
+        return await self._idempotent(key, request, pb.MoveFulfillmentOrderLinesResponse, attempt)
+
+    async def GetRoutingDecisions(
+        self, request: pb.GetRoutingDecisionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRoutingDecisionsResponse:
+        _required(order_id=request.order_id)
+        async with self._pool.acquire() as conn:
+            decisions = await store.routing_decisions(conn, request.order_id)
+        return pb.GetRoutingDecisionsResponse(decisions=[decision_to_pb(d) for d in decisions])
 
     async def ListLocations(
         self, request: pb.ListLocationsRequest, context: grpc.aio.ServicerContext
@@ -413,6 +673,39 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         async with self._pool.acquire() as conn:
             locations = await store.list_locations(conn)
         return pb.ListLocationsResponse(locations=[location_to_pb(loc) for loc in locations])
+
+    async def UpsertLocation(
+        self, request: pb.UpsertLocationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertLocationResponse:
+        location = location_from_pb(request.location)
+        domain.validate_location(location)
+
+        async def action(conn: asyncpg.Connection) -> pb.UpsertLocationResponse:
+            stored = await store.upsert_location(conn, location)
+            return pb.UpsertLocationResponse(location=location_to_pb(stored))
+
+        return await self._in_transaction(action)
+
+    async def ListLocationGroups(
+        self, request: pb.ListLocationGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLocationGroupsResponse:
+        async with self._pool.acquire() as conn:
+            groups = await store.location_groups(conn)
+        return pb.ListLocationGroupsResponse(
+            location_groups=[location_group_to_pb(g) for g in groups]
+        )
+
+    async def UpsertLocationGroup(
+        self, request: pb.UpsertLocationGroupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertLocationGroupResponse:
+        group = location_group_from_pb(request.location_group)
+
+        async def action(conn: asyncpg.Connection) -> pb.UpsertLocationGroupResponse:
+            domain.validate_location_group(group, await store.location_ids(conn))
+            stored = await store.upsert_location_group(conn, group)
+            return pb.UpsertLocationGroupResponse(location_group=location_group_to_pb(stored))
+
+        return await self._in_transaction(action)
 
     async def SetInventoryLevels(
         self, request: pb.SetInventoryLevelsRequest, context: grpc.aio.ServicerContext
@@ -425,6 +718,25 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             return pb.SetInventoryLevelsResponse(levels=[level_to_pb(lv) for lv in stored])
 
         return await self._in_transaction(action)
+
+    async def AdjustInventory(
+        self, request: pb.AdjustInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdjustInventoryResponse:
+        _required(idempotency_key=request.idempotency_key)
+        adjustments = [adjustment_from_pb(a) for a in request.adjustments]
+        key = f"adjust:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[pb.AdjustInventoryResponse]]:
+            async def action(conn: asyncpg.Connection) -> pb.AdjustInventoryResponse:
+                domain.validate_adjustments(adjustments, await store.location_ids(conn))
+                levels = await store.adjust_inventory(conn, adjustments, key)
+                return pb.AdjustInventoryResponse(levels=[level_to_pb(lv) for lv in levels])
+
+            return action
+
+        return await self._idempotent(key, request, pb.AdjustInventoryResponse, attempt)
 
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: grpc.aio.ServicerContext
@@ -439,10 +751,13 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             raise InvalidArgument(violations)
         async with self._pool.acquire() as conn:
             found = await store.levels_for_skus(conn, skus)
-        totals = {sku: 0 for sku in skus}
-        for level, enabled in found:
-            if enabled:
-                totals[level.sku] += level.available
+            groups = await store.location_groups(conn, list(request.location_group_ids))
+        summed = domain.availability(found, skus, groups)
         return pb.GetAvailabilityResponse(
-            levels=[level_to_pb(level) for level, _ in found], total_available=totals
+            levels=[level_to_pb(level) for level, _ in found],
+            total_available=summed.total,
+            groups=[
+                pb.GroupAvailability(location_group_id=group_id, available=available)
+                for group_id, available in summed.by_group.items()
+            ],
         )
