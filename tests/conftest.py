@@ -101,10 +101,17 @@ class System:
         return self.services[service].context.channel(service)
 
     @contextlib.asynccontextmanager
-    async def simulator(self, step_seconds: float = 0.0) -> AsyncIterator[Simulator]:
+    async def simulator(
+        self, step_seconds: float = 0.0, reject_rate: float = 0.0
+    ) -> AsyncIterator[Simulator]:
         """Run the warehouse simulator for the duration of the block."""
         sim = Simulator(
-            replace(self.settings, simulator_step_seconds=step_seconds, simulator_poll_seconds=0.05)
+            replace(
+                self.settings,
+                simulator_step_seconds=step_seconds,
+                simulator_poll_seconds=0.05,
+                simulator_reject_rate=reject_rate,
+            )
         )
         task = asyncio.create_task(sim.run())
         try:

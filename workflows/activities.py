@@ -357,6 +357,7 @@ class FulfillmentActivities:
                         fulfillment_pb2.RoutingDeliveryGroup(
                             delivery_group_id=group.delivery_group_id,
                             address=_address(group.address),
+                            delivery_method=group.delivery_method,
                             lines=[
                                 fulfillment_pb2.RoutingLine(
                                     order_line_id=line.order_line_id,

@@ -1302,7 +1302,11 @@ class OrderLifecycle:
                 if group_of.get(line.order_line_id.split(":")[0]) == group.delivery_group_id
             ]
             if mine:
-                groups.append(RoutingGroupData(group.delivery_group_id, group.address, mine))
+                groups.append(
+                    RoutingGroupData(
+                        group.delivery_group_id, group.address, mine, group.delivery_method
+                    )
+                )
         result: RouteResult = await workflow.execute_activity(
             "create_fulfillment_orders",
             RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),

@@ -67,6 +67,8 @@ class LifecycleDeliveryGroup:
     delivery_group_id: str
     address: Address
     shipping_minor: int
+    # e.g. "standard", "express", "same_day"; routing rules may depend on it.
+    delivery_method: str = ""
 
 
 @dataclass
@@ -209,6 +211,7 @@ class RoutingGroupData:
     delivery_group_id: str
     address: Address
     lines: list[RoutingLineData]
+    delivery_method: str = ""
 
 
 @dataclass
