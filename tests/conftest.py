@@ -131,6 +131,10 @@ async def system(settings_with_temporal: Settings) -> AsyncIterator[System]:
         settings_with_temporal,
         task_queue=f"oms-system-{os.getpid()}",
         outbox_poll_seconds=0.05,
+        # Scenario settings: orders above 1,000.00 are held for fraud review, and the
+        # marketplace's return window is two seconds so a late return can be tried.
+        fraud_amount_threshold_minor=100_000,
+        return_window_days_by_channel=f"marketplace={2 / 86400}",
         **{f"{name}_port": free_port() for name in SERVICES},
     )
     running = {name: await start_service(name, settings) for name in SERVICES}

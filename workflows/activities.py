@@ -169,6 +169,8 @@ class CaptureActivities:
                                 allocated=change.allocated,
                                 fulfilled=change.fulfilled,
                                 canceled=change.canceled,
+                                return_initiated=change.return_initiated,
+                                returned=change.returned,
                             ),
                         )
                         for change in progress.line_changes
