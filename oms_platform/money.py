@@ -70,3 +70,12 @@ def share(total: int, quantity_total: int, quantity_before: int, quantity_now: i
         raise ValueError("quantities out of range")
     units = allocate(total, [1] * quantity_total)
     return sum(units[quantity_before : quantity_before + quantity_now])
+
+
+def percent_of(amount_minor: int, basis_points: int) -> int:
+    """`basis_points` (1 = 0.01%) of `amount_minor`, rounded half away from zero to the minor
+    unit, in integers only: e.g. 10% (1000) of 4995 is 500."""
+    if basis_points < 0:
+        raise ValueError("basis points must be non-negative")
+    sign = -1 if amount_minor < 0 else 1
+    return sign * ((abs(amount_minor) * basis_points + 5_000) // 10_000)

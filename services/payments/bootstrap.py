@@ -1,14 +1,21 @@
-"""Composition root of the payments service: its schema, migrations, gateway and servicer."""
+"""Composition root of the payments service: its schema, migrations, gateways and servicer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform.service import ServiceContext, ServiceParts
 from oms_platform.settings import Settings
-from services.payments.gateway import PaymentGateway, SimulatedGateway
+from services.payments import domain
+from services.payments.gateway import (
+    Gateways,
+    PaymentGateway,
+    SimulatedGateway,
+    SimulatedGiftCardGateway,
+)
 from services.payments.servicer import PaymentsServicer
 
 SCHEMA = "payments"
@@ -16,8 +23,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 
 
-def make_gateway(settings: Settings) -> PaymentGateway:
-    """The payment gateway adapter these settings call for (today: the simulated one)."""
+def _simulated(settings: Settings) -> PaymentGateway:
     return SimulatedGateway(
         latency_ms=settings.gateway_latency_ms,
         decline_above_minor=settings.gateway_decline_above_minor,
@@ -25,10 +31,47 @@ def make_gateway(settings: Settings) -> PaymentGateway:
     )
 
 
+def _simulated_gift_card(settings: Settings) -> PaymentGateway:
+    return SimulatedGiftCardGateway(
+        latency_ms=settings.gateway_latency_ms,
+        transient_failure_rate=settings.gateway_transient_failure_rate,
+    )
+
+
+# Gateway adapters by the name settings use for them.
+ADAPTERS: dict[str, Callable[[Settings], PaymentGateway]] = {
+    "simulated": _simulated,
+    "simulated-giftcard": _simulated_gift_card,
+}
+
+
+def make_gateways(settings: Settings) -> Gateways:
+    """The adapter of each payment method type, as settings name them (one instance per name).
+
+    Raises ValueError naming the setting when it names no known adapter.
+    """
+    chosen = {
+        domain.CARD: ("gateway_for_card", settings.gateway_for_card),
+        domain.GIFT_CARD: ("gateway_for_gift_card", settings.gateway_for_gift_card),
+        domain.INVOICE_TERMS: ("gateway_for_invoice_terms", settings.gateway_for_invoice_terms),
+    }
+    built: dict[str, PaymentGateway] = {}
+    by_type: dict[str, PaymentGateway] = {}
+    for method_type, (setting, name) in chosen.items():
+        if name not in ADAPTERS:
+            raise ValueError(
+                f"{setting}={name!r} names no gateway adapter; known: {', '.join(sorted(ADAPTERS))}"
+            )
+        if name not in built:
+            built[name] = ADAPTERS[name](settings)
+        by_type[method_type] = built[name]
+    return Gateways(default=by_type[domain.CARD], by_method_type=by_type)
+
+
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """Wire the gateway and the servicer over the service's pool."""
+    """Wire the gateways and the servicer over the service's pool."""
     servicer = PaymentsServicer(
-        ctx.pool, make_gateway(ctx.settings), hold_hours=ctx.settings.authorization_hold_hours
+        ctx.pool, make_gateways(ctx.settings), hold_hours=ctx.settings.authorization_hold_hours
     )
     return ServiceParts(
         registrations=[(payments_pb2_grpc.add_PaymentsServiceServicer_to_server, servicer)],

@@ -1,4 +1,5 @@
-"""Payment gateway adapters: the port every gateway implements, and a simulated gateway.
+"""Payment gateway adapters: the port every gateway implements, the simulated card and gift
+card gateways that implement it, and `Gateways`, the adapter of each payment method type.
 
 A gateway call either answers (a GatewayResult, approved or not) or fails in transit
 (GatewayUnavailable before anything happened, GatewayTimeout when we cannot know). Every
@@ -37,12 +38,15 @@ class GatewayTimeout(GatewayError):
 class GatewayResult:
     """The gateway's answer to one operation."""
 
-    # Approved (authorize) or succeeded (capture, refund, void).
+    # Approved (authorize) or succeeded (capture, refund, reverse, void).
     succeeded: bool
     # The gateway's reference for the operation (an authorization or capture ref).
     reference: str
     # Why it was declined or failed; "" on success.
     reason: str = ""
+    # The amount the operation moved; for an authorization asked with allow_partial, the
+    # amount actually held (it may be less than asked). 0 when nothing moved.
+    amount_minor: int = 0
 
     @property
     def approved(self) -> bool:
@@ -54,9 +58,10 @@ class PaymentGateway(Protocol):
     """The port a payment gateway adapter implements. One effect per idempotency key."""
 
     async def authorize(
-        self, key: str, token: str, amount_minor: int, currency: str
+        self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
     ) -> GatewayResult:
-        """Hold `amount_minor` on the instrument `token`."""
+        """Hold `amount_minor` on the instrument `token`; with `allow_partial`, hold what the
+        instrument has (a gift card's balance) and say how much in `amount_minor`."""
         ...
 
     async def capture(
@@ -69,6 +74,12 @@ class PaymentGateway(Protocol):
         self, key: str, capture_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         """Give back `amount_minor` of a capture."""
+        ...
+
+    async def reverse(
+        self, key: str, authorization_ref: str, amount_minor: int, currency: str
+    ) -> GatewayResult:
+        """Release `amount_minor` of an authorization's hold (a partial reversal)."""
         ...
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
@@ -121,17 +132,19 @@ async def call_resolved(
     ) from last
 
 
-# ---- simulated gateway ---------------------------------------------------------------------
+# ---- simulated gateways --------------------------------------------------------------------
 
 DECLINE_TOKEN = "tok_decline"
 FAIL_CAPTURE_TOKEN = "tok_fail_capture"
+FAIL_REFUND_TOKEN = "tok_fail_refund"
+GIFT_CARD_PREFIX = "gc_"
 
 
 @dataclass(frozen=True)
 class GatewayOperation:
     """One operation the simulated gateway performed (an effect), for tests to inspect."""
 
-    kind: str  # "authorize", "capture", "refund" or "void"
+    kind: str  # "authorize", "capture", "refund", "reverse" or "void"
     key: str
     reference: str
     amount_minor: int
@@ -145,11 +158,17 @@ class _Hold:
     amount_minor: int
     currency: str
     captured_minor: int = 0
+    reversed_minor: int = 0
     voided: bool = False
+
+    @property
+    def remaining_minor(self) -> int:
+        return 0 if self.voided else self.amount_minor - self.captured_minor - self.reversed_minor
 
 
 @dataclass
 class _Charge:
+    token: str
     amount_minor: int
     currency: str
     refunded_minor: int = 0
@@ -157,11 +176,12 @@ class _Charge:
 
 @dataclass
 class SimulatedGateway:
-    """An in-memory gateway for development and tests, implementing PaymentGateway.
+    """An in-memory card gateway for development and tests, implementing PaymentGateway.
 
     Behaviour: authorizations above `decline_above_minor` (when > 0) are declined
     "amount_exceeds_limit"; token "tok_decline" is declined "card_declined"; captures on an
-    authorization of token "tok_fail_capture" fail "processor_unavailable". With probability
+    authorization of token "tok_fail_capture" fail "processor_unavailable", refunds of a
+    capture of token "tok_fail_refund" fail "refund_rejected". With probability
     `transient_failure_rate` a call raises GatewayUnavailable before doing anything. While
     `timeout_after_charge` is set, an operation is performed and then GatewayTimeout is raised.
     The same key twice is one effect: the second call returns the first result.
@@ -206,20 +226,31 @@ class SimulatedGateway:
             if op.kind == kind and (succeeded is None or op.result.succeeded == succeeded)
         ]
 
+    # Hooks a simulated instrument overrides: how much a hold gets, and money coming back.
+    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
+        """(amount held, decline reason); held 0 means declined."""
+        if token == DECLINE_TOKEN:
+            return 0, "card_declined"
+        if self.decline_above_minor and amount_minor > self.decline_above_minor:
+            return 0, "amount_exceeds_limit"
+        return amount_minor, ""
+
+    def _released(self, token: str, amount_minor: int) -> None:
+        """`amount_minor` goes back to the instrument (void, reversal or refund)."""
+
     async def authorize(
-        self, key: str, token: str, amount_minor: int, currency: str
+        self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
     ) -> GatewayResult:
         await self._enter("authorize", key)
         if key in self._results:
             return self._results[key]
         reference = f"sim_auth_{uuid.uuid4().hex[:16]}"
-        if token == DECLINE_TOKEN:
-            result = GatewayResult(False, reference, "card_declined")
-        elif self.decline_above_minor and amount_minor > self.decline_above_minor:
-            result = GatewayResult(False, reference, "amount_exceeds_limit")
+        held, reason = self._hold_for(token, amount_minor, allow_partial)
+        if held <= 0:
+            result = GatewayResult(False, reference, reason or "declined")
         else:
-            result = GatewayResult(True, reference)
-            self._holds[reference] = _Hold(token, amount_minor, currency)
+            result = GatewayResult(True, reference, amount_minor=held)
+            self._holds[reference] = _Hold(token, held, currency)
         return self._perform("authorize", key, amount_minor, currency, result)
 
     async def capture(
@@ -239,14 +270,14 @@ class SimulatedGateway:
             reason = "authorization_voided"
         elif currency != hold.currency:
             reason = "currency_mismatch"
-        elif amount_minor <= 0 or amount_minor > hold.amount_minor - hold.captured_minor:
+        elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
             reason = "amount_exceeds_authorization"
         if reason or hold is None:
             result = GatewayResult(False, reference, reason)
         else:
             hold.captured_minor += amount_minor
-            self._charges[reference] = _Charge(amount_minor, currency)
-            result = GatewayResult(True, reference)
+            self._charges[reference] = _Charge(hold.token, amount_minor, currency)
+            result = GatewayResult(True, reference, amount_minor=amount_minor)
         return self._perform("capture", key, amount_minor, currency, result)
 
     async def refund(
@@ -259,14 +290,38 @@ class SimulatedGateway:
         charge = self._charges.get(capture_ref)
         if charge is None:
             result = GatewayResult(False, reference, "unknown_capture")
+        elif charge.token == FAIL_REFUND_TOKEN:
+            result = GatewayResult(False, reference, "refund_rejected")
         elif currency != charge.currency:
             result = GatewayResult(False, reference, "currency_mismatch")
         elif amount_minor <= 0 or amount_minor > charge.amount_minor - charge.refunded_minor:
             result = GatewayResult(False, reference, "amount_exceeds_capture")
         else:
             charge.refunded_minor += amount_minor
-            result = GatewayResult(True, reference)
+            self._released(charge.token, amount_minor)
+            result = GatewayResult(True, reference, amount_minor=amount_minor)
         return self._perform("refund", key, amount_minor, currency, result)
+
+    async def reverse(
+        self, key: str, authorization_ref: str, amount_minor: int, currency: str
+    ) -> GatewayResult:
+        await self._enter("reverse", key)
+        if key in self._results:
+            return self._results[key]
+        hold = self._holds.get(authorization_ref)
+        if hold is None:
+            result = GatewayResult(False, authorization_ref, "unknown_authorization")
+        elif hold.voided:
+            result = GatewayResult(False, authorization_ref, "authorization_voided")
+        elif currency != hold.currency:
+            result = GatewayResult(False, authorization_ref, "currency_mismatch")
+        elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
+            result = GatewayResult(False, authorization_ref, "amount_exceeds_authorization")
+        else:
+            hold.reversed_minor += amount_minor
+            self._released(hold.token, amount_minor)
+            result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
+        return self._perform("reverse", key, amount_minor, currency, result)
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
         await self._enter("void", key)
@@ -275,12 +330,80 @@ class SimulatedGateway:
         hold = self._holds.get(authorization_ref)
         if hold is None:
             result = GatewayResult(False, authorization_ref, "unknown_authorization")
-        else:
+            return self._perform("void", key, 0, "", result)
+        amount = hold.remaining_minor
+        if not hold.voided:
             hold.voided = True
-            result = GatewayResult(True, authorization_ref)
-        amount = hold.amount_minor - hold.captured_minor if hold else 0
-        return self._perform("void", key, amount, hold.currency if hold else "", result)
+            self._released(hold.token, amount)
+        result = GatewayResult(True, authorization_ref, amount_minor=amount)
+        return self._perform("void", key, amount, hold.currency, result)
 
     async def lookup(self, key: str) -> GatewayResult | None:
         await self._enter("lookup", key)
         return self._results.get(key)
+
+
+@dataclass
+class SimulatedGiftCardGateway(SimulatedGateway):
+    """An in-memory gift card gateway: each token holds a balance.
+
+    Token "gc_<minor units>" (optionally followed by "_<anything>", to make it unique) starts
+    with that balance; an authorization holds at most the balance (all of it only when asked
+    with allow_partial, else it is declined "insufficient_funds"), and voids, reversals and
+    refunds put money back. Other tokens are declined "unknown_gift_card".
+    """
+
+    balances: dict[str, int] = field(default_factory=dict)
+
+    def balance_of(self, token: str) -> int | None:
+        """The token's balance now; None for a token that is not a gift card."""
+        if token not in self.balances:
+            start = _gift_card_value(token)
+            if start is None:
+                return None
+            self.balances[token] = start
+        return self.balances[token]
+
+    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
+        balance = self.balance_of(token)
+        if balance is None:
+            return 0, "unknown_gift_card"
+        if balance <= 0 or (balance < amount_minor and not allow_partial):
+            return 0, "insufficient_funds"
+        held = min(balance, amount_minor)
+        self.balances[token] = balance - held
+        return held, ""
+
+    def _released(self, token: str, amount_minor: int) -> None:
+        if self.balance_of(token) is not None:
+            self.balances[token] += amount_minor
+
+
+def _gift_card_value(token: str) -> int | None:
+    if not token.startswith(GIFT_CARD_PREFIX):
+        return None
+    digits = token[len(GIFT_CARD_PREFIX) :].split("_", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+# ---- adapters per payment method type ------------------------------------------------------
+
+
+@dataclass
+class Gateways:
+    """The gateway adapter of each payment method type; others use `default`."""
+
+    default: PaymentGateway
+    by_method_type: dict[str, PaymentGateway] = field(default_factory=dict)
+
+    def for_method(self, payment_method_type: str) -> PaymentGateway:
+        """The adapter that talks for instruments of this type."""
+        return self.by_method_type.get(payment_method_type, self.default)
+
+    def adapters(self) -> list[PaymentGateway]:
+        """Every distinct adapter, default first."""
+        out: list[PaymentGateway] = [self.default]
+        for gateway in self.by_method_type.values():
+            if all(gateway is not seen for seen in out):
+                out.append(gateway)
+        return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -16,8 +18,8 @@ from oms_platform import db, grpcutil
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
-from services.payments import bootstrap
-from services.payments.gateway import PaymentGateway, SimulatedGateway
+from services.payments import bootstrap, domain
+from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
 
 pb = payments_pb2
 LIMIT_MINOR = 1_000_000
@@ -25,14 +27,27 @@ LIMIT_MINOR = 1_000_000
 
 @dataclass
 class Payments:
-    """The running service's stub and the gateway instance it built."""
+    """The running service's stub and the simulated gateways bootstrap built for it."""
 
     stub: payments_pb2_grpc.PaymentsServiceStub
-    gateway: SimulatedGateway
+    gateways: Gateways
+
+    @property
+    def gateway(self) -> SimulatedGateway:
+        """The card gateway."""
+        card = self.gateways.for_method("card")
+        assert isinstance(card, SimulatedGateway)
+        return card
+
+    @property
+    def gift_cards(self) -> SimulatedGiftCardGateway:
+        """The gift card gateway."""
+        gift = self.gateways.for_method("gift_card")
+        assert isinstance(gift, SimulatedGiftCardGateway)
+        return gift
 
 
-@pytest.fixture(scope="module")
-async def payments_settings(postgres: EmbeddedPostgres) -> Settings:
+async def migrated_settings(postgres: EmbeddedPostgres, **overrides: Any) -> Settings:
     """Settings for the payments service alone (migrates only its schema)."""
     await db.ensure_database(postgres.dsn)
     await db.migrate(postgres.dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
@@ -42,30 +57,40 @@ async def payments_settings(postgres: EmbeddedPostgres) -> Settings:
         db_pool_min=1,
         db_pool_max=5,
         log_format="console",
-        authorization_hold_hours=24,
-        gateway_decline_above_minor=LIMIT_MINOR,
+        **overrides,
     )
 
 
-@pytest.fixture(scope="module")
-async def payments(payments_settings: Settings) -> AsyncIterator[Payments]:
-    """The service started the normal way; the test keeps the gateway bootstrap built."""
-    built: list[PaymentGateway] = []
-    make_gateway = bootstrap.make_gateway
+@contextlib.asynccontextmanager
+async def running_payments(settings: Settings) -> AsyncIterator[Payments]:
+    """The service started the normal way; the test keeps the gateways bootstrap built."""
+    built: list[Gateways] = []
+    make_gateways = bootstrap.make_gateways
 
-    def recording(settings: Settings) -> PaymentGateway:
-        gateway = make_gateway(settings)
-        built.append(gateway)
-        return gateway
+    def recording(settings: Settings) -> Gateways:
+        gateways = make_gateways(settings)
+        built.append(gateways)
+        return gateways
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bootstrap, "make_gateway", recording)
-        running = await start_service("payments", payments_settings, port=0)
-    (gateway,) = built
-    assert isinstance(gateway, SimulatedGateway)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield Payments(payments_pb2_grpc.PaymentsServiceStub(channel), gateway)
-    await running.stop(0.5)
+        patch.setattr(bootstrap, "make_gateways", recording)
+        running = await start_service("payments", settings, port=0)
+    (gateways,) = built
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield Payments(payments_pb2_grpc.PaymentsServiceStub(channel), gateways)
+    finally:
+        await running.stop(0.5)
+
+
+@pytest.fixture(scope="module")
+async def payments(postgres: EmbeddedPostgres) -> AsyncIterator[Payments]:
+    """The payments service with a 24 h hold and a gateway limit."""
+    settings = await migrated_settings(
+        postgres, authorization_hold_hours=24, gateway_decline_above_minor=LIMIT_MINOR
+    )
+    async with running_payments(settings) as running:
+        yield running
 
 
 def usd(amount_minor: int, currency: str = "USD") -> common_pb2.Money:
@@ -335,7 +360,7 @@ async def test_a_capture_beyond_the_authorization_fails_as_insufficient(
     assert cap.failure_reason == "insufficient_authorization"
     assert cap.authorization_id == ""
     captures = [
-        op for op in payments.gateway.operations_of("capture") if op.key.startswith(inv.invoice_id)
+        op for op in payments.gateway.operations_of("capture") if op.key.startswith(order_id)
     ]
     assert captures == []
 
@@ -355,10 +380,14 @@ async def test_a_gateway_timeout_after_charging_records_the_capture_exactly_once
     assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED
     assert cap.amount == usd(4_500)
 
-    charges = [op for op in payments.gateway.operations_of("capture") if op.key.startswith(key)]
+    charges = [
+        op for op in payments.gateway.operations_of("capture") if op.key.startswith(order_id)
+    ]
     assert len(charges) == 1
     assert charges[0].result.reference == cap.gateway_reference
-    assert ("lookup", f"{key}:capture") in payments.gateway.calls
+    gateway_key = domain.gateway_key(order_id, key, f"capture:{cap.authorization_id}", 4_500)
+    assert charges[0].key == gateway_key
+    assert ("lookup", gateway_key) in payments.gateway.calls
 
     again = await capture(payments, inv.invoice_id, key=key)
     assert again.capture_id == cap.capture_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +103,25 @@ def test_known_currencies_are_iso_codes_oms_accepts() -> None:
     assert money.is_known_currency("EUR")
     assert not money.is_known_currency("usd")
     assert not money.is_known_currency("XYZ")
+
+
+@given(
+    total=totals_in_a_currency().filter(lambda t: t >= 0),
+    basis_points=st.integers(0, 10_000),
+)
+def test_a_percentage_is_within_half_a_minor_unit_and_never_more_than_the_whole(
+    total: int, basis_points: int
+) -> None:
+    part = money.percent_of(total, basis_points)
+    assert 0 <= part <= total
+    assert abs(Fraction(part) - Fraction(total * basis_points, 10_000)) <= Fraction(1, 2)
+    assert money.percent_of(total, 10_000) == total
+    assert money.percent_of(-total, basis_points) == -part
+
+
+def test_a_percentage_rounds_half_away_from_zero() -> None:
+    assert money.percent_of(4_995, 1_000) == 500
+    assert money.percent_of(4_994, 1_000) == 499
+    assert money.percent_of(-4_995, 1_000) == -500
+    with pytest.raises(ValueError, match="non-negative"):
+        money.percent_of(100, -1)

@@ -319,42 +319,115 @@ def test_a_capture_takes_the_outstanding_amount_from_the_oldest_authorization_th
     assert plan.failure_reason == ""
 
 
-def test_a_capture_skips_authorizations_without_enough_remaining() -> None:
+def test_a_capture_draws_on_every_usable_authorization_oldest_first() -> None:
     mostly_used = authorization("a-old", 5_000, captured_minor=4_500, age_minutes=10)
     declined = authorization("a-declined", 9_000, status=DECLINED, age_minutes=9)
     voided = authorization("a-voided", 9_000, status=VOIDED, age_minutes=8)
-    expired = authorization("a-expired", 9_000, age_minutes=7, expires_in_hours=-1)
     in_euros = authorization("a-eur", 9_000, currency="EUR", age_minutes=6)
     fresh = authorization("a-fresh", 3_000, age_minutes=1)
     plan = domain.plan_capture(
-        invoice_of(3_000), [], [mostly_used, declined, voided, expired, in_euros, fresh], NOW
+        invoice_of(3_000), [], [fresh, mostly_used, declined, voided, in_euros], NOW
     )
-    assert plan.authorization == fresh
+    assert [(d.authorization.authorization_id, d.amount_minor) for d in plan.draws] == [
+        ("a-old", 500),
+        ("a-fresh", 2_500),
+    ]
+    assert not any(d.reauthorize for d in plan.draws)
+    assert plan.authorization == mostly_used
+
+
+def test_authorizations_made_at_one_instant_are_drawn_in_the_order_they_were_made() -> None:
+    gift_card = replace(authorization("a-gift", 2_000), payment_method_type=domain.GIFT_CARD)
+    card = authorization("a-card", 8_000)
+    plan = domain.plan_capture(invoice_of(5_000), [], [gift_card, card], NOW)
+    assert [(d.authorization.authorization_id, d.amount_minor) for d in plan.draws] == [
+        ("a-gift", 2_000),
+        ("a-card", 3_000),
+    ]
+
+
+def test_an_expired_authorization_is_drawn_on_after_it_is_held_anew() -> None:
+    lapsed = authorization("a-lapsed", 9_000, captured_minor=1_000, expires_in_hours=-1)
+    plan = domain.plan_capture(invoice_of(3_000), [], [lapsed], NOW)
+    (draw,) = plan.draws
+    assert (draw.authorization, draw.amount_minor, draw.reauthorize) == (lapsed, 3_000, True)
+
+    renewed = domain.reauthorization(
+        lapsed,
+        authorization_id="a-renewed",
+        approved=True,
+        held_minor=lapsed.remaining_minor,
+        gateway_reference="ref-2",
+        decline_reason="",
+        now=NOW,
+        hold_hours=24,
+    )
+    assert (renewed.amount_minor, renewed.status, renewed.token) == (8_000, APPROVED, "tok_visa")
+    assert renewed.replaces_authorization_id == "a-lapsed"
+    assert renewed.expires_at == NOW + timedelta(hours=24)
+    assert domain.expired(lapsed).status == domain.EXPIRED
+    assert domain.expired(lapsed).remaining_minor == 0
+
+
+def test_a_declined_reauthorization_keeps_the_gateway_reason_and_holds_nothing() -> None:
+    lapsed = authorization("a-lapsed", 9_000, expires_in_hours=-1)
+    renewed = domain.reauthorization(
+        lapsed,
+        authorization_id="a-2",
+        approved=False,
+        held_minor=9_000,
+        gateway_reference="ref-2",
+        decline_reason="card_expired",
+        now=NOW,
+        hold_hours=24,
+    )
+    assert (renewed.status, renewed.decline_reason, renewed.remaining_minor) == (
+        DECLINED,
+        "card_expired",
+        0,
+    )
 
 
 def test_a_capture_never_exceeds_what_the_invoice_still_owes() -> None:
     invoice = invoice_of(3_000, captured_minor=1_000)
     plan = domain.plan_capture(invoice, [capture(1_000)], [authorization("a", 10_000)], NOW)
     assert plan.amount_minor == 2_000
+    assert [d.amount_minor for d in plan.draws] == [2_000]
 
 
 def test_a_capture_without_enough_authorization_fails_as_insufficient() -> None:
     plan = domain.plan_capture(
-        invoice_of(6_000), [], [authorization("a", 5_000), authorization("b", 5_000)], NOW
+        invoice_of(10_001), [], [authorization("a", 5_000), authorization("b", 5_000)], NOW
     )
     assert plan.authorization is None
+    assert plan.draws == ()
     assert plan.failure_reason == "insufficient_authorization"
     failed = domain.record_capture(
-        invoice_of(6_000),
-        plan,
+        invoice_of(10_001),
         capture_id="c",
+        authorization_id="",
+        amount_minor=plan.amount_minor,
         succeeded=False,
         gateway_reference="",
         failure_reason=plan.failure_reason,
         now=NOW,
     )
-    assert (failed.status, failed.authorization_id, failed.amount_minor) == (FAILED, "", 6_000)
+    assert (failed.status, failed.authorization_id, failed.amount_minor) == (FAILED, "", 10_001)
     assert failed.failure_reason == "insufficient_authorization"
+
+
+def test_a_capture_of_several_draws_fails_when_one_failed_and_names_that_one() -> None:
+    ok = capture(2_000)
+    refused = replace(capture(3_000, FAILED), capture_id="cap-refused")
+    outcome = domain.capture_outcome([ok, refused])
+    assert (outcome.status, outcome.deciding, outcome.failure_reason) == (
+        FAILED,
+        refused,
+        "processor_unavailable",
+    )
+    assert outcome.captured_minor == 2_000
+    settled = domain.capture_outcome([ok, replace(ok, capture_id="cap-2")])
+    assert (settled.status, settled.deciding, settled.captured_minor) == (SUCCEEDED, ok, 4_000)
 
 
 def test_capturing_a_fully_captured_invoice_is_refused() -> None:
@@ -376,7 +449,7 @@ def test_a_failed_capture_leaves_the_invoice_owing() -> None:
 
 def test_a_zero_invoice_is_captured_once_without_a_gateway() -> None:
     plan = domain.plan_capture(invoice_of(0), [], [], NOW)
-    assert (plan.amount_minor, plan.authorization, plan.failure_reason) == (0, None, "")
+    assert (plan.amount_minor, plan.draws, plan.failure_reason) == (0, (), "")
     with pytest.raises(FailedPrecondition, match="already captured"):
         domain.plan_capture(invoice_of(0), [capture(0)], [], NOW)
 
@@ -434,3 +507,55 @@ def test_required_fields_are_named_when_empty() -> None:
     with pytest.raises(InvalidArgument) as raised:
         domain.require(invoice_id="", idempotency_key="k")
     assert fields_of(raised.value) == {"invoice_id"}
+
+
+# ---- several payment methods ---------------------------------------------------------------
+
+
+def test_each_further_payment_method_is_asked_for_what_the_ones_before_could_not_hold() -> None:
+    gift = replace(authorization("a-gift", 2_500), payment_method_type=domain.GIFT_CARD)
+    assert domain.left_to_hold(10_000, []) == 10_000
+    assert domain.left_to_hold(10_000, [gift]) == 7_500
+    assert domain.left_to_hold(10_000, [gift, authorization("x", 1, status=DECLINED)]) == 7_500
+
+
+def test_an_approval_holds_what_the_gateway_says_never_more_than_asked() -> None:
+    assert domain.held_amount(7_500, 2_500) == 2_500
+    assert domain.held_amount(7_500, 0) == 7_500
+    assert domain.held_amount(7_500, 9_000) == 7_500
+
+
+def test_a_split_authorization_holding_the_whole_amount_is_approved_with_the_first_as_primary() -> (
+    None
+):
+    gift = replace(authorization("a-gift", 2_500), payment_method_type=domain.GIFT_CARD)
+    card = authorization("a-card", 7_500)
+    outcome = domain.authorization_outcome(10_000, [gift, card])
+    assert (outcome.status, outcome.primary, outcome.decline_reason) == (APPROVED, gift, "")
+    assert (outcome.held_minor, outcome.to_void) == (10_000, ())
+
+
+def test_a_split_authorization_short_of_the_amount_is_declined_and_releases_what_it_held() -> None:
+    gift = replace(authorization("a-gift", 2_500), payment_method_type=domain.GIFT_CARD)
+    card = replace(authorization("a-card", 7_500, status=DECLINED), decline_reason="card_declined")
+    outcome = domain.authorization_outcome(10_000, [gift, card])
+    assert (outcome.status, outcome.primary, outcome.decline_reason) == (
+        DECLINED,
+        card,
+        "card_declined",
+    )
+    assert (outcome.held_minor, outcome.to_void) == (0, (gift,))
+
+
+def test_a_further_payment_method_with_a_blank_token_is_named() -> None:
+    bad = auth_request(additional_payment_methods=(domain.PaymentMethod(domain.CARD, ""),))
+    with pytest.raises(InvalidArgument) as raised:
+        domain.validate_authorization(bad)
+    assert fields_of(raised.value) == {"additional_payment_methods[0].token"}
+    assert [m.token for m in auth_request().payment_methods] == ["tok_visa"]
+
+
+def test_gateway_keys_carry_the_order_the_step_and_the_amount() -> None:
+    key = domain.gateway_key("o-1", "o-1:capture:inv-1:0", "capture:a-1", 4_500)
+    assert key == "o-1:o-1:capture:inv-1:0:capture:a-1:4500"
+    assert key != domain.gateway_key("o-1", "o-1:capture:inv-1:0", "capture:a-1", 4_501)
