@@ -4,6 +4,8 @@
 (warehouse simulator at zero delay) and, in the same run on the same Temporal server, a
 baseline: a no-op workflow running the same number of no-op activities per order with the
 same worker settings. Throughput is reported as a ratio of the baseline's.
+
+`oms bench routing` times routing alone (see oms_platform/bench_routing.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from oms_platform import grpcutil
+from oms_platform import bench_routing, grpcutil
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import sample_order
@@ -42,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lifecycle.add_argument("--orders", type=int, default=200)
     lifecycle.add_argument("--concurrency", type=int, default=20)
     lifecycle.add_argument("--keep", action="store_true", help="keep the bench's data directory")
+    from oms_platform import bench_capture
+
+    bench_capture.add_arguments(sub)
+    routing = sub.add_parser(
+        "routing", help="routing latency of a big order (pure domain) vs a trivial one"
+    )
+    bench_routing.add_arguments(routing)
 
 
 @dataclass
@@ -210,6 +219,12 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench`."""
+    from oms_platform import bench_capture
+
+    if args.bench in bench_capture.COMMANDS:
+        return await bench_capture.run(args)
+    if args.bench == "routing":
+        return bench_routing.run(args)
     data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     stack = Stack(bench_settings(data_dir))
     settings = await stack.start()

@@ -57,14 +57,50 @@ class Settings:
     gateway_decline_above_minor: int = 0
     # Share of gateway calls that fail transiently (0.0 to 1.0), for chaos runs.
     gateway_transient_failure_rate: float = 0.0
+    # payments
+    # Which gateway adapter each payment method type talks to, by adapter name
+    # ("simulated": cards and terms; "simulated-giftcard": balances per token gc_<minor units>).
+    gateway_for_card: str = "simulated"
+    gateway_for_gift_card: str = "simulated-giftcard"
+    gateway_for_invoice_terms: str = "simulated"
     # GetOrder answers within this deadline even if a service is slow.
     get_order_deadline_seconds: float = 2.0
     # Outbox relays: rows per batch and idle poll interval.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
+    # fulfillment
+    # Most fulfillment orders (locations) routing splits one delivery group into; 1 means
+    # one location ships the group or the rest is reported unallocated.
+    routing_max_splits: int = 5
+    # Share (0.0 to 1.0) of allocated fulfillment orders the dev simulator rejects instead of
+    # accepting, to exercise rerouting; decided per fulfillment order, the same on every run.
+    simulator_reject_rate: float = 0.0
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
+    # lifecycle: durations the order workflow waits (written into each order at capture).
+    # An order whose payment cannot be authorized within this time is canceled.
+    authorization_timeout_seconds: int = 3600
+    # An unresolved process exception escalates after this long.
+    escalate_after_seconds: int = 4 * 3600
+    # Returns are accepted this long after delivery; per channel "web=30,store=14" overrides.
+    return_window_days: float = 30.0
+    return_window_days_by_channel: str = ""
+    # capture
+    # Fraud screening at capture flags an order for a person to look at when its grand total
+    # is above this amount (minor units of the order's currency; 0 = off), when its shopper
+    # has placed this many orders within the hour before it (0 = off), or when its billing
+    # country differs from a shipping country.
+    fraud_amount_threshold_minor: int = 0
+    fraud_max_orders_per_shopper_per_hour: int = 0
+    fraud_flag_country_mismatch: bool = True
+    # servicing
+    # How long servicing waits for an order's workflow to answer a change or a resolution
+    # (a Temporal Update); past it the caller gets UNAVAILABLE and retries with the same key.
+    servicing_update_timeout_seconds: float = 30.0
+    # The workflow records a process exception a moment before it waits on it: a resolution
+    # refused for an exception younger than this is offered again until it is this old.
+    servicing_resolution_grace_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -82,6 +118,14 @@ class Settings:
                 values[f.name] = kind(raw)
         values.update(overrides)
         return cls(**values)
+
+    def return_window_seconds(self, channel: str) -> int:
+        """How long after delivery `channel`'s orders accept returns."""
+        for part in self.return_window_days_by_channel.split(","):
+            name, _, days = part.partition("=")
+            if name.strip() == channel and days.strip():
+                return int(float(days) * 86400)
+        return int(self.return_window_days * 86400)
 
     def address_of(self, service: str) -> str:
         """host:port where `service` (capture, fulfillment, payments, servicing) listens."""

@@ -315,15 +315,12 @@ class PaymentsActivities:
                 timeout=DEADLINE_SECONDS,
             )
         )
-        if response.outcome == payments_pb2.REFUND_OUTCOME_FAILED:
-            # A gateway refusal: retried (with backoff) until the gateway gives the money back.
-            raise ApplicationError(
-                f"refund failed: {response.failure_reason}", type="REFUND_FAILED"
-            )
         return RefundResult(
             refunded_minor=response.refunded.amount_minor,
             released_minor=response.released.amount_minor,
             not_refunded_minor=response.not_refunded.amount_minor,
+            failed=response.outcome == payments_pb2.REFUND_OUTCOME_FAILED,
+            failure_reason=response.failure_reason,
         )
 
     @activity.defn(name="void_authorization")

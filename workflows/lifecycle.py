@@ -668,16 +668,35 @@ class OrderLifecycle:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
-        refund: RefundResult = await workflow.execute_activity(
-            "refund_credit_memo",
-            RefundInput(
-                memo_input.order_id, memo.credit_memo_id, f"{memo_input.order_id}:refund:{step}"
-            ),
-            result_type=RefundResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
-        )
-        return memo, refund
+        refunded = released = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            refund: RefundResult = await workflow.execute_activity(
+                "refund_credit_memo",
+                RefundInput(
+                    memo_input.order_id,
+                    memo.credit_memo_id,
+                    f"{memo_input.order_id}:refund:{step}:{attempt}",
+                ),
+                result_type=RefundResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            refunded += refund.refunded_minor
+            released += refund.released_minor
+            if not refund.failed:
+                break
+            # The gateway refused to give money back: a person decides (retry once it works,
+            # or skip and settle it outside oms).
+            action = await self._hold(
+                "payment",
+                f"credit_memo:{memo.credit_memo_id}",
+                f"Refund of credit memo {memo.credit_memo_id} failed: {refund.failure_reason}",
+            )
+            if action != "retry":
+                break
+        return memo, RefundResult(refunded, released, refund.not_refunded_minor)
 
     async def _void(self, reason: str) -> None:
         assert self._order is not None

@@ -507,6 +507,9 @@ class RefundResult:
     refunded_minor: int
     released_minor: int
     not_refunded_minor: int
+    # The gateway refused (failure_reason); a new attempt needs a new idempotency key.
+    failed: bool = False
+    failure_reason: str = ""
 
 
 @dataclass

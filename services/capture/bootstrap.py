@@ -13,7 +13,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import ServiceContext, ServiceParts
+from services.capture.domain import FraudPolicy
 from services.capture.servicer import CaptureServicer
+from services.capture.watch import OrderWatchHub
 from workflows.types import ORDER_CHANNEL, ORDER_STATUS, PROCESSING
 
 SCHEMA = "capture"
@@ -33,7 +35,8 @@ def lifecycle_start_options(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """Wire capture's servicer (with stubs to the other services) and its outbox relay."""
+    """Wire capture's servicer (with stubs to the other services), its outbox relay and the
+    listener that feeds WatchOrder streams."""
     # Stubs on grpc.aio channels are the async stubs.
     fulfillment = cast(
         "fulfillment_pb2_grpc.FulfillmentServiceAsyncStub",
@@ -47,12 +50,20 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         "servicing_pb2_grpc.ServicingServiceAsyncStub",
         servicing_pb2_grpc.ServicingServiceStub(ctx.channel("servicing")),
     )
+    settings = ctx.settings
+    watchers = OrderWatchHub(settings.dsn)
     servicer = CaptureServicer(
         ctx.pool,
         fulfillment=fulfillment,
         payments=payments,
         servicing=servicing,
-        get_order_deadline_seconds=ctx.settings.get_order_deadline_seconds,
+        get_order_deadline_seconds=settings.get_order_deadline_seconds,
+        fraud_policy=FraudPolicy(
+            amount_threshold_minor=settings.fraud_amount_threshold_minor,
+            max_orders_per_shopper_per_hour=settings.fraud_max_orders_per_shopper_per_hour,
+            flag_country_mismatch=settings.fraud_flag_country_mismatch,
+        ),
+        watchers=watchers,
     )
     relay = OutboxRelay(
         ctx.pool,
@@ -66,5 +77,5 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(
         registrations=[(capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer)],
         service_names=[capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name],
-        background=[relay.run],
+        background=[relay.run, watchers.run],
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from oms_platform import money
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
@@ -19,6 +19,12 @@ CHANNELS = ("web", "marketplace", "store", "b2b", "agent")
 PAYMENT_METHOD_TYPES = ("card", "gift_card", "invoice_terms")
 SHOPPER_KINDS = ("person", "business")
 PENDING = "pending"
+FULFILLED = "fulfilled"
+CANCELED = "canceled"
+# An order in one of these has nothing more to happen at capture's front door: watchers stop.
+SETTLED = (FULFILLED, CANCELED)
+# What a historical import may store an order as.
+HISTORICAL_STATUSES = (FULFILLED, CANCELED)
 
 MAX_LINES = 2000
 MAX_KEY_LENGTH = 128
@@ -26,6 +32,7 @@ MAX_REF_LENGTH = 128
 MAX_NAME_LENGTH = 256
 MAX_PHONE_LENGTH = 64
 MAX_TEXT_LENGTH = 2048
+MAX_ADDITIONAL_PAYMENT_METHODS = 10
 
 _COUNTRY_CODE = re.compile(r"^[A-Za-z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -130,6 +137,9 @@ class OrderSubmission:
     discounts: tuple[AdjustmentRequest, ...]
     grand_total: Money | None
     payment_method: PaymentMethod | None
+    # Applied after `payment_method`, in order (e.g. a card after a gift card).
+    additional_payment_methods: tuple[PaymentMethod, ...] = ()
+    billing_address: Address | None = None
 
 
 # ---- the order as captured ------------------------------------------------------------------
@@ -284,6 +294,10 @@ class Order:
     payment_method: PaymentMethod
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    additional_payment_methods: tuple[PaymentMethod, ...] = ()
+    billing_address: Address | None = None
+    # Why fraud screening wants a person to look first; empty when it passed.
+    fraud_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -366,7 +380,20 @@ def validation_errors(submission: OrderSubmission) -> list[FieldViolation]:
     elif not currency_known:
         v.add("currency", f"{s.currency!r} is not a known ISO 4217 currency code")
     _check_shopper(v, s.shopper)
-    _check_payment_method(v, s.payment_method)
+    if s.payment_method is None:
+        v.add("payment_method", "is required")
+    else:
+        _check_payment_method(v, "payment_method", s.payment_method)
+    if len(s.additional_payment_methods) > MAX_ADDITIONAL_PAYMENT_METHODS:
+        v.add(
+            "additional_payment_methods",
+            f"at most {MAX_ADDITIONAL_PAYMENT_METHODS} are allowed, "
+            f"got {len(s.additional_payment_methods)}",
+        )
+    for i, method in enumerate(s.additional_payment_methods):
+        _check_payment_method(v, f"additional_payment_methods[{i}]", method)
+    if s.billing_address is not None:
+        _check_address(v, "billing_address", s.billing_address)
 
     if not s.delivery_groups:
         v.add("delivery_groups", "at least one delivery group is required")
@@ -384,7 +411,8 @@ def validation_errors(submission: OrderSubmission) -> list[FieldViolation]:
     for j, discount in enumerate(s.discounts):
         _check_adjustment(v, f"discounts[{j}]", discount, s.currency)
 
-    if currency_known and s.lines:
+    if s.lines:
+        # Even in an unknown currency, so a bad order learns everything at once.
         _check_money_adds_up(v, s)
     return v.items
 
@@ -406,16 +434,25 @@ def _check_shopper(v: _Violations, shopper: ShopperDetails | None) -> None:
         v.add("shopper.company", "is required for a business shopper")
 
 
-def _check_payment_method(v: _Violations, method: PaymentMethod | None) -> None:
-    if method is None:
-        v.add("payment_method", "is required")
-        return
+def _check_payment_method(v: _Violations, path: str, method: PaymentMethod) -> None:
     if method.type not in PAYMENT_METHOD_TYPES:
-        v.add("payment_method.type", "must be set")
+        v.add(f"{path}.type", "must be set")
     if not method.token.strip() and not method.preauthorization_ref.strip():
-        v.add("payment_method.token", "token or preauthorization_ref is required")
-    v.limit("payment_method.token", method.token, MAX_TEXT_LENGTH)
-    v.limit("payment_method.preauthorization_ref", method.preauthorization_ref, MAX_TEXT_LENGTH)
+        v.add(f"{path}.token", "token or preauthorization_ref is required")
+    v.limit(f"{path}.token", method.token, MAX_TEXT_LENGTH)
+    v.limit(f"{path}.preauthorization_ref", method.preauthorization_ref, MAX_TEXT_LENGTH)
+
+
+def _check_address(v: _Violations, path: str, address: Address) -> None:
+    v.required(f"{path}.line1", address.line1, MAX_NAME_LENGTH)
+    v.limit(f"{path}.line2", address.line2, MAX_NAME_LENGTH)
+    v.required(f"{path}.city", address.city, MAX_NAME_LENGTH)
+    v.limit(f"{path}.region", address.region, MAX_NAME_LENGTH)
+    v.required(f"{path}.postal_code", address.postal_code, 32)
+    if not address.country_code:
+        v.add(f"{path}.country_code", "is required")
+    elif not _COUNTRY_CODE.match(address.country_code):
+        v.add(f"{path}.country_code", "must be two letters (ISO 3166-1 alpha-2)")
 
 
 def _check_delivery_group(
@@ -428,19 +465,10 @@ def _check_delivery_group(
         refs.add(group.ref)
     v.limit(f"{path}.recipient_name", group.recipient_name, MAX_NAME_LENGTH)
     v.limit(f"{path}.delivery_method", group.delivery_method, MAX_NAME_LENGTH)
-    address = group.address
-    if address is None:
+    if group.address is None:
         v.add(f"{path}.address", "is required")
     else:
-        v.required(f"{path}.address.line1", address.line1, MAX_NAME_LENGTH)
-        v.limit(f"{path}.address.line2", address.line2, MAX_NAME_LENGTH)
-        v.required(f"{path}.address.city", address.city, MAX_NAME_LENGTH)
-        v.limit(f"{path}.address.region", address.region, MAX_NAME_LENGTH)
-        v.required(f"{path}.address.postal_code", address.postal_code, 32)
-        if not address.country_code:
-            v.add(f"{path}.address.country_code", "is required")
-        elif not _COUNTRY_CODE.match(address.country_code):
-            v.add(f"{path}.address.country_code", "must be two letters (ISO 3166-1 alpha-2)")
+        _check_address(v, f"{path}.address", group.address)
     v.amount(f"{path}.shipping_charge", group.shipping_charge, currency, required=False)
 
 
@@ -557,14 +585,22 @@ def check_submission(submission: OrderSubmission) -> None:
 
 
 def capture_order(
-    submission: OrderSubmission, new_id: Callable[[], str], shopper: Shopper
+    submission: OrderSubmission,
+    new_id: Callable[[], str],
+    shopper: Shopper,
+    at: datetime | None = None,
+    *,
+    checked: bool = False,
 ) -> Order:
     """The order a valid submission becomes: ids assigned, money worked out, status pending.
 
     Order-level discounts are allocated over lines by each line's net after its own
     discounts, so the lines' totals add up exactly to the grand total minus shipping.
+    `at` is when it was captured (None: the store's clock decides). `checked`: the caller
+    ran check_submission on it already.
     """
-    check_submission(submission)
+    if not checked:
+        check_submission(submission)
     s = submission
     assert s.payment_method is not None
     groups = tuple(
@@ -597,6 +633,12 @@ def capture_order(
         discounts=tuple(_adjustment(d) for d in s.discounts),
         totals=_totals(s),
         payment_method=s.payment_method,
+        created_at=at,
+        updated_at=at,
+        additional_payment_methods=s.additional_payment_methods,
+        billing_address=(
+            _normalized_address(s.billing_address) if s.billing_address is not None else None
+        ),
     )
 
 
@@ -679,3 +721,177 @@ def check_required(values: dict[str, str]) -> None:
     missing = [FieldViolation(path, "is required") for path, value in values.items() if not value]
     if missing:
         raise InvalidArgument(missing)
+
+
+# ---- fraud screening ------------------------------------------------------------------------
+
+SCREENING_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class FraudPolicy:
+    """When screening at capture flags an order; a limit of 0 switches its rule off."""
+
+    amount_threshold_minor: int = 0
+    max_orders_per_shopper_per_hour: int = 0
+    flag_country_mismatch: bool = True
+
+    @property
+    def counts_orders(self) -> bool:
+        """Whether screening needs the shopper's recent orders counted."""
+        return self.max_orders_per_shopper_per_hour > 0
+
+
+def fraud_reasons(order: Order, policy: FraudPolicy, shopper_orders_last_hour: int) -> list[str]:
+    """Why `order` should be looked at by a person before it proceeds; empty when clear.
+
+    `shopper_orders_last_hour` counts the shopper's orders placed in the hour before this one.
+    """
+    reasons: list[str] = []
+    total = order.totals.grand_total_minor
+    threshold = policy.amount_threshold_minor
+    if threshold > 0 and total > threshold:
+        reasons.append(
+            f"grand total {money.format_minor(total, order.currency)} is above the screening "
+            f"threshold of {money.format_minor(threshold, order.currency)}"
+        )
+    limit = policy.max_orders_per_shopper_per_hour
+    if limit > 0 and shopper_orders_last_hour >= limit:
+        reasons.append(
+            f"shopper placed {shopper_orders_last_hour + 1} orders within an hour "
+            f"(more than {limit})"
+        )
+    billing = order.billing_address
+    if policy.flag_country_mismatch and billing is not None:
+        shipping = sorted(
+            {g.address.country_code.upper() for g in order.delivery_groups}
+            - {billing.country_code.upper()}
+        )
+        if shipping:
+            reasons.append(
+                f"billing country {billing.country_code.upper()} differs from shipping "
+                f"country {', '.join(shipping)}"
+            )
+    return reasons
+
+
+def screened(order: Order, policy: FraudPolicy, shopper_orders_last_hour: int) -> Order:
+    """`order` with its fraud screening reasons filled in."""
+    return replace(
+        order, fraud_reasons=tuple(fraud_reasons(order, policy, shopper_orders_last_hour))
+    )
+
+
+def fraud_flagged_event(order: Order) -> TimelineEvent:
+    """The timeline event of an order screening flagged."""
+    return TimelineEvent(
+        kind="fraud.flagged",
+        summary="Fraud screening flagged the order: " + "; ".join(order.fraud_reasons),
+        actor="capture",
+        at=order.created_at,
+    )
+
+
+def capture_events(order: Order) -> list[TimelineEvent]:
+    """The timeline an order starts with: captured, and flagged when screening says so."""
+    events = [replace(captured_event(order), at=order.created_at)]
+    if order.fraud_reasons:
+        events.append(fraud_flagged_event(order))
+    return events
+
+
+# ---- bulk import ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How one order of a bulk import is stored.
+
+    historical: a past order, stored settled (status `historical_status`, "" meaning
+    fulfilled) at `placed_at` (None: now), without a lifecycle.
+    """
+
+    historical: bool = False
+    historical_status: str = ""
+    placed_at: datetime | None = None
+
+
+def import_violations(options: ImportOptions, now: datetime) -> list[FieldViolation]:
+    """What is wrong with an import's options (the order itself is checked as a submission)."""
+    out: list[FieldViolation] = []
+    if options.historical:
+        if options.historical_status and options.historical_status not in HISTORICAL_STATUSES:
+            out.append(
+                FieldViolation("historical_status", "must be FULFILLED or CANCELED when set")
+            )
+        if options.placed_at is not None and options.placed_at > now:
+            out.append(FieldViolation("placed_at", "must not be in the future"))
+    else:
+        if options.historical_status:
+            out.append(FieldViolation("historical_status", "is only for historical orders"))
+        if options.placed_at is not None:
+            out.append(FieldViolation("placed_at", "is only for historical orders"))
+    return out
+
+
+def historical_order(order: Order, options: ImportOptions) -> Order:
+    """A captured order as a settled past order: every unit fulfilled (or canceled)."""
+    status = options.historical_status or FULFILLED
+    lines = tuple(
+        replace(
+            line,
+            quantities=Quantities(
+                ordered=line.quantity,
+                fulfilled=line.quantity if status == FULFILLED else 0,
+                canceled=line.quantity if status == CANCELED else 0,
+            ),
+        )
+        for line in order.lines
+    )
+    at = options.placed_at or order.created_at
+    return replace(order, status=status, lines=lines, created_at=at, updated_at=at)
+
+
+def imported_event(order: Order) -> TimelineEvent:
+    """The one timeline event of a historical order."""
+    return TimelineEvent(
+        kind="order.imported",
+        summary=(
+            f"Historical order {order.channel_order_ref} from {order.channel} imported as "
+            f"{order.status}: {len(order.lines)} line(s), "
+            f"{money.format_minor(order.totals.grand_total_minor, order.currency)}"
+        ),
+        actor="import",
+        at=order.created_at,
+    )
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """ListOrders' filters; empty values match everything. Created range is [from, to)."""
+
+    statuses: tuple[str, ...] = ()
+    channel: str = ""
+    shopper_id: str = ""
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    sku: str = ""
+
+
+def check_filter(f: OrderFilter) -> None:
+    """Raise InvalidArgument when the filter cannot match anything sensible."""
+    violations: list[FieldViolation] = []
+    if f.created_from is not None and f.created_to is not None and f.created_to <= f.created_from:
+        violations.append(FieldViolation("created_to", "must be after created_from"))
+    if len(f.sku) > MAX_REF_LENGTH:
+        violations.append(FieldViolation("sku", f"must be at most {MAX_REF_LENGTH} characters"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def is_settled(status: str) -> bool:
+    """Whether nothing more happens to an order with this status (watchers stop)."""
+    return status in SETTLED

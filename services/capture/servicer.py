@@ -1,13 +1,15 @@
 """CaptureService over gRPC: converts wire types, calls the domain and the store, converts back.
 
-Domain errors propagate; the platform's interceptor maps them to status codes.
+Domain errors propagate; the platform's interceptor maps them to status codes for unary
+RPCs. It does not wrap streaming ones, so WatchOrder maps them itself (same codes, same
+google.rpc.BadRequest details); ImportOrders reports them per order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -19,10 +21,11 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform.db import idempotent
-from oms_platform.errors import FieldViolation, InvalidArgument
-from services.capture import convert, domain, store
-from workflows.types import WORKFLOW_NAME, order_workflow_id
+from oms_platform.db import idempotent, request_fingerprint
+from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
+from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
+from services.capture import convert, domain, handlers, store
+from services.capture.watch import OrderWatchHub
 
 log = structlog.get_logger("oms.capture")
 
@@ -31,7 +34,7 @@ SECTION_PAGE_SIZE = 500
 
 
 class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
-    """The front door: submit and read orders, record lifecycle progress."""
+    """The front door: submit, import, read and watch orders; record lifecycle progress."""
 
     def __init__(
         self,
@@ -40,41 +43,63 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         payments: payments_pb2_grpc.PaymentsServiceAsyncStub,
         servicing: servicing_pb2_grpc.ServicingServiceAsyncStub,
         get_order_deadline_seconds: float,
+        fraud_policy: domain.FraudPolicy | None = None,
+        watchers: OrderWatchHub | None = None,
     ) -> None:
         self._pool = pool
         self._fulfillment = fulfillment
         self._payments = payments
         self._servicing = servicing
         self._deadline = get_order_deadline_seconds
+        self._fraud_policy = fraud_policy or domain.FraudPolicy()
+        self._watchers = watchers
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitOrderResponse:
-        submission = convert.submission_from_pb(request)
-        domain.check_submission(submission)  # before any I/O: nothing is stored for a bad order
-
-        async def capture(conn: asyncpg.Connection) -> pb.SubmitOrderResponse:
-            assert submission.shopper is not None  # checked above
-            shopper = await store.match_shopper(conn, submission.channel, submission.shopper)
-            order = domain.capture_order(submission, store.new_id, shopper)
-            order = await store.insert_order(
-                conn,
-                order,
-                domain.captured_event(order),
-                order_workflow_id(order.order_id),
-                WORKFLOW_NAME,
-                convert.lifecycle_payload(order),
-            )
-            return pb.SubmitOrderResponse(order=convert.order_to_pb(order))
-
-        key = f"submit:{submission.channel}:{submission.idempotency_key}"
-        response, replayed = await idempotent(
-            self._pool, key, request, pb.SubmitOrderResponse, capture
+        response = await handlers.submit_order(
+            self._pool,
+            convert.submission_from_pb(request),
+            request_fingerprint(request),
+            self._fraud_policy,
         )
-        if replayed:
-            response.duplicate = True
-        else:
+        if not response.duplicate:
             log.info("order captured", order_id=response.order.order_id)
+        return response
+
+    async def ImportOrders(
+        self,
+        request_iterator: AsyncIterator[pb.ImportOrdersRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ImportOrdersResponse:
+        done: list[handlers.ImportItem] = []
+        batch: list[handlers.ImportItem] = []
+        async for request in request_iterator:
+            batch.append(
+                handlers.ImportItem(
+                    index=len(done) + len(batch),
+                    submission=convert.submission_from_pb(request.order),
+                    options=convert.import_options_from_pb(request),
+                    fingerprint=request_fingerprint(request.order),
+                )
+            )
+            if len(batch) >= handlers.IMPORT_BATCH_SIZE:
+                await handlers.import_batch(self._pool, batch, self._fraud_policy)
+                done += batch
+                batch = []
+        if batch:
+            await handlers.import_batch(self._pool, batch, self._fraud_policy)
+            done += batch
+        response = pb.ImportOrdersResponse(results=[_import_result(i) for i in done])
+        response.failed = sum(1 for i in done if i.error is not None)
+        response.duplicates = sum(1 for i in done if i.error is None and i.duplicate)
+        response.imported = len(done) - response.failed - response.duplicates
+        log.info(
+            "orders imported",
+            imported=response.imported,
+            duplicates=response.duplicates,
+            failed=response.failed,
+        )
         return response
 
     async def GetOrder(
@@ -131,6 +156,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         for name, task in sections.items():
             if not task.done():
                 task.cancel()
+                log.info("order view section late", section=name)
                 response.missing_sections.append(name)
                 continue
             error = task.exception()
@@ -145,23 +171,11 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         limit = domain.page_size(request.page_size)
-        statuses: list[str] = []
-        for i, status in enumerate(request.statuses):
-            if status == pb.ORDER_STATUS_UNSPECIFIED:
-                continue
-            if status not in convert.STATUS_TO_DOMAIN:
-                raise InvalidArgument([FieldViolation(f"statuses[{i}]", "unknown order status")])
-            statuses.append(convert.STATUS_TO_DOMAIN[status])
+        where = convert.filter_from_pb(request)
+        domain.check_filter(where)
         after = convert.decode_page_token(request.page_token)
         async with self._pool.acquire() as conn:
-            orders = await store.list_orders(
-                conn,
-                statuses,
-                convert.CHANNEL_TO_DOMAIN.get(request.channel, ""),
-                request.shopper_id,
-                after,
-                limit + 1,
-            )
+            orders = await store.list_orders(conn, where, after, limit + 1)
         page = orders[:limit]
         token = ""
         if len(orders) > limit:
@@ -179,6 +193,31 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         async with self._pool.acquire() as conn:
             events = await store.timeline(conn, request.order_id)
         return pb.GetOrderTimelineResponse(events=[convert.event_to_pb(e) for e in events])
+
+    async def WatchOrder(
+        self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchOrderResponse]:
+        assert self._watchers is not None, "WatchOrder needs the process's watch hub"
+        try:
+            domain.check_required({"order_id": request.order_id})
+            # Subscribe before the first read, so nothing recorded in between is missed.
+            with self._watchers.subscribe(request.order_id) as changed:
+                async with self._pool.acquire() as conn:
+                    state = await store.changes_since(conn, request.order_id, 0)
+                yield convert.watch_update_to_pb(True, state.status, state.updated_at, state.events)
+                seq, status = state.last_seq, state.status
+                while not domain.is_settled(status):
+                    await changed.wait()
+                    changed.clear()
+                    async with self._pool.acquire() as conn:
+                        state = await store.changes_since(conn, request.order_id, seq)
+                    if state.events or state.status != status:
+                        yield convert.watch_update_to_pb(
+                            False, state.status, state.updated_at, state.events
+                        )
+                    seq, status = state.last_seq, state.status
+        except DomainError as error:
+            await _abort(context, error)
 
     async def RecordOrderProgress(
         self, request: pb.RecordOrderProgressRequest, context: grpc.aio.ServicerContext
@@ -207,6 +246,29 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
         return response
+
+
+def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:
+    result = pb.ImportOrderResult(
+        index=item.index, order_id=item.order_id, duplicate=item.duplicate
+    )
+    if item.error is not None:
+        code, _ = status_for(item.error)
+        result.order_id = ""
+        result.duplicate = False
+        result.error_code = code.name
+        result.error_message = item.error.message
+        result.violations.extend(convert.violations_to_pb(handlers.violations_of(item.error)))
+    return result
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    """A domain error as its status code, for streaming RPCs (the platform's interceptor
+    maps them for unary ones)."""
+    code, status = status_for(error)
+    await context.abort(
+        code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
 
 
 def _start(call: Awaitable[Any]) -> asyncio.Task[Any]:

@@ -1,16 +1,17 @@
 """Capture's tables: named, parameterised SQL and the functions that run it.
 
-Every function takes a connection, so the caller decides the transaction (SubmitOrder and
-RecordOrderProgress run inside `oms_platform.db.idempotent`'s).
+Every function takes a connection, so the caller decides the transaction. SubmitOrder's
+write is one statement (its own implicit transaction); imports and RecordOrderProgress run
+inside the caller's.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -20,6 +21,15 @@ from oms_platform.errors import AlreadyExists, NotFound
 from services.capture import domain
 
 SCHEMA = "capture"
+
+# Postgres NOTIFY channel carrying the id of an order whose status or timeline changed.
+ORDER_CHANGED_CHANNEL = "oms_capture_order_changed"
+# The relay of capture's outbox listens here.
+OUTBOX_CHANNEL = outbox.channel_name(SCHEMA)
+
+# Names of the unique constraints a capture can run into.
+CHANNEL_ORDER_REF_CONSTRAINT = "orders_channel_channel_order_ref_key"
+SHOPPER_EMAIL_CONSTRAINT = "shoppers_email"
 
 # A connection of our own or one borrowed from the pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -39,66 +49,206 @@ JOIN shoppers s ON s.id = m.shopper_id
 ORDER BY m.linked DESC
 LIMIT 1"""
 
-# Losing a race for the same email inserts nothing; the caller matches again.
-SQL_CREATE_SHOPPER = """
-INSERT INTO shoppers (id, kind, email_normalized, name, phone, company)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (email_normalized) WHERE email_normalized <> '' DO NOTHING
-RETURNING id, kind, email_normalized, name, phone, company"""
+# The same match for many orders at once (imports): one row per input position.
+SQL_MATCH_SHOPPERS = """
+SELECT x.i, s.id, s.kind, s.email_normalized, s.name, s.phone, s.company, m.linked
+FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS x (i, channel, cid, email)
+LEFT JOIN LATERAL (
+    SELECT shopper_id, true AS linked FROM shopper_channel_ids
+    WHERE channel = x.channel AND channel_customer_id = x.cid AND x.cid <> ''
+    UNION ALL
+    SELECT id, false FROM shoppers WHERE email_normalized = x.email AND x.email <> ''
+    ORDER BY 2 DESC
+    LIMIT 1
+) AS m ON true
+LEFT JOIN shoppers s ON s.id = m.shopper_id"""
 
-SQL_LINK_CHANNEL_ID = """
-INSERT INTO shopper_channel_ids (channel, channel_customer_id, shopper_id) VALUES ($1, $2, $3)
+# New shoppers of an import; one that lost a race for its email is not inserted (the caller
+# matches it again).
+SQL_CREATE_SHOPPERS = """
+INSERT INTO shoppers (id, kind, email_normalized, name, phone, company)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+ON CONFLICT (email_normalized) WHERE email_normalized <> '' DO NOTHING
+RETURNING id"""
+
+SQL_LINK_CHANNEL_IDS = """
+INSERT INTO shopper_channel_ids (channel, channel_customer_id, shopper_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 ON CONFLICT (channel, channel_customer_id) DO NOTHING"""
 
-# ---- orders -----------------------------------------------------------------------------
+# Fraud screening's velocity rule: lock the shopper (until the transaction ends), so
+# concurrent orders of one shopper are screened one after the other, then count their
+# orders since a time. Two statements: the count must see what committed while we waited.
+SQL_LOCK_SHOPPER = "SELECT id FROM shoppers WHERE id = $1 FOR UPDATE"
+SQL_COUNT_ORDERS_SINCE = """
+SELECT count(*) FROM orders WHERE shopper_id = $1 AND created_at > $2::timestamptz"""
 
-# One round trip: the order, its delivery groups, its lines and its first timeline event.
-# Nothing is inserted when the channel's order reference is already taken.
-SQL_INSERT_ORDER = """
-WITH o AS (
+# ---- orders: writing --------------------------------------------------------------------
+
+# The rows of an order, as JSON documents (one element per order, group, line, event, start),
+# shared by SubmitOrder's single statement and the bulk import. {shopper_id} is where the
+# order's shopper comes from: the row itself (import) or the shopper matched in the statement.
+_ORDER_ROWS = """
+    SELECT x.id, x.channel, x.channel_order_ref, x.status, {shopper_id}, x.currency,
+           x.subtotal_minor, x.discount_minor, x.tax_minor, x.shipping_minor,
+           x.grand_total_minor, x.payment_method_type, x.payment_token,
+           x.payment_preauthorization_ref, x.discounts, x.additional_payment_methods,
+           x.billing_address, x.fraud_reasons, x.created_at, x.created_at
+    FROM jsonb_to_recordset($1::jsonb) AS x (
+        id text, channel text, channel_order_ref text, status text, shopper_id text,
+        currency text, subtotal_minor bigint, discount_minor bigint, tax_minor bigint,
+        shipping_minor bigint, grand_total_minor bigint, payment_method_type text,
+        payment_token text, payment_preauthorization_ref text, discounts jsonb,
+        additional_payment_methods jsonb, billing_address jsonb, fraud_reasons text[],
+        created_at timestamptz
+    )"""
+_INSERT_ORDERS = """
     INSERT INTO orders (
         id, channel, channel_order_ref, status, shopper_id, currency,
         subtotal_minor, discount_minor, tax_minor, shipping_minor, grand_total_minor,
-        payment_method_type, payment_token, payment_preauthorization_ref, discounts
-    )
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-    ON CONFLICT (channel, channel_order_ref) DO NOTHING
-    RETURNING id, created_at, updated_at
+        payment_method_type, payment_token, payment_preauthorization_ref, discounts,
+        additional_payment_methods, billing_address, fraud_reasons, created_at, updated_at
+    )"""
+_INSERT_CHILDREN = """
 ), g AS (
     INSERT INTO delivery_groups (
         id, order_id, position, ref, recipient_name, line1, line2, city, region,
         postal_code, country_code, delivery_method, shipping_minor
     )
-    SELECT x.id, o.id, x.position, x.ref, x.recipient_name, x.line1, x.line2, x.city,
+    SELECT x.id, x.order_id, x.position, x.ref, x.recipient_name, x.line1, x.line2, x.city,
            x.region, x.postal_code, x.country_code, x.delivery_method, x.shipping_minor
-    FROM o, jsonb_to_recordset($16::jsonb) AS x(
-        id text, position int, ref text, recipient_name text, line1 text, line2 text,
-        city text, region text, postal_code text, country_code text, delivery_method text,
-        shipping_minor bigint
+    FROM jsonb_to_recordset($2::jsonb) AS x (
+        id text, order_id text, position int, ref text, recipient_name text, line1 text,
+        line2 text, city text, region text, postal_code text, country_code text,
+        delivery_method text, shipping_minor bigint
     )
+    WHERE x.order_id IN (SELECT id FROM o)
 ), l AS (
     INSERT INTO order_lines (
         id, order_id, delivery_group_id, position, sku, name, quantity_ordered,
-        unit_price_minor, discounts, taxes, allocated_order_discount_minor, total_minor
+        quantity_canceled, quantity_fulfilled, unit_price_minor, discounts, taxes,
+        allocated_order_discount_minor, total_minor, order_created_at
     )
-    SELECT x.id, o.id, x.delivery_group_id, x.position, x.sku, x.name, x.quantity,
-           x.unit_price_minor, x.discounts, x.taxes, x.allocated_order_discount_minor,
-           x.total_minor
-    FROM o, jsonb_to_recordset($17::jsonb) AS x(
-        id text, delivery_group_id text, position int, sku text, name text, quantity bigint,
-        unit_price_minor bigint, discounts jsonb, taxes jsonb,
-        allocated_order_discount_minor bigint, total_minor bigint
+    SELECT x.id, x.order_id, x.delivery_group_id, x.position, x.sku, x.name, x.ordered,
+           x.canceled, x.fulfilled, x.unit_price_minor, x.discounts, x.taxes,
+           x.allocated_order_discount_minor, x.total_minor, x.order_created_at
+    FROM jsonb_to_recordset($3::jsonb) AS x (
+        id text, order_id text, delivery_group_id text, position int, sku text, name text,
+        ordered bigint, canceled bigint, fulfilled bigint, unit_price_minor bigint,
+        discounts jsonb, taxes jsonb, allocated_order_discount_minor bigint,
+        total_minor bigint, order_created_at timestamptz
     )
+    WHERE x.order_id IN (SELECT id FROM o)
 ), t AS (
-    INSERT INTO timeline_events (order_id, kind, summary, actor)
-    SELECT o.id, $18, $19, $20 FROM o
+    -- In the order given, so events of one instant keep their order (seq).
+    INSERT INTO timeline_events (order_id, at, kind, summary, actor)
+    SELECT x.order_id, x.at, x.kind, x.summary, x.actor
+    FROM jsonb_to_recordset($4::jsonb) AS x (
+        n int, order_id text, at timestamptz, kind text, summary text, actor text
+    )
+    WHERE x.order_id IN (SELECT id FROM o)
+    ORDER BY x.n
+), b AS (
+    -- The lifecycles' starts, in the platform's outbox (see oms_platform.outbox), in the
+    -- order the orders arrived.
+    INSERT INTO outbox (kind, workflow_id, name, payload)
+    SELECT 'start', x.workflow_id, x.name, x.payload
+    FROM jsonb_to_recordset($5::jsonb) AS x (
+        n int, order_id text, workflow_id text, name text, payload jsonb
+    )
+    WHERE x.order_id IN (SELECT id FROM o)
+    ORDER BY x.n
+)"""
+
+# SubmitOrder in one round trip. Claim the idempotency key (with the order id it answers
+# with); match the shopper by the channel's customer id, else by email, or create them;
+# link the customer id; store the order, its groups, lines, first events and lifecycle
+# start; wake the outbox relay and the order's watchers on commit. Every insert hangs off
+# the claimed key, so a key seen before stores nothing and no row comes back. A channel
+# order reference already taken, or a new shopper's email taken by a concurrent order first,
+# raises a unique violation and nothing is stored. Returns the shopper.
+SQL_CAPTURE_ORDER = (
+    """
+WITH k AS (
+    INSERT INTO idempotency_keys (key, request_hash, response) VALUES ($6, $7, $8)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+), m AS (
+    SELECT s.id, s.kind, s.email_normalized, s.name, s.phone, s.company, x.linked
+    FROM (
+        SELECT shopper_id, true AS linked FROM shopper_channel_ids
+        WHERE channel = $9 AND channel_customer_id = $10 AND $10 <> ''
+        UNION ALL
+        SELECT id, false FROM shoppers WHERE email_normalized = $11 AND $11 <> ''
+    ) AS x
+    JOIN shoppers s ON s.id = x.shopper_id
+    ORDER BY x.linked DESC
+    LIMIT 1
+), ns AS (
+    INSERT INTO shoppers (id, kind, email_normalized, name, phone, company)
+    SELECT $12, $13, $11, $14, $15, $16 FROM k WHERE NOT EXISTS (SELECT 1 FROM m)
+    RETURNING id, kind, email_normalized, name, phone, company, false AS linked
+), sh AS (
+    SELECT * FROM m UNION ALL SELECT * FROM ns
+), cl AS (
+    INSERT INTO shopper_channel_ids (channel, channel_customer_id, shopper_id)
+    SELECT $9, $10, sh.id FROM k, sh WHERE $10 <> '' AND NOT sh.linked
+    ON CONFLICT (channel, channel_customer_id) DO NOTHING
+), o AS ("""
+    + _INSERT_ORDERS
+    + _ORDER_ROWS.format(shopper_id="(SELECT id FROM sh)")
+    + """
+    WHERE EXISTS (SELECT 1 FROM k)
+    RETURNING id"""
+    + _INSERT_CHILDREN
+    + """
+SELECT sh.id, sh.kind, sh.email_normalized, sh.name, sh.phone, sh.company,
+       pg_notify($17, ''), pg_notify($18, o.id)
+FROM o, sh"""
 )
-SELECT id, created_at, updated_at FROM o"""
+
+# A batch of imported orders; one whose channel order reference is taken is skipped (the
+# ids of the stored ones come back).
+SQL_IMPORT_ORDERS = (
+    """
+WITH o AS ("""
+    + _INSERT_ORDERS
+    + _ORDER_ROWS.format(shopper_id="x.shopper_id")
+    + """
+    ON CONFLICT (channel, channel_order_ref) DO NOTHING
+    RETURNING id"""
+    + _INSERT_CHILDREN
+    + """
+SELECT id FROM o"""
+)
+
+SQL_WAKE_OUTBOX = "SELECT pg_notify($1, '')"
+
+# ---- idempotency keys of captures -------------------------------------------------------
+
+SQL_STORED_CAPTURE = "SELECT request_hash, response FROM idempotency_keys WHERE key = $1"
+SQL_STORED_CAPTURES = """
+SELECT key, request_hash, response FROM idempotency_keys WHERE key = ANY($1::text[])"""
+# An import's keys with their responses; the keys come back that were free.
+SQL_CLAIM_CAPTURE_KEYS = """
+INSERT INTO idempotency_keys (key, request_hash, response)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
+ON CONFLICT (key) DO NOTHING
+RETURNING key"""
+SQL_RELEASE_KEYS = "DELETE FROM idempotency_keys WHERE key = ANY($1::text[])"
+SQL_TAKEN_CHANNEL_ORDER_REFS = """
+SELECT channel, channel_order_ref FROM orders
+WHERE (channel, channel_order_ref) IN (
+    SELECT * FROM unnest($1::text[], $2::text[])
+)"""
+
+# ---- orders: reading --------------------------------------------------------------------
 
 _ORDER_COLUMNS = """
     o.id, o.channel, o.channel_order_ref, o.status, o.shopper_id, o.currency,
     o.subtotal_minor, o.discount_minor, o.tax_minor, o.shipping_minor, o.grand_total_minor,
     o.payment_method_type, o.payment_token, o.payment_preauthorization_ref, o.discounts,
+    o.additional_payment_methods, o.billing_address, o.fraud_reasons,
     o.created_at, o.updated_at,
     s.kind AS shopper_kind, s.email_normalized AS shopper_email, s.name AS shopper_name,
     s.phone AS shopper_phone, s.company AS shopper_company,
@@ -114,18 +264,63 @@ SQL_ORDERS_BY_ID = (
 WHERE o.id = ANY($1::text[])"""
 )
 
-# Newest first; the cursor is the last row's (created_at, id). Empty filters match all.
+# ListOrders' filters on an order; empty ones match everything. $6/$7 is the cursor: the
+# last row's (created_at, id).
+_LIST_FILTERS = """
+  (cardinality($1::text[]) = 0 OR o.status = ANY($1::text[]))
+  AND ($2::text = '' OR o.channel = $2::text)
+  AND ($3::text = '' OR o.shopper_id = $3::text)
+  AND ($4::timestamptz IS NULL OR o.created_at >= $4::timestamptz)
+  AND ($5::timestamptz IS NULL OR o.created_at < $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR (o.created_at, o.id) < ($6::timestamptz, $7::text))"""
+
+# Newest first, driven by the orders indexes (created_at / status / channel / shopper, each
+# with created_at and id): a page reads about a page of index entries, or a page divided by
+# how common a filtered value is. A SKU here comes with a shopper: each of their few orders
+# is probed for it.
 SQL_LIST_ORDERS = (
     "SELECT"
     + _ORDER_COLUMNS
-    + """FROM orders o JOIN shoppers s ON s.id = o.shopper_id
-WHERE (cardinality($1::text[]) = 0 OR o.status = ANY($1::text[]))
-  AND ($2::text = '' OR o.channel = $2::text)
-  AND ($3::text = '' OR o.shopper_id = $3::text)
-  AND ($4::timestamptz IS NULL OR (o.created_at, o.id) < ($4::timestamptz, $5::text))
+    + "FROM orders o JOIN shoppers s ON s.id = o.shopper_id\nWHERE"
+    + _LIST_FILTERS
+    + """
+  AND ($9::text = '' OR o.id IN (SELECT l.order_id FROM order_lines l WHERE l.sku = $9::text))
 ORDER BY o.created_at DESC, o.id DESC
-LIMIT $6"""
+LIMIT $8"""
 )
+
+# Orders with a line of SKU $3, newest first, driven by order_lines_sku_newest: the index
+# hands out (order_created_at, order_id) in page order and each entry fetches its order
+# (status and channel filters applied there) until the page is full, so a page costs about
+# a page however many orders have the SKU. An order with the SKU on several lines is listed
+# once, by the first of them.
+SQL_LIST_ORDERS_WITH_SKU = (
+    """
+SELECT x.* FROM order_lines l
+CROSS JOIN LATERAL (
+    SELECT"""
+    + _ORDER_COLUMNS
+    + """FROM orders o JOIN shoppers s ON s.id = o.shopper_id
+    WHERE o.id = l.order_id
+      AND (cardinality($1::text[]) = 0 OR o.status = ANY($1::text[]))
+      AND ($2::text = '' OR o.channel = $2::text)
+    OFFSET 0
+) AS x
+WHERE l.sku = $3::text
+  AND ($4::timestamptz IS NULL OR l.order_created_at >= $4::timestamptz)
+  AND ($5::timestamptz IS NULL OR l.order_created_at < $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR (l.order_created_at, l.order_id) < ($6::timestamptz, $7::text))
+  AND NOT EXISTS (
+      SELECT 1 FROM order_lines d
+      WHERE d.order_id = l.order_id AND d.sku = l.sku AND d.position < l.position
+  )
+ORDER BY l.order_created_at DESC, l.order_id DESC
+LIMIT $8"""
+)
+
+# Filters that turn on or off per request defeat a generic plan; plan each list query for
+# its own parameters (reset when the connection goes back to the pool).
+SQL_PLAN_FOR_PARAMETERS = "SET plan_cache_mode = force_custom_plan"
 
 SQL_GROUPS_OF_ORDERS = """
 SELECT id, order_id, ref, recipient_name, line1, line2, city, region, postal_code,
@@ -142,27 +337,33 @@ ORDER BY order_id, position"""
 
 # ---- progress ---------------------------------------------------------------------------
 
-SQL_LOCK_ORDER = "SELECT id FROM orders WHERE id = $1 FOR UPDATE"
-SQL_LINE_QUANTITIES = """
-SELECT id, quantity_ordered, quantity_canceled, quantity_allocated, quantity_fulfilled,
-       quantity_return_initiated, quantity_returned
-FROM order_lines WHERE order_id = $1"""
-SQL_SET_LINE_QUANTITIES = """
-UPDATE order_lines AS l SET
-    quantity_ordered = x.ordered, quantity_canceled = x.canceled,
-    quantity_allocated = x.allocated, quantity_fulfilled = x.fulfilled,
-    quantity_return_initiated = x.return_initiated, quantity_returned = x.returned
-FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-            $8::bigint[]) AS x(id, ordered, canceled, allocated, fulfilled, return_initiated,
-                               returned)
-WHERE l.order_id = $1 AND l.id = x.id"""
-SQL_TOUCH_ORDER = """
-UPDATE orders SET status = CASE WHEN $2::text = '' THEN status ELSE $2::text END,
+# The order, locked for the step, with its lines' buckets (no rows: no such order).
+SQL_LOCK_ORDER_LINES = """
+SELECT l.id, l.quantity_ordered, l.quantity_canceled, l.quantity_allocated,
+       l.quantity_fulfilled, l.quantity_return_initiated, l.quantity_returned
+FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id
+WHERE o.id = $1
+FOR UPDATE OF o"""
+# A step in one statement: the lines' new buckets, the status (unless ''), a timeline event
+# (unless its kind is ''), and a wake-up for the order's watchers when the transaction commits.
+SQL_RECORD_STEP = """
+WITH lines AS (
+    UPDATE order_lines AS l SET
+        quantity_ordered = x.ordered, quantity_canceled = x.canceled,
+        quantity_allocated = x.allocated, quantity_fulfilled = x.fulfilled,
+        quantity_return_initiated = x.return_initiated, quantity_returned = x.returned
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                $7::bigint[], $8::bigint[])
+         AS x (id, ordered, canceled, allocated, fulfilled, return_initiated, returned)
+    WHERE l.order_id = $1 AND l.id = x.id
+), event AS (
+    INSERT INTO timeline_events (order_id, at, kind, summary, actor)
+    SELECT $1, coalesce($10::timestamptz, now()), $11, $12, $13 WHERE $11 <> ''
+)
+UPDATE orders SET status = CASE WHEN $9::text = '' THEN status ELSE $9::text END,
     updated_at = now()
-WHERE id = $1"""
-SQL_APPEND_EVENT = """
-INSERT INTO timeline_events (order_id, at, kind, summary, actor)
-VALUES ($1, coalesce($2::timestamptz, now()), $3, $4, $5)"""
+WHERE id = $1
+RETURNING pg_notify($14, id)"""
 
 # ---- timeline ---------------------------------------------------------------------------
 
@@ -170,38 +371,33 @@ SQL_TIMELINE = """
 SELECT at, kind, summary, actor FROM timeline_events WHERE order_id = $1 ORDER BY at, seq"""
 SQL_ORDER_EXISTS = "SELECT 1 FROM orders WHERE id = $1"
 
+# A watcher's view: the order's status and the events recorded after `$2` (a timeline seq).
+SQL_CHANGES_SINCE = """
+SELECT o.status, o.updated_at, e.seq, e.at, e.kind, e.summary, e.actor
+FROM orders o
+LEFT JOIN timeline_events e ON e.order_id = o.id AND e.seq > $2
+WHERE o.id = $1
+ORDER BY e.at, e.seq"""
+
 
 def new_id() -> str:
     """A fresh record id."""
     return str(uuid.uuid4())
 
 
-async def match_shopper(conn: Conn, channel: str, details: domain.ShopperDetails) -> domain.Shopper:
-    """The shopper by (channel, channel_customer_id), else by email, else a new one.
+# ---- shoppers ---------------------------------------------------------------------------
 
-    The channel id is linked to whichever shopper is found, so the next order from it
-    matches directly.
-    """
-    email = domain.normalize_email(details.email)
-    channel_id = details.channel_customer_id.strip()
-    row = await conn.fetchrow(SQL_MATCH_SHOPPER, channel, channel_id, email)
-    linked = row is not None and row["linked"]
-    if row is None:
-        row = await conn.fetchrow(
-            SQL_CREATE_SHOPPER,
-            new_id(),
-            details.kind,
-            email,
-            details.name,
-            details.phone,
-            details.company,
-        )
-        if row is None:  # another order created this email's shopper first
-            row = await conn.fetchrow(SQL_MATCH_SHOPPER, channel, channel_id, email)
-            assert row is not None
-            linked = row["linked"]
-    if channel_id and not linked:
-        await conn.execute(SQL_LINK_CHANNEL_ID, channel, channel_id, row["id"])
+
+@dataclass(frozen=True)
+class ShopperMatch:
+    """The shopper an order belongs to; `is_new`: nobody matched, so they are yet to be
+    created (with the order)."""
+
+    shopper: domain.Shopper
+    is_new: bool
+
+
+def _shopper_from_row(row: Any, channel_id: str) -> domain.Shopper:
     return domain.Shopper(
         shopper_id=row["id"],
         kind=row["kind"],
@@ -213,91 +409,347 @@ async def match_shopper(conn: Conn, channel: str, details: domain.ShopperDetails
     )
 
 
-async def insert_order(
-    conn: Conn,
-    order: domain.Order,
-    event: domain.TimelineEvent,
-    workflow_id: str,
-    workflow_name: str,
-    lifecycle_payload: dict[str, Any],
-) -> domain.Order:
-    """Store a captured order with its first event and queue its lifecycle's start.
+def _new_shopper(details: domain.ShopperDetails, channel_id: str) -> domain.Shopper:
+    return domain.Shopper(
+        shopper_id=new_id(),
+        kind=details.kind,
+        email=domain.normalize_email(details.email),
+        name=details.name,
+        phone=details.phone,
+        company=details.company,
+        channel_customer_id=channel_id,
+    )
 
-    Raises AlreadyExists when the channel's order reference is taken.
-    """
-    groups = [
-        {
-            "id": g.delivery_group_id,
-            "position": i,
-            "ref": g.ref,
-            "recipient_name": g.recipient_name,
-            "line1": g.address.line1,
-            "line2": g.address.line2,
-            "city": g.address.city,
-            "region": g.address.region,
-            "postal_code": g.address.postal_code,
-            "country_code": g.address.country_code,
-            "delivery_method": g.delivery_method,
-            "shipping_minor": g.shipping_minor,
-        }
-        for i, g in enumerate(order.delivery_groups)
-    ]
-    lines = [
-        {
-            "id": line.order_line_id,
-            "delivery_group_id": line.delivery_group_id,
-            "position": i,
-            "sku": line.sku,
-            "name": line.name,
-            "quantity": line.quantity,
-            "unit_price_minor": line.unit_price_minor,
-            "discounts": [_adjustment_json(d) for d in line.discounts],
-            "taxes": [{"name": t.name, "amount_minor": t.amount_minor} for t in line.taxes],
-            "allocated_order_discount_minor": line.allocated_order_discount_minor,
-            "total_minor": line.total_minor,
-        }
-        for i, line in enumerate(order.lines)
-    ]
-    t = order.totals
-    pm = order.payment_method
-    row = await conn.fetchrow(
-        SQL_INSERT_ORDER,
-        order.order_id,
-        order.channel,
-        order.channel_order_ref,
-        order.status,
-        order.shopper.shopper_id,
-        order.currency,
-        t.subtotal_minor,
-        t.discount_minor,
-        t.tax_minor,
-        t.shipping_minor,
-        t.grand_total_minor,
-        pm.type,
-        pm.token,
-        pm.preauthorization_ref,
-        [_adjustment_json(d) for d in order.discounts],
-        groups,
-        lines,
-        event.kind,
-        event.summary,
-        event.actor,
-    )
+
+async def find_shopper(conn: Conn, channel: str, details: domain.ShopperDetails) -> ShopperMatch:
+    """The shopper by (channel, channel_customer_id), else by email, else a new one (not
+    stored yet). The velocity rule uses it to lock the shopper before counting."""
+    channel_id = details.channel_customer_id.strip()
+    email = domain.normalize_email(details.email)
+    row = await conn.fetchrow(SQL_MATCH_SHOPPER, channel, channel_id, email)
     if row is None:
-        raise AlreadyExists(
-            "channel_order_ref",
-            f"channel_order_ref {order.channel_order_ref!r} is already an order on channel "
-            f"{order.channel!r}",
+        return ShopperMatch(_new_shopper(details, channel_id), is_new=True)
+    return ShopperMatch(_shopper_from_row(row, channel_id), is_new=False)
+
+
+async def lock_shopper(conn: Conn, shopper_id: str) -> None:
+    """Hold the shopper until the caller's transaction ends."""
+    await conn.execute(SQL_LOCK_SHOPPER, shopper_id)
+
+
+async def count_orders_since(conn: Conn, shopper_id: str, since: datetime) -> int:
+    """The shopper's orders created after `since`."""
+    return int(await conn.fetchval(SQL_COUNT_ORDERS_SINCE, shopper_id, since) or 0)
+
+
+async def match_shoppers(
+    conn: Conn, requests: Sequence[tuple[str, domain.ShopperDetails]]
+) -> list[domain.Shopper]:
+    """The shopper of each (channel, details), in order, creating and linking as needed.
+
+    New people's orders in one batch share one new shopper (by email, else by the channel's
+    customer id). Runs inside the caller's transaction.
+    """
+    channel_ids = [d.channel_customer_id.strip() for _, d in requests]
+    emails = [domain.normalize_email(d.email) for _, d in requests]
+    found: dict[int, tuple[domain.Shopper, bool]] = {}  # position -> (shopper, linked)
+    pending = list(range(len(requests)))
+    for _ in range(3):  # a concurrent writer may take a new email between match and insert
+        rows = await conn.fetch(
+            SQL_MATCH_SHOPPERS,
+            pending,
+            [requests[i][0] for i in pending],
+            [channel_ids[i] for i in pending],
+            [emails[i] for i in pending],
         )
-    await outbox.enqueue(
-        cast(asyncpg.Connection, conn),
-        SCHEMA,
-        "start",
-        workflow_id,
-        workflow_name,
-        lifecycle_payload,
+        for row in rows:
+            if row["id"] is not None:
+                found[row["i"]] = (_shopper_from_row(row, channel_ids[row["i"]]), row["linked"])
+        pending = [i for i in pending if i not in found]
+        if not pending:
+            break
+        people: dict[str, domain.Shopper] = {}
+        for i in pending:
+            person = emails[i] or f"{requests[i][0]}\x00{channel_ids[i]}"
+            if person not in people:
+                people[person] = _new_shopper(requests[i][1], channel_ids[i])
+        news = list(people.values())
+        created = await conn.fetch(
+            SQL_CREATE_SHOPPERS,
+            [n.shopper_id for n in news],
+            [n.kind for n in news],
+            [n.email for n in news],
+            [n.name for n in news],
+            [n.phone for n in news],
+            [n.company for n in news],
+        )
+        stored = {r["id"] for r in created}
+        for i in pending:
+            new = people[emails[i] or f"{requests[i][0]}\x00{channel_ids[i]}"]
+            if new.shopper_id in stored:
+                found[i] = (replace(new, channel_customer_id=channel_ids[i]), False)
+        pending = [i for i in pending if i not in found]
+        if not pending:
+            break
+    if pending:
+        raise RuntimeError(f"could not match the shoppers of {len(pending)} orders")
+    links = [
+        (requests[i][0], channel_ids[i], found[i][0].shopper_id)
+        for i in range(len(requests))
+        if channel_ids[i] and not found[i][1]
+    ]
+    if links:
+        await conn.execute(
+            SQL_LINK_CHANNEL_IDS,
+            [c for c, _, _ in links],
+            [cid for _, cid, _ in links],
+            [sid for _, _, sid in links],
+        )
+    return [found[i][0] for i in range(len(requests))]
+
+
+# ---- orders: writing --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderRows:
+    """An order (or many) as the JSON rows the insert statements take."""
+
+    orders: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+    lines: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    starts: list[dict[str, Any]]
+
+    @staticmethod
+    def empty() -> OrderRows:
+        return OrderRows([], [], [], [], [])
+
+    def add(
+        self,
+        order: domain.Order,
+        events: Sequence[domain.TimelineEvent],
+        start: tuple[str, str, dict[str, Any]] | None,
+    ) -> None:
+        """Add an order with its first events and, unless None, its lifecycle start
+        (workflow id, workflow name, payload)."""
+        assert order.created_at is not None, "the capture time is set before storing"
+        created = order.created_at.isoformat()
+        t = order.totals
+        pm = order.payment_method
+        self.orders.append(
+            {
+                "id": order.order_id,
+                "channel": order.channel,
+                "channel_order_ref": order.channel_order_ref,
+                "status": order.status,
+                "shopper_id": order.shopper.shopper_id,
+                "currency": order.currency,
+                "subtotal_minor": t.subtotal_minor,
+                "discount_minor": t.discount_minor,
+                "tax_minor": t.tax_minor,
+                "shipping_minor": t.shipping_minor,
+                "grand_total_minor": t.grand_total_minor,
+                "payment_method_type": pm.type,
+                "payment_token": pm.token,
+                "payment_preauthorization_ref": pm.preauthorization_ref,
+                "discounts": [_adjustment_json(d) for d in order.discounts],
+                "additional_payment_methods": [
+                    _payment_method_json(m) for m in order.additional_payment_methods
+                ],
+                "billing_address": (
+                    _address_json(order.billing_address) if order.billing_address else None
+                ),
+                "fraud_reasons": list(order.fraud_reasons),
+                "created_at": created,
+            }
+        )
+        for i, g in enumerate(order.delivery_groups):
+            self.groups.append(
+                {
+                    "id": g.delivery_group_id,
+                    "order_id": order.order_id,
+                    "position": i,
+                    "ref": g.ref,
+                    "recipient_name": g.recipient_name,
+                    **_address_json(g.address),
+                    "delivery_method": g.delivery_method,
+                    "shipping_minor": g.shipping_minor,
+                }
+            )
+        for i, line in enumerate(order.lines):
+            q = line.quantities
+            self.lines.append(
+                {
+                    "id": line.order_line_id,
+                    "order_id": order.order_id,
+                    "delivery_group_id": line.delivery_group_id,
+                    "position": i,
+                    "sku": line.sku,
+                    "name": line.name,
+                    "ordered": q.ordered,
+                    "canceled": q.canceled,
+                    "fulfilled": q.fulfilled,
+                    "unit_price_minor": line.unit_price_minor,
+                    "discounts": [_adjustment_json(d) for d in line.discounts],
+                    "taxes": [{"name": x.name, "amount_minor": x.amount_minor} for x in line.taxes],
+                    "allocated_order_discount_minor": line.allocated_order_discount_minor,
+                    "total_minor": line.total_minor,
+                    "order_created_at": created,
+                }
+            )
+        for event in events:
+            self.events.append(
+                {
+                    "n": len(self.events),
+                    "order_id": order.order_id,
+                    "at": (event.at or order.created_at).isoformat(),
+                    "kind": event.kind,
+                    "summary": event.summary,
+                    "actor": event.actor,
+                }
+            )
+        if start is not None:
+            workflow_id, name, payload = start
+            self.starts.append(
+                {
+                    "n": len(self.starts),
+                    "order_id": order.order_id,
+                    "workflow_id": workflow_id,
+                    "name": name,
+                    "payload": payload,
+                }
+            )
+
+
+class ShopperTaken(Exception):
+    """A new shopper's email was taken by a concurrent order first; match again."""
+
+
+async def capture_order(
+    conn: Conn,
+    key: str,
+    fingerprint: bytes,
+    response: bytes,
+    details: domain.ShopperDetails,
+    new_shopper_id: str,
+    order: domain.Order,
+    events: Sequence[domain.TimelineEvent],
+    start: tuple[str, str, dict[str, Any]],
+) -> domain.Shopper | None:
+    """Store a captured order under its idempotency key in one statement, matching (or
+    creating, as `new_shopper_id`) its shopper from `details`; returns the shopper. None
+    when the key was taken before (nothing stored). `order.shopper` is not used.
+
+    Raises AlreadyExists when the channel's order reference is taken, ShopperTaken when a
+    concurrent order created the new shopper's email first.
+    """
+    rows = OrderRows.empty()
+    rows.add(order, events, start)
+    channel_id = details.channel_customer_id.strip()
+    try:
+        row = await conn.fetchrow(
+            SQL_CAPTURE_ORDER,
+            rows.orders,
+            rows.groups,
+            rows.lines,
+            rows.events,
+            rows.starts,
+            key,
+            fingerprint,
+            response,
+            order.channel,
+            channel_id,
+            domain.normalize_email(details.email),
+            new_shopper_id,
+            details.kind,
+            details.name,
+            details.phone,
+            details.company,
+            OUTBOX_CHANNEL,
+            ORDER_CHANGED_CHANNEL,
+        )
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == CHANNEL_ORDER_REF_CONSTRAINT:
+            raise channel_ref_taken(order.channel, order.channel_order_ref) from error
+        if error.constraint_name == SHOPPER_EMAIL_CONSTRAINT:
+            raise ShopperTaken(details.email) from error
+        raise
+    return None if row is None else _shopper_from_row(row, channel_id)
+
+
+def channel_ref_taken(channel: str, channel_order_ref: str) -> AlreadyExists:
+    """The error for a channel order reference that is already an order."""
+    return AlreadyExists(
+        "channel_order_ref",
+        f"channel_order_ref {channel_order_ref!r} is already an order on channel {channel!r}",
     )
-    return replace(order, created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+async def stored_capture(conn: Conn, key: str) -> tuple[bytes, bytes | None] | None:
+    """(request fingerprint, response) stored under an idempotency key, if any."""
+    row = await conn.fetchrow(SQL_STORED_CAPTURE, key)
+    if row is None:
+        return None
+    response = row["response"]
+    return bytes(row["request_hash"]), bytes(response) if response is not None else None
+
+
+async def stored_captures(conn: Conn, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes | None]]:
+    """key -> (request fingerprint, response) for those of `keys` already stored."""
+    rows = await conn.fetch(SQL_STORED_CAPTURES, list(keys))
+    return {
+        r["key"]: (
+            bytes(r["request_hash"]),
+            bytes(r["response"]) if r["response"] is not None else None,
+        )
+        for r in rows
+    }
+
+
+async def taken_channel_order_refs(
+    conn: Conn, refs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Those (channel, channel_order_ref) pairs that are already orders."""
+    if not refs:
+        return set()
+    rows = await conn.fetch(
+        SQL_TAKEN_CHANNEL_ORDER_REFS, [c for c, _ in refs], [r for _, r in refs]
+    )
+    return {(r["channel"], r["channel_order_ref"]) for r in rows}
+
+
+async def claim_capture_keys(conn: Conn, claims: Sequence[tuple[str, bytes, bytes]]) -> set[str]:
+    """Store (key, fingerprint, response) for keys not seen before; returns those claimed."""
+    rows = await conn.fetch(
+        SQL_CLAIM_CAPTURE_KEYS,
+        [k for k, _, _ in claims],
+        [f for _, f, _ in claims],
+        [r for _, _, r in claims],
+    )
+    return {r["key"] for r in rows}
+
+
+async def release_keys(conn: Conn, keys: Sequence[str]) -> None:
+    """Forget idempotency keys whose orders were not stored after all."""
+    if keys:
+        await conn.execute(SQL_RELEASE_KEYS, list(keys))
+
+
+async def import_orders(conn: Conn, rows: OrderRows) -> set[str]:
+    """Store a batch of orders; returns the ids stored (a taken channel reference is
+    skipped). Wakes the outbox relay when lifecycles are to start."""
+    if not rows.orders:
+        return set()
+    stored = await conn.fetch(
+        SQL_IMPORT_ORDERS, rows.orders, rows.groups, rows.lines, rows.events, rows.starts
+    )
+    if rows.starts:
+        await conn.execute(SQL_WAKE_OUTBOX, OUTBOX_CHANNEL)
+    return {r["id"] for r in stored}
+
+
+# ---- orders: reading --------------------------------------------------------------------
 
 
 async def load_orders(conn: Conn, order_ids: Sequence[str]) -> list[domain.Order]:
@@ -317,22 +769,39 @@ async def get_order(conn: Conn, order_id: str) -> domain.Order:
 
 async def list_orders(
     conn: Conn,
-    statuses: Sequence[str],
-    channel: str,
-    shopper_id: str,
+    where: domain.OrderFilter,
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[domain.Order]:
-    """Up to `limit` orders matching the filters, newest first, after the cursor."""
-    rows = await conn.fetch(
-        SQL_LIST_ORDERS,
-        list(statuses),
-        channel,
-        shopper_id,
-        after[0] if after else None,
-        after[1] if after else "",
-        limit,
-    )
+    """Up to `limit` orders matching the filter, newest first, after the cursor."""
+    await conn.execute(SQL_PLAN_FOR_PARAMETERS)
+    cursor_at, cursor_id = after if after else (None, "")
+    if where.sku and not where.shopper_id:
+        # A shopper's own orders are fewer than a SKU's: then the orders side drives.
+        rows = await conn.fetch(
+            SQL_LIST_ORDERS_WITH_SKU,
+            list(where.statuses),
+            where.channel,
+            where.sku,
+            where.created_from,
+            where.created_to,
+            cursor_at,
+            cursor_id,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            SQL_LIST_ORDERS,
+            list(where.statuses),
+            where.channel,
+            where.shopper_id,
+            where.created_from,
+            where.created_to,
+            cursor_at,
+            cursor_id,
+            limit,
+            where.sku,
+        )
     return await _assemble(conn, rows)
 
 
@@ -343,31 +812,33 @@ async def record_progress(
     changes: Sequence[domain.LineQuantityChange],
     event: domain.TimelineEvent | None,
 ) -> domain.Order:
-    """Apply a lifecycle step: buckets, status and a timeline event; returns the order."""
-    if await conn.fetchval(SQL_LOCK_ORDER, order_id) is None:
+    """Apply a lifecycle step: buckets, status and a timeline event; returns the order.
+
+    The order's watchers are woken when the caller's transaction commits.
+    """
+    rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
+    if not rows:
         raise NotFound(f"order {order_id!r} not found")
-    if changes:
-        rows = await conn.fetch(SQL_LINE_QUANTITIES, order_id)
-        current = {r["id"]: _quantities(r) for r in rows}
-        after = domain.apply_line_changes(order_id, current, changes)
-        if after:
-            ids = list(after)
-            await conn.execute(
-                SQL_SET_LINE_QUANTITIES,
-                order_id,
-                ids,
-                [after[i].ordered for i in ids],
-                [after[i].canceled for i in ids],
-                [after[i].allocated for i in ids],
-                [after[i].fulfilled for i in ids],
-                [after[i].return_initiated for i in ids],
-                [after[i].returned for i in ids],
-            )
-    await conn.execute(SQL_TOUCH_ORDER, order_id, status)
-    if event is not None:
-        await conn.execute(
-            SQL_APPEND_EVENT, order_id, event.at, event.kind, event.summary, event.actor
-        )
+    current = {r["id"]: _quantities(r) for r in rows if r["id"] is not None}
+    after = domain.apply_line_changes(order_id, current, changes) if changes else {}
+    ids = list(after)
+    await conn.execute(
+        SQL_RECORD_STEP,
+        order_id,
+        ids,
+        [after[i].ordered for i in ids],
+        [after[i].canceled for i in ids],
+        [after[i].allocated for i in ids],
+        [after[i].fulfilled for i in ids],
+        [after[i].return_initiated for i in ids],
+        [after[i].returned for i in ids],
+        status,
+        event.at if event else None,
+        event.kind if event else "",
+        event.summary if event else "",
+        event.actor if event else "",
+        ORDER_CHANGED_CHANNEL,
+    )
     return await get_order(conn, order_id)
 
 
@@ -382,7 +853,34 @@ async def timeline(conn: Conn, order_id: str) -> list[domain.TimelineEvent]:
     ]
 
 
-# ---- rows -> domain ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrderChanges:
+    """What a watcher has not seen yet: the status now and newer events (`last_seq`: the
+    newest event's sequence number, to ask from next time)."""
+
+    status: str
+    updated_at: datetime
+    events: list[domain.TimelineEvent]
+    last_seq: int
+
+
+async def changes_since(conn: Conn, order_id: str, seq: int) -> OrderChanges:
+    """The order's status and the events recorded after timeline sequence `seq`."""
+    rows = await conn.fetch(SQL_CHANGES_SINCE, order_id, seq)
+    if not rows:
+        raise NotFound(f"order {order_id!r} not found")
+    events = [
+        domain.TimelineEvent(at=r["at"], kind=r["kind"], summary=r["summary"], actor=r["actor"])
+        for r in rows
+        if r["seq"] is not None
+    ]
+    last = max((r["seq"] for r in rows if r["seq"] is not None), default=seq)
+    return OrderChanges(
+        status=rows[0]["status"], updated_at=rows[0]["updated_at"], events=events, last_seq=last
+    )
+
+
+# ---- rows <-> domain ----------------------------------------------------------------------
 
 
 def _adjustment_json(adjustment: domain.Adjustment) -> dict[str, Any]:
@@ -391,6 +889,36 @@ def _adjustment_json(adjustment: domain.Adjustment) -> dict[str, Any]:
         "description": adjustment.description,
         "amount_minor": adjustment.amount_minor,
     }
+
+
+def _payment_method_json(method: domain.PaymentMethod) -> dict[str, Any]:
+    return {
+        "type": method.type,
+        "token": method.token,
+        "preauthorization_ref": method.preauthorization_ref,
+    }
+
+
+def _address_json(address: domain.Address) -> dict[str, Any]:
+    return {
+        "line1": address.line1,
+        "line2": address.line2,
+        "city": address.city,
+        "region": address.region,
+        "postal_code": address.postal_code,
+        "country_code": address.country_code,
+    }
+
+
+def _address(data: dict[str, Any]) -> domain.Address:
+    return domain.Address(
+        line1=data.get("line1", ""),
+        line2=data.get("line2", ""),
+        city=data.get("city", ""),
+        region=data.get("region", ""),
+        postal_code=data.get("postal_code", ""),
+        country_code=data.get("country_code", ""),
+    )
 
 
 def _adjustments(items: list[dict[str, Any]]) -> tuple[domain.Adjustment, ...]:
@@ -490,6 +1018,18 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
             ),
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            additional_payment_methods=tuple(
+                domain.PaymentMethod(
+                    type=m.get("type", ""),
+                    token=m.get("token", ""),
+                    preauthorization_ref=m.get("preauthorization_ref", ""),
+                )
+                for m in r["additional_payment_methods"]
+            ),
+            billing_address=(
+                _address(r["billing_address"]) if r["billing_address"] is not None else None
+            ),
+            fraud_reasons=tuple(r["fraud_reasons"]),
         )
         for r in rows
     ]

@@ -1,6 +1,7 @@
-"""Process exceptions: failures that need a human, raised by the order workflow.
+"""Servicing's rules: process exceptions, return orders and changes to orders.
 
-Pure: validation of what may be recorded, the listing query and its keyset cursor. No I/O.
+Pure: validation (every violation at once), status transitions, escalation, derived return
+order status, change ids and how the workflow's refusals read as errors. No I/O.
 """
 
 from __future__ import annotations
@@ -9,11 +10,20 @@ import base64
 import binascii
 import hashlib
 import json
+import re
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 
 # The vocabulary of the design brief, as stored and logged (lower case).
 PAYMENT = "payment"
@@ -27,7 +37,9 @@ CATEGORIES = (PAYMENT, FULFILLMENT, INVENTORY, FRAUD, CARRIER, INVOICING)
 LOW = "low"
 MEDIUM = "medium"
 HIGH = "high"
-SEVERITIES = (LOW, MEDIUM, HIGH)
+CRITICAL = "critical"
+# In escalation order: escalating moves one step right (critical stays critical).
+SEVERITIES = (LOW, MEDIUM, HIGH, CRITICAL)
 
 NEW = "new"
 TRIAGED = "triaged"
@@ -36,14 +48,40 @@ IGNORED = "ignored"
 VOIDED = "voided"
 RESOLVED = "resolved"
 STATUSES = (NEW, TRIAGED, PAUSED, IGNORED, VOIDED, RESOLVED)
+# Final: nothing moves an exception out of these.
+CLOSED_STATUSES = (IGNORED, VOIDED, RESOLVED)
+# Where an agent may move an exception by hand (resolving goes through the workflow).
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    NEW: (TRIAGED, PAUSED, IGNORED, VOIDED),
+    TRIAGED: (PAUSED, IGNORED, VOIDED),
+    PAUSED: (TRIAGED, IGNORED, VOIDED),
+    IGNORED: (),
+    VOIDED: (),
+    RESOLVED: (),
+}
+MANUAL_STATUSES = (TRIAGED, PAUSED, IGNORED, VOIDED)
 
+RETRY = "retry"
+SKIP = "skip"
+CANCEL_ORDER = "cancel"
+RESOLUTION_ACTIONS = (RETRY, SKIP, CANCEL_ORDER)
+
+DEFAULT_ACTOR = "agent"
 MAX_MESSAGE_LENGTH = 2000
+MAX_NOTE_LENGTH = 2000
 MAX_ATTACHED_TO_LENGTH = 256
+MAX_KEY_LENGTH = 200
+MAX_ACTOR_LENGTH = 200
+MAX_REASON_LENGTH = 500
+MAX_SKU_LENGTH = 64
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 # Bumped if the page token's content changes, so old tokens are refused, not misread.
 _TOKEN_VERSION = 1
+
+
+# ---- process exceptions ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -71,6 +109,45 @@ class ProcessException:
     message: str
     created_at: datetime
     updated_at: datetime
+    # Set when resolved: the action, the agent's note, who, when, and the order's status after.
+    resolution_action: str = ""
+    resolution_note: str = ""
+    resolved_by: str = ""
+    resolved_at: datetime | None = None
+    order_status: str = ""
+    escalated_at: datetime | None = None
+    # The last agent's note and name on a status change.
+    note: str = ""
+    updated_by: str = ""
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """An agent's resolution of a process exception."""
+
+    process_exception_id: str
+    action: str
+    note: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """An agent moving a process exception to another status by hand."""
+
+    process_exception_id: str
+    status: str
+    note: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """The workflow's escalation of an exception left unresolved."""
+
+    process_exception_id: str
+    idempotency_key: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +167,8 @@ class ListQuery:
     categories: tuple[str, ...]
     page_size: int
     after: Cursor | None
+    severities: tuple[str, ...] = ()
+    created_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +182,16 @@ class Page:
 def idempotency_key_for(order_id: str, idempotency_key: str) -> str:
     """The stored idempotency key: scoped to the order, so callers' keys cannot collide."""
     return f"pe:{order_id}:{idempotency_key}"
+
+
+def escalation_key_for(process_exception_id: str, idempotency_key: str) -> str:
+    """The stored idempotency key of an escalation, scoped to the exception."""
+    return f"pe-escalate:{process_exception_id}:{idempotency_key}"
+
+
+def actor_of(actor: str) -> str:
+    """Who did it: the given actor, or "agent" when none was given."""
+    return actor.strip() or DEFAULT_ACTOR
 
 
 def validate_record(request: RecordProcessException) -> None:
@@ -146,12 +235,122 @@ def new_process_exception(
     )
 
 
+def validate_resolution(request: Resolve) -> None:
+    """Raise InvalidArgument listing every rule a resolution breaks."""
+    violations = _required("process_exception_id", request.process_exception_id)
+    violations += _enum_violations("action", request.action, RESOLUTION_ACTIONS)
+    violations += _too_long("note", request.note, MAX_NOTE_LENGTH)
+    violations += _too_long("actor", request.actor, MAX_ACTOR_LENGTH)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def is_resolution_replay(exception: ProcessException, action: str) -> bool:
+    """True when `exception` was already resolved with `action` (answer with what is stored).
+
+    Raises FailedPrecondition when it was resolved otherwise, ignored or voided."""
+    if exception.status == RESOLVED:
+        if exception.resolution_action == action:
+            return True
+        raise FailedPrecondition(
+            f"process exception {exception.id} was already resolved with "
+            f"{exception.resolution_action}"
+        )
+    if exception.status in CLOSED_STATUSES:
+        raise FailedPrecondition(
+            f"process exception {exception.id} is {exception.status}; it cannot be resolved"
+        )
+    return False
+
+
+def resolved(
+    exception: ProcessException, request: Resolve, order_status: str, now: datetime
+) -> ProcessException:
+    """`exception` once the order's workflow took the resolution."""
+    is_resolution_replay(exception, request.action)
+    return replace(
+        exception,
+        status=RESOLVED,
+        resolution_action=request.action,
+        resolution_note=request.note,
+        resolved_by=actor_of(request.actor),
+        resolved_at=now,
+        order_status=order_status,
+        updated_at=now,
+        updated_by=actor_of(request.actor),
+    )
+
+
+def validate_status_update(request: StatusUpdate) -> None:
+    """Raise InvalidArgument listing every rule a status update breaks."""
+    violations = _required("process_exception_id", request.process_exception_id)
+    if request.status == RESOLVED:
+        violations.append(FieldViolation("status", "resolve through ResolveProcessException"))
+    else:
+        violations += _enum_violations("status", request.status, MANUAL_STATUSES)
+    violations += _too_long("note", request.note, MAX_NOTE_LENGTH)
+    violations += _too_long("actor", request.actor, MAX_ACTOR_LENGTH)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def with_status(
+    exception: ProcessException, request: StatusUpdate, now: datetime
+) -> ProcessException:
+    """`exception` moved to the requested status; unchanged if it is already there.
+
+    Raises FailedPrecondition for a move the lifecycle of an exception does not allow."""
+    validate_status_update(request)
+    if exception.status == request.status:
+        return exception
+    if request.status not in TRANSITIONS[exception.status]:
+        allowed = ", ".join(TRANSITIONS[exception.status]) or "nothing (it is closed)"
+        raise FailedPrecondition(
+            f"process exception {exception.id} is {exception.status}; it can move to {allowed}"
+        )
+    return replace(
+        exception,
+        status=request.status,
+        note=request.note,
+        updated_by=actor_of(request.actor),
+        updated_at=now,
+    )
+
+
+def validate_escalation(request: Escalate) -> None:
+    """Raise InvalidArgument listing every rule an escalation breaks."""
+    violations = _required("process_exception_id", request.process_exception_id)
+    violations += _required("idempotency_key", request.idempotency_key)
+    violations += _too_long("message", request.message, MAX_MESSAGE_LENGTH)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def escalated(exception: ProcessException, request: Escalate, now: datetime) -> ProcessException:
+    """`exception` one severity level up, with the reason appended to its message.
+
+    A closed exception (resolved, ignored, voided) is returned unchanged: the escalation
+    timer may fire just as an agent resolves it, and that is not an error."""
+    if exception.status in CLOSED_STATUSES:
+        return exception
+    level = SEVERITIES.index(exception.severity)
+    severity = SEVERITIES[min(level + 1, len(SEVERITIES) - 1)]
+    line = f"Escalated to {severity}" + (f": {request.message}" if request.message else "")
+    message = f"{exception.message}\n{line}"
+    if len(message) > MAX_MESSAGE_LENGTH:  # keep the newest words: they say why it is urgent
+        message = "…" + message[-(MAX_MESSAGE_LENGTH - 1) :]
+    return replace(exception, severity=severity, message=message, escalated_at=now, updated_at=now)
+
+
 def list_query(
     order_id: str,
     statuses: Sequence[str],
     categories: Sequence[str],
     page_size: int,
     page_token: str,
+    *,
+    severities: Sequence[str] = (),
+    created_before: datetime | None = None,
 ) -> ListQuery:
     """Validate a listing request; raise InvalidArgument listing every bad field.
 
@@ -162,22 +361,30 @@ def list_query(
         violations += _enum_violations(f"statuses[{i}]", status, STATUSES)
     for i, category in enumerate(categories):
         violations += _enum_violations(f"categories[{i}]", category, CATEGORIES)
+    for i, severity in enumerate(severities):
+        violations += _enum_violations(f"severities[{i}]", severity, SEVERITIES)
     if page_size < 0:
         violations.append(FieldViolation("page_size", "must not be negative"))
+    if created_before is not None and created_before.tzinfo is None:
+        violations.append(FieldViolation("created_before", "must carry a time zone"))
     status_filter = tuple(sorted(set(statuses)))
     category_filter = tuple(sorted(set(categories)))
+    severity_filter = tuple(sorted(set(severities)))
     after: Cursor | None = None
     if page_token:
+        fingerprint = _filter_fingerprint(
+            order_id, status_filter, category_filter, severity_filter, created_before
+        )
         try:
-            after = decode_page_token(
-                page_token, _filter_fingerprint(order_id, status_filter, category_filter)
-            )
+            after = decode_page_token(page_token, fingerprint)
         except ValueError as error:
             violations.append(FieldViolation("page_token", str(error)))
     if violations:
         raise InvalidArgument(violations)
     size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
-    return ListQuery(order_id, status_filter, category_filter, size, after)
+    return ListQuery(
+        order_id, status_filter, category_filter, size, after, severity_filter, created_before
+    )
 
 
 def page_of(query: ListQuery, rows: Sequence[ProcessException]) -> Page:
@@ -196,7 +403,9 @@ def next_page_token(query: ListQuery, page: Page) -> str:
     """The opaque token of the page after `page`; "" at the end."""
     if page.next_cursor is None:
         return ""
-    fingerprint = _filter_fingerprint(query.order_id, query.statuses, query.categories)
+    fingerprint = _filter_fingerprint(
+        query.order_id, query.statuses, query.categories, query.severities, query.created_before
+    )
     return encode_page_token(page.next_cursor, fingerprint)
 
 
@@ -236,10 +445,590 @@ def decode_page_token(token: str, fingerprint: str) -> Cursor:
     return Cursor(created_at, exception_id)
 
 
-def _filter_fingerprint(order_id: str, statuses: Sequence[str], categories: Sequence[str]) -> str:
+def _filter_fingerprint(
+    order_id: str,
+    statuses: Sequence[str],
+    categories: Sequence[str],
+    severities: Sequence[str] = (),
+    created_before: datetime | None = None,
+) -> str:
     # A token is only meaningful for the filters it was issued under (AIP-158).
-    canonical = json.dumps([order_id, sorted(set(statuses)), sorted(set(categories))])
+    filters: list[object] = [order_id, sorted(set(statuses)), sorted(set(categories))]
+    if severities or created_before is not None:  # tokens issued before these filters existed
+        filters += [sorted(set(severities)), created_before.isoformat() if created_before else ""]
+    canonical = json.dumps(filters)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---- return orders ---------------------------------------------------------------------------
+
+CONDITIONS = ("new", "opened", "used", "damaged", "defective")
+
+RETURN_OPEN = "open"
+RETURN_PARTIALLY_RECEIVED = "partially_received"
+RETURN_RECEIVED = "received"
+
+
+@dataclass(frozen=True)
+class Item:
+    """Units of one order line."""
+
+    order_line_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class ReturnOrderLine:
+    """An order line on a return order: expected, accepted and rejected units."""
+
+    order_line_id: str
+    expected: int
+    accepted: int = 0
+    rejected: int = 0
+    reason: str = ""
+    condition: str = ""
+    rejection_reason: str = ""
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected
+
+    @property
+    def outstanding(self) -> int:
+        return self.expected - self.received
+
+
+@dataclass(frozen=True)
+class ReturnOrder:
+    """A return order (RMA): units of an order expected back."""
+
+    id: str
+    order_id: str
+    reason: str
+    lines: tuple[ReturnOrderLine, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def status(self) -> str:
+        """Derived from the lines: open, partially received or received."""
+        if all(line.outstanding == 0 for line in self.lines):
+            return RETURN_RECEIVED
+        if any(line.received for line in self.lines):
+            return RETURN_PARTIALLY_RECEIVED
+        return RETURN_OPEN
+
+
+@dataclass(frozen=True)
+class NewReturnOrder:
+    """The workflow opening a return order."""
+
+    order_id: str
+    idempotency_key: str
+    return_order_id: str
+    reason: str
+    lines: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Units that came back for a return order: accepted and rejected by inspection."""
+
+    order_id: str
+    idempotency_key: str
+    return_order_id: str
+    accepted: tuple[Item, ...]
+    rejected: tuple[Item, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class LineNote:
+    """What servicing knows about a returned line beyond its quantities."""
+
+    order_line_id: str
+    reason: str = ""
+    condition: str = ""
+    rejection_reason: str = ""
+
+
+def return_order_key_for(order_id: str, idempotency_key: str) -> str:
+    """The stored idempotency key of a CreateReturnOrder call."""
+    return f"rma:{order_id}:{idempotency_key}"
+
+
+def receipt_key_for(order_id: str, idempotency_key: str) -> str:
+    """The stored idempotency key of a RecordReturnReceipt call."""
+    return f"receipt:{order_id}:{idempotency_key}"
+
+
+def validate_new_return_order(request: NewReturnOrder) -> None:
+    """Raise InvalidArgument listing every rule `request` breaks."""
+    violations = _required("order_id", request.order_id)
+    violations += _required("idempotency_key", request.idempotency_key)
+    violations += _required("return_order_id", request.return_order_id)
+    violations += _too_long("reason", request.reason, MAX_REASON_LENGTH)
+    if not request.lines:
+        violations.append(FieldViolation("lines", "at least one line is expected back"))
+    violations += _item_violations("lines", request.lines)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def new_return_order(request: NewReturnOrder, now: datetime) -> ReturnOrder:
+    """A return order with nothing received yet."""
+    validate_new_return_order(request)
+    return ReturnOrder(
+        id=request.return_order_id,
+        order_id=request.order_id,
+        reason=request.reason,
+        lines=tuple(ReturnOrderLine(i.order_line_id, i.quantity) for i in request.lines),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def validate_receipt(request: Receipt) -> None:
+    """Raise InvalidArgument listing every rule `request` breaks."""
+    violations = _required("order_id", request.order_id)
+    violations += _required("idempotency_key", request.idempotency_key)
+    violations += _required("return_order_id", request.return_order_id)
+    violations += _too_long("reason", request.reason, MAX_REASON_LENGTH)
+    if not request.accepted and not request.rejected:
+        violations.append(FieldViolation("accepted", "nothing received: give accepted or rejected"))
+    violations += _item_violations("accepted", request.accepted)
+    violations += _item_violations("rejected", request.rejected)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def received(rma: ReturnOrder, receipt: Receipt, now: datetime) -> ReturnOrder:
+    """`rma` after `receipt`; FailedPrecondition if more comes back than is outstanding."""
+    validate_receipt(receipt)
+    if receipt.order_id != rma.order_id:
+        raise FailedPrecondition(f"return order {rma.id} belongs to another order")
+    lines = {line.order_line_id: line for line in rma.lines}
+    for field, items in (("accepted", receipt.accepted), ("rejected", receipt.rejected)):
+        for i, item in enumerate(items):
+            line = lines.get(item.order_line_id)
+            if line is None:
+                raise FailedPrecondition(
+                    f"{field}[{i}]: line {item.order_line_id} is not on return order {rma.id}"
+                )
+            if item.quantity > line.outstanding:
+                raise FailedPrecondition(
+                    f"{field}[{i}]: return order {rma.id} expects {line.outstanding} more "
+                    f"unit(s) of line {item.order_line_id}, not {item.quantity}"
+                )
+            if field == "accepted":
+                line = replace(line, accepted=line.accepted + item.quantity)
+            else:
+                line = replace(
+                    line,
+                    rejected=line.rejected + item.quantity,
+                    rejection_reason=receipt.reason or line.rejection_reason,
+                )
+            lines[item.order_line_id] = line
+    return replace(
+        rma, lines=tuple(lines[line.order_line_id] for line in rma.lines), updated_at=now
+    )
+
+
+def with_line_notes(rma: ReturnOrder, notes: Sequence[LineNote], now: datetime) -> ReturnOrder:
+    """`rma` with the reasons and conditions servicing was told (a note's empty fields keep
+    what is there); notes for lines not on the return order are ignored."""
+    by_line = {note.order_line_id: note for note in notes}
+    lines = []
+    for line in rma.lines:
+        note = by_line.get(line.order_line_id)
+        if note is not None:
+            line = replace(
+                line,
+                reason=note.reason or line.reason,
+                condition=note.condition or line.condition,
+                rejection_reason=note.rejection_reason or line.rejection_reason,
+            )
+        lines.append(line)
+    if tuple(lines) == rma.lines:
+        return rma
+    return replace(rma, lines=tuple(lines), updated_at=now)
+
+
+# ---- changes to orders ----------------------------------------------------------------------
+
+CANCEL = "cancel"
+RETURN = "return"
+RECEIVE_RETURN = "receive_return"
+EXCHANGE = "exchange"
+RESHIP = "reship"
+APPEASE = "appease"
+CHANGE_KINDS = (CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE)
+# Kinds whose outcome can be computed without changing anything.
+PREVIEWABLE = (CANCEL, RETURN, APPEASE)
+
+PENDING = "pending"
+COMPLETED = "completed"
+REFUSED = "refused"
+FAILED = "failed"
+
+LOST = "lost"
+DAMAGED = "damaged"
+RESHIP_REASONS = (LOST, DAMAGED)
+
+# The workflow's preview answers with a summary starting with this when it would refuse.
+REFUSED_PREFIX = "refused: "
+
+_CHANGE_NAMESPACE = uuid.UUID("4c0f3a56-2f57-4d1a-9a8e-8f0e2f4b7c11")
+
+
+@dataclass(frozen=True)
+class ChangeOrder:
+    """A change an agent asks for, as servicing validates, records and sends it.
+
+    kind decides which fields matter: cancel (lines; none = everything not shipped), return
+    (lines, refund_without_return, return_fee_minor, line_notes), receive_return
+    (return_order_id, lines accepted, rejected_lines and their notes), exchange (lines with
+    replacement_skus and replacement_unit_prices_minor, one each), reship (lines; reason lost
+    or damaged, note), appease (at most one line, amount_minor or percent_basis_points).
+    """
+
+    kind: str
+    order_id: str
+    idempotency_key: str = ""
+    actor: str = ""
+    reason: str = ""
+    note: str = ""
+    lines: tuple[Item, ...] = ()
+    rejected_lines: tuple[Item, ...] = ()
+    amount_minor: int = 0
+    percent_basis_points: int = 0
+    refund_without_return: bool = False
+    return_fee_minor: int = 0
+    return_order_id: str = ""
+    replacement_skus: tuple[str, ...] = ()
+    replacement_unit_prices_minor: tuple[int, ...] = ()
+    # Per-line reasons and conditions servicing keeps on the return order, index-aligned
+    # with `lines` and `rejected_lines` (empty when none were given).
+    line_notes: tuple[LineNote, ...] = ()
+    rejected_notes: tuple[LineNote, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    """What a change did (or would do); money in minor units of the order's currency."""
+
+    summary: str
+    lines: tuple[Item, ...] = ()
+    credit_memo_id: str = ""
+    credited_minor: int = 0
+    refunded_minor: int = 0
+    released_minor: int = 0
+    charged_minor: int = 0
+    fulfillment_order_ids: tuple[str, ...] = ()
+    return_order_id: str = ""
+    order_status: str = ""
+
+
+@dataclass(frozen=True)
+class Change:
+    """A recorded change: what was asked, by whom and why, and how it ended."""
+
+    change_id: str
+    order_id: str
+    kind: str
+    status: str
+    idempotency_key: str
+    actor: str
+    reason: str
+    requested_lines: tuple[Item, ...]
+    created_at: datetime
+    outcome: ChangeOutcome | None = None
+    refusal_code: str = ""
+    refusal_message: str = ""
+    completed_at: datetime | None = None
+
+
+def change_id_for(order_id: str, kind: str, idempotency_key: str) -> str:
+    """The change's id, derived from what identifies it, so a retried Submit finds it again
+    (and sends the same Temporal Update id). A key reused for another kind is another change."""
+    return "chg-" + str(uuid.uuid5(_CHANGE_NAMESPACE, f"{order_id}\x1f{kind}\x1f{idempotency_key}"))
+
+
+def validate_change(order: ChangeOrder, *, preview: bool = False) -> None:
+    """Raise InvalidArgument listing every rule `order` breaks (field names as in the API).
+
+    A preview needs no idempotency key, actor or reason."""
+    if order.kind not in CHANGE_KINDS:
+        raise InvalidArgument([FieldViolation("kind", f"must be one of {', '.join(CHANGE_KINDS)}")])
+    if preview and order.kind not in PREVIEWABLE:
+        raise InvalidArgument([FieldViolation("kind", f"{order.kind} cannot be previewed")])
+    violations: list[FieldViolation] = []
+    if order.kind == RECEIVE_RETURN:
+        violations += _required("return_order_id", order.return_order_id)
+    else:
+        violations += _required("order_id", order.order_id)
+    if not preview:
+        violations += _required("idempotency_key", order.idempotency_key)
+        violations += _too_long("idempotency_key", order.idempotency_key, MAX_KEY_LENGTH)
+        violations += _too_long("actor", order.actor, MAX_ACTOR_LENGTH)
+        if order.kind == RESHIP:
+            violations += _enum_violations("reason", order.reason, RESHIP_REASONS)
+        elif order.kind != RECEIVE_RETURN:
+            violations += _required("reason", order.reason)
+        violations += _too_long("reason", order.reason, MAX_REASON_LENGTH)
+        violations += _too_long("note", order.note, MAX_NOTE_LENGTH)
+    violations += _KIND_RULES[order.kind](order)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _cancel_rules(order: ChangeOrder) -> list[FieldViolation]:
+    return _item_violations("lines", order.lines)  # no lines: the whole order
+
+
+def _return_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations = _at_least_one("lines", order.lines, "return")
+    violations += _item_violations("lines", order.lines)
+    violations += _note_violations("lines", order.line_notes)
+    if order.return_fee_minor < 0:
+        violations.append(FieldViolation("return_fee_minor", "must not be negative"))
+    return violations
+
+
+def _receive_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if not order.lines and not order.rejected_lines:
+        violations.append(FieldViolation("accepted", "nothing received: give accepted or rejected"))
+    violations += _item_violations("accepted", order.lines)
+    violations += _item_violations("rejected", order.rejected_lines)
+    violations += _note_violations("accepted", order.line_notes)
+    violations += _note_violations("rejected", order.rejected_notes)
+    for i in range(len(order.rejected_lines)):
+        note = order.rejected_notes[i] if i < len(order.rejected_notes) else None
+        if note is None or not note.rejection_reason.strip():
+            violations.append(FieldViolation(f"rejected[{i}].reason", "is required"))
+        else:
+            violations += _too_long(
+                f"rejected[{i}].reason", note.rejection_reason, MAX_REASON_LENGTH
+            )
+    return violations
+
+
+def _exchange_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations = _at_least_one("lines", order.lines, "exchange")
+    violations += _item_violations("lines", order.lines)
+    violations += _note_violations("lines", order.line_notes)
+    for i in range(len(order.lines)):
+        sku = order.replacement_skus[i] if i < len(order.replacement_skus) else ""
+        price = (
+            order.replacement_unit_prices_minor[i]
+            if i < len(order.replacement_unit_prices_minor)
+            else 0
+        )
+        violations += _required(f"lines[{i}].replacement_sku", sku)
+        violations += _too_long(f"lines[{i}].replacement_sku", sku, MAX_SKU_LENGTH)
+        if price < 0:
+            violations.append(
+                FieldViolation(f"lines[{i}].replacement_unit_price_minor", "must not be negative")
+            )
+    return violations
+
+
+def _reship_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations = _at_least_one("lines", order.lines, "ship again")
+    return violations + _item_violations("lines", order.lines)
+
+
+def _appease_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if len(order.lines) > 1:
+        violations.append(FieldViolation("order_line_id", "one line, or none for the order"))
+    if order.amount_minor and order.percent_basis_points:
+        violations.append(
+            FieldViolation("goodwill", "give amount_minor or percent_basis_points, not both")
+        )
+    elif order.amount_minor < 0:
+        violations.append(FieldViolation("amount_minor", "must be > 0"))
+    elif order.percent_basis_points < 0 or order.percent_basis_points > 10_000:
+        violations.append(
+            FieldViolation("percent_basis_points", "must be between 1 and 10000 (100%)")
+        )
+    elif not order.amount_minor and not order.percent_basis_points:
+        violations.append(
+            FieldViolation("goodwill", "give amount_minor or percent_basis_points (> 0)")
+        )
+    return violations
+
+
+_KIND_RULES = {
+    CANCEL: _cancel_rules,
+    RETURN: _return_rules,
+    RECEIVE_RETURN: _receive_rules,
+    EXCHANGE: _exchange_rules,
+    RESHIP: _reship_rules,
+    APPEASE: _appease_rules,
+}
+
+
+def workflow_reason(order: ChangeOrder) -> str:
+    """The reason the order's workflow records on the timeline."""
+    if order.kind == RESHIP:
+        return f"parcel {order.reason}" + (f": {order.note}" if order.note else "")
+    if order.kind == RECEIVE_RETURN:
+        rejections = sorted(
+            {n.rejection_reason for n in order.rejected_notes if n.rejection_reason}
+        )
+        return "; ".join([r for r in [order.note, *rejections] if r])
+    return order.reason
+
+
+def new_change(order: ChangeOrder, change_id: str, now: datetime) -> Change:
+    """A change as first recorded: pending until the workflow answers."""
+    return Change(
+        change_id=change_id,
+        order_id=order.order_id,
+        kind=order.kind,
+        status=PENDING,
+        idempotency_key=order.idempotency_key,
+        actor=actor_of(order.actor),
+        reason=workflow_reason(order),
+        requested_lines=order.lines + order.rejected_lines,
+        created_at=now,
+    )
+
+
+def completed(change: Change, outcome: ChangeOutcome, now: datetime) -> Change:
+    """`change` with the workflow's answer."""
+    return replace(
+        change,
+        status=COMPLETED,
+        outcome=outcome,
+        refusal_code="",
+        refusal_message="",
+        completed_at=now,
+    )
+
+
+def refused(change: Change, error: DomainError, now: datetime) -> Change:
+    """`change` refused by the workflow (nothing changed); a retry may be answered otherwise."""
+    return replace(
+        change,
+        status=REFUSED,
+        refusal_code=status_name(error),
+        refusal_message=error.message,
+        completed_at=now,
+    )
+
+
+def failed(change: Change, message: str, now: datetime) -> Change:
+    """`change` accepted by the workflow but not finished (a step failed for good)."""
+    return replace(
+        change, status=FAILED, refusal_code="ABORTED", refusal_message=message, completed_at=now
+    )
+
+
+def status_name(error: DomainError) -> str:
+    """The gRPC status name a domain error is answered with."""
+    if isinstance(error, InvalidArgument):
+        return "INVALID_ARGUMENT"
+    if isinstance(error, NotFound):
+        return "NOT_FOUND"
+    if isinstance(error, AlreadyExists):
+        return "ALREADY_EXISTS"
+    return "FAILED_PRECONDITION"
+
+
+_FIELD_MESSAGE = re.compile(
+    r"^(?P<field>[a-z_][a-z0-9_]*(?:\[\d+\])?(?:\.[a-z_][a-z0-9_]*)*): (?P<rest>.+)$", re.S
+)
+
+
+def violation_from_message(message: str) -> FieldViolation:
+    """A workflow refusal such as "lines[0].quantity: must be > 0" as a field violation
+    (the field it names, or "request" when it names none)."""
+    match = _FIELD_MESSAGE.match(message)
+    if match is None:
+        return FieldViolation("request", message)
+    return FieldViolation(match["field"], match["rest"])
+
+
+def refusal(code: str, message: str) -> DomainError | None:
+    """The domain error for a workflow's refusal (an ApplicationError type that is a gRPC
+    status name); None when `code` is not a refusal (the change failed instead)."""
+    if code == "INVALID_ARGUMENT":
+        return InvalidArgument([violation_from_message(message)])
+    if code == "FAILED_PRECONDITION":
+        return FailedPrecondition(message)
+    if code == "NOT_FOUND":
+        return NotFound(message)
+    if code == "ALREADY_EXISTS":
+        return AlreadyExists("change", message)
+    return None
+
+
+def preview_refusal(summary: str) -> DomainError | None:
+    """The error a preview answers with when the workflow says it would refuse; None if not.
+
+    The preview carries no status name, so it is read from the message: one naming a field
+    of the request ("lines[0].order_line_id: no line ...", "lines: ...") is INVALID_ARGUMENT,
+    anything about the order's state ("lines[0]: only 1 unit(s) ...", "return window
+    closed on ...") is FAILED_PRECONDITION."""
+    if not summary.startswith(REFUSED_PREFIX):
+        return None
+    message = summary.removeprefix(REFUSED_PREFIX)
+    match = _FIELD_MESSAGE.match(message)
+    if message.startswith("give exactly one of"):
+        return InvalidArgument([FieldViolation("goodwill", message)])
+    if match is not None and ("." in match["field"] or "[" not in match["field"]):
+        return InvalidArgument([FieldViolation(match["field"], match["rest"])])
+    return FailedPrecondition(message)
+
+
+# ---- shared validation -----------------------------------------------------------------------
+
+
+def _required(name: str, value: str) -> list[FieldViolation]:
+    return [] if value.strip() else [FieldViolation(name, "is required")]
+
+
+def _too_long(name: str, value: str, limit: int) -> list[FieldViolation]:
+    return (
+        [FieldViolation(name, f"must be at most {limit} characters")] if len(value) > limit else []
+    )
+
+
+def _at_least_one(name: str, items: Sequence[Item], what: str) -> list[FieldViolation]:
+    return [] if items else [FieldViolation(name, f"at least one line to {what}")]
+
+
+def _item_violations(name: str, items: Sequence[Item]) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if not item.order_line_id.strip():
+            violations.append(FieldViolation(f"{name}[{i}].order_line_id", "is required"))
+        elif item.order_line_id in seen:
+            violations.append(
+                FieldViolation(f"{name}[{i}].order_line_id", "appears more than once")
+            )
+        seen.add(item.order_line_id)
+        if item.quantity <= 0:
+            violations.append(FieldViolation(f"{name}[{i}].quantity", "must be > 0"))
+    return violations
+
+
+def _note_violations(name: str, notes: Sequence[LineNote]) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    for i, note in enumerate(notes):
+        violations += _too_long(f"{name}[{i}].reason", note.reason, MAX_REASON_LENGTH)
+        violations += _condition_violations(f"{name}[{i}]", note)
+    return violations
+
+
+def _condition_violations(prefix: str, note: LineNote) -> list[FieldViolation]:
+    if not note.condition or note.condition in CONDITIONS:
+        return []
+    return [FieldViolation(f"{prefix}.condition", f"must be one of {', '.join(CONDITIONS)}")]
 
 
 def _enum_violations(name: str, value: str, allowed: tuple[str, ...]) -> list[FieldViolation]:

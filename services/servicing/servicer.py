@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -13,9 +14,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform.db import idempotent
-from services.servicing import domain
-from services.servicing.store import ProcessExceptionStore
+from oms_platform.db import idempotent, request_fingerprint
+from oms_platform.errors import AlreadyExists
+from services.servicing import domain, handlers
+from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles
+from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
+
+T = TypeVar("T")
 
 CATEGORY_TO_DOMAIN: dict[pb.ProcessExceptionCategory.ValueType, str] = {
     pb.PROCESS_EXCEPTION_CATEGORY_UNSPECIFIED: "",
@@ -35,6 +40,7 @@ SEVERITY_TO_DOMAIN: dict[pb.ProcessExceptionSeverity.ValueType, str] = {
     pb.PROCESS_EXCEPTION_SEVERITY_LOW: domain.LOW,
     pb.PROCESS_EXCEPTION_SEVERITY_MEDIUM: domain.MEDIUM,
     pb.PROCESS_EXCEPTION_SEVERITY_HIGH: domain.HIGH,
+    pb.PROCESS_EXCEPTION_SEVERITY_CRITICAL: domain.CRITICAL,
 }
 SEVERITY_TO_PB: dict[str, pb.ProcessExceptionSeverity.ValueType] = {
     v: k for k, v in SEVERITY_TO_DOMAIN.items() if v
@@ -53,10 +59,61 @@ STATUS_TO_PB: dict[str, pb.ProcessExceptionStatus.ValueType] = {
     v: k for k, v in STATUS_TO_DOMAIN.items() if v
 }
 
+ACTION_TO_DOMAIN: dict[pb.ResolutionAction.ValueType, str] = {
+    pb.RESOLUTION_ACTION_UNSPECIFIED: "",
+    pb.RESOLUTION_ACTION_RETRY: domain.RETRY,
+    pb.RESOLUTION_ACTION_SKIP: domain.SKIP,
+    pb.RESOLUTION_ACTION_CANCEL: domain.CANCEL_ORDER,
+}
+ACTION_TO_PB: dict[str, pb.ResolutionAction.ValueType] = {v: k for k, v in ACTION_TO_DOMAIN.items()}
+
+CONDITION_TO_DOMAIN: dict[pb.ItemCondition.ValueType, str] = {
+    pb.ITEM_CONDITION_UNSPECIFIED: "",
+    pb.ITEM_CONDITION_NEW: "new",
+    pb.ITEM_CONDITION_OPENED: "opened",
+    pb.ITEM_CONDITION_USED: "used",
+    pb.ITEM_CONDITION_DAMAGED: "damaged",
+    pb.ITEM_CONDITION_DEFECTIVE: "defective",
+}
+CONDITION_TO_PB: dict[str, pb.ItemCondition.ValueType] = {
+    v: k for k, v in CONDITION_TO_DOMAIN.items()
+}
+
+RETURN_STATUS_TO_PB: dict[str, pb.ReturnOrderStatus.ValueType] = {
+    domain.RETURN_OPEN: pb.RETURN_ORDER_STATUS_OPEN,
+    domain.RETURN_PARTIALLY_RECEIVED: pb.RETURN_ORDER_STATUS_PARTIALLY_RECEIVED,
+    domain.RETURN_RECEIVED: pb.RETURN_ORDER_STATUS_RECEIVED,
+}
+
+CHANGE_KIND_TO_PB: dict[str, pb.ChangeKind.ValueType] = {
+    domain.CANCEL: pb.CHANGE_KIND_CANCEL,
+    domain.RETURN: pb.CHANGE_KIND_RETURN,
+    domain.RECEIVE_RETURN: pb.CHANGE_KIND_RECEIVE_RETURN,
+    domain.EXCHANGE: pb.CHANGE_KIND_EXCHANGE,
+    domain.RESHIP: pb.CHANGE_KIND_RESHIP,
+    domain.APPEASE: pb.CHANGE_KIND_APPEASEMENT,
+}
+
+CHANGE_STATUS_TO_PB: dict[str, pb.ChangeStatus.ValueType] = {
+    domain.PENDING: pb.CHANGE_STATUS_PENDING,
+    domain.COMPLETED: pb.CHANGE_STATUS_COMPLETED,
+    domain.REFUSED: pb.CHANGE_STATUS_REFUSED,
+    domain.FAILED: pb.CHANGE_STATUS_FAILED,
+}
+
+RESHIP_REASON_TO_DOMAIN: dict[pb.ReshipReason.ValueType, str] = {
+    pb.RESHIP_REASON_UNSPECIFIED: "",
+    pb.RESHIP_REASON_LOST: domain.LOST,
+    pb.RESHIP_REASON_DAMAGED: domain.DAMAGED,
+}
+
 
 def _enum_name(table: Mapping[Any, str], value: int) -> str:
     # A number this build does not know (a newer client) stays visible in the violation.
     return table.get(value, f"unknown({value})")
+
+
+# ---- conversions: process exceptions ---------------------------------------------------------
 
 
 def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.RecordProcessException:
@@ -78,6 +135,10 @@ def timestamp(value: datetime) -> Timestamp:
     return out
 
 
+def _optional_timestamp(value: datetime | None) -> Timestamp | None:
+    return timestamp(value) if value is not None else None
+
+
 def process_exception_to_pb(exception: domain.ProcessException) -> pb.ProcessException:
     """The wire form of a stored process exception."""
     return pb.ProcessException(
@@ -90,14 +151,257 @@ def process_exception_to_pb(exception: domain.ProcessException) -> pb.ProcessExc
         message=exception.message,
         created_at=timestamp(exception.created_at),
         updated_at=timestamp(exception.updated_at),
+        resolution_action=ACTION_TO_PB[exception.resolution_action],
+        resolution_note=exception.resolution_note,
+        resolved_by=exception.resolved_by,
+        resolved_at=_optional_timestamp(exception.resolved_at),
+        order_status=exception.order_status,
+        escalated_at=_optional_timestamp(exception.escalated_at),
+        note=exception.note,
+        updated_by=exception.updated_by,
     )
 
 
-class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
-    """ServicingService over the process-exception store."""
+# ---- conversions: return orders --------------------------------------------------------------
 
-    def __init__(self, store: ProcessExceptionStore) -> None:
+
+def _items(items: Any) -> tuple[domain.Item, ...]:
+    return tuple(domain.Item(i.order_line_id, i.quantity) for i in items)
+
+
+def _items_to_pb(items: tuple[domain.Item, ...]) -> list[pb.ItemQuantity]:
+    return [pb.ItemQuantity(order_line_id=i.order_line_id, quantity=i.quantity) for i in items]
+
+
+def return_order_to_pb(rma: domain.ReturnOrder) -> pb.ReturnOrder:
+    """The wire form of a return order."""
+    return pb.ReturnOrder(
+        return_order_id=rma.id,
+        order_id=rma.order_id,
+        reason=rma.reason,
+        status=RETURN_STATUS_TO_PB[rma.status],
+        lines=[
+            pb.ReturnOrderLine(
+                order_line_id=line.order_line_id,
+                quantity_expected=line.expected,
+                quantity_received=line.received,
+                quantity_accepted=line.accepted,
+                quantity_rejected=line.rejected,
+                reason=line.reason,
+                condition=CONDITION_TO_PB[line.condition],
+                rejection_reason=line.rejection_reason,
+            )
+            for line in rma.lines
+        ],
+        created_at=timestamp(rma.created_at),
+        updated_at=timestamp(rma.updated_at),
+    )
+
+
+# ---- conversions: changes --------------------------------------------------------------------
+
+
+def cancel_to_domain(request: pb.SubmitCancelRequest) -> domain.ChangeOrder:
+    """A cancel as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.CANCEL,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        actor=request.actor,
+        reason=request.reason,
+        lines=_items(request.lines),
+    )
+
+
+def cancel_preview_to_domain(request: pb.PreviewCancelRequest) -> domain.ChangeOrder:
+    """A cancel to preview as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.CANCEL, order_id=request.order_id, lines=_items(request.lines)
+    )
+
+
+def _return_notes(lines: Any) -> tuple[domain.LineNote, ...]:
+    return tuple(
+        domain.LineNote(
+            line.order_line_id, line.reason, _enum_name(CONDITION_TO_DOMAIN, line.condition)
+        )
+        for line in lines
+    )
+
+
+def return_to_domain(request: pb.SubmitReturnRequest) -> domain.ChangeOrder:
+    """A return as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.RETURN,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        actor=request.actor,
+        reason=request.reason,
+        lines=_items(request.lines),
+        refund_without_return=request.refund_without_return,
+        return_fee_minor=request.return_fee_minor,
+        line_notes=_return_notes(request.lines),
+    )
+
+
+def return_preview_to_domain(request: pb.PreviewReturnRequest) -> domain.ChangeOrder:
+    """A return to preview as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.RETURN,
+        order_id=request.order_id,
+        lines=_items(request.lines),
+        return_fee_minor=request.return_fee_minor,
+        line_notes=_return_notes(request.lines),
+    )
+
+
+def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
+    """A receipt of returned units as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.RECEIVE_RETURN,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        actor=request.actor,
+        note=request.note,
+        return_order_id=request.return_order_id,
+        lines=_items(request.accepted),
+        rejected_lines=_items(request.rejected),
+        line_notes=tuple(
+            domain.LineNote(
+                line.order_line_id, condition=_enum_name(CONDITION_TO_DOMAIN, line.condition)
+            )
+            for line in request.accepted
+        ),
+        rejected_notes=tuple(
+            domain.LineNote(
+                line.order_line_id,
+                condition=_enum_name(CONDITION_TO_DOMAIN, line.condition),
+                rejection_reason=line.reason,
+            )
+            for line in request.rejected
+        ),
+    )
+
+
+def exchange_to_domain(request: pb.SubmitExchangeRequest) -> domain.ChangeOrder:
+    """An exchange as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.EXCHANGE,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        actor=request.actor,
+        reason=request.reason,
+        lines=_items(request.lines),
+        replacement_skus=tuple(line.replacement_sku for line in request.lines),
+        replacement_unit_prices_minor=tuple(
+            line.replacement_unit_price_minor for line in request.lines
+        ),
+        line_notes=tuple(
+            domain.LineNote(
+                line.order_line_id, line.reason, _enum_name(CONDITION_TO_DOMAIN, line.condition)
+            )
+            for line in request.lines
+        ),
+    )
+
+
+def reship_to_domain(request: pb.SubmitReshipRequest) -> domain.ChangeOrder:
+    """A reship as a domain change."""
+    return domain.ChangeOrder(
+        kind=domain.RESHIP,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        actor=request.actor,
+        reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
+        note=request.note,
+        lines=_items(request.lines),
+    )
+
+
+def appeasement_to_domain(
+    request: pb.SubmitAppeasementRequest | pb.PreviewAppeasementRequest,
+) -> domain.ChangeOrder:
+    """An appeasement (submitted or previewed) as a domain change; the line, if any, is
+    carried with quantity 0 (goodwill is money, not units)."""
+    order = domain.ChangeOrder(
+        kind=domain.APPEASE,
+        order_id=request.order_id,
+        lines=(domain.Item(request.order_line_id, 0),) if request.order_line_id else (),
+        amount_minor=request.amount_minor,
+        percent_basis_points=request.percent_basis_points,
+    )
+    if isinstance(request, pb.SubmitAppeasementRequest):
+        order = replace(
+            order,
+            idempotency_key=request.idempotency_key,
+            actor=request.actor,
+            reason=request.reason,
+        )
+    return order
+
+
+def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
+    """The wire form of what a change did or would do."""
+    return pb.ChangeOutcome(
+        summary=outcome.summary,
+        lines=_items_to_pb(outcome.lines),
+        credit_memo_id=outcome.credit_memo_id,
+        credited_minor=outcome.credited_minor,
+        refunded_minor=outcome.refunded_minor,
+        released_minor=outcome.released_minor,
+        charged_minor=outcome.charged_minor,
+        fulfillment_order_ids=list(outcome.fulfillment_order_ids),
+        return_order_id=outcome.return_order_id,
+        order_status=outcome.order_status,
+    )
+
+
+def change_to_pb(change: domain.Change) -> pb.Change:
+    """The wire form of a recorded change."""
+    return pb.Change(
+        change_id=change.change_id,
+        order_id=change.order_id,
+        kind=CHANGE_KIND_TO_PB[change.kind],
+        status=CHANGE_STATUS_TO_PB[change.status],
+        idempotency_key=change.idempotency_key,
+        actor=change.actor,
+        reason=change.reason,
+        requested_lines=_items_to_pb(change.requested_lines),
+        outcome=outcome_to_pb(change.outcome) if change.outcome else None,
+        refusal_code=change.refusal_code,
+        refusal_message=change.refusal_message,
+        created_at=timestamp(change.created_at),
+        completed_at=_optional_timestamp(change.completed_at),
+    )
+
+
+async def _reachable(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Await a use case that talks to Temporal; UNAVAILABLE (retry) when it cannot."""
+    try:
+        return await call
+    except LifecycleUnavailable as error:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        raise  # abort raises; this keeps type checkers content
+
+
+class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
+    """ServicingService over servicing's stores and the order workflows."""
+
+    def __init__(
+        self,
+        store: ProcessExceptionStore,
+        returns: ReturnOrderStore,
+        changes: ChangeStore,
+        lifecycles: OrderLifecycles,
+        resolution_grace: timedelta,
+    ) -> None:
         self._store = store
+        self._resolution_grace = resolution_grace
+        self._returns = returns
+        self._changes = changes
+        self._lifecycles = lifecycles
+
+    # ---- process exceptions -----------------------------------------------------------------
 
     async def RecordProcessException(
         self, request: pb.RecordProcessExceptionRequest, context: grpc.aio.ServicerContext
@@ -121,6 +425,12 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         )
         return response
 
+    async def GetProcessException(
+        self, request: pb.GetProcessExceptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProcessExceptionResponse:
+        exception = await self._store.get(request.process_exception_id)
+        return pb.GetProcessExceptionResponse(process_exception=process_exception_to_pb(exception))
+
     async def ListProcessExceptions(
         self, request: pb.ListProcessExceptionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListProcessExceptionsResponse:
@@ -130,9 +440,239 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             categories=[_enum_name(CATEGORY_TO_DOMAIN, c) for c in request.categories],
             page_size=request.page_size,
             page_token=request.page_token,
+            severities=[_enum_name(SEVERITY_TO_DOMAIN, s) for s in request.severities],
+            created_before=(
+                request.created_before.ToDatetime(tzinfo=UTC)
+                if request.HasField("created_before")
+                else None
+            ),
         )
         page = domain.page_of(query, await self._store.list(query))
         return pb.ListProcessExceptionsResponse(
             process_exceptions=[process_exception_to_pb(e) for e in page.process_exceptions],
             next_page_token=domain.next_page_token(query, page),
         )
+
+    async def ResolveProcessException(
+        self, request: pb.ResolveProcessExceptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveProcessExceptionResponse:
+        resolve = domain.Resolve(
+            process_exception_id=request.process_exception_id,
+            action=_enum_name(ACTION_TO_DOMAIN, request.action),
+            note=request.note,
+            actor=request.actor,
+        )
+        exception = await _reachable(
+            context,
+            handlers.resolve_process_exception(
+                self._store, self._lifecycles, resolve, self._resolution_grace
+            ),
+        )
+        return pb.ResolveProcessExceptionResponse(
+            process_exception=process_exception_to_pb(exception)
+        )
+
+    async def UpdateProcessExceptionStatus(
+        self, request: pb.UpdateProcessExceptionStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateProcessExceptionStatusResponse:
+        update = domain.StatusUpdate(
+            process_exception_id=request.process_exception_id,
+            status=_enum_name(STATUS_TO_DOMAIN, request.status),
+            note=request.note,
+            actor=request.actor,
+        )
+        exception = await handlers.update_process_exception_status(self._store, update)
+        return pb.UpdateProcessExceptionStatusResponse(
+            process_exception=process_exception_to_pb(exception)
+        )
+
+    async def EscalateProcessException(
+        self, request: pb.EscalateProcessExceptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EscalateProcessExceptionResponse:
+        escalate = domain.Escalate(
+            request.process_exception_id, request.idempotency_key, request.message
+        )
+        domain.validate_escalation(escalate)
+
+        async def escalate_it(conn: asyncpg.Connection) -> pb.EscalateProcessExceptionResponse:
+            exception = await self._store.get(escalate.process_exception_id, conn, for_update=True)
+            changed = domain.escalated(exception, escalate, datetime.now(UTC))
+            if changed is not exception:
+                exception = await self._store.update(conn, changed)
+            return pb.EscalateProcessExceptionResponse(
+                process_exception=process_exception_to_pb(exception)
+            )
+
+        response, _replayed = await idempotent(
+            self._store.pool,
+            domain.escalation_key_for(escalate.process_exception_id, escalate.idempotency_key),
+            request,
+            pb.EscalateProcessExceptionResponse,
+            escalate_it,
+        )
+        return response
+
+    # ---- return orders ----------------------------------------------------------------------
+
+    async def CreateReturnOrder(
+        self, request: pb.CreateReturnOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateReturnOrderResponse:
+        command = domain.NewReturnOrder(
+            order_id=request.order_id,
+            idempotency_key=request.idempotency_key,
+            return_order_id=request.return_order_id,
+            reason=request.reason,
+            lines=_items(request.lines),
+        )
+        domain.validate_new_return_order(command)
+
+        async def create(conn: asyncpg.Connection) -> pb.CreateReturnOrderResponse:
+            rma = domain.new_return_order(command, datetime.now(UTC))
+            if not await self._returns.insert(conn, rma):
+                raise AlreadyExists("return_order_id", f"return order {rma.id!r} exists already")
+            return pb.CreateReturnOrderResponse(return_order=return_order_to_pb(rma))
+
+        response, _replayed = await idempotent(
+            self._returns.pool,
+            domain.return_order_key_for(command.order_id, command.idempotency_key),
+            request,
+            pb.CreateReturnOrderResponse,
+            create,
+        )
+        return response
+
+    async def RecordReturnReceipt(
+        self, request: pb.RecordReturnReceiptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordReturnReceiptResponse:
+        receipt = domain.Receipt(
+            order_id=request.order_id,
+            idempotency_key=request.idempotency_key,
+            return_order_id=request.return_order_id,
+            accepted=_items(request.accepted),
+            rejected=_items(request.rejected),
+            reason=request.reason,
+        )
+        domain.validate_receipt(receipt)
+
+        async def record(conn: asyncpg.Connection) -> pb.RecordReturnReceiptResponse:
+            rma = await self._returns.get(receipt.return_order_id, conn, for_update=True)
+            after = domain.received(rma, receipt, datetime.now(UTC))
+            await self._returns.save(conn, after)
+            return pb.RecordReturnReceiptResponse(return_order=return_order_to_pb(after))
+
+        response, _replayed = await idempotent(
+            self._returns.pool,
+            domain.receipt_key_for(receipt.order_id, receipt.idempotency_key),
+            request,
+            pb.RecordReturnReceiptResponse,
+            record,
+        )
+        return response
+
+    async def ListReturnOrders(
+        self, request: pb.ListReturnOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReturnOrdersResponse:
+        rmas = await self._returns.list(request.order_id)
+        return pb.ListReturnOrdersResponse(return_orders=[return_order_to_pb(r) for r in rmas])
+
+    # ---- changes ----------------------------------------------------------------------------
+
+    async def _submit(
+        self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
+    ) -> pb.Change:
+        change = await _reachable(
+            context,
+            handlers.submit_change(
+                self._changes,
+                self._returns,
+                self._lifecycles,
+                order,
+                request_fingerprint(request),
+            ),
+        )
+        return change_to_pb(change)
+
+    async def _preview(
+        self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
+    ) -> pb.ChangeOutcome:
+        outcome = await _reachable(context, handlers.preview_change(self._lifecycles, order))
+        return outcome_to_pb(outcome)
+
+    async def PreviewCancel(
+        self, request: pb.PreviewCancelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewCancelResponse:
+        return pb.PreviewCancelResponse(
+            preview=await self._preview(context, cancel_preview_to_domain(request))
+        )
+
+    async def SubmitCancel(
+        self, request: pb.SubmitCancelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitCancelResponse:
+        return pb.SubmitCancelResponse(
+            change=await self._submit(context, cancel_to_domain(request), request)
+        )
+
+    async def PreviewReturn(
+        self, request: pb.PreviewReturnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewReturnResponse:
+        return pb.PreviewReturnResponse(
+            preview=await self._preview(context, return_preview_to_domain(request))
+        )
+
+    async def SubmitReturn(
+        self, request: pb.SubmitReturnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitReturnResponse:
+        return pb.SubmitReturnResponse(
+            change=await self._submit(context, return_to_domain(request), request)
+        )
+
+    async def ReceiveReturn(
+        self, request: pb.ReceiveReturnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveReturnResponse:
+        change, rma = await _reachable(
+            context,
+            handlers.receive_return(
+                self._changes,
+                self._returns,
+                self._lifecycles,
+                receive_to_domain(request),
+                request_fingerprint(request),
+            ),
+        )
+        return pb.ReceiveReturnResponse(
+            change=change_to_pb(change), return_order=return_order_to_pb(rma)
+        )
+
+    async def SubmitExchange(
+        self, request: pb.SubmitExchangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitExchangeResponse:
+        return pb.SubmitExchangeResponse(
+            change=await self._submit(context, exchange_to_domain(request), request)
+        )
+
+    async def SubmitReship(
+        self, request: pb.SubmitReshipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitReshipResponse:
+        return pb.SubmitReshipResponse(
+            change=await self._submit(context, reship_to_domain(request), request)
+        )
+
+    async def PreviewAppeasement(
+        self, request: pb.PreviewAppeasementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewAppeasementResponse:
+        return pb.PreviewAppeasementResponse(
+            preview=await self._preview(context, appeasement_to_domain(request))
+        )
+
+    async def SubmitAppeasement(
+        self, request: pb.SubmitAppeasementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitAppeasementResponse:
+        return pb.SubmitAppeasementResponse(
+            change=await self._submit(context, appeasement_to_domain(request), request)
+        )
+
+    async def ListChanges(
+        self, request: pb.ListChangesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChangesResponse:
+        changes = await self._changes.list(request.order_id)
+        return pb.ListChangesResponse(changes=[change_to_pb(c) for c in changes])

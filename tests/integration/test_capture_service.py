@@ -197,6 +197,7 @@ async def test_a_submitted_order_is_stored_pending_and_its_lifecycle_start_is_qu
                 "region": "",
             },
             "shipping_minor": 499,
+            "delivery_method": "standard",
         }
     ]
     assert [
@@ -330,6 +331,23 @@ async def test_the_same_person_on_web_and_in_store_is_one_shopper(
     again = await capture.SubmitOrder(by_id_only)
     assert again.order.shopper.shopper_id == web.order.shopper.shopper_id
     assert again.order.shopper.channel_customer_id == store_id
+
+
+async def test_a_new_shoppers_concurrent_first_orders_share_one_shopper(
+    capture: capture_pb2_grpc.CaptureServiceStub, sql: asyncpg.Connection
+) -> None:
+    email = f"{unique('rush')}@example.com"
+    responses = await asyncio.gather(
+        *(capture.SubmitOrder(order_request(email=email)) for _ in range(10))
+    )
+    assert len({r.order.order_id for r in responses}) == 10
+    assert len({r.order.shopper.shopper_id for r in responses}) == 1
+    assert (
+        await sql.fetchval(
+            "SELECT count(*) FROM capture.shoppers WHERE email_normalized = $1", email
+        )
+        == 1
+    )
 
 
 async def test_an_agent_order_is_captured_by_the_agent(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -219,3 +220,290 @@ async def test_a_page_token_from_another_listing_is_refused(servicing: Stub) -> 
     assert first.next_page_token
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [name for name, _ in field_violations(error.value)] == ["page_token"]
+
+
+# ---- an agent's bookkeeping: status, escalation, lookup -------------------------------------
+
+
+async def recorded(stub: Stub, **changes: object) -> pb.ProcessException:
+    response = await stub.RecordProcessException(a_record(an_order(), **changes))
+    return response.process_exception
+
+
+async def test_an_agent_triages_then_voids_an_exception_and_it_stays_voided(
+    servicing: Stub,
+) -> None:
+    exception = await recorded(servicing)
+    exception_id = exception.process_exception_id
+
+    triaged = await servicing.UpdateProcessExceptionStatus(
+        pb.UpdateProcessExceptionStatusRequest(
+            process_exception_id=exception_id,
+            status=pb.PROCESS_EXCEPTION_STATUS_TRIAGED,
+            note="looking into it",
+            actor="agent:ada",
+        )
+    )
+    voided = await servicing.UpdateProcessExceptionStatus(
+        pb.UpdateProcessExceptionStatusRequest(
+            process_exception_id=exception_id, status=pb.PROCESS_EXCEPTION_STATUS_VOIDED
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as reopened:
+        await servicing.UpdateProcessExceptionStatus(
+            pb.UpdateProcessExceptionStatusRequest(
+                process_exception_id=exception_id, status=pb.PROCESS_EXCEPTION_STATUS_TRIAGED
+            )
+        )
+    fetched = await servicing.GetProcessException(
+        pb.GetProcessExceptionRequest(process_exception_id=exception_id)
+    )
+
+    assert triaged.process_exception.status == pb.PROCESS_EXCEPTION_STATUS_TRIAGED
+    assert (triaged.process_exception.note, triaged.process_exception.updated_by) == (
+        "looking into it",
+        "agent:ada",
+    )
+    assert voided.process_exception.status == pb.PROCESS_EXCEPTION_STATUS_VOIDED
+    assert voided.process_exception.updated_by == "agent"
+    assert reopened.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert fetched.process_exception == voided.process_exception
+
+
+async def test_resolved_cannot_be_set_by_hand_and_unknown_exceptions_are_not_found(
+    servicing: Stub,
+) -> None:
+    exception = await recorded(servicing)
+
+    with pytest.raises(grpc.aio.AioRpcError) as by_hand:
+        await servicing.UpdateProcessExceptionStatus(
+            pb.UpdateProcessExceptionStatusRequest(
+                process_exception_id=exception.process_exception_id,
+                status=pb.PROCESS_EXCEPTION_STATUS_RESOLVED,
+            )
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await servicing.ResolveProcessException(
+            pb.ResolveProcessExceptionRequest(
+                process_exception_id="pe-unknown", action=pb.RESOLUTION_ACTION_SKIP
+            )
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as no_action:
+        await servicing.ResolveProcessException(
+            pb.ResolveProcessExceptionRequest(process_exception_id="", note="n" * 2001)
+        )
+
+    assert by_hand.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(by_hand.value)] == ["status"]
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert no_action.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(no_action.value)] == [
+        "process_exception_id",
+        "action",
+        "note",
+    ]
+
+
+async def test_an_escalation_raises_severity_once_per_key_and_says_why(servicing: Stub) -> None:
+    exception = await recorded(servicing, severity=pb.PROCESS_EXCEPTION_SEVERITY_MEDIUM)
+    request = pb.EscalateProcessExceptionRequest(
+        process_exception_id=exception.process_exception_id,
+        idempotency_key="order-1:escalate",
+        message="unresolved for 4:00:00",
+    )
+
+    first = await servicing.EscalateProcessException(request)
+    again = await servicing.EscalateProcessException(request)
+    later = await servicing.EscalateProcessException(
+        pb.EscalateProcessExceptionRequest(
+            process_exception_id=exception.process_exception_id,
+            idempotency_key="order-1:escalate:2",
+            message="unresolved for 8:00:00",
+        )
+    )
+
+    assert first.process_exception.severity == pb.PROCESS_EXCEPTION_SEVERITY_HIGH
+    assert first.process_exception.message.endswith("Escalated to high: unresolved for 4:00:00")
+    assert first.process_exception.HasField("escalated_at")
+    assert again == first
+    assert later.process_exception.severity == pb.PROCESS_EXCEPTION_SEVERITY_CRITICAL
+
+
+async def test_listing_filters_by_severity_and_age(servicing: Stub) -> None:
+    order_id = an_order()
+    low = await servicing.RecordProcessException(
+        a_record(order_id, severity=pb.PROCESS_EXCEPTION_SEVERITY_LOW)
+    )
+    high = await servicing.RecordProcessException(a_record(order_id))
+    between = high.process_exception.created_at
+
+    lows = await listed(
+        servicing, order_id=order_id, severities=[pb.PROCESS_EXCEPTION_SEVERITY_LOW]
+    )
+    older = await listed(servicing, order_id=order_id, created_before=between)
+
+    assert [e.process_exception_id for e in lows] == [low.process_exception.process_exception_id]
+    assert [e.process_exception_id for e in older] == [low.process_exception.process_exception_id]
+
+
+# ---- return orders, as the workflow records them --------------------------------------------
+
+
+def a_return_order(order_id: str, return_order_id: str) -> pb.CreateReturnOrderRequest:
+    return pb.CreateReturnOrderRequest(
+        order_id=order_id,
+        idempotency_key=f"{order_id}:rma:chg-1",
+        return_order_id=return_order_id,
+        reason="too small",
+        lines=[
+            pb.ItemQuantity(order_line_id="line-1", quantity=2),
+            pb.ItemQuantity(order_line_id="line-2", quantity=1),
+        ],
+    )
+
+
+async def test_a_return_order_is_received_in_parts_until_every_unit_is_back(
+    servicing: Stub,
+) -> None:
+    order_id = an_order()
+    rma_id = f"{order_id}-R1"
+    created = await servicing.CreateReturnOrder(a_return_order(order_id, rma_id))
+    replayed = await servicing.CreateReturnOrder(a_return_order(order_id, rma_id))
+
+    def receipt(key: str, **items: object) -> pb.RecordReturnReceiptRequest:
+        return pb.RecordReturnReceiptRequest(
+            order_id=order_id, idempotency_key=key, return_order_id=rma_id, **items
+        )
+
+    part = await servicing.RecordReturnReceipt(
+        receipt("r1", accepted=[pb.ItemQuantity(order_line_id="line-1", quantity=1)])
+    )
+    await servicing.RecordReturnReceipt(
+        receipt("r1", accepted=[pb.ItemQuantity(order_line_id="line-1", quantity=1)])
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as too_many:
+        await servicing.RecordReturnReceipt(
+            receipt("r2", accepted=[pb.ItemQuantity(order_line_id="line-1", quantity=2)])
+        )
+    rest = await servicing.RecordReturnReceipt(
+        pb.RecordReturnReceiptRequest(
+            order_id=order_id,
+            idempotency_key="r3",
+            return_order_id=rma_id,
+            accepted=[pb.ItemQuantity(order_line_id="line-1", quantity=1)],
+            rejected=[pb.ItemQuantity(order_line_id="line-2", quantity=1)],
+            reason="worn",
+        )
+    )
+    listed_rmas = await servicing.ListReturnOrders(pb.ListReturnOrdersRequest(order_id=order_id))
+
+    assert created.return_order.status == pb.RETURN_ORDER_STATUS_OPEN
+    assert replayed == created
+    assert part.return_order.status == pb.RETURN_ORDER_STATUS_PARTIALLY_RECEIVED
+    assert too_many.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rest.return_order.status == pb.RETURN_ORDER_STATUS_RECEIVED
+    [returned] = listed_rmas.return_orders
+    assert returned == rest.return_order
+    assert [
+        (
+            li.order_line_id,
+            li.quantity_expected,
+            li.quantity_received,
+            li.quantity_accepted,
+            li.quantity_rejected,
+            li.rejection_reason,
+        )
+        for li in returned.lines
+    ] == [("line-1", 2, 2, 2, 0, ""), ("line-2", 1, 1, 0, 1, "worn")]
+
+
+async def test_a_return_order_id_taken_by_another_request_is_already_exists(
+    servicing: Stub,
+) -> None:
+    order_id = an_order()
+    await servicing.CreateReturnOrder(a_return_order(order_id, f"{order_id}-R1"))
+    other = a_return_order(order_id, f"{order_id}-R1")
+    other.idempotency_key = "another-change"
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await servicing.CreateReturnOrder(other)
+
+    assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+# ---- changes: what is refused before the workflow is asked -----------------------------------
+
+
+async def test_a_bad_return_request_names_every_bad_field(servicing: Stub) -> None:
+    request = pb.SubmitReturnRequest(
+        order_id="",
+        idempotency_key="",
+        lines=[
+            pb.ReturnItem(order_line_id="", quantity=1),
+            pb.ReturnItem(order_line_id="line-2", quantity=0, condition=42),  # type: ignore[arg-type]
+        ],
+        return_fee_minor=-100,
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await servicing.SubmitReturn(request)
+
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(error.value)] == [
+        "order_id",
+        "idempotency_key",
+        "reason",
+        "lines[0].order_line_id",
+        "lines[1].quantity",
+        "lines[1].condition",
+        "return_fee_minor",
+    ]
+
+
+async def test_a_bad_appeasement_or_receipt_names_every_bad_field(servicing: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as appeasement:
+        await servicing.SubmitAppeasement(
+            pb.SubmitAppeasementRequest(order_id="o-1", idempotency_key="k", reason="late")
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as receipt:
+        await servicing.ReceiveReturn(
+            pb.ReceiveReturnRequest(
+                idempotency_key="k",
+                rejected=[pb.RejectedItem(order_line_id="line-1", quantity=1)],
+            )
+        )
+
+    assert [name for name, _ in field_violations(appeasement.value)] == ["goodwill"]
+    assert [name for name, _ in field_violations(receipt.value)] == [
+        "return_order_id",
+        "rejected[0].reason",
+    ]
+
+
+async def test_with_temporal_out_of_reach_a_change_is_unavailable_and_left_pending(
+    settings: Settings,
+) -> None:
+    running = await start_service(
+        "servicing", replace(settings, temporal_address="127.0.0.1:1"), port=0
+    )
+    order_id = an_order()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = servicing_pb2_grpc.ServicingServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.SubmitCancel(
+                    pb.SubmitCancelRequest(
+                        order_id=order_id, idempotency_key="k-1", reason="duplicate order"
+                    )
+                )
+            changes = await stub.ListChanges(pb.ListChangesRequest(order_id=order_id))
+    finally:
+        await running.stop(0.5)
+
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    [change] = changes.changes
+    assert (change.kind, change.status, change.reason) == (
+        pb.CHANGE_KIND_CANCEL,
+        pb.CHANGE_STATUS_PENDING,
+        "duplicate order",
+    )

@@ -466,6 +466,9 @@ class Order(_message.Message):
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    BILLING_ADDRESS_FIELD_NUMBER: _builtins.int
+    FRAUD_REASONS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Assigned by oms."""
     channel: Global___Channel.ValueType
@@ -503,6 +506,20 @@ class Order(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def additional_payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[_payments_pb2.PaymentMethod]:
+        """Further payment methods, applied after `payment_method` in this order (e.g. a card after
+        a gift card).
+        """
+
+    @_builtins.property
+    def billing_address(self) -> _common_pb2.PostalAddress:
+        """The billing address, when the channel gave one."""
+
+    @_builtins.property
+    def fraud_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why fraud screening at capture wants a person to look first; empty when it passed."""
+
     def __init__(
         self,
         *,
@@ -519,10 +536,13 @@ class Order(_message.Message):
         payment_method: _payments_pb2.PaymentMethod | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        additional_payment_methods: _abc.Iterable[_payments_pb2.PaymentMethod] | None = ...,
+        billing_address: _common_pb2.PostalAddress | None = ...,
+        fraud_reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "payment_method", b"payment_method", "shopper", b"shopper", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "created_at", b"created_at", "payment_method", b"payment_method", "shopper", b"shopper", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "shopper", b"shopper", "status", b"status", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "fraud_reasons", b"fraud_reasons", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "shopper", b"shopper", "status", b"status", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -544,6 +564,8 @@ class SubmitOrderRequest(_message.Message):
     DISCOUNTS_FIELD_NUMBER: _builtins.int
     GRAND_TOTAL_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    BILLING_ADDRESS_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The channel's key for this submission; resubmitting with the same key is safe."""
     channel: Global___Channel.ValueType
@@ -573,6 +595,18 @@ class SubmitOrderRequest(_message.Message):
     def payment_method(self) -> _payments_pb2.PaymentMethod:
         """How it is paid."""
 
+    @_builtins.property
+    def additional_payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[_payments_pb2.PaymentMethod]:
+        """Further payment methods, applied after `payment_method` in this order (e.g. a card after
+        a gift card covers the rest).
+        """
+
+    @_builtins.property
+    def billing_address(self) -> _common_pb2.PostalAddress:
+        """The billing address of the payer; optional, and when given line1, city, postal_code and
+        country_code are required. Fraud screening compares its country with shipping's.
+        """
+
     def __init__(
         self,
         *,
@@ -586,10 +620,12 @@ class SubmitOrderRequest(_message.Message):
         discounts: _abc.Iterable[Global___Adjustment] | None = ...,
         grand_total: _common_pb2.Money | None = ...,
         payment_method: _payments_pb2.PaymentMethod | None = ...,
+        additional_payment_methods: _abc.Iterable[_payments_pb2.PaymentMethod] | None = ...,
+        billing_address: _common_pb2.PostalAddress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["grand_total", b"grand_total", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "grand_total", b"grand_total", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -724,16 +760,27 @@ class ListOrdersRequest(_message.Message):
     SHOPPER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_TO_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
     channel: Global___Channel.ValueType
     shopper_id: _builtins.str
     """Only this shopper's."""
     page_size: _builtins.int
     """Page size (default 50, at most 500) and the cursor from the previous page."""
     page_token: _builtins.str
+    sku: _builtins.str
+    """Only orders with a line of this SKU."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderStatus.ValueType]:
         """Only these statuses and this channel."""
 
+    @_builtins.property
+    def created_from(self) -> _timestamp_pb2.Timestamp:
+        """Only orders created at or after `created_from` and before `created_to`."""
+
+    @_builtins.property
+    def created_to(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -742,10 +789,13 @@ class ListOrdersRequest(_message.Message):
         shopper_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        created_from: _timestamp_pb2.Timestamp | None = ...,
+        created_to: _timestamp_pb2.Timestamp | None = ...,
+        sku: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_from", b"created_from", "created_to", b"created_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "page_size", b"page_size", "page_token", b"page_token", "shopper_id", b"shopper_id", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "created_from", b"created_from", "created_to", b"created_to", "page_size", b"page_size", "page_token", b"page_token", "shopper_id", b"shopper_id", "sku", b"sku", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -918,3 +968,207 @@ class RecordOrderProgressResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOrderProgressResponse: _TypeAlias = RecordOrderProgressResponse  # noqa: Y015
+
+@_typing.final
+class ImportOrdersRequest(_message.Message):
+    """ImportOrdersRequest is one order of a bulk import (the stream carries many)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    HISTORICAL_FIELD_NUMBER: _builtins.int
+    HISTORICAL_STATUS_FIELD_NUMBER: _builtins.int
+    PLACED_AT_FIELD_NUMBER: _builtins.int
+    historical: _builtins.bool
+    """A past order: stored as already settled, with no lifecycle and no fraud screening."""
+    historical_status: Global___OrderStatus.ValueType
+    """Historical orders only: the status to store, FULFILLED (the default when unset: every
+    unit fulfilled) or CANCELED (every unit canceled).
+    """
+    @_builtins.property
+    def order(self) -> Global___SubmitOrderRequest:
+        """The order, as SubmitOrder takes it (its idempotency key makes re-running an import safe)."""
+
+    @_builtins.property
+    def placed_at(self) -> _timestamp_pb2.Timestamp:
+        """Historical orders only: when it was originally placed (default: now)."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___SubmitOrderRequest | None = ...,
+        historical: _builtins.bool = ...,
+        historical_status: Global___OrderStatus.ValueType = ...,
+        placed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "placed_at", b"placed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["historical", b"historical", "historical_status", b"historical_status", "order", b"order", "placed_at", b"placed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOrdersRequest: _TypeAlias = ImportOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ImportOrdersResponse(_message.Message):
+    """ImportOrdersResponse answers a whole import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    imported: _builtins.int
+    """How many orders were stored, recognised as already imported, and refused."""
+    duplicates: _builtins.int
+    failed: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportOrderResult]:
+        """One result per order, in the order they were streamed."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ImportOrderResult] | None = ...,
+        imported: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "failed", b"failed", "imported", b"imported", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOrdersResponse: _TypeAlias = ImportOrdersResponse  # noqa: Y015
+
+@_typing.final
+class ImportOrderResult(_message.Message):
+    """ImportOrderResult is what became of one imported order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The order's position in the stream, from 0."""
+    order_id: _builtins.str
+    """The order stored (for a duplicate: the original one); empty when refused."""
+    duplicate: _builtins.bool
+    """True when its idempotency key was seen before with the same order."""
+    error_code: _builtins.str
+    """Why it was refused: the status code SubmitOrder would have answered with (e.g.
+    "INVALID_ARGUMENT", "ALREADY_EXISTS"), a message and every field violation. Empty when
+    the order was stored.
+    """
+    error_message: _builtins.str
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldViolation]: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        order_id: _builtins.str = ...,
+        duplicate: _builtins.bool = ...,
+        error_code: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        violations: _abc.Iterable[Global___FieldViolation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "error_code", b"error_code", "error_message", b"error_message", "index", b"index", "order_id", b"order_id", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOrderResult: _TypeAlias = ImportOrderResult  # noqa: Y015
+
+@_typing.final
+class FieldViolation(_message.Message):
+    """FieldViolation is one bad field of a refused order: its path and the rule it breaks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """e.g. "lines[2].quantity"."""
+    description: _builtins.str
+    """e.g. "must be greater than zero"."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldViolation: _TypeAlias = FieldViolation  # noqa: Y015
+
+@_typing.final
+class WatchOrderRequest(_message.Message):
+    """WatchOrderRequest names the order to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchOrderRequest: _TypeAlias = WatchOrderRequest  # noqa: Y015
+
+@_typing.final
+class WatchOrderResponse(_message.Message):
+    """WatchOrderResponse is the order's state now (first message) or a change to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    snapshot: _builtins.bool
+    """True on the first message: the current state rather than a change."""
+    status: Global___OrderStatus.ValueType
+    """The order's status after this update."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimelineEvent]:
+        """Timeline events not sent before, oldest first; the first message carries them all."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the order last changed."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: _builtins.bool = ...,
+        status: Global___OrderStatus.ValueType = ...,
+        events: _abc.Iterable[_common_pb2.TimelineEvent] | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "snapshot", b"snapshot", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchOrderResponse: _TypeAlias = WatchOrderResponse  # noqa: Y015

@@ -63,6 +63,16 @@ class CaptureServiceStub:
                 request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.SerializeToString,
                 response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.FromString,
                 _registered_method=True)
+        self.ImportOrders = channel.stream_unary(
+                '/oms.capture.v1.CaptureService/ImportOrders',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersResponse.FromString,
+                _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/oms.capture.v1.CaptureService/WatchOrder',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.FromString,
+                _registered_method=True)
 
 
 class CaptureServiceServicer:
@@ -111,6 +121,25 @@ class CaptureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportOrders(self, request_iterator, context):
+        """Bulk import for channel backfills and historical orders: a stream of orders, one answer
+        with a result per order. Each order is validated and deduplicated as SubmitOrder does it
+        (same idempotency keys); historical orders are stored already settled and start no
+        lifecycle. Orders are written in batches; a failed order does not stop the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrder(self, request, context):
+        """Follows an order as it happens: first its current status and timeline, then each status
+        change and timeline event as it is recorded. Ends when the order settles (fulfilled or
+        canceled) or the caller goes away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaptureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +167,16 @@ def add_CaptureServiceServicer_to_server(servicer, server):
                     servicer.RecordOrderProgress,
                     request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.FromString,
                     response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.SerializeToString,
+            ),
+            'ImportOrders': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportOrders,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersResponse.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +317,60 @@ class CaptureService:
             '/oms.capture.v1.CaptureService/RecordOrderProgress',
             oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.SerializeToString,
             oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportOrders(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/oms.capture.v1.CaptureService/ImportOrders',
+            oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/oms.capture.v1.CaptureService/WatchOrder',
+            oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

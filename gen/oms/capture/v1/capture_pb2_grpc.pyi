@@ -55,6 +55,17 @@ class CaptureServiceStub:
     """Records lifecycle progress reported by the order workflow: new status, quantity bucket
     changes and a timeline event. Idempotent by key.
     """
+    ImportOrders: _grpc.StreamUnaryMultiCallable[_capture_pb2.ImportOrdersRequest, _capture_pb2.ImportOrdersResponse]
+    """Bulk import for channel backfills and historical orders: a stream of orders, one answer
+    with a result per order. Each order is validated and deduplicated as SubmitOrder does it
+    (same idempotency keys); historical orders are stored already settled and start no
+    lifecycle. Orders are written in batches; a failed order does not stop the others.
+    """
+    WatchOrder: _grpc.UnaryStreamMultiCallable[_capture_pb2.WatchOrderRequest, _capture_pb2.WatchOrderResponse]
+    """Follows an order as it happens: first its current status and timeline, then each status
+    change and timeline event as it is recorded. Ends when the order settles (fulfilled or
+    canceled) or the caller goes away.
+    """
 
 @_typing.type_check_only
 class CaptureServiceAsyncStub(CaptureServiceStub):
@@ -81,6 +92,17 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     RecordOrderProgress: _aio.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderProgressRequest, _capture_pb2.RecordOrderProgressResponse]  # type: ignore[assignment]
     """Records lifecycle progress reported by the order workflow: new status, quantity bucket
     changes and a timeline event. Idempotent by key.
+    """
+    ImportOrders: _aio.StreamUnaryMultiCallable[_capture_pb2.ImportOrdersRequest, _capture_pb2.ImportOrdersResponse]  # type: ignore[assignment]
+    """Bulk import for channel backfills and historical orders: a stream of orders, one answer
+    with a result per order. Each order is validated and deduplicated as SubmitOrder does it
+    (same idempotency keys); historical orders are stored already settled and start no
+    lifecycle. Orders are written in batches; a failed order does not stop the others.
+    """
+    WatchOrder: _aio.UnaryStreamMultiCallable[_capture_pb2.WatchOrderRequest, _capture_pb2.WatchOrderResponse]  # type: ignore[assignment]
+    """Follows an order as it happens: first its current status and timeline, then each status
+    change and timeline event as it is recorded. Ends when the order settles (fulfilled or
+    canceled) or the caller goes away.
     """
 
 class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -135,6 +157,29 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_capture_pb2.RecordOrderProgressResponse, _abc.Awaitable[_capture_pb2.RecordOrderProgressResponse]]:
         """Records lifecycle progress reported by the order workflow: new status, quantity bucket
         changes and a timeline event. Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportOrders(
+        self,
+        request_iterator: _MaybeAsyncIterator[_capture_pb2.ImportOrdersRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.ImportOrdersResponse, _abc.Awaitable[_capture_pb2.ImportOrdersResponse]]:
+        """Bulk import for channel backfills and historical orders: a stream of orders, one answer
+        with a result per order. Each order is validated and deduplicated as SubmitOrder does it
+        (same idempotency keys); historical orders are stored already settled and start no
+        lifecycle. Orders are written in batches; a failed order does not stop the others.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchOrder(
+        self,
+        request: _capture_pb2.WatchOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_capture_pb2.WatchOrderResponse], _abc.AsyncIterator[_capture_pb2.WatchOrderResponse]]:
+        """Follows an order as it happens: first its current status and timeline, then each status
+        change and timeline event as it is recorded. Ends when the order settles (fulfilled or
+        canceled) or the caller goes away.
         """
 
 def add_CaptureServiceServicer_to_server(servicer: CaptureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

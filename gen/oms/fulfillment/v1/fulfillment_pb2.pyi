@@ -94,6 +94,62 @@ LOCATION_TYPE_DROP_SHIP: LocationType.ValueType  # 3
 """A supplier that ships on the merchant's behalf."""
 Global___LocationType: _TypeAlias = LocationType  # noqa: Y015
 
+class _InventoryAdjustmentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InventoryAdjustmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InventoryAdjustmentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVENTORY_ADJUSTMENT_KIND_UNSPECIFIED: _InventoryAdjustmentKind.ValueType  # 0
+    """Not set; refused."""
+    INVENTORY_ADJUSTMENT_KIND_RECEIVED: _InventoryAdjustmentKind.ValueType  # 1
+    """Units arrived: on hand goes up by `quantity`."""
+    INVENTORY_ADJUSTMENT_KIND_COUNTED: _InventoryAdjustmentKind.ValueType  # 2
+    """A physical count: on hand becomes `quantity` (the count is the truth, even below reserved)."""
+    INVENTORY_ADJUSTMENT_KIND_DAMAGED: _InventoryAdjustmentKind.ValueType  # 3
+    """Units broke: on hand goes down by `quantity`, never below what is reserved."""
+
+class InventoryAdjustmentKind(_InventoryAdjustmentKind, metaclass=_InventoryAdjustmentKindEnumTypeWrapper):
+    """InventoryAdjustmentKind is what happened to the stock."""
+
+INVENTORY_ADJUSTMENT_KIND_UNSPECIFIED: InventoryAdjustmentKind.ValueType  # 0
+"""Not set; refused."""
+INVENTORY_ADJUSTMENT_KIND_RECEIVED: InventoryAdjustmentKind.ValueType  # 1
+"""Units arrived: on hand goes up by `quantity`."""
+INVENTORY_ADJUSTMENT_KIND_COUNTED: InventoryAdjustmentKind.ValueType  # 2
+"""A physical count: on hand becomes `quantity` (the count is the truth, even below reserved)."""
+INVENTORY_ADJUSTMENT_KIND_DAMAGED: InventoryAdjustmentKind.ValueType  # 3
+"""Units broke: on hand goes down by `quantity`, never below what is reserved."""
+Global___InventoryAdjustmentKind: _TypeAlias = InventoryAdjustmentKind  # noqa: Y015
+
+class _RoutingTrigger:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoutingTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoutingTrigger.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTING_TRIGGER_UNSPECIFIED: _RoutingTrigger.ValueType  # 0
+    """Not set; never stored."""
+    ROUTING_TRIGGER_ORDER: _RoutingTrigger.ValueType  # 1
+    """The order's lines were routed by CreateFulfillmentOrders."""
+    ROUTING_TRIGGER_REJECTION: _RoutingTrigger.ValueType  # 2
+    """A location rejected units, which were routed again."""
+    ROUTING_TRIGGER_MOVE: _RoutingTrigger.ValueType  # 3
+    """Someone moved units to a location they chose."""
+
+class RoutingTrigger(_RoutingTrigger, metaclass=_RoutingTriggerEnumTypeWrapper):
+    """RoutingTrigger is what made fulfillment route (again)."""
+
+ROUTING_TRIGGER_UNSPECIFIED: RoutingTrigger.ValueType  # 0
+"""Not set; never stored."""
+ROUTING_TRIGGER_ORDER: RoutingTrigger.ValueType  # 1
+"""The order's lines were routed by CreateFulfillmentOrders."""
+ROUTING_TRIGGER_REJECTION: RoutingTrigger.ValueType  # 2
+"""A location rejected units, which were routed again."""
+ROUTING_TRIGGER_MOVE: RoutingTrigger.ValueType  # 3
+"""Someone moved units to a location they chose."""
+Global___RoutingTrigger: _TypeAlias = RoutingTrigger  # noqa: Y015
+
 @_typing.final
 class Location(_message.Message):
     """Location is a place inventory ships from."""
@@ -108,6 +164,9 @@ class Location(_message.Message):
     LONGITUDE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
+    DAILY_CAPACITY_FIELD_NUMBER: _builtins.int
+    LOCATION_GROUP_IDS_FIELD_NUMBER: _builtins.int
+    FULFILLMENT_ORDERS_TODAY_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     """Stable identifier, e.g. "wh-east"."""
     name: _builtins.str
@@ -121,9 +180,19 @@ class Location(_message.Message):
     """Lower wins among otherwise equal choices."""
     enabled: _builtins.bool
     """Disabled locations receive no new fulfillment orders."""
+    daily_capacity: _builtins.int
+    """Fulfillment orders the location takes per day (UTC); unset means no limit. Routing skips
+    a location whose capacity is used up; a rejected or canceled order gives its slot back.
+    """
+    fulfillment_orders_today: _builtins.int
+    """Fulfillment orders it has taken today (UTC). Output only."""
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress:
         """Where it is."""
+
+    @_builtins.property
+    def location_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The groups it belongs to. Output only: set membership with UpsertLocationGroup."""
 
     def __init__(
         self,
@@ -136,14 +205,51 @@ class Location(_message.Message):
         longitude: _builtins.float = ...,
         priority: _builtins.int = ...,
         enabled: _builtins.bool = ...,
+        daily_capacity: _builtins.int | None = ...,
+        location_group_ids: _abc.Iterable[_builtins.str] | None = ...,
+        fulfillment_orders_today: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity", "address", b"address", "daily_capacity", b"daily_capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enabled", b"enabled", "latitude", b"latitude", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity", "address", b"address", "daily_capacity", b"daily_capacity", "enabled", b"enabled", "fulfillment_orders_today", b"fulfillment_orders_today", "latitude", b"latitude", "location_group_ids", b"location_group_ids", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__daily_capacity: _TypeAlias = _typing.Literal["daily_capacity"]  # noqa: Y015
+    _WhichOneofArgType__daily_capacity: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_capacity) -> _WhichOneofReturnType__daily_capacity | None: ...
+
+Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class LocationGroup(_message.Message):
+    """LocationGroup is a named set of locations, e.g. "EU warehouses"."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_GROUP_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    location_group_id: _builtins.str
+    """Stable identifier, e.g. "eu-warehouses"."""
+    name: _builtins.str
+    """Display name."""
+    @_builtins.property
+    def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its members."""
+
+    def __init__(
+        self,
+        *,
+        location_group_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        location_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_group_id", b"location_group_id", "location_ids", b"location_ids", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Location: _TypeAlias = Location  # noqa: Y015
+Global___LocationGroup: _TypeAlias = LocationGroup  # noqa: Y015
 
 @_typing.final
 class FulfillmentLine(_message.Message):
@@ -155,6 +261,9 @@ class FulfillmentLine(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     QUANTITY_SHIPPED_FIELD_NUMBER: _builtins.int
+    QUANTITY_REJECTED_FIELD_NUMBER: _builtins.int
+    QUANTITY_CANCELED_FIELD_NUMBER: _builtins.int
+    QUANTITY_MOVED_FIELD_NUMBER: _builtins.int
     order_line_id: _builtins.str
     """The order line this quantity belongs to."""
     sku: _builtins.str
@@ -163,6 +272,13 @@ class FulfillmentLine(_message.Message):
     """Units allocated to this fulfillment order."""
     quantity_shipped: _builtins.int
     """Units shipped so far."""
+    quantity_rejected: _builtins.int
+    """Units taken off this fulfillment order since it was created: refused by the location,
+    canceled, or moved to another location's fulfillment order. `quantity` no longer counts
+    them; quantity + rejected + canceled + moved is what was first allocated.
+    """
+    quantity_canceled: _builtins.int
+    quantity_moved: _builtins.int
     def __init__(
         self,
         *,
@@ -170,14 +286,43 @@ class FulfillmentLine(_message.Message):
         sku: _builtins.str = ...,
         quantity: _builtins.int = ...,
         quantity_shipped: _builtins.int = ...,
+        quantity_rejected: _builtins.int = ...,
+        quantity_canceled: _builtins.int = ...,
+        quantity_moved: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity", "quantity_shipped", b"quantity_shipped", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity", "quantity_canceled", b"quantity_canceled", "quantity_moved", b"quantity_moved", "quantity_rejected", b"quantity_rejected", "quantity_shipped", b"quantity_shipped", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FulfillmentLine: _TypeAlias = FulfillmentLine  # noqa: Y015
+
+@_typing.final
+class LineQuantity(_message.Message):
+    """LineQuantity names units of one order line of a fulfillment order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line."""
+    quantity: _builtins.int
+    """Units; must be positive."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineQuantity: _TypeAlias = LineQuantity  # noqa: Y015
 
 @_typing.final
 class ShipmentItem(_message.Message):
@@ -355,8 +500,13 @@ class RoutingDeliveryGroup(_message.Message):
     DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
     delivery_group_id: _builtins.str
     """The delivery group."""
+    delivery_method: _builtins.str
+    """The delivery method, e.g. "standard", "express", "same_day"; merchant routing rules may
+    depend on it.
+    """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress:
         """Where the lines go; used for distance."""
@@ -371,10 +521,11 @@ class RoutingDeliveryGroup(_message.Message):
         delivery_group_id: _builtins.str = ...,
         address: _common_pb2.PostalAddress | None = ...,
         lines: _abc.Iterable[Global___RoutingLine] | None = ...,
+        delivery_method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "lines", b"lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1008,18 +1159,24 @@ class GetAvailabilityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SKUS_FIELD_NUMBER: _builtins.int
+    LOCATION_GROUP_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The SKUs."""
+
+    @_builtins.property
+    def location_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only report these location groups in `groups`; empty reports every group."""
 
     def __init__(
         self,
         *,
         skus: _abc.Iterable[_builtins.str] | None = ...,
+        location_group_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["skus", b"skus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_group_ids", b"location_group_ids", "skus", b"skus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1027,7 +1184,7 @@ Global___GetAvailabilityRequest: _TypeAlias = GetAvailabilityRequest  # noqa: Y0
 
 @_typing.final
 class GetAvailabilityResponse(_message.Message):
-    """GetAvailabilityResponse is availability per location and in total."""
+    """GetAvailabilityResponse is availability per location, per location group and in total."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1053,6 +1210,7 @@ class GetAvailabilityResponse(_message.Message):
 
     LEVELS_FIELD_NUMBER: _builtins.int
     TOTAL_AVAILABLE_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryLevel]:
         """Every location's level of every requested SKU that has one."""
@@ -1061,16 +1219,700 @@ class GetAvailabilityResponse(_message.Message):
     def total_available(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Total available to fulfill per SKU across enabled locations."""
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAvailability]:
+        """Available to fulfill per SKU across the enabled members of each location group."""
+
     def __init__(
         self,
         *,
         levels: _abc.Iterable[Global___InventoryLevel] | None = ...,
         total_available: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        groups: _abc.Iterable[Global___GroupAvailability] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["levels", b"levels", "total_available", b"total_available"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "levels", b"levels", "total_available", b"total_available"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAvailabilityResponse: _TypeAlias = GetAvailabilityResponse  # noqa: Y015
+
+@_typing.final
+class GroupAvailability(_message.Message):
+    """GroupAvailability is what the enabled members of one location group can fulfill."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AvailableEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LOCATION_GROUP_ID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    location_group_id: _builtins.str
+    """The location group."""
+    @_builtins.property
+    def available(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Available to fulfill per requested SKU (zero included)."""
+
+    def __init__(
+        self,
+        *,
+        location_group_id: _builtins.str = ...,
+        available: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "location_group_id", b"location_group_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupAvailability: _TypeAlias = GroupAvailability  # noqa: Y015
+
+@_typing.final
+class InventoryAdjustment(_message.Message):
+    """InventoryAdjustment is one change of on hand at one location, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    """Where and what."""
+    sku: _builtins.str
+    kind: Global___InventoryAdjustmentKind.ValueType
+    """What happened."""
+    quantity: _builtins.int
+    """Units received or damaged (positive), or counted (zero or more)."""
+    reason: _builtins.str
+    """Why, e.g. "PO-1234 received", "cycle count", "forklift"; required, recorded."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        kind: Global___InventoryAdjustmentKind.ValueType = ...,
+        quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "location_id", b"location_id", "quantity", b"quantity", "reason", b"reason", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InventoryAdjustment: _TypeAlias = InventoryAdjustment  # noqa: Y015
+
+@_typing.final
+class AdjustInventoryRequest(_message.Message):
+    """AdjustInventoryRequest applies adjustments in order, all or nothing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ADJUSTMENTS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Same key, same request: the stored result; same key, other request: ALREADY_EXISTS."""
+    @_builtins.property
+    def adjustments(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryAdjustment]:
+        """The adjustments, applied in order."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        adjustments: _abc.Iterable[Global___InventoryAdjustment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdjustInventoryRequest: _TypeAlias = AdjustInventoryRequest  # noqa: Y015
+
+@_typing.final
+class AdjustInventoryResponse(_message.Message):
+    """AdjustInventoryResponse carries the levels after every adjustment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryLevel]:
+        """One level per adjustment, as it stood after that adjustment."""
+
+    def __init__(
+        self,
+        *,
+        levels: _abc.Iterable[Global___InventoryLevel] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["levels", b"levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdjustInventoryResponse: _TypeAlias = AdjustInventoryResponse  # noqa: Y015
+
+@_typing.final
+class UpsertLocationRequest(_message.Message):
+    """UpsertLocationRequest creates or replaces a location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def location(self) -> Global___Location:
+        """The location; `location_id`, `name` and `type` are required. Output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        location: Global___Location | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertLocationRequest: _TypeAlias = UpsertLocationRequest  # noqa: Y015
+
+@_typing.final
+class UpsertLocationResponse(_message.Message):
+    """UpsertLocationResponse carries the stored location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def location(self) -> Global___Location:
+        """The location as stored."""
+
+    def __init__(
+        self,
+        *,
+        location: Global___Location | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertLocationResponse: _TypeAlias = UpsertLocationResponse  # noqa: Y015
+
+@_typing.final
+class ListLocationGroupsRequest(_message.Message):
+    """ListLocationGroupsRequest lists every location group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLocationGroupsRequest: _TypeAlias = ListLocationGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListLocationGroupsResponse(_message.Message):
+    """ListLocationGroupsResponse carries the location groups."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def location_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocationGroup]:
+        """Every group, by id."""
+
+    def __init__(
+        self,
+        *,
+        location_groups: _abc.Iterable[Global___LocationGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_groups", b"location_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLocationGroupsResponse: _TypeAlias = ListLocationGroupsResponse  # noqa: Y015
+
+@_typing.final
+class UpsertLocationGroupRequest(_message.Message):
+    """UpsertLocationGroupRequest creates or replaces a location group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def location_group(self) -> Global___LocationGroup:
+        """The group; `location_group_id` and `name` are required, every member must exist."""
+
+    def __init__(
+        self,
+        *,
+        location_group: Global___LocationGroup | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location_group", b"location_group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_group", b"location_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertLocationGroupRequest: _TypeAlias = UpsertLocationGroupRequest  # noqa: Y015
+
+@_typing.final
+class UpsertLocationGroupResponse(_message.Message):
+    """UpsertLocationGroupResponse carries the stored group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def location_group(self) -> Global___LocationGroup:
+        """The group as stored."""
+
+    def __init__(
+        self,
+        *,
+        location_group: Global___LocationGroup | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location_group", b"location_group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_group", b"location_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertLocationGroupResponse: _TypeAlias = UpsertLocationGroupResponse  # noqa: Y015
+
+@_typing.final
+class RejectFulfillmentOrderRequest(_message.Message):
+    """RejectFulfillmentOrderRequest is a location refusing units it was allocated.
+
+    The order's workflow receives a fulfillment event (signal "fulfillment_event") with
+    kind "rejected", event_id "rejected:<fulfillment_order_id>:<idempotency_key>", `items` the
+    refused units per order line, `reason`, `replacements` the new fulfillment orders and
+    `unallocated` the units no other location could take.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order."""
+    idempotency_key: _builtins.str
+    """The location's own reference for this rejection; a repeat has one effect."""
+    reason: _builtins.str
+    """Why, e.g. "damaged on the shelf"; recorded."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineQuantity]:
+        """Units refused per order line; empty refuses every unshipped unit."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        lines: _abc.Iterable[Global___LineQuantity] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectFulfillmentOrderRequest: _TypeAlias = RejectFulfillmentOrderRequest  # noqa: Y015
+
+@_typing.final
+class RejectFulfillmentOrderResponse(_message.Message):
+    """RejectFulfillmentOrderResponse is the rejection and its rerouting."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    REPLACEMENTS_FIELD_NUMBER: _builtins.int
+    UNALLOCATED_LINES_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The rejected fulfillment order after the change (status rejected when nothing remains)."""
+
+    @_builtins.property
+    def replacements(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentOrder]:
+        """New fulfillment orders at other locations for the refused units."""
+
+    @_builtins.property
+    def unallocated_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingLine]:
+        """Refused units no other location could take; nothing is reserved for them."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the replacements went where they went, one sentence per decision."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+        replacements: _abc.Iterable[Global___FulfillmentOrder] | None = ...,
+        unallocated_lines: _abc.Iterable[Global___RoutingLine] | None = ...,
+        decisions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "fulfillment_order", b"fulfillment_order", "replacements", b"replacements", "unallocated_lines", b"unallocated_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectFulfillmentOrderResponse: _TypeAlias = RejectFulfillmentOrderResponse  # noqa: Y015
+
+@_typing.final
+class CancelFulfillmentOrderLinesRequest(_message.Message):
+    """CancelFulfillmentOrderLinesRequest cancels unshipped units of some lines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order."""
+    idempotency_key: _builtins.str
+    """Idempotency key derived by the caller."""
+    reason: _builtins.str
+    """Why; recorded."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineQuantity]:
+        """Units to cancel per order line; at least one."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        lines: _abc.Iterable[Global___LineQuantity] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelFulfillmentOrderLinesRequest: _TypeAlias = CancelFulfillmentOrderLinesRequest  # noqa: Y015
+
+@_typing.final
+class CancelFulfillmentOrderLinesResponse(_message.Message):
+    """CancelFulfillmentOrderLinesResponse carries the fulfillment order after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The fulfillment order after the change (canceled when nothing remains to ship)."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelFulfillmentOrderLinesResponse: _TypeAlias = CancelFulfillmentOrderLinesResponse  # noqa: Y015
+
+@_typing.final
+class MoveFulfillmentOrderLinesRequest(_message.Message):
+    """MoveFulfillmentOrderLinesRequest moves unshipped units to another location.
+
+    The order's workflow receives a fulfillment event with kind "moved", event_id
+    "moved:<fulfillment_order_id>:<idempotency_key>", `items` the moved units per order line,
+    `reason`, and `replacements` holding the one new fulfillment order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TO_LOCATION_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order the units leave."""
+    idempotency_key: _builtins.str
+    """Idempotency key derived by the caller."""
+    to_location_id: _builtins.str
+    """The location that ships them instead; enabled, and not the current one."""
+    reason: _builtins.str
+    """Why; recorded."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineQuantity]:
+        """Units to move per order line; empty moves every unshipped unit."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        to_location_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___LineQuantity] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "reason", b"reason", "to_location_id", b"to_location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveFulfillmentOrderLinesRequest: _TypeAlias = MoveFulfillmentOrderLinesRequest  # noqa: Y015
+
+@_typing.final
+class MoveFulfillmentOrderLinesResponse(_message.Message):
+    """MoveFulfillmentOrderLinesResponse carries both fulfillment orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    MOVED_TO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The fulfillment order the units left, after the change (canceled when nothing remains)."""
+
+    @_builtins.property
+    def moved_to(self) -> Global___FulfillmentOrder:
+        """The new fulfillment order at `to_location_id`."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+        moved_to: Global___FulfillmentOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order", "moved_to", b"moved_to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order", "moved_to", b"moved_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveFulfillmentOrderLinesResponse: _TypeAlias = MoveFulfillmentOrderLinesResponse  # noqa: Y015
+
+@_typing.final
+class GetRoutingDecisionsRequest(_message.Message):
+    """GetRoutingDecisionsRequest names an order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRoutingDecisionsRequest: _TypeAlias = GetRoutingDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class GetRoutingDecisionsResponse(_message.Message):
+    """GetRoutingDecisionsResponse is every routing decision of the order, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingDecision]:
+        """One per delivery group per routing."""
+
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___RoutingDecision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRoutingDecisionsResponse: _TypeAlias = GetRoutingDecisionsResponse  # noqa: Y015
+
+@_typing.final
+class RoutingDecision(_message.Message):
+    """RoutingDecision is how one delivery group (or part of it) was routed, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    SOURCE_FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    CHOSEN_LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    UNALLOCATED_LINES_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order and delivery group."""
+    delivery_group_id: _builtins.str
+    trigger: Global___RoutingTrigger.ValueType
+    """What made fulfillment route, and the fulfillment order rejected or moved from (if any)."""
+    source_fulfillment_order_id: _builtins.str
+    @_builtins.property
+    def summary(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The sentences of the decision, as returned when it was made."""
+
+    @_builtins.property
+    def chosen_location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The locations that got fulfillment orders."""
+
+    @_builtins.property
+    def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingAlternative]:
+        """The best plans considered (the chosen one first), each with why it won or lost."""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingExclusion]:
+        """Locations that stock the lines but were not allowed, and why."""
+
+    @_builtins.property
+    def unallocated_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingLine]:
+        """Units no location could take."""
+
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        delivery_group_id: _builtins.str = ...,
+        trigger: Global___RoutingTrigger.ValueType = ...,
+        source_fulfillment_order_id: _builtins.str = ...,
+        summary: _abc.Iterable[_builtins.str] | None = ...,
+        chosen_location_ids: _abc.Iterable[_builtins.str] | None = ...,
+        alternatives: _abc.Iterable[Global___RoutingAlternative] | None = ...,
+        excluded: _abc.Iterable[Global___RoutingExclusion] | None = ...,
+        unallocated_lines: _abc.Iterable[Global___RoutingLine] | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "chosen_location_ids", b"chosen_location_ids", "decided_at", b"decided_at", "delivery_group_id", b"delivery_group_id", "excluded", b"excluded", "order_id", b"order_id", "source_fulfillment_order_id", b"source_fulfillment_order_id", "summary", b"summary", "trigger", b"trigger", "unallocated_lines", b"unallocated_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
+
+@_typing.final
+class RoutingAlternative(_message.Message):
+    """RoutingAlternative is one plan routing considered for a delivery group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    FULFILLMENT_ORDERS_FIELD_NUMBER: _builtins.int
+    AVERAGE_DISTANCE_KM_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CHOSEN_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    fulfillment_orders: _builtins.int
+    """How it scored: fulfillment orders, average distance to the recipient in whole
+    kilometres (unset when the recipient could not be located), sum of location priorities.
+    """
+    average_distance_km: _builtins.int
+    priority: _builtins.int
+    chosen: _builtins.bool
+    """True for the plan routing chose."""
+    verdict: _builtins.str
+    """Why it won, or why it lost to the chosen plan."""
+    @_builtins.property
+    def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The locations it uses, one fulfillment order each."""
+
+    def __init__(
+        self,
+        *,
+        location_ids: _abc.Iterable[_builtins.str] | None = ...,
+        fulfillment_orders: _builtins.int = ...,
+        average_distance_km: _builtins.int | None = ...,
+        priority: _builtins.int = ...,
+        chosen: _builtins.bool = ...,
+        verdict: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_average_distance_km", b"_average_distance_km", "average_distance_km", b"average_distance_km"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_distance_km", b"_average_distance_km", "average_distance_km", b"average_distance_km", "chosen", b"chosen", "fulfillment_orders", b"fulfillment_orders", "location_ids", b"location_ids", "priority", b"priority", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__average_distance_km: _TypeAlias = _typing.Literal["average_distance_km"]  # noqa: Y015
+    _WhichOneofArgType__average_distance_km: _TypeAlias = _typing.Literal["_average_distance_km", b"_average_distance_km"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__average_distance_km) -> _WhichOneofReturnType__average_distance_km | None: ...
+
+Global___RoutingAlternative: _TypeAlias = RoutingAlternative  # noqa: Y015
+
+@_typing.final
+class RoutingExclusion(_message.Message):
+    """RoutingExclusion is a location routing was not allowed to use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    """The location."""
+    reason: _builtins.str
+    """Why, e.g. "daily capacity of 200 used up", "rejected line l-1 before"."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingExclusion: _TypeAlias = RoutingExclusion  # noqa: Y015

@@ -83,15 +83,55 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderResponse.FromString,
                 _registered_method=True)
+        self.RejectFulfillmentOrder = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/RejectFulfillmentOrder',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderResponse.FromString,
+                _registered_method=True)
+        self.CancelFulfillmentOrderLines = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/CancelFulfillmentOrderLines',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesResponse.FromString,
+                _registered_method=True)
+        self.MoveFulfillmentOrderLines = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/MoveFulfillmentOrderLines',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesResponse.FromString,
+                _registered_method=True)
+        self.GetRoutingDecisions = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/GetRoutingDecisions',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsResponse.FromString,
+                _registered_method=True)
         self.ListLocations = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/ListLocations',
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationsRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationsResponse.FromString,
                 _registered_method=True)
+        self.UpsertLocation = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/UpsertLocation',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationResponse.FromString,
+                _registered_method=True)
+        self.ListLocationGroups = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ListLocationGroups',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpsertLocationGroup = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/UpsertLocationGroup',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupResponse.FromString,
+                _registered_method=True)
         self.SetInventoryLevels = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/SetInventoryLevels',
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsResponse.FromString,
+                _registered_method=True)
+        self.AdjustInventory = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/AdjustInventory',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryResponse.FromString,
                 _registered_method=True)
         self.GetAvailability = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/GetAvailability',
@@ -173,6 +213,43 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RejectFulfillmentOrder(self, request, context):
+        """The location refuses some or all unshipped units of a fulfillment order. In one
+        transaction: the lines are marked rejected, their reservations released, the units routed
+        again excluding this location and every location that rejected those order lines before,
+        replacement fulfillment orders created with their reservations, and a "rejected"
+        fulfillment event queued for the order's workflow. A repeat with the same key has one effect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelFulfillmentOrderLines(self, request, context):
+        """Cancels unshipped units of some lines (used by servicing) and releases their reservations;
+        the fulfillment order is canceled when nothing remains. Asking for more than remains
+        unshipped is FAILED_PRECONDITION naming what remains. Tells no workflow: the caller decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveFulfillmentOrderLines(self, request, context):
+        """Moves unshipped units to a new fulfillment order at another location, transferring their
+        reservations (FAILED_PRECONDITION if that location has not got them available or has no
+        capacity left today), and queues a "moved" fulfillment event for the order's workflow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingDecisions(self, request, context):
+        """Every routing decision made for an order, oldest first: the alternatives considered,
+        the locations excluded and why the winner won.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListLocations(self, request, context):
         """Lists locations.
         """
@@ -180,15 +257,45 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertLocation(self, request, context):
+        """Creates a location or replaces every field of an existing one (group membership is
+        managed through UpsertLocationGroup).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLocationGroups(self, request, context):
+        """Lists location groups with their members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertLocationGroup(self, request, context):
+        """Creates a location group or replaces its name and members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetInventoryLevels(self, request, context):
-        """Sets absolute inventory levels (a stock feed).
+        """Sets absolute inventory levels (a stock feed); thousands of levels per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdjustInventory(self, request, context):
+        """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
+        nothing, idempotent by key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAvailability(self, request, context):
-        """Returns availability of SKUs per location and in total.
+        """Returns availability of SKUs per location, per location group and in total.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -242,15 +349,55 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderResponse.SerializeToString,
             ),
+            'RejectFulfillmentOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectFulfillmentOrder,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderResponse.SerializeToString,
+            ),
+            'CancelFulfillmentOrderLines': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelFulfillmentOrderLines,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesResponse.SerializeToString,
+            ),
+            'MoveFulfillmentOrderLines': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveFulfillmentOrderLines,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesResponse.SerializeToString,
+            ),
+            'GetRoutingDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingDecisions,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsResponse.SerializeToString,
+            ),
             'ListLocations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLocations,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationsRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationsResponse.SerializeToString,
             ),
+            'UpsertLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertLocation,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationResponse.SerializeToString,
+            ),
+            'ListLocationGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocationGroups,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsResponse.SerializeToString,
+            ),
+            'UpsertLocationGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertLocationGroup,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupResponse.SerializeToString,
+            ),
             'SetInventoryLevels': grpc.unary_unary_rpc_method_handler(
                     servicer.SetInventoryLevels,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsResponse.SerializeToString,
+            ),
+            'AdjustInventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdjustInventory,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryResponse.SerializeToString,
             ),
             'GetAvailability': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAvailability,
@@ -515,6 +662,114 @@ class FulfillmentService:
             _registered_method=True)
 
     @staticmethod
+    def RejectFulfillmentOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/RejectFulfillmentOrder',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelFulfillmentOrderLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/CancelFulfillmentOrderLines',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderLinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveFulfillmentOrderLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/MoveFulfillmentOrderLines',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MoveFulfillmentOrderLinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/GetRoutingDecisions',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetRoutingDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListLocations(request,
             target,
             options=(),
@@ -542,6 +797,87 @@ class FulfillmentService:
             _registered_method=True)
 
     @staticmethod
+    def UpsertLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/UpsertLocation',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocationGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ListLocationGroups',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListLocationGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertLocationGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/UpsertLocationGroup',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpsertLocationGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SetInventoryLevels(request,
             target,
             options=(),
@@ -558,6 +894,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/SetInventoryLevels',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetInventoryLevelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdjustInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/AdjustInventory',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.AdjustInventoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,12 +61,45 @@ class FulfillmentServiceStub:
     """The carrier delivered a shipment; tells the order's workflow."""
     CancelFulfillmentOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderRequest, _fulfillment_pb2.CancelFulfillmentOrderResponse]
     """Cancels a fulfillment order that has not shipped and releases its reservations."""
+    RejectFulfillmentOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.RejectFulfillmentOrderRequest, _fulfillment_pb2.RejectFulfillmentOrderResponse]
+    """The location refuses some or all unshipped units of a fulfillment order. In one
+    transaction: the lines are marked rejected, their reservations released, the units routed
+    again excluding this location and every location that rejected those order lines before,
+    replacement fulfillment orders created with their reservations, and a "rejected"
+    fulfillment event queued for the order's workflow. A repeat with the same key has one effect.
+    """
+    CancelFulfillmentOrderLines: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderLinesRequest, _fulfillment_pb2.CancelFulfillmentOrderLinesResponse]
+    """Cancels unshipped units of some lines (used by servicing) and releases their reservations;
+    the fulfillment order is canceled when nothing remains. Asking for more than remains
+    unshipped is FAILED_PRECONDITION naming what remains. Tells no workflow: the caller decided.
+    """
+    MoveFulfillmentOrderLines: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.MoveFulfillmentOrderLinesRequest, _fulfillment_pb2.MoveFulfillmentOrderLinesResponse]
+    """Moves unshipped units to a new fulfillment order at another location, transferring their
+    reservations (FAILED_PRECONDITION if that location has not got them available or has no
+    capacity left today), and queues a "moved" fulfillment event for the order's workflow.
+    """
+    GetRoutingDecisions: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetRoutingDecisionsRequest, _fulfillment_pb2.GetRoutingDecisionsResponse]
+    """Every routing decision made for an order, oldest first: the alternatives considered,
+    the locations excluded and why the winner won.
+    """
     ListLocations: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationsRequest, _fulfillment_pb2.ListLocationsResponse]
     """Lists locations."""
+    UpsertLocation: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationRequest, _fulfillment_pb2.UpsertLocationResponse]
+    """Creates a location or replaces every field of an existing one (group membership is
+    managed through UpsertLocationGroup).
+    """
+    ListLocationGroups: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationGroupsRequest, _fulfillment_pb2.ListLocationGroupsResponse]
+    """Lists location groups with their members."""
+    UpsertLocationGroup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationGroupRequest, _fulfillment_pb2.UpsertLocationGroupResponse]
+    """Creates a location group or replaces its name and members."""
     SetInventoryLevels: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetInventoryLevelsRequest, _fulfillment_pb2.SetInventoryLevelsResponse]
-    """Sets absolute inventory levels (a stock feed)."""
+    """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+    AdjustInventory: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]
+    """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
+    nothing, idempotent by key.
+    """
     GetAvailability: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]
-    """Returns availability of SKUs per location and in total."""
+    """Returns availability of SKUs per location, per location group and in total."""
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -100,12 +133,45 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """The carrier delivered a shipment; tells the order's workflow."""
     CancelFulfillmentOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderRequest, _fulfillment_pb2.CancelFulfillmentOrderResponse]  # type: ignore[assignment]
     """Cancels a fulfillment order that has not shipped and releases its reservations."""
+    RejectFulfillmentOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.RejectFulfillmentOrderRequest, _fulfillment_pb2.RejectFulfillmentOrderResponse]  # type: ignore[assignment]
+    """The location refuses some or all unshipped units of a fulfillment order. In one
+    transaction: the lines are marked rejected, their reservations released, the units routed
+    again excluding this location and every location that rejected those order lines before,
+    replacement fulfillment orders created with their reservations, and a "rejected"
+    fulfillment event queued for the order's workflow. A repeat with the same key has one effect.
+    """
+    CancelFulfillmentOrderLines: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderLinesRequest, _fulfillment_pb2.CancelFulfillmentOrderLinesResponse]  # type: ignore[assignment]
+    """Cancels unshipped units of some lines (used by servicing) and releases their reservations;
+    the fulfillment order is canceled when nothing remains. Asking for more than remains
+    unshipped is FAILED_PRECONDITION naming what remains. Tells no workflow: the caller decided.
+    """
+    MoveFulfillmentOrderLines: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.MoveFulfillmentOrderLinesRequest, _fulfillment_pb2.MoveFulfillmentOrderLinesResponse]  # type: ignore[assignment]
+    """Moves unshipped units to a new fulfillment order at another location, transferring their
+    reservations (FAILED_PRECONDITION if that location has not got them available or has no
+    capacity left today), and queues a "moved" fulfillment event for the order's workflow.
+    """
+    GetRoutingDecisions: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetRoutingDecisionsRequest, _fulfillment_pb2.GetRoutingDecisionsResponse]  # type: ignore[assignment]
+    """Every routing decision made for an order, oldest first: the alternatives considered,
+    the locations excluded and why the winner won.
+    """
     ListLocations: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationsRequest, _fulfillment_pb2.ListLocationsResponse]  # type: ignore[assignment]
     """Lists locations."""
+    UpsertLocation: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationRequest, _fulfillment_pb2.UpsertLocationResponse]  # type: ignore[assignment]
+    """Creates a location or replaces every field of an existing one (group membership is
+    managed through UpsertLocationGroup).
+    """
+    ListLocationGroups: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationGroupsRequest, _fulfillment_pb2.ListLocationGroupsResponse]  # type: ignore[assignment]
+    """Lists location groups with their members."""
+    UpsertLocationGroup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationGroupRequest, _fulfillment_pb2.UpsertLocationGroupResponse]  # type: ignore[assignment]
+    """Creates a location group or replaces its name and members."""
     SetInventoryLevels: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetInventoryLevelsRequest, _fulfillment_pb2.SetInventoryLevelsResponse]  # type: ignore[assignment]
-    """Sets absolute inventory levels (a stock feed)."""
+    """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+    AdjustInventory: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]  # type: ignore[assignment]
+    """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
+    nothing, idempotent by key.
+    """
     GetAvailability: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]  # type: ignore[assignment]
-    """Returns availability of SKUs per location and in total."""
+    """Returns availability of SKUs per location, per location group and in total."""
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """FulfillmentService owns locations, inventory, reservations, fulfillment orders and shipments.
@@ -192,6 +258,51 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a fulfillment order that has not shipped and releases its reservations."""
 
     @_abc_1.abstractmethod
+    def RejectFulfillmentOrder(
+        self,
+        request: _fulfillment_pb2.RejectFulfillmentOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.RejectFulfillmentOrderResponse, _abc.Awaitable[_fulfillment_pb2.RejectFulfillmentOrderResponse]]:
+        """The location refuses some or all unshipped units of a fulfillment order. In one
+        transaction: the lines are marked rejected, their reservations released, the units routed
+        again excluding this location and every location that rejected those order lines before,
+        replacement fulfillment orders created with their reservations, and a "rejected"
+        fulfillment event queued for the order's workflow. A repeat with the same key has one effect.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelFulfillmentOrderLines(
+        self,
+        request: _fulfillment_pb2.CancelFulfillmentOrderLinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.CancelFulfillmentOrderLinesResponse, _abc.Awaitable[_fulfillment_pb2.CancelFulfillmentOrderLinesResponse]]:
+        """Cancels unshipped units of some lines (used by servicing) and releases their reservations;
+        the fulfillment order is canceled when nothing remains. Asking for more than remains
+        unshipped is FAILED_PRECONDITION naming what remains. Tells no workflow: the caller decided.
+        """
+
+    @_abc_1.abstractmethod
+    def MoveFulfillmentOrderLines(
+        self,
+        request: _fulfillment_pb2.MoveFulfillmentOrderLinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.MoveFulfillmentOrderLinesResponse, _abc.Awaitable[_fulfillment_pb2.MoveFulfillmentOrderLinesResponse]]:
+        """Moves unshipped units to a new fulfillment order at another location, transferring their
+        reservations (FAILED_PRECONDITION if that location has not got them available or has no
+        capacity left today), and queues a "moved" fulfillment event for the order's workflow.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRoutingDecisions(
+        self,
+        request: _fulfillment_pb2.GetRoutingDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.GetRoutingDecisionsResponse, _abc.Awaitable[_fulfillment_pb2.GetRoutingDecisionsResponse]]:
+        """Every routing decision made for an order, oldest first: the alternatives considered,
+        the locations excluded and why the winner won.
+        """
+
+    @_abc_1.abstractmethod
     def ListLocations(
         self,
         request: _fulfillment_pb2.ListLocationsRequest,
@@ -200,12 +311,48 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists locations."""
 
     @_abc_1.abstractmethod
+    def UpsertLocation(
+        self,
+        request: _fulfillment_pb2.UpsertLocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.UpsertLocationResponse, _abc.Awaitable[_fulfillment_pb2.UpsertLocationResponse]]:
+        """Creates a location or replaces every field of an existing one (group membership is
+        managed through UpsertLocationGroup).
+        """
+
+    @_abc_1.abstractmethod
+    def ListLocationGroups(
+        self,
+        request: _fulfillment_pb2.ListLocationGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ListLocationGroupsResponse, _abc.Awaitable[_fulfillment_pb2.ListLocationGroupsResponse]]:
+        """Lists location groups with their members."""
+
+    @_abc_1.abstractmethod
+    def UpsertLocationGroup(
+        self,
+        request: _fulfillment_pb2.UpsertLocationGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.UpsertLocationGroupResponse, _abc.Awaitable[_fulfillment_pb2.UpsertLocationGroupResponse]]:
+        """Creates a location group or replaces its name and members."""
+
+    @_abc_1.abstractmethod
     def SetInventoryLevels(
         self,
         request: _fulfillment_pb2.SetInventoryLevelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.SetInventoryLevelsResponse, _abc.Awaitable[_fulfillment_pb2.SetInventoryLevelsResponse]]:
-        """Sets absolute inventory levels (a stock feed)."""
+        """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+
+    @_abc_1.abstractmethod
+    def AdjustInventory(
+        self,
+        request: _fulfillment_pb2.AdjustInventoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.AdjustInventoryResponse, _abc.Awaitable[_fulfillment_pb2.AdjustInventoryResponse]]:
+        """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
+        nothing, idempotent by key.
+        """
 
     @_abc_1.abstractmethod
     def GetAvailability(
@@ -213,6 +360,6 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfillment_pb2.GetAvailabilityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.GetAvailabilityResponse, _abc.Awaitable[_fulfillment_pb2.GetAvailabilityResponse]]:
-        """Returns availability of SKUs per location and in total."""
+        """Returns availability of SKUs per location, per location group and in total."""
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -64,6 +64,8 @@ class _AuthorizationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     """The gateway declined; see decline_reason."""
     AUTHORIZATION_STATUS_VOIDED: _AuthorizationStatus.ValueType  # 3
     """Released; nothing more can be captured."""
+    AUTHORIZATION_STATUS_EXPIRED: _AuthorizationStatus.ValueType  # 4
+    """The hold lapsed and was replaced by a new authorization (see replaces_authorization_id)."""
 
 class AuthorizationStatus(_AuthorizationStatus, metaclass=_AuthorizationStatusEnumTypeWrapper):
     """AuthorizationStatus is the state of one authorization."""
@@ -76,6 +78,8 @@ AUTHORIZATION_STATUS_DECLINED: AuthorizationStatus.ValueType  # 2
 """The gateway declined; see decline_reason."""
 AUTHORIZATION_STATUS_VOIDED: AuthorizationStatus.ValueType  # 3
 """Released; nothing more can be captured."""
+AUTHORIZATION_STATUS_EXPIRED: AuthorizationStatus.ValueType  # 4
+"""The hold lapsed and was replaced by a new authorization (see replaces_authorization_id)."""
 Global___AuthorizationStatus: _TypeAlias = AuthorizationStatus  # noqa: Y015
 
 class _CaptureStatus:
@@ -101,6 +105,122 @@ CAPTURE_STATUS_SUCCEEDED: CaptureStatus.ValueType  # 1
 CAPTURE_STATUS_FAILED: CaptureStatus.ValueType  # 2
 """The gateway refused; see failure_reason. Nothing moved."""
 Global___CaptureStatus: _TypeAlias = CaptureStatus  # noqa: Y015
+
+class _CreditMemoKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditMemoKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditMemoKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_MEMO_KIND_UNSPECIFIED: _CreditMemoKind.ValueType  # 0
+    """Not said: refunds captured money; released from the authorization only when nothing was
+    captured yet.
+    """
+    CREDIT_MEMO_KIND_CANCEL: _CreditMemoKind.ValueType  # 1
+    """Canceled units, never shipped so never invoiced: released from the open authorizations,
+    never refunded from captures.
+    """
+    CREDIT_MEMO_KIND_RETURN: _CreditMemoKind.ValueType  # 2
+    """Returned units (invoiced and captured): refunded."""
+    CREDIT_MEMO_KIND_APPEASEMENT: _CreditMemoKind.ValueType  # 3
+    """Goodwill: refunded."""
+
+class CreditMemoKind(_CreditMemoKind, metaclass=_CreditMemoKindEnumTypeWrapper):
+    """CreditMemoKind says what a credit memo gives back, which decides how it is given back."""
+
+CREDIT_MEMO_KIND_UNSPECIFIED: CreditMemoKind.ValueType  # 0
+"""Not said: refunds captured money; released from the authorization only when nothing was
+captured yet.
+"""
+CREDIT_MEMO_KIND_CANCEL: CreditMemoKind.ValueType  # 1
+"""Canceled units, never shipped so never invoiced: released from the open authorizations,
+never refunded from captures.
+"""
+CREDIT_MEMO_KIND_RETURN: CreditMemoKind.ValueType  # 2
+"""Returned units (invoiced and captured): refunded."""
+CREDIT_MEMO_KIND_APPEASEMENT: CreditMemoKind.ValueType  # 3
+"""Goodwill: refunded."""
+Global___CreditMemoKind: _TypeAlias = CreditMemoKind  # noqa: Y015
+
+class _RefundStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_STATUS_UNSPECIFIED: _RefundStatus.ValueType  # 0
+    """Not set."""
+    REFUND_STATUS_SUCCEEDED: _RefundStatus.ValueType  # 1
+    """Money went back."""
+    REFUND_STATUS_FAILED: _RefundStatus.ValueType  # 2
+    """The gateway refused; see failure_reason. Nothing moved."""
+
+class RefundStatus(_RefundStatus, metaclass=_RefundStatusEnumTypeWrapper):
+    """RefundStatus is the outcome of one refund."""
+
+REFUND_STATUS_UNSPECIFIED: RefundStatus.ValueType  # 0
+"""Not set."""
+REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 1
+"""Money went back."""
+REFUND_STATUS_FAILED: RefundStatus.ValueType  # 2
+"""The gateway refused; see failure_reason. Nothing moved."""
+Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
+
+class _ReversalStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReversalStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReversalStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVERSAL_STATUS_UNSPECIFIED: _ReversalStatus.ValueType  # 0
+    """Not set."""
+    REVERSAL_STATUS_SUCCEEDED: _ReversalStatus.ValueType  # 1
+    """The hold was reduced."""
+    REVERSAL_STATUS_FAILED: _ReversalStatus.ValueType  # 2
+    """The gateway refused; see failure_reason. The hold is unchanged."""
+
+class ReversalStatus(_ReversalStatus, metaclass=_ReversalStatusEnumTypeWrapper):
+    """ReversalStatus is the outcome of one authorization reversal."""
+
+REVERSAL_STATUS_UNSPECIFIED: ReversalStatus.ValueType  # 0
+"""Not set."""
+REVERSAL_STATUS_SUCCEEDED: ReversalStatus.ValueType  # 1
+"""The hold was reduced."""
+REVERSAL_STATUS_FAILED: ReversalStatus.ValueType  # 2
+"""The gateway refused; see failure_reason. The hold is unchanged."""
+Global___ReversalStatus: _TypeAlias = ReversalStatus  # noqa: Y015
+
+class _RefundOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_OUTCOME_UNSPECIFIED: _RefundOutcome.ValueType  # 0
+    """Not set."""
+    REFUND_OUTCOME_SETTLED: _RefundOutcome.ValueType  # 1
+    """The memo's money is all given back (refunded or released)."""
+    REFUND_OUTCOME_LIMITED: _RefundOutcome.ValueType  # 2
+    """Part exceeds what was captured net of earlier refunds; it is reported in not_refunded."""
+    REFUND_OUTCOME_FAILED: _RefundOutcome.ValueType  # 3
+    """A gateway refused a refund or release (failure_reason); what it did not give back is in
+    not_refunded, and a call with a new key tries again.
+    """
+
+class RefundOutcome(_RefundOutcome, metaclass=_RefundOutcomeEnumTypeWrapper):
+    """RefundOutcome is how far a RefundCreditMemo call got."""
+
+REFUND_OUTCOME_UNSPECIFIED: RefundOutcome.ValueType  # 0
+"""Not set."""
+REFUND_OUTCOME_SETTLED: RefundOutcome.ValueType  # 1
+"""The memo's money is all given back (refunded or released)."""
+REFUND_OUTCOME_LIMITED: RefundOutcome.ValueType  # 2
+"""Part exceeds what was captured net of earlier refunds; it is reported in not_refunded."""
+REFUND_OUTCOME_FAILED: RefundOutcome.ValueType  # 3
+"""A gateway refused a refund or release (failure_reason); what it did not give back is in
+not_refunded, and a call with a new key tries again.
+"""
+Global___RefundOutcome: _TypeAlias = RefundOutcome  # noqa: Y015
 
 @_typing.final
 class PaymentMethod(_message.Message):
@@ -146,6 +266,10 @@ class Authorization(_message.Message):
     GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_TYPE_FIELD_NUMBER: _builtins.int
+    REVERSED_FIELD_NUMBER: _builtins.int
+    REPLACES_AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     authorization_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -155,6 +279,10 @@ class Authorization(_message.Message):
     gateway_reference: _builtins.str
     """The gateway's reference and, when declined, its reason."""
     decline_reason: _builtins.str
+    payment_method_type: Global___PaymentMethodType.ValueType
+    """The kind of instrument held on (its adapter does the talking)."""
+    replaces_authorization_id: _builtins.str
+    """The expired authorization this one holds anew, if it is a re-authorization."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """Amount held."""
@@ -167,6 +295,14 @@ class Authorization(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the hold lapses."""
 
+    @_builtins.property
+    def reversed(self) -> _common_pb2.Money:
+        """Released from the hold before capture (partial reversals, e.g. for canceled units)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
     def __init__(
         self,
         *,
@@ -178,10 +314,14 @@ class Authorization(_message.Message):
         gateway_reference: _builtins.str = ...,
         decline_reason: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        payment_method_type: Global___PaymentMethodType.ValueType = ...,
+        reversed: _common_pb2.Money | None = ...,
+        replaces_authorization_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "captured", b"captured", "expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "captured", b"captured", "created_at", b"created_at", "expires_at", b"expires_at", "reversed", b"reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_id", b"authorization_id", "captured", b"captured", "decline_reason", b"decline_reason", "expires_at", b"expires_at", "gateway_reference", b"gateway_reference", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_id", b"authorization_id", "captured", b"captured", "created_at", b"created_at", "decline_reason", b"decline_reason", "expires_at", b"expires_at", "gateway_reference", b"gateway_reference", "order_id", b"order_id", "payment_method_type", b"payment_method_type", "replaces_authorization_id", b"replaces_authorization_id", "reversed", b"reversed", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -355,6 +495,7 @@ class AuthorizePaymentRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -367,6 +508,12 @@ class AuthorizePaymentRequest(_message.Message):
     def amount(self) -> _common_pb2.Money:
         """Amount to hold."""
 
+    @_builtins.property
+    def additional_payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentMethod]:
+        """Further payment methods, applied after payment_method in this order: each is asked for
+        what the ones before it could not hold (e.g. gift card first, then card).
+        """
+
     def __init__(
         self,
         *,
@@ -374,10 +521,11 @@ class AuthorizePaymentRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         payment_method: Global___PaymentMethod | None = ...,
         amount: _common_pb2.Money | None = ...,
+        additional_payment_methods: _abc.Iterable[Global___PaymentMethod] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "payment_method", b"payment_method"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_method", b"payment_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "amount", b"amount", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_method", b"payment_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,23 +533,47 @@ Global___AuthorizePaymentRequest: _TypeAlias = AuthorizePaymentRequest  # noqa: 
 
 @_typing.final
 class AuthorizePaymentResponse(_message.Message):
-    """AuthorizePaymentResponse carries the authorization, approved or declined."""
+    """AuthorizePaymentResponse carries the overall outcome and every authorization made."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    AUTHORIZATIONS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DECLINE_REASON_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_FIELD_NUMBER: _builtins.int
+    status: Global___AuthorizationStatus.ValueType
+    """APPROVED when the whole amount is held, else DECLINED."""
+    decline_reason: _builtins.str
+    """Why the outcome is DECLINED (the gateway's reason); empty when approved."""
     @_builtins.property
     def authorization(self) -> Global___Authorization:
-        """The outcome."""
+        """The primary authorization: the first approved one when the outcome is APPROVED, else the
+        decline that decided the outcome (so its status is the overall outcome).
+        """
+
+    @_builtins.property
+    def authorizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Authorization]:
+        """Every authorization made for the request, in the order the methods were asked; on a
+        declined outcome the ones that had been approved are VOIDED.
+        """
+
+    @_builtins.property
+    def authorized(self) -> _common_pb2.Money:
+        """The amount held in total: the requested amount when approved, zero when declined."""
 
     def __init__(
         self,
         *,
         authorization: Global___Authorization | None = ...,
+        authorizations: _abc.Iterable[Global___Authorization] | None = ...,
+        status: Global___AuthorizationStatus.ValueType = ...,
+        decline_reason: _builtins.str = ...,
+        authorized: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "authorized", b"authorized"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "authorizations", b"authorizations", "authorized", b"authorized", "decline_reason", b"decline_reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -552,23 +724,51 @@ Global___CaptureInvoiceRequest: _TypeAlias = CaptureInvoiceRequest  # noqa: Y015
 
 @_typing.final
 class CaptureInvoiceResponse(_message.Message):
-    """CaptureInvoiceResponse carries the capture, succeeded or failed."""
+    """CaptureInvoiceResponse carries the outcome and every capture made."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPTURE_FIELD_NUMBER: _builtins.int
+    CAPTURES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    CAPTURED_FIELD_NUMBER: _builtins.int
+    REAUTHORIZATIONS_FIELD_NUMBER: _builtins.int
+    status: Global___CaptureStatus.ValueType
+    """SUCCEEDED when the invoice's outstanding amount was captured in full, else FAILED."""
+    failure_reason: _builtins.str
+    """Why it failed (the gateway's reason, or insufficient_authorization); empty on success."""
     @_builtins.property
     def capture(self) -> Global___Capture:
-        """The outcome."""
+        """The capture that decides the outcome: the one that failed, else the first."""
+
+    @_builtins.property
+    def captures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Capture]:
+        """One capture per authorization drawn on, in order; a failure stops the drawing, so at most
+        the last one failed.
+        """
+
+    @_builtins.property
+    def captured(self) -> _common_pb2.Money:
+        """Captured by this call (with several authorizations a failure may follow a success)."""
+
+    @_builtins.property
+    def reauthorizations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Authorization]:
+        """Authorizations made anew because the one drawn on had expired."""
 
     def __init__(
         self,
         *,
         capture: Global___Capture | None = ...,
+        captures: _abc.Iterable[Global___Capture] | None = ...,
+        status: Global___CaptureStatus.ValueType = ...,
+        failure_reason: _builtins.str = ...,
+        captured: _common_pb2.Money | None = ...,
+        reauthorizations: _abc.Iterable[Global___Authorization] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "captured", b"captured"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "captured", b"captured", "captures", b"captures", "failure_reason", b"failure_reason", "reauthorizations", b"reauthorizations", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -662,6 +862,8 @@ class PaymentSummary(_message.Message):
     REFUNDED_FIELD_NUMBER: _builtins.int
     INVOICED_FIELD_NUMBER: _builtins.int
     BALANCE_DUE_FIELD_NUMBER: _builtins.int
+    CREDITED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     @_builtins.property
@@ -678,6 +880,14 @@ class PaymentSummary(_message.Message):
     def balance_due(self) -> _common_pb2.Money:
         """invoiced - captured: what is still owed on invoices."""
 
+    @_builtins.property
+    def credited(self) -> _common_pb2.Money:
+        """Credit memo totals that give back invoiced money (cancels of units never invoiced excluded)."""
+
+    @_builtins.property
+    def released(self) -> _common_pb2.Money:
+        """Released from authorizations by credit memos (money never taken)."""
+
     def __init__(
         self,
         *,
@@ -687,10 +897,12 @@ class PaymentSummary(_message.Message):
         refunded: _common_pb2.Money | None = ...,
         invoiced: _common_pb2.Money | None = ...,
         balance_due: _common_pb2.Money | None = ...,
+        credited: _common_pb2.Money | None = ...,
+        released: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "balance_due", b"balance_due", "captured", b"captured", "invoiced", b"invoiced", "refunded", b"refunded"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "balance_due", b"balance_due", "captured", b"captured", "credited", b"credited", "invoiced", b"invoiced", "refunded", b"refunded", "released", b"released"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "balance_due", b"balance_due", "captured", b"captured", "invoiced", b"invoiced", "order_id", b"order_id", "refunded", b"refunded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "balance_due", b"balance_due", "captured", b"captured", "credited", b"credited", "invoiced", b"invoiced", "order_id", b"order_id", "refunded", b"refunded", "released", b"released"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -706,6 +918,9 @@ class GetPaymentSummaryResponse(_message.Message):
     AUTHORIZATIONS_FIELD_NUMBER: _builtins.int
     CAPTURES_FIELD_NUMBER: _builtins.int
     INVOICES_FIELD_NUMBER: _builtins.int
+    CREDIT_MEMOS_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    REVERSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> Global___PaymentSummary:
         """Totals."""
@@ -718,6 +933,12 @@ class GetPaymentSummaryResponse(_message.Message):
     def captures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Capture]: ...
     @_builtins.property
     def invoices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Invoice]: ...
+    @_builtins.property
+    def credit_memos(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditMemo]: ...
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]: ...
+    @_builtins.property
+    def reversals(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizationReversal]: ...
     def __init__(
         self,
         *,
@@ -725,11 +946,639 @@ class GetPaymentSummaryResponse(_message.Message):
         authorizations: _abc.Iterable[Global___Authorization] | None = ...,
         captures: _abc.Iterable[Global___Capture] | None = ...,
         invoices: _abc.Iterable[Global___Invoice] | None = ...,
+        credit_memos: _abc.Iterable[Global___CreditMemo] | None = ...,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+        reversals: _abc.Iterable[Global___AuthorizationReversal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorizations", b"authorizations", "captures", b"captures", "invoices", b"invoices", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorizations", b"authorizations", "captures", b"captures", "credit_memos", b"credit_memos", "invoices", b"invoices", "refunds", b"refunds", "reversals", b"reversals", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPaymentSummaryResponse: _TypeAlias = GetPaymentSummaryResponse  # noqa: Y015
+
+@_typing.final
+class CreditableLine(_message.Message):
+    """CreditableLine is some units of an order line to credit, with the line's full money, from
+    which the memo takes their exact share (the same unit shares invoices take).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_ORDERED_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
+    QUANTITY_TO_CREDIT_FIELD_NUMBER: _builtins.int
+    FIRST_UNIT_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and its SKU."""
+    sku: _builtins.str
+    quantity_ordered: _builtins.int
+    """Units ordered on the line and their money (discounts include the line's share of
+    order-level discounts).
+    """
+    quantity_to_credit: _builtins.int
+    """Units credited: first_unit .. first_unit + quantity_to_credit - 1 of the line's units
+    (invoices take units from the front; callers take canceled units from the back and
+    returned units from the front, so parts always add up to the line's money).
+    """
+    first_unit: _builtins.int
+    @_builtins.property
+    def gross(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def tax(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity_ordered: _builtins.int = ...,
+        gross: _common_pb2.Money | None = ...,
+        discount: _common_pb2.Money | None = ...,
+        tax: _common_pb2.Money | None = ...,
+        quantity_to_credit: _builtins.int = ...,
+        first_unit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross", b"gross", "tax", b"tax"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "first_unit", b"first_unit", "gross", b"gross", "order_line_id", b"order_line_id", "quantity_ordered", b"quantity_ordered", "quantity_to_credit", b"quantity_to_credit", "sku", b"sku", "tax", b"tax"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditableLine: _TypeAlias = CreditableLine  # noqa: Y015
+
+@_typing.final
+class Appeasement(_message.Message):
+    """Appeasement is goodwill given back on one line or on the whole order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PERCENT_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line it is for; empty for the whole order."""
+    percent_basis_points: _builtins.int
+    """A percentage (1 = 0.01%, 10000 = 100%) of what was captured for the line (or for the
+    whole order), computed by payments and rounded half up to the minor unit.
+    """
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """An absolute amount; set this or percent_basis_points, not both."""
+
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        percent_basis_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "order_line_id", b"order_line_id", "percent_basis_points", b"percent_basis_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Appeasement: _TypeAlias = Appeasement  # noqa: Y015
+
+@_typing.final
+class CreditMemoLine(_message.Message):
+    """CreditMemoLine is the money credited for some units of one order line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and its SKU."""
+    sku: _builtins.str
+    quantity: _builtins.int
+    """Units credited."""
+    @_builtins.property
+    def gross(self) -> _common_pb2.Money:
+        """Their share of the line's gross, discount and tax."""
+
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def tax(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def total(self) -> _common_pb2.Money:
+        """gross - discount + tax."""
+
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        gross: _common_pb2.Money | None = ...,
+        discount: _common_pb2.Money | None = ...,
+        tax: _common_pb2.Money | None = ...,
+        total: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross", b"gross", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross", b"gross", "order_line_id", b"order_line_id", "quantity", b"quantity", "sku", b"sku", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditMemoLine: _TypeAlias = CreditMemoLine  # noqa: Y015
+
+@_typing.final
+class CreditMemo(_message.Message):
+    """CreditMemo is exactly the money to give back to the shopper, and how much has been."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_MEMO_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    APPEASEMENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    NOT_REFUNDED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    credit_memo_id: _builtins.str
+    """Identifier."""
+    order_id: _builtins.str
+    """The order."""
+    kind: Global___CreditMemoKind.ValueType
+    """What it gives back, and why (free text from the caller)."""
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditMemoLine]:
+        """Lines credited."""
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Shipping credited."""
+
+    @_builtins.property
+    def fee(self) -> _common_pb2.Money:
+        """A fee kept (e.g. a return fee); subtracted."""
+
+    @_builtins.property
+    def appeasements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Appeasement]:
+        """Goodwill, each with its amount computed."""
+
+    @_builtins.property
+    def total(self) -> _common_pb2.Money:
+        """Lines + shipping + appeasements - fee."""
+
+    @_builtins.property
+    def refunded(self) -> _common_pb2.Money:
+        """Given back so far: refunded from captures, released from authorizations."""
+
+    @_builtins.property
+    def released(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def not_refunded(self) -> _common_pb2.Money:
+        """What is still to be given back (zero once a cancel's release is done)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    def __init__(
+        self,
+        *,
+        credit_memo_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        kind: Global___CreditMemoKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        lines: _abc.Iterable[Global___CreditMemoLine] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        fee: _common_pb2.Money | None = ...,
+        appeasements: _abc.Iterable[Global___Appeasement] | None = ...,
+        total: _common_pb2.Money | None = ...,
+        refunded: _common_pb2.Money | None = ...,
+        released: _common_pb2.Money | None = ...,
+        not_refunded: _common_pb2.Money | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "fee", b"fee", "not_refunded", b"not_refunded", "refunded", b"refunded", "released", b"released", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeasements", b"appeasements", "created_at", b"created_at", "credit_memo_id", b"credit_memo_id", "fee", b"fee", "kind", b"kind", "lines", b"lines", "not_refunded", b"not_refunded", "order_id", b"order_id", "reason", b"reason", "refunded", b"refunded", "released", b"released", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditMemo: _TypeAlias = CreditMemo  # noqa: Y015
+
+@_typing.final
+class CreateCreditMemoRequest(_message.Message):
+    """CreateCreditMemoRequest asks for a credit memo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    APPEASEMENTS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Derived by the caller from the order and the change."""
+    kind: Global___CreditMemoKind.ValueType
+    """What it gives back, and why."""
+    reason: _builtins.str
+    currency: _builtins.str
+    """The memo's currency; optional when an amount names it, else the order's."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditableLine]:
+        """Units to credit."""
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Shipping to credit."""
+
+    @_builtins.property
+    def fee(self) -> _common_pb2.Money:
+        """Fee to keep (subtracted); cannot exceed the rest of the memo."""
+
+    @_builtins.property
+    def appeasements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Appeasement]:
+        """Goodwill to give."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___CreditMemoKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        lines: _abc.Iterable[Global___CreditableLine] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        fee: _common_pb2.Money | None = ...,
+        appeasements: _abc.Iterable[Global___Appeasement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fee", b"fee", "shipping", b"shipping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeasements", b"appeasements", "currency", b"currency", "fee", b"fee", "idempotency_key", b"idempotency_key", "kind", b"kind", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "shipping", b"shipping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCreditMemoRequest: _TypeAlias = CreateCreditMemoRequest  # noqa: Y015
+
+@_typing.final
+class CreateCreditMemoResponse(_message.Message):
+    """CreateCreditMemoResponse carries the credit memo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_MEMO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credit_memo(self) -> Global___CreditMemo:
+        """The credit memo."""
+
+    def __init__(
+        self,
+        *,
+        credit_memo: Global___CreditMemo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCreditMemoResponse: _TypeAlias = CreateCreditMemoResponse  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """Refund is money given back from one capture for a credit memo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CREDIT_MEMO_ID_FIELD_NUMBER: _builtins.int
+    CAPTURE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """Identifier."""
+    order_id: _builtins.str
+    """The order, the credit memo it pays and the capture it gives back from."""
+    credit_memo_id: _builtins.str
+    capture_id: _builtins.str
+    status: Global___RefundStatus.ValueType
+    """Outcome and amount."""
+    gateway_reference: _builtins.str
+    """The gateway's reference and, when failed, its reason."""
+    failure_reason: _builtins.str
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        credit_memo_id: _builtins.str = ...,
+        capture_id: _builtins.str = ...,
+        status: Global___RefundStatus.ValueType = ...,
+        amount: _common_pb2.Money | None = ...,
+        gateway_reference: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "capture_id", b"capture_id", "created_at", b"created_at", "credit_memo_id", b"credit_memo_id", "failure_reason", b"failure_reason", "gateway_reference", b"gateway_reference", "order_id", b"order_id", "refund_id", b"refund_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class AuthorizationReversal(_message.Message):
+    """AuthorizationReversal is money released from an authorization's hold before capture, for a
+    credit memo: a partial reversal, or a void when it releases all that remains.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVERSAL_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CREDIT_MEMO_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    VOIDED_FIELD_NUMBER: _builtins.int
+    GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    reversal_id: _builtins.str
+    """Identifier."""
+    order_id: _builtins.str
+    """The order, the credit memo and the authorization reduced."""
+    credit_memo_id: _builtins.str
+    authorization_id: _builtins.str
+    status: Global___ReversalStatus.ValueType
+    """Outcome and amount released."""
+    voided: _builtins.bool
+    """True when it released everything that remained (the authorization is VOIDED)."""
+    gateway_reference: _builtins.str
+    """The gateway's reference and, when failed, its reason."""
+    failure_reason: _builtins.str
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        reversal_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        credit_memo_id: _builtins.str = ...,
+        authorization_id: _builtins.str = ...,
+        status: Global___ReversalStatus.ValueType = ...,
+        amount: _common_pb2.Money | None = ...,
+        voided: _builtins.bool = ...,
+        gateway_reference: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_id", b"authorization_id", "created_at", b"created_at", "credit_memo_id", b"credit_memo_id", "failure_reason", b"failure_reason", "gateway_reference", b"gateway_reference", "order_id", b"order_id", "reversal_id", b"reversal_id", "status", b"status", "voided", b"voided"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationReversal: _TypeAlias = AuthorizationReversal  # noqa: Y015
+
+@_typing.final
+class RefundCreditMemoRequest(_message.Message):
+    """RefundCreditMemoRequest asks to give a credit memo's money back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_MEMO_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    credit_memo_id: _builtins.str
+    """The credit memo."""
+    idempotency_key: _builtins.str
+    """Derived by the caller from the order and the change."""
+    def __init__(
+        self,
+        *,
+        credit_memo_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_memo_id", b"credit_memo_id", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundCreditMemoRequest: _TypeAlias = RefundCreditMemoRequest  # noqa: Y015
+
+@_typing.final
+class RefundCreditMemoResponse(_message.Message):
+    """RefundCreditMemoResponse carries the outcome and every refund and release made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_MEMO_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    REVERSALS_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    NOT_REFUNDED_FIELD_NUMBER: _builtins.int
+    outcome: Global___RefundOutcome.ValueType
+    """How far it got, and why not further."""
+    failure_reason: _builtins.str
+    @_builtins.property
+    def credit_memo(self) -> Global___CreditMemo:
+        """The credit memo after this call."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """Refunds made by this call, newest capture first, succeeded or failed."""
+
+    @_builtins.property
+    def reversals(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizationReversal]:
+        """Releases made by this call, succeeded or failed."""
+
+    @_builtins.property
+    def refunded(self) -> _common_pb2.Money:
+        """Refunded and released by this call."""
+
+    @_builtins.property
+    def released(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def not_refunded(self) -> _common_pb2.Money:
+        """What of the memo is still not given back after this call."""
+
+    def __init__(
+        self,
+        *,
+        credit_memo: Global___CreditMemo | None = ...,
+        outcome: Global___RefundOutcome.ValueType = ...,
+        failure_reason: _builtins.str = ...,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+        reversals: _abc.Iterable[Global___AuthorizationReversal] | None = ...,
+        refunded: _common_pb2.Money | None = ...,
+        released: _common_pb2.Money | None = ...,
+        not_refunded: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo", "not_refunded", b"not_refunded", "refunded", b"refunded", "released", b"released"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo", "failure_reason", b"failure_reason", "not_refunded", b"not_refunded", "outcome", b"outcome", "refunded", b"refunded", "refunds", b"refunds", "released", b"released", "reversals", b"reversals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundCreditMemoResponse: _TypeAlias = RefundCreditMemoResponse  # noqa: Y015
+
+@_typing.final
+class GetReconciliationRequest(_message.Message):
+    """GetReconciliationRequest names an order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class Reconciliation(_message.Message):
+    """Reconciliation checks an order's money: what was taken net of refunds against what was
+    invoiced net of credits.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_FIELD_NUMBER: _builtins.int
+    CAPTURED_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    INVOICED_FIELD_NUMBER: _builtins.int
+    CREDITED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    NOT_REFUNDED_FIELD_NUMBER: _builtins.int
+    AGREES_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    agrees: _builtins.bool
+    """True when captured - refunded == invoiced - credited."""
+    @_builtins.property
+    def authorized(self) -> _common_pb2.Money:
+        """Held now (approved authorizations, less reversals)."""
+
+    @_builtins.property
+    def captured(self) -> _common_pb2.Money:
+        """Captured and refunded (succeeded only)."""
+
+    @_builtins.property
+    def refunded(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def invoiced(self) -> _common_pb2.Money:
+        """Invoiced, and credited against invoiced money (memos of canceled, never-invoiced units and
+        what memos released from authorizations are not credits against invoices).
+        """
+
+    @_builtins.property
+    def credited(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def released(self) -> _common_pb2.Money:
+        """Released from authorizations by credit memos."""
+
+    @_builtins.property
+    def not_refunded(self) -> _common_pb2.Money:
+        """Credit memo money not given back yet (or beyond what was captured)."""
+
+    @_builtins.property
+    def difference(self) -> _common_pb2.Money:
+        """(captured - refunded) - (invoiced - credited): positive when more was taken than owed."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        authorized: _common_pb2.Money | None = ...,
+        captured: _common_pb2.Money | None = ...,
+        refunded: _common_pb2.Money | None = ...,
+        invoiced: _common_pb2.Money | None = ...,
+        credited: _common_pb2.Money | None = ...,
+        released: _common_pb2.Money | None = ...,
+        not_refunded: _common_pb2.Money | None = ...,
+        agrees: _builtins.bool = ...,
+        difference: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "captured", b"captured", "credited", b"credited", "difference", b"difference", "invoiced", b"invoiced", "not_refunded", b"not_refunded", "refunded", b"refunded", "released", b"released"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agrees", b"agrees", "authorized", b"authorized", "captured", b"captured", "credited", b"credited", "difference", b"difference", "invoiced", b"invoiced", "not_refunded", b"not_refunded", "order_id", b"order_id", "refunded", b"refunded", "released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015
+
+@_typing.final
+class GetReconciliationResponse(_message.Message):
+    """GetReconciliationResponse carries the reconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reconciliation(self) -> Global___Reconciliation:
+        """The reconciliation."""
+
+    def __init__(
+        self,
+        *,
+        reconciliation: Global___Reconciliation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationResponse: _TypeAlias = GetReconciliationResponse  # noqa: Y015

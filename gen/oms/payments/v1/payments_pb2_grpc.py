@@ -28,8 +28,11 @@ if _version_not_supported:
 
 class PaymentsServiceStub:
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     def __init__(self, channel):
@@ -63,17 +66,36 @@ class PaymentsServiceStub:
                 request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryRequest.SerializeToString,
                 response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryResponse.FromString,
                 _registered_method=True)
+        self.CreateCreditMemo = channel.unary_unary(
+                '/oms.payments.v1.PaymentsService/CreateCreditMemo',
+                request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoRequest.SerializeToString,
+                response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoResponse.FromString,
+                _registered_method=True)
+        self.RefundCreditMemo = channel.unary_unary(
+                '/oms.payments.v1.PaymentsService/RefundCreditMemo',
+                request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoRequest.SerializeToString,
+                response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoResponse.FromString,
+                _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/oms.payments.v1.PaymentsService/GetReconciliation',
+                request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     def AuthorizePayment(self, request, context):
-        """Authorizes an amount on the order's payment method. A decline is an answer
-        (status DECLINED with the gateway's reason), not an error.
+        """Authorizes an amount on the order's payment methods, applied in sequence: each holds what
+        it can (a gift card its balance), the next the rest. A decline is an answer (status
+        DECLINED with the gateway's reason, anything held released), not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,8 +110,9 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CaptureInvoice(self, request, context):
-        """Captures an invoice's amount from the order's authorization. A gateway failure is an
-        answer (status FAILED with the reason).
+        """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
+        drawing on several when one does not hold enough; an expired authorization is held anew
+        first. A decline or gateway failure is an answer (status FAILED with the reason).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +126,33 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPaymentSummary(self, request, context):
-        """Summarizes an order's money: authorized, captured, refunded, invoiced, balance.
+        """Summarizes an order's money: authorized, captured, refunded, invoiced, credited, balance,
+        with every record behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCreditMemo(self, request, context):
+        """Creates a credit memo: exactly the money to give back for canceled or returned units,
+        shipping and goodwill, less a fee.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundCreditMemo(self, request, context):
+        """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
+        first, never more than was captured net of earlier refunds; money never taken (a cancel,
+        or nothing captured yet) is released from the open authorizations instead. Answers with
+        the outcome of every refund and release; what could not be given back is reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReconciliation(self, request, context):
+        """Reconciles an order's money: captured - refunded against invoiced - credited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +186,21 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryRequest.FromString,
                     response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryResponse.SerializeToString,
             ),
+            'CreateCreditMemo': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCreditMemo,
+                    request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoRequest.FromString,
+                    response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoResponse.SerializeToString,
+            ),
+            'RefundCreditMemo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundCreditMemo,
+                    request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoRequest.FromString,
+                    response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'oms.payments.v1.PaymentsService', rpc_method_handlers)
@@ -147,8 +211,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PaymentsService:
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     @staticmethod
@@ -276,6 +343,87 @@ class PaymentsService:
             '/oms.payments.v1.PaymentsService/GetPaymentSummary',
             oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryRequest.SerializeToString,
             oms_dot_payments_dot_v1_dot_payments__pb2.GetPaymentSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCreditMemo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.payments.v1.PaymentsService/CreateCreditMemo',
+            oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoRequest.SerializeToString,
+            oms_dot_payments_dot_v1_dot_payments__pb2.CreateCreditMemoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundCreditMemo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.payments.v1.PaymentsService/RefundCreditMemo',
+            oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoRequest.SerializeToString,
+            oms_dot_payments_dot_v1_dot_payments__pb2.RefundCreditMemoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.payments.v1.PaymentsService/GetReconciliation',
+            oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.SerializeToString,
+            oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.FromString,
             options,
             channel_credentials,
             insecure,

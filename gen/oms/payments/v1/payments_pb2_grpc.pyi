@@ -29,8 +29,11 @@ GRPC_VERSION: str
 
 class PaymentsServiceStub:
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     @_typing.overload
@@ -38,51 +41,89 @@ class PaymentsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PaymentsServiceAsyncStub: ...
     AuthorizePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.AuthorizePaymentRequest, _payments_pb2.AuthorizePaymentResponse]
-    """Authorizes an amount on the order's payment method. A decline is an answer
-    (status DECLINED with the gateway's reason), not an error.
+    """Authorizes an amount on the order's payment methods, applied in sequence: each holds what
+    it can (a gift card its balance), the next the rest. A decline is an answer (status
+    DECLINED with the gateway's reason, anything held released), not an error.
     """
     CreateInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateInvoiceRequest, _payments_pb2.CreateInvoiceResponse]
     """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
     the shipping charge.
     """
     CaptureInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CaptureInvoiceRequest, _payments_pb2.CaptureInvoiceResponse]
-    """Captures an invoice's amount from the order's authorization. A gateway failure is an
-    answer (status FAILED with the reason).
+    """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
+    drawing on several when one does not hold enough; an expired authorization is held anew
+    first. A decline or gateway failure is an answer (status FAILED with the reason).
     """
     VoidAuthorization: _grpc.UnaryUnaryMultiCallable[_payments_pb2.VoidAuthorizationRequest, _payments_pb2.VoidAuthorizationResponse]
     """Voids what remains of the order's authorizations."""
     GetPaymentSummary: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentSummaryRequest, _payments_pb2.GetPaymentSummaryResponse]
-    """Summarizes an order's money: authorized, captured, refunded, invoiced, balance."""
+    """Summarizes an order's money: authorized, captured, refunded, invoiced, credited, balance,
+    with every record behind it.
+    """
+    CreateCreditMemo: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateCreditMemoRequest, _payments_pb2.CreateCreditMemoResponse]
+    """Creates a credit memo: exactly the money to give back for canceled or returned units,
+    shipping and goodwill, less a fee.
+    """
+    RefundCreditMemo: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundCreditMemoRequest, _payments_pb2.RefundCreditMemoResponse]
+    """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
+    first, never more than was captured net of earlier refunds; money never taken (a cancel,
+    or nothing captured yet) is released from the open authorizations instead. Answers with
+    the outcome of every refund and release; what could not be given back is reported.
+    """
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRequest, _payments_pb2.GetReconciliationResponse]
+    """Reconciles an order's money: captured - refunded against invoiced - credited."""
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AuthorizePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.AuthorizePaymentRequest, _payments_pb2.AuthorizePaymentResponse]  # type: ignore[assignment]
-    """Authorizes an amount on the order's payment method. A decline is an answer
-    (status DECLINED with the gateway's reason), not an error.
+    """Authorizes an amount on the order's payment methods, applied in sequence: each holds what
+    it can (a gift card its balance), the next the rest. A decline is an answer (status
+    DECLINED with the gateway's reason, anything held released), not an error.
     """
     CreateInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateInvoiceRequest, _payments_pb2.CreateInvoiceResponse]  # type: ignore[assignment]
     """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
     the shipping charge.
     """
     CaptureInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.CaptureInvoiceRequest, _payments_pb2.CaptureInvoiceResponse]  # type: ignore[assignment]
-    """Captures an invoice's amount from the order's authorization. A gateway failure is an
-    answer (status FAILED with the reason).
+    """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
+    drawing on several when one does not hold enough; an expired authorization is held anew
+    first. A decline or gateway failure is an answer (status FAILED with the reason).
     """
     VoidAuthorization: _aio.UnaryUnaryMultiCallable[_payments_pb2.VoidAuthorizationRequest, _payments_pb2.VoidAuthorizationResponse]  # type: ignore[assignment]
     """Voids what remains of the order's authorizations."""
     GetPaymentSummary: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentSummaryRequest, _payments_pb2.GetPaymentSummaryResponse]  # type: ignore[assignment]
-    """Summarizes an order's money: authorized, captured, refunded, invoiced, balance."""
+    """Summarizes an order's money: authorized, captured, refunded, invoiced, credited, balance,
+    with every record behind it.
+    """
+    CreateCreditMemo: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateCreditMemoRequest, _payments_pb2.CreateCreditMemoResponse]  # type: ignore[assignment]
+    """Creates a credit memo: exactly the money to give back for canceled or returned units,
+    shipping and goodwill, less a fee.
+    """
+    RefundCreditMemo: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundCreditMemoRequest, _payments_pb2.RefundCreditMemoResponse]  # type: ignore[assignment]
+    """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
+    first, never more than was captured net of earlier refunds; money never taken (a cancel,
+    or nothing captured yet) is released from the open authorizations instead. Answers with
+    the outcome of every refund and release; what could not be given back is reported.
+    """
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRequest, _payments_pb2.GetReconciliationResponse]  # type: ignore[assignment]
+    """Reconciles an order's money: captured - refunded against invoiced - credited."""
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
-    invoices and the payment summary. It talks to payment gateways through adapters and answers
-    with the outcome, never with a job id. Every mutating call is idempotent by key.
+    invoices, credit memos, refunds, the payment summary and its reconciliation. It talks to
+    payment gateways through adapters (one per payment method type, chosen by settings) and
+    answers with the outcome, never with a job id. Every mutating call is idempotent by key:
+    the same key with the same request returns the stored answer, with a different request
+    ALREADY_EXISTS naming the key.
     """
 
     @_abc_1.abstractmethod
@@ -91,8 +132,9 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.AuthorizePaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.AuthorizePaymentResponse, _abc.Awaitable[_payments_pb2.AuthorizePaymentResponse]]:
-        """Authorizes an amount on the order's payment method. A decline is an answer
-        (status DECLINED with the gateway's reason), not an error.
+        """Authorizes an amount on the order's payment methods, applied in sequence: each holds what
+        it can (a gift card its balance), the next the rest. A decline is an answer (status
+        DECLINED with the gateway's reason, anything held released), not an error.
         """
 
     @_abc_1.abstractmethod
@@ -111,8 +153,9 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.CaptureInvoiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.CaptureInvoiceResponse, _abc.Awaitable[_payments_pb2.CaptureInvoiceResponse]]:
-        """Captures an invoice's amount from the order's authorization. A gateway failure is an
-        answer (status FAILED with the reason).
+        """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
+        drawing on several when one does not hold enough; an expired authorization is held anew
+        first. A decline or gateway failure is an answer (status FAILED with the reason).
         """
 
     @_abc_1.abstractmethod
@@ -129,6 +172,38 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.GetPaymentSummaryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.GetPaymentSummaryResponse, _abc.Awaitable[_payments_pb2.GetPaymentSummaryResponse]]:
-        """Summarizes an order's money: authorized, captured, refunded, invoiced, balance."""
+        """Summarizes an order's money: authorized, captured, refunded, invoiced, credited, balance,
+        with every record behind it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCreditMemo(
+        self,
+        request: _payments_pb2.CreateCreditMemoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.CreateCreditMemoResponse, _abc.Awaitable[_payments_pb2.CreateCreditMemoResponse]]:
+        """Creates a credit memo: exactly the money to give back for canceled or returned units,
+        shipping and goodwill, less a fee.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundCreditMemo(
+        self,
+        request: _payments_pb2.RefundCreditMemoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RefundCreditMemoResponse, _abc.Awaitable[_payments_pb2.RefundCreditMemoResponse]]:
+        """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
+        first, never more than was captured net of earlier refunds; money never taken (a cancel,
+        or nothing captured yet) is released from the open authorizations instead. Answers with
+        the outcome of every refund and release; what could not be given back is reported.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _payments_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetReconciliationResponse, _abc.Awaitable[_payments_pb2.GetReconciliationResponse]]:
+        """Reconciles an order's money: captured - refunded against invoiced - credited."""
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -75,6 +75,8 @@ class _ProcessExceptionSeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     """Should be handled today."""
     PROCESS_EXCEPTION_SEVERITY_HIGH: _ProcessExceptionSeverity.ValueType  # 3
     """Blocks an order."""
+    PROCESS_EXCEPTION_SEVERITY_CRITICAL: _ProcessExceptionSeverity.ValueType  # 4
+    """Escalated past high: it has blocked an order for too long."""
 
 class ProcessExceptionSeverity(_ProcessExceptionSeverity, metaclass=_ProcessExceptionSeverityEnumTypeWrapper):
     """ProcessExceptionSeverity is how urgent a process exception is."""
@@ -87,6 +89,8 @@ PROCESS_EXCEPTION_SEVERITY_MEDIUM: ProcessExceptionSeverity.ValueType  # 2
 """Should be handled today."""
 PROCESS_EXCEPTION_SEVERITY_HIGH: ProcessExceptionSeverity.ValueType  # 3
 """Blocks an order."""
+PROCESS_EXCEPTION_SEVERITY_CRITICAL: ProcessExceptionSeverity.ValueType  # 4
+"""Escalated past high: it has blocked an order for too long."""
 Global___ProcessExceptionSeverity: _TypeAlias = ProcessExceptionSeverity  # noqa: Y015
 
 class _ProcessExceptionStatus:
@@ -104,11 +108,11 @@ class _ProcessExceptionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     PROCESS_EXCEPTION_STATUS_PAUSED: _ProcessExceptionStatus.ValueType  # 3
     """Deliberately left waiting."""
     PROCESS_EXCEPTION_STATUS_IGNORED: _ProcessExceptionStatus.ValueType  # 4
-    """Accepted as is."""
+    """Accepted as is (final)."""
     PROCESS_EXCEPTION_STATUS_VOIDED: _ProcessExceptionStatus.ValueType  # 5
-    """Raised in error."""
+    """Raised in error (final)."""
     PROCESS_EXCEPTION_STATUS_RESOLVED: _ProcessExceptionStatus.ValueType  # 6
-    """Dealt with."""
+    """Dealt with through ResolveProcessException (final)."""
 
 class ProcessExceptionStatus(_ProcessExceptionStatus, metaclass=_ProcessExceptionStatusEnumTypeWrapper):
     """ProcessExceptionStatus is where an exception is in an agent's hands."""
@@ -122,12 +126,206 @@ PROCESS_EXCEPTION_STATUS_TRIAGED: ProcessExceptionStatus.ValueType  # 2
 PROCESS_EXCEPTION_STATUS_PAUSED: ProcessExceptionStatus.ValueType  # 3
 """Deliberately left waiting."""
 PROCESS_EXCEPTION_STATUS_IGNORED: ProcessExceptionStatus.ValueType  # 4
-"""Accepted as is."""
+"""Accepted as is (final)."""
 PROCESS_EXCEPTION_STATUS_VOIDED: ProcessExceptionStatus.ValueType  # 5
-"""Raised in error."""
+"""Raised in error (final)."""
 PROCESS_EXCEPTION_STATUS_RESOLVED: ProcessExceptionStatus.ValueType  # 6
-"""Dealt with."""
+"""Dealt with through ResolveProcessException (final)."""
 Global___ProcessExceptionStatus: _TypeAlias = ProcessExceptionStatus  # noqa: Y015
+
+class _ResolutionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResolutionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResolutionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESOLUTION_ACTION_UNSPECIFIED: _ResolutionAction.ValueType  # 0
+    """Not set."""
+    RESOLUTION_ACTION_RETRY: _ResolutionAction.ValueType  # 1
+    """Run the failed step again."""
+    RESOLUTION_ACTION_SKIP: _ResolutionAction.ValueType  # 2
+    """Carry on without it (an override)."""
+    RESOLUTION_ACTION_CANCEL: _ResolutionAction.ValueType  # 3
+    """Cancel the order (what can still be canceled)."""
+
+class ResolutionAction(_ResolutionAction, metaclass=_ResolutionActionEnumTypeWrapper):
+    """ResolutionAction is what the workflow does about the step an exception paused."""
+
+RESOLUTION_ACTION_UNSPECIFIED: ResolutionAction.ValueType  # 0
+"""Not set."""
+RESOLUTION_ACTION_RETRY: ResolutionAction.ValueType  # 1
+"""Run the failed step again."""
+RESOLUTION_ACTION_SKIP: ResolutionAction.ValueType  # 2
+"""Carry on without it (an override)."""
+RESOLUTION_ACTION_CANCEL: ResolutionAction.ValueType  # 3
+"""Cancel the order (what can still be canceled)."""
+Global___ResolutionAction: _TypeAlias = ResolutionAction  # noqa: Y015
+
+class _ItemCondition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ItemConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemCondition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ITEM_CONDITION_UNSPECIFIED: _ItemCondition.ValueType  # 0
+    """Not said."""
+    ITEM_CONDITION_NEW: _ItemCondition.ValueType  # 1
+    """Unopened, as sold."""
+    ITEM_CONDITION_OPENED: _ItemCondition.ValueType  # 2
+    """Opened but unused."""
+    ITEM_CONDITION_USED: _ItemCondition.ValueType  # 3
+    """Used."""
+    ITEM_CONDITION_DAMAGED: _ItemCondition.ValueType  # 4
+    """Damaged."""
+    ITEM_CONDITION_DEFECTIVE: _ItemCondition.ValueType  # 5
+    """Does not work as it should."""
+
+class ItemCondition(_ItemCondition, metaclass=_ItemConditionEnumTypeWrapper):
+    """---- return orders --------------------------------------------------------------------------
+
+    ItemCondition is the state a returned item is in, as reported or as inspected.
+    """
+
+ITEM_CONDITION_UNSPECIFIED: ItemCondition.ValueType  # 0
+"""Not said."""
+ITEM_CONDITION_NEW: ItemCondition.ValueType  # 1
+"""Unopened, as sold."""
+ITEM_CONDITION_OPENED: ItemCondition.ValueType  # 2
+"""Opened but unused."""
+ITEM_CONDITION_USED: ItemCondition.ValueType  # 3
+"""Used."""
+ITEM_CONDITION_DAMAGED: ItemCondition.ValueType  # 4
+"""Damaged."""
+ITEM_CONDITION_DEFECTIVE: ItemCondition.ValueType  # 5
+"""Does not work as it should."""
+Global___ItemCondition: _TypeAlias = ItemCondition  # noqa: Y015
+
+class _ReturnOrderStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReturnOrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReturnOrderStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETURN_ORDER_STATUS_UNSPECIFIED: _ReturnOrderStatus.ValueType  # 0
+    """Not set."""
+    RETURN_ORDER_STATUS_OPEN: _ReturnOrderStatus.ValueType  # 1
+    """Nothing received yet."""
+    RETURN_ORDER_STATUS_PARTIALLY_RECEIVED: _ReturnOrderStatus.ValueType  # 2
+    """Some units received, more expected."""
+    RETURN_ORDER_STATUS_RECEIVED: _ReturnOrderStatus.ValueType  # 3
+    """Every expected unit received."""
+
+class ReturnOrderStatus(_ReturnOrderStatus, metaclass=_ReturnOrderStatusEnumTypeWrapper):
+    """ReturnOrderStatus is derived from a return order's quantities."""
+
+RETURN_ORDER_STATUS_UNSPECIFIED: ReturnOrderStatus.ValueType  # 0
+"""Not set."""
+RETURN_ORDER_STATUS_OPEN: ReturnOrderStatus.ValueType  # 1
+"""Nothing received yet."""
+RETURN_ORDER_STATUS_PARTIALLY_RECEIVED: ReturnOrderStatus.ValueType  # 2
+"""Some units received, more expected."""
+RETURN_ORDER_STATUS_RECEIVED: ReturnOrderStatus.ValueType  # 3
+"""Every expected unit received."""
+Global___ReturnOrderStatus: _TypeAlias = ReturnOrderStatus  # noqa: Y015
+
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """Not set."""
+    CHANGE_KIND_CANCEL: _ChangeKind.ValueType  # 1
+    """Units canceled before shipping."""
+    CHANGE_KIND_RETURN: _ChangeKind.ValueType  # 2
+    """A return order opened."""
+    CHANGE_KIND_RECEIVE_RETURN: _ChangeKind.ValueType  # 3
+    """Units received for a return order."""
+    CHANGE_KIND_EXCHANGE: _ChangeKind.ValueType  # 4
+    """Units returned for replacements."""
+    CHANGE_KIND_RESHIP: _ChangeKind.ValueType  # 5
+    """Units shipped again at no charge."""
+    CHANGE_KIND_APPEASEMENT: _ChangeKind.ValueType  # 6
+    """Goodwill given."""
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """---- changes to an order --------------------------------------------------------------------
+
+    ChangeKind is what a change does.
+    """
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""Not set."""
+CHANGE_KIND_CANCEL: ChangeKind.ValueType  # 1
+"""Units canceled before shipping."""
+CHANGE_KIND_RETURN: ChangeKind.ValueType  # 2
+"""A return order opened."""
+CHANGE_KIND_RECEIVE_RETURN: ChangeKind.ValueType  # 3
+"""Units received for a return order."""
+CHANGE_KIND_EXCHANGE: ChangeKind.ValueType  # 4
+"""Units returned for replacements."""
+CHANGE_KIND_RESHIP: ChangeKind.ValueType  # 5
+"""Units shipped again at no charge."""
+CHANGE_KIND_APPEASEMENT: ChangeKind.ValueType  # 6
+"""Goodwill given."""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
+class _ChangeStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_STATUS_UNSPECIFIED: _ChangeStatus.ValueType  # 0
+    """Not set."""
+    CHANGE_STATUS_PENDING: _ChangeStatus.ValueType  # 1
+    """Sent to the order's workflow; no answer recorded yet (retry the Submit with the same key)."""
+    CHANGE_STATUS_COMPLETED: _ChangeStatus.ValueType  # 2
+    """Done: the outcome is recorded."""
+    CHANGE_STATUS_REFUSED: _ChangeStatus.ValueType  # 3
+    """The workflow refused it; nothing changed (see refusal_code and refusal_message)."""
+    CHANGE_STATUS_FAILED: _ChangeStatus.ValueType  # 4
+    """Accepted but could not finish (see refusal_message)."""
+
+class ChangeStatus(_ChangeStatus, metaclass=_ChangeStatusEnumTypeWrapper):
+    """ChangeStatus is where a change is."""
+
+CHANGE_STATUS_UNSPECIFIED: ChangeStatus.ValueType  # 0
+"""Not set."""
+CHANGE_STATUS_PENDING: ChangeStatus.ValueType  # 1
+"""Sent to the order's workflow; no answer recorded yet (retry the Submit with the same key)."""
+CHANGE_STATUS_COMPLETED: ChangeStatus.ValueType  # 2
+"""Done: the outcome is recorded."""
+CHANGE_STATUS_REFUSED: ChangeStatus.ValueType  # 3
+"""The workflow refused it; nothing changed (see refusal_code and refusal_message)."""
+CHANGE_STATUS_FAILED: ChangeStatus.ValueType  # 4
+"""Accepted but could not finish (see refusal_message)."""
+Global___ChangeStatus: _TypeAlias = ChangeStatus  # noqa: Y015
+
+class _ReshipReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReshipReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReshipReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESHIP_REASON_UNSPECIFIED: _ReshipReason.ValueType  # 0
+    """Not set."""
+    RESHIP_REASON_LOST: _ReshipReason.ValueType  # 1
+    """The parcel never arrived."""
+    RESHIP_REASON_DAMAGED: _ReshipReason.ValueType  # 2
+    """The parcel arrived damaged."""
+
+class ReshipReason(_ReshipReason, metaclass=_ReshipReasonEnumTypeWrapper):
+    """ReshipReason is why a parcel is shipped again."""
+
+RESHIP_REASON_UNSPECIFIED: ReshipReason.ValueType  # 0
+"""Not set."""
+RESHIP_REASON_LOST: ReshipReason.ValueType  # 1
+"""The parcel never arrived."""
+RESHIP_REASON_DAMAGED: ReshipReason.ValueType  # 2
+"""The parcel arrived damaged."""
+Global___ReshipReason: _TypeAlias = ReshipReason  # noqa: Y015
 
 @_typing.final
 class ProcessException(_message.Message):
@@ -144,6 +342,14 @@ class ProcessException(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESOLUTION_ACTION_FIELD_NUMBER: _builtins.int
+    RESOLUTION_NOTE_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    ORDER_STATUS_FIELD_NUMBER: _builtins.int
+    ESCALATED_AT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
     process_exception_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -155,13 +361,29 @@ class ProcessException(_message.Message):
     attached_to: _builtins.str
     """The record it is attached to, e.g. "authorization:<id>" or "fulfillment_order:<id>"."""
     message: _builtins.str
-    """What went wrong, in words an agent understands."""
+    """What went wrong, in words an agent understands (escalations are appended)."""
+    resolution_action: Global___ResolutionAction.ValueType
+    """How it was resolved (set once status is RESOLVED): the action, the agent's note, who
+    and when, and the order's status right after the workflow took the resolution.
+    """
+    resolution_note: _builtins.str
+    resolved_by: _builtins.str
+    order_status: _builtins.str
+    note: _builtins.str
+    """The note and actor of the last status change by an agent."""
+    updated_by: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was raised and last changed."""
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def escalated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last escalated; unset if never."""
+
     def __init__(
         self,
         *,
@@ -174,10 +396,18 @@ class ProcessException(_message.Message):
         message: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        resolution_action: Global___ResolutionAction.ValueType = ...,
+        resolution_note: _builtins.str = ...,
+        resolved_by: _builtins.str = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        order_status: _builtins.str = ...,
+        escalated_at: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+        updated_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "escalated_at", b"escalated_at", "resolved_at", b"resolved_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "created_at", b"created_at", "message", b"message", "order_id", b"order_id", "process_exception_id", b"process_exception_id", "severity", b"severity", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "created_at", b"created_at", "escalated_at", b"escalated_at", "message", b"message", "note", b"note", "order_id", b"order_id", "order_status", b"order_status", "process_exception_id", b"process_exception_id", "resolution_action", b"resolution_action", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "severity", b"severity", "status", b"status", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +476,52 @@ class RecordProcessExceptionResponse(_message.Message):
 Global___RecordProcessExceptionResponse: _TypeAlias = RecordProcessExceptionResponse  # noqa: Y015
 
 @_typing.final
+class GetProcessExceptionRequest(_message.Message):
+    """GetProcessExceptionRequest names an exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
+    process_exception_id: _builtins.str
+    """The exception."""
+    def __init__(
+        self,
+        *,
+        process_exception_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_exception_id", b"process_exception_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProcessExceptionRequest: _TypeAlias = GetProcessExceptionRequest  # noqa: Y015
+
+@_typing.final
+class GetProcessExceptionResponse(_message.Message):
+    """GetProcessExceptionResponse carries the exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process_exception(self) -> Global___ProcessException:
+        """The exception as stored."""
+
+    def __init__(
+        self,
+        *,
+        process_exception: Global___ProcessException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProcessExceptionResponse: _TypeAlias = GetProcessExceptionResponse  # noqa: Y015
+
+@_typing.final
 class ListProcessExceptionsRequest(_message.Message):
     """ListProcessExceptionsRequest filters process exceptions; empty filters match everything."""
 
@@ -256,6 +532,8 @@ class ListProcessExceptionsRequest(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SEVERITIES_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Only this order's."""
     page_size: _builtins.int
@@ -267,6 +545,14 @@ class ListProcessExceptionsRequest(_message.Message):
 
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[Global___ProcessExceptionCategory.ValueType]: ...
+    @_builtins.property
+    def severities(self) -> _containers.RepeatedScalarFieldContainer[Global___ProcessExceptionSeverity.ValueType]:
+        """Only these severities."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only exceptions raised before this time (i.e. older than now - created_before)."""
+
     def __init__(
         self,
         *,
@@ -275,10 +561,12 @@ class ListProcessExceptionsRequest(_message.Message):
         categories: _abc.Iterable[Global___ProcessExceptionCategory.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        severities: _abc.Iterable[Global___ProcessExceptionSeverity.ValueType] | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "created_before", b"created_before", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "severities", b"severities", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,3 +599,1369 @@ class ListProcessExceptionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProcessExceptionsResponse: _TypeAlias = ListProcessExceptionsResponse  # noqa: Y015
+
+@_typing.final
+class ResolveProcessExceptionRequest(_message.Message):
+    """ResolveProcessExceptionRequest is an agent's decision on an exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    process_exception_id: _builtins.str
+    """The exception the order waits on."""
+    action: Global___ResolutionAction.ValueType
+    """What to do."""
+    note: _builtins.str
+    """Why (recorded and shown on the timeline); at most 2000 characters."""
+    actor: _builtins.str
+    """Who decided, e.g. "agent:ada"; "agent" when empty."""
+    def __init__(
+        self,
+        *,
+        process_exception_id: _builtins.str = ...,
+        action: Global___ResolutionAction.ValueType = ...,
+        note: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "note", b"note", "process_exception_id", b"process_exception_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveProcessExceptionRequest: _TypeAlias = ResolveProcessExceptionRequest  # noqa: Y015
+
+@_typing.final
+class ResolveProcessExceptionResponse(_message.Message):
+    """ResolveProcessExceptionResponse carries the resolved exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process_exception(self) -> Global___ProcessException:
+        """The exception, status RESOLVED, with the resolution and the order's status after it."""
+
+    def __init__(
+        self,
+        *,
+        process_exception: Global___ProcessException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveProcessExceptionResponse: _TypeAlias = ResolveProcessExceptionResponse  # noqa: Y015
+
+@_typing.final
+class UpdateProcessExceptionStatusRequest(_message.Message):
+    """UpdateProcessExceptionStatusRequest moves an exception in an agent's hands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    process_exception_id: _builtins.str
+    """The exception."""
+    status: Global___ProcessExceptionStatus.ValueType
+    """TRIAGED, PAUSED, IGNORED or VOIDED (RESOLVED only through ResolveProcessException)."""
+    note: _builtins.str
+    """Why; at most 2000 characters."""
+    actor: _builtins.str
+    """Who, e.g. "agent:ada"; "agent" when empty."""
+    def __init__(
+        self,
+        *,
+        process_exception_id: _builtins.str = ...,
+        status: Global___ProcessExceptionStatus.ValueType = ...,
+        note: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "note", b"note", "process_exception_id", b"process_exception_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProcessExceptionStatusRequest: _TypeAlias = UpdateProcessExceptionStatusRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProcessExceptionStatusResponse(_message.Message):
+    """UpdateProcessExceptionStatusResponse carries the exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process_exception(self) -> Global___ProcessException:
+        """The exception as stored."""
+
+    def __init__(
+        self,
+        *,
+        process_exception: Global___ProcessException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProcessExceptionStatusResponse: _TypeAlias = UpdateProcessExceptionStatusResponse  # noqa: Y015
+
+@_typing.final
+class EscalateProcessExceptionRequest(_message.Message):
+    """EscalateProcessExceptionRequest escalates an exception that waited too long."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    process_exception_id: _builtins.str
+    """The exception."""
+    idempotency_key: _builtins.str
+    """Derived by the workflow from the order and exception."""
+    message: _builtins.str
+    """Why, appended to the exception's message."""
+    def __init__(
+        self,
+        *,
+        process_exception_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "message", b"message", "process_exception_id", b"process_exception_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EscalateProcessExceptionRequest: _TypeAlias = EscalateProcessExceptionRequest  # noqa: Y015
+
+@_typing.final
+class EscalateProcessExceptionResponse(_message.Message):
+    """EscalateProcessExceptionResponse carries the exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process_exception(self) -> Global___ProcessException:
+        """The exception as stored."""
+
+    def __init__(
+        self,
+        *,
+        process_exception: Global___ProcessException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_exception", b"process_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EscalateProcessExceptionResponse: _TypeAlias = EscalateProcessExceptionResponse  # noqa: Y015
+
+@_typing.final
+class ItemQuantity(_message.Message):
+    """ItemQuantity is some units of one order line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line."""
+    quantity: _builtins.int
+    """Units; must be positive."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemQuantity: _TypeAlias = ItemQuantity  # noqa: Y015
+
+@_typing.final
+class ReturnOrderLine(_message.Message):
+    """ReturnOrderLine is one order line on a return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_EXPECTED_FIELD_NUMBER: _builtins.int
+    QUANTITY_RECEIVED_FIELD_NUMBER: _builtins.int
+    QUANTITY_ACCEPTED_FIELD_NUMBER: _builtins.int
+    QUANTITY_REJECTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    REJECTION_REASON_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line."""
+    quantity_expected: _builtins.int
+    """Units expected back, received so far, and of those accepted and rejected by inspection
+    (received = accepted + rejected).
+    """
+    quantity_received: _builtins.int
+    quantity_accepted: _builtins.int
+    quantity_rejected: _builtins.int
+    reason: _builtins.str
+    """Why the shopper returns it."""
+    condition: Global___ItemCondition.ValueType
+    """Its condition: as the shopper reported it, then as inspected on receipt."""
+    rejection_reason: _builtins.str
+    """Why units were rejected; empty if none were."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity_expected: _builtins.int = ...,
+        quantity_received: _builtins.int = ...,
+        quantity_accepted: _builtins.int = ...,
+        quantity_rejected: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+        rejection_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_line_id", b"order_line_id", "quantity_accepted", b"quantity_accepted", "quantity_expected", b"quantity_expected", "quantity_received", b"quantity_received", "quantity_rejected", b"quantity_rejected", "reason", b"reason", "rejection_reason", b"rejection_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnOrderLine: _TypeAlias = ReturnOrderLine  # noqa: Y015
+
+@_typing.final
+class ReturnOrder(_message.Message):
+    """ReturnOrder (RMA) is units of an order expected back from the shopper."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    return_order_id: _builtins.str
+    """Identifier, assigned by the order's workflow (e.g. "<order_id>-R1")."""
+    order_id: _builtins.str
+    """The order."""
+    reason: _builtins.str
+    """Why, as given when it was opened."""
+    status: Global___ReturnOrderStatus.ValueType
+    """Derived from the lines."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnOrderLine]:
+        """The lines."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was opened and last changed."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        return_order_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        status: Global___ReturnOrderStatus.ValueType = ...,
+        lines: _abc.Iterable[Global___ReturnOrderLine] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "return_order_id", b"return_order_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnOrder: _TypeAlias = ReturnOrder  # noqa: Y015
+
+@_typing.final
+class CreateReturnOrderRequest(_message.Message):
+    """CreateReturnOrderRequest records a return order the workflow opened."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Derived by the workflow from the order and change."""
+    return_order_id: _builtins.str
+    """The return order's id, assigned by the workflow."""
+    reason: _builtins.str
+    """Why."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units expected back, one entry per order line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        return_order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "return_order_id", b"return_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateReturnOrderRequest: _TypeAlias = CreateReturnOrderRequest  # noqa: Y015
+
+@_typing.final
+class CreateReturnOrderResponse(_message.Message):
+    """CreateReturnOrderResponse carries the return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def return_order(self) -> Global___ReturnOrder:
+        """As stored."""
+
+    def __init__(
+        self,
+        *,
+        return_order: Global___ReturnOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["return_order", b"return_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["return_order", b"return_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateReturnOrderResponse: _TypeAlias = CreateReturnOrderResponse  # noqa: Y015
+
+@_typing.final
+class RecordReturnReceiptRequest(_message.Message):
+    """RecordReturnReceiptRequest records units that came back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Derived by the workflow from the order and change."""
+    return_order_id: _builtins.str
+    """The return order."""
+    reason: _builtins.str
+    """Why (the rejection reason when units were rejected)."""
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units received and accepted, and received and rejected."""
+
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]: ...
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        return_order_id: _builtins.str = ...,
+        accepted: _abc.Iterable[Global___ItemQuantity] | None = ...,
+        rejected: _abc.Iterable[Global___ItemQuantity] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "reason", b"reason", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReturnReceiptRequest: _TypeAlias = RecordReturnReceiptRequest  # noqa: Y015
+
+@_typing.final
+class RecordReturnReceiptResponse(_message.Message):
+    """RecordReturnReceiptResponse carries the return order after the receipt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def return_order(self) -> Global___ReturnOrder:
+        """As stored."""
+
+    def __init__(
+        self,
+        *,
+        return_order: Global___ReturnOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["return_order", b"return_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["return_order", b"return_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReturnReceiptResponse: _TypeAlias = RecordReturnReceiptResponse  # noqa: Y015
+
+@_typing.final
+class ListReturnOrdersRequest(_message.Message):
+    """ListReturnOrdersRequest names an order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReturnOrdersRequest: _TypeAlias = ListReturnOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListReturnOrdersResponse(_message.Message):
+    """ListReturnOrdersResponse lists the order's return orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def return_orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnOrder]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        return_orders: _abc.Iterable[Global___ReturnOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["return_orders", b"return_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReturnOrdersResponse: _TypeAlias = ListReturnOrdersResponse  # noqa: Y015
+
+@_typing.final
+class ChangeOutcome(_message.Message):
+    """ChangeOutcome is what a change did (or, previewed, would do)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    CREDIT_MEMO_ID_FIELD_NUMBER: _builtins.int
+    CREDITED_MINOR_FIELD_NUMBER: _builtins.int
+    REFUNDED_MINOR_FIELD_NUMBER: _builtins.int
+    RELEASED_MINOR_FIELD_NUMBER: _builtins.int
+    CHARGED_MINOR_FIELD_NUMBER: _builtins.int
+    FULFILLMENT_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_STATUS_FIELD_NUMBER: _builtins.int
+    summary: _builtins.str
+    """One sentence, as on the order's timeline."""
+    credit_memo_id: _builtins.str
+    """The credit memo created, and its total."""
+    credited_minor: _builtins.int
+    refunded_minor: _builtins.int
+    """Given back from captures, released from authorizations, and charged (exchange difference)."""
+    released_minor: _builtins.int
+    charged_minor: _builtins.int
+    return_order_id: _builtins.str
+    """The return order opened or received."""
+    order_status: _builtins.str
+    """The order's status afterwards, lower case (e.g. "canceled", "fulfilled")."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """The units the change applied to."""
+
+    @_builtins.property
+    def fulfillment_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fulfillment orders created (reship, exchange replacement)."""
+
+    def __init__(
+        self,
+        *,
+        summary: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+        credit_memo_id: _builtins.str = ...,
+        credited_minor: _builtins.int = ...,
+        refunded_minor: _builtins.int = ...,
+        released_minor: _builtins.int = ...,
+        charged_minor: _builtins.int = ...,
+        fulfillment_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        return_order_id: _builtins.str = ...,
+        order_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charged_minor", b"charged_minor", "credit_memo_id", b"credit_memo_id", "credited_minor", b"credited_minor", "fulfillment_order_ids", b"fulfillment_order_ids", "lines", b"lines", "order_status", b"order_status", "refunded_minor", b"refunded_minor", "released_minor", b"released_minor", "return_order_id", b"return_order_id", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeOutcome: _TypeAlias = ChangeOutcome  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    """Change is one recorded change to an order: what, who, why, and its money."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_LINES_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REFUSAL_CODE_FIELD_NUMBER: _builtins.int
+    REFUSAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    """Identifier, derived from the order, kind and idempotency key; also the Temporal Update id."""
+    order_id: _builtins.str
+    """The order."""
+    kind: Global___ChangeKind.ValueType
+    """What it does."""
+    status: Global___ChangeStatus.ValueType
+    """Where it is."""
+    idempotency_key: _builtins.str
+    """The caller's idempotency key."""
+    actor: _builtins.str
+    """Who asked and why."""
+    reason: _builtins.str
+    refusal_code: _builtins.str
+    """Why it was refused or failed: a gRPC status name and a message."""
+    refusal_message: _builtins.str
+    @_builtins.property
+    def requested_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """The units asked for."""
+
+    @_builtins.property
+    def outcome(self) -> Global___ChangeOutcome:
+        """What it did; set when COMPLETED."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was asked for and when it finished."""
+
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        status: Global___ChangeStatus.ValueType = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+        outcome: Global___ChangeOutcome | None = ...,
+        refusal_code: _builtins.str = ...,
+        refusal_message: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "change_id", b"change_id", "completed_at", b"completed_at", "created_at", b"created_at", "idempotency_key", b"idempotency_key", "kind", b"kind", "order_id", b"order_id", "outcome", b"outcome", "reason", b"reason", "refusal_code", b"refusal_code", "refusal_message", b"refusal_message", "requested_lines", b"requested_lines", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class PreviewCancelRequest(_message.Message):
+    """PreviewCancelRequest asks what a cancel would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units to cancel; empty means everything not shipped."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewCancelRequest: _TypeAlias = PreviewCancelRequest  # noqa: Y015
+
+@_typing.final
+class PreviewCancelResponse(_message.Message):
+    """PreviewCancelResponse is what the cancel would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """Units canceled and money given back."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewCancelResponse: _TypeAlias = PreviewCancelResponse  # noqa: Y015
+
+@_typing.final
+class SubmitCancelRequest(_message.Message):
+    """SubmitCancelRequest cancels units not shipped yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change: a retry gets the first answer. At most 200 characters."""
+    actor: _builtins.str
+    """Who asks ("agent" when empty) and why (required)."""
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units to cancel, one entry per line; empty means the whole order (everything not shipped)."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitCancelRequest: _TypeAlias = SubmitCancelRequest  # noqa: Y015
+
+@_typing.final
+class SubmitCancelResponse(_message.Message):
+    """SubmitCancelResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change, COMPLETED, with its outcome."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitCancelResponse: _TypeAlias = SubmitCancelResponse  # noqa: Y015
+
+@_typing.final
+class ReturnItem(_message.Message):
+    """ReturnItem is units of one line to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and units."""
+    quantity: _builtins.int
+    reason: _builtins.str
+    """Why the shopper returns them."""
+    condition: Global___ItemCondition.ValueType
+    """Their condition, as the shopper reports it."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_line_id", b"order_line_id", "quantity", b"quantity", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnItem: _TypeAlias = ReturnItem  # noqa: Y015
+
+@_typing.final
+class PreviewReturnRequest(_message.Message):
+    """PreviewReturnRequest asks what a return would give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    RETURN_FEE_MINOR_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    return_fee_minor: _builtins.int
+    """Return fee withheld from the refund."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnItem]:
+        """Units to return, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ReturnItem] | None = ...,
+        return_fee_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "order_id", b"order_id", "return_fee_minor", b"return_fee_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewReturnRequest: _TypeAlias = PreviewReturnRequest  # noqa: Y015
+
+@_typing.final
+class PreviewReturnResponse(_message.Message):
+    """PreviewReturnResponse is what the return would give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """Units and money."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewReturnResponse: _TypeAlias = PreviewReturnResponse  # noqa: Y015
+
+@_typing.final
+class SubmitReturnRequest(_message.Message):
+    """SubmitReturnRequest opens a return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REFUND_WITHOUT_RETURN_FIELD_NUMBER: _builtins.int
+    RETURN_FEE_MINOR_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    actor: _builtins.str
+    """Who asks ("agent" when empty) and why (required)."""
+    reason: _builtins.str
+    refund_without_return: _builtins.bool
+    """Refund now without waiting for the items ("keep it")."""
+    return_fee_minor: _builtins.int
+    """Return fee withheld from the refund."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnItem]:
+        """Units to return, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ReturnItem] | None = ...,
+        refund_without_return: _builtins.bool = ...,
+        return_fee_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "refund_without_return", b"refund_without_return", "return_fee_minor", b"return_fee_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReturnRequest: _TypeAlias = SubmitReturnRequest  # noqa: Y015
+
+@_typing.final
+class SubmitReturnResponse(_message.Message):
+    """SubmitReturnResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome names the return order."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReturnResponse: _TypeAlias = SubmitReturnResponse  # noqa: Y015
+
+@_typing.final
+class ReceivedItem(_message.Message):
+    """ReceivedItem is units of a line received and accepted by inspection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and units."""
+    quantity: _builtins.int
+    condition: Global___ItemCondition.ValueType
+    """Their condition as inspected."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_line_id", b"order_line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedItem: _TypeAlias = ReceivedItem  # noqa: Y015
+
+@_typing.final
+class RejectedItem(_message.Message):
+    """RejectedItem is units of a line received and rejected by inspection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and units."""
+    quantity: _builtins.int
+    reason: _builtins.str
+    """Why they were rejected (required)."""
+    condition: Global___ItemCondition.ValueType
+    """Their condition as inspected."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_line_id", b"order_line_id", "quantity", b"quantity", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedItem: _TypeAlias = RejectedItem  # noqa: Y015
+
+@_typing.final
+class ReceiveReturnRequest(_message.Message):
+    """ReceiveReturnRequest records units received for a return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    return_order_id: _builtins.str
+    """The return order."""
+    order_id: _builtins.str
+    """Its order; optional, checked when given."""
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    actor: _builtins.str
+    """Who received and inspected them ("agent" when empty), and a note."""
+    note: _builtins.str
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceivedItem]:
+        """Units accepted and units rejected; at least one of the two."""
+
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedItem]: ...
+    def __init__(
+        self,
+        *,
+        return_order_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        note: _builtins.str = ...,
+        accepted: _abc.Iterable[Global___ReceivedItem] | None = ...,
+        rejected: _abc.Iterable[Global___RejectedItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "idempotency_key", b"idempotency_key", "note", b"note", "order_id", b"order_id", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveReturnRequest: _TypeAlias = ReceiveReturnRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveReturnResponse(_message.Message):
+    """ReceiveReturnResponse carries the change and the return order after it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    RETURN_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome has the refund."""
+
+    @_builtins.property
+    def return_order(self) -> Global___ReturnOrder:
+        """The return order after the receipt."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+        return_order: Global___ReturnOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "return_order", b"return_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "return_order", b"return_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveReturnResponse: _TypeAlias = ReceiveReturnResponse  # noqa: Y015
+
+@_typing.final
+class ExchangeItem(_message.Message):
+    """ExchangeItem is units of a line returned for another SKU."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_SKU_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_UNIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line and units returned."""
+    quantity: _builtins.int
+    replacement_sku: _builtins.str
+    """The SKU shipped instead, and its unit price (tax included)."""
+    replacement_unit_price_minor: _builtins.int
+    reason: _builtins.str
+    """Why, and the returned units' condition as reported."""
+    condition: Global___ItemCondition.ValueType
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        replacement_sku: _builtins.str = ...,
+        replacement_unit_price_minor: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_line_id", b"order_line_id", "quantity", b"quantity", "reason", b"reason", "replacement_sku", b"replacement_sku", "replacement_unit_price_minor", b"replacement_unit_price_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeItem: _TypeAlias = ExchangeItem  # noqa: Y015
+
+@_typing.final
+class SubmitExchangeRequest(_message.Message):
+    """SubmitExchangeRequest exchanges delivered units."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    actor: _builtins.str
+    """Who asks ("agent" when empty) and why (required)."""
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExchangeItem]:
+        """Units returned and their replacements, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ExchangeItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitExchangeRequest: _TypeAlias = SubmitExchangeRequest  # noqa: Y015
+
+@_typing.final
+class SubmitExchangeResponse(_message.Message):
+    """SubmitExchangeResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome names the return order and the replacement fulfillment orders."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitExchangeResponse: _TypeAlias = SubmitExchangeResponse  # noqa: Y015
+
+@_typing.final
+class SubmitReshipRequest(_message.Message):
+    """SubmitReshipRequest ships units again at no charge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    actor: _builtins.str
+    """Who asks ("agent" when empty)."""
+    reason: Global___ReshipReason.ValueType
+    """Why (required) and any detail."""
+    note: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units to ship again, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: Global___ReshipReason.ValueType = ...,
+        note: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "note", b"note", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReshipRequest: _TypeAlias = SubmitReshipRequest  # noqa: Y015
+
+@_typing.final
+class SubmitReshipResponse(_message.Message):
+    """SubmitReshipResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome names the new fulfillment orders."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReshipResponse: _TypeAlias = SubmitReshipResponse  # noqa: Y015
+
+@_typing.final
+class PreviewAppeasementRequest(_message.Message):
+    """PreviewAppeasementRequest asks what a goodwill credit would give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    PERCENT_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    order_line_id: _builtins.str
+    """One line, or empty for the whole order."""
+    amount_minor: _builtins.int
+    """An amount."""
+    percent_basis_points: _builtins.int
+    """A share of what was charged, in basis points (1 to 10000 = 100%)."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        order_line_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        percent_basis_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "goodwill", b"goodwill", "percent_basis_points", b"percent_basis_points"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "goodwill", b"goodwill", "order_id", b"order_id", "order_line_id", b"order_line_id", "percent_basis_points", b"percent_basis_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_goodwill: _TypeAlias = _typing.Literal["amount_minor", "percent_basis_points"]  # noqa: Y015
+    _WhichOneofArgType_goodwill: _TypeAlias = _typing.Literal["goodwill", b"goodwill"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_goodwill) -> _WhichOneofReturnType_goodwill | None: ...
+
+Global___PreviewAppeasementRequest: _TypeAlias = PreviewAppeasementRequest  # noqa: Y015
+
+@_typing.final
+class PreviewAppeasementResponse(_message.Message):
+    """PreviewAppeasementResponse is what the goodwill would give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """The money."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewAppeasementResponse: _TypeAlias = PreviewAppeasementResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAppeasementRequest(_message.Message):
+    """SubmitAppeasementRequest gives goodwill."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    PERCENT_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    actor: _builtins.str
+    """Who gives it ("agent" when empty) and why (required)."""
+    reason: _builtins.str
+    order_line_id: _builtins.str
+    """One line, or empty for the whole order."""
+    amount_minor: _builtins.int
+    """An amount."""
+    percent_basis_points: _builtins.int
+    """A share of what was charged, in basis points (1 to 10000 = 100%)."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        order_line_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        percent_basis_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "goodwill", b"goodwill", "percent_basis_points", b"percent_basis_points"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount_minor", b"amount_minor", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "order_line_id", b"order_line_id", "percent_basis_points", b"percent_basis_points", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_goodwill: _TypeAlias = _typing.Literal["amount_minor", "percent_basis_points"]  # noqa: Y015
+    _WhichOneofArgType_goodwill: _TypeAlias = _typing.Literal["goodwill", b"goodwill"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_goodwill) -> _WhichOneofReturnType_goodwill | None: ...
+
+Global___SubmitAppeasementRequest: _TypeAlias = SubmitAppeasementRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAppeasementResponse(_message.Message):
+    """SubmitAppeasementResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome has the credit memo and refund."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAppeasementResponse: _TypeAlias = SubmitAppeasementResponse  # noqa: Y015
+
+@_typing.final
+class ListChangesRequest(_message.Message):
+    """ListChangesRequest names an order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesRequest: _TypeAlias = ListChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListChangesResponse(_message.Message):
+    """ListChangesResponse lists the order's changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___Change] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesResponse: _TypeAlias = ListChangesResponse  # noqa: Y015

@@ -27,8 +27,15 @@ if _version_not_supported:
 
 
 class ServicingServiceStub:
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     def __init__(self, channel):
@@ -42,16 +49,108 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordProcessExceptionRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordProcessExceptionResponse.FromString,
                 _registered_method=True)
+        self.GetProcessException = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/GetProcessException',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionResponse.FromString,
+                _registered_method=True)
         self.ListProcessExceptions = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/ListProcessExceptions',
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsResponse.FromString,
                 _registered_method=True)
+        self.ResolveProcessException = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ResolveProcessException',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionResponse.FromString,
+                _registered_method=True)
+        self.UpdateProcessExceptionStatus = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/UpdateProcessExceptionStatus',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusResponse.FromString,
+                _registered_method=True)
+        self.EscalateProcessException = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/EscalateProcessException',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionResponse.FromString,
+                _registered_method=True)
+        self.CreateReturnOrder = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/CreateReturnOrder',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderResponse.FromString,
+                _registered_method=True)
+        self.RecordReturnReceipt = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/RecordReturnReceipt',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptResponse.FromString,
+                _registered_method=True)
+        self.ListReturnOrders = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ListReturnOrders',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.FromString,
+                _registered_method=True)
+        self.PreviewCancel = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewCancel',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelResponse.FromString,
+                _registered_method=True)
+        self.SubmitCancel = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitCancel',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelResponse.FromString,
+                _registered_method=True)
+        self.PreviewReturn = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewReturn',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnResponse.FromString,
+                _registered_method=True)
+        self.SubmitReturn = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitReturn',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnResponse.FromString,
+                _registered_method=True)
+        self.ReceiveReturn = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ReceiveReturn',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnResponse.FromString,
+                _registered_method=True)
+        self.SubmitExchange = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitExchange',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeResponse.FromString,
+                _registered_method=True)
+        self.SubmitReship = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitReship',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.FromString,
+                _registered_method=True)
+        self.PreviewAppeasement = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewAppeasement',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementResponse.FromString,
+                _registered_method=True)
+        self.SubmitAppeasement = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitAppeasement',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.FromString,
+                _registered_method=True)
+        self.ListChanges = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ListChanges',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ServicingServiceServicer:
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     def RecordProcessException(self, request, context):
@@ -61,8 +160,140 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProcessException(self, request, context):
+        """Returns one process exception.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListProcessExceptions(self, request, context):
-        """Lists process exceptions, newest first, filtered by order, status or category.
+        """Lists process exceptions, newest first, filtered by order, status, category, severity or age.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveProcessException(self, request, context):
+        """Resolves the exception an order's workflow waits on: retry the failed step, skip it, or
+        cancel the order. The workflow continues accordingly before this answers. Resolving again
+        with the same action returns the stored result; with another action, FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProcessExceptionStatus(self, request, context):
+        """Moves an exception to triaged, paused, ignored or voided (an agent's bookkeeping; it does
+        not release an order waiting on it: use ResolveProcessException for that).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EscalateProcessException(self, request, context):
+        """Raises an unresolved exception's severity one level (the workflow's escalation timer
+        calls this). Idempotent by key; an exception already closed is returned unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateReturnOrder(self, request, context):
+        """---- return orders (RMAs)
+
+        Records a return order the workflow opened. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordReturnReceipt(self, request, context):
+        """Records units received for a return order, accepted or rejected. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReturnOrders(self, request, context):
+        """Lists an order's return orders, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewCancel(self, request, context):
+        """---- changes to an order
+
+        What canceling would do (units, money given back); nothing is changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitCancel(self, request, context):
+        """Cancels units not shipped yet (or the whole order): their fulfillment order lines are
+        canceled and their exact share of the money released or refunded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewReturn(self, request, context):
+        """What a return would give back; nothing is changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitReturn(self, request, context):
+        """Opens a return order for delivered units (within the return window); refunds at once when
+        it is a refund without return, otherwise on receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveReturn(self, request, context):
+        """Records units that came back for a return order: accepted ones are refunded (less any
+        return fee), rejected ones go back to the shopper.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitExchange(self, request, context):
+        """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
+        fulfillment order; the price difference is charged or refunded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitReship(self, request, context):
+        """Ships units again at no charge (parcel lost or damaged).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewAppeasement(self, request, context):
+        """What a goodwill credit would give back; nothing is changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAppeasement(self, request, context):
+        """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
+        captured, released from the authorization otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChanges(self, request, context):
+        """Lists an order's changes, oldest first, with who asked, why, and what they moved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,10 +307,95 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordProcessExceptionRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordProcessExceptionResponse.SerializeToString,
             ),
+            'GetProcessException': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProcessException,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionResponse.SerializeToString,
+            ),
             'ListProcessExceptions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProcessExceptions,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsResponse.SerializeToString,
+            ),
+            'ResolveProcessException': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveProcessException,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionResponse.SerializeToString,
+            ),
+            'UpdateProcessExceptionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProcessExceptionStatus,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusResponse.SerializeToString,
+            ),
+            'EscalateProcessException': grpc.unary_unary_rpc_method_handler(
+                    servicer.EscalateProcessException,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionResponse.SerializeToString,
+            ),
+            'CreateReturnOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReturnOrder,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderResponse.SerializeToString,
+            ),
+            'RecordReturnReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReturnReceipt,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptResponse.SerializeToString,
+            ),
+            'ListReturnOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReturnOrders,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.SerializeToString,
+            ),
+            'PreviewCancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewCancel,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelResponse.SerializeToString,
+            ),
+            'SubmitCancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCancel,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelResponse.SerializeToString,
+            ),
+            'PreviewReturn': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewReturn,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnResponse.SerializeToString,
+            ),
+            'SubmitReturn': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReturn,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnResponse.SerializeToString,
+            ),
+            'ReceiveReturn': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveReturn,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnResponse.SerializeToString,
+            ),
+            'SubmitExchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitExchange,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeResponse.SerializeToString,
+            ),
+            'SubmitReship': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReship,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.SerializeToString,
+            ),
+            'PreviewAppeasement': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewAppeasement,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementResponse.SerializeToString,
+            ),
+            'SubmitAppeasement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAppeasement,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,8 +406,15 @@ def add_ServicingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ServicingService:
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     @staticmethod
@@ -122,6 +445,33 @@ class ServicingService:
             _registered_method=True)
 
     @staticmethod
+    def GetProcessException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/GetProcessException',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.GetProcessExceptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListProcessExceptions(request,
             target,
             options=(),
@@ -138,6 +488,438 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/ListProcessExceptions',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProcessExceptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveProcessException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ResolveProcessException',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ResolveProcessExceptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProcessExceptionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/UpdateProcessExceptionStatus',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.UpdateProcessExceptionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EscalateProcessException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/EscalateProcessException',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.EscalateProcessExceptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReturnOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/CreateReturnOrder',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.CreateReturnOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReturnReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/RecordReturnReceipt',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.RecordReturnReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReturnOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ListReturnOrders',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewCancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewCancel',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitCancel',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitCancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewReturn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewReturn',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReturn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitReturn',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveReturn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ReceiveReturn',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ReceiveReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitExchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitExchange',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReship(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitReship',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewAppeasement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewAppeasement',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAppeasement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitAppeasement',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ListChanges',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,15 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ServicingServiceStub:
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     @_typing.overload
@@ -38,24 +45,152 @@ class ServicingServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ServicingServiceAsyncStub: ...
     RecordProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.RecordProcessExceptionRequest, _servicing_pb2.RecordProcessExceptionResponse]
     """Records a process exception. Idempotent by key: the workflow retries safely."""
+    GetProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.GetProcessExceptionRequest, _servicing_pb2.GetProcessExceptionResponse]
+    """Returns one process exception."""
     ListProcessExceptions: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListProcessExceptionsRequest, _servicing_pb2.ListProcessExceptionsResponse]
-    """Lists process exceptions, newest first, filtered by order, status or category."""
+    """Lists process exceptions, newest first, filtered by order, status, category, severity or age."""
+    ResolveProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ResolveProcessExceptionRequest, _servicing_pb2.ResolveProcessExceptionResponse]
+    """Resolves the exception an order's workflow waits on: retry the failed step, skip it, or
+    cancel the order. The workflow continues accordingly before this answers. Resolving again
+    with the same action returns the stored result; with another action, FAILED_PRECONDITION.
+    """
+    UpdateProcessExceptionStatus: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.UpdateProcessExceptionStatusRequest, _servicing_pb2.UpdateProcessExceptionStatusResponse]
+    """Moves an exception to triaged, paused, ignored or voided (an agent's bookkeeping; it does
+    not release an order waiting on it: use ResolveProcessException for that).
+    """
+    EscalateProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.EscalateProcessExceptionRequest, _servicing_pb2.EscalateProcessExceptionResponse]
+    """Raises an unresolved exception's severity one level (the workflow's escalation timer
+    calls this). Idempotent by key; an exception already closed is returned unchanged.
+    """
+    CreateReturnOrder: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.CreateReturnOrderRequest, _servicing_pb2.CreateReturnOrderResponse]
+    """---- return orders (RMAs)
+
+    Records a return order the workflow opened. Idempotent by key.
+    """
+    RecordReturnReceipt: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.RecordReturnReceiptRequest, _servicing_pb2.RecordReturnReceiptResponse]
+    """Records units received for a return order, accepted or rejected. Idempotent by key."""
+    ListReturnOrders: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnOrdersRequest, _servicing_pb2.ListReturnOrdersResponse]
+    """Lists an order's return orders, oldest first."""
+    PreviewCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]
+    """---- changes to an order
+
+    What canceling would do (units, money given back); nothing is changed.
+    """
+    SubmitCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitCancelRequest, _servicing_pb2.SubmitCancelResponse]
+    """Cancels units not shipped yet (or the whole order): their fulfillment order lines are
+    canceled and their exact share of the money released or refunded.
+    """
+    PreviewReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReturnRequest, _servicing_pb2.PreviewReturnResponse]
+    """What a return would give back; nothing is changed."""
+    SubmitReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReturnRequest, _servicing_pb2.SubmitReturnResponse]
+    """Opens a return order for delivered units (within the return window); refunds at once when
+    it is a refund without return, otherwise on receipt.
+    """
+    ReceiveReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ReceiveReturnRequest, _servicing_pb2.ReceiveReturnResponse]
+    """Records units that came back for a return order: accepted ones are refunded (less any
+    return fee), rejected ones go back to the shopper.
+    """
+    SubmitExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]
+    """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
+    fulfillment order; the price difference is charged or refunded.
+    """
+    SubmitReship: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]
+    """Ships units again at no charge (parcel lost or damaged)."""
+    PreviewAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]
+    """What a goodwill credit would give back; nothing is changed."""
+    SubmitAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]
+    """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
+    captured, released from the authorization otherwise.
+    """
+    ListChanges: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]
+    """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
 
 @_typing.type_check_only
 class ServicingServiceAsyncStub(ServicingServiceStub):
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.RecordProcessExceptionRequest, _servicing_pb2.RecordProcessExceptionResponse]  # type: ignore[assignment]
     """Records a process exception. Idempotent by key: the workflow retries safely."""
+    GetProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.GetProcessExceptionRequest, _servicing_pb2.GetProcessExceptionResponse]  # type: ignore[assignment]
+    """Returns one process exception."""
     ListProcessExceptions: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListProcessExceptionsRequest, _servicing_pb2.ListProcessExceptionsResponse]  # type: ignore[assignment]
-    """Lists process exceptions, newest first, filtered by order, status or category."""
+    """Lists process exceptions, newest first, filtered by order, status, category, severity or age."""
+    ResolveProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ResolveProcessExceptionRequest, _servicing_pb2.ResolveProcessExceptionResponse]  # type: ignore[assignment]
+    """Resolves the exception an order's workflow waits on: retry the failed step, skip it, or
+    cancel the order. The workflow continues accordingly before this answers. Resolving again
+    with the same action returns the stored result; with another action, FAILED_PRECONDITION.
+    """
+    UpdateProcessExceptionStatus: _aio.UnaryUnaryMultiCallable[_servicing_pb2.UpdateProcessExceptionStatusRequest, _servicing_pb2.UpdateProcessExceptionStatusResponse]  # type: ignore[assignment]
+    """Moves an exception to triaged, paused, ignored or voided (an agent's bookkeeping; it does
+    not release an order waiting on it: use ResolveProcessException for that).
+    """
+    EscalateProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.EscalateProcessExceptionRequest, _servicing_pb2.EscalateProcessExceptionResponse]  # type: ignore[assignment]
+    """Raises an unresolved exception's severity one level (the workflow's escalation timer
+    calls this). Idempotent by key; an exception already closed is returned unchanged.
+    """
+    CreateReturnOrder: _aio.UnaryUnaryMultiCallable[_servicing_pb2.CreateReturnOrderRequest, _servicing_pb2.CreateReturnOrderResponse]  # type: ignore[assignment]
+    """---- return orders (RMAs)
+
+    Records a return order the workflow opened. Idempotent by key.
+    """
+    RecordReturnReceipt: _aio.UnaryUnaryMultiCallable[_servicing_pb2.RecordReturnReceiptRequest, _servicing_pb2.RecordReturnReceiptResponse]  # type: ignore[assignment]
+    """Records units received for a return order, accepted or rejected. Idempotent by key."""
+    ListReturnOrders: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnOrdersRequest, _servicing_pb2.ListReturnOrdersResponse]  # type: ignore[assignment]
+    """Lists an order's return orders, oldest first."""
+    PreviewCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]  # type: ignore[assignment]
+    """---- changes to an order
+
+    What canceling would do (units, money given back); nothing is changed.
+    """
+    SubmitCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitCancelRequest, _servicing_pb2.SubmitCancelResponse]  # type: ignore[assignment]
+    """Cancels units not shipped yet (or the whole order): their fulfillment order lines are
+    canceled and their exact share of the money released or refunded.
+    """
+    PreviewReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReturnRequest, _servicing_pb2.PreviewReturnResponse]  # type: ignore[assignment]
+    """What a return would give back; nothing is changed."""
+    SubmitReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReturnRequest, _servicing_pb2.SubmitReturnResponse]  # type: ignore[assignment]
+    """Opens a return order for delivered units (within the return window); refunds at once when
+    it is a refund without return, otherwise on receipt.
+    """
+    ReceiveReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ReceiveReturnRequest, _servicing_pb2.ReceiveReturnResponse]  # type: ignore[assignment]
+    """Records units that came back for a return order: accepted ones are refunded (less any
+    return fee), rejected ones go back to the shopper.
+    """
+    SubmitExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]  # type: ignore[assignment]
+    """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
+    fulfillment order; the price difference is charged or refunded.
+    """
+    SubmitReship: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]  # type: ignore[assignment]
+    """Ships units again at no charge (parcel lost or damaged)."""
+    PreviewAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]  # type: ignore[assignment]
+    """What a goodwill credit would give back; nothing is changed."""
+    SubmitAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]  # type: ignore[assignment]
+    """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
+    captured, released from the authorization otherwise.
+    """
+    ListChanges: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]  # type: ignore[assignment]
+    """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
 
 class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ServicingService is where agents see and act on orders after capture. It owns process
-    exceptions: failures that need a human, recorded by the order workflow.
+    """ServicingService is where agents see and act on orders after capture: process exceptions
+    (failures that need a human, recorded by the order workflow), changes to orders (cancel,
+    return, exchange, reship, appeasement) and return orders.
+
+    Changes reach the order's workflow as Temporal Updates, so each Submit answers with the
+    outcome (or the reason it was refused: FAILED_PRECONDITION, INVALID_ARGUMENT or NOT_FOUND,
+    e.g. "return window closed on 2026-10-03"). Amounts named `*_minor` are integer minor units
+    of the order's currency.
+    ---- process exceptions
     """
 
     @_abc_1.abstractmethod
@@ -67,11 +202,170 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records a process exception. Idempotent by key: the workflow retries safely."""
 
     @_abc_1.abstractmethod
+    def GetProcessException(
+        self,
+        request: _servicing_pb2.GetProcessExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.GetProcessExceptionResponse, _abc.Awaitable[_servicing_pb2.GetProcessExceptionResponse]]:
+        """Returns one process exception."""
+
+    @_abc_1.abstractmethod
     def ListProcessExceptions(
         self,
         request: _servicing_pb2.ListProcessExceptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.ListProcessExceptionsResponse, _abc.Awaitable[_servicing_pb2.ListProcessExceptionsResponse]]:
-        """Lists process exceptions, newest first, filtered by order, status or category."""
+        """Lists process exceptions, newest first, filtered by order, status, category, severity or age."""
+
+    @_abc_1.abstractmethod
+    def ResolveProcessException(
+        self,
+        request: _servicing_pb2.ResolveProcessExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ResolveProcessExceptionResponse, _abc.Awaitable[_servicing_pb2.ResolveProcessExceptionResponse]]:
+        """Resolves the exception an order's workflow waits on: retry the failed step, skip it, or
+        cancel the order. The workflow continues accordingly before this answers. Resolving again
+        with the same action returns the stored result; with another action, FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateProcessExceptionStatus(
+        self,
+        request: _servicing_pb2.UpdateProcessExceptionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.UpdateProcessExceptionStatusResponse, _abc.Awaitable[_servicing_pb2.UpdateProcessExceptionStatusResponse]]:
+        """Moves an exception to triaged, paused, ignored or voided (an agent's bookkeeping; it does
+        not release an order waiting on it: use ResolveProcessException for that).
+        """
+
+    @_abc_1.abstractmethod
+    def EscalateProcessException(
+        self,
+        request: _servicing_pb2.EscalateProcessExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.EscalateProcessExceptionResponse, _abc.Awaitable[_servicing_pb2.EscalateProcessExceptionResponse]]:
+        """Raises an unresolved exception's severity one level (the workflow's escalation timer
+        calls this). Idempotent by key; an exception already closed is returned unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateReturnOrder(
+        self,
+        request: _servicing_pb2.CreateReturnOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.CreateReturnOrderResponse, _abc.Awaitable[_servicing_pb2.CreateReturnOrderResponse]]:
+        """---- return orders (RMAs)
+
+        Records a return order the workflow opened. Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordReturnReceipt(
+        self,
+        request: _servicing_pb2.RecordReturnReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.RecordReturnReceiptResponse, _abc.Awaitable[_servicing_pb2.RecordReturnReceiptResponse]]:
+        """Records units received for a return order, accepted or rejected. Idempotent by key."""
+
+    @_abc_1.abstractmethod
+    def ListReturnOrders(
+        self,
+        request: _servicing_pb2.ListReturnOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ListReturnOrdersResponse, _abc.Awaitable[_servicing_pb2.ListReturnOrdersResponse]]:
+        """Lists an order's return orders, oldest first."""
+
+    @_abc_1.abstractmethod
+    def PreviewCancel(
+        self,
+        request: _servicing_pb2.PreviewCancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewCancelResponse, _abc.Awaitable[_servicing_pb2.PreviewCancelResponse]]:
+        """---- changes to an order
+
+        What canceling would do (units, money given back); nothing is changed.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitCancel(
+        self,
+        request: _servicing_pb2.SubmitCancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitCancelResponse, _abc.Awaitable[_servicing_pb2.SubmitCancelResponse]]:
+        """Cancels units not shipped yet (or the whole order): their fulfillment order lines are
+        canceled and their exact share of the money released or refunded.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewReturn(
+        self,
+        request: _servicing_pb2.PreviewReturnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewReturnResponse, _abc.Awaitable[_servicing_pb2.PreviewReturnResponse]]:
+        """What a return would give back; nothing is changed."""
+
+    @_abc_1.abstractmethod
+    def SubmitReturn(
+        self,
+        request: _servicing_pb2.SubmitReturnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitReturnResponse, _abc.Awaitable[_servicing_pb2.SubmitReturnResponse]]:
+        """Opens a return order for delivered units (within the return window); refunds at once when
+        it is a refund without return, otherwise on receipt.
+        """
+
+    @_abc_1.abstractmethod
+    def ReceiveReturn(
+        self,
+        request: _servicing_pb2.ReceiveReturnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ReceiveReturnResponse, _abc.Awaitable[_servicing_pb2.ReceiveReturnResponse]]:
+        """Records units that came back for a return order: accepted ones are refunded (less any
+        return fee), rejected ones go back to the shopper.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitExchange(
+        self,
+        request: _servicing_pb2.SubmitExchangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitExchangeResponse, _abc.Awaitable[_servicing_pb2.SubmitExchangeResponse]]:
+        """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
+        fulfillment order; the price difference is charged or refunded.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitReship(
+        self,
+        request: _servicing_pb2.SubmitReshipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitReshipResponse, _abc.Awaitable[_servicing_pb2.SubmitReshipResponse]]:
+        """Ships units again at no charge (parcel lost or damaged)."""
+
+    @_abc_1.abstractmethod
+    def PreviewAppeasement(
+        self,
+        request: _servicing_pb2.PreviewAppeasementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewAppeasementResponse, _abc.Awaitable[_servicing_pb2.PreviewAppeasementResponse]]:
+        """What a goodwill credit would give back; nothing is changed."""
+
+    @_abc_1.abstractmethod
+    def SubmitAppeasement(
+        self,
+        request: _servicing_pb2.SubmitAppeasementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitAppeasementResponse, _abc.Awaitable[_servicing_pb2.SubmitAppeasementResponse]]:
+        """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
+        captured, released from the authorization otherwise.
+        """
+
+    @_abc_1.abstractmethod
+    def ListChanges(
+        self,
+        request: _servicing_pb2.ListChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ListChangesResponse, _abc.Awaitable[_servicing_pb2.ListChangesResponse]]:
+        """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
 
 def add_ServicingServiceServicer_to_server(servicer: ServicingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
