@@ -98,6 +98,8 @@ def bench_settings(data_dir: Path) -> Settings:
         embedded_temporal_ui_port=free_port(),
         simulator=True,
         simulator_step_seconds=0.0,
+        # Lifecycles end at delivery (no return window), so a workflow's result marks it.
+        return_window_days=0.0,
         simulator_poll_seconds=0.05,
         outbox_poll_seconds=0.05,
         log_format="json",

@@ -83,6 +83,7 @@ class OutboxRelay:
         start_options: Any = None,
         batch_size: int = 200,
         poll_seconds: float = 0.5,
+        prepare_start: Any = None,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -91,6 +92,9 @@ class OutboxRelay:
         self._task_queue = task_queue
         # Callable(payload) -> dict of extra start_workflow kwargs (e.g. search attributes).
         self._start_options = start_options
+        # Callable(payload) -> the workflow's argument, completed at start time (e.g. with
+        # durations from this deployment's settings).
+        self._prepare_start = prepare_start
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -98,14 +102,25 @@ class OutboxRelay:
     async def run(self) -> None:
         """Deliver forever; cancel the task to stop."""
         listener = await self._listen()
+        backoff = 0.0
         try:
             while True:
                 try:
                     delivered = await self.deliver_once()
+                    backoff = 0.0
                 except (OSError, asyncpg.PostgresError, RuntimeError) as error:
-                    log.warning("outbox relay pass failed", schema=self._schema, error=str(error))
+                    # Temporal or Postgres is away: back off instead of retrying on every
+                    # NOTIFY; the rows wait, nothing is lost.
+                    backoff = min(5.0, max(self._poll_seconds, backoff * 2))
+                    log.warning(
+                        "outbox relay pass failed",
+                        schema=self._schema,
+                        error=str(error),
+                        retry_in=backoff,
+                    )
                     self._client = None
-                    delivered = 0
+                    await asyncio.sleep(backoff)
+                    continue
                 if delivered >= self._batch_size:
                     continue
                 self._wake.clear()
@@ -177,9 +192,12 @@ class OutboxRelay:
             extra = self._start_options(row["payload"]) if self._start_options else {}
             # Already started means delivered before: the row outlived a crash.
             with contextlib.suppress(WorkflowAlreadyStartedError):
+                argument = row["payload"]
+                if self._prepare_start is not None:
+                    argument = self._prepare_start(argument)
                 await self._client.start_workflow(
                     row["name"],
-                    row["payload"],
+                    argument,
                     id=row["workflow_id"],
                     task_queue=self._task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

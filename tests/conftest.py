@@ -123,12 +123,25 @@ class System:
             await sim.close()
 
 
+async def migrated_database(postgres: EmbeddedPostgres, name: str) -> str:
+    """A database of its own with every service's migrations applied, so relays started on it
+    never deliver (and delete) outbox rows other tests assert on."""
+    dsn = postgres.dsn.rpartition("/")[0] + f"/{name}"
+    await db.ensure_database(dsn)
+    await migrate_all(Settings(database_url=dsn))
+    return dsn
+
+
 @pytest.fixture(scope="session")
-async def system(settings_with_temporal: Settings) -> AsyncIterator[System]:
-    """Everything but the simulator, in this process: services on their own free ports, the
-    order worker on its own task queue, outbox relays delivering to the real Temporal server."""
+async def system(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres
+) -> AsyncIterator[System]:
+    """Everything but the simulator, in this process: services on their own free ports and
+    database, the order worker on its own task queue, outbox relays delivering to the real
+    Temporal server."""
     settings = replace(
         settings_with_temporal,
+        database_url=await migrated_database(postgres, "oms_system"),
         task_queue=f"oms-system-{os.getpid()}",
         outbox_poll_seconds=0.05,
         # Scenario settings: orders above 1,000.00 are held for fraud review, and the

@@ -482,11 +482,13 @@ class OrderLifecycle:
             if action == "skip":
                 return 0
             if action == "cancel":
-                await self._cancel_units(
-                    [],
-                    "capture failed; canceled by an agent",
-                    f"capture-cancel:{invoice.invoice_id}",
-                )
+                # What shipped stays shipped (and unpaid); whatever has not shipped is canceled.
+                if any(b.available_to_cancel for b in self._require_ledger().lines.values()):
+                    await self._cancel_units(
+                        [],
+                        "capture failed; canceled by an agent",
+                        f"capture-cancel:{invoice.invoice_id}",
+                    )
                 return 0
 
     # ---- process exceptions ------------------------------------------------------------------
@@ -497,9 +499,10 @@ class OrderLifecycle:
         assert self._order is not None
         self._holds += 1
         exception_id = await self._raise_exception(category, attached_to, message, self._holds)
+        # Waiting from the moment the exception exists, so an agent can resolve it at once.
+        self._waiting_on = exception_id
         resume = self._status
         await self._progress(ON_HOLD, f"exception.{category}", message, step=f"hold:{self._holds}")
-        self._waiting_on = exception_id
         escalate_after = timedelta(seconds=self._order.timers.escalate_after_seconds)
         try:
             await workflow.wait_condition(

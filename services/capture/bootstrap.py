@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,10 +15,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import ServiceContext, ServiceParts
+from oms_platform.settings import Settings
 from services.capture.domain import FraudPolicy
 from services.capture.servicer import CaptureServicer
 from services.capture.watch import OrderWatchHub
-from workflows.types import ORDER_CHANNEL, ORDER_STATUS, PROCESSING
+from workflows.types import ORDER_CHANNEL, ORDER_STATUS, PROCESSING, LifecycleTimers
 
 SCHEMA = "capture"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,6 +35,20 @@ def lifecycle_start_options(payload: dict[str, Any]) -> dict[str, Any]:
             ]
         )
     }
+
+
+def lifecycle_timers(settings: Settings) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Completes a lifecycle payload with this deployment's durations as it starts."""
+
+    def prepare(payload: dict[str, Any]) -> dict[str, Any]:
+        timers = LifecycleTimers(
+            authorization_timeout_seconds=settings.authorization_timeout_seconds,
+            escalate_after_seconds=settings.escalate_after_seconds,
+            return_window_seconds=settings.return_window_seconds(payload["channel"]),
+        )
+        return {**payload, "timers": dataclasses.asdict(timers)}
+
+    return prepare
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
@@ -71,6 +88,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.temporal,
         ctx.settings.task_queue,
         start_options=lifecycle_start_options,
+        prepare_start=lifecycle_timers(ctx.settings),
         batch_size=ctx.settings.outbox_batch_size,
         poll_seconds=ctx.settings.outbox_poll_seconds,
     )

@@ -136,6 +136,8 @@ async def call_resolved(
 
 DECLINE_TOKEN = "tok_decline"
 FAIL_CAPTURE_TOKEN = "tok_fail_capture"
+# The processor is down for the first capture on such a card, then recovers.
+FAIL_FIRST_CAPTURE_TOKEN = "tok_fail_first_capture"
 FAIL_REFUND_TOKEN = "tok_fail_refund"
 GIFT_CARD_PREFIX = "gc_"
 
@@ -160,6 +162,7 @@ class _Hold:
     captured_minor: int = 0
     reversed_minor: int = 0
     voided: bool = False
+    capture_attempts: int = 0
 
     @property
     def remaining_minor(self) -> int:
@@ -180,7 +183,8 @@ class SimulatedGateway:
 
     Behaviour: authorizations above `decline_above_minor` (when > 0) are declined
     "amount_exceeds_limit"; token "tok_decline" is declined "card_declined"; captures on an
-    authorization of token "tok_fail_capture" fail "processor_unavailable", refunds of a
+    authorization of token "tok_fail_capture" fail "processor_unavailable" (with
+    "tok_fail_first_capture" only the first one fails: the processor recovers), refunds of a
     capture of token "tok_fail_refund" fail "refund_rejected". With probability
     `transient_failure_rate` a call raises GatewayUnavailable before doing anything. While
     `timeout_after_charge` is set, an operation is performed and then GatewayTimeout is raised.
@@ -265,6 +269,9 @@ class SimulatedGateway:
         if hold is None:
             reason = "unknown_authorization"
         elif hold.token == FAIL_CAPTURE_TOKEN:
+            reason = "processor_unavailable"
+        elif hold.token == FAIL_FIRST_CAPTURE_TOKEN and hold.capture_attempts == 0:
+            hold.capture_attempts += 1
             reason = "processor_unavailable"
         elif hold.voided:
             reason = "authorization_voided"

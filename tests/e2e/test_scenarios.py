@@ -144,7 +144,7 @@ def an_order(
                     region="PA",
                     postal_code="19106",
                     country_code="US",
-                ),  # fmt: skip
+                ),
                 delivery_method="standard",
                 shipping_charge=usd(shipping),
             )
@@ -327,11 +327,13 @@ async def test_11_cancel_before_shipping_whole_order_and_a_single_unit(oms: Clie
     mug_line = next(line for line in part.lines if line.sku == mug)
     one = await oms.servicing.SubmitCancel(
         spb.SubmitCancelRequest(
-            order_id=part.order_id, idempotency_key="c2", reason="one too many",
+            order_id=part.order_id,
+            idempotency_key="c2",
+            reason="one too many",
             lines=[spb.ItemQuantity(order_line_id=mug_line.order_line_id, quantity=1)],
         ),
         timeout=30,
-    )  # fmt: skip
+    )
 
     canceled = await oms.wait(whole.order_id, SETTLED)
     assert canceled.order.status == cpb.ORDER_STATUS_CANCELED
@@ -357,19 +359,25 @@ async def test_12_partial_return_refunds_exactly_one_units_share_with_discount_a
     tshirts = line_of(view, "SKU-TSHIRT-M")
     opened = await oms.servicing.SubmitReturn(
         spb.SubmitReturnRequest(
-            order_id=view.order.order_id, idempotency_key="r1", reason="too small",
-            lines=[spb.ReturnItem(order_line_id=tshirts.order_line_id, quantity=1, reason="too small")],
+            order_id=view.order.order_id,
+            idempotency_key="r1",
+            reason="too small",
+            lines=[
+                spb.ReturnItem(order_line_id=tshirts.order_line_id, quantity=1, reason="too small")
+            ],
         ),
         timeout=30,
-    )  # fmt: skip
+    )
     rma = opened.change.outcome.return_order_id
     received = await oms.servicing.ReceiveReturn(
         spb.ReceiveReturnRequest(
-            order_id=view.order.order_id, return_order_id=rma, idempotency_key="rr1",
+            order_id=view.order.order_id,
+            return_order_id=rma,
+            idempotency_key="rr1",
             accepted=[spb.ReceivedItem(order_line_id=tshirts.order_line_id, quantity=1)],
         ),
         timeout=30,
-    )  # fmt: skip
+    )
 
     gross = tshirts.unit_price.amount_minor * tshirts.quantity
     discount = sum(d.amount.amount_minor for d in tshirts.discounts)
@@ -390,11 +398,13 @@ async def test_13_a_late_return_is_refused_saying_when_the_window_closed(oms: Cl
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await oms.servicing.SubmitReturn(
             spb.SubmitReturnRequest(
-                order_id=view.order.order_id, idempotency_key="late", reason="late",
+                order_id=view.order.order_id,
+                idempotency_key="late",
+                reason="late",
                 lines=[spb.ReturnItem(order_line_id=view.order.lines[0].order_line_id, quantity=1)],
             ),
             timeout=30,
-        )  # fmt: skip
+        )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "closed" in (refused.value.details() or "")
 
@@ -409,12 +419,20 @@ async def test_14_exchange_ships_a_replacement_and_settles_the_difference(
     line = view.order.lines[0]
     exchanged = await oms.servicing.SubmitExchange(
         spb.SubmitExchangeRequest(
-            order_id=view.order.order_id, idempotency_key=f"x-{price}", reason="wrong size",
-            lines=[spb.ExchangeItem(order_line_id=line.order_line_id, quantity=1,
-                                    replacement_sku="SKU-TSHIRT-L", replacement_unit_price_minor=price)],
+            order_id=view.order.order_id,
+            idempotency_key=f"x-{price}",
+            reason="wrong size",
+            lines=[
+                spb.ExchangeItem(
+                    order_line_id=line.order_line_id,
+                    quantity=1,
+                    replacement_sku="SKU-TSHIRT-L",
+                    replacement_unit_price_minor=price,
+                )
+            ],
         ),
         timeout=30,
-    )  # fmt: skip
+    )
     outcome = exchanged.change.outcome
     assert (outcome.charged_minor, outcome.refunded_minor) == (charged, refunded)
     assert len(outcome.fulfillment_order_ids) == 1
@@ -439,11 +457,13 @@ async def test_15_a_lost_parcel_is_reshipped_at_no_charge(oms: Client) -> None:
     view = await submit_and_deliver(oms, an_order([("SKU-MUG", 2, 1200)]))
     reshipped = await oms.servicing.SubmitReship(
         spb.SubmitReshipRequest(
-            order_id=view.order.order_id, idempotency_key="lost", reason=spb.RESHIP_REASON_LOST,
+            order_id=view.order.order_id,
+            idempotency_key="lost",
+            reason=spb.RESHIP_REASON_LOST,
             lines=[spb.ItemQuantity(order_line_id=view.order.lines[0].order_line_id, quantity=2)],
         ),
         timeout=30,
-    )  # fmt: skip
+    )
     assert len(reshipped.change.outcome.fulfillment_order_ids) == 1
     async with oms.system.simulator():
         await asyncio.sleep(2)
@@ -461,22 +481,28 @@ async def test_16_appeasement_refunds_ten_percent_and_never_more_than_captured(o
     hoodie = line_of(view, "SKU-HOODIE-M")
     ten = await oms.servicing.SubmitAppeasement(
         spb.SubmitAppeasementRequest(
-            order_id=view.order.order_id, idempotency_key="a1", reason="late delivery",
-            order_line_id=hoodie.order_line_id, percent_basis_points=1000,
+            order_id=view.order.order_id,
+            idempotency_key="a1",
+            reason="late delivery",
+            order_line_id=hoodie.order_line_id,
+            percent_basis_points=1000,
         ),
         timeout=30,
-    )  # fmt: skip
+    )
     assert ten.change.outcome.refunded_minor == 500
     refused = 0
     for i in range(3):
         try:
             await oms.servicing.SubmitAppeasement(
                 spb.SubmitAppeasementRequest(
-                    order_id=view.order.order_id, idempotency_key=f"a-more-{i}", reason="more",
-                    order_line_id=hoodie.order_line_id, percent_basis_points=5000,
+                    order_id=view.order.order_id,
+                    idempotency_key=f"a-more-{i}",
+                    reason="more",
+                    order_line_id=hoodie.order_line_id,
+                    percent_basis_points=5000,
                 ),
                 timeout=30,
-            )  # fmt: skip
+            )
         except grpc.aio.AioRpcError as error:
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
             refused += 1
@@ -503,3 +529,23 @@ async def test_17_a_fraud_hold_waits_for_the_agent(oms: Client, decision: str) -
         assert view.order.status == cpb.ORDER_STATUS_CANCELED
         assert view.payment_summary.captured.amount_minor == 0
         assert view.fulfillment_orders == []
+
+
+async def test_10_a_failed_capture_waits_for_the_agent_and_is_captured_exactly_once(
+    oms: Client,
+) -> None:
+    order = await oms.submit(an_order([("SKU-MUG", 1, 1200)], token="tok_fail_first_capture"))
+    async with oms.system.simulator():
+        exception = await oms.exception_of(order.order_id)
+        assert exception.category == spb.PROCESS_EXCEPTION_CATEGORY_PAYMENT
+        assert "processor_unavailable" in exception.message
+        held = await oms.wait(order.order_id, {cpb.ORDER_STATUS_ON_HOLD})
+        assert held.payment_summary.captured.amount_minor == 0
+        await oms.resolve(exception.process_exception_id, spb.RESOLUTION_ACTION_RETRY)
+        view = await oms.wait(order.order_id, SETTLED)
+
+    total = order.totals.grand_total.amount_minor
+    assert view.order.status == cpb.ORDER_STATUS_FULFILLED
+    succeeded = [c for c in view.captures if c.status == ppb.CAPTURE_STATUS_SUCCEEDED]
+    assert len(succeeded) == 1 and succeeded[0].amount.amount_minor == total
+    assert view.payment_summary.captured.amount_minor == total

@@ -299,7 +299,7 @@ async def ship_everything(handle: Handle, fo: str = "fo-1", shipment: str = "s1"
 
 async def until(services: Services, kind: str, count: int = 1) -> None:
     """Wait until the workflow has reported `count` timeline events of `kind`."""
-    for _ in range(400):
+    for _ in range(1500):
         if services.kinds().count(kind) >= count:
             return
         await asyncio.sleep(0.02)
