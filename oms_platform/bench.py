@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -30,7 +31,7 @@ from temporalio.worker import Worker
 from oms_platform import bench_routing, grpcutil
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
-from oms_platform.samples import sample_order
+from oms_platform.samples import SPLIT_SKUS, sample_order, split_order
 from oms_platform.settings import SERVICES, Settings
 from workflows.baseline import BenchNoop, bench_noop
 from workflows.types import order_workflow_id
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lifecycle.add_argument("--orders", type=int, default=200)
     lifecycle.add_argument("--concurrency", type=int, default=20)
     lifecycle.add_argument("--keep", action="store_true", help="keep the bench's data directory")
+    lifecycle.add_argument(
+        "--split-every",
+        type=int,
+        default=3,
+        help="every Nth order ships from two warehouses (split shipment); 0 = never",
+    )
     from oms_platform import bench_capture
 
     bench_capture.add_arguments(sub)
@@ -120,7 +127,7 @@ async def _wait_result(client: Client, workflow_id: str) -> Any:
 
 
 async def _lifecycle_phase(
-    settings: Settings, client: Client, orders: int, concurrency: int
+    settings: Settings, client: Client, orders: int, concurrency: int, split_every: int = 0
 ) -> tuple[Run, list[str]]:
     channel = grpcutil.channel(settings.address_of("capture"))
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
@@ -131,9 +138,11 @@ async def _lifecycle_phase(
     for i in range(orders):
         queue.put_nowait(i)
 
-    async def one_order() -> None:
+    async def one_order(index: int) -> None:
         started = time.perf_counter()
-        response = await stub.SubmitOrder(sample_order(), timeout=30)
+        split = split_every and index % split_every == split_every - 1
+        request = split_order() if split else sample_order()
+        response = await stub.SubmitOrder(request, timeout=30)
         order_id = response.order.order_id
         result = await _wait_result(client, order_workflow_id(order_id))
         if result.get("status") != "fulfilled":
@@ -143,8 +152,7 @@ async def _lifecycle_phase(
 
     async def lane() -> None:
         while not queue.empty():
-            queue.get_nowait()
-            await one_order()
+            await one_order(queue.get_nowait())
 
     began = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
@@ -155,13 +163,32 @@ async def _lifecycle_phase(
     return Run("lifecycle", orders, elapsed, latencies), order_ids
 
 
-async def _activities_per_order(client: Client, order_id: str) -> int:
-    history = await client.get_workflow_handle(order_workflow_id(order_id)).fetch_history()
-    return sum(
-        1
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    )
+async def _activities_per_order(client: Client, order_ids: list[str]) -> int:
+    """Activities an order ran, averaged over (up to 30 of) the measured orders."""
+    counts = []
+    for order_id in order_ids[:30]:
+        history = await client.get_workflow_handle(order_workflow_id(order_id)).fetch_history()
+        counts.append(
+            sum(
+                1
+                for event in history.events
+                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            )
+        )
+    return round(sum(counts) / len(counts))
+
+
+async def _stock_split_skus(settings: Settings) -> None:
+    async with grpcutil.channel(settings.address_of("fulfillment")) as channel:
+        await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).SetInventoryLevels(
+            fulfillment_pb2.SetInventoryLevelsRequest(
+                levels=[
+                    fulfillment_pb2.InventoryLevel(location_id=location, sku=sku, on_hand=10**7)
+                    for sku, location in SPLIT_SKUS.items()
+                ]
+            ),
+            timeout=30,
+        )
 
 
 async def _baseline_phase(client: Client, activities: int, orders: int, concurrency: int) -> Run:
@@ -232,12 +259,13 @@ async def run(args: argparse.Namespace) -> int:
     settings = await stack.start()
     try:
         client = await Client.connect(settings.temporal_target)
+        await _stock_split_skus(settings)
         # Warm up: one order end to end, so start-up costs are not measured.
         await _lifecycle_phase(settings, client, 1, 1)
         lifecycle, order_ids = await _lifecycle_phase(
-            settings, client, args.orders, args.concurrency
+            settings, client, args.orders, args.concurrency, args.split_every
         )
-        activities = await _activities_per_order(client, order_ids[0])
+        activities = await _activities_per_order(client, order_ids)
         baseline = await _baseline_phase(client, activities, args.orders, args.concurrency)
         _report(
             [lifecycle, baseline],
@@ -246,6 +274,7 @@ async def run(args: argparse.Namespace) -> int:
                 "orders": args.orders,
                 "concurrency": args.concurrency,
                 "activities_per_order": activities,
+                "split_every": args.split_every,
             },
         )
     finally:

@@ -88,3 +88,24 @@ def sample_order(
             type=payments_pb2.PAYMENT_METHOD_TYPE_CARD, token=token
         ),
     )
+
+
+# SKUs the benchmark stocks at exactly one warehouse each, so an order with both must split.
+SPLIT_SKUS = {"BENCH-EAST-ONLY": "wh-east", "BENCH-WEST-ONLY": "wh-west"}
+
+
+def split_order(*, key: str | None = None) -> capture_pb2.SubmitOrderRequest:
+    """The sample order plus one unit each of two SKUs no single location holds together:
+    it ships as two fulfillment orders (given SPLIT_SKUS are stocked)."""
+    request = sample_order(key=key)
+    request.ClearField("lines")
+    for sku in SPLIT_SKUS:
+        request.lines.append(
+            capture_pb2.OrderLine(
+                delivery_group_ref="home", sku=sku, name=sku, quantity=1, unit_price=_usd(1000)
+            )
+        )
+    request.ClearField("discounts")
+    shipping = request.delivery_groups[0].shipping_charge.amount_minor
+    request.grand_total.CopyFrom(_usd(2 * 1000 + shipping))
+    return request

@@ -40,14 +40,18 @@ from workflows.types import (
     CaptureResult,
     CreditMemoInput,
     CreditMemoResult,
+    EscalateInput,
     FulfillmentOrderData,
     InvoiceInput,
     InvoiceResult,
+    ItemQuantity,
     PaymentMethodData,
     ProcessExceptionInput,
     ProgressInput,
+    ReceiptInput,
     RefundInput,
     RefundResult,
+    ReturnOrderInput,
     RouteInput,
     RouteResult,
     RoutingLineData,
@@ -145,6 +149,13 @@ def _payment_method(method: PaymentMethodData) -> payments_pb2.PaymentMethod:
         token=method.token,
         preauthorization_ref=method.preauthorization_ref,
     )
+
+
+def _items(items: list[ItemQuantity]) -> list[servicing_pb2.ItemQuantity]:
+    return [
+        servicing_pb2.ItemQuantity(order_line_id=i.order_line_id, quantity=i.quantity)
+        for i in items
+    ]
 
 
 class CaptureActivities:
@@ -426,7 +437,7 @@ class FulfillmentActivities:
 
 
 class ServicingActivities:
-    """Raise process exceptions in the servicing service."""
+    """Process exceptions and return orders in the servicing service."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = servicing_pb2_grpc.ServicingServiceStub(channel)
@@ -448,3 +459,49 @@ class ServicingActivities:
             )
         )
         return str(response.process_exception.process_exception_id)
+
+    @activity.defn(name="escalate_process_exception")
+    async def escalate_process_exception(self, request: EscalateInput) -> None:
+        await _call(
+            self._stub.EscalateProcessException(
+                servicing_pb2.EscalateProcessExceptionRequest(
+                    process_exception_id=request.process_exception_id,
+                    idempotency_key=request.idempotency_key,
+                    message=request.message,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+    @activity.defn(name="create_return_order")
+    async def create_return_order(self, request: ReturnOrderInput) -> None:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        await _call(
+            self._stub.CreateReturnOrder(
+                servicing_pb2.CreateReturnOrderRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    return_order_id=request.return_order_id,
+                    reason=request.reason,
+                    lines=_items(request.lines),
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+    @activity.defn(name="record_return_receipt")
+    async def record_return_receipt(self, request: ReceiptInput) -> None:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        await _call(
+            self._stub.RecordReturnReceipt(
+                servicing_pb2.RecordReturnReceiptRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    return_order_id=request.return_order_id,
+                    accepted=_items(request.accepted),
+                    rejected=_items(request.rejected),
+                    reason=request.reason,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )

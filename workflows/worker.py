@@ -20,7 +20,6 @@ from workflows.activities import (
     ServicingActivities,
 )
 from workflows.lifecycle import OrderLifecycle
-from workflows.servicing_activities import ServicingChangeActivities
 
 log = structlog.get_logger("oms.worker")
 
@@ -30,9 +29,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     capture = CaptureActivities(grpcutil.channel(settings.address_of("capture")))
     payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments")))
     fulfillment = FulfillmentActivities(grpcutil.channel(settings.address_of("fulfillment")))
-    servicing_channel = grpcutil.channel(settings.address_of("servicing"))
-    servicing = ServicingActivities(servicing_channel)
-    servicing_changes = ServicingChangeActivities(servicing_channel)
+    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing")))
     return [
         capture.record_order_progress,
         payments.authorize_payment,
@@ -45,9 +42,9 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         fulfillment.cancel_fulfillment_order,
         fulfillment.cancel_fulfillment_order_lines,
         servicing.record_process_exception,
-        servicing_changes.escalate_process_exception,
-        servicing_changes.create_return_order,
-        servicing_changes.record_return_receipt,
+        servicing.escalate_process_exception,
+        servicing.create_return_order,
+        servicing.record_return_receipt,
     ]
 
 

@@ -388,6 +388,13 @@ async def test_12_partial_return_refunds_exactly_one_units_share_with_discount_a
     after = await oms.view(view.order.order_id)
     assert after.payment_summary.refunded.amount_minor == first_unit
     assert line_of(after, "SKU-TSHIRT-M").quantities.returned == 1
+    reconciliation = (
+        await oms.payments.GetReconciliation(
+            ppb.GetReconciliationRequest(order_id=view.order.order_id), timeout=10
+        )
+    ).reconciliation
+    assert reconciliation.agrees, reconciliation
+    assert reconciliation.credited.amount_minor == first_unit
 
 
 async def test_13_a_late_return_is_refused_saying_when_the_window_closed(oms: Client) -> None:
