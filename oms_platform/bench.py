@@ -6,6 +6,8 @@ baseline: a no-op workflow running the same number of no-op activities per order
 same worker settings. Throughput is reported as a ratio of the baseline's.
 
 `oms bench routing` times routing alone (see oms_platform/bench_routing.py).
+
+`oms bench servicing` times SubmitCancel's Update round trip (see oms_platform/bench_servicing.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "routing", help="routing latency of a big order (pure domain) vs a trivial one"
     )
     bench_routing.add_arguments(routing)
+    from oms_platform import bench_servicing
+
+    bench_servicing.add_arguments(sub)
 
 
 @dataclass
@@ -254,6 +259,10 @@ async def run(args: argparse.Namespace) -> int:
         return await bench_capture.run(args)
     if args.bench == "routing":
         return bench_routing.run(args)
+    if args.bench == "servicing":
+        from oms_platform import bench_servicing
+
+        return await bench_servicing.run(args)
     data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     stack = Stack(bench_settings(data_dir))
     settings = await stack.start()
