@@ -143,6 +143,7 @@ class OrderLifecycle:
         self._line_appeased_minor: dict[str, int] = {}
         self._order_appeased_minor = 0
         self._done = False
+        self._authorized = False
         # Bumped by every Update, so waits that depend on open returns re-check.
         self._revision = 0
 
@@ -160,12 +161,15 @@ class OrderLifecycle:
     async def _lifecycle(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
         assert self._ledger is not None
         try:
-            async with self._lock:
-                await self._progress(PROCESSING, "lifecycle.started", "Order lifecycle started")
-                if order.fraud_reasons:
-                    await self._fraud_review(order)
-                await self._authorize(order)
-                await self._allocate("initial")
+            try:
+                async with self._lock:
+                    await self._progress(PROCESSING, "lifecycle.started", "Order lifecycle started")
+                    if order.fraud_reasons:
+                        await self._fraud_review(order)
+                    await self._authorize(order)
+                    await self._allocate("initial")
+            except ActivityError as refused:
+                await self._undo(refused)
             await self._fulfil()
         except OrderCanceled as canceled:
             return self._result(CANCELED, str(canceled))
@@ -176,6 +180,18 @@ class OrderLifecycle:
         await self._progress("", "order.closed", "Return window closed; the order is complete")
         self._done = True
         return self._result(FULFILLED)
+
+    async def _undo(self, refused: ActivityError) -> None:
+        """A step before shipping was refused in a way retrying cannot fix: record why, then
+        undo what was done in reverse (fulfillment order lines canceled, which releases their
+        reservations; the authorization released and voided) and cancel the order."""
+        assert self._order is not None
+        step = refused.activity_type or "a step"
+        reason = f"{step} refused: {refused.cause or refused}"
+        category = "payment" if "payment" in step or "authoriz" in step else "fulfillment"
+        async with self._lock:
+            await self._raise_exception(category, f"step:{step}", reason)
+            await self._cancel_everything(reason, authorized=self._authorized)
 
     def _result(self, status: str, reason: str = "") -> OrderLifecycleResult:
         assert self._order is not None
@@ -227,6 +243,7 @@ class OrderLifecycle:
                 "payment", f"authorization:{result.authorization_id}", reason
             )
             await self._cancel_everything(reason, authorized=False)
+        self._authorized = True
         await self._progress(
             AUTHORIZED,
             "payment.authorized",

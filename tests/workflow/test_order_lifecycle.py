@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -92,21 +93,31 @@ class Services:
     released: int = 0
     exceptions: list[str] = field(default_factory=list)
     fo_count: int = 0
+    # An activity name (or "progress:<kind>") that refuses non-retryably, to inject failures.
+    refuse: str = ""
+
+    def _maybe_refuse(self, name: str) -> None:
+        if self.refuse == name:
+            self.refuse = ""  # once: the undo that follows may call the same activity
+            raise ApplicationError(f"{name} refused (injected)", non_retryable=True)
 
     def activities(self) -> list[Any]:
         @activity.defn(name="record_order_progress")
         async def record_order_progress(p: ProgressInput) -> None:
+            self._maybe_refuse(f"progress:{p.kind}")
             self.calls.append(("progress", p))
             if p.status:
                 self.statuses.append(p.status)
 
         @activity.defn(name="authorize_payment")
         async def authorize_payment(a: AuthorizeInput) -> AuthorizeResult:
+            self._maybe_refuse("authorize_payment")
             self.calls.append(("authorize", a))
             return AuthorizeResult("auth-1", self.approve, "" if self.approve else "card_declined")
 
         @activity.defn(name="create_fulfillment_orders")
         async def create_fulfillment_orders(r: RouteInput) -> RouteResult:
+            self._maybe_refuse("create_fulfillment_orders")
             self.calls.append(("route", r))
             lines = [line for g in r.delivery_groups for line in g.lines]
             short = self.stockouts > 0 and len(lines) > 0
@@ -817,3 +828,38 @@ async def test_an_exchange_ships_a_replacement_and_settles_the_difference(
     assert result.refunded_minor == refunded
     assert services.refunded == refunded
     assert services.captured == order.grand_total_minor + charged
+
+
+@pytest.mark.parametrize(
+    "failing_step",
+    ["progress:lifecycle.started", "authorize_payment", "progress:payment.authorized",
+     "create_fulfillment_orders", "progress:fulfillment.allocated"],
+)  # fmt: skip
+async def test_a_step_refused_before_shipping_is_undone_in_reverse_and_the_order_canceled(
+    time_skipping_env: WorkflowEnvironment, failing_step: str
+) -> None:
+    services, order = Services(refuse=failing_step), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        result = await handle.result()
+
+    assert result.status == CANCELED
+    assert "refused (injected)" in result.reason
+    [exception] = services.named("exception")
+    assert "refused (injected)" in exception.message
+    authorized = bool(services.named("authorize"))
+    placed = [
+        line for route in services.named("route") for g in route.delivery_groups for line in g.lines
+    ]
+    released = [
+        (i.order_line_id, i.quantity) for c in services.named("cancel_lines") for i in c.lines
+    ]
+    # Whatever was reserved is released, whatever was authorized is released and voided.
+    assert sorted(released) == sorted((line.order_line_id, line.quantity) for line in placed)
+    assert len(services.named("void")) == (1 if authorized else 0)
+    assert services.captured == 0
+    undo = [
+        kind for kind, _ in services.calls if kind in {"cancel_lines", "memo", "refund", "void"}
+    ]
+    if authorized:
+        assert undo[-1] == "void" and undo.index("memo") < undo.index("refund")
