@@ -55,7 +55,6 @@ UPDATE outbox SET attempts = attempts + 1, last_error = $2,
     available_at = now()
         + least(interval '30 seconds', interval '200 milliseconds' * power(2, attempts))
 WHERE id = $1"""
-SQL_PENDING_COUNT = "SELECT count(*) FROM outbox"
 
 
 def channel_name(schema: str) -> str:
@@ -217,10 +216,6 @@ class OutboxRelay:
                 )
                 return
             raise
-
-    def wake(self) -> None:
-        """Deliver now instead of at the next poll."""
-        self._wake.set()
 
 
 class _Held:

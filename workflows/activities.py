@@ -9,7 +9,7 @@ errors; transport failures propagate and Temporal retries them with the same ide
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -38,6 +38,8 @@ from workflows.types import (
     CancelLinesInput,
     CaptureInput,
     CaptureResult,
+    ChargeLineData,
+    CreditLineData,
     CreditMemoInput,
     CreditMemoResult,
     EscalateInput,
@@ -130,6 +132,18 @@ async def _call(rpc: Awaitable[T]) -> T:
 
 def _money(amount_minor: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount_minor, currency=currency)
+
+
+def _line_money(line: ChargeLineData | CreditLineData, currency: str) -> dict[str, Any]:
+    """The fields an invoice line and a credit memo line share: the line and all its money."""
+    return {
+        "order_line_id": line.order_line_id,
+        "sku": line.sku,
+        "quantity_ordered": line.quantity_ordered,
+        "gross": _money(line.gross_minor, currency),
+        "discount": _money(line.discount_minor, currency),
+        "tax": _money(line.tax_minor, currency),
+    }
 
 
 def _address(address: Address) -> common_pb2.PostalAddress:
@@ -237,12 +251,7 @@ class PaymentsActivities:
                     idempotency_key=request.idempotency_key,
                     lines=[
                         payments_pb2.ChargeableLine(
-                            order_line_id=line.order_line_id,
-                            sku=line.sku,
-                            quantity_ordered=line.quantity_ordered,
-                            gross=_money(line.gross_minor, currency),
-                            discount=_money(line.discount_minor, currency),
-                            tax=_money(line.tax_minor, currency),
+                            **_line_money(line, currency),
                             quantity_to_invoice=line.quantity_to_invoice,
                             quantity_invoiced_before=line.quantity_invoiced_before,
                         )
@@ -290,12 +299,7 @@ class PaymentsActivities:
                     currency=currency,
                     lines=[
                         payments_pb2.CreditableLine(
-                            order_line_id=line.order_line_id,
-                            sku=line.sku,
-                            quantity_ordered=line.quantity_ordered,
-                            gross=_money(line.gross_minor, currency),
-                            discount=_money(line.discount_minor, currency),
-                            tax=_money(line.tax_minor, currency),
+                            **_line_money(line, currency),
                             quantity_to_credit=line.quantity_to_credit,
                             first_unit=line.first_unit,
                         )

@@ -70,7 +70,6 @@ class Ledger:
     fulfillment_orders: dict[str, FulfillmentOrderData] = field(default_factory=dict)
     undelivered: set[str] = field(default_factory=set)
     shipping_charged: set[str] = field(default_factory=set)
-    shipping_credited: set[str] = field(default_factory=set)
     no_charge: set[str] = field(default_factory=set)
 
     @classmethod

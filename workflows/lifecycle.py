@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -647,10 +648,8 @@ class OrderLifecycle:
         result = ChangeResult(change_id=step, kind="cancel", summary="", lines=canceled)
         if money:
             memo, refund = await self._give_back(
-                CreditMemoInput(
-                    order_id=order.order_id,
-                    idempotency_key=f"{order.order_id}:memo:{step}",
-                    currency=order.currency,
+                self._memo(
+                    step,
                     reason=reason,
                     kind="cancel",
                     lines=credit,
@@ -677,6 +676,16 @@ class OrderLifecycle:
         )
         result.order_status = self._status
         return result
+
+    def _memo(self, step: str, **money: Any) -> CreditMemoInput:
+        """A credit memo of this order for the change or step `step`."""
+        assert self._order is not None
+        return CreditMemoInput(
+            order_id=self._order.order_id,
+            idempotency_key=f"{self._order.order_id}:memo:{step}",
+            currency=self._order.currency,
+            **money,
+        )
 
     async def _give_back(
         self, memo_input: CreditMemoInput, step: str
@@ -775,10 +784,8 @@ class OrderLifecycle:
                 raise _refuse(refused) from None
             step = f"change:{request.change_id}"
             memo, refund = await self._give_back(
-                CreditMemoInput(
-                    order_id=order.order_id,
-                    idempotency_key=f"{order.order_id}:memo:{step}",
-                    currency=order.currency,
+                self._memo(
+                    step,
                     reason=request.reason or "appeasement",
                     kind="appeasement",
                     appeasement_minor=amount,
@@ -970,10 +977,8 @@ class OrderLifecycle:
         )
         if request.refund_without_return and not exchange:
             memo, refund = await self._give_back(
-                CreditMemoInput(
-                    order_id=order.order_id,
-                    idempotency_key=f"{order.order_id}:memo:{step}",
-                    currency=order.currency,
+                self._memo(
+                    step,
                     reason=f"refund without return: {request.reason}",
                     kind="return",
                     lines=ledger.credit_lines_for_return(plan),
@@ -1040,10 +1045,8 @@ class OrderLifecycle:
                 fee = 0 if rma.fee_charged else rma.fee_minor
                 rma.fee_charged = True
                 memo, refund = await self._give_back(
-                    CreditMemoInput(
-                        order_id=order.order_id,
-                        idempotency_key=f"{order.order_id}:memo:{step}",
-                        currency=order.currency,
+                    self._memo(
+                        step,
                         reason=f"return {rma.return_order_id} received",
                         kind="return",
                         lines=ledger.credit_lines_for_return(request.lines),
@@ -1157,10 +1160,8 @@ class OrderLifecycle:
                 )
             elif difference < 0:
                 memo, refund = await self._give_back(
-                    CreditMemoInput(
-                        order_id=order.order_id,
-                        idempotency_key=f"{order.order_id}:memo:{step}",
-                        currency=order.currency,
+                    self._memo(
+                        step,
                         reason="exchange for a cheaper item",
                         kind="appeasement",
                         appeasement_minor=-difference,

@@ -11,6 +11,7 @@ import grpc
 import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform.samples import sample_order
@@ -76,5 +77,6 @@ async def test_18_killing_the_worker_and_a_service_mid_order_loses_nothing(stack
             assert (
                 money.summary.captured.amount_minor == total == money.summary.invoiced.amount_minor
             )
-            assert [fo.status for fo in view.fulfillment_orders] == [5]  # one, shipped
+            shipped = fulfillment_pb2.FULFILLMENT_ORDER_STATUS_SHIPPED
+            assert [fo.status for fo in view.fulfillment_orders] == [shipped]
             assert all(line.quantities.fulfilled == line.quantity for line in view.order.lines)
