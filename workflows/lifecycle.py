@@ -124,12 +124,16 @@ class OrderLifecycle:
     """capture → fraud check → authorize → route and reserve → ship, invoice and capture →
     deliver → service until the return window closes."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, order: OrderLifecycleInput) -> None:
+        # The order and its ledger exist before the first activation's handlers run, so an
+        # Update that arrives with the workflow's start (a cancel straight after submit) is
+        # validated against the order rather than refused as "not started".
         self._status = PENDING
         self._events: list[FulfillmentEvent] = []
         self._seen_events: set[str] = set()
-        self._order: OrderLifecycleInput | None = None
-        self._ledger: Ledger | None = None
+        self._order = order
+        self._ledger = Ledger.of(order)
         # One change at a time: the lifecycle's own steps and every Update take this lock.
         self._lock = asyncio.Lock()
         self._resolutions: dict[str, Resolution] = {}
@@ -145,6 +149,9 @@ class OrderLifecycle:
         self._order_appeased_minor = 0
         self._done = False
         self._authorized = False
+        # Credit for units canceled before the payment was authorized: never held, so the
+        # authorization asks for that much less.
+        self._credited_unauthorized_minor = 0
         # Bumped by every Update, so waits that depend on open returns re-check.
         self._revision = 0
 
@@ -152,18 +159,19 @@ class OrderLifecycle:
 
     @workflow.run
     async def run(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
-        self._order = order
-        self._ledger = Ledger.of(order)
         result = await self._lifecycle(order)
         # Let an Update that finished the order (e.g. cancel everything) send its reply.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
     async def _lifecycle(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
-        assert self._ledger is not None
         try:
             try:
                 async with self._lock:
+                    if self._ledger.all_canceled():
+                        # A cancel of everything reached the workflow with its start, before
+                        # anything was authorized or reserved: nothing to do or undo.
+                        return self._result(CANCELED, "canceled before processing began")
                     await self._progress(PROCESSING, "lifecycle.started", "Order lifecycle started")
                     if order.fraud_reasons:
                         await self._fraud_review(order)
@@ -186,7 +194,6 @@ class OrderLifecycle:
         """A step before shipping was refused in a way retrying cannot fix: record why, then
         undo what was done in reverse (fulfillment order lines canceled, which releases their
         reservations; the authorization released and voided) and cancel the order."""
-        assert self._order is not None
         step = refused.activity_type or "a step"
         reason = f"{step} refused: {refused.cause or refused}"
         category = "payment" if "payment" in step or "authoriz" in step else "fulfillment"
@@ -195,7 +202,6 @@ class OrderLifecycle:
             await self._cancel_everything(reason, authorized=self._authorized)
 
     def _result(self, status: str, reason: str = "") -> OrderLifecycleResult:
-        assert self._order is not None
         return OrderLifecycleResult(
             order_id=self._order.order_id,
             status=status,
@@ -212,6 +218,8 @@ class OrderLifecycle:
 
     async def _authorize(self, order: OrderLifecycleInput) -> None:
         timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
+        # Less what cancels before authorization gave back (nothing was held for it).
+        amount = order.grand_total_minor - self._credited_unauthorized_minor
         try:
             result: AuthorizeResult = await workflow.execute_activity(
                 "authorize_payment",
@@ -219,7 +227,7 @@ class OrderLifecycle:
                     order_id=order.order_id,
                     idempotency_key=f"{order.order_id}:authorize",
                     payment_method=order.payment_method,
-                    amount_minor=order.grand_total_minor,
+                    amount_minor=amount,
                     currency=order.currency,
                     additional_payment_methods=order.additional_payment_methods,
                 ),
@@ -248,13 +256,12 @@ class OrderLifecycle:
         await self._progress(
             AUTHORIZED,
             "payment.authorized",
-            f"Payment of {self._money(order.grand_total_minor)} authorized",
+            f"Payment of {self._money(amount)} authorized",
         )
 
     async def _allocate(self, why: str) -> None:
         """Route what still needs a location; hold for an agent while nothing can take it."""
         ledger, order = self._ledger, self._order
-        assert ledger is not None and order is not None
         attempt = 0
         while pending := ledger.unallocated():
             attempt += 1
@@ -291,7 +298,6 @@ class OrderLifecycle:
     async def _fulfil(self) -> None:
         """Handle warehouse and carrier events until every unit shipped and was delivered."""
         ledger = self._ledger
-        assert ledger is not None
         while not ledger.settled():
             # Signals only append to self._events; events are handled here, under the lock,
             # so they never interleave with an Update's change to the same quantities.
@@ -305,7 +311,7 @@ class OrderLifecycle:
     async def _service_until_the_return_window_closes(self) -> None:
         """After delivery: keep handling events (reships, replacements) and Updates (returns,
         appeasements) until the return window has closed and no return is open."""
-        assert self._order is not None and self._ledger is not None and self._delivered_at
+        assert self._delivered_at
         window = timedelta(seconds=self._order.timers.return_window_seconds)
         closes = self._delivered_at + window
         while True:
@@ -338,7 +344,6 @@ class OrderLifecycle:
 
     async def _on_event(self, event: FulfillmentEvent) -> None:
         ledger = self._ledger
-        assert ledger is not None
         fo = ledger.fulfillment_orders.get(event.fulfillment_order_id)
         if fo is None:
             workflow.logger.warning("event for an unknown fulfillment order")
@@ -388,8 +393,7 @@ class OrderLifecycle:
     async def _on_shipped(
         self, fo: FulfillmentOrderData, items: list[ItemQuantity], event: FulfillmentEvent
     ) -> None:
-        ledger, order = self._ledger, self._order
-        assert ledger is not None and order is not None
+        ledger = self._ledger
         no_charge = fo.fulfillment_order_id in ledger.no_charge
         ledger.ship(fo.fulfillment_order_id, items)
         ledger.undelivered.add(event.shipment_id)
@@ -419,7 +423,6 @@ class OrderLifecycle:
         self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str
     ) -> InvoiceResult:
         ledger, order = self._ledger, self._order
-        assert ledger is not None and order is not None
         charge_lines = []
         for item in items:
             line = ledger.lines[item.order_line_id].line
@@ -470,7 +473,6 @@ class OrderLifecycle:
 
     async def _capture(self, invoice: InvoiceResult) -> int:
         """Capture the invoice; while the gateway refuses, hold for an agent."""
-        assert self._order is not None
         attempt = 0
         while True:
             attempt += 1
@@ -501,7 +503,7 @@ class OrderLifecycle:
                 return 0
             if action == "cancel":
                 # What shipped stays shipped (and unpaid); whatever has not shipped is canceled.
-                if any(b.available_to_cancel for b in self._require_ledger().lines.values()):
+                if any(b.available_to_cancel for b in self._ledger.lines.values()):
                     await self._cancel_units(
                         [],
                         "capture failed; canceled by an agent",
@@ -514,7 +516,6 @@ class OrderLifecycle:
     async def _hold(self, category: str, attached_to: str, message: str) -> str:
         """Raise a process exception and wait for an agent's resolution (escalating if it
         waits too long). Returns the action: retry, skip or cancel."""
-        assert self._order is not None
         self._holds += 1
         exception_id = await self._raise_exception(category, attached_to, message, self._holds)
         # Waiting from the moment the exception exists, so an agent can resolve it at once.
@@ -580,7 +581,6 @@ class OrderLifecycle:
     async def _raise_exception(
         self, category: str, attached_to: str, message: str, hold: int = 0
     ) -> str:
-        assert self._order is not None
         exception_id: str = await workflow.execute_activity(
             "record_process_exception",
             ProcessExceptionInput(
@@ -603,7 +603,6 @@ class OrderLifecycle:
         """Cancel what has not shipped and stop the lifecycle (compensation: reservations are
         released by canceling fulfillment order lines, the authorization is voided)."""
         ledger = self._ledger
-        assert ledger is not None
         if any(b.available_to_cancel for b in ledger.lines.values()):
             await self._cancel_units([], reason, "cancel-all", money=authorized)
         if authorized:
@@ -618,7 +617,6 @@ class OrderLifecycle:
     ) -> ChangeResult:
         """Cancel unshipped units: on their fulfillment orders, in the buckets, and in money."""
         ledger, order = self._ledger, self._order
-        assert ledger is not None and order is not None
         plan = ledger.plan_cancel(requested)
         released: list[ItemQuantity] = []
         for fo_id, items in ledger.open_units_for_cancel(plan).items():
@@ -661,6 +659,8 @@ class OrderLifecycle:
             result.credited_minor = memo.total_minor
             result.refunded_minor = refund.refunded_minor
             result.released_minor = refund.released_minor
+            if not self._authorized:
+                self._credited_unauthorized_minor += memo.total_minor
         units = sum(i.quantity for i in canceled)
         result.summary = f"Canceled {units} unit(s): {reason}" + (
             f"; {self._money(result.credited_minor)} given back" if result.credited_minor else ""
@@ -679,7 +679,6 @@ class OrderLifecycle:
 
     def _memo(self, step: str, **money: Any) -> CreditMemoInput:
         """A credit memo of this order for the change or step `step`."""
-        assert self._order is not None
         return CreditMemoInput(
             order_id=self._order.order_id,
             idempotency_key=f"{self._order.order_id}:memo:{step}",
@@ -728,7 +727,6 @@ class OrderLifecycle:
         return memo, RefundResult(refunded, released, refund.not_refunded_minor)
 
     async def _void(self, reason: str) -> None:
-        assert self._order is not None
         await workflow.execute_activity(
             "void_authorization",
             VoidInput(self._order.order_id, f"{self._order.order_id}:void", reason),
@@ -745,7 +743,6 @@ class OrderLifecycle:
             return self._changes[request.change_id]
         async with self._lock:
             ledger = self._ledger
-            assert ledger is not None
             try:
                 ledger.plan_cancel(request.lines)
             except ChangeRefused as refused:  # the state moved on while this waited
@@ -766,7 +763,7 @@ class OrderLifecycle:
     def _validate_cancel(self, request: ChangeRequest) -> None:
         self._validate_change(request)
         try:
-            self._require_ledger().plan_cancel(request.lines)
+            self._ledger.plan_cancel(request.lines)
         except ChangeRefused as refused:
             raise _refuse(refused) from None
 
@@ -776,8 +773,6 @@ class OrderLifecycle:
         if request.change_id in self._changes:
             return self._changes[request.change_id]
         async with self._lock:
-            order = self._order
-            assert order is not None
             try:
                 amount = self._appeasement_amount(request)
             except ChangeRefused as refused:
@@ -825,8 +820,7 @@ class OrderLifecycle:
             raise _refuse(refused) from None
 
     def _appeasement_amount(self, request: ChangeRequest) -> int:
-        ledger, order = self._require_ledger(), self._order
-        assert order is not None
+        ledger = self._ledger
         if len(request.lines) > 1:
             raise ChangeRefused("lines: appease one line or the whole order", "INVALID_ARGUMENT")
         if (request.amount_minor > 0) == (request.percent_basis_points > 0):
@@ -869,7 +863,7 @@ class OrderLifecycle:
                 [
                     RoutingLineData(
                         i.order_line_id,
-                        self._require_ledger().lines[i.order_line_id].line.sku,
+                        self._ledger.lines[i.order_line_id].line.sku,
                         i.quantity,
                     )
                     for i in request.lines
@@ -885,7 +879,7 @@ class OrderLifecycle:
                     type="FAILED_PRECONDITION",
                 )
             for fo in route.fulfillment_orders:
-                self._require_ledger().add_fulfillment_order(fo, no_charge=True)
+                self._ledger.add_fulfillment_order(fo, no_charge=True)
             result = ChangeResult(
                 change_id=request.change_id,
                 kind="reship",
@@ -905,7 +899,7 @@ class OrderLifecycle:
     @reship_items.validator
     def _validate_reship(self, request: ChangeRequest) -> None:
         self._validate_change(request)
-        ledger = self._require_ledger()
+        ledger = self._ledger
         if not request.lines:
             raise ApplicationError("lines: at least one line to reship", type="INVALID_ARGUMENT")
         for i, item in enumerate(request.lines):
@@ -933,13 +927,12 @@ class OrderLifecycle:
         self._validate_change(request)
         self._validate_return_window()
         try:
-            self._require_ledger().plan_return(request.lines)
+            self._ledger.plan_return(request.lines)
         except ChangeRefused as refused:
             raise _refuse(refused) from None
 
     async def _open_return(self, request: ChangeRequest, *, exchange: bool) -> ChangeResult:
-        ledger, order = self._require_ledger(), self._order
-        assert order is not None
+        ledger, order = self._ledger, self._order
         try:
             plan = ledger.plan_return(request.lines)
         except ChangeRefused as refused:
@@ -1012,8 +1005,7 @@ class OrderLifecycle:
         if request.change_id in self._changes:
             return self._changes[request.change_id]
         async with self._lock:
-            ledger, order = self._require_ledger(), self._order
-            assert order is not None
+            ledger, order = self._ledger, self._order
             rma = self._returns[request.return_order_id]
             step = f"change:{request.change_id}"
             await workflow.execute_activity(
@@ -1118,8 +1110,7 @@ class OrderLifecycle:
         if request.change_id in self._changes:
             return self._changes[request.change_id]
         async with self._lock:
-            ledger, order = self._require_ledger(), self._order
-            assert order is not None
+            ledger = self._ledger
             result = await self._open_return(request, exchange=True)
             step = f"change:{request.change_id}"
             replacements = [
@@ -1207,7 +1198,6 @@ class OrderLifecycle:
         self, amount: int, fo: FulfillmentOrderData, change_id: str
     ) -> int:
         order = self._order
-        assert order is not None
         auth: AuthorizeResult = await workflow.execute_activity(
             "authorize_payment",
             AuthorizeInput(
@@ -1257,8 +1247,7 @@ class OrderLifecycle:
     @workflow.query(name=PREVIEW_QUERY)
     def preview_change(self, request: ChangeRequest) -> ChangeResult:
         """What a cancel, return or appeasement would do, computed the same way, nothing kept."""
-        ledger, order = self._require_ledger(), self._order
-        assert order is not None
+        ledger = self._ledger
         result = ChangeResult(
             request.change_id, request.kind, "", lines=request.lines, preview=True
         )
@@ -1299,13 +1288,6 @@ class OrderLifecycle:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _require_ledger(self) -> Ledger:
-        if self._ledger is None:
-            raise ApplicationError(
-                "the order's lifecycle has not started yet", type="FAILED_PRECONDITION"
-            )
-        return self._ledger
-
     def _validate_change(self, request: ChangeRequest) -> None:
         if not request.change_id:
             raise ApplicationError("change_id: required", type="INVALID_ARGUMENT")
@@ -1321,7 +1303,6 @@ class OrderLifecycle:
             )
 
     def _validate_return_window(self) -> None:
-        assert self._order is not None
         if self._delivered_at is None:
             return  # per-line checks below refuse what has not shipped
         closes = self._delivered_at + timedelta(seconds=self._order.timers.return_window_seconds)
@@ -1332,7 +1313,6 @@ class OrderLifecycle:
 
     async def _route(self, lines: list[RoutingLineData], step: str) -> RouteResult:
         order = self._order
-        assert order is not None
         group_of = {line.order_line_id: line.delivery_group_id for line in order.lines}
         groups = []
         for group in order.delivery_groups:
@@ -1367,7 +1347,6 @@ class OrderLifecycle:
         )
 
     def _money(self, amount_minor: int) -> str:
-        assert self._order is not None
         return format_minor(amount_minor, self._order.currency)
 
     async def _progress(
@@ -1380,7 +1359,6 @@ class OrderLifecycle:
         step: str = "",
     ) -> None:
         """Tell capture (the order's record) and the search attributes what just happened."""
-        assert self._order is not None
         if status:
             self._status = status
             workflow.upsert_search_attributes(

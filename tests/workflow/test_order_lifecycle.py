@@ -663,6 +663,50 @@ async def test_canceling_everything_before_shipping_voids_and_ends_canceled(
         await update(handle, CANCEL_UPDATE, change("cancel"))
 
 
+async def test_a_cancel_of_everything_sent_with_the_start_ends_the_order_before_any_step(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    # Sent before any worker runs, so the Update arrives in the workflow's first task.
+    cancel = asyncio.create_task(update(handle, CANCEL_UPDATE, change("cancel")))
+    await asyncio.sleep(0.5)
+    async with worker:
+        result = await cancel
+        final = await handle.result()
+
+    assert result.order_status == CANCELED and final.status == CANCELED
+    assert result.credited_minor == order.grand_total_minor
+    assert services.named("authorize") == [] and services.named("route") == []
+    assert services.captured == 0 and "lifecycle.started" not in services.kinds()
+
+
+async def test_a_partial_cancel_sent_with_the_start_authorizes_only_what_remains(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    cancel = asyncio.create_task(
+        update(handle, CANCEL_UPDATE, change("cancel", lines=[ItemQuantity("line-2", 1)]))
+    )
+    await asyncio.sleep(0.5)
+    async with worker:
+        result = await cancel
+        await until(services, "fulfillment.allocated")
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        final = await handle.result()
+
+    assert result.credited_minor == 1500  # the mug, never held
+    [authorization] = services.named("authorize")
+    assert authorization.amount_minor == order.grand_total_minor - 1500
+    [route] = services.named("route")
+    assert [(line.order_line_id, line.quantity) for line in route.delivery_groups[0].lines] == [
+        ("line-1", 2)
+    ]
+    assert final.status == FULFILLED and final.captured_minor == order.grand_total_minor - 1500
+
+
 async def test_a_cancel_for_more_than_remains_is_refused_before_it_enters_history(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
