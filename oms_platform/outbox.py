@@ -21,6 +21,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from oms_platform.pacing import FrontDoorPacer
+
 log = structlog.get_logger("oms.outbox")
 
 # A Temporal call that takes longer than this fails the row's delivery for now; it is retried.
@@ -83,6 +85,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_seconds: float = 0.5,
         prepare_start: Any = None,
+        pacer: FrontDoorPacer | None = None,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -96,7 +99,13 @@ class OutboxRelay:
         self._prepare_start = prepare_start
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        # Paces starts while the front door is busy (see oms_platform/pacing.py).
+        self._pacer = pacer
         self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Deliver now: a row was committed in this process (no NOTIFY needed)."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Deliver forever; cancel the task to stop."""
@@ -104,8 +113,18 @@ class OutboxRelay:
         backoff = 0.0
         try:
             while True:
+                limit = self._batch_size
+                if self._pacer is not None:
+                    limit = self._pacer.allowance(self._batch_size)
+                    if limit == 0:
+                        await asyncio.sleep(
+                            min(self._poll_seconds, max(0.01, self._pacer.seconds_until_next()))
+                        )
+                        continue
                 try:
-                    delivered = await self.deliver_once()
+                    delivered = await self.deliver_once(limit)
+                    if self._pacer is not None:
+                        self._pacer.started(delivered)
                     backoff = 0.0
                 except (OSError, asyncpg.PostgresError, RuntimeError) as error:
                     # Temporal or Postgres is away: back off instead of retrying on every
@@ -120,7 +139,7 @@ class OutboxRelay:
                     self._client = None
                     await asyncio.sleep(backoff)
                     continue
-                if delivered >= self._batch_size:
+                if delivered >= limit:  # there may be more
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -144,12 +163,13 @@ class OutboxRelay:
         # Held for the relay's lifetime; returned to the pool (listener removed) when it stops.
         return _Held(self._pool, conn, channel, on_notify)
 
-    async def deliver_once(self) -> int:
-        """Deliver one batch of due rows; returns how many were delivered."""
+    async def deliver_once(self, limit: int | None = None) -> int:
+        """Deliver one batch of due rows (at most `limit`, default the batch size); returns
+        how many were delivered."""
         if self._client is None:
             self._client = await self._client_factory()
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(SQL_CLAIM_BATCH, self._batch_size)
+            rows = await conn.fetch(SQL_CLAIM_BATCH, limit or self._batch_size)
             if not rows:
                 return 0
             by_workflow: dict[str, list[asyncpg.Record]] = defaultdict(list)

@@ -94,6 +94,11 @@ class Settings:
     fraud_amount_threshold_minor: int = 0
     fraud_max_orders_per_shopper_per_hour: int = 0
     fraud_flag_country_mismatch: bool = True
+    # While SubmitOrder is busy and its 95th percentile latency (in the capture process) is
+    # above this, lifecycle starts are paced so processing yields the machine to the front
+    # door (0 = never pace); paced starts never drop below the floor per second.
+    ingest_latency_target_ms: float = 20.0
+    lifecycle_starts_floor_per_second: float = 2.0
     # servicing
     # How long servicing waits for an order's workflow to answer a change or a resolution
     # (a Temporal Update); past it the caller gets UNAVAILABLE and retries with the same key.

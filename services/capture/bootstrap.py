@@ -14,6 +14,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from oms_platform.outbox import OutboxRelay
+from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.service import ServiceContext, ServiceParts
 from oms_platform.settings import Settings
 from services.capture.domain import FraudPolicy
@@ -69,6 +70,28 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     settings = ctx.settings
     watchers = OrderWatchHub(settings.dsn)
+    pacer = FrontDoorPacer(
+        PacerSettings(
+            target_seconds=settings.ingest_latency_target_ms / 1000,
+            floor_per_second=settings.lifecycle_starts_floor_per_second,
+        )
+    )
+    relay = OutboxRelay(
+        ctx.pool,
+        SCHEMA,
+        ctx.temporal,
+        ctx.settings.task_queue,
+        start_options=lifecycle_start_options,
+        prepare_start=lifecycle_timers(ctx.settings),
+        batch_size=ctx.settings.outbox_batch_size,
+        poll_seconds=ctx.settings.outbox_poll_seconds,
+        pacer=pacer,
+    )
+
+    def captured(latency_seconds: float) -> None:
+        pacer.observe(latency_seconds)
+        relay.wake()
+
     servicer = CaptureServicer(
         ctx.pool,
         fulfillment=fulfillment,
@@ -81,16 +104,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             flag_country_mismatch=settings.fraud_flag_country_mismatch,
         ),
         watchers=watchers,
-    )
-    relay = OutboxRelay(
-        ctx.pool,
-        SCHEMA,
-        ctx.temporal,
-        ctx.settings.task_queue,
-        start_options=lifecycle_start_options,
-        prepare_start=lifecycle_timers(ctx.settings),
-        batch_size=ctx.settings.outbox_batch_size,
-        poll_seconds=ctx.settings.outbox_poll_seconds,
+        on_captured=captured,
     )
     return ServiceParts(
         registrations=[(capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer)],

@@ -45,6 +45,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         get_order_deadline_seconds: float,
         fraud_policy: domain.FraudPolicy | None = None,
         watchers: OrderWatchHub | None = None,
+        on_captured: Callable[[float], None] | None = None,
     ) -> None:
         self._pool = pool
         self._fulfillment = fulfillment
@@ -53,10 +54,14 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self._deadline = get_order_deadline_seconds
         self._fraud_policy = fraud_policy or domain.FraudPolicy()
         self._watchers = watchers
+        # Told each new order's SubmitOrder latency once it is committed (wakes the relay,
+        # feeds the pacer).
+        self._on_captured = on_captured
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitOrderResponse:
+        started = time.perf_counter()
         response = await handlers.submit_order(
             self._pool,
             convert.submission_from_pb(request),
@@ -64,6 +69,8 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             self._fraud_policy,
         )
         if not response.duplicate:
+            if self._on_captured is not None:
+                self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
         return response
 

@@ -163,10 +163,12 @@ _INSERT_CHILDREN = """
 # SubmitOrder in one round trip. Claim the idempotency key (with the order id it answers
 # with); match the shopper by the channel's customer id, else by email, or create them;
 # link the customer id; store the order, its groups, lines, first events and lifecycle
-# start; wake the outbox relay and the order's watchers on commit. Every insert hangs off
-# the claimed key, so a key seen before stores nothing and no row comes back. A channel
-# order reference already taken, or a new shopper's email taken by a concurrent order first,
-# raises a unique violation and nothing is stored. Returns the shopper.
+# start. No NOTIFY: Postgres serializes the commits of every notifying transaction, and a
+# new order has no watchers yet; the capture process wakes its own relay (others poll).
+# Every insert hangs off the claimed key, so a key seen before stores nothing and no row
+# comes back. A channel order reference already taken, or a new shopper's email taken by a
+# concurrent order first, raises a unique violation and nothing is stored. Returns the
+# shopper.
 SQL_CAPTURE_ORDER = (
     """
 WITH k AS (
@@ -202,8 +204,7 @@ WITH k AS (
     RETURNING id"""
     + _INSERT_CHILDREN
     + """
-SELECT sh.id, sh.kind, sh.email_normalized, sh.name, sh.phone, sh.company,
-       pg_notify($17, ''), pg_notify($18, o.id)
+SELECT sh.id, sh.kind, sh.email_normalized, sh.name, sh.phone, sh.company
 FROM o, sh"""
 )
 
@@ -666,8 +667,6 @@ async def capture_order(
             details.name,
             details.phone,
             details.company,
-            OUTBOX_CHANNEL,
-            ORDER_CHANGED_CHANNEL,
         )
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name == CHANNEL_ORDER_REF_CONSTRAINT:

@@ -1,8 +1,9 @@
 """Order watchers: one LISTEN connection per process fans order changes out to every
 WatchOrder stream, so watchers cost no connection and no polling of their own.
 
-RecordOrderProgress and SubmitOrder NOTIFY `store.ORDER_CHANGED_CHANNEL` with the order id
-when they commit; the hub wakes that order's watchers, which then read what is new.
+RecordOrderProgress NOTIFYs `store.ORDER_CHANGED_CHANNEL` with the order id when it commits
+(a new order has no watchers yet, so SubmitOrder does not); the hub wakes that order's
+watchers, which then read what is new.
 """
 
 from __future__ import annotations
