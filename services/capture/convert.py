@@ -217,6 +217,24 @@ def line_changes_from_pb(
     ]
 
 
+def line_additions_from_pb(added: Any) -> list[domain.LineAddition]:
+    """RecordOrderProgress's items added before fulfillment."""
+    return [
+        domain.LineAddition(
+            order_line_id=a.order_line_id,
+            quantity=a.quantity,
+            tax_minor=a.tax.amount_minor,
+            currency=a.tax.currency or a.unit_price.currency,
+            new_line=a.new_line,
+            delivery_group_id=a.delivery_group_id,
+            sku=a.sku,
+            name=a.name,
+            unit_price_minor=a.unit_price.amount_minor,
+        )
+        for a in added
+    ]
+
+
 def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
     """A reported timeline event; `at` None (now) when unset."""
     return domain.TimelineEvent(

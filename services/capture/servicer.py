@@ -238,6 +238,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 raise InvalidArgument([FieldViolation("status", "unknown order status")])
             status = convert.STATUS_TO_DOMAIN[request.status]
         changes = convert.line_changes_from_pb(request.line_changes)
+        additions = convert.line_additions_from_pb(request.added_lines)
         event = (
             convert.event_from_pb(request.event)
             if request.HasField("event") and request.event.kind
@@ -245,7 +246,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         )
 
         async def record(conn: asyncpg.Connection) -> pb.RecordOrderProgressResponse:
-            order = await store.record_progress(conn, request.order_id, status, changes, event)
+            order = await store.record_progress(
+                conn, request.order_id, status, changes, event, additions
+            )
             return pb.RecordOrderProgressResponse(order=convert.order_to_pb(order))
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"

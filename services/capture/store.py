@@ -366,6 +366,35 @@ UPDATE orders SET status = CASE WHEN $9::text = '' THEN status ELSE $9::text END
 WHERE id = $1
 RETURNING pg_notify($14, id)"""
 
+# Items added before fulfillment, in one statement: existing lines' new ordered units, tax
+# lines and totals ($2), new lines appended after the last position ($3, `n` from 1), and
+# the order's new totals.
+SQL_ADD_ITEMS = """
+WITH changed AS (
+    UPDATE order_lines AS l SET
+        quantity_ordered = x.ordered, taxes = x.taxes, total_minor = x.total_minor
+    FROM jsonb_to_recordset($2::jsonb) AS x (id text, ordered bigint, taxes jsonb,
+                                             total_minor bigint)
+    WHERE l.order_id = $1 AND l.id = x.id
+), added AS (
+    INSERT INTO order_lines (
+        id, order_id, delivery_group_id, position, sku, name, quantity_ordered,
+        unit_price_minor, discounts, taxes, allocated_order_discount_minor, total_minor,
+        order_created_at
+    )
+    SELECT x.id, o.id, x.delivery_group_id,
+           (SELECT coalesce(max(position), 0) FROM order_lines WHERE order_id = $1) + x.n,
+           x.sku, x.name, x.ordered, x.unit_price_minor, '[]'::jsonb, x.taxes, 0,
+           x.total_minor, o.created_at
+    FROM jsonb_to_recordset($3::jsonb) AS x (n int, id text, delivery_group_id text, sku text,
+                                             name text, ordered bigint,
+                                             unit_price_minor bigint, taxes jsonb,
+                                             total_minor bigint)
+    JOIN orders o ON o.id = $1
+)
+UPDATE orders SET subtotal_minor = $4, tax_minor = $5, grand_total_minor = $6
+WHERE id = $1"""
+
 # ---- timeline ---------------------------------------------------------------------------
 
 SQL_TIMELINE = """
@@ -810,14 +839,19 @@ async def record_progress(
     status: str,
     changes: Sequence[domain.LineQuantityChange],
     event: domain.TimelineEvent | None,
+    additions: Sequence[domain.LineAddition] = (),
 ) -> domain.Order:
-    """Apply a lifecycle step: buckets, status and a timeline event; returns the order.
+    """Apply a lifecycle step: items added, buckets, status and a timeline event; returns the
+    order.
 
     The order's watchers are woken when the caller's transaction commits.
     """
     rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
     if not rows:
         raise NotFound(f"order {order_id!r} not found")
+    if additions:
+        await _add_items(conn, order_id, additions)
+        rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
     current = {r["id"]: _quantities(r) for r in rows if r["id"] is not None}
     after = domain.apply_line_changes(order_id, current, changes) if changes else {}
     ids = list(after)
@@ -839,6 +873,41 @@ async def record_progress(
         ORDER_CHANGED_CHANNEL,
     )
     return await get_order(conn, order_id)
+
+
+async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:
+    """Take items added before fulfillment into the order's lines and totals."""
+    added = domain.add_items(await get_order(conn, order_id), additions)
+    await conn.execute(
+        SQL_ADD_ITEMS,
+        order_id,
+        [
+            {
+                "id": line.order_line_id,
+                "ordered": line.quantities.ordered,
+                "taxes": [{"name": t.name, "amount_minor": t.amount_minor} for t in line.taxes],
+                "total_minor": line.total_minor,
+            }
+            for line in added.changed
+        ],
+        [
+            {
+                "n": n,
+                "id": line.order_line_id,
+                "delivery_group_id": line.delivery_group_id,
+                "sku": line.sku,
+                "name": line.name,
+                "ordered": line.quantities.ordered,
+                "unit_price_minor": line.unit_price_minor,
+                "taxes": [{"name": t.name, "amount_minor": t.amount_minor} for t in line.taxes],
+                "total_minor": line.total_minor,
+            }
+            for n, line in enumerate(added.new, start=1)
+        ],
+        added.totals.subtotal_minor,
+        added.totals.tax_minor,
+        added.totals.grand_total_minor,
+    )
 
 
 async def timeline(conn: Conn, order_id: str) -> list[domain.TimelineEvent]:

@@ -904,6 +904,61 @@ class LineQuantityChange(_message.Message):
 Global___LineQuantityChange: _TypeAlias = LineQuantityChange  # noqa: Y015
 
 @_typing.final
+class LineAddition(_message.Message):
+    """LineAddition is units added to an order before fulfillment (servicing's SubmitAddItems):
+    a new line, or more units of an existing one. The line's total and the order's totals
+    grow by the added units' gross (unit price x quantity) and tax; discounts stay as they are.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    NEW_LINE_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The line; for a new line, the id the order's workflow assigned to it."""
+    new_line: _builtins.bool
+    """True for a new line, described by the fields below; false for more units of an existing
+    line (at its unit price; the fields below are ignored).
+    """
+    delivery_group_id: _builtins.str
+    """A new line's delivery group (one of the order's), SKU, name and unit price before tax."""
+    sku: _builtins.str
+    name: _builtins.str
+    quantity: _builtins.int
+    """Units added; at least 1."""
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def tax(self) -> _common_pb2.Money:
+        """Tax on the added units; kept as a tax line of its own."""
+
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        new_line: _builtins.bool = ...,
+        delivery_group_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        name: _builtins.str = ...,
+        unit_price: _common_pb2.Money | None = ...,
+        quantity: _builtins.int = ...,
+        tax: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tax", b"tax", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_group_id", b"delivery_group_id", "name", b"name", "new_line", b"new_line", "order_line_id", b"order_line_id", "quantity", b"quantity", "sku", b"sku", "tax", b"tax", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineAddition: _TypeAlias = LineAddition  # noqa: Y015
+
+@_typing.final
 class RecordOrderProgressRequest(_message.Message):
     """RecordOrderProgressRequest is a step of the lifecycle, reported by the workflow."""
 
@@ -914,6 +969,7 @@ class RecordOrderProgressRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     LINE_CHANGES_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    ADDED_LINES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -928,6 +984,10 @@ class RecordOrderProgressRequest(_message.Message):
     def event(self) -> _common_pb2.TimelineEvent:
         """What happened (`at` is set by the service when empty)."""
 
+    @_builtins.property
+    def added_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineAddition]:
+        """Units added to the order, applied before `line_changes` (which may allocate them)."""
+
     def __init__(
         self,
         *,
@@ -936,10 +996,11 @@ class RecordOrderProgressRequest(_message.Message):
         status: Global___OrderStatus.ValueType = ...,
         line_changes: _abc.Iterable[Global___LineQuantityChange] | None = ...,
         event: _common_pb2.TimelineEvent | None = ...,
+        added_lines: _abc.Iterable[Global___LineAddition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
