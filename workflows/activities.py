@@ -47,6 +47,7 @@ from workflows.types import (
     InvoiceInput,
     InvoiceResult,
     ItemQuantity,
+    LineAdditionData,
     PaymentMethodData,
     ProcessExceptionInput,
     ProgressInput,
@@ -165,6 +166,19 @@ def _payment_method(method: PaymentMethodData) -> payments_pb2.PaymentMethod:
     )
 
 
+def _line_addition(added: LineAdditionData, currency: str) -> capture_pb2.LineAddition:
+    return capture_pb2.LineAddition(
+        order_line_id=added.order_line_id,
+        new_line=added.new_line,
+        delivery_group_id=added.delivery_group_id,
+        sku=added.sku,
+        name=added.name,
+        unit_price=_money(added.unit_price_minor, currency),
+        quantity=added.quantity,
+        tax=_money(added.tax_minor, currency),
+    )
+
+
 def _items(items: list[ItemQuantity]) -> list[servicing_pb2.ItemQuantity]:
     return [
         servicing_pb2.ItemQuantity(order_line_id=i.order_line_id, quantity=i.quantity)
@@ -203,6 +217,9 @@ class CaptureActivities:
                     event=common_pb2.TimelineEvent(
                         kind=progress.kind, summary=progress.summary, actor=progress.actor
                     ),
+                    added_lines=[
+                        _line_addition(added, progress.currency) for added in progress.added_lines
+                    ],
                 ),
                 timeout=DEADLINE_SECONDS,
             )

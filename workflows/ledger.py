@@ -8,7 +8,8 @@ from the front, cancels from the back, so the two never overlap and parts always
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 
 from oms_platform.money import share
 from workflows.types import (
@@ -16,6 +17,9 @@ from workflows.types import (
     FulfillmentOrderData,
     ItemQuantity,
     LifecycleLine,
+    LineAdditionData,
+    LineIncrease,
+    NewLineData,
     OrderLifecycleInput,
     RoutingLineData,
 )
@@ -228,6 +232,120 @@ class Ledger:
             b.credited_for_return += item.quantity
         return out
 
+    # ---- adding items before fulfillment -------------------------------------------------
+
+    def plan_add_items(
+        self,
+        order_id: str,
+        change_id: str,
+        new_lines: list[NewLineData],
+        increases: list[LineIncrease],
+        delivery_group_ids: list[str],
+    ) -> AddItemsPlan:
+        """Validate adding lines and units before anything shipped; nothing changes.
+
+        An increase re-bases its line: gross grows by the unit price (gross / quantity, which
+        must be exact) times the units added, tax by the tax given, discounts stay. That needs
+        every unit of the line still open (none canceled, shipped or invoiced): otherwise the
+        agent adds a new line. New lines get ids derived from the order and the change."""
+        if not new_lines and not increases:
+            raise ChangeRefused(
+                "new_lines: give at least one new line or increase", "INVALID_ARGUMENT"
+            )
+        if any(b.fulfilled for b in self.lines.values()):
+            raise ChangeRefused(
+                "units of this order have shipped; items can be added only before fulfillment"
+            )
+        added: list[AddedUnits] = []
+        seen: set[str] = set()
+        for i, increase in enumerate(increases):
+            b = self.lines.get(increase.order_line_id)
+            if b is None:
+                raise ChangeRefused(
+                    f"increases[{i}].order_line_id: no line {increase.order_line_id!r} on this "
+                    "order",
+                    "INVALID_ARGUMENT",
+                )
+            if increase.order_line_id in seen:
+                raise ChangeRefused(
+                    f"increases[{i}].order_line_id: appears more than once", "INVALID_ARGUMENT"
+                )
+            seen.add(increase.order_line_id)
+            if increase.quantity <= 0:
+                raise ChangeRefused(
+                    f"increases[{i}].quantity: must be > 0 (lowering a quantity is a cancel)",
+                    "INVALID_ARGUMENT",
+                )
+            if increase.tax_minor < 0:
+                raise ChangeRefused(f"increases[{i}].tax_minor: must be >= 0", "INVALID_ARGUMENT")
+            line = b.line
+            touched = {"canceled": b.canceled, "shipped": b.fulfilled, "invoiced": b.invoiced}
+            for what, units in touched.items():
+                if units:
+                    raise ChangeRefused(
+                        f"increases[{i}]: {units} unit(s) of {line.sku} on line "
+                        f"{line.order_line_id} are {what}; add a new line instead"
+                    )
+            if line.quantity <= 0 or line.gross_minor % line.quantity:
+                raise ChangeRefused(
+                    f"increases[{i}]: line {line.order_line_id}'s gross of {line.gross_minor} is "
+                    f"not a whole unit price times its {line.quantity} unit(s); add a new line "
+                    "instead"
+                )
+            unit_price = line.gross_minor // line.quantity
+            after = replace(
+                line,
+                quantity=line.quantity + increase.quantity,
+                gross_minor=line.gross_minor + unit_price * increase.quantity,
+                tax_minor=line.tax_minor + increase.tax_minor,
+            )
+            added.append(
+                AddedUnits(after, increase.quantity, unit_price, increase.tax_minor, False)
+            )
+        for i, new in enumerate(new_lines):
+            if not new.sku.strip():
+                raise ChangeRefused(f"new_lines[{i}].sku: is required", "INVALID_ARGUMENT")
+            if new.quantity <= 0:
+                raise ChangeRefused(f"new_lines[{i}].quantity: must be > 0", "INVALID_ARGUMENT")
+            if new.unit_price_minor < 0:
+                raise ChangeRefused(
+                    f"new_lines[{i}].unit_price_minor: must be >= 0", "INVALID_ARGUMENT"
+                )
+            if new.tax_minor < 0:
+                raise ChangeRefused(f"new_lines[{i}].tax_minor: must be >= 0", "INVALID_ARGUMENT")
+            group = new.delivery_group_id or (delivery_group_ids[0] if delivery_group_ids else "")
+            if group not in delivery_group_ids:
+                raise ChangeRefused(
+                    f"new_lines[{i}].delivery_group_id: no delivery group {group!r} on this order",
+                    "INVALID_ARGUMENT",
+                )
+            if self.group_fully_canceled(group):
+                raise ChangeRefused(
+                    f"new_lines[{i}]: delivery group {group} was canceled; items cannot be "
+                    "added to it"
+                )
+            line = LifecycleLine(
+                order_line_id=new_line_id(order_id, change_id, i),
+                delivery_group_id=group,
+                sku=new.sku,
+                quantity=new.quantity,
+                gross_minor=new.unit_price_minor * new.quantity,
+                discount_minor=0,
+                tax_minor=new.tax_minor,
+            )
+            added.append(
+                AddedUnits(line, new.quantity, new.unit_price_minor, new.tax_minor, True, new.name)
+            )
+        return AddItemsPlan(added)
+
+    def apply_add_items(self, plan: AddItemsPlan) -> None:
+        """Take the planned lines and units into the buckets (none allocated yet)."""
+        for units in plan.added:
+            if units.new_line:
+                self.lines[units.line.order_line_id] = LineBuckets(units.line)
+            else:
+                self.lines[units.line.order_line_id].line = units.line
+
 
 def line_share_minor(line: LifecycleLine, first_unit: int, quantity: int) -> int:
     """The money of units first_unit .. first_unit+quantity-1 of a line, component by
@@ -248,3 +366,78 @@ def _credit(line: LifecycleLine, quantity: int, first_unit: int) -> CreditLineDa
         quantity_to_credit=quantity,
         first_unit=first_unit,
     )
+
+
+# ---- adding items ------------------------------------------------------------------------------
+
+_NEW_LINE_NAMESPACE = uuid.UUID("0d5c2a8e-6b7f-4e61-9c3a-2f1b8d4e7a90")
+
+
+def new_line_id(order_id: str, change_id: str, index: int) -> str:
+    """The id of the index-th new line of a change: derived, never drawn, so a replay and a
+    preview compute the same one (and without ':', which routing reads as a suffix)."""
+    return str(uuid.uuid5(_NEW_LINE_NAMESPACE, f"{order_id}\x1f{change_id}\x1f{index}"))
+
+
+@dataclass
+class AddedUnits:
+    """Units a change adds to one line: the line as it will be, and the added units' money."""
+
+    line: LifecycleLine
+    quantity: int
+    unit_price_minor: int
+    tax_minor: int
+    new_line: bool
+    name: str = ""
+
+    @property
+    def gross_minor(self) -> int:
+        return self.unit_price_minor * self.quantity
+
+    @property
+    def total_minor(self) -> int:
+        return self.gross_minor + self.tax_minor
+
+
+@dataclass
+class AddItemsPlan:
+    """What adding items does to the order: increases first, then new lines."""
+
+    added: list[AddedUnits]
+
+    @property
+    def total_minor(self) -> int:
+        """What the order's grand total grows by (added gross and tax; no discounts)."""
+        return sum(units.total_minor for units in self.added)
+
+    @property
+    def units(self) -> int:
+        return sum(units.quantity for units in self.added)
+
+    def items(self) -> list[ItemQuantity]:
+        """Units added per line."""
+        return [ItemQuantity(u.line.order_line_id, u.quantity) for u in self.added]
+
+    def routing_lines(self) -> list[RoutingLineData]:
+        """The added units, to place at locations."""
+        return [RoutingLineData(u.line.order_line_id, u.line.sku, u.quantity) for u in self.added]
+
+    def new_lines(self) -> list[LifecycleLine]:
+        return [u.line for u in self.added if u.new_line]
+
+    def additions(self) -> list[LineAdditionData]:
+        """The added units as capture records them."""
+        return [
+            LineAdditionData(
+                order_line_id=u.line.order_line_id,
+                quantity=u.quantity,
+                gross_minor=u.gross_minor,
+                tax_minor=u.tax_minor,
+                new_line=u.new_line,
+                delivery_group_id=u.line.delivery_group_id if u.new_line else "",
+                sku=u.line.sku if u.new_line else "",
+                name=u.name,
+                unit_price_minor=u.unit_price_minor,
+            )
+            for u in self.added
+        ]

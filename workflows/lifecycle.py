@@ -22,8 +22,9 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from oms_platform.money import format_minor
-    from workflows.ledger import ChangeRefused, Ledger, line_share_minor
+    from workflows.ledger import AddItemsPlan, ChangeRefused, Ledger, line_share_minor
     from workflows.types import (
+        ADD_ITEMS_UPDATE,
         ALLOCATED,
         APPEASE_UPDATE,
         AUTHORIZED,
@@ -64,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
         InvoiceInput,
         InvoiceResult,
         ItemQuantity,
+        LifecycleLine,
+        LineAdditionData,
         LineChange,
         OrderLifecycleInput,
         OrderLifecycleResult,
@@ -914,6 +917,152 @@ class OrderLifecycle:
                     type="FAILED_PRECONDITION",
                 )
 
+    @workflow.update(name=ADD_ITEMS_UPDATE)
+    async def add_items(self, request: ChangeRequest) -> ChangeResult:
+        """New lines or more units of existing ones, before anything shipped: routed and
+        reserved first, then the difference authorized on the order's payment methods. When
+        a unit finds no location or the payment is declined, the fulfillment orders just made
+        are canceled and the change refused: nothing stays reserved, held or changed."""
+        if request.change_id in self._changes:
+            return self._changes[request.change_id]
+        async with self._lock:
+            order, ledger = self._order, self._ledger
+            try:
+                # The state may have moved on while this waited for the lock.
+                self._check_adding_allowed(now=True)
+                plan = self._plan_add_items(request)
+            except ChangeRefused as refused:
+                raise _refuse(refused) from None
+            step = f"change:{request.change_id}"
+            # Safe to await: the lock keeps shipments and other changes out until this ends.
+            route = await self._route(
+                plan.routing_lines(), f"add:{request.change_id}", plan.new_lines()
+            )
+            if route.unallocated:
+                await self._cancel_placed(route, "added items could not be placed")
+                raise ApplicationError(
+                    "no location can ship "
+                    + ", ".join(f"{u.quantity} x {u.sku}" for u in route.unallocated)
+                    + "; nothing was added",
+                    type="FAILED_PRECONDITION",
+                )
+            amount = plan.total_minor
+            if amount > 0:
+                declined = await self._authorize_addition(amount, request.change_id)
+                if declined:
+                    await self._cancel_placed(route, "payment for added items declined")
+                    raise ApplicationError(
+                        f"payment of {self._money(amount)} for the added items was declined "
+                        f"({declined}); nothing was added",
+                        type="FAILED_PRECONDITION",
+                    )
+            grand_total = order.grand_total_minor + amount
+            result = ChangeResult(
+                change_id=request.change_id,
+                kind="add_items",
+                summary=f"Added {plan.units} unit(s) ({len(plan.new_lines())} new line(s)) for "
+                f"{self._money(amount)}; authorized {self._money(amount)} more, order total now "
+                f"{self._money(grand_total)}: {request.reason or 'items added'}",
+                lines=plan.items(),
+                fulfillment_order_ids=[fo.fulfillment_order_id for fo in route.fulfillment_orders],
+                authorized_minor=amount,
+                grand_total_minor=grand_total,
+            )
+            try:
+                await self._progress(
+                    "",
+                    "change.add_items",
+                    result.summary,
+                    [
+                        LineChange(line.order_line_id, allocated=line.quantity)
+                        for fo in route.fulfillment_orders
+                        for line in fo.lines
+                    ],
+                    actor=request.actor,
+                    step=step,
+                    added_lines=plan.additions(),
+                )
+            except ActivityError:
+                # Capture refused the order's new record: take the reservations back.
+                await self._cancel_placed(route, "added items could not be recorded")
+                raise
+            # The order as it is now: its lines (ledger and input agree) and grand total.
+            ledger.apply_add_items(plan)
+            position = {line.order_line_id: i for i, line in enumerate(order.lines)}
+            for units in plan.added:
+                if units.new_line:
+                    order.lines.append(units.line)
+                else:
+                    order.lines[position[units.line.order_line_id]] = units.line
+            order.grand_total_minor = grand_total
+            for fo in route.fulfillment_orders:
+                ledger.add_fulfillment_order(fo)
+            result.order_status = self._status
+            self._changes[request.change_id] = result
+            self._revision += 1
+            return result
+
+    @add_items.validator
+    def _validate_add_items(self, request: ChangeRequest) -> None:
+        self._validate_change(request)
+        try:
+            self._check_adding_allowed(now=False)
+            self._plan_add_items(request)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    def _check_adding_allowed(self, *, now: bool) -> None:
+        """Refuse (ChangeRefused) adding items to an order in a state that does not allow it.
+        `now`: under the lock, where the payment must be authorized already; before it, an
+        order whose lifecycle has begun is authorized by the time the lock is free."""
+        if self._done or self._status == CANCELED:
+            raise ChangeRefused(
+                f"order is {self._status if not self._done else 'closed'}; no more changes"
+            )
+        if self._waiting_on:
+            raise ChangeRefused(
+                f"order is on hold for process exception {self._waiting_on}; resolve it first"
+            )
+        if (not self._authorized) if now else self._status == PENDING:
+            raise ChangeRefused("the order's payment is not authorized yet; add items once it is")
+
+    def _plan_add_items(self, request: ChangeRequest) -> AddItemsPlan:
+        return self._ledger.plan_add_items(
+            self._order.order_id,
+            request.change_id,
+            request.new_lines,
+            request.increases,
+            [g.delivery_group_id for g in self._order.delivery_groups],
+        )
+
+    async def _authorize_addition(self, amount: int, change_id: str) -> str:
+        """Hold `amount` more on the order's payment methods, as an authorization of its own;
+        returns why it was declined ("" when approved)."""
+        order = self._order
+        try:
+            auth: AuthorizeResult = await workflow.execute_activity(
+                "authorize_payment",
+                AuthorizeInput(
+                    order_id=order.order_id,
+                    idempotency_key=f"{order.order_id}:authorize:add:{change_id}",
+                    payment_method=order.payment_method,
+                    amount_minor=amount,
+                    currency=order.currency,
+                    additional_payment_methods=order.additional_payment_methods,
+                ),
+                result_type=AuthorizeResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+        except ActivityError as refused:  # e.g. the payment method is no longer valid
+            return f"payment refused: {refused.cause or refused}"
+        return "" if auth.approved else auth.decline_reason or "declined"
+
+    async def _cancel_placed(self, route: RouteResult, reason: str) -> None:
+        """Undo a routing the workflow will not keep: its reservations are released."""
+        for fo in route.fulfillment_orders:
+            await self._cancel_fo(fo.fulfillment_order_id, reason)
+
     @workflow.update(name=RETURN_UPDATE)
     async def return_items(self, request: ChangeRequest) -> ChangeResult:
         """Open a return order (RMA); refund at once when it is a refund without return."""
@@ -1277,12 +1426,29 @@ class OrderLifecycle:
                     )
                     - request.return_fee_minor
                 )
+            elif request.kind == "add_items":
+                return self._preview_add_items(request, result)
             else:
                 raise ChangeRefused(f"kind: no preview for {request.kind!r}", "INVALID_ARGUMENT")
         except ChangeRefused as refused:
             result.summary = f"refused: {refused.message}"
             return result
         result.summary = f"would give back {self._money(result.credited_minor)}"
+        result.order_status = self._status
+        return result
+
+    def _preview_add_items(self, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
+        """What adding items would add and authorize (stock is only known by routing)."""
+        self._check_adding_allowed(now=False)
+        plan = self._plan_add_items(request)
+        result.lines = plan.items()
+        result.authorized_minor = plan.total_minor
+        result.grand_total_minor = self._order.grand_total_minor + plan.total_minor
+        result.summary = (
+            f"would add {plan.units} unit(s) ({len(plan.new_lines())} new line(s)) and "
+            f"authorize {self._money(plan.total_minor)} more; order total "
+            f"{self._money(result.grand_total_minor)}"
+        )
         result.order_status = self._status
         return result
 
@@ -1311,9 +1477,13 @@ class OrderLifecycle:
                 f"return window closed on {closes:%Y-%m-%d}", type="FAILED_PRECONDITION"
             )
 
-    async def _route(self, lines: list[RoutingLineData], step: str) -> RouteResult:
+    async def _route(
+        self, lines: list[RoutingLineData], step: str, new_lines: list[LifecycleLine] | None = None
+    ) -> RouteResult:
+        """Place `lines` (of the order's lines, or of `new_lines` not on it yet)."""
         order = self._order
-        group_of = {line.order_line_id: line.delivery_group_id for line in order.lines}
+        known = [*order.lines, *(new_lines or [])]
+        group_of = {line.order_line_id: line.delivery_group_id for line in known}
         groups = []
         for group in order.delivery_groups:
             mine = [
@@ -1357,6 +1527,7 @@ class OrderLifecycle:
         line_changes: list[LineChange] | None = None,
         actor: str = "workflow",
         step: str = "",
+        added_lines: list[LineAdditionData] | None = None,
     ) -> None:
         """Tell capture (the order's record) and the search attributes what just happened."""
         if status:
@@ -1374,6 +1545,8 @@ class OrderLifecycle:
                 summary=summary,
                 actor=actor,
                 line_changes=line_changes or [],
+                added_lines=added_lines or [],
+                currency=self._order.currency,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,

@@ -172,6 +172,10 @@ class ProgressInput:
     summary: str
     actor: str = "workflow"
     line_changes: list[LineChange] = field(default_factory=list)
+    # Units added to the order (applied before line_changes, which may allocate them), with
+    # money in the order's currency.
+    added_lines: list[LineAdditionData] = field(default_factory=list)
+    currency: str = ""
 
 
 @dataclass
@@ -401,7 +405,7 @@ class ChangeRequest:
     percent_basis_points, on lines or the whole order), "reship" (lines, lost or damaged),
     "return" (lines with reason, refund_without_return), "exchange" (lines returned and
     replacement_sku/replacement_unit_price_minor per line), "receive_return" (return_order_id,
-    lines accepted and rejected).
+    lines accepted and rejected), "add_items" (new_lines and increases, before fulfillment).
     """
 
     change_id: str
@@ -418,6 +422,9 @@ class ChangeRequest:
     replacement_skus: list[str] = field(default_factory=list)
     replacement_unit_prices_minor: list[int] = field(default_factory=list)
     preview: bool = False
+    # "add_items": new lines and more units of existing lines, before anything shipped.
+    new_lines: list[NewLineData] = field(default_factory=list)
+    increases: list[LineIncrease] = field(default_factory=list)
 
 
 @dataclass
@@ -437,6 +444,9 @@ class ChangeResult:
     return_order_id: str = ""
     order_status: str = ""
     preview: bool = False
+    # "add_items": newly authorized for the added units, and the order's grand total after.
+    authorized_minor: int = 0
+    grand_total_minor: int = 0
 
 
 # ---- activity payloads for changes -----------------------------------------------------------
@@ -533,3 +543,47 @@ class ReceiptInput:
     accepted: list[ItemQuantity]
     rejected: list[ItemQuantity]
     reason: str
+
+
+# ---- adding items before fulfillment ---------------------------------------------------------
+
+ADD_ITEMS_UPDATE = "add_items"
+
+
+@dataclass
+class NewLineData:
+    """A line added to an order before fulfillment; money in minor units of the order's
+    currency. delivery_group_id "" means the order's first delivery group."""
+
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    tax_minor: int = 0
+    delivery_group_id: str = ""
+    name: str = ""
+
+
+@dataclass
+class LineIncrease:
+    """More units of an existing line, with the tax on the added units."""
+
+    order_line_id: str
+    quantity: int
+    tax_minor: int = 0
+
+
+@dataclass
+class LineAdditionData:
+    """Units added to an order, as capture records them: a new line (new_line, with its
+    group, SKU, name and unit price) or more units of an existing one. gross_minor and
+    tax_minor are the money of the added units."""
+
+    order_line_id: str
+    quantity: int
+    gross_minor: int
+    tax_minor: int
+    new_line: bool = False
+    delivery_group_id: str = ""
+    sku: str = ""
+    name: str = ""
+    unit_price_minor: int = 0
