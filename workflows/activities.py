@@ -275,6 +275,7 @@ class PaymentsActivities:
                         for line in request.lines
                     ],
                     shipping=_money(request.shipping_minor, currency),
+                    goodwill=_money(request.goodwill_minor, currency),
                 ),
                 timeout=DEADLINE_SECONDS,
             )

@@ -11,9 +11,10 @@ The workflow file has no I/O of its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -95,6 +96,9 @@ RETRY = RetryPolicy(
 )
 
 
+T = TypeVar("T")
+
+
 class OrderCanceled(Exception):
     """Raised inside the lifecycle when an agent's resolution cancels the order."""
 
@@ -150,6 +154,12 @@ class OrderLifecycle:
         self._line_invoiced_minor: dict[str, int] = {}
         self._line_appeased_minor: dict[str, int] = {}
         self._order_appeased_minor = 0
+        # Goodwill given before anything was charged, still to come off invoices.
+        self._goodwill_pending_by_line: dict[str, int] = {}
+        self._goodwill_pending_order = 0
+        # Part of the authorization will never be captured (goodwill before charging, a
+        # skipped invoice or capture): release it once everything is delivered.
+        self._release_at_settlement = False
         self._done = False
         self._authorized = False
         # Credit for units canceled before the payment was authorized: never held, so the
@@ -187,9 +197,24 @@ class OrderLifecycle:
             return self._result(CANCELED, str(canceled))
         if self._ledger.all_canceled():
             return self._result(CANCELED, "every line was canceled")
-        await self._progress(FULFILLED, "order.fulfilled", "Every shipment delivered")
+        if self._release_at_settlement:
+            # Goodwill before charging, or a skipped invoice or capture, left part of the
+            # authorization uncaptured: release it now that nothing more will be charged.
+            await self._void("settled: releasing what was not charged", step="void:settled")
+        whole = f"order:{self._order.order_id}"
+        await self._attempt(
+            lambda: self._progress(FULFILLED, "order.fulfilled", "Every shipment delivered"),
+            "fulfillment",
+            whole,
+        )
         await self._service_until_the_return_window_closes()
-        await self._progress("", "order.closed", "Return window closed; the order is complete")
+        await self._attempt(
+            lambda: self._progress(
+                "", "order.closed", "Return window closed; the order is complete"
+            ),
+            "fulfillment",
+            whole,
+        )
         self._done = True
         return self._result(FULFILLED)
 
@@ -356,12 +381,16 @@ class OrderLifecycle:
             await self._on_shipped(fo, items, event)
         elif event.kind == "delivered":
             ledger.undelivered.discard(event.shipment_id)
-            await self._progress(
-                "",
-                "shipment.delivered",
-                f"Shipment {event.shipment_id} delivered",
-                actor="carrier",
-                step=f"delivered:{event.shipment_id}",
+            await self._attempt(
+                lambda: self._progress(
+                    "",
+                    "shipment.delivered",
+                    f"Shipment {event.shipment_id} delivered",
+                    actor="carrier",
+                    step=f"delivered:{event.shipment_id}",
+                ),
+                "carrier",
+                f"shipment:{event.shipment_id}",
             )
         elif event.kind in ("rejected", "moved"):
             ledger.remove_open_units(fo.fulfillment_order_id, items)
@@ -372,24 +401,32 @@ class OrderLifecycle:
             moved_to = ", ".join(r.location_id for r in event.replacements) or "nowhere"
             units = sum(i.quantity for i in items)
             verb = "rejected" if event.kind == "rejected" else "moved"
-            await self._progress(
-                "",
-                f"fulfillment.{verb}",
-                f"{fo.location_id} {verb} {units} unit(s)"
-                + (f" ({event.reason})" if event.reason else "")
-                + f"; routed to {moved_to}",
-                [LineChange(i.order_line_id, allocated=-i.quantity) for i in items]
-                + [
-                    LineChange(line.order_line_id, allocated=line.quantity)
-                    for r in event.replacements
-                    if r.fulfillment_order_id not in ledger.no_charge
-                    for line in r.lines
-                ],
-                actor=f"warehouse:{fo.location_id}",
-                step=f"{verb}:{event.event_id}",
+            attached_to = f"fulfillment_order:{fo.fulfillment_order_id}"
+            await self._attempt(
+                lambda: self._progress(
+                    "",
+                    f"fulfillment.{verb}",
+                    f"{fo.location_id} {verb} {units} unit(s)"
+                    + (f" ({event.reason})" if event.reason else "")
+                    + f"; routed to {moved_to}",
+                    [LineChange(i.order_line_id, allocated=-i.quantity) for i in items]
+                    + [
+                        LineChange(line.order_line_id, allocated=line.quantity)
+                        for r in event.replacements
+                        if r.fulfillment_order_id not in ledger.no_charge
+                        for line in r.lines
+                    ],
+                    actor=f"warehouse:{fo.location_id}",
+                    step=f"{verb}:{event.event_id}",
+                ),
+                "fulfillment",
+                attached_to,
             )
             if event.unallocated:
-                await self._allocate(f"after-{event.event_id}")
+                # Routing picks up from what is still unplaced, so a retry is safe.
+                await self._attempt(
+                    lambda: self._allocate(f"after-{event.event_id}"), "fulfillment", attached_to
+                )
         else:
             workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 
@@ -402,37 +439,55 @@ class OrderLifecycle:
         ledger.undelivered.add(event.shipment_id)
         units = sum(i.quantity for i in items)
         in_order = [i for i in items if i.order_line_id in ledger.lines]
-        await self._progress(
-            "" if no_charge else (SHIPPED if ledger.everything_shipped() else PARTIALLY_SHIPPED),
-            "shipment.shipped",
-            f"Shipped {units} unit(s) from {fo.location_id} via {event.carrier} "
-            f"(tracking {event.tracking_number})" + (" at no charge" if no_charge else ""),
-            []
-            if no_charge
-            else [
-                LineChange(i.order_line_id, allocated=-i.quantity, fulfilled=i.quantity)
-                for i in in_order
-            ],
-            actor=f"warehouse:{fo.location_id}",
-            step=f"shipped:{event.shipment_id}",
+        status = (
+            "" if no_charge else (SHIPPED if ledger.everything_shipped() else PARTIALLY_SHIPPED)
+        )
+        parcel = f"shipment:{event.shipment_id}"
+        await self._attempt(
+            lambda: self._progress(
+                status,
+                "shipment.shipped",
+                f"Shipped {units} unit(s) from {fo.location_id} via {event.carrier} "
+                f"(tracking {event.tracking_number})" + (" at no charge" if no_charge else ""),
+                []
+                if no_charge
+                else [
+                    LineChange(i.order_line_id, allocated=-i.quantity, fulfilled=i.quantity)
+                    for i in in_order
+                ],
+                actor=f"warehouse:{fo.location_id}",
+                step=f"shipped:{event.shipment_id}",
+            ),
+            "fulfillment",
+            parcel,
         )
         if no_charge:
             return
-        invoice = await self._invoice(fo, in_order, f"invoice:{event.shipment_id}")
+        invoice = await self._attempt(
+            lambda: self._invoice(fo, in_order, f"invoice:{event.shipment_id}"), "invoicing", parcel
+        )
+        if invoice is None:  # skipped or canceled by an agent: these units go uncharged
+            return
         captured = await self._capture(invoice)
         self._captured_minor += captured
 
     async def _invoice(
         self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str
     ) -> InvoiceResult:
+        """Invoice shipped units: each line's next units in order, the group's shipping on its
+        first invoice, less goodwill given before anything was charged. The ledger moves only
+        once payments has the invoice, so a refused invoice can be asked for again."""
         ledger, order = self._ledger, self._order
-        charge_lines = []
+        charge_lines: list[ChargeLineData] = []
+        taken: dict[str, int] = {}
+        shares: dict[str, int] = {}
         for item in items:
             line = ledger.lines[item.order_line_id].line
-            before = ledger.take_invoiced(item.order_line_id, item.quantity)
-            self._line_invoiced_minor[line.order_line_id] = self._line_invoiced_minor.get(
-                line.order_line_id, 0
-            ) + line_share_minor(line, before, item.quantity)
+            before = ledger.lines[item.order_line_id].invoiced + taken.get(line.order_line_id, 0)
+            taken[line.order_line_id] = taken.get(line.order_line_id, 0) + item.quantity
+            shares[line.order_line_id] = shares.get(line.order_line_id, 0) + line_share_minor(
+                line, before, item.quantity
+            )
             charge_lines.append(
                 ChargeLineData(
                     order_line_id=line.order_line_id,
@@ -448,7 +503,6 @@ class OrderLifecycle:
         group_id = fo.delivery_group_id
         shipping_minor = 0
         if group_id not in ledger.shipping_charged:
-            ledger.shipping_charged.add(group_id)
             shipping_minor = next(
                 (
                     g.shipping_minor
@@ -457,6 +511,13 @@ class OrderLifecycle:
                 ),
                 0,
             )
+        # Goodwill given before anything was charged comes off the first invoices it fits.
+        line_goodwill = {
+            line_id: min(share, self._goodwill_pending_by_line.get(line_id, 0))
+            for line_id, share in shares.items()
+        }
+        charged = sum(shares.values()) + shipping_minor - sum(line_goodwill.values())
+        order_goodwill = min(charged, self._goodwill_pending_order)
         invoice: InvoiceResult = await workflow.execute_activity(
             "create_invoice",
             InvoiceInput(
@@ -466,53 +527,101 @@ class OrderLifecycle:
                 currency=order.currency,
                 lines=charge_lines,
                 shipping_minor=shipping_minor,
+                goodwill_minor=sum(line_goodwill.values()) + order_goodwill,
             ),
             result_type=InvoiceResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
+        for line_id, quantity in taken.items():
+            ledger.take_invoiced(line_id, quantity)
+            self._line_invoiced_minor[line_id] = (
+                self._line_invoiced_minor.get(line_id, 0) + shares[line_id] - line_goodwill[line_id]
+            )
+            if line_goodwill[line_id]:
+                self._goodwill_pending_by_line[line_id] -= line_goodwill[line_id]
+        self._goodwill_pending_order -= order_goodwill
+        ledger.shipping_charged.add(group_id)
         self._invoiced_minor += invoice.total_minor
         return invoice
 
     async def _capture(self, invoice: InvoiceResult) -> int:
-        """Capture the invoice; while the gateway refuses, hold for an agent."""
+        """Capture the invoice; while the gateway fails or payments refuses, hold for an agent
+        (each new attempt has a key of its own)."""
         attempt = 0
         while True:
             attempt += 1
-            result: CaptureResult = await workflow.execute_activity(
-                "capture_invoice",
-                CaptureInput(
-                    invoice.invoice_id,
-                    f"{self._order.order_id}:capture:{invoice.invoice_id}:{attempt}",
-                ),
-                result_type=CaptureResult,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
-            if result.succeeded:
-                await self._progress(
-                    "",
-                    "payment.captured",
-                    f"Invoice {invoice.invoice_id} of {self._money(invoice.total_minor)} captured",
-                    step=f"captured:{invoice.invoice_id}",
+            try:
+                result: CaptureResult = await workflow.execute_activity(
+                    "capture_invoice",
+                    CaptureInput(
+                        invoice.invoice_id,
+                        f"{self._order.order_id}:capture:{invoice.invoice_id}:{attempt}",
+                    ),
+                    result_type=CaptureResult,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=RETRY,
+                )
+                failure = "" if result.succeeded else result.failure_reason
+            except ActivityError as refused:
+                failure = f"refused: {refused.cause or refused}"
+            if not failure:
+                await self._attempt(
+                    lambda: self._progress(
+                        "",
+                        "payment.captured",
+                        f"Invoice {invoice.invoice_id} of {self._money(invoice.total_minor)} "
+                        "captured",
+                        step=f"captured:{invoice.invoice_id}",
+                    ),
+                    "payment",
+                    f"invoice:{invoice.invoice_id}",
                 )
                 return int(result.amount_minor)
             action = await self._hold(
                 "payment",
                 f"invoice:{invoice.invoice_id}",
-                f"Capture of invoice {invoice.invoice_id} failed: {result.failure_reason}",
+                f"Capture of invoice {invoice.invoice_id} failed: {failure}",
             )
-            if action == "skip":
-                return 0
+            if action == "retry":
+                continue
+            # Skipped, or canceled: what shipped stays shipped (and unpaid); whatever has not
+            # shipped is canceled; the hold on the unpaid part is released at settlement.
+            self._release_at_settlement = True
             if action == "cancel":
-                # What shipped stays shipped (and unpaid); whatever has not shipped is canceled.
-                if any(b.available_to_cancel for b in self._ledger.lines.values()):
-                    await self._cancel_units(
-                        [],
-                        "capture failed; canceled by an agent",
-                        f"capture-cancel:{invoice.invoice_id}",
-                    )
-                return 0
+                await self._cancel_unshipped(
+                    "capture failed; canceled by an agent", f"capture-cancel:{invoice.invoice_id}"
+                )
+            return 0
+
+    async def _attempt(
+        self, step: Callable[[], Awaitable[T]], category: str, attached_to: str
+    ) -> T | None:
+        """Run a step of an order that has begun to ship, where nothing can be undone: a
+        refusal retrying cannot fix holds the order on a process exception. The agent's retry
+        runs the step again; skip carries on without it; cancel also cancels what has not
+        shipped. None when the step did not happen."""
+        while True:
+            try:
+                return await step()
+            except ActivityError as refused:
+                what = refused.activity_type or "a step"
+                action = await self._hold(
+                    category, attached_to, f"{what} refused: {refused.cause or refused}"
+                )
+            if action == "retry":
+                continue
+            self._release_at_settlement = True
+            if action == "cancel":
+                await self._cancel_unshipped(
+                    f"{what} refused; canceled by an agent", f"refused-cancel:{self._holds}"
+                )
+            return None
+
+    async def _cancel_unshipped(self, reason: str, step: str) -> None:
+        """Cancel whatever has not shipped (nothing when everything has)."""
+        if any(b.available_to_cancel for b in self._ledger.lines.values()):
+            await self._cancel_units([], reason, step)
 
     # ---- process exceptions ------------------------------------------------------------------
 
@@ -729,10 +838,10 @@ class OrderLifecycle:
                 break
         return memo, RefundResult(refunded, released, refund.not_refunded_minor)
 
-    async def _void(self, reason: str) -> None:
+    async def _void(self, reason: str, step: str = "void") -> None:
         await workflow.execute_activity(
             "void_authorization",
-            VoidInput(self._order.order_id, f"{self._order.order_id}:void", reason),
+            VoidInput(self._order.order_id, f"{self._order.order_id}:{step}", reason),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
@@ -777,10 +886,13 @@ class OrderLifecycle:
             return self._changes[request.change_id]
         async with self._lock:
             try:
-                amount = self._appeasement_amount(request)
+                amount, before_charging = self._appeasement_amount(request)
             except ChangeRefused as refused:
                 raise _refuse(refused) from None
             step = f"change:{request.change_id}"
+            reason = request.reason or "appeasement"
+            if before_charging:
+                return await self._appease_before_charging(request, amount, reason, step)
             memo, refund = await self._give_back(
                 self._memo(
                     step,
@@ -814,6 +926,32 @@ class OrderLifecycle:
             self._revision += 1
             return result
 
+    async def _appease_before_charging(
+        self, request: ChangeRequest, amount: int, reason: str, step: str
+    ) -> ChangeResult:
+        """Nothing has been charged for it yet: the goodwill comes off the invoices to come, so
+        less is captured (what the authorization held beyond that is released at settlement)."""
+        if request.lines:
+            line_id = request.lines[0].order_line_id
+            self._goodwill_pending_by_line[line_id] = (
+                self._goodwill_pending_by_line.get(line_id, 0) + amount
+            )
+        else:
+            self._goodwill_pending_order += amount
+        self._release_at_settlement = True
+        result = ChangeResult(
+            change_id=request.change_id,
+            kind="appease",
+            summary=f"Goodwill of {self._money(amount)}: {reason}; taken off what will be charged",
+            lines=request.lines,
+            credited_minor=amount,
+        )
+        await self._progress("", "change.appease", result.summary, actor=request.actor, step=step)
+        result.order_status = self._status
+        self._changes[request.change_id] = result
+        self._revision += 1
+        return result
+
     @appease.validator
     def _validate_appease(self, request: ChangeRequest) -> None:
         self._validate_change(request)
@@ -822,7 +960,9 @@ class OrderLifecycle:
         except ChangeRefused as refused:
             raise _refuse(refused) from None
 
-    def _appeasement_amount(self, request: ChangeRequest) -> int:
+    def _appeasement_amount(self, request: ChangeRequest) -> tuple[int, bool]:
+        """The goodwill asked for, and whether it comes off what will be charged (nothing has
+        been charged for its line, or for the order, yet) rather than refunded from what was."""
         ledger = self._ledger
         if len(request.lines) > 1:
             raise ChangeRefused("lines: appease one line or the whole order", "INVALID_ARGUMENT")
@@ -832,28 +972,59 @@ class OrderLifecycle:
             )
         if request.percent_basis_points > 10_000:
             raise ChangeRefused("percent_basis_points: at most 10000 (100%)", "INVALID_ARGUMENT")
+        pending = self._goodwill_pending_order + sum(self._goodwill_pending_by_line.values())
+        order_room = self._uncharged_minor() - pending
         if request.lines:
             line_id = request.lines[0].order_line_id
             if line_id not in ledger.lines:
                 raise ChangeRefused(
                     f"lines[0].order_line_id: no line {line_id!r}", "INVALID_ARGUMENT"
                 )
-            charged = self._line_invoiced_minor.get(line_id, 0)
-            room = charged - self._line_appeased_minor.get(line_id, 0)
             what = f"line {line_id}"
+            buckets = ledger.lines[line_id]
+            before_charging = buckets.invoiced == 0
+            if before_charging:
+                base = line_share_minor(buckets.line, 0, buckets.ordered - buckets.canceled)
+                room = min(base - self._goodwill_pending_by_line.get(line_id, 0), order_room)
+            else:
+                base = self._line_invoiced_minor.get(line_id, 0)
+                room = base - self._line_appeased_minor.get(line_id, 0)
         else:
-            charged = self._captured_minor
-            room = charged - self._order_appeased_minor - sum(self._line_appeased_minor.values())
             what = "the order"
-        amount = request.amount_minor or charged * request.percent_basis_points // 10_000
+            before_charging = self._invoiced_minor == 0
+            if before_charging:
+                base, room = self._uncharged_minor(), order_room
+            else:
+                base = self._captured_minor
+                room = base - self._order_appeased_minor - sum(self._line_appeased_minor.values())
+        amount = request.amount_minor or base * request.percent_basis_points // 10_000
         if amount <= 0:
-            raise ChangeRefused(f"nothing has been charged for {what} yet")
+            raise ChangeRefused(f"nothing is charged or left to charge for {what}")
         if amount > room:
+            still = "to be charged" if before_charging else "refundable"
             raise ChangeRefused(
                 f"goodwill of {self._money(amount)} exceeds the {self._money(max(room, 0))} "
-                f"still refundable for {what}"
+                f"still {still} for {what}"
             )
-        return amount
+        return amount, before_charging
+
+    def _uncharged_minor(self) -> int:
+        """What the order will still charge: units neither invoiced nor canceled (invoices
+        take units from the front, cancels from the back) and shipping not yet charged for
+        groups not wholly canceled."""
+        ledger = self._ledger
+        units = sum(
+            line_share_minor(b.line, b.invoiced, b.ordered - b.canceled - b.invoiced)
+            for b in ledger.lines.values()
+            if b.ordered - b.canceled - b.invoiced > 0
+        )
+        shipping = sum(
+            g.shipping_minor
+            for g in self._order.delivery_groups
+            if g.delivery_group_id not in ledger.shipping_charged
+            and not ledger.group_fully_canceled(g.delivery_group_id)
+        )
+        return units + shipping
 
     @workflow.update(name=RESHIP_UPDATE)
     async def reship_items(self, request: ChangeRequest) -> ChangeResult:
@@ -1411,7 +1582,7 @@ class OrderLifecycle:
                     for c in ledger.credit_lines_for_cancel(plan)
                 )
             elif request.kind == "appease":
-                result.credited_minor = self._appeasement_amount(request)
+                result.credited_minor, _ = self._appeasement_amount(request)
             elif request.kind == "return":
                 self._validate_return_window()
                 plan = ledger.plan_return(request.lines)

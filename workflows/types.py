@@ -279,6 +279,8 @@ class InvoiceInput:
     currency: str
     lines: list[ChargeLineData]
     shipping_minor: int
+    # Goodwill given before anything was charged, taken off this invoice.
+    goodwill_minor: int = 0
 
 
 @dataclass

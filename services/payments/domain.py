@@ -309,6 +309,8 @@ class InvoiceRequest:
     idempotency_key: str
     lines: list[ChargeableLine]
     shipping: Money
+    # Goodwill given before anything was charged, taken off this invoice.
+    goodwill: Money = Money(0, "")
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,8 @@ class Invoice:
     total_minor: int
     captured_minor: int
     created_at: datetime
+    # Taken off the lines plus shipping (goodwill given before anything was charged).
+    goodwill_minor: int = 0
 
     @property
     def outstanding_minor(self) -> int:
@@ -441,16 +445,30 @@ def validate_invoice(request: InvoiceRequest) -> str:
         ):
             _check_amount(violations, f"{path}.{name}", component, currency)
     _check_amount(violations, "shipping", request.shipping, currency)
+    _check_amount(violations, "goodwill", request.goodwill, currency)
+    if not violations:
+        charged = sum(invoice_line(line).total_minor for line in request.lines)
+        charged += request.shipping.amount_minor
+        if request.goodwill.amount_minor > charged:
+            violations.append(
+                FieldViolation(
+                    "goodwill.amount_minor",
+                    f"goodwill {request.goodwill.amount_minor} exceeds the lines plus shipping "
+                    f"({charged})",
+                )
+            )
     if violations:
         raise InvalidArgument(violations)
     return currency
 
 
 def build_invoice(request: InvoiceRequest, *, invoice_id: str, now: datetime) -> Invoice:
-    """Validate the request and compute the invoice: exact line shares plus shipping."""
+    """Validate the request and compute the invoice: exact line shares plus shipping, less
+    goodwill."""
     currency = validate_invoice(request)
     lines = [invoice_line(line) for line in request.lines]
     shipping = request.shipping.amount_minor
+    goodwill = request.goodwill.amount_minor
     return Invoice(
         invoice_id=invoice_id,
         order_id=request.order_id,
@@ -458,9 +476,10 @@ def build_invoice(request: InvoiceRequest, *, invoice_id: str, now: datetime) ->
         currency=currency,
         lines=lines,
         shipping_minor=shipping,
-        total_minor=sum(line.total_minor for line in lines) + shipping,
+        total_minor=sum(line.total_minor for line in lines) + shipping - goodwill,
         captured_minor=0,
         created_at=now,
+        goodwill_minor=goodwill,
     )
 
 

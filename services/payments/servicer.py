@@ -131,6 +131,7 @@ def invoice_request_from_pb(r: payments_pb2.CreateInvoiceRequest) -> domain.Invo
         idempotency_key=r.idempotency_key,
         lines=[chargeable_line_from_pb(line) for line in r.lines],
         shipping=money_from_pb(r.shipping),
+        goodwill=money_from_pb(r.goodwill),
     )
 
 
@@ -236,6 +237,7 @@ def invoice_pb(i: domain.Invoice) -> payments_pb2.Invoice:
         total=money_pb(i.total_minor, i.currency),
         captured=money_pb(i.captured_minor, i.currency),
         created_at=timestamp_pb(i.created_at),
+        goodwill=money_pb(i.goodwill_minor, i.currency),
     )
 
 

@@ -53,8 +53,9 @@ UPDATE authorizations SET status = $2, captured_minor = $3, reversed_minor = $4 
 
 SQL_INSERT_INVOICE = """
 INSERT INTO invoices (
-    id, order_id, fulfillment_order_id, currency, shipping_minor, total_minor, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+    id, order_id, fulfillment_order_id, currency, shipping_minor, total_minor, created_at,
+    goodwill_minor)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 
 SQL_INSERT_INVOICE_LINE = """
 INSERT INTO invoice_lines (
@@ -203,6 +204,7 @@ async def _invoices(
             total_minor=row["total_minor"],
             captured_minor=captured[row["id"]],
             created_at=row["created_at"],
+            goodwill_minor=row["goodwill_minor"],
         )
         for row in rows
     ]
@@ -322,7 +324,7 @@ async def insert_invoice(conn: Conn, invoice: Invoice) -> None:
     await conn.execute(
         SQL_INSERT_INVOICE,
         invoice.invoice_id, invoice.order_id, invoice.fulfillment_order_id, invoice.currency,
-        invoice.shipping_minor, invoice.total_minor, invoice.created_at,
+        invoice.shipping_minor, invoice.total_minor, invoice.created_at, invoice.goodwill_minor,
     )  # fmt: skip
     rows = [
         (invoice.invoice_id, position, line.order_line_id, line.sku, line.quantity,

@@ -17,6 +17,7 @@ from oms_platform.money import share
 from oms_platform.samples import sample_order
 from tests.conftest import System
 from workflows.types import (
+    APPEASE_UPDATE,
     CANCEL_UPDATE,
     ChangeRequest,
     ChangeResult,
@@ -177,3 +178,41 @@ async def test_a_cancel_racing_the_shipment_ends_either_shipped_or_canceled_neve
         assert final.order.status == capture_pb2.ORDER_STATUS_CANCELED
         assert summary.captured.amount_minor == 0
         assert summary.authorized.amount_minor == 0
+
+
+async def test_goodwill_before_shipping_is_taken_off_the_invoice_and_the_rest_of_the_hold_freed(
+    system: System,
+) -> None:
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+    order = (await capture.SubmitOrder(sample_order(), timeout=10)).order
+    await wait_for(capture, order.order_id, {capture_pb2.ORDER_STATUS_ALLOCATED})
+    handle = system.client.get_workflow_handle(order_workflow_id(order.order_id))
+
+    goodwill: ChangeResult = await handle.execute_update(
+        APPEASE_UPDATE,
+        ChangeRequest(
+            change_id=str(uuid.uuid4()), kind="appease", reason="late dispatch", amount_minor=500
+        ),
+        result_type=ChangeResult,
+    )
+    async with system.simulator():
+        view = await wait_for(capture, order.order_id, SETTLED)
+
+    total = order.totals.grand_total.amount_minor
+    assert goodwill.credited_minor == 500 and goodwill.refunded_minor == 0
+    assert view.order.status == capture_pb2.ORDER_STATUS_FULFILLED
+    [invoice] = view.invoices
+    assert invoice.goodwill.amount_minor == 500
+    assert invoice.total.amount_minor == total - 500
+    assert view.payment_summary.captured.amount_minor == total - 500
+    summary = await payments.GetPaymentSummary(
+        payments_pb2.GetPaymentSummaryRequest(order_id=order.order_id), timeout=10
+    )
+    # Nothing stays held: the 5.00 the goodwill took off was released once delivered.
+    assert summary.summary.authorized.amount_minor == 0
+    reconciliation = await payments.GetReconciliation(
+        payments_pb2.GetReconciliationRequest(order_id=order.order_id), timeout=10
+    )
+    assert reconciliation.reconciliation.agrees
+    assert any("taken off what will be charged" in e.summary for e in view.timeline)

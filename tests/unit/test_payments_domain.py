@@ -243,6 +243,32 @@ def test_an_invoice_total_is_its_line_totals_plus_shipping() -> None:
     assert invoice.outstanding_minor == invoice.total_minor
 
 
+def test_goodwill_given_before_charging_comes_off_the_invoice_total() -> None:
+    request = replace(
+        invoice_request(line(2, 2, 0, gross=2000, tax=160), shipping=Money(500, "USD")),
+        goodwill=Money(216, "USD"),
+    )
+    invoice = domain.build_invoice(request, invoice_id="inv-1", now=NOW)
+    assert invoice.goodwill_minor == 216
+    assert invoice.total_minor == 2160 + 500 - 216
+    assert invoice.outstanding_minor == invoice.total_minor
+
+
+def test_goodwill_larger_than_the_invoice_or_negative_is_refused() -> None:
+    too_much = replace(
+        invoice_request(line(1, 1, 0, gross=1000), shipping=Money(100, "USD")),
+        goodwill=Money(1101, "USD"),
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        domain.build_invoice(too_much, invoice_id="i", now=NOW)
+    assert fields_of(raised.value) == {"goodwill.amount_minor"}
+    assert "exceeds the lines plus shipping (1100)" in str(raised.value.violations)
+    negative = replace(invoice_request(line(1, 1, 0, gross=1000)), goodwill=Money(-1, "USD"))
+    with pytest.raises(InvalidArgument) as raised:
+        domain.build_invoice(negative, invoice_id="i", now=NOW)
+    assert fields_of(raised.value) == {"goodwill.amount_minor"}
+
+
 def test_an_invoice_refuses_more_units_than_remain_to_invoice() -> None:
     with pytest.raises(InvalidArgument) as raised:
         domain.build_invoice(invoice_request(line(3, 2, 2, gross=300)), invoice_id="i", now=NOW)

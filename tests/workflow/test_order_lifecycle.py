@@ -140,27 +140,32 @@ class Services:
 
         @activity.defn(name="create_invoice")
         async def create_invoice(i: InvoiceInput) -> InvoiceResult:
+            self._maybe_refuse("create_invoice")
             self.calls.append(("invoice", i))
-            total = i.shipping_minor + sum(
-                share(
-                    line.gross_minor,
-                    line.quantity_ordered,
-                    line.quantity_invoiced_before,
-                    line.quantity_to_invoice,
+            total = (
+                i.shipping_minor
+                - i.goodwill_minor
+                + sum(
+                    share(
+                        line.gross_minor,
+                        line.quantity_ordered,
+                        line.quantity_invoiced_before,
+                        line.quantity_to_invoice,
+                    )
+                    - share(
+                        line.discount_minor,
+                        line.quantity_ordered,
+                        line.quantity_invoiced_before,
+                        line.quantity_to_invoice,
+                    )
+                    + share(
+                        line.tax_minor,
+                        line.quantity_ordered,
+                        line.quantity_invoiced_before,
+                        line.quantity_to_invoice,
+                    )
+                    for line in i.lines
                 )
-                - share(
-                    line.discount_minor,
-                    line.quantity_ordered,
-                    line.quantity_invoiced_before,
-                    line.quantity_to_invoice,
-                )
-                + share(
-                    line.tax_minor,
-                    line.quantity_ordered,
-                    line.quantity_invoiced_before,
-                    line.quantity_to_invoice,
-                )
-                for line in i.lines
             )
             invoice_id = f"inv-{len(self.invoices) + 1}"
             self.invoices[invoice_id] = total
@@ -168,6 +173,7 @@ class Services:
 
         @activity.defn(name="capture_invoice")
         async def capture_invoice(c: CaptureInput) -> CaptureResult:
+            self._maybe_refuse("capture_invoice")
             self.calls.append(("capture", c))
             if self.capture_failures > 0:
                 self.capture_failures -= 1
@@ -907,3 +913,165 @@ async def test_a_step_refused_before_shipping_is_undone_in_reverse_and_the_order
     ]
     if authorized:
         assert undo[-1] == "void" and undo.index("memo") < undo.index("refund")
+
+
+# ---- refusals after shipping began: held for an agent, never undone -------------------------
+
+
+async def resolve(handle: Handle, services: Services, action: str) -> ResolutionResult:
+    """Resolve the exception the order waits on (the newest one)."""
+    return await update(
+        handle,
+        RESOLVE_EXCEPTION_UPDATE,
+        Resolution(services.exceptions[-1], action, f"agent chose {action}"),
+        ResolutionResult,
+    )
+
+
+@pytest.mark.parametrize(
+    ("failing_step", "category"),
+    [("progress:shipment.shipped", "fulfillment"), ("create_invoice", "invoicing"),
+     ("capture_invoice", "payment"), ("progress:payment.captured", "payment"),
+     ("progress:shipment.delivered", "carrier"), ("progress:order.fulfilled", "fulfillment")],
+)  # fmt: skip
+async def test_a_step_refused_after_shipping_holds_the_order_and_a_retry_finishes_it_once(
+    time_skipping_env: WorkflowEnvironment, failing_step: str, category: str
+) -> None:
+    services, order = Services(refuse=failing_step), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, f"exception.{category}")
+        [exception] = services.named("exception")
+        assert exception.category == category and "refused (injected)" in exception.message
+        assert services.statuses[-1] == ON_HOLD
+        await resolve(handle, services, "retry")
+        result = await handle.result()
+
+    assert result.status == FULFILLED
+    # The step ran again and once: one invoice, captured in full, nothing released or voided.
+    assert len(services.invoices) == 1
+    assert result.captured_minor == result.invoiced_minor == order.grand_total_minor
+    assert services.captured == order.grand_total_minor
+    assert services.named("void") == [] and services.named("cancel_lines") == []
+    assert services.kinds().count("shipment.shipped") == 1
+    assert services.kinds().count("payment.captured") == 1
+
+
+async def test_a_refused_invoice_skipped_by_the_agent_leaves_nothing_charged_or_held(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(refuse="create_invoice"), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "exception.invoicing")
+        await resolve(handle, services, "skip")
+        result = await handle.result()
+
+    assert result.status == FULFILLED
+    assert services.invoices == {} and services.captured == 0
+    # What the authorization held is released once everything is delivered.
+    [void] = services.named("void")
+    assert void.idempotency_key == f"{order.order_id}:void:settled"
+
+
+async def test_a_refused_capture_canceled_by_the_agent_cancels_what_has_not_shipped(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(refuse="capture_invoice"), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await handle.signal(
+            "fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)])
+        )  # the mug has not shipped
+        await until(services, "exception.payment")
+        await resolve(handle, services, "cancel")
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        result = await handle.result()
+
+    assert result.status == FULFILLED
+    [canceled] = services.named("cancel_lines")
+    assert [(i.order_line_id, i.quantity) for i in canceled.lines] == [("line-2", 1)]
+    assert services.captured == 0
+    assert [v.idempotency_key for v in services.named("void")] == [f"{order.order_id}:void:settled"]
+
+
+# ---- goodwill before anything is charged --------------------------------------------------
+
+
+async def test_goodwill_on_a_line_before_shipping_is_taken_off_its_invoice(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        preview = await handle.query(
+            "preview_change",
+            change("appease", lines=[ItemQuantity("line-1", 2)], percent_basis_points=1000),
+            result_type=ChangeResult,
+        )
+        ten_percent = await update(
+            handle,
+            APPEASE_UPDATE,
+            change("appease", lines=[ItemQuantity("line-1", 2)], percent_basis_points=1000),
+        )
+        await ship_everything(handle)
+        result = await handle.result()
+
+    line_1 = 2000 - 100 + 150
+    assert preview.credited_minor == ten_percent.credited_minor == line_1 // 10
+    assert ten_percent.refunded_minor == 0 and ten_percent.credit_memo_id == ""
+    [invoice] = services.named("invoice")
+    assert invoice.goodwill_minor == line_1 // 10
+    assert result.captured_minor == services.captured == order.grand_total_minor - line_1 // 10
+    assert services.named("memo") == [] and services.refunded == 0
+    assert len(services.named("void")) == 1  # the goodwill's share of the hold, released
+
+
+async def test_goodwill_on_the_order_before_shipping_is_spread_over_the_invoices_to_come(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        # The first parcel (one T-shirt and shipping) is worth 950 + 75 + 500 = 1525.
+        goodwill = await update(handle, APPEASE_UPDATE, change("appease", amount_minor=2000))
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 1)]))
+        await handle.signal(
+            "fulfillment_event", shipped("fo-1", "s2", [("line-1", 1), ("line-2", 1)])
+        )
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s2"))
+        result = await handle.result()
+
+    assert goodwill.credited_minor == 2000
+    assert [i.goodwill_minor for i in services.named("invoice")] == [1525, 475]
+    assert services.captured == result.captured_minor == order.grand_total_minor - 2000
+
+
+async def test_goodwill_before_shipping_never_exceeds_what_is_left_to_charge(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await update(
+            handle, APPEASE_UPDATE, change("appease", lines=[ItemQuantity("line-2", 1)],
+                                           amount_minor=1500)
+        )  # fmt: skip
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(
+                handle,
+                APPEASE_UPDATE,
+                change("appease", amount_minor=order.grand_total_minor - 1500 + 1),
+            )
+        await ship_everything(handle)
+        result = await handle.result()
+
+    assert "still to be charged for the order" in str(refused.value.cause)
+    assert result.captured_minor == order.grand_total_minor - 1500

@@ -440,6 +440,7 @@ class Invoice(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     CAPTURED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    GOODWILL_FIELD_NUMBER: _builtins.int
     invoice_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -455,7 +456,7 @@ class Invoice(_message.Message):
 
     @_builtins.property
     def total(self) -> _common_pb2.Money:
-        """Sum of line totals plus shipping."""
+        """Sum of line totals plus shipping, less goodwill."""
 
     @_builtins.property
     def captured(self) -> _common_pb2.Money:
@@ -464,6 +465,10 @@ class Invoice(_message.Message):
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
+
+    @_builtins.property
+    def goodwill(self) -> _common_pb2.Money:
+        """Goodwill given before anything was charged, taken off this invoice."""
 
     def __init__(
         self,
@@ -476,10 +481,11 @@ class Invoice(_message.Message):
         total: _common_pb2.Money | None = ...,
         captured: _common_pb2.Money | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        goodwill: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["captured", b"captured", "created_at", b"created_at", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["captured", b"captured", "created_at", b"created_at", "goodwill", b"goodwill", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured", b"captured", "created_at", b"created_at", "fulfillment_order_id", b"fulfillment_order_id", "invoice_id", b"invoice_id", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured", b"captured", "created_at", b"created_at", "fulfillment_order_id", b"fulfillment_order_id", "goodwill", b"goodwill", "invoice_id", b"invoice_id", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,6 +648,7 @@ class CreateInvoiceRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_FIELD_NUMBER: _builtins.int
+    GOODWILL_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order and the fulfillment order shipped."""
     fulfillment_order_id: _builtins.str
@@ -655,6 +662,12 @@ class CreateInvoiceRequest(_message.Message):
     def shipping(self) -> _common_pb2.Money:
         """Shipping to charge on this invoice; zero when already charged."""
 
+    @_builtins.property
+    def goodwill(self) -> _common_pb2.Money:
+        """Goodwill an agent gave before anything was charged, taken off this invoice (zero for
+        none); at most the lines plus shipping.
+        """
+
     def __init__(
         self,
         *,
@@ -663,10 +676,11 @@ class CreateInvoiceRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         lines: _abc.Iterable[Global___ChargeableLine] | None = ...,
         shipping: _common_pb2.Money | None = ...,
+        goodwill: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["shipping", b"shipping"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["goodwill", b"goodwill", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
