@@ -4,23 +4,38 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
+from oms.capture.v1 import capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform.service import ServiceContext, ServiceParts
 from services.servicing.lifecycles import OrderLifecycles
+from services.servicing.orders import CaptureOrders
 from services.servicing.servicer import ServicingServicer
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
 
 SCHEMA = "servicing"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Capture answers GetOrder within its get_order_deadline_seconds (late sections are left
+# out); asking whether an order exists allows that and this much more.
+CAPTURE_DEADLINE_MARGIN_SECONDS = 1.0
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """Wire the stores, the order workflows (Temporal, connected on first use) and the
-    servicer; servicing runs nothing in the background."""
+    """Wire the stores, the order workflows (Temporal, connected on first use, and capture,
+    asked about orders Temporal has no workflow for) and the servicer; servicing runs nothing
+    in the background."""
+    # Stubs on grpc.aio channels are the async stubs.
+    capture = cast(
+        "capture_pb2_grpc.CaptureServiceAsyncStub",
+        capture_pb2_grpc.CaptureServiceStub(ctx.channel("capture")),
+    )
+    orders = CaptureOrders(
+        capture, ctx.settings.get_order_deadline_seconds + CAPTURE_DEADLINE_MARGIN_SECONDS
+    )
     lifecycles = OrderLifecycles(
-        ctx.temporal, timedelta(seconds=ctx.settings.servicing_update_timeout_seconds)
+        ctx.temporal, timedelta(seconds=ctx.settings.servicing_update_timeout_seconds), orders
     )
     servicer = ServicingServicer(
         ProcessExceptionStore(ctx.pool),

@@ -5,16 +5,24 @@ types (workflows/types.py) and back, and turns the workflow's refusals into doma
 (an ApplicationError's `type` is a gRPC status name). Failures that are not refusals (a step
 of an accepted change failed for good) raise ChangeFailed; Temporal being out of reach
 raises LifecycleUnavailable.
+
+Temporal having no workflow `order:<id>` means one of four things, told apart here: it has
+just started (the call is sent again), it has closed, capture acknowledged the order but its
+outbox relay has not started the lifecycle yet (waited for briefly, then LifecycleUnavailable:
+the caller retries), or there is no such order (capture does not know it either).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -25,7 +33,7 @@ from temporalio.common import QueryRejectCondition
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform.errors import DomainError, FailedPrecondition, NotFound
+from oms_platform.errors import DomainError, FailedPrecondition
 from services.servicing import domain
 from workflows.types import (
     APPEASE_UPDATE,
@@ -54,13 +62,36 @@ UPDATES = {
 }
 PREVIEW_CHANGE_ID = "preview"
 
+# A described workflow in one of these is (still, or again) open: a call it did not find is
+# sent again. CONTINUED_AS_NEW names the old run; the workflow id goes on in a new one.
+OPEN_STATUSES = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
+# Times a call is sent to a workflow that describe says is open but the call did not find.
+SEND_ATTEMPTS = 3
+# How long a call for an acknowledged order waits for capture's relay to start its lifecycle
+# before answering "retry", and how often it looks meanwhile.
+START_WAIT = timedelta(seconds=2)
+START_POLL = timedelta(seconds=0.2)
+
+T = TypeVar("T")
+
 
 class ChangeFailed(Exception):
     """The workflow accepted the request, but a step of it failed for good."""
 
 
 class LifecycleUnavailable(Exception):
-    """Temporal (or the order's worker) did not answer in time; retrying may succeed."""
+    """Temporal (or the order's worker) did not answer in time, the order's lifecycle has not
+    started yet, or capture could not say whether the order exists; retrying may succeed."""
+
+
+class Orders(Protocol):
+    """Capture's record of orders, asked when Temporal has no workflow for one."""
+
+    async def is_pending(self, order_id: str) -> bool:
+        """True if capture acknowledged the order and its lifecycle has not started; False if
+        it has (capture's status moved on). Raises NotFound when capture has no such order,
+        LifecycleUnavailable when capture did not answer."""
+        ...
 
 
 def change_request(order: domain.ChangeOrder, change_id: str, *, preview: bool) -> ChangeRequest:
@@ -102,9 +133,20 @@ def change_outcome(result: ChangeResult) -> domain.ChangeOutcome:
 class OrderLifecycles:
     """Sends Updates and queries to order workflows (`order:<order_id>`)."""
 
-    def __init__(self, client: Callable[[], Awaitable[Client]], timeout: timedelta) -> None:
+    def __init__(
+        self,
+        client: Callable[[], Awaitable[Client]],
+        timeout: timedelta,
+        orders: Orders,
+        *,
+        start_wait: timedelta = START_WAIT,
+        start_poll: timedelta = START_POLL,
+    ) -> None:
         self._client = client
         self._timeout = timeout
+        self._orders = orders
+        self._start_wait = start_wait
+        self._start_poll = start_poll
 
     async def resolve(self, order_id: str, request: domain.Resolve) -> tuple[str, str]:
         """Hand an agent's resolution to the workflow; returns (the action the workflow took,
@@ -142,20 +184,26 @@ class OrderLifecycles:
     async def preview(self, order: domain.ChangeOrder) -> domain.ChangeOutcome:
         """What a change would do, computed by the workflow without changing anything."""
         handle = await self._handle(order.order_id)
-        try:
-            result: ChangeResult = await handle.query(
-                PREVIEW_QUERY,
-                change_request(order, PREVIEW_CHANGE_ID, preview=True),
-                result_type=ChangeResult,
-                reject_condition=QueryRejectCondition.NOT_OPEN,
-                rpc_timeout=self._timeout,
-            )
-        except WorkflowQueryRejectedError:
-            raise FailedPrecondition(f"order {order.order_id} is closed") from None
-        except WorkflowQueryFailedError as error:
-            raise FailedPrecondition(f"the order cannot preview this: {error.message}") from None
-        except RPCError as error:
-            raise await self._rpc_error(handle, order.order_id, error) from None
+        request = change_request(order, PREVIEW_CHANGE_ID, preview=True)
+
+        async def query() -> ChangeResult:
+            try:
+                answer: ChangeResult = await handle.query(
+                    PREVIEW_QUERY,
+                    request,
+                    result_type=ChangeResult,
+                    reject_condition=QueryRejectCondition.NOT_OPEN,
+                    rpc_timeout=self._timeout,
+                )
+            except WorkflowQueryRejectedError:
+                raise FailedPrecondition(f"order {order.order_id} is closed") from None
+            except WorkflowQueryFailedError as error:
+                raise FailedPrecondition(
+                    f"the order cannot preview this: {error.message}"
+                ) from None
+            return answer
+
+        result = await self._found(handle, order.order_id, query)
         refused = domain.preview_refusal(result.summary)
         if refused is not None:
             raise refused
@@ -177,33 +225,78 @@ class OrderLifecycles:
         update_id: str,
         result_type: type[Any],
     ) -> Any:
-        try:
-            return await handle.execute_update(
-                name, arg, id=update_id, result_type=result_type, rpc_timeout=self._timeout
-            )
-        except WorkflowUpdateFailedError as error:
-            raise _update_failure(error) from None
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise LifecycleUnavailable(
-                f"order {order_id}'s workflow did not answer within {self._timeout}; "
-                "retry with the same key"
-            ) from None
-        except RPCError as error:
-            raise await self._rpc_error(handle, order_id, error) from None
+        async def update() -> Any:
+            try:
+                # The SDK sends the Update again while it is only admitted (no worker took it
+                # yet), each time with rpc_timeout: the whole wait is bounded here.
+                async with asyncio.timeout(self._timeout.total_seconds()):
+                    return await handle.execute_update(
+                        name, arg, id=update_id, result_type=result_type, rpc_timeout=self._timeout
+                    )
+            except WorkflowUpdateFailedError as error:
+                raise _update_failure(error) from None
+            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                raise LifecycleUnavailable(
+                    f"order {order_id}'s workflow did not answer within {self._timeout}; "
+                    "retry with the same key"
+                ) from None
 
-    async def _rpc_error(
-        self, handle: WorkflowHandle[Any, Any], order_id: str, error: RPCError
-    ) -> Exception:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            return LifecycleUnavailable(f"Temporal refused the call: {error.message}")
-        # Not found: either there never was such an order, or its workflow has completed.
+        return await self._found(handle, order_id, update)
+
+    async def _found(
+        self, handle: WorkflowHandle[Any, Any], order_id: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Make `call` to the order's workflow; when Temporal does not find the workflow, find
+        out why and send it again if the workflow is (by now) open."""
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                return await call()
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise LifecycleUnavailable(
+                        f"Temporal refused the call: {error.message}"
+                    ) from None
+            await self._until_open(handle, order_id)
+        raise LifecycleUnavailable(
+            f"order {order_id}'s workflow is open but did not take the call; "
+            "retry with the same request"
+        )
+
+    async def _until_open(self, handle: WorkflowHandle[Any, Any], order_id: str) -> None:
+        """Return once the order's workflow is open; raise FailedPrecondition if it is closed,
+        NotFound if there is no such order, LifecycleUnavailable if capture acknowledged the
+        order but its lifecycle did not start within the start wait."""
+        opened = await self._is_open(handle)
+        if opened is None:
+            # No workflow: does capture know the order? (NotFound if it does not.)
+            pending = await self._orders.is_pending(order_id)
+            # Capture's relay may be about to start the lifecycle, or did since describe:
+            # look again, for a bounded while if the order is still pending.
+            wait = self._start_wait.total_seconds() if pending else 0.0
+            waits_by = time.monotonic() + wait
+            opened = await self._is_open(handle)
+            while opened is None and time.monotonic() < waits_by:
+                await asyncio.sleep(self._start_poll.total_seconds())
+                opened = await self._is_open(handle)
+            if opened is None and pending:
+                raise LifecycleUnavailable(
+                    f"order {order_id} is pending: its lifecycle has not started yet; "
+                    "retry with the same request"
+                )
+        if not opened:
+            # Closed; or gone from Temporal (past retention) while capture's status moved on.
+            raise FailedPrecondition(f"order {order_id} is closed")
+
+    async def _is_open(self, handle: WorkflowHandle[Any, Any]) -> bool | None:
+        """True if the workflow is open (running, or continued as new), False if it has
+        closed, None if Temporal has no such workflow."""
         try:
-            await handle.describe(rpc_timeout=self._timeout)
-        except RPCError as describe_error:
-            if describe_error.status == RPCStatusCode.NOT_FOUND:
-                return NotFound(f"no order {order_id!r}")
-            return LifecycleUnavailable(f"Temporal refused the call: {describe_error.message}")
-        return FailedPrecondition(f"order {order_id} is closed")
+            description = await handle.describe(rpc_timeout=self._timeout)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise LifecycleUnavailable(f"Temporal refused the call: {error.message}") from None
+        return description.status in OPEN_STATUSES or description.status is None
 
 
 def _update_failure(error: WorkflowUpdateFailedError) -> Exception:

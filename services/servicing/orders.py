@@ -1,0 +1,42 @@
+"""Capture's orders as servicing asks about them: an adapter at the edge over capture's public
+read (GetOrder), for when Temporal has no workflow for an order and servicing must tell an
+order whose lifecycle has not started yet from one that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+from oms.capture.v1 import capture_pb2
+
+from oms_platform.errors import NotFound
+from services.servicing.lifecycles import LifecycleUnavailable
+
+if TYPE_CHECKING:
+    from oms.capture.v1.capture_pb2_grpc import CaptureServiceAsyncStub
+
+
+class CaptureOrders:
+    """Implements lifecycles.Orders over capture's GetOrder, within a short deadline."""
+
+    def __init__(self, capture: CaptureServiceAsyncStub, deadline_seconds: float) -> None:
+        self._capture = capture
+        self._deadline = deadline_seconds
+
+    async def is_pending(self, order_id: str) -> bool:
+        """Whether capture acknowledged the order and its lifecycle has not started yet
+        (capture's status is still pending); NotFound when capture has no such order,
+        LifecycleUnavailable when capture did not answer."""
+        try:
+            view: capture_pb2.GetOrderResponse = await self._capture.GetOrder(
+                capture_pb2.GetOrderRequest(order_id=order_id), timeout=self._deadline
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"no order {order_id!r}") from None
+            raise LifecycleUnavailable(
+                f"cannot tell whether order {order_id} exists: capture answered "
+                f"{error.code().name} {error.details()}; retry with the same request"
+            ) from None
+        return view.order.status == capture_pb2.ORDER_STATUS_PENDING
