@@ -11,10 +11,13 @@ same key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -154,6 +157,21 @@ class GatewayOperation:
     result: GatewayResult
 
 
+def operation_log_line(operation: GatewayOperation) -> str:
+    """One line of a simulated gateway's operation log (JSON, newline-terminated)."""
+    return json.dumps(dataclasses.asdict(operation), sort_keys=True) + "\n"
+
+
+def read_operation_log(path: str | Path) -> list[GatewayOperation]:
+    """Every operation a simulated gateway appended to its operation log, in order."""
+    operations: list[GatewayOperation] = []
+    for line in Path(path).read_text().splitlines():
+        fields = json.loads(line)
+        result = GatewayResult(**fields.pop("result"))
+        operations.append(GatewayOperation(**fields, result=result))
+    return operations
+
+
 @dataclass
 class _Hold:
     token: str
@@ -189,6 +207,11 @@ class SimulatedGateway:
     `transient_failure_rate` a call raises GatewayUnavailable before doing anything. While
     `timeout_after_charge` is set, an operation is performed and then GatewayTimeout is raised.
     The same key twice is one effect: the second call returns the first result.
+
+    With `operation_log` naming a file, every operation performed is also appended to it as a
+    JSON line (`read_operation_log` reads it back): the processor's own record of what it did,
+    which tests outside the payments process compare with what payments recorded. It is
+    written by the simulation only; a real gateway adapter has nothing like it.
     """
 
     latency_ms: int = 0
@@ -200,6 +223,8 @@ class SimulatedGateway:
     operations: list[GatewayOperation] = field(default_factory=list)
     # Every call received, as (method, key), including replays, failures and lookups.
     calls: list[tuple[str, str]] = field(default_factory=list)
+    # A JSON-lines file every operation is appended to as it is performed; "" for none.
+    operation_log: str = ""
     _results: dict[str, GatewayResult] = field(default_factory=dict)
     _holds: dict[str, _Hold] = field(default_factory=dict)
     _charges: dict[str, _Charge] = field(default_factory=dict)
@@ -215,9 +240,13 @@ class SimulatedGateway:
         self, kind: str, key: str, amount_minor: int, currency: str, result: GatewayResult
     ) -> GatewayResult:
         self._results[key] = result
-        self.operations.append(
-            GatewayOperation(kind, key, result.reference, amount_minor, currency, result)
-        )
+        operation = GatewayOperation(kind, key, result.reference, amount_minor, currency, result)
+        self.operations.append(operation)
+        if self.operation_log:
+            # One write of a whole line to a file opened for appending: lines from the card
+            # and gift card gateways (one process, one event loop) never interleave.
+            with open(self.operation_log, "a", encoding="utf-8") as log_file:
+                log_file.write(operation_log_line(operation))
         if self.timeout_after_charge:
             raise GatewayTimeout(f"simulated timeout after {kind} {key!r}")
         return result

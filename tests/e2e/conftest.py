@@ -33,12 +33,20 @@ class DevStack:
             "OMS_SIMULATOR_STEP_SECONDS": "0.2",
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
+            # The simulated gateways append every operation they perform here (read it with
+            # services.payments.gateway.read_operation_log).
+            "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
             **{f"OMS_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
         }
         for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
             self.env.pop(f"OMS_{name}", None)
         self.process: subprocess.Popen[str] | None = None
         self.banner = ""
+
+    @property
+    def gateway_log(self) -> Path:
+        """The simulated gateways' log of every operation performed, across the session."""
+        return Path(self.env["OMS_GATEWAY_LOG_PATH"])
 
     def port(self, service: str) -> int:
         return int(self.env[f"OMS_{service.upper()}_PORT"])

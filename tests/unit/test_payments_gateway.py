@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from oms_platform.settings import Settings
 from services.payments import bootstrap
 from services.payments.gateway import (
+    Gateways,
     GatewayUnavailable,
     SimulatedGateway,
     SimulatedGiftCardGateway,
     call_resolved,
+    read_operation_log,
 )
 
 
@@ -110,3 +114,43 @@ def test_settings_choose_an_adapter_per_payment_method_type_one_instance_per_nam
 def test_a_setting_naming_no_adapter_is_refused_with_its_name() -> None:
     with pytest.raises(ValueError, match="gateway_for_gift_card='stripe' names no gateway"):
         bootstrap.make_gateways(Settings(gateway_for_gift_card="stripe"))
+
+
+async def test_the_operation_log_holds_every_operation_performed_once_replays_not_again(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "gateway.jsonl"
+    gateway = SimulatedGateway(operation_log=str(log))
+    hold = await gateway.authorize("a", "tok_visa", 5_000, "USD")
+    charge = await gateway.capture("c", hold.reference, 3_000, "USD")
+    await gateway.capture("c", hold.reference, 3_000, "USD")  # a replay: no operation
+    await gateway.refund("f", charge.reference, 9_000, "USD")  # performed, and failed
+
+    logged = read_operation_log(log)
+
+    assert logged == gateway.operations
+    assert [(op.kind, op.key, op.result.succeeded) for op in logged] == [
+        ("authorize", "a", True),
+        ("capture", "c", True),
+        ("refund", "f", False),
+    ]
+    assert logged[1].reference == charge.reference
+    assert (logged[2].amount_minor, logged[2].result.reason) == (9_000, "amount_exceeds_capture")
+
+
+def test_no_operation_log_is_written_unless_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(bootstrap.GATEWAY_LOG_PATH_VARIABLE, raising=False)
+    assert all(g.operation_log == "" for g in _simulated(bootstrap.make_gateways(Settings())))
+
+    log = str(tmp_path / "gateway.jsonl")
+    monkeypatch.setenv(bootstrap.GATEWAY_LOG_PATH_VARIABLE, log)
+    gateways = _simulated(bootstrap.make_gateways(Settings()))
+    assert [g.operation_log for g in gateways] == [log, log]
+
+
+def _simulated(gateways: Gateways) -> list[SimulatedGateway]:
+    adapters = gateways.adapters()
+    assert all(isinstance(g, SimulatedGateway) for g in adapters)
+    return [g for g in adapters if isinstance(g, SimulatedGateway)]
