@@ -100,6 +100,9 @@ class Settings:
     ingest_latency_target_ms: float = 20.0
     lifecycle_starts_floor_per_second: float = 2.0
     # servicing
+    # Exchanges ship their replacements once the returned items are received ("on receipt"),
+    # instead of as soon as the return is opened.
+    exchange_ships_on_receipt: bool = False
     # How long servicing waits for an order's workflow to answer a change or a resolution
     # (a Temporal Update); past it the caller gets UNAVAILABLE and retries with the same key.
     servicing_update_timeout_seconds: float = 30.0

@@ -104,6 +104,14 @@ class OrderCanceled(Exception):
 
 
 @dataclass
+class Replacement:
+    """What an exchanged unit is replaced with."""
+
+    sku: str
+    unit_price_minor: int
+
+
+@dataclass
 class ReturnOrder:
     """A return (RMA) the workflow is waiting to receive."""
 
@@ -114,6 +122,8 @@ class ReturnOrder:
     fee_charged: bool = False
     refunded_up_front: bool = False
     exchange: bool = False
+    # An exchange whose replacements ship once the return is received: per order line.
+    replacements: dict[str, Replacement] = field(default_factory=dict)
 
     def outstanding(self, order_line_id: str) -> int:
         return self.expected.get(order_line_id, 0) - self.received.get(order_line_id, 0)
@@ -1251,7 +1261,9 @@ class OrderLifecycle:
         except ChangeRefused as refused:
             raise _refuse(refused) from None
 
-    async def _open_return(self, request: ChangeRequest, *, exchange: bool) -> ChangeResult:
+    async def _open_return(
+        self, request: ChangeRequest, *, exchange: bool, record: bool = True
+    ) -> ChangeResult:
         ledger, order = self._ledger, self._order
         try:
             plan = ledger.plan_return(request.lines)
@@ -1305,6 +1317,8 @@ class OrderLifecycle:
             result.credited_minor = memo.total_minor
             result.refunded_minor = refund.refunded_minor
             result.summary += f"; refunded {self._money(memo.total_minor)} without return"
+        if not record:  # the caller adds to the change, then records it
+            return result
         await self._progress(
             "",
             "change.return" if not exchange else "change.exchange",
@@ -1353,7 +1367,16 @@ class OrderLifecycle:
                 return_order_id=rma.return_order_id,
             )
             accepted_units = sum(i.quantity for i in request.lines)
-            if request.lines and not rma.refunded_up_front and not rma.exchange:
+            refund_lines = request.lines if not rma.exchange else []
+            # An exchange that ships on receipt: replacements for what was accepted; when they
+            # cannot ship, the accepted units are refunded instead.
+            if (
+                rma.replacements
+                and request.lines
+                and not await self._replace_on_receipt(rma, request, result)
+            ):
+                refund_lines = request.lines
+            if refund_lines and not rma.refunded_up_front:
                 fee = 0 if rma.fee_charged else rma.fee_minor
                 rma.fee_charged = True
                 memo, refund = await self._give_back(
@@ -1361,14 +1384,14 @@ class OrderLifecycle:
                         step,
                         reason=f"return {rma.return_order_id} received",
                         kind="return",
-                        lines=ledger.credit_lines_for_return(request.lines),
+                        lines=ledger.credit_lines_for_return(refund_lines),
                         fee_minor=fee,
                     ),
                     step,
                 )
                 result.credit_memo_id = memo.credit_memo_id
-                result.credited_minor = memo.total_minor
-                result.refunded_minor = refund.refunded_minor
+                result.credited_minor += memo.total_minor
+                result.refunded_minor += refund.refunded_minor
             for item in request.lines:
                 ledger.lines[item.order_line_id].returned += item.quantity
             for item in request.rejected_lines:
@@ -1376,6 +1399,7 @@ class OrderLifecycle:
             result.summary = (
                 f"Return {rma.return_order_id}: received {accepted_units} unit(s) accepted, "
                 f"{sum(i.quantity for i in request.rejected_lines)} rejected"
+                + result.summary
                 + (
                     f"; refunded {self._money(result.refunded_minor)}"
                     if result.refunded_minor
@@ -1398,6 +1422,32 @@ class OrderLifecycle:
             self._changes[request.change_id] = result
             self._revision += 1
             return result
+
+    async def _replace_on_receipt(
+        self, rma: ReturnOrder, request: ChangeRequest, result: ChangeResult
+    ) -> bool:
+        """Ship the replacements of what an exchange's receipt accepted and settle the price
+        difference; False (nothing reserved or charged) when they cannot ship or the
+        difference is declined."""
+        change_id = request.change_id
+        route = await self._place_replacements(change_id, request.lines, rma.replacements)
+        if route is None:
+            result.summary = "; no location can ship the replacement, refunded instead"
+            return False
+        difference = self._exchange_difference(request.lines, rma.replacements)
+        if difference > 0:
+            try:
+                result.charged_minor = await self._charge_difference(
+                    difference, route.fulfillment_orders[0], change_id
+                )
+            except ApplicationError as declined:
+                await self._cancel_replacements(route, "the price difference was declined")
+                result.summary = f"; {declined.message}, refunded instead"
+                return False
+        await self._ship_replacements(
+            route, request.lines, difference, f"change:{change_id}", result
+        )
+        return True
 
     @receive_return.validator
     def _validate_receipt(self, request: ChangeRequest) -> None:
@@ -1425,79 +1475,144 @@ class OrderLifecycle:
 
     @workflow.update(name=EXCHANGE_UPDATE)
     async def exchange_items(self, request: ChangeRequest) -> ChangeResult:
-        """A return plus replacements shipped at once; the price difference is charged or
-        refunded."""
+        """A return plus replacements, which ship at once (or, by the deployment's setting, when
+        the return is received); the price difference is charged or refunded as they ship.
+        The replacements are placed first, so an exchange that cannot ship changes nothing."""
         if request.change_id in self._changes:
             return self._changes[request.change_id]
         async with self._lock:
-            ledger = self._ledger
-            result = await self._open_return(request, exchange=True)
+            replacements = {
+                item.order_line_id: Replacement(sku, price)
+                for item, sku, price in zip(
+                    request.lines,
+                    request.replacement_skus,
+                    request.replacement_unit_prices_minor,
+                    strict=True,
+                )
+            }
+            if self._order.exchange_ships_on_receipt:
+                result = await self._open_return(request, exchange=True, record=False)
+                self._returns[result.return_order_id].replacements = replacements
+                result.summary += "; the replacement ships once the return is received"
+                return await self._record_exchange(request, result, "change.exchange")
             step = f"change:{request.change_id}"
-            replacements = [
-                RoutingLineData(
-                    f"{item.order_line_id}:exchange:{request.change_id}", sku, item.quantity
-                )
-                for item, sku in zip(request.lines, request.replacement_skus, strict=True)
-            ]
-            returned_value = sum(
-                line_share_minor(
-                    ledger.lines[i.order_line_id].line,
-                    ledger.lines[i.order_line_id].credited_for_return,
-                    i.quantity,
-                )
-                for i in request.lines
-            )
-            for item in request.lines:
-                ledger.lines[item.order_line_id].credited_for_return += item.quantity
-            replacement_value = sum(
-                price * item.quantity
-                for item, price in zip(
-                    request.lines, request.replacement_unit_prices_minor, strict=True
-                )
-            )
-            route = await self._route(replacements, f"exchange:{request.change_id}")
-            if route.unallocated:
+            route = await self._place_replacements(request.change_id, request.lines, replacements)
+            if route is None:
                 raise ApplicationError(
                     "no location can ship the replacement "
-                    + ", ".join(f"{u.quantity} x {u.sku}" for u in route.unallocated),
+                    + ", ".join(
+                        f"{i.quantity} x {replacements[i.order_line_id].sku}" for i in request.lines
+                    ),
                     type="FAILED_PRECONDITION",
                 )
-            for fo in route.fulfillment_orders:
-                ledger.add_fulfillment_order(fo, no_charge=True)
-            difference = replacement_value - returned_value
+            difference = self._exchange_difference(request.lines, replacements)
+            charged = 0
             if difference > 0:
-                result.charged_minor = await self._charge_difference(
-                    difference, route.fulfillment_orders[0], request.change_id
-                )
-            elif difference < 0:
-                memo, refund = await self._give_back(
-                    self._memo(
-                        step,
-                        reason="exchange for a cheaper item",
-                        kind="appeasement",
-                        appeasement_minor=-difference,
-                    ),
-                    step,
-                )
-                result.credit_memo_id = memo.credit_memo_id
-                result.credited_minor = memo.total_minor
-                result.refunded_minor = refund.refunded_minor
-            result.fulfillment_order_ids = [
-                fo.fulfillment_order_id for fo in route.fulfillment_orders
-            ]
-            money = (
-                f"charged {self._money(difference)}" if difference > 0
-                else f"refunded {self._money(-difference)}" if difference < 0
-                else "no money moves"
-            )  # fmt: skip
-            result.summary += f"; replacement ships now, {money}"
-            await self._progress(
-                "", "change.exchange.shipping", result.summary, step=f"{step}:ship"
+                try:
+                    charged = await self._charge_difference(
+                        difference, route.fulfillment_orders[0], request.change_id
+                    )
+                except ApplicationError:
+                    await self._cancel_replacements(route, "the price difference was declined")
+                    raise
+            result = await self._open_return(request, exchange=True, record=False)
+            result.charged_minor = charged
+            await self._ship_replacements(route, request.lines, difference, step, result)
+            return await self._record_exchange(request, result, "change.exchange")
+
+    async def _record_exchange(
+        self, request: ChangeRequest, result: ChangeResult, kind: str
+    ) -> ChangeResult:
+        await self._progress(
+            "",
+            kind,
+            result.summary,
+            [LineChange(i.order_line_id, return_initiated=i.quantity) for i in request.lines],
+            actor=request.actor,
+            step=f"change:{request.change_id}",
+        )
+        result.order_status = self._status
+        self._changes[request.change_id] = result
+        self._revision += 1
+        return result
+
+    def _exchange_difference(
+        self, items: list[ItemQuantity], replacements: dict[str, Replacement]
+    ) -> int:
+        """Replacements' price less the returned units' exact share (positive: the shopper
+        owes it)."""
+        ledger = self._ledger
+        returned = sum(
+            line_share_minor(
+                ledger.lines[i.order_line_id].line,
+                ledger.lines[i.order_line_id].credited_for_return,
+                i.quantity,
             )
-            result.order_status = self._status
-            self._changes[request.change_id] = result
-            self._revision += 1
-            return result
+            for i in items
+        )
+        dearer = sum(replacements[i.order_line_id].unit_price_minor * i.quantity for i in items)
+        return dearer - returned
+
+    async def _place_replacements(
+        self, change_id: str, items: list[ItemQuantity], replacements: dict[str, Replacement]
+    ) -> RouteResult | None:
+        """Route and reserve replacements for `items`; None (and nothing reserved) when some
+        cannot be placed."""
+        route = await self._route(
+            [
+                RoutingLineData(
+                    f"{i.order_line_id}:exchange:{change_id}",
+                    replacements[i.order_line_id].sku,
+                    i.quantity,
+                )
+                for i in items
+            ],
+            f"exchange:{change_id}",
+        )
+        if route.unallocated:
+            await self._cancel_replacements(route, "the replacement could not be placed")
+            return None
+        return route
+
+    async def _cancel_replacements(self, route: RouteResult, reason: str) -> None:
+        for fo in route.fulfillment_orders:
+            await self._cancel_fo(fo.fulfillment_order_id, reason)
+
+    async def _ship_replacements(
+        self,
+        route: RouteResult,
+        items: list[ItemQuantity],
+        difference: int,
+        step: str,
+        result: ChangeResult,
+    ) -> None:
+        """The replacements are on their way at no charge; refund the returned units' share
+        beyond a cheaper replacement (a dearer one was charged before)."""
+        ledger = self._ledger
+        for item in items:
+            ledger.lines[item.order_line_id].credited_for_return += item.quantity
+        for fo in route.fulfillment_orders:
+            ledger.add_fulfillment_order(fo, no_charge=True)
+        if difference < 0:
+            memo, refund = await self._give_back(
+                self._memo(
+                    step,
+                    reason="exchange for a cheaper item",
+                    kind="appeasement",
+                    appeasement_minor=-difference,
+                ),
+                step,
+            )
+            result.credit_memo_id = memo.credit_memo_id
+            result.credited_minor = memo.total_minor
+            result.refunded_minor = refund.refunded_minor
+        result.fulfillment_order_ids += [fo.fulfillment_order_id for fo in route.fulfillment_orders]
+        money = (
+            f"charged {self._money(difference)}" if difference > 0
+            else f"refunded {self._money(-difference)}" if difference < 0
+            else "no money moves"
+        )  # fmt: skip
+        result.summary += f"; replacement ships now, {money}"
 
     @exchange_items.validator
     def _validate_exchange(self, request: ChangeRequest) -> None:

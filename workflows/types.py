@@ -101,6 +101,9 @@ class OrderLifecycleInput:
     # Why fraud screening at capture wants a person to look first; empty means clear.
     fraud_reasons: list[str] = field(default_factory=list)
     timers: LifecycleTimers = field(default_factory=lambda: LifecycleTimers())
+    # Exchanges ship their replacements when the return is received rather than at once
+    # (from settings when the lifecycle starts).
+    exchange_ships_on_receipt: bool = False
 
 
 @dataclass

@@ -47,7 +47,11 @@ def lifecycle_timers(settings: Settings) -> Callable[[dict[str, Any]], dict[str,
             escalate_after_seconds=settings.escalate_after_seconds,
             return_window_seconds=settings.return_window_seconds(payload["channel"]),
         )
-        return {**payload, "timers": dataclasses.asdict(timers)}
+        return {
+            **payload,
+            "timers": dataclasses.asdict(timers),
+            "exchange_ships_on_receipt": settings.exchange_ships_on_receipt,
+        }
 
     return prepare
 

@@ -1075,3 +1075,124 @@ async def test_goodwill_before_shipping_never_exceeds_what_is_left_to_charge(
 
     assert "still to be charged for the order" in str(refused.value.cause)
     assert result.captured_minor == order.grand_total_minor - 1500
+
+
+# ---- exchanges: nothing half-done, and replacements that ship on receipt ---------------------
+
+
+def exchange_mug(price: int) -> ChangeRequest:
+    return change(
+        "exchange",
+        lines=[ItemQuantity("line-2", 1)],
+        replacement_skus=["SKU-MUG-BLUE"],
+        replacement_unit_prices_minor=[price],
+    )
+
+
+def exchange_both() -> ChangeRequest:
+    """A T-shirt for another size and the mug for a blue one, at the same prices."""
+    return change(
+        "exchange",
+        lines=[ItemQuantity("line-1", 1), ItemQuantity("line-2", 1)],
+        replacement_skus=["SKU-TSHIRT-L", "SKU-MUG-BLUE"],
+        replacement_unit_prices_minor=[1025, 1500],
+    )
+
+
+async def test_an_exchange_whose_replacement_cannot_ship_changes_nothing(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        services.stockouts = 1  # the blue mug is out of stock everywhere
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(handle, EXCHANGE_UPDATE, exchange_both())
+        # The mug can still be returned in full: the refused exchange opened no return.
+        returned = await update(
+            handle, RETURN_UPDATE, change("return", lines=[ItemQuantity("line-2", 1)])
+        )
+        await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=returned.return_order_id,
+                lines=[ItemQuantity("line-2", 1)],
+            ),
+        )
+        await handle.result()
+
+    assert "no location can ship the replacement" in str(refused.value.cause)
+    assert [r.return_order_id for r in services.named("rma")] == [returned.return_order_id]
+    # The T-shirt's replacement had been placed: it was released again.
+    [canceled] = services.named("cancel_fo")
+    assert canceled.fulfillment_order_id == "fo-2"
+    assert len(services.named("authorize")) == 1  # no difference was asked for
+    assert services.refunded == 1500
+
+
+async def test_an_exchange_that_ships_on_receipt_places_and_charges_only_when_received(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order(exchange_ships_on_receipt=True)
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        routes_before = len(services.named("route"))
+        opened = await update(handle, EXCHANGE_UPDATE, exchange_mug(2000))
+        assert len(services.named("route")) == routes_before  # nothing placed yet
+        assert opened.fulfillment_order_ids == [] and opened.charged_minor == 0
+        received = await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=opened.return_order_id,
+                lines=[ItemQuantity("line-2", 1)],
+            ),
+        )
+        [fo_id] = received.fulfillment_order_ids
+        await handle.signal(
+            "fulfillment_event",
+            shipped(fo_id, "s9", [(f"line-2:exchange:{received.change_id}", 1)]),
+        )
+        await handle.signal("fulfillment_event", delivered(fo_id, "s9"))
+        await handle.result()
+
+    assert "ships once the return is received" in opened.summary
+    assert received.charged_minor == 500 and received.refunded_minor == 0
+    assert "replacement ships now, charged 5.00 USD" in received.summary
+    assert services.captured == order.grand_total_minor + 500
+
+
+async def test_an_exchange_on_receipt_with_no_stock_refunds_what_came_back(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order(exchange_ships_on_receipt=True)
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        opened = await update(handle, EXCHANGE_UPDATE, exchange_both())
+        services.stockouts = 1
+        received = await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=opened.return_order_id,
+                lines=[ItemQuantity("line-1", 1), ItemQuantity("line-2", 1)],
+            ),
+        )
+        await handle.result()
+
+    t_shirt = 1000 - 50 + 75  # the first unit's exact share of line-1
+    assert received.fulfillment_order_ids == []
+    assert received.refunded_minor == services.refunded == t_shirt + 1500
+    assert "no location can ship the replacement, refunded instead" in received.summary
+    [canceled] = services.named("cancel_fo")  # the T-shirt's placement was released
+    assert canceled.fulfillment_order_id == "fo-2"
