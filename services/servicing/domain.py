@@ -662,9 +662,10 @@ RECEIVE_RETURN = "receive_return"
 EXCHANGE = "exchange"
 RESHIP = "reship"
 APPEASE = "appease"
-CHANGE_KINDS = (CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE)
+ADD_ITEMS = "add_items"
+CHANGE_KINDS = (CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS)
 # Kinds whose outcome can be computed without changing anything.
-PREVIEWABLE = (CANCEL, RETURN, APPEASE)
+PREVIEWABLE = (CANCEL, RETURN, APPEASE, ADD_ITEMS)
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -682,6 +683,28 @@ _CHANGE_NAMESPACE = uuid.UUID("4c0f3a56-2f57-4d1a-9a8e-8f0e2f4b7c11")
 
 
 @dataclass(frozen=True)
+class NewLine:
+    """A line to add before fulfillment; money in minor units of the order's currency.
+    delivery_group_id "" means the order's first delivery group."""
+
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    tax_minor: int = 0
+    delivery_group_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class LineIncrease:
+    """More units of an order line (at its unit price), with the tax on them."""
+
+    order_line_id: str
+    quantity: int
+    tax_minor: int = 0
+
+
+@dataclass(frozen=True)
 class ChangeOrder:
     """A change an agent asks for, as servicing validates, records and sends it.
 
@@ -689,7 +712,8 @@ class ChangeOrder:
     (lines, refund_without_return, return_fee_minor, line_notes), receive_return
     (return_order_id, lines accepted, rejected_lines and their notes), exchange (lines with
     replacement_skus and replacement_unit_prices_minor, one each), reship (lines; reason lost
-    or damaged, note), appease (at most one line, amount_minor or percent_basis_points).
+    or damaged, note), appease (at most one line, amount_minor or percent_basis_points),
+    add_items (new_lines and increases, before anything shipped).
     """
 
     kind: str
@@ -711,6 +735,8 @@ class ChangeOrder:
     # with `lines` and `rejected_lines` (empty when none were given).
     line_notes: tuple[LineNote, ...] = ()
     rejected_notes: tuple[LineNote, ...] = ()
+    new_lines: tuple[NewLine, ...] = ()
+    increases: tuple[LineIncrease, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -727,6 +753,9 @@ class ChangeOutcome:
     fulfillment_order_ids: tuple[str, ...] = ()
     return_order_id: str = ""
     order_status: str = ""
+    # Added items: newly authorized for them, and the order's grand total afterwards.
+    authorized_minor: int = 0
+    grand_total_minor: int = 0
 
 
 @dataclass(frozen=True)
@@ -860,6 +889,43 @@ def _appease_rules(order: ChangeOrder) -> list[FieldViolation]:
     return violations
 
 
+def _add_items_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if not order.new_lines and not order.increases:
+        violations.append(FieldViolation("new_lines", "give at least one new line or increase"))
+    for i, line in enumerate(order.new_lines):
+        violations += _required(f"new_lines[{i}].sku", line.sku)
+        violations += _too_long(f"new_lines[{i}].sku", line.sku, MAX_SKU_LENGTH)
+        violations += _too_long(f"new_lines[{i}].name", line.name, MAX_REASON_LENGTH)
+        if line.quantity <= 0:
+            violations.append(FieldViolation(f"new_lines[{i}].quantity", "must be > 0"))
+        if line.unit_price_minor < 0:
+            violations.append(
+                FieldViolation(f"new_lines[{i}].unit_price_minor", "must not be negative")
+            )
+        if line.tax_minor < 0:
+            violations.append(FieldViolation(f"new_lines[{i}].tax_minor", "must not be negative"))
+    seen: set[str] = set()
+    for i, increase in enumerate(order.increases):
+        if not increase.order_line_id.strip():
+            violations.append(FieldViolation(f"increases[{i}].order_line_id", "is required"))
+        elif increase.order_line_id in seen:
+            violations.append(
+                FieldViolation(f"increases[{i}].order_line_id", "appears more than once")
+            )
+        seen.add(increase.order_line_id)
+        if increase.quantity <= 0:
+            violations.append(
+                FieldViolation(
+                    f"increases[{i}].quantity",
+                    "must be > 0 (lowering a quantity is a cancel: use SubmitCancel)",
+                )
+            )
+        if increase.tax_minor < 0:
+            violations.append(FieldViolation(f"increases[{i}].tax_minor", "must not be negative"))
+    return violations
+
+
 _KIND_RULES = {
     CANCEL: _cancel_rules,
     RETURN: _return_rules,
@@ -867,6 +933,7 @@ _KIND_RULES = {
     EXCHANGE: _exchange_rules,
     RESHIP: _reship_rules,
     APPEASE: _appease_rules,
+    ADD_ITEMS: _add_items_rules,
 }
 
 
@@ -892,7 +959,9 @@ def new_change(order: ChangeOrder, change_id: str, now: datetime) -> Change:
         idempotency_key=order.idempotency_key,
         actor=actor_of(order.actor),
         reason=workflow_reason(order),
-        requested_lines=order.lines + order.rejected_lines,
+        requested_lines=order.lines
+        + order.rejected_lines
+        + tuple(Item(i.order_line_id, i.quantity) for i in order.increases),
         created_at=now,
     )
 

@@ -36,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from oms_platform.errors import DomainError, FailedPrecondition
 from services.servicing import domain
 from workflows.types import (
+    ADD_ITEMS_UPDATE,
     APPEASE_UPDATE,
     CANCEL_UPDATE,
     EXCHANGE_UPDATE,
@@ -47,6 +48,8 @@ from workflows.types import (
     ChangeRequest,
     ChangeResult,
     ItemQuantity,
+    LineIncrease,
+    NewLineData,
     Resolution,
     ResolutionResult,
     order_workflow_id,
@@ -59,6 +62,7 @@ UPDATES = {
     domain.EXCHANGE: EXCHANGE_UPDATE,
     domain.RESHIP: RESHIP_UPDATE,
     domain.APPEASE: APPEASE_UPDATE,
+    domain.ADD_ITEMS: ADD_ITEMS_UPDATE,
 }
 PREVIEW_CHANGE_ID = "preview"
 
@@ -111,6 +115,18 @@ def change_request(order: domain.ChangeOrder, change_id: str, *, preview: bool) 
         replacement_skus=list(order.replacement_skus),
         replacement_unit_prices_minor=list(order.replacement_unit_prices_minor),
         preview=preview,
+        new_lines=[
+            NewLineData(
+                sku=n.sku,
+                quantity=n.quantity,
+                unit_price_minor=n.unit_price_minor,
+                tax_minor=n.tax_minor,
+                delivery_group_id=n.delivery_group_id,
+                name=n.name,
+            )
+            for n in order.new_lines
+        ],
+        increases=[LineIncrease(i.order_line_id, i.quantity, i.tax_minor) for i in order.increases],
     )
 
 
@@ -127,6 +143,8 @@ def change_outcome(result: ChangeResult) -> domain.ChangeOutcome:
         fulfillment_order_ids=tuple(result.fulfillment_order_ids),
         return_order_id=result.return_order_id,
         order_status=result.order_status,
+        authorized_minor=result.authorized_minor,
+        grand_total_minor=result.grand_total_minor,
     )
 
 

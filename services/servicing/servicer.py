@@ -92,6 +92,7 @@ CHANGE_KIND_TO_PB: dict[str, pb.ChangeKind.ValueType] = {
     domain.EXCHANGE: pb.CHANGE_KIND_EXCHANGE,
     domain.RESHIP: pb.CHANGE_KIND_RESHIP,
     domain.APPEASE: pb.CHANGE_KIND_APPEASEMENT,
+    domain.ADD_ITEMS: pb.CHANGE_KIND_ADD_ITEMS,
 }
 
 CHANGE_STATUS_TO_PB: dict[str, pb.ChangeStatus.ValueType] = {
@@ -340,6 +341,38 @@ def appeasement_to_domain(
     return order
 
 
+def add_items_to_domain(
+    request: pb.SubmitAddItemsRequest | pb.PreviewAddItemsRequest,
+) -> domain.ChangeOrder:
+    """Items to add (submitted or previewed) as a domain change."""
+    order = domain.ChangeOrder(
+        kind=domain.ADD_ITEMS,
+        order_id=request.order_id,
+        new_lines=tuple(
+            domain.NewLine(
+                sku=line.sku,
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price_minor,
+                tax_minor=line.tax_minor,
+                delivery_group_id=line.delivery_group_id,
+                name=line.name,
+            )
+            for line in request.new_lines
+        ),
+        increases=tuple(
+            domain.LineIncrease(i.order_line_id, i.quantity, i.tax_minor) for i in request.increases
+        ),
+    )
+    if isinstance(request, pb.SubmitAddItemsRequest):
+        order = replace(
+            order,
+            idempotency_key=request.idempotency_key,
+            actor=request.actor,
+            reason=request.reason,
+        )
+    return order
+
+
 def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
     """The wire form of what a change did or would do."""
     return pb.ChangeOutcome(
@@ -353,6 +386,8 @@ def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
         fulfillment_order_ids=list(outcome.fulfillment_order_ids),
         return_order_id=outcome.return_order_id,
         order_status=outcome.order_status,
+        authorized_minor=outcome.authorized_minor,
+        grand_total_minor=outcome.grand_total_minor,
     )
 
 
@@ -669,6 +704,20 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.SubmitAppeasementResponse:
         return pb.SubmitAppeasementResponse(
             change=await self._submit(context, appeasement_to_domain(request), request)
+        )
+
+    async def PreviewAddItems(
+        self, request: pb.PreviewAddItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewAddItemsResponse:
+        return pb.PreviewAddItemsResponse(
+            preview=await self._preview(context, add_items_to_domain(request))
+        )
+
+    async def SubmitAddItems(
+        self, request: pb.SubmitAddItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitAddItemsResponse:
+        return pb.SubmitAddItemsResponse(
+            change=await self._submit(context, add_items_to_domain(request), request)
         )
 
     async def ListChanges(

@@ -355,7 +355,8 @@ def _return_order(row: asyncpg.Record) -> ReturnOrder:
 _CHANGE_COLUMNS = """change_id, order_id, kind, status, idempotency_key, request_hash, actor,
     reason, requested_lines, summary, outcome_lines, credit_memo_id, credited_minor,
     refunded_minor, released_minor, charged_minor, fulfillment_order_ids, return_order_id,
-    order_status, refusal_code, refusal_message, created_at, completed_at"""
+    order_status, refusal_code, refusal_message, created_at, completed_at, authorized_minor,
+    grand_total_minor"""
 
 # A change is recorded once; a retry finds the first record (and its request's hash).
 SQL_CLAIM_CHANGE = f"""
@@ -378,7 +379,7 @@ UPDATE changes
 SET status = $2, summary = $3, outcome_lines = $4, credit_memo_id = $5, credited_minor = $6,
     refunded_minor = $7, released_minor = $8, charged_minor = $9, fulfillment_order_ids = $10,
     return_order_id = $11, order_status = $12, refusal_code = $13, refusal_message = $14,
-    completed_at = $15, updated_at = now()
+    completed_at = $15, authorized_minor = $16, grand_total_minor = $17, updated_at = now()
 WHERE change_id = $1 AND status <> 'completed'
 RETURNING {_CHANGE_COLUMNS}
 """
@@ -441,6 +442,8 @@ class ChangeStore:
             change.refusal_code,
             change.refusal_message,
             change.completed_at,
+            outcome.authorized_minor,
+            outcome.grand_total_minor,
         )
         if row is None:
             row = await self.pool.fetchrow(SQL_GET_CHANGE, change.change_id)
@@ -474,6 +477,8 @@ def _change(row: asyncpg.Record) -> Change:
             fulfillment_order_ids=tuple(row["fulfillment_order_ids"]),
             return_order_id=row["return_order_id"],
             order_status=row["order_status"],
+            authorized_minor=row["authorized_minor"],
+            grand_total_minor=row["grand_total_minor"],
         )
     return Change(
         change_id=row["change_id"],

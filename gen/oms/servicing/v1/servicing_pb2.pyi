@@ -248,6 +248,8 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """Units shipped again at no charge."""
     CHANGE_KIND_APPEASEMENT: _ChangeKind.ValueType  # 6
     """Goodwill given."""
+    CHANGE_KIND_ADD_ITEMS: _ChangeKind.ValueType  # 7
+    """Lines or units added before fulfillment."""
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """---- changes to an order --------------------------------------------------------------------
@@ -269,6 +271,8 @@ CHANGE_KIND_RESHIP: ChangeKind.ValueType  # 5
 """Units shipped again at no charge."""
 CHANGE_KIND_APPEASEMENT: ChangeKind.ValueType  # 6
 """Goodwill given."""
+CHANGE_KIND_ADD_ITEMS: ChangeKind.ValueType  # 7
+"""Lines or units added before fulfillment."""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 class _ChangeStatus:
@@ -1089,6 +1093,8 @@ class ChangeOutcome(_message.Message):
     FULFILLMENT_ORDER_IDS_FIELD_NUMBER: _builtins.int
     RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
     ORDER_STATUS_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_MINOR_FIELD_NUMBER: _builtins.int
+    GRAND_TOTAL_MINOR_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """One sentence, as on the order's timeline."""
     credit_memo_id: _builtins.str
@@ -1102,6 +1108,9 @@ class ChangeOutcome(_message.Message):
     """The return order opened or received."""
     order_status: _builtins.str
     """The order's status afterwards, lower case (e.g. "canceled", "fulfilled")."""
+    authorized_minor: _builtins.int
+    """Added items: newly authorized for them, and the order's grand total afterwards."""
+    grand_total_minor: _builtins.int
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
         """The units the change applied to."""
@@ -1123,10 +1132,12 @@ class ChangeOutcome(_message.Message):
         fulfillment_order_ids: _abc.Iterable[_builtins.str] | None = ...,
         return_order_id: _builtins.str = ...,
         order_status: _builtins.str = ...,
+        authorized_minor: _builtins.int = ...,
+        grand_total_minor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charged_minor", b"charged_minor", "credit_memo_id", b"credit_memo_id", "credited_minor", b"credited_minor", "fulfillment_order_ids", b"fulfillment_order_ids", "lines", b"lines", "order_status", b"order_status", "refunded_minor", b"refunded_minor", "released_minor", b"released_minor", "return_order_id", b"return_order_id", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_minor", b"authorized_minor", "charged_minor", b"charged_minor", "credit_memo_id", b"credit_memo_id", "credited_minor", b"credited_minor", "fulfillment_order_ids", b"fulfillment_order_ids", "grand_total_minor", b"grand_total_minor", "lines", b"lines", "order_status", b"order_status", "refunded_minor", b"refunded_minor", "released_minor", b"released_minor", "return_order_id", b"return_order_id", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1965,3 +1976,201 @@ class ListChangesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListChangesResponse: _TypeAlias = ListChangesResponse  # noqa: Y015
+
+@_typing.final
+class NewLineItem(_message.Message):
+    """NewLineItem is a line to add to an order; money in minor units of the order's currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    TAX_MINOR_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """What, called what, and how many (at least 1)."""
+    name: _builtins.str
+    quantity: _builtins.int
+    unit_price_minor: _builtins.int
+    """Price of one unit before tax, and the tax on the whole line."""
+    tax_minor: _builtins.int
+    delivery_group_id: _builtins.str
+    """The delivery group it ships with; empty means the order's first group."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        name: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        unit_price_minor: _builtins.int = ...,
+        tax_minor: _builtins.int = ...,
+        delivery_group_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_group_id", b"delivery_group_id", "name", b"name", "quantity", b"quantity", "sku", b"sku", "tax_minor", b"tax_minor", "unit_price_minor", b"unit_price_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewLineItem: _TypeAlias = NewLineItem  # noqa: Y015
+
+@_typing.final
+class LineIncrease(_message.Message):
+    """LineIncrease is more units of an order line, at the line's unit price."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    TAX_MINOR_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    """The order line; none of its units may be canceled, shipped or invoiced yet (otherwise
+    add a new line).
+    """
+    quantity: _builtins.int
+    """Units to add; must be positive (lowering a quantity is a cancel)."""
+    tax_minor: _builtins.int
+    """Tax on the added units."""
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        tax_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity", "tax_minor", b"tax_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineIncrease: _TypeAlias = LineIncrease  # noqa: Y015
+
+@_typing.final
+class PreviewAddItemsRequest(_message.Message):
+    """PreviewAddItemsRequest is items to add, to preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    NEW_LINES_FIELD_NUMBER: _builtins.int
+    INCREASES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    @_builtins.property
+    def new_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewLineItem]:
+        """New lines and more units of existing lines; at least one of either."""
+
+    @_builtins.property
+    def increases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineIncrease]: ...
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        new_lines: _abc.Iterable[Global___NewLineItem] | None = ...,
+        increases: _abc.Iterable[Global___LineIncrease] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["increases", b"increases", "new_lines", b"new_lines", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewAddItemsRequest: _TypeAlias = PreviewAddItemsRequest  # noqa: Y015
+
+@_typing.final
+class PreviewAddItemsResponse(_message.Message):
+    """PreviewAddItemsResponse is what adding would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """Units added per line (new lines under the ids they would get), the amount authorized and
+        the order's new grand total.
+        """
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewAddItemsResponse: _TypeAlias = PreviewAddItemsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAddItemsRequest(_message.Message):
+    """SubmitAddItemsRequest adds items to an order before fulfillment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NEW_LINES_FIELD_NUMBER: _builtins.int
+    INCREASES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Same key, same change: a retry gets the first answer. At most 200 characters."""
+    actor: _builtins.str
+    """Who asks ("agent" when empty) and why (required)."""
+    reason: _builtins.str
+    @_builtins.property
+    def new_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewLineItem]:
+        """New lines and more units of existing lines; at least one of either."""
+
+    @_builtins.property
+    def increases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineIncrease]: ...
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        new_lines: _abc.Iterable[Global___NewLineItem] | None = ...,
+        increases: _abc.Iterable[Global___LineIncrease] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "increases", b"increases", "new_lines", b"new_lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAddItemsRequest: _TypeAlias = SubmitAddItemsRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAddItemsResponse(_message.Message):
+    """SubmitAddItemsResponse carries the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change, COMPLETED, with its outcome: units added per line, the fulfillment orders
+        created, the amount authorized and the order's new grand total.
+        """
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAddItemsResponse: _TypeAlias = SubmitAddItemsResponse  # noqa: Y015

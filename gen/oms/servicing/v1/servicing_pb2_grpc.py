@@ -134,6 +134,16 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.FromString,
                 _registered_method=True)
+        self.PreviewAddItems = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewAddItems',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsResponse.FromString,
+                _registered_method=True)
+        self.SubmitAddItems = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitAddItems',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsResponse.FromString,
+                _registered_method=True)
         self.ListChanges = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/ListChanges',
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.SerializeToString,
@@ -292,6 +302,25 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewAddItems(self, request, context):
+        """What adding items would add and authorize, and the order's new total; nothing is changed
+        (stock is checked only when submitted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAddItems(self, request, context):
+        """Adds new lines, or more units of existing lines, before any unit of the order has
+        shipped: the added units are routed and reserved, then the difference is authorized on
+        the order's payment methods. FAILED_PRECONDITION with the reason, and nothing reserved or
+        held, when a unit finds no location, the payment is declined, or the order has begun to
+        ship. Lowering a quantity is a cancel (SubmitCancel).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListChanges(self, request, context):
         """Lists an order's changes, oldest first, with who asked, why, and what they moved.
         """
@@ -391,6 +420,16 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     servicer.SubmitAppeasement,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.SerializeToString,
+            ),
+            'PreviewAddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewAddItems,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsResponse.SerializeToString,
+            ),
+            'SubmitAddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAddItems,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsResponse.SerializeToString,
             ),
             'ListChanges': grpc.unary_unary_rpc_method_handler(
                     servicer.ListChanges,
@@ -893,6 +932,60 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/SubmitAppeasement',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAppeasementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewAddItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewAddItems',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAddItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitAddItems',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,17 @@ class ServicingServiceStub:
     """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
     captured, released from the authorization otherwise.
     """
+    PreviewAddItems: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAddItemsRequest, _servicing_pb2.PreviewAddItemsResponse]
+    """What adding items would add and authorize, and the order's new total; nothing is changed
+    (stock is checked only when submitted).
+    """
+    SubmitAddItems: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAddItemsRequest, _servicing_pb2.SubmitAddItemsResponse]
+    """Adds new lines, or more units of existing lines, before any unit of the order has
+    shipped: the added units are routed and reserved, then the difference is authorized on
+    the order's payment methods. FAILED_PRECONDITION with the reason, and nothing reserved or
+    held, when a unit finds no location, the payment is declined, or the order has begun to
+    ship. Lowering a quantity is a cancel (SubmitCancel).
+    """
     ListChanges: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]
     """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
 
@@ -177,6 +188,17 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     SubmitAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]  # type: ignore[assignment]
     """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
     captured, released from the authorization otherwise.
+    """
+    PreviewAddItems: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAddItemsRequest, _servicing_pb2.PreviewAddItemsResponse]  # type: ignore[assignment]
+    """What adding items would add and authorize, and the order's new total; nothing is changed
+    (stock is checked only when submitted).
+    """
+    SubmitAddItems: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAddItemsRequest, _servicing_pb2.SubmitAddItemsResponse]  # type: ignore[assignment]
+    """Adds new lines, or more units of existing lines, before any unit of the order has
+    shipped: the added units are routed and reserved, then the difference is authorized on
+    the order's payment methods. FAILED_PRECONDITION with the reason, and nothing reserved or
+    held, when a unit finds no location, the payment is declined, or the order has begun to
+    ship. Lowering a quantity is a cancel (SubmitCancel).
     """
     ListChanges: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]  # type: ignore[assignment]
     """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
@@ -358,6 +380,29 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_servicing_pb2.SubmitAppeasementResponse, _abc.Awaitable[_servicing_pb2.SubmitAppeasementResponse]]:
         """Gives goodwill: an amount or a percentage, on one line or the whole order; refunded if
         captured, released from the authorization otherwise.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewAddItems(
+        self,
+        request: _servicing_pb2.PreviewAddItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewAddItemsResponse, _abc.Awaitable[_servicing_pb2.PreviewAddItemsResponse]]:
+        """What adding items would add and authorize, and the order's new total; nothing is changed
+        (stock is checked only when submitted).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitAddItems(
+        self,
+        request: _servicing_pb2.SubmitAddItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitAddItemsResponse, _abc.Awaitable[_servicing_pb2.SubmitAddItemsResponse]]:
+        """Adds new lines, or more units of existing lines, before any unit of the order has
+        shipped: the added units are routed and reserved, then the difference is authorized on
+        the order's payment methods. FAILED_PRECONDITION with the reason, and nothing reserved or
+        held, when a unit finds no location, the payment is declined, or the order has begun to
+        ship. Lowering a quantity is a cancel (SubmitCancel).
         """
 
     @_abc_1.abstractmethod
