@@ -86,6 +86,9 @@ class Settings:
     # Returns are accepted this long after delivery; per channel "web=30,store=14" overrides.
     return_window_days: float = 30.0
     return_window_days_by_channel: str = ""
+    # A delivered order's workflow continues as new (a fresh history, its state carried) once
+    # its history reaches this many events.
+    lifecycle_continue_as_new_after_events: int = 10_000
     # capture
     # Fraud screening at capture flags an order for a person to look at when its grand total
     # is above this amount (minor units of the order's currency; 0 = off), when its shopper

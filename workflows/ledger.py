@@ -16,8 +16,10 @@ from workflows.types import (
     CreditLineData,
     FulfillmentOrderData,
     ItemQuantity,
+    LedgerState,
     LifecycleLine,
     LineAdditionData,
+    LineBuckets,
     LineIncrease,
     NewLineData,
     OrderLifecycleInput,
@@ -35,36 +37,6 @@ class ChangeRefused(Exception):
 
 
 @dataclass
-class LineBuckets:
-    """One order line's quantity buckets."""
-
-    line: LifecycleLine
-    canceled: int = 0
-    allocated: int = 0
-    fulfilled: int = 0
-    return_initiated: int = 0
-    returned: int = 0
-    invoiced: int = 0
-    credited_for_return: int = 0
-
-    @property
-    def ordered(self) -> int:
-        return self.line.quantity
-
-    @property
-    def available_to_cancel(self) -> int:
-        return self.ordered - self.canceled - self.fulfilled
-
-    @property
-    def available_to_return(self) -> int:
-        return self.fulfilled - self.return_initiated
-
-    @property
-    def line_total_minor(self) -> int:
-        return self.line.gross_minor - self.line.discount_minor + self.line.tax_minor
-
-
-@dataclass
 class Ledger:
     """Everything the lifecycle knows about an order's quantities."""
 
@@ -79,6 +51,29 @@ class Ledger:
     @classmethod
     def of(cls, order: OrderLifecycleInput) -> Ledger:
         return cls(lines={line.order_line_id: LineBuckets(line) for line in order.lines})
+
+    def snapshot(self) -> LedgerState:
+        """This ledger as data (sets sorted, so the same ledger gives the same state)."""
+        return LedgerState(
+            lines=list(self.lines.values()),
+            open_units={fo: dict(units) for fo, units in self.open_units.items()},
+            fulfillment_orders=list(self.fulfillment_orders.values()),
+            undelivered=sorted(self.undelivered),
+            shipping_charged=sorted(self.shipping_charged),
+            no_charge=sorted(self.no_charge),
+        )
+
+    @classmethod
+    def restore(cls, state: LedgerState) -> Ledger:
+        """The ledger a snapshot was taken of."""
+        return cls(
+            lines={b.line.order_line_id: b for b in state.lines},
+            open_units={fo: dict(units) for fo, units in state.open_units.items()},
+            fulfillment_orders={fo.fulfillment_order_id: fo for fo in state.fulfillment_orders},
+            undelivered=set(state.undelivered),
+            shipping_charged=set(state.shipping_charged),
+            no_charge=set(state.no_charge),
+        )
 
     # ---- fulfillment ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         CancelLinesInput,
         CaptureInput,
         CaptureResult,
+        CarriedState,
         ChangeRequest,
         ChangeResult,
         ChargeLineData,
@@ -76,8 +77,10 @@ with workflow.unsafe.imports_passed_through():
         ReceiptInput,
         RefundInput,
         RefundResult,
+        Replacement,
         Resolution,
         ResolutionResult,
+        ReturnOrder,
         ReturnOrderInput,
         RouteInput,
         RouteResult,
@@ -103,33 +106,8 @@ class OrderCanceled(Exception):
     """Raised inside the lifecycle when an agent's resolution cancels the order."""
 
 
-@dataclass
-class Replacement:
-    """What an exchanged unit is replaced with."""
-
-    sku: str
-    unit_price_minor: int
-
-
-@dataclass
-class ReturnOrder:
-    """A return (RMA) the workflow is waiting to receive."""
-
-    return_order_id: str
-    expected: dict[str, int]
-    received: dict[str, int] = field(default_factory=dict)
-    fee_minor: int = 0
-    fee_charged: bool = False
-    refunded_up_front: bool = False
-    exchange: bool = False
-    # An exchange whose replacements ship once the return is received: per order line.
-    replacements: dict[str, Replacement] = field(default_factory=dict)
-
-    def outstanding(self, order_line_id: str) -> int:
-        return self.expected.get(order_line_id, 0) - self.received.get(order_line_id, 0)
-
-    def open(self) -> bool:
-        return any(self.outstanding(line) > 0 for line in self.expected)
+# Workflow changes guarded for runs that started before them (see tests/workflow/histories/).
+CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
 
 
 def _refuse(error: ChangeRefused) -> ApplicationError:
@@ -177,12 +155,64 @@ class OrderLifecycle:
         self._credited_unauthorized_minor = 0
         # Bumped by every Update, so waits that depend on open returns re-check.
         self._revision = 0
+        # How many runs this order's lifecycle has had (continue-as-new starts another).
+        self._runs = 1
+        if order.carried is not None:
+            self._carry_on(order.carried)
+            self._order = replace(order, carried=None)
+
+    def _carry_on(self, carried: CarriedState) -> None:
+        """Take up the state a previous run carried over: the order was delivered and the
+        lifecycle was servicing it."""
+        self._status = carried.status
+        self._ledger = Ledger.restore(carried.ledger)
+        self._delivered_at = carried.delivered_at
+        self._seen_events = set(carried.seen_events)
+        self._events = list(carried.events)
+        self._changes = dict(carried.changes)
+        self._returns = dict(carried.returns)
+        self._captured_minor = carried.captured_minor
+        self._invoiced_minor = carried.invoiced_minor
+        self._line_invoiced_minor = dict(carried.line_invoiced_minor)
+        self._line_appeased_minor = dict(carried.line_appeased_minor)
+        self._order_appeased_minor = carried.order_appeased_minor
+        self._goodwill_pending_by_line = dict(carried.goodwill_pending_by_line)
+        self._goodwill_pending_order = carried.goodwill_pending_order
+        self._release_at_settlement = carried.release_at_settlement
+        self._holds = carried.holds
+        self._authorized = True
+        self._runs = carried.runs + 1
+
+    def _carried(self) -> CarriedState:
+        assert self._delivered_at is not None
+        return CarriedState(
+            status=self._status,
+            ledger=self._ledger.snapshot(),
+            delivered_at=self._delivered_at,
+            seen_events=sorted(self._seen_events),
+            events=list(self._events),
+            changes=dict(self._changes),
+            returns=dict(self._returns),
+            captured_minor=self._captured_minor,
+            invoiced_minor=self._invoiced_minor,
+            line_invoiced_minor=dict(self._line_invoiced_minor),
+            line_appeased_minor=dict(self._line_appeased_minor),
+            order_appeased_minor=self._order_appeased_minor,
+            goodwill_pending_by_line=dict(self._goodwill_pending_by_line),
+            goodwill_pending_order=self._goodwill_pending_order,
+            release_at_settlement=self._release_at_settlement,
+            holds=self._holds,
+            runs=self._runs,
+        )
 
     # ---- the lifecycle -----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
-        result = await self._lifecycle(order)
+        if order.carried is None:
+            result = await self._lifecycle(order)
+        else:  # a continued run: the order was delivered, keep servicing it
+            result = await self._serve_and_close()
         # Let an Update that finished the order (e.g. cancel everything) send its reply.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -217,13 +247,16 @@ class OrderLifecycle:
             "fulfillment",
             whole,
         )
+        return await self._serve_and_close()
+
+    async def _serve_and_close(self) -> OrderLifecycleResult:
         await self._service_until_the_return_window_closes()
         await self._attempt(
             lambda: self._progress(
                 "", "order.closed", "Return window closed; the order is complete"
             ),
             "fulfillment",
-            whole,
+            f"order:{self._order.order_id}",
         )
         self._done = True
         return self._result(FULFILLED)
@@ -357,6 +390,8 @@ class OrderLifecycle:
             busy = any(r.open() for r in self._returns.values()) or not self._ledger.settled()
             if remaining <= 0 and not busy and not self._events:
                 return
+            if not self._events and self._history_is_long():
+                await self._continue_as_new()
             seen = self._revision
             try:
                 await workflow.wait_condition(
@@ -370,6 +405,35 @@ class OrderLifecycle:
             event = self._events.pop(0)
             async with self._lock:
                 await self._on_event(event)
+
+    def _history_is_long(self) -> bool:
+        """Time to start a fresh history: the server suggests it, or this run's history has
+        reached the configured length."""
+        if not workflow.patched(CONTINUE_AS_NEW_PATCH):
+            return False
+        info = workflow.info()
+        limit = self._order.timers.continue_as_new_after_events
+        return info.is_continue_as_new_suggested() or (
+            limit > 0 and info.get_current_history_length() >= limit
+        )
+
+    async def _continue_as_new(self) -> None:
+        """Carry everything into a new run once no Update is in flight. Returns (without
+        continuing) if an event arrived meanwhile: it is handled first."""
+        # Safe to wait here: Updates finish (or a new one starts and is waited for too), and
+        # the state is read only after the last of them.
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and not self._lock.locked()
+        )
+        if self._events:
+            return
+        workflow.logger.info(
+            "continuing as new", extra={"order_id": self._order.order_id, "runs": self._runs}
+        )
+        workflow.continue_as_new(
+            replace(self._order, carried=self._carried()),
+            search_attributes=workflow.info().typed_search_attributes,
+        )
 
     # ---- events from fulfillment --------------------------------------------------------------
 

@@ -7,6 +7,7 @@ types never appear here; activities convert at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from temporalio.common import SearchAttributeKey
 
@@ -104,6 +105,8 @@ class OrderLifecycleInput:
     # Exchanges ship their replacements when the return is received rather than at once
     # (from settings when the lifecycle starts).
     exchange_ships_on_receipt: bool = False
+    # Set only when a delivered order's lifecycle continues as new: where it had got to.
+    carried: CarriedState | None = None
 
 
 @dataclass
@@ -381,6 +384,9 @@ class LifecycleTimers:
     escalate_after_seconds: int = 4 * 3600
     # Returns are accepted this long after delivery; then the lifecycle ends.
     return_window_seconds: int = 30 * 24 * 3600
+    # While servicing a delivered order, a run whose history has this many events continues
+    # as new (its state carried over); 0 leaves it to the server's suggestion alone.
+    continue_as_new_after_events: int = 10_000
 
 
 # ---- changes to an order (Temporal Updates) ------------------------------------------------
@@ -592,3 +598,102 @@ class LineAdditionData:
     sku: str = ""
     name: str = ""
     unit_price_minor: int = 0
+
+
+# ---- the lifecycle's own state, carried into a new run (continue-as-new) ---------------------
+
+
+@dataclass
+class LineBuckets:
+    """One order line's quantity buckets."""
+
+    line: LifecycleLine
+    canceled: int = 0
+    allocated: int = 0
+    fulfilled: int = 0
+    return_initiated: int = 0
+    returned: int = 0
+    invoiced: int = 0
+    credited_for_return: int = 0
+
+    @property
+    def ordered(self) -> int:
+        return self.line.quantity
+
+    @property
+    def available_to_cancel(self) -> int:
+        return self.ordered - self.canceled - self.fulfilled
+
+    @property
+    def available_to_return(self) -> int:
+        return self.fulfilled - self.return_initiated
+
+    @property
+    def line_total_minor(self) -> int:
+        return self.line.gross_minor - self.line.discount_minor + self.line.tax_minor
+
+
+@dataclass
+class LedgerState:
+    """A ledger as data, carried into a new run of the lifecycle (continue-as-new)."""
+
+    lines: list[LineBuckets]
+    # fulfillment order id -> order line id -> unshipped units, oldest fulfillment order first
+    open_units: dict[str, dict[str, int]]
+    fulfillment_orders: list[FulfillmentOrderData]
+    undelivered: list[str]
+    shipping_charged: list[str]
+    no_charge: list[str]
+
+
+@dataclass
+class Replacement:
+    """What an exchanged unit is replaced with."""
+
+    sku: str
+    unit_price_minor: int
+
+
+@dataclass
+class ReturnOrder:
+    """A return (RMA) the workflow is waiting to receive."""
+
+    return_order_id: str
+    expected: dict[str, int]
+    received: dict[str, int] = field(default_factory=dict)
+    fee_minor: int = 0
+    fee_charged: bool = False
+    refunded_up_front: bool = False
+    exchange: bool = False
+    # An exchange whose replacements ship once the return is received: per order line.
+    replacements: dict[str, Replacement] = field(default_factory=dict)
+
+    def outstanding(self, order_line_id: str) -> int:
+        return self.expected.get(order_line_id, 0) - self.received.get(order_line_id, 0)
+
+    def open(self) -> bool:
+        return any(self.outstanding(line) > 0 for line in self.expected)
+
+
+@dataclass
+class CarriedState:
+    """Everything a delivered order's lifecycle knows, carried into its next run when a long
+    history continues as new."""
+
+    status: str
+    ledger: LedgerState
+    delivered_at: datetime
+    seen_events: list[str]
+    events: list[FulfillmentEvent]
+    changes: dict[str, ChangeResult]
+    returns: dict[str, ReturnOrder]
+    captured_minor: int
+    invoiced_minor: int
+    line_invoiced_minor: dict[str, int]
+    line_appeased_minor: dict[str, int]
+    order_appeased_minor: int
+    goodwill_pending_by_line: dict[str, int]
+    goodwill_pending_order: int
+    release_at_settlement: bool
+    holds: int
+    runs: int = 1

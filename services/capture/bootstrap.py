@@ -46,6 +46,7 @@ def lifecycle_timers(settings: Settings) -> Callable[[dict[str, Any]], dict[str,
             authorization_timeout_seconds=settings.authorization_timeout_seconds,
             escalate_after_seconds=settings.escalate_after_seconds,
             return_window_seconds=settings.return_window_seconds(payload["channel"]),
+            continue_as_new_after_events=settings.lifecycle_continue_as_new_after_events,
         )
         return {
             **payload,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -1196,3 +1197,57 @@ async def test_an_exchange_on_receipt_with_no_stock_refunds_what_came_back(
     assert "no location can ship the replacement, refunded instead" in received.summary
     [canceled] = services.named("cancel_fo")  # the T-shirt's placement was released
     assert canceled.fulfillment_order_id == "fo-2"
+
+
+# ---- long histories ---------------------------------------------------------------------------
+
+
+async def test_a_delivered_order_with_a_long_history_continues_as_new_and_keeps_its_state(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services = Services()
+    order = an_order(
+        timers=LifecycleTimers(return_window_seconds=7 * 24 * 3600, continue_as_new_after_events=40)
+    )
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        first = change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000)
+        given = await update(handle, APPEASE_UPDATE, first)
+        again = await update(handle, APPEASE_UPDATE, first)  # the same change, asked twice
+        await update(
+            handle,
+            APPEASE_UPDATE,
+            change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000),
+        )
+        # What was refunded in earlier runs still counts: 90% more would exceed the capture.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update(
+                handle,
+                APPEASE_UPDATE,
+                change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=9000),
+            )
+        reship = await update(
+            handle, RESHIP_UPDATE, change("reship", lines=[ItemQuantity("line-1", 1)])
+        )
+        [fo] = reship.fulfillment_order_ids
+        await handle.signal("fulfillment_event", shipped(fo, "s2", [("line-1", 1)]))
+        await handle.signal("fulfillment_event", delivered(fo, "s2"))
+        result = await handle.result()
+        latest = await time_skipping_env.client.get_workflow_handle(handle.id).describe()
+
+    assert latest.run_id != handle.first_execution_run_id  # it continued as new
+    first_run = [
+        e.event_type
+        async for e in time_skipping_env.client.get_workflow_handle(
+            handle.id, run_id=handle.first_execution_run_id
+        ).fetch_history_events()
+    ]
+    assert first_run[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert again == given and given.refunded_minor == 150
+    assert "exceeds the 12.00 USD still refundable" in str(refused.value.cause)
+    assert services.refunded == 300
+    assert result.status == FULFILLED
+    assert result.captured_minor == result.invoiced_minor == order.grand_total_minor
+    assert services.kinds()[-1] == "order.closed"
