@@ -382,6 +382,7 @@ def _print_outcome(outcome: Any, currency: str, indent: str = "  ") -> None:
             ("refunded", outcome.refunded_minor),
             ("released", outcome.released_minor),
             ("charged", outcome.charged_minor),
+            ("authorized", outcome.authorized_minor),
         )
         if value
     ]
@@ -393,6 +394,8 @@ def _print_outcome(outcome: Any, currency: str, indent: str = "  ") -> None:
         print(f"{indent}return order {outcome.return_order_id}")
     for fo_id in outcome.fulfillment_order_ids:
         print(f"{indent}new fulfillment order {fo_id}")
+    if outcome.grand_total_minor:
+        print(f"{indent}order total {_amount(outcome.grand_total_minor, currency)}")
     if outcome.order_status:
         print(f"{indent}order is {outcome.order_status}")
 
@@ -510,6 +513,78 @@ def _basis_points(percent: str) -> int:
     if value != value.to_integral_value():
         raise SystemExit("error: --percent has at most two decimals")
     return int(value)
+
+
+def _fields(spec: str, option: str, names: tuple[str, ...], required: int) -> list[str]:
+    """A comma-separated option value, e.g. --new SKU,QTY,PRICE[,TAX]."""
+    parts = [p.strip() for p in spec.split(",")]
+    if not required <= len(parts) <= len(names) or not all(parts[:required]):
+        raise SystemExit(f"error: {option} {spec!r}: give {','.join(names[:required])}[,...]")
+    return parts + [""] * (len(names) - len(parts))
+
+
+def _minor(value: str, option: str) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        raise SystemExit(f"error: {option}: {value!r} is not a whole number") from None
+
+
+async def cmd_order_add_items(settings: Settings, args: argparse.Namespace) -> int:
+    """Add lines or units before fulfillment (or, with --preview, say what that would do)."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    new_lines = []
+    for spec in args.new:
+        sku, qty, price, tax = _fields(spec, "--new", ("SKU", "QTY", "UNIT_PRICE", "TAX"), 3)
+        new_lines.append(
+            spb.NewLineItem(
+                sku=sku,
+                name=args.name,
+                quantity=_minor(qty, "--new"),
+                unit_price_minor=_minor(price, "--new"),
+                tax_minor=_minor(tax, "--new"),
+                delivery_group_id=args.group,
+            )
+        )
+    increases = []
+    for spec in args.more:
+        line, qty, tax = _fields(spec, "--more", ("ORDER_LINE_ID", "QTY", "TAX"), 2)
+        increases.append(
+            spb.LineIncrease(
+                order_line_id=line, quantity=_minor(qty, "--more"), tax_minor=_minor(tax, "--more")
+            )
+        )
+    if not new_lines and not increases:
+        raise SystemExit("error: give at least one --new or --more")
+    channel, stub = _servicing(settings)
+    async with channel:
+        if args.preview:
+            response: Any = await stub.PreviewAddItems(
+                spb.PreviewAddItemsRequest(
+                    order_id=args.order_id, new_lines=new_lines, increases=increases
+                ),
+                timeout=args.timeout,
+            )
+        else:
+            response = await stub.SubmitAddItems(
+                spb.SubmitAddItemsRequest(
+                    order_id=args.order_id,
+                    idempotency_key=args.key,
+                    actor=args.actor,
+                    reason=args.reason,
+                    new_lines=new_lines,
+                    increases=increases,
+                ),
+                timeout=args.timeout,
+            )
+    if args.json:
+        print(_as_json(response))
+    elif args.preview:
+        _print_outcome(response.preview, await _currency_of(settings, args.order_id), indent="")
+    else:
+        _print_change(response.change, await _currency_of(settings, args.order_id))
+    return 0
 
 
 async def cmd_order_changes(settings: Settings, args: argparse.Namespace) -> int:
@@ -689,7 +764,7 @@ CONDITIONS = ("new", "opened", "used", "damaged", "defective")
 
 
 def _servicing_parsers(sub: Any, osub: Any) -> None:
-    """`oms order cancel|return|exchange|reship|appease|changes`, `oms return ...`,
+    """`oms order cancel|return|exchange|reship|appease|add-items|changes`, `oms return ...`,
     `oms exception ...`."""
 
     def change_args(p: argparse.ArgumentParser, *, lines: bool = True) -> None:
@@ -732,6 +807,31 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     how_much.add_argument("--amount", type=int, help="minor units")
     how_much.add_argument("--percent", help="percent of what was charged, e.g. 10 or 12.5")
     appease.add_argument("--reason", default="goodwill")
+    add_items = osub.add_parser(
+        "add-items",
+        help="add lines or units before anything shipped (routed, then authorized)",
+        description="Add new lines (--new) or more units of a line (--more) before any unit of "
+        "the order has shipped; money in minor units. To lower a quantity, cancel units.",
+    )
+    change_args(add_items, lines=False)
+    add_items.add_argument(
+        "--new",
+        action="append",
+        default=[],
+        metavar="SKU,QTY,UNIT_PRICE[,TAX]",
+        help="a new line, e.g. SKU-MUG,1,1200,90",
+    )
+    add_items.add_argument(
+        "--more",
+        action="append",
+        default=[],
+        metavar="ORDER_LINE_ID,QTY[,TAX]",
+        help="more units of an existing line, at its unit price",
+    )
+    add_items.add_argument("--name", default="", help="name of the new lines")
+    add_items.add_argument("--group", default="", help="delivery group (default: the first)")
+    add_items.add_argument("--reason", default="shopper asked for more")
+    add_items.add_argument("--preview", action="store_true", help="say what it would do, only")
     osub.add_parser("changes", help="an order's changes").add_argument("order_id")
 
     returns = sub.add_parser("return", help="return orders: receive and list")
@@ -881,6 +981,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:exchange": cmd_order_change,
     "order:reship": cmd_order_change,
     "order:appease": cmd_order_change,
+    "order:add-items": cmd_order_add_items,
     "order:changes": cmd_order_changes,
     "return": cmd_return,
     "exception": cmd_exception,
