@@ -354,6 +354,7 @@ class ProcessException(_message.Message):
     ESCALATED_AT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    STEP_INPUT_FIELD_NUMBER: _builtins.int
     process_exception_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -376,6 +377,10 @@ class ProcessException(_message.Message):
     note: _builtins.str
     """The note and actor of the last status change by an agent."""
     updated_by: _builtins.str
+    step_input: _builtins.str
+    """What the failed step was asked to do (its input as JSON), so an agent can see what a
+    retry will do; empty when the exception is not about one step.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was raised and last changed."""
@@ -408,10 +413,11 @@ class ProcessException(_message.Message):
         escalated_at: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
         updated_by: _builtins.str = ...,
+        step_input: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "escalated_at", b"escalated_at", "resolved_at", b"resolved_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "created_at", b"created_at", "escalated_at", b"escalated_at", "message", b"message", "note", b"note", "order_id", b"order_id", "order_status", b"order_status", "process_exception_id", b"process_exception_id", "resolution_action", b"resolution_action", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "severity", b"severity", "status", b"status", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "created_at", b"created_at", "escalated_at", b"escalated_at", "message", b"message", "note", b"note", "order_id", b"order_id", "order_status", b"order_status", "process_exception_id", b"process_exception_id", "resolution_action", b"resolution_action", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "severity", b"severity", "status", b"status", "step_input", b"step_input", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -429,6 +435,7 @@ class RecordProcessExceptionRequest(_message.Message):
     SEVERITY_FIELD_NUMBER: _builtins.int
     ATTACHED_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    STEP_INPUT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Derived by the workflow from the order and step."""
     order_id: _builtins.str
@@ -437,6 +444,8 @@ class RecordProcessExceptionRequest(_message.Message):
     severity: Global___ProcessExceptionSeverity.ValueType
     attached_to: _builtins.str
     message: _builtins.str
+    step_input: _builtins.str
+    """The failed step's input as JSON (at most 16 KiB); optional."""
     def __init__(
         self,
         *,
@@ -446,10 +455,11 @@ class RecordProcessExceptionRequest(_message.Message):
         severity: Global___ProcessExceptionSeverity.ValueType = ...,
         attached_to: _builtins.str = ...,
         message: _builtins.str = ...,
+        step_input: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "idempotency_key", b"idempotency_key", "message", b"message", "order_id", b"order_id", "severity", b"severity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_to", b"attached_to", "category", b"category", "idempotency_key", b"idempotency_key", "message", b"message", "order_id", b"order_id", "severity", b"severity", "step_input", b"step_input"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2089,8 +2099,8 @@ class PreviewAddItemsResponse(_message.Message):
     PREVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def preview(self) -> Global___ChangeOutcome:
-        """Units added per line (new lines under the ids they would get), the amount authorized and
-        the order's new grand total.
+        """Units added per line (new lines under provisional ids: a submit assigns its own), the
+        amount that would be authorized and the order's new grand total.
         """
 
     def __init__(
