@@ -749,6 +749,8 @@ def _print_exception(pe: Any) -> None:
     )
     for line in pe.message.splitlines():
         print(f"  {line}")
+    if pe.step_input:
+        print(f"  step input: {pe.step_input}")
     if pe.status == spb.PROCESS_EXCEPTION_STATUS_RESOLVED:
         action = name(spb.ResolutionAction, pe.resolution_action, "RESOLUTION_ACTION_")
         print(

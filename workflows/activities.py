@@ -475,6 +475,7 @@ class ServicingActivities:
                     category=CATEGORY_TO_PROTO[request.category],
                     severity=SEVERITY_TO_PROTO[request.severity],
                     attached_to=request.attached_to,
+                    step_input=request.step_input,
                     message=request.message,
                 ),
                 timeout=DEADLINE_SECONDS,

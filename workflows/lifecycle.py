@@ -11,6 +11,8 @@ The workflow file has no I/O of its own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -110,6 +112,13 @@ class OrderCanceled(Exception):
 CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
 
 
+def _as_json(value: Any) -> str:
+    """A step's input as JSON, the same for the same input (it goes into a keyed request)."""
+    is_data = dataclasses.is_dataclass(value) and not isinstance(value, type)
+    data = dataclasses.asdict(value) if is_data else value
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def _refuse(error: ChangeRefused) -> ApplicationError:
     return ApplicationError(error.message, type=error.code, non_retryable=True)
 
@@ -155,6 +164,8 @@ class OrderLifecycle:
         self._credited_unauthorized_minor = 0
         # Bumped by every Update, so waits that depend on open returns re-check.
         self._revision = 0
+        # What the last refused step was asked, for the process exception it raises.
+        self._refused_step_input = ""
         # How many runs this order's lifecycle has had (continue-as-new starts another).
         self._runs = 1
         if order.carried is not None:
@@ -269,7 +280,9 @@ class OrderLifecycle:
         reason = f"{step} refused: {refused.cause or refused}"
         category = "payment" if "payment" in step or "authoriz" in step else "fulfillment"
         async with self._lock:
-            await self._raise_exception(category, f"step:{step}", reason)
+            await self._raise_exception(
+                category, f"step:{step}", reason, step_input=self._refused_step_input
+            )
             await self._cancel_everything(reason, authorized=self._authorized)
 
     def _result(self, status: str, reason: str = "") -> OrderLifecycleResult:
@@ -292,7 +305,7 @@ class OrderLifecycle:
         # Less what cancels before authorization gave back (nothing was held for it).
         amount = order.grand_total_minor - self._credited_unauthorized_minor
         try:
-            result: AuthorizeResult = await workflow.execute_activity(
+            result: AuthorizeResult = await self._activity(
                 "authorize_payment",
                 AuthorizeInput(
                     order_id=order.order_id,
@@ -303,9 +316,7 @@ class OrderLifecycle:
                     additional_payment_methods=order.additional_payment_methods,
                 ),
                 result_type=AuthorizeResult,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=timeout,
-                retry_policy=RETRY,
             )
         except ActivityError as error:
             if error.retry_state == RetryState.TIMEOUT or isinstance(
@@ -314,7 +325,9 @@ class OrderLifecycle:
                 reason = f"payment could not be authorized within {timeout}"
             else:  # a refusal retrying cannot fix, e.g. an invalid payment method
                 reason = f"payment refused: {error.cause or error}"
-            await self._raise_exception("payment", f"order:{order.order_id}", reason)
+            await self._raise_exception(
+                "payment", f"order:{order.order_id}", reason, step_input=self._refused_step_input
+            )
             await self._cancel_everything(reason, authorized=False)
             raise
         if not result.approved:
@@ -592,7 +605,7 @@ class OrderLifecycle:
         }
         charged = sum(shares.values()) + shipping_minor - sum(line_goodwill.values())
         order_goodwill = min(charged, self._goodwill_pending_order)
-        invoice: InvoiceResult = await workflow.execute_activity(
+        invoice: InvoiceResult = await self._activity(
             "create_invoice",
             InvoiceInput(
                 order_id=order.order_id,
@@ -604,8 +617,6 @@ class OrderLifecycle:
                 goodwill_minor=sum(line_goodwill.values()) + order_goodwill,
             ),
             result_type=InvoiceResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         for line_id, quantity in taken.items():
             ledger.take_invoiced(line_id, quantity)
@@ -625,16 +636,13 @@ class OrderLifecycle:
         attempt = 0
         while True:
             attempt += 1
+            asked = CaptureInput(
+                invoice.invoice_id,
+                f"{self._order.order_id}:capture:{invoice.invoice_id}:{attempt}",
+            )
             try:
-                result: CaptureResult = await workflow.execute_activity(
-                    "capture_invoice",
-                    CaptureInput(
-                        invoice.invoice_id,
-                        f"{self._order.order_id}:capture:{invoice.invoice_id}:{attempt}",
-                    ),
-                    result_type=CaptureResult,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=RETRY,
+                result: CaptureResult = await self._activity(
+                    "capture_invoice", asked, result_type=CaptureResult
                 )
                 failure = "" if result.succeeded else result.failure_reason
             except ActivityError as refused:
@@ -656,6 +664,7 @@ class OrderLifecycle:
                 "payment",
                 f"invoice:{invoice.invoice_id}",
                 f"Capture of invoice {invoice.invoice_id} failed: {failure}",
+                _as_json(asked),
             )
             if action == "retry":
                 continue
@@ -681,7 +690,10 @@ class OrderLifecycle:
             except ActivityError as refused:
                 what = refused.activity_type or "a step"
                 action = await self._hold(
-                    category, attached_to, f"{what} refused: {refused.cause or refused}"
+                    category,
+                    attached_to,
+                    f"{what} refused: {refused.cause or refused}",
+                    self._refused_step_input,
                 )
             if action == "retry":
                 continue
@@ -699,11 +711,16 @@ class OrderLifecycle:
 
     # ---- process exceptions ------------------------------------------------------------------
 
-    async def _hold(self, category: str, attached_to: str, message: str) -> str:
-        """Raise a process exception and wait for an agent's resolution (escalating if it
-        waits too long). Returns the action: retry, skip or cancel."""
+    async def _hold(
+        self, category: str, attached_to: str, message: str, step_input: str = ""
+    ) -> str:
+        """Raise a process exception (with the failed step's input, when there is one) and wait
+        for an agent's resolution (escalating if it waits too long). Returns the action: retry,
+        skip or cancel."""
         self._holds += 1
-        exception_id = await self._raise_exception(category, attached_to, message, self._holds)
+        exception_id = await self._raise_exception(
+            category, attached_to, message, self._holds, step_input
+        )
         # Waiting from the moment the exception exists, so an agent can resolve it at once.
         self._waiting_on = exception_id
         resume = self._status
@@ -714,15 +731,13 @@ class OrderLifecycle:
                 lambda: exception_id in self._resolutions, timeout=escalate_after
             )
         except TimeoutError:
-            await workflow.execute_activity(
+            await self._activity(
                 "escalate_process_exception",
                 EscalateInput(
                     exception_id,
                     f"{self._order.order_id}:escalate:{exception_id}",
                     f"unresolved for {escalate_after}",
                 ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
             await self._progress(
                 "",
@@ -765,9 +780,9 @@ class OrderLifecycle:
             )
 
     async def _raise_exception(
-        self, category: str, attached_to: str, message: str, hold: int = 0
+        self, category: str, attached_to: str, message: str, hold: int = 0, step_input: str = ""
     ) -> str:
-        exception_id: str = await workflow.execute_activity(
+        exception_id: str = await self._activity(
             "record_process_exception",
             ProcessExceptionInput(
                 order_id=self._order.order_id,
@@ -776,10 +791,9 @@ class OrderLifecycle:
                 severity="high",
                 attached_to=attached_to,
                 message=message,
+                step_input=step_input,
             ),
             result_type=str,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         return exception_id
 
@@ -806,11 +820,9 @@ class OrderLifecycle:
         plan = ledger.plan_cancel(requested)
         released: list[ItemQuantity] = []
         for fo_id, items in ledger.open_units_for_cancel(plan).items():
-            await workflow.execute_activity(
+            await self._activity(
                 "cancel_fulfillment_order_lines",
                 CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
             ledger.remove_open_units(fo_id, items)
             released += items
@@ -875,18 +887,16 @@ class OrderLifecycle:
     async def _give_back(
         self, memo_input: CreditMemoInput, step: str
     ) -> tuple[CreditMemoResult, RefundResult]:
-        memo: CreditMemoResult = await workflow.execute_activity(
+        memo: CreditMemoResult = await self._activity(
             "create_credit_memo",
             memo_input,
             result_type=CreditMemoResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         refunded = released = 0
         attempt = 0
         while True:
             attempt += 1
-            refund: RefundResult = await workflow.execute_activity(
+            refund: RefundResult = await self._activity(
                 "refund_credit_memo",
                 RefundInput(
                     memo_input.order_id,
@@ -894,8 +904,6 @@ class OrderLifecycle:
                     f"{memo_input.order_id}:refund:{step}:{attempt}",
                 ),
                 result_type=RefundResult,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
             refunded += refund.refunded_minor
             released += refund.released_minor
@@ -913,11 +921,9 @@ class OrderLifecycle:
         return memo, RefundResult(refunded, released, refund.not_refunded_minor)
 
     async def _void(self, reason: str, step: str = "void") -> None:
-        await workflow.execute_activity(
+        await self._activity(
             "void_authorization",
             VoidInput(self._order.order_id, f"{self._order.order_id}:{step}", reason),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
 
     # ---- Updates: changes to the order ---------------------------------------------------------
@@ -1285,7 +1291,7 @@ class OrderLifecycle:
         returns why it was declined ("" when approved)."""
         order = self._order
         try:
-            auth: AuthorizeResult = await workflow.execute_activity(
+            auth: AuthorizeResult = await self._activity(
                 "authorize_payment",
                 AuthorizeInput(
                     order_id=order.order_id,
@@ -1296,8 +1302,6 @@ class OrderLifecycle:
                     additional_payment_methods=order.additional_payment_methods,
                 ),
                 result_type=AuthorizeResult,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
         except ActivityError as refused:  # e.g. the payment method is no longer valid
             return f"payment refused: {refused.cause or refused}"
@@ -1335,7 +1339,7 @@ class OrderLifecycle:
             raise _refuse(refused) from None
         step = f"change:{request.change_id}"
         return_order_id = f"{order.order_id}-R{len(self._returns) + 1}"
-        await workflow.execute_activity(
+        await self._activity(
             "create_return_order",
             ReturnOrderInput(
                 order.order_id,
@@ -1344,8 +1348,6 @@ class OrderLifecycle:
                 request.reason,
                 plan,
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         rma = ReturnOrder(
             return_order_id,
@@ -1406,7 +1408,7 @@ class OrderLifecycle:
             ledger, order = self._ledger, self._order
             rma = self._returns[request.return_order_id]
             step = f"change:{request.change_id}"
-            await workflow.execute_activity(
+            await self._activity(
                 "record_return_receipt",
                 ReceiptInput(
                     order.order_id,
@@ -1416,8 +1418,6 @@ class OrderLifecycle:
                     request.rejected_lines,
                     request.reason,
                 ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
             for item in [*request.lines, *request.rejected_lines]:
                 rma.received[item.order_line_id] = (
@@ -1697,7 +1697,7 @@ class OrderLifecycle:
         self, amount: int, fo: FulfillmentOrderData, change_id: str
     ) -> int:
         order = self._order
-        auth: AuthorizeResult = await workflow.execute_activity(
+        auth: AuthorizeResult = await self._activity(
             "authorize_payment",
             AuthorizeInput(
                 order_id=order.order_id,
@@ -1707,15 +1707,13 @@ class OrderLifecycle:
                 currency=order.currency,
             ),
             result_type=AuthorizeResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         if not auth.approved:
             raise ApplicationError(
                 f"the price difference was declined: {auth.decline_reason}",
                 type="FAILED_PRECONDITION",
             )
-        invoice: InvoiceResult = await workflow.execute_activity(
+        invoice: InvoiceResult = await self._activity(
             "create_invoice",
             InvoiceInput(
                 order_id=order.order_id,
@@ -1728,8 +1726,6 @@ class OrderLifecycle:
                 shipping_minor=0,
             ),
             result_type=InvoiceResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         self._invoiced_minor += invoice.total_minor
         captured = await self._capture(invoice)
@@ -1847,24 +1843,43 @@ class OrderLifecycle:
                         group.delivery_group_id, group.address, mine, group.delivery_method
                     )
                 )
-        result: RouteResult = await workflow.execute_activity(
+        result: RouteResult = await self._activity(
             "create_fulfillment_orders",
             RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),
             result_type=RouteResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         return result
 
     async def _cancel_fo(self, fulfillment_order_id: str, reason: str) -> None:
-        await workflow.execute_activity(
+        await self._activity(
             "cancel_fulfillment_order",
             CancelFulfillmentOrderInput(
                 fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
+
+    async def _activity(
+        self,
+        name: str,
+        arg: Any,
+        *,
+        result_type: type | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+    ) -> Any:
+        """Run one activity with the lifecycle's timeout and retry policy. A refusal goes up
+        as it came, and what the step was asked is kept for the process exception it raises."""
+        try:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=schedule_to_close_timeout,
+                retry_policy=RETRY,
+            )
+        except ActivityError:
+            self._refused_step_input = _as_json(arg)
+            raise
 
     def _money(self, amount_minor: int) -> str:
         return format_minor(amount_minor, self._order.currency)
@@ -1885,7 +1900,7 @@ class OrderLifecycle:
             workflow.upsert_search_attributes(
                 [ORDER_STATUS.value_set(status), ORDER_CHANNEL.value_set(self._order.channel)]
             )
-        await workflow.execute_activity(
+        await self._activity(
             "record_order_progress",
             ProgressInput(
                 order_id=self._order.order_id,
@@ -1898,7 +1913,5 @@ class OrderLifecycle:
                 added_lines=added_lines or [],
                 currency=self._order.currency,
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         workflow.logger.info(kind, extra={"order_id": self._order.order_id, "status": self._status})

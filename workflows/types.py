@@ -335,6 +335,8 @@ class ProcessExceptionInput:
     severity: str
     attached_to: str
     message: str
+    # The failed step's input as JSON ("" when the exception is not about one step).
+    step_input: str = ""
 
 
 # ---- process exceptions and their resolution --------------------------------------------

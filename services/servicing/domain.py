@@ -70,6 +70,7 @@ DEFAULT_ACTOR = "agent"
 MAX_MESSAGE_LENGTH = 2000
 MAX_NOTE_LENGTH = 2000
 MAX_ATTACHED_TO_LENGTH = 256
+MAX_STEP_INPUT_LENGTH = 16 * 1024
 MAX_KEY_LENGTH = 200
 MAX_ACTOR_LENGTH = 200
 MAX_REASON_LENGTH = 500
@@ -94,6 +95,8 @@ class RecordProcessException:
     severity: str
     attached_to: str
     message: str
+    # The failed step's input, as JSON; "" when not about one step.
+    step_input: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class ProcessException:
     # The last agent's note and name on a status change.
     note: str = ""
     updated_by: str = ""
+    # What the failed step was asked to do (JSON).
+    step_input: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,10 @@ def validate_record(request: RecordProcessException) -> None:
         violations.append(
             FieldViolation("attached_to", f"must be at most {MAX_ATTACHED_TO_LENGTH} characters")
         )
+    if len(request.step_input) > MAX_STEP_INPUT_LENGTH:
+        violations.append(
+            FieldViolation("step_input", f"must be at most {MAX_STEP_INPUT_LENGTH} characters")
+        )
     if violations:
         raise InvalidArgument(violations)
 
@@ -232,6 +241,7 @@ def new_process_exception(
         message=request.message,
         created_at=now,
         updated_at=now,
+        step_input=request.step_input,
     )
 
 

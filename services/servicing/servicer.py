@@ -126,6 +126,7 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
         severity=_enum_name(SEVERITY_TO_DOMAIN, request.severity),
         attached_to=request.attached_to,
         message=request.message,
+        step_input=request.step_input,
     )
 
 
@@ -157,6 +158,7 @@ def process_exception_to_pb(exception: domain.ProcessException) -> pb.ProcessExc
         resolved_by=exception.resolved_by,
         resolved_at=_optional_timestamp(exception.resolved_at),
         order_status=exception.order_status,
+        step_input=exception.step_input,
         escalated_at=_optional_timestamp(exception.escalated_at),
         note=exception.note,
         updated_by=exception.updated_by,

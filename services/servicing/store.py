@@ -29,12 +29,13 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 
 _EXCEPTION_COLUMNS = """id, order_id, category, severity, status, attached_to, message, created_at,
     updated_at, resolution_action, resolution_note, resolved_by, resolved_at, order_status,
-    escalated_at, note, updated_by"""
+    escalated_at, note, updated_by, step_input"""
 
 SQL_INSERT_PROCESS_EXCEPTION = f"""
 INSERT INTO process_exceptions
-    (id, order_id, category, severity, status, attached_to, message, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    (id, order_id, category, severity, status, attached_to, message, created_at, updated_at,
+     step_input)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING {_EXCEPTION_COLUMNS}
 """
 
@@ -98,6 +99,7 @@ class ProcessExceptionStore:
             exception.message,
             exception.created_at,
             exception.updated_at,
+            exception.step_input,
         )
         assert row is not None
         return _process_exception(row)
@@ -191,6 +193,7 @@ def _process_exception(row: asyncpg.Record) -> ProcessException:
         escalated_at=row["escalated_at"],
         note=row["note"],
         updated_by=row["updated_by"],
+        step_input=row["step_input"],
     )
 
 

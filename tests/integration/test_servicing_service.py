@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -71,6 +72,16 @@ async def test_a_recorded_exception_is_listed_as_new(servicing: Stub) -> None:
     assert exception.message == "authorization declined by the gateway"
     assert exception.created_at.seconds > 0
     assert exception.updated_at == exception.created_at
+
+
+async def test_an_exception_keeps_the_input_of_the_step_that_failed(servicing: Stub) -> None:
+    order_id = an_order()
+    step_input = json.dumps({"idempotency_key": f"{order_id}:invoice:s1", "shipping_minor": 500})
+
+    await servicing.RecordProcessException(a_record(order_id, step_input=step_input))
+    [found] = await listed(servicing, order_id=order_id)
+
+    assert json.loads(found.step_input) == json.loads(step_input)
 
 
 async def test_recording_again_with_the_same_key_returns_the_same_exception(
@@ -176,7 +187,7 @@ async def test_paging_visits_every_exception_once_newest_first(servicing: Stub) 
 
 
 async def test_a_bad_record_request_names_every_bad_field(servicing: Stub) -> None:
-    request = pb.RecordProcessExceptionRequest(attached_to="x" * 300)
+    request = pb.RecordProcessExceptionRequest(attached_to="x" * 300, step_input="{" * 17000)
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await servicing.RecordProcessException(request)
@@ -189,6 +200,7 @@ async def test_a_bad_record_request_names_every_bad_field(servicing: Stub) -> No
         "severity",
         "message",
         "attached_to",
+        "step_input",
     ]
 
 

@@ -8,6 +8,7 @@ quantities and the money.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -898,6 +899,7 @@ async def test_a_step_refused_before_shipping_is_undone_in_reverse_and_the_order
     assert "refused (injected)" in result.reason
     [exception] = services.named("exception")
     assert "refused (injected)" in exception.message
+    assert json.loads(exception.step_input)["idempotency_key"].startswith(order.order_id)
     authorized = bool(services.named("authorize"))
     placed = [
         line for route in services.named("route") for g in route.delivery_groups for line in g.lines
@@ -945,6 +947,8 @@ async def test_a_step_refused_after_shipping_holds_the_order_and_a_retry_finishe
         await until(services, f"exception.{category}")
         [exception] = services.named("exception")
         assert exception.category == category and "refused (injected)" in exception.message
+        # The exception shows what the failed step was asked, so the agent sees what a retry does.
+        assert json.loads(exception.step_input)["idempotency_key"].startswith(order.order_id)
         assert services.statuses[-1] == ON_HOLD
         await resolve(handle, services, "retry")
         result = await handle.result()
