@@ -412,93 +412,101 @@ def _print_change(change: Any, currency: str) -> None:
         print(f"  {change.refusal_code}: {change.refusal_message}")
 
 
-async def cmd_order_change(settings: Settings, args: argparse.Namespace) -> int:
-    """cancel, return, exchange, reship and appease: one Submit each, answered with the result."""
+# A change command's Submit RPC, and its Preview RPC with the fields a preview takes.
+CHANGE_RPCS = {
+    "cancel": ("SubmitCancel", "PreviewCancel", ("order_id", "lines")),
+    "return": ("SubmitReturn", "PreviewReturn", ("order_id", "lines", "return_fee_minor")),
+    "exchange": ("SubmitExchange", "PreviewExchange", ("order_id", "lines")),
+    "reship": ("SubmitReship", "PreviewReship", ("order_id", "lines")),
+    "appease": (
+        "SubmitAppeasement",
+        "PreviewAppeasement",
+        ("order_id", "order_line_id", "amount_minor", "percent_basis_points"),
+    ),
+}
+
+
+def _change_request(args: argparse.Namespace) -> Any:
+    """The Submit request of a change command."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
-    channel, stub = _servicing(settings)
     common = {"order_id": args.order_id, "idempotency_key": args.key, "actor": args.actor}
     conditions = {c: spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in CONDITIONS}
+    items = [spb.ItemQuantity(order_line_id=line, quantity=q) for line, q in _item_pairs(args)]
+    if args.order_command == "cancel":
+        return spb.SubmitCancelRequest(**common, reason=args.reason, lines=items)
+    if args.order_command == "return":
+        return spb.SubmitReturnRequest(
+            **common,
+            reason=args.reason,
+            refund_without_return=args.no_return,
+            return_fee_minor=args.fee,
+            lines=[
+                spb.ReturnItem(
+                    order_line_id=line,
+                    quantity=q,
+                    reason=args.reason,
+                    condition=conditions.get(args.condition, spb.ITEM_CONDITION_UNSPECIFIED),
+                )
+                for line, q in _item_pairs(args)
+            ],
+        )
+    if args.order_command == "exchange":
+        pairs = _item_pairs(args)
+        if len(args.sku) != len(pairs) or len(args.price) != len(pairs):
+            raise SystemExit("error: give one --sku and one --price per --line")
+        return spb.SubmitExchangeRequest(
+            **common,
+            reason=args.reason,
+            lines=[
+                spb.ExchangeItem(
+                    order_line_id=line,
+                    quantity=q,
+                    replacement_sku=sku,
+                    replacement_unit_price_minor=price,
+                )
+                for (line, q), sku, price in zip(pairs, args.sku, args.price, strict=True)
+            ],
+        )
+    if args.order_command == "reship":
+        return spb.SubmitReshipRequest(
+            **common,
+            reason=spb.ReshipReason.Value(f"RESHIP_REASON_{args.reason.upper()}"),
+            note=args.note,
+            lines=items,
+        )
+    request = spb.SubmitAppeasementRequest(
+        **common, reason=args.reason, order_line_id=args.line or ""
+    )
+    if args.amount is not None:
+        request.amount_minor = args.amount
+    else:
+        request.percent_basis_points = _basis_points(args.percent)
+    return request
+
+
+async def cmd_order_change(settings: Settings, args: argparse.Namespace) -> int:
+    """cancel, return, exchange, reship and appease: one Submit each, answered with the result
+    (or, with --preview, what it would do: nothing is recorded)."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    submit_rpc, preview_rpc, preview_fields = CHANGE_RPCS[args.order_command]
+    request = _change_request(args)
+    channel, stub = _servicing(settings)
     async with channel:
-        if args.order_command == "cancel":
-            response = await stub.SubmitCancel(
-                spb.SubmitCancelRequest(
-                    **common,
-                    reason=args.reason,
-                    lines=[
-                        spb.ItemQuantity(order_line_id=line, quantity=q)
-                        for line, q in _item_pairs(args)
-                    ],
-                ),
-                timeout=args.timeout,
-            )
-        elif args.order_command == "return":
-            response = await stub.SubmitReturn(
-                spb.SubmitReturnRequest(
-                    **common,
-                    reason=args.reason,
-                    refund_without_return=args.no_return,
-                    return_fee_minor=args.fee,
-                    lines=[
-                        spb.ReturnItem(
-                            order_line_id=line,
-                            quantity=q,
-                            reason=args.reason,
-                            condition=conditions.get(
-                                args.condition, spb.ITEM_CONDITION_UNSPECIFIED
-                            ),
-                        )
-                        for line, q in _item_pairs(args)
-                    ],
-                ),
-                timeout=args.timeout,
-            )
-        elif args.order_command == "exchange":
-            pairs = _item_pairs(args)
-            if len(args.sku) != len(pairs) or len(args.price) != len(pairs):
-                raise SystemExit("error: give one --sku and one --price per --line")
-            response = await stub.SubmitExchange(
-                spb.SubmitExchangeRequest(
-                    **common,
-                    reason=args.reason,
-                    lines=[
-                        spb.ExchangeItem(
-                            order_line_id=line,
-                            quantity=q,
-                            replacement_sku=sku,
-                            replacement_unit_price_minor=price,
-                        )
-                        for (line, q), sku, price in zip(pairs, args.sku, args.price, strict=True)
-                    ],
-                ),
-                timeout=args.timeout,
-            )
-        elif args.order_command == "reship":
-            response = await stub.SubmitReship(
-                spb.SubmitReshipRequest(
-                    **common,
-                    reason=spb.ReshipReason.Value(f"RESHIP_REASON_{args.reason.upper()}"),
-                    note=args.note,
-                    lines=[
-                        spb.ItemQuantity(order_line_id=line, quantity=q)
-                        for line, q in _item_pairs(args)
-                    ],
-                ),
-                timeout=args.timeout,
-            )
-        else:  # appease
-            request = spb.SubmitAppeasementRequest(
-                **common, reason=args.reason, order_line_id=args.line or ""
-            )
-            if args.amount is not None:
-                request.amount_minor = args.amount
-            else:
-                request.percent_basis_points = _basis_points(args.percent)
-            response = await stub.SubmitAppeasement(request, timeout=args.timeout)
+        if args.preview:
+            preview_type = getattr(spb, f"{preview_rpc}Request")
+            given = {f: getattr(request, f) for f in preview_fields if getattr(request, f)}
+            response = await getattr(stub, preview_rpc)(preview_type(**given), timeout=args.timeout)
+        else:
+            response = await getattr(stub, submit_rpc)(request, timeout=args.timeout)
+    currency = "" if args.json else await _currency_of(settings, args.order_id)
     if args.json:
         print(_as_json(response))
+    elif args.preview:
+        _print_outcome(response.preview, currency, indent="")
     else:
-        _print_change(response.change, await _currency_of(settings, args.order_id))
+        _print_change(response.change, currency)
     return 0
 
 
@@ -779,6 +787,9 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
         p.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
         p.add_argument("--actor", default="agent:cli", help="who asks")
         p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument(
+            "--preview", action="store_true", help="say what it would do; record nothing"
+        )
 
     cancel = osub.add_parser("cancel", help="cancel units not shipped (no --line: everything)")
     change_args(cancel)
@@ -833,7 +844,6 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     add_items.add_argument("--name", default="", help="name of the new lines")
     add_items.add_argument("--group", default="", help="delivery group (default: the first)")
     add_items.add_argument("--reason", default="shopper asked for more")
-    add_items.add_argument("--preview", action="store_true", help="say what it would do, only")
     osub.add_parser("changes", help="an order's changes").add_argument("order_id")
 
     returns = sub.add_parser("return", help="return orders: receive and list")

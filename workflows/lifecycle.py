@@ -1153,19 +1153,24 @@ class OrderLifecycle:
     @reship_items.validator
     def _validate_reship(self, request: ChangeRequest) -> None:
         self._validate_change(request)
+        try:
+            self._check_reship(request)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    def _check_reship(self, request: ChangeRequest) -> None:
         ledger = self._ledger
         if not request.lines:
-            raise ApplicationError("lines: at least one line to reship", type="INVALID_ARGUMENT")
+            raise ChangeRefused("lines: at least one line to reship", "INVALID_ARGUMENT")
         for i, item in enumerate(request.lines):
             buckets = ledger.lines.get(item.order_line_id)
             if buckets is None or item.quantity <= 0:
-                raise ApplicationError(
-                    f"lines[{i}]: unknown line or quantity <= 0", type="INVALID_ARGUMENT"
+                raise ChangeRefused(
+                    f"lines[{i}]: unknown line or quantity <= 0", "INVALID_ARGUMENT"
                 )
             if item.quantity > buckets.fulfilled:
-                raise ApplicationError(
-                    f"lines[{i}]: only {buckets.fulfilled} unit(s) of {buckets.line.sku} shipped",
-                    type="FAILED_PRECONDITION",
+                raise ChangeRefused(
+                    f"lines[{i}]: only {buckets.fulfilled} unit(s) of {buckets.line.sku} shipped"
                 )
 
     @workflow.update(name=ADD_ITEMS_UPDATE)
@@ -1323,8 +1328,8 @@ class OrderLifecycle:
     @return_items.validator
     def _validate_return(self, request: ChangeRequest) -> None:
         self._validate_change(request)
-        self._validate_return_window()
         try:
+            self._check_return_window()
             self._ledger.plan_return(request.lines)
         except ChangeRefused as refused:
             raise _refuse(refused) from None
@@ -1545,15 +1550,10 @@ class OrderLifecycle:
         if request.change_id in self._changes:
             return self._changes[request.change_id]
         async with self._lock:
-            replacements = {
-                item.order_line_id: Replacement(sku, price)
-                for item, sku, price in zip(
-                    request.lines,
-                    request.replacement_skus,
-                    request.replacement_unit_prices_minor,
-                    strict=True,
-                )
-            }
+            try:
+                replacements = self._check_exchange(request)
+            except ChangeRefused as refused:  # the state moved on while this waited
+                raise _refuse(refused) from None
             if self._order.exchange_ships_on_receipt:
                 result = await self._open_return(request, exchange=True, record=False)
                 self._returns[result.return_order_id].replacements = replacements
@@ -1680,18 +1680,34 @@ class OrderLifecycle:
 
     @exchange_items.validator
     def _validate_exchange(self, request: ChangeRequest) -> None:
-        self._validate_return(request)
+        self._validate_change(request)
+        try:
+            self._check_exchange(request)
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
+
+    def _check_exchange(self, request: ChangeRequest) -> dict[str, Replacement]:
+        """Refuse an exchange the order does not allow; returns each line's replacement."""
+        self._check_return_window()
+        self._ledger.plan_return(request.lines)
         if len(request.replacement_skus) != len(request.lines) or len(
             request.replacement_unit_prices_minor
         ) != len(request.lines):
-            raise ApplicationError(
+            raise ChangeRefused(
                 "replacement_skus and replacement_unit_prices_minor: one per line",
-                type="INVALID_ARGUMENT",
+                "INVALID_ARGUMENT",
             )
         if any(price < 0 for price in request.replacement_unit_prices_minor):
-            raise ApplicationError(
-                "replacement_unit_prices_minor: must be >= 0", type="INVALID_ARGUMENT"
+            raise ChangeRefused("replacement_unit_prices_minor: must be >= 0", "INVALID_ARGUMENT")
+        return {
+            item.order_line_id: Replacement(sku, price)
+            for item, sku, price in zip(
+                request.lines,
+                request.replacement_skus,
+                request.replacement_unit_prices_minor,
+                strict=True,
             )
+        }
 
     async def _charge_difference(
         self, amount: int, fo: FulfillmentOrderData, change_id: str
@@ -1759,7 +1775,7 @@ class OrderLifecycle:
             elif request.kind == "appease":
                 result.credited_minor, _ = self._appeasement_amount(request)
             elif request.kind == "return":
-                self._validate_return_window()
+                self._check_return_window()
                 plan = ledger.plan_return(request.lines)
                 result.credited_minor = (
                     sum(
@@ -1774,12 +1790,38 @@ class OrderLifecycle:
                 )
             elif request.kind == "add_items":
                 return self._preview_add_items(request, result)
+            elif request.kind == "exchange":
+                return self._preview_exchange(request, result)
+            elif request.kind == "reship":
+                self._check_reship(request)
+                units = sum(i.quantity for i in request.lines)
+                result.summary = f"would ship {units} unit(s) again at no charge"
+                result.order_status = self._status
+                return result
             else:
                 raise ChangeRefused(f"kind: no preview for {request.kind!r}", "INVALID_ARGUMENT")
         except ChangeRefused as refused:
             result.summary = f"refused: {refused.message}"
+            result.refusal_code = refused.code
             return result
         result.summary = f"would give back {self._money(result.credited_minor)}"
+        result.order_status = self._status
+        return result
+
+    def _preview_exchange(self, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
+        """What an exchange would charge or refund (whether the replacements are in stock is
+        known only when routing places them)."""
+        difference = self._exchange_difference(request.lines, self._check_exchange(request))
+        if difference > 0:
+            result.charged_minor = difference
+            money = f"would charge {self._money(difference)}"
+        elif difference < 0:
+            result.credited_minor = -difference
+            money = f"would refund {self._money(-difference)}"
+        else:
+            money = "no money would move"
+        ships = "when the return is received" if self._order.exchange_ships_on_receipt else "now"
+        result.summary = f"{money}; the replacement would ship {ships}, stock permitting"
         result.order_status = self._status
         return result
 
@@ -1814,14 +1856,12 @@ class OrderLifecycle:
                 type="FAILED_PRECONDITION",
             )
 
-    def _validate_return_window(self) -> None:
+    def _check_return_window(self) -> None:
         if self._delivered_at is None:
-            return  # per-line checks below refuse what has not shipped
+            return  # per-line checks refuse what has not shipped
         closes = self._delivered_at + timedelta(seconds=self._order.timers.return_window_seconds)
         if workflow.now() > closes:
-            raise ApplicationError(
-                f"return window closed on {closes:%Y-%m-%d}", type="FAILED_PRECONDITION"
-            )
+            raise ChangeRefused(f"return window closed on {closes:%Y-%m-%d}")
 
     async def _route(
         self, lines: list[RoutingLineData], step: str, new_lines: list[LifecycleLine] | None = None

@@ -460,6 +460,8 @@ class ChangeResult:
     # "add_items": newly authorized for the added units, and the order's grand total after.
     authorized_minor: int = 0
     grand_total_minor: int = 0
+    # A preview the workflow would refuse: the gRPC status name (the summary says why).
+    refusal_code: str = ""
 
 
 # ---- activity payloads for changes -----------------------------------------------------------

@@ -675,7 +675,7 @@ APPEASE = "appease"
 ADD_ITEMS = "add_items"
 CHANGE_KINDS = (CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS)
 # Kinds whose outcome can be computed without changing anything.
-PREVIEWABLE = (CANCEL, RETURN, APPEASE, ADD_ITEMS)
+PREVIEWABLE = (CANCEL, RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS)
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -1045,19 +1045,21 @@ def refusal(code: str, message: str) -> DomainError | None:
     return None
 
 
-def preview_refusal(summary: str) -> DomainError | None:
+def preview_refusal(summary: str, code: str = "") -> DomainError | None:
     """The error a preview answers with when the workflow says it would refuse; None if not.
 
-    The preview carries no status name, so it is read from the message: one naming a field
-    of the request ("lines[0].order_line_id: no line ...", "lines: ...") is INVALID_ARGUMENT,
-    anything about the order's state ("lines[0]: only 1 unit(s) ...", "return window
-    closed on ...") is FAILED_PRECONDITION."""
+    The workflow names the status (`code`); a preview from a lifecycle that does not is read
+    from the message: one naming a field of the request ("lines[0].order_line_id: no line
+    ...", "lines: ...") is INVALID_ARGUMENT, anything about the order's state ("lines[0]: only
+    1 unit(s) ...", "return window closed on ...") is FAILED_PRECONDITION."""
     if not summary.startswith(REFUSED_PREFIX):
         return None
     message = summary.removeprefix(REFUSED_PREFIX)
     match = _FIELD_MESSAGE.match(message)
     if message.startswith("give exactly one of"):
         return InvalidArgument([FieldViolation("goodwill", message)])
+    if code:
+        return refusal(code, message) or FailedPrecondition(message)
     if match is not None and ("." in match["field"] or "[" not in match["field"]):
         return InvalidArgument([FieldViolation(match["field"], match["rest"])])
     return FailedPrecondition(message)

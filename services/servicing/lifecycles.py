@@ -222,7 +222,7 @@ class OrderLifecycles:
             return answer
 
         result = await self._found(handle, order.order_id, query)
-        refused = domain.preview_refusal(result.summary)
+        refused = domain.preview_refusal(result.summary, result.refusal_code)
         if refused is not None:
             raise refused
         return change_outcome(result)

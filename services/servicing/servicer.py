@@ -286,14 +286,13 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
     )
 
 
-def exchange_to_domain(request: pb.SubmitExchangeRequest) -> domain.ChangeOrder:
-    """An exchange as a domain change."""
-    return domain.ChangeOrder(
+def exchange_to_domain(
+    request: pb.SubmitExchangeRequest | pb.PreviewExchangeRequest,
+) -> domain.ChangeOrder:
+    """An exchange (submitted or previewed) as a domain change."""
+    order = domain.ChangeOrder(
         kind=domain.EXCHANGE,
         order_id=request.order_id,
-        idempotency_key=request.idempotency_key,
-        actor=request.actor,
-        reason=request.reason,
         lines=_items(request.lines),
         replacement_skus=tuple(line.replacement_sku for line in request.lines),
         replacement_unit_prices_minor=tuple(
@@ -306,19 +305,32 @@ def exchange_to_domain(request: pb.SubmitExchangeRequest) -> domain.ChangeOrder:
             for line in request.lines
         ),
     )
+    if isinstance(request, pb.SubmitExchangeRequest):
+        order = replace(
+            order,
+            idempotency_key=request.idempotency_key,
+            actor=request.actor,
+            reason=request.reason,
+        )
+    return order
 
 
-def reship_to_domain(request: pb.SubmitReshipRequest) -> domain.ChangeOrder:
-    """A reship as a domain change."""
-    return domain.ChangeOrder(
-        kind=domain.RESHIP,
-        order_id=request.order_id,
-        idempotency_key=request.idempotency_key,
-        actor=request.actor,
-        reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
-        note=request.note,
-        lines=_items(request.lines),
+def reship_to_domain(
+    request: pb.SubmitReshipRequest | pb.PreviewReshipRequest,
+) -> domain.ChangeOrder:
+    """A reship (submitted or previewed) as a domain change."""
+    order = domain.ChangeOrder(
+        kind=domain.RESHIP, order_id=request.order_id, lines=_items(request.lines)
     )
+    if isinstance(request, pb.SubmitReshipRequest):
+        order = replace(
+            order,
+            idempotency_key=request.idempotency_key,
+            actor=request.actor,
+            reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
+            note=request.note,
+        )
+    return order
 
 
 def appeasement_to_domain(
@@ -685,6 +697,20 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.SubmitExchangeResponse:
         return pb.SubmitExchangeResponse(
             change=await self._submit(context, exchange_to_domain(request), request)
+        )
+
+    async def PreviewExchange(
+        self, request: pb.PreviewExchangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewExchangeResponse:
+        return pb.PreviewExchangeResponse(
+            preview=await self._preview(context, exchange_to_domain(request))
+        )
+
+    async def PreviewReship(
+        self, request: pb.PreviewReshipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewReshipResponse:
+        return pb.PreviewReshipResponse(
+            preview=await self._preview(context, reship_to_domain(request))
         )
 
     async def SubmitReship(

@@ -396,6 +396,56 @@ async def test_an_exchange_for_a_cheaper_item_ships_it_and_refunds_the_differenc
     ]
 
 
+async def test_previewing_an_exchange_and_a_reship_says_what_they_would_do_and_keeps_nothing(
+    system: System, clients: Clients
+) -> None:
+    view = await a_delivered_order(system, clients)
+    order_id, tshirt, mug = view.order.order_id, line_of(view, TSHIRT), line_of(view, MUG)
+    returned_value = unit_share(tshirt, first_unit=0)
+
+    def exchange(price: int) -> pb.PreviewExchangeRequest:
+        return pb.PreviewExchangeRequest(
+            order_id=order_id,
+            lines=[
+                pb.ExchangeItem(
+                    order_line_id=tshirt.order_line_id,
+                    quantity=1,
+                    replacement_sku="SKU-TSHIRT-L",
+                    replacement_unit_price_minor=price,
+                )
+            ],
+        )
+
+    dearer = (await clients.servicing.PreviewExchange(exchange(returned_value + 250))).preview
+    cheaper = (await clients.servicing.PreviewExchange(exchange(returned_value - 100))).preview
+    reship = (
+        await clients.servicing.PreviewReship(
+            pb.PreviewReshipRequest(
+                order_id=order_id,
+                lines=[pb.ItemQuantity(order_line_id=mug.order_line_id, quantity=1)],
+            )
+        )
+    ).preview
+    with pytest.raises(grpc.aio.AioRpcError) as too_many:
+        await clients.servicing.PreviewReship(
+            pb.PreviewReshipRequest(
+                order_id=order_id,
+                lines=[pb.ItemQuantity(order_line_id=mug.order_line_id, quantity=5)],
+            )
+        )
+
+    assert (dearer.charged_minor, dearer.credited_minor) == (250, 0)
+    assert (cheaper.charged_minor, cheaper.credited_minor) == (0, 100)
+    assert "would ship 1 unit(s) again at no charge" in reship.summary
+    assert too_many.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "only 1 unit(s) of SKU-MUG shipped" in (too_many.value.details() or "")
+    # Nothing was recorded: no change, no return order, no new fulfillment order.
+    changes = await clients.servicing.ListChanges(pb.ListChangesRequest(order_id=order_id))
+    assert list(changes.changes) == []
+    assert len(await clients.fulfillment_orders(order_id)) == len(view.fulfillment_orders)
+    assert (await clients.summary(order_id)).summary.captured == view.payment_summary.captured
+
+
 async def test_an_appeasement_on_a_delivered_order_refunds_the_amount(
     system: System, clients: Clients
 ) -> None:
@@ -574,6 +624,10 @@ async def test_an_agent_cancels_a_unit_and_lists_changes_and_exceptions_with_the
     order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
     its_share = format_minor(unit_share(tshirt, first_unit=1), "USD")
 
+    preview_code, previewed, _ = await oms(
+        system, "order", "cancel", order_id, "--line", tshirt.order_line_id, "--qty", "1",
+        "--reason", "duplicate", "--preview",
+    )  # fmt: skip
     code, out, err = await oms(
         system, "order", "cancel", order_id, "--line", tshirt.order_line_id, "--qty", "1",
         "--reason", "duplicate", "--actor", "agent:ada",
@@ -586,6 +640,7 @@ async def test_an_agent_cancels_a_unit_and_lists_changes_and_exceptions_with_the
         system, "exception", "list", "--order", order_id, "--json"
     )
 
+    assert preview_code == 0 and f"would give back {its_share}" in previewed
     assert (code, err) == (0, "")
     assert out.startswith("cancel chg-")
     assert "by agent:ada: duplicate" in out

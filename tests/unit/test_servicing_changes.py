@@ -143,8 +143,12 @@ def test_a_preview_needs_no_key_actor_or_reason() -> None:
     )
 
 
-def test_only_cancels_returns_and_appeasements_can_be_previewed() -> None:
-    assert invalid_fields(a_change(domain.RESHIP, reason=domain.LOST), preview=True) == ["kind"]
+def test_every_change_but_a_receipt_can_be_previewed() -> None:
+    receipt = a_change(domain.RECEIVE_RETURN, return_order_id="o-1-R1")
+    assert invalid_fields(receipt, preview=True) == ["kind"]
+    # A preview needs no key, actor or reason.
+    reship = a_change(domain.RESHIP, reason="", idempotency_key="", actor="")
+    domain.validate_change(reship, preview=True)
 
 
 # ---- ids and reasons ----------------------------------------------------------------------------

@@ -1720,6 +1720,58 @@ class SubmitExchangeRequest(_message.Message):
 Global___SubmitExchangeRequest: _TypeAlias = SubmitExchangeRequest  # noqa: Y015
 
 @_typing.final
+class PreviewExchangeRequest(_message.Message):
+    """PreviewExchangeRequest asks what an exchange would cost or give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExchangeItem]:
+        """Units returned and their replacements, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ExchangeItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewExchangeRequest: _TypeAlias = PreviewExchangeRequest  # noqa: Y015
+
+@_typing.final
+class PreviewExchangeResponse(_message.Message):
+    """PreviewExchangeResponse is what the exchange would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """The difference the shopper would pay (charged_minor) or get back (credited_minor)."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewExchangeResponse: _TypeAlias = PreviewExchangeResponse  # noqa: Y015
+
+@_typing.final
 class SubmitExchangeResponse(_message.Message):
     """SubmitExchangeResponse carries the recorded change."""
 
@@ -1785,6 +1837,58 @@ class SubmitReshipRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitReshipRequest: _TypeAlias = SubmitReshipRequest  # noqa: Y015
+
+@_typing.final
+class PreviewReshipRequest(_message.Message):
+    """PreviewReshipRequest asks what a reship would send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units to ship again, one entry per line."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewReshipRequest: _TypeAlias = PreviewReshipRequest  # noqa: Y015
+
+@_typing.final
+class PreviewReshipResponse(_message.Message):
+    """PreviewReshipResponse is what the reship would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """The units; a reship moves no money."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewReshipResponse: _TypeAlias = PreviewReshipResponse  # noqa: Y015
 
 @_typing.final
 class SubmitReshipResponse(_message.Message):

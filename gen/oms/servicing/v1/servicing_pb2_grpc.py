@@ -119,10 +119,20 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeResponse.FromString,
                 _registered_method=True)
+        self.PreviewExchange = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewExchange',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeResponse.FromString,
+                _registered_method=True)
         self.SubmitReship = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/SubmitReship',
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.FromString,
+                _registered_method=True)
+        self.PreviewReship = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewReship',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.FromString,
                 _registered_method=True)
         self.PreviewAppeasement = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/PreviewAppeasement',
@@ -280,8 +290,23 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewExchange(self, request, context):
+        """What an exchange would charge or refund (the price difference); nothing is recorded.
+        Whether the replacements are in stock is known only when the exchange is submitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitReship(self, request, context):
         """Ships units again at no charge (parcel lost or damaged).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewReship(self, request, context):
+        """Whether a reship would be accepted and what it would send; nothing is recorded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -406,10 +431,20 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitExchangeResponse.SerializeToString,
             ),
+            'PreviewExchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewExchange,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeResponse.SerializeToString,
+            ),
             'SubmitReship': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitReship,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.SerializeToString,
+            ),
+            'PreviewReship': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewReship,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.SerializeToString,
             ),
             'PreviewAppeasement': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewAppeasement,
@@ -862,6 +897,33 @@ class ServicingService:
             _registered_method=True)
 
     @staticmethod
+    def PreviewExchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewExchange',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewExchangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SubmitReship(request,
             target,
             options=(),
@@ -878,6 +940,33 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/SubmitReship',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitReshipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewReship(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewReship',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,8 +94,14 @@ class ServicingServiceStub:
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
     fulfillment order; the price difference is charged or refunded.
     """
+    PreviewExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]
+    """What an exchange would charge or refund (the price difference); nothing is recorded.
+    Whether the replacements are in stock is known only when the exchange is submitted.
+    """
     SubmitReship: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]
     """Ships units again at no charge (parcel lost or damaged)."""
+    PreviewReship: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReshipRequest, _servicing_pb2.PreviewReshipResponse]
+    """Whether a reship would be accepted and what it would send; nothing is recorded."""
     PreviewAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]
     """What a goodwill credit would give back; nothing is changed."""
     SubmitAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]
@@ -181,8 +187,14 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
     fulfillment order; the price difference is charged or refunded.
     """
+    PreviewExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]  # type: ignore[assignment]
+    """What an exchange would charge or refund (the price difference); nothing is recorded.
+    Whether the replacements are in stock is known only when the exchange is submitted.
+    """
     SubmitReship: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]  # type: ignore[assignment]
     """Ships units again at no charge (parcel lost or damaged)."""
+    PreviewReship: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReshipRequest, _servicing_pb2.PreviewReshipResponse]  # type: ignore[assignment]
+    """Whether a reship would be accepted and what it would send; nothing is recorded."""
     PreviewAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]  # type: ignore[assignment]
     """What a goodwill credit would give back; nothing is changed."""
     SubmitAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]  # type: ignore[assignment]
@@ -357,12 +369,30 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def PreviewExchange(
+        self,
+        request: _servicing_pb2.PreviewExchangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewExchangeResponse, _abc.Awaitable[_servicing_pb2.PreviewExchangeResponse]]:
+        """What an exchange would charge or refund (the price difference); nothing is recorded.
+        Whether the replacements are in stock is known only when the exchange is submitted.
+        """
+
+    @_abc_1.abstractmethod
     def SubmitReship(
         self,
         request: _servicing_pb2.SubmitReshipRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.SubmitReshipResponse, _abc.Awaitable[_servicing_pb2.SubmitReshipResponse]]:
         """Ships units again at no charge (parcel lost or damaged)."""
+
+    @_abc_1.abstractmethod
+    def PreviewReship(
+        self,
+        request: _servicing_pb2.PreviewReshipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewReshipResponse, _abc.Awaitable[_servicing_pb2.PreviewReshipResponse]]:
+        """Whether a reship would be accepted and what it would send; nothing is recorded."""
 
     @_abc_1.abstractmethod
     def PreviewAppeasement(
