@@ -286,6 +286,16 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
     )
 
 
+def _submitted(
+    order: domain.ChangeOrder,
+    request: pb.SubmitExchangeRequest | pb.SubmitAppeasementRequest | pb.SubmitAddItemsRequest,
+) -> domain.ChangeOrder:
+    """`order` with what only a submission carries: its key, who asks and why."""
+    return replace(
+        order, idempotency_key=request.idempotency_key, actor=request.actor, reason=request.reason
+    )
+
+
 def exchange_to_domain(
     request: pb.SubmitExchangeRequest | pb.PreviewExchangeRequest,
 ) -> domain.ChangeOrder:
@@ -305,14 +315,7 @@ def exchange_to_domain(
             for line in request.lines
         ),
     )
-    if isinstance(request, pb.SubmitExchangeRequest):
-        order = replace(
-            order,
-            idempotency_key=request.idempotency_key,
-            actor=request.actor,
-            reason=request.reason,
-        )
-    return order
+    return _submitted(order, request) if isinstance(request, pb.SubmitExchangeRequest) else order
 
 
 def reship_to_domain(
@@ -345,14 +348,7 @@ def appeasement_to_domain(
         amount_minor=request.amount_minor,
         percent_basis_points=request.percent_basis_points,
     )
-    if isinstance(request, pb.SubmitAppeasementRequest):
-        order = replace(
-            order,
-            idempotency_key=request.idempotency_key,
-            actor=request.actor,
-            reason=request.reason,
-        )
-    return order
+    return _submitted(order, request) if isinstance(request, pb.SubmitAppeasementRequest) else order
 
 
 def add_items_to_domain(
@@ -377,14 +373,7 @@ def add_items_to_domain(
             domain.LineIncrease(i.order_line_id, i.quantity, i.tax_minor) for i in request.increases
         ),
     )
-    if isinstance(request, pb.SubmitAddItemsRequest):
-        order = replace(
-            order,
-            idempotency_key=request.idempotency_key,
-            actor=request.actor,
-            reason=request.reason,
-        )
-    return order
+    return _submitted(order, request) if isinstance(request, pb.SubmitAddItemsRequest) else order
 
 
 def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
