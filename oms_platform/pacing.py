@@ -5,8 +5,8 @@ On one machine, starting order lifecycles as fast as orders arrive lets their pr
 and the disk from SubmitOrder. The outbox relay therefore asks a `FrontDoorPacer` how many
 lifecycles it may start: while SubmitOrder is busy and its latency is above the target,
 starts are paced (halved each time the target is missed, raised a little each time it is
-met, never below a floor); when the front door is quiet, or meets the target with room to
-spare, starts are not paced at all. Orders are never refused or reordered: a paced start
+met with room to spare, never below a floor); when the front door is quiet, or meets the
+target while starting many times the floor, starts are not paced at all. Orders are never refused or reordered: a paced start
 waits in the outbox, exactly as it would during a Temporal outage.
 
 Where Temporal and the worker run on machines of their own, processing does not slow the
@@ -21,12 +21,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
+log = structlog.get_logger("oms.pacing")
+
 # The quantile of SubmitOrder latency held against the target.
 QUANTILE = 0.95
 # Below this many SubmitOrders in a window the front door is not busy enough to protect.
 MIN_SAMPLES = 20
-# A missed target halves the pace; a met one raises it by this share of the floor.
+# A missed target halves the pace; a window well within it (under this share of the target)
+# raises the pace by a share of the floor; in between it holds. Processing lags its starts
+# by seconds, so the pace climbs slowly and falls fast.
 DECREASE = 0.5
+WELL_WITHIN = 0.5
 INCREASE_OF_FLOOR = 0.5
 # Pacing stops once the pace reaches this many times the floor with the target met.
 UNPACED_AT_FLOORS = 20
@@ -105,6 +112,15 @@ class FrontDoorPacer:
         self._refilled_at = now
 
     def _evaluate(self, now: float) -> None:
+        before = self._pace
+        self._adjust(now)
+        if self._pace != before:
+            log.info(
+                "lifecycle starts paced" if self._pace is not None else "lifecycle starts unpaced",
+                starts_per_second=None if self._pace is None else round(self._pace, 2),
+            )
+
+    def _adjust(self, now: float) -> None:
         s = self._settings
         since = now - s.window_seconds
         while self._samples and self._samples[0][0] < since:
@@ -116,14 +132,15 @@ class FrontDoorPacer:
         if s.target_seconds <= 0 or len(latencies) < MIN_SAMPLES:
             self._pace = None  # not busy: nothing to protect
             return
-        if quantile(latencies, QUANTILE) > s.target_seconds:
+        observed = quantile(latencies, QUANTILE)
+        if observed > s.target_seconds:
             current = self._pace
             if current is None:  # start from what the relay was doing, with no credit
                 current = len(self._starts) / s.window_seconds
                 self._tokens = 0.0
             self._pace = max(s.floor_per_second, current * DECREASE)
             self._tokens = min(self._tokens, max(1.0, self._pace))
-        elif self._pace is not None:
+        elif self._pace is not None and observed < s.target_seconds * WELL_WITHIN:
             self._pace += s.floor_per_second * INCREASE_OF_FLOOR
             if self._pace >= s.floor_per_second * UNPACED_AT_FLOORS:
                 self._pace = None

@@ -100,7 +100,7 @@ class Settings:
     # While SubmitOrder is busy and its 95th percentile latency (in the capture process) is
     # above this, lifecycle starts are paced so processing yields the machine to the front
     # door (0 = never pace); paced starts never drop below the floor per second.
-    ingest_latency_target_ms: float = 20.0
+    ingest_latency_target_ms: float = 15.0
     lifecycle_starts_floor_per_second: float = 2.0
     # servicing
     # Exchanges ship their replacements once the returned items are received ("on receipt"),

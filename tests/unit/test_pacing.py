@@ -134,3 +134,16 @@ def test_quantile_is_the_nearest_rank() -> None:
     assert quantile(values, 0.95) == 95.0
     assert quantile(values, 0.5) == 50.0
     assert quantile([], 0.95) == 0.0
+
+
+def test_a_target_met_without_room_to_spare_holds_the_pace() -> None:
+    pacer, clock = a_pacer(target_ms=20, floor=2.0)
+    busy_window(pacer, clock, latency_ms=60)
+    clock.now += 0.1
+    pacer.allowance(200)
+    assert pacer.pace == 2.0
+    for _ in range(3):
+        busy_window(pacer, clock, latency_ms=15)  # met, but not by half
+        clock.now += 0.1
+        pacer.allowance(200)
+    assert pacer.pace == 2.0
