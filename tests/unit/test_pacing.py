@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from oms_platform.pacing import (
     MIN_SAMPLES,
     UNPACED_AT_FLOORS,
@@ -51,17 +49,35 @@ def test_a_busy_front_door_that_meets_its_target_is_not_paced() -> None:
     assert pacer.allowance(200) == 200
 
 
-def test_a_missed_target_halves_the_start_rate_the_relay_had() -> None:
+def test_a_busy_slow_front_door_drops_starts_to_the_floor_at_once() -> None:
     pacer, clock = a_pacer(floor=2.0)
-    busy_window(pacer, clock, latency_ms=60, starts=80)  # 40 starts/s
-    clock.now += 0.1
-    pacer.allowance(200)
-    assert pacer.pace == pytest.approx(20.0, rel=0.1)
-    paced = pacer.pace
+    for _ in range(MIN_SAMPLES):  # a burst: half a second of slow SubmitOrders
+        clock.now += 0.025
+        pacer.observe(0.06)
+        pacer.started(1)
+    clock.now += 0.01
+    assert pacer.allowance(200) == 0  # paced, and no credit to start with
+    assert pacer.pace == 2.0
+
+
+def test_a_miss_after_a_raise_halves_the_pace_but_only_once_a_window() -> None:
+    pacer, clock = a_pacer(floor=2.0)
     busy_window(pacer, clock, latency_ms=60)
     clock.now += 0.1
     pacer.allowance(200)
-    assert pacer.pace == paced / 2
+    for _ in range(4):  # four windows well within the target: 2 -> 6 per second
+        busy_window(pacer, clock, latency_ms=5)
+        clock.now += 0.1
+        pacer.allowance(200)
+    assert pacer.pace == 6.0
+    busy_window(pacer, clock, latency_ms=60)
+    clock.now += 0.1
+    pacer.allowance(200)
+    assert pacer.pace == 3.0
+    clock.now += 0.6  # looked at again within the window: no second halving yet
+    pacer.observe(0.06)
+    pacer.allowance(200)
+    assert pacer.pace == 3.0
 
 
 def test_the_pace_never_falls_below_the_floor() -> None:
