@@ -63,6 +63,9 @@ class Settings:
     gateway_for_card: str = "simulated"
     gateway_for_gift_card: str = "simulated-giftcard"
     gateway_for_invoice_terms: str = "simulated"
+    # The simulated gateways append every operation they perform to this JSON-lines file (so
+    # tests can check what happened at the "processor"); empty: nowhere.
+    gateway_log_path: str = ""
     # GetOrder answers within this deadline even if a service is slow.
     get_order_deadline_seconds: float = 2.0
     # Outbox relays: rows per batch and idle poll interval.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,15 +21,6 @@ from services.payments.servicer import PaymentsServicer
 SCHEMA = "payments"
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
-# Where the simulated gateways append every operation they perform (SimulatedGateway's
-# operation_log), so tests can check what happened at the "processor"; unset: nowhere.
-# Read here until Settings has the field `gateway_log_path: str = ""` (the same variable then
-# becomes `settings.gateway_log_path`).
-GATEWAY_LOG_PATH_VARIABLE = "OMS_GATEWAY_LOG_PATH"
-
-
-def _operation_log() -> str:
-    return os.environ.get(GATEWAY_LOG_PATH_VARIABLE, "")
 
 
 def _simulated(settings: Settings) -> PaymentGateway:
@@ -38,7 +28,7 @@ def _simulated(settings: Settings) -> PaymentGateway:
         latency_ms=settings.gateway_latency_ms,
         decline_above_minor=settings.gateway_decline_above_minor,
         transient_failure_rate=settings.gateway_transient_failure_rate,
-        operation_log=_operation_log(),
+        operation_log=settings.gateway_log_path,
     )
 
 
@@ -46,7 +36,7 @@ def _simulated_gift_card(settings: Settings) -> PaymentGateway:
     return SimulatedGiftCardGateway(
         latency_ms=settings.gateway_latency_ms,
         transient_failure_rate=settings.gateway_transient_failure_rate,
-        operation_log=_operation_log(),
+        operation_log=settings.gateway_log_path,
     )
 
 

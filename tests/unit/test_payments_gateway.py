@@ -138,15 +138,12 @@ async def test_the_operation_log_holds_every_operation_performed_once_replays_no
     assert (logged[2].amount_minor, logged[2].result.reason) == (9_000, "amount_exceeds_capture")
 
 
-def test_no_operation_log_is_written_unless_one_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(bootstrap.GATEWAY_LOG_PATH_VARIABLE, raising=False)
+def test_no_operation_log_is_written_unless_one_is_named(tmp_path: Path) -> None:
     assert all(g.operation_log == "" for g in _simulated(bootstrap.make_gateways(Settings())))
 
     log = str(tmp_path / "gateway.jsonl")
-    monkeypatch.setenv(bootstrap.GATEWAY_LOG_PATH_VARIABLE, log)
-    gateways = _simulated(bootstrap.make_gateways(Settings()))
+    named = Settings.from_env(env={"OMS_GATEWAY_LOG_PATH": log})
+    gateways = _simulated(bootstrap.make_gateways(named))
     assert [g.operation_log for g in gateways] == [log, log]
 
 

@@ -245,6 +245,11 @@ class ServicingServiceServicer:
     def PreviewCancel(self, request, context):
         """---- changes to an order
 
+        Each change reaches the order's workflow and is answered with its outcome. A change to an
+        order whose lifecycle has not started yet (just submitted, its start still in capture's
+        outbox) answers UNAVAILABLE: retry with the same request. NOT_FOUND: no such order;
+        FAILED_PRECONDITION: the order's state does not allow it (the message says why).
+
         What canceling would do (units, money given back); nothing is changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -74,6 +74,11 @@ class ServicingServiceStub:
     PreviewCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]
     """---- changes to an order
 
+    Each change reaches the order's workflow and is answered with its outcome. A change to an
+    order whose lifecycle has not started yet (just submitted, its start still in capture's
+    outbox) answers UNAVAILABLE: retry with the same request. NOT_FOUND: no such order;
+    FAILED_PRECONDITION: the order's state does not allow it (the message says why).
+
     What canceling would do (units, money given back); nothing is changed.
     """
     SubmitCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitCancelRequest, _servicing_pb2.SubmitCancelResponse]
@@ -166,6 +171,11 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """Lists an order's return orders, oldest first."""
     PreviewCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]  # type: ignore[assignment]
     """---- changes to an order
+
+    Each change reaches the order's workflow and is answered with its outcome. A change to an
+    order whose lifecycle has not started yet (just submitted, its start still in capture's
+    outbox) answers UNAVAILABLE: retry with the same request. NOT_FOUND: no such order;
+    FAILED_PRECONDITION: the order's state does not allow it (the message says why).
 
     What canceling would do (units, money given back); nothing is changed.
     """
@@ -316,6 +326,11 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.PreviewCancelResponse, _abc.Awaitable[_servicing_pb2.PreviewCancelResponse]]:
         """---- changes to an order
+
+        Each change reaches the order's workflow and is answered with its outcome. A change to an
+        order whose lifecycle has not started yet (just submitted, its start still in capture's
+        outbox) answers UNAVAILABLE: retry with the same request. NOT_FOUND: no such order;
+        FAILED_PRECONDITION: the order's state does not allow it (the message says why).
 
         What canceling would do (units, money given back); nothing is changed.
         """
