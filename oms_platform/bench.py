@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -115,7 +116,8 @@ def bench_settings(data_dir: Path) -> Settings:
         simulator_poll_seconds=0.05,
         outbox_poll_seconds=0.05,
         log_format="json",
-        log_level="warning",
+        # Quiet unless asked for (OMS_LOG_LEVEL=info shows, e.g., when starts were paced).
+        log_level=os.environ.get("OMS_LOG_LEVEL", "warning"),
         **ports,
         **addresses,
     )

@@ -104,7 +104,7 @@ class Settings:
     # above this, lifecycle starts are paced so processing yields the machine to the front
     # door (0 = never pace); paced starts never drop below the floor per second.
     ingest_latency_target_ms: float = 15.0
-    lifecycle_starts_floor_per_second: float = 2.0
+    lifecycle_starts_floor_per_second: float = 0.5
     # servicing
     # Exchanges ship their replacements once the returned items are received ("on receipt"),
     # instead of as soon as the return is opened.
