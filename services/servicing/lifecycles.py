@@ -270,7 +270,9 @@ class OrderLifecycles:
             try:
                 return await call()
             except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
+                # Not found, or found completed: the run may have just continued as new.
+                closed_run = "completed" in error.message.lower()
+                if error.status != RPCStatusCode.NOT_FOUND and not closed_run:
                     raise LifecycleUnavailable(
                         f"Temporal refused the call: {error.message}"
                     ) from None

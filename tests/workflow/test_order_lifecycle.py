@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -326,7 +326,16 @@ async def until(services: Services, kind: str, count: int = 1) -> None:
 
 
 async def update(handle: Handle, name: str, request: Any, result_type: Any = ChangeResult) -> Any:
-    return await handle.execute_update(name, request, result_type=result_type)
+    """Send an Update as servicing does: sent again when it reached a run that was just then
+    continuing as new (the server answers that the run is completed; the next run takes it)."""
+    for _ in range(20):
+        try:
+            return await handle.execute_update(name, request, result_type=result_type)
+        except RPCError as error:
+            if "completed" not in error.message.lower() and error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} found no open run")
 
 
 def change(kind: str, **fields: Any) -> ChangeRequest:
