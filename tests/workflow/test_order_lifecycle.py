@@ -326,11 +326,15 @@ async def until(services: Services, kind: str, count: int = 1) -> None:
 
 
 async def update(handle: Handle, name: str, request: Any, result_type: Any = ChangeResult) -> Any:
-    """Send an Update as servicing does: sent again when it reached a run that was just then
-    continuing as new (the server answers that the run is completed; the next run takes it)."""
+    return await handle.execute_update(name, request, result_type=result_type)
+
+
+async def update_across_runs(handle: Handle, name: str, request: Any) -> Any:
+    """Send an Update as servicing does to an order that continues as new: sent again when it
+    reached a run just as that run continued (the server answers "completed workflow")."""
     for _ in range(20):
         try:
-            return await handle.execute_update(name, request, result_type=result_type)
+            return await update(handle, name, request)
         except RPCError as error:
             if "completed" not in error.message.lower() and error.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -1227,21 +1231,23 @@ async def test_a_delivered_order_with_a_long_history_continues_as_new_and_keeps_
         await ship_everything(handle)
         await until(services, "order.fulfilled")
         first = change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000)
-        given = await update(handle, APPEASE_UPDATE, first)
-        again = await update(handle, APPEASE_UPDATE, first)  # the same change, asked twice
-        await update(
+        given = await update_across_runs(handle, APPEASE_UPDATE, first)
+        again = await update_across_runs(
+            handle, APPEASE_UPDATE, first
+        )  # the same change, asked twice
+        await update_across_runs(
             handle,
             APPEASE_UPDATE,
             change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000),
         )
         # What was refunded in earlier runs still counts: 90% more would exceed the capture.
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await update(
+            await update_across_runs(
                 handle,
                 APPEASE_UPDATE,
                 change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=9000),
             )
-        reship = await update(
+        reship = await update_across_runs(
             handle, RESHIP_UPDATE, change("reship", lines=[ItemQuantity("line-1", 1)])
         )
         [fo] = reship.fulfillment_order_ids
