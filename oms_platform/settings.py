@@ -81,6 +81,9 @@ class Settings:
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
+    # `oms dev` and the benches: how much lower (nice) than capture and Postgres the stack runs
+    # Temporal, the worker, the simulator and the other services; 0 runs them all alike.
+    stack_background_niceness: int = 10
     # lifecycle: durations the order workflow waits (written into each order at capture).
     # An order whose payment cannot be authorized within this time is canceled.
     authorization_timeout_seconds: int = 3600

@@ -3,6 +3,11 @@
 Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
 migrations, the four services, a worker and the warehouse simulator, each service in its own
 process. Children that die are restarted; Ctrl-C stops everything in reverse order.
+
+On one machine the front door comes first: capture (and Postgres) run at normal CPU priority,
+while what can lag without losing anything (Temporal, the worker, the simulator and the
+services the lifecycle calls) runs `OMS_STACK_BACKGROUND_NICENESS` lower. Under a burst the
+lifecycles slow down instead of SubmitOrder; with CPU to spare nothing changes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import structlog
 
 from oms_platform import db
 from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer, wait_for_port
+from oms_platform.devstack.temporal_server import TemporalDevServer, niced, wait_for_port
 from oms_platform.service import migrate_all
 from oms_platform.settings import SERVICES, Settings
 
@@ -37,6 +42,7 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    background: bool = True  # runs at the stack's background niceness
 
 
 @dataclass
@@ -70,12 +76,15 @@ class Stack:
                 self.data_dir / "temporal" / "temporal.db",
                 settings.embedded_temporal_port,
                 settings.embedded_temporal_ui_port,
+                niceness=settings.stack_background_niceness,
             )
             self.temporal.start()
             settings = replace(settings, temporal_address=self.temporal.target)
         self.settings = settings
         cli = [sys.executable, "-m", "oms_platform.cli"]
-        self.children = [Child(name, [*cli, "serve", name]) for name in SERVICES]
+        self.children = [
+            Child(name, [*cli, "serve", name], background=name != "capture") for name in SERVICES
+        ]
         self.children.append(Child("worker", [*cli, "worker"]))
         if settings.simulator:
             self.children.append(Child("simulator", [*cli, "simulator"]))
@@ -90,8 +99,9 @@ class Stack:
         log_path = self.data_dir / "logs" / f"{child.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
+        niceness = self.settings.stack_background_niceness if child.background else 0
         child.process = subprocess.Popen(
-            child.args, env=env, stdout=out, stderr=out, start_new_session=True
+            niced(child.args, niceness), env=env, stdout=out, stderr=out, start_new_session=True
         )
         child.started_at = time.monotonic()
 

@@ -40,11 +40,14 @@ def test_server_binary() -> str:
 class TemporalDevServer:
     """`temporal server start-dev` persisting to `db_file`, with the UI on `ui_port`."""
 
-    def __init__(self, db_file: Path, port: int, ui_port: int, *, ui: bool = True) -> None:
+    def __init__(
+        self, db_file: Path, port: int, ui_port: int, *, ui: bool = True, niceness: int = 0
+    ) -> None:
         self.db_file = Path(db_file)
         self.port = port
         self.ui_port = ui_port
         self.ui = ui
+        self.niceness = niceness
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.db_file.parent / "temporal.log"
 
@@ -73,7 +76,9 @@ class TemporalDevServer:
         }.items():
             args += ["--dynamic-config-value", f"{key}={value}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(
+            niced(args, self.niceness), stdout=log, stderr=log, start_new_session=True
+        )
         wait_for_port("127.0.0.1", self.port, 60.0, self.process)
         return self.process
 
@@ -104,6 +109,13 @@ def wait_for_port(
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def niced(args: list[str], niceness: int) -> list[str]:
+    """`args` run at a lower CPU priority (coreutils `nice`), or as they are for 0 or where
+    there is no `nice`."""
+    tool = shutil.which("nice") if niceness > 0 else None
+    return [tool, "-n", str(niceness), *args] if tool else args
 
 
 def free_port() -> int:

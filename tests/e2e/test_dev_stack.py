@@ -4,7 +4,9 @@ own, embedded Postgres and Temporal), driven over gRPC and through the `oms` CLI
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import grpc
 import pytest
@@ -126,3 +128,44 @@ async def test_ctrl_c_stops_everything_and_a_restart_keeps_the_orders(stack: Dev
     listed = stack.cli("order", "list", "--json")
     after = {o["order_id"]: o["status"] for o in json.loads(listed.stdout)["orders"]}
     assert after == before
+
+
+def _descendants(pid: int) -> dict[int, tuple[str, int]]:
+    """Every process below `pid`: its command line and its niceness (from /proc)."""
+    found: dict[int, tuple[str, int]] = {}
+    parents = {pid}
+    while parents:
+        children: set[int] = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # exited meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            if int(fields[1]) in parents and int(entry.name) not in found:
+                found[int(entry.name)] = (command, int(fields[16]))
+                children.add(int(entry.name))
+        parents = children
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads niceness from /proc")
+def test_capture_and_postgres_run_ahead_of_what_may_lag(stack: DevStack) -> None:
+    """On one machine the front door keeps its CPU priority; Temporal, the worker, the
+    simulator and the services the lifecycle calls run 10 lower (OMS_STACK_BACKGROUND_NICENESS)."""
+    assert stack.process is not None
+    own = os.getpriority(os.PRIO_PROCESS, stack.process.pid)
+    processes = _descendants(stack.process.pid).values()
+
+    def niceness_of(marker: str) -> set[int]:
+        return {nice - own for command, nice in processes if marker in command}
+
+    assert niceness_of("serve capture") == {0}
+    assert niceness_of("postgres -D") == {0}
+    background = min(10, 19 - own)
+    for marker in ("serve fulfillment", "serve payments", "serve servicing", "cli worker",
+                   "cli simulator", "server start-dev"):  # fmt: skip
+        assert niceness_of(marker) == {background}, marker
