@@ -1038,6 +1038,7 @@ async def test_goodwill_on_a_line_before_shipping_is_taken_off_its_invoice(
         )
         await ship_everything(handle)
         result = await handle.result()
+        await record(handle, "goodwill_before_invoice")
 
     line_1 = 2000 - 100 + 150
     assert preview.credited_minor == ten_percent.credited_minor == line_1 // 10
@@ -1180,6 +1181,7 @@ async def test_an_exchange_that_ships_on_receipt_places_and_charges_only_when_re
         )
         await handle.signal("fulfillment_event", delivered(fo_id, "s9"))
         await handle.result()
+        await record(handle, "exchange_ships_on_receipt")
 
     assert "ships once the return is received" in opened.summary
     assert received.charged_minor == 500 and received.refunded_minor == 0
@@ -1232,9 +1234,8 @@ async def test_a_delivered_order_with_a_long_history_continues_as_new_and_keeps_
         await until(services, "order.fulfilled")
         first = change("appease", lines=[ItemQuantity("line-2", 1)], percent_basis_points=1000)
         given = await update_across_runs(handle, APPEASE_UPDATE, first)
-        again = await update_across_runs(
-            handle, APPEASE_UPDATE, first
-        )  # the same change, asked twice
+        # The same change, asked twice:
+        again = await update_across_runs(handle, APPEASE_UPDATE, first)
         await update_across_runs(
             handle,
             APPEASE_UPDATE,
@@ -1255,6 +1256,13 @@ async def test_a_delivered_order_with_a_long_history_continues_as_new_and_keeps_
         await handle.signal("fulfillment_event", delivered(fo, "s2"))
         result = await handle.result()
         latest = await time_skipping_env.client.get_workflow_handle(handle.id).describe()
+        first_run_handle = time_skipping_env.client.get_workflow_handle(
+            handle.id, run_id=handle.first_execution_run_id
+        )
+        await record(first_run_handle, "continued_as_new_first_run")
+        await record(
+            time_skipping_env.client.get_workflow_handle(handle.id), "continued_as_new_last_run"
+        )
 
     assert latest.run_id != handle.first_execution_run_id  # it continued as new
     first_run = [
