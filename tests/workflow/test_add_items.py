@@ -12,7 +12,6 @@ from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from tests.history import record
 from tests.workflow.test_order_lifecycle import (
@@ -22,10 +21,10 @@ from tests.workflow.test_order_lifecycle import (
     change,
     delivered,
     shipped,
+    start,
     until,
     update,
 )
-from workflows.lifecycle import OrderLifecycle
 from workflows.types import (
     ADD_ITEMS_UPDATE,
     FULFILLED,
@@ -36,10 +35,8 @@ from workflows.types import (
     FulfillmentOrderData,
     LineIncrease,
     NewLineData,
-    OrderLifecycleInput,
     RouteInput,
     RouteResult,
-    order_workflow_id,
 )
 
 CAP = NewLineData("SKU-CAP", 2, 800, tax_minor=96, name="Cap")  # 1600 + 96
@@ -87,19 +84,6 @@ class Shop(Services):
             mine.get(getattr(a, "__temporal_activity_definition").name, a)
             for a in super().activities()
         ]
-
-
-async def start(
-    env: WorkflowEnvironment, shop: Shop, order: OrderLifecycleInput
-) -> tuple[Worker, Handle]:
-    queue = f"wf-add-{order.order_id}"
-    worker = Worker(
-        env.client, task_queue=queue, workflows=[OrderLifecycle], activities=shop.activities()
-    )
-    handle = await env.client.start_workflow(
-        OrderLifecycle.run, order, id=order_workflow_id(order.order_id), task_queue=queue
-    )
-    return worker, handle
 
 
 def add(*, new: list[NewLineData] | None = None, more: list[LineIncrease] | None = None) -> Any:
