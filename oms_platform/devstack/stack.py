@@ -6,8 +6,9 @@ process. Children that die are restarted; Ctrl-C stops everything in reverse ord
 
 On one machine the front door comes first: capture (and Postgres) run at normal CPU priority,
 while what can lag without losing anything (Temporal, the worker, the simulator and the
-services the lifecycle calls) runs `OMS_STACK_BACKGROUND_NICENESS` lower. Under a burst the
-lifecycles slow down instead of SubmitOrder; with CPU to spare nothing changes.
+services the lifecycle calls) runs `OMS_STACK_BACKGROUND_NICENESS` lower: the process and
+its session group, which is what Linux ranks when it schedules by session (autogroup). Under
+a burst the lifecycles slow down instead of SubmitOrder; with CPU to spare nothing changes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ import structlog
 
 from oms_platform import db
 from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer, niced, wait_for_port
+from oms_platform.devstack.temporal_server import (
+    TemporalDevServer,
+    lower_group_priority,
+    niced,
+    wait_for_port,
+)
 from oms_platform.service import migrate_all
 from oms_platform.settings import SERVICES, Settings
 
@@ -103,6 +109,7 @@ class Stack:
         child.process = subprocess.Popen(
             niced(child.args, niceness), env=env, stdout=out, stderr=out, start_new_session=True
         )
+        lower_group_priority(child.process.pid, niceness)
         child.started_at = time.monotonic()
 
     def banner(self) -> str:

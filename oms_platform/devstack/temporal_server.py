@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -79,6 +80,7 @@ class TemporalDevServer:
         self.process = subprocess.Popen(
             niced(args, self.niceness), stdout=log, stderr=log, start_new_session=True
         )
+        lower_group_priority(self.process.pid, self.niceness)
         wait_for_port("127.0.0.1", self.port, 60.0, self.process)
         return self.process
 
@@ -116,6 +118,16 @@ def niced(args: list[str], niceness: int) -> list[str]:
     there is no `nice`."""
     tool = shutil.which("nice") if niceness > 0 else None
     return [tool, "-n", str(niceness), *args] if tool else args
+
+
+def lower_group_priority(pid: int, niceness: int) -> None:
+    """Lower the CPU priority of the session `pid` leads, where Linux schedules sessions as
+    groups (autogroup): there a process's own nice value only ranks it within its session, and
+    every child of the stack has a session of its own."""
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):  # no autogroup (other kernels), or the child is gone
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
 def free_port() -> int:
