@@ -432,9 +432,12 @@ def _change_request(args: argparse.Namespace) -> Any:
 
     common = {"order_id": args.order_id, "idempotency_key": args.key, "actor": args.actor}
     conditions = {c: spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in CONDITIONS}
-    items = [spb.ItemQuantity(order_line_id=line, quantity=q) for line, q in _item_pairs(args)]
+
+    def items() -> list[Any]:  # only the commands with --line/--qty pairs have them
+        return [spb.ItemQuantity(order_line_id=line, quantity=q) for line, q in _item_pairs(args)]
+
     if args.order_command == "cancel":
-        return spb.SubmitCancelRequest(**common, reason=args.reason, lines=items)
+        return spb.SubmitCancelRequest(**common, reason=args.reason, lines=items())
     if args.order_command == "return":
         return spb.SubmitReturnRequest(
             **common,
@@ -473,7 +476,7 @@ def _change_request(args: argparse.Namespace) -> Any:
             **common,
             reason=spb.ReshipReason.Value(f"RESHIP_REASON_{args.reason.upper()}"),
             note=args.note,
-            lines=items,
+            lines=items(),
         )
     request = spb.SubmitAppeasementRequest(
         **common, reason=args.reason, order_line_id=args.line or ""

@@ -651,3 +651,28 @@ async def test_an_agent_cancels_a_unit_and_lists_changes_and_exceptions_with_the
     assert refused_code == 1
     assert "INVALID_ARGUMENT" in refused and "lines[0].order_line_id" in refused
     assert (exceptions_code, json.loads(exceptions)) == (0, {})
+
+
+async def test_an_agent_gives_goodwill_on_a_line_with_the_cli(
+    system: System, clients: Clients
+) -> None:
+    view = await a_delivered_order(system, clients)
+    order_id, mug = view.order.order_id, line_of(view, MUG)
+    three = format_minor(300, "USD")
+
+    preview_code, previewed, preview_err = await oms(
+        system, "order", "appease", order_id, "--line", mug.order_line_id, "--amount", "300",
+        "--preview",
+    )  # fmt: skip
+    code, out, err = await oms(
+        system, "order", "appease", order_id, "--line", mug.order_line_id, "--amount", "300",
+        "--reason", "late delivery", "--actor", "agent:ada",
+    )  # fmt: skip
+
+    assert (preview_code, preview_err) == (0, "")
+    assert f"would give back {three}" in previewed
+    assert (code, err) == (0, "")
+    assert out.startswith("appeasement chg-") and "by agent:ada: late delivery" in out
+    assert f"refunded {three}" in out
+    summary = (await clients.summary(order_id)).summary
+    assert summary.refunded.amount_minor == 300
