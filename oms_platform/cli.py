@@ -423,6 +423,7 @@ CHANGE_RPCS = {
         "PreviewAppeasement",
         ("order_id", "order_line_id", "amount_minor", "percent_basis_points"),
     ),
+    "add-items": ("SubmitAddItems", "PreviewAddItems", ("order_id", "new_lines", "increases")),
 }
 
 
@@ -478,6 +479,11 @@ def _change_request(args: argparse.Namespace) -> Any:
             note=args.note,
             lines=items(),
         )
+    if args.order_command == "add-items":
+        new_lines, increases = _additions(args)
+        return spb.SubmitAddItemsRequest(
+            **common, reason=args.reason, new_lines=new_lines, increases=increases
+        )
     request = spb.SubmitAppeasementRequest(
         **common, reason=args.reason, order_line_id=args.line or ""
     )
@@ -489,8 +495,8 @@ def _change_request(args: argparse.Namespace) -> Any:
 
 
 async def cmd_order_change(settings: Settings, args: argparse.Namespace) -> int:
-    """cancel, return, exchange, reship and appease: one Submit each, answered with the result
-    (or, with --preview, what it would do: nothing is recorded)."""
+    """cancel, return, exchange, reship, appease and add-items: one Submit each, answered with
+    the result (or, with --preview, what it would do: nothing is recorded)."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
     submit_rpc, preview_rpc, preview_fields = CHANGE_RPCS[args.order_command]
@@ -541,8 +547,8 @@ def _minor(value: str, option: str) -> int:
         raise SystemExit(f"error: {option}: {value!r} is not a whole number") from None
 
 
-async def cmd_order_add_items(settings: Settings, args: argparse.Namespace) -> int:
-    """Add lines or units before fulfillment (or, with --preview, say what that would do)."""
+def _additions(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """add-items: the new lines (--new) and the more units of lines (--more) asked for."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
     new_lines = []
@@ -568,34 +574,7 @@ async def cmd_order_add_items(settings: Settings, args: argparse.Namespace) -> i
         )
     if not new_lines and not increases:
         raise SystemExit("error: give at least one --new or --more")
-    channel, stub = _servicing(settings)
-    async with channel:
-        if args.preview:
-            response: Any = await stub.PreviewAddItems(
-                spb.PreviewAddItemsRequest(
-                    order_id=args.order_id, new_lines=new_lines, increases=increases
-                ),
-                timeout=args.timeout,
-            )
-        else:
-            response = await stub.SubmitAddItems(
-                spb.SubmitAddItemsRequest(
-                    order_id=args.order_id,
-                    idempotency_key=args.key,
-                    actor=args.actor,
-                    reason=args.reason,
-                    new_lines=new_lines,
-                    increases=increases,
-                ),
-                timeout=args.timeout,
-            )
-    if args.json:
-        print(_as_json(response))
-    elif args.preview:
-        _print_outcome(response.preview, await _currency_of(settings, args.order_id), indent="")
-    else:
-        _print_change(response.change, await _currency_of(settings, args.order_id))
-    return 0
+    return new_lines, increases
 
 
 async def cmd_order_changes(settings: Settings, args: argparse.Namespace) -> int:
@@ -996,7 +975,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:exchange": cmd_order_change,
     "order:reship": cmd_order_change,
     "order:appease": cmd_order_change,
-    "order:add-items": cmd_order_add_items,
+    "order:add-items": cmd_order_change,
     "order:changes": cmd_order_changes,
     "return": cmd_return,
     "exception": cmd_exception,

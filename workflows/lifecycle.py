@@ -953,11 +953,7 @@ class OrderLifecycle:
 
     @cancel_items.validator
     def _validate_cancel(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
-            self._ledger.plan_cancel(request.lines)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+        self._validate_with(request, lambda: self._ledger.plan_cancel(request.lines))
 
     @workflow.update(name=APPEASE_UPDATE)
     async def appease(self, request: ChangeRequest) -> ChangeResult:
@@ -1034,11 +1030,7 @@ class OrderLifecycle:
 
     @appease.validator
     def _validate_appease(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
-            self._appeasement_amount(request)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+        self._validate_with(request, lambda: self._appeasement_amount(request))
 
     def _appeasement_amount(self, request: ChangeRequest) -> tuple[int, bool]:
         """The goodwill asked for, and whether it comes off what will be charged (nothing has
@@ -1152,11 +1144,7 @@ class OrderLifecycle:
 
     @reship_items.validator
     def _validate_reship(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
-            self._check_reship(request)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+        self._validate_with(request, lambda: self._check_reship(request))
 
     def _check_reship(self, request: ChangeRequest) -> None:
         ledger = self._ledger
@@ -1260,12 +1248,11 @@ class OrderLifecycle:
 
     @add_items.validator
     def _validate_add_items(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
+        def check() -> None:
             self._check_adding_allowed(now=False)
             self._plan_add_items(request)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+
+        self._validate_with(request, check)
 
     def _check_adding_allowed(self, *, now: bool) -> None:
         """Refuse (ChangeRefused) adding items to an order in a state that does not allow it.
@@ -1327,12 +1314,11 @@ class OrderLifecycle:
 
     @return_items.validator
     def _validate_return(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
+        def check() -> None:
             self._check_return_window()
             self._ledger.plan_return(request.lines)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+
+        self._validate_with(request, check)
 
     async def _open_return(
         self, request: ChangeRequest, *, exchange: bool, record: bool = True
@@ -1680,11 +1666,7 @@ class OrderLifecycle:
 
     @exchange_items.validator
     def _validate_exchange(self, request: ChangeRequest) -> None:
-        self._validate_change(request)
-        try:
-            self._check_exchange(request)
-        except ChangeRefused as refused:
-            raise _refuse(refused) from None
+        self._validate_with(request, lambda: self._check_exchange(request))
 
     def _check_exchange(self, request: ChangeRequest) -> dict[str, Replacement]:
         """Refuse an exchange the order does not allow; returns each line's replacement."""
@@ -1841,6 +1823,15 @@ class OrderLifecycle:
         return result
 
     # ---- helpers -------------------------------------------------------------------------------
+
+    def _validate_with(self, request: ChangeRequest, check: Callable[[], object]) -> None:
+        """An Update validator: the checks every change passes, then `check`, whose
+        ChangeRefused becomes the refusal (with its status) before anything enters history."""
+        self._validate_change(request)
+        try:
+            check()
+        except ChangeRefused as refused:
+            raise _refuse(refused) from None
 
     def _validate_change(self, request: ChangeRequest) -> None:
         if not request.change_id:
