@@ -6,9 +6,9 @@ warehouse simulator, embedded Postgres and Temporal).
 accepted orders/s and p50/p99 SubmitOrder latency, and the same for a baseline measured in
 the same run: a minimal gRPC server (a child process, as capture is) whose one RPC takes the
 same request bytes and does a single INSERT into a scratch table on the same Postgres, with
-a pool of the same size. The ratio is what capture costs over that floor. `--rate` paces
-submissions (orders per second; latency then counts from each order's scheduled time, so a
-backlog shows).
+a pool made as capture's is, of the same size. The ratio is what capture costs over that
+floor. `--rate` paces submissions (orders per second; latency then counts from each order's
+scheduled time, so a backlog shows).
 
 `oms bench reads --seed 10000 --seed 200000` imports historical orders (ImportOrders) until
 the database holds each size in turn, and measures GetOrder and ListOrders (a mix of
@@ -37,7 +37,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import db, grpcutil
 from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port, wait_for_port
@@ -177,7 +177,7 @@ async def serve_baseline(dsn: str, port: int, pool_size: int) -> None:
     conn = await asyncpg.connect(dsn)
     await conn.execute(SQL_BASELINE_SCHEMA)
     await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+    pool = await db.create_pool(dsn, "bench", min_size=pool_size, max_size=pool_size)
     baseline = _BaselineServer(pool)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(

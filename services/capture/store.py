@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from oms_platform import outbox
+from oms_platform import db, outbox
 from oms_platform.errors import AlreadyExists, NotFound
 from services.capture import domain
 
@@ -319,9 +319,9 @@ ORDER BY l.order_created_at DESC, l.order_id DESC
 LIMIT $8"""
 )
 
-# Filters that turn on or off per request defeat a generic plan; plan each list query for
-# its own parameters (reset when the connection goes back to the pool).
-SQL_PLAN_FOR_PARAMETERS = "SET plan_cache_mode = force_custom_plan"
+# Filters that turn on or off per request defeat a generic plan; each list query is planned
+# for its own parameters (this setting, for the query only).
+PLAN_FOR_PARAMETERS = ("plan_cache_mode", "force_custom_plan")
 
 SQL_GROUPS_OF_ORDERS = """
 SELECT id, order_id, ref, recipient_name, line1, line2, city, region, postal_code,
@@ -802,34 +802,34 @@ async def list_orders(
     limit: int,
 ) -> list[domain.Order]:
     """Up to `limit` orders matching the filter, newest first, after the cursor."""
-    await conn.execute(SQL_PLAN_FOR_PARAMETERS)
     cursor_at, cursor_id = after if after else (None, "")
-    if where.sku and not where.shopper_id:
-        # A shopper's own orders are fewer than a SKU's: then the orders side drives.
-        rows = await conn.fetch(
-            SQL_LIST_ORDERS_WITH_SKU,
-            list(where.statuses),
-            where.channel,
-            where.sku,
-            where.created_from,
-            where.created_to,
-            cursor_at,
-            cursor_id,
-            limit,
-        )
-    else:
-        rows = await conn.fetch(
-            SQL_LIST_ORDERS,
-            list(where.statuses),
-            where.channel,
-            where.shopper_id,
-            where.created_from,
-            where.created_to,
-            cursor_at,
-            cursor_id,
-            limit,
-            where.sku,
-        )
+    async with db.session_setting(conn, *PLAN_FOR_PARAMETERS):
+        if where.sku and not where.shopper_id:
+            # A shopper's own orders are fewer than a SKU's: then the orders side drives.
+            rows = await conn.fetch(
+                SQL_LIST_ORDERS_WITH_SKU,
+                list(where.statuses),
+                where.channel,
+                where.sku,
+                where.created_from,
+                where.created_to,
+                cursor_at,
+                cursor_id,
+                limit,
+            )
+        else:
+            rows = await conn.fetch(
+                SQL_LIST_ORDERS,
+                list(where.statuses),
+                where.channel,
+                where.shopper_id,
+                where.created_from,
+                where.created_to,
+                cursor_at,
+                cursor_id,
+                limit,
+                where.sku,
+            )
     return await _assemble(conn, rows)
 
 

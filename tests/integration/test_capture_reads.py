@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
+from oms_platform import db
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
@@ -196,6 +197,27 @@ async def test_a_range_that_ends_before_it_starts_is_refused(
     assert "created_to" in (raised.value.details() or "")
 
 
+async def test_a_listing_hands_its_connection_back_as_it_was_lent(
+    capture: capture_pb2_grpc.CaptureServiceStub, reads_settings: Settings
+) -> None:
+    # Pooled connections are not reset on release, so the listing's planner setting must not
+    # outlive it, whether the listing succeeds or fails.
+    pool = await db.create_pool(reads_settings.dsn, "capture", 1, 1)
+    try:
+        async with pool.acquire() as conn:
+            default = await conn.fetchval("SHOW plan_cache_mode")
+            orders = await store.list_orders(conn, domain.OrderFilter(), None, 5)
+            assert len(orders) == 5
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == default
+            with pytest.raises(asyncpg.PostgresError):
+                await store.list_orders(conn, domain.OrderFilter(), None, -1)  # LIMIT < 0
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == default != "force_custom_plan"
+    finally:
+        await pool.close()
+
+
 # ---- plans ----------------------------------------------------------------------------------
 
 BIG_TABLES = {"orders", "order_lines"}
@@ -214,7 +236,8 @@ async def explain(
     """The executed plan of one ListOrders page (51 rows) as a flat list of nodes."""
     f = domain.OrderFilter(**where)
     at, order_id = after if after else (None, "")
-    await conn.execute(store.SQL_PLAN_FOR_PARAMETERS)
+    name, value = store.PLAN_FOR_PARAMETERS
+    await conn.execute(f"SET {name} = {value}")
     if f.sku and not f.shopper_id:
         sql = store.SQL_LIST_ORDERS_WITH_SKU
         args: list[Any] = [list(f.statuses), f.channel, f.sku, f.created_from, f.created_to]
