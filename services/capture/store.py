@@ -795,6 +795,19 @@ async def get_order(conn: Conn, order_id: str) -> domain.Order:
     return found[0]
 
 
+def list_query(
+    where: domain.OrderFilter, after: tuple[datetime, str] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The statement of one ListOrders page and its arguments."""
+    cursor_at, cursor_id = after if after else (None, "")
+    head = [list(where.statuses), where.channel]
+    window = [where.created_from, where.created_to, cursor_at, cursor_id, limit]
+    if where.sku and not where.shopper_id:
+        # A shopper's own orders are fewer than a SKU's: then the orders side drives.
+        return SQL_LIST_ORDERS_WITH_SKU, [*head, where.sku, *window]
+    return SQL_LIST_ORDERS, [*head, where.shopper_id, *window, where.sku]
+
+
 async def list_orders(
     conn: Conn,
     where: domain.OrderFilter,
@@ -802,34 +815,9 @@ async def list_orders(
     limit: int,
 ) -> list[domain.Order]:
     """Up to `limit` orders matching the filter, newest first, after the cursor."""
-    cursor_at, cursor_id = after if after else (None, "")
+    sql, args = list_query(where, after, limit)
     async with db.session_setting(conn, *PLAN_FOR_PARAMETERS):
-        if where.sku and not where.shopper_id:
-            # A shopper's own orders are fewer than a SKU's: then the orders side drives.
-            rows = await conn.fetch(
-                SQL_LIST_ORDERS_WITH_SKU,
-                list(where.statuses),
-                where.channel,
-                where.sku,
-                where.created_from,
-                where.created_to,
-                cursor_at,
-                cursor_id,
-                limit,
-            )
-        else:
-            rows = await conn.fetch(
-                SQL_LIST_ORDERS,
-                list(where.statuses),
-                where.channel,
-                where.shopper_id,
-                where.created_from,
-                where.created_to,
-                cursor_at,
-                cursor_id,
-                limit,
-                where.sku,
-            )
+        rows = await conn.fetch(sql, *args)
     return await _assemble(conn, rows)
 
 

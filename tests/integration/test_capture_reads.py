@@ -234,19 +234,9 @@ async def explain(
     conn: asyncpg.Connection, where: dict[str, Any], after: tuple[datetime, str] | None = None
 ) -> list[dict[str, Any]]:
     """The executed plan of one ListOrders page (51 rows) as a flat list of nodes."""
-    f = domain.OrderFilter(**where)
-    at, order_id = after if after else (None, "")
-    name, value = store.PLAN_FOR_PARAMETERS
-    await conn.execute(f"SET {name} = {value}")
-    if f.sku and not f.shopper_id:
-        sql = store.SQL_LIST_ORDERS_WITH_SKU
-        args: list[Any] = [list(f.statuses), f.channel, f.sku, f.created_from, f.created_to]
-        args += [at, order_id, 51]
-    else:
-        sql = store.SQL_LIST_ORDERS
-        args = [list(f.statuses), f.channel, f.shopper_id, f.created_from, f.created_to]
-        args += [at, order_id, 51, f.sku]
-    raw = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+    sql, args = store.list_query(domain.OrderFilter(**where), after, 51)
+    async with db.session_setting(conn, *store.PLAN_FOR_PARAMETERS):
+        raw = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
     return nodes(plan)
 
