@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from oms_platform import bench_routing, grpcutil
+from oms_platform import bench_routing, grpcutil, temporal
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import SPLIT_SKUS, sample_order, split_order
@@ -109,6 +109,7 @@ def bench_settings(data_dir: Path) -> Settings:
         embedded_postgres_port=free_port(),
         embedded_temporal_port=free_port(),
         embedded_temporal_ui_port=free_port(),
+        codec_server_port=free_port(),
         simulator=True,
         simulator_step_seconds=0.0,
         # Lifecycles end at delivery (no return window), so a workflow's result marks it.
@@ -268,8 +269,10 @@ async def run(args: argparse.Namespace) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     stack = Stack(bench_settings(data_dir))
     settings = await stack.start()
+    closing: list[Client] = []
     try:
-        client = await Client.connect(settings.temporal_target)
+        client = await temporal.connect(settings)
+        closing.append(client)
         await _stock_split_skus(settings)
         # Warm up: one order end to end, so start-up costs are not measured.
         await _lifecycle_phase(settings, client, 1, 1)
@@ -289,6 +292,8 @@ async def run(args: argparse.Namespace) -> int:
             },
         )
     finally:
+        for opened in closing:
+            await temporal.close(opened)
         stack.stop()
         if not args.keep:
             import shutil

@@ -69,7 +69,34 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from workflows.worker import run_worker
 
     client = await _retry(lambda: temporal.connect(settings), "Temporal")
-    await run_worker(settings, client)
+    try:
+        await run_worker(settings, client)
+    finally:
+        await temporal.close(client)
+    return 0
+
+
+async def cmd_codec_server(settings: Settings, args: argparse.Namespace) -> int:
+    from oms_platform.codec_server import serve_forever
+
+    await serve_forever(settings)
+    return 0
+
+
+async def cmd_codec(settings: Settings, args: argparse.Namespace) -> int:
+    from oms_platform import codec, temporal
+
+    if args.codec_command == "new-key":
+        # Printed, not written: the operator puts it first in every process's keys file.
+        print(codec.new_key_line(args.id or None))
+        return 0
+    payload_codec = await temporal.open_codec(settings, cache=False)
+    assert payload_codec.vault is not None
+    try:
+        done = await payload_codec.vault.rewrap()
+    finally:
+        await payload_codec.vault.close()
+    print(f"{done} data keys re-wrapped under master key {payload_codec.keys.active_id}")
     return 0
 
 
@@ -902,6 +929,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the order workflow worker")
     sub.add_parser("simulator", help="run the warehouse-and-carrier simulator")
     sub.add_parser("migrate", help="apply every service's migrations")
+    sub.add_parser(
+        "codec-server", help="serve /encode and /decode for the Temporal UI and CLI (admins)"
+    )
+    codec_parser = sub.add_parser("codec", help="master keys of the Temporal payload codec")
+    csub = codec_parser.add_subparsers(dest="codec_command", required=True)
+    new_key = csub.add_parser("new-key", help="print a new master key line for the keys file")
+    new_key.add_argument("--id", default="", help="key id (default: k<UTC timestamp>)")
+    csub.add_parser(
+        "rewrap", help="re-wrap every order's data key under the active (first) master key"
+    )
 
     order = sub.add_parser("order", help="submit, show, watch and list orders")
     osub = order.add_subparsers(dest="order_command", required=True)
@@ -964,6 +1001,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "worker": cmd_worker,
     "simulator": cmd_simulator,
     "migrate": cmd_migrate,
+    "codec-server": cmd_codec_server,
+    "codec": cmd_codec,
     "fo": cmd_fo,
     "bench": cmd_bench,
     "order:submit": cmd_order_submit,

@@ -113,8 +113,11 @@ def migration_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
-async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
-    """Apply `directory`'s pending migrations to `schema`; returns the versions applied."""
+async def migrate(
+    dsn: str, schema: str, directory: Path, *, platform_tables: bool = True
+) -> list[str]:
+    """Apply `directory`'s pending migrations to `schema`; returns the versions applied.
+    `platform_tables`: also the idempotency and outbox tables every service schema has."""
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
@@ -124,7 +127,7 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(f'SET LOCAL search_path TO "{schema}"')
             await conn.execute(SQL_CREATE_MIGRATIONS_TABLE)
-            for ddl in PLATFORM_DDL:
+            for ddl in PLATFORM_DDL if platform_tables else []:
                 await conn.execute(ddl)
             done = {r["version"] for r in await conn.fetch(SQL_APPLIED_MIGRATIONS)}
             for path in migration_files(directory):

@@ -21,7 +21,7 @@ import grpc
 import structlog
 from temporalio.client import Client
 
-from oms_platform import db, grpcutil
+from oms_platform import codec, db, grpcutil
 from oms_platform import temporal as temporal_client
 from oms_platform.settings import SERVICES, Settings
 
@@ -53,6 +53,8 @@ class ServiceContext:
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
+        if self._temporal is not None:
+            await temporal_client.close(self._temporal)
 
 
 @dataclass
@@ -74,11 +76,13 @@ def bootstrap_module(name: str) -> ModuleType:
 async def migrate_all(
     settings: Settings, names: tuple[str, ...] = SERVICES
 ) -> dict[str, list[str]]:
-    """Apply every service's pending migrations to its own schema."""
+    """Apply every service's pending migrations to its own schema, and the payload codec's
+    key vault's to its schema."""
     applied: dict[str, list[str]] = {}
     for name in names:
         module = bootstrap_module(name)
         applied[name] = await db.migrate(settings.dsn, module.SCHEMA, Path(module.MIGRATIONS))
+    applied[codec.VAULT_SCHEMA] = await codec.migrate_vault(settings.dsn)
     return applied
 
 

@@ -108,6 +108,17 @@ class Settings:
     # door (0 = never pace); paced starts never drop below the floor per second.
     ingest_latency_target_ms: float = 15.0
     lifecycle_starts_floor_per_second: float = 0.5
+    # Temporal payload encryption (oms_platform/codec.py). A file of `<key_id>:<base64 of 32
+    # bytes>` lines: the first is the active master key, the others still decrypt (rotation).
+    # Empty means `<data_dir>/keys/codec.keys`, which `oms dev` creates on first start.
+    codec_keys_file: str = ""
+    # Unwrapped per-order data keys each process keeps in memory (no database round trip per
+    # payload); a shred evicts them everywhere at once (NOTIFY).
+    codec_data_key_cache_size: int = 10_000
+    # The codec server (`oms codec-server`) the Temporal UI and CLI decode payloads through, and
+    # the browser origins allowed to call it (comma-separated; empty: the dev server's UI).
+    codec_server_port: int = 8234
+    codec_server_cors_origins: str = ""
     # servicing
     # Exchanges ship their replacements once the returned items are received ("on receipt"),
     # instead of as soon as the return is opened.
@@ -166,6 +177,19 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"postgresql://postgres@127.0.0.1:{self.embedded_postgres_port}/oms"
+
+    @property
+    def codec_keys_path(self) -> Path:
+        """The master keys file of the payload codec."""
+        return Path(self.codec_keys_file or Path(self.data_dir) / "keys" / "codec.keys")
+
+    @property
+    def codec_server_origins(self) -> list[str]:
+        """Browser origins allowed to call the codec server."""
+        if self.codec_server_cors_origins.strip():
+            return [o.strip() for o in self.codec_server_cors_origins.split(",") if o.strip()]
+        port = self.embedded_temporal_ui_port
+        return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
 
     def as_env(self) -> dict[str, str]:
         """These settings as `OMS_*` variables, for child processes."""

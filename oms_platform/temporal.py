@@ -1,12 +1,52 @@
-"""Temporal client connection, shared by services, the worker and the CLI."""
+"""Temporal client connection, shared by services, the worker, the CLI, benches and tests.
+
+Every client seals payloads with the oms codec (oms_platform/codec.py), so it needs the master
+keys file and the database holding the per-order data keys (`OMS_DATABASE_URL`).
+"""
 
 from __future__ import annotations
 
 from temporalio.client import Client
 
+from oms_platform.codec import EncryptionCodec, KeyVault, MasterKeys, data_converter
 from oms_platform.settings import Settings
 
 
-async def connect(settings: Settings) -> Client:
-    """Connect to the configured Temporal frontend and namespace."""
-    return await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+async def open_codec(settings: Settings, *, cache: bool = True) -> EncryptionCodec:
+    """The payload codec of these settings: their master keys and a vault on their database
+    (`cache=False` reads every data key from the database, as the codec server does)."""
+    keys = MasterKeys.load(settings.codec_keys_path)
+    size = settings.codec_data_key_cache_size if cache else 0
+    vault = await KeyVault.open(settings.dsn, keys, cache_size=size)
+    return EncryptionCodec(keys, vault)
+
+
+async def connect(settings: Settings, codec: EncryptionCodec | None = None) -> Client:
+    """Connect to the configured Temporal frontend and namespace, sealing payloads with `codec`
+    (by default one opened from `settings`, closed by `close`)."""
+    owned = codec is None
+    codec = codec or await open_codec(settings)
+    try:
+        return await Client.connect(
+            settings.temporal_target,
+            namespace=settings.temporal_namespace,
+            data_converter=data_converter(codec),
+        )
+    except BaseException:
+        if owned and codec.vault is not None:
+            await codec.vault.close()
+        raise
+
+
+def codec_of(client: Client) -> EncryptionCodec:
+    """The codec a client made by `connect` seals with."""
+    codec = client.data_converter.payload_codec
+    assert isinstance(codec, EncryptionCodec), "a client not made by oms_platform.temporal"
+    return codec
+
+
+async def close(client: Client) -> None:
+    """Release what `connect` opened beside the client (the vault's connections)."""
+    vault = codec_of(client).vault
+    if vault is not None:
+        await vault.close()

@@ -14,13 +14,16 @@ import grpc
 import pytest
 from temporalio.client import Client
 
-from oms_platform import db
+from oms_platform import db, temporal
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.simulator import Simulator
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.service import RunningService, migrate_all, start_service
 from oms_platform.settings import SERVICES, Settings
 from workflows.worker import build_worker
+
+# The tests' own master keys (tests/keys): histories recorded by tests are sealed with them.
+TEST_CODEC_KEYS = Path(__file__).parent / "keys" / "codec-test.keys"
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +62,14 @@ def temporal_server(tmp_root: Path) -> Iterator[TemporalDevServer]:
 
 
 @pytest.fixture(scope="session")
-def settings(database: str) -> Settings:
-    """Settings for in-process services: free ports, the test database, short delays."""
+def settings(database: str, tmp_root: Path) -> Settings:
+    """Settings for in-process services: free ports, the test database, short delays, the
+    tests' codec keys."""
     ports = {f"{name}_port": free_port() for name in SERVICES}
     return Settings.from_env(
         env={},
+        data_dir=str(tmp_root / "data"),
+        codec_keys_file=str(TEST_CODEC_KEYS),
         database_url=database,
         task_queue=f"oms-test-{os.getpid()}",
         db_pool_min=1,
@@ -151,10 +157,13 @@ async def system(
         **{f"{name}_port": free_port() for name in SERVICES},
     )
     running = {name: await start_service(name, settings) for name in SERVICES}
-    client = await Client.connect(settings.temporal_target)
+    client = await temporal.connect(settings)
     worker = build_worker(client, settings)
-    async with worker:
-        try:
-            yield System(settings=settings, client=client, services=running)
-        finally:
-            await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
+    try:
+        async with worker:
+            try:
+                yield System(settings=settings, client=client, services=running)
+            finally:
+                await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
+    finally:
+        await temporal.close(client)

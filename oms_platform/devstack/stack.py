@@ -1,8 +1,9 @@
 """The whole system on one machine: what `make dev` (`oms dev`) starts and supervises.
 
 Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
-migrations, the four services, a worker and the warehouse simulator, each service in its own
-process. Children that die are restarted; Ctrl-C stops everything in reverse order.
+migrations, the four services, a worker, the codec server (the UI decodes payloads through
+it) and the warehouse simulator, each in its own process. Children that die are restarted;
+Ctrl-C stops everything in reverse order.
 
 On one machine the front door comes first: capture (and Postgres) run at normal CPU priority,
 while what can lag without losing anything (Temporal, the worker, the simulator and the
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import structlog
 
-from oms_platform import db
+from oms_platform import codec_server, db
+from oms_platform.codec import ensure_keys_file
+from oms_platform.codec_server import ensure_token_secret
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
     TemporalDevServer,
@@ -77,12 +80,18 @@ class Stack:
             settings = replace(settings, database_url=self.postgres.dsn)
         applied = await migrate_all(settings)
         log.info("migrations applied", **{k: v for k, v in applied.items() if v})
+        if not settings.codec_keys_file and ensure_keys_file(settings.codec_keys_path):
+            log.info("development codec key created", path=str(settings.codec_keys_path))
+        ensure_token_secret(settings)
         if not settings.temporal_address:
             self.temporal = TemporalDevServer(
                 self.data_dir / "temporal" / "temporal.db",
                 settings.embedded_temporal_port,
                 settings.embedded_temporal_ui_port,
                 niceness=settings.stack_background_niceness,
+                ui_codec_endpoint=codec_server.endpoint(
+                    settings, codec_server.mint_admin_token(settings)
+                ),
             )
             self.temporal.start()
             settings = replace(settings, temporal_address=self.temporal.target)
@@ -92,12 +101,14 @@ class Stack:
             Child(name, [*cli, "serve", name], background=name != "capture") for name in SERVICES
         ]
         self.children.append(Child("worker", [*cli, "worker"]))
+        self.children.append(Child("codec-server", [*cli, "codec-server"]))
         if settings.simulator:
             self.children.append(Child("simulator", [*cli, "simulator"]))
         for child in self.children:
             self._spawn(child)
         for name in SERVICES:
             wait_for_port(settings.host, settings.port_of(name), 60.0)
+        wait_for_port(settings.host, settings.codec_server_port, 60.0)
         return settings
 
     def _spawn(self, child: Child) -> None:
@@ -124,6 +135,7 @@ class Stack:
         ]
         if self.temporal is not None:
             lines.append(f"  {'temporal ui':<12} http://127.0.0.1:{s.embedded_temporal_ui_port}")
+        lines.append(f"  {'codec server':<12} {codec_server.endpoint(s)}  (admins decode payloads)")
         lines.append(f"  {'postgres':<12} {s.dsn}")
         lines.append(
             f"  {'simulator':<12} "

@@ -42,13 +42,22 @@ class TemporalDevServer:
     """`temporal server start-dev` persisting to `db_file`, with the UI on `ui_port`."""
 
     def __init__(
-        self, db_file: Path, port: int, ui_port: int, *, ui: bool = True, niceness: int = 0
+        self,
+        db_file: Path,
+        port: int,
+        ui_port: int,
+        *,
+        ui: bool = True,
+        niceness: int = 0,
+        ui_codec_endpoint: str = "",
     ) -> None:
         self.db_file = Path(db_file)
         self.port = port
         self.ui_port = ui_port
         self.ui = ui
         self.niceness = niceness
+        # The codec server the UI decodes payloads through (payloads are sealed).
+        self.ui_codec_endpoint = ui_codec_endpoint
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.db_file.parent / "temporal.log"
 
@@ -64,6 +73,8 @@ class TemporalDevServer:
             "--db-filename", str(self.db_file), "--log-level", "error",
         ]  # fmt: skip
         args += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
+        if self.ui and self.ui_codec_endpoint:
+            args += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         # WAL with NORMAL sync: still crash-safe for the dev store, far fewer fsyncs.
         args += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
         for name, kind in SEARCH_ATTRIBUTES.items():

@@ -15,7 +15,7 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform.devstack.temporal_server import free_port
-from oms_platform.settings import SERVICES
+from oms_platform.settings import SERVICES, Settings
 
 BIN = Path(sys.executable).parent
 
@@ -30,6 +30,7 @@ class DevStack:
             "OMS_EMBEDDED_POSTGRES_PORT": str(free_port()),
             "OMS_EMBEDDED_TEMPORAL_PORT": str(free_port()),
             "OMS_EMBEDDED_TEMPORAL_UI_PORT": str(free_port()),
+            "OMS_CODEC_SERVER_PORT": str(free_port()),
             "OMS_SIMULATOR_STEP_SECONDS": "0.2",
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
@@ -38,7 +39,8 @@ class DevStack:
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
             **{f"OMS_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
         }
-        for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
+        unset = ("DATABASE_URL", "TEMPORAL_ADDRESS", "CODEC_KEYS_FILE", "CODEC_SERVER_CORS_ORIGINS")
+        for name in unset:
             self.env.pop(f"OMS_{name}", None)
         self.process: subprocess.Popen[str] | None = None
         self.banner = ""
@@ -50,6 +52,11 @@ class DevStack:
 
     def port(self, service: str) -> int:
         return int(self.env[f"OMS_{service.upper()}_PORT"])
+
+    @property
+    def settings(self) -> Settings:
+        """The stack's settings, as its processes read them."""
+        return Settings.from_env(env=self.env)
 
     @property
     def temporal(self) -> str:

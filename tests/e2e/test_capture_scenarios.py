@@ -12,8 +12,8 @@ import grpc
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2
-from temporalio.client import Client
 
+from oms_platform import temporal
 from oms_platform.grpcutil import field_violations
 from oms_platform.samples import sample_order
 from tests.e2e.conftest import BIN, DevStack, wait_for_status
@@ -33,8 +33,11 @@ async def capture(stack: DevStack) -> AsyncIterator[capture_pb2_grpc.CaptureServ
 
 
 async def runs_of(stack: DevStack, order_id: str) -> list[str]:
-    client = await Client.connect(stack.temporal)
-    return [w.id async for w in client.list_workflows(f"WorkflowId = 'order:{order_id}'")]
+    client = await temporal.connect(stack.settings)
+    try:
+        return [w.id async for w in client.list_workflows(f"WorkflowId = 'order:{order_id}'")]
+    finally:
+        await temporal.close(client)
 
 
 async def database(stack: DevStack) -> asyncpg.Connection:

@@ -13,8 +13,8 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2
-from temporalio.client import Client
 
+from oms_platform import temporal
 from oms_platform.samples import sample_order
 from oms_platform.settings import SERVICES
 from tests.e2e.conftest import BIN, DevStack, wait_for_status
@@ -89,14 +89,17 @@ async def test_a_sample_order_is_fulfilled_with_capture_equal_to_the_invoice_tot
     ]
     assert [kind for kind in timeline if kind in expected] == expected
 
-    client = await Client.connect(stack.temporal)
-    found = [
-        wf.id
-        async for wf in client.list_workflows(
-            "OrderStatus = 'fulfilled' AND OrderChannel = 'web' "
-            f"AND WorkflowId = 'order:{order_id}'"
-        )
-    ]
+    client = await temporal.connect(stack.settings)
+    try:
+        found = [
+            wf.id
+            async for wf in client.list_workflows(
+                "OrderStatus = 'fulfilled' AND OrderChannel = 'web' "
+                f"AND WorkflowId = 'order:{order_id}'"
+            )
+        ]
+    finally:
+        await temporal.close(client)
     assert found == [f"order:{order_id}"]
 
 

@@ -14,16 +14,17 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
-from temporalio.client import Client
 from temporalio.service import RPCError
 
-from oms_platform import db
+from oms_platform import db, temporal
+from oms_platform.codec import migrate_vault
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.grpcutil import field_violations
 from oms_platform.service import start_service
 from oms_platform.settings import SERVICES, Settings
 from services.capture import bootstrap
+from tests.conftest import TEST_CODEC_KEYS
 from workflows.types import ORDER_CHANNEL, ORDER_STATUS
 
 pb = capture_pb2
@@ -36,6 +37,7 @@ async def own_database(postgres: EmbeddedPostgres, name: str) -> str:
     dsn = base.rpartition("/")[0] + f"/{name}" + (f"?{query}" if query else "")
     await db.ensure_database(dsn)
     await db.migrate(dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
+    await migrate_vault(dsn)  # the relay's Temporal client seals the order's payloads
     return dsn
 
 
@@ -43,6 +45,7 @@ def isolated_settings(dsn: str, **overrides: Any) -> Settings:
     """Capture's settings; every other service points at a port nothing listens on."""
     values: dict[str, Any] = {
         "database_url": dsn,
+        "codec_keys_file": str(TEST_CODEC_KEYS),
         "db_pool_min": 1,
         "db_pool_max": 5,
         "log_format": "console",
@@ -528,7 +531,7 @@ async def test_the_relay_starts_the_lifecycle_searchable_as_processing_on_its_ch
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = capture_pb2_grpc.CaptureServiceStub(channel)
             order = (await stub.SubmitOrder(order_request(channel=pb.CHANNEL_MARKETPLACE))).order
-        client = await Client.connect(temporal_server.target)
+        client = await temporal.connect(settings)
         handle = client.get_workflow_handle(f"order:{order.order_id}")
         description = None
         for _ in range(100):
@@ -555,5 +558,6 @@ async def test_the_relay_starts_the_lifecycle_searchable_as_processing_on_its_ch
         finally:
             await conn.close()
         await handle.terminate("test over")
+        await temporal.close(client)
     finally:
         await running.stop(0.5)

@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
-from temporalio.client import Client
 
+from oms_platform import temporal
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.samples import sample_order
 from oms_platform.service import start_service
 from oms_platform.settings import SERVICES, Settings
-from tests.conftest import System
+from tests.conftest import TEST_CODEC_KEYS, System
 from tests.integration.test_capture_service import unique
 from tests.integration.test_capture_temporal_outage import settled, simulator, whole_database
 from workflows.worker import build_worker
@@ -33,6 +33,7 @@ async def own_system(
     settings = Settings.from_env(
         env={},
         database_url=await whole_database(postgres, "oms_capture_system_it"),
+        codec_keys_file=str(TEST_CODEC_KEYS),
         temporal_address=temporal_server.target,
         task_queue=f"oms-capture-system-{os.getpid()}",
         db_pool_min=1,
@@ -42,12 +43,13 @@ async def own_system(
         **{f"{name}_port": free_port() for name in SERVICES},
     )
     running = {name: await start_service(name, settings) for name in SERVICES}
-    client = await Client.connect(settings.temporal_target)
+    client = await temporal.connect(settings)
     try:
         async with build_worker(client, settings):
             yield System(settings=settings, client=client, services=running)
     finally:
         await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
+        await temporal.close(client)
 
 
 async def test_twenty_identical_concurrent_submits_make_one_order_and_one_workflow(

@@ -20,15 +20,16 @@ import asyncpg
 import grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
-from temporalio.client import Client
 
 from oms_platform import db
+from oms_platform import temporal as temporal_client
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.simulator import Simulator
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.samples import sample_order
 from oms_platform.service import RunningService, migrate_all, start_service
 from oms_platform.settings import SERVICES, Settings
+from tests.conftest import TEST_CODEC_KEYS
 from tests.integration.test_capture_service import unique
 from workflows.worker import build_worker
 
@@ -77,6 +78,7 @@ async def test_orders_taken_while_temporal_is_down_each_run_their_lifecycle_once
     settings = Settings.from_env(
         env={},
         database_url=dsn,
+        codec_keys_file=str(TEST_CODEC_KEYS),
         temporal_address=temporal.target,
         task_queue=f"oms-outage-{os.getpid()}",
         db_pool_min=1,
@@ -88,7 +90,7 @@ async def test_orders_taken_while_temporal_is_down_each_run_their_lifecycle_once
     running: dict[str, RunningService] = {}
     try:
         running = {name: await start_service(name, settings) for name in SERVICES}
-        client = await Client.connect(temporal.target)
+        client = await temporal_client.connect(settings)
         async with (
             build_worker(client, settings),
             simulator(settings),
@@ -140,6 +142,7 @@ async def test_orders_taken_while_temporal_is_down_each_run_their_lifecycle_once
                 )
                 assert len(summary.authorizations) == 1
                 assert len(summary.captures) == 1
+        await temporal_client.close(client)
     finally:
         await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
         temporal.stop()

@@ -13,11 +13,12 @@ import uuid
 import asyncpg
 from temporalio.client import Client
 
-from oms_platform import db, outbox
+from oms_platform import db, outbox, temporal
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import TemporalDevServer
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
-from tests.conftest import migrated_database
+from oms_platform.settings import Settings
+from tests.conftest import TEST_CODEC_KEYS, migrated_database
 
 ORDERS = 30
 FLOOR = 4.0
@@ -28,7 +29,13 @@ async def test_starts_are_paced_while_the_front_door_is_slow_oldest_first_and_al
 ) -> None:
     dsn = await migrated_database(postgres, "oms_outbox_pacing")
     pool = await db.create_pool(dsn, "capture", 1, 3)
-    client = await Client.connect(temporal_server.target)
+    client = await temporal.connect(
+        Settings(
+            database_url=dsn,
+            temporal_address=temporal_server.target,
+            codec_keys_file=str(TEST_CODEC_KEYS),
+        )
+    )
     run = uuid.uuid4().hex[:8]
     workflow_ids = [f"pacing:{run}:{i:02d}" for i in range(ORDERS)]
     async with pool.acquire() as conn, conn.transaction():
@@ -78,6 +85,7 @@ async def test_starts_are_paced_while_the_front_door_is_slow_oldest_first_and_al
     started = [
         (await client.get_workflow_handle(w).describe()).id for w in workflow_ids
     ]  # each one exists exactly under its id
+    await temporal.close(client)
     assert started == workflow_ids
 
 

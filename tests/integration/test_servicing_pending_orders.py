@@ -25,6 +25,7 @@ from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.client import Client
 
+from oms_platform import temporal
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import sample_order
@@ -66,7 +67,7 @@ async def stalled(
         await start_service(name, no_temporal if name == "capture" else settings)
         for name in SERVICES
     ]
-    client = await Client.connect(settings.temporal_target)
+    client = await temporal.connect(settings)
     try:
         async with (
             build_worker(client, settings),
@@ -81,6 +82,7 @@ async def stalled(
             )
     finally:
         await asyncio.gather(*(svc.stop(0.5) for svc in running))
+        await temporal.close(client)
 
 
 async def an_acknowledged_order(stalled: Stalled) -> str:
