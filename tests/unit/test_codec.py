@@ -1,5 +1,5 @@
 """The payload codec under master keys alone: sealing, tampering, rotation, pass-through.
-(Per-order data keys and shredding need the vault's database: tests/integration/test_codec_vault.)"""
+(Per-order data keys and shredding need the vault's database: integration/test_codec_vault.)"""
 
 from __future__ import annotations
 
