@@ -3,7 +3,9 @@ Temporal UI at it, so the UI decodes what the server only holds sealed."""
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 
 import aiohttp
 import grpc
@@ -13,8 +15,9 @@ from oms.capture.v1 import capture_pb2_grpc
 from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
+from oms_platform import codec_server
 from oms_platform.samples import sample_order
-from tests.e2e.conftest import DevStack, wait_for_status
+from tests.e2e.conftest import BIN, DevStack, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +71,30 @@ async def test_the_ui_decodes_an_orders_sealed_history_through_the_codec_server(
     assert order["order_id"] == order_id
     assert "tok_visa_e2e_codec" in payload.data.decode()
     assert "1 Market St" in payload.data.decode()
+
+
+def test_the_temporal_cli_shows_a_decoded_history_with_an_admin_token(stack: DevStack) -> None:
+    submitted = stack.cli("order", "submit", "--sample", "--token", "tok_visa_e2e_cli", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    order_id = json.loads(submitted.stdout)["order"]["order_id"]
+    assert stack.cli("order", "watch", order_id, "--timeout", "90").returncode == 0
+    show = [
+        str(BIN / "temporal"), "workflow", "show", "--workflow-id", f"order:{order_id}",
+        "--address", stack.temporal, "--output", "json",
+        "--codec-endpoint", f"http://127.0.0.1:{stack.env['OMS_CODEC_SERVER_PORT']}",
+    ]  # fmt: skip
+
+    refused = subprocess.run(show, capture_output=True, text=True, timeout=60)
+    admin = codec_server.mint_admin_token(stack.settings, subject="platform-engineer")
+    decoded = subprocess.run(
+        [*show, "--codec-auth", f"Bearer {admin}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+    # Without a token the codec server refuses, and the CLI shows nothing of the order.
+    assert refused.returncode != 0
+    assert "tok_visa_e2e_cli" not in refused.stdout + refused.stderr
+    started = json.loads(decoded.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
+    [payload] = started["input"]["payloads"]
+    assert base64.b64decode(payload["metadata"]["encoding"]) == b"json/plain"
+    assert "tok_visa_e2e_cli" in base64.b64decode(payload["data"]).decode()
