@@ -8,6 +8,7 @@ google.rpc.BadRequest details); ImportOrders reports them per order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,8 +22,9 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
+from oms_platform.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
 from services.capture import convert, domain, handlers, store
 from services.capture.watch import OrderWatchHub
@@ -62,9 +64,12 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitOrderResponse:
         started = time.perf_counter()
+        submission = convert.submission_from_pb(request)
+        if submission.channel:  # an empty channel is refused by validation, naming the field
+            _confine_to_channel(submission.channel, "this order")
         response = await handlers.submit_order(
             self._pool,
-            convert.submission_from_pb(request),
+            submission,
             request_fingerprint(request),
             self._fraud_policy,
         )
@@ -142,6 +147,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         try:
             async with self._pool.acquire() as conn:
                 order = await store.get_order(conn, order_id)
+                _confine_to_channel(order.channel, f"order {order_id}")
                 events = await store.timeline(conn, order_id)
         except BaseException:
             for task in sections.values():
@@ -178,7 +184,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         limit = domain.page_size(request.page_size)
-        where = convert.filter_from_pb(request)
+        where = _within_own_channels(convert.filter_from_pb(request))
         domain.check_filter(where)
         after = convert.decode_page_token(request.page_token)
         async with self._pool.acquire() as conn:
@@ -198,6 +204,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     ) -> pb.GetOrderTimelineResponse:
         domain.check_required({"order_id": request.order_id})
         async with self._pool.acquire() as conn:
+            await _confine_order(conn, request.order_id)
             events = await store.timeline(conn, request.order_id)
         return pb.GetOrderTimelineResponse(events=[convert.event_to_pb(e) for e in events])
 
@@ -207,6 +214,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         assert self._watchers is not None, "WatchOrder needs the process's watch hub"
         try:
             domain.check_required({"order_id": request.order_id})
+            if not auth.current_principal().sees_every_channel():
+                async with self._pool.acquire() as conn:
+                    await _confine_order(conn, request.order_id)
             # Subscribe before the first read, so nothing recorded in between is missed.
             with self._watchers.subscribe(request.order_id) as changed:
                 async with self._pool.acquire() as conn:
@@ -303,3 +313,34 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
     return repr(error)
+
+
+def _confine_to_channel(channel: str, what: str) -> None:
+    """A storefront acts only on its own channels' orders (PERMISSION_DENIED otherwise)."""
+    principal = auth.current_principal()
+    if not principal.may_see_channel(channel):
+        mine = ", ".join(sorted(principal.channels)) or "no channel"
+        raise PermissionDenied(
+            f"{principal.subject} acts for channel {mine}; {what} is on channel {channel}"
+        )
+
+
+async def _confine_order(conn: Any, order_id: str) -> None:
+    if not auth.current_principal().sees_every_channel():
+        _confine_to_channel(await store.channel_of(conn, order_id), f"order {order_id}")
+
+
+def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
+    """A storefront's listing is confined to its channels: the one it names, or its only one."""
+    principal = auth.current_principal()
+    if principal.sees_every_channel():
+        return where
+    if where.channel:
+        _confine_to_channel(where.channel, "the listing")
+        return where
+    if len(principal.channels) == 1:
+        return dataclasses.replace(where, channel=next(iter(principal.channels)))
+    mine = ", ".join(sorted(principal.channels)) or "no channel"
+    raise PermissionDenied(
+        f"{principal.subject} lists only its own channels' orders: set channel to one of {mine}"
+    )

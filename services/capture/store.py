@@ -80,6 +80,9 @@ ON CONFLICT (channel, channel_customer_id) DO NOTHING"""
 # concurrent orders of one shopper are screened one after the other, then count their
 # orders since a time. Two statements: the count must see what committed while we waited.
 SQL_LOCK_SHOPPER = "SELECT id FROM shoppers WHERE id = $1 FOR UPDATE"
+# Which channel an order came from: a storefront reads only its own channels' orders.
+SQL_CHANNEL_OF_ORDER = "SELECT channel FROM orders WHERE id = $1"
+
 SQL_COUNT_ORDERS_SINCE = """
 SELECT count(*) FROM orders WHERE shopper_id = $1 AND created_at > $2::timestamptz"""
 
@@ -785,6 +788,14 @@ async def load_orders(conn: Conn, order_ids: Sequence[str]) -> list[domain.Order
     rows = await conn.fetch(SQL_ORDERS_BY_ID, list(order_ids))
     by_id = {o.order_id: o for o in await _assemble(conn, rows)}
     return [by_id[i] for i in order_ids if i in by_id]
+
+
+async def channel_of(conn: Conn, order_id: str) -> str:
+    """The channel an order came from; NotFound when there is no such order."""
+    channel = await conn.fetchval(SQL_CHANNEL_OF_ORDER, order_id)
+    if channel is None:
+        raise NotFound(f"order {order_id!r} not found")
+    return str(channel)
 
 
 async def get_order(conn: Conn, order_id: str) -> domain.Order:

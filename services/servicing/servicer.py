@@ -16,9 +16,9 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists
+from oms_platform.errors import AlreadyExists, PermissionDenied
 from services.servicing import domain, handlers
-from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles
+from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
 
 T = TypeVar("T")
@@ -433,7 +433,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         changes: ChangeStore,
         lifecycles: OrderLifecycles,
         resolution_grace: timedelta,
+        orders: Orders,
     ) -> None:
+        self._orders = orders
         self._store = store
         self._resolution_grace = resolution_grace
         self._returns = returns
@@ -616,9 +618,23 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
 
     # ---- changes ----------------------------------------------------------------------------
 
+    async def _confine(self, context: grpc.aio.ServicerContext, order_id: str) -> None:
+        """A storefront asks for changes only to its own channels' orders."""
+        principal = auth.current_principal()
+        if principal.sees_every_channel() or not order_id:
+            return
+        channel = await _reachable(context, self._orders.channel_of(order_id))
+        if not principal.may_see_channel(channel):
+            mine = ", ".join(sorted(principal.channels)) or "no channel"
+            raise PermissionDenied(
+                f"{principal.subject} acts for channel {mine}; order {order_id} is on channel "
+                f"{channel}"
+            )
+
     async def _submit(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
     ) -> pb.Change:
+        await self._confine(context, order.order_id)
         change = await _reachable(
             context,
             handlers.submit_change(
@@ -634,6 +650,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def _preview(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
     ) -> pb.ChangeOutcome:
+        await self._confine(context, order.order_id)
         outcome = await _reachable(context, handlers.preview_change(self._lifecycles, order))
         return outcome_to_pb(outcome)
 
