@@ -124,7 +124,9 @@ def test_external_tokens_cannot_claim_the_internal_roles(
 def test_internal_tokens_need_the_internal_secret(
     settings: Settings, authenticator: auth.Authenticator
 ) -> None:
-    guessed = auth.TokenIssuer(auth.INTERNAL_ISSUER, "oms", b"a-guessed-secret-of-thirty-two-bytes!", "HS256")
+    guessed = auth.TokenIssuer(
+        auth.INTERNAL_ISSUER, "oms", b"a-guessed-secret-of-thirty-two-bytes!", "HS256"
+    )
     assert reason(authenticator, f"Bearer {guessed.issue('worker', [auth.WORKFLOW])}") == (
         "token signature is invalid"
     )
