@@ -30,6 +30,7 @@ from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.samples import sample_order
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
 
@@ -65,7 +66,8 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
     """Submit `count` sample orders and wait until every one is ALLOCATED."""
     order_ids: list[str] = [""] * count
     deadline = time.monotonic() + ALLOCATED_TIMEOUT_SECONDS
-    async with grpcutil.channel(settings.address_of("capture")) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("capture"), tls=tls) as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
 
         async def submit_and_wait(i: int) -> None:
@@ -91,7 +93,8 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
 
 async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
     failures: list[str] = []
-    async with grpcutil.channel(settings.address_of("servicing")) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("servicing"), tls=tls) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
         async def read(i: int) -> None:

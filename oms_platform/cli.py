@@ -25,6 +25,7 @@ from oms_platform import grpcutil
 from oms_platform import logging as oms_logging
 from oms_platform.money import format_minor
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
 
@@ -51,9 +52,11 @@ def _money(m: Any) -> str:
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from oms_platform.devstack.stack import run_dev
 
-    await run_dev(settings)
+    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls))
     return 0
 
 
@@ -118,7 +121,9 @@ async def _retry(connect: Callable[[], Coroutine[Any, Any, Any]], what: str) -> 
 
 
 def _capture(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
-    channel = grpcutil.channel(settings.address_of("capture"))
+    channel = grpcutil.channel(
+        settings.address_of("capture"), tls=TLSConfig.from_settings(settings)
+    )
     return channel, capture_pb2_grpc.CaptureServiceStub(channel)
 
 
@@ -276,7 +281,8 @@ async def cmd_order_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
-    async with grpcutil.channel(settings.address_of("fulfillment")) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("fulfillment"), tls=tls) as channel:
         stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
         fo_id = getattr(args, "fulfillment_order_id", "")
         result: Any
@@ -346,7 +352,9 @@ async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
 def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
     from oms.servicing.v1 import servicing_pb2_grpc
 
-    channel = grpcutil.channel(settings.address_of("servicing"))
+    channel = grpcutil.channel(
+        settings.address_of("servicing"), tls=TLSConfig.from_settings(settings)
+    )
     return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
 
 
@@ -896,7 +904,14 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="oms", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("dev", help="run the whole system on embedded defaults (what `make dev` runs)")
+    dev = sub.add_parser(
+        "dev", help="run the whole system on embedded defaults (what `make dev` runs)"
+    )
+    dev.add_argument(
+        "--tls",
+        action="store_true",
+        help="encrypt every connection with a local CA's certificates (also OMS_DEV_TLS=1)",
+    )
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", choices=SERVICES)
     sub.add_parser("worker", help="run the order workflow worker")
@@ -987,6 +1002,11 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     settings = Settings.from_env()
     name = args.command
+    if name not in ("dev", "serve", "bench"):
+        # A caller of the dev stack on this data_dir finds its certificates when it runs TLS.
+        from oms_platform.devstack.certs import dev_client_settings
+
+        settings = dev_client_settings(settings)
     service = args.service if name == "serve" else name
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
     key = f"order:{args.order_command}" if name == "order" else name

@@ -23,6 +23,7 @@ from oms_platform.errors import (
     InvalidArgument,
     NotFound,
 )
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.grpc")
 
@@ -129,10 +130,14 @@ async def start_server(
     registrations: Iterable[Registration],
     service_names: Iterable[str],
     address: str,
+    *,
+    tls: TLSConfig | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server with health checking and reflection; returns it and its port.
 
-    `address` may end in `:0` for tests; the bound port is returned.
+    `address` may end in `:0` for tests; the bound port is returned. With a server
+    certificate in `tls` the port speaks only TLS (and asks for client certificates if so
+    configured); without, plaintext.
     """
     server = grpc.aio.server(
         interceptors=[_ErrorsAndLogging()],
@@ -151,15 +156,21 @@ async def start_server(
         ],
         server,
     )
-    port = server.add_insecure_port(address)
+    credentials = tls.server_credentials() if tls is not None else None
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A client channel to another oms service."""
-    return grpc.aio.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-    )
+def channel(address: str, *, tls: TLSConfig | None = None) -> grpc.aio.Channel:
+    """A client channel to another oms service: TLS when `tls` has a CA, else plaintext."""
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    credentials = tls.channel_credentials() if tls is not None else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from oms_platform import db, grpcutil
 from oms_platform import temporal as temporal_client
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.service")
 
@@ -41,7 +42,9 @@ class ServiceContext:
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to another oms service."""
         if service not in self._channels:
-            self._channels[service] = grpcutil.channel(self.settings.address_of(service))
+            self._channels[service] = grpcutil.channel(
+                self.settings.address_of(service), tls=TLSConfig.from_settings(self.settings)
+            )
         return self._channels[service]
 
     async def temporal(self) -> Client:
@@ -114,7 +117,10 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
     parts: ServiceParts = await module.build(context)
     bind_port = settings.port_of(name) if port is None else port
     server, bound = await grpcutil.start_server(
-        parts.registrations, parts.service_names, f"{settings.host}:{bind_port}"
+        parts.registrations,
+        parts.service_names,
+        f"{settings.host}:{bind_port}",
+        tls=TLSConfig.from_settings(settings),
     )
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)

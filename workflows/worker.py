@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from oms_platform import grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 from workflows.activities import (
     CaptureActivities,
     FulfillmentActivities,
@@ -26,10 +27,13 @@ log = structlog.get_logger("oms.worker")
 
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     """Every activity, bound to channels to the configured services."""
-    capture = CaptureActivities(grpcutil.channel(settings.address_of("capture")))
-    payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments")))
-    fulfillment = FulfillmentActivities(grpcutil.channel(settings.address_of("fulfillment")))
-    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing")))
+    tls = TLSConfig.from_settings(settings)
+    capture = CaptureActivities(grpcutil.channel(settings.address_of("capture"), tls=tls))
+    payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments"), tls=tls))
+    fulfillment = FulfillmentActivities(
+        grpcutil.channel(settings.address_of("fulfillment"), tls=tls)
+    )
+    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing"), tls=tls))
     return [
         capture.record_order_progress,
         payments.authorize_payment,

@@ -20,6 +20,7 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.simulator")
 
@@ -54,7 +55,9 @@ class Simulator:
         self._step = settings.simulator_step_seconds
         self._poll = settings.simulator_poll_seconds
         self._reject_rate = settings.simulator_reject_rate
-        self._channel = grpcutil.channel(settings.address_of("fulfillment"))
+        self._channel = grpcutil.channel(
+            settings.address_of("fulfillment"), tls=TLSConfig.from_settings(settings)
+        )
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
         # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
         self._in_transit: dict[str, float] = {}
