@@ -25,7 +25,7 @@ from typing import Any
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.samples import sample_order
@@ -66,8 +66,11 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
     """Submit `count` sample orders and wait until every one is ALLOCATED."""
     order_ids: list[str] = [""] * count
     deadline = time.monotonic() + ALLOCATED_TIMEOUT_SECONDS
+    storefront = auth.dev_caller(
+        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
+    )
     tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(settings.address_of("capture"), tls=tls) as channel:
+    async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
 
         async def submit_and_wait(i: int) -> None:
@@ -93,8 +96,9 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
 
 async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
     failures: list[str] = []
+    agent = auth.dev_caller(settings, "agent:bench", auth.AGENT)
     tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(settings.address_of("servicing"), tls=tls) as channel:
+    async with grpcutil.channel(settings.address_of("servicing"), agent, tls=tls) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
         async def read(i: int) -> None:
@@ -107,7 +111,6 @@ async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -
                 servicing_pb2.SubmitCancelRequest(
                     order_id=order_ids[i],
                     idempotency_key=f"bench-cancel-{uuid.uuid4()}",
-                    actor="agent:bench",
                     reason="bench: Update round trip",
                 ),
                 timeout=60,

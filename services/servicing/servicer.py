@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
 from services.servicing import domain, handlers
@@ -210,7 +211,7 @@ def cancel_to_domain(request: pb.SubmitCancelRequest) -> domain.ChangeOrder:
         kind=domain.CANCEL,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
     )
@@ -238,7 +239,7 @@ def return_to_domain(request: pb.SubmitReturnRequest) -> domain.ChangeOrder:
         kind=domain.RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
         refund_without_return=request.refund_without_return,
@@ -264,7 +265,7 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
         kind=domain.RECEIVE_RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         note=request.note,
         return_order_id=request.return_order_id,
         lines=_items(request.accepted),
@@ -292,7 +293,7 @@ def _submitted(
 ) -> domain.ChangeOrder:
     """`order` with what only a submission carries: its key, who asks and why."""
     return replace(
-        order, idempotency_key=request.idempotency_key, actor=request.actor, reason=request.reason
+        order, idempotency_key=request.idempotency_key, actor=auth.actor(), reason=request.reason
     )
 
 
@@ -329,7 +330,7 @@ def reship_to_domain(
         order = replace(
             order,
             idempotency_key=request.idempotency_key,
-            actor=request.actor,
+            actor=auth.actor(),
             reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
             note=request.note,
         )
@@ -498,7 +499,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             action=_enum_name(ACTION_TO_DOMAIN, request.action),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await _reachable(
             context,
@@ -517,7 +518,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             status=_enum_name(STATUS_TO_DOMAIN, request.status),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await handlers.update_process_exception_status(self._store, update)
         return pb.UpdateProcessExceptionStatusResponse(

@@ -16,11 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from temporalio.client import Client
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform import temporal as temporal_client
 from oms_platform.devstack.certs import DevCertificates, certificates_dir
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
+from tests.callers import caller
 from tests.e2e.conftest import DevStack, wait_for_status
 from workflows.types import order_workflow_id
 
@@ -61,14 +62,16 @@ async def test_the_sample_order_is_fulfilled_over_tls_and_plaintext_is_refused_e
     assert watched.returncode == 0, watched.stderr
     assert json.loads(watched.stdout.splitlines()[-1])["kind"] == "order.fulfilled"
 
-    # A TLS gRPC client presenting the stack's client certificate reads it fulfilled.
+    # A TLS gRPC client presenting the stack's client certificate (and an agent's token)
+    # reads it fulfilled.
     client_tls = TLSConfig(
         ca=str(dev_certs.ca),
         client_cert=str(dev_certs.client),
         client_key=str(dev_certs.client_key),
     )
     capture = f"127.0.0.1:{tls_stack.port('capture')}"
-    async with grpcutil.channel(capture, tls=client_tls) as channel:
+    agent = caller(tls_stack.settings, auth.AGENT)
+    async with grpcutil.channel(capture, agent, tls=client_tls) as channel:
         view = await wait_for_status(capture_pb2_grpc.CaptureServiceStub(channel), order_id)
     assert view.order.status == capture_pb2.ORDER_STATUS_FULFILLED
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.devstack import certs
 from oms_platform.tls import TLSConfig
 
@@ -46,7 +46,11 @@ def client_tls(made: certs.DevCertificates, *, present: bool = True) -> TLSConfi
 
 
 async def serve(tls: TLSConfig) -> AsyncIterator[str]:
-    server, port = await grpcutil.start_server([], [], "127.0.0.1:0", tls=tls)
+    # Health checks are open to every caller, so any authenticator will do for them.
+    anyone = auth.Authenticator(
+        issuer="test", audience="test", internal_secret=b"internal", hs256_secret=b"dev"
+    )
+    server, port = await grpcutil.start_server([], [], "127.0.0.1:0", anyone, tls=tls)
     try:
         yield f"127.0.0.1:{port}"
     finally:
