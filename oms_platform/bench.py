@@ -31,11 +31,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from oms_platform import auth, bench_routing, grpcutil
+from oms_platform import auth, bench_routing, grpcutil, temporal
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import SPLIT_SKUS, sample_order, split_order
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 from workflows.baseline import BenchNoop, bench_noop
 from workflows.types import order_workflow_id
 
@@ -145,7 +146,9 @@ async def _lifecycle_phase(
     settings: Settings, client: Client, orders: int, concurrency: int, split_every: int = 0
 ) -> tuple[Run, list[str]]:
     storefront = bench_caller(settings, auth.STOREFRONT)
-    channel = grpcutil.channel(settings.address_of("capture"), storefront)
+    channel = grpcutil.channel(
+        settings.address_of("capture"), storefront, tls=TLSConfig.from_settings(settings)
+    )
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
     latencies: list[float] = []
     order_ids: list[str] = []
@@ -196,7 +199,9 @@ async def _activities_per_order(client: Client, order_ids: list[str]) -> int:
 
 async def _stock_split_skus(settings: Settings) -> None:
     merchandiser = bench_caller(settings, auth.MERCHANDISER)
-    async with grpcutil.channel(settings.address_of("fulfillment"), merchandiser) as channel:
+    tls = TLSConfig.from_settings(settings)
+    address = settings.address_of("fulfillment")
+    async with grpcutil.channel(address, merchandiser, tls=tls) as channel:
         await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).SetInventoryLevels(
             fulfillment_pb2.SetInventoryLevelsRequest(
                 levels=[
@@ -279,7 +284,7 @@ async def run(args: argparse.Namespace) -> int:
     stack = Stack(bench_settings(data_dir))
     settings = await stack.start()
     try:
-        client = await Client.connect(settings.temporal_target)
+        client = await temporal.connect(settings)
         await _stock_split_skus(settings)
         # Warm up: one order end to end, so start-up costs are not measured.
         await _lifecycle_phase(settings, client, 1, 1)

@@ -30,6 +30,7 @@ from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.samples import sample_order
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
 
@@ -68,7 +69,8 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
     storefront = auth.dev_caller(
         settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
     )
-    async with grpcutil.channel(settings.address_of("capture"), storefront) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
 
         async def submit_and_wait(i: int) -> None:
@@ -95,7 +97,8 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
 async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
     failures: list[str] = []
     agent = auth.dev_caller(settings, "agent:bench", auth.AGENT)
-    async with grpcutil.channel(settings.address_of("servicing"), agent) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("servicing"), agent, tls=tls) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
         async def read(i: int) -> None:

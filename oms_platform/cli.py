@@ -27,6 +27,7 @@ from oms_platform import auth, grpcutil
 from oms_platform import logging as oms_logging
 from oms_platform.money import format_minor
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
 
@@ -53,9 +54,11 @@ def _money(m: Any) -> str:
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from oms_platform.devstack.stack import run_dev
 
-    await run_dev(settings)
+    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls))
     return 0
 
 
@@ -140,7 +143,11 @@ def _caller(
 
 
 def _capture(settings: Settings, role: str = auth.AGENT) -> tuple[grpc.aio.Channel, Any]:
-    channel = grpcutil.channel(settings.address_of("capture"), _caller(settings, role))
+    channel = grpcutil.channel(
+        settings.address_of("capture"),
+        _caller(settings, role),
+        tls=TLSConfig.from_settings(settings),
+    )
     return channel, capture_pb2_grpc.CaptureServiceStub(channel)
 
 
@@ -153,6 +160,7 @@ async def cmd_order_submit(settings: Settings, args: argparse.Namespace) -> int:
     channel = grpcutil.channel(
         settings.address_of("capture"),
         _caller(settings, auth.STOREFRONT, channels=(args.channel,)),
+        tls=TLSConfig.from_settings(settings),
     )
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
     async with channel:
@@ -306,7 +314,8 @@ async def _warehouse(settings: Settings, locations: list[str]) -> auth.TokenSour
     if locations or os.environ.get("OMS_TOKEN", "").strip():
         return _caller(settings, auth.WAREHOUSE, locations=tuple(locations))
     address = settings.address_of("fulfillment")
-    async with grpcutil.channel(address, _caller(settings, auth.WAREHOUSE)) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(address, _caller(settings, auth.WAREHOUSE), tls=tls) as channel:
         found = await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).ListLocations(
             fpb.ListLocationsRequest(), timeout=10
         )
@@ -316,7 +325,8 @@ async def _warehouse(settings: Settings, locations: list[str]) -> auth.TokenSour
 
 async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
     token = await _warehouse(settings, args.location)
-    async with grpcutil.channel(settings.address_of("fulfillment"), token) as channel:
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("fulfillment"), token, tls=tls) as channel:
         stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
         fo_id = getattr(args, "fulfillment_order_id", "")
         result: Any
@@ -386,7 +396,11 @@ async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
 def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
     from oms.servicing.v1 import servicing_pb2_grpc
 
-    channel = grpcutil.channel(settings.address_of("servicing"), _caller(settings, auth.AGENT))
+    channel = grpcutil.channel(
+        settings.address_of("servicing"),
+        _caller(settings, auth.AGENT),
+        tls=TLSConfig.from_settings(settings),
+    )
     return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
 
 
@@ -929,7 +943,14 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="oms", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("dev", help="run the whole system on embedded defaults (what `make dev` runs)")
+    dev = sub.add_parser(
+        "dev", help="run the whole system on embedded defaults (what `make dev` runs)"
+    )
+    dev.add_argument(
+        "--tls",
+        action="store_true",
+        help="encrypt every connection with a local CA's certificates (also OMS_DEV_TLS=1)",
+    )
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", choices=SERVICES)
     sub.add_parser("worker", help="run the order workflow worker")
@@ -1058,6 +1079,11 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     settings = Settings.from_env()
     name = args.command
+    if name not in ("dev", "serve", "bench"):
+        # A caller of the dev stack on this data_dir finds its certificates when it runs TLS.
+        from oms_platform.devstack.certs import dev_client_settings
+
+        settings = dev_client_settings(settings)
     service = args.service if name == "serve" else name
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
     key = f"order:{args.order_command}" if name == "order" else name

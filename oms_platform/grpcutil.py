@@ -28,6 +28,7 @@ from oms_platform.errors import (
     NotFound,
     PermissionDenied,
 )
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.grpc")
 
@@ -222,11 +223,14 @@ async def start_server(
     authenticator: auth.Authenticator,
     *,
     reflection_enabled: bool = True,
+    tls: TLSConfig | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server with authentication, health checking and (optionally)
     reflection; returns it and its port.
 
-    `address` may end in `:0` for tests; the bound port is returned.
+    `address` may end in `:0` for tests; the bound port is returned. With a server
+    certificate in `tls` the port speaks only TLS (and asks for client certificates if so
+    configured); without, plaintext.
     """
     server = grpc.aio.server(
         interceptors=[_Gate(authenticator, reflection_enabled)],
@@ -246,7 +250,11 @@ async def start_server(
             ],
             server,
         )
-    port = server.add_insecure_port(address)
+    credentials = tls.server_credentials() if tls is not None else None
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -296,10 +304,14 @@ def bearer_interceptors(token_for: Callable[[str], str]) -> list[Any]:
     ]
 
 
-def channel(address: str, token: auth.TokenSource | None = None) -> grpc.aio.Channel:
-    """A client channel to an oms service; every call carries `token` when one is given."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-        interceptors=bearer_interceptors(lambda _method: token()) if token is not None else None,
-    )
+def channel(
+    address: str, token: auth.TokenSource | None = None, *, tls: TLSConfig | None = None
+) -> grpc.aio.Channel:
+    """A client channel to an oms service; every call carries `token` when one is given, and
+    the channel is TLS when `tls` has a CA (else plaintext)."""
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    interceptors = bearer_interceptors(lambda _method: token()) if token is not None else None
+    credentials = tls.channel_credentials() if tls is not None else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)

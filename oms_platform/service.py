@@ -24,6 +24,7 @@ from temporalio.client import Client
 from oms_platform import auth, db, grpcutil
 from oms_platform import temporal as temporal_client
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.service")
 
@@ -43,7 +44,9 @@ class ServiceContext:
         """A shared client channel to another oms service."""
         if service not in self._channels:
             self._channels[service] = grpcutil.channel(
-                self.settings.address_of(service), self.identity
+                self.settings.address_of(service),
+                self.identity,
+                tls=TLSConfig.from_settings(self.settings),
             )
         return self._channels[service]
 
@@ -125,6 +128,7 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
         f"{settings.host}:{bind_port}",
         authenticator,
         reflection_enabled=settings.grpc_reflection,
+        tls=TLSConfig.from_settings(settings),
     )
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)

@@ -46,6 +46,32 @@ class Settings:
     fulfillment_address: str = ""
     payments_address: str = ""
     servicing_address: str = ""
+    # Transport security (README "Encrypted transport"). A server certificate and key turn TLS
+    # on for every gRPC server; a CA bundle turns it on for every client, which verifies
+    # servers with it (servers verify client certificates with the same bundle). Paths to PEM
+    # files; empty means plaintext.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # The certificate an oms process (or the CLI) presents to the servers it calls.
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    # Servers refuse callers without a client certificate signed by `tls_ca` (mutual TLS).
+    tls_require_client_cert: bool = False
+    # Temporal: TLS on (also implied by any temporal_tls_* path and by an API key), a CA to
+    # verify the frontend with (empty: the system roots), a client certificate for mTLS, the
+    # name the frontend's certificate carries if not the host dialled, and Temporal Cloud's
+    # API key (the other way in).
+    temporal_tls: bool = False
+    temporal_tls_ca: str = ""
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: str = ""
+    # `oms dev --tls`: generate a local CA and certificates into <data_dir>/tls and run the
+    # whole dev stack encrypted (gRPC with mutual TLS, Postgres TLS only, Temporal behind a
+    # TLS proxy).
+    dev_tls: bool = False
     # The warehouse-and-carrier simulator of the dev stack.
     simulator: bool = True
     simulator_step_seconds: float = 1.0

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 from workflows.activities import (
     CaptureActivities,
     FulfillmentActivities,
@@ -29,9 +30,10 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     """Every activity, bound to channels to the configured services; every call carries the
     worker's own identity (the internal `workflow` role, which alone drives the lifecycle)."""
     identity = auth.ServiceIdentity.for_process(settings, "worker", auth.WORKFLOW)
+    tls = TLSConfig.from_settings(settings)
 
     def channel(service: str) -> grpc.aio.Channel:
-        return grpcutil.channel(settings.address_of(service), identity)
+        return grpcutil.channel(settings.address_of(service), identity, tls=tls)
 
     capture = CaptureActivities(channel("capture"))
     payments = PaymentsActivities(channel("payments"))

@@ -23,6 +23,7 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.simulator")
 
@@ -63,7 +64,11 @@ class Simulator:
         self._locations: frozenset[str] = frozenset()
         self._token = self._issuer.issue("simulator", [auth.WAREHOUSE], ttl_seconds=3600)
         self._token_renew_at = 0.0
-        self._channel = grpcutil.channel(settings.address_of("fulfillment"), lambda: self._token)
+        self._channel = grpcutil.channel(
+            settings.address_of("fulfillment"),
+            lambda: self._token,
+            tls=TLSConfig.from_settings(settings),
+        )
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
         # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
         self._in_transit: dict[str, float] = {}
