@@ -16,6 +16,7 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
 from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.redaction import mask_token
 from services.capture import domain
 from workflows import types as wf
 
@@ -470,3 +471,11 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
         raise InvalidArgument(
             [FieldViolation("page_token", "is not a token from a previous page")]
         ) from error
+
+
+def mask_payment_tokens(order: pb.Order) -> pb.Order:
+    """The order with every payment token masked to its last four (in place; returned)."""
+    order.payment_method.token = mask_token(order.payment_method.token)
+    for method in order.additional_payment_methods:
+        method.token = mask_token(method.token)
+    return order

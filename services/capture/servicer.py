@@ -21,9 +21,11 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
+from oms_platform.auth_standin import current_principal
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
+from oms_platform.redaction import reveals_payment_tokens
 from services.capture import convert, domain, handlers, store
 from services.capture.watch import OrderWatchHub
 
@@ -72,6 +74,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             if self._on_captured is not None:
                 self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
+        _for_caller(response.order)
         return response
 
     async def ImportOrders(
@@ -152,7 +155,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         await asyncio.wait(sections.values(), timeout=remaining)
 
         response = pb.GetOrderResponse(
-            order=convert.order_to_pb(order),
+            order=_for_caller(convert.order_to_pb(order)),
             timeline=[convert.event_to_pb(e) for e in events],
         )
         fillers: dict[str, Callable[[Any], None]] = {
@@ -190,7 +193,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             assert last.created_at is not None
             token = convert.encode_page_token(last.created_at, last.order_id)
         return pb.ListOrdersResponse(
-            orders=[convert.order_to_pb(o) for o in page], next_page_token=token
+            orders=[_for_caller(convert.order_to_pb(o)) for o in page], next_page_token=token
         )
 
     async def GetOrderTimeline(
@@ -249,13 +252,25 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             order = await store.record_progress(
                 conn, request.order_id, status, changes, event, additions
             )
-            return pb.RecordOrderProgressResponse(order=convert.order_to_pb(order))
+            # Stored as the key's answer: kept without tokens whoever asked.
+            return pb.RecordOrderProgressResponse(
+                order=convert.mask_payment_tokens(convert.order_to_pb(order))
+            )
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"
         response, _ = await idempotent(
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
         return response
+
+
+def _for_caller(order: pb.Order) -> pb.Order:
+    """The order as the current caller may read it: payment tokens masked unless its role
+    needs them (the workflow, other oms services)."""
+    principal = current_principal()
+    if principal is None or not reveals_payment_tokens(principal.roles):
+        convert.mask_payment_tokens(order)
+    return order
 
 
 def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:

@@ -16,6 +16,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
+from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
@@ -125,8 +126,10 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
         category=_enum_name(CATEGORY_TO_DOMAIN, request.category),
         severity=_enum_name(SEVERITY_TO_DOMAIN, request.severity),
         attached_to=request.attached_to,
-        message=request.message,
-        step_input=request.step_input,
+        # The workflow redacts what it records; redacted again here so no caller can store
+        # personal data or a payment token on an exception agents read.
+        message=redact_text(request.message),
+        step_input=redact_json(request.step_input),
     )
 
 
