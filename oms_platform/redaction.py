@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # What a redacted value becomes: says something was there, never what.
@@ -49,9 +49,7 @@ KEPT_IN_ADDRESS = frozenset({"country_code"})
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # International numbers (a leading +) and North American ones written with separators;
 # plain digit runs are left alone (they are amounts, quantities and ids far more often).
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d[\d ().-]{6,18}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?![\w])"
-)
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d ().-]{6,18}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?![\w])")
 # Tokens of the gateways oms knows, wherever they are spelled out in text.
 _TOKEN = re.compile(r"\b(?:tok|gc|pm|card)_[A-Za-z0-9_]+")
 
@@ -79,9 +77,7 @@ def _redact_value(key: str, value: Any, personal_record: bool) -> Any:
     if lowered in TOKEN_KEYS and isinstance(value, str):
         return mask_token(value)
     if lowered in ADDRESS_KEYS and isinstance(value, Mapping):
-        return {
-            k: (redact(v) if k in KEPT_IN_ADDRESS else _blank(v)) for k, v in value.items()
-        }
+        return {k: (redact(v) if k in KEPT_IN_ADDRESS else _blank(v)) for k, v in value.items()}
     if lowered in PERSONAL_KEYS or (personal_record and lowered in NAME_KEYS):
         return _blank(value)
     return redact(value)
@@ -118,7 +114,7 @@ def redact(value: Any) -> Any:
 TOKEN_ROLES = frozenset({"workflow", "service"})
 
 
-def reveals_payment_tokens(roles: frozenset[str] | set[str] | tuple[str, ...]) -> bool:
+def reveals_payment_tokens(roles: Iterable[str]) -> bool:
     """Whether a caller with these roles may read payment tokens unmasked."""
     return any(role in TOKEN_ROLES for role in roles)
 
@@ -133,3 +129,42 @@ def redact_json(text: str) -> str:
     except ValueError:
         return redact_text(text)
     return json.dumps(redact(data), sort_keys=True, ensure_ascii=False)
+
+
+# Identifying text shorter than this is not looked for in free text: it would match
+# everywhere (initials, a two-letter region) and identifies no one alone.
+MIN_IDENTIFYING_LENGTH = 3
+
+
+def identifying_terms(values: Sequence[str]) -> list[str]:
+    """The values worth looking for in free text: stripped, long enough, longest first (so a
+    full name goes before the surname inside it), without repeats."""
+    seen: dict[str, str] = {}
+    for value in values:
+        term = value.strip()
+        if len(term) >= MIN_IDENTIFYING_LENGTH:
+            seen.setdefault(term.lower(), term)
+    return sorted(seen.values(), key=lambda t: (-len(t), t))
+
+
+def erase_text(text: str, terms: Sequence[str]) -> str:
+    """Free text with every identifying term removed (case-insensitively) and then emails,
+    phones and tokens redacted; used when a shopper is erased."""
+    if not text:
+        return text
+    for term in identifying_terms(terms):
+        text = re.sub(re.escape(term), REDACTED, text, flags=re.IGNORECASE)
+    return redact_text(text)
+
+
+def erase(value: Any, terms: Sequence[str]) -> Any:
+    """A JSON-like value redacted as `redact` does, with identifying terms removed from every
+    string in it too."""
+    redacted = redact(value)
+    if isinstance(redacted, str):
+        return erase_text(redacted, terms)
+    if isinstance(redacted, Mapping):
+        return {k: erase(v, terms) for k, v in redacted.items()}
+    if isinstance(redacted, list):
+        return [erase(v, terms) for v in redacted]
+    return redacted

@@ -17,7 +17,7 @@ from oms.payments.v1 import payments_pb2
 
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import mask_token
-from services.capture import domain
+from services.capture import domain, store
 from workflows import types as wf
 
 CHANNEL_TO_DOMAIN: dict[int, str] = {
@@ -479,3 +479,16 @@ def mask_payment_tokens(order: pb.Order) -> pb.Order:
     for method in order.additional_payment_methods:
         method.token = mask_token(method.token)
     return order
+
+
+def erasure_to_pb(record: store.ErasureRecord) -> pb.Erasure:
+    """An erasure's record as the API shows it."""
+    return pb.Erasure(
+        erasure_id=record.erasure_id,
+        shopper_id=record.shopper_id,
+        requested_by=record.requested_by,
+        requested_at=_timestamp(record.requested_at),
+        completed_at=_timestamp(record.completed_at),
+        order_count=len(record.order_ids),
+        canceled_count=record.canceled_count,
+    )

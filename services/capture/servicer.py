@@ -27,6 +27,7 @@ from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
 from oms_platform.redaction import reveals_payment_tokens
 from services.capture import convert, domain, handlers, store
+from services.capture.erasure import Eraser, EraseRequest
 from services.capture.watch import OrderWatchHub
 
 log = structlog.get_logger("oms.capture")
@@ -48,6 +49,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         fraud_policy: domain.FraudPolicy | None = None,
         watchers: OrderWatchHub | None = None,
         on_captured: Callable[[float], None] | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self._pool = pool
         self._fulfillment = fulfillment
@@ -59,6 +61,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         # Told each new order's SubmitOrder latency once it is committed (wakes the relay,
         # feeds the pacer).
         self._on_captured = on_captured
+        self._eraser = eraser
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
@@ -262,6 +265,23 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
         return response
+
+    async def EraseShopper(
+        self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EraseShopperResponse:
+        assert self._eraser is not None, "EraseShopper needs the process's eraser"
+        principal = current_principal()
+        record = await self._eraser.erase(
+            EraseRequest(
+                shopper_id=request.shopper_id,
+                email=request.email,
+                force=request.force,
+                reason=request.reason,
+                # The authenticated caller, never a request field.
+                requested_by=principal.subject if principal is not None else "anonymous",
+            )
+        )
+        return pb.EraseShopperResponse(erasure=convert.erasure_to_pb(record))
 
 
 def _for_caller(order: pb.Order) -> pb.Order:

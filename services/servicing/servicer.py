@@ -10,16 +10,25 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import erasure
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
 from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles
-from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
+from services.servicing.store import (
+    PERSONAL_COLUMNS,
+    ChangeStore,
+    ProcessExceptionStore,
+    ReturnOrderStore,
+)
+
+log = structlog.get_logger("oms.servicing")
 
 T = TypeVar("T")
 
@@ -739,6 +748,17 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         return pb.SubmitAddItemsResponse(
             change=await self._submit(context, add_items_to_domain(request), request)
         )
+
+    # ---- personal data ----------------------------------------------------------------------
+
+    async def ErasePersonalData(
+        self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self._store.pool, PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: grpc.aio.ServicerContext

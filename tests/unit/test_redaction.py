@@ -99,7 +99,12 @@ def test_an_activity_input_keeps_ids_and_money_but_not_addresses_or_tokens() -> 
 def test_a_person_loses_name_and_company_while_a_product_keeps_its_name() -> None:
     out = redact(
         {
-            "shopper": {"name": "Jane Doe", "email": "jane@example.com", "phone": "555", "company": "ACME"},
+            "shopper": {
+                "name": "Jane Doe",
+                "email": "jane@example.com",
+                "phone": "555",
+                "company": "ACME",
+            },
             "line": {"name": "Blue mug", "sku": "SKU-MUG"},
             "recipient_name": "Jane Doe",
         }
