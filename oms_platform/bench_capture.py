@@ -37,7 +37,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform import db, grpcutil
+from oms_platform import auth, db, grpcutil
 from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port, wait_for_port
@@ -199,6 +199,12 @@ async def serve_baseline(dsn: str, port: int, pool_size: int) -> None:
     await server.wait_for_termination()
 
 
+def _storefront(settings: Settings) -> auth.TokenSource:
+    return auth.dev_caller(
+        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
+    )
+
+
 def _start_baseline(settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = open(Path(settings.data_dir) / "logs" / "baseline.log", "ab")  # noqa: SIM115
@@ -235,7 +241,9 @@ async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
     baseline_process, baseline_port = _start_baseline(settings)
     try:
         async with (
-            grpcutil.channel(settings.address_of("capture")) as capture_channel,
+            grpcutil.channel(
+                settings.address_of("capture"), _storefront(settings)
+            ) as capture_channel,
             grpcutil.channel(f"127.0.0.1:{baseline_port}") as baseline_channel,
         ):
             capture = capture_pb2_grpc.CaptureServiceStub(capture_channel)
@@ -429,14 +437,22 @@ async def _run_reads(settings: Settings, args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
     results: list[tuple[int, Run, Run, dict[str, Run]]] = []
     order_ids: list[str] = []
-    async with grpcutil.channel(settings.address_of("capture")) as channel:
+    # Seeding imports history, a back-office job (admin); the measured reads are an agent's.
+    admin = auth.dev_caller(settings, "bench-import", auth.ADMIN)
+    async with (
+        grpcutil.channel(settings.address_of("capture"), admin) as seeding,
+        grpcutil.channel(
+            settings.address_of("capture"), auth.dev_caller(settings, "bench-agent", auth.AGENT)
+        ) as channel,
+    ):
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
+        seed_stub = capture_pb2_grpc.CaptureServiceStub(seeding)
         conn = await asyncpg.connect(settings.dsn)
         try:
             for size in sizes:
                 print(f"seeding to {size:,} orders…", flush=True)
                 began = time.perf_counter()
-                order_ids += await _seed(stub, len(order_ids), size, now)
+                order_ids += await _seed(seed_stub, len(order_ids), size, now)
                 seeded = time.perf_counter() - began
                 for sql in SQL_SETTLE_TABLES:
                     await conn.execute(sql)

@@ -78,6 +78,21 @@ class Settings:
     # Share (0.0 to 1.0) of allocated fulfillment orders the dev simulator rejects instead of
     # accepting, to exercise rerouting; decided per fulfillment order, the same on every run.
     simulator_reject_rate: float = 0.0
+    # Identity. Callers' bearer tokens must be issued by `auth_issuer` for `auth_audience`
+    # and signed by a key of `auth_jwks` (a JWKS file path or an https URL; empty: the dev
+    # stack's `<data_dir>/keys/jwks.json`). HS256 tokens are accepted only when a secret file is
+    # set (development). oms processes sign their service tokens with the secret in
+    # `internal_secret_file` (empty: `<data_dir>/keys/internal.secret`); `auth_signing_key_file`
+    # is the dev issuer's private key `oms token issue` and the CLI sign with.
+    auth_issuer: str = "oms-dev"
+    auth_audience: str = "oms"
+    auth_jwks: str = ""
+    auth_hs256_secret_file: str = ""
+    auth_signing_key_file: str = ""
+    internal_secret_file: str = ""
+    auth_leeway_seconds: float = 30.0
+    # gRPC server reflection (grpcurl `list`/`describe`); switch off where the API is private.
+    grpc_reflection: bool = True
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
@@ -159,6 +174,26 @@ class Settings:
     def temporal_target(self) -> str:
         """host:port of the Temporal frontend."""
         return self.temporal_address or f"127.0.0.1:{self.embedded_temporal_port}"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the dev stack keeps its keys (signing key, JWKS, internal secret)."""
+        return Path(self.data_dir) / "keys"
+
+    @property
+    def auth_jwks_source(self) -> str:
+        """The JWKS callers' tokens are verified with."""
+        return self.auth_jwks or str(self.keys_dir / "jwks.json")
+
+    @property
+    def auth_signing_key_path(self) -> str:
+        """The dev issuer's private key (`oms token issue`)."""
+        return self.auth_signing_key_file or str(self.keys_dir / "issuer.pem")
+
+    @property
+    def internal_secret_path(self) -> str:
+        """The secret oms processes sign their service tokens with."""
+        return self.internal_secret_file or str(self.keys_dir / "internal.secret")
 
     @property
     def dsn(self) -> str:

@@ -7,11 +7,12 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
 from workflows.activities import (
     CaptureActivities,
@@ -25,11 +26,17 @@ log = structlog.get_logger("oms.worker")
 
 
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity, bound to channels to the configured services."""
-    capture = CaptureActivities(grpcutil.channel(settings.address_of("capture")))
-    payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments")))
-    fulfillment = FulfillmentActivities(grpcutil.channel(settings.address_of("fulfillment")))
-    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing")))
+    """Every activity, bound to channels to the configured services; every call carries the
+    worker's own identity (the internal `workflow` role, which alone drives the lifecycle)."""
+    identity = auth.ServiceIdentity.for_process(settings, "worker", auth.WORKFLOW)
+
+    def channel(service: str) -> grpc.aio.Channel:
+        return grpcutil.channel(settings.address_of(service), identity)
+
+    capture = CaptureActivities(channel("capture"))
+    payments = PaymentsActivities(channel("payments"))
+    fulfillment = FulfillmentActivities(channel("fulfillment"))
+    servicing = ServicingActivities(channel("servicing"))
     return [
         capture.record_order_progress,
         payments.authorize_payment,

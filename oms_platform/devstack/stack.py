@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from oms_platform import db
+from oms_platform import auth, db
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
     TemporalDevServer,
@@ -68,6 +68,9 @@ class Stack:
         """Start everything; returns the settings the children run with."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = self.settings
+        # The dev issuer's signing key, its JWKS and the internal service-token secret: made
+        # once, kept across restarts (tokens already issued stay valid).
+        auth.ensure_dev_keys(settings.keys_dir)
         if not settings.database_url:
             self.postgres = EmbeddedPostgres(
                 self.data_dir / "postgres" / "data", settings.embedded_postgres_port

@@ -155,8 +155,10 @@ class Eraser:
                         order_id=order.order_id,
                         # One key per order and erasure request: a repeat reaches the same cancel.
                         idempotency_key="erase-shopper",
-                        actor=request.requested_by,
-                        reason=request.reason or "shopper's personal data erased",
+                        # Capture asks as itself (the recorded actor); the reason names the
+                        # person who asked for the erasure.
+                        reason=f"{request.reason or 'personal data erased'} "
+                        f"(erasure asked by {request.requested_by})",
                     ),
                     timeout=ERASE_CALL_SECONDS,
                 )

@@ -21,7 +21,7 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform.auth_standin import current_principal
+from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
@@ -270,7 +270,6 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
     ) -> pb.EraseShopperResponse:
         assert self._eraser is not None, "EraseShopper needs the process's eraser"
-        principal = current_principal()
         record = await self._eraser.erase(
             EraseRequest(
                 shopper_id=request.shopper_id,
@@ -278,7 +277,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 force=request.force,
                 reason=request.reason,
                 # The authenticated caller, never a request field.
-                requested_by=principal.subject if principal is not None else "anonymous",
+                requested_by=auth.actor(),
             )
         )
         return pb.EraseShopperResponse(erasure=convert.erasure_to_pb(record))
@@ -287,8 +286,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
 def _for_caller(order: pb.Order) -> pb.Order:
     """The order as the current caller may read it: payment tokens masked unless its role
     needs them (the workflow, other oms services)."""
-    principal = current_principal()
-    if principal is None or not reveals_payment_tokens(principal.roles):
+    if not reveals_payment_tokens(auth.current_principal().roles):
         convert.mask_payment_tokens(order)
     return order
 

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import erasure
+from oms_platform import auth, erasure
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
 from oms_platform.redaction import redact_json, redact_text
@@ -222,7 +222,7 @@ def cancel_to_domain(request: pb.SubmitCancelRequest) -> domain.ChangeOrder:
         kind=domain.CANCEL,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
     )
@@ -250,7 +250,7 @@ def return_to_domain(request: pb.SubmitReturnRequest) -> domain.ChangeOrder:
         kind=domain.RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
         refund_without_return=request.refund_without_return,
@@ -276,7 +276,7 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
         kind=domain.RECEIVE_RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         note=request.note,
         return_order_id=request.return_order_id,
         lines=_items(request.accepted),
@@ -304,7 +304,7 @@ def _submitted(
 ) -> domain.ChangeOrder:
     """`order` with what only a submission carries: its key, who asks and why."""
     return replace(
-        order, idempotency_key=request.idempotency_key, actor=request.actor, reason=request.reason
+        order, idempotency_key=request.idempotency_key, actor=auth.actor(), reason=request.reason
     )
 
 
@@ -341,7 +341,7 @@ def reship_to_domain(
         order = replace(
             order,
             idempotency_key=request.idempotency_key,
-            actor=request.actor,
+            actor=auth.actor(),
             reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
             note=request.note,
         )
@@ -510,7 +510,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             action=_enum_name(ACTION_TO_DOMAIN, request.action),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await _reachable(
             context,
@@ -529,7 +529,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             status=_enum_name(STATUS_TO_DOMAIN, request.status),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await handlers.update_process_exception_status(self._store, update)
         return pb.UpdateProcessExceptionStatusResponse(

@@ -18,6 +18,7 @@ from oms.payments.v1 import payments_pb2
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from tests.callers import persona_channel
 from tests.integration.test_capture_service import (
     isolated_settings,
     order_request,
@@ -43,7 +44,7 @@ async def capture(
     screening_settings: Settings,
 ) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     running = await start_service("capture", screening_settings, port=0)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with persona_channel(screening_settings, f"127.0.0.1:{running.port}") as channel:
         yield capture_pb2_grpc.CaptureServiceStub(channel)
     await running.stop(0.5)
 

@@ -16,6 +16,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from oms_platform.grpcutil import field_violations
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from tests.callers import persona_channel
 
 if TYPE_CHECKING:
     from oms.servicing.v1.servicing_pb2_grpc import ServicingServiceAsyncStub as Stub
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="module")
 async def servicing(settings: Settings) -> AsyncIterator[Stub]:
     running = await start_service("servicing", settings, port=0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = persona_channel(settings, f"127.0.0.1:{running.port}")
     try:
         yield servicing_pb2_grpc.ServicingServiceStub(channel)
     finally:
@@ -253,7 +254,6 @@ async def test_an_agent_triages_then_voids_an_exception_and_it_stays_voided(
             process_exception_id=exception_id,
             status=pb.PROCESS_EXCEPTION_STATUS_TRIAGED,
             note="looking into it",
-            actor="agent:ada",
         )
     )
     voided = await servicing.UpdateProcessExceptionStatus(
@@ -500,7 +500,7 @@ async def test_with_temporal_out_of_reach_a_change_is_unavailable_and_left_pendi
     )
     order_id = an_order()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with persona_channel(settings, f"127.0.0.1:{running.port}") as channel:
             stub = servicing_pb2_grpc.ServicingServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.SubmitCancel(

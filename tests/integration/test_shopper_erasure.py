@@ -148,7 +148,6 @@ async def return_one_mug(system: System, order: capture_pb2.Order, person: Perso
         servicing_pb2.SubmitReturnRequest(
             order_id=order.order_id,
             idempotency_key="return-mug",
-            actor="agent:test",
             reason=f"{person.name} ({person.email}) says it is chipped",
             lines=[
                 servicing_pb2.ReturnItem(
@@ -163,7 +162,6 @@ async def return_one_mug(system: System, order: capture_pb2.Order, person: Perso
             return_order_id=opened.change.outcome.return_order_id,
             order_id=order.order_id,
             idempotency_key="receive-mug",
-            actor="agent:test",
             note=f"received from {person.name}",
             accepted=[
                 servicing_pb2.ReceivedItem(
@@ -193,14 +191,18 @@ async def test_an_erased_shopper_leaves_no_personal_data_in_any_table_and_money_
     for text in erin.identifying():
         assert await places_holding(system.settings.dsn, text), f"{text} was never stored"
 
-    answer = await capture.EraseShopper(
+    admin = capture_pb2_grpc.CaptureServiceStub(
+        system.channel("capture", "admin", subject="privacy-officer")
+    )
+    answer = await admin.EraseShopper(
         capture_pb2.EraseShopperRequest(email=erin.email.upper()), timeout=60
     )
 
     erasure = answer.erasure
     assert erasure.shopper_id == first.shopper.shopper_id
     assert erasure.order_count == 2 and erasure.canceled_count == 0
-    assert erasure.requested_by and erasure.HasField("completed_at")
+    # Who asked is the authenticated caller.
+    assert erasure.requested_by == "privacy-officer" and erasure.HasField("completed_at")
     for text in erin.identifying():
         assert await places_holding(system.settings.dsn, text) == [], text
     for text in other.identifying():
@@ -227,14 +229,19 @@ async def test_an_erased_shopper_leaves_no_personal_data_in_any_table_and_money_
     assert other_view.order.shopper.email == other.email
 
     # Asked again, by id or by the email that is no longer stored: the same record.
-    again = await capture.EraseShopper(
+    again = await admin.EraseShopper(
         capture_pb2.EraseShopperRequest(shopper_id=erasure.shopper_id), timeout=60
     )
     assert again.erasure == erasure
-    by_email = await capture.EraseShopper(
+    by_email = await admin.EraseShopper(
         capture_pb2.EraseShopperRequest(email=erin.email), timeout=60
     )
     assert by_email.erasure == erasure
+    # Nobody but an admin may erase.
+    agent = capture_pb2_grpc.CaptureServiceStub(system.channel("capture", "agent"))
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await agent.EraseShopper(capture_pb2.EraseShopperRequest(email=other.email), timeout=10)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_an_order_in_flight_is_refused_unless_forced_then_canceled_and_erased(
