@@ -81,8 +81,9 @@ class Principal:
         return not self.roles.isdisjoint(roles)
 
     def acts_for_every_location(self) -> bool:
-        """Admins and oms processes act for any location; warehouses only for their own."""
-        return self.has_any({ADMIN, WORKFLOW, SERVICE})
+        """Only a warehouse is confined to its own locations; agents, merchandisers, admins and
+        oms processes see and act on every location's records (as the access table allows)."""
+        return self.has_any({AGENT, MERCHANDISER, ADMIN, WORKFLOW, SERVICE})
 
     def may_act_for_location(self, location_id: str) -> bool:
         """Whether this caller may act on a record of location `location_id`."""

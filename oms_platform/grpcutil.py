@@ -253,33 +253,47 @@ async def start_server(
     return server, port
 
 
-class _Bearer(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Adds `authorization: Bearer <token>` to every call on a channel."""
+class _Bearer:
+    """Adds `authorization: Bearer <token>` to a call; grpc.aio takes one interceptor object
+    per kind of call, hence the four small subclasses below."""
 
-    def __init__(self, token: auth.TokenSource) -> None:
-        self._token = token
+    def __init__(self, token_for: Callable[[str], str]) -> None:
+        self._token_for = token_for
 
     def _with_token(self, details: Any) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
         metadata = [(k, v) for k, v in (details.metadata or ()) if k != auth.METADATA_KEY]
-        metadata.append((auth.METADATA_KEY, f"Bearer {self._token()}"))
+        metadata.append((auth.METADATA_KEY, f"Bearer {self._token_for(method)}"))
         return details._replace(metadata=grpc.aio.Metadata(*metadata))
 
+
+class _BearerUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
+
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
+
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_token(details), requests)
 
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_token(details), requests)
+
+
+def bearer_interceptors(token_for: Callable[[str], str]) -> list[Any]:
+    """Client interceptors adding a bearer token to every kind of call; `token_for` gets the
+    full method name (a caller holding several identities may choose by RPC)."""
+    return [
+        kind(token_for)
+        for kind in (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+    ]
 
 
 def channel(address: str, token: auth.TokenSource | None = None) -> grpc.aio.Channel:
@@ -287,5 +301,5 @@ def channel(address: str, token: auth.TokenSource | None = None) -> grpc.aio.Cha
     return grpc.aio.insecure_channel(
         address,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-        interceptors=[_Bearer(token)] if token is not None else None,
+        interceptors=bearer_interceptors(lambda _method: token()) if token is not None else None,
     )

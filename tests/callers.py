@@ -8,7 +8,6 @@ tokens oms processes mint for themselves, for tests that drive a lifecycle step 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import grpc
 
@@ -41,8 +40,8 @@ def channel_as(settings: Settings, address: str, role: str, **identity: object) 
 # Which persona a test speaks as when it only cares what a service does, not who may ask: the
 # first role, in this order, that the access table allows for the RPC called.
 _PERSONAS = (
-    auth.STOREFRONT,
     auth.AGENT,
+    auth.STOREFRONT,
     auth.MERCHANDISER,
     auth.ADMIN,
     auth.WORKFLOW,
@@ -50,38 +49,21 @@ _PERSONAS = (
 )
 
 
-class _ByRpc(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-):
-    """Adds, per call, a token of a role allowed to make it (every call still checked)."""
+def persona_channel(
+    settings: Settings, address: str, subjects: dict[str, str] | None = None
+) -> grpc.aio.Channel:
+    """A channel for tests of what a service does: each call as a persona allowed to make it
+    (every call is still authenticated and checked by the service); `subjects` names who plays
+    a role (e.g. {"agent": "agent:ada"})."""
+    names = subjects or {}
+    sources = {role: caller(settings, role, subject=names.get(role, "")) for role in _PERSONAS}
 
-    def __init__(self, settings: Settings) -> None:
-        self._sources = {role: caller(settings, role) for role in _PERSONAS}
-
-    def _with_token(self, details: Any) -> Any:
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    def token_for(method: str) -> str:
         allowed = access.allowed_roles(method)
-        role = next((r for r in _PERSONAS if r in allowed), auth.ADMIN)
-        metadata = [(k, v) for k, v in (details.metadata or ()) if k != auth.METADATA_KEY]
-        metadata.append((auth.METADATA_KEY, f"Bearer {self._sources[role]()}"))
-        return details._replace(metadata=grpc.aio.Metadata(*metadata))
+        return sources[next((r for r in _PERSONAS if r in allowed), auth.ADMIN)]()
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_token(details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_token(details), request)
-
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(self._with_token(details), requests)
-
-
-def persona_channel(settings: Settings, address: str) -> grpc.aio.Channel:
-    """A channel for tests of what a service does: each call as a persona allowed to make it."""
     return grpc.aio.insecure_channel(
         address,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-        interceptors=[_ByRpc(settings)],
+        interceptors=grpcutil.bearer_interceptors(token_for),
     )

@@ -106,16 +106,23 @@ class System:
     services: dict[str, RunningService]
     _channels: dict[tuple[object, ...], grpc.aio.Channel] = field(default_factory=dict)
 
-    def channel(self, service: str, role: str = "", **identity: object) -> grpc.aio.Channel:
+    def channel(
+        self,
+        service: str,
+        role: str = "",
+        subjects: dict[str, str] | None = None,
+        **identity: object,
+    ) -> grpc.aio.Channel:
         """A channel to `service` as `role` (a token like any caller's), kept for the session;
-        without a role, each call goes as a persona the access table allows to make it."""
-        key = (service, role, tuple(sorted(identity.items())))
+        without a role, each call goes as a persona the access table allows to make it (played
+        by `subjects[role]` when given)."""
+        key = (service, role, tuple(sorted((subjects or {}).items())), *sorted(identity.items()))
         if key not in self._channels:
             address = self.settings.address_of(service)
             self._channels[key] = (
                 channel_as(self.settings, address, role, **identity)
                 if role
-                else persona_channel(self.settings, address)
+                else persona_channel(self.settings, address, subjects)
             )
         return self._channels[key]
 

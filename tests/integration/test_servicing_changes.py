@@ -44,7 +44,7 @@ class Clients:
         )
         # Agent Ada's token: what she changes is recorded as hers.
         self.servicing: ServicingServiceAsyncStub = servicing_pb2_grpc.ServicingServiceStub(
-            system.channel("servicing", auth.AGENT, subject="agent:ada")
+            system.channel("servicing", subjects={auth.AGENT: "agent:ada"})
         )
         self.fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(
             system.channel("fulfillment")

@@ -13,6 +13,7 @@ import pytest
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="module")
 async def servicing(settings: Settings) -> AsyncIterator[Stub]:
     running = await start_service("servicing", settings, port=0)
-    channel = persona_channel(settings, f"127.0.0.1:{running.port}")
+    channel = persona_channel(settings, f"127.0.0.1:{running.port}", {auth.AGENT: "agent:ada"})
     try:
         yield servicing_pb2_grpc.ServicingServiceStub(channel)
     finally:
@@ -277,7 +278,7 @@ async def test_an_agent_triages_then_voids_an_exception_and_it_stays_voided(
         "agent:ada",
     )
     assert voided.process_exception.status == pb.PROCESS_EXCEPTION_STATUS_VOIDED
-    assert voided.process_exception.updated_by == "agent"
+    assert voided.process_exception.updated_by == "agent:ada"  # the caller, always
     assert reopened.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert fetched.process_exception == voided.process_exception
 
