@@ -37,6 +37,7 @@ from oms.servicing.v1 import servicing_pb2
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from oms_platform.erasure import MAX_ORDERS_PER_CALL
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.capture import domain, store
 from workflows.types import ORDER_STATUS, order_workflow_id
@@ -114,8 +115,10 @@ class Eraser:
             )
             order_ids = sorted(set(order_ids) | set(record.order_ids))
             terms = await store.identifying_text(conn, shopper_id, order_ids)
-        await self._end_workflows(order_ids)
-        await self._erase_elsewhere(order_ids, terms)
+        if order_ids:
+            await self._end_workflows(order_ids)
+            for start in range(0, len(order_ids), MAX_ORDERS_PER_CALL):
+                await self._erase_elsewhere(order_ids[start : start + MAX_ORDERS_PER_CALL], terms)
         async with self.pool.acquire() as conn, conn.transaction():
             now = await store.erase_shopper_data(
                 conn,
@@ -133,7 +136,8 @@ class Eraser:
                     "repeat the request"
                 )
         # Last: once the keys are gone, nothing in these orders' histories can be read.
-        await self.shred([order_workflow_id(o) for o in order_ids])
+        if order_ids:
+            await self.shred([order_workflow_id(o) for o in order_ids])
         async with self.pool.acquire() as conn:
             done = await store.complete_erasure(conn, record.erasure_id)
         log.info("shopper erased", erasure_id=done.erasure_id, orders=len(order_ids))
