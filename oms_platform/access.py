@@ -55,6 +55,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{CAPTURE}/WatchOrder": frozenset({STOREFRONT, AGENT, ADMIN}),
     f"/{CAPTURE}/RecordOrderProgress": _LIFECYCLE,
     f"/{CAPTURE}/ImportOrders": frozenset({ADMIN}),
+    # Erasing a shopper's personal data everywhere is an admin's decision alone.
+    f"/{CAPTURE}/EraseShopper": frozenset({ADMIN}),
     # fulfillment
     f"/{FULFILLMENT}/CreateFulfillmentOrders": _LIFECYCLE,
     f"/{FULFILLMENT}/GetFulfillmentOrder": frozenset({AGENT, WAREHOUSE, ADMIN}),
@@ -78,6 +80,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/GetAvailability": frozenset(
         {STOREFRONT, AGENT, WAREHOUSE, MERCHANDISER, ADMIN}
     ),
+    # Only capture's EraseShopper erases an order's data in the other services.
+    f"/{FULFILLMENT}/ErasePersonalData": frozenset({SERVICE}),
     # payments
     f"/{PAYMENTS}/AuthorizePayment": _LIFECYCLE,
     f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,
@@ -87,6 +91,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{PAYMENTS}/RefundCreditMemo": _LIFECYCLE,
     f"/{PAYMENTS}/GetPaymentSummary": _BACK_OFFICE_READ,
     f"/{PAYMENTS}/GetReconciliation": frozenset({AGENT, ADMIN}),
+    f"/{PAYMENTS}/ErasePersonalData": frozenset({SERVICE}),
     # servicing
     f"/{SERVICING}/RecordProcessException": _LIFECYCLE,
     f"/{SERVICING}/EscalateProcessException": _LIFECYCLE,
@@ -99,7 +104,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/ListReturnOrders": _AGENT_CHANGE,
     f"/{SERVICING}/ListChanges": _AGENT_CHANGE,
     f"/{SERVICING}/PreviewCancel": _CHANGE_ON_SHOPPERS_BEHALF,
-    f"/{SERVICING}/SubmitCancel": _CHANGE_ON_SHOPPERS_BEHALF,
+    # Capture too: a forced erasure cancels what has not shipped first.
+    f"/{SERVICING}/SubmitCancel": _CHANGE_ON_SHOPPERS_BEHALF | {SERVICE},
     f"/{SERVICING}/PreviewReturn": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/SubmitReturn": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/ReceiveReturn": frozenset({AGENT, WAREHOUSE, ADMIN}),
@@ -111,6 +117,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/SubmitAppeasement": _AGENT_CHANGE,
     f"/{SERVICING}/PreviewAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/SubmitAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/ErasePersonalData": frozenset({SERVICE}),
 }
 
 

@@ -26,7 +26,9 @@ from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
+from oms_platform.redaction import reveals_payment_tokens
 from services.capture import convert, domain, handlers, store
+from services.capture.erasure import Eraser, EraseRequest
 from services.capture.watch import OrderWatchHub
 
 log = structlog.get_logger("oms.capture")
@@ -48,6 +50,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         fraud_policy: domain.FraudPolicy | None = None,
         watchers: OrderWatchHub | None = None,
         on_captured: Callable[[float], None] | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self._pool = pool
         self._fulfillment = fulfillment
@@ -59,6 +62,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         # Told each new order's SubmitOrder latency once it is committed (wakes the relay,
         # feeds the pacer).
         self._on_captured = on_captured
+        self._eraser = eraser
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
@@ -77,6 +81,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             if self._on_captured is not None:
                 self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
+        _for_caller(response.order)
         return response
 
     async def ImportOrders(
@@ -158,7 +163,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         await asyncio.wait(sections.values(), timeout=remaining)
 
         response = pb.GetOrderResponse(
-            order=convert.order_to_pb(order),
+            order=_for_caller(convert.order_to_pb(order)),
             timeline=[convert.event_to_pb(e) for e in events],
         )
         fillers: dict[str, Callable[[Any], None]] = {
@@ -196,7 +201,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             assert last.created_at is not None
             token = convert.encode_page_token(last.created_at, last.order_id)
         return pb.ListOrdersResponse(
-            orders=[convert.order_to_pb(o) for o in page], next_page_token=token
+            orders=[_for_caller(convert.order_to_pb(o)) for o in page], next_page_token=token
         )
 
     async def GetOrderTimeline(
@@ -259,13 +264,40 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             order = await store.record_progress(
                 conn, request.order_id, status, changes, event, additions
             )
-            return pb.RecordOrderProgressResponse(order=convert.order_to_pb(order))
+            # Stored as the key's answer: kept without tokens whoever asked.
+            return pb.RecordOrderProgressResponse(
+                order=convert.mask_payment_tokens(convert.order_to_pb(order))
+            )
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"
         response, _ = await idempotent(
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
         return response
+
+    async def EraseShopper(
+        self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EraseShopperResponse:
+        assert self._eraser is not None, "EraseShopper needs the process's eraser"
+        record = await self._eraser.erase(
+            EraseRequest(
+                shopper_id=request.shopper_id,
+                email=request.email,
+                force=request.force,
+                reason=request.reason,
+                # The authenticated caller, never a request field.
+                requested_by=auth.actor(),
+            )
+        )
+        return pb.EraseShopperResponse(erasure=convert.erasure_to_pb(record))
+
+
+def _for_caller(order: pb.Order) -> pb.Order:
+    """The order as the current caller may read it: payment tokens masked unless its role
+    needs them (the workflow, other oms services)."""
+    if not reveals_payment_tokens(auth.current_principal().roles):
+        convert.mask_payment_tokens(order)
+    return order
 
 
 def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:

@@ -18,7 +18,7 @@ from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, db
+from oms_platform import auth, db, erasure
 from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.fulfillment import domain, store
 from workflows.types import (
@@ -777,6 +777,15 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             return action
 
         return await self._idempotent(key, request, pb.AdjustInventoryResponse, attempt)
+
+    async def ErasePersonalData(
+        self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self._pool, store.PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: grpc.aio.ServicerContext

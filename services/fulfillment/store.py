@@ -20,6 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from oms_platform import outbox
+from oms_platform.erasure import PersonalColumns
 from oms_platform.errors import NotFound
 from services.fulfillment import domain
 from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_workflow_id
@@ -1061,3 +1062,18 @@ async def signal_order(conn: Conn, order_id: str, event: FulfillmentEvent) -> No
         FULFILLMENT_EVENT_SIGNAL,
         dataclasses.asdict(event),
     )
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+# Where fulfillment keeps a shopper's personal data: the ship-to address of each routed
+# delivery group, and free text an agent or a warehouse may have typed about the order.
+PERSONAL_COLUMNS = (
+    PersonalColumns(
+        "delivery_groups",
+        blank=("address_line1", "address_line2", "city", "region", "postal_code"),
+    ),
+    PersonalColumns("fulfillment_orders", text=("cancel_reason",)),
+    PersonalColumns("fulfillment_line_changes", text=("reason",)),
+    PersonalColumns("routing_decisions", text=("summary",)),
+)

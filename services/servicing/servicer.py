@@ -10,16 +10,25 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth
+from oms_platform import auth, erasure
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
+from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
-from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
+from services.servicing.store import (
+    PERSONAL_COLUMNS,
+    ChangeStore,
+    ProcessExceptionStore,
+    ReturnOrderStore,
+)
+
+log = structlog.get_logger("oms.servicing")
 
 T = TypeVar("T")
 
@@ -126,8 +135,10 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
         category=_enum_name(CATEGORY_TO_DOMAIN, request.category),
         severity=_enum_name(SEVERITY_TO_DOMAIN, request.severity),
         attached_to=request.attached_to,
-        message=request.message,
-        step_input=request.step_input,
+        # The workflow redacts what it records; redacted again here so no caller can store
+        # personal data or a payment token on an exception agents read.
+        message=redact_text(request.message),
+        step_input=redact_json(request.step_input),
     )
 
 
@@ -754,6 +765,17 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         return pb.SubmitAddItemsResponse(
             change=await self._submit(context, add_items_to_domain(request), request)
         )
+
+    # ---- personal data ----------------------------------------------------------------------
+
+    async def ErasePersonalData(
+        self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self._store.pool, PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: grpc.aio.ServicerContext
