@@ -31,11 +31,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from oms_platform import bench_routing, grpcutil, temporal
+from oms_platform import auth, bench_routing, grpcutil, temporal
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.samples import SPLIT_SKUS, sample_order, split_order
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 from workflows.baseline import BenchNoop, bench_noop
 from workflows.types import order_workflow_id
 
@@ -124,6 +125,14 @@ def bench_settings(data_dir: Path) -> Settings:
     )
 
 
+def bench_caller(settings: Settings, role: str) -> auth.TokenSource:
+    """A bench's identity: a token from the bench stack's own dev issuer, like any caller's."""
+    channels = auth.ALL_CHANNELS if role == auth.STOREFRONT else ()
+    return auth.dev_caller(
+        settings, f"bench-{role}", role, channels=channels, ttl_seconds=24 * 3600
+    )
+
+
 async def _wait_result(client: Client, workflow_id: str) -> Any:
     handle = client.get_workflow_handle(workflow_id)
     while True:
@@ -137,7 +146,10 @@ async def _wait_result(client: Client, workflow_id: str) -> Any:
 async def _lifecycle_phase(
     settings: Settings, client: Client, orders: int, concurrency: int, split_every: int = 0
 ) -> tuple[Run, list[str]]:
-    channel = grpcutil.channel(settings.address_of("capture"))
+    storefront = bench_caller(settings, auth.STOREFRONT)
+    channel = grpcutil.channel(
+        settings.address_of("capture"), storefront, tls=TLSConfig.from_settings(settings)
+    )
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
     latencies: list[float] = []
     order_ids: list[str] = []
@@ -187,7 +199,10 @@ async def _activities_per_order(client: Client, order_ids: list[str]) -> int:
 
 
 async def _stock_split_skus(settings: Settings) -> None:
-    async with grpcutil.channel(settings.address_of("fulfillment")) as channel:
+    merchandiser = bench_caller(settings, auth.MERCHANDISER)
+    tls = TLSConfig.from_settings(settings)
+    address = settings.address_of("fulfillment")
+    async with grpcutil.channel(address, merchandiser, tls=tls) as channel:
         await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).SetInventoryLevels(
             fulfillment_pb2.SetInventoryLevelsRequest(
                 levels=[

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -37,12 +38,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform import db, grpcutil
+from oms_platform import auth, db, grpcutil
 from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.devstack.temporal_server import free_port, wait_for_port
 from oms_platform.samples import CHANNELS, sample_order
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 COMMANDS = ("capture", "reads")
 
@@ -194,9 +196,20 @@ async def serve_baseline(dsn: str, port: int, pool_size: int) -> None:
             )
         ]
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    # Under TLS (the bench's stack started with OMS_DEV_TLS=1) the floor pays for it too.
+    credentials = TLSConfig.from_settings(Settings.from_env()).server_credentials()
+    if credentials is None:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
     await server.start()
     await server.wait_for_termination()
+
+
+def _storefront(settings: Settings) -> auth.TokenSource:
+    return auth.dev_caller(
+        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
+    )
 
 
 def _start_baseline(settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
@@ -205,7 +218,7 @@ def _start_baseline(settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "oms_platform.bench_capture", "baseline-server",
          settings.dsn, str(port), str(settings.db_pool_max)],
-        stdout=log, stderr=log, start_new_session=True,
+        stdout=log, stderr=log, start_new_session=True, env={**os.environ, **settings.as_env()},
     )  # fmt: skip
     wait_for_port("127.0.0.1", port, 30.0, process)
     return process, port
@@ -233,10 +246,13 @@ async def _capture_phase(
 
 async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
     baseline_process, baseline_port = _start_baseline(settings)
+    tls = TLSConfig.from_settings(settings)
     try:
         async with (
-            grpcutil.channel(settings.address_of("capture")) as capture_channel,
-            grpcutil.channel(f"127.0.0.1:{baseline_port}") as baseline_channel,
+            grpcutil.channel(
+                settings.address_of("capture"), _storefront(settings), tls=tls
+            ) as capture_channel,
+            grpcutil.channel(f"127.0.0.1:{baseline_port}", tls=tls) as baseline_channel,
         ):
             capture = capture_pb2_grpc.CaptureServiceStub(capture_channel)
             baseline = baseline_channel.unary_unary(
@@ -429,14 +445,25 @@ async def _run_reads(settings: Settings, args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
     results: list[tuple[int, Run, Run, dict[str, Run]]] = []
     order_ids: list[str] = []
-    async with grpcutil.channel(settings.address_of("capture")) as channel:
+    tls = TLSConfig.from_settings(settings)
+    # Seeding imports history, a back-office job (admin); the measured reads are an agent's.
+    admin = auth.dev_caller(settings, "bench-import", auth.ADMIN)
+    async with (
+        grpcutil.channel(settings.address_of("capture"), admin, tls=tls) as seeding,
+        grpcutil.channel(
+            settings.address_of("capture"),
+            auth.dev_caller(settings, "bench-agent", auth.AGENT),
+            tls=tls,
+        ) as channel,
+    ):
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
+        seed_stub = capture_pb2_grpc.CaptureServiceStub(seeding)
         conn = await asyncpg.connect(settings.dsn)
         try:
             for size in sizes:
                 print(f"seeding to {size:,} orders…", flush=True)
                 began = time.perf_counter()
-                order_ids += await _seed(stub, len(order_ids), size, now)
+                order_ids += await _seed(seed_stub, len(order_ids), size, now)
                 seeded = time.perf_counter() - began
                 for sql in SQL_SETTLE_TABLES:
                     await conn.execute(sql)

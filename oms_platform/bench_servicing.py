@@ -25,11 +25,12 @@ from typing import Any
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.bench import Run, bench_settings
 from oms_platform.devstack.stack import Stack
 from oms_platform.samples import sample_order
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
 
@@ -65,7 +66,11 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
     """Submit `count` sample orders and wait until every one is ALLOCATED."""
     order_ids: list[str] = [""] * count
     deadline = time.monotonic() + ALLOCATED_TIMEOUT_SECONDS
-    async with grpcutil.channel(settings.address_of("capture")) as channel:
+    storefront = auth.dev_caller(
+        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
+    )
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
 
         async def submit_and_wait(i: int) -> None:
@@ -91,7 +96,9 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
 
 async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
     failures: list[str] = []
-    async with grpcutil.channel(settings.address_of("servicing")) as channel:
+    agent = auth.dev_caller(settings, "agent:bench", auth.AGENT)
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("servicing"), agent, tls=tls) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
         async def read(i: int) -> None:
@@ -104,7 +111,6 @@ async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -
                 servicing_pb2.SubmitCancelRequest(
                     order_id=order_ids[i],
                     idempotency_key=f"bench-cancel-{uuid.uuid4()}",
-                    actor="agent:bench",
                     reason="bench: Update round trip",
                 ),
                 timeout=60,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
 import time
 import uuid
@@ -21,10 +23,11 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as fpb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform import logging as oms_logging
 from oms_platform.money import format_minor
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
 
@@ -51,9 +54,11 @@ def _money(m: Any) -> str:
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from oms_platform.devstack.stack import run_dev
 
-    await run_dev(settings)
+    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls))
     return 0
 
 
@@ -144,8 +149,32 @@ async def _retry(connect: Callable[[], Coroutine[Any, Any, Any]], what: str) -> 
 # ---- orders --------------------------------------------------------------------------------
 
 
-def _capture(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
-    channel = grpcutil.channel(settings.address_of("capture"))
+def _caller(
+    settings: Settings,
+    role: str,
+    *,
+    channels: tuple[str, ...] = (),
+    locations: tuple[str, ...] = (),
+) -> auth.TokenSource:
+    """The token the CLI presents: `OMS_TOKEN` when set (one from your identity provider or
+    `oms token issue`), otherwise one signed with the dev stack's key for the persona the
+    command acts as (storefront submits, agents service, warehouses ship)."""
+    explicit = os.environ.get("OMS_TOKEN", "").strip()
+    if explicit:
+        return auth.static_token(explicit)
+    issuer = auth.TokenIssuer.from_settings(settings)
+    subject = os.environ.get("OMS_CLI_SUBJECT") or f"{getpass.getuser()}@cli"
+    return auth.static_token(
+        issuer.issue(subject, [role], channels=channels, locations=locations, ttl_seconds=900)
+    )
+
+
+def _capture(settings: Settings, role: str = auth.AGENT) -> tuple[grpc.aio.Channel, Any]:
+    channel = grpcutil.channel(
+        settings.address_of("capture"),
+        _caller(settings, role),
+        tls=TLSConfig.from_settings(settings),
+    )
     return channel, capture_pb2_grpc.CaptureServiceStub(channel)
 
 
@@ -155,7 +184,12 @@ async def cmd_order_submit(settings: Settings, args: argparse.Namespace) -> int:
     if not args.sample:
         print("only --sample is supported from the command line; use the gRPC API for more")
         return 2
-    channel, stub = _capture(settings)
+    channel = grpcutil.channel(
+        settings.address_of("capture"),
+        _caller(settings, auth.STOREFRONT, channels=(args.channel,)),
+        tls=TLSConfig.from_settings(settings),
+    )
+    stub = capture_pb2_grpc.CaptureServiceStub(channel)
     async with channel:
         request = sample_order(channel=args.channel, token=args.token, email=args.email)
         response = await stub.SubmitOrder(request, timeout=10)
@@ -302,8 +336,24 @@ async def cmd_order_list(settings: Settings, args: argparse.Namespace) -> int:
 # ---- the warehouse, by hand ----------------------------------------------------------------
 
 
+async def _warehouse(settings: Settings, locations: list[str]) -> auth.TokenSource:
+    """The warehouse the CLI plays: the given locations, or every location oms knows."""
+    if locations or os.environ.get("OMS_TOKEN", "").strip():
+        return _caller(settings, auth.WAREHOUSE, locations=tuple(locations))
+    address = settings.address_of("fulfillment")
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(address, _caller(settings, auth.WAREHOUSE), tls=tls) as channel:
+        found = await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).ListLocations(
+            fpb.ListLocationsRequest(), timeout=10
+        )
+    every = tuple(loc.location_id for loc in found.locations)
+    return _caller(settings, auth.WAREHOUSE, locations=every)
+
+
 async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
-    async with grpcutil.channel(settings.address_of("fulfillment")) as channel:
+    token = await _warehouse(settings, args.location)
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("fulfillment"), token, tls=tls) as channel:
         stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
         fo_id = getattr(args, "fulfillment_order_id", "")
         result: Any
@@ -373,7 +423,11 @@ async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
 def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
     from oms.servicing.v1 import servicing_pb2_grpc
 
-    channel = grpcutil.channel(settings.address_of("servicing"))
+    channel = grpcutil.channel(
+        settings.address_of("servicing"),
+        _caller(settings, auth.AGENT),
+        tls=TLSConfig.from_settings(settings),
+    )
     return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
 
 
@@ -458,7 +512,7 @@ def _change_request(args: argparse.Namespace) -> Any:
     """The Submit request of a change command."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
-    common = {"order_id": args.order_id, "idempotency_key": args.key, "actor": args.actor}
+    common = {"order_id": args.order_id, "idempotency_key": args.key}
     conditions = {c: spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in CONDITIONS}
 
     def items() -> list[Any]:  # only the commands with --line/--qty pairs have them
@@ -643,7 +697,6 @@ async def cmd_return(settings: Settings, args: argparse.Namespace) -> int:
             return_order_id=args.return_order_id,
             order_id=args.order,
             idempotency_key=args.key,
-            actor=args.actor,
             note=args.note,
         )
         if args.reject:
@@ -720,7 +773,6 @@ async def cmd_exception(settings: Settings, args: argparse.Namespace) -> int:
                     process_exception_id=args.process_exception_id,
                     action=spb.ResolutionAction.Value(f"RESOLUTION_ACTION_{args.action.upper()}"),
                     note=args.note,
-                    actor=args.actor,
                 ),
                 timeout=args.timeout,
             )
@@ -732,7 +784,6 @@ async def cmd_exception(settings: Settings, args: argparse.Namespace) -> int:
                         f"PROCESS_EXCEPTION_STATUS_{args.to.upper()}"
                     ),
                     note=args.note,
-                    actor=args.actor,
                 ),
                 timeout=10,
             )
@@ -794,7 +845,6 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
                 "--qty", action="append", type=int, default=[], help="units (1 per --line)"
             )
         p.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-        p.add_argument("--actor", default="agent:cli", help="who asks")
         p.add_argument("--timeout", type=float, default=60.0)
         p.add_argument(
             "--preview", action="store_true", help="say what it would do; record nothing"
@@ -867,7 +917,6 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     receive.add_argument("--condition", choices=CONDITIONS, default="unspecified")
     receive.add_argument("--note", default="")
     receive.add_argument("--key", default=str(uuid.uuid4()))
-    receive.add_argument("--actor", default="agent:cli")
     receive.add_argument("--timeout", type=float, default=60.0)
     rsub.add_parser("list", help="an order's return orders").add_argument("order_id")
 
@@ -896,13 +945,11 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     resolve.add_argument("process_exception_id")
     resolve.add_argument("--action", required=True, choices=["retry", "skip", "cancel"])
     resolve.add_argument("--note", default="")
-    resolve.add_argument("--actor", default="agent:cli")
     resolve.add_argument("--timeout", type=float, default=60.0)
     status = esub.add_parser("set-status", help="triage, pause, ignore or void")
     status.add_argument("process_exception_id")
     status.add_argument("--to", required=True, choices=["triaged", "paused", "ignored", "voided"])
     status.add_argument("--note", default="")
-    status.add_argument("--actor", default="agent:cli")
     for p in [*rsub.choices.values(), *esub.choices.values()]:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
@@ -923,7 +970,14 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="oms", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("dev", help="run the whole system on embedded defaults (what `make dev` runs)")
+    dev = sub.add_parser(
+        "dev", help="run the whole system on embedded defaults (what `make dev` runs)"
+    )
+    dev.add_argument(
+        "--tls",
+        action="store_true",
+        help="encrypt every connection with a local CA's certificates (also OMS_DEV_TLS=1)",
+    )
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", choices=SERVICES)
     sub.add_parser("worker", help="run the order workflow worker")
@@ -960,6 +1014,12 @@ def parser() -> argparse.ArgumentParser:
     _servicing_parsers(sub, osub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
+    fo.add_argument(
+        "--location",
+        action="append",
+        default=[],
+        help="act for this location (repeatable; default: every location)",
+    )
     fsub = fo.add_subparsers(dest="fo_command", required=True)
     fl = fsub.add_parser("list", help="list fulfillment orders")
     fl.add_argument("--order", default="")
@@ -985,6 +1045,23 @@ def parser() -> argparse.ArgumentParser:
     deliver = fsub.add_parser("deliver", help="confirm a shipment delivered")
     deliver.add_argument("shipment_id")
 
+    token = sub.add_parser("token", help="development tokens signed with the dev stack's key")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    issue = tsub.add_parser("issue", help="print a bearer token for a role")
+    issue.add_argument("--role", required=True, choices=sorted(auth.EXTERNAL_ROLES))
+    issue.add_argument("--subject", default="", help="who (default: <role>@dev)")
+    issue.add_argument(
+        "--location", action="append", default=[], help="a warehouse's location (repeatable)"
+    )
+    issue.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        choices=["web", "marketplace", "store", "b2b", "agent"],
+        help="a storefront's channel (repeatable; default: web)",
+    )
+    issue.add_argument("--ttl", default="8h", help="how long it is valid, e.g. 15m, 8h, 2d")
+
     bench_parser = sub.add_parser("bench", help="benchmarks (start their own stack)")
     from oms_platform import bench
 
@@ -993,6 +1070,20 @@ def parser() -> argparse.ArgumentParser:
     for p in [top, *sub.choices.values(), *osub.choices.values(), *fsub.choices.values()]:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     return top
+
+
+async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms token issue`: a development token from the dev stack's signing key."""
+    channels = tuple(args.channel or (["web"] if args.role == auth.STOREFRONT else []))
+    token = auth.TokenIssuer.from_settings(settings).issue(
+        args.subject or f"{args.role}@dev",
+        [args.role],
+        locations=args.location,
+        channels=channels,
+        ttl_seconds=_duration(args.ttl).total_seconds(),
+    )
+    print(token)
+    return 0
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
@@ -1018,6 +1109,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:changes": cmd_order_changes,
     "return": cmd_return,
     "exception": cmd_exception,
+    "token": cmd_token,
 }
 
 
@@ -1026,6 +1118,11 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     settings = Settings.from_env()
     name = args.command
+    if name not in ("dev", "serve", "bench"):
+        # A caller of the dev stack on this data_dir finds its certificates when it runs TLS.
+        from oms_platform.devstack.certs import dev_client_settings
+
+        settings = dev_client_settings(settings)
     service = args.service if name == "serve" else name
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
     key = f"order:{args.order_command}" if name == "order" else name

@@ -10,107 +10,36 @@ the moment `KeyVault.shred` returns; such payloads come back still sealed.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import os
 import signal
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import jwt
 import structlog
 from aiohttp import web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from oms_platform import temporal
+from oms_platform.auth import ADMIN, Authenticator, Principal, TokenIssuer, Unauthenticated
 from oms_platform.codec import CodecError, EncryptionCodec, Shredded
 from oms_platform.settings import Settings
 
 log = structlog.get_logger("oms.codec_server")
 
-ADMIN = "admin"
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a page of history's payloads, with room to spare
 
 
-# ---- authentication: a stand-in for oms_platform.auth.Authenticator ------------------------
-# Until the shared authenticator lands, development tokens are HS256 JWTs signed with a secret
-# kept beside the codec keys. `authenticator()` and `mint_admin_token()` are the two places
-# that change when it does; the server only needs "token -> principal with roles".
+# ---- authentication -------------------------------------------------------------------------
 
-
-class Unauthenticated(Exception):
-    """The request carries no valid token."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling and with which roles."""
-
-    subject: str
-    roles: frozenset[str]
-
-
-Authenticate = Callable[[str], Principal | Awaitable[Principal]]
-
-TOKEN_ISSUER = "oms-dev"
-TOKEN_AUDIENCE = "oms"
-
-
-def _secret_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "keys" / "dev-token.secret"
-
-
-def ensure_token_secret(settings: Settings) -> None:
-    """Create the development token secret unless it exists (`oms dev`)."""
-    path = _secret_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as out:
-        out.write(os.urandom(32).hex())
+Authenticate = Callable[[str], Principal]
 
 
 def mint_admin_token(
     settings: Settings, subject: str = "oms-dev-ui", ttl: float = 30 * 86400
 ) -> str:
-    """A development token of an admin (the dev server's UI decodes with it)."""
-    return mint_token(settings, subject, [ADMIN], ttl)
-
-
-def mint_token(settings: Settings, subject: str, roles: list[str], ttl: float = 3600) -> str:
-    """A development token for `subject` with `roles`."""
-    now = int(time.time())
-    claims = {
-        "sub": subject,
-        "roles": roles,
-        "iss": TOKEN_ISSUER,
-        "aud": TOKEN_AUDIENCE,
-        "iat": now,
-        "exp": now + int(ttl),
-    }
-    return jwt.encode(claims, _secret_path(settings).read_text().strip(), algorithm="HS256")
-
-
-def authenticator(settings: Settings) -> Authenticate:
-    """Verifies a bearer token into a Principal, or raises Unauthenticated with the reason."""
-    secret = _secret_path(settings).read_text().strip()
-
-    def authenticate(token: str) -> Principal:
-        try:
-            claims = jwt.decode(
-                token, secret, algorithms=["HS256"], audience=TOKEN_AUDIENCE, issuer=TOKEN_ISSUER
-            )
-        except jwt.PyJWTError as error:
-            raise Unauthenticated(str(error)) from None
-        return Principal(str(claims.get("sub", "")), frozenset(claims.get("roles", [])))
-
-    return authenticate
+    """A token of the dev issuer for an admin (`oms dev` gives it to the dev server's UI)."""
+    return TokenIssuer.from_settings(settings).issue(subject, [ADMIN], ttl_seconds=ttl)
 
 
 # ---- the server ----------------------------------------------------------------------------
@@ -159,14 +88,12 @@ def build_app(
                     text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
                 )
         try:
-            principal = authenticate(token.strip())
-            if inspect.isawaitable(principal):
-                principal = await principal
+            # Off the event loop: verifying may fetch a JWKS over the network.
+            principal = await asyncio.to_thread(authenticate, token.strip())
         except Unauthenticated as error:
             raise web.HTTPUnauthorized(
-                text=f"invalid token: {error}", headers={"WWW-Authenticate": "Bearer"}
+                text=f"invalid token: {error.reason}", headers={"WWW-Authenticate": "Bearer"}
             ) from None
-        assert isinstance(principal, Principal)
         if ADMIN not in principal.roles:
             raise web.HTTPForbidden(text="decoding payloads needs the admin role")
         return principal
@@ -226,7 +153,8 @@ def build_app(
 async def start(settings: Settings, port: int | None = None) -> tuple[web.AppRunner, int]:
     """Start the codec server; returns its runner and bound port (0 picks a free one)."""
     codec = await temporal.open_codec(settings, cache=False)
-    app = build_app(codec, authenticator(settings), settings.codec_server_origins)
+    verifier = Authenticator.from_settings(settings)
+    app = build_app(codec, verifier.authenticate, settings.codec_server_origins)
 
     async def close_vault(_app: web.Application) -> None:
         if codec.vault is not None:

@@ -37,6 +37,11 @@ class FailedPrecondition(DomainError):
     """The request is well-formed but the record's state does not allow it now."""
 
 
+class PermissionDenied(DomainError):
+    """The caller is authenticated but may not act on this record (another location's
+    fulfillment order, another channel's order)."""
+
+
 class NotFound(DomainError):
     """The named record does not exist."""
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from oms_platform.redaction import redact
+
 _configured = False
 
 
@@ -41,6 +43,8 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            # Last before rendering, so tracebacks and bound context are masked too.
+            redact_personal_data,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -53,7 +57,8 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[_drop_meta, renderer]
+            foreign_pre_chain=shared,
+            processors=[_drop_meta, redact_personal_data, renderer],
         )
     )
     root = logging.getLogger()
@@ -62,6 +67,17 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
     # Workflow and activity loggers carry the workflow id (Temporal adds it as `extra`).
     for name in ("temporalio.workflow", "temporalio.activity"):
         logging.getLogger(name).setLevel(level.upper())
+
+
+def redact_personal_data(
+    logger: Any, name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask emails, phones, names, addresses and payment tokens in an
+    event's keys and values, nested ones included (oms never logs them)."""
+    meta = {k: event.pop(k) for k in ("_record", "_from_structlog") if k in event}
+    redacted: MutableMapping[str, Any] = redact(dict(event))
+    redacted.update(meta)
+    return redacted
 
 
 def _drop_meta(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

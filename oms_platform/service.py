@@ -21,9 +21,10 @@ import grpc
 import structlog
 from temporalio.client import Client
 
-from oms_platform import codec, db, grpcutil
+from oms_platform import auth, codec, db, grpcutil
 from oms_platform import temporal as temporal_client
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.service")
 
@@ -35,13 +36,18 @@ class ServiceContext:
     name: str
     settings: Settings
     pool: asyncpg.Pool
+    identity: auth.TokenSource
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _temporal: Client | None = None
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to another oms service."""
         if service not in self._channels:
-            self._channels[service] = grpcutil.channel(self.settings.address_of(service))
+            self._channels[service] = grpcutil.channel(
+                self.settings.address_of(service),
+                self.identity,
+                tls=TLSConfig.from_settings(self.settings),
+            )
         return self._channels[service]
 
     async def temporal(self) -> Client:
@@ -111,14 +117,22 @@ class RunningService:
 async def start_service(name: str, settings: Settings, port: int | None = None) -> RunningService:
     """Start service `name` on `port` (default: its configured port; 0 picks a free one)."""
     module = bootstrap_module(name)
+    # Keys first: a service that cannot check tokens must not start (nothing runs open).
+    authenticator = auth.Authenticator.from_settings(settings)
+    identity = auth.ServiceIdentity.for_process(settings, f"service:{name}", auth.SERVICE)
     pool = await db.create_pool(
         settings.dsn, module.SCHEMA, settings.db_pool_min, settings.db_pool_max
     )
-    context = ServiceContext(name=name, settings=settings, pool=pool)
+    context = ServiceContext(name=name, settings=settings, pool=pool, identity=identity)
     parts: ServiceParts = await module.build(context)
     bind_port = settings.port_of(name) if port is None else port
     server, bound = await grpcutil.start_server(
-        parts.registrations, parts.service_names, f"{settings.host}:{bind_port}"
+        parts.registrations,
+        parts.service_names,
+        f"{settings.host}:{bind_port}",
+        authenticator,
+        reflection_enabled=settings.grpc_reflection,
+        tls=TLSConfig.from_settings(settings),
     )
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)

@@ -46,6 +46,32 @@ class Settings:
     fulfillment_address: str = ""
     payments_address: str = ""
     servicing_address: str = ""
+    # Transport security (README "Encrypted transport"). A server certificate and key turn TLS
+    # on for every gRPC server; a CA bundle turns it on for every client, which verifies
+    # servers with it (servers verify client certificates with the same bundle). Paths to PEM
+    # files; empty means plaintext.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # The certificate an oms process (or the CLI) presents to the servers it calls.
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    # Servers refuse callers without a client certificate signed by `tls_ca` (mutual TLS).
+    tls_require_client_cert: bool = False
+    # Temporal: TLS on (also implied by any temporal_tls_* path and by an API key), a CA to
+    # verify the frontend with (empty: the system roots), a client certificate for mTLS, the
+    # name the frontend's certificate carries if not the host dialled, and Temporal Cloud's
+    # API key (the other way in).
+    temporal_tls: bool = False
+    temporal_tls_ca: str = ""
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: str = ""
+    # `oms dev --tls`: generate a local CA and certificates into <data_dir>/tls and run the
+    # whole dev stack encrypted (gRPC with mutual TLS, Postgres TLS only, Temporal behind a
+    # TLS proxy).
+    dev_tls: bool = False
     # The warehouse-and-carrier simulator of the dev stack.
     simulator: bool = True
     simulator_step_seconds: float = 1.0
@@ -78,6 +104,21 @@ class Settings:
     # Share (0.0 to 1.0) of allocated fulfillment orders the dev simulator rejects instead of
     # accepting, to exercise rerouting; decided per fulfillment order, the same on every run.
     simulator_reject_rate: float = 0.0
+    # Identity. Callers' bearer tokens must be issued by `auth_issuer` for `auth_audience`
+    # and signed by a key of `auth_jwks` (a JWKS file path or an https URL; empty: the dev
+    # stack's `<data_dir>/keys/jwks.json`). HS256 tokens are accepted only when a secret file is
+    # set (development). oms processes sign their service tokens with the secret in
+    # `internal_secret_file` (empty: `<data_dir>/keys/internal.secret`); `auth_signing_key_file`
+    # is the dev issuer's private key `oms token issue` and the CLI sign with.
+    auth_issuer: str = "oms-dev"
+    auth_audience: str = "oms"
+    auth_jwks: str = ""
+    auth_hs256_secret_file: str = ""
+    auth_signing_key_file: str = ""
+    internal_secret_file: str = ""
+    auth_leeway_seconds: float = 30.0
+    # gRPC server reflection (grpcurl `list`/`describe`); switch off where the API is private.
+    grpc_reflection: bool = True
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
@@ -172,6 +213,26 @@ class Settings:
         return self.temporal_address or f"127.0.0.1:{self.embedded_temporal_port}"
 
     @property
+    def keys_dir(self) -> Path:
+        """Where the dev stack keeps its keys (signing key, JWKS, internal secret)."""
+        return Path(self.data_dir) / "keys"
+
+    @property
+    def auth_jwks_source(self) -> str:
+        """The JWKS callers' tokens are verified with."""
+        return self.auth_jwks or str(self.keys_dir / "jwks.json")
+
+    @property
+    def auth_signing_key_path(self) -> str:
+        """The dev issuer's private key (`oms token issue`)."""
+        return self.auth_signing_key_file or str(self.keys_dir / "issuer.pem")
+
+    @property
+    def internal_secret_path(self) -> str:
+        """The secret oms processes sign their service tokens with."""
+        return self.internal_secret_file or str(self.keys_dir / "internal.secret")
+
+    @property
     def dsn(self) -> str:
         """The Postgres DSN services connect with."""
         if self.database_url:
@@ -181,7 +242,7 @@ class Settings:
     @property
     def codec_keys_path(self) -> Path:
         """The master keys file of the payload codec."""
-        return Path(self.codec_keys_file or Path(self.data_dir) / "keys" / "codec.keys")
+        return Path(self.codec_keys_file or self.keys_dir / "codec.keys")
 
     @property
     def codec_server_origins(self) -> list[str]:

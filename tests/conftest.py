@@ -7,23 +7,31 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 import pytest
 from temporalio.client import Client
 
-from oms_platform import db, temporal
+from oms_platform import auth, db, temporal
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.simulator import Simulator
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.service import RunningService, migrate_all, start_service
 from oms_platform.settings import SERVICES, Settings
+from tests.callers import channel_as, persona_channel
 from workflows.worker import build_worker
 
 # The tests' own master keys (tests/keys): histories recorded by tests are sealed with them.
 TEST_CODEC_KEYS = Path(__file__).parent / "keys" / "codec-test.keys"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dev_keys() -> Path:
+    """The dev issuer's keys and the internal secret where default settings look for them
+    (tests' settings keep the default data directory's keys; stacks of their own make theirs)."""
+    return auth.ensure_dev_keys(Settings().keys_dir)
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +70,12 @@ def temporal_server(tmp_root: Path) -> Iterator[TemporalDevServer]:
 
 
 @pytest.fixture(scope="session")
-def settings(database: str, tmp_root: Path) -> Settings:
+def settings(database: str) -> Settings:
     """Settings for in-process services: free ports, the test database, short delays, the
     tests' codec keys."""
     ports = {f"{name}_port": free_port() for name in SERVICES}
     return Settings.from_env(
         env={},
-        data_dir=str(tmp_root / "data"),
         codec_keys_file=str(TEST_CODEC_KEYS),
         database_url=database,
         task_queue=f"oms-test-{os.getpid()}",
@@ -102,9 +109,27 @@ class System:
     settings: Settings
     client: Client
     services: dict[str, RunningService]
+    _channels: dict[tuple[object, ...], grpc.aio.Channel] = field(default_factory=dict)
 
-    def channel(self, service: str) -> grpc.aio.Channel:
-        return self.services[service].context.channel(service)
+    def channel(
+        self,
+        service: str,
+        role: str = "",
+        subjects: dict[str, str] | None = None,
+        **identity: object,
+    ) -> grpc.aio.Channel:
+        """A channel to `service` as `role` (a token like any caller's), kept for the session;
+        without a role, each call goes as a persona the access table allows to make it (played
+        by `subjects[role]` when given)."""
+        key = (service, role, tuple(sorted((subjects or {}).items())), *sorted(identity.items()))
+        if key not in self._channels:
+            address = self.settings.address_of(service)
+            self._channels[key] = (
+                channel_as(self.settings, address, role, **identity)
+                if role
+                else persona_channel(self.settings, address, subjects)
+            )
+        return self._channels[key]
 
     @contextlib.asynccontextmanager
     async def simulator(

@@ -25,6 +25,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from oms_platform.money import format_minor
+    from oms_platform.redaction import redact
     from workflows.ledger import AddItemsPlan, ChangeRefused, Ledger, line_share_minor
     from workflows.types import (
         ADD_ITEMS_UPDATE,
@@ -113,10 +114,12 @@ CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
 
 
 def _as_json(value: Any) -> str:
-    """A step's input as JSON, the same for the same input (it goes into a keyed request)."""
+    """A step's input as JSON, the same for the same input (it goes into a keyed request),
+    with addresses, names, emails, phones and payment tokens redacted: it is recorded on a
+    process exception for agents to read, where none of those belong."""
     is_data = dataclasses.is_dataclass(value) and not isinstance(value, type)
     data = dataclasses.asdict(value) if is_data else value
-    return json.dumps(data, sort_keys=True, default=str)
+    return json.dumps(redact(data), sort_keys=True, default=str)
 
 
 def _refuse(error: ChangeRefused) -> ApplicationError:

@@ -7,12 +7,14 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 from workflows.activities import (
     CaptureActivities,
     FulfillmentActivities,
@@ -25,11 +27,18 @@ log = structlog.get_logger("oms.worker")
 
 
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity, bound to channels to the configured services."""
-    capture = CaptureActivities(grpcutil.channel(settings.address_of("capture")))
-    payments = PaymentsActivities(grpcutil.channel(settings.address_of("payments")))
-    fulfillment = FulfillmentActivities(grpcutil.channel(settings.address_of("fulfillment")))
-    servicing = ServicingActivities(grpcutil.channel(settings.address_of("servicing")))
+    """Every activity, bound to channels to the configured services; every call carries the
+    worker's own identity (the internal `workflow` role, which alone drives the lifecycle)."""
+    identity = auth.ServiceIdentity.for_process(settings, "worker", auth.WORKFLOW)
+    tls = TLSConfig.from_settings(settings)
+
+    def channel(service: str) -> grpc.aio.Channel:
+        return grpcutil.channel(settings.address_of(service), identity, tls=tls)
+
+    capture = CaptureActivities(channel("capture"))
+    payments = PaymentsActivities(channel("payments"))
+    fulfillment = FulfillmentActivities(channel("fulfillment"))
+    servicing = ServicingActivities(channel("servicing"))
     return [
         capture.record_order_progress,
         payments.authorize_payment,

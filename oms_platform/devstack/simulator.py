@@ -2,8 +2,11 @@
 
 It plays every location and carrier through the same public RPCs a real warehouse would call:
 accept, pick, pack, ship (with a carrier and tracking number) and deliver, each step a
-configurable delay after the previous one. Asked to (`simulator_reject_rate`), it rejects
-some allocated fulfillment orders instead of accepting them, so their lines are routed again.
+configurable delay after the previous one. It is a warehouse like any other to oms: its
+token (signed by the dev stack's issuer) carries the warehouse role and the locations it
+plays, every location oms knows, re-read every so often. Asked to (`simulator_reject_rate`),
+it rejects some allocated fulfillment orders instead of accepting them, so their lines are
+routed again.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import structlog
 from oms.fulfillment.v1 import fulfillment_pb2 as fpb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.simulator")
 
@@ -31,6 +35,8 @@ OPEN = [
 ]
 CARRIER = "SIMPOST"
 REJECT_REASON = "simulated: the units were not found on the shelf"
+# New locations (a merchandiser's UpsertLocation) join the simulator's token this often.
+LOCATIONS_REFRESH_SECONDS = 10.0
 
 
 def tracking_number(fulfillment_order_id: str) -> str:
@@ -54,7 +60,15 @@ class Simulator:
         self._step = settings.simulator_step_seconds
         self._poll = settings.simulator_poll_seconds
         self._reject_rate = settings.simulator_reject_rate
-        self._channel = grpcutil.channel(settings.address_of("fulfillment"))
+        self._issuer = auth.TokenIssuer.from_settings(settings)
+        self._locations: frozenset[str] = frozenset()
+        self._token = self._issuer.issue("simulator", [auth.WAREHOUSE], ttl_seconds=3600)
+        self._token_renew_at = 0.0
+        self._channel = grpcutil.channel(
+            settings.address_of("fulfillment"),
+            lambda: self._token,
+            tls=TLSConfig.from_settings(settings),
+        )
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
         # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
         self._in_transit: dict[str, float] = {}
@@ -71,8 +85,20 @@ class Simulator:
                 log.warning("simulator pass failed", code=error.code().name)
             await asyncio.sleep(self._poll)
 
+    async def _refresh_identity(self) -> None:
+        """Act for every location oms knows: a warehouse token naming them all."""
+        if time.monotonic() < self._token_renew_at:
+            return
+        page = await self._stub.ListLocations(fpb.ListLocationsRequest(), timeout=10)
+        self._locations = frozenset(loc.location_id for loc in page.locations)
+        self._token = self._issuer.issue(
+            "simulator", [auth.WAREHOUSE], locations=self._locations, ttl_seconds=3600
+        )
+        self._token_renew_at = time.monotonic() + LOCATIONS_REFRESH_SECONDS
+
     async def tick(self) -> None:
         """One pass: advance every due fulfillment order and deliver every due shipment."""
+        await self._refresh_identity()
         now = time.time()
         jobs = []
         async for fo in self._open_orders():
@@ -162,6 +188,11 @@ class Simulator:
 
     async def _recover_in_transit(self) -> None:
         """After a restart, pick up shipped parcels that were never delivered."""
+        try:
+            await self._refresh_identity()
+        except grpc.aio.AioRpcError as error:
+            log.warning("simulator could not list locations", code=error.code().name)
+            return
         token = ""
         while True:
             try:

@@ -10,6 +10,11 @@ while what can lag without losing anything (Temporal, the worker, the simulator 
 services the lifecycle calls) runs `OMS_STACK_BACKGROUND_NICENESS` lower: the process and
 its session group, which is what Linux ranks when it schedules by session (autogroup). Under
 a burst the lifecycles slow down instead of SubmitOrder; with CPU to spare nothing changes.
+
+With `dev_tls` (`oms dev --tls`) everything is encrypted: a local CA's certificates
+(devstack/certs.py), mutual TLS on every gRPC port, Postgres accepting only TLS, and Temporal's
+dev server (which has no TLS of its own) on a private loopback port behind a TLS proxy on the
+public Temporal port.
 """
 
 from __future__ import annotations
@@ -26,18 +31,21 @@ from pathlib import Path
 
 import structlog
 
-from oms_platform import codec_server, db
+from oms_platform import auth, codec_server, db
 from oms_platform.codec import ensure_keys_file
-from oms_platform.codec_server import ensure_token_secret
+from oms_platform.devstack import certs as dev_certs
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
     TemporalDevServer,
+    free_port,
     lower_group_priority,
     niced,
     wait_for_port,
 )
+from oms_platform.devstack.tls_proxy import TLSProxy, tcp_backend
 from oms_platform.service import migrate_all
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.dev")
 
@@ -61,6 +69,8 @@ class Stack:
     settings: Settings
     postgres: EmbeddedPostgres | None = None
     temporal: TemporalDevServer | None = None
+    temporal_proxy: TLSProxy | None = None
+    certificates: dev_certs.DevCertificates | None = None
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -71,9 +81,22 @@ class Stack:
         """Start everything; returns the settings the children run with."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = self.settings
+        # The dev issuer's signing key, its JWKS and the internal service-token secret: made
+        # once, kept across restarts (tokens already issued stay valid).
+        auth.ensure_dev_keys(settings.keys_dir)
+        certs = None
+        if settings.dev_tls:
+            certs, made = dev_certs.ensure(dev_certs.certificates_dir(self.data_dir))
+            log.info(
+                "tls certificates " + ("generated" if made else "reused"), dir=str(certs.directory)
+            )
+            settings = certs.grpc_settings(settings)
+            self.certificates = certs
         if not settings.database_url:
             self.postgres = EmbeddedPostgres(
-                self.data_dir / "postgres" / "data", settings.embedded_postgres_port
+                self.data_dir / "postgres" / "data",
+                settings.embedded_postgres_port,
+                tls=certs.postgres_tls() if certs else None,
             )
             self.postgres.start()
             await db.ensure_database(self.postgres.dsn)
@@ -82,11 +105,13 @@ class Stack:
         log.info("migrations applied", **{k: v for k, v in applied.items() if v})
         if not settings.codec_keys_file and ensure_keys_file(settings.codec_keys_path):
             log.info("development codec key created", path=str(settings.codec_keys_path))
-        ensure_token_secret(settings)
         if not settings.temporal_address:
+            public = settings.embedded_temporal_port
+            # With TLS the dev server listens privately; the proxy takes the public port.
+            private = free_port() if certs else public
             self.temporal = TemporalDevServer(
                 self.data_dir / "temporal" / "temporal.db",
-                settings.embedded_temporal_port,
+                private,
                 settings.embedded_temporal_ui_port,
                 niceness=settings.stack_background_niceness,
                 ui_codec_endpoint=codec_server.endpoint(
@@ -94,8 +119,17 @@ class Stack:
                 ),
             )
             self.temporal.start()
-            settings = replace(settings, temporal_address=self.temporal.target)
+            if certs:
+                self.temporal_proxy = TLSProxy(
+                    ("127.0.0.1", public),
+                    tcp_backend("127.0.0.1", private),
+                    TLSConfig.from_settings(settings).server_ssl_context(alpn=["h2"]),
+                )
+                self.temporal_proxy.start()
+                settings = certs.temporal_settings(settings)
+            settings = replace(settings, temporal_address=f"127.0.0.1:{public}")
         self.settings = settings
+        dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         cli = [sys.executable, "-m", "oms_platform.cli"]
         self.children = [
             Child(name, [*cli, "serve", name], background=name != "capture") for name in SERVICES
@@ -126,9 +160,10 @@ class Stack:
     def banner(self) -> str:
         """Every endpoint, for people."""
         s = self.settings
+        encrypted = self.certificates is not None
         lines = [
             "",
-            "oms is running",
+            "oms is running" + (" — encrypted (TLS)" if encrypted else ""),
             "─" * 60,
             *(f"  {name:<12} gRPC  {s.address_of(name)}" for name in SERVICES),
             f"  {'temporal':<12} gRPC  {s.temporal_target}  (namespace {s.temporal_namespace})",
@@ -141,6 +176,14 @@ class Stack:
             f"  {'simulator':<12} "
             + (f"on, {s.simulator_step_seconds}s per step" if s.simulator else "off")
         )
+        if self.certificates is not None:
+            c = self.certificates
+            lines += [
+                f"  {'tls':<12} gRPC mutual TLS on every port; Postgres TLS only; Temporal via a",
+                f"  {'':<12} TLS proxy (the dev server behind it and its UI: plaintext, loopback)",
+                f"  {'':<12} CA {c.ca}",
+                f"  {'':<12} client cert {c.client} (key {c.client_key.name})",
+            ]
         lines += [
             f"  {'logs':<12} {self.data_dir / 'logs'}",
             "─" * 60,
@@ -182,10 +225,14 @@ class Stack:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        if self.temporal_proxy is not None:
+            self.temporal_proxy.stop()
         if self.temporal is not None:
             self.temporal.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self.certificates is not None:
+            dev_certs.mark_in_use(self.data_dir, None)
 
 
 async def run_dev(settings: Settings) -> None:

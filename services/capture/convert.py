@@ -16,7 +16,8 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
 from oms_platform.errors import FieldViolation, InvalidArgument
-from services.capture import domain
+from oms_platform.redaction import mask_token
+from services.capture import domain, store
 from workflows import types as wf
 
 CHANNEL_TO_DOMAIN: dict[int, str] = {
@@ -470,3 +471,24 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
         raise InvalidArgument(
             [FieldViolation("page_token", "is not a token from a previous page")]
         ) from error
+
+
+def mask_payment_tokens(order: pb.Order) -> pb.Order:
+    """The order with every payment token masked to its last four (in place; returned)."""
+    order.payment_method.token = mask_token(order.payment_method.token)
+    for method in order.additional_payment_methods:
+        method.token = mask_token(method.token)
+    return order
+
+
+def erasure_to_pb(record: store.ErasureRecord) -> pb.Erasure:
+    """An erasure's record as the API shows it."""
+    return pb.Erasure(
+        erasure_id=record.erasure_id,
+        shopper_id=record.shopper_id,
+        requested_by=record.requested_by,
+        requested_at=_timestamp(record.requested_at),
+        completed_at=_timestamp(record.completed_at),
+        order_count=len(record.order_ids),
+        canceled_count=record.canceled_count,
+    )

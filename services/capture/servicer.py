@@ -8,6 +8,7 @@ google.rpc.BadRequest details); ImportOrders reports them per order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,10 +22,13 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import DomainError, FieldViolation, InvalidArgument
+from oms_platform.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
+from oms_platform.redaction import reveals_payment_tokens
 from services.capture import convert, domain, handlers, store
+from services.capture.erasure import Eraser, EraseRequest
 from services.capture.watch import OrderWatchHub
 
 log = structlog.get_logger("oms.capture")
@@ -46,6 +50,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         fraud_policy: domain.FraudPolicy | None = None,
         watchers: OrderWatchHub | None = None,
         on_captured: Callable[[float], None] | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self._pool = pool
         self._fulfillment = fulfillment
@@ -57,14 +62,18 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         # Told each new order's SubmitOrder latency once it is committed (wakes the relay,
         # feeds the pacer).
         self._on_captured = on_captured
+        self._eraser = eraser
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitOrderResponse:
         started = time.perf_counter()
+        submission = convert.submission_from_pb(request)
+        if submission.channel:  # an empty channel is refused by validation, naming the field
+            _confine_to_channel(submission.channel, "this order")
         response = await handlers.submit_order(
             self._pool,
-            convert.submission_from_pb(request),
+            submission,
             request_fingerprint(request),
             self._fraud_policy,
         )
@@ -72,6 +81,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             if self._on_captured is not None:
                 self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
+        _for_caller(response.order)
         return response
 
     async def ImportOrders(
@@ -142,6 +152,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         try:
             async with self._pool.acquire() as conn:
                 order = await store.get_order(conn, order_id)
+                _confine_to_channel(order.channel, f"order {order_id}")
                 events = await store.timeline(conn, order_id)
         except BaseException:
             for task in sections.values():
@@ -152,7 +163,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         await asyncio.wait(sections.values(), timeout=remaining)
 
         response = pb.GetOrderResponse(
-            order=convert.order_to_pb(order),
+            order=_for_caller(convert.order_to_pb(order)),
             timeline=[convert.event_to_pb(e) for e in events],
         )
         fillers: dict[str, Callable[[Any], None]] = {
@@ -178,7 +189,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         limit = domain.page_size(request.page_size)
-        where = convert.filter_from_pb(request)
+        where = _within_own_channels(convert.filter_from_pb(request))
         domain.check_filter(where)
         after = convert.decode_page_token(request.page_token)
         async with self._pool.acquire() as conn:
@@ -190,7 +201,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             assert last.created_at is not None
             token = convert.encode_page_token(last.created_at, last.order_id)
         return pb.ListOrdersResponse(
-            orders=[convert.order_to_pb(o) for o in page], next_page_token=token
+            orders=[_for_caller(convert.order_to_pb(o)) for o in page], next_page_token=token
         )
 
     async def GetOrderTimeline(
@@ -198,6 +209,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     ) -> pb.GetOrderTimelineResponse:
         domain.check_required({"order_id": request.order_id})
         async with self._pool.acquire() as conn:
+            await _confine_order(conn, request.order_id)
             events = await store.timeline(conn, request.order_id)
         return pb.GetOrderTimelineResponse(events=[convert.event_to_pb(e) for e in events])
 
@@ -207,6 +219,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         assert self._watchers is not None, "WatchOrder needs the process's watch hub"
         try:
             domain.check_required({"order_id": request.order_id})
+            if not auth.current_principal().sees_every_channel():
+                async with self._pool.acquire() as conn:
+                    await _confine_order(conn, request.order_id)
             # Subscribe before the first read, so nothing recorded in between is missed.
             with self._watchers.subscribe(request.order_id) as changed:
                 async with self._pool.acquire() as conn:
@@ -249,13 +264,40 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             order = await store.record_progress(
                 conn, request.order_id, status, changes, event, additions
             )
-            return pb.RecordOrderProgressResponse(order=convert.order_to_pb(order))
+            # Stored as the key's answer: kept without tokens whoever asked.
+            return pb.RecordOrderProgressResponse(
+                order=convert.mask_payment_tokens(convert.order_to_pb(order))
+            )
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"
         response, _ = await idempotent(
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
         return response
+
+    async def EraseShopper(
+        self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EraseShopperResponse:
+        assert self._eraser is not None, "EraseShopper needs the process's eraser"
+        record = await self._eraser.erase(
+            EraseRequest(
+                shopper_id=request.shopper_id,
+                email=request.email,
+                force=request.force,
+                reason=request.reason,
+                # The authenticated caller, never a request field.
+                requested_by=auth.actor(),
+            )
+        )
+        return pb.EraseShopperResponse(erasure=convert.erasure_to_pb(record))
+
+
+def _for_caller(order: pb.Order) -> pb.Order:
+    """The order as the current caller may read it: payment tokens masked unless its role
+    needs them (the workflow, other oms services)."""
+    if not reveals_payment_tokens(auth.current_principal().roles):
+        convert.mask_payment_tokens(order)
+    return order
 
 
 def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:
@@ -303,3 +345,34 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
     return repr(error)
+
+
+def _confine_to_channel(channel: str, what: str) -> None:
+    """A storefront acts only on its own channels' orders (PERMISSION_DENIED otherwise)."""
+    principal = auth.current_principal()
+    if not principal.may_see_channel(channel):
+        mine = ", ".join(sorted(principal.channels)) or "no channel"
+        raise PermissionDenied(
+            f"{principal.subject} acts for channel {mine}; {what} is on channel {channel}"
+        )
+
+
+async def _confine_order(conn: Any, order_id: str) -> None:
+    if not auth.current_principal().sees_every_channel():
+        _confine_to_channel(await store.channel_of(conn, order_id), f"order {order_id}")
+
+
+def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
+    """A storefront's listing is confined to its channels: the one it names, or its only one."""
+    principal = auth.current_principal()
+    if principal.sees_every_channel():
+        return where
+    if where.channel:
+        _confine_to_channel(where.channel, "the listing")
+        return where
+    if len(principal.channels) == 1:
+        return dataclasses.replace(where, channel=next(iter(principal.channels)))
+    mine = ", ".join(sorted(principal.channels)) or "no channel"
+    raise PermissionDenied(
+        f"{principal.subject} lists only its own channels' orders: set channel to one of {mine}"
+    )

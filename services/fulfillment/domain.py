@@ -1422,3 +1422,5 @@ class ListFilter:
     order_id: str = ""
     location_id: str = ""
     statuses: tuple[str, ...] = field(default_factory=tuple)
+    # Only these locations (a warehouse sees its own); None: every location.
+    within_locations: tuple[str, ...] | None = None

@@ -18,8 +18,8 @@ from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import db
-from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform import auth, db, erasure
+from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.fulfillment import domain, store
 from workflows.types import (
     FulfillmentEvent,
@@ -343,6 +343,14 @@ def _required(**fields: str) -> None:
         raise InvalidArgument(violations)
 
 
+def _check_location(principal: auth.Principal, location_id: str, what: str) -> None:
+    if not principal.may_act_for_location(location_id):
+        mine = ", ".join(sorted(principal.locations)) or "no location"
+        raise PermissionDenied(
+            f"{principal.subject} acts for {mine}; {what} belongs to location {location_id}"
+        )
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -361,6 +369,21 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             # A pool's connection proxies a Connection; the stubs do not say so.
             return await action(cast(asyncpg.Connection, conn))
+
+    async def _acting_for(self, fulfillment_order_id: str = "", shipment_id: str = "") -> None:
+        """A warehouse acts only for its own locations: checked before anything is read or
+        replayed, so another location's fulfillment order is PERMISSION_DENIED, never touched."""
+        principal = auth.current_principal()
+        if principal.acts_for_every_location():
+            return
+        async with self._pool.acquire() as conn:
+            if shipment_id:
+                location = await store.location_of_shipment(conn, shipment_id)
+                what = f"shipment {shipment_id}"
+            else:
+                location = await store.location_of_fulfillment_order(conn, fulfillment_order_id)
+                what = f"fulfillment order {fulfillment_order_id}"
+        _check_location(principal, location, what)
 
     async def _idempotent(
         self, key: str, request: Message, response_type: type[M], attempt: Attempt[M]
@@ -426,6 +449,9 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         _required(fulfillment_order_id=request.fulfillment_order_id)
         async with self._pool.acquire() as conn:
             fo = await store.get_fulfillment_order(conn, request.fulfillment_order_id)
+        _check_location(
+            auth.current_principal(), fo.location_id, f"fulfillment order {fo.fulfillment_order_id}"
+        )
         return pb.GetFulfillmentOrderResponse(fulfillment_order=fulfillment_order_to_pb(fo))
 
     async def ListFulfillmentOrders(
@@ -433,10 +459,17 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.ListFulfillmentOrdersResponse:
         size = domain.page_size(request.page_size)
         cursor = domain.decode_cursor(request.page_token)
+        principal = auth.current_principal()
+        if request.location_id:
+            _check_location(principal, request.location_id, "the listing")
         where = domain.ListFilter(
             order_id=request.order_id,
             location_id=request.location_id,
             statuses=statuses_from_pb(list(request.statuses)),
+            # A warehouse lists only its own locations' fulfillment orders.
+            within_locations=None
+            if principal.acts_for_every_location()
+            else tuple(sorted(principal.locations)),
         )
         async with self._pool.acquire() as conn:
             page = await store.list_fulfillment_orders(conn, where, cursor, size)
@@ -447,6 +480,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
     async def _progress(self, fulfillment_order_id: str, step: str) -> pb.FulfillmentOrder:
         _required(fulfillment_order_id=fulfillment_order_id)
+        await self._acting_for(fulfillment_order_id)
 
         async def action(conn: asyncpg.Connection) -> pb.FulfillmentOrder:
             fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
@@ -481,6 +515,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.ConfirmShipmentResponse:
         fo_id = request.fulfillment_order_id
         _required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        await self._acting_for(fo_id)
         items = [domain.ShipmentItem(i.order_line_id, i.quantity) for i in request.items]
 
         async def action(conn: asyncpg.Connection) -> pb.ConfirmShipmentResponse:
@@ -514,6 +549,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.ConfirmDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConfirmDeliveryResponse:
         _required(shipment_id=request.shipment_id)
+        await self._acting_for(shipment_id=request.shipment_id)
 
         async def action(conn: asyncpg.Connection) -> pb.ConfirmDeliveryResponse:
             order_id = await store.order_of_shipment(conn, request.shipment_id)
@@ -554,6 +590,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.RejectFulfillmentOrderResponse:
         fo_id = request.fulfillment_order_id
         _required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        await self._acting_for(fo_id)
         requested = line_quantities_from_pb(request.lines)
         key = f"reject:{fo_id}:{request.idempotency_key}"
 
@@ -724,6 +761,9 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.AdjustInventoryResponse:
         _required(idempotency_key=request.idempotency_key)
         adjustments = [adjustment_from_pb(a) for a in request.adjustments]
+        principal = auth.current_principal()
+        for i, adjustment in enumerate(adjustments):
+            _check_location(principal, adjustment.location_id, f"adjustments[{i}]")
         key = f"adjust:{request.idempotency_key}"
 
         def attempt(
@@ -737,6 +777,15 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             return action
 
         return await self._idempotent(key, request, pb.AdjustInventoryResponse, attempt)
+
+    async def ErasePersonalData(
+        self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self._pool, store.PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: grpc.aio.ServicerContext

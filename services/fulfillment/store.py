@@ -20,6 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from oms_platform import outbox
+from oms_platform.erasure import PersonalColumns
 from oms_platform.errors import NotFound
 from services.fulfillment import domain
 from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_workflow_id
@@ -270,6 +271,7 @@ WHERE ($1 = '' OR order_id = $1)
   AND ($2 = '' OR location_id = $2)
   AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
   AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5::text))
+  AND ($7::text[] IS NULL OR location_id = ANY($7::text[]))
 ORDER BY created_at, id
 LIMIT $6"""
 
@@ -361,6 +363,12 @@ ORDER BY shipment_id, item_number"""
 SQL_MARK_DELIVERED = """
 UPDATE shipments SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL
 RETURNING id"""
+
+# Where a fulfillment order or a shipment's fulfillment order ships from (who may act on it).
+SQL_LOCATION_OF_FULFILLMENT_ORDER = "SELECT location_id FROM fulfillment_orders WHERE id = $1"
+SQL_LOCATION_OF_SHIPMENT = """
+SELECT fo.location_id FROM shipments s JOIN fulfillment_orders fo ON fo.id = s.fulfillment_order_id
+WHERE s.id = $1"""
 
 SQL_ORDER_OF_SHIPMENT = """
 SELECT fo.order_id FROM shipments s JOIN fulfillment_orders fo ON fo.id = s.fulfillment_order_id
@@ -680,6 +688,7 @@ async def list_fulfillment_orders(
         cursor.created_at if cursor else None,
         cursor.fulfillment_order_id if cursor else "",
         size + 1,
+        None if where.within_locations is None else list(where.within_locations),
     )
     more = len(rows) > size
     rows = rows[:size]
@@ -994,6 +1003,22 @@ async def mark_delivered(conn: Conn, shipment_id: str) -> bool:
     return await conn.fetchval(SQL_MARK_DELIVERED, shipment_id) is not None
 
 
+async def location_of_fulfillment_order(conn: Conn, fulfillment_order_id: str) -> str:
+    """The location a fulfillment order ships from."""
+    location = await conn.fetchval(SQL_LOCATION_OF_FULFILLMENT_ORDER, fulfillment_order_id)
+    if location is None:
+        raise NotFound(f"fulfillment order {fulfillment_order_id} does not exist")
+    return str(location)
+
+
+async def location_of_shipment(conn: Conn, shipment_id: str) -> str:
+    """The location a shipment left from."""
+    location = await conn.fetchval(SQL_LOCATION_OF_SHIPMENT, shipment_id)
+    if location is None:
+        raise NotFound(f"shipment {shipment_id} does not exist")
+    return str(location)
+
+
 async def order_of_shipment(conn: Conn, shipment_id: str) -> str:
     """The order a shipment belongs to."""
     order_id = await conn.fetchval(SQL_ORDER_OF_SHIPMENT, shipment_id)
@@ -1037,3 +1062,18 @@ async def signal_order(conn: Conn, order_id: str, event: FulfillmentEvent) -> No
         FULFILLMENT_EVENT_SIGNAL,
         dataclasses.asdict(event),
     )
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+# Where fulfillment keeps a shopper's personal data: the ship-to address of each routed
+# delivery group, and free text an agent or a warehouse may have typed about the order.
+PERSONAL_COLUMNS = (
+    PersonalColumns(
+        "delivery_groups",
+        blank=("address_line1", "address_line2", "city", "region", "postal_code"),
+    ),
+    PersonalColumns("fulfillment_orders", text=("cancel_reason",)),
+    PersonalColumns("fulfillment_line_changes", text=("reason",)),
+    PersonalColumns("routing_decisions", text=("summary",)),
+)

@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform import db
+from oms_platform import db, erasure
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.payments import domain, store
 from services.payments.gateway import GatewayError, Gateways, call_resolved
@@ -885,6 +885,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             refunds=[refund_pb(r) for r in records.refunds],
             reversals=[reversal_pb(r) for r in records.reversals],
         )
+
+    async def ErasePersonalData(
+        self, request: payments_pb2.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self.pool, store.PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return payments_pb2.ErasePersonalDataResponse(records_erased=changed)
 
     async def GetReconciliation(
         self, request: payments_pb2.GetReconciliationRequest, context: grpc.aio.ServicerContext

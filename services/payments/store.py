@@ -16,6 +16,7 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from oms_platform.erasure import PersonalColumns
 from services.payments.domain import (
     SUCCEEDED,
     AppeasementCredit,
@@ -446,3 +447,21 @@ async def records_of_order(pool: asyncpg.Pool, order_id: str) -> OrderRecords:
     """Every record of an order, as of one snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         return await load_order(conn, order_id)
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+# Where payments keeps something of the payer: the instrument's token on each authorization
+# (cut to its last four on erasure; captures and refunds go by gateway reference), and free
+# text that may name them. No billing details are kept here (capture has the billing address).
+PERSONAL_COLUMNS = (
+    PersonalColumns("authorizations", tokens=("token",), text=("decline_reason",)),
+    PersonalColumns("credit_memos", text=("reason",)),
+    PersonalColumns("refunds", text=("reason", "failure_reason")),
+    PersonalColumns(
+        "captures",
+        scope="invoice_id IN (SELECT id FROM invoices WHERE order_id = ANY($1::text[]))",
+        text=("failure_reason",),
+    ),
+    PersonalColumns("authorization_reversals", text=("failure_reason",)),
+)

@@ -43,6 +43,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ChangeStore(ctx.pool),
         lifecycles,
         timedelta(seconds=ctx.settings.servicing_resolution_grace_seconds),
+        orders,
     )
     return ServiceParts(
         registrations=[(servicing_pb2_grpc.add_ServicingServiceServicer_to_server, servicer)],

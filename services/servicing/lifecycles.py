@@ -97,6 +97,11 @@ class Orders(Protocol):
         LifecycleUnavailable when capture did not answer."""
         ...
 
+    async def channel_of(self, order_id: str) -> str:
+        """The channel the order came from (a storefront changes only its own channels'
+        orders). Raises NotFound or LifecycleUnavailable like `is_pending`."""
+        ...
+
 
 def change_request(order: domain.ChangeOrder, change_id: str, *, preview: bool) -> ChangeRequest:
     """The workflow's payload for a change."""

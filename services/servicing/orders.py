@@ -28,6 +28,15 @@ class CaptureOrders:
         """Whether capture acknowledged the order and its lifecycle has not started yet
         (capture's status is still pending); NotFound when capture has no such order,
         LifecycleUnavailable when capture did not answer."""
+        view = await self._view(order_id)
+        return view.order.status == capture_pb2.ORDER_STATUS_PENDING
+
+    async def channel_of(self, order_id: str) -> str:
+        """The order's channel as capture names it (web, marketplace, …)."""
+        view = await self._view(order_id)
+        return capture_pb2.Channel.Name(view.order.channel).removeprefix("CHANNEL_").lower()
+
+    async def _view(self, order_id: str) -> capture_pb2.GetOrderResponse:
         try:
             view: capture_pb2.GetOrderResponse = await self._capture.GetOrder(
                 capture_pb2.GetOrderRequest(order_id=order_id), timeout=self._deadline
@@ -39,4 +48,4 @@ class CaptureOrders:
                 f"cannot tell whether order {order_id} exists: capture answered "
                 f"{error.code().name} {error.details()}; retry with the same request"
             ) from None
-        return view.order.status == capture_pb2.ORDER_STATUS_PENDING
+        return view

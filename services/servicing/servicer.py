@@ -10,15 +10,25 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import auth, erasure
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists
+from oms_platform.errors import AlreadyExists, PermissionDenied
+from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
-from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles
-from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
+from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
+from services.servicing.store import (
+    PERSONAL_COLUMNS,
+    ChangeStore,
+    ProcessExceptionStore,
+    ReturnOrderStore,
+)
+
+log = structlog.get_logger("oms.servicing")
 
 T = TypeVar("T")
 
@@ -125,8 +135,10 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
         category=_enum_name(CATEGORY_TO_DOMAIN, request.category),
         severity=_enum_name(SEVERITY_TO_DOMAIN, request.severity),
         attached_to=request.attached_to,
-        message=request.message,
-        step_input=request.step_input,
+        # The workflow redacts what it records; redacted again here so no caller can store
+        # personal data or a payment token on an exception agents read.
+        message=redact_text(request.message),
+        step_input=redact_json(request.step_input),
     )
 
 
@@ -210,7 +222,7 @@ def cancel_to_domain(request: pb.SubmitCancelRequest) -> domain.ChangeOrder:
         kind=domain.CANCEL,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
     )
@@ -238,7 +250,7 @@ def return_to_domain(request: pb.SubmitReturnRequest) -> domain.ChangeOrder:
         kind=domain.RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         reason=request.reason,
         lines=_items(request.lines),
         refund_without_return=request.refund_without_return,
@@ -264,7 +276,7 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
         kind=domain.RECEIVE_RETURN,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        actor=request.actor,
+        actor=auth.actor(),
         note=request.note,
         return_order_id=request.return_order_id,
         lines=_items(request.accepted),
@@ -292,7 +304,7 @@ def _submitted(
 ) -> domain.ChangeOrder:
     """`order` with what only a submission carries: its key, who asks and why."""
     return replace(
-        order, idempotency_key=request.idempotency_key, actor=request.actor, reason=request.reason
+        order, idempotency_key=request.idempotency_key, actor=auth.actor(), reason=request.reason
     )
 
 
@@ -329,7 +341,7 @@ def reship_to_domain(
         order = replace(
             order,
             idempotency_key=request.idempotency_key,
-            actor=request.actor,
+            actor=auth.actor(),
             reason=_enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
             note=request.note,
         )
@@ -432,7 +444,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         changes: ChangeStore,
         lifecycles: OrderLifecycles,
         resolution_grace: timedelta,
+        orders: Orders,
     ) -> None:
+        self._orders = orders
         self._store = store
         self._resolution_grace = resolution_grace
         self._returns = returns
@@ -498,7 +512,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             action=_enum_name(ACTION_TO_DOMAIN, request.action),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await _reachable(
             context,
@@ -517,7 +531,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             process_exception_id=request.process_exception_id,
             status=_enum_name(STATUS_TO_DOMAIN, request.status),
             note=request.note,
-            actor=request.actor,
+            actor=auth.actor(),
         )
         exception = await handlers.update_process_exception_status(self._store, update)
         return pb.UpdateProcessExceptionStatusResponse(
@@ -615,9 +629,23 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
 
     # ---- changes ----------------------------------------------------------------------------
 
+    async def _confine(self, context: grpc.aio.ServicerContext, order_id: str) -> None:
+        """A storefront asks for changes only to its own channels' orders."""
+        principal = auth.current_principal()
+        if principal.sees_every_channel() or not order_id:
+            return
+        channel = await _reachable(context, self._orders.channel_of(order_id))
+        if not principal.may_see_channel(channel):
+            mine = ", ".join(sorted(principal.channels)) or "no channel"
+            raise PermissionDenied(
+                f"{principal.subject} acts for channel {mine}; order {order_id} is on channel "
+                f"{channel}"
+            )
+
     async def _submit(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
     ) -> pb.Change:
+        await self._confine(context, order.order_id)
         change = await _reachable(
             context,
             handlers.submit_change(
@@ -633,6 +661,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def _preview(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
     ) -> pb.ChangeOutcome:
+        await self._confine(context, order.order_id)
         outcome = await _reachable(context, handlers.preview_change(self._lifecycles, order))
         return outcome_to_pb(outcome)
 
@@ -736,6 +765,17 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         return pb.SubmitAddItemsResponse(
             change=await self._submit(context, add_items_to_domain(request), request)
         )
+
+    # ---- personal data ----------------------------------------------------------------------
+
+    async def ErasePersonalData(
+        self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasePersonalDataResponse:
+        changed = await erasure.erase_orders(
+            self._store.pool, PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+        )
+        log.info("personal data erased", orders=len(request.order_ids), records=changed)
+        return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: grpc.aio.ServicerContext

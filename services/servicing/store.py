@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from oms_platform.erasure import PersonalColumns
 from oms_platform.errors import NotFound
 from services.servicing.domain import (
     Change,
@@ -498,3 +499,30 @@ def _change(row: asyncpg.Record) -> Change:
         refusal_message=row["refusal_message"],
         completed_at=row["completed_at"],
     )
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+_RETURN_ORDERS_OF_ORDERS = (
+    "return_order_id IN (SELECT id FROM return_orders WHERE order_id = ANY($1::text[]))"
+)
+
+# Where servicing may hold a shopper's personal data: what a failed step was asked (redacted
+# when recorded, redacted again here for rows recorded before), and everything typed by
+# agents and shoppers' requests: reasons, notes, messages, the requests of changes.
+PERSONAL_COLUMNS = (
+    PersonalColumns(
+        "process_exceptions",
+        text=("message", "note", "resolution_note"),
+        json_text=("step_input",),
+    ),
+    PersonalColumns("return_orders", text=("reason",)),
+    PersonalColumns(
+        "return_order_lines", scope=_RETURN_ORDERS_OF_ORDERS, text=("reason", "rejection_reason")
+    ),
+    PersonalColumns(
+        "changes",
+        text=("reason", "summary", "refusal_message"),
+        json=("request", "requested_lines", "outcome_lines"),
+    ),
+)

@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.settings import SERVICES, Settings
+from tests.callers import channel_as, persona_channel
 
 BIN = Path(sys.executable).parent
 
@@ -50,13 +52,20 @@ class DevStack:
         """The simulated gateways' log of every operation performed, across the session."""
         return Path(self.env["OMS_GATEWAY_LOG_PATH"])
 
-    def port(self, service: str) -> int:
-        return int(self.env[f"OMS_{service.upper()}_PORT"])
-
     @property
     def settings(self) -> Settings:
-        """The stack's settings, as its processes read them."""
+        """The stack's settings, as its processes read them (its own keys among them)."""
         return Settings.from_env(env=self.env)
+
+    def channel(self, service: str, role: str = "", **identity: object) -> grpc.aio.Channel:
+        """A channel to one of the stack's services as `role` (per RPC persona if none)."""
+        address = f"127.0.0.1:{self.port(service)}"
+        if role:
+            return channel_as(self.settings, address, role, **identity)
+        return persona_channel(self.settings, address)
+
+    def port(self, service: str) -> int:
+        return int(self.env[f"OMS_{service.upper()}_PORT"])
 
     @property
     def temporal(self) -> str:

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-async def cli(client: Client, *args: str) -> tuple[int, str, str]:
-    """Run `oms <args>` against the system under test; (exit code, stdout, stderr)."""
+async def cli(client: Client, *args: str, subject: str = "") -> tuple[int, str, str]:
+    """Run `oms <args>` against the system under test (as `subject` when given); (exit code,
+    stdout, stderr)."""
     settings = client.system.settings
     env = {
         **os.environ,
@@ -34,6 +35,7 @@ async def cli(client: Client, *args: str) -> tuple[int, str, str]:
             f"OMS_{name.upper()}_ADDRESS": settings.address_of(name)
             for name in ("capture", "fulfillment", "payments", "servicing")
         },
+        **({"OMS_CLI_SUBJECT": subject} if subject else {}),
     }
     # Not subprocess.run: the services answering it run on this event loop.
     process = await asyncio.create_subprocess_exec(
@@ -45,8 +47,8 @@ async def cli(client: Client, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def as_json(client: Client, *args: str) -> Any:
-    code, out, err = await cli(client, *args, "--json")
+async def as_json(client: Client, *args: str, subject: str = "") -> Any:
+    code, out, err = await cli(client, *args, "--json", subject=subject)
     assert code == 0, err
     return json.loads(out)
 
@@ -73,9 +75,7 @@ async def test_an_agent_adds_a_line_and_units_with_the_cli_and_the_order_ships_t
     assert code == 0 and f"authorized {format_minor(added, 'USD')}" in said
     assert f"order total {format_minor(total + added, 'USD')}" in said
     assert await oms.reservations_of(shade) == 0  # a preview reserves nothing
-    submitted = await as_json(
-        oms, *args, "--reason", "shopper wants a shade", "--actor", "agent:ann"
-    )
+    submitted = await as_json(oms, *args, "--reason", "shopper wants a shade", subject="agent:ann")
     code, listed, _ = await cli(oms, "order", "changes", order.order_id)
 
     assert int(preview["preview"]["authorized_minor"]) == added

@@ -28,7 +28,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture
 async def capture(stack: DevStack) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('capture')}") as channel:
+    async with stack.channel("capture") as channel:
         yield capture_pb2_grpc.CaptureServiceStub(channel)
 
 

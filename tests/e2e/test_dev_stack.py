@@ -8,7 +8,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import grpc
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
@@ -62,7 +61,7 @@ async def test_a_sample_order_is_fulfilled_with_capture_equal_to_the_invoice_tot
     kinds = [json.loads(line)["kind"] for line in watched.stdout.splitlines()]
     assert kinds[0] == "order.captured" and kinds[-1] == "order.fulfilled"
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('capture')}") as channel:
+    async with stack.channel("capture") as channel:
         view = await wait_for_status(capture_pb2_grpc.CaptureServiceStub(channel), order_id)
 
     order = view.order
@@ -106,7 +105,7 @@ async def test_a_sample_order_is_fulfilled_with_capture_equal_to_the_invoice_tot
 async def test_a_declined_card_cancels_the_order_and_raises_a_payment_exception(
     stack: DevStack,
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('capture')}") as channel:
+    async with stack.channel("capture") as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
         response = await stub.SubmitOrder(sample_order(token="tok_decline"), timeout=10)
         view = await wait_for_status(stub, response.order.order_id)

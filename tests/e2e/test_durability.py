@@ -32,7 +32,7 @@ def kill(stack: DevStack, role: str) -> int:
 
 
 async def test_18_killing_the_worker_and_a_service_mid_order_loses_nothing(stack: DevStack) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('capture')}") as channel:
+    async with stack.channel("capture") as channel:
         capture = capture_pb2_grpc.CaptureServiceStub(channel)
         order_ids = []
         for i in range(12):
@@ -62,7 +62,7 @@ async def test_18_killing_the_worker_and_a_service_mid_order_loses_nothing(stack
                     views[order_id] = view
             await asyncio.sleep(0.5)
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('payments')}") as channel:
+    async with stack.channel("payments") as channel:
         payments = payments_pb2_grpc.PaymentsServiceStub(channel)
         for order_id, view in views.items():
             total = view.order.totals.grand_total.amount_minor

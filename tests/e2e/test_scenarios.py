@@ -91,7 +91,7 @@ class Client:
     async def resolve(self, exception_id: str, action: int) -> None:
         await self.servicing.ResolveProcessException(
             spb.ResolveProcessExceptionRequest(
-                process_exception_id=exception_id, action=action, note="checked", actor="agent:ann"
+                process_exception_id=exception_id, action=action, note="checked"
             ),
             timeout=30,
         )

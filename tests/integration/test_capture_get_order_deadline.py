@@ -15,6 +15,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
+from tests.callers import persona_channel
 from tests.integration.test_capture_service import isolated_settings, order_request, own_database
 
 pb = capture_pb2
@@ -75,7 +76,7 @@ async def test_a_slow_service_costs_its_section_not_the_answer(
     )
     running = await start_service("capture", settings, port=0)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with persona_channel(settings, f"127.0.0.1:{running.port}") as channel:
             stub = capture_pb2_grpc.CaptureServiceStub(channel)
             order = (await stub.SubmitOrder(order_request())).order
             started = time.monotonic()

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
@@ -15,6 +14,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from tests.callers import persona_channel
 from tests.integration.test_capture_service import (
     isolated_settings,
     order_request,
@@ -33,7 +33,7 @@ async def import_settings(postgres: EmbeddedPostgres) -> Settings:
 @pytest.fixture(scope="module")
 async def capture(import_settings: Settings) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     running = await start_service("capture", import_settings, port=0)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with persona_channel(import_settings, f"127.0.0.1:{running.port}") as channel:
         yield capture_pb2_grpc.CaptureServiceStub(channel)
     await running.stop(0.5)
 

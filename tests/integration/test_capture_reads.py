@@ -18,6 +18,7 @@ from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
 from services.capture import domain, store
+from tests.callers import persona_channel
 from tests.integration.test_capture_import import stream
 from tests.integration.test_capture_service import (
     isolated_settings,
@@ -51,7 +52,7 @@ async def reads_settings(postgres: EmbeddedPostgres) -> Settings:
 @pytest.fixture(scope="module")
 async def capture(reads_settings: Settings) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     running = await start_service("capture", reads_settings, port=0)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with persona_channel(reads_settings, f"127.0.0.1:{running.port}") as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
         # Background: 4,000 past orders over 200 days, 40 shoppers, 50 SKUs, 4 channels.
         emails = [f"{unique('reader')}@example.com" for _ in range(40)]

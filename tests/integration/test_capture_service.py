@@ -16,14 +16,15 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 from temporalio.service import RPCError
 
-from oms_platform import db, temporal
+from oms_platform import auth, db, temporal
 from oms_platform.codec import migrate_vault
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import start_service
+from oms_platform.service import RunningService, start_service
 from oms_platform.settings import SERVICES, Settings
 from services.capture import bootstrap
+from tests.callers import channel_as, persona_channel
 from tests.conftest import TEST_CODEC_KEYS
 from workflows.types import ORDER_CHANNEL, ORDER_STATUS
 
@@ -65,11 +66,30 @@ async def capture_settings(postgres: EmbeddedPostgres) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def capture(capture_settings: Settings) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+async def capture_service(capture_settings: Settings) -> AsyncIterator[RunningService]:
     running = await start_service("capture", capture_settings, port=0)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    yield running
     await running.stop(0.5)
+
+
+@pytest.fixture(scope="module")
+async def capture(
+    capture_settings: Settings, capture_service: RunningService
+) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+    """Capture as an admin sees it (submits, reads, imports)."""
+    address = f"127.0.0.1:{capture_service.port}"
+    async with channel_as(capture_settings, address, auth.ADMIN) as channel:
+        yield capture_pb2_grpc.CaptureServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+async def lifecycle(
+    capture_settings: Settings, capture_service: RunningService
+) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+    """Capture as the worker sees it: RecordOrderProgress is the lifecycle's alone."""
+    address = f"127.0.0.1:{capture_service.port}"
+    async with channel_as(capture_settings, address, auth.WORKFLOW) as channel:
+        yield capture_pb2_grpc.CaptureServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +400,7 @@ def progress(
 
 
 async def test_progress_moves_buckets_status_and_timeline_once_per_key(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
 ) -> None:
     order = (await capture.SubmitOrder(order_request())).order
@@ -390,10 +411,10 @@ async def test_progress_moves_buckets_status_and_timeline_once_per_key(
         [{"allocated": 2}, {"allocated": 1}],
         "order.allocated",
     )
-    after = (await capture.RecordOrderProgress(allocate)).order
+    after = (await lifecycle.RecordOrderProgress(allocate)).order
     assert after.status == pb.ORDER_STATUS_ALLOCATED
     assert [line.quantities.allocated for line in after.lines] == [2, 1]
-    replay = (await capture.RecordOrderProgress(allocate)).order
+    replay = (await lifecycle.RecordOrderProgress(allocate)).order
     assert [line.quantities.allocated for line in replay.lines] == [2, 1]
 
     ship = progress(
@@ -403,7 +424,7 @@ async def test_progress_moves_buckets_status_and_timeline_once_per_key(
         [{"allocated": -2, "fulfilled": 2}],
         "shipment.shipped",
     )
-    shipped = (await capture.RecordOrderProgress(ship)).order
+    shipped = (await lifecycle.RecordOrderProgress(ship)).order
     assert [(q.quantities.allocated, q.quantities.fulfilled) for q in shipped.lines] == [
         (0, 2),
         (1, 0),
@@ -420,11 +441,12 @@ async def test_progress_moves_buckets_status_and_timeline_once_per_key(
 
 
 async def test_progress_that_would_drop_a_bucket_below_zero_is_refused(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
 ) -> None:
     order = (await capture.SubmitOrder(order_request())).order
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await capture.RecordOrderProgress(
+        await lifecycle.RecordOrderProgress(
             progress(order, "oops", pb.ORDER_STATUS_SHIPPED, [{"fulfilled": -1}], "x")
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -434,10 +456,11 @@ async def test_progress_that_would_drop_a_bucket_below_zero_is_refused(
 
 
 async def test_progress_on_an_unknown_order_is_not_found(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await capture.RecordOrderProgress(
+        await lifecycle.RecordOrderProgress(
             pb.RecordOrderProgressRequest(
                 order_id=unique("nope"), idempotency_key="k", status=pb.ORDER_STATUS_PROCESSING
             )
@@ -463,6 +486,7 @@ async def test_get_order_answers_without_the_other_services_naming_what_is_missi
 
 
 async def test_list_orders_pages_newest_first_and_filters(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
 ) -> None:
     email = f"{unique('lister')}@example.com"
@@ -488,7 +512,7 @@ async def test_list_orders_pages_newest_first_and_filters(
     assert seen == list(reversed(placed))
     assert pages == 3
 
-    await capture.RecordOrderProgress(
+    await lifecycle.RecordOrderProgress(
         pb.RecordOrderProgressRequest(
             order_id=placed[1], idempotency_key="start", status=pb.ORDER_STATUS_PROCESSING
         )
@@ -528,7 +552,7 @@ async def test_the_relay_starts_the_lifecycle_searchable_as_processing_on_its_ch
     )
     running = await start_service("capture", settings, port=0)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with persona_channel(settings, f"127.0.0.1:{running.port}") as channel:
             stub = capture_pb2_grpc.CaptureServiceStub(channel)
             order = (await stub.SubmitOrder(order_request(channel=pb.CHANNEL_MARKETPLACE))).order
         client = await temporal.connect(settings)

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
-import grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
@@ -29,6 +28,7 @@ from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.samples import sample_order
 from oms_platform.service import RunningService, migrate_all, start_service
 from oms_platform.settings import SERVICES, Settings
+from tests.callers import persona_channel
 from tests.conftest import TEST_CODEC_KEYS
 from tests.integration.test_capture_service import unique
 from workflows.worker import build_worker
@@ -94,8 +94,8 @@ async def test_orders_taken_while_temporal_is_down_each_run_their_lifecycle_once
         async with (
             build_worker(client, settings),
             simulator(settings),
-            grpc.aio.insecure_channel(settings.address_of("capture")) as capture_channel,
-            grpc.aio.insecure_channel(settings.address_of("payments")) as payments_channel,
+            persona_channel(settings, settings.address_of("capture")) as capture_channel,
+            persona_channel(settings, settings.address_of("payments")) as payments_channel,
         ):
             stub = capture_pb2_grpc.CaptureServiceStub(capture_channel)
             # One order before the outage, so every client has been connected once.

@@ -12,11 +12,13 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.common.v1 import common_pb2
 
+from oms_platform import auth
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import start_service
+from oms_platform.service import RunningService, start_service
 from oms_platform.settings import Settings
 from services.capture.watch import APPLICATION_NAME
+from tests.callers import channel_as
 from tests.integration.test_capture_import import stream
 from tests.integration.test_capture_service import (
     isolated_settings,
@@ -35,11 +37,30 @@ async def watch_settings(postgres: EmbeddedPostgres) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def capture(watch_settings: Settings) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+async def capture_service(watch_settings: Settings) -> AsyncIterator[RunningService]:
     running = await start_service("capture", watch_settings, port=0)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    yield running
     await running.stop(0.5)
+
+
+@pytest.fixture(scope="module")
+async def capture(
+    watch_settings: Settings, capture_service: RunningService
+) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+    """Capture as an admin sees it (submits, reads, imports)."""
+    address = f"127.0.0.1:{capture_service.port}"
+    async with channel_as(watch_settings, address, auth.ADMIN) as channel:
+        yield capture_pb2_grpc.CaptureServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+async def lifecycle(
+    watch_settings: Settings, capture_service: RunningService
+) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+    """Capture as the worker sees it: RecordOrderProgress is the lifecycle's alone."""
+    address = f"127.0.0.1:{capture_service.port}"
+    async with channel_as(watch_settings, address, auth.WORKFLOW) as channel:
+        yield capture_pb2_grpc.CaptureServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +90,7 @@ async def next_update(call: Any) -> pb.WatchOrderResponse:
 
 
 async def test_a_watcher_sees_the_order_now_then_each_change_until_it_settles(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
 ) -> None:
     order = (await capture.SubmitOrder(order_request())).order
@@ -79,17 +101,17 @@ async def test_a_watcher_sees_the_order_now_then_each_change_until_it_settles(
     assert first.status == pb.ORDER_STATUS_PENDING
     assert [e.kind for e in first.events] == ["order.captured"]
 
-    await progress(capture, order.order_id, pb.ORDER_STATUS_PROCESSING, "lifecycle.started")
+    await progress(lifecycle, order.order_id, pb.ORDER_STATUS_PROCESSING, "lifecycle.started")
     update = await next_update(call)
     assert (update.snapshot, update.status) == (False, pb.ORDER_STATUS_PROCESSING)
     assert [e.kind for e in update.events] == ["lifecycle.started"]
 
-    await progress(capture, order.order_id, pb.ORDER_STATUS_UNSPECIFIED, "shipment.shipped")
+    await progress(lifecycle, order.order_id, pb.ORDER_STATUS_UNSPECIFIED, "shipment.shipped")
     update = await next_update(call)
     assert update.status == pb.ORDER_STATUS_PROCESSING
     assert [e.kind for e in update.events] == ["shipment.shipped"]
 
-    await progress(capture, order.order_id, pb.ORDER_STATUS_FULFILLED, "order.fulfilled")
+    await progress(lifecycle, order.order_id, pb.ORDER_STATUS_FULFILLED, "order.fulfilled")
     update = await next_update(call)
     assert update.status == pb.ORDER_STATUS_FULFILLED
     assert [e.kind for e in update.events] == ["order.fulfilled"]
@@ -128,7 +150,9 @@ async def test_watching_an_unknown_order_is_not_found_and_no_id_is_invalid(
 
 
 async def test_many_watchers_share_one_listener_and_hold_no_pool_connection(
-    capture: capture_pb2_grpc.CaptureServiceStub, sql: asyncpg.Connection
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+    sql: asyncpg.Connection,
 ) -> None:
     orders = [(await capture.SubmitOrder(order_request())).order.order_id for _ in range(4)]
     calls = [capture.WatchOrder(pb.WatchOrderRequest(order_id=orders[i % 4])) for i in range(12)]
@@ -143,7 +167,7 @@ async def test_many_watchers_share_one_listener_and_hold_no_pool_connection(
     # Twelve waiting watchers and a pool of three: capture still answers at once.
     submitted = await asyncio.wait_for(capture.SubmitOrder(order_request()), 2)
     assert submitted.order.order_id
-    await progress(capture, orders[1], pb.ORDER_STATUS_ON_HOLD, "fraud.held")
+    await progress(lifecycle, orders[1], pb.ORDER_STATUS_ON_HOLD, "fraud.held")
     for i in (1, 5, 9):
         update = await next_update(calls[i])
         assert update.status == pb.ORDER_STATUS_ON_HOLD
@@ -152,7 +176,9 @@ async def test_many_watchers_share_one_listener_and_hold_no_pool_connection(
 
 
 async def test_watchers_keep_following_after_the_listener_connection_drops(
-    capture: capture_pb2_grpc.CaptureServiceStub, sql: asyncpg.Connection
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+    sql: asyncpg.Connection,
 ) -> None:
     order_id = (await capture.SubmitOrder(order_request())).order.order_id
     call = capture.WatchOrder(pb.WatchOrderRequest(order_id=order_id))
@@ -164,7 +190,7 @@ async def test_watchers_keep_following_after_the_listener_connection_drops(
     )
     assert killed == 1
     # Recorded while nobody listens: read when the listener is back.
-    await progress(capture, order_id, pb.ORDER_STATUS_PROCESSING, "lifecycle.started")
+    await progress(lifecycle, order_id, pb.ORDER_STATUS_PROCESSING, "lifecycle.started")
     update = await next_update(call)
     assert update.status == pb.ORDER_STATUS_PROCESSING
     assert [e.kind for e in update.events] == ["lifecycle.started"]

@@ -28,6 +28,7 @@ from oms_platform.devstack.simulator import REJECT_REASON, Simulator
 from oms_platform.service import RunningService, start_service
 from oms_platform.settings import Settings
 from services.fulfillment import bootstrap
+from tests.callers import persona_channel
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
@@ -67,7 +68,7 @@ async def fulfillment(dsn: str) -> AsyncIterator[RunningService]:
 
 @pytest.fixture(scope="module")
 async def stub(fulfillment: RunningService) -> AsyncIterator[Stub]:
-    channel = grpcutil.channel(f"127.0.0.1:{fulfillment.port}")
+    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
     try:
         yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
     finally:

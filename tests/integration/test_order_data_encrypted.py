@@ -20,6 +20,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client, WorkflowHistory
 
 from oms_platform import codec_server, temporal
+from oms_platform.auth import AGENT, TokenIssuer
 from oms_platform.codec import ENCODING
 from oms_platform.samples import sample_order
 from tests.conftest import System
@@ -81,7 +82,6 @@ def payloads_of(history: WorkflowHistory) -> list[Payload]:
 async def codec_endpoint(system: System) -> AsyncIterator[tuple[str, Any]]:
     """The codec server on a free port, and the settings its tokens are minted with."""
     settings = replace(system.settings, codec_server_cors_origins="http://ui.test")
-    codec_server.ensure_token_secret(settings)
     runner, port = await codec_server.start(settings, port=0)
     try:
         yield f"http://127.0.0.1:{port}", settings
@@ -158,15 +158,14 @@ async def test_an_orders_history_on_the_server_holds_no_personal_data_in_clear(
     # Nobody else does.
     assert (await decode(f"{url}/decode", [started], {})).status == 401
     forged = jwt.encode(
-        {"sub": "mallory", "roles": ["admin"], "aud": "oms", "exp": int(time.time()) + 60},
+        {"iss": settings.auth_issuer, "sub": "mallory", "roles": ["admin"], "aud": "oms",
+         "exp": int(time.time()) + 60},
         "a key that is not ours, however long it is",
         algorithm="HS256",
-    )
-    for token, status in [
-        (forged, 401),
-        (codec_server.mint_token(settings, "bob", ["agent"]), 403),
-    ]:
-        answer = await decode(f"{url}/decode", [started], {"Authorization": f"Bearer {token}"})
+    )  # fmt: skip
+    agent = TokenIssuer.from_settings(settings).issue("bob", [AGENT])
+    for bearer, status in [(forged, 401), (agent, 403)]:
+        answer = await decode(f"{url}/decode", [started], {"Authorization": f"Bearer {bearer}"})
         assert answer.status == status
 
     # Erased: the order's data key is destroyed, and the codec server decodes nothing of it.

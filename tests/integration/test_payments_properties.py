@@ -160,7 +160,7 @@ class GrpcOrder:
         self.pending.remove(credit_memo_id)
 
     async def summary(self) -> pb.GetPaymentSummaryResponse:
-        return await self.payments.stub.GetPaymentSummary(
+        return await self.payments.agent.GetPaymentSummary(
             pb.GetPaymentSummaryRequest(order_id=self.order_id)
         )
 
@@ -236,7 +236,7 @@ async def test_random_orders_reconcile_over_grpc(payments: Payments, case: Order
     order = await play(payments, case)
     found = await order.summary()
     reconciliation = (
-        await payments.stub.GetReconciliation(pb.GetReconciliationRequest(order_id=order.order_id))
+        await payments.agent.GetReconciliation(pb.GetReconciliationRequest(order_id=order.order_id))
     ).reconciliation
 
     # Allocation: every unit was invoiced or canceled, to the minor unit.

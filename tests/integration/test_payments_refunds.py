@@ -93,7 +93,9 @@ async def refund(
 
 
 async def reconciliation_of(payments: Payments, order_id: str) -> pb.Reconciliation:
-    response = await payments.stub.GetReconciliation(pb.GetReconciliationRequest(order_id=order_id))
+    response = await payments.agent.GetReconciliation(
+        pb.GetReconciliationRequest(order_id=order_id)
+    )
     return response.reconciliation
 
 

@@ -14,12 +14,13 @@ import pytest
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform import db, grpcutil
+from oms_platform import auth, db, grpcutil
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
 from services.payments import bootstrap, domain
 from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
+from tests.callers import channel_as
 
 pb = payments_pb2
 LIMIT_MINOR = 1_000_000
@@ -29,8 +30,9 @@ LIMIT_MINOR = 1_000_000
 class Payments:
     """The running service's stub and the simulated gateways bootstrap built for it."""
 
-    stub: payments_pb2_grpc.PaymentsServiceStub
+    stub: payments_pb2_grpc.PaymentsServiceStub  # the worker's identity: the lifecycle's steps
     gateways: Gateways
+    agent: payments_pb2_grpc.PaymentsServiceStub  # an agent's: summaries and reconciliation
 
     @property
     def gateway(self) -> SimulatedGateway:
@@ -77,8 +79,16 @@ async def running_payments(settings: Settings) -> AsyncIterator[Payments]:
         running = await start_service("payments", settings, port=0)
     (gateways,) = built
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield Payments(payments_pb2_grpc.PaymentsServiceStub(channel), gateways)
+        address = f"127.0.0.1:{running.port}"
+        async with (
+            channel_as(settings, address, auth.WORKFLOW) as channel,
+            channel_as(settings, address, auth.AGENT) as agent,
+        ):
+            yield Payments(
+                payments_pb2_grpc.PaymentsServiceStub(channel),
+                gateways,
+                payments_pb2_grpc.PaymentsServiceStub(agent),
+            )
     finally:
         await running.stop(0.5)
 
@@ -174,7 +184,7 @@ async def capture(payments: Payments, invoice_id: str, key: str | None = None) -
 
 
 async def summary_of(payments: Payments, order_id: str) -> pb.GetPaymentSummaryResponse:
-    return await payments.stub.GetPaymentSummary(pb.GetPaymentSummaryRequest(order_id=order_id))
+    return await payments.agent.GetPaymentSummary(pb.GetPaymentSummaryRequest(order_id=order_id))
 
 
 # ---- authorize -----------------------------------------------------------------------------

@@ -43,7 +43,6 @@ def submit(
     return pb.SubmitAddItemsRequest(
         order_id=order_id,
         idempotency_key=a_key(),
-        actor="agent:ada",
         reason="shopper wants a cap too",
         new_lines=new,
         increases=list(more),

@@ -21,6 +21,7 @@ from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_platform.money import format_minor, share
 from oms_platform.samples import sample_order
@@ -41,8 +42,9 @@ class Clients:
         self.capture: CaptureServiceAsyncStub = capture_pb2_grpc.CaptureServiceStub(
             system.channel("capture")
         )
+        # Agent Ada's token: what she changes is recorded as hers.
         self.servicing: ServicingServiceAsyncStub = servicing_pb2_grpc.ServicingServiceStub(
-            system.channel("servicing")
+            system.channel("servicing", subjects={auth.AGENT: "agent:ada"})
         )
         self.fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(
             system.channel("fulfillment")
@@ -146,7 +148,6 @@ def cancel(order_id: str, *lines: tuple[str, int]) -> pb.SubmitCancelRequest:
     return pb.SubmitCancelRequest(
         order_id=order_id,
         idempotency_key=a_key(),
-        actor="agent:ada",
         reason="shopper changed her mind",
         lines=[pb.ItemQuantity(order_line_id=line, quantity=q) for line, q in lines],
     )
@@ -556,7 +557,6 @@ async def test_a_declined_capture_is_retried_then_skipped_through_resolutions(
                 process_exception_id=first.process_exception_id,
                 action=pb.RESOLUTION_ACTION_RETRY,
                 note="gateway says it is back",
-                actor="agent:ada",
             )
         )
         again = await clients.servicing.ResolveProcessException(
@@ -606,9 +606,11 @@ async def test_a_declined_capture_is_retried_then_skipped_through_resolutions(
 # ---- the agent's CLI ---------------------------------------------------------------------------
 
 
-async def oms(system: System, *args: str) -> tuple[int, str, str]:
-    """Run the `oms` CLI against the system under test."""
+async def oms(system: System, *args: str, subject: str = "") -> tuple[int, str, str]:
+    """Run the `oms` CLI against the system under test (as `subject` when given)."""
     env = {**os.environ, **system.settings.as_env(), "OMS_LOG_LEVEL": "warning"}
+    if subject:
+        env["OMS_CLI_SUBJECT"] = subject
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oms_platform.cli", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -630,7 +632,7 @@ async def test_an_agent_cancels_a_unit_and_lists_changes_and_exceptions_with_the
     )  # fmt: skip
     code, out, err = await oms(
         system, "order", "cancel", order_id, "--line", tshirt.order_line_id, "--qty", "1",
-        "--reason", "duplicate", "--actor", "agent:ada",
+        "--reason", "duplicate", subject="agent:ada",
     )  # fmt: skip
     listed_code, listed, _ = await oms(system, "order", "changes", order_id, "--json")
     refused_code, _, refused = await oms(
@@ -666,7 +668,7 @@ async def test_an_agent_gives_goodwill_on_a_line_with_the_cli(
     )  # fmt: skip
     code, out, err = await oms(
         system, "order", "appease", order_id, "--line", mug.order_line_id, "--amount", "300",
-        "--reason", "late delivery", "--actor", "agent:ada",
+        "--reason", "late delivery", subject="agent:ada",
     )  # fmt: skip
 
     assert (preview_code, preview_err) == (0, "")

@@ -32,6 +32,7 @@ from oms_platform.samples import sample_order
 from oms_platform.service import start_service
 from oms_platform.settings import SERVICES, Settings
 from services.servicing.lifecycles import START_WAIT
+from tests.callers import persona_channel
 from tests.conftest import migrated_database
 from workflows.types import order_workflow_id
 from workflows.worker import build_worker
@@ -71,8 +72,8 @@ async def stalled(
     try:
         async with (
             build_worker(client, settings),
-            grpc.aio.insecure_channel(settings.address_of("capture")) as capture,
-            grpc.aio.insecure_channel(settings.address_of("servicing")) as servicing,
+            persona_channel(settings, settings.address_of("capture")) as capture,
+            persona_channel(settings, settings.address_of("servicing")) as servicing,
         ):
             yield Stalled(
                 settings,
@@ -96,7 +97,6 @@ def cancel(order_id: str) -> pb.SubmitCancelRequest:
     return pb.SubmitCancelRequest(
         order_id=order_id,
         idempotency_key=f"cancel-{uuid.uuid4()}",
-        actor="agent:ada",
         reason="shopper changed her mind",
     )
 

@@ -13,9 +13,11 @@ import pytest
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from tests.callers import persona_channel
 
 if TYPE_CHECKING:
     from oms.servicing.v1.servicing_pb2_grpc import ServicingServiceAsyncStub as Stub
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="module")
 async def servicing(settings: Settings) -> AsyncIterator[Stub]:
     running = await start_service("servicing", settings, port=0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = persona_channel(settings, f"127.0.0.1:{running.port}", {auth.AGENT: "agent:ada"})
     try:
         yield servicing_pb2_grpc.ServicingServiceStub(channel)
     finally:
@@ -253,7 +255,6 @@ async def test_an_agent_triages_then_voids_an_exception_and_it_stays_voided(
             process_exception_id=exception_id,
             status=pb.PROCESS_EXCEPTION_STATUS_TRIAGED,
             note="looking into it",
-            actor="agent:ada",
         )
     )
     voided = await servicing.UpdateProcessExceptionStatus(
@@ -277,7 +278,7 @@ async def test_an_agent_triages_then_voids_an_exception_and_it_stays_voided(
         "agent:ada",
     )
     assert voided.process_exception.status == pb.PROCESS_EXCEPTION_STATUS_VOIDED
-    assert voided.process_exception.updated_by == "agent"
+    assert voided.process_exception.updated_by == "agent:ada"  # the caller, always
     assert reopened.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert fetched.process_exception == voided.process_exception
 
@@ -500,7 +501,7 @@ async def test_with_temporal_out_of_reach_a_change_is_unavailable_and_left_pendi
     )
     order_id = an_order()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with persona_channel(settings, f"127.0.0.1:{running.port}") as channel:
             stub = servicing_pb2_grpc.ServicingServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.SubmitCancel(

@@ -913,6 +913,9 @@ async def test_a_step_refused_before_shipping_is_undone_in_reverse_and_the_order
     [exception] = services.named("exception")
     assert "refused (injected)" in exception.message
     assert json.loads(exception.step_input)["idempotency_key"].startswith(order.order_id)
+    # What the step was asked is kept without the card token or the shipping address.
+    for secret in ("tok_visa", "1 Main St", "Newark", "07102"):
+        assert secret not in exception.step_input
     authorized = bool(services.named("authorize"))
     placed = [
         line for route in services.named("route") for g in route.delivery_groups for line in g.lines

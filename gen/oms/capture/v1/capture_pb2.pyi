@@ -1233,3 +1233,112 @@ class WatchOrderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchOrderResponse: _TypeAlias = WatchOrderResponse  # noqa: Y015
+
+@_typing.final
+class EraseShopperRequest(_message.Message):
+    """EraseShopperRequest names the shopper to erase, by id or by email (exactly one)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOPPER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    shopper_id: _builtins.str
+    """The shopper's id, as orders carry it."""
+    email: _builtins.str
+    """Or their email, matched case-insensitively."""
+    force: _builtins.bool
+    """Cancel the shopper's orders still in flight (everything not shipped, through servicing's
+    SubmitCancel) and erase them too, instead of refusing.
+    """
+    reason: _builtins.str
+    """Why, recorded on forced cancels (e.g. a ticket reference); no personal data."""
+    def __init__(
+        self,
+        *,
+        shopper_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        force: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "force", b"force", "reason", b"reason", "shopper_id", b"shopper_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseShopperRequest: _TypeAlias = EraseShopperRequest  # noqa: Y015
+
+@_typing.final
+class EraseShopperResponse(_message.Message):
+    """EraseShopperResponse answers with the record of the erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasure(self) -> Global___Erasure:
+        """What happened; the same record for a repeated request."""
+
+    def __init__(
+        self,
+        *,
+        erasure: Global___Erasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseShopperResponse: _TypeAlias = EraseShopperResponse  # noqa: Y015
+
+@_typing.final
+class Erasure(_message.Message):
+    """Erasure records that a shopper's personal data was erased: who asked, when, how much. It
+    never holds what was erased.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    SHOPPER_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    ORDER_COUNT_FIELD_NUMBER: _builtins.int
+    CANCELED_COUNT_FIELD_NUMBER: _builtins.int
+    erasure_id: _builtins.str
+    """Identifier."""
+    shopper_id: _builtins.str
+    """The shopper erased (ids are kept; they identify no one once the data is gone)."""
+    requested_by: _builtins.str
+    """The authenticated principal who asked."""
+    order_count: _builtins.int
+    """Orders erased, and how many of them were canceled first because `force` was set."""
+    canceled_count: _builtins.int
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was asked, and when it finished."""
+
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        erasure_id: _builtins.str = ...,
+        shopper_id: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+        order_count: _builtins.int = ...,
+        canceled_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled_count", b"canceled_count", "completed_at", b"completed_at", "erasure_id", b"erasure_id", "order_count", b"order_count", "requested_at", b"requested_at", "requested_by", b"requested_by", "shopper_id", b"shopper_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Erasure: _TypeAlias = Erasure  # noqa: Y015

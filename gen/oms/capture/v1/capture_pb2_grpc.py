@@ -73,6 +73,11 @@ class CaptureServiceStub:
                 request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.SerializeToString,
                 response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.FromString,
                 _registered_method=True)
+        self.EraseShopper = channel.unary_unary(
+                '/oms.capture.v1.CaptureService/EraseShopper',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.FromString,
+                _registered_method=True)
 
 
 class CaptureServiceServicer:
@@ -140,6 +145,19 @@ class CaptureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseShopper(self, request, context):
+        """Erases a shopper's personal data (admin only): the shopper and every one of their orders
+        lose names, emails, phones and addresses in capture, fulfillment, payments and servicing;
+        payment tokens keep their last four; money, quantities and ids stay, so reconciliation
+        still agrees. The orders' Temporal histories become unreadable (their keys are destroyed).
+        One call, idempotent: a second call answers with the same erasure. Orders not yet
+        fulfilled or canceled, or with a return on its way back, are refused with
+        FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaptureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +195,11 @@ def add_CaptureServiceServicer_to_server(servicer, server):
                     servicer.WatchOrder,
                     request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.FromString,
                     response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.SerializeToString,
+            ),
+            'EraseShopper': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseShopper,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -371,6 +394,33 @@ class CaptureService:
             '/oms.capture.v1.CaptureService/WatchOrder',
             oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderRequest.SerializeToString,
             oms_dot_capture_dot_v1_dot_capture__pb2.WatchOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseShopper(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.capture.v1.CaptureService/EraseShopper',
+            oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.FromString,
             options,
             channel_credentials,
             insecure,

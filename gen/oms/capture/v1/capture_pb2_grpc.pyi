@@ -66,6 +66,15 @@ class CaptureServiceStub:
     change and timeline event as it is recorded. Ends when the order settles (fulfilled or
     canceled) or the caller goes away.
     """
+    EraseShopper: _grpc.UnaryUnaryMultiCallable[_capture_pb2.EraseShopperRequest, _capture_pb2.EraseShopperResponse]
+    """Erases a shopper's personal data (admin only): the shopper and every one of their orders
+    lose names, emails, phones and addresses in capture, fulfillment, payments and servicing;
+    payment tokens keep their last four; money, quantities and ids stay, so reconciliation
+    still agrees. The orders' Temporal histories become unreadable (their keys are destroyed).
+    One call, idempotent: a second call answers with the same erasure. Orders not yet
+    fulfilled or canceled, or with a return on its way back, are refused with
+    FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
+    """
 
 @_typing.type_check_only
 class CaptureServiceAsyncStub(CaptureServiceStub):
@@ -103,6 +112,15 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     """Follows an order as it happens: first its current status and timeline, then each status
     change and timeline event as it is recorded. Ends when the order settles (fulfilled or
     canceled) or the caller goes away.
+    """
+    EraseShopper: _aio.UnaryUnaryMultiCallable[_capture_pb2.EraseShopperRequest, _capture_pb2.EraseShopperResponse]  # type: ignore[assignment]
+    """Erases a shopper's personal data (admin only): the shopper and every one of their orders
+    lose names, emails, phones and addresses in capture, fulfillment, payments and servicing;
+    payment tokens keep their last four; money, quantities and ids stay, so reconciliation
+    still agrees. The orders' Temporal histories become unreadable (their keys are destroyed).
+    One call, idempotent: a second call answers with the same erasure. Orders not yet
+    fulfilled or canceled, or with a return on its way back, are refused with
+    FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
     """
 
 class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -180,6 +198,21 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
         """Follows an order as it happens: first its current status and timeline, then each status
         change and timeline event as it is recorded. Ends when the order settles (fulfilled or
         canceled) or the caller goes away.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseShopper(
+        self,
+        request: _capture_pb2.EraseShopperRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.EraseShopperResponse, _abc.Awaitable[_capture_pb2.EraseShopperResponse]]:
+        """Erases a shopper's personal data (admin only): the shopper and every one of their orders
+        lose names, emails, phones and addresses in capture, fulfillment, payments and servicing;
+        payment tokens keep their last four; money, quantities and ids stay, so reconciliation
+        still agrees. The orders' Temporal histories become unreadable (their keys are destroyed).
+        One call, idempotent: a second call answers with the same erasure. Orders not yet
+        fulfilled or canceled, or with a return on its way back, are refused with
+        FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
         """
 
 def add_CaptureServiceServicer_to_server(servicer: CaptureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -138,6 +138,11 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.ErasePersonalData = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ErasePersonalData',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -301,6 +306,15 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ErasePersonalData(self, request, context):
+        """Erases the personal data fulfillment keeps for these orders (internal: capture's
+        EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
+        the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -403,6 +417,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.GetAvailability,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.SerializeToString,
+            ),
+            'ErasePersonalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ErasePersonalData,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -948,6 +967,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/GetAvailability',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ErasePersonalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ErasePersonalData',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

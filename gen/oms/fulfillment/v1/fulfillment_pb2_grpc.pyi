@@ -100,6 +100,11 @@ class FulfillmentServiceStub:
     """
     GetAvailability: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]
     """Returns availability of SKUs per location, per location group and in total."""
+    ErasePersonalData: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ErasePersonalDataRequest, _fulfillment_pb2.ErasePersonalDataResponse]
+    """Erases the personal data fulfillment keeps for these orders (internal: capture's
+    EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
+    the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -172,6 +177,11 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """
     GetAvailability: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]  # type: ignore[assignment]
     """Returns availability of SKUs per location, per location group and in total."""
+    ErasePersonalData: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ErasePersonalDataRequest, _fulfillment_pb2.ErasePersonalDataResponse]  # type: ignore[assignment]
+    """Erases the personal data fulfillment keeps for these orders (internal: capture's
+    EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
+    the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+    """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """FulfillmentService owns locations, inventory, reservations, fulfillment orders and shipments.
@@ -361,5 +371,16 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.GetAvailabilityResponse, _abc.Awaitable[_fulfillment_pb2.GetAvailabilityResponse]]:
         """Returns availability of SKUs per location, per location group and in total."""
+
+    @_abc_1.abstractmethod
+    def ErasePersonalData(
+        self,
+        request: _fulfillment_pb2.ErasePersonalDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ErasePersonalDataResponse, _abc.Awaitable[_fulfillment_pb2.ErasePersonalDataResponse]]:
+        """Erases the personal data fulfillment keeps for these orders (internal: capture's
+        EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
+        the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+        """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1596,3 +1596,57 @@ class GetReconciliationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReconciliationResponse: _TypeAlias = GetReconciliationResponse  # noqa: Y015
+
+@_typing.final
+class ErasePersonalDataRequest(_message.Message):
+    """ErasePersonalDataRequest names the orders whose payer data to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_IDS_FIELD_NUMBER: _builtins.int
+    IDENTIFYING_TEXT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The orders (at most 10,000)."""
+
+    @_builtins.property
+    def identifying_text(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Text known to identify the shopper (their name, email, phone, address lines), removed
+        wherever free text (reasons, notes) spells it out.
+        """
+
+    def __init__(
+        self,
+        *,
+        order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        identifying_text: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identifying_text", b"identifying_text", "order_ids", b"order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasePersonalDataRequest: _TypeAlias = ErasePersonalDataRequest  # noqa: Y015
+
+@_typing.final
+class ErasePersonalDataResponse(_message.Message):
+    """ErasePersonalDataResponse says how many records held personal data before."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_ERASED_FIELD_NUMBER: _builtins.int
+    records_erased: _builtins.int
+    """Records changed by this call (0 on a repeat)."""
+    def __init__(
+        self,
+        *,
+        records_erased: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_erased", b"records_erased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasePersonalDataResponse: _TypeAlias = ErasePersonalDataResponse  # noqa: Y015

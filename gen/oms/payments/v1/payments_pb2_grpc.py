@@ -81,6 +81,11 @@ class PaymentsServiceStub:
                 request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.SerializeToString,
                 response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.FromString,
                 _registered_method=True)
+        self.ErasePersonalData = channel.unary_unary(
+                '/oms.payments.v1.PaymentsService/ErasePersonalData',
+                request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataRequest.SerializeToString,
+                response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -158,6 +163,16 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ErasePersonalData(self, request, context):
+        """Erases what payments keeps about the payer of these orders (internal: capture's
+        EraseShopper calls it): payment tokens are cut to their last four, free text naming the
+        shopper is redacted. Amounts, statuses and gateway references stay, so reconciliation
+        still agrees. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +215,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetReconciliation,
                     request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.FromString,
                     response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.SerializeToString,
+            ),
+            'ErasePersonalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ErasePersonalData,
+                    request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataRequest.FromString,
+                    response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -424,6 +444,33 @@ class PaymentsService:
             '/oms.payments.v1.PaymentsService/GetReconciliation',
             oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRequest.SerializeToString,
             oms_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ErasePersonalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.payments.v1.PaymentsService/ErasePersonalData',
+            oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataRequest.SerializeToString,
+            oms_dot_payments_dot_v1_dot_payments__pb2.ErasePersonalDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

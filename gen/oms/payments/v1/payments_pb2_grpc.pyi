@@ -72,6 +72,12 @@ class PaymentsServiceStub:
     """
     GetReconciliation: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRequest, _payments_pb2.GetReconciliationResponse]
     """Reconciles an order's money: captured - refunded against invoiced - credited."""
+    ErasePersonalData: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ErasePersonalDataRequest, _payments_pb2.ErasePersonalDataResponse]
+    """Erases what payments keeps about the payer of these orders (internal: capture's
+    EraseShopper calls it): payment tokens are cut to their last four, free text naming the
+    shopper is redacted. Amounts, statuses and gateway references stay, so reconciliation
+    still agrees. Idempotent.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -116,6 +122,12 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """
     GetReconciliation: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRequest, _payments_pb2.GetReconciliationResponse]  # type: ignore[assignment]
     """Reconciles an order's money: captured - refunded against invoiced - credited."""
+    ErasePersonalData: _aio.UnaryUnaryMultiCallable[_payments_pb2.ErasePersonalDataRequest, _payments_pb2.ErasePersonalDataResponse]  # type: ignore[assignment]
+    """Erases what payments keeps about the payer of these orders (internal: capture's
+    EraseShopper calls it): payment tokens are cut to their last four, free text naming the
+    shopper is redacted. Amounts, statuses and gateway references stay, so reconciliation
+    still agrees. Idempotent.
+    """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentsService holds the money side of every order: authorizations, captures, voids,
@@ -205,5 +217,17 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.GetReconciliationResponse, _abc.Awaitable[_payments_pb2.GetReconciliationResponse]]:
         """Reconciles an order's money: captured - refunded against invoiced - credited."""
+
+    @_abc_1.abstractmethod
+    def ErasePersonalData(
+        self,
+        request: _payments_pb2.ErasePersonalDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ErasePersonalDataResponse, _abc.Awaitable[_payments_pb2.ErasePersonalDataResponse]]:
+        """Erases what payments keeps about the payer of these orders (internal: capture's
+        EraseShopper calls it): payment tokens are cut to their last four, free text naming the
+        shopper is redacted. Amounts, statuses and gateway references stay, so reconciliation
+        still agrees. Idempotent.
+        """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

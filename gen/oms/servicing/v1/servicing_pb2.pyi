@@ -623,26 +623,22 @@ class ResolveProcessExceptionRequest(_message.Message):
     PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     process_exception_id: _builtins.str
     """The exception the order waits on."""
     action: Global___ResolutionAction.ValueType
     """What to do."""
     note: _builtins.str
     """Why (recorded and shown on the timeline); at most 2000 characters."""
-    actor: _builtins.str
-    """Who decided, e.g. "agent:ada"; "agent" when empty."""
     def __init__(
         self,
         *,
         process_exception_id: _builtins.str = ...,
         action: Global___ResolutionAction.ValueType = ...,
         note: _builtins.str = ...,
-        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "note", b"note", "process_exception_id", b"process_exception_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "note", b"note", "process_exception_id", b"process_exception_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -681,26 +677,22 @@ class UpdateProcessExceptionStatusRequest(_message.Message):
     PROCESS_EXCEPTION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     process_exception_id: _builtins.str
     """The exception."""
     status: Global___ProcessExceptionStatus.ValueType
     """TRIAGED, PAUSED, IGNORED or VOIDED (RESOLVED only through ResolveProcessException)."""
     note: _builtins.str
     """Why; at most 2000 characters."""
-    actor: _builtins.str
-    """Who, e.g. "agent:ada"; "agent" when empty."""
     def __init__(
         self,
         *,
         process_exception_id: _builtins.str = ...,
         status: Global___ProcessExceptionStatus.ValueType = ...,
         note: _builtins.str = ...,
-        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "note", b"note", "process_exception_id", b"process_exception_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "process_exception_id", b"process_exception_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1183,7 +1175,7 @@ class Change(_message.Message):
     idempotency_key: _builtins.str
     """The caller's idempotency key."""
     actor: _builtins.str
-    """Who asked and why."""
+    """Who asked (the authenticated caller's subject) and why."""
     reason: _builtins.str
     refusal_code: _builtins.str
     """Why it was refused or failed: a gRPC status name and a message."""
@@ -1287,16 +1279,14 @@ class SubmitCancelRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change: a retry gets the first answer. At most 200 characters."""
-    actor: _builtins.str
-    """Who asks ("agent" when empty) and why (required)."""
     reason: _builtins.str
+    """Why (required); at most 2000 characters."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
         """Units to cancel, one entry per line; empty means the whole order (everything not shipped)."""
@@ -1306,13 +1296,12 @@ class SubmitCancelRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1439,7 +1428,6 @@ class SubmitReturnRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     REFUND_WITHOUT_RETURN_FIELD_NUMBER: _builtins.int
@@ -1448,9 +1436,8 @@ class SubmitReturnRequest(_message.Message):
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change. At most 200 characters."""
-    actor: _builtins.str
-    """Who asks ("agent" when empty) and why (required)."""
     reason: _builtins.str
+    """Why (required); at most 2000 characters."""
     refund_without_return: _builtins.bool
     """Refund now without waiting for the items ("keep it")."""
     return_fee_minor: _builtins.int
@@ -1464,7 +1451,6 @@ class SubmitReturnRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         lines: _abc.Iterable[Global___ReturnItem] | None = ...,
         refund_without_return: _builtins.bool = ...,
@@ -1472,7 +1458,7 @@ class SubmitReturnRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "refund_without_return", b"refund_without_return", "return_fee_minor", b"return_fee_minor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "refund_without_return", b"refund_without_return", "return_fee_minor", b"return_fee_minor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1573,7 +1559,6 @@ class ReceiveReturnRequest(_message.Message):
     RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
@@ -1583,9 +1568,8 @@ class ReceiveReturnRequest(_message.Message):
     """Its order; optional, checked when given."""
     idempotency_key: _builtins.str
     """Same key, same change. At most 200 characters."""
-    actor: _builtins.str
-    """Who received and inspected them ("agent" when empty), and a note."""
     note: _builtins.str
+    """What the inspection found."""
     @_builtins.property
     def accepted(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceivedItem]:
         """Units accepted and units rejected; at least one of the two."""
@@ -1598,14 +1582,13 @@ class ReceiveReturnRequest(_message.Message):
         return_order_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         note: _builtins.str = ...,
         accepted: _abc.Iterable[Global___ReceivedItem] | None = ...,
         rejected: _abc.Iterable[Global___RejectedItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "idempotency_key", b"idempotency_key", "note", b"note", "order_id", b"order_id", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "idempotency_key", b"idempotency_key", "note", b"note", "order_id", b"order_id", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1688,16 +1671,14 @@ class SubmitExchangeRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change. At most 200 characters."""
-    actor: _builtins.str
-    """Who asks ("agent" when empty) and why (required)."""
     reason: _builtins.str
+    """Why (required); at most 2000 characters."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExchangeItem]:
         """Units returned and their replacements, one entry per line."""
@@ -1707,13 +1688,12 @@ class SubmitExchangeRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         lines: _abc.Iterable[Global___ExchangeItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1803,7 +1783,6 @@ class SubmitReshipRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
@@ -1811,8 +1790,6 @@ class SubmitReshipRequest(_message.Message):
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change. At most 200 characters."""
-    actor: _builtins.str
-    """Who asks ("agent" when empty)."""
     reason: Global___ReshipReason.ValueType
     """Why (required) and any detail."""
     note: _builtins.str
@@ -1825,14 +1802,13 @@ class SubmitReshipRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: Global___ReshipReason.ValueType = ...,
         note: _builtins.str = ...,
         lines: _abc.Iterable[Global___ItemQuantity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "lines", b"lines", "note", b"note", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "note", b"note", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1982,7 +1958,6 @@ class SubmitAppeasementRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
@@ -1991,9 +1966,8 @@ class SubmitAppeasementRequest(_message.Message):
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change. At most 200 characters."""
-    actor: _builtins.str
-    """Who gives it ("agent" when empty) and why (required)."""
     reason: _builtins.str
+    """Why (required); at most 2000 characters."""
     order_line_id: _builtins.str
     """One line, or empty for the whole order."""
     amount_minor: _builtins.int
@@ -2005,7 +1979,6 @@ class SubmitAppeasementRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         order_line_id: _builtins.str = ...,
         amount_minor: _builtins.int = ...,
@@ -2013,7 +1986,7 @@ class SubmitAppeasementRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "goodwill", b"goodwill", "percent_basis_points", b"percent_basis_points"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount_minor", b"amount_minor", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "order_line_id", b"order_line_id", "percent_basis_points", b"percent_basis_points", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "order_line_id", b"order_line_id", "percent_basis_points", b"percent_basis_points", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_goodwill: _TypeAlias = _typing.Literal["amount_minor", "percent_basis_points"]  # noqa: Y015
     _WhichOneofArgType_goodwill: _TypeAlias = _typing.Literal["goodwill", b"goodwill"]  # noqa: Y015
@@ -2228,7 +2201,6 @@ class SubmitAddItemsRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     NEW_LINES_FIELD_NUMBER: _builtins.int
     INCREASES_FIELD_NUMBER: _builtins.int
@@ -2236,9 +2208,8 @@ class SubmitAddItemsRequest(_message.Message):
     """The order."""
     idempotency_key: _builtins.str
     """Same key, same change: a retry gets the first answer. At most 200 characters."""
-    actor: _builtins.str
-    """Who asks ("agent" when empty) and why (required)."""
     reason: _builtins.str
+    """Why (required); at most 2000 characters."""
     @_builtins.property
     def new_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewLineItem]:
         """New lines and more units of existing lines; at least one of either."""
@@ -2250,14 +2221,13 @@ class SubmitAddItemsRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
-        actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         new_lines: _abc.Iterable[Global___NewLineItem] | None = ...,
         increases: _abc.Iterable[Global___LineIncrease] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "idempotency_key", b"idempotency_key", "increases", b"increases", "new_lines", b"new_lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "increases", b"increases", "new_lines", b"new_lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2288,3 +2258,57 @@ class SubmitAddItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitAddItemsResponse: _TypeAlias = SubmitAddItemsResponse  # noqa: Y015
+
+@_typing.final
+class ErasePersonalDataRequest(_message.Message):
+    """ErasePersonalDataRequest names the orders whose personal data to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_IDS_FIELD_NUMBER: _builtins.int
+    IDENTIFYING_TEXT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The orders (at most 10,000)."""
+
+    @_builtins.property
+    def identifying_text(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Text known to identify the shopper (their name, email, phone, address lines), removed
+        wherever free text (reasons, notes, messages) spells it out.
+        """
+
+    def __init__(
+        self,
+        *,
+        order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        identifying_text: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identifying_text", b"identifying_text", "order_ids", b"order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasePersonalDataRequest: _TypeAlias = ErasePersonalDataRequest  # noqa: Y015
+
+@_typing.final
+class ErasePersonalDataResponse(_message.Message):
+    """ErasePersonalDataResponse says how many records held personal data before."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_ERASED_FIELD_NUMBER: _builtins.int
+    records_erased: _builtins.int
+    """Records changed by this call (0 on a repeat)."""
+    def __init__(
+        self,
+        *,
+        records_erased: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_erased", b"records_erased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasePersonalDataResponse: _TypeAlias = ErasePersonalDataResponse  # noqa: Y015

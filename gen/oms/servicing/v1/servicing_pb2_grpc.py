@@ -159,6 +159,11 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.FromString,
                 _registered_method=True)
+        self.ErasePersonalData = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ErasePersonalData',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataResponse.FromString,
+                _registered_method=True)
 
 
 class ServicingServiceServicer:
@@ -358,6 +363,18 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ErasePersonalData(self, request, context):
+        """---- personal data
+
+        Erases personal data servicing holds for these orders (internal: capture's EraseShopper
+        calls it): process exceptions' step inputs and messages, change requests, reasons and
+        notes are redacted (emails, phones, names, addresses, tokens). Ids, quantities and money
+        stay. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServicingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -475,6 +492,11 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     servicer.ListChanges,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.SerializeToString,
+            ),
+            'ErasePersonalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ErasePersonalData,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1107,6 +1129,33 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/ListChanges',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ErasePersonalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ErasePersonalData',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ErasePersonalDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

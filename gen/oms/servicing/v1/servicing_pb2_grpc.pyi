@@ -126,6 +126,14 @@ class ServicingServiceStub:
     """
     ListChanges: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]
     """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
+    ErasePersonalData: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ErasePersonalDataRequest, _servicing_pb2.ErasePersonalDataResponse]
+    """---- personal data
+
+    Erases personal data servicing holds for these orders (internal: capture's EraseShopper
+    calls it): process exceptions' step inputs and messages, change requests, reasons and
+    notes are redacted (emails, phones, names, addresses, tokens). Ids, quantities and money
+    stay. Idempotent.
+    """
 
 @_typing.type_check_only
 class ServicingServiceAsyncStub(ServicingServiceStub):
@@ -224,6 +232,14 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """
     ListChanges: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListChangesRequest, _servicing_pb2.ListChangesResponse]  # type: ignore[assignment]
     """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
+    ErasePersonalData: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ErasePersonalDataRequest, _servicing_pb2.ErasePersonalDataResponse]  # type: ignore[assignment]
+    """---- personal data
+
+    Erases personal data servicing holds for these orders (internal: capture's EraseShopper
+    calls it): process exceptions' step inputs and messages, change requests, reasons and
+    notes are redacted (emails, phones, names, addresses, tokens). Ids, quantities and money
+    stay. Idempotent.
+    """
 
 class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
     """ServicingService is where agents see and act on orders after capture: process exceptions
@@ -457,5 +473,19 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.ListChangesResponse, _abc.Awaitable[_servicing_pb2.ListChangesResponse]]:
         """Lists an order's changes, oldest first, with who asked, why, and what they moved."""
+
+    @_abc_1.abstractmethod
+    def ErasePersonalData(
+        self,
+        request: _servicing_pb2.ErasePersonalDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ErasePersonalDataResponse, _abc.Awaitable[_servicing_pb2.ErasePersonalDataResponse]]:
+        """---- personal data
+
+        Erases personal data servicing holds for these orders (internal: capture's EraseShopper
+        calls it): process exceptions' step inputs and messages, change requests, reasons and
+        notes are redacted (emails, phones, names, addresses, tokens). Ids, quantities and money
+        stay. Idempotent.
+        """
 
 def add_ServicingServiceServicer_to_server(servicer: ServicingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

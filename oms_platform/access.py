@@ -1,0 +1,137 @@
+"""Who may call what: the one table of RPC → roles, denied by default.
+
+An RPC missing from this table is refused for everyone (and the access tests fail, so a new
+RPC cannot ship without a decision here). Checks that depend on the record — a warehouse acts
+only for its own locations, a storefront reads only its own channels' orders — are made by the
+service that holds the record, with the same principal.
+
+The roles follow the personas that use an OMS:
+- storefront: submits orders, reads its channels' orders and availability, asks for cancels
+  and returns on a shopper's behalf;
+- agent: reads everything, makes every servicing change and preview, resolves exceptions;
+- warehouse: moves its own locations' fulfillment orders along (accept … deliver, reject);
+- merchandiser: locations, location groups and inventory;
+- admin: every external operation, imports and erasure;
+- workflow (oms's worker only): the lifecycle's steps;
+- service (oms's services only): what one service asks another.
+"""
+
+from __future__ import annotations
+
+from oms_platform.auth import (
+    ADMIN,
+    AGENT,
+    MERCHANDISER,
+    SERVICE,
+    STOREFRONT,
+    WAREHOUSE,
+    WORKFLOW,
+)
+
+CAPTURE = "oms.capture.v1.CaptureService"
+FULFILLMENT = "oms.fulfillment.v1.FulfillmentService"
+PAYMENTS = "oms.payments.v1.PaymentsService"
+SERVICING = "oms.servicing.v1.ServicingService"
+
+# Calls that answer without a token: health probes (load balancers, Kubernetes), and server
+# reflection when it is switched on (it describes the API, never data).
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+REFLECTION_PREFIXES = ("/grpc.reflection.",)
+
+_READ_ORDER = frozenset({STOREFRONT, AGENT, ADMIN, SERVICE})
+_BACK_OFFICE_READ = frozenset({AGENT, ADMIN, SERVICE})
+_CHANGE_ON_SHOPPERS_BEHALF = frozenset({STOREFRONT, AGENT, ADMIN})
+_AGENT_CHANGE = frozenset({AGENT, ADMIN})
+_WAREHOUSE_STEP = frozenset({WAREHOUSE, ADMIN})
+_MERCHANDISING = frozenset({MERCHANDISER, ADMIN})
+_LIFECYCLE = frozenset({WORKFLOW})
+
+POLICY: dict[str, frozenset[str]] = {
+    # capture
+    f"/{CAPTURE}/SubmitOrder": frozenset({STOREFRONT, ADMIN}),
+    f"/{CAPTURE}/GetOrder": _READ_ORDER,
+    f"/{CAPTURE}/ListOrders": frozenset({STOREFRONT, AGENT, ADMIN}),
+    f"/{CAPTURE}/GetOrderTimeline": frozenset({STOREFRONT, AGENT, ADMIN}),
+    f"/{CAPTURE}/WatchOrder": frozenset({STOREFRONT, AGENT, ADMIN}),
+    f"/{CAPTURE}/RecordOrderProgress": _LIFECYCLE,
+    f"/{CAPTURE}/ImportOrders": frozenset({ADMIN}),
+    # Erasing a shopper's personal data everywhere is an admin's decision alone.
+    f"/{CAPTURE}/EraseShopper": frozenset({ADMIN}),
+    # fulfillment
+    f"/{FULFILLMENT}/CreateFulfillmentOrders": _LIFECYCLE,
+    f"/{FULFILLMENT}/GetFulfillmentOrder": frozenset({AGENT, WAREHOUSE, ADMIN}),
+    f"/{FULFILLMENT}/ListFulfillmentOrders": frozenset({AGENT, WAREHOUSE, ADMIN, SERVICE}),
+    f"/{FULFILLMENT}/AcceptFulfillmentOrder": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/MarkFulfillmentOrderPicked": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/MarkFulfillmentOrderPacked": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/ConfirmShipment": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/ConfirmDelivery": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/RejectFulfillmentOrder": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/CancelFulfillmentOrder": frozenset({WORKFLOW, ADMIN}),
+    f"/{FULFILLMENT}/CancelFulfillmentOrderLines": _LIFECYCLE,
+    f"/{FULFILLMENT}/MoveFulfillmentOrderLines": _AGENT_CHANGE,
+    f"/{FULFILLMENT}/GetRoutingDecisions": frozenset({AGENT, MERCHANDISER, ADMIN}),
+    f"/{FULFILLMENT}/ListLocations": frozenset({AGENT, WAREHOUSE, MERCHANDISER, ADMIN}),
+    f"/{FULFILLMENT}/UpsertLocation": _MERCHANDISING,
+    f"/{FULFILLMENT}/ListLocationGroups": frozenset({AGENT, MERCHANDISER, ADMIN}),
+    f"/{FULFILLMENT}/UpsertLocationGroup": _MERCHANDISING,
+    f"/{FULFILLMENT}/SetInventoryLevels": _MERCHANDISING,
+    f"/{FULFILLMENT}/AdjustInventory": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
+    f"/{FULFILLMENT}/GetAvailability": frozenset(
+        {STOREFRONT, AGENT, WAREHOUSE, MERCHANDISER, ADMIN}
+    ),
+    # Only capture's EraseShopper erases an order's data in the other services.
+    f"/{FULFILLMENT}/ErasePersonalData": frozenset({SERVICE}),
+    # payments
+    f"/{PAYMENTS}/AuthorizePayment": _LIFECYCLE,
+    f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,
+    f"/{PAYMENTS}/CaptureInvoice": _LIFECYCLE,
+    f"/{PAYMENTS}/VoidAuthorization": _LIFECYCLE,
+    f"/{PAYMENTS}/CreateCreditMemo": _LIFECYCLE,
+    f"/{PAYMENTS}/RefundCreditMemo": _LIFECYCLE,
+    f"/{PAYMENTS}/GetPaymentSummary": _BACK_OFFICE_READ,
+    f"/{PAYMENTS}/GetReconciliation": frozenset({AGENT, ADMIN}),
+    f"/{PAYMENTS}/ErasePersonalData": frozenset({SERVICE}),
+    # servicing
+    f"/{SERVICING}/RecordProcessException": _LIFECYCLE,
+    f"/{SERVICING}/EscalateProcessException": _LIFECYCLE,
+    f"/{SERVICING}/CreateReturnOrder": _LIFECYCLE,
+    f"/{SERVICING}/RecordReturnReceipt": _LIFECYCLE,
+    f"/{SERVICING}/GetProcessException": _AGENT_CHANGE,
+    f"/{SERVICING}/ListProcessExceptions": _BACK_OFFICE_READ,
+    f"/{SERVICING}/ResolveProcessException": _AGENT_CHANGE,
+    f"/{SERVICING}/UpdateProcessExceptionStatus": _AGENT_CHANGE,
+    f"/{SERVICING}/ListReturnOrders": _AGENT_CHANGE,
+    f"/{SERVICING}/ListChanges": _AGENT_CHANGE,
+    f"/{SERVICING}/PreviewCancel": _CHANGE_ON_SHOPPERS_BEHALF,
+    # Capture too: a forced erasure cancels what has not shipped first.
+    f"/{SERVICING}/SubmitCancel": _CHANGE_ON_SHOPPERS_BEHALF | {SERVICE},
+    f"/{SERVICING}/PreviewReturn": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/SubmitReturn": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/ReceiveReturn": frozenset({AGENT, WAREHOUSE, ADMIN}),
+    f"/{SERVICING}/SubmitExchange": _AGENT_CHANGE,
+    f"/{SERVICING}/PreviewExchange": _AGENT_CHANGE,
+    f"/{SERVICING}/SubmitReship": _AGENT_CHANGE,
+    f"/{SERVICING}/PreviewReship": _AGENT_CHANGE,
+    f"/{SERVICING}/PreviewAppeasement": _AGENT_CHANGE,
+    f"/{SERVICING}/SubmitAppeasement": _AGENT_CHANGE,
+    f"/{SERVICING}/PreviewAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/SubmitAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/ErasePersonalData": frozenset({SERVICE}),
+}
+
+
+def allowed_roles(method: str) -> frozenset[str]:
+    """The roles that may call `method` (`/package.Service/Method`); empty when unlisted."""
+    return POLICY.get(method, frozenset())
+
+
+def refusal(method: str, roles: frozenset[str]) -> str | None:
+    """Why a caller in `roles` may not call `method`, or None when it may."""
+    allowed = allowed_roles(method)
+    if not allowed:
+        return f"{method.lstrip('/')} is not open to any role"
+    if roles.isdisjoint(allowed):
+        held = ", ".join(sorted(roles)) or "no role"
+        return f"role {held} may not call {method.lstrip('/')}"
+    return None

@@ -1,0 +1,69 @@
+"""Who the tests are: every test calls oms with a token, as the persona it plays.
+
+External personas (storefront, agent, warehouse, merchandiser, admin) get tokens from the dev
+issuer whose keys the settings name; the internal roles (workflow, service) get the service
+tokens oms processes mint for themselves, for tests that drive a lifecycle step directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+
+from oms_platform import access, auth, grpcutil
+from oms_platform.settings import Settings
+
+
+def caller(
+    settings: Settings,
+    role: str,
+    *,
+    subject: str = "",
+    channels: Iterable[str] | None = None,
+    locations: Iterable[str] = (),
+) -> auth.TokenSource:
+    """A token source for `role` (storefronts on every channel unless `channels` is given)."""
+    who = subject or f"test-{role}"
+    if role in auth.INTERNAL_ROLES:
+        return auth.ServiceIdentity.for_process(settings, who, role)
+    if channels is None:
+        channels = auth.ALL_CHANNELS if role == auth.STOREFRONT else ()
+    return auth.dev_caller(settings, who, role, channels=channels, locations=locations)
+
+
+def channel_as(settings: Settings, address: str, role: str, **identity: object) -> grpc.aio.Channel:
+    """A channel to `address` whose every call carries a token for `role`."""
+    return grpcutil.channel(address, caller(settings, role, **identity))  # type: ignore[arg-type]
+
+
+# Which persona a test speaks as when it only cares what a service does, not who may ask: the
+# first role, in this order, that the access table allows for the RPC called.
+_PERSONAS = (
+    auth.AGENT,
+    auth.STOREFRONT,
+    auth.MERCHANDISER,
+    auth.ADMIN,
+    auth.WORKFLOW,
+    auth.SERVICE,
+)
+
+
+def persona_channel(
+    settings: Settings, address: str, subjects: dict[str, str] | None = None
+) -> grpc.aio.Channel:
+    """A channel for tests of what a service does: each call as a persona allowed to make it
+    (every call is still authenticated and checked by the service); `subjects` names who plays
+    a role (e.g. {"agent": "agent:ada"})."""
+    names = subjects or {}
+    sources = {role: caller(settings, role, subject=names.get(role, "")) for role in _PERSONAS}
+
+    def token_for(method: str) -> str:
+        allowed = access.allowed_roles(method)
+        return sources[next((r for r in _PERSONAS if r in allowed), auth.ADMIN)]()
+
+    return grpc.aio.insecure_channel(
+        address,
+        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+        interceptors=grpcutil.bearer_interceptors(token_for),
+    )
