@@ -23,6 +23,7 @@ from temporalio.client import Client
 
 from oms_platform import auth, codec, db, grpcutil
 from oms_platform import temporal as temporal_client
+from oms_platform.codec import EncryptionCodec
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
 
@@ -39,6 +40,8 @@ class ServiceContext:
     identity: auth.TokenSource
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _temporal: Client | None = None
+    _codec: EncryptionCodec | None = None
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to another oms service."""
@@ -50,17 +53,28 @@ class ServiceContext:
             )
         return self._channels[service]
 
+    async def codec(self) -> EncryptionCodec:
+        """The Temporal payload codec and its key vault, opened on first use (needs Postgres
+        only, so shredding keys works while Temporal is down)."""
+        async with self._opening:
+            if self._codec is None:
+                self._codec = await temporal_client.open_codec(self.settings)
+            return self._codec
+
     async def temporal(self) -> Client:
         """The Temporal client, connected on first use (a Temporal outage delays nothing else)."""
         if self._temporal is None:
-            self._temporal = await temporal_client.connect(self.settings)
+            codec = await self.codec()
+            async with self._opening:
+                if self._temporal is None:
+                    self._temporal = await temporal_client.connect(self.settings, codec)
         return self._temporal
 
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
-        if self._temporal is not None:
-            await temporal_client.close(self._temporal)
+        if self._codec is not None and self._codec.vault is not None:
+            await self._codec.vault.close()
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,14 +30,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger("oms.capture")
 
 
-async def shred_order_keys(subjects: Sequence[str]) -> None:
-    """Destroy the Temporal payload keys of these workflows (crypto-shredding).
+def shredder(ctx: ServiceContext) -> Callable[[Sequence[str]], Awaitable[None]]:
+    """Destroys the Temporal payload keys of these workflows (crypto-shredding): their
+    histories decode nowhere any more."""
 
-    CODEC CALL SITE: oms_platform/codec.py (KeyVault.shred) is not on main yet. When it lands,
-    this becomes `await key_vault.shred(subjects)` with the process's KeyVault; until then
-    nothing is encrypted per order, so there is nothing to destroy, and it says so.
-    """
-    log.warning("temporal payload keys not shredded: no codec yet", workflows=len(subjects))
+    async def shred(subjects: Sequence[str]) -> None:
+        vault = (await ctx.codec()).vault
+        assert vault is not None
+        await vault.shred(subjects)
+
+    return shred
 
 
 def lifecycle_start_options(payload: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +132,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             payments=payments,
             servicing=servicing,
             temporal=ctx.temporal,
-            shred=shred_order_keys,
+            shred=shredder(ctx),
         ),
     )
     return ServiceParts(

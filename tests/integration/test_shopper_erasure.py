@@ -15,8 +15,11 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowExecutionStatus
 
+from oms_platform import temporal
+from oms_platform.codec import Shredded
 from oms_platform.samples import sample_order
 from tests.conftest import System
 from workflows.types import order_workflow_id
@@ -140,6 +143,13 @@ async def money_of(system: System, order_id: str) -> Money:
     )
 
 
+async def started_input(system: System, order_id: str) -> list[Payload]:
+    """The sealed input of an order's workflow, as the Temporal server holds it."""
+    handle = system.client.get_workflow_handle(order_workflow_id(order_id))
+    history = await handle.fetch_history()
+    return list(history.events[0].workflow_execution_started_event_attributes.input.payloads)
+
+
 async def return_one_mug(system: System, order: capture_pb2.Order, person: Person) -> None:
     """A return received and refunded, with the shopper named in its reason."""
     servicing = servicing_pb2_grpc.ServicingServiceStub(system.channel("servicing"))
@@ -223,6 +233,13 @@ async def test_an_erased_shopper_leaves_no_personal_data_in_any_table_and_money_
     for order in (first, second):
         handle = system.client.get_workflow_handle(order_workflow_id(order.order_id))
         assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+    # And their Temporal histories decode nowhere any more: the orders' data keys are gone.
+    codec = temporal.codec_of(system.client)
+    for order in (first, second):
+        with pytest.raises(Shredded):
+            await codec.decode(await started_input(system, order.order_id))
+    [still] = await codec.decode(await started_input(system, theirs.order_id))
+    assert theirs.order_id in still.data.decode()
     other_view = await capture.GetOrder(
         capture_pb2.GetOrderRequest(order_id=theirs.order_id), timeout=10
     )
