@@ -8,7 +8,6 @@ import json
 import subprocess
 
 import aiohttp
-import grpc
 import pytest
 from google.protobuf import json_format
 from oms.capture.v1 import capture_pb2_grpc
@@ -41,7 +40,7 @@ async def test_the_ui_decodes_an_orders_sealed_history_through_the_codec_server(
     assert endpoint.startswith(f"http://127.0.0.1:{codec_port}/t/")
 
     request = sample_order(token="tok_visa_e2e_codec")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.port('capture')}") as channel:
+    async with stack.channel("capture") as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)
         order_id = (await stub.SubmitOrder(request, timeout=10)).order.order_id
         await wait_for_status(stub, order_id)
