@@ -50,8 +50,9 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # International numbers (a leading +) and North American ones written with separators;
 # plain digit runs are left alone (they are amounts, quantities and ids far more often).
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d ().-]{6,18}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?![\w])")
-# Tokens of the gateways oms knows, wherever they are spelled out in text.
-_TOKEN = re.compile(r"\b(?:tok|gc|pm|card)_[A-Za-z0-9_]+")
+# Tokens of the gateways oms knows, wherever they are spelled out in text. Not `card_…`:
+# that is how gateways spell decline codes (card_declined), which agents need to read.
+_TOKEN = re.compile(r"\b(?:tok|gc|pm)_[A-Za-z0-9_]+")
 
 
 def mask_token(token: str) -> str:

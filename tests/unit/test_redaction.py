@@ -57,6 +57,11 @@ def test_free_text_keeps_amounts_dates_and_ids() -> None:
     assert redact_text(text) == text
 
 
+def test_free_text_keeps_the_gateways_decline_codes() -> None:
+    text = "payment declined: card_declined (insufficient_funds)"
+    assert redact_text(text) == text
+
+
 def test_an_activity_input_keeps_ids_and_money_but_not_addresses_or_tokens() -> None:
     step = {
         "order_id": "o-1",
