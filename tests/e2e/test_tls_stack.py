@@ -106,7 +106,12 @@ async def test_the_sample_order_is_fulfilled_over_tls_and_plaintext_is_refused_e
     # workflow is there.
     with pytest.raises(RuntimeError, match="connect"):
         await asyncio.wait_for(Client.connect(tls_stack.temporal), 60)
-    over_tls = dev_certs.temporal_settings(Settings(temporal_address=tls_stack.temporal))
+    # (The client seals payloads with the stack's codec: its keys file, its vault over TLS.)
+    over_tls = dev_certs.temporal_settings(
+        Settings.from_env(
+            env=tls_stack.env, temporal_address=tls_stack.temporal, database_url=verified
+        )
+    )
     temporal = await temporal_client.connect(over_tls)
     described = await temporal.get_workflow_handle(order_workflow_id(order_id)).describe()
     assert described.id == order_workflow_id(order_id)
