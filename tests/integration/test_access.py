@@ -158,3 +158,31 @@ async def test_health_checks_answer_without_a_token(
     for channel in channels.values():
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_can_be_switched_off_while_health_checks_stay_open(
+    settings: Settings,
+) -> None:
+    from dataclasses import replace
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from oms_platform.service import start_service
+
+    running = await start_service("payments", replace(settings, grpc_reflection=False), port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+            replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as off:
+                async for _ in replies:
+                    pass
+    finally:
+        await running.stop(0.5)
+
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED
