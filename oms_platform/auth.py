@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import hashlib
 import json
 import os
 import secrets
@@ -32,6 +33,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+
+from oms_platform.errors import PermissionDenied
 
 STOREFRONT = "storefront"
 AGENT = "agent"
@@ -89,6 +92,11 @@ class Principal:
         """Whether this caller may act on a record of location `location_id`."""
         return self.acts_for_every_location() or location_id in self.locations
 
+    def sees_payment_tokens(self) -> bool:
+        """Payment tokens in clear only for oms processes: the worker authorizes and captures
+        with them, services pass them on. Every other caller reads them masked."""
+        return self.has_any(INTERNAL_ROLES)
+
     def sees_every_channel(self) -> bool:
         """Storefronts are confined to their channels; every other role sees all of them."""
         return not self.roles <= {STOREFRONT}
@@ -114,6 +122,28 @@ def current_principal() -> Principal:
 def bind_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     """Make `principal` the current caller in this context (the server interceptor does this)."""
     return _current.set(principal)
+
+
+def require_channel(channel: str, what: str) -> None:
+    """PERMISSION_DENIED unless the current caller may act on `what`, a record of `channel`
+    (storefronts are confined to their channels)."""
+    principal = current_principal()
+    if not principal.may_see_channel(channel):
+        mine = ", ".join(sorted(principal.channels)) or "no channel"
+        raise PermissionDenied(
+            f"{principal.subject} acts for channel {mine}; {what} is on channel {channel}"
+        )
+
+
+def require_location(location_id: str, what: str) -> None:
+    """PERMISSION_DENIED unless the current caller may act on `what`, a record of location
+    `location_id` (warehouses are confined to their locations)."""
+    principal = current_principal()
+    if not principal.may_act_for_location(location_id):
+        mine = ", ".join(sorted(principal.locations)) or "no location"
+        raise PermissionDenied(
+            f"{principal.subject} acts for {mine}; {what} belongs to location {location_id}"
+        )
 
 
 def actor() -> str:
@@ -447,8 +477,6 @@ def _key_id(public_key: Any) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    import hashlib
-
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:12]).decode().rstrip("=")
 
 

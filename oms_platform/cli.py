@@ -998,9 +998,7 @@ def parser() -> argparse.ArgumentParser:
     osub = order.add_subparsers(dest="order_command", required=True)
     submit = osub.add_parser("submit", help="submit an order")
     submit.add_argument("--sample", action="store_true", help="a two-line sample order")
-    submit.add_argument(
-        "--channel", default="web", choices=["web", "marketplace", "store", "b2b", "agent"]
-    )
+    submit.add_argument("--channel", default="web", choices=auth.ALL_CHANNELS)
     submit.add_argument("--token", default="tok_visa", help="card token (tok_decline declines)")
     submit.add_argument("--email", default="ada@example.com")
     show = osub.add_parser("show", help="the 360° view of an order")
@@ -1057,7 +1055,7 @@ def parser() -> argparse.ArgumentParser:
         "--channel",
         action="append",
         default=[],
-        choices=["web", "marketplace", "store", "b2b", "agent"],
+        choices=auth.ALL_CHANNELS,
         help="a storefront's channel (repeatable; default: web)",
     )
     issue.add_argument("--ttl", default="8h", help="how long it is valid, e.g. 15m, 8h, 2d")

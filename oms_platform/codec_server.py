@@ -48,6 +48,14 @@ def mint_admin_token(
 def _cors(origins: Iterable[str]) -> Any:
     allowed = set(origins)
 
+    def allow(headers: Any, origin: str) -> None:
+        if origin in allowed:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Allow-Credentials"] = "true"
+            headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+            headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+            headers["Vary"] = "Origin"
+
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")
@@ -58,13 +66,10 @@ def _cors(origins: Iterable[str]) -> Any:
             try:
                 response = await handler(request)
             except web.HTTPException as error:
-                response = error
-        if origin in allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-            response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
-            response.headers["Vary"] = "Origin"
+                # Refusals too, so the UI's page can read why (401, 403).
+                allow(error.headers, origin)
+                raise
+        allow(response.headers, origin)
         return response
 
     return middleware

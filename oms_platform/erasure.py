@@ -15,8 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import erase, erase_text, mask_token
+
+log = structlog.get_logger("oms.erasure")
 
 # Most orders one ErasePersonalData call takes (a shopper with more is erased in several).
 MAX_ORDERS_PER_CALL = 10_000
@@ -41,14 +45,20 @@ def check_order_ids(order_ids: Sequence[str]) -> None:
 
 
 async def erase_orders(
-    pool: Any, specs: Sequence[PersonalColumns], order_ids: Sequence[str], terms: Sequence[str]
+    pool: Any,
+    specs: Sequence[PersonalColumns],
+    order_ids: Sequence[str],
+    workflow_ids: Sequence[str],
+    terms: Sequence[str],
 ) -> int:
     """One service's ErasePersonalData: its tables and the platform's, in one transaction;
     returns how many rows changed (0 when repeated)."""
     check_order_ids(order_ids)
     async with pool.acquire() as conn, conn.transaction():
         changed = await erase_rows(conn, specs, order_ids, terms)
-        return changed + await erase_platform_rows(conn, order_ids)
+        changed += await erase_platform_rows(conn, order_ids, workflow_ids)
+    log.info("personal data erased", orders=len(order_ids), records=changed)
+    return changed
 
 
 @dataclass(frozen=True)
@@ -141,16 +151,13 @@ WHERE response IS NOT NULL
 SQL_DROP_DELIVERIES = "DELETE FROM outbox WHERE workflow_id = ANY($1::text[])"
 
 
-def workflow_ids(order_ids: Sequence[str]) -> list[str]:
-    """The lifecycle workflow ids of these orders (`order:<order_id>`)."""
-    return [f"order:{order_id}" for order_id in order_ids]
-
-
-async def erase_platform_rows(conn: Any, order_ids: Sequence[str]) -> int:
-    """Forget the erased orders in the tables every schema has (idempotency keys, outbox);
-    returns how many rows changed."""
+async def erase_platform_rows(
+    conn: Any, order_ids: Sequence[str], workflow_ids: Sequence[str]
+) -> int:
+    """Forget the erased orders in the tables every schema has (idempotency keys, and the
+    outbox of their lifecycle workflows `workflow_ids`); returns how many rows changed."""
     answers = await conn.execute(SQL_FORGET_ANSWERS, list(order_ids))
-    deliveries = await conn.execute(SQL_DROP_DELIVERIES, workflow_ids(order_ids))
+    deliveries = await conn.execute(SQL_DROP_DELIVERIES, list(workflow_ids))
     return _count(answers) + _count(deliveries)
 
 

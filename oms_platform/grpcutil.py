@@ -305,12 +305,23 @@ def bearer_interceptors(token_for: Callable[[str], str]) -> list[Any]:
 
 
 def channel(
-    address: str, token: auth.TokenSource | None = None, *, tls: TLSConfig | None = None
+    address: str,
+    token: auth.TokenSource | None = None,
+    *,
+    tls: TLSConfig | None = None,
+    token_for: Callable[[str], str] | None = None,
 ) -> grpc.aio.Channel:
-    """A client channel to an oms service; every call carries `token` when one is given, and
-    the channel is TLS when `tls` has a CA (else plaintext)."""
+    """A client channel to an oms service; every call carries `token` when one is given (or
+    `token_for(method)`, for a caller holding several identities), and the channel is TLS when
+    `tls` has a CA (else plaintext)."""
     options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-    interceptors = bearer_interceptors(lambda _method: token()) if token is not None else None
+    if token_for is None and token is not None:
+        source = token
+
+        def token_for(_method: str) -> str:
+            return source()
+
+    interceptors = bearer_interceptors(token_for) if token_for is not None else None
     credentials = tls.channel_credentials() if tls is not None else None
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # What a redacted value becomes: says something was there, never what.
@@ -108,16 +108,6 @@ def redact(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return redact(dataclasses.asdict(value))
     return value
-
-
-# Roles that get payment tokens in clear: the workflow worker authorizes and captures with
-# them, and oms services pass them between each other. Every other role sees them masked.
-TOKEN_ROLES = frozenset({"workflow", "service"})
-
-
-def reveals_payment_tokens(roles: Iterable[str]) -> bool:
-    """Whether a caller with these roles may read payment tokens unmasked."""
-    return any(role in TOKEN_ROLES for role in roles)
 
 
 def redact_json(text: str) -> str:

@@ -62,8 +62,4 @@ def persona_channel(
         allowed = access.allowed_roles(method)
         return sources[next((r for r in _PERSONAS if r in allowed), auth.ADMIN)]()
 
-    return grpc.aio.insecure_channel(
-        address,
-        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-        interceptors=grpcutil.bearer_interceptors(token_for),
-    )
+    return grpcutil.channel(address, token_for=token_for)

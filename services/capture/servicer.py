@@ -26,7 +26,6 @@ from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
-from oms_platform.redaction import reveals_payment_tokens
 from services.capture import convert, domain, handlers, store
 from services.capture.erasure import Eraser, EraseRequest
 from services.capture.watch import OrderWatchHub
@@ -70,7 +69,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         started = time.perf_counter()
         submission = convert.submission_from_pb(request)
         if submission.channel:  # an empty channel is refused by validation, naming the field
-            _confine_to_channel(submission.channel, "this order")
+            auth.require_channel(submission.channel, "this order")
         response = await handlers.submit_order(
             self._pool,
             submission,
@@ -152,7 +151,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         try:
             async with self._pool.acquire() as conn:
                 order = await store.get_order(conn, order_id)
-                _confine_to_channel(order.channel, f"order {order_id}")
+                auth.require_channel(order.channel, f"order {order_id}")
                 events = await store.timeline(conn, order_id)
         except BaseException:
             for task in sections.values():
@@ -295,7 +294,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
 def _for_caller(order: pb.Order) -> pb.Order:
     """The order as the current caller may read it: payment tokens masked unless its role
     needs them (the workflow, other oms services)."""
-    if not reveals_payment_tokens(auth.current_principal().roles):
+    if not auth.current_principal().sees_payment_tokens():
         convert.mask_payment_tokens(order)
     return order
 
@@ -347,19 +346,9 @@ def _describe(error: BaseException) -> str:
     return repr(error)
 
 
-def _confine_to_channel(channel: str, what: str) -> None:
-    """A storefront acts only on its own channels' orders (PERMISSION_DENIED otherwise)."""
-    principal = auth.current_principal()
-    if not principal.may_see_channel(channel):
-        mine = ", ".join(sorted(principal.channels)) or "no channel"
-        raise PermissionDenied(
-            f"{principal.subject} acts for channel {mine}; {what} is on channel {channel}"
-        )
-
-
 async def _confine_order(conn: Any, order_id: str) -> None:
     if not auth.current_principal().sees_every_channel():
-        _confine_to_channel(await store.channel_of(conn, order_id), f"order {order_id}")
+        auth.require_channel(await store.channel_of(conn, order_id), f"order {order_id}")
 
 
 def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
@@ -368,7 +357,7 @@ def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
     if principal.sees_every_channel():
         return where
     if where.channel:
-        _confine_to_channel(where.channel, "the listing")
+        auth.require_channel(where.channel, "the listing")
         return where
     if len(principal.channels) == 1:
         return dataclasses.replace(where, channel=next(iter(principal.channels)))

@@ -19,6 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 from oms_platform import db, erasure, outbox
 from oms_platform.errors import AlreadyExists, NotFound
 from services.capture import domain
+from workflows.types import order_workflow_id
 
 SCHEMA = "capture"
 
@@ -1269,7 +1270,7 @@ async def erase_shopper_data(
     await conn.execute(SQL_FORGET_CHANNEL_IDS, shopper_id)
     now = [r["id"] for r in await conn.fetch(SQL_ORDERS_OF_SHOPPER, shopper_id)]
     await erasure.erase_rows(conn, PERSONAL_COLUMNS, order_ids, terms)
-    await erasure.erase_platform_rows(conn, order_ids)
+    await erasure.erase_platform_rows(conn, order_ids, [order_workflow_id(o) for o in order_ids])
     await conn.execute(SQL_RECORD_ERASED, list(order_ids), ERASED_EVENT_KIND, summary, actor)
     return now
 

@@ -19,13 +19,14 @@ from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db, erasure
-from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
+from oms_platform.errors import FieldViolation, InvalidArgument
 from services.fulfillment import domain, store
 from workflows.types import (
     FulfillmentEvent,
     FulfillmentOrderData,
     RoutingLineData,
     ShipmentItemData,
+    order_workflow_id,
 )
 
 log = structlog.get_logger("oms.fulfillment")
@@ -343,14 +344,6 @@ def _required(**fields: str) -> None:
         raise InvalidArgument(violations)
 
 
-def _check_location(principal: auth.Principal, location_id: str, what: str) -> None:
-    if not principal.may_act_for_location(location_id):
-        mine = ", ".join(sorted(principal.locations)) or "no location"
-        raise PermissionDenied(
-            f"{principal.subject} acts for {mine}; {what} belongs to location {location_id}"
-        )
-
-
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -383,7 +376,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             else:
                 location = await store.location_of_fulfillment_order(conn, fulfillment_order_id)
                 what = f"fulfillment order {fulfillment_order_id}"
-        _check_location(principal, location, what)
+        auth.require_location(location, what)
 
     async def _idempotent(
         self, key: str, request: Message, response_type: type[M], attempt: Attempt[M]
@@ -449,9 +442,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         _required(fulfillment_order_id=request.fulfillment_order_id)
         async with self._pool.acquire() as conn:
             fo = await store.get_fulfillment_order(conn, request.fulfillment_order_id)
-        _check_location(
-            auth.current_principal(), fo.location_id, f"fulfillment order {fo.fulfillment_order_id}"
-        )
+        auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
         return pb.GetFulfillmentOrderResponse(fulfillment_order=fulfillment_order_to_pb(fo))
 
     async def ListFulfillmentOrders(
@@ -461,7 +452,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         cursor = domain.decode_cursor(request.page_token)
         principal = auth.current_principal()
         if request.location_id:
-            _check_location(principal, request.location_id, "the listing")
+            auth.require_location(request.location_id, "the listing")
         where = domain.ListFilter(
             order_id=request.order_id,
             location_id=request.location_id,
@@ -761,9 +752,8 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.AdjustInventoryResponse:
         _required(idempotency_key=request.idempotency_key)
         adjustments = [adjustment_from_pb(a) for a in request.adjustments]
-        principal = auth.current_principal()
         for i, adjustment in enumerate(adjustments):
-            _check_location(principal, adjustment.location_id, f"adjustments[{i}]")
+            auth.require_location(adjustment.location_id, f"adjustments[{i}]")
         key = f"adjust:{request.idempotency_key}"
 
         def attempt(
@@ -782,9 +772,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ErasePersonalDataResponse:
         changed = await erasure.erase_orders(
-            self._pool, store.PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+            self._pool,
+            store.PERSONAL_COLUMNS,
+            request.order_ids,
+            [order_workflow_id(o) for o in request.order_ids],
+            request.identifying_text,
         )
-        log.info("personal data erased", orders=len(request.order_ids), records=changed)
         return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def GetAvailability(

@@ -27,6 +27,7 @@ from oms_platform import db, erasure
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.payments import domain, store
 from services.payments.gateway import GatewayError, Gateways, call_resolved
+from workflows.types import order_workflow_id
 
 M = TypeVar("M", bound=Message)
 log = structlog.get_logger("oms.payments")
@@ -890,9 +891,12 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: payments_pb2.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.ErasePersonalDataResponse:
         changed = await erasure.erase_orders(
-            self.pool, store.PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+            self.pool,
+            store.PERSONAL_COLUMNS,
+            request.order_ids,
+            [order_workflow_id(o) for o in request.order_ids],
+            request.identifying_text,
         )
-        log.info("personal data erased", orders=len(request.order_ids), records=changed)
         return payments_pb2.ErasePersonalDataResponse(records_erased=changed)
 
     async def GetReconciliation(

@@ -10,14 +10,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth, erasure
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists, PermissionDenied
+from oms_platform.errors import AlreadyExists
 from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
@@ -27,8 +26,7 @@ from services.servicing.store import (
     ProcessExceptionStore,
     ReturnOrderStore,
 )
-
-log = structlog.get_logger("oms.servicing")
+from workflows.types import order_workflow_id
 
 T = TypeVar("T")
 
@@ -631,16 +629,10 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
 
     async def _confine(self, context: grpc.aio.ServicerContext, order_id: str) -> None:
         """A storefront asks for changes only to its own channels' orders."""
-        principal = auth.current_principal()
-        if principal.sees_every_channel() or not order_id:
+        if auth.current_principal().sees_every_channel() or not order_id:
             return
         channel = await _reachable(context, self._orders.channel_of(order_id))
-        if not principal.may_see_channel(channel):
-            mine = ", ".join(sorted(principal.channels)) or "no channel"
-            raise PermissionDenied(
-                f"{principal.subject} acts for channel {mine}; order {order_id} is on channel "
-                f"{channel}"
-            )
+        auth.require_channel(channel, f"order {order_id}")
 
     async def _submit(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
@@ -772,9 +764,12 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         self, request: pb.ErasePersonalDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ErasePersonalDataResponse:
         changed = await erasure.erase_orders(
-            self._store.pool, PERSONAL_COLUMNS, request.order_ids, request.identifying_text
+            self._store.pool,
+            PERSONAL_COLUMNS,
+            request.order_ids,
+            [order_workflow_id(o) for o in request.order_ids],
+            request.identifying_text,
         )
-        log.info("personal data erased", orders=len(request.order_ids), records=changed)
         return pb.ErasePersonalDataResponse(records_erased=changed)
 
     async def ListChanges(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,15 +109,21 @@ class DevStack:
         )
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(tmp_path_factory.mktemp("dev"))
+@contextlib.contextmanager
+def running(dev: DevStack) -> Iterator[DevStack]:
+    """`dev` started, and stopped (Ctrl-C) when the block ends unless a test stopped it."""
     dev.start()
     try:
         yield dev
     finally:
         if dev.process is not None and dev.process.poll() is None:
             dev.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with running(DevStack(tmp_path_factory.mktemp("dev"))) as dev:
+        yield dev
 
 
 async def wait_for_status(

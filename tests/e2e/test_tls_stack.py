@@ -22,7 +22,7 @@ from oms_platform.devstack.certs import DevCertificates, certificates_dir
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
 from tests.callers import caller
-from tests.e2e.conftest import DevStack, wait_for_status
+from tests.e2e.conftest import DevStack, running, wait_for_status
 from workflows.types import order_workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -32,12 +32,8 @@ pytestmark = pytest.mark.e2e
 def tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     dev = DevStack(tmp_path_factory.mktemp("dev-tls"))
     dev.env["OMS_DEV_TLS"] = "1"
-    dev.start()
-    try:
+    with running(dev):
         yield dev
-    finally:
-        if dev.process is not None and dev.process.poll() is None:
-            dev.stop()
 
 
 @pytest.fixture(scope="module")

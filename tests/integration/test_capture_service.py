@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -72,14 +73,22 @@ async def capture_service(capture_settings: Settings) -> AsyncIterator[RunningSe
     await running.stop(0.5)
 
 
+@contextlib.asynccontextmanager
+async def capture_as(
+    settings: Settings, running: RunningService, role: str
+) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
+    """A stub to the running capture service whose calls carry a token of `role`."""
+    async with channel_as(settings, f"127.0.0.1:{running.port}", role) as channel:
+        yield capture_pb2_grpc.CaptureServiceStub(channel)
+
+
 @pytest.fixture(scope="module")
 async def capture(
     capture_settings: Settings, capture_service: RunningService
 ) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     """Capture as an admin sees it (submits, reads, imports)."""
-    address = f"127.0.0.1:{capture_service.port}"
-    async with channel_as(capture_settings, address, auth.ADMIN) as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    async with capture_as(capture_settings, capture_service, auth.ADMIN) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +96,8 @@ async def lifecycle(
     capture_settings: Settings, capture_service: RunningService
 ) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     """Capture as the worker sees it: RecordOrderProgress is the lifecycle's alone."""
-    address = f"127.0.0.1:{capture_service.port}"
-    async with channel_as(capture_settings, address, auth.WORKFLOW) as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    async with capture_as(capture_settings, capture_service, auth.WORKFLOW) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from oms_platform.grpcutil import field_violations
 from oms_platform.service import RunningService, start_service
 from oms_platform.settings import Settings
 from services.capture.watch import APPLICATION_NAME
-from tests.callers import channel_as
 from tests.integration.test_capture_import import stream
 from tests.integration.test_capture_service import (
+    capture_as,
     isolated_settings,
     order_request,
     own_database,
@@ -48,9 +48,8 @@ async def capture(
     watch_settings: Settings, capture_service: RunningService
 ) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     """Capture as an admin sees it (submits, reads, imports)."""
-    address = f"127.0.0.1:{capture_service.port}"
-    async with channel_as(watch_settings, address, auth.ADMIN) as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    async with capture_as(watch_settings, capture_service, auth.ADMIN) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +57,8 @@ async def lifecycle(
     watch_settings: Settings, capture_service: RunningService
 ) -> AsyncIterator[capture_pb2_grpc.CaptureServiceStub]:
     """Capture as the worker sees it: RecordOrderProgress is the lifecycle's alone."""
-    address = f"127.0.0.1:{capture_service.port}"
-    async with channel_as(watch_settings, address, auth.WORKFLOW) as channel:
-        yield capture_pb2_grpc.CaptureServiceStub(channel)
+    async with capture_as(watch_settings, capture_service, auth.WORKFLOW) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -168,3 +168,15 @@ def test_the_dev_keys_are_made_once_and_kept(tmp_path: Path) -> None:
 def test_a_service_refuses_to_start_without_keys(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"internal\.secret"):
         auth.Authenticator.from_settings(Settings(data_dir=str(tmp_path)))
+
+
+def reveals_payment_tokens(roles: frozenset[str]) -> bool:
+    return auth.Principal("someone", roles).sees_payment_tokens()
+
+
+def test_only_the_workflow_and_services_read_tokens_in_clear() -> None:
+    assert reveals_payment_tokens(frozenset({"workflow"}))
+    assert reveals_payment_tokens(frozenset({"service"}))
+    for role in ("storefront", "agent", "warehouse", "merchandiser", "admin"):
+        assert not reveals_payment_tokens(frozenset({role}))
+    assert not reveals_payment_tokens(frozenset())
