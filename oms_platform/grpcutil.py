@@ -224,9 +224,9 @@ async def start_server(
     *,
     reflection_enabled: bool = True,
     tls: TLSConfig | None = None,
-) -> tuple[grpc.aio.Server, int]:
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start a grpc.aio server with authentication, health checking and (optionally)
-    reflection; returns it and its port.
+    reflection; returns it, its port and its health servicer (to report NOT_SERVING).
 
     `address` may end in `:0` for tests; the bound port is returned. With a server
     certificate in `tls` the port speaks only TLS (and asks for client certificates if so
@@ -258,7 +258,7 @@ async def start_server(
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return server, port, health_servicer
 
 
 class _Bearer:

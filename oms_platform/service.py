@@ -115,6 +115,8 @@ class RunningService:
     port: int
     context: ServiceContext
     tasks: list[asyncio.Task[Any]]
+    # The server's health service: "" and every service name answer SERVING while it runs.
+    health: Any = None
 
     async def stop(self, grace: float = 2.0) -> None:
         """Graceful shutdown: stop accepting, finish in-flight calls, stop background work."""
@@ -140,7 +142,7 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
     context = ServiceContext(name=name, settings=settings, pool=pool, identity=identity)
     parts: ServiceParts = await module.build(context)
     bind_port = settings.port_of(name) if port is None else port
-    server, bound = await grpcutil.start_server(
+    server, bound, health = await grpcutil.start_server(
         parts.registrations,
         parts.service_names,
         f"{settings.host}:{bind_port}",
@@ -152,7 +154,9 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
         asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)
     ]
     log.info("service started", service=name, port=bound)
-    return RunningService(name=name, server=server, port=bound, context=context, tasks=tasks)
+    return RunningService(
+        name=name, server=server, port=bound, context=context, tasks=tasks, health=health
+    )
 
 
 async def serve_forever(name: str, settings: Settings) -> None:
