@@ -963,6 +963,77 @@ async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return await bench.run(args)
 
 
+# ---- the protocol fuzzer ------------------------------------------------------------------
+
+
+def _dev_tokens(settings: Settings, locations: list[str]) -> Callable[[str], str]:
+    """A token per role from the dev stack's keys: external roles from its issuer (storefronts
+    on every channel, warehouses at `locations`), internal ones from its internal secret."""
+    sources: dict[str, auth.TokenSource] = {}
+    for role in sorted(auth.ROLES):
+        if role in auth.INTERNAL_ROLES:
+            sources[role] = auth.ServiceIdentity.for_process(settings, "oms-fuzz", role)
+        else:
+            sources[role] = auth.dev_caller(
+                settings,
+                f"oms-fuzz-{role}",
+                role,
+                channels=auth.ALL_CHANNELS if role == auth.STOREFRONT else (),
+                locations=locations if role == auth.WAREHOUSE else (),
+            )
+    return lambda role: sources[role]()
+
+
+async def cmd_fuzz(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms fuzz`: hostile requests at every RPC of a running dev stack."""
+    try:
+        from oms_platform import fuzz
+    except ImportError as missing:  # hypothesis is a development dependency
+        print(f"oms fuzz needs the dev extras ({missing}): pip install -e '.[dev]'")
+        return 2
+    selected = fuzz.rpcs(args.service or None)
+    addresses = {name: settings.address_of(name) for name in SERVICES}
+    tls = TLSConfig.from_settings(settings)
+
+    def say(text: str) -> None:
+        if not args.json:  # --json prints the report alone
+            print(text, flush=True)
+
+    target = fuzz.Target(addresses, _dev_tokens(settings, []), tls=tls)
+    try:
+        if args.seed_orders:
+            say(f"submitting {args.seed_orders} sample orders to fuzz with their ids")
+            cards = ["tok_decline" if i == 2 else "tok_visa" for i in range(args.seed_orders)]
+            ids = await fuzz.submit_samples(target, cards)
+            await fuzz.wait_for(target, ids, fuzz.invoiced, args.seed_wait)
+        known = await fuzz.harvest(target)
+    finally:
+        await target.close()
+    # The warehouse plays every location found, so its calls get past the location check.
+    target = fuzz.Target(addresses, _dev_tokens(settings, known.of("location_id")), tls=tls)
+    say(
+        f"fuzzing {len(selected)} RPCs for {args.minutes} min (seed {args.seed}) with "
+        f"{len(known.every())} real ids; the stack's data gets hostile records"
+    )
+    try:
+        report = await fuzz.run(
+            target,
+            known,
+            selected,
+            seed_value=args.seed,
+            examples=args.examples,
+            minutes=args.minutes,
+            progress=say,
+        )
+    finally:
+        await target.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.summary() + report.failure_lines()))
+    return 1 if report.failures else 0
+
+
 # ---- wiring --------------------------------------------------------------------------------
 
 
@@ -1060,6 +1131,35 @@ def parser() -> argparse.ArgumentParser:
     )
     issue.add_argument("--ttl", default="8h", help="how long it is valid, e.g. 15m, 8h, 2d")
 
+    fuzz_parser = sub.add_parser(
+        "fuzz",
+        help="hostile requests at every RPC of a running dev stack (writes junk into its data)",
+        description="Generate hostile requests from the API's message descriptors, send them "
+        "to the running stack with a token of a role allowed for each RPC, and report the "
+        "codes seen and every answer that is not OK or a client error.",
+    )
+    fuzz_parser.add_argument("--minutes", type=float, default=1.0, help="how long to run")
+    fuzz_parser.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    fuzz_parser.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        choices=SERVICES,
+        help="fuzz this service only (repeatable; default: all)",
+    )
+    fuzz_parser.add_argument(
+        "--examples", type=int, default=20, help="drawn requests per RPC per round"
+    )
+    fuzz_parser.add_argument(
+        "--seed-orders",
+        type=int,
+        default=3,
+        help="sample orders to submit first, so real ids are mixed in (0: use what is there)",
+    )
+    fuzz_parser.add_argument(
+        "--seed-wait", type=float, default=20.0, help="seconds to wait for them to ship"
+    )
+
     bench_parser = sub.add_parser("bench", help="benchmarks (start their own stack)")
     from oms_platform import bench
 
@@ -1094,6 +1194,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "codec": cmd_codec,
     "fo": cmd_fo,
     "bench": cmd_bench,
+    "fuzz": cmd_fuzz,
     "order:submit": cmd_order_submit,
     "order:show": cmd_order_show,
     "order:watch": cmd_order_watch,

@@ -163,25 +163,22 @@ async def migrated_database(postgres: EmbeddedPostgres, name: str) -> str:
     return dsn
 
 
-@pytest.fixture(scope="session")
-async def system(
-    settings_with_temporal: Settings, postgres: EmbeddedPostgres
+@contextlib.asynccontextmanager
+async def running_system(
+    base: Settings, postgres: EmbeddedPostgres, name: str, **overrides: object
 ) -> AsyncIterator[System]:
-    """Everything but the simulator, in this process: services on their own free ports and
-    database, the order worker on its own task queue, outbox relays delivering to the real
-    Temporal server."""
+    """Everything but the simulator, in this process, on a database and task queue named
+    `name` of its own: services on their own free ports, the order worker, outbox relays
+    delivering to the real Temporal server."""
     settings = replace(
-        settings_with_temporal,
-        database_url=await migrated_database(postgres, "oms_system"),
-        task_queue=f"oms-system-{os.getpid()}",
+        base,
+        database_url=await migrated_database(postgres, name),
+        task_queue=f"{name.replace('_', '-')}-{os.getpid()}",
         outbox_poll_seconds=0.05,
-        # Scenario settings: orders above 1,000.00 are held for fraud review, and the
-        # marketplace's return window is two seconds so a late return can be tried.
-        fraud_amount_threshold_minor=100_000,
-        return_window_days_by_channel=f"marketplace={2 / 86400}",
-        **{f"{name}_port": free_port() for name in SERVICES},
+        **{f"{service}_port": free_port() for service in SERVICES},
+        **overrides,  # type: ignore[arg-type]
     )
-    running = {name: await start_service(name, settings) for name in SERVICES}
+    running = {service: await start_service(service, settings) for service in SERVICES}
     client = await temporal.connect(settings)
     worker = build_worker(client, settings)
     try:
@@ -192,3 +189,20 @@ async def system(
                 await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
     finally:
         await temporal.close(client)
+
+
+@pytest.fixture(scope="session")
+async def system(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres
+) -> AsyncIterator[System]:
+    """The system the scenario tests share (database `oms_system`)."""
+    async with running_system(
+        settings_with_temporal,
+        postgres,
+        "oms_system",
+        # Scenario settings: orders above 1,000.00 are held for fraud review, and the
+        # marketplace's return window is two seconds so a late return can be tried.
+        fraud_amount_threshold_minor=100_000,
+        return_window_days_by_channel=f"marketplace={2 / 86400}",
+    ) as system:
+        yield system
