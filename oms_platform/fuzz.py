@@ -659,10 +659,10 @@ def verdict(code: grpc.StatusCode, details: str, *, open_stream: bool = False) -
     fuzzer cut at its own deadline (a WatchOrder still waiting for news)."""
     if open_stream:
         return None
-    if TRANSPORT.search(details):
-        return f"transport error ({code.name})"
     if code not in ACCEPTED:
         return f"answered {code.name}"
+    if TRANSPORT.search(details):
+        return f"transport error ({code.name})"
     if LEAKS.search(details):
         return f"{code.name} leaks internals"
     if len(details) > MAX_DETAILS:
@@ -679,7 +679,7 @@ _NOISE = (
 
 def _signature(details: str) -> str:
     """An error message without the parts that vary with the input, to group failures."""
-    text = details[:200]
+    text = details
     for pattern, replacement in _NOISE:
         text = pattern.sub(replacement, text)
     return text[:120]
