@@ -588,10 +588,40 @@ def _names_other_kind(path: str, kind: str) -> bool:
     return _is_id(name) and name != "idempotency_key" and not _kind(name).endswith(kind)
 
 
+# What kind of hostile value a note is about, by rank: lower ranks break things more often, so
+# a request's lowest-ranked note names its likeliest culprit.
+CULPRITS = (
+    "NUL",
+    "timestamp out of range",
+    "long string",
+    "extreme number",
+    "control characters",
+    "unknown enum",
+    "many items",
+    "negative number",
+    "unicode",
+    "id of another kind",
+)
+
+
 def shape(payload: Any, known: Known) -> str:
     """What is hostile about a request, field by field, the likeliest culprits first
     (`order_id: NUL; lines: 10000 items`)."""
-    notes: list[tuple[int, str]] = []  # (rank, note): lower ranks break things more often
+    unique = list(dict.fromkeys(note for _, note in _notes(payload, known)))
+    if not unique:
+        return "ordinary values"
+    return "; ".join(unique[:6]) + (f"; +{len(unique) - 6} more" if len(unique) > 6 else "")
+
+
+def culprit(payload: Any, known: Known) -> str:
+    """The likeliest culprit of a request's kind (one of CULPRITS), or "ordinary values"."""
+    notes = _notes(payload, known)
+    return CULPRITS[notes[0][0]] if notes else "ordinary values"
+
+
+def _notes(payload: Any, known: Known) -> list[tuple[int, str]]:
+    """(rank in CULPRITS, note) for every hostile value of a request, lowest rank first."""
+    notes: list[tuple[int, str]] = []
 
     def note_string(path: str, value: str) -> None:
         if "\x00" in value:
@@ -645,10 +675,7 @@ def shape(payload: Any, known: Known) -> str:
             walk(message, "")
     else:
         walk(payload, "")
-    unique = list(dict.fromkeys(note for _, note in sorted(notes, key=lambda n: n[0])))
-    if not unique:
-        return "ordinary values"
-    return "; ".join(unique[:6]) + (f"; +{len(unique) - 6} more" if len(unique) > 6 else "")
+    return sorted(notes, key=lambda n: n[0])
 
 
 # ---- verdicts and the report ------------------------------------------------------------------
@@ -672,6 +699,7 @@ def verdict(code: grpc.StatusCode, details: str, *, open_stream: bool = False) -
 
 _NOISE = (
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"\b[0-9a-f]{12,}\b"), "<hex>"),  # error references
     (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),
     (re.compile(r"\d+"), "#"),
 )
@@ -706,7 +734,7 @@ class Report:
     seed: int
     cases: int = 0
     codes: dict[str, Counter[str]] = field(default_factory=dict)
-    failures: dict[tuple[str, str, str], Failure] = field(default_factory=dict)
+    failures: dict[tuple[str, str, str, str], Failure] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def record(
@@ -723,7 +751,9 @@ class Report:
         self.codes.setdefault(rpc.name, Counter())[code] += 1
         if why is None:
             return
-        key = (rpc.name, why, _signature(details))
+        # One failure per RPC, verdict, message and likeliest culprit: an opaque message
+        # ("internal error (reference …)") says nothing of its cause, the culprit does.
+        key = (rpc.name, why, _signature(details), culprit(payload, known))
         size = (
             sum(m.ByteSize() for m in payload) if isinstance(payload, list) else payload.ByteSize()
         )
