@@ -1148,7 +1148,11 @@ def parser() -> argparse.ArgumentParser:
         help="fuzz this service only (repeatable; default: all)",
     )
     fuzz_parser.add_argument(
-        "--examples", type=int, default=20, help="drawn requests per RPC per round"
+        "--examples",
+        type=int,
+        default=5,
+        help="drawn requests per RPC per round (a round visits every RPC; the first also "
+        "sends each RPC's ten probes)",
     )
     fuzz_parser.add_argument(
         "--seed-orders",

@@ -92,6 +92,9 @@ DEADLINE_SECONDS = 5.0
 # a stream still open at its (deliberately short) deadline is fine, not a failure.
 STREAM_DEADLINE_SECONDS = 2.0
 STREAM_MESSAGES = 3
+# After a service stops answering its health check, the fuzzer waits this long for it to come
+# back before going on.
+RECOVERY_SECONDS = 60.0
 
 
 # ---- the RPCs ---------------------------------------------------------------------------------
@@ -698,6 +701,7 @@ def verdict(code: grpc.StatusCode, details: str, *, open_stream: bool = False) -
 
 
 _NOISE = (
+    (re.compile(r"^Stream removed \((.*)\)$"), r"\1"),  # grpc's wording of a broken stream
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
     (re.compile(r"\b[0-9a-f]{12,}\b"), "<hex>"),  # error references
     (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),
@@ -746,9 +750,14 @@ class Report:
         details: str,
         why: str | None,
         known: Known,
+        *,
+        answer: bool = True,
     ) -> None:
-        self.cases += 1
-        self.codes.setdefault(rpc.name, Counter())[code] += 1
+        """Count one answer (`code`) and keep it as a failure when `why` says it is one;
+        `answer=False` records a failure seen after the answer (health), not a case."""
+        if answer:
+            self.cases += 1
+            self.codes.setdefault(rpc.name, Counter())[code] += 1
         if why is None:
             return
         # One failure per RPC, verdict, message and likeliest culprit: an opaque message
@@ -882,6 +891,15 @@ class Target:
             return f"health check {error.code().name}: {error.details()}"
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             return f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+        return None
+
+    async def until_serving(self, service: str, seconds: float) -> float | None:
+        """Seconds until `service` answers SERVING again, or None if not within `seconds`."""
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if await self.serving(service) is None:
+                return time.monotonic() - start
+            await asyncio.sleep(0.5)
         return None
 
     async def call(self, rpc_name: str, role: str, request: Message) -> Message:
@@ -1050,10 +1068,26 @@ class Fuzzer:
             why = f"transport error {type(error).__name__}"
         self.report.record(rpc, role, payload, code_name, details, why, self.known)
         health = await self.target.serving(rpc.service)
-        if health is not None:
-            self.report.record(
-                rpc, role, payload, "NOT_SERVING", health, "service stopped serving", self.known
-            )
+        if health is None:
+            return
+        # Wait for the service to come back before the next case, so a stall this request
+        # caused is not charged to the requests after it.
+        waited = await self.target.until_serving(rpc.service, RECOVERY_SECONDS)
+        came_back = (
+            f"serving again after {waited:.0f} s"
+            if waited is not None
+            else f"still not serving after {RECOVERY_SECONDS:.0f} s"
+        )
+        self.report.record(
+            rpc,
+            role,
+            payload,
+            "",
+            f"{health}; {came_back}",
+            "service stopped serving",
+            self.known,
+            answer=False,
+        )
 
 
 async def run(
@@ -1073,7 +1107,7 @@ async def run(
     stop_at = None if minutes is None else time.monotonic() + minutes * 60
     round_number = 0
     while True:
-        for rpc in selected:
+        for index, rpc in enumerate(selected):
             if stop_at is not None and time.monotonic() >= stop_at:
                 return report
             await fuzzer.explore(
@@ -1083,8 +1117,14 @@ async def run(
                 probes=round_number == 0,
                 stop_at=stop_at,
             )
+            last_of_service = (
+                index + 1 == len(selected) or selected[index + 1].service != rpc.service
+            )
+            if progress is not None and last_of_service:
+                progress(
+                    f"round {round_number + 1}, {rpc.service} done: {report.cases} cases, "
+                    f"{len(report.failures)} distinct failures so far"
+                )
         round_number += 1
-        if progress is not None:
-            progress(f"round {round_number}: {report.cases} cases, {len(report.failures)} failures")
         if stop_at is None:
             return report
