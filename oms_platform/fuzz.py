@@ -151,6 +151,9 @@ def _is_id(field_name: str) -> bool:
     return field_name.endswith(("_id", "_ids", "_ref")) or field_name == "idempotency_key"
 
 
+_REAL_ID = re.compile(r"[A-Za-z0-9._:@/+-]{1,64}")
+
+
 @dataclass
 class Known:
     """Real ids (and SKUs) found on the system under test, by the field name that holds them."""
@@ -158,7 +161,9 @@ class Known:
     values: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, kind: str, value: str) -> None:
-        if value:
+        # Only ids a real caller could hold: a stack fuzzed before is full of hostile ones (a
+        # 100 KB location id in a warehouse's token would break every call it makes).
+        if _REAL_ID.fullmatch(value):
             self.values.setdefault(kind, set()).add(value)
 
     def of(self, kind: str) -> list[str]:

@@ -163,3 +163,11 @@ def test_a_failure_is_reported_once_with_its_smallest_request_shortened() -> Non
     assert report.cases == 3 and report.codes["capture.GetOrder"] == {"UNKNOWN": 2, "OK": 1}
     huge = fuzz.render(capture_pb2.GetOrderRequest(order_id="x" * 100_000))
     assert huge.endswith("…(100000 chars)}") and len(huge) < 100
+
+
+def test_only_ids_a_real_caller_could_hold_are_gathered() -> None:
+    found = Known()
+    for value in ("wh-east", "x" * 100_000, "a\x00b", "", "line\nbreak", ORDER):
+        found.add("location_id", value)
+    assert found.of("location_id") == sorted(["wh-east", ORDER])
+    assert found.of("to_location_id") == found.of("location_id")
