@@ -125,6 +125,65 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# What `oms keys init` writes, and the setting that points a process at each file.
+KEY_FILES = {
+    "issuer.pem": "the dev issuer's signing key: OMS_AUTH_SIGNING_KEY_FILE",
+    "jwks.json": "its public key, callers' tokens are verified with: OMS_AUTH_JWKS",
+    "internal.secret": "oms processes sign service tokens with it: OMS_INTERNAL_SECRET_FILE",
+    "codec.keys": "Temporal payload master keys: OMS_CODEC_KEYS_FILE",
+}
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms keys init`: the keys a single-host deployment needs, made once and then kept."""
+    from pathlib import Path
+
+    from oms_platform import codec
+
+    directory = Path(args.dir) if args.dir else settings.keys_dir
+    present = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+    # Never replaced: a new codec key would leave every sealed payload unreadable, a new
+    # signing key or secret every issued token invalid.
+    auth.ensure_dev_keys(directory)
+    codec.ensure_keys_file(directory / "codec.keys")
+    for name, what in KEY_FILES.items():
+        print(f"{directory / name}  {'kept' if name in present else 'created'}  ({what})")
+    return 0
+
+
+async def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms health SERVICE`: exit 0 when the service answers SERVING (container health checks;
+    Kubernetes probes gRPC health itself)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = args.address or f"127.0.0.1:{settings.port_of(args.service)}"
+    # No token: health checks answer anyone.
+    async with grpcutil.channel(address, tls=TLSConfig.from_settings(settings)) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            print(f"{args.service} at {address}: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(f"{args.service} at {address}: {status}")
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+async def cmd_temporal(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms temporal search-attributes`: register what the order workflow indexes."""
+    from oms_platform import temporal
+    from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES
+
+    added = await _retry(
+        lambda: temporal.register_search_attributes(settings, SEARCH_ATTRIBUTES), "Temporal"
+    )
+    for name, kind in sorted(SEARCH_ATTRIBUTES.items()):
+        print(f"{name} ({kind}): {'added' if name in added else 'already there'}")
+    return 0
+
+
 async def _until_signal() -> None:
     import signal
 
@@ -994,6 +1053,27 @@ def parser() -> argparse.ArgumentParser:
         "rewrap", help="re-wrap every order's data key under the active (first) master key"
     )
 
+    keys = sub.add_parser("keys", help="keys for a single-host deployment (compose)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kinit = ksub.add_parser(
+        "init",
+        help="create the dev issuer's key and JWKS, the internal secret and the codec keys "
+        "in a directory unless they exist",
+    )
+    kinit.add_argument("--dir", default="", help="where (default: <OMS_DATA_DIR>/keys)")
+    health_parser = sub.add_parser("health", help="ask a service's gRPC health service")
+    health_parser.add_argument("service", choices=SERVICES)
+    health_parser.add_argument(
+        "--address", default="", help="host:port (default: 127.0.0.1 and the service's port)"
+    )
+    health_parser.add_argument("--timeout", type=float, default=3.0)
+    temporal_parser = sub.add_parser("temporal", help="prepare a Temporal namespace for oms")
+    tsub_ = temporal_parser.add_subparsers(dest="temporal_command", required=True)
+    tsub_.add_parser(
+        "search-attributes",
+        help="register the search attributes the order workflow sets (once per namespace)",
+    )
+
     order = sub.add_parser("order", help="submit, show, watch and list orders")
     osub = order.add_subparsers(dest="order_command", required=True)
     submit = osub.add_parser("submit", help="submit an order")
@@ -1092,6 +1172,9 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "migrate": cmd_migrate,
     "codec-server": cmd_codec_server,
     "codec": cmd_codec,
+    "keys": cmd_keys,
+    "health": cmd_health,
+    "temporal": cmd_temporal,
     "fo": cmd_fo,
     "bench": cmd_bench,
     "order:submit": cmd_order_submit,
