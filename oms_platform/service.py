@@ -118,8 +118,19 @@ class RunningService:
     # The server's health service: "" and every service name answer SERVING while it runs.
     health: Any = None
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Graceful shutdown: stop accepting, finish in-flight calls, stop background work."""
+    async def stop(self, grace: float | None = None, *, not_serving_for: float = 0.0) -> None:
+        """Graceful shutdown: answer NOT_SERVING (for `not_serving_for` seconds still serving,
+        so load balancers notice), stop accepting, give in-flight calls `grace` seconds
+        (default: the shutdown_grace_seconds setting), then stop background work."""
+        if self.health is not None:
+            # enter_graceful_shutdown sets "" and every registered name to NOT_SERVING and
+            # keeps them there: nothing can set SERVING again while we go down.
+            await self.health.enter_graceful_shutdown()
+        log.info("service not serving", service=self.name, stopping_in=not_serving_for)
+        if not_serving_for > 0:
+            await asyncio.sleep(not_serving_for)
+        if grace is None:
+            grace = self.context.settings.shutdown_grace_seconds
         await self.server.stop(grace)
         for task in self.tasks:
             task.cancel()
@@ -168,4 +179,7 @@ async def serve_forever(name: str, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("service stopping", service=name)
-    await running.stop()
+    await running.stop(
+        settings.shutdown_grace_seconds, not_serving_for=settings.shutdown_not_serving_seconds
+    )
+    log.info("service stopped", service=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -70,6 +71,10 @@ def build_worker(
         activities=list(activities if activities is not None else activities_for(settings)),
         max_concurrent_activities=200,
         max_concurrent_workflow_tasks=100,
+        # On SIGTERM the worker stops polling and gives running activities this long to
+        # finish; past it they are cancelled and fail as retryable, so Temporal hands them to
+        # the next worker (a restarted one, in the dev stack) instead of waiting out a timeout.
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
 
 
@@ -83,4 +88,5 @@ async def run_worker(settings: Settings, client: Client) -> None:
     async with worker:
         log.info("worker started", task_queue=settings.task_queue)
         await stop.wait()
-        log.info("worker stopping")
+        log.info("worker stopping", grace_seconds=settings.shutdown_grace_seconds)
+    log.info("worker stopped")

@@ -17,7 +17,7 @@ def test_an_int_variable_becomes_an_int() -> None:
     assert settings.capture_port == 6001
     assert isinstance(settings.capture_port, int)
     assert settings.db_pool_max == 3
-    assert settings.fulfillment_port == 50052  # untouched default
+    assert settings.fulfillment_port == 15052  # untouched default
 
 
 def test_a_float_variable_becomes_a_float() -> None:
@@ -90,7 +90,7 @@ def test_address_of_is_host_and_port_by_default() -> None:
     settings = Settings.from_env(env={"OMS_HOST": "10.0.0.5", "OMS_SERVICING_PORT": "6004"})
 
     assert settings.address_of("servicing") == "10.0.0.5:6004"
-    assert settings.address_of("capture") == "10.0.0.5:50051"
+    assert settings.address_of("capture") == "10.0.0.5:15051"
 
 
 def test_address_of_uses_an_explicit_address_when_set() -> None:
@@ -100,17 +100,17 @@ def test_address_of_uses_an_explicit_address_when_set() -> None:
 
     assert settings.address_of("payments") == "payments.internal:443"
     assert settings.port_of("payments") == 6003  # where it would listen is separate
-    assert settings.address_of("capture") == "127.0.0.1:50051"
+    assert settings.address_of("capture") == "127.0.0.1:15051"
 
 
 def test_every_service_has_an_address() -> None:
     settings = Settings()
 
     assert [settings.address_of(name) for name in SERVICES] == [
-        "127.0.0.1:50051",
-        "127.0.0.1:50052",
-        "127.0.0.1:50053",
-        "127.0.0.1:50054",
+        "127.0.0.1:15051",
+        "127.0.0.1:15052",
+        "127.0.0.1:15053",
+        "127.0.0.1:15054",
     ]
 
 
