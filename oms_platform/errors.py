@@ -46,6 +46,16 @@ class NotFound(DomainError):
     """The named record does not exist."""
 
 
+class ResourceExhausted(DomainError):
+    """A per-process or per-caller capacity is used up (e.g. open WatchOrder streams); retry
+    later or elsewhere."""
+
+
+class Unavailable(DomainError):
+    """Something the request needs (the database, Temporal, another service) is out of reach
+    for now; the same request may be retried."""
+
+
 class AlreadyExists(DomainError):
     """A key or unique reference is already taken by something else."""
 

@@ -2,22 +2,37 @@
 reflection, error mapping and logging; one way to open a channel that carries a token.
 
 Every call but health checks (and reflection, when on) must carry a bearer token; the caller's
-roles must be allowed by `oms_platform.access`. Servicers only convert and delegate; domain
-errors they let through are turned into status codes here (INVALID_ARGUMENT carries a
-google.rpc.BadRequest with every field violation).
+roles must be allowed by `oms_platform.access`. Servicers only convert and delegate; whatever
+they raise is turned into a status code here, for unary and streaming calls alike (the error
+boundary, `refusal_for`):
+
+- domain errors map to their code (INVALID_ARGUMENT carries a google.rpc.BadRequest with the
+  field violations);
+- the database, Temporal or another service out of reach (connection lost, pool exhausted,
+  shutting down) → UNAVAILABLE, and a conflicting concurrent write → ABORTED: both retryable;
+- a value the database refuses to store (bad encoding, out of range) → INVALID_ARGUMENT;
+- anything else → INTERNAL with an error id, logged with its traceback.
+
+No class name, SQL text or host ever reaches the caller, and messages are clipped so an echoed
+input cannot overflow the reply's metadata.
 """
 
 from __future__ import annotations
 
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import grpc
 import structlog
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from temporalio.service import RPCError, RPCStatusCode
 
 from oms_platform import access, auth
 from oms_platform.errors import (
@@ -27,6 +42,8 @@ from oms_platform.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
 )
 from oms_platform.tls import TLSConfig
 
@@ -38,28 +55,153 @@ _CODES: dict[type[DomainError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
     AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
+    ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    Unavailable: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
 }
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+# Clipping: the status message and BadRequest ride in the reply's trailing metadata, which
+# clients cap (8-16 KiB); an echoed 100 KB id must not push a refusal past that.
+MAX_MESSAGE_CHARS = 512
+MAX_FIELD_CHARS = 160
+MAX_DESCRIPTION_CHARS = 240
+MAX_DETAILS_BYTES = 4096
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    marker = f"… ({len(text) - limit} more characters)"
+    return text[: max(0, limit - len(marker))] + marker
+
 
 def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """The gRPC code and rich google.rpc.Status for a domain error."""
+    """The gRPC code and rich google.rpc.Status for a domain error (clipped to fit metadata)."""
     code, numeric = next(
         (v for k, v in _CODES.items() if isinstance(error, k)),
         (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
     )
-    status = status_pb2.Status(code=numeric, message=error.message)
+    status = status_pb2.Status(code=numeric, message=clip(error.message, MAX_MESSAGE_CHARS))
     if isinstance(error, InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+        bad = error_details_pb2.BadRequest()
+        for index, v in enumerate(error.violations):
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, MAX_FIELD_CHARS),
+                description=clip(v.description, MAX_DESCRIPTION_CHARS),
+            )
+            if bad.ByteSize() + violation.ByteSize() > MAX_DETAILS_BYTES:
+                bad.field_violations.add(
+                    field="",
+                    description=f"{len(error.violations) - index} more violations not shown",
                 )
-                for v in error.violations
-            ]
-        )
+                break
+            bad.field_violations.append(violation)
         status.details.add().Pack(bad)
     return code, status
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How an error is answered: code, message, rich status; `error_id` set for INTERNAL."""
+
+    code: grpc.StatusCode
+    message: str
+    status: status_pb2.Status
+    error_id: str = ""
+
+    @property
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return ((STATUS_DETAILS_KEY, self.status.SerializeToString()),)
+
+
+# Postgres out of reach or shedding load: the same request may succeed on retry.
+_DB_AWAY = (
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cancel, cannot connect
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,  # e.g. the pool is closing, the connection was lost
+    ConnectionError,  # refused, reset
+    socket.gaierror,  # the host name does not resolve (DNS is away)
+    TimeoutError,  # no pool connection within the acquire timeout
+    asyncpg.exceptions.QueryCanceledError,  # statement timeout under load
+)
+# Two writers raced; the loser's transaction rolled back whole, so a retry is safe.
+_DB_RACE = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.UniqueViolationError,
+)
+# What the database says about a value it cannot store, in the caller's terms.
+_DATA_RULES = {
+    "22021": "a string holds a character that cannot be stored (NUL or invalid encoding)",
+    "22P05": "a string holds a character that cannot be stored (NUL or invalid encoding)",
+    "22003": "a number is out of the range that can be stored",
+    "22008": "a date or time is out of the range that can be stored",
+    "22001": "a string is longer than can be stored",
+}
+_RETRYABLE_TEMPORAL = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
+_RETRYABLE_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _plain(code: grpc.StatusCode, numeric: int, message: str) -> Refusal:
+    return Refusal(code, message, status_pb2.Status(code=numeric, message=message))
+
+
+def refusal_for(error: BaseException) -> Refusal:
+    """The answer to a call that raised `error`: the one error boundary of every service."""
+    if isinstance(error, DomainError):
+        code, status = status_for(error)
+        return Refusal(code, status.message, status)
+    if isinstance(error, asyncpg.exceptions.DataError | asyncpg.exceptions._base.DataError):
+        sqlstate = getattr(error, "sqlstate", "") or ""
+        rule = _DATA_RULES.get(sqlstate, "a value in the request cannot be stored")
+        code, status = status_for(InvalidArgument([]))
+        message = f"invalid request: {rule}"
+        status.message = message
+        return Refusal(code, message, status)
+    if isinstance(error, _DB_RACE):
+        return _plain(
+            grpc.StatusCode.ABORTED,
+            code_pb2.ABORTED,
+            "a concurrent change to the same records won; nothing was written, retry the call",
+        )
+    if isinstance(error, _DB_AWAY):
+        return _plain(
+            grpc.StatusCode.UNAVAILABLE,
+            code_pb2.UNAVAILABLE,
+            "the database is out of reach or busy; nothing was written, retry the call",
+        )
+    if isinstance(error, RPCError) and error.status in _RETRYABLE_TEMPORAL:
+        return _plain(
+            grpc.StatusCode.UNAVAILABLE,
+            code_pb2.UNAVAILABLE,
+            "the workflow engine is out of reach or busy; retry the call",
+        )
+    if isinstance(error, grpc.aio.AioRpcError) and error.code() in _RETRYABLE_GRPC:
+        return _plain(
+            grpc.StatusCode.UNAVAILABLE,
+            code_pb2.UNAVAILABLE,
+            "a service this call needs did not answer; retry the call",
+        )
+    error_id = uuid.uuid4().hex[:16]
+    message = f"internal error (reference {error_id}); the operators have it in their logs"
+    return Refusal(
+        grpc.StatusCode.INTERNAL,
+        message,
+        status_pb2.Status(code=code_pb2.INTERNAL, message=message),
+        error_id,
+    )
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
@@ -114,8 +256,10 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 start = await admit(request, context)
                 try:
                     response = await inner_uu(request, context)
-                except DomainError as error:
-                    await _abort(context, error, method, start)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, start)
                     raise  # abort raises; this keeps type checkers content
                 log.debug("rpc", code="OK", ms=_ms(start))
                 return response
@@ -135,8 +279,10 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     async for response in inner_us(request, context):
                         yield response
-                except DomainError as error:
-                    await _abort(context, error, method, start)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, start)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
@@ -150,8 +296,10 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 start = await admit(None, context)
                 try:
                     return await inner_su(requests, context)
-                except DomainError as error:
-                    await _abort(context, error, method, start)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, start)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary,
@@ -203,17 +351,36 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-async def _abort(
-    context: grpc.aio.ServicerContext, error: DomainError, method: str, start: float
-) -> None:
-    code, status = status_for(error)
-    log.info("rpc refused", code=code.name, reason=error.message, ms=_ms(start))
-    await context.abort(
-        code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
-    )
+# Raised by `context.abort` (a servicer that chose its own code): already an answer.
+_PASS_THROUGH = (grpc.aio.AbortError,)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, start: float) -> None:
+    refusal = refusal_for(error)
+    if refusal.error_id:
+        log.error("rpc failed", code="INTERNAL", error_id=refusal.error_id, exc_info=error)
+    elif refusal.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+        log.warning("rpc failed", code=refusal.code.name, error=repr(error), ms=_ms(start))
+    else:
+        log.info("rpc refused", code=refusal.code.name, reason=refusal.message, ms=_ms(start))
+    await context.abort(refusal.code, refusal.message, trailing_metadata=refusal.trailing_metadata)
 
 
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+
+# Largest request or reply a server or channel accepts (an import batch, a long timeline).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-server transport limits (see Settings.grpc_*)."""
+
+    max_concurrent_rpcs: int | None = 1000
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    max_connection_age_seconds: float = 1800.0
+    max_connection_age_grace_seconds: float = 30.0
 
 
 async def start_server(
@@ -224,6 +391,7 @@ async def start_server(
     *,
     reflection_enabled: bool = True,
     tls: TLSConfig | None = None,
+    limits: ServerLimits | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start a grpc.aio server with authentication, health checking and (optionally)
     reflection; returns it, its port and its health servicer (to report NOT_SERVING).
@@ -232,9 +400,23 @@ async def start_server(
     certificate in `tls` the port speaks only TLS (and asks for client certificates if so
     configured); without, plaintext.
     """
+    limits = limits or ServerLimits()
     server = grpc.aio.server(
         interceptors=[_Gate(authenticator, reflection_enabled)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # Clients may ping this often without data (grpc's own default is 5 minutes).
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.max_connection_age_ms", int(limits.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(limits.max_connection_age_grace_seconds * 1000),
+            ),
+        ],
     )
     names = list(service_names)
     for add, servicer in registrations:
@@ -314,7 +496,7 @@ def channel(
     """A client channel to an oms service; every call carries `token` when one is given (or
     `token_for(method)`, for a caller holding several identities), and the channel is TLS when
     `tls` has a CA (else plaintext)."""
-    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
     if token_for is None and token is not None:
         source = token
 

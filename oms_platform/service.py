@@ -160,6 +160,13 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
         authenticator,
         reflection_enabled=settings.grpc_reflection,
         tls=TLSConfig.from_settings(settings),
+        limits=grpcutil.ServerLimits(
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            keepalive_seconds=settings.grpc_keepalive_seconds,
+            keepalive_timeout_seconds=settings.grpc_keepalive_timeout_seconds,
+            max_connection_age_seconds=settings.grpc_max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.grpc_max_connection_age_grace_seconds,
+        ),
     )
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)

@@ -122,6 +122,18 @@ class Settings:
     auth_leeway_seconds: float = 30.0
     # gRPC server reflection (grpcurl `list`/`describe`); switch off where the API is private.
     grpc_reflection: bool = True
+    # gRPC server limits per process: calls served at once (more wait in line at the
+    # transport), keepalive pings (a dead peer's connection is dropped), and the age after
+    # which a connection is closed gracefully so clients rebalance across replicas.
+    grpc_max_concurrent_rpcs: int = 1000
+    grpc_keepalive_seconds: float = 60.0
+    grpc_keepalive_timeout_seconds: float = 20.0
+    grpc_max_connection_age_seconds: float = 1800.0
+    grpc_max_connection_age_grace_seconds: float = 30.0
+    # WatchOrder: open streams per capture process (RESOURCE_EXHAUSTED past it) and how long
+    # one stream lasts before it ends normally (the caller watches again to go on).
+    watch_max_streams: int = 2000
+    watch_max_seconds: float = 3600.0
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"

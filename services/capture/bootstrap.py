@@ -90,7 +90,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         servicing_pb2_grpc.ServicingServiceStub(ctx.channel("servicing")),
     )
     settings = ctx.settings
-    watchers = OrderWatchHub(settings.dsn)
+    watchers = OrderWatchHub(settings.dsn, max_watchers=settings.watch_max_streams)
     pacer = FrontDoorPacer(
         PacerSettings(
             target_seconds=settings.ingest_latency_target_ms / 1000,
@@ -125,6 +125,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             flag_country_mismatch=settings.fraud_flag_country_mismatch,
         ),
         watchers=watchers,
+        watch_seconds=settings.watch_max_seconds,
         on_captured=captured,
         eraser=Eraser(
             ctx.pool,

@@ -269,6 +269,17 @@ async def import_batch(
             _copy_outcome(item, item.same_as)
 
 
+def fresh(item: ImportItem) -> ImportItem:
+    """The item as it was streamed, its outcome forgotten (to store it again after its batch
+    rolled back)."""
+    return ImportItem(
+        index=item.index,
+        submission=item.submission,
+        options=item.options,
+        fingerprint=item.fingerprint,
+    )
+
+
 def _key_in_use(submission: domain.OrderSubmission) -> AlreadyExists:
     return AlreadyExists(
         "idempotency_key", f"idempotency key {submission.idempotency_key!r} is in use"

@@ -24,8 +24,8 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform import auth
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
-from oms_platform.grpcutil import STATUS_DETAILS_KEY, status_for
+from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
+from oms_platform.grpcutil import Refusal, refusal_for, status_for
 from services.capture import convert, domain, handlers, store
 from services.capture.erasure import Eraser, EraseRequest
 from services.capture.watch import OrderWatchHub
@@ -34,6 +34,8 @@ log = structlog.get_logger("oms.capture")
 
 # How many fulfillment orders / process exceptions the 360° view shows.
 SECTION_PAGE_SIZE = 500
+# Orders one ImportOrders stream may carry; the rest are answered with an error, unread.
+MAX_IMPORT_ORDERS = 100_000
 
 
 class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
@@ -50,7 +52,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         watchers: OrderWatchHub | None = None,
         on_captured: Callable[[float], None] | None = None,
         eraser: Eraser | None = None,
+        watch_seconds: float = 3600.0,
     ) -> None:
+        self._watch_seconds = watch_seconds
         self._pool = pool
         self._fulfillment = fulfillment
         self._payments = payments
@@ -88,28 +92,36 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         request_iterator: AsyncIterator[pb.ImportOrdersRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.ImportOrdersResponse:
-        done: list[handlers.ImportItem] = []
+        # Each order's outcome is its own: one that cannot be read, validated or stored is
+        # answered with its error and the stream carries on.
+        results: list[pb.ImportOrderResult] = []
         batch: list[handlers.ImportItem] = []
         async for request in request_iterator:
-            batch.append(
-                handlers.ImportItem(
-                    index=len(done) + len(batch),
+            index = len(results) + len(batch)
+            if index >= MAX_IMPORT_ORDERS:
+                results.append(_refused_import(index, _past_import_cap()))
+                continue
+            try:
+                item = handlers.ImportItem(
+                    index=index,
                     submission=convert.submission_from_pb(request.order),
                     options=convert.import_options_from_pb(request),
                     fingerprint=request_fingerprint(request.order),
                 )
-            )
+            except Exception as error:
+                results.append(_refused_import(index, refusal_for(error)))
+                continue
+            batch.append(item)
             if len(batch) >= handlers.IMPORT_BATCH_SIZE:
-                await handlers.import_batch(self._pool, batch, self._fraud_policy)
-                done += batch
+                results += await self._import(batch)
                 batch = []
         if batch:
-            await handlers.import_batch(self._pool, batch, self._fraud_policy)
-            done += batch
-        response = pb.ImportOrdersResponse(results=[_import_result(i) for i in done])
-        response.failed = sum(1 for i in done if i.error is not None)
-        response.duplicates = sum(1 for i in done if i.error is None and i.duplicate)
-        response.imported = len(done) - response.failed - response.duplicates
+            results += await self._import(batch)
+        results.sort(key=lambda r: r.index)
+        response = pb.ImportOrdersResponse(results=results)
+        response.failed = sum(1 for r in results if r.error_code)
+        response.duplicates = sum(1 for r in results if not r.error_code and r.duplicate)
+        response.imported = len(results) - response.failed - response.duplicates
         log.info(
             "orders imported",
             imported=response.imported,
@@ -117,6 +129,23 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             failed=response.failed,
         )
         return response
+
+    async def _import(self, batch: list[handlers.ImportItem]) -> list[pb.ImportOrderResult]:
+        """Store a batch in one transaction; if it fails for a reason that is not any one
+        order's (the database is away), every order of it says so; otherwise the orders are
+        stored one by one, so only the order at fault carries the error."""
+        try:
+            await handlers.import_batch(self._pool, batch, self._fraud_policy)
+            return [_import_result(i) for i in batch]
+        except Exception as error:
+            refusal = refusal_for(error)
+            if refusal.code == grpc.StatusCode.UNAVAILABLE or len(batch) == 1:
+                _log_refusal(refusal, error)
+                return [_refused_import(i.index, refusal) for i in batch]
+        results: list[pb.ImportOrderResult] = []
+        for item in batch:
+            results += await self._import([handlers.fresh(item)])
+        return results
 
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
@@ -216,29 +245,30 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchOrderResponse]:
         assert self._watchers is not None, "WatchOrder needs the process's watch hub"
-        try:
-            domain.check_required({"order_id": request.order_id})
-            if not auth.current_principal().sees_every_channel():
+        domain.check_required({"order_id": request.order_id})
+        if not auth.current_principal().sees_every_channel():
+            async with self._pool.acquire() as conn:
+                await _confine_order(conn, request.order_id)
+        # Subscribe before the first read, so nothing recorded in between is missed.
+        with self._watchers.subscribe(request.order_id) as changed:
+            async with self._pool.acquire() as conn:
+                state = await store.changes_since(conn, request.order_id, 0)
+            yield convert.watch_update_to_pb(True, state.status, state.updated_at, state.events)
+            seq, status = state.last_seq, state.status
+            ends_at = time.monotonic() + self._watch_seconds
+            while not domain.is_settled(status):
+                try:
+                    await asyncio.wait_for(changed.wait(), ends_at - time.monotonic())
+                except TimeoutError:
+                    return  # the stream's time is up; the caller watches again to go on
+                changed.clear()
                 async with self._pool.acquire() as conn:
-                    await _confine_order(conn, request.order_id)
-            # Subscribe before the first read, so nothing recorded in between is missed.
-            with self._watchers.subscribe(request.order_id) as changed:
-                async with self._pool.acquire() as conn:
-                    state = await store.changes_since(conn, request.order_id, 0)
-                yield convert.watch_update_to_pb(True, state.status, state.updated_at, state.events)
+                    state = await store.changes_since(conn, request.order_id, seq)
+                if state.events or state.status != status:
+                    yield convert.watch_update_to_pb(
+                        False, state.status, state.updated_at, state.events
+                    )
                 seq, status = state.last_seq, state.status
-                while not domain.is_settled(status):
-                    await changed.wait()
-                    changed.clear()
-                    async with self._pool.acquire() as conn:
-                        state = await store.changes_since(conn, request.order_id, seq)
-                    if state.events or state.status != status:
-                        yield convert.watch_update_to_pb(
-                            False, state.status, state.updated_at, state.events
-                        )
-                    seq, status = state.last_seq, state.status
-        except DomainError as error:
-            await _abort(context, error)
 
     async def RecordOrderProgress(
         self, request: pb.RecordOrderProgressRequest, context: grpc.aio.ServicerContext
@@ -313,13 +343,31 @@ def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:
     return result
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
-    """A domain error as its status code, for streaming RPCs (the platform's interceptor
-    maps them for unary ones)."""
-    code, status = status_for(error)
-    await context.abort(
-        code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+def _refused_import(index: int, refusal: Refusal) -> pb.ImportOrderResult:
+    return pb.ImportOrderResult(
+        index=index, error_code=refusal.code.name, error_message=refusal.message
     )
+
+
+def _past_import_cap() -> Refusal:
+    return refusal_for(
+        InvalidArgument(
+            [
+                FieldViolation(
+                    "order",
+                    f"at most {MAX_IMPORT_ORDERS} orders per ImportOrders stream; "
+                    "send the rest in another stream",
+                )
+            ]
+        )
+    )
+
+
+def _log_refusal(refusal: Refusal, error: Exception) -> None:
+    if refusal.error_id:
+        log.error("import batch failed", error_id=refusal.error_id, exc_info=error)
+    else:
+        log.warning("import batch failed", code=refusal.code.name, error=repr(error))
 
 
 def _start(call: Awaitable[Any]) -> asyncio.Task[Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from oms_platform.errors import ResourceExhausted
 from services.capture import store
 
 log = structlog.get_logger("oms.capture.watch")
@@ -32,8 +33,10 @@ class OrderWatchHub:
         dsn: str,
         channel: str = store.ORDER_CHANGED_CHANNEL,
         retry_seconds: float = 1.0,
+        max_watchers: int = 2000,
     ) -> None:
         self._dsn = dsn
+        self._max_watchers = max_watchers
         self._channel = channel
         self._retry_seconds = retry_seconds
         self._subscribers: dict[str, set[asyncio.Event]] = {}
@@ -42,7 +45,13 @@ class OrderWatchHub:
     @contextlib.contextmanager
     def subscribe(self, order_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever the order changes (and after a reconnect, when changes
-        may have been missed); the watcher clears it before reading."""
+        may have been missed); the watcher clears it before reading. ResourceExhausted when
+        the process already serves its most watchers."""
+        if self.watcher_count() >= self._max_watchers:
+            raise ResourceExhausted(
+                f"this process serves its most open WatchOrder streams ({self._max_watchers}); "
+                "retry shortly (another replica may have room)"
+            )
         event = asyncio.Event()
         self._subscribers.setdefault(order_id, set()).add(event)
         try:

@@ -130,7 +130,8 @@ class CaptureServiceServicer:
         """Bulk import for channel backfills and historical orders: a stream of orders, one answer
         with a result per order. Each order is validated and deduplicated as SubmitOrder does it
         (same idempotency keys); historical orders are stored already settled and start no
-        lifecycle. Orders are written in batches; a failed order does not stop the others.
+        lifecycle. Orders are written in batches; a failed order does not stop the others,
+        whatever its error (each result carries its own code). At most 100,000 orders per stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,7 +140,9 @@ class CaptureServiceServicer:
     def WatchOrder(self, request, context):
         """Follows an order as it happens: first its current status and timeline, then each status
         change and timeline event as it is recorded. Ends when the order settles (fulfilled or
-        canceled) or the caller goes away.
+        canceled), the caller goes away, or the stream has lasted `watch_max_seconds` (an hour by
+        default; watch again to go on). RESOURCE_EXHAUSTED when the process already serves its
+        most streams (`watch_max_streams`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,12 +59,15 @@ class CaptureServiceStub:
     """Bulk import for channel backfills and historical orders: a stream of orders, one answer
     with a result per order. Each order is validated and deduplicated as SubmitOrder does it
     (same idempotency keys); historical orders are stored already settled and start no
-    lifecycle. Orders are written in batches; a failed order does not stop the others.
+    lifecycle. Orders are written in batches; a failed order does not stop the others,
+    whatever its error (each result carries its own code). At most 100,000 orders per stream.
     """
     WatchOrder: _grpc.UnaryStreamMultiCallable[_capture_pb2.WatchOrderRequest, _capture_pb2.WatchOrderResponse]
     """Follows an order as it happens: first its current status and timeline, then each status
     change and timeline event as it is recorded. Ends when the order settles (fulfilled or
-    canceled) or the caller goes away.
+    canceled), the caller goes away, or the stream has lasted `watch_max_seconds` (an hour by
+    default; watch again to go on). RESOURCE_EXHAUSTED when the process already serves its
+    most streams (`watch_max_streams`).
     """
     EraseShopper: _grpc.UnaryUnaryMultiCallable[_capture_pb2.EraseShopperRequest, _capture_pb2.EraseShopperResponse]
     """Erases a shopper's personal data (admin only): the shopper and every one of their orders
@@ -106,12 +109,15 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     """Bulk import for channel backfills and historical orders: a stream of orders, one answer
     with a result per order. Each order is validated and deduplicated as SubmitOrder does it
     (same idempotency keys); historical orders are stored already settled and start no
-    lifecycle. Orders are written in batches; a failed order does not stop the others.
+    lifecycle. Orders are written in batches; a failed order does not stop the others,
+    whatever its error (each result carries its own code). At most 100,000 orders per stream.
     """
     WatchOrder: _aio.UnaryStreamMultiCallable[_capture_pb2.WatchOrderRequest, _capture_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Follows an order as it happens: first its current status and timeline, then each status
     change and timeline event as it is recorded. Ends when the order settles (fulfilled or
-    canceled) or the caller goes away.
+    canceled), the caller goes away, or the stream has lasted `watch_max_seconds` (an hour by
+    default; watch again to go on). RESOURCE_EXHAUSTED when the process already serves its
+    most streams (`watch_max_streams`).
     """
     EraseShopper: _aio.UnaryUnaryMultiCallable[_capture_pb2.EraseShopperRequest, _capture_pb2.EraseShopperResponse]  # type: ignore[assignment]
     """Erases a shopper's personal data (admin only): the shopper and every one of their orders
@@ -186,7 +192,8 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
         """Bulk import for channel backfills and historical orders: a stream of orders, one answer
         with a result per order. Each order is validated and deduplicated as SubmitOrder does it
         (same idempotency keys); historical orders are stored already settled and start no
-        lifecycle. Orders are written in batches; a failed order does not stop the others.
+        lifecycle. Orders are written in batches; a failed order does not stop the others,
+        whatever its error (each result carries its own code). At most 100,000 orders per stream.
         """
 
     @_abc_1.abstractmethod
@@ -197,7 +204,9 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_capture_pb2.WatchOrderResponse], _abc.AsyncIterator[_capture_pb2.WatchOrderResponse]]:
         """Follows an order as it happens: first its current status and timeline, then each status
         change and timeline event as it is recorded. Ends when the order settles (fulfilled or
-        canceled) or the caller goes away.
+        canceled), the caller goes away, or the stream has lasted `watch_max_seconds` (an hour by
+        default; watch again to go on). RESOURCE_EXHAUSTED when the process already serves its
+        most streams (`watch_max_streams`).
         """
 
     @_abc_1.abstractmethod
