@@ -126,7 +126,12 @@ class OutboxRelay:
                     if self._pacer is not None:
                         self._pacer.started(delivered)
                     backoff = 0.0
-                except (OSError, asyncpg.PostgresError, RuntimeError) as error:
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    RuntimeError,
+                ) as error:
                     # Temporal or Postgres is away: back off instead of retrying on every
                     # NOTIFY; the rows wait, nothing is lost.
                     backoff = min(5.0, max(self._poll_seconds, backoff * 2))
