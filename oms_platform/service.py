@@ -117,11 +117,16 @@ class RunningService:
     tasks: list[asyncio.Task[Any]]
     # The server's health service: "" and every service name answer SERVING while it runs.
     health: Any = None
+    stopping: bool = field(default=False, init=False)
 
     async def stop(self, grace: float | None = None, *, not_serving_for: float = 0.0) -> None:
         """Graceful shutdown: answer NOT_SERVING (for `not_serving_for` seconds still serving,
         so load balancers notice), stop accepting, give in-flight calls `grace` seconds
-        (default: the shutdown_grace_seconds setting), then stop background work."""
+        (default: the shutdown_grace_seconds setting), then stop background work. Once only:
+        a second call (a second signal) returns at once."""
+        if self.stopping:
+            return
+        self.stopping = True
         if self.health is not None:
             # enter_graceful_shutdown sets "" and every registered name to NOT_SERVING and
             # keeps them there: nothing can set SERVING again while we go down.

@@ -72,8 +72,9 @@ def build_worker(
         max_concurrent_activities=200,
         max_concurrent_workflow_tasks=100,
         # On SIGTERM the worker stops polling and gives running activities this long to
-        # finish; past it they are cancelled and fail as retryable, so Temporal hands them to
-        # the next worker (a restarted one, in the dev stack) instead of waiting out a timeout.
+        # finish and report; without it they would be cut off at once and retried only after
+        # their start-to-close timeout. One still running past the grace is cancelled all the
+        # same, and retried (idempotently) by the next worker once that timeout has passed.
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
 

@@ -32,6 +32,8 @@ def stack_children(dev: DevStack) -> dict[str, int]:
             cmdline = child.cmdline()
         except psutil.Error:  # gone, or a zombie until the stack reaps it
             continue
+        if not cmdline:  # exiting
+            continue
         if "start-dev" in cmdline:
             found["temporal"] = child.pid
         elif Path(cmdline[0]).name == "postgres":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
+from oms_platform.devstack.temporal_server import ephemeral_ports, free_port
 from oms_platform.settings import SERVICES, Settings
 
 
@@ -145,3 +148,20 @@ def test_settings_survive_a_trip_through_child_process_variables() -> None:
     assert env["OMS_SIMULATOR"] == "0"
     assert env["OMS_CAPTURE_PORT"] == "6001"
     assert Settings.from_env(env=env) == original
+
+
+def test_every_default_port_of_the_stack_is_below_the_ephemeral_range() -> None:
+    # A port the kernel may hand to an outgoing connection can be taken by a client's own
+    # reconnect attempt while the server is down (issue 12).
+    ephemeral = ephemeral_ports()
+    ports = {
+        f.name: getattr(Settings(), f.name) for f in fields(Settings) if f.name.endswith("_port")
+    }
+
+    assert {"embedded_postgres_port", "embedded_temporal_port", "capture_port"} <= ports.keys()
+    assert all(port < ephemeral.start for port in ports.values()), ports
+
+
+def test_free_ports_for_tests_come_from_below_the_ephemeral_range_too() -> None:
+    for _ in range(20):
+        assert free_port() < ephemeral_ports().start
