@@ -204,6 +204,13 @@ def _truncated(text: str) -> str:
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
 
 
+def _described(error: BaseException) -> str:
+    """An error as an operator reads it: Temporal's status and message, or the exception."""
+    if isinstance(error, RPCError):
+        return f"{error.status.name}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
 def classify(error: BaseException) -> str:
     """What a failed delivery was: TRANSIENT (retry for ever, backing off) or the kind of
     refusal (counted towards dead-lettering)."""
@@ -468,7 +475,7 @@ class OutboxRelay:
                         error_kind=kind,
                         error=str(error),
                     )
-                text = _truncated(f"{type(error).__name__}: {error}")
+                text = _truncated(_described(error))
                 # Later rows of the same workflow wait, so signals keep their order.
                 failures = [
                     _Failure(
