@@ -10,10 +10,13 @@ their own. A second test drives a relay alone into Temporal's blob size limit.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -41,6 +44,23 @@ from tests.conftest import TEST_CODEC_KEYS, migrated_database
 from workflows.worker import build_worker
 
 T = TypeVar("T")
+OMS = Path(sys.executable).parent / "oms"
+
+
+async def cli(settings: Settings, *args: str) -> Any:
+    """`oms <args> --json` against these services (as a person at a terminal would)."""
+    env = {
+        **os.environ,
+        **{f"OMS_{name.upper()}_ADDRESS": settings.address_of(name) for name in SERVICES},
+    }
+    # Not subprocess.run: the services answering it run on this event loop.
+    process = await asyncio.create_subprocess_exec(
+        str(OMS), *args, "--json", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)
 
 
 async def eventually(
@@ -101,9 +121,7 @@ async def test_a_start_temporal_refuses_is_dead_lettered_raised_to_an_agent_and_
 
             async def open_letters() -> list[Any]:
                 listing = await dead_letters.ListDeadLetters(
-                    outbox_pb2.ListDeadLettersRequest(
-                        statuses=[outbox_pb2.DEAD_LETTER_STATUS_OPEN]
-                    )
+                    outbox_pb2.ListDeadLettersRequest(statuses=[outbox_pb2.DEAD_LETTER_STATUS_OPEN])
                 )
                 return list(listing.dead_letters)
 
@@ -131,6 +149,15 @@ async def test_a_start_temporal_refuses_is_dead_lettered_raised_to_an_agent_and_
             assert first.severity == spb.PROCESS_EXCEPTION_SEVERITY_HIGH
             assert first.attached_to == f"dead_letter:capture:{letter.dead_letter_id}"
             assert "could not start the order's lifecycle" in first.message
+            # The same from the command line: the admin's dead letters, the agent's exceptions.
+            listed = await cli(settings, "outbox", "dead-letters", "--service", "capture")
+            assert [d["dead_letter_id"] for d in listed["dead_letters"]] == [
+                str(letter.dead_letter_id)
+            ]
+            listed = await cli(settings, "exception", "list", "--category", "delivery_failed")
+            assert [e["process_exception_id"] for e in listed["process_exceptions"]] == [
+                first.process_exception_id
+            ]
             view = await capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id))
             assert view.order.status == capture_pb2.ORDER_STATUS_PENDING
             with pytest.raises(grpc.aio.AioRpcError) as refused:
