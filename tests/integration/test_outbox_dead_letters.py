@@ -160,6 +160,10 @@ async def test_a_start_temporal_refuses_is_dead_lettered_raised_to_an_agent_and_
             ]
             view = await capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id))
             assert view.order.status == capture_pb2.ORDER_STATUS_PENDING
+            # The order's 360° view (`oms order show`) carries it too.
+            assert [e.process_exception_id for e in view.process_exceptions] == [
+                first.process_exception_id
+            ]
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await servicing.ResolveProcessException(
                     spb.ResolveProcessExceptionRequest(
