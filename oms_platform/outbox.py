@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ DEAD_LETTER_AFTER = 5
 # An error kept on a row or a dead letter is cut to this length (Temporal echoes input).
 MAX_ERROR_LENGTH = 500
 # How long the relay waits before telling the owning service about dead letters again after
-# that failed (servicing down), doubling up to the cap.
+# that failed (servicing down), doubling up to the cap; and how often it looks for dead
+# letters left unreported (by another replica) when nothing new is made.
 REPORT_RETRY_SECONDS = 1.0
 REPORT_RETRY_CAP_SECONDS = 30.0
 
@@ -338,8 +338,7 @@ class OutboxRelay:
         # Told about each new dead letter (e.g. raises a process exception); called again,
         # later, until it returns without raising, so it must be idempotent.
         self._on_dead_letter = on_dead_letter
-        self._report_due = 0.0
-        self._report_backoff = REPORT_RETRY_SECONDS
+        self._report = asyncio.Event()
         self._wake = asyncio.Event()
 
     @property
@@ -355,10 +354,14 @@ class OutboxRelay:
         """Deliver forever; cancel the task to stop. Temporal or Postgres being away is waited
         out here; anything unexpected is raised (the service supervises this task)."""
         listener = await self._listen()
+        reporter = (
+            asyncio.create_task(self._report_dead_letters())
+            if self._on_dead_letter is not None
+            else None
+        )
         backoff = 0.0
         try:
             while True:
-                await self._report_dead_letters()
                 limit = self._batch_size
                 if self._pacer is not None:
                     limit = self._pacer.allowance(self._batch_size)
@@ -396,6 +399,9 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
         finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
@@ -452,7 +458,7 @@ class OutboxRelay:
             if delivered:
                 await conn.execute(SQL_DELETE_DELIVERED, delivered)
         if dead_lettered:
-            self._report_due = 0.0  # tell the owning service now
+            self._report.set()  # tell the owning service now
         return len(delivered)
 
     async def _deliver_in_order(
@@ -494,29 +500,31 @@ class OutboxRelay:
         return ok, []
 
     async def _report_dead_letters(self) -> None:
-        """Tell the owning service about dead letters it has not heard of (at once after one
-        is made, then with back-off while it cannot be reached)."""
-        if self._on_dead_letter is None or time.monotonic() < self._report_due:
-            return
-        try:
-            rows = await self._pool.fetch(SQL_UNREPORTED, 50)
-            for row in rows:
-                await self._on_dead_letter(_dead_letter(self._schema, row))
-                await self._pool.execute(SQL_MARK_REPORTED, row["id"], row["times"])
-        except Exception as error:  # reporting retries later; delivery goes on meanwhile
-            log.warning(
-                "dead letters not reported yet",
-                schema=self._schema,
-                error=str(error),
-                retry_in=self._report_backoff,
-            )
-            self._report_due = time.monotonic() + self._report_backoff
-            self._report_backoff = min(REPORT_RETRY_CAP_SECONDS, self._report_backoff * 2)
-            return
-        self._report_backoff = REPORT_RETRY_SECONDS
-        # Nothing new is made without deliver_once setting this back to 0; a rare look
-        # catches reports another replica's relay left undone.
-        self._report_due = time.monotonic() + REPORT_RETRY_CAP_SECONDS
+        """Tell the owning service about dead letters it has not heard of: as soon as one is
+        made, with back-off while it cannot be reached, and now and then for any another
+        replica left unreported. Runs beside delivery, so a slow servicing never holds it up."""
+        assert self._on_dead_letter is not None
+        backoff = REPORT_RETRY_SECONDS
+        while True:
+            try:
+                rows = await self._pool.fetch(SQL_UNREPORTED, 50)
+                for row in rows:
+                    await self._on_dead_letter(_dead_letter(self._schema, row))
+                    await self._pool.execute(SQL_MARK_REPORTED, row["id"], row["times"])
+            except Exception as error:  # reported later; delivery goes on meanwhile
+                log.warning(
+                    "dead letters not reported yet",
+                    schema=self._schema,
+                    error=str(error),
+                    retry_in=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(REPORT_RETRY_CAP_SECONDS, backoff * 2)
+                continue
+            backoff = REPORT_RETRY_SECONDS
+            self._report.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report.wait(), REPORT_RETRY_CAP_SECONDS)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         assert self._client is not None

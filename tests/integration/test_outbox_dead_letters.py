@@ -249,8 +249,14 @@ async def test_a_payload_over_temporals_size_limit_is_dead_lettered_and_its_work
         await outbox.enqueue(conn, "fulfillment", "signal", big, "shipped", {"n": 1})
         await outbox.enqueue(conn, "fulfillment", "start", other, "Nothing", {"x": "small"})
     reported: list[outbox.DeadLetter] = []
+    tries = 0
 
     async def report(letter: outbox.DeadLetter) -> None:
+        """The owning service's report; servicing is away the first time."""
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise ConnectionRefusedError("servicing is away")
         reported.append(letter)
 
     async def connected() -> Client:
@@ -277,6 +283,8 @@ async def test_a_payload_over_temporals_size_limit_is_dead_lettered_and_its_work
         assert letter.attempts == 3
         assert letter.waiting == 1  # the signal behind it
         assert letter.payload_bytes > 2_200_000
+        assert tries == 2  # reported once servicing answered, and not again
+        assert await pool.fetchval("SELECT reported_at IS NOT NULL FROM outbox_dead_letters")
         # Another workflow's row was delivered meanwhile; the signal waits, undelivered.
         await client.get_workflow_handle(other).describe()
         rows = await pool.fetch("SELECT workflow_id, name FROM outbox")
