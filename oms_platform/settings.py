@@ -100,6 +100,10 @@ class Settings:
     # Outbox relays: rows per batch and idle poll interval.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
+    # Times Temporal may refuse an outbox row for good (invalid argument, payload too large,
+    # unencodable) before it moves to the dead letters and a process exception is raised.
+    # Outages never count.
+    outbox_dead_letter_after: int = 5
     # fulfillment
     # Most fulfillment orders (locations) routing splits one delivery group into; 1 means
     # one location ships the group or the rest is reported unallocated.

@@ -24,7 +24,8 @@ from oms_platform.samples import sample_order
 from services.payments.gateway import read_operation_log
 from tests.e2e.conftest import DevStack, running
 
-pytestmark = pytest.mark.e2e
+# The whole drill: about a minute of submitting, then settling; its own time limit.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ORDERS = 400
 SUBMITTERS = 8
@@ -79,6 +80,7 @@ async def submit_with_retries(
 ) -> str:
     """What a storefront does: retry UNAVAILABLE (and timeouts) with the same key."""
     delay = 0.2
+    give_up = time.monotonic() + 180
     while True:
         try:
             response = await stub.SubmitOrder(request, timeout=10)
@@ -87,6 +89,7 @@ async def submit_with_retries(
         except grpc.aio.AioRpcError as error:
             codes[error.code().name] += 1
             assert error.code() in RETRYABLE, f"{error.code().name}: {error.details()}"
+            assert time.monotonic() < give_up, f"still {error.code().name} after 3 minutes"
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
 
