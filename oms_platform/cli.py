@@ -993,7 +993,15 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
         "--category",
         action="append",
         default=[],
-        choices=["payment", "fulfillment", "inventory", "fraud", "carrier", "invoicing"],
+        choices=[
+            "payment",
+            "fulfillment",
+            "inventory",
+            "fraud",
+            "carrier",
+            "invoicing",
+            "delivery_failed",
+        ],
     )
     elist.add_argument(
         "--severity", action="append", default=[], choices=["low", "medium", "high", "critical"]
@@ -1010,6 +1018,98 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     status.add_argument("--to", required=True, choices=["triaged", "paused", "ignored", "voided"])
     status.add_argument("--note", default="")
     for p in [*rsub.choices.values(), *esub.choices.values()]:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+
+
+# ---- outbox: dead letters ------------------------------------------------------------------
+
+OUTBOX_OWNERS = ("capture", "fulfillment")
+
+
+async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms outbox dead-letters | redeliver ID | discard ID` (as an admin)."""
+    from oms.outbox.v1 import outbox_pb2, outbox_pb2_grpc
+
+    channel = grpcutil.channel(
+        settings.address_of(args.service),
+        _caller(settings, auth.ADMIN),
+        tls=TLSConfig.from_settings(settings),
+    )
+    async with channel:
+        stub = outbox_pb2_grpc.OutboxServiceStub(channel)
+        if args.outbox_command == "dead-letters":
+            listing = await stub.ListDeadLetters(
+                outbox_pb2.ListDeadLettersRequest(
+                    statuses=[
+                        outbox_pb2.DeadLetterStatus.Value(f"DEAD_LETTER_STATUS_{s.upper()}")
+                        for s in args.status
+                    ],
+                    page_size=args.limit,
+                ),
+                timeout=10,
+            )
+            if args.json:
+                print(_as_json(listing))
+            for letter in [] if args.json else listing.dead_letters:
+                _print_dead_letter(letter)
+            return 0
+        if args.outbox_command == "redeliver":
+            response: Any = await stub.RedeliverDeadLetter(
+                outbox_pb2.RedeliverDeadLetterRequest(
+                    dead_letter_id=args.dead_letter_id, note=args.note
+                ),
+                timeout=10,
+            )
+        else:
+            response = await stub.DiscardDeadLetter(
+                outbox_pb2.DiscardDeadLetterRequest(
+                    dead_letter_id=args.dead_letter_id, note=args.note
+                ),
+                timeout=10,
+            )
+    if args.json:
+        print(_as_json(response))
+    else:
+        _print_dead_letter(response.dead_letter)
+    return 0
+
+
+def _print_dead_letter(letter: Any) -> None:
+    from oms.outbox.v1 import outbox_pb2
+
+    status = outbox_pb2.DeadLetterStatus.Name(letter.status).removeprefix("DEAD_LETTER_STATUS_")
+    print(
+        f"{letter.dead_letter_id}  {letter.service}  {letter.kind} {letter.name} -> "
+        f"{letter.workflow_id}  [{status.lower()}]  "
+        f"{letter.dead_lettered_at.ToDatetime():%Y-%m-%d %H:%M}"
+    )
+    print(f"  {letter.error_kind} after {letter.attempts} attempts: {letter.error}")
+    print(f"  payload {letter.payload_bytes} bytes; {letter.waiting} rows waiting behind it")
+    if letter.settled_by:
+        print(
+            f"  {status.lower()} by {letter.settled_by}"
+            + (f": {letter.note}" if letter.note else "")
+        )
+
+
+def _outbox_parsers(sub: Any) -> None:
+    """`oms outbox dead-letters|redeliver|discard`."""
+    parser_ = sub.add_parser(
+        "outbox", help="dead letters of the outboxes: list, redeliver, discard"
+    )
+    xsub = parser_.add_subparsers(dest="outbox_command", required=True)
+    listing = xsub.add_parser("dead-letters", help="rows Temporal refused for good, newest first")
+    listing.add_argument(
+        "--status", action="append", default=[], choices=["open", "redelivered", "discarded"]
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    redeliver = xsub.add_parser("redeliver", help="put a dead letter back in the outbox")
+    discard = xsub.add_parser("discard", help="give up on a dead letter")
+    for p in (redeliver, discard):
+        p.add_argument("dead_letter_id", type=int)
+        p.add_argument("--note", default="", help="why (recorded with your name)")
+    for p in xsub.choices.values():
+        p.add_argument("--service", choices=OUTBOX_OWNERS, default="capture", help="whose outbox")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
 
@@ -1090,6 +1190,7 @@ def parser() -> argparse.ArgumentParser:
     listing = osub.add_parser("list", help="the newest orders")
     listing.add_argument("--limit", type=int, default=20)
     _servicing_parsers(sub, osub)
+    _outbox_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -1190,6 +1291,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:changes": cmd_order_changes,
     "return": cmd_return,
     "exception": cmd_exception,
+    "outbox": cmd_outbox,
     "token": cmd_token,
 }
 
