@@ -170,3 +170,11 @@ def test_grafana_is_provisioned_from_this_folder(mount: str, expected: str) -> N
     assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
     dashboards = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/oms.yml").read_text())
     assert dashboards["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_processes_are_given_time_to_drain_before_they_are_killed() -> None:
+    defaults = Settings()
+    allowed = defaults.shutdown_not_serving_seconds + defaults.shutdown_grace_seconds
+    for name, service in oms_services(compose()).items():
+        if service.get("restart") == "unless-stopped":
+            assert float(service["stop_grace_period"].removesuffix("s")) > allowed, name

@@ -39,7 +39,7 @@ def test_every_manifest_is_valid_for_kubernetes(version: str) -> None:
 
 def test_validation_catches_a_misspelt_field() -> None:
     deployment = copy.deepcopy(by_kind("Deployment")["capture"])
-    pod_spec(deployment)["containers"][0]["readinesProbe"] = {"grpc": {"port": 50051}}
+    pod_spec(deployment)["containers"][0]["readinesProbe"] = {"grpc": {"port": 15051}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, VERSIONS[-1], strict=True)
 
@@ -155,3 +155,17 @@ def test_everything_lands_in_the_oms_namespace() -> None:
         if resource["kind"] != "Namespace":
             assert resource["metadata"]["namespace"] == "oms", file
         assert resource["metadata"]["labels"]["app.kubernetes.io/part-of"] == "oms", file
+
+
+def test_pods_are_given_time_to_drain_before_they_are_killed() -> None:
+    config = by_kind("ConfigMap")["oms-config"]["data"]
+    not_serving = float(config["OMS_SHUTDOWN_NOT_SERVING_SECONDS"])
+    grace = float(config["OMS_SHUTDOWN_GRACE_SECONDS"])
+    deployments = by_kind("Deployment")
+    for name in SERVICES:
+        pod = pod_spec(deployments[name])
+        period = pod["containers"][0]["readinessProbe"]["periodSeconds"]
+        # Long enough NOT_SERVING for readiness to notice, and time to drain after it.
+        assert not_serving >= period, name
+        assert pod["terminationGracePeriodSeconds"] > not_serving + grace, name
+    assert pod_spec(deployments["worker"])["terminationGracePeriodSeconds"] > grace
