@@ -32,6 +32,8 @@ CAPTURE = "oms.capture.v1.CaptureService"
 FULFILLMENT = "oms.fulfillment.v1.FulfillmentService"
 PAYMENTS = "oms.payments.v1.PaymentsService"
 SERVICING = "oms.servicing.v1.ServicingService"
+# Served by every service with an outbox (capture, fulfillment), each for its own.
+OUTBOX = "oms.outbox.v1.OutboxService"
 
 # Calls that answer without a token: health probes (load balancers, Kubernetes), and server
 # reflection when it is switched on (it describes the API, never data).
@@ -93,7 +95,9 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{PAYMENTS}/GetReconciliation": frozenset({AGENT, ADMIN}),
     f"/{PAYMENTS}/ErasePersonalData": frozenset({SERVICE}),
     # servicing
-    f"/{SERVICING}/RecordProcessException": _LIFECYCLE,
+    # Services too: the owner of an outbox records its dead letters as DELIVERY_FAILED
+    # exceptions (servicing refuses every other category from a service).
+    f"/{SERVICING}/RecordProcessException": _LIFECYCLE | {SERVICE},
     f"/{SERVICING}/EscalateProcessException": _LIFECYCLE,
     f"/{SERVICING}/CreateReturnOrder": _LIFECYCLE,
     f"/{SERVICING}/RecordReturnReceipt": _LIFECYCLE,
@@ -118,6 +122,11 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/PreviewAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/SubmitAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/ErasePersonalData": frozenset({SERVICE}),
+    # outbox: an admin's tools; servicing redelivers or discards when an agent resolves the
+    # DELIVERY_FAILED exception a dead letter raised.
+    f"/{OUTBOX}/ListDeadLetters": frozenset({ADMIN}),
+    f"/{OUTBOX}/RedeliverDeadLetter": frozenset({ADMIN, SERVICE}),
+    f"/{OUTBOX}/DiscardDeadLetter": frozenset({ADMIN, SERVICE}),
 }
 
 

@@ -125,6 +125,65 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# What `oms keys init` writes, and the setting that points a process at each file.
+KEY_FILES = {
+    "issuer.pem": "the dev issuer's signing key: OMS_AUTH_SIGNING_KEY_FILE",
+    "jwks.json": "its public key, callers' tokens are verified with: OMS_AUTH_JWKS",
+    "internal.secret": "oms processes sign service tokens with it: OMS_INTERNAL_SECRET_FILE",
+    "codec.keys": "Temporal payload master keys: OMS_CODEC_KEYS_FILE",
+}
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms keys init`: the keys a single-host deployment needs, made once and then kept."""
+    from pathlib import Path
+
+    from oms_platform import codec
+
+    directory = Path(args.dir) if args.dir else settings.keys_dir
+    present = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+    # Never replaced: a new codec key would leave every sealed payload unreadable, a new
+    # signing key or secret every issued token invalid.
+    auth.ensure_dev_keys(directory)
+    codec.ensure_keys_file(directory / "codec.keys")
+    for name, what in KEY_FILES.items():
+        print(f"{directory / name}  {'kept' if name in present else 'created'}  ({what})")
+    return 0
+
+
+async def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms health SERVICE`: exit 0 when the service answers SERVING (container health checks;
+    Kubernetes probes gRPC health itself)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = args.address or f"127.0.0.1:{settings.port_of(args.service)}"
+    # No token: health checks answer anyone.
+    async with grpcutil.channel(address, tls=TLSConfig.from_settings(settings)) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            print(f"{args.service} at {address}: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(f"{args.service} at {address}: {status}")
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+async def cmd_temporal(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms temporal search-attributes`: register what the order workflow indexes."""
+    from oms_platform import temporal
+    from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES
+
+    added = await _retry(
+        lambda: temporal.register_search_attributes(settings, SEARCH_ATTRIBUTES), "Temporal"
+    )
+    for name, kind in sorted(SEARCH_ATTRIBUTES.items()):
+        print(f"{name} ({kind}): {'added' if name in added else 'already there'}")
+    return 0
+
+
 async def _until_signal() -> None:
     import signal
 
@@ -934,7 +993,15 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
         "--category",
         action="append",
         default=[],
-        choices=["payment", "fulfillment", "inventory", "fraud", "carrier", "invoicing"],
+        choices=[
+            "payment",
+            "fulfillment",
+            "inventory",
+            "fraud",
+            "carrier",
+            "invoicing",
+            "delivery_failed",
+        ],
     )
     elist.add_argument(
         "--severity", action="append", default=[], choices=["low", "medium", "high", "critical"]
@@ -951,6 +1018,98 @@ def _servicing_parsers(sub: Any, osub: Any) -> None:
     status.add_argument("--to", required=True, choices=["triaged", "paused", "ignored", "voided"])
     status.add_argument("--note", default="")
     for p in [*rsub.choices.values(), *esub.choices.values()]:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+
+
+# ---- outbox: dead letters ------------------------------------------------------------------
+
+OUTBOX_OWNERS = ("capture", "fulfillment")
+
+
+async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms outbox dead-letters | redeliver ID | discard ID` (as an admin)."""
+    from oms.outbox.v1 import outbox_pb2, outbox_pb2_grpc
+
+    channel = grpcutil.channel(
+        settings.address_of(args.service),
+        _caller(settings, auth.ADMIN),
+        tls=TLSConfig.from_settings(settings),
+    )
+    async with channel:
+        stub = outbox_pb2_grpc.OutboxServiceStub(channel)
+        if args.outbox_command == "dead-letters":
+            listing = await stub.ListDeadLetters(
+                outbox_pb2.ListDeadLettersRequest(
+                    statuses=[
+                        outbox_pb2.DeadLetterStatus.Value(f"DEAD_LETTER_STATUS_{s.upper()}")
+                        for s in args.status
+                    ],
+                    page_size=args.limit,
+                ),
+                timeout=10,
+            )
+            if args.json:
+                print(_as_json(listing))
+            for letter in [] if args.json else listing.dead_letters:
+                _print_dead_letter(letter)
+            return 0
+        if args.outbox_command == "redeliver":
+            response: Any = await stub.RedeliverDeadLetter(
+                outbox_pb2.RedeliverDeadLetterRequest(
+                    dead_letter_id=args.dead_letter_id, note=args.note
+                ),
+                timeout=10,
+            )
+        else:
+            response = await stub.DiscardDeadLetter(
+                outbox_pb2.DiscardDeadLetterRequest(
+                    dead_letter_id=args.dead_letter_id, note=args.note
+                ),
+                timeout=10,
+            )
+    if args.json:
+        print(_as_json(response))
+    else:
+        _print_dead_letter(response.dead_letter)
+    return 0
+
+
+def _print_dead_letter(letter: Any) -> None:
+    from oms.outbox.v1 import outbox_pb2
+
+    status = outbox_pb2.DeadLetterStatus.Name(letter.status).removeprefix("DEAD_LETTER_STATUS_")
+    print(
+        f"{letter.dead_letter_id}  {letter.service}  {letter.kind} {letter.name} -> "
+        f"{letter.workflow_id}  [{status.lower()}]  "
+        f"{letter.dead_lettered_at.ToDatetime():%Y-%m-%d %H:%M}"
+    )
+    print(f"  {letter.error_kind} after {letter.attempts} attempts: {letter.error}")
+    print(f"  payload {letter.payload_bytes} bytes; {letter.waiting} rows waiting behind it")
+    if letter.settled_by:
+        print(
+            f"  {status.lower()} by {letter.settled_by}"
+            + (f": {letter.note}" if letter.note else "")
+        )
+
+
+def _outbox_parsers(sub: Any) -> None:
+    """`oms outbox dead-letters|redeliver|discard`."""
+    parser_ = sub.add_parser(
+        "outbox", help="dead letters of the outboxes: list, redeliver, discard"
+    )
+    xsub = parser_.add_subparsers(dest="outbox_command", required=True)
+    listing = xsub.add_parser("dead-letters", help="rows Temporal refused for good, newest first")
+    listing.add_argument(
+        "--status", action="append", default=[], choices=["open", "redelivered", "discarded"]
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    redeliver = xsub.add_parser("redeliver", help="put a dead letter back in the outbox")
+    discard = xsub.add_parser("discard", help="give up on a dead letter")
+    for p in (redeliver, discard):
+        p.add_argument("dead_letter_id", type=int)
+        p.add_argument("--note", default="", help="why (recorded with your name)")
+    for p in xsub.choices.values():
+        p.add_argument("--service", choices=OUTBOX_OWNERS, default="capture", help="whose outbox")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
 
@@ -1065,6 +1224,27 @@ def parser() -> argparse.ArgumentParser:
         "rewrap", help="re-wrap every order's data key under the active (first) master key"
     )
 
+    keys = sub.add_parser("keys", help="keys for a single-host deployment (compose)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kinit = ksub.add_parser(
+        "init",
+        help="create the dev issuer's key and JWKS, the internal secret and the codec keys "
+        "in a directory unless they exist",
+    )
+    kinit.add_argument("--dir", default="", help="where (default: <OMS_DATA_DIR>/keys)")
+    health_parser = sub.add_parser("health", help="ask a service's gRPC health service")
+    health_parser.add_argument("service", choices=SERVICES)
+    health_parser.add_argument(
+        "--address", default="", help="host:port (default: 127.0.0.1 and the service's port)"
+    )
+    health_parser.add_argument("--timeout", type=float, default=3.0)
+    temporal_parser = sub.add_parser("temporal", help="prepare a Temporal namespace for oms")
+    tsub_ = temporal_parser.add_subparsers(dest="temporal_command", required=True)
+    tsub_.add_parser(
+        "search-attributes",
+        help="register the search attributes the order workflow sets (once per namespace)",
+    )
+
     order = sub.add_parser("order", help="submit, show, watch and list orders")
     osub = order.add_subparsers(dest="order_command", required=True)
     submit = osub.add_parser("submit", help="submit an order")
@@ -1081,6 +1261,7 @@ def parser() -> argparse.ArgumentParser:
     listing = osub.add_parser("list", help="the newest orders")
     listing.add_argument("--limit", type=int, default=20)
     _servicing_parsers(sub, osub)
+    _outbox_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -1196,6 +1377,9 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "migrate": cmd_migrate,
     "codec-server": cmd_codec_server,
     "codec": cmd_codec,
+    "keys": cmd_keys,
+    "health": cmd_health,
+    "temporal": cmd_temporal,
     "fo": cmd_fo,
     "bench": cmd_bench,
     "fuzz": cmd_fuzz,
@@ -1212,6 +1396,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:changes": cmd_order_changes,
     "return": cmd_return,
     "exception": cmd_exception,
+    "outbox": cmd_outbox,
     "token": cmd_token,
 }
 

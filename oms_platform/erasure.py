@@ -149,16 +149,20 @@ WHERE response IS NOT NULL
 # Deliveries still waiting for the erased orders' workflows (which are ended first) would carry
 # their payloads to nobody.
 SQL_DROP_DELIVERIES = "DELETE FROM outbox WHERE workflow_id = ANY($1::text[])"
+# So would their dead letters, and an operator must not read the payloads afterwards.
+SQL_DROP_DEAD_LETTERS = "DELETE FROM outbox_dead_letters WHERE workflow_id = ANY($1::text[])"
 
 
 async def erase_platform_rows(
     conn: Any, order_ids: Sequence[str], workflow_ids: Sequence[str]
 ) -> int:
     """Forget the erased orders in the tables every schema has (idempotency keys, and the
-    outbox of their lifecycle workflows `workflow_ids`); returns how many rows changed."""
+    outbox and its dead letters of their lifecycle workflows `workflow_ids`); returns how many
+    rows changed."""
     answers = await conn.execute(SQL_FORGET_ANSWERS, list(order_ids))
     deliveries = await conn.execute(SQL_DROP_DELIVERIES, list(workflow_ids))
-    return _count(answers) + _count(deliveries)
+    dead = await conn.execute(SQL_DROP_DEAD_LETTERS, list(workflow_ids))
+    return _count(answers) + _count(deliveries) + _count(dead)
 
 
 def _count(status: str) -> int:

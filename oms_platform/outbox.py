@@ -4,6 +4,13 @@ same transaction as its own change; a relay delivers the rows to Temporal afterw
 A crash between commit and delivery loses nothing (the row stays), a Temporal outage only
 delays delivery, and delivery is idempotent: starting a workflow whose id already exists
 counts as done, and signals carry a key the workflow deduplicates on.
+
+A row Temporal refuses for good (an invalid argument, a payload over its size limit, a payload
+that cannot be encoded) is not retried forever: after `dead_letter_after` refusals it moves to
+the schema's dead-letter table, with its error, and the owning service is told (it raises a
+process exception an agent resolves). Later rows of the same workflow wait behind an open dead
+letter, so a workflow's events keep their order; redelivering puts the row back under its own
+id, ahead of them.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,12 +30,37 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from oms_platform.errors import FailedPrecondition, NotFound
 from oms_platform.pacing import FrontDoorPacer
 
 log = structlog.get_logger("oms.outbox")
 
 # A Temporal call that takes longer than this fails the row's delivery for now; it is retried.
 RPC_TIMEOUT = timedelta(seconds=5)
+# Refusals (failures retrying cannot fix) before a row is dead-lettered (setting
+# outbox_dead_letter_after).
+DEAD_LETTER_AFTER = 5
+# An error kept on a row or a dead letter is cut to this length (Temporal echoes input).
+MAX_ERROR_LENGTH = 500
+# How long the relay waits before telling the owning service about dead letters again after
+# that failed (servicing down), doubling up to the cap; and how often it looks for dead
+# letters left unreported (by another replica) when nothing new is made.
+REPORT_RETRY_SECONDS = 1.0
+REPORT_RETRY_CAP_SECONDS = 30.0
+
+# Dead letters: open until redelivered (back in the outbox) or discarded (given up on).
+OPEN = "open"
+REDELIVERED = "redelivered"
+DISCARDED = "discarded"
+
+# What a failed delivery was. Transient failures back off and retry for ever; the others are
+# refusals, counted towards dead-lettering.
+TRANSIENT = "transient"
+INVALID_ARGUMENT = "invalid_argument"
+FAILED_PRECONDITION = "failed_precondition"
+PAYLOAD_TOO_LARGE = "payload_too_large"
+ENCODE_ERROR = "encode_error"
+UNEXPECTED = "unexpected"
 
 OUTBOX_DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -40,28 +74,168 @@ CREATE TABLE IF NOT EXISTS outbox (
     available_at  timestamptz NOT NULL DEFAULT now(),
     created_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at, id)"""
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at, id);
+-- Failures retrying cannot fix, counted apart from attempts (which count outages too).
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS refusals int NOT NULL DEFAULT 0;
+-- Rows Temporal refused for good. The id is the outbox row's: a redelivery reinserts the row
+-- under it, so it goes ahead of the rows of its workflow that waited behind it.
+CREATE TABLE IF NOT EXISTS outbox_dead_letters (
+    id               bigint PRIMARY KEY,
+    kind             text NOT NULL,
+    workflow_id      text NOT NULL,
+    name             text NOT NULL,
+    payload          jsonb NOT NULL,
+    created_at       timestamptz NOT NULL,
+    attempts         int NOT NULL,
+    error            text NOT NULL,
+    error_kind       text NOT NULL,
+    status           text NOT NULL DEFAULT 'open'
+                         CHECK (status IN ('open', 'redelivered', 'discarded')),
+    dead_lettered_at timestamptz NOT NULL DEFAULT now(),
+    -- How many times this row was dead-lettered (a redelivery may be refused again); part of
+    -- the process exception's idempotency key.
+    times            int NOT NULL DEFAULT 1,
+    -- When the owning service raised the process exception; NULL: still to do.
+    reported_at      timestamptz,
+    settled_at       timestamptz,
+    settled_by       text NOT NULL DEFAULT '',
+    note             text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_dead_letters_open
+    ON outbox_dead_letters (workflow_id) WHERE status = 'open'"""
 
 SQL_ENQUEUE = """
 INSERT INTO outbox (kind, workflow_id, name, payload) VALUES ($1, $2, $3, $4)"""
 SQL_NOTIFY = "SELECT pg_notify($1, '')"
+# Rows of a workflow with an open dead letter wait behind it (its events keep their order).
 SQL_CLAIM_BATCH = """
-SELECT id, kind, workflow_id, name, payload FROM outbox
+SELECT id, kind, workflow_id, name, payload, refusals FROM outbox AS o
 WHERE available_at <= now()
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox_dead_letters AS d
+      WHERE d.workflow_id = o.workflow_id AND d.status = 'open')
 ORDER BY id
 LIMIT $1
-FOR UPDATE SKIP LOCKED"""
+FOR UPDATE OF o SKIP LOCKED"""
 SQL_DELETE_DELIVERED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 SQL_POSTPONE = """
 UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+    refusals = refusals + CASE WHEN $3 THEN 1 ELSE 0 END,
     available_at = now()
         + least(interval '30 seconds', interval '200 milliseconds' * power(2, attempts))
 WHERE id = $1"""
+# Moves a row to the dead letters; a row dead-lettered before (then redelivered) reopens.
+SQL_DEAD_LETTER = """
+WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING *)
+INSERT INTO outbox_dead_letters
+    (id, kind, workflow_id, name, payload, created_at, attempts, error, error_kind)
+SELECT id, kind, workflow_id, name, payload, created_at, attempts + 1, $2, $3 FROM moved
+ON CONFLICT (id) DO UPDATE SET
+    status = 'open', attempts = EXCLUDED.attempts, error = EXCLUDED.error,
+    error_kind = EXCLUDED.error_kind, dead_lettered_at = now(),
+    times = outbox_dead_letters.times + 1, reported_at = NULL, settled_at = NULL,
+    settled_by = '', note = ''"""
+_DEAD_LETTER_COLUMNS = """
+    id, kind, workflow_id, name, error, error_kind, attempts, times, status,
+    dead_lettered_at, created_at, settled_at, settled_by, note,
+    octet_length(payload::text) AS payload_bytes,
+    (SELECT count(*) FROM outbox AS o WHERE o.workflow_id = d.workflow_id) AS waiting"""
+SQL_UNREPORTED = f"""
+SELECT {_DEAD_LETTER_COLUMNS} FROM outbox_dead_letters AS d
+WHERE status = 'open' AND reported_at IS NULL
+ORDER BY id
+LIMIT $1"""
+SQL_MARK_REPORTED = """
+UPDATE outbox_dead_letters SET reported_at = now() WHERE id = $1 AND times = $2"""
+# Newest first; $1: statuses ('{}' for every one), $2: ids below this (0: from the newest).
+SQL_LIST_DEAD_LETTERS = f"""
+SELECT {_DEAD_LETTER_COLUMNS} FROM outbox_dead_letters AS d
+WHERE (cardinality($1::text[]) = 0 OR status = ANY($1::text[]))
+  AND ($2::bigint = 0 OR id < $2)
+ORDER BY id DESC
+LIMIT $3"""
+SQL_GET_DEAD_LETTER = f"SELECT {_DEAD_LETTER_COLUMNS} FROM outbox_dead_letters AS d WHERE id = $1"
+SQL_SETTLE = """
+UPDATE outbox_dead_letters SET status = $2, settled_at = now(), settled_by = $3, note = $4
+WHERE id = $1 AND status = 'open'
+RETURNING id"""
+# Back into the outbox under its own id, as if new (no attempts, due now).
+SQL_REQUEUE = """
+INSERT INTO outbox (id, kind, workflow_id, name, payload, created_at)
+SELECT id, kind, workflow_id, name, payload, created_at FROM outbox_dead_letters
+WHERE id = $1"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An outbox row Temporal refused for good, as an operator or agent sees it (the payload
+    itself is not shown: it may hold personal data)."""
+
+    id: int
+    schema: str
+    kind: str
+    workflow_id: str
+    name: str
+    error: str
+    error_kind: str
+    attempts: int
+    times: int
+    status: str
+    dead_lettered_at: datetime
+    created_at: datetime
+    payload_bytes: int
+    # Rows of the same workflow waiting in the outbox behind this one.
+    waiting: int
+    settled_at: datetime | None = None
+    settled_by: str = ""
+    note: str = ""
+
+
+def _dead_letter(schema: str, row: asyncpg.Record) -> DeadLetter:
+    return DeadLetter(schema=schema, **dict(row))
 
 
 def channel_name(schema: str) -> str:
     """The NOTIFY channel a schema's relay listens on."""
     return f"oms_outbox_{schema}"
+
+
+def _truncated(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+def _described(error: BaseException) -> str:
+    """An error as an operator reads it: Temporal's status and message, or the exception."""
+    if isinstance(error, RPCError):
+        return f"{error.status.name}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def classify(error: BaseException) -> str:
+    """What a failed delivery was: TRANSIENT (retry for ever, backing off) or the kind of
+    refusal (counted towards dead-lettering)."""
+    if isinstance(error, RPCError):
+        message = str(error.message).lower()
+        # Temporal's blob limit answers INVALID_ARGUMENT; gRPC's message limit,
+        # RESOURCE_EXHAUSTED: both are the payload's size, not an overloaded server.
+        if "size exceeds" in message or "larger than max" in message:
+            return PAYLOAD_TOO_LARGE
+        if error.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.OUT_OF_RANGE):
+            return INVALID_ARGUMENT
+        if error.status == RPCStatusCode.FAILED_PRECONDITION:
+            return FAILED_PRECONDITION
+        # UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (rate limits), CANCELLED,
+        # INTERNAL, and a namespace or permission problem, which every row shares: the
+        # deployment is at fault, not this row, so nothing is dead-lettered for it.
+        return TRANSIENT
+    # Network, timeouts (TimeoutError is an OSError), the client not connected (RuntimeError),
+    # Postgres (the codec's key vault) away.
+    if isinstance(error, OSError | RuntimeError | asyncpg.PostgresError | asyncpg.InterfaceError):
+        return TRANSIENT
+    # The payload cannot become a Temporal payload (JSON conversion, a malformed row).
+    if isinstance(error, TypeError | ValueError | KeyError):
+        return ENCODE_ERROR
+    return UNEXPECTED
 
 
 async def enqueue(
@@ -72,8 +246,65 @@ async def enqueue(
     await conn.execute(SQL_NOTIFY, channel_name(schema))
 
 
+async def list_dead_letters(
+    pool: asyncpg.Pool,
+    schema: str,
+    statuses: tuple[str, ...] = (),
+    before_id: int = 0,
+    limit: int = 100,
+) -> list[DeadLetter]:
+    """Dead letters newest first, of these statuses (all when empty), ids below `before_id`."""
+    rows = await pool.fetch(SQL_LIST_DEAD_LETTERS, list(statuses), before_id, limit)
+    return [_dead_letter(schema, r) for r in rows]
+
+
+async def get_dead_letter(pool: asyncpg.Pool, schema: str, dead_letter_id: int) -> DeadLetter:
+    """One dead letter; NotFound when there is none with this id."""
+    row = await pool.fetchrow(SQL_GET_DEAD_LETTER, dead_letter_id)
+    if row is None:
+        raise NotFound(f"no dead letter {dead_letter_id} in {schema}'s outbox")
+    return _dead_letter(schema, row)
+
+
+async def redeliver(
+    pool: asyncpg.Pool, schema: str, dead_letter_id: int, actor: str, note: str = ""
+) -> DeadLetter:
+    """Put a dead letter back in the outbox (under its own id, ahead of the rows waiting behind
+    it) and wake the relay. Idempotent: an already redelivered one is answered as it is;
+    a discarded one is FailedPrecondition."""
+    return await _settle(pool, schema, dead_letter_id, REDELIVERED, actor, note)
+
+
+async def discard(
+    pool: asyncpg.Pool, schema: str, dead_letter_id: int, actor: str, note: str = ""
+) -> DeadLetter:
+    """Give up on a dead letter: it is never delivered, and the rows of its workflow waiting
+    behind it are delivered. Idempotent; a redelivered one is FailedPrecondition."""
+    return await _settle(pool, schema, dead_letter_id, DISCARDED, actor, note)
+
+
+async def _settle(
+    pool: asyncpg.Pool, schema: str, dead_letter_id: int, status: str, actor: str, note: str
+) -> DeadLetter:
+    async with pool.acquire() as conn, conn.transaction():
+        settled = await conn.fetchval(
+            SQL_SETTLE, dead_letter_id, status, _truncated(actor), _truncated(note)
+        )
+        if settled is not None:
+            if status == REDELIVERED:
+                await conn.execute(SQL_REQUEUE, dead_letter_id)
+            await conn.execute(SQL_NOTIFY, channel_name(schema))
+    letter = await get_dead_letter(pool, schema, dead_letter_id)
+    if letter.status != status:
+        raise FailedPrecondition(
+            f"dead letter {dead_letter_id} is {letter.status}; it cannot be {status} now"
+        )
+    return letter
+
+
 class OutboxRelay:
-    """Delivers a schema's outbox rows to Temporal in order of arrival, in batches."""
+    """Delivers a schema's outbox rows to Temporal in order of arrival, in batches; moves the
+    rows Temporal refuses for good to the dead letters and reports them."""
 
     def __init__(
         self,
@@ -86,6 +317,8 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         prepare_start: Any = None,
         pacer: FrontDoorPacer | None = None,
+        dead_letter_after: int = DEAD_LETTER_AFTER,
+        on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -101,15 +334,31 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         # Paces starts while the front door is busy (see oms_platform/pacing.py).
         self._pacer = pacer
+        self._dead_letter_after = max(1, dead_letter_after)
+        # Told about each new dead letter (e.g. raises a process exception); called again,
+        # later, until it returns without raising, so it must be idempotent.
+        self._on_dead_letter = on_dead_letter
+        self._report = asyncio.Event()
         self._wake = asyncio.Event()
+
+    @property
+    def schema(self) -> str:
+        """The schema whose outbox this relay delivers."""
+        return self._schema
 
     def wake(self) -> None:
         """Deliver now: a row was committed in this process (no NOTIFY needed)."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver forever; cancel the task to stop."""
+        """Deliver forever; cancel the task to stop. Temporal or Postgres being away is waited
+        out here; anything unexpected is raised (the service supervises this task)."""
         listener = await self._listen()
+        reporter = (
+            asyncio.create_task(self._report_dead_letters())
+            if self._on_dead_letter is not None
+            else None
+        )
         backoff = 0.0
         try:
             while True:
@@ -126,7 +375,12 @@ class OutboxRelay:
                     if self._pacer is not None:
                         self._pacer.started(delivered)
                     backoff = 0.0
-                except (OSError, asyncpg.PostgresError, RuntimeError) as error:
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    RuntimeError,
+                ) as error:
                     # Temporal or Postgres is away: back off instead of retrying on every
                     # NOTIFY; the rows wait, nothing is lost.
                     backoff = min(5.0, max(self._poll_seconds, backoff * 2))
@@ -145,6 +399,9 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
         finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
@@ -165,9 +422,10 @@ class OutboxRelay:
 
     async def deliver_once(self, limit: int | None = None) -> int:
         """Deliver one batch of due rows (at most `limit`, default the batch size); returns
-        how many were delivered."""
+        how many were delivered. Rows refused `dead_letter_after` times are dead-lettered."""
         if self._client is None:
             self._client = await self._client_factory()
+        dead_lettered = 0
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(SQL_CLAIM_BATCH, limit or self._batch_size)
             if not rows:
@@ -180,30 +438,93 @@ class OutboxRelay:
             )
             delivered = [i for ok_ids, _ in results for i in ok_ids]
             for _, failures in results:
-                for row_id, error in failures:
-                    await conn.execute(SQL_POSTPONE, row_id, error)
+                for failure in failures:
+                    if failure.kind == TRANSIENT or failure.refusals < self._dead_letter_after:
+                        await conn.execute(
+                            SQL_POSTPONE, failure.row_id, failure.error, failure.kind != TRANSIENT
+                        )
+                        continue
+                    await conn.execute(SQL_DEAD_LETTER, failure.row_id, failure.error, failure.kind)
+                    dead_lettered += 1
+                    log.error(
+                        "outbox row dead-lettered",
+                        schema=self._schema,
+                        outbox_id=failure.row_id,
+                        workflow_id=failure.workflow_id,
+                        error_kind=failure.kind,
+                        error=failure.error,
+                        refusals=failure.refusals,
+                    )
             if delivered:
                 await conn.execute(SQL_DELETE_DELIVERED, delivered)
-            return len(delivered)
+        if dead_lettered:
+            self._report.set()  # tell the owning service now
+        return len(delivered)
 
     async def _deliver_in_order(
         self, rows: list[asyncpg.Record]
-    ) -> tuple[list[int], list[tuple[int, str]]]:
+    ) -> tuple[list[int], list[_Failure]]:
         ok: list[int] = []
         for index, row in enumerate(rows):
             try:
                 await self._deliver(row)
-            except (RPCError, RuntimeError, OSError) as error:
+            except Exception as error:  # classified: a row must not stop the relay
+                kind = classify(error)
+                if kind == UNEXPECTED:
+                    log.exception(
+                        "outbox delivery failed unexpectedly", workflow_id=row["workflow_id"]
+                    )
+                else:
+                    log.warning(
+                        "outbox delivery failed",
+                        workflow_id=row["workflow_id"],
+                        error_kind=kind,
+                        error=str(error),
+                    )
+                text = _truncated(_described(error))
                 # Later rows of the same workflow wait, so signals keep their order.
-                failures = [(row["id"], str(error))] + [
-                    (r["id"], "waiting") for r in rows[index + 1 :]
+                failures = [
+                    _Failure(
+                        row["id"],
+                        row["workflow_id"],
+                        text,
+                        kind,
+                        row["refusals"] + (kind != TRANSIENT),
+                    )
+                ] + [
+                    _Failure(r["id"], r["workflow_id"], "waiting", TRANSIENT, r["refusals"])
+                    for r in rows[index + 1 :]
                 ]
-                log.warning(
-                    "outbox delivery failed", workflow_id=row["workflow_id"], error=str(error)
-                )
                 return ok, failures
             ok.append(row["id"])
         return ok, []
+
+    async def _report_dead_letters(self) -> None:
+        """Tell the owning service about dead letters it has not heard of: as soon as one is
+        made, with back-off while it cannot be reached, and now and then for any another
+        replica left unreported. Runs beside delivery, so a slow servicing never holds it up."""
+        assert self._on_dead_letter is not None
+        backoff = REPORT_RETRY_SECONDS
+        while True:
+            try:
+                rows = await self._pool.fetch(SQL_UNREPORTED, 50)
+                for row in rows:
+                    await self._on_dead_letter(_dead_letter(self._schema, row))
+                    await self._pool.execute(SQL_MARK_REPORTED, row["id"], row["times"])
+            except Exception as error:  # reported later; delivery goes on meanwhile
+                log.warning(
+                    "dead letters not reported yet",
+                    schema=self._schema,
+                    error=str(error),
+                    retry_in=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(REPORT_RETRY_CAP_SECONDS, backoff * 2)
+                continue
+            backoff = REPORT_RETRY_SECONDS
+            self._report.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report.wait(), REPORT_RETRY_CAP_SECONDS)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         assert self._client is not None
@@ -236,6 +557,17 @@ class OutboxRelay:
                 )
                 return
             raise
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A row not delivered in this pass: why, and its refusals counting this one."""
+
+    row_id: int
+    workflow_id: str
+    error: str
+    kind: str
+    refusals: int
 
 
 class _Held:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 import structlog
+from grpc_health.v1 import health_pb2
 from temporalio.client import Client
 
 from oms_platform import auth, codec, db, grpcutil
@@ -77,13 +78,70 @@ class ServiceContext:
             await self._codec.vault.close()
 
 
+@dataclass(frozen=True)
+class BackgroundTask:
+    """A job a service runs beside its server, for ever. `name` is also the service name its
+    state answers to on the gRPC health service (e.g. `oms.outbox.capture`)."""
+
+    name: str
+    run: Callable[[], Coroutine[Any, Any, None]]
+
+
 @dataclass
 class ServiceParts:
     """What a service serves (gRPC registrations and full service names) and runs beside."""
 
     registrations: list[grpcutil.Registration]
     service_names: list[str]
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
+
+
+# Supervision of background tasks: the first restart waits this long, each further one twice
+# as long up to the cap; a task that ran this long before failing starts over from the first.
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_AFTER_SECONDS = 60.0
+
+
+async def supervise(
+    task: BackgroundTask,
+    health: Any,
+    *,
+    first_seconds: float = RESTART_FIRST_SECONDS,
+    max_seconds: float = RESTART_MAX_SECONDS,
+    reset_after_seconds: float = RESTART_RESET_AFTER_SECONDS,
+) -> None:
+    """Run `task` for ever: when it raises (or returns), log it with the traceback, report it
+    NOT_SERVING under its name on `health`, and restart it with capped exponential back-off,
+    SERVING again as it restarts. Cancelling stops it."""
+    loop = asyncio.get_running_loop()
+    delay = first_seconds
+    while True:
+        await _report(health, task.name, health_pb2.HealthCheckResponse.SERVING)
+        started = loop.time()
+        failure: Exception | None = None
+        try:
+            await task.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failure = error
+        if loop.time() - started >= reset_after_seconds:
+            delay = first_seconds
+        await _report(health, task.name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.error(
+            "background task failed; restarting" if failure else "background task stopped",
+            task=task.name,
+            restart_in=delay,
+            exc_info=failure,
+        )
+        await asyncio.sleep(delay)
+        delay = min(max_seconds, delay * 2)
+
+
+async def _report(health: Any, name: str, status: Any) -> None:
+    if health is not None:
+        await health.set(name, status)
 
 
 def bootstrap_module(name: str) -> ModuleType:
@@ -117,9 +175,25 @@ class RunningService:
     tasks: list[asyncio.Task[Any]]
     # The server's health service: "" and every service name answer SERVING while it runs.
     health: Any = None
+    stopping: bool = field(default=False, init=False)
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Graceful shutdown: stop accepting, finish in-flight calls, stop background work."""
+    async def stop(self, grace: float | None = None, *, not_serving_for: float = 0.0) -> None:
+        """Graceful shutdown: answer NOT_SERVING (for `not_serving_for` seconds still serving,
+        so load balancers notice), stop accepting, give in-flight calls `grace` seconds
+        (default: the shutdown_grace_seconds setting), then stop background work. Once only:
+        a second call (a second signal) returns at once."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.health is not None:
+            # enter_graceful_shutdown sets "" and every registered name to NOT_SERVING and
+            # keeps them there: nothing can set SERVING again while we go down.
+            await self.health.enter_graceful_shutdown()
+        log.info("service not serving", service=self.name, stopping_in=not_serving_for)
+        if not_serving_for > 0:
+            await asyncio.sleep(not_serving_for)
+        if grace is None:
+            grace = self.context.settings.shutdown_grace_seconds
         await self.server.stop(grace)
         for task in self.tasks:
             task.cancel()
@@ -158,7 +232,8 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
         ),
     )
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(job(), name=f"{name}:{i}") for i, job in enumerate(parts.background)
+        asyncio.create_task(supervise(job, health), name=f"{name}:{job.name}")
+        for job in parts.background
     ]
     log.info("service started", service=name, port=bound)
     return RunningService(
@@ -175,4 +250,7 @@ async def serve_forever(name: str, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("service stopping", service=name)
-    await running.stop()
+    await running.stop(
+        settings.shutdown_grace_seconds, not_serving_for=settings.shutdown_not_serving_seconds
+    )
+    log.info("service stopped", service=name)

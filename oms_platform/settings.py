@@ -27,7 +27,10 @@ class Settings:
     data_dir: str = field(default_factory=_default_data_dir)
     # External Postgres (a DSN); empty means the embedded one started by `oms dev`.
     database_url: str = ""
-    embedded_postgres_port: int = 55432
+    # Every default port of the stack sits below Linux's ephemeral range (32768-60999): a
+    # client retrying a port of that range while nothing listens can be handed that very port
+    # as its own source and connect to itself, holding it so the server cannot come back.
+    embedded_postgres_port: int = 15432
     db_pool_min: int = 2
     db_pool_max: int = 10
     # External Temporal frontend (host:port); empty means the embedded dev server.
@@ -38,10 +41,10 @@ class Settings:
     task_queue: str = "oms-orders"
     # Where each service listens and where the others find it.
     host: str = "127.0.0.1"
-    capture_port: int = 50051
-    fulfillment_port: int = 50052
-    payments_port: int = 50053
-    servicing_port: int = 50054
+    capture_port: int = 15051
+    fulfillment_port: int = 15052
+    payments_port: int = 15053
+    servicing_port: int = 15054
     capture_address: str = ""
     fulfillment_address: str = ""
     payments_address: str = ""
@@ -97,6 +100,10 @@ class Settings:
     # Outbox relays: rows per batch and idle poll interval.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
+    # Times Temporal may refuse an outbox row for good (invalid argument, payload too large,
+    # unencodable) before it moves to the dead letters and a process exception is raised.
+    # Outages never count.
+    outbox_dead_letter_after: int = 5
     # fulfillment
     # Most fulfillment orders (locations) routing splits one delivery group into; 1 means
     # one location ships the group or the rest is reported unallocated.
@@ -137,6 +144,16 @@ class Settings:
     # `oms dev` and the benches: how much lower (nice) than capture and Postgres the stack runs
     # Temporal, the worker, the simulator and the other services; 0 runs them all alike.
     stack_background_niceness: int = 10
+    # `oms dev` restarts any process of the stack that exits (Postgres and Temporal included)
+    # after a delay that starts here and doubles while it keeps dying quickly, up to the max.
+    stack_restart_delay_seconds: float = 0.5
+    stack_restart_max_seconds: float = 30.0
+    # Graceful shutdown (SIGTERM/SIGINT). A service first answers NOT_SERVING on its health
+    # checks for `shutdown_not_serving_seconds` while still serving (so a load balancer stops
+    # sending it calls), then stops accepting calls and lets in-flight ones finish for up to
+    # `shutdown_grace_seconds`; the worker gives its running activities as long to finish.
+    shutdown_not_serving_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
     # lifecycle: durations the order workflow waits (written into each order at capture).
     # An order whose payment cannot be authorized within this time is canceled.
     authorization_timeout_seconds: int = 3600

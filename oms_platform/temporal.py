@@ -6,8 +6,15 @@ keys file and the database holding the per-order data keys (`OMS_DATABASE_URL`).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
@@ -74,3 +81,39 @@ async def close(client: Client) -> None:
     vault = codec_of(client).vault
     if vault is not None:
         await vault.close()
+
+
+async def register_search_attributes(
+    settings: Settings, attributes: Mapping[str, str]
+) -> list[str]:
+    """Add the custom search attributes (name → kind, e.g. "Keyword") the namespace lacks;
+    returns the names added. Temporal Cloud refuses this call: there they are added with
+    `tcld` or in its web console."""
+    # The operator service carries no payloads, so this client needs no codec (nor the
+    # database its key vault lives in): `oms temporal search-attributes` runs before anything.
+    client = await Client.connect(
+        settings.temporal_target,
+        namespace=settings.temporal_namespace,
+        tls=tls_config(settings),
+        api_key=settings.temporal_api_key or None,
+    )
+    namespace = settings.temporal_namespace
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: _indexed_value_type(kind)
+        for name, kind in attributes.items()
+        if name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+def _indexed_value_type(kind: str) -> IndexedValueType.ValueType:
+    """The API's value for a kind spelled as `temporal operator` does (KeywordList)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).upper()
+    return IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{snake}")

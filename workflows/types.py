@@ -24,6 +24,12 @@ def order_workflow_id(order_id: str) -> str:
     return f"order:{order_id}"
 
 
+def order_id_of_workflow(workflow_id: str) -> str | None:
+    """The order whose lifecycle `workflow_id` is; None for any other workflow."""
+    prefix, _, order_id = workflow_id.partition(":")
+    return order_id if prefix == "order" and order_id else None
+
+
 # Order statuses as stored and searched (lower case); the proto enum maps onto these.
 PENDING = "pending"
 PROCESSING = "processing"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -70,6 +71,11 @@ def build_worker(
         activities=list(activities if activities is not None else activities_for(settings)),
         max_concurrent_activities=200,
         max_concurrent_workflow_tasks=100,
+        # On SIGTERM the worker stops polling and gives running activities this long to
+        # finish and report; without it they would be cut off at once and retried only after
+        # their start-to-close timeout. One still running past the grace is cancelled all the
+        # same, and retried (idempotently) by the next worker once that timeout has passed.
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
 
 
@@ -83,4 +89,5 @@ async def run_worker(settings: Settings, client: Client) -> None:
     async with worker:
         log.info("worker started", task_queue=settings.task_queue)
         await stop.wait()
-        log.info("worker stopping")
+        log.info("worker stopping", grace_seconds=settings.shutdown_grace_seconds)
+    log.info("worker stopped")

@@ -106,6 +106,28 @@ class EmbeddedPostgres:
 
     def start(self) -> subprocess.Popen[bytes]:
         """Start the server in the foreground of a child process and wait until it accepts."""
+        process = self.spawn()
+        self.wait_ready()
+        if self.tls is not None and self.proxy is None:
+            server = TLSConfig(
+                cert=str(self.tls.cert),
+                key=str(self.tls.key),
+                ca=str(self.tls.ca),
+                require_client_cert=True,
+            )
+            self.proxy = TLSProxy(
+                ("127.0.0.1", self.port),
+                unix_backend(str(self.data_dir / f".s.PGSQL.{self.port}")),
+                server.server_ssl_context(alpn=["postgresql"]),
+                postgres=True,
+            )
+            self.proxy.start()
+        return process
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the postmaster without waiting (a supervisor's restart). Same data directory
+        and port: after a crash it replays its WAL and every committed row is there; a TLS
+        proxy already running keeps its port and reaches the new server's socket."""
         self.init()
         user = _run_as()
         if user:
@@ -125,29 +147,15 @@ class EmbeddedPostgres:
             # Test clusters are thrown away: trade crash safety for speed.
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                         "-c", "full_page_writes=off"]  # fmt: skip
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        if user:
-            with open(self.log_path, "ab"):
+        # The child keeps its own copy of the log's descriptor; ours closes (restarts would
+        # otherwise leak one each).
+        with open(self.log_path, "ab") as log:
+            if user:
                 shutil.chown(self.log_path, user, user)
-        self.process = subprocess.Popen(
-            [_bin("postgres"), "-D", str(self.data_dir), *options],
-            stdout=log, stderr=log, user=user, start_new_session=True,
-        )  # fmt: skip
-        self.wait_ready()
-        if self.tls is not None:
-            server = TLSConfig(
-                cert=str(self.tls.cert),
-                key=str(self.tls.key),
-                ca=str(self.tls.ca),
-                require_client_cert=True,
-            )
-            self.proxy = TLSProxy(
-                ("127.0.0.1", self.port),
-                unix_backend(str(self.data_dir / f".s.PGSQL.{self.port}")),
-                server.server_ssl_context(alpn=["postgresql"]),
-                postgres=True,
-            )
-            self.proxy.start()
+            self.process = subprocess.Popen(
+                [_bin("postgres"), "-D", str(self.data_dir), *options],
+                stdout=log, stderr=log, user=user, start_new_session=True,
+            )  # fmt: skip
         return self.process
 
     def wait_ready(self, timeout: float = 60.0) -> None:

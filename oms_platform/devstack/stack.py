@@ -2,8 +2,11 @@
 
 Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
 migrations, the four services, a worker, the codec server (the UI decodes payloads through
-it) and the warehouse simulator, each in its own process. Children that die are restarted;
-Ctrl-C stops everything in reverse order.
+it) and the warehouse simulator, each in its own process. Every process that exits, Postgres'
+postmaster and the Temporal server included, is reaped, logged and started again after a
+back-off (devstack/backoff.py) on the same port and data; Ctrl-C stops everything in reverse
+order. The TLS proxies are threads of this process, not processes: they live as long as it
+and keep their ports while the servers behind them restart.
 
 On one machine the front door comes first: capture (and Postgres) run at normal CPU priority,
 while what can lag without losing anything (Temporal, the worker, the simulator and the
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +39,7 @@ import structlog
 from oms_platform import auth, codec_server, db
 from oms_platform.codec import ensure_keys_file
 from oms_platform.devstack import certs as dev_certs
+from oms_platform.devstack.backoff import Backoff
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
     TemporalDevServer,
@@ -52,14 +58,28 @@ log = structlog.get_logger("oms.dev")
 
 @dataclass
 class Child:
-    """A supervised process of the stack."""
+    """A supervised process of the stack: started again, after a back-off, whenever it exits."""
 
     name: str
-    args: list[str]
+    launch: Callable[[], subprocess.Popen[bytes]]
+    backoff: Backoff
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
-    background: bool = True  # runs at the stack's background niceness
+    # When a process that exited is due to start again (monotonic clock); None while it runs.
+    due: float | None = None
+
+    def start(self) -> None:
+        """Start (or start again) the process."""
+        self.process = self.launch()
+        self.started_at = time.monotonic()
+        self.due = None
+
+    def adopt(self, process: subprocess.Popen[bytes]) -> Child:
+        """Supervise `process`, already started (and waited for) by its own start()."""
+        self.process = process
+        self.started_at = time.monotonic()
+        return self
 
 
 @dataclass
@@ -71,6 +91,10 @@ class Stack:
     temporal: TemporalDevServer | None = None
     temporal_proxy: TLSProxy | None = None
     certificates: dev_certs.DevCertificates | None = None
+    # Postgres and Temporal's dev server, when the stack runs them: restarted like the rest,
+    # but stopped last (after everything that uses them) and in their own way.
+    servers: list[Child] = field(default_factory=list)
+    # The oms processes: services, worker, codec server, simulator.
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -98,7 +122,9 @@ class Stack:
                 settings.embedded_postgres_port,
                 tls=certs.postgres_tls() if certs else None,
             )
-            self.postgres.start()
+            self.servers.append(
+                self._child("postgres", self.postgres.spawn).adopt(self.postgres.start())
+            )
             await db.ensure_database(self.postgres.dsn)
             settings = replace(settings, database_url=self.postgres.dsn)
         applied = await migrate_all(settings)
@@ -118,7 +144,9 @@ class Stack:
                     settings, codec_server.mint_admin_token(settings)
                 ),
             )
-            self.temporal.start()
+            self.servers.append(
+                self._child("temporal", self.temporal.spawn).adopt(self.temporal.start())
+            )
             if certs:
                 self.temporal_proxy = TLSProxy(
                     ("127.0.0.1", public),
@@ -131,31 +159,39 @@ class Stack:
         self.settings = settings
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         cli = [sys.executable, "-m", "oms_platform.cli"]
-        self.children = [
-            Child(name, [*cli, "serve", name], background=name != "capture") for name in SERVICES
-        ]
-        self.children.append(Child("worker", [*cli, "worker"]))
-        self.children.append(Child("codec-server", [*cli, "codec-server"]))
+        commands = {name: [*cli, "serve", name] for name in SERVICES}
+        commands["worker"] = [*cli, "worker"]
+        commands["codec-server"] = [*cli, "codec-server"]
         if settings.simulator:
-            self.children.append(Child("simulator", [*cli, "simulator"]))
+            commands["simulator"] = [*cli, "simulator"]
+        # Capture (the front door) keeps normal priority; the rest can lag (module docstring).
+        self.children = [
+            self._child(name, functools.partial(self._spawn, name, args, name != "capture"))
+            for name, args in commands.items()
+        ]
         for child in self.children:
-            self._spawn(child)
+            child.start()
         for name in SERVICES:
             wait_for_port(settings.host, settings.port_of(name), 60.0)
         wait_for_port(settings.host, settings.codec_server_port, 60.0)
         return settings
 
-    def _spawn(self, child: Child) -> None:
+    def _child(self, name: str, launch: Callable[[], subprocess.Popen[bytes]]) -> Child:
+        s = self.settings
+        backoff = Backoff(initial=s.stack_restart_delay_seconds, cap=s.stack_restart_max_seconds)
+        return Child(name, launch, backoff)
+
+    def _spawn(self, name: str, args: list[str], background: bool) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.settings.as_env()}
-        log_path = self.data_dir / "logs" / f"{child.name}.log"
+        log_path = self.data_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
-        niceness = self.settings.stack_background_niceness if child.background else 0
-        child.process = subprocess.Popen(
-            niced(child.args, niceness), env=env, stdout=out, stderr=out, start_new_session=True
-        )
-        lower_group_priority(child.process.pid, niceness)
-        child.started_at = time.monotonic()
+        niceness = self.settings.stack_background_niceness if background else 0
+        with open(log_path, "ab") as out:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                niced(args, niceness), env=env, stdout=out, stderr=out, start_new_session=True
+            )
+        lower_group_priority(process.pid, niceness)
+        return process
 
     def banner(self) -> str:
         """Every endpoint, for people."""
@@ -194,34 +230,70 @@ class Stack:
         return "\n".join(lines)
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Restart children that exit until `stop` is set."""
+        """Reap and restart every process of the stack that exits, until `stop` is set."""
         while not stop.is_set():
-            for child in self.children:
-                assert child.process is not None
+            self.check(time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+    def check(self, now: float) -> None:
+        """One supervision pass: note processes that exited (reaping them, so no zombie is
+        left) and start those whose back-off has run out. Never waits: a server being started
+        again is watched like any other process, so it may die again and back off further."""
+        for child in [*self.servers, *self.children]:
+            assert child.process is not None
+            if child.due is None:
                 code = child.process.poll()
                 if code is None:
                     continue
+                ran = now - child.started_at
+                delay = child.backoff.delay_after(ran)
+                child.due = now + delay
+                log.warning(
+                    "process exited",
+                    process=child.name,
+                    pid=child.process.pid,
+                    code=code,
+                    signal=signal.Signals(-code).name if code < 0 else None,
+                    ran_seconds=round(ran, 1),
+                    restart_in_seconds=round(delay, 2),
+                )
+            elif now >= child.due:
+                try:
+                    child.start()
+                except OSError as error:  # e.g. the binary is gone; try again later
+                    delay = child.backoff.delay_after(0.0)
+                    child.due = now + delay
+                    log.error(
+                        "process could not be started",
+                        process=child.name,
+                        error=str(error),
+                        restart_in_seconds=round(delay, 2),
+                    )
+                    continue
                 child.restarts += 1
-                # Back off a child that keeps dying straight after starting.
-                quick = time.monotonic() - child.started_at < 5
-                log.warning("process exited; restarting", process=child.name, code=code)
-                if quick:
-                    await asyncio.sleep(min(10, child.restarts))
-                if not stop.is_set():
-                    self._spawn(child)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                log.warning(
+                    "process restarted",
+                    process=child.name,
+                    pid=child.process.pid,
+                    restarts=child.restarts,
+                )
 
     def stop(self) -> None:
         """Stop children (simulator, worker, services), then Temporal, then Postgres."""
         for child in reversed(self.children):
             if child.process is not None and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
+        # Services drain for their grace after answering NOT_SERVING for a moment; the worker
+        # waits as long for its running activities.
+        s = self.settings
+        patience = s.shutdown_not_serving_seconds + s.shutdown_grace_seconds + 5
+        deadline = time.monotonic() + patience
         for child in reversed(self.children):
             if child.process is None:
                 continue
             try:
-                child.process.wait(15)
+                child.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,14 @@ class TemporalDevServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> subprocess.Popen[bytes]:
+        """Start the server and wait until its frontend accepts connections."""
+        process = self.spawn()
+        wait_for_port("127.0.0.1", self.port, 60.0, process)
+        return process
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the server without waiting (a supervisor's restart); same port, same db file,
+        so workflows carry on where they were."""
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         args = [
             temporal_cli(), "server", "start-dev",
@@ -87,12 +96,11 @@ class TemporalDevServer:
             "matching.rps": "20000",
         }.items():
             args += ["--dynamic-config-value", f"{key}={value}"]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(
-            niced(args, self.niceness), stdout=log, stderr=log, start_new_session=True
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                niced(args, self.niceness), stdout=log, stderr=log, start_new_session=True
+            )
         lower_group_priority(self.process.pid, self.niceness)
-        wait_for_port("127.0.0.1", self.port, 60.0, self.process)
         return self.process
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -141,8 +149,45 @@ def lower_group_priority(pid: int, niceness: int) -> None:
         Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
+# Where Linux hands out source ports when /proc does not say (its default range).
+LINUX_EPHEMERAL = range(32768, 61000)
+# Ports below this stay for well-known servers; free_port draws from here to the ephemeral range.
+FREE_PORTS_FROM = 20000
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel picks from for outgoing connections (ip_local_port_range)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
+    """A TCP port free right now on 127.0.0.1, below the ephemeral range.
+
+    Not one the kernel would pick (bind to port 0): a server on an ephemeral port that dies can
+    lose the port to its own clients, one of whose reconnect attempts is given that port as its
+    source and connects to itself (TCP simultaneous open), so the restarted server cannot bind.
+    """
+    top = ephemeral_ports().start
+    if top - FREE_PORTS_FROM < 1000:  # an unusual range leaves no room below it
+        return _kernel_port()
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(FREE_PORTS_FROM, top)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return _kernel_port()
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

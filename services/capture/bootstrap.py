@@ -14,15 +14,22 @@ from oms.payments.v1 import payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from oms_platform import dead_letters
 from oms_platform.outbox import OutboxRelay
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
-from oms_platform.service import ServiceContext, ServiceParts
+from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from oms_platform.settings import Settings
 from services.capture.domain import FraudPolicy
 from services.capture.erasure import Eraser
 from services.capture.servicer import CaptureServicer
 from services.capture.watch import OrderWatchHub
-from workflows.types import ORDER_CHANNEL, ORDER_STATUS, PROCESSING, LifecycleTimers
+from workflows.types import (
+    ORDER_CHANNEL,
+    ORDER_STATUS,
+    PROCESSING,
+    LifecycleTimers,
+    order_id_of_workflow,
+)
 
 SCHEMA = "capture"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -107,6 +114,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         batch_size=ctx.settings.outbox_batch_size,
         poll_seconds=ctx.settings.outbox_poll_seconds,
         pacer=pacer,
+        dead_letter_after=settings.outbox_dead_letter_after,
+        on_dead_letter=dead_letters.process_exception_reporter(servicing, order_id_of_workflow),
     )
 
     def captured(latency_seconds: float) -> None:
@@ -137,7 +146,16 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ),
     )
     return ServiceParts(
-        registrations=[(capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer)],
-        service_names=[capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name],
-        background=[relay.run, watchers.run],
+        registrations=[
+            (capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer),
+            dead_letters.registration(ctx.pool, SCHEMA),
+        ],
+        service_names=[
+            capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
+            dead_letters.SERVICE_NAME,
+        ],
+        background=[
+            BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run),
+            BackgroundTask("oms.watch.capture", watchers.run),
+        ],
     )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
+from oms.servicing.v1 import servicing_pb2_grpc
 
+from oms_platform import dead_letters
 from oms_platform.outbox import OutboxRelay
-from oms_platform.service import ServiceContext, ServiceParts
+from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
+from workflows.types import order_id_of_workflow
 
 SCHEMA = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -17,10 +21,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the servicer to the pool and its routing policy, and relay fulfillment events
-    (shipped, delivered, rejected, moved) to the order workflows.
+    (shipped, delivered, rejected, moved) to the order workflows; an event Temporal refuses
+    for good becomes a process exception in servicing.
 
     A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`.
     """
+    # Stubs on grpc.aio channels are the async stubs.
+    servicing = cast(
+        "servicing_pb2_grpc.ServicingServiceAsyncStub",
+        servicing_pb2_grpc.ServicingServiceStub(ctx.channel("servicing")),
+    )
     policy = RoutingPolicy(max_splits=ctx.settings.routing_max_splits)
     servicer = FulfillmentServicer(ctx.pool, policy)
     relay = OutboxRelay(
@@ -30,9 +40,17 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.settings.task_queue,
         batch_size=ctx.settings.outbox_batch_size,
         poll_seconds=ctx.settings.outbox_poll_seconds,
+        dead_letter_after=ctx.settings.outbox_dead_letter_after,
+        on_dead_letter=dead_letters.process_exception_reporter(servicing, order_id_of_workflow),
     )
     return ServiceParts(
-        registrations=[(fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server, servicer)],
-        service_names=[fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name],
-        background=[relay.run],
+        registrations=[
+            (fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server, servicer),
+            dead_letters.registration(ctx.pool, SCHEMA),
+        ],
+        service_names=[
+            fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name,
+            dead_letters.SERVICE_NAME,
+        ],
+        background=[BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run)],
     )

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import cast
 
 from oms.capture.v1 import capture_pb2_grpc
+from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform.service import ServiceContext, ServiceParts
+from services.servicing.deliveries import DeadLetterOwners
 from services.servicing.lifecycles import OrderLifecycles
 from services.servicing.orders import CaptureOrders
 from services.servicing.servicer import ServicingServicer
@@ -24,8 +26,8 @@ CAPTURE_DEADLINE_MARGIN_SECONDS = 1.0
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the stores, the order workflows (Temporal, connected on first use, and capture,
-    asked about orders Temporal has no workflow for) and the servicer; servicing runs nothing
-    in the background."""
+    asked about orders Temporal has no workflow for), the services holding dead letters, and
+    the servicer; servicing runs nothing in the background."""
     # Stubs on grpc.aio channels are the async stubs.
     capture = cast(
         "capture_pb2_grpc.CaptureServiceAsyncStub",
@@ -44,6 +46,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         lifecycles,
         timedelta(seconds=ctx.settings.servicing_resolution_grace_seconds),
         orders,
+        # The services with an outbox, whose dead letters delivery failures name.
+        DeadLetterOwners(
+            {
+                name: outbox_pb2_grpc.OutboxServiceStub(ctx.channel(name))
+                for name in ("capture", "fulfillment")
+            }
+        ),
     )
     return ServiceParts(
         registrations=[(servicing_pb2_grpc.add_ServicingServiceServicer_to_server, servicer)],

@@ -32,7 +32,10 @@ INVENTORY = "inventory"
 FRAUD = "fraud"
 CARRIER = "carrier"
 INVOICING = "invoicing"
-CATEGORIES = (PAYMENT, FULFILLMENT, INVENTORY, FRAUD, CARRIER, INVOICING)
+# Raised by a service whose outbox could not deliver to the order's workflow (a dead letter),
+# not by the workflow: resolved by redelivering (retry) or giving up (skip) on the dead letter.
+DELIVERY_FAILED = "delivery_failed"
+CATEGORIES = (PAYMENT, FULFILLMENT, INVENTORY, FRAUD, CARRIER, INVOICING, DELIVERY_FAILED)
 
 LOW = "low"
 MEDIUM = "medium"
@@ -253,6 +256,16 @@ def validate_resolution(request: Resolve) -> None:
     violations += _too_long("actor", request.actor, MAX_ACTOR_LENGTH)
     if violations:
         raise InvalidArgument(violations)
+
+
+def validate_delivery_resolution(exception: ProcessException, action: str) -> None:
+    """A delivery failure is retried (redelivered) or skipped (given up); no workflow waits on
+    it, so it cannot cancel the order."""
+    if exception.category == DELIVERY_FAILED and action == CANCEL_ORDER:
+        raise FailedPrecondition(
+            f"process exception {exception.id} is a delivery failure: resolve it with retry "
+            f"(deliver again) or skip (give up on the delivery), then cancel the order"
+        )
 
 
 def is_resolution_replay(exception: ProcessException, action: str) -> bool:

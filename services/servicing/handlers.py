@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from oms_platform.errors import AlreadyExists, DomainError, FailedPrecondition
 from services.servicing import domain
@@ -21,6 +22,18 @@ Clock = Callable[[], datetime]
 RESOLUTION_RETRY_SECONDS = 0.1
 
 
+class DeadLetters(Protocol):
+    """The dead letters delivery failures name, at the services that hold them."""
+
+    async def redeliver(self, attached_to: str, note: str) -> None:
+        """Put the dead letter back in its owner's outbox (idempotent)."""
+        ...
+
+    async def discard(self, attached_to: str, note: str) -> None:
+        """Give up on the dead letter (idempotent)."""
+        ...
+
+
 def utc_now() -> datetime:
     """The servicing clock."""
     return datetime.now(UTC)
@@ -31,9 +44,11 @@ async def resolve_process_exception(
     lifecycles: OrderLifecycles,
     request: domain.Resolve,
     grace: timedelta,
+    dead_letters: DeadLetters,
     clock: Clock = utc_now,
 ) -> domain.ProcessException:
-    """Hand the resolution to the order's workflow, then record it.
+    """Hand the resolution to the order's workflow, then record it (a delivery failure's to
+    the service holding its dead letter: see `_resolve_delivery_failure`).
 
     Resolving again with the same action answers with what is stored. If servicing stops
     between the Update and recording it, the retry reaches the same Update (its id is derived
@@ -42,6 +57,8 @@ async def resolve_process_exception(
     exception = await exceptions.get(request.process_exception_id)
     if domain.is_resolution_replay(exception, request.action):
         return exception
+    if exception.category == domain.DELIVERY_FAILED:
+        return await _resolve_delivery_failure(exceptions, dead_letters, exception, request, clock)
     # The workflow records an exception before it starts waiting on it; an agent quick
     # enough to resolve in between is refused, so a fresh exception is asked about again.
     waits_by = exception.created_at + grace
@@ -62,6 +79,24 @@ async def resolve_process_exception(
     )
     domain.is_resolution_replay(stored, request.action)
     return stored
+
+
+async def _resolve_delivery_failure(
+    exceptions: ProcessExceptionStore,
+    dead_letters: DeadLetters,
+    exception: domain.ProcessException,
+    request: domain.Resolve,
+    clock: Clock,
+) -> domain.ProcessException:
+    """Retry redelivers the dead letter, skip gives up on it, both at the service that holds it
+    (idempotent there, so a resolution repeated after a crash does it once); then record."""
+    domain.validate_delivery_resolution(exception, request.action)
+    note = f"process exception {exception.id}, {domain.actor_of(request.actor)}: {request.note}"
+    if request.action == domain.RETRY:
+        await dead_letters.redeliver(exception.attached_to, note)
+    else:
+        await dead_letters.discard(exception.attached_to, note)
+    return await exceptions.record_resolution(domain.resolved(exception, request, "", clock()))
 
 
 async def update_process_exception_status(

@@ -16,7 +16,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth, erasure
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists
+from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.redaction import redact_json, redact_text
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
@@ -38,6 +38,7 @@ CATEGORY_TO_DOMAIN: dict[pb.ProcessExceptionCategory.ValueType, str] = {
     pb.PROCESS_EXCEPTION_CATEGORY_FRAUD: domain.FRAUD,
     pb.PROCESS_EXCEPTION_CATEGORY_CARRIER: domain.CARRIER,
     pb.PROCESS_EXCEPTION_CATEGORY_INVOICING: domain.INVOICING,
+    pb.PROCESS_EXCEPTION_CATEGORY_DELIVERY_FAILED: domain.DELIVERY_FAILED,
 }
 CATEGORY_TO_PB: dict[str, pb.ProcessExceptionCategory.ValueType] = {
     v: k for k, v in CATEGORY_TO_DOMAIN.items() if v
@@ -443,8 +444,10 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         lifecycles: OrderLifecycles,
         resolution_grace: timedelta,
         orders: Orders,
+        dead_letters: handlers.DeadLetters,
     ) -> None:
         self._orders = orders
+        self._dead_letters = dead_letters
         self._store = store
         self._resolution_grace = resolution_grace
         self._returns = returns
@@ -458,6 +461,13 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.RecordProcessExceptionResponse:
         command = record_to_domain(request)
         domain.validate_record(command)
+        principal = auth.current_principal()
+        if not principal.has_any({auth.WORKFLOW}) and command.category != domain.DELIVERY_FAILED:
+            # A service records only its outbox's delivery failures; the rest are the
+            # workflow's to raise (and to wait on).
+            raise PermissionDenied(
+                f"{principal.subject} may record only delivery_failed process exceptions"
+            )
 
         async def record(conn: asyncpg.Connection) -> pb.RecordProcessExceptionResponse:
             raised = domain.new_process_exception(command, str(uuid.uuid4()), datetime.now(UTC))
@@ -515,7 +525,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         exception = await _reachable(
             context,
             handlers.resolve_process_exception(
-                self._store, self._lifecycles, resolve, self._resolution_grace
+                self._store, self._lifecycles, resolve, self._resolution_grace, self._dead_letters
             ),
         )
         return pb.ResolveProcessExceptionResponse(

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ class DevStack:
             self.env.pop(f"OMS_{name}", None)
         self.process: subprocess.Popen[str] | None = None
         self.banner = ""
+        self.output: list[str] = []
 
     @property
     def gateway_log(self) -> Path:
@@ -90,8 +92,20 @@ class DevStack:
             lines.append(line)
             if "stop: Ctrl-C" in line:
                 self.banner = "".join(lines)
+                # Keep reading what the stack logs (its supervision), so the pipe never fills
+                # and blocks it, and so tests can look.
+                threading.Thread(target=self._drain, daemon=True, name="oms-dev-output").start()
                 return
         raise TimeoutError("oms dev printed no banner:\n" + "".join(lines))
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def logged(self, *words: str) -> list[str]:
+        """What the stack logged after its banner, the lines containing every one of `words`."""
+        return [line for line in list(self.output) if all(word in line for word in words)]
 
     def stop(self) -> int:
         """Ctrl-C, as a person would; returns the exit code."""

@@ -18,6 +18,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from oms.capture.v1 import capture_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
+from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
 
@@ -33,6 +34,12 @@ DESCRIPTORS = {
     "servicing": servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
 }
 CALLS = [(service, method) for service, d in DESCRIPTORS.items() for method in d.methods]
+# Every service with an outbox serves OutboxService for it.
+CALLS += [
+    (service, method)
+    for service in ("capture", "fulfillment")
+    for method in outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"].methods
+]
 # One identity per role, as narrow as the role allows: a storefront of one channel, a
 # warehouse of one location.
 IDENTITIES: dict[str, dict[str, Any]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from oms.capture.v1 import capture_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
+from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
 
@@ -14,6 +15,7 @@ SERVICES = [
     fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"],
     payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],
     servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
+    outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"],
 ]
 
 
@@ -38,10 +40,14 @@ def test_only_the_worker_drives_the_lifecycle() -> None:
         "/oms.payments.v1.PaymentsService/CreateInvoice",
         "/oms.payments.v1.PaymentsService/CaptureInvoice",
         "/oms.fulfillment.v1.FulfillmentService/CreateFulfillmentOrders",
-        "/oms.servicing.v1.ServicingService/RecordProcessException",
     ]
     for method in lifecycle:
         assert access.allowed_roles(method) == {auth.WORKFLOW}, method
+    # Services record their outboxes' dead letters (servicing checks the category).
+    assert access.allowed_roles("/oms.servicing.v1.ServicingService/RecordProcessException") == {
+        auth.WORKFLOW,
+        auth.SERVICE,
+    }
 
 
 def test_an_rpc_missing_from_the_table_is_refused_for_everyone() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
+from oms_platform.devstack.temporal_server import ephemeral_ports, free_port
 from oms_platform.settings import SERVICES, Settings
 
 
@@ -17,7 +20,7 @@ def test_an_int_variable_becomes_an_int() -> None:
     assert settings.capture_port == 6001
     assert isinstance(settings.capture_port, int)
     assert settings.db_pool_max == 3
-    assert settings.fulfillment_port == 50052  # untouched default
+    assert settings.fulfillment_port == 15052  # untouched default
 
 
 def test_a_float_variable_becomes_a_float() -> None:
@@ -90,7 +93,7 @@ def test_address_of_is_host_and_port_by_default() -> None:
     settings = Settings.from_env(env={"OMS_HOST": "10.0.0.5", "OMS_SERVICING_PORT": "6004"})
 
     assert settings.address_of("servicing") == "10.0.0.5:6004"
-    assert settings.address_of("capture") == "10.0.0.5:50051"
+    assert settings.address_of("capture") == "10.0.0.5:15051"
 
 
 def test_address_of_uses_an_explicit_address_when_set() -> None:
@@ -100,17 +103,17 @@ def test_address_of_uses_an_explicit_address_when_set() -> None:
 
     assert settings.address_of("payments") == "payments.internal:443"
     assert settings.port_of("payments") == 6003  # where it would listen is separate
-    assert settings.address_of("capture") == "127.0.0.1:50051"
+    assert settings.address_of("capture") == "127.0.0.1:15051"
 
 
 def test_every_service_has_an_address() -> None:
     settings = Settings()
 
     assert [settings.address_of(name) for name in SERVICES] == [
-        "127.0.0.1:50051",
-        "127.0.0.1:50052",
-        "127.0.0.1:50053",
-        "127.0.0.1:50054",
+        "127.0.0.1:15051",
+        "127.0.0.1:15052",
+        "127.0.0.1:15053",
+        "127.0.0.1:15054",
     ]
 
 
@@ -145,3 +148,20 @@ def test_settings_survive_a_trip_through_child_process_variables() -> None:
     assert env["OMS_SIMULATOR"] == "0"
     assert env["OMS_CAPTURE_PORT"] == "6001"
     assert Settings.from_env(env=env) == original
+
+
+def test_every_default_port_of_the_stack_is_below_the_ephemeral_range() -> None:
+    # A port the kernel may hand to an outgoing connection can be taken by a client's own
+    # reconnect attempt while the server is down (issue 12).
+    ephemeral = ephemeral_ports()
+    ports = {
+        f.name: getattr(Settings(), f.name) for f in fields(Settings) if f.name.endswith("_port")
+    }
+
+    assert {"embedded_postgres_port", "embedded_temporal_port", "capture_port"} <= ports.keys()
+    assert all(port < ephemeral.start for port in ports.values()), ports
+
+
+def test_free_ports_for_tests_come_from_below_the_ephemeral_range_too() -> None:
+    for _ in range(20):
+        assert free_port() < ephemeral_ports().start

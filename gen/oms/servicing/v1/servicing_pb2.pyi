@@ -41,6 +41,12 @@ class _ProcessExceptionCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     """The carrier refused or lost a parcel."""
     PROCESS_EXCEPTION_CATEGORY_INVOICING: _ProcessExceptionCategory.ValueType  # 6
     """An invoice could not be produced."""
+    PROCESS_EXCEPTION_CATEGORY_DELIVERY_FAILED: _ProcessExceptionCategory.ValueType  # 7
+    """Temporal refused for good to start the order's lifecycle or to take an event for it (the
+    row is in the owning service's dead letters, attached_to "dead_letter:<service>:<id>");
+    raised by that service, not the workflow. RETRY redelivers it, SKIP gives up on it,
+    CANCEL is refused.
+    """
 
 class ProcessExceptionCategory(_ProcessExceptionCategory, metaclass=_ProcessExceptionCategoryEnumTypeWrapper):
     """ProcessExceptionCategory is which part of the lifecycle failed."""
@@ -59,6 +65,12 @@ PROCESS_EXCEPTION_CATEGORY_CARRIER: ProcessExceptionCategory.ValueType  # 5
 """The carrier refused or lost a parcel."""
 PROCESS_EXCEPTION_CATEGORY_INVOICING: ProcessExceptionCategory.ValueType  # 6
 """An invoice could not be produced."""
+PROCESS_EXCEPTION_CATEGORY_DELIVERY_FAILED: ProcessExceptionCategory.ValueType  # 7
+"""Temporal refused for good to start the order's lifecycle or to take an event for it (the
+row is in the owning service's dead letters, attached_to "dead_letter:<service>:<id>");
+raised by that service, not the workflow. RETRY redelivers it, SKIP gives up on it,
+CANCEL is refused.
+"""
 Global___ProcessExceptionCategory: _TypeAlias = ProcessExceptionCategory  # noqa: Y015
 
 class _ProcessExceptionSeverity:

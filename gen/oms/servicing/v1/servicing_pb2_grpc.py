@@ -179,7 +179,8 @@ class ServicingServiceServicer:
     """
 
     def RecordProcessException(self, request, context):
-        """Records a process exception. Idempotent by key: the workflow retries safely.
+        """Records a process exception. Idempotent by key: the workflow retries safely. Services
+        other than the workflow record only DELIVERY_FAILED exceptions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

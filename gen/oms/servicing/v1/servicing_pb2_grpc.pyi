@@ -44,7 +44,9 @@ class ServicingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ServicingServiceAsyncStub: ...
     RecordProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.RecordProcessExceptionRequest, _servicing_pb2.RecordProcessExceptionResponse]
-    """Records a process exception. Idempotent by key: the workflow retries safely."""
+    """Records a process exception. Idempotent by key: the workflow retries safely. Services
+    other than the workflow record only DELIVERY_FAILED exceptions.
+    """
     GetProcessException: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.GetProcessExceptionRequest, _servicing_pb2.GetProcessExceptionResponse]
     """Returns one process exception."""
     ListProcessExceptions: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListProcessExceptionsRequest, _servicing_pb2.ListProcessExceptionsResponse]
@@ -150,7 +152,9 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.RecordProcessExceptionRequest, _servicing_pb2.RecordProcessExceptionResponse]  # type: ignore[assignment]
-    """Records a process exception. Idempotent by key: the workflow retries safely."""
+    """Records a process exception. Idempotent by key: the workflow retries safely. Services
+    other than the workflow record only DELIVERY_FAILED exceptions.
+    """
     GetProcessException: _aio.UnaryUnaryMultiCallable[_servicing_pb2.GetProcessExceptionRequest, _servicing_pb2.GetProcessExceptionResponse]  # type: ignore[assignment]
     """Returns one process exception."""
     ListProcessExceptions: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListProcessExceptionsRequest, _servicing_pb2.ListProcessExceptionsResponse]  # type: ignore[assignment]
@@ -259,7 +263,9 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _servicing_pb2.RecordProcessExceptionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.RecordProcessExceptionResponse, _abc.Awaitable[_servicing_pb2.RecordProcessExceptionResponse]]:
-        """Records a process exception. Idempotent by key: the workflow retries safely."""
+        """Records a process exception. Idempotent by key: the workflow retries safely. Services
+        other than the workflow record only DELIVERY_FAILED exceptions.
+        """
 
     @_abc_1.abstractmethod
     def GetProcessException(
