@@ -45,17 +45,20 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from oms.capture.v1 import capture_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
+from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
 
 from oms_platform import access, auth, grpcutil, samples
 from oms_platform.tls import TLSConfig
 
-SERVICE_DESCRIPTORS: dict[str, ServiceDescriptor] = {
-    "capture": capture_pb2.DESCRIPTOR.services_by_name["CaptureService"],
-    "fulfillment": fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"],
-    "payments": payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],
-    "servicing": servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
+_OUTBOX = outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"]
+# The gRPC services each oms service serves: its own, and OutboxService where it has an outbox.
+SERVICE_DESCRIPTORS: dict[str, tuple[ServiceDescriptor, ...]] = {
+    "capture": (capture_pb2.DESCRIPTOR.services_by_name["CaptureService"], _OUTBOX),
+    "fulfillment": (fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"], _OUTBOX),
+    "payments": (payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],),
+    "servicing": (servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],),
 }
 
 # Answers a hostile request may get: OK, or a code that tells the caller what was wrong with
@@ -113,7 +116,12 @@ class Rpc:
 
     @property
     def name(self) -> str:
-        return f"{self.service}.{self.method.name}"
+        """`capture.GetOrder` for a service's own RPCs, `capture.OutboxService.ListDeadLetters`
+        for a shared service it serves too."""
+        grpc_service = self.method.containing_service
+        if grpc_service is SERVICE_DESCRIPTORS[self.service][0]:
+            return f"{self.service}.{self.method.name}"
+        return f"{self.service}.{grpc_service.name}.{self.method.name}"
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -134,7 +142,7 @@ def rpcs(services: Iterable[str] | None = None) -> list[Rpc]:
     unknown = [n for n in names if n not in SERVICE_DESCRIPTORS]
     if unknown:
         raise ValueError(f"unknown service {', '.join(unknown)}")
-    return [Rpc(n, m) for n in names for m in SERVICE_DESCRIPTORS[n].methods]
+    return [Rpc(n, m) for n in names for d in SERVICE_DESCRIPTORS[n] for m in d.methods]
 
 
 # ---- what is real on the system under test ----------------------------------------------------
@@ -909,8 +917,8 @@ class Target:
 
     async def call(self, rpc_name: str, role: str, request: Message) -> Message:
         """One ordinary unary call (seeding and harvesting); errors raise."""
-        service, method = rpc_name.split(".")
-        rpc = Rpc(service, SERVICE_DESCRIPTORS[service].methods_by_name[method])
+        service = rpc_name.split(".")[0]
+        rpc = next(r for r in rpcs([service]) if r.name == rpc_name)
         response = message_factory.GetMessageClass(rpc.method.output_type)
         call: Any = self._channels[service].unary_unary(
             rpc.path, type(request).SerializeToString, response.FromString
