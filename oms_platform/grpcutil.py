@@ -34,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import access, auth
+from oms_platform import access, auth, codec
 from oms_platform.errors import (
     AlreadyExists,
     DomainError,
@@ -163,6 +163,12 @@ def refusal_for(error: BaseException) -> Refusal:
     if isinstance(error, DomainError):
         code, status = status_for(error)
         return Refusal(code, status.message, status)
+    if isinstance(error, codec.Shredded):
+        return refusal_for(
+            FailedPrecondition(
+                "the order's personal data was erased; it can be read but no longer changed"
+            )
+        )
     if isinstance(error, asyncpg.exceptions.DataError | asyncpg.exceptions._base.DataError):
         sqlstate = getattr(error, "sqlstate", "") or ""
         rule = _DATA_RULES.get(sqlstate, "a value in the request cannot be stored")
@@ -243,7 +249,7 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             structlog.contextvars.bind_contextvars(rpc=method)
             order_id = getattr(request, "order_id", "")
             if order_id:
-                structlog.contextvars.bind_contextvars(order_id=order_id)
+                structlog.contextvars.bind_contextvars(order_id=clip(order_id, 128))
             principal = await gate._authenticate(method, context, start)
             auth.bind_principal(principal)
             structlog.contextvars.bind_contextvars(principal=principal.subject)

@@ -69,6 +69,11 @@ def configure(level: str = "info", fmt: str = "auto", service: str = "") -> None
         logging.getLogger(name).setLevel(level.upper())
 
 
+# Longest string value a log line carries (tracebacks get more room).
+MAX_VALUE_CHARS = 1024
+MAX_TRACEBACK_CHARS = 20_000
+
+
 def redact_personal_data(
     logger: Any, name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -76,6 +81,11 @@ def redact_personal_data(
     event's keys and values, nested ones included (oms never logs them)."""
     meta = {k: event.pop(k) for k in ("_record", "_from_structlog") if k in event}
     redacted: MutableMapping[str, Any] = redact(dict(event))
+    for key, value in redacted.items():
+        # A hostile 100 KB field (an order id, a message) is not copied whole into every line.
+        limit = MAX_TRACEBACK_CHARS if key == "exception" else MAX_VALUE_CHARS
+        if isinstance(value, str) and len(value) > limit:
+            redacted[key] = f"{value[:limit]}… ({len(value) - limit} more characters)"
     redacted.update(meta)
     return redacted
 

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from oms.capture.v1.capture_pb2_grpc import CaptureServiceAsyncStub
 
 
+# Capture's answers after which asking again may succeed.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
 class CaptureOrders:
     """Implements lifecycles.Orders over capture's GetOrder, within a short deadline."""
 
@@ -42,8 +53,15 @@ class CaptureOrders:
                 capture_pb2.GetOrderRequest(order_id=order_id), timeout=self._deadline
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"no order {order_id!r}") from None
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                # An id capture refuses as malformed names no order either.
+                raise NotFound(f"no order {order_id[:128]!r}") from None
+            if error.code() not in _RETRYABLE:
+                # Capture refused servicing itself (a bug or a misconfiguration, not the
+                # caller's to retry): the error boundary answers INTERNAL with a reference.
+                raise RuntimeError(
+                    f"capture answered {error.code().name} {error.details()} to servicing"
+                ) from None
             raise LifecycleUnavailable(
                 f"cannot tell whether order {order_id} exists: capture answered "
                 f"{error.code().name} {error.details()}; retry with the same request"

@@ -78,3 +78,11 @@ def test_echoed_input_is_clipped_to_fit_a_reply() -> None:
     assert status.details[0].Unpack(bad)
     assert bad.field_violations[0].field == "lines[0].sku"
     assert bad.field_violations[-1].description.endswith("more violations not shown")
+
+
+def test_a_change_to_an_erased_order_is_a_failed_precondition() -> None:
+    from oms_platform.codec import Shredded
+
+    refused = grpcutil.refusal_for(Shredded("order:o-1"))
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "erased" in refused.message
