@@ -5,6 +5,16 @@ A crash between commit and delivery loses nothing (the row stays), a Temporal ou
 delays delivery, and delivery is idempotent: starting a workflow whose id already exists
 counts as done, and signals carry a key the workflow deduplicates on.
 
+Every replica of a service runs a relay on the same outbox. A batch is claimed with
+`FOR UPDATE SKIP LOCKED`, so relays share the rows, and a row is deleted in the transaction
+that delivered it: each row is delivered once (again only if a relay dies after delivering
+and before committing, which the idempotency above absorbs). Each workflow gets its rows in
+the order they were recorded (a row recorded after another committed goes after it): a relay
+never delivers a row while an earlier row of the same workflow is held by another relay,
+postponed after a failure, or dead-lettered (SQL_CLAIM_BATCH). Rows of different workflows
+have no order between them, and two transactions recording for one workflow at the same time
+have none either.
+
 A row Temporal refuses for good (an invalid argument, a payload over its size limit, a payload
 that cannot be encoded) is not retried forever: after `dead_letter_after` refusals it moves to
 the schema's dead-letter table, with its error, and the owning service is told (it raises a
@@ -75,6 +85,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at, id);
+-- A claim looks for earlier rows of the same workflow (their order is kept across relays).
+CREATE INDEX IF NOT EXISTS outbox_workflow ON outbox (workflow_id, id);
 -- Failures retrying cannot fix, counted apart from attempts (which count outages too).
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS refusals int NOT NULL DEFAULT 0;
 -- Rows Temporal refused for good. The id is the outbox row's: a redelivery reinserts the row
@@ -107,16 +119,33 @@ CREATE INDEX IF NOT EXISTS outbox_dead_letters_open
 SQL_ENQUEUE = """
 INSERT INTO outbox (kind, workflow_id, name, payload) VALUES ($1, $2, $3, $4)"""
 SQL_NOTIFY = "SELECT pg_notify($1, '')"
-# Rows of a workflow with an open dead letter wait behind it (its events keep their order).
+# A batch of due rows, locked so that the relays of other replicas skip them. A workflow's
+# rows keep their order: a row waits while an earlier row of its workflow has an open dead
+# letter or is postponed (a failed delivery, due later), and `blocked` marks a row with an
+# earlier row of its workflow outside this batch: another relay holds that one (it was skipped
+# as locked), so this one waits for a later pass, after that relay has delivered it. The
+# statement's snapshot sees a row another relay deletes until that relay commits, so a row is
+# never taken ahead of one still being delivered.
 SQL_CLAIM_BATCH = """
-SELECT id, kind, workflow_id, name, payload, refusals FROM outbox AS o
-WHERE available_at <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox_dead_letters AS d
-      WHERE d.workflow_id = o.workflow_id AND d.status = 'open')
-ORDER BY id
-LIMIT $1
-FOR UPDATE OF o SKIP LOCKED"""
+WITH claimed AS (
+    SELECT id, kind, workflow_id, name, payload, refusals FROM outbox AS o
+    WHERE available_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_dead_letters AS d
+          WHERE d.workflow_id = o.workflow_id AND d.status = 'open')
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox AS e
+          WHERE e.workflow_id = o.workflow_id AND e.id < o.id AND e.available_at > now())
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE OF o SKIP LOCKED
+)
+SELECT c.*, EXISTS (
+    SELECT 1 FROM outbox AS e
+    WHERE e.workflow_id = c.workflow_id AND e.id < c.id
+      AND e.id NOT IN (SELECT id FROM claimed)) AS blocked
+FROM claimed AS c
+ORDER BY c.id"""
 SQL_DELETE_DELIVERED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 SQL_POSTPONE = """
 UPDATE outbox SET attempts = attempts + 1, last_error = $2,
@@ -303,8 +332,9 @@ async def _settle(
 
 
 class OutboxRelay:
-    """Delivers a schema's outbox rows to Temporal in order of arrival, in batches; moves the
-    rows Temporal refuses for good to the dead letters and reports them."""
+    """Delivers a schema's outbox rows to Temporal in batches, in order per workflow, beside
+    the relays of other replicas; moves the rows Temporal refuses for good to the dead letters
+    and reports them."""
 
     def __init__(
         self,
@@ -428,11 +458,14 @@ class OutboxRelay:
         dead_lettered = 0
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(SQL_CLAIM_BATCH, limit or self._batch_size)
-            if not rows:
-                return 0
             by_workflow: dict[str, list[asyncpg.Record]] = defaultdict(list)
             for row in rows:
-                by_workflow[row["workflow_id"]].append(row)
+                # A blocked row stays as it is, for a later pass (a blocked row's later rows
+                # of the same workflow are blocked too).
+                if not row["blocked"]:
+                    by_workflow[row["workflow_id"]].append(row)
+            if not by_workflow:
+                return 0
             results = await asyncio.gather(
                 *(self._deliver_in_order(group) for group in by_workflow.values())
             )
@@ -465,7 +498,7 @@ class OutboxRelay:
         self, rows: list[asyncpg.Record]
     ) -> tuple[list[int], list[_Failure]]:
         ok: list[int] = []
-        for index, row in enumerate(rows):
+        for row in rows:
             try:
                 await self._deliver(row)
             except Exception as error:  # classified: a row must not stop the relay
@@ -482,20 +515,10 @@ class OutboxRelay:
                         error=str(error),
                     )
                 text = _truncated(_described(error))
-                # Later rows of the same workflow wait, so signals keep their order.
-                failures = [
-                    _Failure(
-                        row["id"],
-                        row["workflow_id"],
-                        text,
-                        kind,
-                        row["refusals"] + (kind != TRANSIENT),
-                    )
-                ] + [
-                    _Failure(r["id"], r["workflow_id"], "waiting", TRANSIENT, r["refusals"])
-                    for r in rows[index + 1 :]
-                ]
-                return ok, failures
+                # The later rows of the workflow stay as they are: they wait behind this one,
+                # postponed or dead-lettered (SQL_CLAIM_BATCH), so its events keep their order.
+                refusals = row["refusals"] + (kind != TRANSIENT)
+                return ok, [_Failure(row["id"], row["workflow_id"], text, kind, refusals)]
             ok.append(row["id"])
         return ok, []
 

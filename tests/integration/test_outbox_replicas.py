@@ -1,0 +1,172 @@
+"""Outbox relays of several replicas on one outbox: every row is delivered once, and the rows
+of one workflow reach it in the order they were recorded, as the workflow's own history shows.
+
+Two relays, each with a pool of its own (as two processes have), share the capture schema's
+outbox of a database of this test's own; rows start and signal recorder workflows on the
+session's Temporal dev server, run by a worker in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from oms_platform import db, outbox, temporal
+from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.devstack.temporal_server import TemporalDevServer
+from oms_platform.settings import Settings
+from tests.conftest import TEST_CODEC_KEYS, migrated_database
+from tests.integration.recorder_workflow import SignalRecorder
+
+WORKFLOWS = 4
+SIGNALS = 60
+
+
+@contextlib.asynccontextmanager
+async def recorders(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer, name: str
+) -> AsyncIterator[tuple[str, Client, str]]:
+    """A database of its own, a Temporal client and a worker running SignalRecorder."""
+    dsn = await migrated_database(postgres, name)
+    client = await temporal.connect(
+        Settings(
+            database_url=dsn,
+            temporal_address=temporal_server.target,
+            codec_keys_file=str(TEST_CODEC_KEYS),
+        )
+    )
+    task_queue = f"{name.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    try:
+        async with Worker(client, task_queue=task_queue, workflows=[SignalRecorder]):
+            yield dsn, client, task_queue
+    finally:
+        await temporal.close(client)
+
+
+async def seen(client: Client, workflow_id: str) -> list[int]:
+    """What the recorder has received, in its history's order."""
+    answer: list[int] = await client.get_workflow_handle(workflow_id).query(SignalRecorder.seen)
+    return answer
+
+
+async def test_two_relays_deliver_every_row_once_and_each_workflows_rows_in_order(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer
+) -> None:
+    async with recorders(postgres, temporal_server, "oms_outbox_replicas") as (
+        dsn,
+        client,
+        task_queue,
+    ):
+        run = uuid.uuid4().hex[:8]
+        workflow_ids = [f"replicas:{run}:{w}" for w in range(WORKFLOWS)]
+        writer = await db.create_pool(dsn, "capture", 1, 2)
+        # Every workflow's rows, in the order they are recorded: its start, then its signals.
+        queues = {
+            w: [("start", "SignalRecorder", {})]
+            + [("signal", "event", {"n": n}) for n in range(SIGNALS)]
+            for w in workflow_ids
+        }
+        shuffle = random.Random(13)
+
+        async def record(count: int) -> None:
+            """`count` rows, each in a transaction of its own, workflows interleaved."""
+            for _ in range(count):
+                pending = [w for w, rows in queues.items() if rows]
+                if not pending:
+                    return
+                workflow_id = shuffle.choice(pending)
+                kind, name, payload = queues[workflow_id].pop(0)
+                async with writer.acquire() as conn, conn.transaction():
+                    await outbox.enqueue(conn, "capture", kind, workflow_id, name, payload)
+
+        # A backlog before the relays begin (both claim at once), then rows keep coming.
+        await record(WORKFLOWS * (SIGNALS + 1) // 2)
+        pools = [await db.create_pool(dsn, "capture", 1, 3) for _ in range(2)]
+        relays = [
+            outbox.OutboxRelay(pool, "capture", lambda: _as_is(client), task_queue,
+                               batch_size=5, poll_seconds=0.02)
+            for pool in pools
+        ]  # fmt: skip
+        tasks = [asyncio.create_task(relay.run()) for relay in relays]
+        try:
+            while any(queues.values()):
+                await record(3)
+                await asyncio.sleep(0.005)
+            deadline = time.monotonic() + 60
+            while await writer.fetchval("SELECT count(*) FROM outbox"):
+                assert not any(t.done() for t in tasks), [t.exception() for t in tasks]
+                assert time.monotonic() < deadline, "the relays left rows undelivered"
+                await asyncio.sleep(0.05)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for pool in pools:
+                await pool.close()
+
+        assert await writer.fetchval("SELECT count(*) FROM outbox_dead_letters") == 0
+        await writer.close()
+        for workflow_id in workflow_ids:
+            # Once each (no gap, no repeat), in the order recorded.
+            assert await seen(client, workflow_id) == list(range(SIGNALS)), workflow_id
+            await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_a_postponed_row_is_not_overtaken_by_the_rows_recorded_after_it(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer
+) -> None:
+    async with recorders(postgres, temporal_server, "oms_outbox_postponed") as (
+        dsn,
+        client,
+        task_queue,
+    ):
+        run = uuid.uuid4().hex[:8]
+        held, free = f"postponed:{run}:held", f"postponed:{run}:free"
+        pool = await db.create_pool(dsn, "capture", 1, 3)
+        relay = outbox.OutboxRelay(pool, "capture", lambda: _as_is(client), task_queue)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                for workflow_id in (held, free):
+                    await outbox.enqueue(
+                        conn, "capture", "start", workflow_id, "SignalRecorder", {}
+                    )
+            assert await relay.deliver_once() == 2
+            async with pool.acquire() as conn, conn.transaction():
+                for n in range(3):
+                    for workflow_id in (held, free):
+                        payload = {"n": n}
+                        await outbox.enqueue(
+                            conn, "capture", "signal", workflow_id, "event", payload
+                        )
+            # As a failed delivery leaves it: the held workflow's first signal is due later,
+            # its next ones (never tried) are due now.
+            first = await pool.fetchval("SELECT min(id) FROM outbox WHERE workflow_id = $1", held)
+            await pool.execute(
+                "UPDATE outbox SET attempts = 3, available_at = now() + interval '1 hour' "
+                "WHERE id = $1",
+                first,
+            )
+            # The other workflow goes on; the held one's later signals wait behind the first.
+            assert await relay.deliver_once() == 3
+            assert await seen(client, free) == [0, 1, 2]
+            assert await seen(client, held) == []
+            assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
+
+            await pool.execute("UPDATE outbox SET available_at = now() WHERE id = $1", first)
+            assert await relay.deliver_once() == 3
+            assert await seen(client, held) == [0, 1, 2]
+        finally:
+            await pool.close()
+        for workflow_id in (held, free):
+            await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def _as_is(client: Client) -> Client:
+    return client
