@@ -58,7 +58,11 @@ async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     from oms_platform.devstack.stack import run_dev
 
-    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls))
+    replicas = settings.dev_replicas if args.replicas is None else args.replicas
+    if replicas < 1:
+        print("error: --replicas (OMS_DEV_REPLICAS) is at least 1", file=sys.stderr)
+        return 2
+    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls, dev_replicas=replicas))
     return 0
 
 
@@ -1208,6 +1212,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="encrypt every connection with a local CA's certificates (also OMS_DEV_TLS=1)",
     )
+    dev.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="run N replicas of every service and N workers (also OMS_DEV_REPLICAS; default 1)",
+    )
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", choices=SERVICES)
     sub.add_parser("worker", help="run the order workflow worker")
@@ -1408,9 +1418,10 @@ def main(argv: list[str] | None = None) -> int:
     name = args.command
     if name not in ("dev", "serve", "bench"):
         # A caller of the dev stack on this data_dir finds its certificates when it runs TLS.
+        from oms_platform.devstack import replicas
         from oms_platform.devstack.certs import dev_client_settings
 
-        settings = dev_client_settings(settings)
+        settings = replicas.dev_client_settings(dev_client_settings(settings))
     service = args.service if name == "serve" else name
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
     key = f"order:{args.order_command}" if name == "order" else name

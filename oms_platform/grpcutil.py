@@ -19,6 +19,7 @@ input cannot overflow the reply's metadata.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 import uuid
@@ -492,6 +493,40 @@ def bearer_interceptors(token_for: Callable[[str], str]) -> list[Any]:
     ]
 
 
+def channel_target(address: str) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target of an address setting and the channel options it needs. One `host:port`
+    (or any gRPC target, e.g. `dns:///capture:15051`) is used as it is; a comma-separated list
+    of IP `host:port`s (the replicas of a service) becomes one channel that spreads calls round
+    robin over the replicas that answer, skipping one that is down."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) < 2:
+        return (parts[0] if parts else address), []
+    families = {_ip_family(part) for part in parts}
+    if len(families) != 1:
+        raise ValueError(f"replica addresses mix IPv4 and IPv6: {address!r}")
+    target = f"{families.pop()}:" + ",".join(parts)
+    return target, [
+        ("grpc.lb_policy_name", "round_robin"),
+        # The authority (and the name TLS verifies) of the first replica, not the whole list:
+        # replicas of one service share a certificate.
+        ("grpc.default_authority", parts[0]),
+    ]
+
+
+def _ip_family(address: str) -> str:
+    """The gRPC scheme (ipv4 or ipv6) of a literal `ip:port` (`[ip]:port` for IPv6)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        int(port)
+    except ValueError:
+        raise ValueError(
+            f"{address!r} in a list of replica addresses is not an IP address with a port; "
+            "name replicas by IP, or give one DNS name that resolves to them (dns:///name:port)"
+        ) from None
+    return f"ipv{ip.version}"
+
+
 def channel(
     address: str,
     token: auth.TokenSource | None = None,
@@ -499,10 +534,12 @@ def channel(
     tls: TLSConfig | None = None,
     token_for: Callable[[str], str] | None = None,
 ) -> grpc.aio.Channel:
-    """A client channel to an oms service; every call carries `token` when one is given (or
+    """A client channel to an oms service (to each of its replicas in turn when `address` lists
+    several, see `channel_target`); every call carries `token` when one is given (or
     `token_for(method)`, for a caller holding several identities), and the channel is TLS when
     `tls` has a CA (else plaintext)."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    target, spread = channel_target(address)
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *spread]
     if token_for is None and token is not None:
         source = token
 
@@ -512,5 +549,5 @@ def channel(
     interceptors = bearer_interceptors(token_for) if token_for is not None else None
     credentials = tls.channel_credentials() if tls is not None else None
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

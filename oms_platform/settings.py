@@ -39,7 +39,8 @@ class Settings:
     embedded_temporal_port: int = 7233
     embedded_temporal_ui_port: int = 8233
     task_queue: str = "oms-orders"
-    # Where each service listens and where the others find it.
+    # Where each service listens and where the others find it. An address may list several
+    # `ip:port`s, comma-separated: the replicas of a service, called round robin.
     host: str = "127.0.0.1"
     capture_port: int = 15051
     fulfillment_port: int = 15052
@@ -75,6 +76,10 @@ class Settings:
     # whole dev stack encrypted (gRPC with mutual TLS, Postgres TLS only, Temporal behind a
     # TLS proxy).
     dev_tls: bool = False
+    # `oms dev --replicas N`: N replicas of every service and N workers, one Postgres and one
+    # Temporal. Replica k (from 1) of a service listens on its port + 100 * (k - 1); every
+    # client is given all the replicas' addresses.
+    dev_replicas: int = 1
     # The warehouse-and-carrier simulator of the dev stack.
     simulator: bool = True
     simulator_step_seconds: float = 1.0
@@ -226,7 +231,8 @@ class Settings:
         return int(self.return_window_days * 86400)
 
     def address_of(self, service: str) -> str:
-        """host:port where `service` (capture, fulfillment, payments, servicing) listens."""
+        """host:port where `service` (capture, fulfillment, payments, servicing) is reached;
+        several, comma-separated, when it runs replicas."""
         explicit = getattr(self, f"{service}_address")
         if explicit:
             return str(explicit)

@@ -2,7 +2,9 @@
 
 Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
 migrations, the four services, a worker, the codec server (the UI decodes payloads through
-it) and the warehouse simulator, each in its own process. Every process that exits, Postgres'
+it) and the warehouse simulator, each in its own process. With `dev_replicas` N
+(`oms dev --replicas N`) every service and the worker run N times (devstack/replicas.py), each
+replica supervised on its own. Every process that exits, Postgres'
 postmaster and the Temporal server included, is reaped, logged and started again after a
 back-off (devstack/backoff.py) on the same port and data; Ctrl-C stops everything in reverse
 order. The TLS proxies are threads of this process, not processes: they live as long as it
@@ -39,6 +41,7 @@ import structlog
 from oms_platform import auth, codec_server, db
 from oms_platform.codec import ensure_keys_file
 from oms_platform.devstack import certs as dev_certs
+from oms_platform.devstack import replicas
 from oms_platform.devstack.backoff import Backoff
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
@@ -156,33 +159,55 @@ class Stack:
                 self.temporal_proxy.start()
                 settings = certs.temporal_settings(settings)
             settings = replace(settings, temporal_address=f"127.0.0.1:{public}")
+        # Every process, each replica too, is told where all the replicas are.
+        settings = replicas.with_replica_addresses(settings)
         self.settings = settings
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
+        replicas.mark_in_use(self.data_dir, settings)
         cli = [sys.executable, "-m", "oms_platform.cli"]
-        commands = {name: [*cli, "serve", name] for name in SERVICES}
-        commands["worker"] = [*cli, "worker"]
-        commands["codec-server"] = [*cli, "codec-server"]
+        # name: (command, environment of its own), one entry per replica.
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+        for service in SERVICES:
+            for name, port in zip(
+                self.replica_names(service), replicas.ports(settings, service), strict=True
+            ):
+                own_port = {f"OMS_{service.upper()}_PORT": str(port)}
+                commands[name] = ([*cli, "serve", service], own_port)
+        for name in self.replica_names("worker"):
+            commands[name] = ([*cli, "worker"], {})
+        commands["codec-server"] = ([*cli, "codec-server"], {})
         if settings.simulator:
-            commands["simulator"] = [*cli, "simulator"]
+            commands["simulator"] = ([*cli, "simulator"], {})
         # Capture (the front door) keeps normal priority; the rest can lag (module docstring).
         self.children = [
-            self._child(name, functools.partial(self._spawn, name, args, name != "capture"))
-            for name, args in commands.items()
+            self._child(
+                name,
+                functools.partial(self._spawn, name, args, not name.startswith("capture"), own_env),
+            )
+            for name, (args, own_env) in commands.items()
         ]
         for child in self.children:
             child.start()
-        for name in SERVICES:
-            wait_for_port(settings.host, settings.port_of(name), 60.0)
+        for service in SERVICES:
+            for port in replicas.ports(settings, service):
+                wait_for_port(settings.host, port, 60.0)
         wait_for_port(settings.host, settings.codec_server_port, 60.0)
         return settings
+
+    def replica_names(self, role: str) -> list[str]:
+        """The names of `role`'s processes: the role itself, or `role-1` … `role-N`."""
+        count = self.settings.dev_replicas
+        return [role] if count <= 1 else [f"{role}-{k}" for k in range(1, count + 1)]
 
     def _child(self, name: str, launch: Callable[[], subprocess.Popen[bytes]]) -> Child:
         s = self.settings
         backoff = Backoff(initial=s.stack_restart_delay_seconds, cap=s.stack_restart_max_seconds)
         return Child(name, launch, backoff)
 
-    def _spawn(self, name: str, args: list[str], background: bool) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.settings.as_env()}
+    def _spawn(
+        self, name: str, args: list[str], background: bool, own_env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.settings.as_env(), **own_env}
         log_path = self.data_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         niceness = self.settings.stack_background_niceness if background else 0
@@ -201,7 +226,7 @@ class Stack:
             "",
             "oms is running" + (" — encrypted (TLS)" if encrypted else ""),
             "─" * 60,
-            *(f"  {name:<12} gRPC  {s.address_of(name)}" for name in SERVICES),
+            *(f"  {name:<12} gRPC  {s.address_of(name).replace(',', ', ')}" for name in SERVICES),
             f"  {'temporal':<12} gRPC  {s.temporal_target}  (namespace {s.temporal_namespace})",
         ]
         if self.temporal is not None:
@@ -212,6 +237,11 @@ class Stack:
             f"  {'simulator':<12} "
             + (f"on, {s.simulator_step_seconds}s per step" if s.simulator else "off")
         )
+        if s.dev_replicas > 1:
+            lines.append(
+                f"  {'replicas':<12} {s.dev_replicas} of each service (called round robin) "
+                f"and {s.dev_replicas} workers"
+            )
         if self.certificates is not None:
             c = self.certificates
             lines += [
@@ -305,6 +335,7 @@ class Stack:
             self.postgres.stop()
         if self.certificates is not None:
             dev_certs.mark_in_use(self.data_dir, None)
+        replicas.mark_in_use(self.data_dir, None)
 
 
 async def run_dev(settings: Settings) -> None:
