@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
+from oms_platform.devstack.replicas import REPLICA_PORT_STEP
+from oms_platform.devstack.replicas import addresses as replica_addresses
 from oms_platform.devstack.temporal_server import free_port
 from oms_platform.settings import SERVICES, Settings
 from tests.callers import channel_as, persona_channel
@@ -24,10 +29,28 @@ from tests.callers import channel_as, persona_channel
 BIN = Path(sys.executable).parent
 
 
-class DevStack:
-    """`oms dev` as a child process with its own data directory and ports."""
+def replica_ports(count: int) -> int:
+    """A free port whose replicas' ports (devstack/replicas.py) are free as well."""
+    while True:
+        port = free_port()
+        if all(_bindable(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
+            return port
 
-    def __init__(self, data_dir: Path) -> None:
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class DevStack:
+    """`oms dev` as a child process with its own data directory and ports; `replicas` of each
+    service and worker (`oms dev --replicas`), and `env` overriding settings."""
+
+    def __init__(self, data_dir: Path, replicas: int = 1, **env: str) -> None:
         self.env = {
             **os.environ,
             "OMS_DATA_DIR": str(data_dir),
@@ -41,7 +64,9 @@ class DevStack:
             # The simulated gateways append every operation they perform here (read it with
             # services.payments.gateway.read_operation_log).
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
-            **{f"OMS_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+            **{f"OMS_{name.upper()}_PORT": str(replica_ports(replicas)) for name in SERVICES},
+            "OMS_DEV_REPLICAS": str(replicas),
+            **env,
         }
         unset = ("DATABASE_URL", "TEMPORAL_ADDRESS", "CODEC_KEYS_FILE", "CODEC_SERVER_CORS_ORIGINS")
         for name in unset:
@@ -61,13 +86,15 @@ class DevStack:
         return Settings.from_env(env=self.env)
 
     def channel(self, service: str, role: str = "", **identity: object) -> grpc.aio.Channel:
-        """A channel to one of the stack's services as `role` (per RPC persona if none)."""
-        address = f"127.0.0.1:{self.port(service)}"
+        """A channel to one of the stack's services (all its replicas, round robin) as `role`
+        (per RPC persona if none)."""
+        address = replica_addresses(self.settings, service)
         if role:
             return channel_as(self.settings, address, role, **identity)
         return persona_channel(self.settings, address)
 
     def port(self, service: str) -> int:
+        """The port of the service's (first) replica."""
         return int(self.env[f"OMS_{service.upper()}_PORT"])
 
     @property
@@ -121,6 +148,71 @@ class DevStack:
         return subprocess.run(
             [str(BIN / "oms"), *args], env=self.env, capture_output=True, text=True, timeout=120
         )
+
+
+def _is_oms_role(role: str) -> Callable[[psutil.Process], bool]:
+    def match(p: psutil.Process) -> bool:
+        cmdline = p.cmdline()
+        return "oms_platform.cli" in cmdline and cmdline[-1] == role
+
+    return match
+
+
+def _is_postmaster(p: psutil.Process) -> bool:
+    return p.name() == "postgres" and p.parent() is not None and p.parent().name() != "postgres"
+
+
+def _is_temporal(p: psutil.Process) -> bool:
+    return p.name().startswith("temporal") and "server" in p.cmdline()
+
+
+def _finder(role: str) -> Callable[[psutil.Process], bool]:
+    if role == "postgres":
+        return _is_postmaster
+    if role == "temporal":
+        return _is_temporal
+    return _is_oms_role(role)  # a service ("payments"), "worker", "simulator"
+
+
+def kill(stack: DevStack, role: str) -> int:
+    """SIGKILL the stack's process playing `role` (one replica of it when it runs several):
+    "postgres", "temporal", a service name, "worker" or "simulator"; returns its pid."""
+    assert stack.process is not None
+    plays = _finder(role)
+    for child in psutil.Process(stack.process.pid).children(recursive=True):
+        try:
+            if plays(child):
+                child.send_signal(signal.SIGKILL)
+                return int(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError(f"no {role} process under oms dev")
+
+
+# What a storefront retries (with the same request, so the same idempotency key).
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+async def submit_with_retries(
+    stub: capture_pb2_grpc.CaptureServiceStub,
+    request: capture_pb2.SubmitOrderRequest,
+    codes: collections.Counter[str],
+) -> str:
+    """What a storefront does: retry UNAVAILABLE (and timeouts) with the same key; counts the
+    codes it saw in `codes`."""
+    delay = 0.2
+    give_up = time.monotonic() + 180
+    while True:
+        try:
+            response = await stub.SubmitOrder(request, timeout=10)
+            codes["OK"] += 1
+            return response.order.order_id
+        except grpc.aio.AioRpcError as error:
+            codes[error.code().name] += 1
+            assert error.code() in RETRYABLE, f"{error.code().name}: {error.details()}"
+            assert time.monotonic() < give_up, f"still {error.code().name} after 3 minutes"
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 @contextlib.contextmanager

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import signal
 import time
-from collections.abc import Callable
 
 import grpc
-import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform.samples import sample_order
 from services.payments.gateway import read_operation_log
-from tests.e2e.conftest import DevStack, running
+from tests.e2e.conftest import DevStack, kill, running, submit_with_retries
 
 # The whole drill: about a minute of submitting, then settling; its own time limit.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -33,65 +30,6 @@ SUBMIT_SPAN_SECONDS = 60.0
 # When (seconds after the first order) each process is killed, in this order.
 KILLS = (("worker", 8.0), ("payments", 20.0), ("postgres", 32.0), ("temporal", 44.0))
 SETTLE_WITHIN_SECONDS = 600.0
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def _is_oms_role(role: str) -> Callable[[psutil.Process], bool]:
-    def match(p: psutil.Process) -> bool:
-        cmdline = p.cmdline()
-        return "oms_platform.cli" in cmdline and cmdline[-1] == role
-
-    return match
-
-
-def _is_postmaster(p: psutil.Process) -> bool:
-    return p.name() == "postgres" and p.parent() is not None and p.parent().name() != "postgres"
-
-
-def _is_temporal(p: psutil.Process) -> bool:
-    return p.name().startswith("temporal") and "server" in p.cmdline()
-
-
-FINDERS: dict[str, Callable[[psutil.Process], bool]] = {
-    "worker": _is_oms_role("worker"),
-    "payments": _is_oms_role("payments"),
-    "postgres": _is_postmaster,
-    "temporal": _is_temporal,
-}
-
-
-def kill(stack: DevStack, role: str) -> int:
-    """SIGKILL the stack's process playing `role`; returns its pid."""
-    assert stack.process is not None
-    for child in psutil.Process(stack.process.pid).children(recursive=True):
-        try:
-            if FINDERS[role](child):
-                child.send_signal(signal.SIGKILL)
-                return int(child.pid)
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError(f"no {role} process under oms dev")
-
-
-async def submit_with_retries(
-    stub: capture_pb2_grpc.CaptureServiceStub,
-    request: capture_pb2.SubmitOrderRequest,
-    codes: collections.Counter[str],
-) -> str:
-    """What a storefront does: retry UNAVAILABLE (and timeouts) with the same key."""
-    delay = 0.2
-    give_up = time.monotonic() + 180
-    while True:
-        try:
-            response = await stub.SubmitOrder(request, timeout=10)
-            codes["OK"] += 1
-            return response.order.order_id
-        except grpc.aio.AioRpcError as error:
-            codes[error.code().name] += 1
-            assert error.code() in RETRYABLE, f"{error.code().name}: {error.details()}"
-            assert time.monotonic() < give_up, f"still {error.code().name} after 3 minutes"
-            await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
 
 
 async def test_orders_survive_killing_every_process_in_turn(

@@ -4,31 +4,18 @@ them every order finishes, and every authorization, capture and reservation happ
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import grpc
-import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform.samples import sample_order
-from tests.e2e.conftest import DevStack
+from tests.e2e.conftest import DevStack, kill
 
 pytestmark = pytest.mark.e2e
-
-
-def kill(stack: DevStack, role: str) -> int:
-    """SIGKILL the stack's child process running `role` (e.g. "worker", "payments")."""
-    assert stack.process is not None
-    for child in psutil.Process(stack.process.pid).children(recursive=True):
-        cmdline = child.cmdline()
-        if "oms_platform.cli" in cmdline and cmdline[-1] == role:
-            child.send_signal(signal.SIGKILL)
-            return int(child.pid)
-    raise AssertionError(f"no {role} process under oms dev")
 
 
 async def test_18_killing_the_worker_and_a_service_mid_order_loses_nothing(stack: DevStack) -> None:
