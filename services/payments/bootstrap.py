@@ -29,6 +29,7 @@ def _simulated(settings: Settings) -> PaymentGateway:
         decline_above_minor=settings.gateway_decline_above_minor,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
+        state_path=settings.gateway_state_path,
     )
 
 
@@ -37,6 +38,7 @@ def _simulated_gift_card(settings: Settings) -> PaymentGateway:
         latency_ms=settings.gateway_latency_ms,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
+        state_path=settings.gateway_state_path,
     )
 
 

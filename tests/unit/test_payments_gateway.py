@@ -151,3 +151,36 @@ def _simulated(gateways: Gateways) -> list[SimulatedGateway]:
     adapters = gateways.adapters()
     assert all(isinstance(g, SimulatedGateway) for g in adapters)
     return [g for g in adapters if isinstance(g, SimulatedGateway)]
+
+
+async def test_replicas_sharing_a_state_file_talk_to_one_processor(tmp_path: Path) -> None:
+    # Two payments replicas (each its own gateway and SQLite connection) on one state file.
+    state = str(tmp_path / "gateway" / "processor.sqlite")
+    first, second = SimulatedGateway(state_path=state), SimulatedGateway(state_path=state)
+    hold = await first.authorize("order-1:auth", "tok_visa", 5_000, "USD")
+    # The other replica captures what the first authorized, and knows its keys.
+    charge = await second.capture("order-1:capture", hold.reference, 3_000, "USD")
+    assert (charge.succeeded, charge.amount_minor) == (True, 3_000)
+    assert await second.lookup("order-1:auth") == hold
+    assert await second.authorize("order-1:auth", "tok_visa", 5_000, "USD") == hold
+    # Either one sees what is left of the hold, and the charge to refund.
+    over = await first.capture("order-1:capture-2", hold.reference, 2_001, "USD")
+    assert (over.succeeded, over.reason) == (False, "amount_exceeds_authorization")
+    assert (await first.refund("order-1:refund", charge.reference, 3_000, "USD")).succeeded
+    # A replica started again later (a restart) finds all of it.
+    restarted = SimulatedGateway(state_path=state)
+    assert await restarted.lookup("order-1:capture") == charge
+    void = await restarted.void("order-1:void", hold.reference)
+    assert (void.succeeded, void.amount_minor) == (True, 2_000)
+
+
+async def test_gift_card_balances_are_shared_through_the_state_file(tmp_path: Path) -> None:
+    state = str(tmp_path / "processor.sqlite")
+    first = SimulatedGiftCardGateway(state_path=state)
+    second = SimulatedGiftCardGateway(state_path=state)
+    assert (await first.authorize("a", "gc_3000", 2_000, "USD")).succeeded
+    declined = await second.authorize("b", "gc_3000", 2_000, "USD")
+    assert (declined.succeeded, declined.reason) == (False, "insufficient_funds")
+    # The card gateway on the same file keeps its own state (a separate processor).
+    card = SimulatedGateway(state_path=state)
+    assert await card.lookup("a") is None
