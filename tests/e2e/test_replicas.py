@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 REPLICAS = 2
 ORDERS = 300
 SUBMITTERS = 8
+# Orders come in over this long, so the kills find lifecycles at every step.
+SUBMIT_SPAN_SECONDS = 40.0
 # One replica of each of these is killed once half the orders are in.
 KILLED = (*SERVICES, "worker")
 SETTLE_WITHIN_SECONDS = 240.0
@@ -92,6 +94,7 @@ async def test_two_replicas_of_everything_lose_nothing_when_one_of_each_is_kille
             queue = [sample_order() for _ in range(ORDERS)]
             order_ids: list[str] = []
             began = time.monotonic()
+            pause = SUBMIT_SPAN_SECONDS * SUBMITTERS / ORDERS
 
             async def submitter() -> None:
                 while queue:
@@ -99,6 +102,7 @@ async def test_two_replicas_of_everything_lose_nothing_when_one_of_each_is_kille
                     if len(order_ids) >= ORDERS // 2 and not killed:
                         for role in KILLED:
                             killed[kill(stack, role)] = role
+                    await asyncio.sleep(pause)
 
             await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
             submitted = time.monotonic() - began
