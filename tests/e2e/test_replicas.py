@@ -28,7 +28,7 @@ from oms_platform.samples import sample_order
 from oms_platform.settings import SERVICES
 from tests.e2e.conftest import DevStack, kill, running, submit_with_retries
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REPLICAS = 2
 ORDERS = 300
@@ -37,7 +37,8 @@ SUBMITTERS = 8
 SUBMIT_SPAN_SECONDS = 40.0
 # One replica of each of these is killed once half the orders are in.
 KILLED = (*SERVICES, "worker")
-SETTLE_WITHIN_SECONDS = 240.0
+# Generous: the machine running the tests may be shared (settling takes about a minute alone).
+SETTLE_WITHIN_SECONDS = 480.0
 
 
 def stack_events(stack: DevStack, event: str) -> list[dict[str, Any]]:
