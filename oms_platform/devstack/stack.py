@@ -4,11 +4,12 @@ Embedded Postgres and Temporal's dev server (unless settings point at external o
 migrations, the four services, a worker, the codec server (the UI decodes payloads through
 it) and the warehouse simulator, each in its own process. With `dev_replicas` N
 (`oms dev --replicas N`) every service and the worker run N times (devstack/replicas.py), each
-replica supervised on its own. Every process that exits, Postgres'
-postmaster and the Temporal server included, is reaped, logged and started again after a
-back-off (devstack/backoff.py) on the same port and data; Ctrl-C stops everything in reverse
-order. The TLS proxies are threads of this process, not processes: they live as long as it
-and keep their ports while the servers behind them restart.
+replica supervised on its own; the simulated payment processor keeps its state in the data
+directory, so every payments replica (and a restarted one) talks to one processor. Every
+process that exits, Postgres' postmaster and the Temporal server included, is reaped, logged
+and started again after a back-off (devstack/backoff.py) on the same port and data; Ctrl-C
+stops everything in reverse order. The TLS proxies are threads of this process, not
+processes: they live as long as it and keep their ports while the servers behind them restart.
 
 On one machine the front door comes first: capture (and Postgres) run at normal CPU priority,
 while what can lag without losing anything (Temporal, the worker, the simulator and the
