@@ -480,3 +480,26 @@ async def test_the_summary_of_an_unknown_order_is_empty(payments: Payments) -> N
     assert found.summary.authorized == common_pb2.Money(amount_minor=0, currency="")
     assert found.summary.balance_due.amount_minor == 0
     assert list(found.authorizations) == list(found.captures) == list(found.invoices) == []
+
+
+async def test_a_key_used_for_one_call_never_replays_for_another(payments: Payments) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 5_000)])
+    key = f"{order_id}:shared-key"
+    # A void naming the invoice's id as its order: the same bytes as the capture below.
+    void = pb.VoidAuthorizationRequest(order_id=inv.invoice_id, idempotency_key=key)
+    capture_request = pb.CaptureInvoiceRequest(invoice_id=inv.invoice_id, idempotency_key=key)
+    assert void.SerializeToString() == capture_request.SerializeToString()
+    await payments.stub.VoidAuthorization(void)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await payments.stub.CaptureInvoice(capture_request)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "another call" in (refused.value.details() or "")
+    # Nothing was charged for it; the capture with a key of its own is performed.
+    assert (await summary_of(payments, order_id)).summary.captured == usd(0)
+    cap = await capture(payments, inv.invoice_id)
+    assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED and cap.amount == usd(5_000)
+    # The void's key still replays the void.
+    assert (await payments.stub.VoidAuthorization(void)).authorizations == []
