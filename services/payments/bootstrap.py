@@ -17,10 +17,19 @@ from services.payments.gateway import (
     SimulatedGiftCardGateway,
 )
 from services.payments.servicer import PaymentsServicer
+from services.payments.sim_store import MemoryState, PostgresState, State
 
 SCHEMA = "payments"
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+
+
+def _books(settings: Settings, gateway: str) -> State:
+    """The simulated processor's books: in Postgres (schema `simgateway`, so a restart or
+    another replica forgets nothing), or in this process when settings say `memory`."""
+    if settings.gateway_simulator_storage == "memory":
+        return MemoryState()
+    return PostgresState(settings.dsn, gateway)
 
 
 def _simulated(settings: Settings) -> PaymentGateway:
@@ -29,6 +38,7 @@ def _simulated(settings: Settings) -> PaymentGateway:
         decline_above_minor=settings.gateway_decline_above_minor,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
+        state=_books(settings, "card"),
     )
 
 
@@ -37,6 +47,7 @@ def _simulated_gift_card(settings: Settings) -> PaymentGateway:
         latency_ms=settings.gateway_latency_ms,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
+        state=_books(settings, "giftcard"),
     )
 
 
@@ -72,8 +83,13 @@ def make_gateways(settings: Settings) -> Gateways:
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the gateways and the servicer over the service's pool."""
+    gateways = make_gateways(ctx.settings)
+    for adapter in gateways.adapters():
+        state = getattr(adapter, "state", None)
+        if isinstance(state, PostgresState):
+            ctx.on_close(state.close)
     servicer = PaymentsServicer(
-        ctx.pool, make_gateways(ctx.settings), hold_hours=ctx.settings.authorization_hold_hours
+        ctx.pool, gateways, hold_hours=ctx.settings.authorization_hold_hours
     )
     return ServiceParts(
         registrations=[(payments_pb2_grpc.add_PaymentsServiceServicer_to_server, servicer)],

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import structlog
 
+from services.payments.sim_store import MemoryState, Session, State
+
 log = structlog.get_logger("oms.payments.gateway")
 
 
@@ -225,9 +227,9 @@ class SimulatedGateway:
     calls: list[tuple[str, str]] = field(default_factory=list)
     # A JSON-lines file every operation is appended to as it is performed; "" for none.
     operation_log: str = ""
-    _results: dict[str, GatewayResult] = field(default_factory=dict)
-    _holds: dict[str, _Hold] = field(default_factory=dict)
-    _charges: dict[str, _Charge] = field(default_factory=dict)
+    # Where the processor keeps its books: this process (default) or Postgres (durable).
+    state: State = field(default_factory=MemoryState)
+    _performed: list[GatewayOperation] = field(default_factory=list)
 
     async def _enter(self, method: str, key: str) -> None:
         self.calls.append((method, key))
@@ -237,18 +239,31 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"simulated transient failure on {method} {key!r}")
 
     def _perform(
-        self, kind: str, key: str, amount_minor: int, currency: str, result: GatewayResult
-    ) -> GatewayResult:
-        self._results[key] = result
+        self,
+        books: Session,
+        kind: str,
+        key: str,
+        amount_minor: int,
+        currency: str,
+        result: GatewayResult,
+    ) -> None:
+        books.keep_result(key, result)
         operation = GatewayOperation(kind, key, result.reference, amount_minor, currency, result)
-        self.operations.append(operation)
-        if self.operation_log:
-            # One write of a whole line to a file opened for appending: lines from the card
+        books.log(operation)
+        self._performed.append(operation)
+
+    def _done(self, result: GatewayResult) -> GatewayResult:
+        """After the books are closed: mirror the operations to the log file, then act out a
+        timeout if asked to (the effect has happened either way)."""
+        performed, self._performed = self._performed, []
+        self.operations.extend(performed)
+        if self.operation_log and performed:
+            # One write of whole lines to a file opened for appending: lines from the card
             # and gift card gateways (one process, one event loop) never interleave.
             with open(self.operation_log, "a", encoding="utf-8") as log_file:
-                log_file.write(operation_log_line(operation))
-        if self.timeout_after_charge:
-            raise GatewayTimeout(f"simulated timeout after {kind} {key!r}")
+                log_file.write("".join(operation_log_line(op) for op in performed))
+        if self.timeout_after_charge and performed:
+            raise GatewayTimeout(f"simulated timeout after {performed[-1].kind}")
         return result
 
     def operations_of(self, kind: str, *, succeeded: bool | None = None) -> list[GatewayOperation]:
@@ -260,7 +275,9 @@ class SimulatedGateway:
         ]
 
     # Hooks a simulated instrument overrides: how much a hold gets, and money coming back.
-    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
+    async def _hold_for(
+        self, books: Session, token: str, amount_minor: int, allow_partial: bool
+    ) -> tuple[int, str]:
         """(amount held, decline reason); held 0 means declined."""
         if token == DECLINE_TOKEN:
             return 0, "card_declined"
@@ -268,115 +285,132 @@ class SimulatedGateway:
             return 0, "amount_exceeds_limit"
         return amount_minor, ""
 
-    def _released(self, token: str, amount_minor: int) -> None:
+    async def _released(self, books: Session, token: str, amount_minor: int) -> None:
         """`amount_minor` goes back to the instrument (void, reversal or refund)."""
 
     async def authorize(
         self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
     ) -> GatewayResult:
         await self._enter("authorize", key)
-        if key in self._results:
-            return self._results[key]
-        reference = f"sim_auth_{uuid.uuid4().hex[:16]}"
-        held, reason = self._hold_for(token, amount_minor, allow_partial)
-        if held <= 0:
-            result = GatewayResult(False, reference, reason or "declined")
-        else:
-            result = GatewayResult(True, reference, amount_minor=held)
-            self._holds[reference] = _Hold(token, held, currency)
-        return self._perform("authorize", key, amount_minor, currency, result)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            reference = f"sim_auth_{uuid.uuid4().hex[:16]}"
+            held, reason = await self._hold_for(books, token, amount_minor, allow_partial)
+            if held <= 0:
+                result = GatewayResult(False, reference, reason or "declined")
+            else:
+                result = GatewayResult(True, reference, amount_minor=held)
+                books.keep_hold(reference, _Hold(token, held, currency))
+            self._perform(books, "authorize", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def capture(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("capture", key)
-        if key in self._results:
-            return self._results[key]
-        reference = f"sim_cap_{uuid.uuid4().hex[:16]}"
-        hold = self._holds.get(authorization_ref)
-        reason = ""
-        if hold is None:
-            reason = "unknown_authorization"
-        elif hold.token == FAIL_CAPTURE_TOKEN:
-            reason = "processor_unavailable"
-        elif hold.token == FAIL_FIRST_CAPTURE_TOKEN and hold.capture_attempts == 0:
-            hold.capture_attempts += 1
-            reason = "processor_unavailable"
-        elif hold.voided:
-            reason = "authorization_voided"
-        elif currency != hold.currency:
-            reason = "currency_mismatch"
-        elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
-            reason = "amount_exceeds_authorization"
-        if reason or hold is None:
-            result = GatewayResult(False, reference, reason)
-        else:
-            hold.captured_minor += amount_minor
-            self._charges[reference] = _Charge(hold.token, amount_minor, currency)
-            result = GatewayResult(True, reference, amount_minor=amount_minor)
-        return self._perform("capture", key, amount_minor, currency, result)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            reference = f"sim_cap_{uuid.uuid4().hex[:16]}"
+            hold = await books.hold(authorization_ref)
+            reason = ""
+            if hold is None:
+                reason = "unknown_authorization"
+            elif hold.token == FAIL_CAPTURE_TOKEN:
+                reason = "processor_unavailable"
+            elif hold.token == FAIL_FIRST_CAPTURE_TOKEN and hold.capture_attempts == 0:
+                hold.capture_attempts += 1
+                reason = "processor_unavailable"
+            elif hold.voided:
+                reason = "authorization_voided"
+            elif currency != hold.currency:
+                reason = "currency_mismatch"
+            elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
+                reason = "amount_exceeds_authorization"
+            if reason or hold is None:
+                result = GatewayResult(False, reference, reason)
+            else:
+                hold.captured_minor += amount_minor
+                books.keep_charge(reference, _Charge(hold.token, amount_minor, currency))
+                result = GatewayResult(True, reference, amount_minor=amount_minor)
+            self._perform(books, "capture", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def refund(
         self, key: str, capture_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("refund", key)
-        if key in self._results:
-            return self._results[key]
-        reference = f"sim_ref_{uuid.uuid4().hex[:16]}"
-        charge = self._charges.get(capture_ref)
-        if charge is None:
-            result = GatewayResult(False, reference, "unknown_capture")
-        elif charge.token == FAIL_REFUND_TOKEN:
-            result = GatewayResult(False, reference, "refund_rejected")
-        elif currency != charge.currency:
-            result = GatewayResult(False, reference, "currency_mismatch")
-        elif amount_minor <= 0 or amount_minor > charge.amount_minor - charge.refunded_minor:
-            result = GatewayResult(False, reference, "amount_exceeds_capture")
-        else:
-            charge.refunded_minor += amount_minor
-            self._released(charge.token, amount_minor)
-            result = GatewayResult(True, reference, amount_minor=amount_minor)
-        return self._perform("refund", key, amount_minor, currency, result)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            reference = f"sim_ref_{uuid.uuid4().hex[:16]}"
+            charge = await books.charge(capture_ref)
+            if charge is None:
+                result = GatewayResult(False, reference, "unknown_capture")
+            elif charge.token == FAIL_REFUND_TOKEN:
+                result = GatewayResult(False, reference, "refund_rejected")
+            elif currency != charge.currency:
+                result = GatewayResult(False, reference, "currency_mismatch")
+            elif amount_minor <= 0 or amount_minor > charge.amount_minor - charge.refunded_minor:
+                result = GatewayResult(False, reference, "amount_exceeds_capture")
+            else:
+                charge.refunded_minor += amount_minor
+                await self._released(books, charge.token, amount_minor)
+                result = GatewayResult(True, reference, amount_minor=amount_minor)
+            self._perform(books, "refund", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def reverse(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("reverse", key)
-        if key in self._results:
-            return self._results[key]
-        hold = self._holds.get(authorization_ref)
-        if hold is None:
-            result = GatewayResult(False, authorization_ref, "unknown_authorization")
-        elif hold.voided:
-            result = GatewayResult(False, authorization_ref, "authorization_voided")
-        elif currency != hold.currency:
-            result = GatewayResult(False, authorization_ref, "currency_mismatch")
-        elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
-            result = GatewayResult(False, authorization_ref, "amount_exceeds_authorization")
-        else:
-            hold.reversed_minor += amount_minor
-            self._released(hold.token, amount_minor)
-            result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
-        return self._perform("reverse", key, amount_minor, currency, result)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            hold = await books.hold(authorization_ref)
+            if hold is None:
+                result = GatewayResult(False, authorization_ref, "unknown_authorization")
+            elif hold.voided:
+                result = GatewayResult(False, authorization_ref, "authorization_voided")
+            elif currency != hold.currency:
+                result = GatewayResult(False, authorization_ref, "currency_mismatch")
+            elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
+                result = GatewayResult(False, authorization_ref, "amount_exceeds_authorization")
+            else:
+                hold.reversed_minor += amount_minor
+                await self._released(books, hold.token, amount_minor)
+                result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
+            self._perform(books, "reverse", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
         await self._enter("void", key)
-        if key in self._results:
-            return self._results[key]
-        hold = self._holds.get(authorization_ref)
-        if hold is None:
-            result = GatewayResult(False, authorization_ref, "unknown_authorization")
-            return self._perform("void", key, 0, "", result)
-        amount = hold.remaining_minor
-        if not hold.voided:
-            hold.voided = True
-            self._released(hold.token, amount)
-        result = GatewayResult(True, authorization_ref, amount_minor=amount)
-        return self._perform("void", key, amount, hold.currency, result)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            hold = await books.hold(authorization_ref)
+            if hold is None:
+                result = GatewayResult(False, authorization_ref, "unknown_authorization")
+                self._perform(books, "void", key, 0, "", result)
+            else:
+                amount = hold.remaining_minor
+                if not hold.voided:
+                    hold.voided = True
+                    await self._released(books, hold.token, amount)
+                result = GatewayResult(True, authorization_ref, amount_minor=amount)
+                self._perform(books, "void", key, amount, hold.currency, result)
+        return self._done(result)
 
     async def lookup(self, key: str) -> GatewayResult | None:
         await self._enter("lookup", key)
-        return self._results.get(key)
+        async with self.state.session() as books:
+            return await books.result(key)
 
 
 @dataclass
@@ -389,30 +423,33 @@ class SimulatedGiftCardGateway(SimulatedGateway):
     refunds put money back. Other tokens are declined "unknown_gift_card".
     """
 
-    balances: dict[str, int] = field(default_factory=dict)
-
-    def balance_of(self, token: str) -> int | None:
+    async def balance_of(self, token: str) -> int | None:
         """The token's balance now; None for a token that is not a gift card."""
-        if token not in self.balances:
-            start = _gift_card_value(token)
-            if start is None:
-                return None
-            self.balances[token] = start
-        return self.balances[token]
+        async with self.state.session() as books:
+            return await self._balance(books, token)
 
-    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
-        balance = self.balance_of(token)
+    async def _balance(self, books: Session, token: str) -> int | None:
+        balance = await books.balance(token)
+        if balance is None:
+            balance = _gift_card_value(token)
+        return balance
+
+    async def _hold_for(
+        self, books: Session, token: str, amount_minor: int, allow_partial: bool
+    ) -> tuple[int, str]:
+        balance = await self._balance(books, token)
         if balance is None:
             return 0, "unknown_gift_card"
         if balance <= 0 or (balance < amount_minor and not allow_partial):
             return 0, "insufficient_funds"
         held = min(balance, amount_minor)
-        self.balances[token] = balance - held
+        books.keep_balance(token, balance - held)
         return held, ""
 
-    def _released(self, token: str, amount_minor: int) -> None:
-        if self.balance_of(token) is not None:
-            self.balances[token] += amount_minor
+    async def _released(self, books: Session, token: str, amount_minor: int) -> None:
+        balance = await self._balance(books, token)
+        if balance is not None:
+            books.keep_balance(token, balance + amount_minor)
 
 
 def _gift_card_value(token: str) -> int | None:

@@ -20,6 +20,7 @@ from oms_platform.service import start_service
 from oms_platform.settings import Settings
 from services.payments import bootstrap, domain
 from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
+from services.payments.sim_store import read_operations
 from tests.callers import channel_as
 
 pb = payments_pb2
@@ -503,3 +504,34 @@ async def test_a_key_used_for_one_call_never_replays_for_another(payments: Payme
     assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED and cap.amount == usd(5_000)
     # The void's key still replays the void.
     assert (await payments.stub.VoidAuthorization(void)).authorizations == []
+
+
+async def test_the_simulated_processor_remembers_across_a_payments_restart(
+    postgres: EmbeddedPostgres,
+) -> None:
+    settings = await migrated_settings(postgres)
+    order_id = new_order()
+    async with running_payments(settings) as before:
+        auth_ = await authorize(before, order_id, 4_000)
+        inv = await invoice(before, order_id, [chargeable("ol-1", 2, 1, 0, 4_000)])
+    # A new process: nothing of the first one's memory survives, only what the processor kept.
+    async with running_payments(settings) as after:
+        cap = await capture(after, inv.invoice_id)
+        assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED, cap.failure_reason
+        assert cap.amount == usd(2_000)
+        # The same gateway key asked again (a retry after the crash) is the same effect.
+        card = after.gateways.for_method("card")
+        key = f"{order_id}:retried-after-restart"
+        first = await card.capture(key, auth_.gateway_reference, 500, "USD")
+    async with running_payments(settings) as third:
+        again = await third.gateways.for_method("card").capture(
+            key, auth_.gateway_reference, 500, "USD"
+        )
+    assert again == first and first.succeeded
+    # The processor's own log, kept with its books, holds each effect once.
+    captures = [
+        op
+        for op in await read_operations(settings.dsn)
+        if op.kind == "capture" and op.key.startswith(order_id)
+    ]
+    assert [op.amount_minor for op in captures] == [2_000, 500]

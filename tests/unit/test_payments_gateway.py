@@ -23,11 +23,11 @@ async def test_a_gift_card_holds_at_most_its_balance_and_only_when_partial_is_al
     token = "gc_2500_abc"
     whole = await gateway.authorize("k1", token, 4_000, "USD")
     assert (whole.succeeded, whole.reason) == (False, "insufficient_funds")
-    assert gateway.balance_of(token) == 2_500
+    assert await gateway.balance_of(token) == 2_500
 
     partial = await gateway.authorize("k2", token, 4_000, "USD", allow_partial=True)
     assert (partial.succeeded, partial.amount_minor) == (True, 2_500)
-    assert gateway.balance_of(token) == 0
+    assert await gateway.balance_of(token) == 0
     empty = await gateway.authorize("k3", token, 100, "USD", allow_partial=True)
     assert (empty.succeeded, empty.reason) == (False, "insufficient_funds")
 
@@ -38,12 +38,12 @@ async def test_money_back_on_a_gift_card_returns_to_its_balance() -> None:
     hold = await gateway.authorize("a", token, 5_000, "USD")
     charge = await gateway.capture("c", hold.reference, 3_000, "USD")
     assert (await gateway.reverse("r", hold.reference, 500, "USD")).succeeded
-    assert gateway.balance_of(token) == 500
+    assert await gateway.balance_of(token) == 500
     assert (await gateway.refund("f", charge.reference, 1_000, "USD")).succeeded
-    assert gateway.balance_of(token) == 1_500
+    assert await gateway.balance_of(token) == 1_500
     released = await gateway.void("v", hold.reference)
     assert released.amount_minor == 1_500
-    assert gateway.balance_of(token) == 3_000
+    assert await gateway.balance_of(token) == 3_000
 
 
 async def test_an_unknown_gift_card_is_declined() -> None:
