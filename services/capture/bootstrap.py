@@ -14,6 +14,7 @@ from oms.payments.v1 import payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from oms_platform import request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.service import ServiceContext, ServiceParts
@@ -136,7 +137,14 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ),
     )
     return ServiceParts(
-        registrations=[(capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer)],
+        registrations=[
+            (
+                capture_pb2_grpc.add_CaptureServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, capture_pb2.DESCRIPTOR.services_by_name["CaptureService"]
+                ),
+            )
+        ],
         service_names=[capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name],
         background=[relay.run, watchers.run],
     )

@@ -91,14 +91,21 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         done: list[handlers.ImportItem] = []
         batch: list[handlers.ImportItem] = []
         async for request in request_iterator:
-            batch.append(
-                handlers.ImportItem(
-                    index=len(done) + len(batch),
-                    submission=convert.submission_from_pb(request.order),
-                    options=convert.import_options_from_pb(request),
-                    fingerprint=request_fingerprint(request.order),
+            index = len(done) + len(batch)
+            # Each order is checked against the limits here, not before the call: a bad order
+            # is reported in its result and the others carry on.
+            refused = convert.import_limit_violations(request)
+            if refused:
+                batch.append(handlers.ImportItem.refused(index, InvalidArgument(refused)))
+            else:
+                batch.append(
+                    handlers.ImportItem(
+                        index=index,
+                        submission=convert.submission_from_pb(request.order),
+                        options=convert.import_options_from_pb(request),
+                        fingerprint=request_fingerprint(request.order),
+                    )
                 )
-            )
             if len(batch) >= handlers.IMPORT_BATCH_SIZE:
                 await handlers.import_batch(self._pool, batch, self._fraud_policy)
                 done += batch

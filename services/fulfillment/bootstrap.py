@@ -6,6 +6,7 @@ from pathlib import Path
 
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 
+from oms_platform import request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
@@ -32,7 +33,14 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         poll_seconds=ctx.settings.outbox_poll_seconds,
     )
     return ServiceParts(
-        registrations=[(fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server, servicer)],
+        registrations=[
+            (
+                fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"]
+                ),
+            )
+        ],
         service_names=[fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name],
         background=[relay.run],
     )

@@ -16,6 +16,7 @@ from datetime import datetime
 from itertools import combinations
 from typing import Protocol
 
+from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 # ---- statuses ----------------------------------------------------------------------------
@@ -163,7 +164,9 @@ def validate_adjustments(
             violations.append(FieldViolation(f"{where}.location_id", "is required"))
         elif a.location_id not in known:
             violations.append(
-                FieldViolation(f"{where}.location_id", f"unknown location {a.location_id!r}")
+                FieldViolation(
+                    f"{where}.location_id", f"unknown location {limits.echo(a.location_id)}"
+                )
             )
         if not a.sku:
             violations.append(FieldViolation(f"{where}.sku", "is required"))
@@ -282,7 +285,8 @@ def validate_location_group(group: LocationGroup, known_locations: Iterable[str]
         if location_id not in known:
             violations.append(
                 FieldViolation(
-                    f"location_group.location_ids[{i}]", f"unknown location {location_id!r}"
+                    f"location_group.location_ids[{i}]",
+                    f"unknown location {limits.echo(location_id)}",
                 )
             )
     if violations:
@@ -304,7 +308,9 @@ def validate_inventory_levels(
             violations.append(FieldViolation(f"{where}.location_id", "is required"))
         elif level.location_id not in known:
             violations.append(
-                FieldViolation(f"{where}.location_id", f"unknown location {level.location_id!r}")
+                FieldViolation(
+                    f"{where}.location_id", f"unknown location {limits.echo(level.location_id)}"
+                )
             )
         if not level.sku:
             violations.append(FieldViolation(f"{where}.sku", "is required"))
@@ -1152,7 +1158,7 @@ def plan_shipment(fo: FulfillmentOrder, items: Sequence[ShipmentItem]) -> Shipme
                 violations.append(
                     FieldViolation(
                         f"items[{i}].order_line_id",
-                        f"order line {item.order_line_id!r} is not in fulfillment order "
+                        f"order line {limits.echo(item.order_line_id)} is not in fulfillment order "
                         f"{fo.fulfillment_order_id}",
                     )
                 )
@@ -1238,7 +1244,7 @@ def _requested_units(
             violations.append(
                 FieldViolation(
                     f"{where}.order_line_id",
-                    f"order line {item.order_line_id!r} is not in fulfillment order "
+                    f"order line {limits.echo(item.order_line_id)} is not in fulfillment order "
                     f"{fo.fulfillment_order_id}",
                 )
             )
@@ -1312,7 +1318,7 @@ def check_move_target(
         raise InvalidArgument([FieldViolation("to_location_id", "is required")])
     if target is None:
         raise InvalidArgument(
-            [FieldViolation("to_location_id", f"unknown location {to_location_id!r}")]
+            [FieldViolation("to_location_id", f"unknown location {limits.echo(to_location_id)}")]
         )
     if target.location_id == fo.location_id:
         raise InvalidArgument(

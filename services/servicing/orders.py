@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import grpc
 from oms.capture.v1 import capture_pb2
 
+from oms_platform import limits
 from oms_platform.errors import NotFound
 from services.servicing.lifecycles import LifecycleUnavailable
 
@@ -43,7 +44,7 @@ class CaptureOrders:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"no order {order_id!r}") from None
+                raise NotFound(f"no order {limits.echo(order_id)}") from None
             raise LifecycleUnavailable(
                 f"cannot tell whether order {order_id} exists: capture answered "
                 f"{error.code().name} {error.details()}; retry with the same request"

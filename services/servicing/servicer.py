@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth, erasure
+from oms_platform import auth, erasure, limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
 from oms_platform.redaction import redact_json, redact_text
@@ -579,7 +579,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         async def create(conn: asyncpg.Connection) -> pb.CreateReturnOrderResponse:
             rma = domain.new_return_order(command, datetime.now(UTC))
             if not await self._returns.insert(conn, rma):
-                raise AlreadyExists("return_order_id", f"return order {rma.id!r} exists already")
+                raise AlreadyExists(
+                    "return_order_id", f"return order {limits.echo(rma.id)} exists already"
+                )
             return pb.CreateReturnOrderResponse(return_order=return_order_to_pb(rma))
 
         response, _replayed = await idempotent(
