@@ -200,8 +200,9 @@ def finite_violations(field: str, value: float) -> list[FieldViolation]:
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MIN_TIMESTAMP_SECONDS = int((EARLIEST - _EPOCH).total_seconds())
-MAX_TIMESTAMP_SECONDS = int((LATEST - _EPOCH).total_seconds())
+# In whole seconds, without floating point (which would round the last second up).
+MIN_TIMESTAMP_SECONDS = (EARLIEST - _EPOCH) // timedelta(seconds=1)
+MAX_TIMESTAMP_SECONDS = (LATEST - _EPOCH) // timedelta(seconds=1)
 
 
 def timestamp_violations(field: str, seconds: int, nanos: int) -> list[FieldViolation]:

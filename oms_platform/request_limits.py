@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -229,12 +229,12 @@ _DEFAULT_COUNT = limits.MAX_LINES
 _DEFAULT_INT = limits.AMOUNT
 
 
-def text_rule(message: Descriptor, field: FieldDescriptor) -> limits.TextRule | None:
+def text_rule(message: Any, field: FieldDescriptor) -> limits.TextRule | None:
     """The rule of a string field, None when it has none of its own."""
     return TEXT_RULES.get(f"{message.name}.{field.name}", TEXT_RULES.get(field.name))
 
 
-def count_limit(message: Descriptor, field: FieldDescriptor) -> int | None:
+def count_limit(message: Any, field: FieldDescriptor) -> int | None:
     """The cap on a repeated field, None when it has none of its own."""
     return COUNT_LIMITS.get(f"{message.name}.{field.name}", COUNT_LIMITS.get(field.name))
 
@@ -283,7 +283,7 @@ def _walk(message: Message, prefix: str, out: list[FieldViolation]) -> None:
 
 
 def _value(
-    message: Descriptor, field: FieldDescriptor, value: Any, path: str, out: list[FieldViolation]
+    message: Any, field: FieldDescriptor, value: Any, path: str, out: list[FieldViolation]
 ) -> None:
     kind = field.type
     if kind == FieldDescriptor.TYPE_MESSAGE:

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth, erasure, limits
+from oms_platform import auth, erasure, limits, request_limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists
 from oms_platform.redaction import redact_json, redact_text
@@ -142,8 +142,8 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
 
 def timestamp(value: datetime) -> Timestamp:
     """A protobuf Timestamp for an aware datetime."""
-    out = Timestamp()
-    out.FromDatetime(value)
+    out = request_limits.timestamp_from_datetime(value)
+    assert out is not None
     return out
 
 
@@ -492,7 +492,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             page_token=request.page_token,
             severities=[_enum_name(SEVERITY_TO_DOMAIN, s) for s in request.severities],
             created_before=(
-                request.created_before.ToDatetime(tzinfo=UTC)
+                request_limits.timestamp_to_datetime(request.created_before, "created_before")
                 if request.HasField("created_before")
                 else None
             ),
