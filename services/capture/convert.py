@@ -93,7 +93,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
     )
     return domain.OrderSubmission(
         idempotency_key=request.idempotency_key,
-        channel=CHANNEL_TO_DOMAIN.get(request.channel, ""),
+        channel=_enum_name(CHANNEL_TO_DOMAIN, request.channel),
         channel_order_ref=request.channel_order_ref,
         shopper=shopper,
         currency=request.currency,
@@ -135,7 +135,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
 
 def _payment_method(p: payments_pb2.PaymentMethod) -> domain.PaymentMethod:
     return domain.PaymentMethod(
-        type=PAYMENT_TYPE_TO_DOMAIN.get(p.type, ""),
+        type=_enum_name(PAYMENT_TYPE_TO_DOMAIN, p.type),
         token=p.token,
         preauthorization_ref=p.preauthorization_ref,
     )
@@ -169,6 +169,14 @@ def import_options_from_pb(request: pb.ImportOrdersRequest) -> domain.ImportOpti
     )
 
 
+def _enum_name(table: dict[int, str], value: int) -> str:
+    """The domain's name for an enum number: "" when unspecified, and for a number this build
+    does not know (a newer client's) `unknown(<n>)`, which validation refuses by name."""
+    if value == 0:
+        return ""
+    return table.get(value, f"unknown({value})")
+
+
 def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
     """ListOrders' filters; an unknown status is refused naming its position."""
     statuses: list[str] = []
@@ -180,7 +188,7 @@ def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
         statuses.append(STATUS_TO_DOMAIN[status])
     return domain.OrderFilter(
         statuses=tuple(statuses),
-        channel=CHANNEL_TO_DOMAIN.get(request.channel, ""),
+        channel=_known_channel(request.channel),
         shopper_id=request.shopper_id,
         created_from=(
             timestamp_to_datetime(request.created_from, "created_from")
@@ -194,6 +202,13 @@ def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
         ),
         sku=request.sku,
     )
+
+
+def _known_channel(value: int) -> str:
+    # A filter on a channel this build does not know would silently match every channel.
+    if value and value not in CHANNEL_TO_DOMAIN:
+        raise InvalidArgument([FieldViolation("channel", f"unknown channel number {value}")])
+    return CHANNEL_TO_DOMAIN.get(value, "")
 
 
 def timestamp_to_datetime(ts: Timestamp, field: str) -> datetime:

@@ -441,8 +441,10 @@ def _check_shopper(v: _Violations, shopper: ShopperDetails | None) -> None:
 
 
 def _check_payment_method(v: _Violations, path: str, method: PaymentMethod) -> None:
-    if method.type not in PAYMENT_METHOD_TYPES:
+    if not method.type:
         v.add(f"{path}.type", "must be set")
+    elif method.type not in PAYMENT_METHOD_TYPES:
+        v.add(f"{path}.type", f"must be one of {', '.join(PAYMENT_METHOD_TYPES)}")
     if not method.token.strip() and not method.preauthorization_ref.strip():
         v.add(f"{path}.token", "token or preauthorization_ref is required")
     v.limit(f"{path}.token", method.token, MAX_TEXT_LENGTH)
@@ -773,6 +775,9 @@ def add_items(order: Order, additions: Sequence[LineAddition]) -> AddedItems:
                 violations.append(FieldViolation(f"{path}.sku", "is required"))
             if added.unit_price_minor < 0:
                 violations.append(FieldViolation(f"{path}.unit_price", "must not be negative"))
+            violations += limits.line_amount_violations(
+                f"{path}.unit_price", added.quantity, added.unit_price_minor
+            )
             if added.delivery_group_id not in groups:
                 violations.append(
                     FieldViolation(f"{path}.delivery_group_id", "is not a group of this order")

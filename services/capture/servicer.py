@@ -68,7 +68,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     ) -> pb.SubmitOrderResponse:
         started = time.perf_counter()
         submission = convert.submission_from_pb(request)
-        if submission.channel:  # an empty channel is refused by validation, naming the field
+        if submission.channel in domain.CHANNELS:  # validation refuses the others by name
             auth.require_channel(submission.channel, "this order")
         response = await handlers.submit_order(
             self._pool,

@@ -856,6 +856,9 @@ def _exchange_rules(order: ChangeOrder) -> list[FieldViolation]:
             violations.append(
                 FieldViolation(f"lines[{i}].replacement_unit_price_minor", "must not be negative")
             )
+        violations += limits.line_amount_violations(
+            f"lines[{i}].replacement_unit_price_minor", order.lines[i].quantity, price
+        )
     return violations
 
 
@@ -901,6 +904,9 @@ def _add_items_rules(order: ChangeOrder) -> list[FieldViolation]:
             )
         if line.tax_minor < 0:
             violations.append(FieldViolation(f"new_lines[{i}].tax_minor", "must not be negative"))
+        violations += limits.line_amount_violations(
+            f"new_lines[{i}].unit_price_minor", line.quantity, line.unit_price_minor
+        )
     seen: set[str] = set()
     for i, increase in enumerate(order.increases):
         if not increase.order_line_id.strip():

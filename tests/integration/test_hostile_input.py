@@ -116,6 +116,20 @@ async def test_capture_refuses_hostile_orders_naming_each_field(stubs: dict[str,
     assert "lines[0].unit_price" in named(await refused(capture.SubmitOrder(gross)))
 
 
+async def test_capture_refuses_unknown_enum_numbers_by_name(stubs: dict[str, Any]) -> None:
+    capture = stubs["capture"]
+    channel = order_request()
+    channel.channel = 99  # type: ignore[assignment]
+    channel.payment_method.type = 42  # type: ignore[assignment]
+    found = dict(await refused(capture.SubmitOrder(channel)))
+    assert "must be one of web" in found["channel"]
+    assert "must be one of card" in found["payment_method.type"]
+    listing = capture_pb2.ListOrdersRequest(channel=99)  # type: ignore[arg-type]
+    assert named(await refused(capture.ListOrders(listing))) == {"channel"}
+    listing = capture_pb2.ListOrdersRequest(statuses=[77])  # type: ignore[list-item]
+    assert named(await refused(capture.ListOrders(listing))) == {"statuses[0]"}
+
+
 async def test_capture_refuses_a_huge_id_without_echoing_it(stubs: dict[str, Any]) -> None:
     capture = stubs["capture"]
     for call in (
@@ -196,9 +210,9 @@ async def test_fulfillment_refuses_hostile_requests_naming_each_field(
     assert named(await refused(fulfillment.CreateFulfillmentOrders(nul))) == {
         "delivery_groups[0].lines[0].sku"
     }
-    assert named(
-        await refused(fulfillment.CreateFulfillmentOrders(route(quantity=BILLION)))
-    ) == {"delivery_groups[0].lines[0].quantity"}
+    assert named(await refused(fulfillment.CreateFulfillmentOrders(route(quantity=BILLION)))) == {
+        "delivery_groups[0].lines[0].quantity"
+    }
     assert named(
         await refused(fulfillment.CreateFulfillmentOrders(route(quantity=1, country_code="ZZ")))
     ) == {"delivery_groups[0].address.country_code"}

@@ -175,9 +175,7 @@ def test_a_token_whose_values_are_not_a_time_and_an_id_is_refused(body: dict[str
 
 
 def test_an_error_with_thousands_of_violations_carries_twenty_and_a_count() -> None:
-    error = InvalidArgument(
-        [FieldViolation(f"lines[{i}].sku", "x" * 10_000) for i in range(2_000)]
-    )
+    error = InvalidArgument([FieldViolation(f"lines[{i}].sku", "x" * 10_000) for i in range(2_000)])
     assert len(error.violations) == 21
     assert error.violations[-1] == FieldViolation("", "and 1980 more violations like these")
     assert all(len(v.description) <= 120 for v in error.violations)
