@@ -14,7 +14,7 @@ from oms.payments.v1 import payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from oms_platform import dead_letters
+from oms_platform import dead_letters, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
@@ -147,7 +147,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     return ServiceParts(
         registrations=[
-            (capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer),
+            (
+                capture_pb2_grpc.add_CaptureServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, capture_pb2.DESCRIPTOR.services_by_name["CaptureService"]
+                ),
+            ),
             dead_letters.registration(ctx.pool, SCHEMA),
         ],
         service_names=[

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
+from oms_platform import request_limits
 from oms_platform.service import ServiceContext, ServiceParts
 from oms_platform.settings import Settings
 from services.payments import domain
@@ -92,6 +93,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.pool, gateways, hold_hours=ctx.settings.authorization_hold_hours
     )
     return ServiceParts(
-        registrations=[(payments_pb2_grpc.add_PaymentsServiceServicer_to_server, servicer)],
+        registrations=[
+            (
+                payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
+                ),
+            )
+        ],
         service_names=[SERVICE_NAME],
     )
