@@ -18,7 +18,7 @@ from typing import Any
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from oms_platform.money import format_minor
-from oms_platform.redaction import mask_token
+from oms_platform.redaction import mask_token, redact_text
 from workflows.types import (
     LOCATION_IDS,
     ORDER_CHANNEL,
@@ -75,7 +75,8 @@ def order_details(order: dict[str, Any]) -> str:
     ]
     methods = [order["payment_method"], *order.get("additional_payment_methods", [])]
     paid = ", ".join(_method(m["type"], m.get("token", "")) for m in methods)
-    held = "; ".join(order.get("fraud_reasons", []))
+    # Capture's own words (amounts, counts, countries); redacted all the same, as free text.
+    held = redact_text("; ".join(order.get("fraud_reasons", [])))
     text = "\n".join(
         [
             f"**Order id** {order['order_id']}",
