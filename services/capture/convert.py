@@ -409,6 +409,7 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
     """What the order's lifecycle workflow starts with."""
     return wf.OrderLifecycleInput(
         order_id=order.order_id,
+        channel_order_ref=order.channel_order_ref,
         channel=order.channel,
         currency=order.currency,
         grand_total_minor=order.totals.grand_total_minor,
