@@ -1442,4 +1442,3 @@ def run() -> None:
     sys.stderr.flush()
     logging.shutdown()
     os._exit(code or 0)
-
