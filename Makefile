@@ -53,8 +53,10 @@ e2e: install
 	$(BIN)/pytest -q tests/e2e
 
 ## Static checks first (fast), then every test tier.
+# Each run gets a temporary directory of its own: pytest prunes old ones by age, which would
+# pull the data directories out from under another run on the same machine.
 test: install check-gen buf-lint lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	base=$$(mktemp -d /tmp/oms-test.XXXXXX) && $(BIN)/pytest -q -p no:cacheprovider --basetemp=$$base tests; status=$$?; rm -rf $$base; exit $$status
 
 clean:
 	rm -rf $(VENV) .oms build *.egg-info

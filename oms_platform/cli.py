@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import os
 import sys
 import time
@@ -1440,3 +1441,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run() -> None:
+    """The `oms` console script: `main`, then exit at once with its status. Everything the
+    command opened is closed by then; skipping interpreter teardown avoids a crash seen there
+    when the Temporal SDK's native threads outlive the event loop (an abort, exit -6, after
+    the command had succeeded)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code or 0)

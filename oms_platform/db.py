@@ -36,7 +36,11 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     request_hash bytea NOT NULL,
     response     bytea,
     created_at   timestamptz NOT NULL DEFAULT now()
-)"""
+);
+-- The call a key was used for (its request message's full name): a key belongs to one RPC,
+-- so another RPC's request with the same bytes never replays its response. NULL on rows
+-- stored before it existed.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS rpc text"""
 
 
 def _platform_ddl() -> list[str]:
@@ -50,9 +54,9 @@ def _platform_ddl() -> list[str]:
 PLATFORM_DDL = _platform_ddl()
 
 SQL_CLAIM_KEY = """
-INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
+INSERT INTO idempotency_keys (key, request_hash, rpc) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO NOTHING RETURNING key"""
-SQL_STORED_RESPONSE = "SELECT request_hash, response FROM idempotency_keys WHERE key = $1"
+SQL_STORED_RESPONSE = "SELECT request_hash, response, rpc FROM idempotency_keys WHERE key = $1"
 SQL_STORE_RESPONSE = "UPDATE idempotency_keys SET response = $2 WHERE key = $1"
 
 
@@ -156,15 +160,24 @@ async def idempotent(
 ) -> tuple[M, bool]:
     """Run `action` once per idempotency key, in one transaction with storing its response.
 
-    Returns (response, replayed). The same key with the same request returns the stored
-    response; with a different request it raises AlreadyExists naming the key. Two
-    concurrent calls with one key serialize on the key's row: one acts, the other replays.
+    Returns (response, replayed). The same key with the same request (same RPC, same
+    target, same content) returns the stored response; with another RPC's request or a
+    different request it raises AlreadyExists naming the key. Two concurrent calls with one
+    key serialize on the key's row: one acts, the other replays.
     """
     fingerprint = request_fingerprint(request)
+    rpc = request.DESCRIPTOR.full_name
     async with pool.acquire() as conn, conn.transaction():
-        claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint)
+        claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint, rpc)
         if claimed is None:
             row = await conn.fetchrow(SQL_STORED_RESPONSE, key)
+            if row is not None and row["rpc"] is not None and row["rpc"] != rpc:
+                raise AlreadyExists(
+                    "idempotency_key",
+                    f"idempotency key {key[:128]!r} was already used for another call "
+                    f"({row['rpc'].rsplit('.', 1)[-1].removesuffix('Request')}); "
+                    "a key belongs to one call",
+                )
             if row is None or row["response"] is None:
                 raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
             if bytes(row["request_hash"]) != fingerprint:

@@ -24,12 +24,35 @@ class DomainError(Exception):
         self.message = message
 
 
+# How many violations an error carries, how many its message spells out, and how long a
+# field path or description may be in it: a reply's status travels in gRPC trailers, which
+# clients cap at 16 KiB, so a request with thousands of bad lines must not fill them.
+MAX_REPORTED_VIOLATIONS = 20
+MAX_SUMMARIZED_VIOLATIONS = 5
+MAX_VIOLATION_TEXT = 120
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_VIOLATION_TEXT else text[: MAX_VIOLATION_TEXT - 1] + "…"
+
+
 class InvalidArgument(DomainError):
-    """The request is malformed; every violation is listed at once."""
+    """The request is malformed; every violation is listed at once (the first
+    MAX_REPORTED_VIOLATIONS of them, and how many more there were)."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        found = [FieldViolation(_clip(v.field), _clip(v.description)) for v in violations]
+        if len(found) > MAX_REPORTED_VIOLATIONS:
+            more = len(found) - MAX_REPORTED_VIOLATIONS
+            found = found[:MAX_REPORTED_VIOLATIONS]
+            found.append(FieldViolation("", f"and {more} more violations like these"))
+        self.violations = found
+        summary = "; ".join(
+            f"{v.field}: {v.description}" if v.field else v.description
+            for v in found[:MAX_SUMMARIZED_VIOLATIONS]
+        )
+        if len(found) > MAX_SUMMARIZED_VIOLATIONS:
+            summary += f" (and {len(found) - MAX_SUMMARIZED_VIOLATIONS} more)"
         super().__init__(f"invalid request: {summary}")
 
 

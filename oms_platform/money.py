@@ -68,8 +68,17 @@ def share(total: int, quantity_total: int, quantity_before: int, quantity_now: i
     """
     if quantity_now < 0 or quantity_before < 0 or quantity_before + quantity_now > quantity_total:
         raise ValueError("quantities out of range")
-    units = allocate(total, [1] * quantity_total)
-    return sum(units[quantity_before : quantity_before + quantity_now])
+    if quantity_total == 0:
+        if total:
+            raise ValueError("cannot allocate a non-zero total over no weights")
+        return 0
+    # `allocate(total, [1] * quantity_total)` in closed form, so a line of a million units
+    # costs no more than a line of one: every unit gets the floor of the even split, and the
+    # remainder goes one unit each to the earliest units (equal weights tie on remainder).
+    sign = -1 if total < 0 else 1
+    each, remainder = divmod(abs(total), quantity_total)
+    extra = min(max(remainder - quantity_before, 0), quantity_now)
+    return sign * (each * quantity_now + extra)
 
 
 def percent_of(amount_minor: int, basis_points: int) -> int:

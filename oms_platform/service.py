@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +43,11 @@ class ServiceContext:
     _temporal: Client | None = None
     _codec: EncryptionCodec | None = None
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the service stops (e.g. to close a pool the service opened)."""
+        self._closers.append(closer)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to another oms service."""
@@ -72,6 +77,9 @@ class ServiceContext:
         return self._temporal
 
     async def close(self) -> None:
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                await closer()
         for ch in self._channels.values():
             await ch.close()
         if self._codec is not None and self._codec.vault is not None:

@@ -100,11 +100,9 @@ class Settings:
     # The simulated gateways append every operation they perform to this JSON-lines file (so
     # tests can check what happened at the "processor"); empty: nowhere.
     gateway_log_path: str = ""
-    # The simulated gateways keep the processor's state (authorizations, captures, balances,
-    # results by key) in this SQLite file, shared by every payments replica and kept across
-    # restarts, as a real processor's is; empty: in each process's memory. `oms dev` sets
-    # <data_dir>/gateway/processor.sqlite.
-    gateway_state_path: str = ""
+    # Where the simulated gateways keep their books: "postgres" (schema `simgateway` of the
+    # database, as a processor of its own that outlives payments restarts) or "memory".
+    gateway_simulator_storage: str = "postgres"
     # GetOrder answers within this deadline even if a service is slow.
     get_order_deadline_seconds: float = 2.0
     # Outbox relays: rows per batch and idle poll interval.

@@ -102,7 +102,7 @@ async def register_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
     missing = {
-        name: _indexed_value_type(kind)
+        name: indexed_value_type(kind)
         for name, kind in attributes.items()
         if name not in listed.custom_attributes
     }
@@ -113,7 +113,7 @@ async def register_search_attributes(
     return sorted(missing)
 
 
-def _indexed_value_type(kind: str) -> IndexedValueType.ValueType:
+def indexed_value_type(kind: str) -> IndexedValueType.ValueType:
     """The API's value for a kind spelled as `temporal operator` does (KeywordList)."""
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).upper()
     return IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{snake}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 
+from oms_platform import limits
 from oms_platform.money import share
 from workflows.types import (
     CreditLineData,
@@ -288,6 +289,15 @@ class Ledger:
                     "instead"
                 )
             unit_price = line.gross_minor // line.quantity
+            if (
+                line.quantity + increase.quantity > limits.MAX_QUANTITY
+                or limits.line_amount_violations("", line.quantity + increase.quantity, unit_price)
+            ):
+                raise ChangeRefused(
+                    f"increases[{i}].quantity: the line would pass {limits.MAX_QUANTITY:,} units "
+                    f"or {limits.MAX_LINE_AMOUNT_MINOR:,} minor units; add a new line instead",
+                    "INVALID_ARGUMENT",
+                )
             after = replace(
                 line,
                 quantity=line.quantity + increase.quantity,
@@ -308,6 +318,12 @@ class Ledger:
                 )
             if new.tax_minor < 0:
                 raise ChangeRefused(f"new_lines[{i}].tax_minor: must be >= 0", "INVALID_ARGUMENT")
+            if limits.line_amount_violations("", new.quantity, new.unit_price_minor):
+                raise ChangeRefused(
+                    f"new_lines[{i}].unit_price_minor: quantity x unit price must be at most "
+                    f"{limits.MAX_LINE_AMOUNT_MINOR:,} minor units",
+                    "INVALID_ARGUMENT",
+                )
             group = new.delivery_group_id or (delivery_group_ids[0] if delivery_group_ids else "")
             if group not in delivery_group_ids:
                 raise ChangeRefused(

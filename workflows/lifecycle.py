@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         RESOLVE_EXCEPTION_UPDATE,
         RETURN_UPDATE,
         SHIPPED,
+        STATE_QUERY,
         STATUS_QUERY,
         WORKFLOW_NAME,
         AuthorizeInput,
@@ -65,16 +66,20 @@ with workflow.unsafe.imports_passed_through():
         CreditMemoInput,
         CreditMemoResult,
         EscalateInput,
+        ExceptionRecord,
         FulfillmentEvent,
         FulfillmentOrderData,
+        FulfillmentOrderState,
         InvoiceInput,
         InvoiceResult,
         ItemQuantity,
         LifecycleLine,
         LineAdditionData,
         LineChange,
+        LineState,
         OrderLifecycleInput,
         OrderLifecycleResult,
+        OrderState,
         ProcessExceptionInput,
         ProgressInput,
         ReceiptInput,
@@ -85,12 +90,14 @@ with workflow.unsafe.imports_passed_through():
         ResolutionResult,
         ReturnOrder,
         ReturnOrderInput,
+        ReturnState,
         RouteInput,
         RouteResult,
         RoutingGroupData,
         RoutingLineData,
         VoidInput,
     )
+    from workflows.visibility import activity_summary, search_attributes
 
 # Timeouts and retries, in one place. Activities are short gRPC calls; transport failures
 # retry with backoff for as long as it takes, business refusals are non-retryable.
@@ -111,6 +118,9 @@ class OrderCanceled(Exception):
 
 # Workflow changes guarded for runs that started before them (see tests/workflow/histories/).
 CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
+# Search attributes for operators (total, currency, on hold, locations) upserted whenever one
+# changes; runs before it upsert only status and channel, and only when the status changes.
+OPERATOR_ATTRIBUTES_PATCH = "operator-search-attributes"
 
 
 def _as_json(value: Any) -> str:
@@ -171,6 +181,12 @@ class OrderLifecycle:
         self._refused_step_input = ""
         # How many runs this order's lifecycle has had (continue-as-new starts another).
         self._runs = 1
+        # Money given back (credit memos, refunded from captures, released from holds) and
+        # the process exceptions raised: for the `state` query.
+        self._credited_minor = 0
+        self._refunded_minor = 0
+        self._released_minor = 0
+        self._exceptions: dict[str, ExceptionRecord] = {}
         if order.carried is not None:
             self._carry_on(order.carried)
             self._order = replace(order, carried=None)
@@ -196,6 +212,10 @@ class OrderLifecycle:
         self._holds = carried.holds
         self._authorized = True
         self._runs = carried.runs + 1
+        self._credited_minor = carried.credited_minor
+        self._refunded_minor = carried.refunded_minor
+        self._released_minor = carried.released_minor
+        self._exceptions = {e.process_exception_id: e for e in carried.exceptions}
 
     def _carried(self) -> CarriedState:
         assert self._delivered_at is not None
@@ -217,6 +237,10 @@ class OrderLifecycle:
             release_at_settlement=self._release_at_settlement,
             holds=self._holds,
             runs=self._runs,
+            credited_minor=self._credited_minor,
+            refunded_minor=self._refunded_minor,
+            released_minor=self._released_minor,
+            exceptions=list(self._exceptions.values()),
         )
 
     # ---- the lifecycle -----------------------------------------------------------------------
@@ -726,6 +750,7 @@ class OrderLifecycle:
         )
         # Waiting from the moment the exception exists, so an agent can resolve it at once.
         self._waiting_on = exception_id
+        self._mark_exception(exception_id, "waiting")
         resume = self._status
         await self._progress(ON_HOLD, f"exception.{category}", message, step=f"hold:{self._holds}")
         escalate_after = timedelta(seconds=self._order.timers.escalate_after_seconds)
@@ -742,6 +767,7 @@ class OrderLifecycle:
                     f"unresolved for {escalate_after}",
                 ),
             )
+            self._mark_exception(exception_id, "escalated")
             await self._progress(
                 "",
                 "exception.escalated",
@@ -751,6 +777,7 @@ class OrderLifecycle:
             await workflow.wait_condition(lambda: exception_id in self._resolutions)
         resolution = self._resolutions[exception_id]
         self._waiting_on = ""
+        self._mark_exception(exception_id, "resolved", resolution.action)
         await self._progress(
             resume if resolution.action != "cancel" else "",
             "exception.resolved",
@@ -798,7 +825,16 @@ class OrderLifecycle:
             ),
             result_type=str,
         )
+        self._exceptions.setdefault(
+            exception_id,
+            ExceptionRecord(exception_id, category, attached_to, "recorded", workflow.now()),
+        )
         return exception_id
+
+    def _mark_exception(self, exception_id: str, status: str, action: str = "") -> None:
+        record = self._exceptions.get(exception_id)
+        if record is not None:
+            record.status, record.action = status, action or record.action
 
     # ---- cancels -------------------------------------------------------------------------------
 
@@ -895,6 +931,7 @@ class OrderLifecycle:
             memo_input,
             result_type=CreditMemoResult,
         )
+        self._credited_minor += memo.total_minor
         refunded = released = 0
         attempt = 0
         while True:
@@ -910,6 +947,8 @@ class OrderLifecycle:
             )
             refunded += refund.refunded_minor
             released += refund.released_minor
+            self._refunded_minor += refund.refunded_minor
+            self._released_minor += refund.released_minor
             if not refund.failed:
                 break
             # The gateway refused to give money back: a person decides (retry once it works,
@@ -1244,6 +1283,9 @@ class OrderLifecycle:
             order.grand_total_minor = grand_total
             for fo in route.fulfillment_orders:
                 ledger.add_fulfillment_order(fo)
+            # The progress above went out before the total and locations moved.
+            if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
+                self._publish()
             result.order_status = self._status
             self._changes[request.change_id] = result
             self._revision += 1
@@ -1740,6 +1782,80 @@ class OrderLifecycle:
         """The order status as the workflow sees it."""
         return self._status
 
+    @workflow.query(name=STATE_QUERY)
+    def state(self) -> OrderState:
+        """The order's ledger as the workflow holds it: buckets per line, money charged and
+        given back, fulfillment orders, open returns and process exceptions. Reads only (a
+        copy of everything), so asking changes nothing and replays the same."""
+        ledger, order = self._ledger, self._order
+        exceptions = [replace(e) for e in self._exceptions.values()]
+        closes = (
+            self._delivered_at + timedelta(seconds=order.timers.return_window_seconds)
+            if self._delivered_at is not None
+            else None
+        )
+        return OrderState(
+            order_id=order.order_id,
+            channel_order_ref=order.channel_order_ref,
+            channel=order.channel,
+            status=self._status,
+            currency=order.currency,
+            grand_total_minor=order.grand_total_minor,
+            authorized=self._authorized,
+            invoiced_minor=self._invoiced_minor,
+            captured_minor=self._captured_minor,
+            credited_minor=self._credited_minor,
+            refunded_minor=self._refunded_minor,
+            released_minor=self._released_minor,
+            goodwill_pending_minor=self._goodwill_pending_order
+            + sum(self._goodwill_pending_by_line.values()),
+            lines=[
+                LineState(
+                    order_line_id=line_id,
+                    sku=b.line.sku,
+                    ordered=b.ordered,
+                    canceled=b.canceled,
+                    allocated=b.allocated,
+                    fulfilled=b.fulfilled,
+                    return_initiated=b.return_initiated,
+                    returned=b.returned,
+                    invoiced=b.invoiced,
+                    available_to_cancel=b.available_to_cancel,
+                    available_to_return=b.available_to_return,
+                )
+                for line_id, b in ledger.lines.items()
+            ],
+            fulfillment_orders=[
+                FulfillmentOrderState(
+                    fulfillment_order_id=fo_id,
+                    location_id=fo.location_id,
+                    delivery_group_id=fo.delivery_group_id,
+                    open_units=sum(ledger.open_units.get(fo_id, {}).values()),
+                    no_charge=fo_id in ledger.no_charge,
+                )
+                for fo_id, fo in ledger.fulfillment_orders.items()
+            ],
+            undelivered_shipments=sorted(ledger.undelivered),
+            open_returns=[
+                ReturnState(
+                    return_order_id=r.return_order_id,
+                    expected=dict(r.expected),
+                    received=dict(r.received),
+                    exchange=r.exchange,
+                    refunded_up_front=r.refunded_up_front,
+                )
+                for r in self._returns.values()
+                if r.open()
+            ],
+            open_exceptions=[e for e in exceptions if e.status in ("waiting", "escalated")],
+            exceptions=exceptions,
+            waiting_on=self._waiting_on,
+            delivered_at=self._delivered_at,
+            return_window_closes_at=closes,
+            changes=len(self._changes),
+            runs=self._runs,
+        )
+
     @workflow.query(name=PREVIEW_QUERY)
     def preview_change(self, request: ChangeRequest) -> ChangeResult:
         """What a cancel, return or appeasement would do, computed the same way, nothing kept."""
@@ -1910,6 +2026,8 @@ class OrderLifecycle:
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=schedule_to_close_timeout,
                 retry_policy=RETRY,
+                # What the step does for this order, shown on its event in the Temporal UI.
+                summary=activity_summary(name, arg, self._order.currency),
             )
         except ActivityError:
             self._refused_step_input = _as_json(arg)
@@ -1917,6 +2035,25 @@ class OrderLifecycle:
 
     def _money(self, amount_minor: int) -> str:
         return format_minor(amount_minor, self._order.currency)
+
+    def _publish(self) -> None:
+        """Upsert the search attributes that no longer say what the order is (none when all
+        still do, so a step that changes nothing adds nothing to history)."""
+        order = self._order
+        wanted = search_attributes(
+            status=self._status,
+            channel=order.channel,
+            total_minor=order.grand_total_minor,
+            currency=order.currency,
+            on_hold=bool(self._waiting_on),
+            location_ids=[fo.location_id for fo in self._ledger.fulfillment_orders.values()],
+        )
+        current = workflow.info().typed_search_attributes
+        changed = [
+            pair.key.value_set(pair.value) for pair in wanted if current.get(pair.key) != pair.value
+        ]
+        if changed:
+            workflow.upsert_search_attributes(changed)
 
     async def _progress(
         self,
@@ -1929,7 +2066,10 @@ class OrderLifecycle:
         added_lines: list[LineAdditionData] | None = None,
     ) -> None:
         """Tell capture (the order's record) and the search attributes what just happened."""
-        if status:
+        if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
+            self._status = status or self._status
+            self._publish()
+        elif status:
             self._status = status
             workflow.upsert_search_attributes(
                 [ORDER_STATUS.value_set(status), ORDER_CHANNEL.value_set(self._order.channel)]

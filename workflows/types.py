@@ -14,9 +14,18 @@ from temporalio.common import SearchAttributeKey
 WORKFLOW_NAME = "OrderLifecycle"
 FULFILLMENT_EVENT_SIGNAL = "fulfillment_event"
 STATUS_QUERY = "status"
+STATE_QUERY = "state"
 
+# Search attributes: indexed in clear by Temporal, so none of them may hold personal data.
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 ORDER_CHANNEL = SearchAttributeKey.for_keyword("OrderChannel")
+# The order's grand total in minor units of OrderCurrency (grows when items are added).
+ORDER_TOTAL_MINOR = SearchAttributeKey.for_int("OrderTotalMinor")
+ORDER_CURRENCY = SearchAttributeKey.for_keyword("OrderCurrency")
+# True while the order waits on a process exception for an agent.
+ORDER_ON_HOLD = SearchAttributeKey.for_bool("OnHold")
+# Every location a fulfillment order of the order went to.
+LOCATION_IDS = SearchAttributeKey.for_keyword_list("LocationIds")
 
 
 def order_workflow_id(order_id: str) -> str:
@@ -113,6 +122,8 @@ class OrderLifecycleInput:
     exchange_ships_on_receipt: bool = False
     # Set only when a delivered order's lifecycle continues as new: where it had got to.
     carried: CarriedState | None = None
+    # The channel's own order reference (e.g. the storefront's order number), for people.
+    channel_order_ref: str = ""
 
 
 @dataclass
@@ -707,3 +718,101 @@ class CarriedState:
     release_at_settlement: bool
     holds: int
     runs: int = 1
+    # Runs carried over before these were kept start again from nothing.
+    credited_minor: int = 0
+    refunded_minor: int = 0
+    released_minor: int = 0
+    exceptions: list[ExceptionRecord] = field(default_factory=list)
+
+
+# ---- the `state` query: the order's ledger as the workflow holds it -------------------------
+
+
+@dataclass
+class ExceptionRecord:
+    """A process exception the lifecycle raised.
+
+    status: "waiting" (the order is on hold for it), "escalated" (still waiting, escalated),
+    "resolved" (action says how), "recorded" (raised while undoing or canceling the order:
+    nothing waits on it here; agents see it in servicing)."""
+
+    process_exception_id: str
+    category: str
+    attached_to: str
+    status: str
+    raised_at: datetime | None = None
+    action: str = ""
+
+
+@dataclass
+class LineState:
+    """One order line's quantity buckets and what they allow."""
+
+    order_line_id: str
+    sku: str
+    ordered: int
+    canceled: int
+    allocated: int
+    fulfilled: int
+    return_initiated: int
+    returned: int
+    invoiced: int
+    available_to_cancel: int
+    available_to_return: int
+
+
+@dataclass
+class FulfillmentOrderState:
+    """A fulfillment order of the order: where, and how many units it has still to ship."""
+
+    fulfillment_order_id: str
+    location_id: str
+    delivery_group_id: str
+    open_units: int
+    # Reships and exchange replacements: units already paid for.
+    no_charge: bool
+
+
+@dataclass
+class ReturnState:
+    """A return order still expecting units."""
+
+    return_order_id: str
+    expected: dict[str, int]
+    received: dict[str, int]
+    exchange: bool
+    refunded_up_front: bool
+
+
+@dataclass
+class OrderState:
+    """The order's ledger as its lifecycle holds it (the `state` query): quantities by bucket
+    per line, money charged and given back, open returns and process exceptions."""
+
+    order_id: str
+    channel_order_ref: str
+    channel: str
+    status: str
+    currency: str
+    grand_total_minor: int
+    authorized: bool
+    invoiced_minor: int
+    captured_minor: int
+    # Credit memos' total, what of it was refunded from captures and released from holds.
+    credited_minor: int
+    refunded_minor: int
+    released_minor: int
+    # Goodwill given before charging, still to come off invoices.
+    goodwill_pending_minor: int
+    lines: list[LineState]
+    fulfillment_orders: list[FulfillmentOrderState]
+    undelivered_shipments: list[str]
+    open_returns: list[ReturnState]
+    open_exceptions: list[ExceptionRecord]
+    exceptions: list[ExceptionRecord]
+    # The process exception the order waits on ("" when none).
+    waiting_on: str
+    delivered_at: datetime | None
+    return_window_closes_at: datetime | None
+    changes: int
+    runs: int

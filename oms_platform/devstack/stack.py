@@ -162,10 +162,6 @@ class Stack:
             settings = replace(settings, temporal_address=f"127.0.0.1:{public}")
         # Every process, each replica too, is told where all the replicas are.
         settings = replicas.with_replica_addresses(settings)
-        if not settings.gateway_state_path:
-            # One simulated processor for every payments replica, surviving their restarts.
-            state = self.data_dir / "gateway" / "processor.sqlite"
-            settings = replace(settings, gateway_state_path=str(state))
         self.settings = settings
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         replicas.mark_in_use(self.data_dir, settings)

@@ -11,8 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-# Custom search attributes the order workflow sets; registered when the server starts.
-SEARCH_ATTRIBUTES = {"OrderStatus": "Keyword", "OrderChannel": "Keyword"}
+# Custom search attributes the order workflow sets (workflows/types.py), registered when the
+# server starts and by `oms temporal search-attributes`. Indexed in clear: nothing personal.
+SEARCH_ATTRIBUTES = {
+    "OrderStatus": "Keyword",
+    "OrderChannel": "Keyword",
+    "OrderTotalMinor": "Int",
+    "OrderCurrency": "Keyword",
+    "OnHold": "Bool",
+    "LocationIds": "KeywordList",
+}
 
 
 def temporal_cli() -> str:

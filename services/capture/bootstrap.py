@@ -12,9 +12,8 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from oms_platform import dead_letters
+from oms_platform import dead_letters, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
@@ -23,9 +22,8 @@ from services.capture.domain import FraudPolicy
 from services.capture.erasure import Eraser
 from services.capture.servicer import CaptureServicer
 from services.capture.watch import OrderWatchHub
+from workflows import visibility
 from workflows.types import (
-    ORDER_CHANNEL,
-    ORDER_STATUS,
     PROCESSING,
     LifecycleTimers,
     order_id_of_workflow,
@@ -50,14 +48,24 @@ def shredder(ctx: ServiceContext) -> Callable[[Sequence[str]], Awaitable[None]]:
 
 
 def lifecycle_start_options(payload: dict[str, Any]) -> dict[str, Any]:
-    """Search attributes of a new lifecycle: processing, on the order's channel."""
+    """How a new lifecycle shows in the Temporal UI: its search attributes (processing, on the
+    order's channel, its total, not on hold) and its summary and details (nothing personal)."""
     return {
-        "search_attributes": TypedSearchAttributes(
-            [
-                SearchAttributePair(ORDER_STATUS, PROCESSING),
-                SearchAttributePair(ORDER_CHANNEL, payload["channel"]),
-            ]
-        )
+        "search_attributes": visibility.search_attributes(
+            status=PROCESSING,
+            channel=payload["channel"],
+            total_minor=payload["grand_total_minor"],
+            currency=payload["currency"],
+            on_hold=False,
+            location_ids=[],
+        ),
+        "static_summary": visibility.order_summary(
+            payload.get("channel_order_ref", ""),
+            payload["channel"],
+            payload["grand_total_minor"],
+            payload["currency"],
+        ),
+        "static_details": visibility.order_details(payload),
     }
 
 
@@ -147,7 +155,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     return ServiceParts(
         registrations=[
-            (capture_pb2_grpc.add_CaptureServiceServicer_to_server, servicer),
+            (
+                capture_pb2_grpc.add_CaptureServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, capture_pb2.DESCRIPTOR.services_by_name["CaptureService"]
+                ),
+            ),
             dead_letters.registration(ctx.pool, SCHEMA),
         ],
         service_names=[

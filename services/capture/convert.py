@@ -5,9 +5,7 @@ Enums are mapped by explicit tables; a value missing from a table is "not set".
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,6 +13,7 @@ from oms.capture.v1 import capture_pb2 as pb
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
+from oms_platform import limits, request_limits
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import mask_token
 from services.capture import domain, store
@@ -94,7 +93,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
     )
     return domain.OrderSubmission(
         idempotency_key=request.idempotency_key,
-        channel=CHANNEL_TO_DOMAIN.get(request.channel, ""),
+        channel=_enum_name(CHANNEL_TO_DOMAIN, request.channel),
         channel_order_ref=request.channel_order_ref,
         shopper=shopper,
         currency=request.currency,
@@ -136,7 +135,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
 
 def _payment_method(p: payments_pb2.PaymentMethod) -> domain.PaymentMethod:
     return domain.PaymentMethod(
-        type=PAYMENT_TYPE_TO_DOMAIN.get(p.type, ""),
+        type=_enum_name(PAYMENT_TYPE_TO_DOMAIN, p.type),
         token=p.token,
         preauthorization_ref=p.preauthorization_ref,
     )
@@ -163,9 +162,19 @@ def import_options_from_pb(request: pb.ImportOrdersRequest) -> domain.ImportOpti
         historical=request.historical,
         historical_status=status,
         placed_at=(
-            timestamp_to_datetime(request.placed_at) if request.HasField("placed_at") else None
+            timestamp_to_datetime(request.placed_at, "placed_at")
+            if request.HasField("placed_at")
+            else None
         ),
     )
+
+
+def _enum_name(table: dict[int, str], value: int) -> str:
+    """The domain's name for an enum number: "" when unspecified, and for a number this build
+    does not know (a newer client's) `unknown(<n>)`, which validation refuses by name."""
+    if value == 0:
+        return ""
+    return table.get(value, f"unknown({value})")
 
 
 def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
@@ -179,23 +188,33 @@ def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
         statuses.append(STATUS_TO_DOMAIN[status])
     return domain.OrderFilter(
         statuses=tuple(statuses),
-        channel=CHANNEL_TO_DOMAIN.get(request.channel, ""),
+        channel=_known_channel(request.channel),
         shopper_id=request.shopper_id,
         created_from=(
-            timestamp_to_datetime(request.created_from)
+            timestamp_to_datetime(request.created_from, "created_from")
             if request.HasField("created_from")
             else None
         ),
         created_to=(
-            timestamp_to_datetime(request.created_to) if request.HasField("created_to") else None
+            timestamp_to_datetime(request.created_to, "created_to")
+            if request.HasField("created_to")
+            else None
         ),
         sku=request.sku,
     )
 
 
-def timestamp_to_datetime(ts: Timestamp) -> datetime:
-    """A protobuf Timestamp as an aware UTC datetime."""
-    return ts.ToDatetime(tzinfo=UTC)
+def _known_channel(value: int) -> str:
+    # A filter on a channel this build does not know would silently match every channel.
+    if value and value not in CHANNEL_TO_DOMAIN:
+        raise InvalidArgument([FieldViolation("channel", f"unknown channel number {value}")])
+    return CHANNEL_TO_DOMAIN.get(value, "")
+
+
+def timestamp_to_datetime(ts: Timestamp, field: str) -> datetime:
+    """A protobuf Timestamp as an aware UTC datetime (InvalidArgument naming `field` when out
+    of range)."""
+    return request_limits.timestamp_to_datetime(ts, field)
 
 
 def line_changes_from_pb(
@@ -242,7 +261,7 @@ def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
         kind=event.kind,
         summary=event.summary,
         actor=event.actor,
-        at=timestamp_to_datetime(event.at) if event.HasField("at") else None,
+        at=timestamp_to_datetime(event.at, "event.at") if event.HasField("at") else None,
     )
 
 
@@ -254,11 +273,7 @@ def _money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
 
 
 def _timestamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
+    return request_limits.timestamp_from_datetime(at)
 
 
 def _payment_method_pb(m: domain.PaymentMethod) -> payments_pb2.PaymentMethod:
@@ -394,6 +409,7 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
     """What the order's lifecycle workflow starts with."""
     return wf.OrderLifecycleInput(
         order_id=order.order_id,
+        channel_order_ref=order.channel_order_ref,
         channel=order.channel,
         currency=order.currency,
         grand_total_minor=order.totals.grand_total_minor,
@@ -456,21 +472,25 @@ def _plain(value: Any) -> Any:
 
 def encode_page_token(created_at: datetime, order_id: str) -> str:
     """An opaque cursor pointing after this order."""
-    raw = json.dumps({"t": created_at.isoformat(), "id": order_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return limits.encode_page_token({"t": created_at.isoformat(), "id": order_id})
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    """The (created_at, order_id) a cursor points after; None for the first page."""
+    """The (created_at, order_id) a cursor points after; None for the first page. Anything
+    but a token ListOrders issued (strictly: an aware time and a plausible id) is refused."""
     if not token:
         return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(data["t"]), str(data["id"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidArgument(
-            [FieldViolation("page_token", "is not a token from a previous page")]
-        ) from error
+    body = limits.decode_page_token(token)
+    return limits.token_time(body, "t"), limits.token_id(body, "id")
+
+
+def import_limit_violations(request: pb.ImportOrdersRequest) -> list[FieldViolation]:
+    """The limits one imported order breaks, with paths as SubmitOrder names them (the order's
+    fields without an `order.` prefix; placed_at and historical_status as they are)."""
+    return [
+        FieldViolation(v.field.removeprefix("order."), v.description)
+        for v in request_limits.violations(request)
+    ]
 
 
 def mask_payment_tokens(order: pb.Order) -> pb.Order:

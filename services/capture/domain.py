@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from oms_platform import money
+from oms_platform import limits, money
 from oms_platform.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -32,7 +32,7 @@ SETTLED = (FULFILLED, CANCELED)
 # What a historical import may store an order as.
 HISTORICAL_STATUSES = (FULFILLED, CANCELED)
 
-MAX_LINES = 2000
+MAX_LINES = limits.MAX_LINES
 MAX_KEY_LENGTH = 128
 MAX_REF_LENGTH = 128
 MAX_NAME_LENGTH = 256
@@ -40,7 +40,6 @@ MAX_PHONE_LENGTH = 64
 MAX_TEXT_LENGTH = 2048
 MAX_ADDITIONAL_PAYMENT_METHODS = 10
 
-_COUNTRY_CODE = re.compile(r"^[A-Za-z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -366,7 +365,8 @@ class _Violations:
         if amount.currency != currency:
             self.add(
                 f"{path}.currency",
-                f"must be the order currency {currency!r}, not {amount.currency!r}",
+                f"must be the order currency {limits.echo(currency)}, not "
+                f"{limits.echo(amount.currency)}",
             )
 
 
@@ -384,7 +384,7 @@ def validation_errors(submission: OrderSubmission) -> list[FieldViolation]:
     if not s.currency:
         v.add("currency", "is required")
     elif not currency_known:
-        v.add("currency", f"{s.currency!r} is not a known ISO 4217 currency code")
+        v.add("currency", f"{limits.echo(s.currency)} is not a known ISO 4217 currency code")
     _check_shopper(v, s.shopper)
     if s.payment_method is None:
         v.add("payment_method", "is required")
@@ -441,8 +441,10 @@ def _check_shopper(v: _Violations, shopper: ShopperDetails | None) -> None:
 
 
 def _check_payment_method(v: _Violations, path: str, method: PaymentMethod) -> None:
-    if method.type not in PAYMENT_METHOD_TYPES:
+    if not method.type:
         v.add(f"{path}.type", "must be set")
+    elif method.type not in PAYMENT_METHOD_TYPES:
+        v.add(f"{path}.type", f"must be one of {', '.join(PAYMENT_METHOD_TYPES)}")
     if not method.token.strip() and not method.preauthorization_ref.strip():
         v.add(f"{path}.token", "token or preauthorization_ref is required")
     v.limit(f"{path}.token", method.token, MAX_TEXT_LENGTH)
@@ -457,8 +459,8 @@ def _check_address(v: _Violations, path: str, address: Address) -> None:
     v.required(f"{path}.postal_code", address.postal_code, 32)
     if not address.country_code:
         v.add(f"{path}.country_code", "is required")
-    elif not _COUNTRY_CODE.match(address.country_code):
-        v.add(f"{path}.country_code", "must be two letters (ISO 3166-1 alpha-2)")
+    else:
+        v.items += limits.country_code_violations(f"{path}.country_code", address.country_code)
 
 
 def _check_delivery_group(
@@ -466,7 +468,7 @@ def _check_delivery_group(
 ) -> None:
     v.required(f"{path}.ref", group.ref, MAX_REF_LENGTH)
     if group.ref in refs:
-        v.add(f"{path}.ref", f"duplicate delivery group ref {group.ref!r}")
+        v.add(f"{path}.ref", f"duplicate delivery group ref {limits.echo(group.ref)}")
     if group.ref:
         refs.add(group.ref)
     v.limit(f"{path}.recipient_name", group.recipient_name, MAX_NAME_LENGTH)
@@ -486,7 +488,7 @@ def _check_line(
     elif line.delivery_group_ref not in refs:
         v.add(
             f"{path}.delivery_group_ref",
-            f"must name a delivery group's ref; {line.delivery_group_ref!r} is not one",
+            f"must name a delivery group's ref; {limits.echo(line.delivery_group_ref)} is not one",
         )
     v.required(f"{path}.sku", line.sku, MAX_REF_LENGTH)
     v.limit(f"{path}.name", line.name, MAX_NAME_LENGTH)
@@ -499,6 +501,9 @@ def _check_line(
         v.limit(f"{path}.taxes[{j}].name", tax.name, MAX_NAME_LENGTH)
         v.amount(f"{path}.taxes[{j}].amount", tax.amount, currency)
     if line.unit_price is not None and line.quantity > 0:
+        v.items += limits.line_amount_violations(
+            f"{path}.unit_price", line.quantity, line.unit_price.amount_minor
+        )
         gross = line.unit_price.amount_minor * line.quantity
         own = _sum(d.amount for d in line.discounts)
         if own > gross:
@@ -536,7 +541,8 @@ def _check_money_adds_up(v: _Violations, s: OrderSubmission) -> None:
     if s.grand_total.currency != s.currency:
         v.add(
             "grand_total.currency",
-            f"must be the order currency {s.currency!r}, not {s.grand_total.currency!r}",
+            f"must be the order currency {limits.echo(s.currency)}, not "
+            f"{limits.echo(s.grand_total.currency)}",
         )
     if s.grand_total.amount_minor != expected:
         v.add(
@@ -700,13 +706,16 @@ def apply_line_changes(
     after = dict(current)
     for change in changes:
         if change.order_line_id not in after:
-            raise NotFound(f"order line {change.order_line_id!r} is not on order {order_id!r}")
+            raise NotFound(
+                f"order line {limits.echo(change.order_line_id)} is not on order "
+                f"{limits.echo(order_id)}"
+            )
         after[change.order_line_id] = after[change.order_line_id].plus(change.delta)
     for line_id, quantities in after.items():
         negative = quantities.negative_buckets()
         if negative:
             raise FailedPrecondition(
-                f"order line {line_id!r} would have {', '.join(negative)} below zero"
+                f"order line {limits.echo(line_id)} would have {', '.join(negative)} below zero"
             )
     return {line_id: after[line_id] for line_id in after if after[line_id] != current[line_id]}
 
@@ -766,6 +775,9 @@ def add_items(order: Order, additions: Sequence[LineAddition]) -> AddedItems:
                 violations.append(FieldViolation(f"{path}.sku", "is required"))
             if added.unit_price_minor < 0:
                 violations.append(FieldViolation(f"{path}.unit_price", "must not be negative"))
+            violations += limits.line_amount_violations(
+                f"{path}.unit_price", added.quantity, added.unit_price_minor
+            )
             if added.delivery_group_id not in groups:
                 violations.append(
                     FieldViolation(f"{path}.delivery_group_id", "is not a group of this order")
@@ -775,7 +787,8 @@ def add_items(order: Order, additions: Sequence[LineAddition]) -> AddedItems:
         if added.new_line:
             if added.order_line_id in lines or added.order_line_id in new:
                 raise AlreadyExists(
-                    f"{path}.order_line_id", f"order line {added.order_line_id!r} exists already"
+                    f"{path}.order_line_id",
+                    f"order line {limits.echo(added.order_line_id)} exists already",
                 )
             line_gross = added.unit_price_minor * added.quantity
             new[added.order_line_id] = OrderLine(
@@ -794,7 +807,8 @@ def add_items(order: Order, additions: Sequence[LineAddition]) -> AddedItems:
             line = changed.get(added.order_line_id) or lines.get(added.order_line_id)
             if line is None:
                 raise NotFound(
-                    f"order line {added.order_line_id!r} is not on order {order.order_id!r}"
+                    f"order line {limits.echo(added.order_line_id)} is not on order "
+                    f"{limits.echo(order.order_id)}"
                 )
             line_gross = line.unit_price_minor * added.quantity
             taxes = line.taxes

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 from oms.capture.v1 import capture_pb2 as pb
 
+from oms_platform import limits
 from oms_platform.errors import AlreadyExists, DomainError, FieldViolation, InvalidArgument
 from services.capture import convert, domain, store
 from workflows.types import WORKFLOW_NAME, order_workflow_id
@@ -37,7 +38,8 @@ def capture_key(submission: domain.OrderSubmission) -> str:
 def _key_reused(submission: domain.OrderSubmission) -> AlreadyExists:
     return AlreadyExists(
         "idempotency_key",
-        f"idempotency key {submission.idempotency_key!r} was already used with a different order",
+        f"idempotency key {limits.echo(submission.idempotency_key)} was already used with a "
+        f"different order",
     )
 
 
@@ -174,6 +176,23 @@ class ImportItem:
     response: bytes = b""
     same_as: ImportItem | None = field(default=None, repr=False)
 
+    @classmethod
+    def refused(cls, index: int, error: DomainError) -> ImportItem:
+        """An order refused before it could be read (past the limits): only its error counts."""
+        empty = domain.OrderSubmission(
+            idempotency_key="",
+            channel="",
+            channel_order_ref="",
+            shopper=None,
+            currency="",
+            delivery_groups=(),
+            lines=(),
+            discounts=(),
+            grand_total=None,
+            payment_method=None,
+        )
+        return cls(index, empty, domain.ImportOptions(), b"", error=error)
+
 
 async def import_batch(
     pool: asyncpg.Pool,
@@ -186,6 +205,8 @@ async def import_batch(
     now = clock()
     live: list[ImportItem] = []
     for item in items:
+        if item.error is not None:  # refused at the edge already
+            continue
         violations = domain.validation_errors(item.submission) + domain.import_violations(
             item.options, now
         )
@@ -282,7 +303,7 @@ def fresh(item: ImportItem) -> ImportItem:
 
 def _key_in_use(submission: domain.OrderSubmission) -> AlreadyExists:
     return AlreadyExists(
-        "idempotency_key", f"idempotency key {submission.idempotency_key!r} is in use"
+        "idempotency_key", f"idempotency key {limits.echo(submission.idempotency_key)} is in use"
     )
 
 

@@ -72,7 +72,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     ) -> pb.SubmitOrderResponse:
         started = time.perf_counter()
         submission = convert.submission_from_pb(request)
-        if submission.channel:  # an empty channel is refused by validation, naming the field
+        if submission.channel in domain.CHANNELS:  # validation refuses the others by name
             auth.require_channel(submission.channel, "this order")
         response = await handlers.submit_order(
             self._pool,
@@ -100,6 +100,14 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             index = len(results) + len(batch)
             if index >= MAX_IMPORT_ORDERS:
                 results.append(_refused_import(index, _past_import_cap()))
+                continue
+            # Each order is checked against the limits here, not before the call: a bad order
+            # is reported in its result and the others carry on.
+            refused = convert.import_limit_violations(request)
+            if refused:
+                results.append(
+                    _import_result(handlers.ImportItem.refused(index, InvalidArgument(refused)))
+                )
                 continue
             try:
                 item = handlers.ImportItem(

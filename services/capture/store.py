@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from oms_platform import db, erasure, outbox
+from oms_platform import db, erasure, limits, outbox
 from oms_platform.errors import AlreadyExists, NotFound
 from services.capture import domain
 from workflows.types import order_workflow_id
@@ -714,7 +714,8 @@ def channel_ref_taken(channel: str, channel_order_ref: str) -> AlreadyExists:
     """The error for a channel order reference that is already an order."""
     return AlreadyExists(
         "channel_order_ref",
-        f"channel_order_ref {channel_order_ref!r} is already an order on channel {channel!r}",
+        f"channel_order_ref {limits.echo(channel_order_ref)} is already an order on channel "
+        f"{limits.echo(channel)}",
     )
 
 
@@ -795,7 +796,7 @@ async def channel_of(conn: Conn, order_id: str) -> str:
     """The channel an order came from; NotFound when there is no such order."""
     channel = await conn.fetchval(SQL_CHANNEL_OF_ORDER, order_id)
     if channel is None:
-        raise NotFound(f"order {order_id!r} not found")
+        raise NotFound(f"order {limits.echo(order_id)} not found")
     return str(channel)
 
 
@@ -803,7 +804,7 @@ async def get_order(conn: Conn, order_id: str) -> domain.Order:
     """One order; NotFound when there is none."""
     found = await load_orders(conn, [order_id])
     if not found:
-        raise NotFound(f"order {order_id!r} not found")
+        raise NotFound(f"order {limits.echo(order_id)} not found")
     return found[0]
 
 
@@ -848,7 +849,7 @@ async def record_progress(
     """
     rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
     if not rows:
-        raise NotFound(f"order {order_id!r} not found")
+        raise NotFound(f"order {limits.echo(order_id)} not found")
     if additions:
         await _add_items(conn, order_id, additions)
         rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
@@ -914,7 +915,7 @@ async def timeline(conn: Conn, order_id: str) -> list[domain.TimelineEvent]:
     """An order's events, oldest first; NotFound when there is no such order."""
     rows = await conn.fetch(SQL_TIMELINE, order_id)
     if not rows and await conn.fetchval(SQL_ORDER_EXISTS, order_id) is None:
-        raise NotFound(f"order {order_id!r} not found")
+        raise NotFound(f"order {limits.echo(order_id)} not found")
     return [
         domain.TimelineEvent(at=r["at"], kind=r["kind"], summary=r["summary"], actor=r["actor"])
         for r in rows
@@ -936,7 +937,7 @@ async def changes_since(conn: Conn, order_id: str, seq: int) -> OrderChanges:
     """The order's status and the events recorded after timeline sequence `seq`."""
     rows = await conn.fetch(SQL_CHANGES_SINCE, order_id, seq)
     if not rows:
-        raise NotFound(f"order {order_id!r} not found")
+        raise NotFound(f"order {limits.echo(order_id)} not found")
     events = [
         domain.TimelineEvent(at=r["at"], kind=r["kind"], summary=r["summary"], actor=r["actor"])
         for r in rows

@@ -8,7 +8,7 @@ from typing import cast
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import dead_letters
+from oms_platform import dead_letters, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
@@ -45,7 +45,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     return ServiceParts(
         registrations=[
-            (fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server, servicer),
+            (
+                fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"]
+                ),
+            ),
             dead_letters.registration(ctx.pool, SCHEMA),
         ],
         service_names=[

@@ -6,8 +6,6 @@ the servicer converts them to and from the wire.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +14,7 @@ from datetime import datetime
 from itertools import combinations
 from typing import Protocol
 
+from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 # ---- statuses ----------------------------------------------------------------------------
@@ -163,7 +162,9 @@ def validate_adjustments(
             violations.append(FieldViolation(f"{where}.location_id", "is required"))
         elif a.location_id not in known:
             violations.append(
-                FieldViolation(f"{where}.location_id", f"unknown location {a.location_id!r}")
+                FieldViolation(
+                    f"{where}.location_id", f"unknown location {limits.echo(a.location_id)}"
+                )
             )
         if not a.sku:
             violations.append(FieldViolation(f"{where}.sku", "is required"))
@@ -282,7 +283,8 @@ def validate_location_group(group: LocationGroup, known_locations: Iterable[str]
         if location_id not in known:
             violations.append(
                 FieldViolation(
-                    f"location_group.location_ids[{i}]", f"unknown location {location_id!r}"
+                    f"location_group.location_ids[{i}]",
+                    f"unknown location {limits.echo(location_id)}",
                 )
             )
     if violations:
@@ -304,7 +306,9 @@ def validate_inventory_levels(
             violations.append(FieldViolation(f"{where}.location_id", "is required"))
         elif level.location_id not in known:
             violations.append(
-                FieldViolation(f"{where}.location_id", f"unknown location {level.location_id!r}")
+                FieldViolation(
+                    f"{where}.location_id", f"unknown location {limits.echo(level.location_id)}"
+                )
             )
         if not level.sku:
             violations.append(FieldViolation(f"{where}.sku", "is required"))
@@ -1152,7 +1156,7 @@ def plan_shipment(fo: FulfillmentOrder, items: Sequence[ShipmentItem]) -> Shipme
                 violations.append(
                     FieldViolation(
                         f"items[{i}].order_line_id",
-                        f"order line {item.order_line_id!r} is not in fulfillment order "
+                        f"order line {limits.echo(item.order_line_id)} is not in fulfillment order "
                         f"{fo.fulfillment_order_id}",
                     )
                 )
@@ -1238,7 +1242,7 @@ def _requested_units(
             violations.append(
                 FieldViolation(
                     f"{where}.order_line_id",
-                    f"order line {item.order_line_id!r} is not in fulfillment order "
+                    f"order line {limits.echo(item.order_line_id)} is not in fulfillment order "
                     f"{fo.fulfillment_order_id}",
                 )
             )
@@ -1312,7 +1316,7 @@ def check_move_target(
         raise InvalidArgument([FieldViolation("to_location_id", "is required")])
     if target is None:
         raise InvalidArgument(
-            [FieldViolation("to_location_id", f"unknown location {to_location_id!r}")]
+            [FieldViolation("to_location_id", f"unknown location {limits.echo(to_location_id)}")]
         )
     if target.location_id == fo.location_id:
         raise InvalidArgument(
@@ -1396,23 +1400,18 @@ def page_size(requested: int) -> int:
 
 def encode_cursor(cursor: Cursor) -> str:
     """An opaque page token."""
-    raw = f"{cursor.created_at.isoformat()}|{cursor.fulfillment_order_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return limits.encode_page_token(
+        {"t": cursor.created_at.isoformat(), "id": cursor.fulfillment_order_id}
+    )
 
 
 def decode_cursor(token: str) -> Cursor | None:
-    """The cursor inside a page token; None for the first page."""
+    """The cursor inside a page token; None for the first page. Anything but a token this
+    listing issued (strictly: an aware time and a plausible id) is refused."""
     if not token:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(token.encode()).decode()
-        stamp, _, fo_id = raw.partition("|")
-        created_at = datetime.fromisoformat(stamp)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument([FieldViolation("page_token", "is not a token we issued")]) from None
-    if not fo_id or created_at.tzinfo is None:
-        raise InvalidArgument([FieldViolation("page_token", "is not a token we issued")])
-    return Cursor(created_at, fo_id)
+    body = limits.decode_page_token(token)
+    return Cursor(limits.token_time(body, "t"), limits.token_id(body, "id"))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, db, erasure
+from oms_platform import auth, db, erasure, request_limits
 from oms_platform.errors import FieldViolation, InvalidArgument
 from services.fulfillment import domain, store
 from workflows.types import (
@@ -75,11 +75,7 @@ TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
 
 def timestamp(value: datetime | None) -> Timestamp | None:
     """A protobuf Timestamp, or None (field left unset)."""
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
+    return request_limits.timestamp_from_datetime(value)
 
 
 def address_from_pb(address: common_pb2.PostalAddress) -> domain.PostalAddress:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
+from oms_platform import request_limits
 from oms_platform.service import ServiceContext, ServiceParts
 from oms_platform.settings import Settings
 from services.payments import domain
@@ -17,10 +18,19 @@ from services.payments.gateway import (
     SimulatedGiftCardGateway,
 )
 from services.payments.servicer import PaymentsServicer
+from services.payments.sim_store import MemoryState, PostgresState, State
 
 SCHEMA = "payments"
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+
+
+def _books(settings: Settings, gateway: str) -> State:
+    """The simulated processor's books: in Postgres (schema `simgateway`, so a restart or
+    another replica forgets nothing), or in this process when settings say `memory`."""
+    if settings.gateway_simulator_storage == "memory":
+        return MemoryState()
+    return PostgresState(settings.dsn, gateway)
 
 
 def _simulated(settings: Settings) -> PaymentGateway:
@@ -29,7 +39,7 @@ def _simulated(settings: Settings) -> PaymentGateway:
         decline_above_minor=settings.gateway_decline_above_minor,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
-        state_path=settings.gateway_state_path,
+        state=_books(settings, "card"),
     )
 
 
@@ -38,7 +48,7 @@ def _simulated_gift_card(settings: Settings) -> PaymentGateway:
         latency_ms=settings.gateway_latency_ms,
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
-        state_path=settings.gateway_state_path,
+        state=_books(settings, "giftcard"),
     )
 
 
@@ -74,10 +84,22 @@ def make_gateways(settings: Settings) -> Gateways:
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the gateways and the servicer over the service's pool."""
+    gateways = make_gateways(ctx.settings)
+    for adapter in gateways.adapters():
+        state = getattr(adapter, "state", None)
+        if isinstance(state, PostgresState):
+            ctx.on_close(state.close)
     servicer = PaymentsServicer(
-        ctx.pool, make_gateways(ctx.settings), hold_hours=ctx.settings.authorization_hold_hours
+        ctx.pool, gateways, hold_hours=ctx.settings.authorization_hold_hours
     )
     return ServiceParts(
-        registrations=[(payments_pb2_grpc.add_PaymentsServiceServicer_to_server, servicer)],
+        registrations=[
+            (
+                payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
+                ),
+            )
+        ],
         service_names=[SERVICE_NAME],
     )

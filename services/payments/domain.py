@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from oms_platform import money
+from oms_platform import limits, money
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 # Authorization statuses, as stored.
@@ -165,7 +165,8 @@ def validate_authorization(request: AuthorizationRequest) -> None:
         violations.append(
             FieldViolation(
                 "amount.currency",
-                f"amount.currency must be a known ISO 4217 code, got {request.amount.currency!r}",
+                f"amount.currency must be a known ISO 4217 code, got "
+                f"{limits.echo(request.amount.currency)}",
             )
         )
     if violations:
@@ -394,7 +395,8 @@ def _check_amount(
         violations.append(
             FieldViolation(
                 f"{path}.currency",
-                f"must be the invoice currency {currency!r}, got {amount.currency!r}",
+                f"must be the invoice currency {limits.echo(currency)}, got "
+                f"{limits.echo(amount.currency)}",
             )
         )
 
@@ -415,7 +417,9 @@ def validate_invoice(request: InvoiceRequest) -> str:
     currency = _invoice_currency(request)
     if not money.is_known_currency(currency):
         field = "lines[0].gross.currency" if request.lines else "shipping.currency"
-        violations.append(FieldViolation(field, f"must be a known ISO 4217 code, got {currency!r}"))
+        violations.append(
+            FieldViolation(field, f"must be a known ISO 4217 code, got {limits.echo(currency)}")
+        )
     for i, line in enumerate(request.lines):
         path = f"lines[{i}]"
         if not line.order_line_id:
@@ -814,7 +818,9 @@ def validate_credit_memo(request: CreditMemoRequest, order_currency: str) -> str
     currency = _memo_currency(request) or order_currency
     if not money.is_known_currency(currency):
         violations.append(
-            FieldViolation("currency", f"must be a known ISO 4217 code, got {currency!r}")
+            FieldViolation(
+                "currency", f"must be a known ISO 4217 code, got {limits.echo(currency)}"
+            )
         )
     for i, line in enumerate(request.lines):
         path = f"lines[{i}]"

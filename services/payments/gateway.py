@@ -11,18 +11,18 @@ same key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import random
-import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Protocol
 
 import structlog
+
+from services.payments.sim_store import MemoryState, Session, State
 
 log = structlog.get_logger("oms.payments.gateway")
 
@@ -197,63 +197,6 @@ class _Charge:
     refunded_minor: int = 0
 
 
-V = TypeVar("V")
-
-SQL_STATE_DDL = """
-CREATE TABLE IF NOT EXISTS entries (
-    gateway text NOT NULL,
-    kind    text NOT NULL,
-    id      text NOT NULL,
-    value   text NOT NULL,
-    PRIMARY KEY (gateway, kind, id)
-)"""
-SQL_STATE_GET = "SELECT value FROM entries WHERE gateway = ? AND kind = ? AND id = ?"
-SQL_STATE_IDS = "SELECT id FROM entries WHERE gateway = ? AND kind = ?"
-SQL_STATE_PUT = "INSERT OR REPLACE INTO entries (gateway, kind, id, value) VALUES (?, ?, ?, ?)"
-
-
-class _StoredTable(MutableMapping[str, V], Generic[V]):
-    """One kind of a simulated processor's state (results, holds, …) in its SQLite file, for
-    one operation: what it reads is kept, and all of it written back when the operation ends
-    (operations change holds and charges in place)."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, gateway: str, kind: str, load: Callable[[Any], V]
-    ) -> None:
-        self._conn = conn
-        self._key = (gateway, kind)
-        self._load = load
-        self._read: dict[str, V] = {}
-
-    def __getitem__(self, id_: str) -> V:
-        if id_ not in self._read:
-            row = self._conn.execute(SQL_STATE_GET, (*self._key, id_)).fetchone()
-            if row is None:
-                raise KeyError(id_)
-            self._read[id_] = self._load(json.loads(row[0]))
-        return self._read[id_]
-
-    def __setitem__(self, id_: str, value: V) -> None:
-        self._read[id_] = value
-
-    def __delitem__(self, id_: str) -> None:
-        raise NotImplementedError("a processor forgets nothing")
-
-    def __iter__(self) -> Iterator[str]:
-        stored = [row[0] for row in self._conn.execute(SQL_STATE_IDS, self._key)]
-        return iter(dict.fromkeys([*stored, *self._read]))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def write_back(self) -> None:
-        for id_, value in self._read.items():
-            plain: Any = value
-            if dataclasses.is_dataclass(plain) and not isinstance(plain, type):
-                plain = dataclasses.asdict(plain)
-            self._conn.execute(SQL_STATE_PUT, (*self._key, id_, json.dumps(plain)))
-
-
 @dataclass
 class SimulatedGateway:
     """An in-memory card gateway for development and tests, implementing PaymentGateway.
@@ -271,12 +214,6 @@ class SimulatedGateway:
     JSON line (`read_operation_log` reads it back): the processor's own record of what it did,
     which tests outside the payments process compare with what payments recorded. It is
     written by the simulation only; a real gateway adapter has nothing like it.
-
-    With `state_path` naming a SQLite file, the processor's state (results by key,
-    authorizations, captures, balances) lives there instead of in memory: every payments
-    replica using the file talks to one processor, as with a real one, and a restarted
-    process finds its authorizations. Each operation is one SQLite transaction, taken with
-    the file's write lock, so replicas never interleave inside an operation.
     """
 
     latency_ms: int = 0
@@ -290,50 +227,9 @@ class SimulatedGateway:
     calls: list[tuple[str, str]] = field(default_factory=list)
     # A JSON-lines file every operation is appended to as it is performed; "" for none.
     operation_log: str = ""
-    # A SQLite file holding the processor's state, shared by every process using it; "" keeps
-    # it in this process's memory.
-    state_path: str = ""
-    _results: MutableMapping[str, GatewayResult] = field(default_factory=dict)
-    _holds: MutableMapping[str, _Hold] = field(default_factory=dict)
-    _charges: MutableMapping[str, _Charge] = field(default_factory=dict)
-    _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
-
-    @contextlib.contextmanager
-    def _processor(self) -> Iterator[None]:
-        """One operation on the processor's state: with a state file, a transaction on it whose
-        tables stand in for the in-memory ones while the (synchronous) operation runs."""
-        if not self.state_path:
-            yield
-            return
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        tables = self._stored_tables(conn)
-        try:
-            yield
-        finally:
-            # Committed even when the operation raised: an effect performed stays performed
-            # (GatewayTimeout comes after the charge), as in memory.
-            for table in tables:
-                table.write_back()
-            conn.execute("COMMIT")
-
-    def _stored_tables(self, conn: sqlite3.Connection) -> list[_StoredTable[Any]]:
-        gateway = type(self).__name__
-        self._results = _StoredTable(conn, gateway, "results", lambda v: GatewayResult(**v))
-        self._holds = _StoredTable(conn, gateway, "holds", lambda v: _Hold(**v))
-        self._charges = _StoredTable(conn, gateway, "charges", lambda v: _Charge(**v))
-        return [self._results, self._holds, self._charges]
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            Path(self.state_path).parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE … COMMIT above.
-            conn = sqlite3.connect(self.state_path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(SQL_STATE_DDL)
-            self._conn = conn
-        return self._conn
+    # Where the processor keeps its books: this process (default) or Postgres (durable).
+    state: State = field(default_factory=MemoryState)
+    _performed: list[GatewayOperation] = field(default_factory=list)
 
     async def _enter(self, method: str, key: str) -> None:
         self.calls.append((method, key))
@@ -343,19 +239,31 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"simulated transient failure on {method} {key!r}")
 
     def _perform(
-        self, kind: str, key: str, amount_minor: int, currency: str, result: GatewayResult
-    ) -> GatewayResult:
-        self._results[key] = result
+        self,
+        books: Session,
+        kind: str,
+        key: str,
+        amount_minor: int,
+        currency: str,
+        result: GatewayResult,
+    ) -> None:
+        books.keep_result(key, result)
         operation = GatewayOperation(kind, key, result.reference, amount_minor, currency, result)
-        self.operations.append(operation)
-        if self.operation_log:
-            # One write of a whole line to a file opened for appending: lines from the card
-            # and gift card gateways (one process, one event loop) never interleave, nor do
-            # those of several processes sharing a state file (written under its lock).
+        books.log(operation)
+        self._performed.append(operation)
+
+    def _done(self, result: GatewayResult) -> GatewayResult:
+        """After the books are closed: mirror the operations to the log file, then act out a
+        timeout if asked to (the effect has happened either way)."""
+        performed, self._performed = self._performed, []
+        self.operations.extend(performed)
+        if self.operation_log and performed:
+            # One write of whole lines to a file opened for appending: lines from the card
+            # and gift card gateways (one process, one event loop) never interleave.
             with open(self.operation_log, "a", encoding="utf-8") as log_file:
-                log_file.write(operation_log_line(operation))
-        if self.timeout_after_charge:
-            raise GatewayTimeout(f"simulated timeout after {kind} {key!r}")
+                log_file.write("".join(operation_log_line(op) for op in performed))
+        if self.timeout_after_charge and performed:
+            raise GatewayTimeout(f"simulated timeout after {performed[-1].kind}")
         return result
 
     def operations_of(self, kind: str, *, succeeded: bool | None = None) -> list[GatewayOperation]:
@@ -367,7 +275,9 @@ class SimulatedGateway:
         ]
 
     # Hooks a simulated instrument overrides: how much a hold gets, and money coming back.
-    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
+    async def _hold_for(
+        self, books: Session, token: str, amount_minor: int, allow_partial: bool
+    ) -> tuple[int, str]:
         """(amount held, decline reason); held 0 means declined."""
         if token == DECLINE_TOKEN:
             return 0, "card_declined"
@@ -375,34 +285,37 @@ class SimulatedGateway:
             return 0, "amount_exceeds_limit"
         return amount_minor, ""
 
-    def _released(self, token: str, amount_minor: int) -> None:
+    async def _released(self, books: Session, token: str, amount_minor: int) -> None:
         """`amount_minor` goes back to the instrument (void, reversal or refund)."""
 
     async def authorize(
         self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
     ) -> GatewayResult:
         await self._enter("authorize", key)
-        with self._processor():
-            if key in self._results:
-                return self._results[key]
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
             reference = f"sim_auth_{uuid.uuid4().hex[:16]}"
-            held, reason = self._hold_for(token, amount_minor, allow_partial)
+            held, reason = await self._hold_for(books, token, amount_minor, allow_partial)
             if held <= 0:
                 result = GatewayResult(False, reference, reason or "declined")
             else:
                 result = GatewayResult(True, reference, amount_minor=held)
-                self._holds[reference] = _Hold(token, held, currency)
-            return self._perform("authorize", key, amount_minor, currency, result)
+                books.keep_hold(reference, _Hold(token, held, currency))
+            self._perform(books, "authorize", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def capture(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("capture", key)
-        with self._processor():
-            if key in self._results:
-                return self._results[key]
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
             reference = f"sim_cap_{uuid.uuid4().hex[:16]}"
-            hold = self._holds.get(authorization_ref)
+            hold = await books.hold(authorization_ref)
             reason = ""
             if hold is None:
                 reason = "unknown_authorization"
@@ -421,19 +334,21 @@ class SimulatedGateway:
                 result = GatewayResult(False, reference, reason)
             else:
                 hold.captured_minor += amount_minor
-                self._charges[reference] = _Charge(hold.token, amount_minor, currency)
+                books.keep_charge(reference, _Charge(hold.token, amount_minor, currency))
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            return self._perform("capture", key, amount_minor, currency, result)
+            self._perform(books, "capture", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def refund(
         self, key: str, capture_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("refund", key)
-        with self._processor():
-            if key in self._results:
-                return self._results[key]
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
             reference = f"sim_ref_{uuid.uuid4().hex[:16]}"
-            charge = self._charges.get(capture_ref)
+            charge = await books.charge(capture_ref)
             if charge is None:
                 result = GatewayResult(False, reference, "unknown_capture")
             elif charge.token == FAIL_REFUND_TOKEN:
@@ -444,18 +359,20 @@ class SimulatedGateway:
                 result = GatewayResult(False, reference, "amount_exceeds_capture")
             else:
                 charge.refunded_minor += amount_minor
-                self._released(charge.token, amount_minor)
+                await self._released(books, charge.token, amount_minor)
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            return self._perform("refund", key, amount_minor, currency, result)
+            self._perform(books, "refund", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def reverse(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
         await self._enter("reverse", key)
-        with self._processor():
-            if key in self._results:
-                return self._results[key]
-            hold = self._holds.get(authorization_ref)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            hold = await books.hold(authorization_ref)
             if hold is None:
                 result = GatewayResult(False, authorization_ref, "unknown_authorization")
             elif hold.voided:
@@ -466,30 +383,34 @@ class SimulatedGateway:
                 result = GatewayResult(False, authorization_ref, "amount_exceeds_authorization")
             else:
                 hold.reversed_minor += amount_minor
-                self._released(hold.token, amount_minor)
+                await self._released(books, hold.token, amount_minor)
                 result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
-            return self._perform("reverse", key, amount_minor, currency, result)
+            self._perform(books, "reverse", key, amount_minor, currency, result)
+        return self._done(result)
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
         await self._enter("void", key)
-        with self._processor():
-            if key in self._results:
-                return self._results[key]
-            hold = self._holds.get(authorization_ref)
+        async with self.state.session() as books:
+            known = await books.result(key)
+            if known is not None:
+                return known
+            hold = await books.hold(authorization_ref)
             if hold is None:
                 result = GatewayResult(False, authorization_ref, "unknown_authorization")
-                return self._perform("void", key, 0, "", result)
-            amount = hold.remaining_minor
-            if not hold.voided:
-                hold.voided = True
-                self._released(hold.token, amount)
-            result = GatewayResult(True, authorization_ref, amount_minor=amount)
-            return self._perform("void", key, amount, hold.currency, result)
+                self._perform(books, "void", key, 0, "", result)
+            else:
+                amount = hold.remaining_minor
+                if not hold.voided:
+                    hold.voided = True
+                    await self._released(books, hold.token, amount)
+                result = GatewayResult(True, authorization_ref, amount_minor=amount)
+                self._perform(books, "void", key, amount, hold.currency, result)
+        return self._done(result)
 
     async def lookup(self, key: str) -> GatewayResult | None:
         await self._enter("lookup", key)
-        with self._processor():
-            return self._results.get(key)
+        async with self.state.session() as books:
+            return await books.result(key)
 
 
 @dataclass
@@ -502,34 +423,33 @@ class SimulatedGiftCardGateway(SimulatedGateway):
     refunds put money back. Other tokens are declined "unknown_gift_card".
     """
 
-    balances: MutableMapping[str, int] = field(default_factory=dict)
-
-    def _stored_tables(self, conn: sqlite3.Connection) -> list[_StoredTable[Any]]:
-        self.balances = _StoredTable(conn, type(self).__name__, "balances", int)
-        return [*super()._stored_tables(conn), self.balances]
-
-    def balance_of(self, token: str) -> int | None:
+    async def balance_of(self, token: str) -> int | None:
         """The token's balance now; None for a token that is not a gift card."""
-        if token not in self.balances:
-            start = _gift_card_value(token)
-            if start is None:
-                return None
-            self.balances[token] = start
-        return self.balances[token]
+        async with self.state.session() as books:
+            return await self._balance(books, token)
 
-    def _hold_for(self, token: str, amount_minor: int, allow_partial: bool) -> tuple[int, str]:
-        balance = self.balance_of(token)
+    async def _balance(self, books: Session, token: str) -> int | None:
+        balance = await books.balance(token)
+        if balance is None:
+            balance = _gift_card_value(token)
+        return balance
+
+    async def _hold_for(
+        self, books: Session, token: str, amount_minor: int, allow_partial: bool
+    ) -> tuple[int, str]:
+        balance = await self._balance(books, token)
         if balance is None:
             return 0, "unknown_gift_card"
         if balance <= 0 or (balance < amount_minor and not allow_partial):
             return 0, "insufficient_funds"
         held = min(balance, amount_minor)
-        self.balances[token] = balance - held
+        books.keep_balance(token, balance - held)
         return held, ""
 
-    def _released(self, token: str, amount_minor: int) -> None:
-        if self.balance_of(token) is not None:
-            self.balances[token] += amount_minor
+    async def _released(self, books: Session, token: str, amount_minor: int) -> None:
+        balance = await self._balance(books, token)
+        if balance is not None:
+            books.keep_balance(token, balance + amount_minor)
 
 
 def _gift_card_value(token: str) -> int | None:

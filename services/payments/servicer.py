@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform import db, erasure
+from oms_platform import db, erasure, request_limits
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.payments import domain, store
 from services.payments.gateway import GatewayError, Gateways, call_resolved
@@ -176,8 +176,8 @@ def credit_memo_request_from_pb(
 
 
 def timestamp_pb(at: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(at)
+    ts = request_limits.timestamp_from_datetime(at)
+    assert ts is not None
     return ts
 
 

@@ -10,6 +10,7 @@ from oms.capture.v1 import capture_pb2_grpc
 from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
+from oms_platform import request_limits
 from oms_platform.service import ServiceContext, ServiceParts
 from services.servicing.deliveries import DeadLetterOwners
 from services.servicing.lifecycles import OrderLifecycles
@@ -55,7 +56,14 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ),
     )
     return ServiceParts(
-        registrations=[(servicing_pb2_grpc.add_ServicingServiceServicer_to_server, servicer)],
+        registrations=[
+            (
+                servicing_pb2_grpc.add_ServicingServiceServicer_to_server,
+                request_limits.guard(
+                    servicer, servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"]
+                ),
+            )
+        ],
         service_names=[servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"].full_name],
         background=[],
     )

@@ -6,8 +6,6 @@ order status, change ids and how the workflow's refusals read as errors. No I/O.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -16,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from oms_platform import limits
 from oms_platform.errors import (
     AlreadyExists,
     DomainError,
@@ -434,37 +433,24 @@ def next_page_token(query: ListQuery, page: Page) -> str:
 
 def encode_page_token(cursor: Cursor, fingerprint: str) -> str:
     """An opaque token for `cursor`, bound to the filters it was issued for."""
-    body = {
-        "v": _TOKEN_VERSION,
-        "t": cursor.created_at.isoformat(),
-        "i": cursor.id,
-        "f": fingerprint,
-    }
-    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return limits.encode_page_token(
+        {"v": _TOKEN_VERSION, "t": cursor.created_at.isoformat(), "i": cursor.id, "f": fingerprint}
+    )
 
 
 def decode_page_token(token: str, fingerprint: str) -> Cursor:
     """The cursor in `token`; ValueError (with the reason) if it is not one we issued for
     these filters."""
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        body = limits.decode_page_token(token)
+        if body.get("v") != _TOKEN_VERSION:
+            raise ValueError("is not a valid page token")
+        created_at = limits.token_time(body, "t")
+        exception_id = limits.token_id(body, "i")
+    except InvalidArgument:
         raise ValueError("is not a valid page token") from None
-    if not isinstance(body, dict) or body.get("v") != _TOKEN_VERSION:
-        raise ValueError("is not a valid page token")
-    created, exception_id, issued_for = body.get("t"), body.get("i"), body.get("f")
-    if not (isinstance(created, str) and isinstance(exception_id, str) and exception_id):
-        raise ValueError("is not a valid page token")
-    if issued_for != fingerprint:
+    if body.get("f") != fingerprint:
         raise ValueError("was issued for different filters")
-    try:
-        created_at = datetime.fromisoformat(created)
-    except ValueError:
-        raise ValueError("is not a valid page token") from None
-    if created_at.tzinfo is None:
-        raise ValueError("is not a valid page token")
     return Cursor(created_at, exception_id)
 
 
@@ -883,6 +869,9 @@ def _exchange_rules(order: ChangeOrder) -> list[FieldViolation]:
             violations.append(
                 FieldViolation(f"lines[{i}].replacement_unit_price_minor", "must not be negative")
             )
+        violations += limits.line_amount_violations(
+            f"lines[{i}].replacement_unit_price_minor", order.lines[i].quantity, price
+        )
     return violations
 
 
@@ -928,6 +917,9 @@ def _add_items_rules(order: ChangeOrder) -> list[FieldViolation]:
             )
         if line.tax_minor < 0:
             violations.append(FieldViolation(f"new_lines[{i}].tax_minor", "must not be negative"))
+        violations += limits.line_amount_violations(
+            f"new_lines[{i}].unit_price_minor", line.quantity, line.unit_price_minor
+        )
     seen: set[str] = set()
     for i, increase in enumerate(order.increases):
         if not increase.order_line_id.strip():

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from oms_platform import limits
 from oms_platform.errors import AlreadyExists, DomainError, FailedPrecondition
 from services.servicing import domain
 from services.servicing.lifecycles import ChangeFailed, OrderLifecycles
@@ -134,7 +135,8 @@ async def submit_change(
     if first_hash != request_hash:
         raise AlreadyExists(
             "idempotency_key",
-            f"idempotency key {order.idempotency_key!r} was already used with a different "
+            f"idempotency key {limits.echo(order.idempotency_key)} was already used with a "
+            f"different "
             f"{order.kind} request",
         )
     if change.status == domain.COMPLETED:

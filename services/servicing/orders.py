@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import grpc
 from oms.capture.v1 import capture_pb2
 
+from oms_platform import limits
 from oms_platform.errors import NotFound
 from services.servicing.lifecycles import LifecycleUnavailable
 
@@ -55,7 +56,7 @@ class CaptureOrders:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 # An id capture refuses as malformed names no order either.
-                raise NotFound(f"no order {order_id[:128]!r}") from None
+                raise NotFound(f"no order {limits.echo(order_id)}") from None
             if error.code() not in _RETRYABLE:
                 # Capture refused servicing itself (a bug or a misconfiguration, not the
                 # caller's to retry): the error boundary answers INTERNAL with a reference.

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth, erasure
+from oms_platform import auth, erasure, limits, request_limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.redaction import redact_json, redact_text
@@ -143,8 +143,8 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
 
 def timestamp(value: datetime) -> Timestamp:
     """A protobuf Timestamp for an aware datetime."""
-    out = Timestamp()
-    out.FromDatetime(value)
+    out = request_limits.timestamp_from_datetime(value)
+    assert out is not None
     return out
 
 
@@ -502,7 +502,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             page_token=request.page_token,
             severities=[_enum_name(SEVERITY_TO_DOMAIN, s) for s in request.severities],
             created_before=(
-                request.created_before.ToDatetime(tzinfo=UTC)
+                request_limits.timestamp_to_datetime(request.created_before, "created_before")
                 if request.HasField("created_before")
                 else None
             ),
@@ -589,7 +589,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         async def create(conn: asyncpg.Connection) -> pb.CreateReturnOrderResponse:
             rma = domain.new_return_order(command, datetime.now(UTC))
             if not await self._returns.insert(conn, rma):
-                raise AlreadyExists("return_order_id", f"return order {rma.id!r} exists already")
+                raise AlreadyExists(
+                    "return_order_id", f"return order {limits.echo(rma.id)} exists already"
+                )
             return pb.CreateReturnOrderResponse(return_order=return_order_to_pb(rma))
 
         response, _replayed = await idempotent(

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from oms_platform import limits
 from oms_platform.erasure import PersonalColumns
 from oms_platform.errors import NotFound
 from services.servicing.domain import (
@@ -117,7 +118,7 @@ class ProcessExceptionStore:
         sql = SQL_GET_PROCESS_EXCEPTION_FOR_UPDATE if for_update else SQL_GET_PROCESS_EXCEPTION
         row = await (conn or self.pool).fetchrow(sql, process_exception_id)
         if row is None:
-            raise NotFound(f"no process exception {process_exception_id!r}")
+            raise NotFound(f"no process exception {limits.echo(process_exception_id)}")
         return _process_exception(row)
 
     async def update(self, conn: Conn, exception: ProcessException) -> ProcessException:
@@ -308,7 +309,7 @@ class ReturnOrderStore:
             await db.fetchval(SQL_LOCK_RETURN_ORDER, return_order_id)
         row = await db.fetchrow(SQL_GET_RETURN_ORDER, return_order_id)
         if row is None:
-            raise NotFound(f"no return order {return_order_id!r}")
+            raise NotFound(f"no return order {limits.echo(return_order_id)}")
         return _return_order(row)
 
     async def save(self, conn: Conn, rma: ReturnOrder) -> None:

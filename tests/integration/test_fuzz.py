@@ -24,15 +24,7 @@ from tests.conftest import System, running_system
 SEED = int(os.environ.get("OMS_FUZZ_SEED", "12"))
 EXAMPLES = int(os.environ.get("OMS_FUZZ_EXAMPLES", "4"))
 
-pytestmark = [
-    pytest.mark.fuzz,
-    # Enable (delete this mark) once issue 12's error boundary and limits are merged: until
-    # then the services still answer UNKNOWN to NUL characters, huge ids and timestamps out
-    # of range, and this test lists each such answer.
-    pytest.mark.xfail(
-        reason="issue 12: services still leak UNKNOWN on hostile input", strict=False
-    ),
-]
+pytestmark = pytest.mark.fuzz
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowHistory
 from oms_platform import codec_server, temporal
 from oms_platform.auth import AGENT, TokenIssuer
 from oms_platform.codec import ENCODING
+from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES
 from oms_platform.samples import sample_order
 from tests.conftest import System
 from tests.history import record
@@ -129,15 +130,17 @@ async def test_an_orders_history_on_the_server_holds_no_personal_data_in_clear(
     sealed = [p for p in payloads if p.metadata.get("encoding") == ENCODING]
     assert len(sealed) > 10, "the lifecycle's inputs and results are sealed"
     assert {p.metadata["encryption-subject"] for p in sealed} == {workflow_id.encode()}
-    # Search attributes are indexed in clear: the lifecycle sets only status and channel (and
-    # the SDK its patch markers).
+    # Search attributes are indexed in clear: the lifecycle sets only oms' own (status, channel,
+    # total, currency, on hold, locations; none personal, the values were checked above) and
+    # the SDK its patch markers.
     upserts = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes
         for e in history.events
         if e.HasField("upsert_workflow_search_attributes_event_attributes")
     ]
+    at_start = history.events[0].workflow_execution_started_event_attributes.search_attributes
     upserted = {name for attributes in upserts for name in attributes.indexed_fields}
-    assert upserted == {"OrderStatus", "OrderChannel", "TemporalChangeVersion"}
+    assert upserted | set(at_start.indexed_fields) == {*SEARCH_ATTRIBUTES, "TemporalChangeVersion"}
 
     vault = temporal.codec_of(system.client).vault
     await record(system.client.get_workflow_handle(workflow_id), "encrypted_happy_path", vault)

@@ -27,7 +27,6 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.outbox.v1 import outbox_pb2, outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2 as spb
 from oms.servicing.v1 import servicing_pb2_grpc
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
@@ -194,8 +193,8 @@ async def test_a_start_temporal_refuses_is_dead_lettered_raised_to_an_agent_and_
                 AddSearchAttributesRequest(
                     namespace=namespace,
                     search_attributes={
-                        name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                        for name in SEARCH_ATTRIBUTES
+                        name: temporal_client.indexed_value_type(kind)
+                        for name, kind in SEARCH_ATTRIBUTES.items()
                     },
                 )
             )

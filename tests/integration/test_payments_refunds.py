@@ -279,7 +279,7 @@ async def test_a_gift_card_and_card_order_is_refunded_to_the_card_first(
     response = await refund(payments, memo.credit_memo_id)
     assert [r.amount.amount_minor for r in response.refunds] == [5_000, 3_000]
     assert refund_ops(payments, order_id) == [5_000]
-    assert payments.gift_cards.balance_of(gift) == 3_000
+    assert await payments.gift_cards.balance_of(gift) == 3_000
     assert (await reconciliation_of(payments, order_id)).agrees
 
 

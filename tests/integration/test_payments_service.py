@@ -20,6 +20,7 @@ from oms_platform.service import start_service
 from oms_platform.settings import Settings
 from services.payments import bootstrap, domain
 from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
+from services.payments.sim_store import read_operations
 from tests.callers import channel_as
 
 pb = payments_pb2
@@ -480,3 +481,57 @@ async def test_the_summary_of_an_unknown_order_is_empty(payments: Payments) -> N
     assert found.summary.authorized == common_pb2.Money(amount_minor=0, currency="")
     assert found.summary.balance_due.amount_minor == 0
     assert list(found.authorizations) == list(found.captures) == list(found.invoices) == []
+
+
+async def test_a_key_used_for_one_call_never_replays_for_another(payments: Payments) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    inv = await invoice(payments, order_id, [chargeable("ol-1", 1, 1, 0, 5_000)])
+    key = f"{order_id}:shared-key"
+    # A void naming the invoice's id as its order: the same bytes as the capture below.
+    void = pb.VoidAuthorizationRequest(order_id=inv.invoice_id, idempotency_key=key)
+    capture_request = pb.CaptureInvoiceRequest(invoice_id=inv.invoice_id, idempotency_key=key)
+    assert void.SerializeToString() == capture_request.SerializeToString()
+    await payments.stub.VoidAuthorization(void)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await payments.stub.CaptureInvoice(capture_request)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "another call" in (refused.value.details() or "")
+    # Nothing was charged for it; the capture with a key of its own is performed.
+    assert (await summary_of(payments, order_id)).summary.captured == usd(0)
+    cap = await capture(payments, inv.invoice_id)
+    assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED and cap.amount == usd(5_000)
+    # The void's key still replays the void.
+    assert (await payments.stub.VoidAuthorization(void)).authorizations == []
+
+
+async def test_the_simulated_processor_remembers_across_a_payments_restart(
+    postgres: EmbeddedPostgres,
+) -> None:
+    settings = await migrated_settings(postgres)
+    order_id = new_order()
+    async with running_payments(settings) as before:
+        auth_ = await authorize(before, order_id, 4_000)
+        inv = await invoice(before, order_id, [chargeable("ol-1", 2, 1, 0, 4_000)])
+    # A new process: nothing of the first one's memory survives, only what the processor kept.
+    async with running_payments(settings) as after:
+        cap = await capture(after, inv.invoice_id)
+        assert cap.status == pb.CAPTURE_STATUS_SUCCEEDED, cap.failure_reason
+        assert cap.amount == usd(2_000)
+        # The same gateway key asked again (a retry after the crash) is the same effect.
+        card = after.gateways.for_method("card")
+        key = f"{order_id}:retried-after-restart"
+        first = await card.capture(key, auth_.gateway_reference, 500, "USD")
+    async with running_payments(settings) as third:
+        again = await third.gateways.for_method("card").capture(
+            key, auth_.gateway_reference, 500, "USD"
+        )
+    assert again == first and first.succeeded
+    # The processor's own log, kept with its books, holds each effect once.
+    captures = [
+        op
+        for op in await read_operations(settings.dsn)
+        if op.kind == "capture" and op.key.startswith(order_id)
+    ]
+    assert [op.amount_minor for op in captures] == [2_000, 500]

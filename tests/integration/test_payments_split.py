@@ -97,7 +97,7 @@ async def test_a_gift_card_holds_its_balance_and_the_card_the_rest(payments: Pay
         (pb.PAYMENT_METHOD_TYPE_CARD, 7_500, pb.AUTHORIZATION_STATUS_APPROVED),
     ]
     assert response.authorization == response.authorizations[0]
-    assert payments.gift_cards.balance_of(gift.token) == 0
+    assert await payments.gift_cards.balance_of(gift.token) == 0
 
     inv = await invoice(payments, order_id, [chargeable("ol-1", 2, 2, 0, 9_000, tax=400)], 600)
     captured = await capture_response(payments, inv.invoice_id, f"{order_id}:capture")
@@ -124,7 +124,7 @@ async def test_a_gift_card_that_covers_everything_leaves_the_card_unasked(
     assert [a.amount.amount_minor for a in response.authorizations] == [10_000]
     asked = [op for op in payments.gateway.operations_of("authorize") if order_id in op.key]
     assert asked == []
-    assert payments.gift_cards.balance_of(gift.token) == 10_000
+    assert await payments.gift_cards.balance_of(gift.token) == 10_000
 
 
 async def test_an_empty_gift_card_is_declined_and_the_card_holds_everything(
@@ -156,7 +156,7 @@ async def test_a_declined_card_after_a_gift_card_declines_all_and_gives_the_bala
         pb.AUTHORIZATION_STATUS_DECLINED,
     ]
     assert response.authorization == response.authorizations[1]
-    assert payments.gift_cards.balance_of(gift.token) == 2_500
+    assert await payments.gift_cards.balance_of(gift.token) == 2_500
     assert (await summary_of(payments, order_id)).summary.authorized == usd(0)
 
 
@@ -167,7 +167,7 @@ async def test_a_gift_card_alone_short_of_the_amount_is_declined_for_funds(
     response = await authorize_with(payments, new_order(), 5_000, gift)
     assert response.status == pb.AUTHORIZATION_STATUS_DECLINED
     assert response.decline_reason == "insufficient_funds"
-    assert payments.gift_cards.balance_of(gift.token) == 1_000
+    assert await payments.gift_cards.balance_of(gift.token) == 1_000
 
 
 async def test_a_timeout_after_the_gift_card_held_is_resolved_by_lookup_and_held_once(
@@ -184,7 +184,7 @@ async def test_a_timeout_after_the_gift_card_held_is_resolved_by_lookup_and_held
     holds = [op for op in payments.gift_cards.operations_of("authorize") if order_id in op.key]
     assert len(holds) == 1
     assert ("lookup", holds[0].key) in payments.gift_cards.calls
-    assert payments.gift_cards.balance_of(gift.token) == 0
+    assert await payments.gift_cards.balance_of(gift.token) == 0
 
     replay = await authorize_with(payments, order_id, 5_000, gift, card())
     assert replay == response

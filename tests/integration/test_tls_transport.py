@@ -50,7 +50,7 @@ async def serve(tls: TLSConfig) -> AsyncIterator[str]:
     anyone = auth.Authenticator(
         issuer="test", audience="test", internal_secret=b"internal", hs256_secret=b"dev"
     )
-    server, port = await grpcutil.start_server([], [], "127.0.0.1:0", anyone, tls=tls)
+    server, port, _ = await grpcutil.start_server([], [], "127.0.0.1:0", anyone, tls=tls)
     try:
         yield f"127.0.0.1:{port}"
     finally:

@@ -77,7 +77,7 @@ def test_echoed_input_is_clipped_to_fit_a_reply() -> None:
     bad = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(bad)
     assert bad.field_violations[0].field == "lines[0].sku"
-    assert bad.field_violations[-1].description.endswith("more violations not shown")
+    assert "more violations" in bad.field_violations[-1].description
 
 
 def test_a_change_to_an_erased_order_is_a_failed_precondition() -> None:

@@ -155,6 +155,11 @@ def test_nothing_is_changed_by_planning() -> None:
         ({"new": [NewLineData("SKU-CAP", 1, -1)]}, "new_lines[0].unit_price_minor"),
         ({"new": [NewLineData("SKU-CAP", 1, 100, tax_minor=-5)]}, "new_lines[0].tax_minor"),
         (
+            {"new": [NewLineData("SKU-CAP", 1_000_000, 10**7)]},
+            "new_lines[0].unit_price_minor: quantity x unit price must be at most",
+        ),
+        ({"more": [LineIncrease("line-1", 999_999)]}, "increases[0].quantity: the line would"),
+        (
             {"new": [NewLineData("SKU-CAP", 1, 100, delivery_group_id="dg-9")]},
             "new_lines[0].delivery_group_id: no delivery group 'dg-9'",
         ),

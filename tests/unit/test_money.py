@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oms_platform import money
@@ -90,6 +90,52 @@ def test_share_refuses_quantities_out_of_range() -> None:
         money.share(1000, 3, 2, 2)
     with pytest.raises(ValueError, match="out of range"):
         money.share(1000, 3, -1, 1)
+
+
+def _share_by_listing_units(total: int, quantity_total: int, before: int, now: int) -> int:
+    """The per-unit definition `share` had before it was a closed form: list every unit."""
+    if now < 0 or before < 0 or before + now > quantity_total:
+        raise ValueError("quantities out of range")
+    units = money.allocate(total, [1] * quantity_total)
+    return sum(units[before : before + now])
+
+
+@st.composite
+def unit_ranges(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    total = draw(st.integers(-(10**12), 10**12) | st.integers(-50, 50))
+    quantity_total = draw(st.integers(0, 300))
+    before = draw(st.integers(0, quantity_total))
+    now = draw(st.integers(0, quantity_total - before))
+    return total, quantity_total, before, now
+
+
+@settings(max_examples=2_000)
+@given(case=unit_ranges())
+def test_share_equals_the_sum_of_the_listed_units_shares(
+    case: tuple[int, int, int, int],
+) -> None:
+    total, quantity_total, before, now = case
+    try:
+        expected = _share_by_listing_units(total, quantity_total, before, now)
+    except ValueError:
+        with pytest.raises(ValueError):
+            money.share(total, quantity_total, before, now)
+        return
+    assert money.share(total, quantity_total, before, now) == expected
+
+
+def test_share_over_no_units_is_zero_of_zero_and_refuses_anything_else() -> None:
+    assert money.share(0, 0, 0, 0) == 0
+    with pytest.raises(ValueError, match="no weights"):
+        money.share(5, 0, 0, 0)
+
+
+def test_share_of_a_million_units_is_immediate() -> None:
+    # Listing a billion units used to take gigabytes; the closed form takes no time at all.
+    total = 10**12 + 7
+    parts = [money.share(total, 10**9, before, 10**8) for before in range(0, 10**9, 10**8)]
+    assert sum(parts) == total
+    assert parts[0] == 10**8 * 1_000 + 7 and parts[1] == 10**8 * 1_000
 
 
 def test_format_minor_uses_the_currency_exponent() -> None:

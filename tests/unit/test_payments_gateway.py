@@ -23,11 +23,11 @@ async def test_a_gift_card_holds_at_most_its_balance_and_only_when_partial_is_al
     token = "gc_2500_abc"
     whole = await gateway.authorize("k1", token, 4_000, "USD")
     assert (whole.succeeded, whole.reason) == (False, "insufficient_funds")
-    assert gateway.balance_of(token) == 2_500
+    assert await gateway.balance_of(token) == 2_500
 
     partial = await gateway.authorize("k2", token, 4_000, "USD", allow_partial=True)
     assert (partial.succeeded, partial.amount_minor) == (True, 2_500)
-    assert gateway.balance_of(token) == 0
+    assert await gateway.balance_of(token) == 0
     empty = await gateway.authorize("k3", token, 100, "USD", allow_partial=True)
     assert (empty.succeeded, empty.reason) == (False, "insufficient_funds")
 
@@ -38,12 +38,12 @@ async def test_money_back_on_a_gift_card_returns_to_its_balance() -> None:
     hold = await gateway.authorize("a", token, 5_000, "USD")
     charge = await gateway.capture("c", hold.reference, 3_000, "USD")
     assert (await gateway.reverse("r", hold.reference, 500, "USD")).succeeded
-    assert gateway.balance_of(token) == 500
+    assert await gateway.balance_of(token) == 500
     assert (await gateway.refund("f", charge.reference, 1_000, "USD")).succeeded
-    assert gateway.balance_of(token) == 1_500
+    assert await gateway.balance_of(token) == 1_500
     released = await gateway.void("v", hold.reference)
     assert released.amount_minor == 1_500
-    assert gateway.balance_of(token) == 3_000
+    assert await gateway.balance_of(token) == 3_000
 
 
 async def test_an_unknown_gift_card_is_declined() -> None:
@@ -151,36 +151,3 @@ def _simulated(gateways: Gateways) -> list[SimulatedGateway]:
     adapters = gateways.adapters()
     assert all(isinstance(g, SimulatedGateway) for g in adapters)
     return [g for g in adapters if isinstance(g, SimulatedGateway)]
-
-
-async def test_replicas_sharing_a_state_file_talk_to_one_processor(tmp_path: Path) -> None:
-    # Two payments replicas (each its own gateway and SQLite connection) on one state file.
-    state = str(tmp_path / "gateway" / "processor.sqlite")
-    first, second = SimulatedGateway(state_path=state), SimulatedGateway(state_path=state)
-    hold = await first.authorize("order-1:auth", "tok_visa", 5_000, "USD")
-    # The other replica captures what the first authorized, and knows its keys.
-    charge = await second.capture("order-1:capture", hold.reference, 3_000, "USD")
-    assert (charge.succeeded, charge.amount_minor) == (True, 3_000)
-    assert await second.lookup("order-1:auth") == hold
-    assert await second.authorize("order-1:auth", "tok_visa", 5_000, "USD") == hold
-    # Either one sees what is left of the hold, and the charge to refund.
-    over = await first.capture("order-1:capture-2", hold.reference, 2_001, "USD")
-    assert (over.succeeded, over.reason) == (False, "amount_exceeds_authorization")
-    assert (await first.refund("order-1:refund", charge.reference, 3_000, "USD")).succeeded
-    # A replica started again later (a restart) finds all of it.
-    restarted = SimulatedGateway(state_path=state)
-    assert await restarted.lookup("order-1:capture") == charge
-    void = await restarted.void("order-1:void", hold.reference)
-    assert (void.succeeded, void.amount_minor) == (True, 2_000)
-
-
-async def test_gift_card_balances_are_shared_through_the_state_file(tmp_path: Path) -> None:
-    state = str(tmp_path / "processor.sqlite")
-    first = SimulatedGiftCardGateway(state_path=state)
-    second = SimulatedGiftCardGateway(state_path=state)
-    assert (await first.authorize("a", "gc_3000", 2_000, "USD")).succeeded
-    declined = await second.authorize("b", "gc_3000", 2_000, "USD")
-    assert (declined.succeeded, declined.reason) == (False, "insufficient_funds")
-    # The card gateway on the same file keeps its own state (a separate processor).
-    card = SimulatedGateway(state_path=state)
-    assert await card.lookup("a") is None

@@ -66,3 +66,9 @@ def test_nothing_to_add_is_refused_even_in_a_preview() -> None:
     found = violations(an_addition(new_lines=(), increases=()), preview=True)
 
     assert found == {"new_lines": "give at least one new line or increase"}
+
+
+def test_a_line_costing_more_than_one_amount_is_refused() -> None:
+    found = violations(an_addition(new_lines=(NewLine("SKU-CAP", 1_000_000, 10**7, 0),)))
+
+    assert list(found) == ["new_lines[0].unit_price_minor"]

@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES, test_server_binary
+from oms_platform.temporal import indexed_value_type
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
             search_attributes={
-                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES
+                name: indexed_value_type(kind) for name, kind in SEARCH_ATTRIBUTES.items()
             },
         )
     )
