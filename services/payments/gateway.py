@@ -229,7 +229,6 @@ class SimulatedGateway:
     operation_log: str = ""
     # Where the processor keeps its books: this process (default) or Postgres (durable).
     state: State = field(default_factory=MemoryState)
-    _performed: list[GatewayOperation] = field(default_factory=list)
 
     async def _enter(self, method: str, key: str) -> None:
         self.calls.append((method, key))
@@ -246,25 +245,24 @@ class SimulatedGateway:
         amount_minor: int,
         currency: str,
         result: GatewayResult,
-    ) -> None:
+    ) -> GatewayOperation:
         books.keep_result(key, result)
         operation = GatewayOperation(kind, key, result.reference, amount_minor, currency, result)
         books.log(operation)
-        self._performed.append(operation)
+        return operation
 
-    def _done(self, result: GatewayResult) -> GatewayResult:
-        """After the books are closed: mirror the operations to the log file, then act out a
+    def _done(self, operation: GatewayOperation) -> GatewayResult:
+        """After the books are closed: mirror the operation to the log file, then act out a
         timeout if asked to (the effect has happened either way)."""
-        performed, self._performed = self._performed, []
-        self.operations.extend(performed)
-        if self.operation_log and performed:
-            # One write of whole lines to a file opened for appending: lines from the card
+        self.operations.append(operation)
+        if self.operation_log:
+            # One write of a whole line to a file opened for appending: lines from the card
             # and gift card gateways (one process, one event loop) never interleave.
             with open(self.operation_log, "a", encoding="utf-8") as log_file:
-                log_file.write("".join(operation_log_line(op) for op in performed))
-        if self.timeout_after_charge and performed:
-            raise GatewayTimeout(f"simulated timeout after {performed[-1].kind}")
-        return result
+                log_file.write(operation_log_line(operation))
+        if self.timeout_after_charge:
+            raise GatewayTimeout(f"simulated timeout after {operation.kind}")
+        return operation.result
 
     def operations_of(self, kind: str, *, succeeded: bool | None = None) -> list[GatewayOperation]:
         """The operations of one kind performed so far, optionally only (un)successful ones."""
@@ -303,8 +301,8 @@ class SimulatedGateway:
             else:
                 result = GatewayResult(True, reference, amount_minor=held)
                 books.keep_hold(reference, _Hold(token, held, currency))
-            self._perform(books, "authorize", key, amount_minor, currency, result)
-        return self._done(result)
+            performed = self._perform(books, "authorize", key, amount_minor, currency, result)
+        return self._done(performed)
 
     async def capture(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
@@ -336,8 +334,8 @@ class SimulatedGateway:
                 hold.captured_minor += amount_minor
                 books.keep_charge(reference, _Charge(hold.token, amount_minor, currency))
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            self._perform(books, "capture", key, amount_minor, currency, result)
-        return self._done(result)
+            performed = self._perform(books, "capture", key, amount_minor, currency, result)
+        return self._done(performed)
 
     async def refund(
         self, key: str, capture_ref: str, amount_minor: int, currency: str
@@ -361,8 +359,8 @@ class SimulatedGateway:
                 charge.refunded_minor += amount_minor
                 await self._released(books, charge.token, amount_minor)
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            self._perform(books, "refund", key, amount_minor, currency, result)
-        return self._done(result)
+            performed = self._perform(books, "refund", key, amount_minor, currency, result)
+        return self._done(performed)
 
     async def reverse(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
@@ -385,8 +383,8 @@ class SimulatedGateway:
                 hold.reversed_minor += amount_minor
                 await self._released(books, hold.token, amount_minor)
                 result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
-            self._perform(books, "reverse", key, amount_minor, currency, result)
-        return self._done(result)
+            performed = self._perform(books, "reverse", key, amount_minor, currency, result)
+        return self._done(performed)
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
         await self._enter("void", key)
@@ -397,15 +395,15 @@ class SimulatedGateway:
             hold = await books.hold(authorization_ref)
             if hold is None:
                 result = GatewayResult(False, authorization_ref, "unknown_authorization")
-                self._perform(books, "void", key, 0, "", result)
+                performed = self._perform(books, "void", key, 0, "", result)
             else:
                 amount = hold.remaining_minor
                 if not hold.voided:
                     hold.voided = True
                     await self._released(books, hold.token, amount)
                 result = GatewayResult(True, authorization_ref, amount_minor=amount)
-                self._perform(books, "void", key, amount, hold.currency, result)
-        return self._done(result)
+                performed = self._perform(books, "void", key, amount, hold.currency, result)
+        return self._done(performed)
 
     async def lookup(self, key: str) -> GatewayResult | None:
         await self._enter("lookup", key)
