@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,18 +52,53 @@ INSERT INTO {SCHEMA}.operations (gateway, kind, key, operation) VALUES ($1, $2, 
 SQL_OPERATIONS = f"SELECT operation FROM {SCHEMA}.operations ORDER BY seq"
 
 
-class Session(Protocol):
-    """One operation's view of the processor's books; changes are kept when it ends."""
+class Session:
+    """One operation's view of the processor's books: what it reads or keeps is held here
+    (holds and charges are changed in place) and written back by its State when it ends."""
 
-    async def result(self, key: str) -> GatewayResult | None: ...
-    async def hold(self, reference: str) -> _Hold | None: ...
-    async def charge(self, reference: str) -> _Charge | None: ...
-    async def balance(self, token: str) -> int | None: ...
-    def keep_result(self, key: str, result: GatewayResult) -> None: ...
-    def keep_hold(self, reference: str, hold: _Hold) -> None: ...
-    def keep_charge(self, reference: str, charge: _Charge) -> None: ...
-    def keep_balance(self, token: str, balance: int) -> None: ...
-    def log(self, operation: GatewayOperation) -> None: ...
+    def __init__(self, load: Callable[[str, str], Awaitable[Any]]) -> None:
+        self._load = load
+        self.touched: dict[tuple[str, str], Any] = {}
+        self.operations: list[GatewayOperation] = []
+
+    async def _get(self, kind: str, id_: str) -> Any:
+        if (kind, id_) not in self.touched:
+            value = await self._load(kind, id_)
+            if value is None:
+                return None
+            self.touched[(kind, id_)] = value
+        return self.touched[(kind, id_)]
+
+    async def result(self, key: str) -> GatewayResult | None:
+        found: GatewayResult | None = await self._get("result", key)
+        return found
+
+    async def hold(self, reference: str) -> _Hold | None:
+        found: _Hold | None = await self._get("hold", reference)
+        return found
+
+    async def charge(self, reference: str) -> _Charge | None:
+        found: _Charge | None = await self._get("charge", reference)
+        return found
+
+    async def balance(self, token: str) -> int | None:
+        found: int | None = await self._get("balance", token)
+        return found
+
+    def keep_result(self, key: str, result: GatewayResult) -> None:
+        self.touched[("result", key)] = result
+
+    def keep_hold(self, reference: str, hold: _Hold) -> None:
+        self.touched[("hold", reference)] = hold
+
+    def keep_charge(self, reference: str, charge: _Charge) -> None:
+        self.touched[("charge", reference)] = charge
+
+    def keep_balance(self, token: str, balance: int) -> None:
+        self.touched[("balance", token)] = balance
+
+    def log(self, operation: GatewayOperation) -> None:
+        self.operations.append(operation)
 
 
 class State(Protocol):
@@ -74,48 +109,19 @@ class State(Protocol):
 
 @dataclass
 class MemoryState:
-    """The books in this process: gone when it exits."""
+    """The books in this process: gone when it exits. (Its log is the gateway's `operations`
+    list.)"""
 
-    results: dict[str, GatewayResult] = field(default_factory=dict)
-    holds: dict[str, _Hold] = field(default_factory=dict)
-    charges: dict[str, _Charge] = field(default_factory=dict)
-    balances: dict[str, int] = field(default_factory=dict)
+    records: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Session]:
-        yield _MemorySession(self)
+        async def load(kind: str, id_: str) -> Any:
+            return self.records.get((kind, id_))
 
-
-class _MemorySession:
-    def __init__(self, state: MemoryState) -> None:
-        self._s = state
-
-    async def result(self, key: str) -> GatewayResult | None:
-        return self._s.results.get(key)
-
-    async def hold(self, reference: str) -> _Hold | None:
-        return self._s.holds.get(reference)
-
-    async def charge(self, reference: str) -> _Charge | None:
-        return self._s.charges.get(reference)
-
-    async def balance(self, token: str) -> int | None:
-        return self._s.balances.get(token)
-
-    def keep_result(self, key: str, result: GatewayResult) -> None:
-        self._s.results[key] = result
-
-    def keep_hold(self, reference: str, hold: _Hold) -> None:
-        self._s.holds[reference] = hold
-
-    def keep_charge(self, reference: str, charge: _Charge) -> None:
-        self._s.charges[reference] = charge
-
-    def keep_balance(self, token: str, balance: int) -> None:
-        self._s.balances[token] = balance
-
-    def log(self, operation: GatewayOperation) -> None:
-        """The in-memory processor's log is the gateway's `operations` list."""
+        session = Session(load)
+        yield session
+        self.records.update(session.touched)
 
 
 class PostgresState:
@@ -143,9 +149,22 @@ class PostgresState:
         pool = await self._ready()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(SQL_LOCK)
-            session = _PostgresSession(conn, self._gateway)
+
+            async def load(kind: str, id_: str) -> Any:
+                raw = await conn.fetchval(SQL_GET, self._gateway, kind, id_)
+                if raw is None:
+                    return None
+                return _decode(kind, json.loads(raw) if isinstance(raw, str) else raw)
+
+            session = Session(load)
             yield session
-            await session.flush()
+            for (kind, id_), value in session.touched.items():
+                data = value if kind == "balance" else dataclasses.asdict(value)
+                await conn.execute(SQL_PUT, self._gateway, kind, id_, json.dumps(data))
+            for op in session.operations:
+                await conn.execute(
+                    SQL_LOG, self._gateway, op.kind, op.key, json.dumps(dataclasses.asdict(op))
+                )
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -155,65 +174,6 @@ class PostgresState:
 
 # Two processes creating the schema at once would race on the catalog; one at a time.
 SQL_LOCK_DDL = "SELECT pg_advisory_xact_lock(hashtext('oms-simulated-gateway-ddl'))"
-
-
-class _PostgresSession:
-    def __init__(self, conn: Any, gateway: str) -> None:
-        self._conn = conn
-        self._gateway = gateway
-        # Everything read or kept, written back at the end (holds are changed in place).
-        self._touched: dict[tuple[str, str], Any] = {}
-        self._operations: list[GatewayOperation] = []
-
-    async def _get(self, kind: str, id_: str) -> Any:
-        if (kind, id_) in self._touched:
-            return self._touched[(kind, id_)]
-        raw = await self._conn.fetchval(SQL_GET, self._gateway, kind, id_)
-        if raw is None:
-            return None
-        value = _decode(kind, json.loads(raw) if isinstance(raw, str) else raw)
-        self._touched[(kind, id_)] = value
-        return value
-
-    async def result(self, key: str) -> GatewayResult | None:
-        found: GatewayResult | None = await self._get("result", key)
-        return found
-
-    async def hold(self, reference: str) -> _Hold | None:
-        found: _Hold | None = await self._get("hold", reference)
-        return found
-
-    async def charge(self, reference: str) -> _Charge | None:
-        found: _Charge | None = await self._get("charge", reference)
-        return found
-
-    async def balance(self, token: str) -> int | None:
-        found: int | None = await self._get("balance", token)
-        return found
-
-    def keep_result(self, key: str, result: GatewayResult) -> None:
-        self._touched[("result", key)] = result
-
-    def keep_hold(self, reference: str, hold: _Hold) -> None:
-        self._touched[("hold", reference)] = hold
-
-    def keep_charge(self, reference: str, charge: _Charge) -> None:
-        self._touched[("charge", reference)] = charge
-
-    def keep_balance(self, token: str, balance: int) -> None:
-        self._touched[("balance", token)] = balance
-
-    def log(self, operation: GatewayOperation) -> None:
-        self._operations.append(operation)
-
-    async def flush(self) -> None:
-        for (kind, id_), value in self._touched.items():
-            data = value if kind == "balance" else dataclasses.asdict(value)
-            await self._conn.execute(SQL_PUT, self._gateway, kind, id_, json.dumps(data))
-        for op in self._operations:
-            await self._conn.execute(
-                SQL_LOG, self._gateway, op.kind, op.key, json.dumps(dataclasses.asdict(op))
-            )
 
 
 def _decode(kind: str, data: Any) -> Any:
