@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2 as pb
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
@@ -16,6 +15,7 @@ from oms.payments.v1 import payments_pb2
 from oms_platform import limits, request_limits
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import mask_token
+from oms_platform.request_limits import timestamp_from_datetime, timestamp_to_datetime
 from services.capture import domain, store
 from workflows import types as wf
 
@@ -211,12 +211,6 @@ def _known_channel(value: int) -> str:
     return CHANNEL_TO_DOMAIN.get(value, "")
 
 
-def timestamp_to_datetime(ts: Timestamp, field: str) -> datetime:
-    """A protobuf Timestamp as an aware UTC datetime (InvalidArgument naming `field` when out
-    of range)."""
-    return request_limits.timestamp_to_datetime(ts, field)
-
-
 def line_changes_from_pb(
     changes: Any,
 ) -> list[domain.LineQuantityChange]:
@@ -270,10 +264,6 @@ def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
 
 def _money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount_minor, currency=currency)
-
-
-def _timestamp(at: datetime | None) -> Timestamp | None:
-    return request_limits.timestamp_from_datetime(at)
 
 
 def _payment_method_pb(m: domain.PaymentMethod) -> payments_pb2.PaymentMethod:
@@ -362,8 +352,8 @@ def order_to_pb(order: domain.Order) -> pb.Order:
             grand_total=_money_pb(t.grand_total_minor, c),
         ),
         payment_method=_payment_method_pb(order.payment_method),
-        created_at=_timestamp(order.created_at),
-        updated_at=_timestamp(order.updated_at),
+        created_at=timestamp_from_datetime(order.created_at),
+        updated_at=timestamp_from_datetime(order.updated_at),
         additional_payment_methods=[
             _payment_method_pb(m) for m in order.additional_payment_methods
         ],
@@ -375,7 +365,10 @@ def order_to_pb(order: domain.Order) -> pb.Order:
 def event_to_pb(event: domain.TimelineEvent) -> common_pb2.TimelineEvent:
     """A timeline event on the wire."""
     return common_pb2.TimelineEvent(
-        at=_timestamp(event.at), kind=event.kind, summary=event.summary, actor=event.actor
+        at=timestamp_from_datetime(event.at),
+        kind=event.kind,
+        summary=event.summary,
+        actor=event.actor,
     )
 
 
@@ -392,7 +385,7 @@ def watch_update_to_pb(
         snapshot=snapshot,
         status=STATUS_TO_PB.get(status, pb.ORDER_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
         events=[event_to_pb(e) for e in events],
-        updated_at=_timestamp(updated_at),
+        updated_at=timestamp_from_datetime(updated_at),
     )
 
 
@@ -507,8 +500,8 @@ def erasure_to_pb(record: store.ErasureRecord) -> pb.Erasure:
         erasure_id=record.erasure_id,
         shopper_id=record.shopper_id,
         requested_by=record.requested_by,
-        requested_at=_timestamp(record.requested_at),
-        completed_at=_timestamp(record.completed_at),
+        requested_at=timestamp_from_datetime(record.requested_at),
+        completed_at=timestamp_from_datetime(record.completed_at),
         order_count=len(record.order_ids),
         canceled_count=record.canceled_count,
     )

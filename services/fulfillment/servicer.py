@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import TypeVar, cast
 
 import asyncpg
 import grpc
 import structlog
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, db, erasure, request_limits
+from oms_platform import auth, db, erasure
 from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.request_limits import timestamp_from_datetime
 from services.fulfillment import domain, store
 from workflows.types import (
     FulfillmentEvent,
@@ -71,11 +70,6 @@ TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
 
 
 # ---- conversions --------------------------------------------------------------------------
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None (field left unset)."""
-    return request_limits.timestamp_from_datetime(value)
 
 
 def address_from_pb(address: common_pb2.PostalAddress) -> domain.PostalAddress:
@@ -133,8 +127,8 @@ def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
             pb.ShipmentItem(order_line_id=i.order_line_id, quantity=i.quantity)
             for i in shipment.items
         ],
-        shipped_at=timestamp(shipment.shipped_at),
-        delivered_at=timestamp(shipment.delivered_at),
+        shipped_at=timestamp_from_datetime(shipment.shipped_at),
+        delivered_at=timestamp_from_datetime(shipment.delivered_at),
     )
 
 
@@ -158,8 +152,8 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
             for line in fo.lines
         ],
         shipments=[shipment_to_pb(s) for s in fo.shipments],
-        created_at=timestamp(fo.created_at),
-        updated_at=timestamp(fo.updated_at),
+        created_at=timestamp_from_datetime(fo.created_at),
+        updated_at=timestamp_from_datetime(fo.updated_at),
     )
 
 
@@ -263,7 +257,7 @@ def decision_to_pb(decision: domain.RoutingDecision) -> pb.RoutingDecision:
             for e in decision.excluded
         ],
         unallocated_lines=[routing_line_to_pb(line) for line in decision.unallocated],
-        decided_at=timestamp(decision.decided_at),
+        decided_at=timestamp_from_datetime(decision.decided_at),
     )
 
 

@@ -19,12 +19,12 @@ import asyncpg
 import grpc
 import structlog
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform import db, erasure, request_limits
+from oms_platform import db, erasure
 from oms_platform.errors import FailedPrecondition, NotFound
+from oms_platform.request_limits import timestamp_from_datetime
 from services.payments import domain, store
 from services.payments.gateway import GatewayError, Gateways, call_resolved
 from workflows.types import order_workflow_id
@@ -175,12 +175,6 @@ def credit_memo_request_from_pb(
 # ---- domain -> wire ------------------------------------------------------------------------
 
 
-def timestamp_pb(at: datetime) -> Timestamp:
-    ts = request_limits.timestamp_from_datetime(at)
-    assert ts is not None
-    return ts
-
-
 def money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount_minor, currency=currency)
 
@@ -194,13 +188,13 @@ def authorization_pb(a: domain.Authorization) -> payments_pb2.Authorization:
         captured=money_pb(a.captured_minor, a.currency),
         gateway_reference=a.gateway_reference,
         decline_reason=a.decline_reason,
-        expires_at=timestamp_pb(a.expires_at),
+        expires_at=timestamp_from_datetime(a.expires_at),
         payment_method_type=PAYMENT_METHOD_TYPE_TO_PB.get(
             a.payment_method_type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED
         ),
         reversed=money_pb(a.reversed_minor, a.currency),
         replaces_authorization_id=a.replaces_authorization_id,
-        created_at=timestamp_pb(a.created_at),
+        created_at=timestamp_from_datetime(a.created_at),
     )
 
 
@@ -213,7 +207,7 @@ def capture_pb(c: domain.Capture) -> payments_pb2.Capture:
         amount=money_pb(c.amount_minor, c.currency),
         gateway_reference=c.gateway_reference,
         failure_reason=c.failure_reason,
-        created_at=timestamp_pb(c.created_at),
+        created_at=timestamp_from_datetime(c.created_at),
     )
 
 
@@ -237,7 +231,7 @@ def invoice_pb(i: domain.Invoice) -> payments_pb2.Invoice:
         shipping=money_pb(i.shipping_minor, i.currency),
         total=money_pb(i.total_minor, i.currency),
         captured=money_pb(i.captured_minor, i.currency),
-        created_at=timestamp_pb(i.created_at),
+        created_at=timestamp_from_datetime(i.created_at),
         goodwill=money_pb(i.goodwill_minor, i.currency),
     )
 
@@ -276,7 +270,7 @@ def credit_memo_pb(
         refunded=money_pb(balance.refunded_minor, m.currency),
         released=money_pb(balance.released_minor, m.currency),
         not_refunded=money_pb(balance.not_refunded_minor, m.currency),
-        created_at=timestamp_pb(m.created_at),
+        created_at=timestamp_from_datetime(m.created_at),
     )
 
 
@@ -290,7 +284,7 @@ def refund_pb(r: domain.Refund) -> payments_pb2.Refund:
         amount=money_pb(r.amount_minor, r.currency),
         gateway_reference=r.gateway_reference,
         failure_reason=r.failure_reason,
-        created_at=timestamp_pb(r.created_at),
+        created_at=timestamp_from_datetime(r.created_at),
     )
 
 
@@ -305,7 +299,7 @@ def reversal_pb(r: domain.Reversal) -> payments_pb2.AuthorizationReversal:
         voided=r.voided,
         gateway_reference=r.gateway_reference,
         failure_reason=r.failure_reason,
-        created_at=timestamp_pb(r.created_at),
+        created_at=timestamp_from_datetime(r.created_at),
     )
 
 

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
@@ -18,6 +17,7 @@ from oms_platform import auth, erasure, limits, request_limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.redaction import redact_json, redact_text
+from oms_platform.request_limits import timestamp_from_datetime
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
 from services.servicing.store import (
@@ -141,17 +141,6 @@ def record_to_domain(request: pb.RecordProcessExceptionRequest) -> domain.Record
     )
 
 
-def timestamp(value: datetime) -> Timestamp:
-    """A protobuf Timestamp for an aware datetime."""
-    out = request_limits.timestamp_from_datetime(value)
-    assert out is not None
-    return out
-
-
-def _optional_timestamp(value: datetime | None) -> Timestamp | None:
-    return timestamp(value) if value is not None else None
-
-
 def process_exception_to_pb(exception: domain.ProcessException) -> pb.ProcessException:
     """The wire form of a stored process exception."""
     return pb.ProcessException(
@@ -162,15 +151,15 @@ def process_exception_to_pb(exception: domain.ProcessException) -> pb.ProcessExc
         status=STATUS_TO_PB[exception.status],
         attached_to=exception.attached_to,
         message=exception.message,
-        created_at=timestamp(exception.created_at),
-        updated_at=timestamp(exception.updated_at),
+        created_at=timestamp_from_datetime(exception.created_at),
+        updated_at=timestamp_from_datetime(exception.updated_at),
         resolution_action=ACTION_TO_PB[exception.resolution_action],
         resolution_note=exception.resolution_note,
         resolved_by=exception.resolved_by,
-        resolved_at=_optional_timestamp(exception.resolved_at),
+        resolved_at=timestamp_from_datetime(exception.resolved_at),
         order_status=exception.order_status,
         step_input=exception.step_input,
-        escalated_at=_optional_timestamp(exception.escalated_at),
+        escalated_at=timestamp_from_datetime(exception.escalated_at),
         note=exception.note,
         updated_by=exception.updated_by,
     )
@@ -207,8 +196,8 @@ def return_order_to_pb(rma: domain.ReturnOrder) -> pb.ReturnOrder:
             )
             for line in rma.lines
         ],
-        created_at=timestamp(rma.created_at),
-        updated_at=timestamp(rma.updated_at),
+        created_at=timestamp_from_datetime(rma.created_at),
+        updated_at=timestamp_from_datetime(rma.updated_at),
     )
 
 
@@ -419,8 +408,8 @@ def change_to_pb(change: domain.Change) -> pb.Change:
         outcome=outcome_to_pb(change.outcome) if change.outcome else None,
         refusal_code=change.refusal_code,
         refusal_message=change.refusal_message,
-        created_at=timestamp(change.created_at),
-        completed_at=_optional_timestamp(change.completed_at),
+        created_at=timestamp_from_datetime(change.created_at),
+        completed_at=timestamp_from_datetime(change.completed_at),
     )
 
 
