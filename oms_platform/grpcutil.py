@@ -45,6 +45,7 @@ from oms_platform.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    clip,
 )
 from oms_platform.tls import TLSConfig
 
@@ -67,14 +68,6 @@ MAX_MESSAGE_CHARS = 512
 MAX_FIELD_CHARS = 160
 MAX_DESCRIPTION_CHARS = 240
 MAX_DETAILS_BYTES = 4096
-
-
-def clip(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    marker = f"… ({len(text) - limit} more characters)"
-    return text[: max(0, limit - len(marker))] + marker
 
 
 def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:

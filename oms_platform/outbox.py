@@ -40,7 +40,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform.errors import FailedPrecondition, NotFound
+from oms_platform.errors import FailedPrecondition, NotFound, clip
 from oms_platform.pacing import FrontDoorPacer
 
 log = structlog.get_logger("oms.outbox")
@@ -229,10 +229,6 @@ def channel_name(schema: str) -> str:
     return f"oms_outbox_{schema}"
 
 
-def _truncated(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
-
-
 def _described(error: BaseException) -> str:
     """An error as an operator reads it: Temporal's status and message, or the exception."""
     if isinstance(error, RPCError):
@@ -317,7 +313,11 @@ async def _settle(
 ) -> DeadLetter:
     async with pool.acquire() as conn, conn.transaction():
         settled = await conn.fetchval(
-            SQL_SETTLE, dead_letter_id, status, _truncated(actor), _truncated(note)
+            SQL_SETTLE,
+            dead_letter_id,
+            status,
+            clip(actor, MAX_ERROR_LENGTH),
+            clip(note, MAX_ERROR_LENGTH),
         )
         if settled is not None:
             if status == REDELIVERED:
@@ -514,7 +514,7 @@ class OutboxRelay:
                         error_kind=kind,
                         error=str(error),
                     )
-                text = _truncated(_described(error))
+                text = clip(_described(error), MAX_ERROR_LENGTH)
                 # The later rows of the workflow stay as they are: they wait behind this one,
                 # postponed or dead-lettered (SQL_CLAIM_BATCH), so its events keep their order.
                 refusals = row["refusals"] + (kind != TRANSIENT)
