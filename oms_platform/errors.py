@@ -32,8 +32,13 @@ MAX_SUMMARIZED_VIOLATIONS = 5
 MAX_VIOLATION_TEXT = 120
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_VIOLATION_TEXT else text[: MAX_VIOLATION_TEXT - 1] + "…"
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how much was cut: the one way oms
+    shortens an echoed input (an error, a reply's status, a log line, a stored error)."""
+    if len(text) <= limit:
+        return text
+    marker = f"… ({len(text) - limit} more characters)"
+    return text[: max(0, limit - len(marker))] + marker
 
 
 class InvalidArgument(DomainError):
@@ -41,7 +46,12 @@ class InvalidArgument(DomainError):
     MAX_REPORTED_VIOLATIONS of them, and how many more there were)."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        found = [FieldViolation(_clip(v.field), _clip(v.description)) for v in violations]
+        found = [
+            FieldViolation(
+                clip(v.field, MAX_VIOLATION_TEXT), clip(v.description, MAX_VIOLATION_TEXT)
+            )
+            for v in violations
+        ]
         if len(found) > MAX_REPORTED_VIOLATIONS:
             more = len(found) - MAX_REPORTED_VIOLATIONS
             found = found[:MAX_REPORTED_VIOLATIONS]

@@ -45,6 +45,7 @@ from oms_platform.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    clip,
 )
 from oms_platform.tls import TLSConfig
 
@@ -62,19 +63,12 @@ _CODES: dict[type[DomainError], tuple[grpc.StatusCode, int]] = {
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # Clipping: the status message and BadRequest ride in the reply's trailing metadata, which
-# clients cap (8-16 KiB); an echoed 100 KB id must not push a refusal past that.
+# clients cap (8-16 KiB); an echoed 100 KB id must not push a refusal past that. Each
+# violation is already short (InvalidArgument clips its texts and keeps at most
+# MAX_REPORTED_VIOLATIONS + 1), but those could still be ~20 KB of four-byte characters,
+# so the details are capped in bytes too.
 MAX_MESSAGE_CHARS = 512
-MAX_FIELD_CHARS = 160
-MAX_DESCRIPTION_CHARS = 240
 MAX_DETAILS_BYTES = 4096
-
-
-def clip(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    marker = f"… ({len(text) - limit} more characters)"
-    return text[: max(0, limit - len(marker))] + marker
 
 
 def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:
@@ -88,8 +82,7 @@ def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:
         bad = error_details_pb2.BadRequest()
         for index, v in enumerate(error.violations):
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=clip(v.field, MAX_FIELD_CHARS),
-                description=clip(v.description, MAX_DESCRIPTION_CHARS),
+                field=v.field, description=v.description
             )
             if bad.ByteSize() + violation.ByteSize() > MAX_DETAILS_BYTES:
                 bad.field_violations.add(

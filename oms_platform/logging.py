@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from oms_platform.errors import clip
 from oms_platform.redaction import redact
 
 _configured = False
@@ -84,8 +85,8 @@ def redact_personal_data(
     for key, value in redacted.items():
         # A hostile 100 KB field (an order id, a message) is not copied whole into every line.
         limit = MAX_TRACEBACK_CHARS if key == "exception" else MAX_VALUE_CHARS
-        if isinstance(value, str) and len(value) > limit:
-            redacted[key] = f"{value[:limit]}… ({len(value) - limit} more characters)"
+        if isinstance(value, str):
+            redacted[key] = clip(value, limit)
     redacted.update(meta)
     return redacted
 

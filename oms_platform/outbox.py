@@ -40,7 +40,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform.errors import FailedPrecondition, NotFound
+from oms_platform.backoff import Backoff
+from oms_platform.errors import FailedPrecondition, NotFound, clip
 from oms_platform.pacing import FrontDoorPacer
 
 log = structlog.get_logger("oms.outbox")
@@ -57,6 +58,9 @@ MAX_ERROR_LENGTH = 500
 # letters left unreported (by another replica) when nothing new is made.
 REPORT_RETRY_SECONDS = 1.0
 REPORT_RETRY_CAP_SECONDS = 30.0
+# The longest a relay waits between passes while Temporal or Postgres is away (the first
+# wait is its poll interval).
+RELAY_RETRY_CAP_SECONDS = 5.0
 
 # Dead letters: open until redelivered (back in the outbox) or discarded (given up on).
 OPEN = "open"
@@ -229,10 +233,6 @@ def channel_name(schema: str) -> str:
     return f"oms_outbox_{schema}"
 
 
-def _truncated(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
-
-
 def _described(error: BaseException) -> str:
     """An error as an operator reads it: Temporal's status and message, or the exception."""
     if isinstance(error, RPCError):
@@ -317,7 +317,11 @@ async def _settle(
 ) -> DeadLetter:
     async with pool.acquire() as conn, conn.transaction():
         settled = await conn.fetchval(
-            SQL_SETTLE, dead_letter_id, status, _truncated(actor), _truncated(note)
+            SQL_SETTLE,
+            dead_letter_id,
+            status,
+            clip(actor, MAX_ERROR_LENGTH),
+            clip(note, MAX_ERROR_LENGTH),
         )
         if settled is not None:
             if status == REDELIVERED:
@@ -389,7 +393,7 @@ class OutboxRelay:
             if self._on_dead_letter is not None
             else None
         )
-        backoff = 0.0
+        backoff = Backoff(initial=self._poll_seconds, cap=RELAY_RETRY_CAP_SECONDS)
         try:
             while True:
                 limit = self._batch_size
@@ -404,7 +408,7 @@ class OutboxRelay:
                     delivered = await self.deliver_once(limit)
                     if self._pacer is not None:
                         self._pacer.started(delivered)
-                    backoff = 0.0
+                    backoff.reset()
                 except (
                     OSError,
                     asyncpg.PostgresError,
@@ -413,15 +417,15 @@ class OutboxRelay:
                 ) as error:
                     # Temporal or Postgres is away: back off instead of retrying on every
                     # NOTIFY; the rows wait, nothing is lost.
-                    backoff = min(5.0, max(self._poll_seconds, backoff * 2))
+                    delay = backoff.delay_after(0.0)
                     log.warning(
                         "outbox relay pass failed",
                         schema=self._schema,
                         error=str(error),
-                        retry_in=backoff,
+                        retry_in=delay,
                     )
                     self._client = None
-                    await asyncio.sleep(backoff)
+                    await asyncio.sleep(delay)
                     continue
                 if delivered >= limit:  # there may be more
                     continue
@@ -514,7 +518,7 @@ class OutboxRelay:
                         error_kind=kind,
                         error=str(error),
                     )
-                text = _truncated(_described(error))
+                text = clip(_described(error), MAX_ERROR_LENGTH)
                 # The later rows of the workflow stay as they are: they wait behind this one,
                 # postponed or dead-lettered (SQL_CLAIM_BATCH), so its events keep their order.
                 refusals = row["refusals"] + (kind != TRANSIENT)
@@ -527,7 +531,7 @@ class OutboxRelay:
         made, with back-off while it cannot be reached, and now and then for any another
         replica left unreported. Runs beside delivery, so a slow servicing never holds it up."""
         assert self._on_dead_letter is not None
-        backoff = REPORT_RETRY_SECONDS
+        backoff = Backoff(initial=REPORT_RETRY_SECONDS, cap=REPORT_RETRY_CAP_SECONDS)
         while True:
             try:
                 rows = await self._pool.fetch(SQL_UNREPORTED, 50)
@@ -535,16 +539,16 @@ class OutboxRelay:
                     await self._on_dead_letter(_dead_letter(self._schema, row))
                     await self._pool.execute(SQL_MARK_REPORTED, row["id"], row["times"])
             except Exception as error:  # reported later; delivery goes on meanwhile
+                delay = backoff.delay_after(0.0)
                 log.warning(
                     "dead letters not reported yet",
                     schema=self._schema,
                     error=str(error),
-                    retry_in=backoff,
+                    retry_in=delay,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(REPORT_RETRY_CAP_SECONDS, backoff * 2)
+                await asyncio.sleep(delay)
                 continue
-            backoff = REPORT_RETRY_SECONDS
+            backoff.reset()
             self._report.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._report.wait(), REPORT_RETRY_CAP_SECONDS)

@@ -128,10 +128,6 @@ COUNT_LIMITS: dict[str, int] = {
     "identifying_text": limits.MAX_IDENTIFYING_TERMS,
 }
 
-_QUANTITY = limits.IntRule(-limits.MAX_QUANTITY, limits.MAX_QUANTITY)
-_STOCK = limits.IntRule(-limits.MAX_STOCK, limits.MAX_STOCK)
-_AMOUNT = limits.AMOUNT
-
 # Integer fields by "Message.field": magnitudes only (signs are the domain's rule, which
 # names them with the other business violations). None: an int32 the domain bounds (page
 # sizes, percentages), which cannot overflow anything.
@@ -163,7 +159,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "LineQuantities.return_initiated",
             "LineQuantities.returned",
         ),
-        _QUANTITY,
+        limits.QUANTITY_DELTA,
     ),
     **dict.fromkeys(
         (
@@ -173,7 +169,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "InventoryLevel.available_to_fulfill",
             "InventoryAdjustment.quantity",
         ),
-        _STOCK,
+        limits.STOCK_DELTA,
     ),
     **dict.fromkeys(
         (
@@ -187,7 +183,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "PreviewReturnRequest.return_fee_minor",
             "SubmitReturnRequest.return_fee_minor",
         ),
-        _AMOUNT,
+        limits.AMOUNT,
     ),
     **dict.fromkeys(
         ("Location.priority", "Location.daily_capacity", "Location.fulfillment_orders_today"),

@@ -24,6 +24,7 @@ from temporalio.client import Client
 
 from oms_platform import auth, codec, db, grpcutil
 from oms_platform import temporal as temporal_client
+from oms_platform.backoff import Backoff
 from oms_platform.codec import EncryptionCodec
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
@@ -123,7 +124,7 @@ async def supervise(
     NOT_SERVING under its name on `health`, and restart it with capped exponential back-off,
     SERVING again as it restarts. Cancelling stops it."""
     loop = asyncio.get_running_loop()
-    delay = first_seconds
+    backoff = Backoff(initial=first_seconds, cap=max_seconds, healthy_after=reset_after_seconds)
     while True:
         await _report(health, task.name, health_pb2.HealthCheckResponse.SERVING)
         started = loop.time()
@@ -134,8 +135,7 @@ async def supervise(
             raise
         except Exception as error:
             failure = error
-        if loop.time() - started >= reset_after_seconds:
-            delay = first_seconds
+        delay = backoff.delay_after(loop.time() - started)
         await _report(health, task.name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.error(
             "background task failed; restarting" if failure else "background task stopped",
@@ -144,7 +144,6 @@ async def supervise(
             exc_info=failure,
         )
         await asyncio.sleep(delay)
-        delay = min(max_seconds, delay * 2)
 
 
 async def _report(health: Any, name: str, status: Any) -> None:

@@ -7,7 +7,7 @@ it) and the warehouse simulator, each in its own process. With `dev_replicas` N
 replica supervised on its own; the simulated payment processor keeps its state in the data
 directory, so every payments replica (and a restarted one) talks to one processor. Every
 process that exits, Postgres' postmaster and the Temporal server included, is reaped, logged
-and started again after a back-off (devstack/backoff.py) on the same port and data; Ctrl-C
+and started again after a back-off (oms_platform/backoff.py) on the same port and data; Ctrl-C
 stops everything in reverse order. The TLS proxies are threads of this process, not
 processes: they live as long as it and keep their ports while the servers behind them restart.
 
@@ -40,10 +40,10 @@ from pathlib import Path
 import structlog
 
 from oms_platform import auth, codec_server, db
+from oms_platform.backoff import Backoff
 from oms_platform.codec import ensure_keys_file
 from oms_platform.devstack import certs as dev_certs
 from oms_platform.devstack import replicas
-from oms_platform.devstack.backoff import Backoff
 from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.devstack.temporal_server import (
     TemporalDevServer,

@@ -78,6 +78,12 @@ def test_echoed_input_is_clipped_to_fit_a_reply() -> None:
     assert status.details[0].Unpack(bad)
     assert bad.field_violations[0].field == "lines[0].sku"
     assert "more violations" in bad.field_violations[-1].description
+    # Short violations in four-byte characters still fill the details: the byte cap cuts them.
+    parcel = "\U0001f4e6" * 200  # four bytes each in UTF-8
+    wide = InvalidArgument([FieldViolation(parcel, parcel) for _ in range(30)])
+    assert grpcutil.status_for(wide)[1].details[0].Unpack(bad)
+    assert bad.ByteSize() <= grpcutil.MAX_DETAILS_BYTES + 64
+    assert bad.field_violations[-1].description.endswith("more violations not shown")
 
 
 def test_a_change_to_an_erased_order_is_a_failed_precondition() -> None:

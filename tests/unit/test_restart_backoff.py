@@ -3,7 +3,7 @@ ran long enough starts over from the first delay."""
 
 from __future__ import annotations
 
-from oms_platform.devstack.backoff import Backoff
+from oms_platform.backoff import Backoff
 
 
 def test_a_process_that_keeps_dying_waits_twice_as_long_each_time_up_to_the_cap() -> None:
@@ -29,3 +29,10 @@ def test_the_first_death_after_a_long_run_waits_the_first_delay() -> None:
 
 def test_a_cap_below_the_first_delay_wins() -> None:
     assert Backoff(initial=2.0, cap=1.0).delay_after(ran_for=0.0) == 1.0
+
+
+def test_a_reset_after_a_success_starts_over_from_the_first_delay() -> None:
+    backoff = Backoff(initial=0.5, cap=5.0)
+    assert [backoff.delay_after(ran_for=0.0) for _ in range(3)] == [0.5, 1.0, 2.0]
+    backoff.reset()
+    assert backoff.delay_after(ran_for=0.0) == 0.5

@@ -11,7 +11,7 @@ import time
 import psutil
 from structlog.testing import capture_logs
 
-from oms_platform.devstack.backoff import Backoff
+from oms_platform.backoff import Backoff
 from oms_platform.devstack.stack import Child, Stack
 from oms_platform.settings import Settings
 
