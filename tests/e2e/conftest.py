@@ -7,7 +7,6 @@ import collections
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform.devstack.replicas import REPLICA_PORT_STEP
 from oms_platform.devstack.replicas import addresses as replica_addresses
-from oms_platform.devstack.temporal_server import free_port
+from oms_platform.devstack.temporal_server import free_port, is_free
 from oms_platform.settings import SERVICES, Settings
 from tests.callers import channel_as, persona_channel
 
@@ -33,17 +32,8 @@ def replica_ports(count: int) -> int:
     """A free port whose replicas' ports (devstack/replicas.py) are free as well."""
     while True:
         port = free_port()
-        if all(_bindable(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
+        if all(is_free(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
             return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class DevStack:
