@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -123,6 +125,19 @@ class DevStack:
     def logged(self, *words: str) -> list[str]:
         """What the stack logged after its banner, the lines containing every one of `words`."""
         return [line for line in list(self.output) if all(word in line for word in words)]
+
+    def events(self, event: str, process: str = "") -> list[dict[str, Any]]:
+        """The stack's own log records `event` (about `process` when given): the JSON lines it
+        logs when not on a terminal."""
+        records = []
+        for line in self.logged(event, process):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event and process in ("", record.get("process")):
+                records.append(record)
+        return records
 
     def stop(self) -> int:
         """Ctrl-C, as a person would; returns the exit code."""
