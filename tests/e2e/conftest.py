@@ -179,19 +179,27 @@ def _finder(role: str) -> Callable[[psutil.Process], bool]:
     return _is_oms_role(role)  # a service ("payments"), "worker", "simulator"
 
 
-def kill(stack: DevStack, role: str) -> int:
-    """SIGKILL the stack's process playing `role` (one replica of it when it runs several):
-    "postgres", "temporal", a service name, "worker" or "simulator"; returns its pid."""
+def pid_of(stack: DevStack, role: str) -> int | None:
+    """The pid of the stack's live process playing `role` (one replica of it when it runs
+    several): "postgres", "temporal", a service name, "worker" or "simulator"; None while the
+    stack restarts it."""
     assert stack.process is not None
     plays = _finder(role)
     for child in psutil.Process(stack.process.pid).children(recursive=True):
         try:
-            if plays(child):
-                child.send_signal(signal.SIGKILL)
+            if child.status() != psutil.STATUS_ZOMBIE and plays(child):
                 return int(child.pid)
-        except psutil.NoSuchProcess:
+        except psutil.NoSuchProcess:  # went away while we looked (zombies too)
             continue
-    raise AssertionError(f"no {role} process under oms dev")
+    return None
+
+
+def kill(stack: DevStack, role: str) -> int:
+    """SIGKILL the stack's process playing `role` (see `pid_of`); returns its pid."""
+    pid = pid_of(stack, role)
+    assert pid is not None, f"no {role} process under oms dev"
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 # What a storefront retries (with the same request, so the same idempotency key).
