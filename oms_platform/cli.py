@@ -226,19 +226,21 @@ def _caller(
     explicit = os.environ.get("OMS_TOKEN", "").strip()
     if explicit:
         return auth.static_token(explicit)
-    issuer = auth.TokenIssuer.from_settings(settings)
     subject = os.environ.get("OMS_CLI_SUBJECT") or f"{getpass.getuser()}@cli"
-    return auth.static_token(
-        issuer.issue(subject, [role], channels=channels, locations=locations, ttl_seconds=900)
+    return auth.dev_caller(
+        settings, subject, role, channels=channels, locations=locations, ttl_seconds=900
+    )
+
+
+def _channel(settings: Settings, service: str, token: auth.TokenSource) -> grpc.aio.Channel:
+    """A channel to `service` (TLS when the settings say so) whose calls carry `token`."""
+    return grpcutil.channel(
+        settings.address_of(service), token, tls=TLSConfig.from_settings(settings)
     )
 
 
 def _capture(settings: Settings, role: str = auth.AGENT) -> tuple[grpc.aio.Channel, Any]:
-    channel = grpcutil.channel(
-        settings.address_of("capture"),
-        _caller(settings, role),
-        tls=TLSConfig.from_settings(settings),
-    )
+    channel = _channel(settings, "capture", _caller(settings, role))
     return channel, capture_pb2_grpc.CaptureServiceStub(channel)
 
 
@@ -248,10 +250,8 @@ async def cmd_order_submit(settings: Settings, args: argparse.Namespace) -> int:
     if not args.sample:
         print("only --sample is supported from the command line; use the gRPC API for more")
         return 2
-    channel = grpcutil.channel(
-        settings.address_of("capture"),
-        _caller(settings, auth.STOREFRONT, channels=(args.channel,)),
-        tls=TLSConfig.from_settings(settings),
+    channel = _channel(
+        settings, "capture", _caller(settings, auth.STOREFRONT, channels=(args.channel,))
     )
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
     async with channel:
@@ -404,9 +404,7 @@ async def _warehouse(settings: Settings, locations: list[str]) -> auth.TokenSour
     """The warehouse the CLI plays: the given locations, or every location oms knows."""
     if locations or os.environ.get("OMS_TOKEN", "").strip():
         return _caller(settings, auth.WAREHOUSE, locations=tuple(locations))
-    address = settings.address_of("fulfillment")
-    tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(address, _caller(settings, auth.WAREHOUSE), tls=tls) as channel:
+    async with _channel(settings, "fulfillment", _caller(settings, auth.WAREHOUSE)) as channel:
         found = await fulfillment_pb2_grpc.FulfillmentServiceStub(channel).ListLocations(
             fpb.ListLocationsRequest(), timeout=10
         )
@@ -416,8 +414,7 @@ async def _warehouse(settings: Settings, locations: list[str]) -> auth.TokenSour
 
 async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
     token = await _warehouse(settings, args.location)
-    tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(settings.address_of("fulfillment"), token, tls=tls) as channel:
+    async with _channel(settings, "fulfillment", token) as channel:
         stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
         fo_id = getattr(args, "fulfillment_order_id", "")
         result: Any
@@ -487,11 +484,7 @@ async def cmd_fo(settings: Settings, args: argparse.Namespace) -> int:
 def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
     from oms.servicing.v1 import servicing_pb2_grpc
 
-    channel = grpcutil.channel(
-        settings.address_of("servicing"),
-        _caller(settings, auth.AGENT),
-        tls=TLSConfig.from_settings(settings),
-    )
+    channel = _channel(settings, "servicing", _caller(settings, auth.AGENT))
     return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
 
 
@@ -1035,11 +1028,7 @@ async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
     """`oms outbox dead-letters | redeliver ID | discard ID` (as an admin)."""
     from oms.outbox.v1 import outbox_pb2, outbox_pb2_grpc
 
-    channel = grpcutil.channel(
-        settings.address_of(args.service),
-        _caller(settings, auth.ADMIN),
-        tls=TLSConfig.from_settings(settings),
-    )
+    channel = _channel(settings, args.service, _caller(settings, auth.ADMIN))
     async with channel:
         stub = outbox_pb2_grpc.OutboxServiceStub(channel)
         if args.outbox_command == "dead-letters":

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 import pytest
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from temporalio.client import Client
 
 from oms_platform import auth, db, temporal
@@ -206,3 +208,16 @@ async def system(
         return_window_days_by_channel=f"marketplace={2 / 86400}",
     ) as system:
         yield system
+
+
+async def wait_for(
+    capture: capture_pb2_grpc.CaptureServiceStub, order_id: str, statuses: set[int]
+) -> capture_pb2.GetOrderResponse:
+    """GetOrder until the order is in one of `statuses` with every section of its view."""
+    deadline = time.monotonic() + 60
+    while True:
+        view = await capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
+        if view.order.status in statuses and not view.missing_sections:
+            return view
+        assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
+        await asyncio.sleep(0.1)

@@ -186,13 +186,19 @@ def free_port() -> int:
     draw = random.SystemRandom()
     for _ in range(100):
         port = draw.randrange(FREE_PORTS_FROM, top)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if is_free(port):
             return port
     return _kernel_port()
+
+
+def is_free(port: int) -> bool:
+    """Whether a server could bind `port` on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _kernel_port() -> int:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -22,7 +23,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform.devstack.replicas import REPLICA_PORT_STEP
 from oms_platform.devstack.replicas import addresses as replica_addresses
-from oms_platform.devstack.temporal_server import free_port
+from oms_platform.devstack.temporal_server import free_port, is_free
 from oms_platform.settings import SERVICES, Settings
 from tests.callers import channel_as, persona_channel
 
@@ -33,17 +34,8 @@ def replica_ports(count: int) -> int:
     """A free port whose replicas' ports (devstack/replicas.py) are free as well."""
     while True:
         port = free_port()
-        if all(_bindable(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
+        if all(is_free(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
             return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class DevStack:
@@ -134,6 +126,19 @@ class DevStack:
         """What the stack logged after its banner, the lines containing every one of `words`."""
         return [line for line in list(self.output) if all(word in line for word in words)]
 
+    def events(self, event: str, process: str = "") -> list[dict[str, Any]]:
+        """The stack's own log records `event` (about `process` when given): the JSON lines it
+        logs when not on a terminal."""
+        records = []
+        for line in self.logged(event, process):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event and process in ("", record.get("process")):
+                records.append(record)
+        return records
+
     def stop(self) -> int:
         """Ctrl-C, as a person would; returns the exit code."""
         assert self.process is not None
@@ -174,19 +179,27 @@ def _finder(role: str) -> Callable[[psutil.Process], bool]:
     return _is_oms_role(role)  # a service ("payments"), "worker", "simulator"
 
 
-def kill(stack: DevStack, role: str) -> int:
-    """SIGKILL the stack's process playing `role` (one replica of it when it runs several):
-    "postgres", "temporal", a service name, "worker" or "simulator"; returns its pid."""
+def pid_of(stack: DevStack, role: str) -> int | None:
+    """The pid of the stack's live process playing `role` (one replica of it when it runs
+    several): "postgres", "temporal", a service name, "worker" or "simulator"; None while the
+    stack restarts it."""
     assert stack.process is not None
     plays = _finder(role)
     for child in psutil.Process(stack.process.pid).children(recursive=True):
         try:
-            if plays(child):
-                child.send_signal(signal.SIGKILL)
+            if child.status() != psutil.STATUS_ZOMBIE and plays(child):
                 return int(child.pid)
-        except psutil.NoSuchProcess:
+        except psutil.NoSuchProcess:  # went away while we looked (zombies too)
             continue
-    raise AssertionError(f"no {role} process under oms dev")
+    return None
+
+
+def kill(stack: DevStack, role: str) -> int:
+    """SIGKILL the stack's process playing `role` (see `pid_of`); returns its pid."""
+    pid = pid_of(stack, role)
+    assert pid is not None, f"no {role} process under oms dev"
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 # What a storefront retries (with the same request, so the same idempotency key).

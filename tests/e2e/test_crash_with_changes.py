@@ -6,8 +6,6 @@ performed shows, not only as payments recorded it."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 import uuid
 from collections import defaultdict
@@ -16,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
-import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -25,7 +22,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform.samples import sample_order
 from services.payments.gateway import GatewayOperation, read_operation_log
-from tests.e2e.conftest import DevStack
+from tests.e2e.conftest import DevStack, kill, pid_of
 
 pytestmark = pytest.mark.e2e
 
@@ -69,29 +66,13 @@ class Retries:
     pending: int = 0  # the order's lifecycle had not started yet
 
 
-def worker_pid(stack: DevStack) -> int | None:
-    """The pid of the stack's live worker process; None while the supervisor restarts it."""
-    assert stack.process is not None
-    for child in psutil.Process(stack.process.pid).children(recursive=True):
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue  # killed, not yet reaped by the supervisor
-            cmdline = child.cmdline()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue  # went away while we looked
-        if "oms_platform.cli" in cmdline and cmdline[-1] == "worker":
-            return int(child.pid)
-    return None
-
-
 async def kill_worker(stack: DevStack) -> int:
     """SIGKILL the worker, waiting first for the supervisor to have restarted it."""
     deadline = time.monotonic() + 30
-    while (pid := worker_pid(stack)) is None:
+    while pid_of(stack, "worker") is None:
         assert time.monotonic() < deadline, "the supervisor did not restart the worker"
         await asyncio.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
-    return pid
+    return kill(stack, "worker")
 
 
 async def again(call: Callable[[], Awaitable[T]], retries: Retries) -> T:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -39,19 +37,6 @@ SUBMIT_SPAN_SECONDS = 40.0
 KILLED = (*SERVICES, "worker")
 # Generous: the machine running the tests may be shared (settling takes about a minute alone).
 SETTLE_WITHIN_SECONDS = 480.0
-
-
-def stack_events(stack: DevStack, event: str) -> list[dict[str, Any]]:
-    """The stack's own log records `event` (JSON lines, as it logs off a terminal)."""
-    records = []
-    for line in stack.logged(event):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            records.append(record)
-    return records
 
 
 async def settled_orders(capture: capture_pb2_grpc.CaptureServiceStub, status: int) -> set[str]:
@@ -137,8 +122,8 @@ async def test_two_replicas_of_everything_lose_nothing_when_one_of_each_is_kille
             assert not view.process_exceptions, order_id
 
         # Every killed replica was reaped and started again by the stack, on its own.
-        exited = {r["pid"]: r["process"] for r in stack_events(stack, "process exited")}
-        restarted = {r["process"] for r in stack_events(stack, "process restarted")}
+        exited = {r["pid"]: r["process"] for r in stack.events("process exited")}
+        restarted = {r["process"] for r in stack.events("process restarted")}
         for pid, role in killed.items():
             name = exited[pid]
             assert name.startswith(f"{role}-"), (pid, role, name)

@@ -6,11 +6,9 @@ afterwards runs its whole lifecycle."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import psutil
@@ -43,19 +41,6 @@ def stack_children(dev: DevStack) -> dict[str, int]:
     return found
 
 
-def stack_events(dev: DevStack, event: str, process: str) -> list[dict[str, Any]]:
-    """The stack's log records `event` about `process` (it logs JSON when not on a terminal)."""
-    records = []
-    for line in dev.logged(event, process):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event and record.get("process") == process:
-            records.append(record)
-    return records
-
-
 def kill_and_wait_for_restart(dev: DevStack, name: str, within: float = 30.0) -> int:
     """SIGKILL the stack's `name` server; returns the pid of the one the stack starts again."""
     old = stack_children(dev)[name]
@@ -63,7 +48,7 @@ def kill_and_wait_for_restart(dev: DevStack, name: str, within: float = 30.0) ->
     deadline = time.monotonic() + within
     while True:
         new = stack_children(dev).get(name)
-        restarted = stack_events(dev, "process restarted", name)
+        restarted = dev.events("process restarted", name)
         if new is not None and new != old and restarted:
             break
         assert time.monotonic() < deadline, f"{name} not restarted within {within}s"
@@ -71,7 +56,7 @@ def kill_and_wait_for_restart(dev: DevStack, name: str, within: float = 30.0) ->
     assert not psutil.pid_exists(old) or psutil.Process(old).status() != psutil.STATUS_ZOMBIE
     # The first death is the kill (a restart that fails, e.g. while old backends linger,
     # would add more, each with a longer delay).
-    exited = stack_events(dev, "process exited", name)[0]
+    exited = dev.events("process exited", name)[0]
     assert exited["pid"] == old and exited["code"] == -9 and exited["signal"] == "SIGKILL"
     assert exited["restart_in_seconds"] > 0
     assert restarted[-1]["pid"] == new

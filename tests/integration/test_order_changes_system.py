@@ -4,7 +4,6 @@ is serialized with the lifecycle and its reply carries the outcome."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import grpc
@@ -15,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from oms_platform.money import share
 from oms_platform.samples import sample_order
-from tests.conftest import System
+from tests.conftest import System, wait_for
 from workflows.types import (
     APPEASE_UPDATE,
     CANCEL_UPDATE,
@@ -26,18 +25,6 @@ from workflows.types import (
 )
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
-
-
-async def wait_for(
-    stub: capture_pb2_grpc.CaptureServiceStub, order_id: str, statuses: set[int]
-) -> capture_pb2.GetOrderResponse:
-    deadline = time.monotonic() + 60
-    while True:
-        view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
-        if view.order.status in statuses and not view.missing_sections:
-            return view
-        assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
-        await asyncio.sleep(0.1)
 
 
 async def cancel(system: System, order_id: str, lines: list[ItemQuantity]) -> ChangeResult:

@@ -4,8 +4,6 @@ phone, address line or postal code any more, while money and quantities stay as 
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -21,7 +19,7 @@ from temporalio.client import WorkflowExecutionStatus
 from oms_platform import temporal
 from oms_platform.codec import Shredded
 from oms_platform.samples import sample_order
-from tests.conftest import System
+from tests.conftest import System, wait_for
 from workflows.types import order_workflow_id
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
@@ -77,18 +75,6 @@ def order_for(person: Person) -> capture_pb2.SubmitOrderRequest:
     group.address.postal_code = person.postal_code
     request.billing_address.CopyFrom(group.address)
     return request
-
-
-async def wait_for(
-    capture: capture_pb2_grpc.CaptureServiceStub, order_id: str, statuses: set[int]
-) -> capture_pb2.GetOrderResponse:
-    deadline = time.monotonic() + 60
-    while True:
-        view = await capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
-        if view.order.status in statuses and not view.missing_sections:
-            return view
-        assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
-        await asyncio.sleep(0.1)
 
 
 async def places_holding(dsn: str, text: str) -> list[str]:
