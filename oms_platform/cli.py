@@ -75,10 +75,14 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform import temporal
+    from oms_platform import metrics, temporal
     from workflows.worker import run_worker
 
-    client = await _retry(lambda: temporal.connect(settings), "Temporal")
+    runtime = None
+    if settings.metrics_port:
+        runtime = metrics.temporal_runtime(metrics.loopback_port())
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    client = await _retry(lambda: temporal.connect(settings, runtime=runtime), "Temporal")
     try:
         await run_worker(settings, client)
     finally:

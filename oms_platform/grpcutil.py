@@ -19,6 +19,7 @@ input cannot overflow the reply's metadata.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import time
@@ -35,7 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import access, auth, codec
+from oms_platform import access, auth, codec, metrics
 from oms_platform.errors import (
     AlreadyExists,
     DomainError,
@@ -218,6 +219,11 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return []
 
 
+def _metered(method: str, start: float, context: grpc.aio.ServicerContext) -> None:
+    code = context.code()
+    metrics.observe_rpc(method, getattr(code, "name", None) or "OK", time.perf_counter() - start)
+
+
 class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Every call: authenticate the bearer token, check the access table, bind the principal
     for the handler, map domain errors to status codes and write one log line."""
@@ -239,6 +245,8 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def admit(request: Any, context: grpc.aio.ServicerContext) -> float:
             start = time.perf_counter()
+            # Counted once the call is over, whatever ended it (refused, failed, cancelled).
+            context.add_done_callback(functools.partial(_metered, method, start))
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(rpc=method)
             order_id = getattr(request, "order_id", "")

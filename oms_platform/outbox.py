@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +40,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from oms_platform import metrics
 from oms_platform.backoff import Backoff
 from oms_platform.errors import FailedPrecondition, NotFound, clip
 from oms_platform.pacing import FrontDoorPacer
@@ -399,6 +400,7 @@ class OutboxRelay:
                 limit = self._batch_size
                 if self._pacer is not None:
                     limit = self._pacer.allowance(self._batch_size)
+                    metrics.record_pace(self._schema, self._pacer.pace)
                     if limit == 0:
                         await asyncio.sleep(
                             min(self._poll_seconds, max(0.01, self._pacer.seconds_until_next()))
@@ -494,6 +496,10 @@ class OutboxRelay:
                     )
             if delivered:
                 await conn.execute(SQL_DELETE_DELIVERED, delivered)
+        if delivered:
+            kinds = {row["id"]: row["kind"] for row in rows}
+            for kind, count in Counter(kinds[i] for i in delivered).items():
+                metrics.OUTBOX_DELIVERED.labels(self._schema, kind).inc(count)
         if dead_lettered:
             self._report.set()  # tell the owning service now
         return len(delivered)

@@ -22,7 +22,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 from temporalio.client import Client
 
-from oms_platform import auth, codec, db, grpcutil
+from oms_platform import auth, codec, db, grpcutil, metrics
 from oms_platform import temporal as temporal_client
 from oms_platform.backoff import Backoff
 from oms_platform.codec import EncryptionCodec
@@ -103,6 +103,9 @@ class ServiceParts:
     registrations: list[grpcutil.Registration]
     service_names: list[str]
     background: list[BackgroundTask] = field(default_factory=list)
+    # Reads of the gauges only the database knows (oms_platform/metrics.py), refreshed while
+    # the process serves metrics.
+    gauges: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 # Supervision of background tasks: the first restart waits this long, each further one twice
@@ -208,6 +211,7 @@ class RunningService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.context.close()
+        metrics.POOLS.discard(self.name)
         await self.context.pool.close()
 
 
@@ -238,9 +242,14 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
             max_connection_age_grace_seconds=settings.grpc_max_connection_age_grace_seconds,
         ),
     )
+    background = list(parts.background)
+    if settings.metrics_port:
+        metrics.POOLS.add(name, pool)
+        if parts.gauges:
+            refresher = metrics.Refresher(name, settings.metrics_refresh_seconds, parts.gauges)
+            background.append(BackgroundTask(f"oms.metrics.{name}", refresher.run))
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(supervise(job, health), name=f"{name}:{job.name}")
-        for job in parts.background
+        asyncio.create_task(supervise(job, health), name=f"{name}:{job.name}") for job in background
     ]
     log.info("service started", service=name, port=bound)
     return RunningService(
@@ -251,6 +260,7 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
 async def serve_forever(name: str, settings: Settings) -> None:
     """Run a service until SIGINT or SIGTERM, then shut down gracefully."""
     running = await start_service(name, settings)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -197,6 +197,15 @@ class Settings:
     # the browser origins allowed to call it (comma-separated; empty: the dev server's UI).
     codec_server_port: int = 8234
     codec_server_cors_origins: str = ""
+    # Prometheus metrics (oms_platform/metrics.py): every service process and the worker serve
+    # /metrics on metrics_host:metrics_port (0 = off; the deploy files use 9464 on 0.0.0.0).
+    # Gauges only the database knows (outbox lag, exceptions open) are read this often.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_refresh_seconds: float = 5.0
+    # `oms dev`: capture, fulfillment, payments, servicing and the worker serve metrics on this
+    # port + 0 … 4 (replica k: + 100 * (k - 1)); 0 = no metrics in the dev stack.
+    dev_metrics_port: int = 15090
     # servicing
     # Exchanges ship their replacements once the returned items are received ("on receipt"),
     # instead of as soon as the return is opened.

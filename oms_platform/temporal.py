@@ -16,6 +16,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from oms_platform.codec import EncryptionCodec, KeyVault, MasterKeys, data_converter
@@ -50,9 +51,12 @@ async def open_codec(settings: Settings, *, cache: bool = True) -> EncryptionCod
     return EncryptionCodec(keys, vault)
 
 
-async def connect(settings: Settings, codec: EncryptionCodec | None = None) -> Client:
+async def connect(
+    settings: Settings, codec: EncryptionCodec | None = None, runtime: Runtime | None = None
+) -> Client:
     """Connect to the configured Temporal frontend and namespace, sealing payloads with `codec`
-    (by default one opened from `settings`, closed by `close`)."""
+    (by default one opened from `settings`, closed by `close`), on `runtime` if given (the
+    worker's exports the SDK's metrics)."""
     owned = codec is None
     codec = codec or await open_codec(settings)
     try:
@@ -62,6 +66,7 @@ async def connect(settings: Settings, codec: EncryptionCodec | None = None) -> C
             tls=tls_config(settings),
             api_key=settings.temporal_api_key or None,
             data_converter=data_converter(codec),
+            runtime=runtime,
         )
     except BaseException:
         if owned and codec.vault is not None:

@@ -29,6 +29,18 @@ def ports(settings: Settings, service: str) -> list[int]:
     return [base + REPLICA_PORT_STEP * k for k in range(max(1, settings.dev_replicas))]
 
 
+# The processes serving metrics in the dev stack, in the order of their metrics ports.
+METRICS_ROLES = (*SERVICES, "worker")
+
+
+def metrics_ports(settings: Settings, role: str) -> list[int]:
+    """The metrics port of each replica of `role` (a service or the worker); [] when off."""
+    if not settings.dev_metrics_port:
+        return []
+    base = settings.dev_metrics_port + METRICS_ROLES.index(role)
+    return [base + REPLICA_PORT_STEP * k for k in range(max(1, settings.dev_replicas))]
+
+
 def addresses(settings: Settings, service: str) -> str:
     """Every replica of `service`, as one address setting (comma-separated)."""
     return ",".join(f"{settings.host}:{port}" for port in ports(settings, service))

@@ -169,13 +169,13 @@ class Stack:
         # name: (command, environment of its own), one entry per replica.
         commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         for service in SERVICES:
-            for name, port in zip(
-                self.replica_names(service), replicas.ports(settings, service), strict=True
+            for k, (name, port) in enumerate(
+                zip(self.replica_names(service), replicas.ports(settings, service), strict=True)
             ):
-                own_port = {f"OMS_{service.upper()}_PORT": str(port)}
-                commands[name] = ([*cli, "serve", service], own_port)
-        for name in self.replica_names("worker"):
-            commands[name] = ([*cli, "worker"], {})
+                own = {f"OMS_{service.upper()}_PORT": str(port), **self._metrics_env(service, k)}
+                commands[name] = ([*cli, "serve", service], own)
+        for k, name in enumerate(self.replica_names("worker")):
+            commands[name] = ([*cli, "worker"], self._metrics_env("worker", k))
         commands["codec-server"] = ([*cli, "codec-server"], {})
         if settings.simulator:
             commands["simulator"] = ([*cli, "simulator"], {})
@@ -194,6 +194,11 @@ class Stack:
                 wait_for_port(settings.host, port, 60.0)
         wait_for_port(settings.host, settings.codec_server_port, 60.0)
         return settings
+
+    def _metrics_env(self, role: str, replica: int) -> dict[str, str]:
+        """Where replica `replica` (from 0) of `role` serves its metrics, if anywhere."""
+        ports = replicas.metrics_ports(self.settings, role)
+        return {"OMS_METRICS_PORT": str(ports[replica])} if ports else {}
 
     def replica_names(self, role: str) -> list[str]:
         """The names of `role`'s processes: the role itself, or `role-1` … `role-N`."""
@@ -233,6 +238,11 @@ class Stack:
         if self.temporal is not None:
             lines.append(f"  {'temporal ui':<12} http://127.0.0.1:{s.embedded_temporal_ui_port}")
         lines.append(f"  {'codec server':<12} {codec_server.endpoint(s)}  (admins decode payloads)")
+        for role in replicas.METRICS_ROLES:
+            urls = [f"http://{s.metrics_host}:{p}/metrics" for p in replicas.metrics_ports(s, role)]
+            if urls:
+                label = "metrics" if role == replicas.METRICS_ROLES[0] else ""
+                lines.append(f"  {label:<12} {role:<12} {', '.join(urls)}")
         lines.append(f"  {'postgres':<12} {s.dsn}")
         lines.append(
             f"  {'simulator':<12} "

@@ -13,7 +13,7 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import dead_letters, request_limits
+from oms_platform import dead_letters, metrics, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
@@ -171,4 +171,5 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run),
             BackgroundTask("oms.watch.capture", watchers.run),
         ],
+        gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
     )

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -22,7 +23,7 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import auth
+from oms_platform import auth, metrics
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import Refusal, refusal_for, status_for
@@ -81,6 +82,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             self._fraud_policy,
         )
         if not response.duplicate:
+            metrics.ORDER_TRANSITIONS.labels(
+                submission.channel, convert.STATUS_TO_DOMAIN.get(response.order.status, "")
+            ).inc()
             if self._on_captured is not None:
                 self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
@@ -297,10 +301,13 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             else None
         )
 
+        recorded: list[tuple[domain.Order, str]] = []
+
         async def record(conn: asyncpg.Connection) -> pb.RecordOrderProgressResponse:
-            order = await store.record_progress(
+            order, before = await store.record_progress(
                 conn, request.order_id, status, changes, event, additions
             )
+            recorded.append((order, before))
             # Stored as the key's answer: kept without tokens whoever asked.
             return pb.RecordOrderProgressResponse(
                 order=convert.mask_payment_tokens(convert.order_to_pb(order))
@@ -310,6 +317,8 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         response, _ = await idempotent(
             self._pool, key, request, pb.RecordOrderProgressResponse, record
         )
+        if recorded and status and status != recorded[-1][1]:  # not a replay, a new status
+            _count_transition(recorded[-1][0], status)
         return response
 
     async def EraseShopper(
@@ -421,3 +430,11 @@ def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
     raise PermissionDenied(
         f"{principal.subject} lists only its own channels' orders: set channel to one of {mine}"
     )
+
+
+def _count_transition(order: domain.Order, status: str) -> None:
+    """An order entered `status`; at fulfilment, how long it took from capture."""
+    metrics.ORDER_TRANSITIONS.labels(order.channel, status).inc()
+    if status == domain.FULFILLED and order.created_at is not None:
+        seconds = (datetime.now(UTC) - order.created_at).total_seconds()
+        metrics.ORDER_LIFECYCLE_SECONDS.labels(order.channel).observe(max(0.0, seconds))

@@ -352,7 +352,7 @@ FOR UPDATE OF o"""
 # A step in one statement: the lines' new buckets, the status (unless ''), a timeline event
 # (unless its kind is ''), and a wake-up for the order's watchers when the transaction commits.
 SQL_RECORD_STEP = """
-WITH lines AS (
+WITH before AS (SELECT status FROM orders WHERE id = $1), lines AS (
     UPDATE order_lines AS l SET
         quantity_ordered = x.ordered, quantity_canceled = x.canceled,
         quantity_allocated = x.allocated, quantity_fulfilled = x.fulfilled,
@@ -368,7 +368,7 @@ WITH lines AS (
 UPDATE orders SET status = CASE WHEN $9::text = '' THEN status ELSE $9::text END,
     updated_at = now()
 WHERE id = $1
-RETURNING pg_notify($14, id)"""
+RETURNING pg_notify($14, id), (SELECT status FROM before) AS status_before"""
 
 # Items added before fulfillment, in one statement: existing lines' new ordered units, tax
 # lines and totals ($2), new lines appended after the last position ($3, `n` from 1), and
@@ -841,9 +841,9 @@ async def record_progress(
     changes: Sequence[domain.LineQuantityChange],
     event: domain.TimelineEvent | None,
     additions: Sequence[domain.LineAddition] = (),
-) -> domain.Order:
+) -> tuple[domain.Order, str]:
     """Apply a lifecycle step: items added, buckets, status and a timeline event; returns the
-    order.
+    order and the status it had before.
 
     The order's watchers are woken when the caller's transaction commits.
     """
@@ -856,7 +856,7 @@ async def record_progress(
     current = {r["id"]: _quantities(r) for r in rows if r["id"] is not None}
     after = domain.apply_line_changes(order_id, current, changes) if changes else {}
     ids = list(after)
-    await conn.execute(
+    before = await conn.fetchval(
         SQL_RECORD_STEP,
         order_id,
         ids,
@@ -872,8 +872,9 @@ async def record_progress(
         event.summary if event else "",
         event.actor if event else "",
         ORDER_CHANGED_CHANNEL,
+        column=1,
     )
-    return await get_order(conn, order_id)
+    return await get_order(conn, order_id), before
 
 
 async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:

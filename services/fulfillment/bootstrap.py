@@ -8,7 +8,7 @@ from typing import cast
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import dead_letters, request_limits
+from oms_platform import dead_letters, metrics, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
@@ -58,4 +58,5 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             dead_letters.SERVICE_NAME,
         ],
         background=[BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run)],
+        gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
     )

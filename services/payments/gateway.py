@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from oms_platform import metrics
 from services.payments.sim_store import MemoryState, Session, State
 
 log = structlog.get_logger("oms.payments.gateway")
@@ -471,6 +472,10 @@ class Gateways:
         """The adapter that talks for instruments of this type."""
         return self.by_method_type.get(payment_method_type, self.default)
 
+    def calling(self, payment_method_type: str) -> PaymentGateway:
+        """The adapter for instruments of this type, its calls counted and timed."""
+        return MeteredGateway(self.for_method(payment_method_type))
+
     def adapters(self) -> list[PaymentGateway]:
         """Every distinct adapter, default first."""
         out: list[PaymentGateway] = [self.default]
@@ -478,3 +483,63 @@ class Gateways:
             if all(gateway is not seen for seen in out):
                 out.append(gateway)
         return out
+
+
+class MeteredGateway:
+    """A gateway adapter whose every call is counted by operation and outcome, and timed
+    (`oms_gateway_calls_total`, `oms_gateway_call_duration_seconds`)."""
+
+    def __init__(self, inner: PaymentGateway) -> None:
+        self._inner = inner
+
+    async def authorize(
+        self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
+    ) -> GatewayResult:
+        return await self._call(
+            "authorize",
+            self._inner.authorize(key, token, amount_minor, currency, allow_partial=allow_partial),
+        )
+
+    async def capture(
+        self, key: str, authorization_ref: str, amount_minor: int, currency: str
+    ) -> GatewayResult:
+        return await self._call(
+            "capture", self._inner.capture(key, authorization_ref, amount_minor, currency)
+        )
+
+    async def refund(
+        self, key: str, capture_ref: str, amount_minor: int, currency: str
+    ) -> GatewayResult:
+        return await self._call(
+            "refund", self._inner.refund(key, capture_ref, amount_minor, currency)
+        )
+
+    async def reverse(
+        self, key: str, authorization_ref: str, amount_minor: int, currency: str
+    ) -> GatewayResult:
+        return await self._call(
+            "reverse", self._inner.reverse(key, authorization_ref, amount_minor, currency)
+        )
+
+    async def void(self, key: str, authorization_ref: str) -> GatewayResult:
+        return await self._call("void", self._inner.void(key, authorization_ref))
+
+    async def lookup(self, key: str) -> GatewayResult | None:
+        with metrics.gateway_call("lookup") as outcome:
+            found = await self._inner.lookup(key)
+            outcome("found" if found is not None else "unknown")
+            return found
+
+    async def _call(self, operation: str, call: Awaitable[GatewayResult]) -> GatewayResult:
+        with metrics.gateway_call(operation) as outcome:
+            try:
+                result = await call
+            except GatewayTimeout:
+                outcome("timeout")
+                raise
+            except GatewayUnavailable:
+                outcome("unavailable")
+                raise
+            refused = "declined" if operation == "authorize" else "failed"
+            outcome("succeeded" if result.succeeded else refused)
+            return result

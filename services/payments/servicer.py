@@ -404,7 +404,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 need = domain.left_to_hold(amount, made)
                 if need <= 0:
                     break
-                gateway = self.gateways.for_method(method.type)
+                gateway = self.gateways.calling(method.type)
                 key = domain.gateway_key(
                     wanted.order_id, wanted.idempotency_key, f"authorize:{i}", need
                 )
@@ -465,7 +465,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, authorization: domain.Authorization, request_key: str, step: str
     ) -> domain.Authorization:
         """Void one authorization at its gateway; unchanged (still held) if the gateway refuses."""
-        gateway = self.gateways.for_method(authorization.payment_method_type)
+        gateway = self.gateways.calling(authorization.payment_method_type)
         key = domain.gateway_key(
             authorization.order_id, request_key, step, authorization.remaining_minor
         )
@@ -579,7 +579,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         now: datetime,
     ) -> domain.Capture:
         """Capture one draw from `authorization` (the drawn one, or its re-authorization)."""
-        gateway = self.gateways.for_method(authorization.payment_method_type)
+        gateway = self.gateways.calling(authorization.payment_method_type)
         # Keyed by the drawn authorization, which a retry of this request draws on again.
         key = domain.gateway_key(
             invoice.order_id,
@@ -621,7 +621,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         now: datetime,
     ) -> domain.Authorization:
         """Hold anew what an expired authorization still held; stored, approved or declined."""
-        gateway = self.gateways.for_method(lapsed.payment_method_type)
+        gateway = self.gateways.calling(lapsed.payment_method_type)
         amount = lapsed.remaining_minor
         # Release what may be left of the lapsed hold first (the issuer may already have, so
         # the answer does not matter): a gift card's balance must be free to be held again.
@@ -790,7 +790,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             ),
             domain.UNSPECIFIED,
         )
-        gateway = self.gateways.for_method(method_type)
+        gateway = self.gateways.calling(method_type)
         key = domain.gateway_key(
             memo.order_id, request_key, f"refund:{draw.capture.capture_id}", draw.amount_minor
         )
@@ -825,7 +825,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     ) -> domain.Reversal:
         """Release one draw from an authorization's hold (void when it is all that remains)."""
         authorization = draw.authorization
-        gateway = self.gateways.for_method(authorization.payment_method_type)
+        gateway = self.gateways.calling(authorization.payment_method_type)
         key = domain.gateway_key(
             memo.order_id,
             request_key,

@@ -10,7 +10,7 @@ from oms.capture.v1 import capture_pb2_grpc
 from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import request_limits
+from oms_platform import metrics, request_limits
 from oms_platform.service import ServiceContext, ServiceParts
 from services.servicing.deliveries import DeadLetterOwners
 from services.servicing.lifecycles import OrderLifecycles
@@ -28,7 +28,7 @@ CAPTURE_DEADLINE_MARGIN_SECONDS = 1.0
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the stores, the order workflows (Temporal, connected on first use, and capture,
     asked about orders Temporal has no workflow for), the services holding dead letters, and
-    the servicer; servicing runs nothing in the background."""
+    the servicer; in the background servicing only refreshes its metrics (exceptions open)."""
     # Stubs on grpc.aio channels are the async stubs.
     capture = cast(
         "capture_pb2_grpc.CaptureServiceAsyncStub",
@@ -40,8 +40,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     lifecycles = OrderLifecycles(
         ctx.temporal, timedelta(seconds=ctx.settings.servicing_update_timeout_seconds), orders
     )
+    exceptions = ProcessExceptionStore(ctx.pool)
+
+    async def exceptions_open() -> None:
+        metrics.set_exceptions_open(await exceptions.open_by_category())
+
     servicer = ServicingServicer(
-        ProcessExceptionStore(ctx.pool),
+        exceptions,
         ReturnOrderStore(ctx.pool),
         ChangeStore(ctx.pool),
         lifecycles,
@@ -66,4 +71,5 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ],
         service_names=[servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"].full_name],
         background=[],
+        gauges=[exceptions_open],
     )

@@ -14,6 +14,7 @@ from oms_platform import limits
 from oms_platform.erasure import PersonalColumns
 from oms_platform.errors import NotFound
 from services.servicing.domain import (
+    CLOSED_STATUSES,
     Change,
     ChangeOrder,
     ChangeOutcome,
@@ -82,11 +83,21 @@ LIMIT $8
 """
 
 
+SQL_OPEN_BY_CATEGORY = """
+SELECT category, count(*) AS open FROM process_exceptions
+WHERE status <> ALL($1::text[]) GROUP BY category"""
+
+
 class ProcessExceptionStore:
     """Reads and writes process exceptions."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+
+    async def open_by_category(self) -> dict[str, int]:
+        """How many exceptions are not closed yet (resolved, ignored, voided), per category."""
+        rows = await self.pool.fetch(SQL_OPEN_BY_CATEGORY, list(CLOSED_STATUSES))
+        return {row["category"]: row["open"] for row in rows}
 
     async def insert(self, conn: Conn, exception: ProcessException) -> ProcessException:
         """Store a new exception on `conn` (the caller's transaction); returns it as stored."""

@@ -16,9 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 
-# OMS_* variables deploy/ sets for behaviour another part of issue 13 is adding (metrics).
-# Listed here so the drift check below names them; remove an entry once Settings has it.
-PENDING_SETTINGS = {"OMS_METRICS_PORT": "the metrics endpoint of each process (issue 13)"}
 
 
 def setting_names() -> set[str]:
@@ -28,7 +25,7 @@ def setting_names() -> set[str]:
 
 def unknown_settings(names: set[str]) -> set[str]:
     """The OMS_* names among `names` that no setting reads (config drift)."""
-    known = setting_names() | set(PENDING_SETTINGS)
+    known = setting_names()
     return {n for n in names if n.startswith(PREFIX) and n not in known}
 
 

@@ -21,13 +21,23 @@ import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform.devstack.replicas import REPLICA_PORT_STEP
+from oms_platform.devstack.replicas import METRICS_ROLES, REPLICA_PORT_STEP
 from oms_platform.devstack.replicas import addresses as replica_addresses
 from oms_platform.devstack.temporal_server import free_port, is_free
 from oms_platform.settings import SERVICES, Settings
 from tests.callers import channel_as, persona_channel
 
 BIN = Path(sys.executable).parent
+
+
+def metrics_ports(count: int) -> int:
+    """A free port from which the dev stack's metrics ports (capture … worker, each replica;
+    devstack/replicas.py) are free as well."""
+    while True:
+        port = free_port()
+        roles = range(len(METRICS_ROLES))
+        if all(is_free(port + r + REPLICA_PORT_STEP * k) for r in roles for k in range(count)):
+            return port
 
 
 def replica_ports(count: int) -> int:
@@ -58,6 +68,7 @@ class DevStack:
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
             **{f"OMS_{name.upper()}_PORT": str(replica_ports(replicas)) for name in SERVICES},
             "OMS_DEV_REPLICAS": str(replicas),
+            "OMS_DEV_METRICS_PORT": str(metrics_ports(replicas)),
             **env,
         }
         unset = ("DATABASE_URL", "TEMPORAL_ADDRESS", "CODEC_KEYS_FILE", "CODEC_SERVER_CORS_ORIGINS")
