@@ -17,7 +17,6 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 
 
-
 def setting_names() -> set[str]:
     """Every variable Settings.from_env reads."""
     return {PREFIX + f.name.upper() for f in fields(Settings)}
