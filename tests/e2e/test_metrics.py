@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from oms.capture.v1 import capture_pb2_grpc
@@ -16,7 +17,7 @@ from oms_platform.devstack.replicas import METRICS_ROLES, metrics_ports
 from oms_platform.metrics import TEMPORAL_SDK_SERIES, TEMPORAL_SDK_SERIES_ON_FAILURE
 from oms_platform.samples import sample_order
 from services.payments.gateway import DECLINE_TOKEN
-from tests.e2e.conftest import DevStack
+from tests.e2e.conftest import DevStack, running
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +49,13 @@ def rpcs(samples: Samples, service: str, method: str) -> float | None:
         grpc_method=method,
         grpc_code="OK",
     )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """A stack of its own: counters start from zero, no other test's orders or kills."""
+    with running(DevStack(tmp_path_factory.mktemp("metrics"))) as dev:
+        yield dev
 
 
 async def test_every_process_serves_the_series_its_dashboard_reads(stack: DevStack) -> None:
@@ -112,7 +120,7 @@ async def test_every_process_serves_the_series_its_dashboard_reads(stack: DevSta
     assert value(fulfillment_m, "oms_outbox_rows", schema="fulfillment") is not None
     assert (value(fulfillment_m, "oms_db_pool_connections", pool="fulfillment") or 0) > 0
 
-    assert value(found, "oms_process_exceptions_open", category="payment") == 1
+    assert value(found, "oms_process_exceptions_open", category="payment") == 1, "one declined"
     assert (rpcs(found, "ServicingService", "ListProcessExceptions") or 0) > 0
     assert (rpcs(found, "ServicingService", "RecordProcessException") or 0) > 0
 
