@@ -68,16 +68,20 @@ async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from oms_platform import tracing
     from oms_platform.service import serve_forever
+
+    tracing.configure(args.service)
 
     await serve_forever(args.service, settings)
     return 0
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform import metrics, temporal
+    from oms_platform import metrics, temporal, tracing
     from workflows.worker import run_worker
 
+    tracing.configure("worker")
     runtime = None
     if settings.metrics_port:
         runtime = metrics.temporal_runtime(metrics.loopback_port())

@@ -36,7 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import access, auth, codec, metrics
+from oms_platform import access, auth, codec, metrics, tracing
 from oms_platform.errors import (
     AlreadyExists,
     DomainError,
@@ -252,6 +252,7 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             order_id = getattr(request, "order_id", "")
             if order_id:
                 structlog.contextvars.bind_contextvars(order_id=clip(order_id, 128))
+                tracing.tag_order(clip(order_id, 128))
             principal = await gate._authenticate(method, context, start)
             auth.bind_principal(principal)
             structlog.contextvars.bind_contextvars(principal=principal.subject)
@@ -410,7 +411,8 @@ async def start_server(
     """
     limits = limits or ServerLimits()
     server = grpc.aio.server(
-        interceptors=[_Gate(authenticator, reflection_enabled)],
+        # A span per call when tracing is on (oms_platform/tracing.py), around everything.
+        interceptors=[*tracing.server_interceptors(), _Gate(authenticator, reflection_enabled)],
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         options=[
             ("grpc.so_reuseport", 0),
@@ -547,7 +549,10 @@ def channel(
         def token_for(_method: str) -> str:
             return source()
 
-    interceptors = bearer_interceptors(token_for) if token_for is not None else None
+    interceptors = [
+        *(bearer_interceptors(token_for) if token_for is not None else []),
+        *tracing.client_interceptors(),
+    ] or None
     credentials = tls.channel_credentials() if tls is not None else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

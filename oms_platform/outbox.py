@@ -40,7 +40,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import metrics
+from oms_platform import metrics, tracing
 from oms_platform.backoff import Backoff
 from oms_platform.errors import FailedPrecondition, NotFound, clip
 from oms_platform.pacing import FrontDoorPacer
@@ -94,6 +94,9 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at, id);
 CREATE INDEX IF NOT EXISTS outbox_workflow ON outbox (workflow_id, id);
 -- Failures retrying cannot fix, counted apart from attempts (which count outages too).
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS refusals int NOT NULL DEFAULT 0;
+-- The trace context (W3C headers) of the transaction that wrote the row, so its delivery
+-- continues that trace (oms_platform/tracing.py); NULL while tracing is off.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS trace_context jsonb;
 -- Rows Temporal refused for good. The id is the outbox row's: a redelivery reinserts the row
 -- under it, so it goes ahead of the rows of its workflow that waited behind it.
 CREATE TABLE IF NOT EXISTS outbox_dead_letters (
@@ -119,10 +122,13 @@ CREATE TABLE IF NOT EXISTS outbox_dead_letters (
     note             text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_dead_letters_open
-    ON outbox_dead_letters (workflow_id) WHERE status = 'open'"""
+    ON outbox_dead_letters (workflow_id) WHERE status = 'open';
+-- A dead letter keeps its row's trace context, so a redelivery still continues that trace.
+ALTER TABLE outbox_dead_letters ADD COLUMN IF NOT EXISTS trace_context jsonb"""
 
 SQL_ENQUEUE = """
-INSERT INTO outbox (kind, workflow_id, name, payload) VALUES ($1, $2, $3, $4)"""
+INSERT INTO outbox (kind, workflow_id, name, payload, trace_context)
+VALUES ($1, $2, $3, $4, $5)"""
 SQL_NOTIFY = "SELECT pg_notify($1, '')"
 # A batch of due rows, locked so that the relays of other replicas skip them. A workflow's
 # rows keep their order: a row waits while an earlier row of its workflow has an open dead
@@ -133,7 +139,7 @@ SQL_NOTIFY = "SELECT pg_notify($1, '')"
 # never taken ahead of one still being delivered.
 SQL_CLAIM_BATCH = """
 WITH claimed AS (
-    SELECT id, kind, workflow_id, name, payload, refusals FROM outbox AS o
+    SELECT id, kind, workflow_id, name, payload, refusals, trace_context FROM outbox AS o
     WHERE available_at <= now()
       AND NOT EXISTS (
           SELECT 1 FROM outbox_dead_letters AS d
@@ -162,8 +168,9 @@ WHERE id = $1"""
 SQL_DEAD_LETTER = """
 WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING *)
 INSERT INTO outbox_dead_letters
-    (id, kind, workflow_id, name, payload, created_at, attempts, error, error_kind)
-SELECT id, kind, workflow_id, name, payload, created_at, attempts + 1, $2, $3 FROM moved
+    (id, kind, workflow_id, name, payload, created_at, attempts, error, error_kind, trace_context)
+SELECT id, kind, workflow_id, name, payload, created_at, attempts + 1, $2, $3, trace_context
+FROM moved
 ON CONFLICT (id) DO UPDATE SET
     status = 'open', attempts = EXCLUDED.attempts, error = EXCLUDED.error,
     error_kind = EXCLUDED.error_kind, dead_lettered_at = now(),
@@ -195,8 +202,8 @@ WHERE id = $1 AND status = 'open'
 RETURNING id"""
 # Back into the outbox under its own id, as if new (no attempts, due now).
 SQL_REQUEUE = """
-INSERT INTO outbox (id, kind, workflow_id, name, payload, created_at)
-SELECT id, kind, workflow_id, name, payload, created_at FROM outbox_dead_letters
+INSERT INTO outbox (id, kind, workflow_id, name, payload, created_at, trace_context)
+SELECT id, kind, workflow_id, name, payload, created_at, trace_context FROM outbox_dead_letters
 WHERE id = $1"""
 
 
@@ -272,7 +279,7 @@ async def enqueue(
     conn: asyncpg.Connection, schema: str, kind: str, workflow_id: str, name: str, payload: Any
 ) -> None:
     """Record a delivery in the caller's transaction and wake the relay on commit."""
-    await conn.execute(SQL_ENQUEUE, kind, workflow_id, name, payload)
+    await conn.execute(SQL_ENQUEUE, kind, workflow_id, name, payload, tracing.carrier())
     await conn.execute(SQL_NOTIFY, channel_name(schema))
 
 
@@ -560,6 +567,15 @@ class OutboxRelay:
                 await asyncio.wait_for(self._report.wait(), REPORT_RETRY_CAP_SECONDS)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
+        # Continues the trace of the transaction that wrote the row (oms_platform/tracing.py).
+        with tracing.continuing(
+            row["trace_context"],
+            f"outbox {row['kind']} {row['name']}",
+            **{tracing.WORKFLOW_ID: row["workflow_id"]},
+        ):
+            await self._deliver_row(row)
+
+    async def _deliver_row(self, row: asyncpg.Record) -> None:
         assert self._client is not None
         if row["kind"] == "start":
             extra = self._start_options(row["payload"]) if self._start_options else {}

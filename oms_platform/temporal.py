@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from oms_platform import tracing
 from oms_platform.codec import EncryptionCodec, KeyVault, MasterKeys, data_converter
 from oms_platform.settings import Settings
 
@@ -67,6 +68,9 @@ async def connect(
             api_key=settings.temporal_api_key or None,
             data_converter=data_converter(codec),
             runtime=runtime,
+            # Spans for starts, runs, activities, signals and updates when tracing is on; a
+            # worker built on this client takes them too.
+            interceptors=tracing.temporal_interceptors(),
         )
     except BaseException:
         if owned and codec.vault is not None:

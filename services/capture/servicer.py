@@ -23,7 +23,7 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import auth, metrics
+from oms_platform import auth, metrics, tracing
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
 from oms_platform.grpcutil import Refusal, refusal_for, status_for
@@ -88,6 +88,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             if self._on_captured is not None:
                 self._on_captured(time.perf_counter() - started)
             log.info("order captured", order_id=response.order.order_id)
+        tracing.tag_order(response.order.order_id)
         _for_caller(response.order)
         return response
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from oms_platform import db, erasure, limits, outbox
+from oms_platform import db, erasure, limits, outbox, tracing
 from oms_platform.errors import AlreadyExists, NotFound
 from services.capture import domain
 from workflows.types import order_workflow_id
@@ -155,10 +155,10 @@ _INSERT_CHILDREN = """
 ), b AS (
     -- The lifecycles' starts, in the platform's outbox (see oms_platform.outbox), in the
     -- order the orders arrived.
-    INSERT INTO outbox (kind, workflow_id, name, payload)
-    SELECT 'start', x.workflow_id, x.name, x.payload
+    INSERT INTO outbox (kind, workflow_id, name, payload, trace_context)
+    SELECT 'start', x.workflow_id, x.name, x.payload, x.trace_context
     FROM jsonb_to_recordset($5::jsonb) AS x (
-        n int, order_id text, workflow_id text, name text, payload jsonb
+        n int, order_id text, workflow_id text, name text, payload jsonb, trace_context jsonb
     )
     WHERE x.order_id IN (SELECT id FROM o)
     ORDER BY x.n
@@ -652,6 +652,8 @@ class OrderRows:
                     "workflow_id": workflow_id,
                     "name": name,
                     "payload": payload,
+                    # The submitting call's trace continues when the relay starts it.
+                    "trace_context": tracing.carrier(),
                 }
             )
 

@@ -1,0 +1,144 @@
+"""OpenTelemetry traces across the whole path of an order, off unless asked for.
+
+With `OTEL_EXPORTER_OTLP_ENDPOINT` set (and the other standard `OTEL_*` variables, read by
+the exporter itself), `configure(role)` installs a tracer provider exporting by OTLP/gRPC under
+the service name `oms-<role>`. Then:
+
+- every gRPC server gets OpenTelemetry's server interceptor and every client channel its
+  client interceptors (`grpcutil`), so a call is one span on each side, linked by the
+  `traceparent` header; the gate puts the order id on the server span (`oms.order_id`);
+- asyncpg calls are spans (OpenTelemetry's asyncpg instrumentation): a service's SQL hangs
+  under the RPC that ran it;
+- the Temporal client and worker carry the SDK's `TracingInterceptor`: starting a workflow,
+  running it, each activity, signals and updates are spans, their context in Temporal headers;
+- the outbox, where a transaction's effect leaves for Temporal later and maybe from another
+  replica, keeps the writing transaction's trace context in the row (`trace_context`), and the
+  relay starts or signals the workflow in a span whose parent is that context. One order is
+  therefore one trace: SubmitOrder → its SQL → the relay's start → the workflow → each
+  activity → the service RPC it calls → that RPC's SQL.
+
+Without the variable nothing is installed: no interceptor, no instrumented driver, no context
+stored — tracing costs nothing. Tests install an in-memory exporter the same way
+(`configure(role, exporter)`) and `reset()` after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+ORDER_ID = "oms.order_id"
+WORKFLOW_ID = "oms.workflow_id"
+
+_provider: TracerProvider | None = None
+_instrumented_asyncpg: Any = None
+
+
+def active() -> bool:
+    """True when spans are being recorded and exported."""
+    return _provider is not None
+
+
+def configure(role: str, exporter: SpanExporter | None = None) -> bool:
+    """Trace this process as `oms-<role>` when OTEL_EXPORTER_OTLP_ENDPOINT is set, or into
+    `exporter` (tests); returns whether tracing is on. Call before servers, channels and
+    Temporal clients are made: they look once."""
+    global _provider, _instrumented_asyncpg
+    if exporter is None:
+        if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            return False
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        processor: Any = BatchSpanProcessor(OTLPSpanExporter())
+    else:
+        processor = SimpleSpanProcessor(exporter)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"oms-{role}"}))
+    provider.add_span_processor(processor)
+    _provider = provider
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    _instrumented_asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    _instrumented_asyncpg.instrument(tracer_provider=provider)
+    return True
+
+
+def reset() -> None:
+    """Stop tracing: flush what was recorded, uninstrument the driver (tests)."""
+    global _provider, _instrumented_asyncpg
+    if _instrumented_asyncpg is not None:
+        _instrumented_asyncpg.uninstrument()
+        _instrumented_asyncpg = None
+    if _provider is not None:
+        _provider.shutdown()
+        _provider = None
+
+
+def tracer() -> trace.Tracer:
+    """oms' own tracer (a no-op one while tracing is off)."""
+    if _provider is None:
+        return trace.NoOpTracer()
+    return _provider.get_tracer("oms")
+
+
+def server_interceptors() -> list[Any]:
+    """OpenTelemetry's gRPC server interceptor, or none while tracing is off."""
+    if _provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor(tracer_provider=_provider)]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors() -> list[Any]:
+    """OpenTelemetry's gRPC client interceptors, or none while tracing is off."""
+    if _provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors(tracer_provider=_provider))  # type: ignore[no-untyped-call]
+
+
+def temporal_interceptors() -> list[Any]:
+    """The Temporal SDK's tracing interceptor (client and worker), or none while off."""
+    if _provider is None:
+        return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return [TracingInterceptor(_provider.get_tracer("temporalio"))]
+
+
+def tag_order(order_id: str) -> None:
+    """Put the order id on the current span (an RPC's server span)."""
+    if _provider is not None and order_id:
+        trace.get_current_span().set_attribute(ORDER_ID, order_id)
+
+
+def carrier() -> dict[str, str] | None:
+    """The current trace context as W3C headers, to store beside work done later (an outbox
+    row); None while tracing is off or outside any span."""
+    if _provider is None:
+        return None
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers or None
+
+
+@contextlib.contextmanager
+def continuing(headers: Mapping[str, str] | None, name: str, **attributes: str) -> Iterator[None]:
+    """A span named `name` whose parent is the context in `headers` (as `carrier` stored it):
+    work done later, elsewhere, on behalf of that trace. Nothing while tracing is off."""
+    if _provider is None:
+        yield
+        return
+    parent = propagate.extract(dict(headers or {}))
+    with tracer().start_as_current_span(
+        name, context=parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ):
+        yield

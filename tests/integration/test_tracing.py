@@ -1,0 +1,132 @@
+"""Traces: one order, submitted over gRPC and run through its whole lifecycle by the real
+services, worker and Temporal, is one connected OpenTelemetry trace — from the SubmitOrder
+call, through the outbox and the workflow, to the payments RPC that captures its invoice and
+that RPC's SQL. Spans go to an in-memory exporter installed the way `OTEL_EXPORTER_OTLP_ENDPOINT`
+installs the OTLP one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from oms_platform import tracing
+from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform.samples import sample_order
+from oms_platform.settings import Settings
+from tests.conftest import System, running_system
+
+
+@pytest.fixture(scope="module")
+async def traced(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres
+) -> AsyncIterator[tuple[System, InMemorySpanExporter]]:
+    """A system of its own, started with tracing on (servers, channels, the Temporal client and
+    worker look once, when they are made); tracing off again after."""
+    exporter = InMemorySpanExporter()
+    assert tracing.configure("test", exporter)
+    try:
+        async with running_system(settings_with_temporal, postgres, "oms_tracing") as system:
+            yield system, exporter
+    finally:
+        tracing.reset()
+
+
+def chain(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableSpan]:
+    """`span` and its ancestors, up to the root (parents must all have been recorded)."""
+    out = [span]
+    while out[-1].parent is not None:
+        parent = by_id.get(out[-1].parent.span_id)
+        assert parent is not None, f"{out[-1].name}'s parent was not recorded: the trace breaks"
+        out.append(parent)
+    return out
+
+
+async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
+    traced: tuple[System, InMemorySpanExporter],
+) -> None:
+    system, exporter = traced
+    stub = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    async with system.simulator():
+        order_id = (await stub.SubmitOrder(sample_order(), timeout=10)).order.order_id
+        deadline = time.monotonic() + 60
+        while True:
+            view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
+            if view.order.status == capture_pb2.ORDER_STATUS_FULFILLED:
+                break
+            assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
+            await asyncio.sleep(0.1)
+
+    spans = exporter.get_finished_spans()
+    [submit] = [
+        s
+        for s in spans
+        if s.name == "/oms.capture.v1.CaptureService/SubmitOrder" and s.kind == SpanKind.SERVER
+    ]
+    assert submit.attributes is not None and submit.attributes[tracing.ORDER_ID] == order_id
+    trace_id = submit.context.trace_id
+    mine = [s for s in spans if s.context.trace_id == trace_id]
+    by_id = {s.context.span_id: s for s in mine}
+    names = {s.name for s in mine}
+
+    # The capture of the order's invoice: the payments server span, and its SQL beneath it.
+    [capture_rpc] = [
+        s
+        for s in mine
+        if s.name == "/oms.payments.v1.PaymentsService/CaptureInvoice" and s.kind == SpanKind.SERVER
+    ]
+    path = chain(capture_rpc, by_id)
+    hops = [(s.name, s.kind) for s in reversed(path)]
+    submit_rpc = "/oms.capture.v1.CaptureService/SubmitOrder"
+    capture_invoice = "/oms.payments.v1.PaymentsService/CaptureInvoice"
+    assert hops == [
+        (submit_rpc, SpanKind.CLIENT),  # the storefront's call (its channel is traced too)
+        (submit_rpc, SpanKind.SERVER),  # capture
+        ("outbox start OrderLifecycle", SpanKind.PRODUCER),  # capture's relay, later
+        ("StartWorkflow:OrderLifecycle", SpanKind.CLIENT),
+        ("StartActivity:capture_invoice", SpanKind.CLIENT),  # the workflow, on the worker
+        ("RunActivity:capture_invoice", SpanKind.SERVER),
+        (capture_invoice, SpanKind.CLIENT),  # the activity's call
+        (capture_invoice, SpanKind.SERVER),  # payments
+    ], hops
+    assert path[-2] is submit
+    sql_under_capture = [
+        s for s in mine if s.parent is not None and s.parent.span_id == capture_rpc.context.span_id
+    ]
+    assert any(
+        s.attributes and s.attributes.get("db.system") == "postgresql" for s in sql_under_capture
+    )
+
+    # SubmitOrder's own SQL, and the workflow span naming the order.
+    assert any(
+        s.parent is not None
+        and s.parent.span_id == submit.context.span_id
+        and s.attributes
+        and s.attributes.get("db.system") == "postgresql"
+        for s in mine
+    )
+    [run] = [s for s in mine if s.name == "RunWorkflow:OrderLifecycle"]
+    assert (
+        run.parent is not None and by_id[run.parent.span_id].name == "StartWorkflow:OrderLifecycle"
+    )
+    assert run.attributes is not None
+    assert run.attributes.get("temporalWorkflowID") == f"order:{order_id}"
+
+    # Every step of the happy path is in this trace, and each service RPC it called.
+    for step in ("authorize_payment", "create_fulfillment_orders", "create_invoice"):
+        assert f"RunActivity:{step}" in names, step
+    for rpc in (
+        "/oms.payments.v1.PaymentsService/AuthorizePayment",
+        "/oms.fulfillment.v1.FulfillmentService/CreateFulfillmentOrders",
+        "/oms.payments.v1.PaymentsService/CreateInvoice",
+    ):
+        assert rpc in names, rpc
+    # Nothing in this trace hangs loose: every parent was recorded in it.
+    for span in mine:
+        chain(span, by_id)
