@@ -111,6 +111,8 @@ def bench_settings(data_dir: Path) -> Settings:
         embedded_temporal_port=free_port(),
         embedded_temporal_ui_port=free_port(),
         codec_server_port=free_port(),
+        # No metrics endpoints: their fixed dev ports would collide with a running `make dev`.
+        dev_metrics_port=0,
         simulator=True,
         simulator_step_seconds=0.0,
         # Lifecycles end at delivery (no return window), so a workflow's result marks it.
