@@ -219,9 +219,23 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return []
 
 
-def _metered(method: str, start: float, context: grpc.aio.ServicerContext) -> None:
-    code = context.code()
-    metrics.observe_rpc(method, getattr(code, "name", None) or "OK", time.perf_counter() - start)
+def _metered(method: str, kind: str, start: float, context: grpc.aio.ServicerContext) -> None:
+    metrics.observe_rpc(method, kind, _outcome(context), time.perf_counter() - start)
+
+
+def _outcome(context: grpc.aio.ServicerContext) -> str:
+    """The code the caller saw, for a call that is over."""
+    if context.done():
+        return getattr(context.code(), "name", None) or "OK"
+    # No status went out: the caller left first (a watch closed, a deadline passed). Its code
+    # is unset then, and would otherwise count as OK. This side's deadline trails the caller's
+    # by the request's transit time, hence the margin.
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining < _DEADLINE_MARGIN_SECONDS
+    return "DEADLINE_EXCEEDED" if expired else "CANCELLED"
+
+
+_DEADLINE_MARGIN_SECONDS = 0.2
 
 
 class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -243,10 +257,10 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = details.method
         gate = self
 
-        async def admit(request: Any, context: grpc.aio.ServicerContext) -> float:
+        async def admit(request: Any, context: grpc.aio.ServicerContext, kind: str) -> float:
             start = time.perf_counter()
             # Counted once the call is over, whatever ended it (refused, failed, cancelled).
-            context.add_done_callback(functools.partial(_metered, method, start))
+            context.add_done_callback(functools.partial(_metered, method, kind, start))
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(rpc=method)
             order_id = getattr(request, "order_id", "")
@@ -262,7 +276,7 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start = await admit(request, context)
+                start = await admit(request, context, "unary")
                 try:
                     response = await inner_uu(request, context)
                 except _PASS_THROUGH:
@@ -284,7 +298,7 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def unary_stream(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                start = await admit(request, context)
+                start = await admit(request, context, "server_stream")
                 try:
                     async for response in inner_us(request, context):
                         yield response
@@ -302,7 +316,7 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                start = await admit(None, context)
+                start = await admit(None, context, "client_stream")
                 try:
                     return await inner_su(requests, context)
                 except _PASS_THROUGH:

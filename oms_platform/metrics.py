@@ -5,7 +5,10 @@ one registry (prometheus-client's default). Labels are low-cardinality by rule: 
 method, code, schema, channel, status, category, operation, outcome — never an order id.
 
 Counters and histograms are updated where the event happens (the gRPC gate, the outbox relay,
-capture's progress recording, the payment gateway calls). What only the database knows — rows
+capture's progress recording, the payment gateway calls). Orders by status are counted as
+transitions rather than read as a gauge of today's statuses: the dashboard wants a flow (orders
+per minute by channel and status), a counter sums across capture replicas, and it costs no
+query on a table that grows with every order. What only the database knows — rows
 waiting in an outbox, process exceptions open — is read by a refresher every
 `OMS_METRICS_REFRESH_SECONDS` in the service's own event loop (`Refresher`), because a scrape
 runs on the HTTP server's thread and must not wait on Postgres. Connection pools are read at
@@ -32,7 +35,7 @@ import structlog
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 log = structlog.get_logger("oms.metrics")
 
@@ -46,8 +49,9 @@ LIFECYCLE_BUCKETS = (
 
 RPC_SECONDS = Histogram(
     "oms_rpc_duration_seconds",
-    "gRPC calls served, by service, method and status code, and how long each took",
-    ["grpc_service", "grpc_method", "grpc_code"],
+    "gRPC calls served, by service, method, type (unary, server_stream, client_stream) and "
+    "status code, and how long each took",
+    ["grpc_service", "grpc_method", "grpc_type", "grpc_code"],
     buckets=RPC_BUCKETS,
 )
 OUTBOX_DELIVERED = Counter(
@@ -99,10 +103,13 @@ GATEWAY_SECONDS = Histogram(
 )
 
 
-def observe_rpc(method: str, code: str, seconds: float) -> None:
-    """Count one served call; `method` is gRPC's `/package.Service/Method`."""
+def observe_rpc(method: str, kind: str, code: str, seconds: float) -> None:
+    """Count one served call; `method` is gRPC's `/package.Service/Method`, `kind` its type.
+
+    The type is a label because a stream lives as long as its caller listens (WatchOrder: until
+    the order is fulfilled): latency panels read unary calls only."""
     service, _, name = method.lstrip("/").rpartition("/")
-    RPC_SECONDS.labels(service.rsplit(".", 1)[-1], name, code).observe(seconds)
+    RPC_SECONDS.labels(service.rsplit(".", 1)[-1], name, kind, code).observe(seconds)
 
 
 def serve(port: int, host: str) -> int:
@@ -228,9 +235,11 @@ def gateway_call(operation: str) -> Iterator[Callable[[str], None]]:
 
 
 # The Temporal SDK runtime series the dashboard and alert rules read (the SDK names them; with
-# `durations_as_seconds` its histograms are in seconds). Seen on the worker's endpoint after an
-# order (tests/e2e/test_metrics.py asserts each is there), except the failure counter, which
-# the SDK registers at the first failed workflow task (Temporal's SDK metrics reference).
+# `durations_as_seconds` its histograms are in seconds; the SDK writes counters without a
+# suffix, and folding them into this registry adds `_total`). Seen on the worker's endpoint
+# after an order (tests/e2e/test_metrics.py asserts each is there), except the failure counter,
+# which the SDK registers at the first failed workflow task: tests/integration/test_metrics.py
+# fails one and finds `temporal_workflow_task_execution_failed_total`.
 TEMPORAL_SDK_SERIES = {
     "temporal_workflow_task_execution_latency": "histogram",
     "temporal_workflow_task_schedule_to_start_latency": "histogram",
@@ -259,9 +268,9 @@ class TemporalRuntimeMetrics(Collector):
         yield from text_string_to_metric_families(text)
 
 
-def temporal_runtime(port: int) -> Any:
+def temporal_runtime(port: int, registry: CollectorRegistry = REGISTRY) -> Any:
     """A Temporal SDK runtime exporting its metrics on 127.0.0.1:`port`, folded into this
-    process's /metrics; durations in seconds, as every other oms histogram."""
+    process's /metrics (`registry`); durations in seconds, as every other oms histogram."""
     from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
     runtime = Runtime(
@@ -269,7 +278,7 @@ def temporal_runtime(port: int) -> Any:
             metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}", durations_as_seconds=True)
         )
     )
-    REGISTRY.register(TemporalRuntimeMetrics(f"http://127.0.0.1:{port}/metrics"))
+    registry.register(TemporalRuntimeMetrics(f"http://127.0.0.1:{port}/metrics"))
     return runtime
 
 

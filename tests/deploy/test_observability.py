@@ -13,6 +13,7 @@ import promql_parser
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 
 from oms_platform import metrics
 from tests.deploy.files import DEPLOY, compose
@@ -41,17 +42,42 @@ def exported() -> set[str]:
     return names
 
 
-def metric_names(node: Any) -> Iterator[str]:
-    """The metric names a parsed PromQL expression selects."""
+# Labels Prometheus attaches to every series it scrapes (deploy/prometheus/prometheus.yml adds
+# `process`), beside the ones a metric is exported with.
+TARGET_LABELS = {"job", "instance", "process"}
+
+
+def exported_labels() -> dict[str, set[str]]:
+    """Series name → the labels it carries, for the metrics oms_platform/metrics.py declares
+    (the collectors read at scrape time and the SDK's series are not described up front)."""
+    labels: dict[str, set[str]] = {}
+    for declared in vars(metrics).values():
+        if isinstance(declared, MetricWrapperBase):
+            kind = declared._type
+            names = set(declared._labelnames)
+            for suffix in SUFFIXES[kind]:
+                extra = {"le"} if suffix == "_bucket" else set()
+                labels[declared._name + suffix] = names | extra
+    return labels
+
+
+def selectors(node: Any) -> Iterator[promql_parser.VectorSelector]:
+    """The series selectors of a parsed PromQL expression."""
     if isinstance(node, promql_parser.VectorSelector):
-        yield node.name
+        yield node
         return
     for attribute in ("lhs", "rhs", "expr", "vector_selector", "param"):
         child = getattr(node, attribute, None)
         if child is not None:
-            yield from metric_names(child)
+            yield from selectors(child)
     for arg in getattr(node, "args", None) or ():
-        yield from metric_names(arg)
+        yield from selectors(arg)
+
+
+def metric_names(node: Any) -> Iterator[str]:
+    """The metric names a parsed PromQL expression selects."""
+    for selector in selectors(node):
+        yield selector.name
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
@@ -72,6 +98,22 @@ def test_every_dashboard_and_rule_expression_reads_only_exported_metrics() -> No
         names = set(metric_names(promql_parser.parse(expr)))
         assert names, f"{where}: {expr} reads no metric"
         assert names <= known, f"{where}: {sorted(names - known)} is exported by no oms process"
+
+
+def test_every_label_an_expression_matches_on_is_one_its_metric_carries() -> None:
+    carried = exported_labels()
+    assert carried["oms_rpc_duration_seconds_bucket"] >= {"grpc_service", "grpc_type", "le"}
+    exprs = dashboard_exprs() + [(rule["alert"], rule["expr"]) for rule in rules()]
+    for where, expr in exprs:
+        for selector in selectors(promql_parser.parse(expr)):
+            if selector.name not in carried:
+                continue  # read at scrape time or the SDK's: its labels are not declared
+            matched = {m.name for m in selector.matchers.matchers} - {"__name__"}
+            unknown = matched - carried[selector.name] - TARGET_LABELS
+            assert not unknown, f"{where}: {selector.name} has no label {sorted(unknown)}"
+    typo = promql_parser.parse('rate(oms_rpc_duration_seconds_count{grpc_kind="unary"}[5m])')
+    (selector,) = selectors(typo)
+    assert {m.name for m in selector.matchers.matchers} - carried[selector.name] == {"grpc_kind"}
 
 
 def test_the_check_catches_a_metric_nobody_exports() -> None:
@@ -96,6 +138,9 @@ def test_the_dashboard_shows_what_operators_asked_for() -> None:
         "worker task latency",
     ):
         assert wanted in titles
+    # Streams last as long as their callers listen: the latency panel reads unary calls only.
+    (p99,) = [t for (title, t) in dashboard_exprs() if title == "RPC p99 by service"]
+    assert 'grpc_type="unary"' in p99
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids))
     # Every panel reads the data source the compose stack provisions.

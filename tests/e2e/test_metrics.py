@@ -47,6 +47,7 @@ def rpcs(samples: Samples, service: str, method: str) -> float | None:
         "oms_rpc_duration_seconds_count",
         grpc_service=service,
         grpc_method=method,
+        grpc_type="unary",
         grpc_code="OK",
     )
 
