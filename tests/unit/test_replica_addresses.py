@@ -3,13 +3,15 @@ round-robin channel target (a single address stays exactly as it was)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from oms_platform.devstack import replicas
+from oms_platform.devstack.stack import Stack
 from oms_platform.grpcutil import channel_target
-from oms_platform.settings import Settings
+from oms_platform.settings import SERVICES, Settings
 
 
 def test_a_single_address_is_used_as_it_is() -> None:
@@ -62,3 +64,21 @@ def test_the_cli_finds_the_running_stacks_replicas_unless_told_otherwise(tmp_pat
 
     replicas.mark_in_use(tmp_path, None)  # the stack stopped
     assert replicas.dev_client_settings(cli) == cli
+
+
+def test_each_replica_of_each_process_has_its_own_metrics_url_in_the_banner() -> None:
+    settings = Settings(dev_replicas=3)
+    banner = Stack(settings).banner()
+    metrics_ports = [p for r in replicas.METRICS_ROLES for p in replicas.metrics_ports(settings, r)]
+    assert len(metrics_ports) == 3 * 5 == len(set(metrics_ports))
+    assert replicas.metrics_ports(settings, "worker") == [15094, 15194, 15294]
+    for port in metrics_ports:
+        assert f"http://127.0.0.1:{port}/metrics" in banner
+    taken = {p for s in SERVICES for p in replicas.ports(settings, s)} | {
+        settings.embedded_postgres_port,
+        settings.embedded_temporal_port,
+        settings.embedded_temporal_ui_port,
+        settings.codec_server_port,
+    }
+    assert not taken & set(metrics_ports)
+    assert replicas.metrics_ports(replace(settings, dev_metrics_port=0), "capture") == []
