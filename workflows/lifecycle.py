@@ -26,6 +26,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from oms_platform.money import format_minor
     from oms_platform.redaction import redact
+    from workflows import activity_names as names
     from workflows.ledger import AddItemsPlan, ChangeRefused, Ledger, line_share_minor
     from workflows.types import (
         ADD_ITEMS_UPDATE,
@@ -333,7 +334,7 @@ class OrderLifecycle:
         amount = order.grand_total_minor - self._credited_unauthorized_minor
         try:
             result: AuthorizeResult = await self._activity(
-                "authorize_payment",
+                names.AUTHORIZE_PAYMENT,
                 AuthorizeInput(
                     order_id=order.order_id,
                     idempotency_key=f"{order.order_id}:authorize",
@@ -633,7 +634,7 @@ class OrderLifecycle:
         charged = sum(shares.values()) + shipping_minor - sum(line_goodwill.values())
         order_goodwill = min(charged, self._goodwill_pending_order)
         invoice: InvoiceResult = await self._activity(
-            "create_invoice",
+            names.CREATE_INVOICE,
             InvoiceInput(
                 order_id=order.order_id,
                 fulfillment_order_id=fo.fulfillment_order_id,
@@ -669,7 +670,7 @@ class OrderLifecycle:
             )
             try:
                 result: CaptureResult = await self._activity(
-                    "capture_invoice", asked, result_type=CaptureResult
+                    names.CAPTURE_INVOICE, asked, result_type=CaptureResult
                 )
                 failure = "" if result.succeeded else result.failure_reason
             except ActivityError as refused:
@@ -760,7 +761,7 @@ class OrderLifecycle:
             )
         except TimeoutError:
             await self._activity(
-                "escalate_process_exception",
+                names.ESCALATE_PROCESS_EXCEPTION,
                 EscalateInput(
                     exception_id,
                     f"{self._order.order_id}:escalate:{exception_id}",
@@ -813,7 +814,7 @@ class OrderLifecycle:
         self, category: str, attached_to: str, message: str, hold: int = 0, step_input: str = ""
     ) -> str:
         exception_id: str = await self._activity(
-            "record_process_exception",
+            names.RECORD_PROCESS_EXCEPTION,
             ProcessExceptionInput(
                 order_id=self._order.order_id,
                 idempotency_key=f"{self._order.order_id}:exception:{category}:{attached_to}:{hold}",
@@ -860,7 +861,7 @@ class OrderLifecycle:
         released: list[ItemQuantity] = []
         for fo_id, items in ledger.open_units_for_cancel(plan).items():
             await self._activity(
-                "cancel_fulfillment_order_lines",
+                names.CANCEL_FULFILLMENT_ORDER_LINES,
                 CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
             )
             ledger.remove_open_units(fo_id, items)
@@ -927,7 +928,7 @@ class OrderLifecycle:
         self, memo_input: CreditMemoInput, step: str
     ) -> tuple[CreditMemoResult, RefundResult]:
         memo: CreditMemoResult = await self._activity(
-            "create_credit_memo",
+            names.CREATE_CREDIT_MEMO,
             memo_input,
             result_type=CreditMemoResult,
         )
@@ -937,7 +938,7 @@ class OrderLifecycle:
         while True:
             attempt += 1
             refund: RefundResult = await self._activity(
-                "refund_credit_memo",
+                names.REFUND_CREDIT_MEMO,
                 RefundInput(
                     memo_input.order_id,
                     memo.credit_memo_id,
@@ -964,7 +965,7 @@ class OrderLifecycle:
 
     async def _void(self, reason: str, step: str = "void") -> None:
         await self._activity(
-            "void_authorization",
+            names.VOID_AUTHORIZATION,
             VoidInput(self._order.order_id, f"{self._order.order_id}:{step}", reason),
         )
 
@@ -1329,7 +1330,7 @@ class OrderLifecycle:
         order = self._order
         try:
             auth: AuthorizeResult = await self._activity(
-                "authorize_payment",
+                names.AUTHORIZE_PAYMENT,
                 AuthorizeInput(
                     order_id=order.order_id,
                     idempotency_key=f"{order.order_id}:authorize:add:{change_id}",
@@ -1376,7 +1377,7 @@ class OrderLifecycle:
         step = f"change:{request.change_id}"
         return_order_id = f"{order.order_id}-R{len(self._returns) + 1}"
         await self._activity(
-            "create_return_order",
+            names.CREATE_RETURN_ORDER,
             ReturnOrderInput(
                 order.order_id,
                 f"{order.order_id}:rma:{request.change_id}",
@@ -1445,7 +1446,7 @@ class OrderLifecycle:
             rma = self._returns[request.return_order_id]
             step = f"change:{request.change_id}"
             await self._activity(
-                "record_return_receipt",
+                names.RECORD_RETURN_RECEIPT,
                 ReceiptInput(
                     order.order_id,
                     f"{order.order_id}:receipt:{request.change_id}",
@@ -1741,7 +1742,7 @@ class OrderLifecycle:
     ) -> int:
         order = self._order
         auth: AuthorizeResult = await self._activity(
-            "authorize_payment",
+            names.AUTHORIZE_PAYMENT,
             AuthorizeInput(
                 order_id=order.order_id,
                 idempotency_key=f"{order.order_id}:authorize:exchange:{change_id}",
@@ -1757,7 +1758,7 @@ class OrderLifecycle:
                 type="FAILED_PRECONDITION",
             )
         invoice: InvoiceResult = await self._activity(
-            "create_invoice",
+            names.CREATE_INVOICE,
             InvoiceInput(
                 order_id=order.order_id,
                 fulfillment_order_id=fo.fulfillment_order_id,
@@ -1994,7 +1995,7 @@ class OrderLifecycle:
                     )
                 )
         result: RouteResult = await self._activity(
-            "create_fulfillment_orders",
+            names.CREATE_FULFILLMENT_ORDERS,
             RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),
             result_type=RouteResult,
         )
@@ -2002,7 +2003,7 @@ class OrderLifecycle:
 
     async def _cancel_fo(self, fulfillment_order_id: str, reason: str) -> None:
         await self._activity(
-            "cancel_fulfillment_order",
+            names.CANCEL_FULFILLMENT_ORDER,
             CancelFulfillmentOrderInput(
                 fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason
             ),
@@ -2075,7 +2076,7 @@ class OrderLifecycle:
                 [ORDER_STATUS.value_set(status), ORDER_CHANNEL.value_set(self._order.channel)]
             )
         await self._activity(
-            "record_order_progress",
+            names.RECORD_ORDER_PROGRESS,
             ProgressInput(
                 order_id=self._order.order_id,
                 idempotency_key=f"{self._order.order_id}:progress:{step or kind}",
