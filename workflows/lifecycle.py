@@ -11,15 +11,17 @@ The workflow file has no I/O of its own.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
@@ -28,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from oms_platform.redaction import redact
     from workflows import activity_names as names
     from workflows.ledger import AddItemsPlan, ChangeRefused, Ledger, line_share_minor
+    from workflows.state import LifecycleState, Replacement, ReturnOrder
     from workflows.types import (
         ADD_ITEMS_UPDATE,
         ALLOCATED,
@@ -60,7 +63,6 @@ with workflow.unsafe.imports_passed_through():
         CancelLinesInput,
         CaptureInput,
         CaptureResult,
-        CarriedState,
         ChangeRequest,
         ChangeResult,
         ChargeLineData,
@@ -86,10 +88,8 @@ with workflow.unsafe.imports_passed_through():
         ReceiptInput,
         RefundInput,
         RefundResult,
-        Replacement,
         Resolution,
         ResolutionResult,
-        ReturnOrder,
         ReturnOrderInput,
         ReturnState,
         RouteInput,
@@ -147,32 +147,23 @@ class OrderLifecycle:
         # The order and its ledger exist before the first activation's handlers run, so an
         # Update that arrives with the workflow's start (a cancel straight after submit) is
         # validated against the order rather than refused as "not started".
-        self._status = PENDING
-        self._events: list[FulfillmentEvent] = []
-        self._seen_events: set[str] = set()
+        if order.carried is None:
+            self._state = LifecycleState(ledger=Ledger.of(order).state)
+        else:  # a delivered order's lifecycle, carried on from its previous run
+            self._state = value_to_type(LifecycleState, order.carried)
+            self._state.runs += 1
+            order = replace(order, carried=None)
         self._order = order
-        self._ledger = Ledger.of(order)
+        self._ledger = Ledger(self._state.ledger)
+        # What follows lives only while this run does: a run continues as new only when no
+        # Update and no hold is in flight, so none of it needs carrying.
         # One change at a time: the lifecycle's own steps and every Update take this lock.
         self._lock = asyncio.Lock()
         self._resolutions: dict[str, Resolution] = {}
         self._waiting_on = ""
-        self._holds = 0
-        self._changes: dict[str, ChangeResult] = {}
-        self._returns: dict[str, ReturnOrder] = {}
-        self._delivered_at: datetime | None = None
-        self._captured_minor = 0
-        self._invoiced_minor = 0
-        self._line_invoiced_minor: dict[str, int] = {}
-        self._line_appeased_minor: dict[str, int] = {}
-        self._order_appeased_minor = 0
-        # Goodwill given before anything was charged, still to come off invoices.
-        self._goodwill_pending_by_line: dict[str, int] = {}
-        self._goodwill_pending_order = 0
-        # Part of the authorization will never be captured (goodwill before charging, a
-        # skipped invoice or capture): release it once everything is delivered.
-        self._release_at_settlement = False
         self._done = False
-        self._authorized = False
+        # A continued run is past delivery, so its payment was authorized long ago.
+        self._authorized = self._state.runs > 1
         # Credit for units canceled before the payment was authorized: never held, so the
         # authorization asks for that much less.
         self._credited_unauthorized_minor = 0
@@ -180,69 +171,6 @@ class OrderLifecycle:
         self._revision = 0
         # What the last refused step was asked, for the process exception it raises.
         self._refused_step_input = ""
-        # How many runs this order's lifecycle has had (continue-as-new starts another).
-        self._runs = 1
-        # Money given back (credit memos, refunded from captures, released from holds) and
-        # the process exceptions raised: for the `state` query.
-        self._credited_minor = 0
-        self._refunded_minor = 0
-        self._released_minor = 0
-        self._exceptions: dict[str, ExceptionRecord] = {}
-        if order.carried is not None:
-            self._carry_on(order.carried)
-            self._order = replace(order, carried=None)
-
-    def _carry_on(self, carried: CarriedState) -> None:
-        """Take up the state a previous run carried over: the order was delivered and the
-        lifecycle was servicing it."""
-        self._status = carried.status
-        self._ledger = Ledger.restore(carried.ledger)
-        self._delivered_at = carried.delivered_at
-        self._seen_events = set(carried.seen_events)
-        self._events = list(carried.events)
-        self._changes = dict(carried.changes)
-        self._returns = dict(carried.returns)
-        self._captured_minor = carried.captured_minor
-        self._invoiced_minor = carried.invoiced_minor
-        self._line_invoiced_minor = dict(carried.line_invoiced_minor)
-        self._line_appeased_minor = dict(carried.line_appeased_minor)
-        self._order_appeased_minor = carried.order_appeased_minor
-        self._goodwill_pending_by_line = dict(carried.goodwill_pending_by_line)
-        self._goodwill_pending_order = carried.goodwill_pending_order
-        self._release_at_settlement = carried.release_at_settlement
-        self._holds = carried.holds
-        self._authorized = True
-        self._runs = carried.runs + 1
-        self._credited_minor = carried.credited_minor
-        self._refunded_minor = carried.refunded_minor
-        self._released_minor = carried.released_minor
-        self._exceptions = {e.process_exception_id: e for e in carried.exceptions}
-
-    def _carried(self) -> CarriedState:
-        assert self._delivered_at is not None
-        return CarriedState(
-            status=self._status,
-            ledger=self._ledger.snapshot(),
-            delivered_at=self._delivered_at,
-            seen_events=sorted(self._seen_events),
-            events=list(self._events),
-            changes=dict(self._changes),
-            returns=dict(self._returns),
-            captured_minor=self._captured_minor,
-            invoiced_minor=self._invoiced_minor,
-            line_invoiced_minor=dict(self._line_invoiced_minor),
-            line_appeased_minor=dict(self._line_appeased_minor),
-            order_appeased_minor=self._order_appeased_minor,
-            goodwill_pending_by_line=dict(self._goodwill_pending_by_line),
-            goodwill_pending_order=self._goodwill_pending_order,
-            release_at_settlement=self._release_at_settlement,
-            holds=self._holds,
-            runs=self._runs,
-            credited_minor=self._credited_minor,
-            refunded_minor=self._refunded_minor,
-            released_minor=self._released_minor,
-            exceptions=list(self._exceptions.values()),
-        )
 
     # ---- the lifecycle -----------------------------------------------------------------------
 
@@ -276,7 +204,7 @@ class OrderLifecycle:
             return self._result(CANCELED, str(canceled))
         if self._ledger.all_canceled():
             return self._result(CANCELED, "every line was canceled")
-        if self._release_at_settlement:
+        if self._state.release_at_settlement:
             # Goodwill before charging, or a skipped invoice or capture, left part of the
             # authorization uncaptured: release it now that nothing more will be charged.
             await self._void("settled: releasing what was not charged", step="void:settled")
@@ -317,8 +245,8 @@ class OrderLifecycle:
         return OrderLifecycleResult(
             order_id=self._order.order_id,
             status=status,
-            captured_minor=self._captured_minor,
-            invoiced_minor=self._invoiced_minor,
+            captured_minor=self._state.captured_minor,
+            invoiced_minor=self._state.invoiced_minor,
             reason=reason,
         )
 
@@ -382,7 +310,7 @@ class OrderLifecycle:
                 ledger.add_fulfillment_order(fo)
             if route.fulfillment_orders:
                 await self._progress(
-                    ALLOCATED if self._status in (AUTHORIZED, ON_HOLD) else "",
+                    ALLOCATED if self._state.status in (AUTHORIZED, ON_HOLD) else "",
                     "fulfillment.allocated",
                     "; ".join(route.decisions) or "Fulfillment orders created",
                     [
@@ -411,39 +339,39 @@ class OrderLifecycle:
         """Handle warehouse and carrier events until every unit shipped and was delivered."""
         ledger = self._ledger
         while not ledger.settled():
-            # Signals only append to self._events; events are handled here, under the lock,
+            # Signals only append to self._state.events; events are handled here, under the lock,
             # so they never interleave with an Update's change to the same quantities.
-            await workflow.wait_condition(lambda: bool(self._events) or ledger.settled())
-            if self._events:
-                event = self._events.pop(0)
+            await workflow.wait_condition(lambda: bool(self._state.events) or ledger.settled())
+            if self._state.events:
+                event = self._state.events.pop(0)
                 async with self._lock:
                     await self._on_event(event)
-        self._delivered_at = workflow.now()
+        self._state.delivered_at = workflow.now()
 
     async def _service_until_the_return_window_closes(self) -> None:
         """After delivery: keep handling events (reships, replacements) and Updates (returns,
         appeasements) until the return window has closed and no return is open."""
-        assert self._delivered_at
+        assert self._state.delivered_at
         window = timedelta(seconds=self._order.timers.return_window_seconds)
-        closes = self._delivered_at + window
+        closes = self._state.delivered_at + window
         while True:
             remaining = (closes - workflow.now()).total_seconds()
-            busy = any(r.open() for r in self._returns.values()) or not self._ledger.settled()
-            if remaining <= 0 and not busy and not self._events:
+            busy = any(r.open() for r in self._state.returns.values()) or not self._ledger.settled()
+            if remaining <= 0 and not busy and not self._state.events:
                 return
-            if not self._events and self._history_is_long():
+            if not self._state.events and self._history_is_long():
                 await self._continue_as_new()
             seen = self._revision
             try:
                 await workflow.wait_condition(
-                    lambda seen=seen: bool(self._events) or self._revision != seen,  # type: ignore[misc]
+                    lambda seen=seen: bool(self._state.events) or self._revision != seen,  # type: ignore[misc]
                     timeout=timedelta(seconds=remaining) if remaining > 0 else None,
                 )
             except TimeoutError:
                 continue
-            if not self._events:
+            if not self._state.events:
                 continue
-            event = self._events.pop(0)
+            event = self._state.events.pop(0)
             async with self._lock:
                 await self._on_event(event)
 
@@ -466,13 +394,13 @@ class OrderLifecycle:
         await workflow.wait_condition(
             lambda: workflow.all_handlers_finished() and not self._lock.locked()
         )
-        if self._events:
+        if self._state.events:
             return
         workflow.logger.info(
-            "continuing as new", extra={"order_id": self._order.order_id, "runs": self._runs}
+            "continuing as new", extra={"order_id": self._order.order_id, "runs": self._state.runs}
         )
         workflow.continue_as_new(
-            replace(self._order, carried=self._carried()),
+            replace(self._order, carried=dataclasses.asdict(self._state)),
             search_attributes=workflow.info().typed_search_attributes,
         )
 
@@ -481,9 +409,9 @@ class OrderLifecycle:
     @workflow.signal(name=FULFILLMENT_EVENT_SIGNAL)
     def on_fulfillment_event(self, event: FulfillmentEvent) -> None:
         """A warehouse or carrier report, relayed from fulfillment's outbox (deduplicated)."""
-        if event.event_id not in self._seen_events:
-            self._seen_events.add(event.event_id)
-            self._events.append(event)
+        if event.event_id not in self._state.seen_events:
+            bisect.insort(self._state.seen_events, event.event_id)
+            self._state.events.append(event)
 
     async def _on_event(self, event: FulfillmentEvent) -> None:
         ledger = self._ledger
@@ -495,7 +423,7 @@ class OrderLifecycle:
         if event.kind == "shipped":
             await self._on_shipped(fo, items, event)
         elif event.kind == "delivered":
-            ledger.undelivered.discard(event.shipment_id)
+            ledger.mark_delivered(event.shipment_id)
             await self._attempt(
                 lambda: self._progress(
                     "",
@@ -551,7 +479,7 @@ class OrderLifecycle:
         ledger = self._ledger
         no_charge = fo.fulfillment_order_id in ledger.no_charge
         ledger.ship(fo.fulfillment_order_id, items)
-        ledger.undelivered.add(event.shipment_id)
+        ledger.mark_undelivered(event.shipment_id)
         units = sum(i.quantity for i in items)
         in_order = [i for i in items if i.order_line_id in ledger.lines]
         status = (
@@ -584,7 +512,7 @@ class OrderLifecycle:
         if invoice is None:  # skipped or canceled by an agent: these units go uncharged
             return
         captured = await self._capture(invoice)
-        self._captured_minor += captured
+        self._state.captured_minor += captured
 
     async def _invoice(
         self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str
@@ -628,11 +556,11 @@ class OrderLifecycle:
             )
         # Goodwill given before anything was charged comes off the first invoices it fits.
         line_goodwill = {
-            line_id: min(share, self._goodwill_pending_by_line.get(line_id, 0))
+            line_id: min(share, self._state.goodwill_pending_by_line.get(line_id, 0))
             for line_id, share in shares.items()
         }
         charged = sum(shares.values()) + shipping_minor - sum(line_goodwill.values())
-        order_goodwill = min(charged, self._goodwill_pending_order)
+        order_goodwill = min(charged, self._state.goodwill_pending_order)
         invoice: InvoiceResult = await self._activity(
             names.CREATE_INVOICE,
             InvoiceInput(
@@ -648,14 +576,16 @@ class OrderLifecycle:
         )
         for line_id, quantity in taken.items():
             ledger.take_invoiced(line_id, quantity)
-            self._line_invoiced_minor[line_id] = (
-                self._line_invoiced_minor.get(line_id, 0) + shares[line_id] - line_goodwill[line_id]
+            self._state.line_invoiced_minor[line_id] = (
+                self._state.line_invoiced_minor.get(line_id, 0)
+                + shares[line_id]
+                - line_goodwill[line_id]
             )
             if line_goodwill[line_id]:
-                self._goodwill_pending_by_line[line_id] -= line_goodwill[line_id]
-        self._goodwill_pending_order -= order_goodwill
-        ledger.shipping_charged.add(group_id)
-        self._invoiced_minor += invoice.total_minor
+                self._state.goodwill_pending_by_line[line_id] -= line_goodwill[line_id]
+        self._state.goodwill_pending_order -= order_goodwill
+        ledger.mark_shipping_charged(group_id)
+        self._state.invoiced_minor += invoice.total_minor
         return invoice
 
     async def _capture(self, invoice: InvoiceResult) -> int:
@@ -698,7 +628,7 @@ class OrderLifecycle:
                 continue
             # Skipped, or canceled: what shipped stays shipped (and unpaid); whatever has not
             # shipped is canceled; the hold on the unpaid part is released at settlement.
-            self._release_at_settlement = True
+            self._state.release_at_settlement = True
             if action == "cancel":
                 await self._cancel_unshipped(
                     "capture failed; canceled by an agent", f"capture-cancel:{invoice.invoice_id}"
@@ -725,10 +655,10 @@ class OrderLifecycle:
                 )
             if action == "retry":
                 continue
-            self._release_at_settlement = True
+            self._state.release_at_settlement = True
             if action == "cancel":
                 await self._cancel_unshipped(
-                    f"{what} refused; canceled by an agent", f"refused-cancel:{self._holds}"
+                    f"{what} refused; canceled by an agent", f"refused-cancel:{self._state.holds}"
                 )
             return None
 
@@ -745,15 +675,17 @@ class OrderLifecycle:
         """Raise a process exception (with the failed step's input, when there is one) and wait
         for an agent's resolution (escalating if it waits too long). Returns the action: retry,
         skip or cancel."""
-        self._holds += 1
+        self._state.holds += 1
         exception_id = await self._raise_exception(
-            category, attached_to, message, self._holds, step_input
+            category, attached_to, message, self._state.holds, step_input
         )
         # Waiting from the moment the exception exists, so an agent can resolve it at once.
         self._waiting_on = exception_id
         self._mark_exception(exception_id, "waiting")
-        resume = self._status
-        await self._progress(ON_HOLD, f"exception.{category}", message, step=f"hold:{self._holds}")
+        resume = self._state.status
+        await self._progress(
+            ON_HOLD, f"exception.{category}", message, step=f"hold:{self._state.holds}"
+        )
         escalate_after = timedelta(seconds=self._order.timers.escalate_after_seconds)
         try:
             await workflow.wait_condition(
@@ -795,7 +727,9 @@ class OrderLifecycle:
         self._resolutions[resolution.process_exception_id] = resolution
         # Answer once the lifecycle has taken the resolution and acted on its first step.
         await workflow.wait_condition(lambda: self._waiting_on != resolution.process_exception_id)
-        return ResolutionResult(resolution.process_exception_id, resolution.action, self._status)
+        return ResolutionResult(
+            resolution.process_exception_id, resolution.action, self._state.status
+        )
 
     @resolve_process_exception.validator
     def _validate_resolution(self, resolution: Resolution) -> None:
@@ -826,14 +760,14 @@ class OrderLifecycle:
             ),
             result_type=str,
         )
-        self._exceptions.setdefault(
-            exception_id,
-            ExceptionRecord(exception_id, category, attached_to, "recorded", workflow.now()),
-        )
+        if self._state.exception(exception_id) is None:
+            self._state.exceptions.append(
+                ExceptionRecord(exception_id, category, attached_to, "recorded", workflow.now())
+            )
         return exception_id
 
     def _mark_exception(self, exception_id: str, status: str, action: str = "") -> None:
-        record = self._exceptions.get(exception_id)
+        record = self._state.exception(exception_id)
         if record is not None:
             record.status, record.action = status, action or record.action
 
@@ -912,7 +846,7 @@ class OrderLifecycle:
             + [LineChange(i.order_line_id, allocated=-i.quantity) for i in released],
             step=f"canceled:{step}",
         )
-        result.order_status = self._status
+        result.order_status = self._state.status
         return result
 
     def _memo(self, step: str, **money: Any) -> CreditMemoInput:
@@ -932,7 +866,7 @@ class OrderLifecycle:
             memo_input,
             result_type=CreditMemoResult,
         )
-        self._credited_minor += memo.total_minor
+        self._state.credited_minor += memo.total_minor
         refunded = released = 0
         attempt = 0
         while True:
@@ -948,8 +882,8 @@ class OrderLifecycle:
             )
             refunded += refund.refunded_minor
             released += refund.released_minor
-            self._refunded_minor += refund.refunded_minor
-            self._released_minor += refund.released_minor
+            self._state.refunded_minor += refund.refunded_minor
+            self._state.released_minor += refund.released_minor
             if not refund.failed:
                 break
             # The gateway refused to give money back: a person decides (retry once it works,
@@ -974,8 +908,8 @@ class OrderLifecycle:
     @workflow.update(name=CANCEL_UPDATE)
     async def cancel_items(self, request: ChangeRequest) -> ChangeResult:
         """Cancel some units (or everything) not shipped yet."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             ledger = self._ledger
             try:
@@ -989,8 +923,8 @@ class OrderLifecycle:
                 await self._void(request.reason or "every line canceled")
                 await self._progress("", "order.canceled", f"Order canceled: {result.summary}")
             result.change_id, result.kind = request.change_id, "cancel"
-            result.order_status = self._status
-            self._changes[request.change_id] = result
+            result.order_status = self._state.status
+            self._state.changes[request.change_id] = result
             self._revision += 1
             return result
 
@@ -1001,8 +935,8 @@ class OrderLifecycle:
     @workflow.update(name=APPEASE_UPDATE)
     async def appease(self, request: ChangeRequest) -> ChangeResult:
         """Goodwill: an amount or a percentage of what was charged, on lines or the order."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             try:
                 amount, before_charging = self._appeasement_amount(request)
@@ -1022,11 +956,11 @@ class OrderLifecycle:
                 step,
             )
             for line in request.lines:
-                self._line_appeased_minor[line.order_line_id] = (
-                    self._line_appeased_minor.get(line.order_line_id, 0) + amount
+                self._state.line_appeased_minor[line.order_line_id] = (
+                    self._state.line_appeased_minor.get(line.order_line_id, 0) + amount
                 )
             if not request.lines:
-                self._order_appeased_minor += amount
+                self._state.order_appeased_minor += amount
             result = ChangeResult(
                 change_id=request.change_id,
                 kind="appease",
@@ -1040,8 +974,8 @@ class OrderLifecycle:
             await self._progress(
                 "", "change.appease", result.summary, actor=request.actor, step=step
             )
-            result.order_status = self._status
-            self._changes[request.change_id] = result
+            result.order_status = self._state.status
+            self._state.changes[request.change_id] = result
             self._revision += 1
             return result
 
@@ -1052,12 +986,12 @@ class OrderLifecycle:
         less is captured (what the authorization held beyond that is released at settlement)."""
         if request.lines:
             line_id = request.lines[0].order_line_id
-            self._goodwill_pending_by_line[line_id] = (
-                self._goodwill_pending_by_line.get(line_id, 0) + amount
+            self._state.goodwill_pending_by_line[line_id] = (
+                self._state.goodwill_pending_by_line.get(line_id, 0) + amount
             )
         else:
-            self._goodwill_pending_order += amount
-        self._release_at_settlement = True
+            self._state.goodwill_pending_order += amount
+        self._state.release_at_settlement = True
         result = ChangeResult(
             change_id=request.change_id,
             kind="appease",
@@ -1066,8 +1000,8 @@ class OrderLifecycle:
             credited_minor=amount,
         )
         await self._progress("", "change.appease", result.summary, actor=request.actor, step=step)
-        result.order_status = self._status
-        self._changes[request.change_id] = result
+        result.order_status = self._state.status
+        self._state.changes[request.change_id] = result
         self._revision += 1
         return result
 
@@ -1087,7 +1021,9 @@ class OrderLifecycle:
             )
         if request.percent_basis_points > 10_000:
             raise ChangeRefused("percent_basis_points: at most 10000 (100%)", "INVALID_ARGUMENT")
-        pending = self._goodwill_pending_order + sum(self._goodwill_pending_by_line.values())
+        pending = self._state.goodwill_pending_order + sum(
+            self._state.goodwill_pending_by_line.values()
+        )
         order_room = self._uncharged_minor() - pending
         if request.lines:
             line_id = request.lines[0].order_line_id
@@ -1100,18 +1036,22 @@ class OrderLifecycle:
             before_charging = buckets.invoiced == 0
             if before_charging:
                 base = line_share_minor(buckets.line, 0, buckets.ordered - buckets.canceled)
-                room = min(base - self._goodwill_pending_by_line.get(line_id, 0), order_room)
+                room = min(base - self._state.goodwill_pending_by_line.get(line_id, 0), order_room)
             else:
-                base = self._line_invoiced_minor.get(line_id, 0)
-                room = base - self._line_appeased_minor.get(line_id, 0)
+                base = self._state.line_invoiced_minor.get(line_id, 0)
+                room = base - self._state.line_appeased_minor.get(line_id, 0)
         else:
             what = "the order"
-            before_charging = self._invoiced_minor == 0
+            before_charging = self._state.invoiced_minor == 0
             if before_charging:
                 base, room = self._uncharged_minor(), order_room
             else:
-                base = self._captured_minor
-                room = base - self._order_appeased_minor - sum(self._line_appeased_minor.values())
+                base = self._state.captured_minor
+                room = (
+                    base
+                    - self._state.order_appeased_minor
+                    - sum(self._state.line_appeased_minor.values())
+                )
         amount = request.amount_minor or base * request.percent_basis_points // 10_000
         if amount <= 0:
             raise ChangeRefused(f"nothing is charged or left to charge for {what}")
@@ -1144,8 +1084,8 @@ class OrderLifecycle:
     @workflow.update(name=RESHIP_UPDATE)
     async def reship_items(self, request: ChangeRequest) -> ChangeResult:
         """Lost or damaged parcel: ship the same items again, at no charge."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             step = f"change:{request.change_id}"
             route = await self._route(
@@ -1180,8 +1120,8 @@ class OrderLifecycle:
             await self._progress(
                 "", "change.reship", result.summary, actor=request.actor, step=step
             )
-            result.order_status = self._status
-            self._changes[request.change_id] = result
+            result.order_status = self._state.status
+            self._state.changes[request.change_id] = result
             self._revision += 1
             return result
 
@@ -1210,8 +1150,8 @@ class OrderLifecycle:
         reserved first, then the difference authorized on the order's payment methods. When
         a unit finds no location or the payment is declined, the fulfillment orders just made
         are canceled and the change refused: nothing stays reserved, held or changed."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             order, ledger = self._order, self._ledger
             try:
@@ -1287,8 +1227,8 @@ class OrderLifecycle:
             # The progress above went out before the total and locations moved.
             if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
                 self._publish()
-            result.order_status = self._status
-            self._changes[request.change_id] = result
+            result.order_status = self._state.status
+            self._state.changes[request.change_id] = result
             self._revision += 1
             return result
 
@@ -1304,15 +1244,15 @@ class OrderLifecycle:
         """Refuse (ChangeRefused) adding items to an order in a state that does not allow it.
         `now`: under the lock, where the payment must be authorized already; before it, an
         order whose lifecycle has begun is authorized by the time the lock is free."""
-        if self._done or self._status == CANCELED:
+        if self._done or self._state.status == CANCELED:
             raise ChangeRefused(
-                f"order is {self._status if not self._done else 'closed'}; no more changes"
+                f"order is {self._state.status if not self._done else 'closed'}; no more changes"
             )
         if self._waiting_on:
             raise ChangeRefused(
                 f"order is on hold for process exception {self._waiting_on}; resolve it first"
             )
-        if (not self._authorized) if now else self._status == PENDING:
+        if (not self._authorized) if now else self._state.status == PENDING:
             raise ChangeRefused("the order's payment is not authorized yet; add items once it is")
 
     def _plan_add_items(self, request: ChangeRequest) -> AddItemsPlan:
@@ -1353,8 +1293,8 @@ class OrderLifecycle:
     @workflow.update(name=RETURN_UPDATE)
     async def return_items(self, request: ChangeRequest) -> ChangeResult:
         """Open a return order (RMA); refund at once when it is a refund without return."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             return await self._open_return(request, exchange=False)
 
@@ -1375,7 +1315,7 @@ class OrderLifecycle:
         except ChangeRefused as refused:
             raise _refuse(refused) from None
         step = f"change:{request.change_id}"
-        return_order_id = f"{order.order_id}-R{len(self._returns) + 1}"
+        return_order_id = f"{order.order_id}-R{len(self._state.returns) + 1}"
         await self._activity(
             names.CREATE_RETURN_ORDER,
             ReturnOrderInput(
@@ -1392,7 +1332,7 @@ class OrderLifecycle:
             fee_minor=request.return_fee_minor,
             exchange=exchange,
         )
-        self._returns[return_order_id] = rma
+        self._state.returns[return_order_id] = rma
         for item in plan:
             ledger.lines[item.order_line_id].return_initiated += item.quantity
         result = ChangeResult(
@@ -1430,8 +1370,8 @@ class OrderLifecycle:
             actor=request.actor,
             step=step,
         )
-        result.order_status = self._status
-        self._changes[request.change_id] = result
+        result.order_status = self._state.status
+        self._state.changes[request.change_id] = result
         self._revision += 1
         return result
 
@@ -1439,11 +1379,11 @@ class OrderLifecycle:
     async def receive_return(self, request: ChangeRequest) -> ChangeResult:
         """Items came back: accepted ones are refunded (less any return fee), rejected ones
         go back to the shopper."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             ledger, order = self._ledger, self._order
-            rma = self._returns[request.return_order_id]
+            rma = self._state.returns[request.return_order_id]
             step = f"change:{request.change_id}"
             await self._activity(
                 names.RECORD_RETURN_RECEIPT,
@@ -1519,8 +1459,8 @@ class OrderLifecycle:
                 actor=request.actor,
                 step=step,
             )
-            result.order_status = self._status
-            self._changes[request.change_id] = result
+            result.order_status = self._state.status
+            self._state.changes[request.change_id] = result
             self._revision += 1
             return result
 
@@ -1553,7 +1493,7 @@ class OrderLifecycle:
     @receive_return.validator
     def _validate_receipt(self, request: ChangeRequest) -> None:
         self._validate_change(request)
-        rma = self._returns.get(request.return_order_id)
+        rma = self._state.returns.get(request.return_order_id)
         if rma is None:
             raise ApplicationError(
                 f"return_order_id: no return {request.return_order_id!r} on this order",
@@ -1579,8 +1519,8 @@ class OrderLifecycle:
         """A return plus replacements, which ship at once (or, by the deployment's setting, when
         the return is received); the price difference is charged or refunded as they ship.
         The replacements are placed first, so an exchange that cannot ship changes nothing."""
-        if request.change_id in self._changes:
-            return self._changes[request.change_id]
+        if request.change_id in self._state.changes:
+            return self._state.changes[request.change_id]
         async with self._lock:
             try:
                 replacements = self._check_exchange(request)
@@ -1588,7 +1528,7 @@ class OrderLifecycle:
                 raise _refuse(refused) from None
             if self._order.exchange_ships_on_receipt:
                 result = await self._open_return(request, exchange=True, record=False)
-                self._returns[result.return_order_id].replacements = replacements
+                self._state.returns[result.return_order_id].replacements = replacements
                 result.summary += "; the replacement ships once the return is received"
                 return await self._record_exchange(request, result, "change.exchange")
             step = f"change:{request.change_id}"
@@ -1627,8 +1567,8 @@ class OrderLifecycle:
             actor=request.actor,
             step=f"change:{request.change_id}",
         )
-        result.order_status = self._status
-        self._changes[request.change_id] = result
+        result.order_status = self._state.status
+        self._state.changes[request.change_id] = result
         self._revision += 1
         return result
 
@@ -1771,9 +1711,9 @@ class OrderLifecycle:
             ),
             result_type=InvoiceResult,
         )
-        self._invoiced_minor += invoice.total_minor
+        self._state.invoiced_minor += invoice.total_minor
         captured = await self._capture(invoice)
-        self._captured_minor += captured
+        self._state.captured_minor += captured
         return captured
 
     # ---- queries -------------------------------------------------------------------------------
@@ -1781,7 +1721,7 @@ class OrderLifecycle:
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> str:
         """The order status as the workflow sees it."""
-        return self._status
+        return self._state.status
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> OrderState:
@@ -1789,27 +1729,27 @@ class OrderLifecycle:
         given back, fulfillment orders, open returns and process exceptions. Reads only (a
         copy of everything), so asking changes nothing and replays the same."""
         ledger, order = self._ledger, self._order
-        exceptions = [replace(e) for e in self._exceptions.values()]
+        exceptions = [replace(e) for e in self._state.exceptions]
         closes = (
-            self._delivered_at + timedelta(seconds=order.timers.return_window_seconds)
-            if self._delivered_at is not None
+            self._state.delivered_at + timedelta(seconds=order.timers.return_window_seconds)
+            if self._state.delivered_at is not None
             else None
         )
         return OrderState(
             order_id=order.order_id,
             channel_order_ref=order.channel_order_ref,
             channel=order.channel,
-            status=self._status,
+            status=self._state.status,
             currency=order.currency,
             grand_total_minor=order.grand_total_minor,
             authorized=self._authorized,
-            invoiced_minor=self._invoiced_minor,
-            captured_minor=self._captured_minor,
-            credited_minor=self._credited_minor,
-            refunded_minor=self._refunded_minor,
-            released_minor=self._released_minor,
-            goodwill_pending_minor=self._goodwill_pending_order
-            + sum(self._goodwill_pending_by_line.values()),
+            invoiced_minor=self._state.invoiced_minor,
+            captured_minor=self._state.captured_minor,
+            credited_minor=self._state.credited_minor,
+            refunded_minor=self._state.refunded_minor,
+            released_minor=self._state.released_minor,
+            goodwill_pending_minor=self._state.goodwill_pending_order
+            + sum(self._state.goodwill_pending_by_line.values()),
             lines=[
                 LineState(
                     order_line_id=line_id,
@@ -1845,16 +1785,16 @@ class OrderLifecycle:
                     exchange=r.exchange,
                     refunded_up_front=r.refunded_up_front,
                 )
-                for r in self._returns.values()
+                for r in self._state.returns.values()
                 if r.open()
             ],
             open_exceptions=[e for e in exceptions if e.status in ("waiting", "escalated")],
             exceptions=exceptions,
             waiting_on=self._waiting_on,
-            delivered_at=self._delivered_at,
+            delivered_at=self._state.delivered_at,
             return_window_closes_at=closes,
-            changes=len(self._changes),
-            runs=self._runs,
+            changes=len(self._state.changes),
+            runs=self._state.runs,
         )
 
     @workflow.query(name=PREVIEW_QUERY)
@@ -1898,7 +1838,7 @@ class OrderLifecycle:
                 self._check_reship(request)
                 units = sum(i.quantity for i in request.lines)
                 result.summary = f"would ship {units} unit(s) again at no charge"
-                result.order_status = self._status
+                result.order_status = self._state.status
                 return result
             else:
                 raise ChangeRefused(f"kind: no preview for {request.kind!r}", "INVALID_ARGUMENT")
@@ -1907,7 +1847,7 @@ class OrderLifecycle:
             result.refusal_code = refused.code
             return result
         result.summary = f"would give back {self._money(result.credited_minor)}"
-        result.order_status = self._status
+        result.order_status = self._state.status
         return result
 
     def _preview_exchange(self, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
@@ -1924,7 +1864,7 @@ class OrderLifecycle:
             money = "no money would move"
         ships = "when the return is received" if self._order.exchange_ships_on_receipt else "now"
         result.summary = f"{money}; the replacement would ship {ships}, stock permitting"
-        result.order_status = self._status
+        result.order_status = self._state.status
         return result
 
     def _preview_add_items(self, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
@@ -1939,7 +1879,7 @@ class OrderLifecycle:
             f"authorize {self._money(plan.total_minor)} more; order total "
             f"{self._money(result.grand_total_minor)}"
         )
-        result.order_status = self._status
+        result.order_status = self._state.status
         return result
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -1956,9 +1896,9 @@ class OrderLifecycle:
     def _validate_change(self, request: ChangeRequest) -> None:
         if not request.change_id:
             raise ApplicationError("change_id: required", type="INVALID_ARGUMENT")
-        if self._done or self._status == CANCELED:
+        if self._done or self._state.status == CANCELED:
             raise ApplicationError(
-                f"order is {self._status if not self._done else 'closed'}; no more changes",
+                f"order is {self._state.status if not self._done else 'closed'}; no more changes",
                 type="FAILED_PRECONDITION",
             )
         if self._waiting_on:
@@ -1968,9 +1908,11 @@ class OrderLifecycle:
             )
 
     def _check_return_window(self) -> None:
-        if self._delivered_at is None:
+        if self._state.delivered_at is None:
             return  # per-line checks refuse what has not shipped
-        closes = self._delivered_at + timedelta(seconds=self._order.timers.return_window_seconds)
+        closes = self._state.delivered_at + timedelta(
+            seconds=self._order.timers.return_window_seconds
+        )
         if workflow.now() > closes:
             raise ChangeRefused(f"return window closed on {closes:%Y-%m-%d}")
 
@@ -2042,7 +1984,7 @@ class OrderLifecycle:
         still do, so a step that changes nothing adds nothing to history)."""
         order = self._order
         wanted = search_attributes(
-            status=self._status,
+            status=self._state.status,
             channel=order.channel,
             total_minor=order.grand_total_minor,
             currency=order.currency,
@@ -2068,10 +2010,10 @@ class OrderLifecycle:
     ) -> None:
         """Tell capture (the order's record) and the search attributes what just happened."""
         if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
-            self._status = status or self._status
+            self._state.status = status or self._state.status
             self._publish()
         elif status:
-            self._status = status
+            self._state.status = status
             workflow.upsert_search_attributes(
                 [ORDER_STATUS.value_set(status), ORDER_CHANNEL.value_set(self._order.channel)]
             )
@@ -2089,4 +2031,6 @@ class OrderLifecycle:
                 currency=self._order.currency,
             ),
         )
-        workflow.logger.info(kind, extra={"order_id": self._order.order_id, "status": self._status})
+        workflow.logger.info(
+            kind, extra={"order_id": self._order.order_id, "status": self._state.status}
+        )
