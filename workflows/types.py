@@ -177,7 +177,7 @@ class FulfillmentEvent:
 
 
 @dataclass
-class LineChange:
+class LineQuantityChange:
     """Units added to (or, negative, taken from) an order line's buckets."""
 
     order_line_id: str
@@ -198,7 +198,7 @@ class ProgressInput:
     kind: str
     summary: str
     actor: str = "workflow"
-    line_changes: list[LineChange] = field(default_factory=list)
+    line_changes: list[LineQuantityChange] = field(default_factory=list)
     # Units added to the order (applied before line_changes, which may allocate them), with
     # money in the order's currency.
     added_lines: list[LineAdditionData] = field(default_factory=list)
