@@ -11,6 +11,10 @@ This class holds the lifecycle itself (run → authorize → allocate → fulfil
 until the return window closes) and declares the signal, Updates and queries. Each change's
 body lives in `workflows/changes/`, the money rules in `workflows/billing.py`, the quantity
 rules in `workflows/ledger.py`; the class gives them `Steps` (it is one).
+
+Longer than 800 lines on purpose: a Temporal workflow's signal, Updates, validators and queries
+must be declared on its class, and the steps they serialize with (events, holds, progress) are
+the lifecycle itself; splitting them further would scatter one state machine over files.
 """
 
 from __future__ import annotations
