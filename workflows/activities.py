@@ -21,6 +21,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows import activity_names as names
 from workflows.types import (
     ALLOCATED,
     AUTHORIZED,
@@ -192,7 +193,7 @@ class CaptureActivities:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = capture_pb2_grpc.CaptureServiceStub(channel)
 
-    @activity.defn(name="record_order_progress")
+    @activity.defn(name=names.RECORD_ORDER_PROGRESS)
     async def record_order_progress(self, progress: ProgressInput) -> None:
         structlog.contextvars.bind_contextvars(order_id=progress.order_id)
         await _call(
@@ -232,7 +233,7 @@ class PaymentsActivities:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = payments_pb2_grpc.PaymentsServiceStub(channel)
 
-    @activity.defn(name="authorize_payment")
+    @activity.defn(name=names.AUTHORIZE_PAYMENT)
     async def authorize_payment(self, request: AuthorizeInput) -> AuthorizeResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         response = await _call(
@@ -256,7 +257,7 @@ class PaymentsActivities:
             decline_reason=auth.decline_reason,
         )
 
-    @activity.defn(name="create_invoice")
+    @activity.defn(name=names.CREATE_INVOICE)
     async def create_invoice(self, request: InvoiceInput) -> InvoiceResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         currency = request.currency
@@ -285,7 +286,7 @@ class PaymentsActivities:
             total_minor=response.invoice.total.amount_minor,
         )
 
-    @activity.defn(name="capture_invoice")
+    @activity.defn(name=names.CAPTURE_INVOICE)
     async def capture_invoice(self, request: CaptureInput) -> CaptureResult:
         response = await _call(
             self._stub.CaptureInvoice(
@@ -303,7 +304,7 @@ class PaymentsActivities:
             failure_reason=capture.failure_reason,
         )
 
-    @activity.defn(name="create_credit_memo")
+    @activity.defn(name=names.CREATE_CREDIT_MEMO)
     async def create_credit_memo(self, request: CreditMemoInput) -> CreditMemoResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         currency = request.currency
@@ -337,7 +338,7 @@ class PaymentsActivities:
         memo = response.credit_memo
         return CreditMemoResult(memo.credit_memo_id, memo.total.amount_minor)
 
-    @activity.defn(name="refund_credit_memo")
+    @activity.defn(name=names.REFUND_CREDIT_MEMO)
     async def refund_credit_memo(self, request: RefundInput) -> RefundResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         response = await _call(
@@ -356,7 +357,7 @@ class PaymentsActivities:
             failure_reason=response.failure_reason,
         )
 
-    @activity.defn(name="void_authorization")
+    @activity.defn(name=names.VOID_AUTHORIZATION)
     async def void_authorization(self, request: VoidInput) -> None:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         await _call(
@@ -377,7 +378,7 @@ class FulfillmentActivities:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
 
-    @activity.defn(name="create_fulfillment_orders")
+    @activity.defn(name=names.CREATE_FULFILLMENT_ORDERS)
     async def create_fulfillment_orders(self, request: RouteInput) -> RouteResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         response = await _call(
@@ -425,7 +426,7 @@ class FulfillmentActivities:
             decisions=list(response.decisions),
         )
 
-    @activity.defn(name="cancel_fulfillment_order")
+    @activity.defn(name=names.CANCEL_FULFILLMENT_ORDER)
     async def cancel_fulfillment_order(self, request: CancelFulfillmentOrderInput) -> None:
         await _call(
             self._stub.CancelFulfillmentOrder(
@@ -438,7 +439,7 @@ class FulfillmentActivities:
             )
         )
 
-    @activity.defn(name="cancel_fulfillment_order_lines")
+    @activity.defn(name=names.CANCEL_FULFILLMENT_ORDER_LINES)
     async def cancel_fulfillment_order_lines(self, request: CancelLinesInput) -> None:
         await _call(
             self._stub.CancelFulfillmentOrderLines(
@@ -464,7 +465,7 @@ class ServicingActivities:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
-    @activity.defn(name="record_process_exception")
+    @activity.defn(name=names.RECORD_PROCESS_EXCEPTION)
     async def record_process_exception(self, request: ProcessExceptionInput) -> str:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         response = await _call(
@@ -483,7 +484,7 @@ class ServicingActivities:
         )
         return str(response.process_exception.process_exception_id)
 
-    @activity.defn(name="escalate_process_exception")
+    @activity.defn(name=names.ESCALATE_PROCESS_EXCEPTION)
     async def escalate_process_exception(self, request: EscalateInput) -> None:
         await _call(
             self._stub.EscalateProcessException(
@@ -496,7 +497,7 @@ class ServicingActivities:
             )
         )
 
-    @activity.defn(name="create_return_order")
+    @activity.defn(name=names.CREATE_RETURN_ORDER)
     async def create_return_order(self, request: ReturnOrderInput) -> None:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         await _call(
@@ -512,7 +513,7 @@ class ServicingActivities:
             )
         )
 
-    @activity.defn(name="record_return_receipt")
+    @activity.defn(name=names.RECORD_RETURN_RECEIPT)
     async def record_return_receipt(self, request: ReceiptInput) -> None:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
         await _call(

@@ -8,19 +8,19 @@ from the front, cancels from the back, so the two never overlap and parts always
 
 from __future__ import annotations
 
+import bisect
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from oms_platform import limits
 from oms_platform.money import share
+from workflows.state import LedgerState, LineBuckets
 from workflows.types import (
     CreditLineData,
     FulfillmentOrderData,
     ItemQuantity,
-    LedgerState,
     LifecycleLine,
     LineAdditionData,
-    LineBuckets,
     LineIncrease,
     NewLineData,
     OrderLifecycleInput,
@@ -37,53 +37,67 @@ class ChangeRefused(Exception):
         self.code = code
 
 
-@dataclass
 class Ledger:
-    """Everything the lifecycle knows about an order's quantities."""
+    """Everything the lifecycle knows about an order's quantities: the rules over its data, a
+    `LedgerState`, which they change in place (so the state is always ready to carry over)."""
 
-    lines: dict[str, LineBuckets]
-    # fulfillment order id -> order line id -> unshipped units
-    open_units: dict[str, dict[str, int]] = field(default_factory=dict)
-    fulfillment_orders: dict[str, FulfillmentOrderData] = field(default_factory=dict)
-    undelivered: set[str] = field(default_factory=set)
-    shipping_charged: set[str] = field(default_factory=set)
-    no_charge: set[str] = field(default_factory=set)
+    def __init__(self, state: LedgerState) -> None:
+        self.state = state
+        # Indexes over the state's lists, sharing their items: a bucket changed here is changed
+        # there.
+        self.lines: dict[str, LineBuckets] = {b.line.order_line_id: b for b in state.lines}
+        self.fulfillment_orders: dict[str, FulfillmentOrderData] = {
+            fo.fulfillment_order_id: fo for fo in state.fulfillment_orders
+        }
 
     @classmethod
     def of(cls, order: OrderLifecycleInput) -> Ledger:
-        return cls(lines={line.order_line_id: LineBuckets(line) for line in order.lines})
+        """The ledger of an order nothing has happened to yet."""
+        return cls(LedgerState(lines=[LineBuckets(line) for line in order.lines]))
 
-    def snapshot(self) -> LedgerState:
-        """This ledger as data (sets sorted, so the same ledger gives the same state)."""
-        return LedgerState(
-            lines=list(self.lines.values()),
-            open_units={fo: dict(units) for fo, units in self.open_units.items()},
-            fulfillment_orders=list(self.fulfillment_orders.values()),
-            undelivered=sorted(self.undelivered),
-            shipping_charged=sorted(self.shipping_charged),
-            no_charge=sorted(self.no_charge),
-        )
+    @property
+    def open_units(self) -> dict[str, dict[str, int]]:
+        """Fulfillment order id -> order line id -> unshipped units, oldest first."""
+        return self.state.open_units
 
-    @classmethod
-    def restore(cls, state: LedgerState) -> Ledger:
-        """The ledger a snapshot was taken of."""
-        return cls(
-            lines={b.line.order_line_id: b for b in state.lines},
-            open_units={fo: dict(units) for fo, units in state.open_units.items()},
-            fulfillment_orders={fo.fulfillment_order_id: fo for fo in state.fulfillment_orders},
-            undelivered=set(state.undelivered),
-            shipping_charged=set(state.shipping_charged),
-            no_charge=set(state.no_charge),
-        )
+    @property
+    def undelivered(self) -> list[str]:
+        """Shipments not delivered yet (sorted)."""
+        return self.state.undelivered
+
+    @property
+    def shipping_charged(self) -> list[str]:
+        """Delivery groups whose shipping an invoice has charged (sorted)."""
+        return self.state.shipping_charged
+
+    @property
+    def no_charge(self) -> list[str]:
+        """Fulfillment orders shipping units already paid for (sorted)."""
+        return self.state.no_charge
+
+    def mark_undelivered(self, shipment_id: str) -> None:
+        _add_sorted(self.state.undelivered, shipment_id)
+
+    def mark_delivered(self, shipment_id: str) -> None:
+        if shipment_id in self.state.undelivered:
+            self.state.undelivered.remove(shipment_id)
+
+    def mark_shipping_charged(self, delivery_group_id: str) -> None:
+        _add_sorted(self.state.shipping_charged, delivery_group_id)
 
     # ---- fulfillment ---------------------------------------------------------------------
 
     def add_fulfillment_order(self, fo: FulfillmentOrderData, *, no_charge: bool = False) -> None:
         """Track a fulfillment order; `no_charge` ones (reships, exchange replacements) ship
         units the order already paid for, so they move no buckets and raise no invoice."""
+        known = self.fulfillment_orders.get(fo.fulfillment_order_id)
+        if known is None:
+            self.state.fulfillment_orders.append(fo)
+        else:
+            self.state.fulfillment_orders[self.state.fulfillment_orders.index(known)] = fo
         self.fulfillment_orders[fo.fulfillment_order_id] = fo
         if no_charge:
-            self.no_charge.add(fo.fulfillment_order_id)
+            _add_sorted(self.state.no_charge, fo.fulfillment_order_id)
         units = self.open_units.setdefault(fo.fulfillment_order_id, {})
         for line in fo.lines:
             units[line.order_line_id] = units.get(line.order_line_id, 0) + line.quantity
@@ -353,9 +367,17 @@ class Ledger:
         """Take the planned lines and units into the buckets (none allocated yet)."""
         for units in plan.added:
             if units.new_line:
-                self.lines[units.line.order_line_id] = LineBuckets(units.line)
+                buckets = LineBuckets(units.line)
+                self.lines[units.line.order_line_id] = buckets
+                self.state.lines.append(buckets)
             else:
                 self.lines[units.line.order_line_id].line = units.line
+
+
+def _add_sorted(items: list[str], item: str) -> None:
+    """Add `item` to a sorted list kept as a set."""
+    if item not in items:
+        bisect.insort(items, item)
 
 
 def line_share_minor(line: LifecycleLine, first_unit: int, quantity: int) -> int:

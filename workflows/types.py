@@ -1,13 +1,16 @@
-"""The order workflow's vocabulary: its id, names, search attributes and every payload type.
+"""The contract services and the order workflow exchange: its id, names, search attributes and
+every payload type (the workflow's input and result, signals, Updates, queries, activities).
 
 One dataclass in, one dataclass out for the workflow and each activity. Generated protobuf
-types never appear here; activities convert at the edge.
+types never appear here; activities convert at the edge. What only the workflow holds lives in
+`workflows/state.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -120,8 +123,9 @@ class OrderLifecycleInput:
     # Exchanges ship their replacements when the return is received rather than at once
     # (from settings when the lifecycle starts).
     exchange_ships_on_receipt: bool = False
-    # Set only when a delivered order's lifecycle continues as new: where it had got to.
-    carried: CarriedState | None = None
+    # Set only when a delivered order's lifecycle continues as new: where it had got to (the
+    # workflow's own `workflows.state.LifecycleState`, as JSON: opaque to everyone else).
+    carried: dict[str, Any] | None = None
     # The channel's own order reference (e.g. the storefront's order number), for people.
     channel_order_ref: str = ""
 
@@ -173,7 +177,7 @@ class FulfillmentEvent:
 
 
 @dataclass
-class LineChange:
+class LineQuantityChange:
     """Units added to (or, negative, taken from) an order line's buckets."""
 
     order_line_id: str
@@ -194,7 +198,7 @@ class ProgressInput:
     kind: str
     summary: str
     actor: str = "workflow"
-    line_changes: list[LineChange] = field(default_factory=list)
+    line_changes: list[LineQuantityChange] = field(default_factory=list)
     # Units added to the order (applied before line_changes, which may allocate them), with
     # money in the order's currency.
     added_lines: list[LineAdditionData] = field(default_factory=list)
@@ -619,110 +623,6 @@ class LineAdditionData:
     sku: str = ""
     name: str = ""
     unit_price_minor: int = 0
-
-
-# ---- the lifecycle's own state, carried into a new run (continue-as-new) ---------------------
-
-
-@dataclass
-class LineBuckets:
-    """One order line's quantity buckets."""
-
-    line: LifecycleLine
-    canceled: int = 0
-    allocated: int = 0
-    fulfilled: int = 0
-    return_initiated: int = 0
-    returned: int = 0
-    invoiced: int = 0
-    credited_for_return: int = 0
-
-    @property
-    def ordered(self) -> int:
-        return self.line.quantity
-
-    @property
-    def available_to_cancel(self) -> int:
-        return self.ordered - self.canceled - self.fulfilled
-
-    @property
-    def available_to_return(self) -> int:
-        return self.fulfilled - self.return_initiated
-
-    @property
-    def line_total_minor(self) -> int:
-        return self.line.gross_minor - self.line.discount_minor + self.line.tax_minor
-
-
-@dataclass
-class LedgerState:
-    """A ledger as data, carried into a new run of the lifecycle (continue-as-new)."""
-
-    lines: list[LineBuckets]
-    # fulfillment order id -> order line id -> unshipped units, oldest fulfillment order first
-    open_units: dict[str, dict[str, int]]
-    fulfillment_orders: list[FulfillmentOrderData]
-    undelivered: list[str]
-    shipping_charged: list[str]
-    no_charge: list[str]
-
-
-@dataclass
-class Replacement:
-    """What an exchanged unit is replaced with."""
-
-    sku: str
-    unit_price_minor: int
-
-
-@dataclass
-class ReturnOrder:
-    """A return (RMA) the workflow is waiting to receive."""
-
-    return_order_id: str
-    expected: dict[str, int]
-    received: dict[str, int] = field(default_factory=dict)
-    fee_minor: int = 0
-    fee_charged: bool = False
-    refunded_up_front: bool = False
-    exchange: bool = False
-    # An exchange whose replacements ship once the return is received: per order line.
-    replacements: dict[str, Replacement] = field(default_factory=dict)
-
-    def outstanding(self, order_line_id: str) -> int:
-        return self.expected.get(order_line_id, 0) - self.received.get(order_line_id, 0)
-
-    def open(self) -> bool:
-        return any(self.outstanding(line) > 0 for line in self.expected)
-
-
-@dataclass
-class CarriedState:
-    """Everything a delivered order's lifecycle knows, carried into its next run when a long
-    history continues as new."""
-
-    status: str
-    ledger: LedgerState
-    delivered_at: datetime
-    seen_events: list[str]
-    events: list[FulfillmentEvent]
-    changes: dict[str, ChangeResult]
-    returns: dict[str, ReturnOrder]
-    captured_minor: int
-    invoiced_minor: int
-    line_invoiced_minor: dict[str, int]
-    line_appeased_minor: dict[str, int]
-    order_appeased_minor: int
-    goodwill_pending_by_line: dict[str, int]
-    goodwill_pending_order: int
-    release_at_settlement: bool
-    holds: int
-    runs: int = 1
-    # Runs carried over before these were kept start again from nothing.
-    credited_minor: int = 0
-    refunded_minor: int = 0
-    released_minor: int = 0
-    exceptions: list[ExceptionRecord] = field(default_factory=list)
 
 
 # ---- the `state` query: the order's ledger as the workflow holds it -------------------------

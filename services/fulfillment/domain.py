@@ -1214,7 +1214,7 @@ class LineQuantity:
 
 
 @dataclass(frozen=True)
-class LineChange:
+class FulfillmentOrderReduction:
     """Units taken off a fulfillment order's lines (why: `kind`), and its status after."""
 
     kind: str
@@ -1266,7 +1266,7 @@ def _requested_units(
 
 def plan_line_change(
     fo: FulfillmentOrder, kind: str, requested: Sequence[LineQuantity]
-) -> LineChange:
+) -> FulfillmentOrderReduction:
     """Check taking units off an open fulfillment order; no lines means every unshipped unit
     (except for a cancel, which must name them). The order ends rejected or canceled when
     nothing is left to ship, or shipped if part of it already shipped."""
@@ -1293,10 +1293,10 @@ def plan_line_change(
         status = SHIPPED
     else:
         status = terminal
-    return LineChange(kind, tuple(taking), fo.status, status)
+    return FulfillmentOrderReduction(kind, tuple(taking), fo.status, status)
 
 
-def plan_cancel(fo: FulfillmentOrder) -> LineChange | None:
+def plan_cancel(fo: FulfillmentOrder) -> FulfillmentOrderReduction | None:
     """Cancel what a fulfillment order has not shipped; None if it is already canceled."""
     if not must_cancel(fo):
         return None
@@ -1305,7 +1305,7 @@ def plan_cancel(fo: FulfillmentOrder) -> LineChange | None:
         for line in fo.lines
         if line.remaining > 0
     )
-    return LineChange(CANCELED, taking, fo.status, CANCELED)
+    return FulfillmentOrderReduction(CANCELED, taking, fo.status, CANCELED)
 
 
 def check_move_target(
@@ -1346,7 +1346,7 @@ def refuse_move_capacity(target: Location) -> FailedPrecondition:
 
 
 def move_decision(
-    fo: FulfillmentOrder, target: Location, change: LineChange, reason: str
+    fo: FulfillmentOrder, target: Location, change: FulfillmentOrderReduction, reason: str
 ) -> RoutingDecision:
     """The record of a move someone asked for: no alternatives, the target was chosen."""
     units = ", ".join(f"{line.quantity} of line {line.order_line_id}" for line in change.lines)

@@ -308,7 +308,7 @@ def delivered_event(shipment: domain.Shipment) -> FulfillmentEvent:
 def line_change_event(
     fulfillment_order_id: str,
     idempotency_key: str,
-    change: domain.LineChange,
+    change: domain.FulfillmentOrderReduction,
     reason: str,
     replacements: Sequence[domain.FulfillmentOrder],
     unallocated: Sequence[domain.RoutingLine] = (),

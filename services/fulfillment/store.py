@@ -896,7 +896,11 @@ async def _settle(
 
 
 async def take_off(
-    conn: Conn, fo: domain.FulfillmentOrder, change: domain.LineChange, reason: str, key: str
+    conn: Conn,
+    fo: domain.FulfillmentOrder,
+    change: domain.FulfillmentOrderReduction,
+    reason: str,
+    key: str,
 ) -> None:
     """Apply a line change to a (locked) fulfillment order: lines reduced and the change
     recorded, the units' reservations released (or transferred), its status moved on, and
@@ -934,7 +938,7 @@ async def take_off(
 async def move(
     conn: Conn,
     fo: domain.FulfillmentOrder,
-    change: domain.LineChange,
+    change: domain.FulfillmentOrderReduction,
     target: domain.Location,
     new_id: Callable[[], str],
     reason: str,

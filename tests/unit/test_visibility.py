@@ -15,7 +15,7 @@ from workflows.types import (
     CreditMemoInput,
     LifecycleDeliveryGroup,
     LifecycleLine,
-    LineChange,
+    LineQuantityChange,
     OrderLifecycleInput,
     PaymentMethodData,
     ProcessExceptionInput,
@@ -104,7 +104,7 @@ def test_each_step_is_summarised_with_masked_payment_methods_only() -> None:
         "shipped",
         "shipment.shipped",
         "Shipped to Ada Lovelace at 12 Analytical Row",
-        line_changes=[LineChange("l-1", allocated=-2, fulfilled=2)],
+        line_changes=[LineQuantityChange("l-1", allocated=-2, fulfilled=2)],
     )
     assert activity_summary("record_order_progress", progress, "GBP") == (
         "record shipment.shipped → shipped (allocated -2, fulfilled +2)"

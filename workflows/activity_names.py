@@ -1,0 +1,27 @@
+"""The lifecycle's activity names, defined once: the workflow schedules them by these names and
+the worker registers them under the same ones.
+
+They are recorded in every order's history, so a name never changes: a renamed activity would
+leave running orders waiting on one no worker serves.
+"""
+
+from __future__ import annotations
+
+# capture: the order's record
+RECORD_ORDER_PROGRESS = "record_order_progress"
+# payments
+AUTHORIZE_PAYMENT = "authorize_payment"
+CREATE_INVOICE = "create_invoice"
+CAPTURE_INVOICE = "capture_invoice"
+VOID_AUTHORIZATION = "void_authorization"
+CREATE_CREDIT_MEMO = "create_credit_memo"
+REFUND_CREDIT_MEMO = "refund_credit_memo"
+# fulfillment
+CREATE_FULFILLMENT_ORDERS = "create_fulfillment_orders"
+CANCEL_FULFILLMENT_ORDER = "cancel_fulfillment_order"
+CANCEL_FULFILLMENT_ORDER_LINES = "cancel_fulfillment_order_lines"
+# servicing
+RECORD_PROCESS_EXCEPTION = "record_process_exception"
+ESCALATE_PROCESS_EXCEPTION = "escalate_process_exception"
+CREATE_RETURN_ORDER = "create_return_order"
+RECORD_RETURN_RECEIPT = "record_return_receipt"

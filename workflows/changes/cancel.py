@@ -1,0 +1,39 @@
+"""Cancel: some units, or everything, not shipped yet."""
+
+from __future__ import annotations
+
+from workflows import billing
+from workflows.changes.steps import Steps, cancel_units, money, refusal, void
+from workflows.ledger import ChangeRefused, Ledger
+from workflows.types import ChangeRequest, ChangeResult
+
+
+def check(ledger: Ledger, request: ChangeRequest) -> None:
+    """Refuse (ChangeRefused) a cancel the buckets do not allow."""
+    ledger.plan_cancel(request.lines)
+
+
+async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
+    """Cancel the units asked for (empty: all not shipped), give their money back, and end
+    the order when nothing is left."""
+    try:
+        steps.ledger.plan_cancel(request.lines)
+    except ChangeRefused as refused:  # the state moved on while this waited
+        raise refusal(refused) from None
+    result = await cancel_units(
+        steps, request.lines, request.reason or "canceled", f"change:{request.change_id}"
+    )
+    if steps.ledger.all_canceled():
+        await void(steps, request.reason or "every line canceled")
+        await steps.progress("", "order.canceled", f"Order canceled: {result.summary}")
+    result.change_id, result.kind = request.change_id, "cancel"
+    return steps.record(request.change_id, result)
+
+
+def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
+    """What the cancel would give back (units' money; shipping is known once it happens)."""
+    plan = steps.ledger.plan_cancel(request.lines)
+    result.lines = plan
+    result.credited_minor = billing.cancel_credit_minor(steps.ledger, plan)
+    result.summary = f"would give back {money(steps, result.credited_minor)}"
+    return result

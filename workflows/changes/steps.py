@@ -1,0 +1,377 @@
+"""What a change (and the lifecycle) may do to an order: the `Steps` interface the workflow
+implements, and the steps built on it that several changes share (give money back, route,
+capture, cancel units).
+
+Every side effect is an activity with an idempotency key derived from the order and the step,
+so a replayed or retried step has one effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from oms_platform.money import format_minor
+from oms_platform.redaction import redact
+from workflows import activity_names as names
+from workflows import billing
+from workflows.ledger import ChangeRefused, Ledger
+from workflows.state import LifecycleState
+from workflows.types import (
+    CANCELED,
+    CancelFulfillmentOrderInput,
+    CancelLinesInput,
+    CaptureInput,
+    CaptureResult,
+    ChangeResult,
+    CreditMemoInput,
+    CreditMemoResult,
+    InvoiceResult,
+    ItemQuantity,
+    LifecycleLine,
+    LineAdditionData,
+    LineQuantityChange,
+    OrderLifecycleInput,
+    RefundInput,
+    RefundResult,
+    Resolution,
+    RouteInput,
+    RouteResult,
+    RoutingGroupData,
+    RoutingLineData,
+    VoidInput,
+)
+
+
+class Steps(Protocol):
+    """What the lifecycle offers a change: its order, state and ledger, and its steps."""
+
+    order: OrderLifecycleInput
+    state: LifecycleState
+    ledger: Ledger
+    # Whether the order's payment is authorized yet, and what cancels before that gave back
+    # (nothing was held for it, so the authorization asks for that much less).
+    authorized: bool
+    credited_unauthorized_minor: int
+    # The process exception the order waits on ("" when none), and whether it has closed.
+    waiting_on: str
+    done: bool
+    # Agents' resolutions, by process exception id, as they arrive.
+    resolutions: dict[str, Resolution]
+    # What the last refused activity was asked (as JSON), for the process exception it raises.
+    refused_step_input: str
+
+    async def activity(
+        self,
+        name: str,
+        arg: Any,
+        *,
+        result_type: type | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+    ) -> Any:
+        """Run one activity with the lifecycle's timeout and retry policy."""
+
+    async def progress(
+        self,
+        status: str,
+        kind: str,
+        summary: str,
+        line_changes: list[LineQuantityChange] | None = None,
+        actor: str = "workflow",
+        step: str = "",
+        added_lines: list[LineAdditionData] | None = None,
+    ) -> None:
+        """Tell capture (the order's record) and the search attributes what just happened."""
+
+    async def hold(
+        self, category: str, attached_to: str, message: str, step_input: str = ""
+    ) -> str:
+        """Raise a process exception and wait for an agent: retry, skip or cancel."""
+
+    def publish(self) -> None:
+        """Upsert the search attributes that no longer say what the order is (on runs that
+        keep them current)."""
+
+    def record(self, change_id: str, result: ChangeResult) -> ChangeResult:
+        """Keep a finished change (its answer to a repeated Update) and wake waits on it."""
+
+    def now(self) -> datetime:
+        """The workflow's clock."""
+
+
+def refusal(error: ChangeRefused) -> ApplicationError:
+    """The Update's refusal for a change the order does not allow (its gRPC status as type)."""
+    return ApplicationError(error.message, type=error.code, non_retryable=True)
+
+
+def as_json(value: Any) -> str:
+    """A step's input as JSON, the same for the same input (it goes into a keyed request),
+    with addresses, names, emails, phones and payment tokens redacted: it is recorded on a
+    process exception for agents to read, where none of those belong."""
+    is_data = dataclasses.is_dataclass(value) and not isinstance(value, type)
+    data = dataclasses.asdict(value) if is_data else value
+    return json.dumps(redact(data), sort_keys=True, default=str)
+
+
+def money(steps: Steps, amount_minor: int) -> str:
+    """An amount in the order's currency, for people."""
+    return format_minor(amount_minor, steps.order.currency)
+
+
+def check_return_window(steps: Steps) -> None:
+    """Refuse (ChangeRefused) a return once the window after delivery has closed."""
+    delivered_at = steps.state.delivered_at
+    if delivered_at is None:
+        return  # per-line checks refuse what has not shipped
+    closes = delivered_at + timedelta(seconds=steps.order.timers.return_window_seconds)
+    if steps.now() > closes:
+        raise ChangeRefused(f"return window closed on {closes:%Y-%m-%d}")
+
+
+# ---- money back ---------------------------------------------------------------------------
+
+
+def memo(steps: Steps, step: str, **amounts: Any) -> CreditMemoInput:
+    """A credit memo of this order for the change or step `step`."""
+    order_id = steps.order.order_id
+    return CreditMemoInput(
+        order_id=order_id,
+        idempotency_key=f"{order_id}:memo:{step}",
+        currency=steps.order.currency,
+        **amounts,
+    )
+
+
+async def give_back(
+    steps: Steps, memo_input: CreditMemoInput, step: str
+) -> tuple[CreditMemoResult, RefundResult]:
+    """Create the credit memo and give its money back; while the gateway refuses, a person
+    decides (retry once it works, or skip and settle it outside oms)."""
+    state = steps.state
+    memo_made: CreditMemoResult = await steps.activity(
+        names.CREATE_CREDIT_MEMO, memo_input, result_type=CreditMemoResult
+    )
+    state.credited_minor += memo_made.total_minor
+    refunded = released = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        refund: RefundResult = await steps.activity(
+            names.REFUND_CREDIT_MEMO,
+            RefundInput(
+                memo_input.order_id,
+                memo_made.credit_memo_id,
+                f"{memo_input.order_id}:refund:{step}:{attempt}",
+            ),
+            result_type=RefundResult,
+        )
+        refunded += refund.refunded_minor
+        released += refund.released_minor
+        state.refunded_minor += refund.refunded_minor
+        state.released_minor += refund.released_minor
+        if not refund.failed:
+            break
+        action = await steps.hold(
+            "payment",
+            f"credit_memo:{memo_made.credit_memo_id}",
+            f"Refund of credit memo {memo_made.credit_memo_id} failed: {refund.failure_reason}",
+        )
+        if action != "retry":
+            break
+    return memo_made, RefundResult(refunded, released, refund.not_refunded_minor)
+
+
+async def void(steps: Steps, reason: str, step: str = "void") -> None:
+    """Release what the order's authorizations still hold."""
+    order_id = steps.order.order_id
+    await steps.activity(
+        names.VOID_AUTHORIZATION, VoidInput(order_id, f"{order_id}:{step}", reason)
+    )
+
+
+async def capture(steps: Steps, invoice: InvoiceResult) -> int:
+    """Capture the invoice; while the gateway fails or payments refuses, hold for an agent
+    (each new attempt has a key of its own). Returns what was captured."""
+    attempt = 0
+    while True:
+        attempt += 1
+        asked = CaptureInput(
+            invoice.invoice_id,
+            f"{steps.order.order_id}:capture:{invoice.invoice_id}:{attempt}",
+        )
+        try:
+            result: CaptureResult = await steps.activity(
+                names.CAPTURE_INVOICE, asked, result_type=CaptureResult
+            )
+            failure = "" if result.succeeded else result.failure_reason
+        except ActivityError as refused:
+            failure = f"refused: {refused.cause or refused}"
+        if not failure:
+            await attempt_step(
+                steps,
+                lambda: steps.progress(
+                    "",
+                    "payment.captured",
+                    f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
+                    step=f"captured:{invoice.invoice_id}",
+                ),
+                "payment",
+                f"invoice:{invoice.invoice_id}",
+            )
+            return int(result.amount_minor)
+        action = await steps.hold(
+            "payment",
+            f"invoice:{invoice.invoice_id}",
+            f"Capture of invoice {invoice.invoice_id} failed: {failure}",
+            as_json(asked),
+        )
+        if action == "retry":
+            continue
+        # Skipped, or canceled: what shipped stays shipped (and unpaid); whatever has not
+        # shipped is canceled; the hold on the unpaid part is released at settlement.
+        steps.state.release_at_settlement = True
+        if action == "cancel":
+            await cancel_unshipped(
+                steps,
+                "capture failed; canceled by an agent",
+                f"capture-cancel:{invoice.invoice_id}",
+            )
+        return 0
+
+
+async def attempt_step(steps: Steps, step: Any, category: str, attached_to: str) -> Any:
+    """Run a step of an order that has begun to ship, where nothing can be undone: a refusal
+    retrying cannot fix holds the order on a process exception. The agent's retry runs the
+    step again; skip carries on without it; cancel also cancels what has not shipped. None
+    when the step did not happen."""
+    while True:
+        try:
+            return await step()
+        except ActivityError as refused:
+            what = refused.activity_type or "a step"
+            action = await steps.hold(
+                category,
+                attached_to,
+                f"{what} refused: {refused.cause or refused}",
+                steps.refused_step_input,
+            )
+        if action == "retry":
+            continue
+        steps.state.release_at_settlement = True
+        if action == "cancel":
+            await cancel_unshipped(
+                steps,
+                f"{what} refused; canceled by an agent",
+                f"refused-cancel:{steps.state.holds}",
+            )
+        return None
+
+
+# ---- fulfillment ----------------------------------------------------------------------------
+
+
+async def route(
+    steps: Steps,
+    lines: list[RoutingLineData],
+    step: str,
+    new_lines: list[LifecycleLine] | None = None,
+) -> RouteResult:
+    """Place `lines` (of the order's lines, or of `new_lines` not on it yet)."""
+    order = steps.order
+    known = [*order.lines, *(new_lines or [])]
+    group_of = {line.order_line_id: line.delivery_group_id for line in known}
+    groups = []
+    for group in order.delivery_groups:
+        mine = [
+            line
+            for line in lines
+            if group_of.get(line.order_line_id.split(":")[0]) == group.delivery_group_id
+        ]
+        if mine:
+            groups.append(
+                RoutingGroupData(
+                    group.delivery_group_id, group.address, mine, group.delivery_method
+                )
+            )
+    result: RouteResult = await steps.activity(
+        names.CREATE_FULFILLMENT_ORDERS,
+        RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),
+        result_type=RouteResult,
+    )
+    return result
+
+
+async def cancel_fulfillment_order(steps: Steps, fulfillment_order_id: str, reason: str) -> None:
+    """Cancel a whole fulfillment order (its reservations are released)."""
+    await steps.activity(
+        names.CANCEL_FULFILLMENT_ORDER,
+        CancelFulfillmentOrderInput(fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason),
+    )
+
+
+async def cancel_placed(steps: Steps, placed: RouteResult, reason: str) -> None:
+    """Undo a routing the workflow will not keep: its reservations are released."""
+    for fo in placed.fulfillment_orders:
+        await cancel_fulfillment_order(steps, fo.fulfillment_order_id, reason)
+
+
+# ---- cancels ----------------------------------------------------------------------------------
+
+
+async def cancel_unshipped(steps: Steps, reason: str, step: str) -> None:
+    """Cancel whatever has not shipped (nothing when everything has)."""
+    if any(b.available_to_cancel for b in steps.ledger.lines.values()):
+        await cancel_units(steps, [], reason, step)
+
+
+async def cancel_units(
+    steps: Steps, requested: list[ItemQuantity], reason: str, step: str, *, money_back: bool = True
+) -> ChangeResult:
+    """Cancel unshipped units (empty: all of them): on their fulfillment orders, in the
+    buckets, and in money (unless `money_back` is False: nothing was authorized)."""
+    ledger, order = steps.ledger, steps.order
+    plan = ledger.plan_cancel(requested)
+    released: list[ItemQuantity] = []
+    for fo_id, items in ledger.open_units_for_cancel(plan).items():
+        await steps.activity(
+            names.CANCEL_FULFILLMENT_ORDER_LINES,
+            CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
+        )
+        ledger.remove_open_units(fo_id, items)
+        released += items
+    canceled = plan
+    credit = ledger.credit_lines_for_cancel(canceled)
+    shipping = billing.shipping_freed_by_cancel(ledger, order.delivery_groups, canceled)
+    ledger.apply_cancel(canceled)
+    result = ChangeResult(change_id=step, kind="cancel", summary="", lines=canceled)
+    if money_back:
+        memo_made, refund = await give_back(
+            steps,
+            memo(steps, step, reason=reason, kind="cancel", lines=credit, shipping_minor=shipping),
+            step,
+        )
+        result.credit_memo_id = memo_made.credit_memo_id
+        result.credited_minor = memo_made.total_minor
+        result.refunded_minor = refund.refunded_minor
+        result.released_minor = refund.released_minor
+        if not steps.authorized:
+            steps.credited_unauthorized_minor += memo_made.total_minor
+    units = sum(i.quantity for i in canceled)
+    result.summary = f"Canceled {units} unit(s): {reason}" + (
+        f"; {money(steps, result.credited_minor)} given back" if result.credited_minor else ""
+    )
+    status = CANCELED if ledger.all_canceled() else ""
+    await steps.progress(
+        status,
+        "change.cancel",
+        result.summary,
+        [LineQuantityChange(i.order_line_id, canceled=i.quantity) for i in canceled]
+        + [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in released],
+        step=f"canceled:{step}",
+    )
+    result.order_status = steps.state.status
+    return result
