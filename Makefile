@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test install gen check-gen lint format typecheck buf-lint unit workflow integration e2e clean
+.PHONY: dev test install gen check-gen lint format typecheck imports buf-lint unit workflow integration e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 typecheck: install
-	$(BIN)/mypy oms_platform services workflows
+	$(BIN)/mypy oms_platform oms_tools services workflows
+
+## The layers and purity rules of pyproject.toml's [tool.importlinter].
+imports: install
+	$(BIN)/lint-imports
 
 buf-lint: install
 	cd protos && ../$(BIN)/buf lint
@@ -55,7 +59,7 @@ e2e: install
 ## Static checks first (fast), then every test tier.
 # Each run gets a temporary directory of its own: pytest prunes old ones by age, which would
 # pull the data directories out from under another run on the same machine.
-test: install check-gen buf-lint lint typecheck
+test: install check-gen buf-lint lint typecheck imports
 	base=$$(mktemp -d /tmp/oms-test.XXXXXX) && $(BIN)/pytest -q -p no:cacheprovider --basetemp=$$base tests; status=$$?; rm -rf $$base; exit $$status
 
 clean:

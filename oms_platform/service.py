@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -22,11 +20,11 @@ import structlog
 from grpc_health.v1 import health_pb2
 from temporalio.client import Client
 
-from oms_platform import auth, codec, db, grpcutil, metrics
+from oms_platform import auth, db, grpcutil, metrics
 from oms_platform import temporal as temporal_client
 from oms_platform.backoff import Backoff
 from oms_platform.codec import EncryptionCodec
-from oms_platform.settings import SERVICES, Settings
+from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.service")
@@ -154,24 +152,13 @@ async def _report(health: Any, name: str, status: Any) -> None:
         await health.set(name, status)
 
 
-def bootstrap_module(name: str) -> ModuleType:
-    """`services.<name>.bootstrap`."""
-    if name not in SERVICES:
-        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
-    return importlib.import_module(f"services.{name}.bootstrap")
+class Bootstrap(Protocol):
+    """What a service package's `bootstrap.py` provides (the composition root of a service)."""
 
+    SCHEMA: str
+    MIGRATIONS: Path
 
-async def migrate_all(
-    settings: Settings, names: tuple[str, ...] = SERVICES
-) -> dict[str, list[str]]:
-    """Apply every service's pending migrations to its own schema, and the payload codec's
-    key vault's to its schema."""
-    applied: dict[str, list[str]] = {}
-    for name in names:
-        module = bootstrap_module(name)
-        applied[name] = await db.migrate(settings.dsn, module.SCHEMA, Path(module.MIGRATIONS))
-    applied[codec.VAULT_SCHEMA] = await codec.migrate_vault(settings.dsn)
-    return applied
+    async def build(self, ctx: ServiceContext) -> ServiceParts: ...
 
 
 @dataclass
@@ -215,9 +202,11 @@ class RunningService:
         await self.context.pool.close()
 
 
-async def start_service(name: str, settings: Settings, port: int | None = None) -> RunningService:
-    """Start service `name` on `port` (default: its configured port; 0 picks a free one)."""
-    module = bootstrap_module(name)
+async def start_service(
+    name: str, module: Bootstrap, settings: Settings, port: int | None = None
+) -> RunningService:
+    """Start service `name`, composed by `module`, on `port` (default: its configured port; 0
+    picks a free one)."""
     # Keys first: a service that cannot check tokens must not start (nothing runs open).
     authenticator = auth.Authenticator.from_settings(settings)
     identity = auth.ServiceIdentity.for_process(settings, f"service:{name}", auth.SERVICE)
@@ -257,9 +246,9 @@ async def start_service(name: str, settings: Settings, port: int | None = None) 
     )
 
 
-async def serve_forever(name: str, settings: Settings) -> None:
+async def serve_forever(name: str, module: Bootstrap, settings: Settings) -> None:
     """Run a service until SIGINT or SIGTERM, then shut down gracefully."""
-    running = await start_service(name, settings)
+    running = await start_service(name, module, settings)
     metrics.serve(settings.metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -17,11 +17,12 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from temporalio.client import Client
 
 from oms_platform import auth, db, temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.simulator import Simulator
-from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
-from oms_platform.service import RunningService, migrate_all, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.simulator import Simulator
+from oms_tools.devstack.temporal_server import TemporalDevServer, free_port
+from oms_tools.registry import migrate_all, start_service
 from tests.callers import channel_as, persona_channel
 from workflows.worker import build_worker
 

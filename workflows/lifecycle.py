@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.changes import resolve as resolving
     from workflows.changes import returns, steps
     from workflows.ledger import ChangeRefused, Ledger
+    from workflows.search_attributes import ORDER_CHANNEL, ORDER_STATUS
     from workflows.state import LifecycleState
     from workflows.types import (
         ADD_ITEMS_UPDATE,
@@ -56,8 +57,6 @@ with workflow.unsafe.imports_passed_through():
         FULFILLED,
         FULFILLMENT_EVENT_SIGNAL,
         ON_HOLD,
-        ORDER_CHANNEL,
-        ORDER_STATUS,
         PARTIALLY_SHIPPED,
         PREVIEW_QUERY,
         PROCESSING,

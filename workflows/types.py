@@ -12,23 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from temporalio.common import SearchAttributeKey
-
 WORKFLOW_NAME = "OrderLifecycle"
 FULFILLMENT_EVENT_SIGNAL = "fulfillment_event"
 STATUS_QUERY = "status"
 STATE_QUERY = "state"
-
-# Search attributes: indexed in clear by Temporal, so none of them may hold personal data.
-ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-ORDER_CHANNEL = SearchAttributeKey.for_keyword("OrderChannel")
-# The order's grand total in minor units of OrderCurrency (grows when items are added).
-ORDER_TOTAL_MINOR = SearchAttributeKey.for_int("OrderTotalMinor")
-ORDER_CURRENCY = SearchAttributeKey.for_keyword("OrderCurrency")
-# True while the order waits on a process exception for an agent.
-ORDER_ON_HOLD = SearchAttributeKey.for_bool("OnHold")
-# Every location a fulfillment order of the order went to.
-LOCATION_IDS = SearchAttributeKey.for_keyword_list("LocationIds")
 
 
 def order_workflow_id(order_id: str) -> str:

@@ -19,13 +19,15 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from oms_platform.money import format_minor
 from oms_platform.redaction import mask_token, redact_text
-from workflows.types import (
+from workflows.search_attributes import (
     LOCATION_IDS,
     ORDER_CHANNEL,
     ORDER_CURRENCY,
     ORDER_ON_HOLD,
     ORDER_STATUS,
     ORDER_TOTAL_MINOR,
+)
+from workflows.types import (
     AuthorizeInput,
     CancelFulfillmentOrderInput,
     CancelLinesInput,

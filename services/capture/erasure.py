@@ -40,7 +40,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from oms_platform.erasure import MAX_ORDERS_PER_CALL
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.capture import domain, store
-from workflows.types import ORDER_STATUS, order_workflow_id
+from workflows.search_attributes import ORDER_STATUS
+from workflows.types import order_workflow_id
 
 log = structlog.get_logger("oms.capture.erasure")
 

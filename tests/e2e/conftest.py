@@ -21,10 +21,10 @@ import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform.devstack.replicas import METRICS_ROLES, REPLICA_PORT_STEP
-from oms_platform.devstack.replicas import addresses as replica_addresses
-from oms_platform.devstack.temporal_server import free_port, is_free
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.replicas import METRICS_ROLES, REPLICA_PORT_STEP
+from oms_tools.devstack.replicas import addresses as replica_addresses
+from oms_tools.devstack.temporal_server import free_port, is_free
 from tests.callers import channel_as, persona_channel
 
 BIN = Path(sys.executable).parent
@@ -169,7 +169,7 @@ class DevStack:
 def _is_oms_role(role: str) -> Callable[[psutil.Process], bool]:
     def match(p: psutil.Process) -> bool:
         cmdline = p.cmdline()
-        return "oms_platform.cli" in cmdline and cmdline[-1] == role
+        return "oms_tools.cli" in cmdline and cmdline[-1] == role
 
     return match
 

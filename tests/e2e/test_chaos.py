@@ -17,7 +17,7 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from services.payments.sim_store import read_operations
 from tests.e2e.conftest import DevStack, kill, running, submit_with_retries
 

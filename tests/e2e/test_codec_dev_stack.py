@@ -15,7 +15,7 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from oms_platform import codec_server
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import BIN, DevStack, wait_for_status
 
 pytestmark = pytest.mark.e2e

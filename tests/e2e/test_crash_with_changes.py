@@ -20,7 +20,7 @@ from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2 as spb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from services.payments.gateway import GatewayOperation, read_operation_log
 from tests.e2e.conftest import DevStack, kill, pid_of
 

@@ -14,8 +14,8 @@ from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2
 
 from oms_platform import temporal
-from oms_platform.samples import sample_order
 from oms_platform.settings import SERVICES
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import BIN, DevStack, wait_for_status
 
 pytestmark = pytest.mark.e2e

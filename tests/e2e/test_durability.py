@@ -12,7 +12,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import DevStack, kill
 
 pytestmark = pytest.mark.e2e

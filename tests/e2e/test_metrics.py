@@ -13,9 +13,9 @@ from oms.capture.v1 import capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from oms_platform.devstack.replicas import METRICS_ROLES, metrics_ports
 from oms_platform.metrics import TEMPORAL_SDK_SERIES, TEMPORAL_SDK_SERIES_ON_FAILURE
-from oms_platform.samples import sample_order
+from oms_tools.devstack.replicas import METRICS_ROLES, metrics_ports
+from oms_tools.samples import sample_order
 from services.payments.gateway import DECLINE_TOKEN
 from tests.e2e.conftest import DevStack, running
 

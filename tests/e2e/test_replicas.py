@@ -21,9 +21,9 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import temporal
-from oms_platform.devstack import replicas
-from oms_platform.samples import sample_order
 from oms_platform.settings import SERVICES
+from oms_tools.devstack import replicas
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import DevStack, kill, running, submit_with_retries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

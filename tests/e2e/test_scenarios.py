@@ -353,7 +353,7 @@ async def test_11_cancel_before_shipping_whole_order_and_a_single_unit(oms: Clie
 async def test_12_partial_return_refunds_exactly_one_units_share_with_discount_and_tax(
     oms: Client,
 ) -> None:
-    from oms_platform.samples import sample_order
+    from oms_tools.samples import sample_order
 
     view = await submit_and_deliver(oms, sample_order())
     tshirts = line_of(view, "SKU-TSHIRT-M")

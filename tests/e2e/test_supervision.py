@@ -15,7 +15,7 @@ import psutil
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import DevStack, running, wait_for_status
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def stack_children(dev: DevStack) -> dict[str, int]:
             found["temporal"] = child.pid
         elif Path(cmdline[0]).name == "postgres":
             found["postgres"] = child.pid
-        elif "oms_platform.cli" in cmdline:
+        elif "oms_tools.cli" in cmdline:
             found[cmdline[-1]] = child.pid
     return found
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from oms.capture.v1 import capture_pb2_grpc
 
-from oms_platform.devstack.screenshot import ORDER_PNG, SUMMARY_PNG, chromium_binary, order_pages
 from oms_platform.money import format_minor
-from oms_platform.samples import sample_order
+from oms_tools.devstack.screenshot import ORDER_PNG, SUMMARY_PNG, chromium_binary, order_pages
+from oms_tools.samples import sample_order
 from tests.e2e.conftest import DevStack, wait_for_status
 
 pytestmark = [

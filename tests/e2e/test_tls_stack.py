@@ -18,9 +18,9 @@ from temporalio.client import Client
 
 from oms_platform import auth, grpcutil
 from oms_platform import temporal as temporal_client
-from oms_platform.devstack.certs import DevCertificates, certificates_dir
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.devstack.certs import DevCertificates, certificates_dir
 from tests.callers import caller
 from tests.e2e.conftest import DevStack, running, wait_for_status
 from workflows.types import order_workflow_id

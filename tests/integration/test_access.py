@@ -174,7 +174,7 @@ async def test_reflection_can_be_switched_off_while_health_checks_stay_open(
 
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    from oms_platform.service import start_service
+    from oms_tools.registry import start_service
 
     running = await start_service("payments", replace(settings, grpc_reflection=False), port=0)
     try:

@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from temporalio.client import Client
 
 from oms_platform import auth, db, grpcutil, outbox
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer
 from oms_platform.service import BackgroundTask, RunningService, supervise
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import TemporalDevServer
 from tests.conftest import migrated_database
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

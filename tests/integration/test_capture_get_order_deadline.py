@@ -13,8 +13,8 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import start_service
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from tests.callers import persona_channel
 from tests.integration.test_capture_service import isolated_settings, order_request, own_database
 

@@ -14,9 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import db
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from services.capture import domain, store
 from tests.callers import persona_channel
 from tests.integration.test_capture_import import stream

@@ -13,9 +13,10 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import auth
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from tests.callers import channel_as
 from tests.integration.test_capture_service import isolated_settings, order_request, own_database
 from tests.integration.test_capture_watch import next_update, progress

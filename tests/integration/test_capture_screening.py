@@ -15,9 +15,9 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from tests.callers import persona_channel
 from tests.integration.test_capture_service import (
     isolated_settings,

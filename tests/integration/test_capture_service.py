@@ -19,15 +19,16 @@ from temporalio.service import RPCError
 
 from oms_platform import auth, db, temporal
 from oms_platform.codec import migrate_vault
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import TemporalDevServer, free_port
+from oms_tools.registry import start_service
 from services.capture import bootstrap
 from tests.callers import channel_as, persona_channel
 from tests.conftest import TEST_CODEC_KEYS
-from workflows.types import ORDER_CHANNEL, ORDER_STATUS
+from workflows.search_attributes import ORDER_CHANNEL, ORDER_STATUS
 
 pb = capture_pb2
 

@@ -13,11 +13,11 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
-from oms_platform.samples import sample_order
-from oms_platform.service import start_service
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import TemporalDevServer, free_port
+from oms_tools.registry import start_service
+from oms_tools.samples import sample_order
 from tests.conftest import TEST_CODEC_KEYS, System
 from tests.integration.test_capture_service import unique
 from tests.integration.test_capture_temporal_outage import settled, simulator, whole_database

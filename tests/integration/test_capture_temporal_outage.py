@@ -22,12 +22,13 @@ from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import db
 from oms_platform import temporal as temporal_client
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.simulator import Simulator
-from oms_platform.devstack.temporal_server import TemporalDevServer, free_port
-from oms_platform.samples import sample_order
-from oms_platform.service import RunningService, migrate_all, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.simulator import Simulator
+from oms_tools.devstack.temporal_server import TemporalDevServer, free_port
+from oms_tools.registry import migrate_all, start_service
+from oms_tools.samples import sample_order
 from tests.callers import persona_channel
 from tests.conftest import TEST_CODEC_KEYS
 from tests.integration.test_capture_service import unique

@@ -13,10 +13,11 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.common.v1 import common_pb2
 
 from oms_platform import auth
-from oms_platform.devstack.postgres import EmbeddedPostgres
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from services.capture.watch import APPLICATION_NAME
 from tests.integration.test_capture_import import stream
 from tests.integration.test_capture_service import (

@@ -22,7 +22,7 @@ from oms_platform.codec import (
     Shredded,
     new_key_line,
 )
-from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.postgres import EmbeddedPostgres
 from tests.conftest import migrated_database
 
 OLD = new_key_line("old")

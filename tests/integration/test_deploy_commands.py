@@ -13,16 +13,16 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from oms_platform import temporal
-from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES, free_port
 from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES, free_port
 
 
 async def oms(*args: str, **env: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "oms_platform.cli",
+        "oms_tools.cli",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

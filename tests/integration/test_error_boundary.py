@@ -19,9 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import auth, grpcutil
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from tests.callers import caller, persona_channel
 from tests.integration.test_capture_service import (
     isolated_settings,

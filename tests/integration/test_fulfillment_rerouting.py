@@ -23,10 +23,11 @@ from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import db, grpcutil
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.simulator import REJECT_REASON, Simulator
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.simulator import REJECT_REASON, Simulator
+from oms_tools.registry import start_service
 from services.fulfillment import bootstrap
 from tests.callers import persona_channel
 

@@ -1,4 +1,4 @@
-"""The protocol fuzzer (oms_platform.fuzz) at every RPC of every service, over real gRPC.
+"""The protocol fuzzer (oms_tools.fuzz) at every RPC of every service, over real gRPC.
 
 A system of its own (database `oms_fuzz`, its own worker and task queue), because hostile
 locations, inventory levels and erasures would change what other tests see. Real orders are
@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from oms_platform import auth, fuzz
-from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_platform import auth
 from oms_platform.settings import SERVICES, Settings
+from oms_tools import fuzz
+from oms_tools.devstack.postgres import EmbeddedPostgres
 from tests.callers import caller
 from tests.conftest import System, running_system
 

@@ -16,9 +16,10 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import auth, db
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from services.payments import bootstrap
 from tests.callers import channel_as
 

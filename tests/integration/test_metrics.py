@@ -16,9 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.worker import Worker
 
 from oms_platform import auth, db, grpcutil, metrics, temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from tests.integration.failing_workflow import AlwaysFailingTask
 from tests.integration.test_capture_service import (
     capture_as,

@@ -13,7 +13,7 @@ from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from temporalio.client import WorkflowUpdateFailedError
 
 from oms_platform.money import share
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System, wait_for
 from workflows.types import (
     APPEASE_UPDATE,

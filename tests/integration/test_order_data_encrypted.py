@@ -22,8 +22,8 @@ from temporalio.client import Client, WorkflowHistory
 from oms_platform import codec_server, temporal
 from oms_platform.auth import AGENT, TokenIssuer
 from oms_platform.codec import ENCODING
-from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES
-from oms_platform.samples import sample_order
+from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES
+from oms_tools.samples import sample_order
 from tests.conftest import System
 from tests.history import record
 

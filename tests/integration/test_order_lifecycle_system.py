@@ -8,7 +8,7 @@ import time
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System
 
 

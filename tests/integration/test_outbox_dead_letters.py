@@ -33,11 +33,12 @@ from temporalio.client import Client
 
 from oms_platform import auth, db, outbox
 from oms_platform import temporal as temporal_client
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES, TemporalDevServer, free_port
-from oms_platform.samples import sample_order
-from oms_platform.service import RunningService, start_service
+from oms_platform.service import RunningService
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES, TemporalDevServer, free_port
+from oms_tools.registry import start_service
+from oms_tools.samples import sample_order
 from tests.callers import channel_as, persona_channel
 from tests.conftest import TEST_CODEC_KEYS, migrated_database
 from workflows.worker import build_worker

@@ -14,10 +14,10 @@ import asyncpg
 from temporalio.client import Client
 
 from oms_platform import db, outbox, temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer
 from oms_platform.pacing import FrontDoorPacer, PacerSettings
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import TemporalDevServer
 from tests.conftest import TEST_CODEC_KEYS, migrated_database
 
 ORDERS = 30

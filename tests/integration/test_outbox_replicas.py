@@ -19,9 +19,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from oms_platform import db, outbox, temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import TemporalDevServer
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import TemporalDevServer
 from tests.conftest import TEST_CODEC_KEYS, migrated_database
 from tests.integration.recorder_workflow import SignalRecorder
 

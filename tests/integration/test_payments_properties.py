@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from oms.common.v1 import common_pb2
 
-from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.postgres import EmbeddedPostgres
 from services.payments.domain import ChargeableLine, CreditableLine
 from services.payments.gateway import SimulatedGateway
 from tests.integration.test_payments_service import (

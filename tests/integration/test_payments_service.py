@@ -15,9 +15,9 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import auth, db, grpcutil
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.registry import start_service
 from services.payments import bootstrap, domain
 from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
 from services.payments.sim_store import read_operations

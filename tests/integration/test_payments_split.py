@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from oms_platform.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.postgres import EmbeddedPostgres
 from services.payments import domain
 from tests.integration.test_payments_service import (
     Payments,

@@ -15,7 +15,7 @@ from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2 as pb
 
 from oms_platform.grpcutil import field_violations
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System
 from tests.integration.test_servicing_changes import (
     MUG,

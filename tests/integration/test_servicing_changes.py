@@ -24,7 +24,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_platform.money import format_minor, share
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System
 from workflows.types import order_workflow_id
 
@@ -612,7 +612,7 @@ async def oms(system: System, *args: str, subject: str = "") -> tuple[int, str, 
     if subject:
         env["OMS_CLI_SUBJECT"] = subject
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oms_platform.cli", *args,
+        sys.executable, "-m", "oms_tools.cli", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)

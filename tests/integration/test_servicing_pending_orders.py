@@ -26,11 +26,11 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from temporalio.client import Client
 
 from oms_platform import temporal
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import free_port
-from oms_platform.samples import sample_order
-from oms_platform.service import start_service
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import free_port
+from oms_tools.registry import start_service
+from oms_tools.samples import sample_order
 from services.servicing.lifecycles import START_WAIT
 from tests.callers import persona_channel
 from tests.conftest import migrated_database

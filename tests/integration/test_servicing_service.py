@@ -15,8 +15,8 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import start_service
 from oms_platform.settings import Settings
+from oms_tools.registry import start_service
 from tests.callers import persona_channel
 
 if TYPE_CHECKING:

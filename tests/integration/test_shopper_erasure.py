@@ -18,7 +18,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from oms_platform import temporal
 from oms_platform.codec import Shredded
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System, wait_for
 from workflows.types import order_workflow_id
 

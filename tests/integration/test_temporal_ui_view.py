@@ -17,19 +17,18 @@ from temporalio.client import Client
 
 from oms_platform.codec import ENCODING
 from oms_platform.money import format_minor
-from oms_platform.samples import sample_order
+from oms_tools.samples import sample_order
 from tests.conftest import System
 from tests.integration.test_order_data_encrypted import fulfilled
-from workflows.types import (
+from workflows.search_attributes import (
     LOCATION_IDS,
     ORDER_CHANNEL,
     ORDER_CURRENCY,
     ORDER_ON_HOLD,
     ORDER_STATUS,
     ORDER_TOTAL_MINOR,
-    STATE_QUERY,
-    OrderState,
 )
+from workflows.types import STATE_QUERY, OrderState
 
 
 def an_order_with_personal_data() -> tuple[capture_pb2.SubmitOrderRequest, list[str]]:

@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from oms_platform import auth, grpcutil
-from oms_platform.devstack import certs
 from oms_platform.tls import TLSConfig
+from oms_tools.devstack import certs
 
 
 @pytest.fixture(scope="module")

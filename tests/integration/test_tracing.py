@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from oms_platform import tracing
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.samples import sample_order
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.samples import sample_order
 from tests.conftest import System, running_system
 
 

@@ -19,8 +19,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from oms_platform.devstack import certs
 from oms_platform.settings import Settings
+from oms_tools.devstack import certs
 
 
 def _load(path: Path) -> x509.Certificate:

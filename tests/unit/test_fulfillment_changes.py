@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from oms_platform.devstack.simulator import rejects
 from oms_platform.errors import FailedPrecondition, InvalidArgument
+from oms_tools.devstack.simulator import rejects
 from services.fulfillment import domain
 from services.fulfillment.domain import (
     FulfillmentLine,

@@ -11,8 +11,9 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from oms.capture.v1 import capture_pb2
 
-from oms_platform import access, fuzz
-from oms_platform.fuzz import Known
+from oms_platform import access
+from oms_tools import fuzz
+from oms_tools.fuzz import Known
 
 ORDER, INVOICE = "0d04889a-8974-4bae-abf6-58602f3e66d3", "inv-7"
 

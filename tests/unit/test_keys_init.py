@@ -14,7 +14,7 @@ from oms_platform.settings import Settings
 
 def oms(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oms_platform.cli", *args],
+        [sys.executable, "-m", "oms_tools.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from oms_platform.devstack import replicas
-from oms_platform.devstack.stack import Stack
 from oms_platform.grpcutil import channel_target
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack import replicas
+from oms_tools.devstack.stack import Stack
 
 
 def test_a_single_address_is_used_as_it_is() -> None:

@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from oms_platform.devstack.temporal_server import ephemeral_ports, free_port
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.temporal_server import ephemeral_ports, free_port
 
 
 def test_without_variables_every_default_applies() -> None:

@@ -12,8 +12,8 @@ import psutil
 from structlog.testing import capture_logs
 
 from oms_platform.backoff import Backoff
-from oms_platform.devstack.stack import Child, Stack
 from oms_platform.settings import Settings
+from oms_tools.devstack.stack import Child, Stack
 
 
 def exits_with(code: int) -> subprocess.Popen[bytes]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from workflows.search_attributes import LOCATION_IDS, ORDER_ON_HOLD
 from workflows.types import (
-    LOCATION_IDS,
-    ORDER_ON_HOLD,
     Address,
     AuthorizeInput,
     CaptureInput,

@@ -6,8 +6,8 @@ import pytest
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES, test_server_binary
 from oms_platform.temporal import indexed_value_type
+from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES, test_server_binary
 
 
 @pytest.fixture(scope="session")

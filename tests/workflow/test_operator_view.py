@@ -23,13 +23,15 @@ from tests.workflow.test_order_lifecycle import (
     until,
     update,
 )
-from workflows.types import (
+from workflows.search_attributes import (
     LOCATION_IDS,
     ORDER_CHANNEL,
     ORDER_CURRENCY,
     ORDER_ON_HOLD,
     ORDER_STATUS,
     ORDER_TOTAL_MINOR,
+)
+from workflows.types import (
     RECEIVE_RETURN_UPDATE,
     RESOLVE_EXCEPTION_UPDATE,
     RETURN_UPDATE,

@@ -49,8 +49,9 @@ from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
 
-from oms_platform import access, auth, grpcutil, samples
+from oms_platform import access, auth, grpcutil
 from oms_platform.tls import TLSConfig
+from oms_tools import samples
 
 _OUTBOX = outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"]
 # The gRPC services each oms service serves: its own, and OutboxService where it has an outbox.

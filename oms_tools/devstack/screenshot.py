@@ -6,7 +6,7 @@ workflow, then decoding its payloads through the codec server) has drawn anythin
 drives Chromium over its DevTools protocol instead: open the page, wait until its text shows
 every expected string, then take the picture and the rendered DOM.
 
-    python -m oms_platform.devstack.screenshot <order_id> docs/
+    python -m oms_tools.devstack.screenshot <order_id> docs/
 
 saves docs/temporal-ui-order.png (the timeline) and docs/temporal-ui-summary.png (the summary
 and details), reading the dev stack's settings (OMS_* variables) for its UI and Temporal.

@@ -57,7 +57,7 @@ def _money(m: Any) -> str:
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from oms_platform.devstack.stack import run_dev
+    from oms_tools.devstack.stack import run_dev
 
     replicas = settings.dev_replicas if args.replicas is None else args.replicas
     if replicas < 1:
@@ -69,7 +69,7 @@ async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from oms_platform import tracing
-    from oms_platform.service import serve_forever
+    from oms_tools.registry import serve_forever
 
     tracing.configure(args.service)
 
@@ -119,7 +119,7 @@ async def cmd_codec(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform.devstack.simulator import Simulator
+    from oms_tools.devstack.simulator import Simulator
 
     simulator = Simulator(settings)
     task = asyncio.create_task(simulator.run())
@@ -130,7 +130,7 @@ async def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform.service import migrate_all
+    from oms_tools.registry import migrate_all
 
     applied = await migrate_all(settings)
     for name, versions in applied.items():
@@ -187,7 +187,7 @@ async def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_temporal(settings: Settings, args: argparse.Namespace) -> int:
     """`oms temporal search-attributes`: register what the order workflow indexes."""
     from oms_platform import temporal
-    from oms_platform.devstack.temporal_server import SEARCH_ATTRIBUTES
+    from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES
 
     added = await _retry(
         lambda: temporal.register_search_attributes(settings, SEARCH_ATTRIBUTES), "Temporal"
@@ -253,7 +253,7 @@ def _capture(settings: Settings, role: str = auth.AGENT) -> tuple[grpc.aio.Chann
 
 
 async def cmd_order_submit(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform.samples import sample_order
+    from oms_tools.samples import sample_order
 
     if not args.sample:
         print("only --sample is supported from the command line; use the gRPC API for more")
@@ -1119,7 +1119,7 @@ def _outbox_parsers(sub: Any) -> None:
 
 
 async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform import bench
+    from oms_tools import bench
 
     return await bench.run(args)
 
@@ -1148,7 +1148,7 @@ def _dev_tokens(settings: Settings, locations: list[str]) -> Callable[[str], str
 async def cmd_fuzz(settings: Settings, args: argparse.Namespace) -> int:
     """`oms fuzz`: hostile requests at every RPC of a running dev stack."""
     try:
-        from oms_platform import fuzz
+        from oms_tools import fuzz
     except ImportError as missing:  # hypothesis is a development dependency
         print(f"oms fuzz needs the dev extras ({missing}): pip install -e '.[dev]'")
         return 2
@@ -1354,7 +1354,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     bench_parser = sub.add_parser("bench", help="benchmarks (start their own stack)")
-    from oms_platform import bench
+    from oms_tools import bench
 
     bench.add_arguments(bench_parser)
 
@@ -1416,8 +1416,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.command
     if name not in ("dev", "serve", "bench"):
         # A caller of the dev stack on this data_dir finds its certificates when it runs TLS.
-        from oms_platform.devstack import replicas
-        from oms_platform.devstack.certs import dev_client_settings
+        from oms_tools.devstack import replicas
+        from oms_tools.devstack.certs import dev_client_settings
 
         settings = replicas.dev_client_settings(dev_client_settings(settings))
     service = args.service if name == "serve" else name

@@ -1,13 +1,9 @@
-"""`oms bench …`: benchmarks that start their own private stack and report ratios.
+"""`oms bench lifecycle`: orders through the whole lifecycle against a no-op baseline.
 
 `oms bench lifecycle --orders N --concurrency C` drives N orders through the whole lifecycle
 (warehouse simulator at zero delay) and, in the same run on the same Temporal server, a
 baseline: a no-op workflow running the same number of no-op activities per order with the
 same worker settings. Throughput is reported as a ratio of the baseline's.
-
-`oms bench routing` times routing alone (see oms_platform/bench_routing.py).
-
-`oms bench servicing` times SubmitCancel's Update round trip (see oms_platform/bench_servicing.py).
 """
 
 from __future__ import annotations
@@ -15,12 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,108 +24,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from oms_platform import auth, bench_routing, grpcutil, temporal
-from oms_platform.devstack.stack import Stack
-from oms_platform.devstack.temporal_server import free_port
-from oms_platform.samples import SPLIT_SKUS, sample_order, split_order
-from oms_platform.settings import SERVICES, Settings
+from oms_platform import auth, grpcutil, temporal
+from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from workflows.baseline import BenchNoop, bench_noop
+from oms_tools.bench.baseline import BenchNoop, bench_noop
+from oms_tools.bench.common import Run, bench_caller, bench_settings
+from oms_tools.devstack.stack import Stack
+from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from workflows.types import order_workflow_id
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", required=True)
-    lifecycle = sub.add_parser(
-        "lifecycle", help="orders through the whole lifecycle vs a no-op baseline"
-    )
-    lifecycle.add_argument("--orders", type=int, default=200)
-    lifecycle.add_argument("--concurrency", type=int, default=20)
-    lifecycle.add_argument("--keep", action="store_true", help="keep the bench's data directory")
-    lifecycle.add_argument(
-        "--split-every",
-        type=int,
-        default=3,
-        help="every Nth order ships from two warehouses (split shipment); 0 = never",
-    )
-    from oms_platform import bench_capture
-
-    bench_capture.add_arguments(sub)
-    routing = sub.add_parser(
-        "routing", help="routing latency of a big order (pure domain) vs a trivial one"
-    )
-    bench_routing.add_arguments(routing)
-    from oms_platform import bench_servicing
-
-    bench_servicing.add_arguments(sub)
-
-
-@dataclass
-class Run:
-    """One measured phase."""
-
-    name: str
-    count: int
-    seconds: float
-    latencies: list[float]
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds if self.seconds else 0.0
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return 0.0
-        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-        return ordered[index] * 1000
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "count": self.count,
-            "seconds": round(self.seconds, 3),
-            "per_second": round(self.per_second, 2),
-            "p50_ms": round(self.percentile(0.5), 1),
-            "p99_ms": round(self.percentile(0.99), 1),
-            "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else 0,
-        }
-
-
-def bench_settings(data_dir: Path) -> Settings:
-    """A private stack on free ports, so a running `make dev` is left alone."""
-    ports: dict[str, Any] = {f"{name}_port": free_port() for name in SERVICES}
-    addresses: dict[str, Any] = {f"{name}_address": "" for name in SERVICES}
-    return Settings.from_env(
-        data_dir=str(data_dir),
-        database_url="",
-        temporal_address="",
-        embedded_postgres_port=free_port(),
-        embedded_temporal_port=free_port(),
-        embedded_temporal_ui_port=free_port(),
-        codec_server_port=free_port(),
-        # No metrics endpoints: their fixed dev ports would collide with a running `make dev`.
-        dev_metrics_port=0,
-        simulator=True,
-        simulator_step_seconds=0.0,
-        # Lifecycles end at delivery (no return window), so a workflow's result marks it.
-        return_window_days=0.0,
-        simulator_poll_seconds=0.05,
-        outbox_poll_seconds=0.05,
-        log_format="json",
-        # Quiet unless asked for (OMS_LOG_LEVEL=info shows, e.g., when starts were paced).
-        log_level=os.environ.get("OMS_LOG_LEVEL", "warning"),
-        **ports,
-        **addresses,
-    )
-
-
-def bench_caller(settings: Settings, role: str) -> auth.TokenSource:
-    """A bench's identity: a token from the bench stack's own dev issuer, like any caller's."""
-    channels = auth.ALL_CHANNELS if role == auth.STOREFRONT else ()
-    return auth.dev_caller(
-        settings, f"bench-{role}", role, channels=channels, ttl_seconds=24 * 3600
-    )
 
 
 async def _wait_result(client: Client, workflow_id: str) -> Any:
@@ -272,17 +171,7 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Entry point of `oms bench`."""
-    from oms_platform import bench_capture
-
-    if args.bench in bench_capture.COMMANDS:
-        return await bench_capture.run(args)
-    if args.bench == "routing":
-        return bench_routing.run(args)
-    if args.bench == "servicing":
-        from oms_platform import bench_servicing
-
-        return await bench_servicing.run(args)
+    """`oms bench lifecycle`."""
     data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     stack = Stack(bench_settings(data_dir))
     settings = await stack.start()

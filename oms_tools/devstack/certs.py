@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from oms_platform.devstack.postgres import PostgresTLS
 from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import PostgresTLS
 
 SERVER_NAMES = ("localhost", "127.0.0.1")
 CLIENT_NAME = "oms"

@@ -42,20 +42,20 @@ import structlog
 from oms_platform import auth, codec_server, db
 from oms_platform.backoff import Backoff
 from oms_platform.codec import ensure_keys_file
-from oms_platform.devstack import certs as dev_certs
-from oms_platform.devstack import replicas
-from oms_platform.devstack.postgres import EmbeddedPostgres
-from oms_platform.devstack.temporal_server import (
+from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
+from oms_tools.devstack import certs as dev_certs
+from oms_tools.devstack import replicas
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import (
     TemporalDevServer,
     free_port,
     lower_group_priority,
     niced,
     wait_for_port,
 )
-from oms_platform.devstack.tls_proxy import TLSProxy, tcp_backend
-from oms_platform.service import migrate_all
-from oms_platform.settings import SERVICES, Settings
-from oms_platform.tls import TLSConfig
+from oms_tools.devstack.tls_proxy import TLSProxy, tcp_backend
+from oms_tools.registry import migrate_all
 
 log = structlog.get_logger("oms.dev")
 
@@ -165,7 +165,7 @@ class Stack:
         self.settings = settings
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         replicas.mark_in_use(self.data_dir, settings)
-        cli = [sys.executable, "-m", "oms_platform.cli"]
+        cli = [sys.executable, "-m", "oms_tools.cli"]
         # name: (command, environment of its own), one entry per replica.
         commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         for service in SERVICES:

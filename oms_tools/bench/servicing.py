@@ -26,11 +26,11 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform import auth, grpcutil
-from oms_platform.bench import Run, bench_settings
-from oms_platform.devstack.stack import Stack
-from oms_platform.samples import sample_order
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.bench.common import Run, bench_settings
+from oms_tools.devstack.stack import Stack
+from oms_tools.samples import sample_order
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
 

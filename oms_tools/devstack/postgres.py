@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from oms_platform.devstack.tls_proxy import TLSProxy, unix_backend
 from oms_platform.tls import TLSConfig
+from oms_tools.devstack.tls_proxy import TLSProxy, unix_backend
 
 SYSTEM_USER = "embedded_postgres"
 

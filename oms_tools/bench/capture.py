@@ -39,12 +39,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import auth, db, grpcutil
-from oms_platform.bench import Run, bench_settings
-from oms_platform.devstack.stack import Stack
-from oms_platform.devstack.temporal_server import free_port, wait_for_port
-from oms_platform.samples import CHANNELS, sample_order
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.bench.common import Run, bench_settings
+from oms_tools.devstack.stack import Stack
+from oms_tools.devstack.temporal_server import free_port, wait_for_port
+from oms_tools.samples import CHANNELS, sample_order
 
 COMMANDS = ("capture", "reads")
 
@@ -216,7 +216,7 @@ def _start_baseline(settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = open(Path(settings.data_dir) / "logs" / "baseline.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "oms_platform.bench_capture", "baseline-server",
+        [sys.executable, "-m", "oms_tools.bench.capture", "baseline-server",
          settings.dsn, str(port), str(settings.db_pool_max)],
         stdout=log, stderr=log, start_new_session=True, env={**os.environ, **settings.as_env()},
     )  # fmt: skip
@@ -523,4 +523,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "baseline-server":
         asyncio.run(serve_baseline(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     else:
-        sys.exit("usage: python -m oms_platform.bench_capture baseline-server DSN PORT POOL")
+        sys.exit("usage: python -m oms_tools.bench.capture baseline-server DSN PORT POOL")
