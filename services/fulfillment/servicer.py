@@ -12,13 +12,12 @@ import asyncpg
 import grpc
 import structlog
 from google.protobuf.message import Message
-from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db, erasure
 from oms_platform.errors import FieldViolation, InvalidArgument
-from oms_platform.request_limits import timestamp_from_datetime
+from oms_platform.wire import postal_address_from_pb, postal_address_to_pb, timestamp_from_datetime
 from services.fulfillment import domain, store
 from workflows.types import (
     FulfillmentEvent,
@@ -72,33 +71,11 @@ TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
 # ---- conversions --------------------------------------------------------------------------
 
 
-def address_from_pb(address: common_pb2.PostalAddress) -> domain.PostalAddress:
-    return domain.PostalAddress(
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        region=address.region,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-    )
-
-
-def address_to_pb(address: domain.PostalAddress) -> common_pb2.PostalAddress:
-    return common_pb2.PostalAddress(
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        region=address.region,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-    )
-
-
 def groups_from_pb(groups: Sequence[pb.RoutingDeliveryGroup]) -> list[domain.DeliveryGroup]:
     return [
         domain.DeliveryGroup(
             delivery_group_id=g.delivery_group_id,
-            address=address_from_pb(g.address),
+            address=postal_address_from_pb(g.address),
             lines=tuple(
                 domain.RoutingLine(line.order_line_id, line.sku, line.quantity) for line in g.lines
             ),
@@ -162,7 +139,7 @@ def location_to_pb(location: domain.Location) -> pb.Location:
         location_id=location.location_id,
         name=location.name,
         type=LOCATION_TYPE_TO_PB.get(location.type, pb.LOCATION_TYPE_UNSPECIFIED),
-        address=address_to_pb(location.address),
+        address=postal_address_to_pb(location.address),
         latitude=location.latitude,
         longitude=location.longitude,
         priority=location.priority,
@@ -180,7 +157,7 @@ def location_from_pb(location: pb.Location) -> domain.Location:
         location_id=location.location_id,
         name=location.name,
         type=LOCATION_TYPE_FROM_PB.get(location.type, ""),
-        address=address_from_pb(location.address),
+        address=postal_address_from_pb(location.address),
         latitude=location.latitude,
         longitude=location.longitude,
         priority=location.priority,

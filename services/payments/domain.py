@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from oms_platform import limits, money
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from oms_platform.money import Money as Money  # re-exported: part of this domain's vocabulary
 
 # Authorization statuses, as stored.
 APPROVED = "approved"
@@ -56,14 +57,6 @@ def gateway_key(order_id: str, request_key: str, step: str, amount_minor: int) -
     gateway's own dedupe keeps every effect single.
     """
     return f"{order_id}:{request_key}:{step}:{amount_minor}"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in minor units of `currency`."""
-
-    amount_minor: int
-    currency: str
 
 
 def require(**fields: str) -> None:

@@ -19,12 +19,11 @@ import asyncpg
 import grpc
 import structlog
 from google.protobuf.message import Message
-from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from oms_platform import db, erasure
 from oms_platform.errors import FailedPrecondition, NotFound
-from oms_platform.request_limits import timestamp_from_datetime
+from oms_platform.wire import money_from_pb, money_to_pb, timestamp_from_datetime
 from services.payments import domain, store
 from services.payments.gateway import GatewayError, Gateways, call_resolved
 from workflows.types import order_workflow_id
@@ -83,10 +82,6 @@ REFUND_OUTCOME_TO_PB: dict[str, payments_pb2.RefundOutcome.ValueType] = {
 }
 
 # ---- wire -> domain ------------------------------------------------------------------------
-
-
-def money_from_pb(m: common_pb2.Money) -> domain.Money:
-    return domain.Money(amount_minor=m.amount_minor, currency=m.currency)
 
 
 def payment_method_from_pb(m: payments_pb2.PaymentMethod) -> domain.PaymentMethod:
@@ -175,24 +170,20 @@ def credit_memo_request_from_pb(
 # ---- domain -> wire ------------------------------------------------------------------------
 
 
-def money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
-
-
 def authorization_pb(a: domain.Authorization) -> payments_pb2.Authorization:
     return payments_pb2.Authorization(
         authorization_id=a.authorization_id,
         order_id=a.order_id,
         status=AUTHORIZATION_STATUS_TO_PB[a.status],
-        amount=money_pb(a.amount_minor, a.currency),
-        captured=money_pb(a.captured_minor, a.currency),
+        amount=money_to_pb(a.amount_minor, a.currency),
+        captured=money_to_pb(a.captured_minor, a.currency),
         gateway_reference=a.gateway_reference,
         decline_reason=a.decline_reason,
         expires_at=timestamp_from_datetime(a.expires_at),
         payment_method_type=PAYMENT_METHOD_TYPE_TO_PB.get(
             a.payment_method_type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED
         ),
-        reversed=money_pb(a.reversed_minor, a.currency),
+        reversed=money_to_pb(a.reversed_minor, a.currency),
         replaces_authorization_id=a.replaces_authorization_id,
         created_at=timestamp_from_datetime(a.created_at),
     )
@@ -204,7 +195,7 @@ def capture_pb(c: domain.Capture) -> payments_pb2.Capture:
         invoice_id=c.invoice_id,
         authorization_id=c.authorization_id,
         status=CAPTURE_STATUS_TO_PB[c.status],
-        amount=money_pb(c.amount_minor, c.currency),
+        amount=money_to_pb(c.amount_minor, c.currency),
         gateway_reference=c.gateway_reference,
         failure_reason=c.failure_reason,
         created_at=timestamp_from_datetime(c.created_at),
@@ -221,18 +212,18 @@ def invoice_pb(i: domain.Invoice) -> payments_pb2.Invoice:
                 order_line_id=line.order_line_id,
                 sku=line.sku,
                 quantity=line.quantity,
-                gross=money_pb(line.gross_minor, i.currency),
-                discount=money_pb(line.discount_minor, i.currency),
-                tax=money_pb(line.tax_minor, i.currency),
-                total=money_pb(line.total_minor, i.currency),
+                gross=money_to_pb(line.gross_minor, i.currency),
+                discount=money_to_pb(line.discount_minor, i.currency),
+                tax=money_to_pb(line.tax_minor, i.currency),
+                total=money_to_pb(line.total_minor, i.currency),
             )
             for line in i.lines
         ],
-        shipping=money_pb(i.shipping_minor, i.currency),
-        total=money_pb(i.total_minor, i.currency),
-        captured=money_pb(i.captured_minor, i.currency),
+        shipping=money_to_pb(i.shipping_minor, i.currency),
+        total=money_to_pb(i.total_minor, i.currency),
+        captured=money_to_pb(i.captured_minor, i.currency),
         created_at=timestamp_from_datetime(i.created_at),
-        goodwill=money_pb(i.goodwill_minor, i.currency),
+        goodwill=money_to_pb(i.goodwill_minor, i.currency),
     )
 
 
@@ -249,27 +240,27 @@ def credit_memo_pb(
                 order_line_id=line.order_line_id,
                 sku=line.sku,
                 quantity=line.quantity,
-                gross=money_pb(line.gross_minor, m.currency),
-                discount=money_pb(line.discount_minor, m.currency),
-                tax=money_pb(line.tax_minor, m.currency),
-                total=money_pb(line.total_minor, m.currency),
+                gross=money_to_pb(line.gross_minor, m.currency),
+                discount=money_to_pb(line.discount_minor, m.currency),
+                tax=money_to_pb(line.tax_minor, m.currency),
+                total=money_to_pb(line.total_minor, m.currency),
             )
             for line in m.lines
         ],
-        shipping=money_pb(m.shipping_minor, m.currency),
-        fee=money_pb(m.fee_minor, m.currency),
+        shipping=money_to_pb(m.shipping_minor, m.currency),
+        fee=money_to_pb(m.fee_minor, m.currency),
         appeasements=[
             payments_pb2.Appeasement(
                 order_line_id=a.order_line_id,
-                amount=money_pb(a.amount_minor, m.currency),
+                amount=money_to_pb(a.amount_minor, m.currency),
                 percent_basis_points=a.percent_basis_points,
             )
             for a in m.appeasements
         ],
-        total=money_pb(m.total_minor, m.currency),
-        refunded=money_pb(balance.refunded_minor, m.currency),
-        released=money_pb(balance.released_minor, m.currency),
-        not_refunded=money_pb(balance.not_refunded_minor, m.currency),
+        total=money_to_pb(m.total_minor, m.currency),
+        refunded=money_to_pb(balance.refunded_minor, m.currency),
+        released=money_to_pb(balance.released_minor, m.currency),
+        not_refunded=money_to_pb(balance.not_refunded_minor, m.currency),
         created_at=timestamp_from_datetime(m.created_at),
     )
 
@@ -281,7 +272,7 @@ def refund_pb(r: domain.Refund) -> payments_pb2.Refund:
         credit_memo_id=r.credit_memo_id,
         capture_id=r.capture_id,
         status=REFUND_STATUS_TO_PB[r.status],
-        amount=money_pb(r.amount_minor, r.currency),
+        amount=money_to_pb(r.amount_minor, r.currency),
         gateway_reference=r.gateway_reference,
         failure_reason=r.failure_reason,
         created_at=timestamp_from_datetime(r.created_at),
@@ -295,7 +286,7 @@ def reversal_pb(r: domain.Reversal) -> payments_pb2.AuthorizationReversal:
         credit_memo_id=r.credit_memo_id,
         authorization_id=r.authorization_id,
         status=REVERSAL_STATUS_TO_PB[r.status],
-        amount=money_pb(r.amount_minor, r.currency),
+        amount=money_to_pb(r.amount_minor, r.currency),
         voided=r.voided,
         gateway_reference=r.gateway_reference,
         failure_reason=r.failure_reason,
@@ -306,13 +297,13 @@ def reversal_pb(r: domain.Reversal) -> payments_pb2.AuthorizationReversal:
 def summary_pb(s: domain.PaymentSummary) -> payments_pb2.PaymentSummary:
     return payments_pb2.PaymentSummary(
         order_id=s.order_id,
-        authorized=money_pb(s.authorized_minor, s.currency),
-        captured=money_pb(s.captured_minor, s.currency),
-        refunded=money_pb(s.refunded_minor, s.currency),
-        invoiced=money_pb(s.invoiced_minor, s.currency),
-        balance_due=money_pb(s.balance_due_minor, s.currency),
-        credited=money_pb(s.credited_minor, s.currency),
-        released=money_pb(s.released_minor, s.currency),
+        authorized=money_to_pb(s.authorized_minor, s.currency),
+        captured=money_to_pb(s.captured_minor, s.currency),
+        refunded=money_to_pb(s.refunded_minor, s.currency),
+        invoiced=money_to_pb(s.invoiced_minor, s.currency),
+        balance_due=money_to_pb(s.balance_due_minor, s.currency),
+        credited=money_to_pb(s.credited_minor, s.currency),
+        released=money_to_pb(s.released_minor, s.currency),
     )
 
 
@@ -320,15 +311,15 @@ def reconciliation_pb(r: domain.Reconciliation) -> payments_pb2.Reconciliation:
     s = r.summary
     return payments_pb2.Reconciliation(
         order_id=s.order_id,
-        authorized=money_pb(s.authorized_minor, s.currency),
-        captured=money_pb(s.captured_minor, s.currency),
-        refunded=money_pb(s.refunded_minor, s.currency),
-        invoiced=money_pb(s.invoiced_minor, s.currency),
-        credited=money_pb(s.credited_minor, s.currency),
-        released=money_pb(s.released_minor, s.currency),
-        not_refunded=money_pb(r.not_refunded_minor, s.currency),
+        authorized=money_to_pb(s.authorized_minor, s.currency),
+        captured=money_to_pb(s.captured_minor, s.currency),
+        refunded=money_to_pb(s.refunded_minor, s.currency),
+        invoiced=money_to_pb(s.invoiced_minor, s.currency),
+        credited=money_to_pb(s.credited_minor, s.currency),
+        released=money_to_pb(s.released_minor, s.currency),
+        not_refunded=money_to_pb(r.not_refunded_minor, s.currency),
         agrees=r.agrees,
-        difference=money_pb(r.difference_minor, s.currency),
+        difference=money_to_pb(r.difference_minor, s.currency),
     )
 
 
@@ -450,7 +441,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 authorizations=[authorization_pb(a) for a in made],
                 status=AUTHORIZATION_STATUS_TO_PB[outcome.status],
                 decline_reason=outcome.decline_reason,
-                authorized=money_pb(outcome.held_minor, currency),
+                authorized=money_to_pb(outcome.held_minor, currency),
             )
 
         return await self._idempotent(
@@ -561,7 +552,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 captures=[capture_pb(c) for c in made],
                 status=CAPTURE_STATUS_TO_PB[outcome.status],
                 failure_reason=outcome.failure_reason,
-                captured=money_pb(outcome.captured_minor, invoice.currency),
+                captured=money_to_pb(outcome.captured_minor, invoice.currency),
                 reauthorizations=[authorization_pb(a) for a in reauthorizations],
             )
 
@@ -764,9 +755,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 failure_reason=outcome.failure_reason,
                 refunds=[refund_pb(r) for r in refunds],
                 reversals=[reversal_pb(r) for r in reversals],
-                refunded=money_pb(outcome.refunded_minor, memo.currency),
-                released=money_pb(outcome.released_minor, memo.currency),
-                not_refunded=money_pb(balance.not_refunded_minor, memo.currency),
+                refunded=money_to_pb(outcome.refunded_minor, memo.currency),
+                released=money_to_pb(outcome.released_minor, memo.currency),
+                not_refunded=money_to_pb(balance.not_refunded_minor, memo.currency),
             )
 
         return await self._idempotent(

@@ -13,11 +13,11 @@ import grpc
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth, erasure, limits, request_limits
+from oms_platform import auth, erasure, limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.redaction import redact_json, redact_text
-from oms_platform.request_limits import timestamp_from_datetime
+from oms_platform.wire import timestamp_from_datetime, timestamp_to_datetime
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
 from services.servicing.store import (
@@ -491,7 +491,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             page_token=request.page_token,
             severities=[_enum_name(SEVERITY_TO_DOMAIN, s) for s in request.severities],
             created_before=(
-                request_limits.timestamp_to_datetime(request.created_before, "created_before")
+                timestamp_to_datetime(request.created_before, "created_before")
                 if request.HasField("created_before")
                 else None
             ),
