@@ -353,7 +353,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         for number in range(1, ROUTING_ATTEMPTS + 1):
             try:
                 response, _ = await db.idempotent(
-                    self._pool, key, request, response_type, attempt(number == ROUTING_ATTEMPTS)
+                    self._pool,
+                    key,
+                    request,
+                    response_type,
+                    attempt(number == ROUTING_ATTEMPTS),
+                    lambda r: r,
                 )
                 return response
             except (store.ReservationConflict, asyncpg.TransactionRollbackError) as lost:
@@ -500,6 +505,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             request,
             pb.ConfirmShipmentResponse,
             action,
+            lambda r: r,
         )
         return response
 
@@ -539,7 +545,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             # Canceling is idempotent by state too: a canceled order is returned unchanged.
             return await self._in_transaction(action)
         response, _ = await db.idempotent(
-            self._pool, key, request, pb.CancelFulfillmentOrderResponse, action
+            self._pool, key, request, pb.CancelFulfillmentOrderResponse, action, lambda r: r
         )
         return response
 

@@ -371,7 +371,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         action: Callable[[asyncpg.Connection], Awaitable[M]],
     ) -> M:
         try:
-            response, _ = await db.idempotent(self.pool, key, request, response_type, action)
+            response, _ = await db.idempotent(
+                self.pool, key, request, response_type, action, lambda r: r
+            )
         except GatewayError as error:
             # Not a refusal: the outcome is unknown, so the caller retries with the same key.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"payment gateway: {error}")
