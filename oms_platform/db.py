@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from oms_platform.errors import AlreadyExists
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 SQL_CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -156,11 +157,16 @@ async def idempotent(
     key: str,
     request: Message,
     response_type: type[M],
-    action: Callable[[Any], Awaitable[M]],
-) -> tuple[M, bool]:
-    """Run `action` once per idempotency key, in one transaction with storing its response.
+    action: Callable[[Any], Awaitable[T]],
+    encode: Callable[[T], M],
+) -> tuple[M, T | None]:
+    """Run `action` once per idempotency key, in one transaction with storing its encoded
+    response.
 
-    Returns (response, replayed). The same key with the same request (same RPC, same
+    `action` is the use case: it takes the transaction's connection and returns a domain
+    value; `encode` turns that value into the response the caller gets, and whose bytes are
+    kept as the key's answer. Returns (response, value): value is what `action` returned, or
+    None when the response is a replay. The same key with the same request (same RPC, same
     target, same content) returns the stored response; with another RPC's request or a
     different request it raises AlreadyExists naming the key. Two concurrent calls with one
     key serialize on the key's row: one acts, the other replays.
@@ -187,7 +193,9 @@ async def idempotent(
                 )
             stored = response_type()
             stored.ParseFromString(row["response"])
-            return stored, True
-        response = await action(conn)
+            return stored, None
+        value = await action(conn)
+        # Encoded inside the transaction: the stored answer commits with the effect or not at all.
+        response = encode(value)
         await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
-        return response, False
+        return response, value

@@ -8,18 +8,17 @@ calling RedeliverDeadLetter or DiscardDeadLetter on the owning service as itself
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.outbox.v1 import outbox_pb2 as pb
 from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2 as spb
 
 from oms_platform import auth, grpcutil, outbox
 from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.wire import timestamp_from_datetime
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -58,14 +57,6 @@ def parse_attached_to(value: str) -> tuple[str, int] | None:
     return service, int(number)
 
 
-def _timestamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
-
-
 def dead_letter_to_pb(letter: outbox.DeadLetter) -> pb.DeadLetter:
     """The wire form of a dead letter."""
     return pb.DeadLetter(
@@ -79,12 +70,12 @@ def dead_letter_to_pb(letter: outbox.DeadLetter) -> pb.DeadLetter:
         attempts=letter.attempts,
         times=letter.times,
         status=STATUS_TO_PB[letter.status],
-        created_at=_timestamp(letter.created_at),
-        dead_lettered_at=_timestamp(letter.dead_lettered_at),
+        created_at=timestamp_from_datetime(letter.created_at),
+        dead_lettered_at=timestamp_from_datetime(letter.dead_lettered_at),
         payload_bytes=letter.payload_bytes,
         waiting=letter.waiting,
         settled_by=letter.settled_by,
-        settled_at=_timestamp(letter.settled_at),
+        settled_at=timestamp_from_datetime(letter.settled_at),
         note=letter.note,
     )
 

@@ -6,6 +6,16 @@ Standard library only; domain modules of every service use it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in minor units of `currency`: the one money value every domain shares."""
+
+    amount_minor: int
+    currency: str
+
 
 # ISO 4217 minor-unit exponents for the currencies oms accepts.
 CURRENCY_EXPONENTS: dict[str, int] = {

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from oms_platform import limits
 from oms_platform.errors import FieldViolation, InvalidArgument
@@ -298,24 +296,6 @@ def _value(
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-# ---- timestamps ------------------------------------------------------------------------------
-
-
-def timestamp_to_datetime(ts: Timestamp, field: str) -> datetime:
-    """A protobuf Timestamp as an aware UTC datetime; InvalidArgument naming `field` when it
-    is out of range (Timestamp.ToDatetime would raise ValueError)."""
-    return limits.datetime_from_timestamp(field, ts.seconds, ts.nanos)
-
-
-def timestamp_from_datetime(at: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp for `at` (naive means UTC), or None to leave the field unset."""
-    if at is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 # ---- the guard around a servicer --------------------------------------------------------------

@@ -8,6 +8,8 @@ from oms.capture.v1 import capture_pb2
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
+from oms_platform.wire import money_to_pb
+
 CHANNELS = {
     "web": capture_pb2.CHANNEL_WEB,
     "marketplace": capture_pb2.CHANNEL_MARKETPLACE,
@@ -18,7 +20,7 @@ CHANNELS = {
 
 
 def _usd(amount_minor: int) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency="USD")
+    return money_to_pb(amount_minor, "USD")
 
 
 def sample_order(

@@ -21,6 +21,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from oms_platform.wire import money_to_pb, postal_address_to_pb
 from workflows import activity_names as names
 from workflows.types import (
     ALLOCATED,
@@ -32,7 +33,6 @@ from workflows.types import (
     PENDING,
     PROCESSING,
     SHIPPED,
-    Address,
     AuthorizeInput,
     AuthorizeResult,
     CancelFulfillmentOrderInput,
@@ -132,31 +132,16 @@ async def _call(rpc: Awaitable[T]) -> T:
         raise
 
 
-def _money(amount_minor: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
-
-
 def _line_money(line: ChargeLineData | CreditLineData, currency: str) -> dict[str, Any]:
     """The fields an invoice line and a credit memo line share: the line and all its money."""
     return {
         "order_line_id": line.order_line_id,
         "sku": line.sku,
         "quantity_ordered": line.quantity_ordered,
-        "gross": _money(line.gross_minor, currency),
-        "discount": _money(line.discount_minor, currency),
-        "tax": _money(line.tax_minor, currency),
+        "gross": money_to_pb(line.gross_minor, currency),
+        "discount": money_to_pb(line.discount_minor, currency),
+        "tax": money_to_pb(line.tax_minor, currency),
     }
-
-
-def _address(address: Address) -> common_pb2.PostalAddress:
-    return common_pb2.PostalAddress(
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        region=address.region,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-    )
 
 
 def _payment_method(method: PaymentMethodData) -> payments_pb2.PaymentMethod:
@@ -174,9 +159,9 @@ def _line_addition(added: LineAdditionData, currency: str) -> capture_pb2.LineAd
         delivery_group_id=added.delivery_group_id,
         sku=added.sku,
         name=added.name,
-        unit_price=_money(added.unit_price_minor, currency),
+        unit_price=money_to_pb(added.unit_price_minor, currency),
         quantity=added.quantity,
-        tax=_money(added.tax_minor, currency),
+        tax=money_to_pb(added.tax_minor, currency),
     )
 
 
@@ -242,7 +227,7 @@ class PaymentsActivities:
                     order_id=request.order_id,
                     idempotency_key=request.idempotency_key,
                     payment_method=_payment_method(request.payment_method),
-                    amount=_money(request.amount_minor, request.currency),
+                    amount=money_to_pb(request.amount_minor, request.currency),
                     additional_payment_methods=[
                         _payment_method(m) for m in request.additional_payment_methods
                     ],
@@ -275,8 +260,8 @@ class PaymentsActivities:
                         )
                         for line in request.lines
                     ],
-                    shipping=_money(request.shipping_minor, currency),
-                    goodwill=_money(request.goodwill_minor, currency),
+                    shipping=money_to_pb(request.shipping_minor, currency),
+                    goodwill=money_to_pb(request.goodwill_minor, currency),
                 ),
                 timeout=DEADLINE_SECONDS,
             )
@@ -324,10 +309,12 @@ class PaymentsActivities:
                         )
                         for line in request.lines
                     ],
-                    shipping=_money(request.shipping_minor, currency),
-                    fee=_money(request.fee_minor, currency),
+                    shipping=money_to_pb(request.shipping_minor, currency),
+                    fee=money_to_pb(request.fee_minor, currency),
                     appeasements=[
-                        payments_pb2.Appeasement(amount=_money(request.appeasement_minor, currency))
+                        payments_pb2.Appeasement(
+                            amount=money_to_pb(request.appeasement_minor, currency)
+                        )
                     ]
                     if request.appeasement_minor
                     else [],
@@ -389,7 +376,7 @@ class FulfillmentActivities:
                     delivery_groups=[
                         fulfillment_pb2.RoutingDeliveryGroup(
                             delivery_group_id=group.delivery_group_id,
-                            address=_address(group.address),
+                            address=postal_address_to_pb(group.address),
                             delivery_method=group.delivery_method,
                             lines=[
                                 fulfillment_pb2.RoutingLine(

@@ -35,12 +35,12 @@ from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import auth, db, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_platform.wire import timestamp_from_datetime
 from oms_tools.bench.common import Run, bench_settings
 from oms_tools.devstack.stack import Stack
 from oms_tools.devstack.temporal_server import free_port, wait_for_port
@@ -321,12 +321,6 @@ def _report_capture(floor: Run, captured: Run, backlog: int, args: argparse.Name
 # ---- reads --------------------------------------------------------------------------------
 
 
-def _timestamp(at: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
-
-
 SKUS = 50
 DAYS = 365
 
@@ -344,7 +338,7 @@ def _historical(i: int, now: datetime, shoppers: int) -> capture_pb2.ImportOrder
         historical_status=(
             capture_pb2.ORDER_STATUS_CANCELED if i % 10 == 0 else capture_pb2.ORDER_STATUS_FULFILLED
         ),
-        placed_at=_timestamp(now - timedelta(seconds=(i * 7919) % (DAYS * 86400))),
+        placed_at=timestamp_from_datetime(now - timedelta(seconds=(i * 7919) % (DAYS * 86400))),
     )
 
 
@@ -389,7 +383,8 @@ def _list_requests(
         yield (
             "week",
             capture_pb2.ListOrdersRequest(
-                created_from=_timestamp(start), created_to=_timestamp(start + timedelta(days=7))
+                created_from=timestamp_from_datetime(start),
+                created_to=timestamp_from_datetime(start + timedelta(days=7)),
             ),
         )
 

@@ -15,7 +15,14 @@ from oms.payments.v1 import payments_pb2
 from oms_platform import limits, request_limits
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import mask_token
-from oms_platform.request_limits import timestamp_from_datetime, timestamp_to_datetime
+from oms_platform.wire import (
+    money_from_pb,
+    money_to_pb,
+    postal_address_from_pb,
+    postal_address_to_pb,
+    timestamp_from_datetime,
+    timestamp_to_datetime,
+)
 from services.capture import domain, store
 from workflows import types as wf
 
@@ -65,8 +72,7 @@ PAYMENT_TYPE_TO_PB: dict[str, int] = {v: k for k, v in PAYMENT_TYPE_TO_DOMAIN.it
 def _money(message: Any, field: str) -> domain.Money | None:
     if not message.HasField(field):
         return None
-    m = getattr(message, field)
-    return domain.Money(amount_minor=m.amount_minor, currency=m.currency)
+    return money_from_pb(getattr(message, field))
 
 
 def _adjustment_request(a: pb.Adjustment) -> domain.AdjustmentRequest:
@@ -101,7 +107,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
             domain.DeliveryGroupRequest(
                 ref=g.ref,
                 recipient_name=g.recipient_name,
-                address=_address(g.address) if g.HasField("address") else None,
+                address=postal_address_from_pb(g.address) if g.HasField("address") else None,
                 delivery_method=g.delivery_method,
                 shipping_charge=_money(g, "shipping_charge"),
             )
@@ -128,7 +134,9 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
             _payment_method(m) for m in request.additional_payment_methods
         ),
         billing_address=(
-            _address(request.billing_address) if request.HasField("billing_address") else None
+            postal_address_from_pb(request.billing_address)
+            if request.HasField("billing_address")
+            else None
         ),
     )
 
@@ -138,17 +146,6 @@ def _payment_method(p: payments_pb2.PaymentMethod) -> domain.PaymentMethod:
         type=_enum_name(PAYMENT_TYPE_TO_DOMAIN, p.type),
         token=p.token,
         preauthorization_ref=p.preauthorization_ref,
-    )
-
-
-def _address(a: common_pb2.PostalAddress) -> domain.Address:
-    return domain.Address(
-        line1=a.line1,
-        line2=a.line2,
-        city=a.city,
-        region=a.region,
-        postal_code=a.postal_code,
-        country_code=a.country_code,
     )
 
 
@@ -262,10 +259,6 @@ def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
 # ---- domain -> wire ---------------------------------------------------------------------
 
 
-def _money_pb(amount_minor: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount_minor, currency=currency)
-
-
 def _payment_method_pb(m: domain.PaymentMethod) -> payments_pb2.PaymentMethod:
     return payments_pb2.PaymentMethod(
         type=PAYMENT_TYPE_TO_PB.get(  # type: ignore[arg-type]
@@ -276,20 +269,9 @@ def _payment_method_pb(m: domain.PaymentMethod) -> payments_pb2.PaymentMethod:
     )
 
 
-def _address_pb(a: domain.Address) -> common_pb2.PostalAddress:
-    return common_pb2.PostalAddress(
-        line1=a.line1,
-        line2=a.line2,
-        city=a.city,
-        region=a.region,
-        postal_code=a.postal_code,
-        country_code=a.country_code,
-    )
-
-
 def _adjustment_pb(a: domain.Adjustment, currency: str) -> pb.Adjustment:
     return pb.Adjustment(
-        code=a.code, description=a.description, amount=_money_pb(a.amount_minor, currency)
+        code=a.code, description=a.description, amount=money_to_pb(a.amount_minor, currency)
     )
 
 
@@ -318,9 +300,9 @@ def order_to_pb(order: domain.Order) -> pb.Order:
                 ref=g.ref,
                 delivery_group_id=g.delivery_group_id,
                 recipient_name=g.recipient_name,
-                address=_address_pb(g.address),
+                address=postal_address_to_pb(g.address),
                 delivery_method=g.delivery_method,
-                shipping_charge=_money_pb(g.shipping_minor, c),
+                shipping_charge=money_to_pb(g.shipping_minor, c),
             )
             for g in order.delivery_groups
         ],
@@ -331,25 +313,25 @@ def order_to_pb(order: domain.Order) -> pb.Order:
                 sku=line.sku,
                 name=line.name,
                 quantity=line.quantity,
-                unit_price=_money_pb(line.unit_price_minor, c),
+                unit_price=money_to_pb(line.unit_price_minor, c),
                 discounts=[_adjustment_pb(d, c) for d in line.discounts],
                 taxes=[
-                    pb.TaxLine(name=tax.name, amount=_money_pb(tax.amount_minor, c))
+                    pb.TaxLine(name=tax.name, amount=money_to_pb(tax.amount_minor, c))
                     for tax in line.taxes
                 ],
                 quantities=pb.LineQuantities(**line.quantities.as_dict()),
-                total=_money_pb(line.total_minor, c),
-                allocated_order_discount=_money_pb(line.allocated_order_discount_minor, c),
+                total=money_to_pb(line.total_minor, c),
+                allocated_order_discount=money_to_pb(line.allocated_order_discount_minor, c),
             )
             for line in order.lines
         ],
         discounts=[_adjustment_pb(d, c) for d in order.discounts],
         totals=pb.OrderTotals(
-            subtotal=_money_pb(t.subtotal_minor, c),
-            discounts=_money_pb(t.discount_minor, c),
-            tax=_money_pb(t.tax_minor, c),
-            shipping=_money_pb(t.shipping_minor, c),
-            grand_total=_money_pb(t.grand_total_minor, c),
+            subtotal=money_to_pb(t.subtotal_minor, c),
+            discounts=money_to_pb(t.discount_minor, c),
+            tax=money_to_pb(t.tax_minor, c),
+            shipping=money_to_pb(t.shipping_minor, c),
+            grand_total=money_to_pb(t.grand_total_minor, c),
         ),
         payment_method=_payment_method_pb(order.payment_method),
         created_at=timestamp_from_datetime(order.created_at),
@@ -357,7 +339,9 @@ def order_to_pb(order: domain.Order) -> pb.Order:
         additional_payment_methods=[
             _payment_method_pb(m) for m in order.additional_payment_methods
         ],
-        billing_address=_address_pb(order.billing_address) if order.billing_address else None,
+        billing_address=postal_address_to_pb(order.billing_address)
+        if order.billing_address
+        else None,
         fraud_reasons=list(order.fraud_reasons),
     )
 

@@ -19,6 +19,8 @@ from oms_platform.errors import (
     InvalidArgument,
     NotFound,
 )
+from oms_platform.money import Money as Money  # re-exported: part of this domain's vocabulary
+from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
 
 # Channels and statuses as stored (lower case); the proto enums map onto these.
 CHANNELS = ("web", "marketplace", "store", "b2b", "agent")
@@ -44,26 +46,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 # ---- what a channel submits ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in minor units of a currency."""
-
-    amount_minor: int
-    currency: str
-
-
-@dataclass(frozen=True)
-class Address:
-    """A postal address; line1, city, postal_code and country_code are required."""
-
-    line1: str
-    city: str
-    postal_code: str
-    country_code: str
-    line2: str = ""
-    region: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +83,7 @@ class DeliveryGroupRequest:
 
     ref: str
     recipient_name: str
-    address: Address | None
+    address: PostalAddress | None
     delivery_method: str = ""
     shipping_charge: Money | None = None
 
@@ -144,7 +126,7 @@ class OrderSubmission:
     payment_method: PaymentMethod | None
     # Applied after `payment_method`, in order (e.g. a card after a gift card).
     additional_payment_methods: tuple[PaymentMethod, ...] = ()
-    billing_address: Address | None = None
+    billing_address: PostalAddress | None = None
 
 
 # ---- the order as captured ------------------------------------------------------------------
@@ -212,7 +194,7 @@ class DeliveryGroup:
     delivery_group_id: str
     ref: str
     recipient_name: str
-    address: Address
+    address: PostalAddress
     delivery_method: str
     shipping_minor: int
 
@@ -300,7 +282,7 @@ class Order:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     additional_payment_methods: tuple[PaymentMethod, ...] = ()
-    billing_address: Address | None = None
+    billing_address: PostalAddress | None = None
     # Why fraud screening wants a person to look first; empty when it passed.
     fraud_reasons: tuple[str, ...] = ()
 
@@ -451,7 +433,7 @@ def _check_payment_method(v: _Violations, path: str, method: PaymentMethod) -> N
     v.limit(f"{path}.preauthorization_ref", method.preauthorization_ref, MAX_TEXT_LENGTH)
 
 
-def _check_address(v: _Violations, path: str, address: Address) -> None:
+def _check_address(v: _Violations, path: str, address: PostalAddress) -> None:
     v.required(f"{path}.line1", address.line1, MAX_NAME_LENGTH)
     v.limit(f"{path}.line2", address.line2, MAX_NAME_LENGTH)
     v.required(f"{path}.city", address.city, MAX_NAME_LENGTH)
@@ -654,7 +636,7 @@ def capture_order(
     )
 
 
-def _normalized_address(address: Address | None) -> Address:
+def _normalized_address(address: PostalAddress | None) -> PostalAddress:
     assert address is not None
     return replace(address, country_code=address.country_code.upper())
 

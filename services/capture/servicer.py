@@ -302,24 +302,24 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             else None
         )
 
-        recorded: list[tuple[domain.Order, str]] = []
-
-        async def record(conn: asyncpg.Connection) -> pb.RecordOrderProgressResponse:
-            order, before = await store.record_progress(
+        async def record(conn: asyncpg.Connection) -> tuple[domain.Order, str]:
+            return await store.record_progress(
                 conn, request.order_id, status, changes, event, additions
             )
-            recorded.append((order, before))
+
+        def encode(recorded: tuple[domain.Order, str]) -> pb.RecordOrderProgressResponse:
             # Stored as the key's answer: kept without tokens whoever asked.
             return pb.RecordOrderProgressResponse(
-                order=convert.mask_payment_tokens(convert.order_to_pb(order))
+                order=convert.mask_payment_tokens(convert.order_to_pb(recorded[0]))
             )
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"
-        response, _ = await idempotent(
-            self._pool, key, request, pb.RecordOrderProgressResponse, record
+        outcome = await idempotent(
+            self._pool, key, request, pb.RecordOrderProgressResponse, record, encode
         )
-        if recorded and status and status != recorded[-1][1]:  # not a replay, a new status
-            _count_transition(recorded[-1][0], status)
+        response, recorded = outcome  # recorded is None for a replay
+        if recorded is not None and status and status != recorded[1]:  # a new status, not a replay
+            _count_transition(recorded[0], status)
         return response
 
     async def EraseShopper(

@@ -971,7 +971,7 @@ def _payment_method_json(method: domain.PaymentMethod) -> dict[str, Any]:
     }
 
 
-def _address_json(address: domain.Address) -> dict[str, Any]:
+def _address_json(address: domain.PostalAddress) -> dict[str, Any]:
     return {
         "line1": address.line1,
         "line2": address.line2,
@@ -982,8 +982,8 @@ def _address_json(address: domain.Address) -> dict[str, Any]:
     }
 
 
-def _address(data: dict[str, Any]) -> domain.Address:
-    return domain.Address(
+def _address(data: dict[str, Any]) -> domain.PostalAddress:
+    return domain.PostalAddress(
         line1=data.get("line1", ""),
         line2=data.get("line2", ""),
         city=data.get("city", ""),
@@ -1026,7 +1026,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
                 delivery_group_id=g["id"],
                 ref=g["ref"],
                 recipient_name=g["recipient_name"],
-                address=domain.Address(
+                address=domain.PostalAddress(
                     line1=g["line1"],
                     line2=g["line2"],
                     city=g["city"],

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
 
 # ---- statuses ----------------------------------------------------------------------------
 
@@ -47,18 +48,6 @@ EARTH_RADIUS_KM = 6371.0088
 
 
 # ---- places ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PostalAddress:
-    """A postal address."""
-
-    line1: str = ""
-    line2: str = ""
-    city: str = ""
-    region: str = ""
-    postal_code: str = ""
-    country_code: str = ""
 
 
 @dataclass(frozen=True)

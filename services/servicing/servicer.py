@@ -13,11 +13,11 @@ import grpc
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import auth, erasure, limits, request_limits
+from oms_platform import auth, erasure, limits
 from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.redaction import redact_json, redact_text
-from oms_platform.request_limits import timestamp_from_datetime
+from oms_platform.wire import timestamp_from_datetime, timestamp_to_datetime
 from services.servicing import domain, handlers
 from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
 from services.servicing.store import (
@@ -458,19 +458,22 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
                 f"{principal.subject} may record only delivery_failed process exceptions"
             )
 
-        async def record(conn: asyncpg.Connection) -> pb.RecordProcessExceptionResponse:
+        async def record(conn: asyncpg.Connection) -> domain.ProcessException:
             raised = domain.new_process_exception(command, str(uuid.uuid4()), datetime.now(UTC))
-            stored = await self._store.insert(conn, raised)
+            return await self._store.insert(conn, raised)
+
+        def encode(stored: domain.ProcessException) -> pb.RecordProcessExceptionResponse:
             return pb.RecordProcessExceptionResponse(
                 process_exception=process_exception_to_pb(stored)
             )
 
-        response, _replayed = await idempotent(
+        response, _ = await idempotent(
             self._store.pool,
             domain.idempotency_key_for(command.order_id, command.idempotency_key),
             request,
             pb.RecordProcessExceptionResponse,
             record,
+            encode,
         )
         return response
 
@@ -491,7 +494,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             page_token=request.page_token,
             severities=[_enum_name(SEVERITY_TO_DOMAIN, s) for s in request.severities],
             created_before=(
-                request_limits.timestamp_to_datetime(request.created_before, "created_before")
+                timestamp_to_datetime(request.created_before, "created_before")
                 if request.HasField("created_before")
                 else None
             ),
@@ -543,21 +546,25 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         )
         domain.validate_escalation(escalate)
 
-        async def escalate_it(conn: asyncpg.Connection) -> pb.EscalateProcessExceptionResponse:
+        async def escalate_it(conn: asyncpg.Connection) -> domain.ProcessException:
             exception = await self._store.get(escalate.process_exception_id, conn, for_update=True)
             changed = domain.escalated(exception, escalate, datetime.now(UTC))
             if changed is not exception:
                 exception = await self._store.update(conn, changed)
+            return exception
+
+        def encode(exception: domain.ProcessException) -> pb.EscalateProcessExceptionResponse:
             return pb.EscalateProcessExceptionResponse(
                 process_exception=process_exception_to_pb(exception)
             )
 
-        response, _replayed = await idempotent(
+        response, _ = await idempotent(
             self._store.pool,
             domain.escalation_key_for(escalate.process_exception_id, escalate.idempotency_key),
             request,
             pb.EscalateProcessExceptionResponse,
             escalate_it,
+            encode,
         )
         return response
 
@@ -575,20 +582,24 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         )
         domain.validate_new_return_order(command)
 
-        async def create(conn: asyncpg.Connection) -> pb.CreateReturnOrderResponse:
+        async def create(conn: asyncpg.Connection) -> domain.ReturnOrder:
             rma = domain.new_return_order(command, datetime.now(UTC))
             if not await self._returns.insert(conn, rma):
                 raise AlreadyExists(
                     "return_order_id", f"return order {limits.echo(rma.id)} exists already"
                 )
+            return rma
+
+        def encode_created(rma: domain.ReturnOrder) -> pb.CreateReturnOrderResponse:
             return pb.CreateReturnOrderResponse(return_order=return_order_to_pb(rma))
 
-        response, _replayed = await idempotent(
+        response, _ = await idempotent(
             self._returns.pool,
             domain.return_order_key_for(command.order_id, command.idempotency_key),
             request,
             pb.CreateReturnOrderResponse,
             create,
+            encode_created,
         )
         return response
 
@@ -605,18 +616,22 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         )
         domain.validate_receipt(receipt)
 
-        async def record(conn: asyncpg.Connection) -> pb.RecordReturnReceiptResponse:
+        async def record(conn: asyncpg.Connection) -> domain.ReturnOrder:
             rma = await self._returns.get(receipt.return_order_id, conn, for_update=True)
             after = domain.received(rma, receipt, datetime.now(UTC))
             await self._returns.save(conn, after)
-            return pb.RecordReturnReceiptResponse(return_order=return_order_to_pb(after))
+            return after
 
-        response, _replayed = await idempotent(
+        def encode_received(rma: domain.ReturnOrder) -> pb.RecordReturnReceiptResponse:
+            return pb.RecordReturnReceiptResponse(return_order=return_order_to_pb(rma))
+
+        response, _ = await idempotent(
             self._returns.pool,
             domain.receipt_key_for(receipt.order_id, receipt.idempotency_key),
             request,
             pb.RecordReturnReceiptResponse,
             record,
+            encode_received,
         )
         return response
 

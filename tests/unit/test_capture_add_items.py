@@ -34,7 +34,7 @@ def an_order() -> domain.Order:
             DeliveryGroupRequest(
                 ref="home",
                 recipient_name="Ada",
-                address=domain.Address("1 Main St", "Springfield", "12345", "US"),
+                address=domain.PostalAddress("1 Main St", "Springfield", "12345", "US"),
                 shipping_charge=Money(499, "USD"),
             ),
         ),

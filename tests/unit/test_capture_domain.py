@@ -27,8 +27,8 @@ def usd(amount: int, currency: str = "USD") -> Money:
     return Money(amount, currency)
 
 
-def address() -> domain.Address:
-    return domain.Address(
+def address() -> domain.PostalAddress:
+    return domain.PostalAddress(
         line1="1 Main St", city="Springfield", postal_code="12345", country_code="us"
     )
 
@@ -95,7 +95,9 @@ def test_every_violation_is_reported_at_once_with_its_field_path() -> None:
             DeliveryGroupRequest(
                 ref="home",
                 recipient_name="Ada",
-                address=domain.Address(line1="1 Main", city="", postal_code="", country_code="USA"),
+                address=domain.PostalAddress(
+                    line1="1 Main", city="", postal_code="", country_code="USA"
+                ),
             ),
             DeliveryGroupRequest(ref="home", recipient_name="Bob", address=None),
         ),

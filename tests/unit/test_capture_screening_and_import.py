@@ -21,7 +21,7 @@ def captured(**kw: object) -> domain.Order:
     return domain.capture_order(submission(**kw), new_ids(), SHOPPER, at=NOW)
 
 
-def billing(country: str) -> domain.Address:
+def billing(country: str) -> domain.PostalAddress:
     return replace(address(), country_code=country)
 
 
@@ -55,7 +55,7 @@ def test_at_most_ten_additional_payment_methods_are_allowed() -> None:
 
 
 def test_a_billing_address_needs_its_parts_and_is_stored_upper_case() -> None:
-    partial = domain.Address(line1="", city="Paris", postal_code="", country_code="France")
+    partial = domain.PostalAddress(line1="", city="Paris", postal_code="", country_code="France")
     assert set(fields_of(submission(billing_address=partial))) == {
         "billing_address.line1",
         "billing_address.postal_code",

@@ -1,0 +1,302 @@
+"""Fulfillment's wire types to domain types and back: enum tables, requests into domain
+values, and domain records into protobuf messages. Pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oms.fulfillment.v1 import fulfillment_pb2 as pb
+
+from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.wire import postal_address_from_pb, postal_address_to_pb, timestamp_from_datetime
+from services.fulfillment import domain
+from services.fulfillment.handlers import Moved, Rerouted, Routed, Shipped
+
+STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
+    domain.ALLOCATED: pb.FULFILLMENT_ORDER_STATUS_ALLOCATED,
+    domain.ACCEPTED: pb.FULFILLMENT_ORDER_STATUS_ACCEPTED,
+    domain.PICKED: pb.FULFILLMENT_ORDER_STATUS_PICKED,
+    domain.PACKED: pb.FULFILLMENT_ORDER_STATUS_PACKED,
+    domain.SHIPPED: pb.FULFILLMENT_ORDER_STATUS_SHIPPED,
+    domain.REJECTED: pb.FULFILLMENT_ORDER_STATUS_REJECTED,
+    domain.CANCELED: pb.FULFILLMENT_ORDER_STATUS_CANCELED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+
+LOCATION_TYPE_TO_PB: dict[str, pb.LocationType.ValueType] = {
+    "warehouse": pb.LOCATION_TYPE_WAREHOUSE,
+    "store": pb.LOCATION_TYPE_STORE,
+    "drop_ship": pb.LOCATION_TYPE_DROP_SHIP,
+}
+LOCATION_TYPE_FROM_PB = {v: k for k, v in LOCATION_TYPE_TO_PB.items()}
+
+ADJUSTMENT_KIND_FROM_PB: dict[pb.InventoryAdjustmentKind.ValueType, str] = {
+    pb.INVENTORY_ADJUSTMENT_KIND_RECEIVED: domain.RECEIVED,
+    pb.INVENTORY_ADJUSTMENT_KIND_COUNTED: domain.COUNTED,
+    pb.INVENTORY_ADJUSTMENT_KIND_DAMAGED: domain.DAMAGED,
+}
+
+TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
+    "order": pb.ROUTING_TRIGGER_ORDER,
+    "rejection": pb.ROUTING_TRIGGER_REJECTION,
+    "move": pb.ROUTING_TRIGGER_MOVE,
+}
+
+
+def groups_from_pb(groups: Sequence[pb.RoutingDeliveryGroup]) -> list[domain.DeliveryGroup]:
+    """The delivery groups a routing request names."""
+    return [
+        domain.DeliveryGroup(
+            delivery_group_id=g.delivery_group_id,
+            address=postal_address_from_pb(g.address),
+            lines=tuple(
+                domain.RoutingLine(line.order_line_id, line.sku, line.quantity) for line in g.lines
+            ),
+            delivery_method=g.delivery_method,
+        )
+        for g in groups
+    ]
+
+
+def routing_line_to_pb(line: domain.RoutingLine) -> pb.RoutingLine:
+    """A routing line on the wire."""
+    return pb.RoutingLine(order_line_id=line.order_line_id, sku=line.sku, quantity=line.quantity)
+
+
+def line_quantities_from_pb(lines: Sequence[pb.LineQuantity]) -> list[domain.LineQuantity]:
+    """The quantities of lines a change asks for."""
+    return [domain.LineQuantity(line.order_line_id, line.quantity) for line in lines]
+
+
+def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
+    """A shipment on the wire."""
+    return pb.Shipment(
+        shipment_id=shipment.shipment_id,
+        fulfillment_order_id=shipment.fulfillment_order_id,
+        carrier=shipment.carrier,
+        service=shipment.service,
+        tracking_number=shipment.tracking_number,
+        items=[
+            pb.ShipmentItem(order_line_id=i.order_line_id, quantity=i.quantity)
+            for i in shipment.items
+        ],
+        shipped_at=timestamp_from_datetime(shipment.shipped_at),
+        delivered_at=timestamp_from_datetime(shipment.delivered_at),
+    )
+
+
+def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
+    """A fulfillment order on the wire."""
+    return pb.FulfillmentOrder(
+        fulfillment_order_id=fo.fulfillment_order_id,
+        order_id=fo.order_id,
+        delivery_group_id=fo.delivery_group_id,
+        location_id=fo.location_id,
+        status=STATUS_TO_PB[fo.status],
+        lines=[
+            pb.FulfillmentLine(
+                order_line_id=line.order_line_id,
+                sku=line.sku,
+                quantity=line.quantity,
+                quantity_shipped=line.quantity_shipped,
+                quantity_rejected=line.quantity_rejected,
+                quantity_canceled=line.quantity_canceled,
+                quantity_moved=line.quantity_moved,
+            )
+            for line in fo.lines
+        ],
+        shipments=[shipment_to_pb(s) for s in fo.shipments],
+        created_at=timestamp_from_datetime(fo.created_at),
+        updated_at=timestamp_from_datetime(fo.updated_at),
+    )
+
+
+def location_to_pb(location: domain.Location) -> pb.Location:
+    """A location on the wire."""
+    out = pb.Location(
+        location_id=location.location_id,
+        name=location.name,
+        type=LOCATION_TYPE_TO_PB.get(location.type, pb.LOCATION_TYPE_UNSPECIFIED),
+        address=postal_address_to_pb(location.address),
+        latitude=location.latitude,
+        longitude=location.longitude,
+        priority=location.priority,
+        enabled=location.enabled,
+        location_group_ids=location.group_ids,
+        fulfillment_orders_today=location.fulfillment_orders_today,
+    )
+    if location.daily_capacity is not None:
+        out.daily_capacity = location.daily_capacity
+    return out
+
+
+def location_from_pb(location: pb.Location) -> domain.Location:
+    """The domain's view of a location."""
+    return domain.Location(
+        location_id=location.location_id,
+        name=location.name,
+        type=LOCATION_TYPE_FROM_PB.get(location.type, ""),
+        address=postal_address_from_pb(location.address),
+        latitude=location.latitude,
+        longitude=location.longitude,
+        priority=location.priority,
+        enabled=location.enabled,
+        daily_capacity=location.daily_capacity if location.HasField("daily_capacity") else None,
+    )
+
+
+def location_group_to_pb(group: domain.LocationGroup) -> pb.LocationGroup:
+    """A location group on the wire."""
+    return pb.LocationGroup(
+        location_group_id=group.location_group_id,
+        name=group.name,
+        location_ids=group.location_ids,
+    )
+
+
+def location_group_from_pb(group: pb.LocationGroup) -> domain.LocationGroup:
+    """The domain's view of a location group."""
+    return domain.LocationGroup(
+        group.location_group_id, group.name, tuple(dict.fromkeys(group.location_ids))
+    )
+
+
+def level_from_pb(level: pb.InventoryLevel) -> domain.InventoryLevel:
+    """The domain's view of an inventory level."""
+    return domain.InventoryLevel(
+        location_id=level.location_id,
+        sku=level.sku,
+        on_hand=level.on_hand,
+        safety_stock=level.safety_stock,
+    )
+
+
+def level_to_pb(level: domain.InventoryLevel) -> pb.InventoryLevel:
+    """An inventory level on the wire."""
+    return pb.InventoryLevel(
+        location_id=level.location_id,
+        sku=level.sku,
+        on_hand=level.on_hand,
+        reserved=level.reserved,
+        safety_stock=level.safety_stock,
+        available_to_fulfill=level.available,
+    )
+
+
+def adjustment_from_pb(adjustment: pb.InventoryAdjustment) -> domain.InventoryAdjustment:
+    """The domain's view of an inventory adjustment."""
+    return domain.InventoryAdjustment(
+        location_id=adjustment.location_id,
+        sku=adjustment.sku,
+        kind=ADJUSTMENT_KIND_FROM_PB.get(adjustment.kind, ""),
+        quantity=adjustment.quantity,
+        reason=adjustment.reason,
+    )
+
+
+def decision_to_pb(decision: domain.RoutingDecision) -> pb.RoutingDecision:
+    """A routing decision on the wire."""
+    return pb.RoutingDecision(
+        order_id=decision.order_id,
+        delivery_group_id=decision.delivery_group_id,
+        trigger=TRIGGER_TO_PB.get(decision.trigger, pb.ROUTING_TRIGGER_UNSPECIFIED),
+        source_fulfillment_order_id=decision.source_fulfillment_order_id,
+        summary=decision.summary,
+        chosen_location_ids=decision.chosen_location_ids,
+        alternatives=[
+            pb.RoutingAlternative(
+                location_ids=a.location_ids,
+                fulfillment_orders=a.fulfillment_orders,
+                average_distance_km=a.distance_km,
+                priority=a.priority,
+                chosen=a.chosen,
+                verdict=a.verdict,
+            )
+            for a in decision.alternatives
+        ],
+        excluded=[
+            pb.RoutingExclusion(location_id=e.location_id, reason=e.reason)
+            for e in decision.excluded
+        ],
+        unallocated_lines=[routing_line_to_pb(line) for line in decision.unallocated],
+        decided_at=timestamp_from_datetime(decision.decided_at),
+    )
+
+
+def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tuple[str, ...]:
+    """Statuses to list by; InvalidArgument naming an unknown one."""
+    violations = [
+        FieldViolation(f"statuses[{i}]", "must be a known fulfillment order status")
+        for i, s in enumerate(statuses)
+        if s not in STATUS_FROM_PB
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+    return tuple(STATUS_FROM_PB[s] for s in statuses)
+
+
+def required(**fields: str) -> None:
+    """InvalidArgument naming every one of `fields` (name=value) that is empty."""
+    violations = [
+        FieldViolation(name, "is required") for name, value in fields.items() if not value
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def shipment_items_from_pb(items: Sequence[pb.ShipmentItem]) -> list[domain.ShipmentItem]:
+    """The items a shipment confirmation reports."""
+    return [domain.ShipmentItem(i.order_line_id, i.quantity) for i in items]
+
+
+# ---- use-case outcomes -> responses ---------------------------------------------------------
+
+
+def routed_pb(routed: Routed) -> pb.CreateFulfillmentOrdersResponse:
+    """CreateFulfillmentOrders' answer."""
+    return pb.CreateFulfillmentOrdersResponse(
+        fulfillment_orders=[fulfillment_order_to_pb(fo) for fo in routed.fulfillment_orders],
+        unallocated_lines=[routing_line_to_pb(line) for line in routed.plan.unallocated],
+        decisions=routed.plan.decisions,
+    )
+
+
+def rerouted_pb(rerouted: Rerouted) -> pb.RejectFulfillmentOrderResponse:
+    """RejectFulfillmentOrder's answer."""
+    return pb.RejectFulfillmentOrderResponse(
+        fulfillment_order=fulfillment_order_to_pb(rerouted.fulfillment_order),
+        replacements=[fulfillment_order_to_pb(r) for r in rerouted.replacements],
+        unallocated_lines=[routing_line_to_pb(line) for line in rerouted.plan.unallocated],
+        decisions=rerouted.plan.decisions,
+    )
+
+
+def shipped_pb(shipped: Shipped) -> pb.ConfirmShipmentResponse:
+    """ConfirmShipment's answer."""
+    return pb.ConfirmShipmentResponse(
+        shipment=shipment_to_pb(shipped.shipment),
+        fulfillment_order=fulfillment_order_to_pb(shipped.fulfillment_order),
+    )
+
+
+def moved_pb(moved: Moved) -> pb.MoveFulfillmentOrderLinesResponse:
+    """MoveFulfillmentOrderLines' answer."""
+    return pb.MoveFulfillmentOrderLinesResponse(
+        fulfillment_order=fulfillment_order_to_pb(moved.fulfillment_order),
+        moved_to=fulfillment_order_to_pb(moved.moved_to),
+    )
+
+
+def availability_pb(
+    found: Sequence[tuple[domain.InventoryLevel, bool]], summed: domain.Availability
+) -> pb.GetAvailabilityResponse:
+    """GetAvailability's answer: every level found, and the sums."""
+    return pb.GetAvailabilityResponse(
+        levels=[level_to_pb(level) for level, _ in found],
+        total_available=summed.total,
+        groups=[
+            pb.GroupAvailability(location_group_id=group_id, available=available)
+            for group_id, available in summed.by_group.items()
+        ],
+    )

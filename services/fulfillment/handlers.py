@@ -1,0 +1,318 @@
+"""Fulfillment's use cases: one function per RPC, returning domain values.
+
+The writes run in a transaction the edge opens (with the idempotency key when the RPC has
+one, so the stored answer commits with the effect); each locks the fulfillment order it
+changes, lets the domain decide, and stores the decision with its outbox signal to the order's
+workflow in the same transaction. Routing use cases take `lock`: the edge retries them when a
+concurrent writer took units they counted on, and the last attempt locks what it reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from oms_platform import erasure
+from services.fulfillment import domain, events, store
+from workflows.types import order_workflow_id
+
+
+def new_id() -> str:
+    """A fresh record id."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Fulfillment orders created by routing, and what routing could not place."""
+
+    fulfillment_orders: list[domain.FulfillmentOrder]
+    plan: domain.RoutingPlan
+
+
+@dataclass(frozen=True)
+class Rerouted:
+    """A rejection: the fulfillment order after it, and where its units went."""
+
+    fulfillment_order: domain.FulfillmentOrder
+    replacements: list[domain.FulfillmentOrder]
+    plan: domain.RoutingPlan
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A confirmed shipment and its fulfillment order after it."""
+
+    shipment: domain.Shipment
+    fulfillment_order: domain.FulfillmentOrder
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A move: the fulfillment order the units left, and the one they went to."""
+
+    fulfillment_order: domain.FulfillmentOrder
+    moved_to: domain.FulfillmentOrder
+
+
+async def _route(
+    conn: asyncpg.Connection,
+    groups: Sequence[domain.DeliveryGroup],
+    lock: bool,
+    policy: domain.RoutingPolicy,
+) -> domain.RoutingPlan:
+    snapshot = await store.routing_snapshot(conn, groups, lock=lock)
+    return domain.route(
+        groups, snapshot.candidates, snapshot.availability, snapshot.destinations, policy
+    )
+
+
+# ---- routing and fulfillment orders ---------------------------------------------------------
+
+
+async def create_fulfillment_orders(
+    conn: asyncpg.Connection,
+    policy: domain.RoutingPolicy,
+    order_id: str,
+    groups: Sequence[domain.DeliveryGroup],
+    key: str,
+    lock: bool,
+) -> Routed:
+    """Route an order's delivery groups, reserve the stock and create a fulfillment order
+    per location chosen."""
+    plan = await _route(conn, groups, lock, policy)
+    created = await store.reserve_and_create(conn, order_id, plan, new_id, key)
+    await store.record_delivery_groups(conn, order_id, groups)
+    await store.record_decisions(conn, domain.decisions_of(order_id, plan, "order"), key)
+    return Routed(created, plan)
+
+
+async def progress(
+    conn: asyncpg.Connection, fulfillment_order_id: str, step: str
+) -> domain.FulfillmentOrder:
+    """Move a fulfillment order one step (accept, pick, pack); the same step again is a no-op."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    status = domain.progress(fo, step)
+    if status != fo.status:
+        await store.set_status(conn, fulfillment_order_id, status)
+        fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return fo
+
+
+async def confirm_shipment(
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    items: Sequence[domain.ShipmentItem],
+    carrier: str,
+    service: str,
+    tracking_number: str,
+) -> Shipped:
+    """Record a parcel that left, and tell the order's workflow."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    plan = domain.plan_shipment(fo, items)
+    shipment = await store.record_shipment(
+        conn, fo, new_id(), carrier, service, tracking_number, plan
+    )
+    await store.signal_order(conn, fo.order_id, events.shipped_event(fo, shipment))
+    after = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return Shipped(shipment, after)
+
+
+async def confirm_delivery(conn: asyncpg.Connection, shipment_id: str) -> domain.Shipment:
+    """Record a parcel that arrived, and tell the order's workflow the first time only."""
+    order_id = await store.order_of_shipment(conn, shipment_id)
+    if await store.mark_delivered(conn, shipment_id):
+        shipment = await store.get_shipment(conn, shipment_id)
+        await store.signal_order(conn, order_id, events.delivered_event(shipment))
+    else:
+        shipment = await store.get_shipment(conn, shipment_id)
+    return shipment
+
+
+async def cancel_fulfillment_order(
+    conn: asyncpg.Connection, fulfillment_order_id: str, reason: str, key: str
+) -> domain.FulfillmentOrder:
+    """Cancel what is left of a fulfillment order (its reservations released)."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    change = domain.plan_cancel(fo)
+    if change is not None:
+        await store.take_off(conn, fo, change, reason, key)
+        fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return fo
+
+
+async def reject_fulfillment_order(
+    conn: asyncpg.Connection,
+    policy: domain.RoutingPolicy,
+    fulfillment_order_id: str,
+    idempotency_key: str,
+    requested: Sequence[domain.LineQuantity],
+    reason: str,
+    key: str,
+    lock: bool,
+) -> Rerouted:
+    """A location refuses units: take them off, route them again elsewhere (never back to a
+    location that refused them), and tell the order's workflow where they went."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    change = domain.plan_line_change(fo, domain.REJECTED, requested)
+    await store.take_off(conn, fo, change, reason, key)
+    line_ids = [line.order_line_id for line in change.lines]
+    earlier = await store.rejecting_locations(conn, fo.order_id, line_ids)
+    excluded = domain.rejection_reasons(fo, reason, earlier)
+    group = await store.delivery_group(conn, fo.order_id, fo.delivery_group_id, change.lines)
+    plan = await _route(conn, [group], lock, policy.with_rules(domain.ExcludeLocations(excluded)))
+    replacements = await store.reserve_and_create(conn, fo.order_id, plan, new_id, key)
+    await store.record_decisions(
+        conn, domain.decisions_of(fo.order_id, plan, "rejection", fulfillment_order_id), key
+    )
+    event = events.line_change_event(
+        fulfillment_order_id, idempotency_key, change, reason, replacements, plan.unallocated
+    )
+    await store.signal_order(conn, fo.order_id, event)
+    after = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return Rerouted(after, replacements, plan)
+
+
+async def cancel_fulfillment_order_lines(
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    requested: Sequence[domain.LineQuantity],
+    reason: str,
+    key: str,
+) -> domain.FulfillmentOrder:
+    """Cancel some units of a fulfillment order (their reservations released)."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    change = domain.plan_line_change(fo, domain.CANCELED, requested)
+    await store.take_off(conn, fo, change, reason, key)
+    return await store.get_fulfillment_order(conn, fulfillment_order_id)
+
+
+async def move_fulfillment_order_lines(
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    to_location_id: str,
+    requested: Sequence[domain.LineQuantity],
+    reason: str,
+    idempotency_key: str,
+    key: str,
+) -> Moved:
+    """Move units to another location's new fulfillment order, and tell the workflow."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    found = await store.get_location(conn, to_location_id) if to_location_id else None
+    target = domain.check_move_target(fo, to_location_id, found)
+    change = domain.plan_line_change(fo, domain.MOVED, requested)
+    moved_to = await store.move(conn, fo, change, target, new_id, reason, key)
+    await store.record_decisions(conn, [domain.move_decision(fo, target, change, reason)], key)
+    event = events.line_change_event(
+        fulfillment_order_id, idempotency_key, change, reason, [moved_to]
+    )
+    await store.signal_order(conn, fo.order_id, event)
+    after = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return Moved(after, moved_to)
+
+
+# ---- locations and inventory ----------------------------------------------------------------
+
+
+async def upsert_location(conn: asyncpg.Connection, location: domain.Location) -> domain.Location:
+    """Create or change a location."""
+    return await store.upsert_location(conn, location)
+
+
+async def upsert_location_group(
+    conn: asyncpg.Connection, group: domain.LocationGroup
+) -> domain.LocationGroup:
+    """Create or change a location group of known locations."""
+    domain.validate_location_group(group, await store.location_ids(conn))
+    return await store.upsert_location_group(conn, group)
+
+
+async def set_inventory_levels(
+    conn: asyncpg.Connection, levels: Sequence[domain.InventoryLevel]
+) -> list[domain.InventoryLevel]:
+    """Set stock on hand at known locations."""
+    domain.validate_inventory_levels(levels, await store.location_ids(conn))
+    return await store.set_inventory_levels(conn, levels)
+
+
+async def adjust_inventory(
+    conn: asyncpg.Connection, adjustments: Sequence[domain.InventoryAdjustment], key: str
+) -> list[domain.InventoryLevel]:
+    """Apply received, counted and damaged stock at known locations."""
+    domain.validate_adjustments(adjustments, await store.location_ids(conn))
+    return await store.adjust_inventory(conn, adjustments, key)
+
+
+# ---- reads and erasure ---------------------------------------------------------------------
+
+
+async def location_acted_on(
+    pool: asyncpg.Pool, fulfillment_order_id: str = "", shipment_id: str = ""
+) -> tuple[str, str]:
+    """The location a fulfillment order or shipment belongs to, and how to name it."""
+    async with pool.acquire() as conn:
+        if shipment_id:
+            location = await store.location_of_shipment(conn, shipment_id)
+            return location, f"shipment {shipment_id}"
+        location = await store.location_of_fulfillment_order(conn, fulfillment_order_id)
+        return location, f"fulfillment order {fulfillment_order_id}"
+
+
+async def get_fulfillment_order(
+    pool: asyncpg.Pool, fulfillment_order_id: str
+) -> domain.FulfillmentOrder:
+    """One fulfillment order."""
+    async with pool.acquire() as conn:
+        return await store.get_fulfillment_order(conn, fulfillment_order_id)
+
+
+async def list_fulfillment_orders(
+    pool: asyncpg.Pool, where: domain.ListFilter, cursor: domain.Cursor | None, size: int
+) -> store.Page:
+    """A page of fulfillment orders."""
+    async with pool.acquire() as conn:
+        return await store.list_fulfillment_orders(conn, where, cursor, size)
+
+
+async def routing_decisions(pool: asyncpg.Pool, order_id: str) -> list[domain.RoutingDecision]:
+    """Every routing decision made for an order."""
+    async with pool.acquire() as conn:
+        return await store.routing_decisions(conn, order_id)
+
+
+async def list_locations(pool: asyncpg.Pool) -> list[domain.Location]:
+    """Every location."""
+    async with pool.acquire() as conn:
+        return await store.list_locations(conn)
+
+
+async def list_location_groups(pool: asyncpg.Pool) -> list[domain.LocationGroup]:
+    """Every location group."""
+    async with pool.acquire() as conn:
+        return await store.location_groups(conn)
+
+
+async def availability(
+    pool: asyncpg.Pool, skus: Sequence[str], location_group_ids: Sequence[str]
+) -> tuple[list[tuple[domain.InventoryLevel, bool]], domain.Availability]:
+    """Stock of SKUs at every location, and summed over all and per location group."""
+    async with pool.acquire() as conn:
+        found = await store.levels_for_skus(conn, skus)
+        groups = await store.location_groups(conn, list(location_group_ids))
+    return found, domain.availability(found, skus, groups)
+
+
+async def erase_personal_data(
+    pool: asyncpg.Pool, order_ids: Sequence[str], identifying_text: Sequence[str]
+) -> int:
+    """Blank the shopper's personal data in these orders' fulfillment records."""
+    return await erasure.erase_orders(
+        pool,
+        store.PERSONAL_COLUMNS,
+        order_ids,
+        [order_workflow_id(o) for o in order_ids],
+        identifying_text,
+    )
