@@ -24,7 +24,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as fpb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, grpcutil
+from oms_platform import auth, grpcutil, tracing
 from oms_platform import logging as oms_logging
 from oms_platform.money import format_minor
 from oms_platform.settings import SERVICES, Settings
@@ -121,6 +121,8 @@ async def cmd_codec(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     from oms_platform.devstack.simulator import Simulator
 
+    # The warehouse's calls (accept … ship, deliver) root the traces of those events.
+    tracing.configure("simulator")
     simulator = Simulator(settings)
     task = asyncio.create_task(simulator.run())
     await _until_signal()
@@ -1446,6 +1448,8 @@ def run() -> None:
     when the Temporal SDK's native threads outlive the event loop (an abort, exit -6, after
     the command had succeeded)."""
     code = main()
+    # Spans still batched would die with the process (os._exit runs no atexit hook).
+    tracing.reset()
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
