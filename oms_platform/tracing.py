@@ -121,13 +121,23 @@ def tracer() -> trace.Tracer:
     return _provider.get_tracer("oms")
 
 
+def _traced_calls() -> Any:
+    """Every call but health checks and reflection: probes (Kubernetes asks each pod every
+    few seconds) would otherwise fill the trace backend with one-span traces."""
+    from opentelemetry.instrumentation.grpc import filters
+
+    return filters.negate(
+        filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))
+    )
+
+
 def server_interceptors() -> list[Any]:
     """OpenTelemetry's gRPC server interceptor, or none while tracing is off."""
     if _provider is None:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(tracer_provider=_provider)]  # type: ignore[no-untyped-call]
+    return [aio_server_interceptor(tracer_provider=_provider, filter_=_traced_calls())]  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> list[Any]:
@@ -136,7 +146,7 @@ def client_interceptors() -> list[Any]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors(tracer_provider=_provider))  # type: ignore[no-untyped-call]
+    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_traced_calls()))  # type: ignore[no-untyped-call]
 
 
 def temporal_interceptors() -> list[Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from oms_platform import tracing
@@ -125,7 +126,8 @@ async def test_a_stopping_service_sends_the_spans_it_still_held(
     collector: tuple[Collector, int], settings: Settings
 ) -> None:
     """`oms serve` as the image runs it (the console script, stopped by SIGTERM): the batch
-    would only go out in ten minutes, so the span arrives only if stopping flushes it."""
+    would only go out in ten minutes, so the span arrives only if stopping flushes it. Health
+    checks leave no span."""
     received, collector_port = collector
     port = free_port()
     env = {
@@ -150,11 +152,19 @@ async def test_a_stopping_service_sends_the_spans_it_still_held(
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=10
             )
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # Without a token: refused, and traced all the same.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await payments_pb2_grpc.PaymentsServiceStub(channel).AuthorizePayment(
+                    payments_pb2.AuthorizePaymentRequest(), timeout=10
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 60) == 0
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert ("oms-payments", "/grpc.health.v1.Health/Check") in received.spans()
+    assert ("oms-payments", "/oms.payments.v1.PaymentsService/AuthorizePayment") in received.spans()
+    # Probes are not traced: they would bury the orders' traces.
+    assert not [name for _, name in received.spans() if "grpc.health" in name]
