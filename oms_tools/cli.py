@@ -24,11 +24,12 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as fpb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, grpcutil
+from oms_platform import auth, grpcutil, tracing
 from oms_platform import logging as oms_logging
 from oms_platform.money import format_minor
 from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
+from workflows.types import order_id_of_workflow
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
 
@@ -71,7 +72,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from oms_platform import tracing
     from oms_tools.registry import serve_forever
 
-    tracing.configure(args.service)
+    tracing.configure(args.service, order_of_workflow=order_id_of_workflow)
 
     await serve_forever(args.service, settings)
     return 0
@@ -81,7 +82,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from oms_platform import metrics, temporal, tracing
     from workflows.worker import run_worker
 
-    tracing.configure("worker")
+    tracing.configure("worker", order_of_workflow=order_id_of_workflow)
     runtime = None
     if settings.metrics_port:
         runtime = metrics.temporal_runtime(metrics.loopback_port())
@@ -121,6 +122,8 @@ async def cmd_codec(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     from oms_tools.devstack.simulator import Simulator
 
+    # The warehouse's calls (accept … ship, deliver) root the traces of those events.
+    tracing.configure("simulator", order_of_workflow=order_id_of_workflow)
     simulator = Simulator(settings)
     task = asyncio.create_task(simulator.run())
     await _until_signal()
@@ -1446,6 +1449,8 @@ def run() -> None:
     when the Temporal SDK's native threads outlive the event loop (an abort, exit -6, after
     the command had succeeded)."""
     code = main()
+    # Spans still batched would die with the process (os._exit runs no atexit hook).
+    tracing.reset()
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

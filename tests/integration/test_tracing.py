@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-from oms_platform import tracing
+from oms_platform import db, outbox, tracing
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.samples import sample_order
-from tests.conftest import System, running_system
+from tests.conftest import System, migrated_database, running_system
+from workflows.types import order_id_of_workflow
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ async def traced(
     """A system of its own, started with tracing on (servers, channels, the Temporal client and
     worker look once, when they are made); tracing off again after."""
     exporter = InMemorySpanExporter()
-    assert tracing.configure("test", exporter)
+    assert tracing.configure("test", exporter, order_of_workflow=order_id_of_workflow)
     try:
         async with running_system(settings_with_temporal, postgres, "oms_tracing") as system:
             yield system, exporter
@@ -76,11 +80,13 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
     names = {s.name for s in mine}
 
     # The capture of the order's invoice: the payments server span, and its SQL beneath it.
-    [capture_rpc] = [
+    captures = [
         s
         for s in mine
         if s.name == "/oms.payments.v1.PaymentsService/CaptureInvoice" and s.kind == SpanKind.SERVER
     ]
+    assert len(captures) == 1, "the invoice's capture is not (once) in SubmitOrder's trace"
+    [capture_rpc] = captures
     path = chain(capture_rpc, by_id)
     hops = [(s.name, s.kind) for s in reversed(path)]
     submit_rpc = "/oms.capture.v1.CaptureService/SubmitOrder"
@@ -117,6 +123,14 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
     )
     assert run.attributes is not None
     assert run.attributes.get("temporalWorkflowID") == f"order:{order_id}"
+    # Every span about the order's workflow names the order, so a trace backend finds them
+    # all by `oms.order_id`: the relay's start, the start and run, each activity.
+    about_workflow = [s for s in path if s.name.startswith(("outbox ", "StartWorkflow:"))]
+    about_workflow += [s for s in mine if s.name.startswith(("RunWorkflow:", "RunActivity:"))]
+    assert len(about_workflow) >= 6
+    for span in about_workflow:
+        assert span.attributes is not None
+        assert span.attributes.get(tracing.ORDER_ID) == order_id, span.name
 
     # Every step of the happy path is in this trace, and each service RPC it called.
     for step in ("authorize_payment", "create_fulfillment_orders", "create_invoice"):
@@ -130,3 +144,60 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
     # Nothing in this trace hangs loose: every parent was recorded in it.
     for span in mine:
         chain(span, by_id)
+
+
+async def test_a_dead_lettered_row_redelivered_later_still_continues_its_writers_trace(
+    traced: tuple[System, InMemorySpanExporter], postgres: EmbeddedPostgres
+) -> None:
+    """A row Temporal refuses (a search attribute the namespace lacks) is dead-lettered; an
+    operator fixes the cause and redelivers it: both deliveries hang under the span of the
+    transaction that wrote the row, and the workflow start is in that trace."""
+    system, exporter = traced
+    dsn = await migrated_database(postgres, "oms_tracing_dead_letters")
+    pool = await db.create_pool(dsn, "fulfillment", 1, 2)
+    workflow_id = f"traced:{uuid.uuid4().hex[:8]}"
+    task_queue = f"nobody-polls-{workflow_id}"  # the workflow only needs to be started
+    try:
+        with tracing.tracer().start_as_current_span("ShipFulfillmentOrder") as writer:
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.enqueue(conn, "fulfillment", "start", workflow_id, "Nothing", {})
+        unregistered = TypedSearchAttributes(
+            [SearchAttributePair(SearchAttributeKey.for_keyword("OmsNeverRegistered"), "x")]
+        )
+
+        async def client() -> Any:
+            return system.client
+
+        misconfigured = outbox.OutboxRelay(
+            pool,
+            "fulfillment",
+            client,
+            task_queue,
+            start_options=lambda _payload: {"search_attributes": unregistered},
+            dead_letter_after=1,
+        )
+        assert await misconfigured.deliver_once() == 0
+        [letter] = await outbox.list_dead_letters(pool, "fulfillment")
+        assert letter.workflow_id == workflow_id
+        await outbox.redeliver(pool, "fulfillment", letter.id, "ops@example.com")
+        fixed = outbox.OutboxRelay(pool, "fulfillment", client, task_queue)
+        assert await fixed.deliver_once() == 1
+        await system.client.get_workflow_handle(workflow_id).terminate("test done")
+    finally:
+        await pool.close()
+
+    spans = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.context.trace_id == writer.get_span_context().trace_id
+    ]
+    deliveries = [s for s in spans if s.name == "outbox start Nothing"]
+    assert len(deliveries) == 2  # refused, then delivered after the redelivery
+    for delivery in deliveries:
+        assert delivery.parent is not None
+        assert delivery.parent.span_id == writer.get_span_context().span_id
+    # Each delivery asked Temporal to start it (refused the first time, started the second).
+    starts = [s for s in spans if s.name == "StartWorkflow:Nothing"]
+    assert sorted(s.parent.span_id for s in starts if s.parent) == sorted(
+        d.context.span_id for d in deliveries
+    )
