@@ -11,14 +11,10 @@ from oms_platform import request_limits
 from oms_platform.service import ServiceContext, ServiceParts
 from oms_platform.settings import Settings
 from services.payments import domain
-from services.payments.gateway import (
-    Gateways,
-    PaymentGateway,
-    SimulatedGateway,
-    SimulatedGiftCardGateway,
-)
+from services.payments.gateway import Gateways, PaymentGateway
 from services.payments.servicer import PaymentsServicer
 from services.payments.sim_store import MemoryState, PostgresState, State
+from services.payments.simulated import SimulatedGateway, SimulatedGiftCardGateway
 
 SCHEMA = "payments"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -15,12 +15,65 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 
-if TYPE_CHECKING:
-    from services.payments.gateway import GatewayOperation, GatewayResult, _Charge, _Hold
+from services.payments.gateway import GatewayResult
+
+# ---- what the processor remembers ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayOperation:
+    """One operation the simulated gateway performed (an effect), for tests to inspect."""
+
+    kind: str  # "authorize", "capture", "refund", "reverse" or "void"
+    key: str
+    reference: str
+    amount_minor: int
+    currency: str
+    result: GatewayResult
+
+
+def operation_log_line(operation: GatewayOperation) -> str:
+    """One line of a simulated gateway's operation log (JSON, newline-terminated)."""
+    return json.dumps(dataclasses.asdict(operation), sort_keys=True) + "\n"
+
+
+def read_operation_log(path: str | Path) -> list[GatewayOperation]:
+    """Every operation a simulated gateway appended to its operation log, in order."""
+    operations: list[GatewayOperation] = []
+    for line in Path(path).read_text().splitlines():
+        fields = json.loads(line)
+        result = GatewayResult(**fields.pop("result"))
+        operations.append(GatewayOperation(**fields, result=result))
+    return operations
+
+
+@dataclass
+class Hold:
+    token: str
+    amount_minor: int
+    currency: str
+    captured_minor: int = 0
+    reversed_minor: int = 0
+    voided: bool = False
+    capture_attempts: int = 0
+
+    @property
+    def remaining_minor(self) -> int:
+        return 0 if self.voided else self.amount_minor - self.captured_minor - self.reversed_minor
+
+
+@dataclass
+class Charge:
+    token: str
+    amount_minor: int
+    currency: str
+    refunded_minor: int = 0
+
 
 SCHEMA = "simgateway"
 
@@ -73,12 +126,12 @@ class Session:
         found: GatewayResult | None = await self._get("result", key)
         return found
 
-    async def hold(self, reference: str) -> _Hold | None:
-        found: _Hold | None = await self._get("hold", reference)
+    async def hold(self, reference: str) -> Hold | None:
+        found: Hold | None = await self._get("hold", reference)
         return found
 
-    async def charge(self, reference: str) -> _Charge | None:
-        found: _Charge | None = await self._get("charge", reference)
+    async def charge(self, reference: str) -> Charge | None:
+        found: Charge | None = await self._get("charge", reference)
         return found
 
     async def balance(self, token: str) -> int | None:
@@ -88,10 +141,10 @@ class Session:
     def keep_result(self, key: str, result: GatewayResult) -> None:
         self.touched[("result", key)] = result
 
-    def keep_hold(self, reference: str, hold: _Hold) -> None:
+    def keep_hold(self, reference: str, hold: Hold) -> None:
         self.touched[("hold", reference)] = hold
 
-    def keep_charge(self, reference: str, charge: _Charge) -> None:
+    def keep_charge(self, reference: str, charge: Charge) -> None:
         self.touched[("charge", reference)] = charge
 
     def keep_balance(self, token: str, balance: int) -> None:
@@ -177,21 +230,17 @@ SQL_LOCK_DDL = "SELECT pg_advisory_xact_lock(hashtext('oms-simulated-gateway-ddl
 
 
 def _decode(kind: str, data: Any) -> Any:
-    from services.payments.gateway import GatewayResult, _Charge, _Hold
-
     if kind == "result":
         return GatewayResult(**data)
     if kind == "hold":
-        return _Hold(**data)
+        return Hold(**data)
     if kind == "charge":
-        return _Charge(**data)
+        return Charge(**data)
     return int(data)
 
 
 async def read_operations(dsn: str) -> list[GatewayOperation]:
     """Every operation the durable simulated gateways performed, in order (their own log)."""
-    from services.payments.gateway import GatewayOperation, GatewayResult
-
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(SQL_OPERATIONS)

@@ -64,7 +64,7 @@ class DevStack:
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
             # The simulated gateways append every operation they perform here (read it with
-            # services.payments.gateway.read_operation_log).
+            # services.payments.sim_store.read_operation_log).
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
             **{f"OMS_{name.upper()}_PORT": str(replica_ports(replicas)) for name in SERVICES},
             "OMS_DEV_REPLICAS": str(replicas),

@@ -21,7 +21,7 @@ from oms.servicing.v1 import servicing_pb2 as spb
 from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_tools.samples import sample_order
-from services.payments.gateway import GatewayOperation, read_operation_log
+from services.payments.sim_store import GatewayOperation, read_operation_log
 from tests.e2e.conftest import DevStack, kill, pid_of
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from oms_platform.metrics import TEMPORAL_SDK_SERIES, TEMPORAL_SDK_SERIES_ON_FAILURE
 from oms_tools.devstack.replicas import METRICS_ROLES, metrics_ports
 from oms_tools.samples import sample_order
-from services.payments.gateway import DECLINE_TOKEN
+from services.payments.simulated import DECLINE_TOKEN
 from tests.e2e.conftest import DevStack, running
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from oms.common.v1 import common_pb2
 
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from services.payments.domain import ChargeableLine, CreditableLine
-from services.payments.gateway import SimulatedGateway
+from services.payments.simulated import SimulatedGateway
 from tests.integration.test_payments_service import (
     Payments,
     migrated_settings,

@@ -19,8 +19,9 @@ from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.registry import start_service
 from services.payments import bootstrap, domain
-from services.payments.gateway import Gateways, SimulatedGateway, SimulatedGiftCardGateway
+from services.payments.gateway import Gateways
 from services.payments.sim_store import read_operations
+from services.payments.simulated import SimulatedGateway, SimulatedGiftCardGateway
 from tests.callers import channel_as
 
 pb = payments_pb2

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from services.payments.gateway import SimulatedGateway, SimulatedGiftCardGateway
 from services.payments.sim_store import PostgresState
+from services.payments.simulated import SimulatedGateway, SimulatedGiftCardGateway
 
 
 async def test_replicas_sharing_a_state_file_talk_to_one_processor(database: str) -> None:

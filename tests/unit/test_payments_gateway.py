@@ -8,14 +8,9 @@ import pytest
 
 from oms_platform.settings import Settings
 from services.payments import bootstrap
-from services.payments.gateway import (
-    Gateways,
-    GatewayUnavailable,
-    SimulatedGateway,
-    SimulatedGiftCardGateway,
-    call_resolved,
-    read_operation_log,
-)
+from services.payments.gateway import Gateways, GatewayUnavailable, call_resolved
+from services.payments.sim_store import read_operation_log
+from services.payments.simulated import SimulatedGateway, SimulatedGiftCardGateway
 
 
 async def test_a_gift_card_holds_at_most_its_balance_and_only_when_partial_is_allowed() -> None:
