@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
+import grpc
 from oms.capture.v1 import capture_pb2 as pb
 
 from oms_platform import limits
 from oms_platform.errors import AlreadyExists, DomainError, FieldViolation, InvalidArgument
+from oms_platform.grpcutil import refusal_for
 from services.capture import convert, domain, store
 from workflows.types import WORKFLOW_NAME, order_workflow_id
 
@@ -23,6 +25,8 @@ Clock = Callable[[], datetime]
 
 # Imported orders are written this many at a time, each batch in one transaction.
 IMPORT_BATCH_SIZE = 500
+# ImportOrders takes at most this many orders per stream; the ones past it are refused by name.
+MAX_IMPORT_ORDERS = 100_000
 
 
 def utc_now() -> datetime:
@@ -171,6 +175,9 @@ class ImportItem:
     order_id: str = ""
     duplicate: bool = False
     error: DomainError | None = None
+    # Why it was not stored when no one order was at fault (the database away): the edge
+    # answers it as any failure (UNAVAILABLE, …); the order may be sent again.
+    failure: Exception | None = None
     # Set while the batch is written.
     order: domain.Order | None = None
     response: bytes = b""
@@ -288,6 +295,26 @@ async def import_batch(
     for item in items:
         if item.same_as is not None:
             _copy_outcome(item, item.same_as)
+
+
+async def import_orders(
+    pool: asyncpg.Pool, batch: list[ImportItem], policy: domain.FraudPolicy
+) -> list[ImportItem]:
+    """Store a batch in one transaction. If that fails for a reason that is no one order's
+    (the database is away), every order of it carries that `failure`; otherwise the orders
+    are stored again one by one, so only the order at fault carries its error."""
+    try:
+        await import_batch(pool, batch, policy)
+        return batch
+    except Exception as error:
+        if len(batch) == 1 or refusal_for(error).code == grpc.StatusCode.UNAVAILABLE:
+            for item in batch:
+                item.failure = error
+            return batch
+    stored: list[ImportItem] = []
+    for item in batch:
+        stored += await import_orders(pool, [fresh(item)], policy)
+    return stored
 
 
 def fresh(item: ImportItem) -> ImportItem:

@@ -36,7 +36,6 @@ log = structlog.get_logger("oms.capture")
 # How many fulfillment orders / process exceptions the 360° view shows.
 SECTION_PAGE_SIZE = 500
 # Orders one ImportOrders stream may carry; the rest are answered with an error, unread.
-MAX_IMPORT_ORDERS = 100_000
 
 
 class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
@@ -103,7 +102,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         batch: list[handlers.ImportItem] = []
         async for request in request_iterator:
             index = len(results) + len(batch)
-            if index >= MAX_IMPORT_ORDERS:
+            if index >= handlers.MAX_IMPORT_ORDERS:
                 results.append(_refused_import(index, _past_import_cap()))
                 continue
             # Each order is checked against the limits here, not before the call: a bad order
@@ -144,20 +143,17 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         return response
 
     async def _import(self, batch: list[handlers.ImportItem]) -> list[pb.ImportOrderResult]:
-        """Store a batch in one transaction; if it fails for a reason that is not any one
-        order's (the database is away), every order of it says so; otherwise the orders are
-        stored one by one, so only the order at fault carries the error."""
-        try:
-            await handlers.import_batch(self._pool, batch, self._fraud_policy)
-            return [_import_result(i) for i in batch]
-        except Exception as error:
-            refusal = refusal_for(error)
-            if refusal.code == grpc.StatusCode.UNAVAILABLE or len(batch) == 1:
-                _log_refusal(refusal, error)
-                return [_refused_import(i.index, refusal) for i in batch]
+        """Each order's result: stored, a duplicate, refused, or failed with the batch."""
         results: list[pb.ImportOrderResult] = []
-        for item in batch:
-            results += await self._import([handlers.fresh(item)])
+        refusals: dict[int, Refusal] = {}  # one refusal (and log line) per failure
+        for item in await handlers.import_orders(self._pool, batch, self._fraud_policy):
+            if item.failure is None:
+                results.append(_import_result(item))
+                continue
+            if id(item.failure) not in refusals:
+                refusals[id(item.failure)] = refusal_for(item.failure)
+                _log_refusal(refusals[id(item.failure)], item.failure)
+            results.append(_refused_import(item.index, refusals[id(item.failure)]))
         return results
 
     async def GetOrder(
@@ -373,7 +369,7 @@ def _past_import_cap() -> Refusal:
             [
                 FieldViolation(
                     "order",
-                    f"at most {MAX_IMPORT_ORDERS} orders per ImportOrders stream; "
+                    f"at most {handlers.MAX_IMPORT_ORDERS} orders per ImportOrders stream; "
                     "send the rest in another stream",
                 )
             ]
