@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from oms_platform.settings import SERVICES, Settings
-from oms_tools.cli import KEY_FILES
+from oms_tools.cli.processes import KEY_FILES
 from tests.deploy.files import DEPLOY, compose, oms_services, unknown_settings
 
 

@@ -1,0 +1,30 @@
+"""What the `oms` commands share: output helpers, callers and channels."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from oms.capture.v1 import capture_pb2
+from oms.fulfillment.v1 import fulfillment_pb2 as fpb
+
+from oms_platform.money import format_minor
+
+
+def status_name(value: Any) -> str:
+    return capture_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_").lower()
+
+
+def fo_status_name(value: Any) -> str:
+    return fpb.FulfillmentOrderStatus.Name(value).removeprefix("FULFILLMENT_ORDER_STATUS_").lower()
+
+
+def as_json(message: Any) -> str:
+    return json.dumps(
+        MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True
+    )
+
+
+def money_text(m: Any) -> str:
+    return format_minor(m.amount_minor, m.currency) if m.currency else "-"

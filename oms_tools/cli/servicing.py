@@ -1,0 +1,560 @@
+"""`oms order cancel|return|exchange|reship|appease|add-items|changes`, `oms return …` and
+`oms exception …`: servicing an order as an agent."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from oms.capture.v1 import capture_pb2
+
+from oms_platform import auth
+from oms_platform.money import format_minor
+from oms_platform.settings import Settings
+from oms_tools.cli.common import as_json
+from oms_tools.cli.orders import caller_token, capture_stub, service_channel
+
+# ---- servicing: changes, returns and process exceptions ------------------------------------
+
+
+def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
+    from oms.servicing.v1 import servicing_pb2_grpc
+
+    channel = service_channel(settings, "servicing", caller_token(settings, auth.AGENT))
+    return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
+
+
+async def _currency_of(settings: Settings, order_id: str) -> str:
+    """The order's currency, for printing amounts; "" if capture cannot say right now."""
+    channel, stub = capture_stub(settings)
+    async with channel:
+        try:
+            view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=5)
+        except grpc.aio.AioRpcError:
+            return ""
+    return str(view.order.currency)
+
+
+def _amount(amount_minor: int, currency: str) -> str:
+    return format_minor(amount_minor, currency) if currency else f"{amount_minor} (minor units)"
+
+
+def _item_pairs(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """--line/--qty pairs in the order given; --qty defaults to 1 for every line."""
+    qty = args.qty or [1] * len(args.line)
+    if len(qty) != len(args.line):
+        raise SystemExit("error: give one --qty per --line (or none for 1 each)")
+    return list(zip(args.line, qty, strict=True))
+
+
+def _print_outcome(outcome: Any, currency: str, indent: str = "  ") -> None:
+    print(f"{indent}{outcome.summary}")
+    money = [
+        (label, value)
+        for label, value in (
+            ("credited", outcome.credited_minor),
+            ("refunded", outcome.refunded_minor),
+            ("released", outcome.released_minor),
+            ("charged", outcome.charged_minor),
+            ("authorized", outcome.authorized_minor),
+        )
+        if value
+    ]
+    if money:
+        print(indent + "  ".join(f"{label} {_amount(v, currency)}" for label, v in money))
+    if outcome.credit_memo_id:
+        print(f"{indent}credit memo {outcome.credit_memo_id}")
+    if outcome.return_order_id:
+        print(f"{indent}return order {outcome.return_order_id}")
+    for fo_id in outcome.fulfillment_order_ids:
+        print(f"{indent}new fulfillment order {fo_id}")
+    if outcome.grand_total_minor:
+        print(f"{indent}order total {_amount(outcome.grand_total_minor, currency)}")
+    if outcome.order_status:
+        print(f"{indent}order is {outcome.order_status}")
+
+
+def _print_change(change: Any, currency: str) -> None:
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    kind = spb.ChangeKind.Name(change.kind).removeprefix("CHANGE_KIND_").lower()
+    status = spb.ChangeStatus.Name(change.status).removeprefix("CHANGE_STATUS_").lower()
+    print(f"{kind} {change.change_id} [{status}] by {change.actor}: {change.reason}")
+    if change.HasField("outcome"):
+        _print_outcome(change.outcome, currency)
+    if change.refusal_message:
+        print(f"  {change.refusal_code}: {change.refusal_message}")
+
+
+# A change command's Submit RPC, and its Preview RPC with the fields a preview takes.
+CHANGE_RPCS = {
+    "cancel": ("SubmitCancel", "PreviewCancel", ("order_id", "lines")),
+    "return": ("SubmitReturn", "PreviewReturn", ("order_id", "lines", "return_fee_minor")),
+    "exchange": ("SubmitExchange", "PreviewExchange", ("order_id", "lines")),
+    "reship": ("SubmitReship", "PreviewReship", ("order_id", "lines")),
+    "appease": (
+        "SubmitAppeasement",
+        "PreviewAppeasement",
+        ("order_id", "order_line_id", "amount_minor", "percent_basis_points"),
+    ),
+    "add-items": ("SubmitAddItems", "PreviewAddItems", ("order_id", "new_lines", "increases")),
+}
+
+
+def _change_request(args: argparse.Namespace) -> Any:
+    """The Submit request of a change command."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    common = {"order_id": args.order_id, "idempotency_key": args.key}
+    conditions = {c: spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in CONDITIONS}
+
+    def items() -> list[Any]:  # only the commands with --line/--qty pairs have them
+        return [spb.ItemQuantity(order_line_id=line, quantity=q) for line, q in _item_pairs(args)]
+
+    if args.order_command == "cancel":
+        return spb.SubmitCancelRequest(**common, reason=args.reason, lines=items())
+    if args.order_command == "return":
+        return spb.SubmitReturnRequest(
+            **common,
+            reason=args.reason,
+            refund_without_return=args.no_return,
+            return_fee_minor=args.fee,
+            lines=[
+                spb.ReturnItem(
+                    order_line_id=line,
+                    quantity=q,
+                    reason=args.reason,
+                    condition=conditions.get(args.condition, spb.ITEM_CONDITION_UNSPECIFIED),
+                )
+                for line, q in _item_pairs(args)
+            ],
+        )
+    if args.order_command == "exchange":
+        pairs = _item_pairs(args)
+        if len(args.sku) != len(pairs) or len(args.price) != len(pairs):
+            raise SystemExit("error: give one --sku and one --price per --line")
+        return spb.SubmitExchangeRequest(
+            **common,
+            reason=args.reason,
+            lines=[
+                spb.ExchangeItem(
+                    order_line_id=line,
+                    quantity=q,
+                    replacement_sku=sku,
+                    replacement_unit_price_minor=price,
+                )
+                for (line, q), sku, price in zip(pairs, args.sku, args.price, strict=True)
+            ],
+        )
+    if args.order_command == "reship":
+        return spb.SubmitReshipRequest(
+            **common,
+            reason=spb.ReshipReason.Value(f"RESHIP_REASON_{args.reason.upper()}"),
+            note=args.note,
+            lines=items(),
+        )
+    if args.order_command == "add-items":
+        new_lines, increases = _additions(args)
+        return spb.SubmitAddItemsRequest(
+            **common, reason=args.reason, new_lines=new_lines, increases=increases
+        )
+    request = spb.SubmitAppeasementRequest(
+        **common, reason=args.reason, order_line_id=args.line or ""
+    )
+    if args.amount is not None:
+        request.amount_minor = args.amount
+    else:
+        request.percent_basis_points = _basis_points(args.percent)
+    return request
+
+
+async def cmd_order_change(settings: Settings, args: argparse.Namespace) -> int:
+    """cancel, return, exchange, reship, appease and add-items: one Submit each, answered with
+    the result (or, with --preview, what it would do: nothing is recorded)."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    submit_rpc, preview_rpc, preview_fields = CHANGE_RPCS[args.order_command]
+    request = _change_request(args)
+    channel, stub = _servicing(settings)
+    async with channel:
+        if args.preview:
+            preview_type = getattr(spb, f"{preview_rpc}Request")
+            given = {f: getattr(request, f) for f in preview_fields if getattr(request, f)}
+            response = await getattr(stub, preview_rpc)(preview_type(**given), timeout=args.timeout)
+        else:
+            response = await getattr(stub, submit_rpc)(request, timeout=args.timeout)
+    currency = "" if args.json else await _currency_of(settings, args.order_id)
+    if args.json:
+        print(as_json(response))
+    elif args.preview:
+        _print_outcome(response.preview, currency, indent="")
+    else:
+        _print_change(response.change, currency)
+    return 0
+
+
+def _basis_points(percent: str) -> int:
+    """ "12.5" (percent) -> 1250 basis points, exactly (no floating point)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(percent) * 100
+    except InvalidOperation:
+        raise SystemExit(f"error: --percent {percent!r} is not a number") from None
+    if value != value.to_integral_value():
+        raise SystemExit("error: --percent has at most two decimals")
+    return int(value)
+
+
+def _fields(spec: str, option: str, names: tuple[str, ...], required: int) -> list[str]:
+    """A comma-separated option value, e.g. --new SKU,QTY,PRICE[,TAX]."""
+    parts = [p.strip() for p in spec.split(",")]
+    if not required <= len(parts) <= len(names) or not all(parts[:required]):
+        raise SystemExit(f"error: {option} {spec!r}: give {','.join(names[:required])}[,...]")
+    return parts + [""] * (len(names) - len(parts))
+
+
+def _minor(value: str, option: str) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        raise SystemExit(f"error: {option}: {value!r} is not a whole number") from None
+
+
+def _additions(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """add-items: the new lines (--new) and the more units of lines (--more) asked for."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    new_lines = []
+    for spec in args.new:
+        sku, qty, price, tax = _fields(spec, "--new", ("SKU", "QTY", "UNIT_PRICE", "TAX"), 3)
+        new_lines.append(
+            spb.NewLineItem(
+                sku=sku,
+                name=args.name,
+                quantity=_minor(qty, "--new"),
+                unit_price_minor=_minor(price, "--new"),
+                tax_minor=_minor(tax, "--new"),
+                delivery_group_id=args.group,
+            )
+        )
+    increases = []
+    for spec in args.more:
+        line, qty, tax = _fields(spec, "--more", ("ORDER_LINE_ID", "QTY", "TAX"), 2)
+        increases.append(
+            spb.LineIncrease(
+                order_line_id=line, quantity=_minor(qty, "--more"), tax_minor=_minor(tax, "--more")
+            )
+        )
+    if not new_lines and not increases:
+        raise SystemExit("error: give at least one --new or --more")
+    return new_lines, increases
+
+
+async def cmd_order_changes(settings: Settings, args: argparse.Namespace) -> int:
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    channel, stub = _servicing(settings)
+    async with channel:
+        response = await stub.ListChanges(
+            spb.ListChangesRequest(order_id=args.order_id), timeout=10
+        )
+    if args.json:
+        print(as_json(response))
+        return 0
+    currency = await _currency_of(settings, args.order_id) if response.changes else ""
+    for change in response.changes:
+        _print_change(change, currency)
+    return 0
+
+
+async def cmd_return(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms return receive` and `oms return list`."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    channel, stub = _servicing(settings)
+    async with channel:
+        if args.return_command == "list":
+            listing = await stub.ListReturnOrders(
+                spb.ListReturnOrdersRequest(order_id=args.order_id), timeout=10
+            )
+            if args.json:
+                print(as_json(listing))
+                return 0
+            for rma in listing.return_orders:
+                _print_return_order(rma)
+            return 0
+        condition = spb.ItemCondition.Value(f"ITEM_CONDITION_{args.condition.upper()}")
+        pairs = _item_pairs(args)
+        request = spb.ReceiveReturnRequest(
+            return_order_id=args.return_order_id,
+            order_id=args.order,
+            idempotency_key=args.key,
+            note=args.note,
+        )
+        if args.reject:
+            request.rejected.extend(
+                spb.RejectedItem(
+                    order_line_id=line, quantity=q, reason=args.reason, condition=condition
+                )
+                for line, q in pairs
+            )
+        else:
+            request.accepted.extend(
+                spb.ReceivedItem(order_line_id=line, quantity=q, condition=condition)
+                for line, q in pairs
+            )
+        response = await stub.ReceiveReturn(request, timeout=args.timeout)
+    if args.json:
+        print(as_json(response))
+        return 0
+    _print_change(response.change, await _currency_of(settings, response.change.order_id))
+    _print_return_order(response.return_order)
+    return 0
+
+
+def _print_return_order(rma: Any) -> None:
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    status = spb.ReturnOrderStatus.Name(rma.status).removeprefix("RETURN_ORDER_STATUS_").lower()
+    print(f"return order {rma.return_order_id}  order {rma.order_id}  [{status}]  {rma.reason}")
+    for line in rma.lines:
+        condition = spb.ItemCondition.Name(line.condition).removeprefix("ITEM_CONDITION_")
+        why = f": {line.rejection_reason}" if line.rejection_reason else ""
+        print(
+            f"  {line.order_line_id}  expected {line.quantity_expected}  received "
+            f"{line.quantity_received} (accepted {line.quantity_accepted}, rejected "
+            f"{line.quantity_rejected}{why})  {condition.lower()}"
+        )
+
+
+async def cmd_exception(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms exception list | resolve | set-status`."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    channel, stub = _servicing(settings)
+    async with channel:
+        if args.exception_command == "list":
+            request = spb.ListProcessExceptionsRequest(
+                order_id=args.order,
+                statuses=[
+                    spb.ProcessExceptionStatus.Value(f"PROCESS_EXCEPTION_STATUS_{s.upper()}")
+                    for s in args.status
+                ],
+                categories=[
+                    spb.ProcessExceptionCategory.Value(f"PROCESS_EXCEPTION_CATEGORY_{c.upper()}")
+                    for c in args.category
+                ],
+                severities=[
+                    spb.ProcessExceptionSeverity.Value(f"PROCESS_EXCEPTION_SEVERITY_{s.upper()}")
+                    for s in args.severity
+                ],
+                page_size=args.limit,
+            )
+            if args.older_than:
+                request.created_before.FromDatetime(
+                    datetime.now(UTC) - parse_duration(args.older_than)
+                )
+            listing = await stub.ListProcessExceptions(request, timeout=10)
+            if args.json:
+                print(as_json(listing))
+                return 0
+            for pe in listing.process_exceptions:
+                _print_exception(pe)
+            return 0
+        if args.exception_command == "resolve":
+            response = await stub.ResolveProcessException(
+                spb.ResolveProcessExceptionRequest(
+                    process_exception_id=args.process_exception_id,
+                    action=spb.ResolutionAction.Value(f"RESOLUTION_ACTION_{args.action.upper()}"),
+                    note=args.note,
+                ),
+                timeout=args.timeout,
+            )
+        else:  # set-status
+            response = await stub.UpdateProcessExceptionStatus(
+                spb.UpdateProcessExceptionStatusRequest(
+                    process_exception_id=args.process_exception_id,
+                    status=spb.ProcessExceptionStatus.Value(
+                        f"PROCESS_EXCEPTION_STATUS_{args.to.upper()}"
+                    ),
+                    note=args.note,
+                ),
+                timeout=10,
+            )
+    if args.json:
+        print(as_json(response))
+    else:
+        _print_exception(response.process_exception)
+    return 0
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "90s", "15m", "4h", "2d" as a timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise SystemExit(f"error: {text!r} is not a duration like 90s, 15m, 4h or 2d")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+
+
+def _print_exception(pe: Any) -> None:
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    def name(enum: Any, value: int, prefix: str) -> str:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+
+    status = name(spb.ProcessExceptionStatus, pe.status, "PROCESS_EXCEPTION_STATUS_")
+    category = name(spb.ProcessExceptionCategory, pe.category, "PROCESS_EXCEPTION_CATEGORY_")
+    severity = name(spb.ProcessExceptionSeverity, pe.severity, "PROCESS_EXCEPTION_SEVERITY_")
+    print(
+        f"{pe.process_exception_id}  order {pe.order_id}  {category}/{severity}  [{status}]  "
+        f"{pe.created_at.ToDatetime():%Y-%m-%d %H:%M}"
+    )
+    for line in pe.message.splitlines():
+        print(f"  {line}")
+    if pe.step_input:
+        print(f"  step input: {pe.step_input}")
+    if pe.status == spb.PROCESS_EXCEPTION_STATUS_RESOLVED:
+        action = name(spb.ResolutionAction, pe.resolution_action, "RESOLUTION_ACTION_")
+        print(
+            f"  resolved by {pe.resolved_by}: {action}"
+            + (f" ({pe.resolution_note})" if pe.resolution_note else "")
+            + (f"; order is {pe.order_status}" if pe.order_status else "")
+        )
+    elif pe.note:
+        print(f"  note by {pe.updated_by}: {pe.note}")
+
+
+CONDITIONS = ("new", "opened", "used", "damaged", "defective")
+
+
+def servicing_parsers(sub: Any, osub: Any) -> None:
+    """`oms order cancel|return|exchange|reship|appease|add-items|changes`, `oms return ...`,
+    `oms exception ...`."""
+
+    def change_args(p: argparse.ArgumentParser, *, lines: bool = True) -> None:
+        p.add_argument("order_id")
+        if lines:
+            p.add_argument("--line", action="append", default=[], help="order line id")
+            p.add_argument(
+                "--qty", action="append", type=int, default=[], help="units (1 per --line)"
+            )
+        p.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
+        p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument(
+            "--preview", action="store_true", help="say what it would do; record nothing"
+        )
+
+    cancel = osub.add_parser("cancel", help="cancel units not shipped (no --line: everything)")
+    change_args(cancel)
+    cancel.add_argument("--reason", required=True)
+    ret = osub.add_parser("return", help="open a return order for delivered units")
+    change_args(ret)
+    ret.add_argument("--reason", required=True)
+    ret.add_argument("--condition", choices=CONDITIONS, default=None)
+    ret.add_argument("--fee", type=int, default=0, help="return fee, minor units")
+    ret.add_argument(
+        "--no-return", action="store_true", help="refund now, without the items coming back"
+    )
+    exchange = osub.add_parser("exchange", help="exchange delivered units for another SKU")
+    change_args(exchange)
+    exchange.add_argument("--sku", action="append", default=[], help="replacement SKU per line")
+    exchange.add_argument(
+        "--price", action="append", type=int, default=[], help="replacement unit price, minor"
+    )
+    exchange.add_argument("--reason", default="exchange")
+    reship = osub.add_parser("reship", help="ship units again at no charge")
+    change_args(reship)
+    reship.add_argument("--reason", required=True, choices=["lost", "damaged"])
+    reship.add_argument("--note", default="")
+    appease = osub.add_parser("appease", help="goodwill on a line or the whole order")
+    change_args(appease, lines=False)
+    appease.add_argument("--line", default="", help="one order line (default: the order)")
+    how_much = appease.add_mutually_exclusive_group(required=True)
+    how_much.add_argument("--amount", type=int, help="minor units")
+    how_much.add_argument("--percent", help="percent of what was charged, e.g. 10 or 12.5")
+    appease.add_argument("--reason", default="goodwill")
+    add_items = osub.add_parser(
+        "add-items",
+        help="add lines or units before anything shipped (routed, then authorized)",
+        description="Add new lines (--new) or more units of a line (--more) before any unit of "
+        "the order has shipped; money in minor units. To lower a quantity, cancel units.",
+    )
+    change_args(add_items, lines=False)
+    add_items.add_argument(
+        "--new",
+        action="append",
+        default=[],
+        metavar="SKU,QTY,UNIT_PRICE[,TAX]",
+        help="a new line, e.g. SKU-MUG,1,1200,90",
+    )
+    add_items.add_argument(
+        "--more",
+        action="append",
+        default=[],
+        metavar="ORDER_LINE_ID,QTY[,TAX]",
+        help="more units of an existing line, at its unit price",
+    )
+    add_items.add_argument("--name", default="", help="name of the new lines")
+    add_items.add_argument("--group", default="", help="delivery group (default: the first)")
+    add_items.add_argument("--reason", default="shopper asked for more")
+    osub.add_parser("changes", help="an order's changes").add_argument("order_id")
+
+    returns = sub.add_parser("return", help="return orders: receive and list")
+    rsub = returns.add_subparsers(dest="return_command", required=True)
+    receive = rsub.add_parser("receive", help="record units received for a return order")
+    receive.add_argument("return_order_id")
+    receive.add_argument("--order", default="", help="its order (checked when given)")
+    receive.add_argument("--line", action="append", default=[], required=True)
+    receive.add_argument("--qty", action="append", type=int, default=[])
+    receive.add_argument("--reject", action="store_true", help="inspection rejected them")
+    receive.add_argument("--reason", default="", help="why they were rejected")
+    receive.add_argument("--condition", choices=CONDITIONS, default="unspecified")
+    receive.add_argument("--note", default="")
+    receive.add_argument("--key", default=str(uuid.uuid4()))
+    receive.add_argument("--timeout", type=float, default=60.0)
+    rsub.add_parser("list", help="an order's return orders").add_argument("order_id")
+
+    exceptions = sub.add_parser("exception", help="process exceptions: list, resolve, triage")
+    esub = exceptions.add_subparsers(dest="exception_command", required=True)
+    elist = esub.add_parser("list", help="process exceptions, newest first")
+    elist.add_argument("--order", default="")
+    elist.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=["new", "triaged", "paused", "ignored", "voided", "resolved"],
+    )
+    elist.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        choices=[
+            "payment",
+            "fulfillment",
+            "inventory",
+            "fraud",
+            "carrier",
+            "invoicing",
+            "delivery_failed",
+        ],
+    )
+    elist.add_argument(
+        "--severity", action="append", default=[], choices=["low", "medium", "high", "critical"]
+    )
+    elist.add_argument("--older-than", default="", help="e.g. 30m, 4h, 2d")
+    elist.add_argument("--limit", type=int, default=50)
+    resolve = esub.add_parser("resolve", help="retry the step, skip it, or cancel the order")
+    resolve.add_argument("process_exception_id")
+    resolve.add_argument("--action", required=True, choices=["retry", "skip", "cancel"])
+    resolve.add_argument("--note", default="")
+    resolve.add_argument("--timeout", type=float, default=60.0)
+    status = esub.add_parser("set-status", help="triage, pause, ignore or void")
+    status.add_argument("process_exception_id")
+    status.add_argument("--to", required=True, choices=["triaged", "paused", "ignored", "voided"])
+    status.add_argument("--note", default="")
+    for p in [*rsub.choices.values(), *esub.choices.values()]:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
