@@ -1,0 +1,264 @@
+"""Fulfillment domain: inventory (locations, stock levels, reservations), routing (the
+policy and the plan), and fulfillment orders (statuses, progress, shipments, units taken off,
+listing), a module each, over the shared value types in `common`.
+
+Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
+writes these types; the servicer converts them to and from the wire. Callers use the package
+(`domain.X`); the modules are how it reads.
+"""
+
+from __future__ import annotations
+
+from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
+from services.fulfillment.domain.common import (
+    EARTH_RADIUS_KM as EARTH_RADIUS_KM,
+)
+from services.fulfillment.domain.common import (
+    Coordinates as Coordinates,
+)
+from services.fulfillment.domain.common import (
+    haversine_km as haversine_km,
+)
+from services.fulfillment.domain.common import (
+    normalize_postal_code as normalize_postal_code,
+)
+from services.fulfillment.domain.common import (
+    plural as plural,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    ACCEPTED as ACCEPTED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    ALLOCATED as ALLOCATED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    CANCELED as CANCELED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    FULFILLMENT_ORDER_STATUSES as FULFILLMENT_ORDER_STATUSES,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    LINE_CHANGE_KINDS as LINE_CHANGE_KINDS,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    MAX_PAGE_SIZE as MAX_PAGE_SIZE,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    MOVED as MOVED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    OPEN_STATUSES as OPEN_STATUSES,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    PACKED as PACKED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    PICKED as PICKED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    PROGRESS as PROGRESS,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    REJECTED as REJECTED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    SHIPPABLE as SHIPPABLE,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    SHIPPED as SHIPPED,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    Cursor as Cursor,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    FulfillmentLine as FulfillmentLine,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    FulfillmentOrder as FulfillmentOrder,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    FulfillmentOrderReduction as FulfillmentOrderReduction,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    LineQuantity as LineQuantity,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    ListFilter as ListFilter,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    Shipment as Shipment,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    ShipmentItem as ShipmentItem,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    ShipmentPlan as ShipmentPlan,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    check_move_target as check_move_target,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    decode_cursor as decode_cursor,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    encode_cursor as encode_cursor,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    move_decision as move_decision,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    must_cancel as must_cancel,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    page_size as page_size,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    plan_cancel as plan_cancel,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    plan_line_change as plan_line_change,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    plan_shipment as plan_shipment,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    progress as progress,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    refuse as refuse,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    refuse_move_capacity as refuse_move_capacity,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    refuse_move_stock as refuse_move_stock,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    rejection_reasons as rejection_reasons,
+)
+from services.fulfillment.domain.inventory import (
+    ADJUSTMENT_KINDS as ADJUSTMENT_KINDS,
+)
+from services.fulfillment.domain.inventory import (
+    COUNTED as COUNTED,
+)
+from services.fulfillment.domain.inventory import (
+    DAMAGED as DAMAGED,
+)
+from services.fulfillment.domain.inventory import (
+    FULFILLED as FULFILLED,
+)
+from services.fulfillment.domain.inventory import (
+    LOCATION_TYPES as LOCATION_TYPES,
+)
+from services.fulfillment.domain.inventory import (
+    RECEIVED as RECEIVED,
+)
+from services.fulfillment.domain.inventory import (
+    RELEASED as RELEASED,
+)
+from services.fulfillment.domain.inventory import (
+    RESERVED as RESERVED,
+)
+from services.fulfillment.domain.inventory import (
+    Availability as Availability,
+)
+from services.fulfillment.domain.inventory import (
+    InventoryAdjustment as InventoryAdjustment,
+)
+from services.fulfillment.domain.inventory import (
+    InventoryLevel as InventoryLevel,
+)
+from services.fulfillment.domain.inventory import (
+    Location as Location,
+)
+from services.fulfillment.domain.inventory import (
+    LocationGroup as LocationGroup,
+)
+from services.fulfillment.domain.inventory import (
+    adjust as adjust,
+)
+from services.fulfillment.domain.inventory import (
+    apply_adjustments as apply_adjustments,
+)
+from services.fulfillment.domain.inventory import (
+    availability as availability,
+)
+from services.fulfillment.domain.inventory import (
+    available_to_fulfill as available_to_fulfill,
+)
+from services.fulfillment.domain.inventory import (
+    validate_adjustments as validate_adjustments,
+)
+from services.fulfillment.domain.inventory import (
+    validate_inventory_levels as validate_inventory_levels,
+)
+from services.fulfillment.domain.inventory import (
+    validate_location as validate_location,
+)
+from services.fulfillment.domain.inventory import (
+    validate_location_group as validate_location_group,
+)
+from services.fulfillment.domain.routing import (
+    ROUTING_TRIGGERS as ROUTING_TRIGGERS,
+)
+from services.fulfillment.domain.routing import (
+    Allocation as Allocation,
+)
+from services.fulfillment.domain.routing import (
+    Alternative as Alternative,
+)
+from services.fulfillment.domain.routing import (
+    Candidate as Candidate,
+)
+from services.fulfillment.domain.routing import (
+    DeliveryGroup as DeliveryGroup,
+)
+from services.fulfillment.domain.routing import (
+    ExcludeLocations as ExcludeLocations,
+)
+from services.fulfillment.domain.routing import (
+    Exclusion as Exclusion,
+)
+from services.fulfillment.domain.routing import (
+    GroupPlan as GroupPlan,
+)
+from services.fulfillment.domain.routing import (
+    PlanOption as PlanOption,
+)
+from services.fulfillment.domain.routing import (
+    PlanScore as PlanScore,
+)
+from services.fulfillment.domain.routing import (
+    RoutingDecision as RoutingDecision,
+)
+from services.fulfillment.domain.routing import (
+    RoutingLine as RoutingLine,
+)
+from services.fulfillment.domain.routing import (
+    RoutingPlan as RoutingPlan,
+)
+from services.fulfillment.domain.routing import (
+    RoutingPolicy as RoutingPolicy,
+)
+from services.fulfillment.domain.routing import (
+    RoutingRule as RoutingRule,
+)
+from services.fulfillment.domain.routing import (
+    decisions_of as decisions_of,
+)
+from services.fulfillment.domain.routing import (
+    explain_choice as explain_choice,
+)
+from services.fulfillment.domain.routing import (
+    route as route,
+)
+from services.fulfillment.domain.routing import (
+    route_group as route_group,
+)
+from services.fulfillment.domain.routing import (
+    validate_routing_request as validate_routing_request,
+)

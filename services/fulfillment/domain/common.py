@@ -1,0 +1,36 @@
+"""Fulfillment domain: the value types and helpers its subdomains share — where a place is,
+how far apart two places are, and how a count reads in a sentence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """A point on Earth in degrees."""
+
+    latitude: float
+    longitude: float
+
+
+def haversine_km(a: Coordinates, b: Coordinates) -> float:
+    """Great-circle distance between two points, in kilometres."""
+    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
+    dlat = lat2 - lat1
+    dlon = math.radians(b.longitude - a.longitude)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def normalize_postal_code(postal_code: str) -> str:
+    """Upper case without spaces or dashes, the form postal prefixes are matched against."""
+    return "".join(ch for ch in postal_code.upper() if ch.isalnum())
+
+
+def plural(n: int, word: str) -> str:
+    """`n word`, with an s unless n is one (routing decisions and refusals are read by people)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -1,0 +1,309 @@
+"""Fulfillment's Postgres store: named SQL over the fulfillment schema, domain types out.
+Inventory (locations, groups, levels, daily capacity), routing (what it reads, delivery
+groups, decisions) and fulfillment orders (lines, reservations, shipments) are a module each,
+over `common`; callers use the package (`store.X`), which re-exports every public name.
+
+Functions that take a connection run inside the caller's transaction, so one RPC can read,
+decide (in the domain) and write atomically, together with its idempotency key and outbox row.
+
+Rows are locked in one order everywhere: fulfillment order, then inventory levels by
+(location, sku), then a location's daily load by location. Writers that cannot keep to it (a
+move releases at one location and reserves at another) are retried on a deadlock.
+"""
+
+from __future__ import annotations
+
+from services.fulfillment.store.common import (
+    PERSONAL_COLUMNS as PERSONAL_COLUMNS,
+)
+from services.fulfillment.store.common import (
+    SCHEMA as SCHEMA,
+)
+from services.fulfillment.store.common import (
+    TODAY as TODAY,
+)
+from services.fulfillment.store.common import (
+    Conn as Conn,
+)
+from services.fulfillment.store.common import (
+    postal_address as postal_address,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_ADD_SHIPPED as SQL_ADD_SHIPPED,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_CANCEL as SQL_CANCEL,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_FULFILLMENT_ORDER as SQL_FULFILLMENT_ORDER,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_FULFILLMENT_ORDER_FOR_UPDATE as SQL_FULFILLMENT_ORDER_FOR_UPDATE,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_FULFILLMENT_ORDERS_BY_ID as SQL_FULFILLMENT_ORDERS_BY_ID,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_FULFILLMENT_ORDER as SQL_INSERT_FULFILLMENT_ORDER,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_LINES as SQL_INSERT_LINES,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_RESERVATIONS as SQL_INSERT_RESERVATIONS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_SETTLED_RESERVATION as SQL_INSERT_SETTLED_RESERVATION,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_SHIPMENT as SQL_INSERT_SHIPMENT,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_INSERT_SHIPMENT_ITEMS as SQL_INSERT_SHIPMENT_ITEMS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_LINES as SQL_LINES,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_LIST_FULFILLMENT_ORDERS as SQL_LIST_FULFILLMENT_ORDERS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_LOCATION_OF_FULFILLMENT_ORDER as SQL_LOCATION_OF_FULFILLMENT_ORDER,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_LOCATION_OF_SHIPMENT as SQL_LOCATION_OF_SHIPMENT,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_MARK_DELIVERED as SQL_MARK_DELIVERED,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_ORDER_OF_SHIPMENT as SQL_ORDER_OF_SHIPMENT,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_RECORD_LINE_CHANGES as SQL_RECORD_LINE_CHANGES,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SET_STATUS as SQL_SET_STATUS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SETTLE_WHOLE_RESERVATION as SQL_SETTLE_WHOLE_RESERVATION,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SHIPMENT as SQL_SHIPMENT,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SHIPMENT_ITEMS as SQL_SHIPMENT_ITEMS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SHIPMENTS as SQL_SHIPMENTS,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_SHRINK_RESERVATION as SQL_SHRINK_RESERVATION,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    SQL_TAKE_OFF_LINES as SQL_TAKE_OFF_LINES,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    Page as Page,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    ReservationConflict as ReservationConflict,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    fulfillment_orders_by_id as fulfillment_orders_by_id,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    get_fulfillment_order as get_fulfillment_order,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    get_shipment as get_shipment,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    list_fulfillment_orders as list_fulfillment_orders,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    location_of_fulfillment_order as location_of_fulfillment_order,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    location_of_shipment as location_of_shipment,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    mark_delivered as mark_delivered,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    move as move,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    order_of_shipment as order_of_shipment,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    record_shipment as record_shipment,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    reserve_and_create as reserve_and_create,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    set_status as set_status,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    signal_order as signal_order,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    take_off as take_off,
+)
+from services.fulfillment.store.inventory import (
+    SQL_ADD_LOCATION_GROUP_MEMBERS as SQL_ADD_LOCATION_GROUP_MEMBERS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_AVAILABLE as SQL_AVAILABLE,
+)
+from services.fulfillment.store.inventory import (
+    SQL_CLEAR_LOCATION_GROUP as SQL_CLEAR_LOCATION_GROUP,
+)
+from services.fulfillment.store.inventory import (
+    SQL_ENSURE_LEVELS as SQL_ENSURE_LEVELS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_ENSURE_LOAD as SQL_ENSURE_LOAD,
+)
+from services.fulfillment.store.inventory import (
+    SQL_FREE_CAPACITY as SQL_FREE_CAPACITY,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LEVELS_FOR_SKUS as SQL_LEVELS_FOR_SKUS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LEVELS_FOR_UPDATE as SQL_LEVELS_FOR_UPDATE,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LOCATION as SQL_LOCATION,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LOCATION_GROUPS as SQL_LOCATION_GROUPS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LOCATION_IDS as SQL_LOCATION_IDS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_LOCATIONS as SQL_LOCATIONS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_RECORD_ADJUSTMENTS as SQL_RECORD_ADJUSTMENTS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_RELEASE_UNITS as SQL_RELEASE_UNITS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_RESERVE as SQL_RESERVE,
+)
+from services.fulfillment.store.inventory import (
+    SQL_SET_ON_HAND as SQL_SET_ON_HAND,
+)
+from services.fulfillment.store.inventory import (
+    SQL_SHIP_UNITS as SQL_SHIP_UNITS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_TAKE_CAPACITY as SQL_TAKE_CAPACITY,
+)
+from services.fulfillment.store.inventory import (
+    SQL_UPSERT_LEVELS as SQL_UPSERT_LEVELS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_UPSERT_LOCATION as SQL_UPSERT_LOCATION,
+)
+from services.fulfillment.store.inventory import (
+    SQL_UPSERT_LOCATION_GROUP as SQL_UPSERT_LOCATION_GROUP,
+)
+from services.fulfillment.store.inventory import (
+    adjust_inventory as adjust_inventory,
+)
+from services.fulfillment.store.inventory import (
+    available as available,
+)
+from services.fulfillment.store.inventory import (
+    get_location as get_location,
+)
+from services.fulfillment.store.inventory import (
+    inventory_level as inventory_level,
+)
+from services.fulfillment.store.inventory import (
+    levels_for_skus as levels_for_skus,
+)
+from services.fulfillment.store.inventory import (
+    list_locations as list_locations,
+)
+from services.fulfillment.store.inventory import (
+    location_groups as location_groups,
+)
+from services.fulfillment.store.inventory import (
+    location_ids as location_ids,
+)
+from services.fulfillment.store.inventory import (
+    set_inventory_levels as set_inventory_levels,
+)
+from services.fulfillment.store.inventory import (
+    take_capacity as take_capacity,
+)
+from services.fulfillment.store.inventory import (
+    upsert_location as upsert_location,
+)
+from services.fulfillment.store.inventory import (
+    upsert_location_group as upsert_location_group,
+)
+from services.fulfillment.store.routing import (
+    SQL_CANDIDATES as SQL_CANDIDATES,
+)
+from services.fulfillment.store.routing import (
+    SQL_DECISIONS as SQL_DECISIONS,
+)
+from services.fulfillment.store.routing import (
+    SQL_DELIVERY_GROUP as SQL_DELIVERY_GROUP,
+)
+from services.fulfillment.store.routing import (
+    SQL_ENABLED_LEVELS as SQL_ENABLED_LEVELS,
+)
+from services.fulfillment.store.routing import (
+    SQL_ENABLED_LEVELS_LOCKED as SQL_ENABLED_LEVELS_LOCKED,
+)
+from services.fulfillment.store.routing import (
+    SQL_ENSURE_CAPACITY_LOAD as SQL_ENSURE_CAPACITY_LOAD,
+)
+from services.fulfillment.store.routing import (
+    SQL_INSERT_DECISION as SQL_INSERT_DECISION,
+)
+from services.fulfillment.store.routing import (
+    SQL_LOCK_CAPACITY_LOAD as SQL_LOCK_CAPACITY_LOAD,
+)
+from services.fulfillment.store.routing import (
+    SQL_POSTAL_COORDINATES as SQL_POSTAL_COORDINATES,
+)
+from services.fulfillment.store.routing import (
+    SQL_RECORD_DELIVERY_GROUPS as SQL_RECORD_DELIVERY_GROUPS,
+)
+from services.fulfillment.store.routing import (
+    SQL_REJECTING_LOCATIONS as SQL_REJECTING_LOCATIONS,
+)
+from services.fulfillment.store.routing import (
+    RoutingSnapshot as RoutingSnapshot,
+)
+from services.fulfillment.store.routing import (
+    coordinates_of as coordinates_of,
+)
+from services.fulfillment.store.routing import (
+    delivery_group as delivery_group,
+)
+from services.fulfillment.store.routing import (
+    record_decisions as record_decisions,
+)
+from services.fulfillment.store.routing import (
+    record_delivery_groups as record_delivery_groups,
+)
+from services.fulfillment.store.routing import (
+    rejecting_locations as rejecting_locations,
+)
+from services.fulfillment.store.routing import (
+    routing_decisions as routing_decisions,
+)
+from services.fulfillment.store.routing import (
+    routing_snapshot as routing_snapshot,
+)

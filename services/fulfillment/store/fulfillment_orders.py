@@ -1,0 +1,541 @@
+"""Fulfillment's store, fulfillment orders: their lines and status, reservations settled as
+units ship or leave, shipments, and the signal telling the order's workflow about it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+
+from oms_platform import outbox
+from oms_platform.errors import NotFound
+from services.fulfillment import domain
+from services.fulfillment.store.common import SCHEMA, Conn
+from services.fulfillment.store.inventory import (
+    SQL_FREE_CAPACITY,
+    SQL_RELEASE_UNITS,
+    SQL_RESERVE,
+    SQL_SHIP_UNITS,
+    available,
+    take_capacity,
+)
+from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_workflow_id
+
+# ---- fulfillment orders --------------------------------------------------------------------
+
+SQL_INSERT_FULFILLMENT_ORDER = """
+INSERT INTO fulfillment_orders (id, order_id, delivery_group_id, location_id, status)
+VALUES ($1, $2, $3, $4, 'allocated')"""
+
+SQL_INSERT_LINES = """
+INSERT INTO fulfillment_order_lines
+    (fulfillment_order_id, line_number, order_line_id, sku, quantity)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[])"""
+
+SQL_INSERT_RESERVATIONS = """
+INSERT INTO reservations
+    (order_id, fulfillment_order_id, order_line_id, location_id, sku, quantity, status,
+     idempotency_key)
+SELECT $1, fo, line, loc, sku, qty, 'reserved', $7
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+    AS r (fo, line, loc, sku, qty)"""
+
+_FO_COLUMNS = "id, order_id, delivery_group_id, location_id, status, created_at, updated_at"
+
+SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
+SQL_FULFILLMENT_ORDER_FOR_UPDATE = (
+    f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1 FOR UPDATE"
+)
+
+SQL_FULFILLMENT_ORDERS_BY_ID = f"""
+SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = ANY($1::text[])"""
+
+# Keyset pagination over (created_at, id); empty filters match everything.
+SQL_LIST_FULFILLMENT_ORDERS = f"""
+SELECT {_FO_COLUMNS} FROM fulfillment_orders
+WHERE ($1 = '' OR order_id = $1)
+  AND ($2 = '' OR location_id = $2)
+  AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
+  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5::text))
+  AND ($7::text[] IS NULL OR location_id = ANY($7::text[]))
+ORDER BY created_at, id
+LIMIT $6"""
+
+SQL_LINES = """
+SELECT fulfillment_order_id, order_line_id, sku, quantity, quantity_shipped,
+       quantity_rejected, quantity_canceled, quantity_moved
+FROM fulfillment_order_lines
+WHERE fulfillment_order_id = ANY($1::text[])
+ORDER BY fulfillment_order_id, line_number"""
+
+SQL_SET_STATUS = """
+UPDATE fulfillment_orders SET status = $2, updated_at = now() WHERE id = $1"""
+
+SQL_CANCEL = """
+UPDATE fulfillment_orders SET status = 'canceled', cancel_reason = $2, updated_at = now()
+WHERE id = $1"""
+
+# Units leave a line for a reason; the line's quantity keeps only what it still ships.
+SQL_TAKE_OFF_LINES = """
+UPDATE fulfillment_order_lines AS fol SET
+    quantity = fol.quantity - s.qty,
+    quantity_rejected = fol.quantity_rejected + CASE WHEN $4 = 'rejected' THEN s.qty ELSE 0 END,
+    quantity_canceled = fol.quantity_canceled + CASE WHEN $4 = 'canceled' THEN s.qty ELSE 0 END,
+    quantity_moved = fol.quantity_moved + CASE WHEN $4 = 'moved' THEN s.qty ELSE 0 END
+FROM unnest($2::text[], $3::bigint[]) AS s (line, qty)
+WHERE fol.fulfillment_order_id = $1 AND fol.order_line_id = s.line"""
+
+SQL_RECORD_LINE_CHANGES = """
+INSERT INTO fulfillment_line_changes
+    (kind, order_id, fulfillment_order_id, location_id, order_line_id, quantity, reason,
+     idempotency_key)
+SELECT $1, $2, $3, $4, line, qty, $5, $6
+FROM unnest($7::text[], $8::bigint[]) AS s (line, qty)"""
+
+# ---- reservations ----------------------------------------------------------------------------
+
+# Units of a fulfillment order line leave the reserved state: shipped ('fulfilled'), handed
+# back ('released') or moved to another location ('transferred'). When only part of the
+# reserved row goes, the row keeps what is still held and the part becomes its own row with
+# the original's order and idempotency key, so each row's quantity is entirely in its status.
+SQL_SETTLE_WHOLE_RESERVATION = """
+UPDATE reservations SET status = $4, updated_at = now()
+WHERE fulfillment_order_id = $1 AND order_line_id = $2 AND status = 'reserved' AND quantity = $3
+RETURNING id"""
+
+SQL_SHRINK_RESERVATION = """
+UPDATE reservations SET quantity = quantity - $3, updated_at = now()
+WHERE fulfillment_order_id = $1 AND order_line_id = $2 AND status = 'reserved' AND quantity > $3
+RETURNING order_id, location_id, sku, idempotency_key"""
+
+SQL_INSERT_SETTLED_RESERVATION = """
+INSERT INTO reservations
+    (order_id, fulfillment_order_id, order_line_id, location_id, sku, quantity, status,
+     idempotency_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+
+# ---- shipments -------------------------------------------------------------------------------
+
+SQL_INSERT_SHIPMENT = """
+INSERT INTO shipments (id, fulfillment_order_id, carrier, service, tracking_number)
+VALUES ($1, $2, $3, $4, $5)"""
+
+SQL_INSERT_SHIPMENT_ITEMS = """
+INSERT INTO shipment_items (shipment_id, item_number, order_line_id, quantity)
+SELECT $1, n, line, qty FROM unnest($2::int[], $3::text[], $4::bigint[]) AS i (n, line, qty)"""
+
+SQL_ADD_SHIPPED = """
+UPDATE fulfillment_order_lines AS fol SET quantity_shipped = fol.quantity_shipped + s.qty
+FROM unnest($2::text[], $3::bigint[]) AS s (line, qty)
+WHERE fol.fulfillment_order_id = $1 AND fol.order_line_id = s.line"""
+
+_SHIPMENT_COLUMNS = (
+    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at"
+)
+
+SQL_SHIPMENTS = f"""
+SELECT {_SHIPMENT_COLUMNS} FROM shipments
+WHERE fulfillment_order_id = ANY($1::text[])
+ORDER BY shipped_at, id"""
+
+SQL_SHIPMENT = f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE id = $1"
+
+SQL_SHIPMENT_ITEMS = """
+SELECT shipment_id, order_line_id, quantity FROM shipment_items
+WHERE shipment_id = ANY($1::text[])
+ORDER BY shipment_id, item_number"""
+
+# Delivered once: a repeated report matches nothing and changes nothing.
+SQL_MARK_DELIVERED = """
+UPDATE shipments SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL
+RETURNING id"""
+
+# Where a fulfillment order or a shipment's fulfillment order ships from (who may act on it).
+SQL_LOCATION_OF_FULFILLMENT_ORDER = "SELECT location_id FROM fulfillment_orders WHERE id = $1"
+SQL_LOCATION_OF_SHIPMENT = """
+SELECT fo.location_id FROM shipments s JOIN fulfillment_orders fo ON fo.id = s.fulfillment_order_id
+WHERE s.id = $1"""
+
+SQL_ORDER_OF_SHIPMENT = """
+SELECT fo.order_id FROM shipments s JOIN fulfillment_orders fo ON fo.id = s.fulfillment_order_id
+WHERE s.id = $1"""
+
+
+class ReservationConflict(Exception):
+    """A concurrent reservation took units (or a capacity slot) this routing counted on;
+    route again."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of fulfillment orders and where the next one starts."""
+
+    fulfillment_orders: list[domain.FulfillmentOrder]
+    next_cursor: domain.Cursor | None
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.FulfillmentOrder]:
+    ids = [row["id"] for row in rows]
+    if not ids:
+        return []
+    lines: dict[str, list[domain.FulfillmentLine]] = defaultdict(list)
+    for row in await conn.fetch(SQL_LINES, ids):
+        lines[row["fulfillment_order_id"]].append(
+            domain.FulfillmentLine(
+                order_line_id=row["order_line_id"],
+                sku=row["sku"],
+                quantity=row["quantity"],
+                quantity_shipped=row["quantity_shipped"],
+                quantity_rejected=row["quantity_rejected"],
+                quantity_canceled=row["quantity_canceled"],
+                quantity_moved=row["quantity_moved"],
+            )
+        )
+    shipments: dict[str, list[domain.Shipment]] = defaultdict(list)
+    for shipment in await _shipments(conn, await conn.fetch(SQL_SHIPMENTS, ids)):
+        shipments[shipment.fulfillment_order_id].append(shipment)
+    return [
+        domain.FulfillmentOrder(
+            fulfillment_order_id=row["id"],
+            order_id=row["order_id"],
+            delivery_group_id=row["delivery_group_id"],
+            location_id=row["location_id"],
+            status=row["status"],
+            lines=tuple(lines[row["id"]]),
+            shipments=tuple(shipments[row["id"]]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+    ]
+
+
+async def _shipments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.Shipment]:
+    if not rows:
+        return []
+    items: dict[str, list[domain.ShipmentItem]] = defaultdict(list)
+    for row in await conn.fetch(SQL_SHIPMENT_ITEMS, [r["id"] for r in rows]):
+        items[row["shipment_id"]].append(domain.ShipmentItem(row["order_line_id"], row["quantity"]))
+    return [
+        domain.Shipment(
+            shipment_id=row["id"],
+            fulfillment_order_id=row["fulfillment_order_id"],
+            carrier=row["carrier"],
+            service=row["service"],
+            tracking_number=row["tracking_number"],
+            items=tuple(items[row["id"]]),
+            shipped_at=row["shipped_at"],
+            delivered_at=row["delivered_at"],
+        )
+        for row in rows
+    ]
+
+
+async def get_fulfillment_order(
+    conn: Conn, fulfillment_order_id: str, for_update: bool = False
+) -> domain.FulfillmentOrder:
+    """One fulfillment order with lines and shipments; `for_update` locks it until commit."""
+    sql = SQL_FULFILLMENT_ORDER_FOR_UPDATE if for_update else SQL_FULFILLMENT_ORDER
+    row = await conn.fetchrow(sql, fulfillment_order_id)
+    if row is None:
+        raise NotFound(f"fulfillment order {fulfillment_order_id} does not exist")
+    return (await _assemble(conn, [row]))[0]
+
+
+async def fulfillment_orders_by_id(conn: Conn, ids: Sequence[str]) -> list[domain.FulfillmentOrder]:
+    """Fulfillment orders in the order of `ids`."""
+    rows = await conn.fetch(SQL_FULFILLMENT_ORDERS_BY_ID, list(ids))
+    found = {fo.fulfillment_order_id: fo for fo in await _assemble(conn, rows)}
+    return [found[i] for i in ids if i in found]
+
+
+async def list_fulfillment_orders(
+    conn: Conn, where: domain.ListFilter, cursor: domain.Cursor | None, size: int
+) -> Page:
+    """One page, oldest first, after `cursor`."""
+    rows = await conn.fetch(
+        SQL_LIST_FULFILLMENT_ORDERS,
+        where.order_id,
+        where.location_id,
+        list(where.statuses),
+        cursor.created_at if cursor else None,
+        cursor.fulfillment_order_id if cursor else "",
+        size + 1,
+        None if where.within_locations is None else list(where.within_locations),
+    )
+    more = len(rows) > size
+    rows = rows[:size]
+    nxt = domain.Cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return Page(await _assemble(conn, rows), nxt)
+
+
+async def get_shipment(conn: Conn, shipment_id: str) -> domain.Shipment:
+    """One shipment with its items."""
+    row = await conn.fetchrow(SQL_SHIPMENT, shipment_id)
+    if row is None:
+        raise NotFound(f"shipment {shipment_id} does not exist")
+    return (await _shipments(conn, [row]))[0]
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+async def _create(
+    conn: Conn,
+    order_id: str,
+    allocations: Sequence[tuple[str, domain.Allocation]],
+    new_id: Callable[[], str],
+    idempotency_key: str,
+) -> list[domain.FulfillmentOrder]:
+    """Fulfillment orders (status allocated), their lines and their reservations, for units
+    already reserved; `allocations` are (delivery group, allocation) pairs."""
+    ids: list[str] = []
+    line_fo: list[str] = []
+    line_numbers: list[int] = []
+    line_ids: list[str] = []
+    line_locations: list[str] = []
+    skus: list[str] = []
+    quantities: list[int] = []
+    for delivery_group_id, allocation in allocations:
+        fo_id = new_id()
+        ids.append(fo_id)
+        await conn.execute(
+            SQL_INSERT_FULFILLMENT_ORDER,
+            fo_id,
+            order_id,
+            delivery_group_id,
+            allocation.location_id,
+        )
+        for number, line in enumerate(allocation.lines, start=1):
+            line_fo.append(fo_id)
+            line_numbers.append(number)
+            line_ids.append(line.order_line_id)
+            line_locations.append(allocation.location_id)
+            skus.append(line.sku)
+            quantities.append(line.quantity)
+    if ids:
+        await conn.execute(SQL_INSERT_LINES, line_fo, line_numbers, line_ids, skus, quantities)
+        await conn.execute(
+            SQL_INSERT_RESERVATIONS,
+            order_id,
+            line_fo,
+            line_ids,
+            line_locations,
+            skus,
+            quantities,
+            idempotency_key,
+        )
+    return await fulfillment_orders_by_id(conn, ids)
+
+
+async def reserve_and_create(
+    conn: Conn,
+    order_id: str,
+    plan: domain.RoutingPlan,
+    new_id: Callable[[], str],
+    idempotency_key: str,
+) -> list[domain.FulfillmentOrder]:
+    """Reserve the plan's units, take its capacity slots and create its fulfillment orders
+    (status allocated), each reservation carrying the order id and `idempotency_key`.
+
+    Raises ReservationConflict if any unit or slot is no longer there; the caller's
+    transaction then rolls back whatever was reserved before it.
+    """
+    # One global lock order (location, sku) so concurrent reservers never deadlock.
+    for (location_id, sku), quantity in sorted(plan.reservations().items()):
+        if await conn.fetchval(SQL_RESERVE, location_id, sku, quantity) is None:
+            raise ReservationConflict(f"{quantity} of {sku} at {location_id}")
+    full = await take_capacity(conn, plan.fulfillment_orders_per_location())
+    if full is not None:
+        raise ReservationConflict(f"no daily capacity left at {full}")
+    allocations = [
+        (group.delivery_group_id, allocation)
+        for group in plan.groups
+        for allocation in group.allocations
+    ]
+    return await _create(conn, order_id, allocations, new_id, idempotency_key)
+
+
+async def set_status(conn: Conn, fulfillment_order_id: str, status: str) -> None:
+    """Move a (locked) fulfillment order to `status`."""
+    await conn.execute(SQL_SET_STATUS, fulfillment_order_id, status)
+
+
+async def _settle(
+    conn: Conn, fulfillment_order_id: str, order_line_id: str, quantity: int, status: str
+) -> None:
+    """Move `quantity` reserved units of a fulfillment order line to `status`."""
+    whole = await conn.fetchval(
+        SQL_SETTLE_WHOLE_RESERVATION, fulfillment_order_id, order_line_id, quantity, status
+    )
+    if whole is not None:
+        return
+    row = await conn.fetchrow(SQL_SHRINK_RESERVATION, fulfillment_order_id, order_line_id, quantity)
+    if row is not None:
+        await conn.execute(
+            SQL_INSERT_SETTLED_RESERVATION,
+            row["order_id"],
+            fulfillment_order_id,
+            order_line_id,
+            row["location_id"],
+            row["sku"],
+            quantity,
+            status,
+            row["idempotency_key"],
+        )
+
+
+async def take_off(
+    conn: Conn,
+    fo: domain.FulfillmentOrder,
+    change: domain.FulfillmentOrderReduction,
+    reason: str,
+    key: str,
+) -> None:
+    """Apply a line change to a (locked) fulfillment order: lines reduced and the change
+    recorded, the units' reservations released (or transferred), its status moved on, and
+    its capacity slot given back when it stops being work."""
+    fo_id = fo.fulfillment_order_id
+    line_ids = [line.order_line_id for line in change.lines]
+    quantities = [line.quantity for line in change.lines]
+    await conn.execute(SQL_TAKE_OFF_LINES, fo_id, line_ids, quantities, change.kind)
+    await conn.execute(
+        SQL_RECORD_LINE_CHANGES,
+        change.kind,
+        fo.order_id,
+        fo_id,
+        fo.location_id,
+        reason,
+        key,
+        line_ids,
+        quantities,
+    )
+    settled = "transferred" if change.kind == domain.MOVED else "released"
+    released: dict[str, int] = defaultdict(int)
+    for line in change.lines:
+        await _settle(conn, fo_id, line.order_line_id, line.quantity, settled)
+        released[line.sku] += line.quantity
+    for sku, quantity in sorted(released.items()):
+        await conn.execute(SQL_RELEASE_UNITS, fo.location_id, sku, quantity)
+    if change.status_after == domain.CANCELED and change.status_before != domain.CANCELED:
+        await conn.execute(SQL_CANCEL, fo_id, reason)
+    elif change.status_after != change.status_before:
+        await set_status(conn, fo_id, change.status_after)
+    if change.frees_capacity and fo.created_at is not None:
+        await conn.execute(SQL_FREE_CAPACITY, fo.location_id, fo.created_at)
+
+
+async def move(
+    conn: Conn,
+    fo: domain.FulfillmentOrder,
+    change: domain.FulfillmentOrderReduction,
+    target: domain.Location,
+    new_id: Callable[[], str],
+    reason: str,
+    key: str,
+) -> domain.FulfillmentOrder:
+    """Reserve the units at `target`, take them off `fo` (its reservations transferred) and
+    create the target's fulfillment order; returns it. Raises the domain's refusal when the
+    target has not got the units available or no capacity left today."""
+    needed: dict[str, int] = defaultdict(int)
+    for line in change.lines:
+        needed[line.sku] += line.quantity
+    for sku, quantity in sorted(needed.items()):
+        if await conn.fetchval(SQL_RESERVE, target.location_id, sku, quantity) is None:
+            have = await available(conn, target.location_id, sku)
+            raise domain.refuse_move_stock(target, sku, have, quantity)
+    if await take_capacity(conn, {target.location_id: 1}) is not None:
+        raise domain.refuse_move_capacity(target)
+    await take_off(conn, fo, change, reason, key)
+    [created] = await _create(
+        conn,
+        fo.order_id,
+        [(fo.delivery_group_id, domain.Allocation(target.location_id, change.lines))],
+        new_id,
+        key,
+    )
+    return created
+
+
+async def record_shipment(
+    conn: Conn,
+    fo: domain.FulfillmentOrder,
+    shipment_id: str,
+    carrier: str,
+    service: str,
+    tracking_number: str,
+    plan: domain.ShipmentPlan,
+) -> domain.Shipment:
+    """Record a parcel of a (locked) fulfillment order: lines shipped, reservations
+    fulfilled, on hand and reserved down, status as planned."""
+    fo_id = fo.fulfillment_order_id
+    await conn.execute(SQL_INSERT_SHIPMENT, shipment_id, fo_id, carrier, service, tracking_number)
+    line_ids = [item.order_line_id for item in plan.items]
+    quantities = [item.quantity for item in plan.items]
+    await conn.execute(
+        SQL_INSERT_SHIPMENT_ITEMS,
+        shipment_id,
+        list(range(1, len(line_ids) + 1)),
+        line_ids,
+        quantities,
+    )
+    await conn.execute(SQL_ADD_SHIPPED, fo_id, line_ids, quantities)
+    sku_of = {line.order_line_id: line.sku for line in fo.lines}
+    shipped: dict[str, int] = defaultdict(int)
+    for item in plan.items:
+        shipped[sku_of[item.order_line_id]] += item.quantity
+        await _settle(conn, fo_id, item.order_line_id, item.quantity, "fulfilled")
+    for sku, quantity in sorted(shipped.items()):
+        await conn.execute(SQL_SHIP_UNITS, fo.location_id, sku, quantity)
+    if plan.status_after != fo.status:
+        await set_status(conn, fo_id, plan.status_after)
+    return await get_shipment(conn, shipment_id)
+
+
+async def mark_delivered(conn: Conn, shipment_id: str) -> bool:
+    """Set a shipment's delivered time; False if it was already set (nothing changes)."""
+    return await conn.fetchval(SQL_MARK_DELIVERED, shipment_id) is not None
+
+
+async def location_of_fulfillment_order(conn: Conn, fulfillment_order_id: str) -> str:
+    """The location a fulfillment order ships from."""
+    location = await conn.fetchval(SQL_LOCATION_OF_FULFILLMENT_ORDER, fulfillment_order_id)
+    if location is None:
+        raise NotFound(f"fulfillment order {fulfillment_order_id} does not exist")
+    return str(location)
+
+
+async def location_of_shipment(conn: Conn, shipment_id: str) -> str:
+    """The location a shipment left from."""
+    location = await conn.fetchval(SQL_LOCATION_OF_SHIPMENT, shipment_id)
+    if location is None:
+        raise NotFound(f"shipment {shipment_id} does not exist")
+    return str(location)
+
+
+async def order_of_shipment(conn: Conn, shipment_id: str) -> str:
+    """The order a shipment belongs to."""
+    order_id = await conn.fetchval(SQL_ORDER_OF_SHIPMENT, shipment_id)
+    if order_id is None:
+        raise NotFound(f"shipment {shipment_id} does not exist")
+    return str(order_id)
+
+
+async def signal_order(conn: Conn, order_id: str, event: FulfillmentEvent) -> None:
+    """Tell the order's workflow about a fulfillment event, through the outbox (same
+    transaction as the change it reports)."""
+    await outbox.enqueue(
+        cast(asyncpg.Connection, conn),
+        SCHEMA,
+        "signal",
+        order_workflow_id(order_id),
+        FULFILLMENT_EVENT_SIGNAL,
+        dataclasses.asdict(event),
+    )
