@@ -66,6 +66,10 @@ async def submit_order(
     One round trip: a single statement matches the shopper and stores everything. With the
     velocity rule on, the shopper is first matched, locked and their recent orders counted,
     all in one transaction with that statement.
+
+    The one handler that answers in protobuf: SubmitOrder's idempotency key, its stored
+    answer and the order go in that single statement (the front door's speed depends on it),
+    so the answer is encoded here rather than at the edge; a replay returns those bytes.
     """
     domain.check_submission(submission)  # before any I/O: nothing is stored for a bad order
     key = capture_key(submission)
