@@ -1,0 +1,49 @@
+"""Capture's domain, reading orders: page sizes, ListOrders' filter, and required ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from oms_platform.errors import FieldViolation, InvalidArgument
+from services.capture.domain.submission import MAX_REF_LENGTH
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    """The page size to use: the default when unset, at most MAX_PAGE_SIZE."""
+    if requested < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def check_required(values: dict[str, str]) -> None:
+    """Raise InvalidArgument naming every empty field of `values` (path -> value)."""
+    missing = [FieldViolation(path, "is required") for path, value in values.items() if not value]
+    if missing:
+        raise InvalidArgument(missing)
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """ListOrders' filters; empty values match everything. Created range is [from, to)."""
+
+    statuses: tuple[str, ...] = ()
+    channel: str = ""
+    shopper_id: str = ""
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    sku: str = ""
+
+
+def check_filter(f: OrderFilter) -> None:
+    """Raise InvalidArgument when the filter cannot match anything sensible."""
+    violations: list[FieldViolation] = []
+    if f.created_from is not None and f.created_to is not None and f.created_to <= f.created_from:
+        violations.append(FieldViolation("created_to", "must be after created_from"))
+    if len(f.sku) > MAX_REF_LENGTH:
+        violations.append(FieldViolation("sku", f"must be at most {MAX_REF_LENGTH} characters"))
+    if violations:
+        raise InvalidArgument(violations)

@@ -1,0 +1,148 @@
+"""Capture's store, progress: a lifecycle step (items added, line buckets, status, a timeline
+event) recorded under the order's lock, waking its watchers on commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oms_platform import limits
+from oms_platform.errors import NotFound
+from services.capture import domain
+from services.capture.store.common import ORDER_CHANGED_CHANNEL, Conn
+from services.capture.store.reads import get_order, line_quantities
+
+# The order, locked for the step, with its lines' buckets (no rows: no such order).
+SQL_LOCK_ORDER_LINES = """
+SELECT l.id, l.quantity_ordered, l.quantity_canceled, l.quantity_allocated,
+       l.quantity_fulfilled, l.quantity_return_initiated, l.quantity_returned
+FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id
+WHERE o.id = $1
+FOR UPDATE OF o"""
+
+# A step in one statement: the lines' new buckets, the status (unless ''), a timeline event
+# (unless its kind is ''), and a wake-up for the order's watchers when the transaction commits.
+SQL_RECORD_STEP = """
+WITH before AS (SELECT status FROM orders WHERE id = $1), lines AS (
+    UPDATE order_lines AS l SET
+        quantity_ordered = x.ordered, quantity_canceled = x.canceled,
+        quantity_allocated = x.allocated, quantity_fulfilled = x.fulfilled,
+        quantity_return_initiated = x.return_initiated, quantity_returned = x.returned
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                $7::bigint[], $8::bigint[])
+         AS x (id, ordered, canceled, allocated, fulfilled, return_initiated, returned)
+    WHERE l.order_id = $1 AND l.id = x.id
+), event AS (
+    INSERT INTO timeline_events (order_id, at, kind, summary, actor)
+    SELECT $1, coalesce($10::timestamptz, now()), $11, $12, $13 WHERE $11 <> ''
+)
+UPDATE orders SET status = CASE WHEN $9::text = '' THEN status ELSE $9::text END,
+    updated_at = now()
+WHERE id = $1
+RETURNING pg_notify($14, id), (SELECT status FROM before) AS status_before"""
+
+# Items added before fulfillment, in one statement: existing lines' new ordered units, tax
+# lines and totals ($2), new lines appended after the last position ($3, `n` from 1), and
+# the order's new totals.
+SQL_ADD_ITEMS = """
+WITH changed AS (
+    UPDATE order_lines AS l SET
+        quantity_ordered = x.ordered, taxes = x.taxes, total_minor = x.total_minor
+    FROM jsonb_to_recordset($2::jsonb) AS x (id text, ordered bigint, taxes jsonb,
+                                             total_minor bigint)
+    WHERE l.order_id = $1 AND l.id = x.id
+), added AS (
+    INSERT INTO order_lines (
+        id, order_id, delivery_group_id, position, sku, name, quantity_ordered,
+        unit_price_minor, discounts, taxes, allocated_order_discount_minor, total_minor,
+        order_created_at
+    )
+    SELECT x.id, o.id, x.delivery_group_id,
+           (SELECT coalesce(max(position), 0) FROM order_lines WHERE order_id = $1) + x.n,
+           x.sku, x.name, x.ordered, x.unit_price_minor, '[]'::jsonb, x.taxes, 0,
+           x.total_minor, o.created_at
+    FROM jsonb_to_recordset($3::jsonb) AS x (n int, id text, delivery_group_id text, sku text,
+                                             name text, ordered bigint,
+                                             unit_price_minor bigint, taxes jsonb,
+                                             total_minor bigint)
+    JOIN orders o ON o.id = $1
+)
+UPDATE orders SET subtotal_minor = $4, tax_minor = $5, grand_total_minor = $6
+WHERE id = $1"""
+
+
+async def record_progress(
+    conn: Conn,
+    order_id: str,
+    status: str,
+    changes: Sequence[domain.LineQuantityChange],
+    event: domain.TimelineEvent | None,
+    additions: Sequence[domain.LineAddition] = (),
+) -> tuple[domain.Order, str]:
+    """Apply a lifecycle step: items added, buckets, status and a timeline event; returns the
+    order and the status it had before.
+
+    The order's watchers are woken when the caller's transaction commits.
+    """
+    rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
+    if not rows:
+        raise NotFound(f"order {limits.echo(order_id)} not found")
+    if additions:
+        await _add_items(conn, order_id, additions)
+        rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
+    current = {r["id"]: line_quantities(r) for r in rows if r["id"] is not None}
+    after = domain.apply_line_changes(order_id, current, changes) if changes else {}
+    ids = list(after)
+    before = await conn.fetchval(
+        SQL_RECORD_STEP,
+        order_id,
+        ids,
+        [after[i].ordered for i in ids],
+        [after[i].canceled for i in ids],
+        [after[i].allocated for i in ids],
+        [after[i].fulfilled for i in ids],
+        [after[i].return_initiated for i in ids],
+        [after[i].returned for i in ids],
+        status,
+        event.at if event else None,
+        event.kind if event else "",
+        event.summary if event else "",
+        event.actor if event else "",
+        ORDER_CHANGED_CHANNEL,
+        column=1,
+    )
+    return await get_order(conn, order_id), before
+
+
+async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:
+    """Take items added before fulfillment into the order's lines and totals."""
+    added = domain.add_items(await get_order(conn, order_id), additions)
+    await conn.execute(
+        SQL_ADD_ITEMS,
+        order_id,
+        [
+            {
+                "id": line.order_line_id,
+                "ordered": line.quantities.ordered,
+                "taxes": [{"name": t.name, "amount_minor": t.amount_minor} for t in line.taxes],
+                "total_minor": line.total_minor,
+            }
+            for line in added.changed
+        ],
+        [
+            {
+                "n": n,
+                "id": line.order_line_id,
+                "delivery_group_id": line.delivery_group_id,
+                "sku": line.sku,
+                "name": line.name,
+                "ordered": line.quantities.ordered,
+                "unit_price_minor": line.unit_price_minor,
+                "taxes": [{"name": t.name, "amount_minor": t.amount_minor} for t in line.taxes],
+                "total_minor": line.total_minor,
+            }
+            for n, line in enumerate(added.new, start=1)
+        ],
+        added.totals.subtotal_minor,
+        added.totals.tax_minor,
+        added.totals.grand_total_minor,
+    )
