@@ -46,14 +46,15 @@ async def _wait_result(client: Client, workflow_id: str) -> Any:
 
 async def _lifecycle_phase(
     settings: Settings, client: Client, orders: int, concurrency: int, split_every: int = 0
-) -> tuple[Run, list[str]]:
+) -> tuple[Run, list[str], list[str]]:
     storefront = bench_caller(settings, auth.STOREFRONT)
     channel = grpcutil.channel(
         settings.address_of("capture"), storefront, tls=TLSConfig.from_settings(settings)
     )
     stub = capture_pb2_grpc.CaptureServiceStub(channel)
     latencies: list[float] = []
-    order_ids: list[str] = []
+    order_ids: list[str] = []  # the sample order: one fulfillment order
+    split_ids: list[str] = []  # shipped from two warehouses
     failures: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(orders):
@@ -69,7 +70,7 @@ async def _lifecycle_phase(
         if result.get("status") != "fulfilled":
             failures.append(f"{order_id}: {result}")
         latencies.append(time.perf_counter() - started)
-        order_ids.append(order_id)
+        (split_ids if split else order_ids).append(order_id)
 
     async def lane() -> None:
         while not queue.empty():
@@ -81,22 +82,43 @@ async def _lifecycle_phase(
     await channel.close()
     if failures:
         raise RuntimeError(f"{len(failures)} orders did not reach fulfilled: {failures[:3]}")
-    return Run("lifecycle", orders, elapsed, latencies), order_ids
+    return Run("lifecycle", orders, elapsed, latencies), order_ids, split_ids
 
 
-async def _activities_per_order(client: Client, order_ids: list[str]) -> int:
-    """Activities an order ran, averaged over (up to 30 of) the measured orders."""
-    counts = []
-    for order_id in order_ids[:30]:
+# The baseline: a no-op workflow with this many plain no-op activities, fixed so the ratio
+# reads "cheaper than twelve remote steps" whatever the lifecycle becomes (issue 15).
+BASELINE_ACTIVITIES = 12
+# Histories read for the per-order cost (each is one fetch from Temporal).
+COST_SAMPLE = 30
+# What each history event kind counts as, in the per-order cost.
+_COUNTED = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: "workflow_tasks",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activities",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED: "updates",
+    EventType.EVENT_TYPE_TIMER_STARTED: "timers",
+}
+
+
+async def history_cost(client: Client, order_ids: list[str]) -> dict[str, float]:
+    """What an order's happy path costs Temporal, averaged over (up to COST_SAMPLE of) the
+    orders: history events, workflow tasks, activities (remote, and local ones: their
+    markers), signals, updates and timers."""
+    totals: dict[str, float] = {
+        "events": 0, "workflow_tasks": 0, "activities": 0, "local_activities": 0,
+        "signals": 0, "updates": 0, "timers": 0,
+    }  # fmt: skip
+    sample = order_ids[:COST_SAMPLE]
+    for order_id in sample:
         history = await client.get_workflow_handle(order_workflow_id(order_id)).fetch_history()
-        counts.append(
-            sum(
-                1
-                for event in history.events
-                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            )
-        )
-    return round(sum(counts) / len(counts))
+        totals["events"] += len(history.events)
+        for event in history.events:
+            if event.event_type in _COUNTED:
+                totals[_COUNTED[event.event_type]] += 1
+            elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+                marker = event.marker_recorded_event_attributes.marker_name
+                totals["local_activities"] += "local_activity" in marker
+    return {k: round(v / len(sample), 1) for k, v in totals.items()} if sample else totals
 
 
 async def _stock_split_skus(settings: Settings) -> None:
@@ -166,8 +188,18 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         print(f"{run.name:<48} {d['per_second']:>9} {d['p50_ms']:>9} {d['p99_ms']:>9}")
     print(
         f"\nlifecycle throughput = {ratio:.2f} x baseline "
-        f"({extra['orders']} orders, concurrency {extra['concurrency']})"
+        f"({extra['orders']} orders, concurrency {extra['concurrency']}; "
+        f"{extra['orders_per_min']} orders/min submit to delivered)"
     )
+    for label, key in (("one fulfillment order", "per_order"), ("split", "per_split_order")):
+        cost = extra[key]
+        if cost.get("events"):
+            print(
+                f"per order ({label}): {cost['events']:g} history events, "
+                f"{cost['workflow_tasks']:g} workflow tasks, {cost['activities']:g} activities "
+                f"+ {cost['local_activities']:g} local, {cost['signals']:g} signals, "
+                f"{cost['updates']:g} updates, {cost['timers']:g} timers"
+            )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -182,19 +214,23 @@ async def run(args: argparse.Namespace) -> int:
         await _stock_split_skus(settings)
         # Warm up: one order end to end, so start-up costs are not measured.
         await _lifecycle_phase(settings, client, 1, 1)
-        lifecycle, order_ids = await _lifecycle_phase(
+        lifecycle, order_ids, split_ids = await _lifecycle_phase(
             settings, client, args.orders, args.concurrency, args.split_every
         )
-        activities = await _activities_per_order(client, order_ids)
-        baseline = await _baseline_phase(client, activities, args.orders, args.concurrency)
+        cost = await history_cost(client, order_ids)
+        split_cost = await history_cost(client, split_ids)
+        baseline = await _baseline_phase(client, BASELINE_ACTIVITIES, args.orders, args.concurrency)
         _report(
             [lifecycle, baseline],
             args.json,
             {
                 "orders": args.orders,
                 "concurrency": args.concurrency,
-                "activities_per_order": activities,
+                "baseline_activities": BASELINE_ACTIVITIES,
                 "split_every": args.split_every,
+                "orders_per_min": round(lifecycle.per_second * 60, 1),
+                "per_order": cost,
+                "per_split_order": split_cost,
             },
         )
     finally:

@@ -203,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     bench_parser = sub.add_parser("bench", help="benchmarks (start their own stack)")
-    from oms_tools import bench
+    from oms_tools.bench import command as bench
 
     bench.add_arguments(bench_parser)
 

@@ -106,7 +106,7 @@ def outbox_parsers(sub: Any) -> None:
 
 
 async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_tools import bench
+    from oms_tools.bench import command as bench
 
     return await bench.run(args)
 

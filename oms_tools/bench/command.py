@@ -1,0 +1,53 @@
+"""`oms bench …`, its subcommands and their dispatch: benchmarks that start their own private
+stack and report ratios against a baseline measured in the same run.
+
+- `oms bench lifecycle` (lifecycle.py): orders through the whole lifecycle vs a no-op workflow.
+- `oms bench capture` / `reads` (capture.py): SubmitOrder throughput and read latency.
+- `oms bench routing` (routing.py): routing alone (pure domain).
+- `oms bench servicing` (servicing.py): change round trips through Temporal Updates.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from oms_tools.bench import capture, lifecycle, routing, servicing
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of `oms bench`."""
+    sub = parser.add_subparsers(dest="bench", required=True)
+    lifecycle_parser = sub.add_parser(
+        "lifecycle", help="orders through the whole lifecycle vs a no-op baseline"
+    )
+    lifecycle_parser.add_argument("--orders", type=int, default=200)
+    lifecycle_parser.add_argument("--concurrency", type=int, default=20)
+    lifecycle_parser.add_argument(
+        "--keep", action="store_true", help="keep the bench's data directory"
+    )
+    lifecycle_parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    )
+    lifecycle_parser.add_argument(
+        "--split-every",
+        type=int,
+        default=3,
+        help="every Nth order ships from two warehouses (split shipment); 0 = never",
+    )
+    capture.add_arguments(sub)
+    routing_parser = sub.add_parser(
+        "routing", help="routing latency of a big order (pure domain) vs a trivial one"
+    )
+    routing.add_arguments(routing_parser)
+    servicing.add_arguments(sub)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Entry point of `oms bench`."""
+    if args.bench in capture.COMMANDS:
+        return await capture.run(args)
+    if args.bench == "routing":
+        return routing.run(args)
+    if args.bench == "servicing":
+        return await servicing.run(args)
+    return await lifecycle.run(args)
