@@ -88,6 +88,13 @@ def add_arguments(sub: Any) -> None:
         "--shoppers", type=int, default=1000, help="distinct shoppers the orders come from"
     )
     capture.add_argument("--keep", action="store_true", help="keep the bench's data directory")
+    capture.add_argument(
+        "--drain-minutes",
+        type=float,
+        default=0.0,
+        help="after the burst, wait up to this long for the outbox to empty (every lifecycle "
+        "started) and report how long it took; 0 = report the backlog only",
+    )
     reads = sub.add_parser("reads", help="GetOrder and ListOrders latency as the table grows")
     reads.add_argument(
         "--seed",
@@ -98,6 +105,10 @@ def add_arguments(sub: Any) -> None:
     reads.add_argument("--requests", type=int, default=2000, help="calls per RPC and size")
     reads.add_argument("--concurrency", type=int, default=4)
     reads.add_argument("--keep", action="store_true", help="keep the bench's data directory")
+    for parser in (capture, reads):
+        parser.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+        )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -281,18 +292,50 @@ async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
             captured = await _capture_phase(
                 f"capture SubmitOrder{rate}", submit, requests, args.concurrency, args.rate
             )
+        last_accepted = time.monotonic()
         conn = await asyncpg.connect(settings.dsn)
         try:
             backlog = await conn.fetchval(SQL_OUTBOX_BACKLOG)
+            drain = await _drain(conn, backlog, last_accepted, args.drain_minutes * 60)
         finally:
             await conn.close()
     finally:
         baseline_process.terminate()
         baseline_process.wait(10)
-    _report_capture(floor, captured, backlog, args)
+    _report_capture(floor, captured, backlog, drain, args)
 
 
-def _report_capture(floor: Run, captured: Run, backlog: int, args: argparse.Namespace) -> None:
+# How often the drain is looked at.
+DRAIN_POLL_SECONDS = 5.0
+
+
+async def _drain(
+    conn: Any, backlog: int, last_accepted: float, within_seconds: float
+) -> dict[str, Any]:
+    """Wait (up to `within_seconds`) for capture's outbox to empty after the burst: every
+    lifecycle started. Returns how long that took after the last accepted order, or, when it
+    did not empty in time, the rate lifecycles were started at and the projected drain time."""
+    if within_seconds <= 0 or backlog == 0:
+        return {"drained_after_seconds": 0.0 if backlog == 0 else None}
+    waiting = backlog
+    while time.monotonic() - last_accepted < within_seconds:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        waiting = await conn.fetchval(SQL_OUTBOX_BACKLOG)
+        if waiting == 0:
+            return {"drained_after_seconds": round(time.monotonic() - last_accepted, 1)}
+    elapsed = time.monotonic() - last_accepted
+    per_minute = (backlog - waiting) / elapsed * 60 if elapsed else 0.0
+    return {
+        "drained_after_seconds": None,
+        "still_waiting": waiting,
+        "starts_per_minute": round(per_minute, 1),
+        "projected_drain_minutes": round(backlog / per_minute, 1) if per_minute else None,
+    }
+
+
+def _report_capture(
+    floor: Run, captured: Run, backlog: int, drain: dict[str, Any], args: argparse.Namespace
+) -> None:
     ratio = captured.per_second / floor.per_second if floor.per_second else 0.0
     summary = {
         "orders": args.orders,
@@ -303,6 +346,7 @@ def _report_capture(floor: Run, captured: Run, backlog: int, args: argparse.Name
         "throughput_ratio": round(ratio, 3),
         "p99_ratio": round(captured.percentile(0.99) / max(floor.percentile(0.99), 1e-9), 2),
         "lifecycle_starts_waiting_in_outbox": backlog,
+        "drain": drain,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -316,6 +360,16 @@ def _report_capture(floor: Run, captured: Run, backlog: int, args: argparse.Name
         f"p99 {summary['p99_ratio']} x baseline"
     )
     print(f"lifecycle starts still queued in the outbox at the end: {backlog}")
+    if drain.get("drained_after_seconds") is not None and backlog:
+        print(
+            f"every lifecycle started {drain['drained_after_seconds']:.0f} s after the last order"
+        )
+    elif "starts_per_minute" in drain:
+        print(
+            f"not drained within {args.drain_minutes:g} min: {drain['still_waiting']} still "
+            f"waiting, {drain['starts_per_minute']:,.0f} starts/min, drain projected at "
+            f"{drain['projected_drain_minutes']} min"
+        )
 
 
 # ---- reads --------------------------------------------------------------------------------
