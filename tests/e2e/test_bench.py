@@ -35,3 +35,18 @@ def test_bench_lifecycle_reports_throughput_and_the_cost_of_an_order() -> None:
     assert one["activities"] + one["local_activities"] >= 4
     assert one["events"] > one["workflow_tasks"] > 0
     assert split["events"] > one["events"]
+
+
+def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    done = subprocess.run(
+        [str(BIN / "oms"), "bench", "capture", "--orders", "60", "--concurrency", "4",
+         "--shoppers", "20", "--drain-minutes", "3", "--json"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["accepted_per_minute"] > 0 and report["throughput_ratio"] > 0
+    # The warm-up's 100 orders and the burst's 60 were all captured, then all started.
+    assert report["lifecycle_starts_waiting_in_outbox"] <= 160
+    assert report["drain"]["drained_after_seconds"] is not None
