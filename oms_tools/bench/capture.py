@@ -22,13 +22,10 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,8 +38,7 @@ from oms_platform import auth, db, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_platform.wire import timestamp_from_datetime
-from oms_tools.bench.common import Run, bench_settings
-from oms_tools.devstack.stack import Stack
+from oms_tools.bench.common import Run, bench_stack
 from oms_tools.devstack.temporal_server import free_port, wait_for_port
 from oms_tools.samples import CHANNELS, sample_order
 
@@ -113,21 +109,12 @@ def add_arguments(sub: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench capture` and `oms bench reads`."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"oms-bench-{args.bench}-"))
-    settings = bench_settings(data_dir)
-    if args.bench == "reads":
-        settings = replace(settings, simulator=False)
-    stack = Stack(settings)
-    settings = await stack.start()
-    try:
+    overrides = {"simulator": False} if args.bench == "reads" else {}
+    async with bench_stack(f"oms-bench-{args.bench}-", args.keep, **overrides) as settings:
         if args.bench == "capture":
             await _run_capture(settings, args)
         else:
             await _run_reads(settings, args)
-    finally:
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

@@ -1,15 +1,20 @@
-"""What every bench shares: a measured phase, a private stack's settings, a bench caller."""
+"""What every bench shares: a measured phase, a private stack, a bench caller."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import statistics
-from dataclasses import dataclass
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from oms_platform import auth
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.stack import Stack
 from oms_tools.devstack.temporal_server import free_port
 
 
@@ -71,6 +76,21 @@ def bench_settings(data_dir: Path) -> Settings:
         **ports,
         **addresses,
     )
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterator[Settings]:
+    """A private stack (`bench_settings`, with `overrides`) running for the block; its data
+    directory is removed after unless `keep`. Yields the settings the started stack serves."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    stack = Stack(replace(bench_settings(data_dir), **overrides))
+    settings = await stack.start()
+    try:
+        yield settings
+    finally:
+        stack.stop()
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def bench_caller(settings: Settings, role: str) -> auth.TokenSource:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2_grpc
@@ -28,8 +26,7 @@ from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
-from oms_tools.bench.common import Run, bench_caller, bench_settings
-from oms_tools.devstack.stack import Stack
+from oms_tools.bench.common import Run, bench_caller, bench_stack
 from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from workflows.types import order_workflow_id
 
@@ -204,41 +201,33 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """`oms bench lifecycle`."""
-    data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
-    stack = Stack(bench_settings(data_dir))
-    settings = await stack.start()
-    closing: list[Client] = []
-    try:
+    async with bench_stack("oms-bench-", args.keep) as settings:
         client = await temporal.connect(settings)
-        closing.append(client)
-        await _stock_split_skus(settings)
-        # Warm up: one order end to end, so start-up costs are not measured.
-        await _lifecycle_phase(settings, client, 1, 1)
-        lifecycle, order_ids, split_ids = await _lifecycle_phase(
-            settings, client, args.orders, args.concurrency, args.split_every
-        )
-        cost = await history_cost(client, order_ids)
-        split_cost = await history_cost(client, split_ids)
-        baseline = await _baseline_phase(client, BASELINE_ACTIVITIES, args.orders, args.concurrency)
-        _report(
-            [lifecycle, baseline],
-            args.json,
-            {
-                "orders": args.orders,
-                "concurrency": args.concurrency,
-                "baseline_activities": BASELINE_ACTIVITIES,
-                "split_every": args.split_every,
-                "orders_per_min": round(lifecycle.per_second * 60, 1),
-                "per_order": cost,
-                "per_split_order": split_cost,
-            },
-        )
-    finally:
-        for opened in closing:
-            await temporal.close(opened)
-        stack.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            await _stock_split_skus(settings)
+            # Warm up: one order end to end, so start-up costs are not measured.
+            await _lifecycle_phase(settings, client, 1, 1)
+            lifecycle, order_ids, split_ids = await _lifecycle_phase(
+                settings, client, args.orders, args.concurrency, args.split_every
+            )
+            cost = await history_cost(client, order_ids)
+            split_cost = await history_cost(client, split_ids)
+            baseline = await _baseline_phase(
+                client, BASELINE_ACTIVITIES, args.orders, args.concurrency
+            )
+            _report(
+                [lifecycle, baseline],
+                args.json,
+                {
+                    "orders": args.orders,
+                    "concurrency": args.concurrency,
+                    "baseline_activities": BASELINE_ACTIVITIES,
+                    "split_every": args.split_every,
+                    "orders_per_min": round(lifecycle.per_second * 60, 1),
+                    "per_order": cost,
+                    "per_split_order": split_cost,
+                },
+            )
+        finally:
+            await temporal.close(client)
     return 0

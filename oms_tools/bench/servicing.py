@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import tempfile
 import time
 import uuid
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
@@ -28,8 +24,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from oms_tools.bench.common import Run, bench_settings
-from oms_tools.devstack.stack import Stack
+from oms_tools.bench.common import Run, bench_stack
 from oms_tools.samples import sample_order
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
@@ -167,10 +162,7 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench servicing`."""
-    data_dir = Path(tempfile.mkdtemp(prefix="oms-bench-servicing-"))
-    stack = Stack(replace(bench_settings(data_dir), simulator=False))
-    settings = await stack.start()
-    try:
+    async with bench_stack("oms-bench-servicing-", args.keep, simulator=False) as settings:
         # Warm up: one order allocated and canceled, so start-up costs are not measured.
         await _measure(settings, await _allocated_orders(settings, 1, 1), 1)
         order_ids = await _allocated_orders(settings, args.orders, args.concurrency)
@@ -180,8 +172,4 @@ async def run(args: argparse.Namespace) -> int:
             getattr(args, "json", False),
             {"orders": args.orders, "concurrency": args.concurrency},
         )
-    finally:
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
