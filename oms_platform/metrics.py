@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -280,10 +279,3 @@ def temporal_runtime(port: int, registry: CollectorRegistry = REGISTRY) -> Any:
     )
     registry.register(TemporalRuntimeMetrics(f"http://127.0.0.1:{port}/metrics"))
     return runtime
-
-
-def loopback_port() -> int:
-    """A port free on 127.0.0.1 now (for the SDK's private metrics endpoint)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

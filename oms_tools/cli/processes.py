@@ -34,7 +34,6 @@ async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform import tracing
     from oms_tools.registry import serve_forever
 
     tracing.configure(args.service, order_of_workflow=order_id_of_workflow)
@@ -44,13 +43,14 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from oms_platform import metrics, temporal, tracing
+    from oms_platform import metrics, temporal
+    from oms_tools.devstack.temporal_server import free_port
     from workflows.worker import run_worker
 
     tracing.configure("worker", order_of_workflow=order_id_of_workflow)
     runtime = None
     if settings.metrics_port:
-        runtime = metrics.temporal_runtime(metrics.loopback_port())
+        runtime = metrics.temporal_runtime(free_port())
         metrics.serve(settings.metrics_port, settings.metrics_host)
     client = await _retry(lambda: temporal.connect(settings, runtime=runtime), "Temporal")
     try:

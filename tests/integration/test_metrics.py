@@ -19,6 +19,7 @@ from oms_platform import auth, db, grpcutil, metrics, temporal
 from oms_platform.service import RunningService
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import free_port
 from oms_tools.registry import start_service
 from tests.integration.failing_workflow import AlwaysFailingTask
 from tests.integration.test_capture_service import (
@@ -186,7 +187,7 @@ async def test_the_worker_endpoint_counts_failed_workflow_tasks_under_the_alerts
     settings_with_temporal: Settings,
 ) -> None:
     registry = CollectorRegistry()
-    runtime = metrics.temporal_runtime(metrics.loopback_port(), registry)
+    runtime = metrics.temporal_runtime(free_port(), registry)
     client = await temporal.connect(settings_with_temporal, runtime=runtime)
     queue = f"failing-{uuid.uuid4()}"
     try:
