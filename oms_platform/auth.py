@@ -460,6 +460,28 @@ def dev_caller(
     )
 
 
+def dev_persona(
+    settings: Any,
+    subject: str,
+    role: str,
+    *,
+    channels: Iterable[str] | None = None,
+    locations: Iterable[str] = (),
+    ttl_seconds: float = 3600,
+) -> TokenSource:
+    """A token source for any `role` on a dev stack: internal roles get the service token oms
+    processes mint for themselves, external ones a token from the dev issuer (storefronts on
+    every channel unless `channels` is given). The tests, the fuzzer and the benches play
+    their personas through this."""
+    if role in INTERNAL_ROLES:
+        return ServiceIdentity.for_process(settings, subject, role)
+    if channels is None:
+        channels = ALL_CHANNELS if role == STOREFRONT else ()
+    return dev_caller(
+        settings, subject, role, channels=channels, locations=locations, ttl_seconds=ttl_seconds
+    )
+
+
 # ---- keys -----------------------------------------------------------------------------------
 
 

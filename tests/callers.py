@@ -24,12 +24,9 @@ def caller(
     locations: Iterable[str] = (),
 ) -> auth.TokenSource:
     """A token source for `role` (storefronts on every channel unless `channels` is given)."""
-    who = subject or f"test-{role}"
-    if role in auth.INTERNAL_ROLES:
-        return auth.ServiceIdentity.for_process(settings, who, role)
-    if channels is None:
-        channels = auth.ALL_CHANNELS if role == auth.STOREFRONT else ()
-    return auth.dev_caller(settings, who, role, channels=channels, locations=locations)
+    return auth.dev_persona(
+        settings, subject or f"test-{role}", role, channels=channels, locations=locations
+    )
 
 
 def channel_as(settings: Settings, address: str, role: str, **identity: object) -> grpc.aio.Channel:

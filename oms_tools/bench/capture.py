@@ -38,7 +38,7 @@ from oms_platform import auth, db, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_platform.wire import timestamp_from_datetime
-from oms_tools.bench.common import Run, bench_stack
+from oms_tools.bench.common import Run, bench_caller, bench_stack
 from oms_tools.devstack.temporal_server import free_port, wait_for_port
 from oms_tools.samples import CHANNELS, sample_order
 
@@ -204,12 +204,6 @@ async def serve_baseline(dsn: str, port: int, pool_size: int) -> None:
     await server.wait_for_termination()
 
 
-def _storefront(settings: Settings) -> auth.TokenSource:
-    return auth.dev_caller(
-        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
-    )
-
-
 def _start_baseline(settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = open(Path(settings.data_dir) / "logs" / "baseline.log", "ab")  # noqa: SIM115
@@ -248,7 +242,7 @@ async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
     try:
         async with (
             grpcutil.channel(
-                settings.address_of("capture"), _storefront(settings), tls=tls
+                settings.address_of("capture"), bench_caller(settings, auth.STOREFRONT), tls=tls
             ) as capture_channel,
             grpcutil.channel(f"127.0.0.1:{baseline_port}", tls=tls) as baseline_channel,
         ):

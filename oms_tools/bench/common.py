@@ -95,7 +95,4 @@ async def bench_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterato
 
 def bench_caller(settings: Settings, role: str) -> auth.TokenSource:
     """A bench's identity: a token from the bench stack's own dev issuer, like any caller's."""
-    channels = auth.ALL_CHANNELS if role == auth.STOREFRONT else ()
-    return auth.dev_caller(
-        settings, f"bench-{role}", role, channels=channels, ttl_seconds=24 * 3600
-    )
+    return auth.dev_persona(settings, f"bench-{role}", role, ttl_seconds=24 * 3600)

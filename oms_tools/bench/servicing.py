@@ -24,7 +24,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from oms_tools.bench.common import Run, bench_stack
+from oms_tools.bench.common import Run, bench_caller, bench_stack
 from oms_tools.samples import sample_order
 
 ALLOCATED_TIMEOUT_SECONDS = 120.0
@@ -61,9 +61,7 @@ async def _allocated_orders(settings: Settings, count: int, concurrency: int) ->
     """Submit `count` sample orders and wait until every one is ALLOCATED."""
     order_ids: list[str] = [""] * count
     deadline = time.monotonic() + ALLOCATED_TIMEOUT_SECONDS
-    storefront = auth.dev_caller(
-        settings, "bench-storefront", auth.STOREFRONT, channels=auth.ALL_CHANNELS
-    )
+    storefront = bench_caller(settings, auth.STOREFRONT)
     tls = TLSConfig.from_settings(settings)
     async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
         stub = capture_pb2_grpc.CaptureServiceStub(channel)

@@ -117,18 +117,15 @@ async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 def _dev_tokens(settings: Settings, locations: list[str]) -> Callable[[str], str]:
     """A token per role from the dev stack's keys: external roles from its issuer (storefronts
     on every channel, warehouses at `locations`), internal ones from its internal secret."""
-    sources: dict[str, auth.TokenSource] = {}
-    for role in sorted(auth.ROLES):
-        if role in auth.INTERNAL_ROLES:
-            sources[role] = auth.ServiceIdentity.for_process(settings, "oms-fuzz", role)
-        else:
-            sources[role] = auth.dev_caller(
-                settings,
-                f"oms-fuzz-{role}",
-                role,
-                channels=auth.ALL_CHANNELS if role == auth.STOREFRONT else (),
-                locations=locations if role == auth.WAREHOUSE else (),
-            )
+    sources = {
+        role: auth.dev_persona(
+            settings,
+            "oms-fuzz" if role in auth.INTERNAL_ROLES else f"oms-fuzz-{role}",
+            role,
+            locations=locations if role == auth.WAREHOUSE else (),
+        )
+        for role in sorted(auth.ROLES)
+    }
     return lambda role: sources[role]()
 
 
