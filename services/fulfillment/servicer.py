@@ -14,7 +14,7 @@ from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db
-from oms_platform.errors import FieldViolation, InvalidArgument, check_required
+from oms_platform.errors import check_required
 from services.fulfillment import convert, domain, handlers, store
 
 log = structlog.get_logger("oms.fulfillment")
@@ -359,14 +359,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAvailabilityResponse:
-        skus = list(dict.fromkeys(request.skus))
-        violations = [
-            FieldViolation(f"skus[{i}]", "is required") for i, s in enumerate(request.skus) if not s
-        ]
-        if not skus:
-            violations.append(FieldViolation("skus", "at least one SKU is required"))
-        if violations:
-            raise InvalidArgument(violations)
+        skus = domain.availability_skus(request.skus)
         found, summed = await handlers.availability(
             self._pool, skus, list(request.location_group_ids)
         )
