@@ -66,6 +66,13 @@ class InvalidArgument(DomainError):
         super().__init__(f"invalid request: {summary}")
 
 
+def check_required(values: dict[str, str]) -> None:
+    """Raise InvalidArgument naming every empty field of `values` (path -> value)."""
+    missing = [FieldViolation(path, "is required") for path, value in values.items() if not value]
+    if missing:
+        raise InvalidArgument(missing)
+
+
 class FailedPrecondition(DomainError):
     """The request is well-formed but the record's state does not allow it now."""
 

@@ -25,7 +25,7 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform import auth, metrics, tracing
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
+from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied, check_required
 from oms_platform.grpcutil import Refusal, refusal_for, status_for
 from services.capture import convert, domain, handlers, store
 from services.capture.erasure import Eraser, EraseRequest
@@ -159,7 +159,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
-        domain.check_required({"order_id": request.order_id})
+        check_required({"order_id": request.order_id})
         order_id = request.order_id
         started = time.monotonic()
         sections: dict[str, asyncio.Task[Any]] = {
@@ -244,7 +244,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     async def GetOrderTimeline(
         self, request: pb.GetOrderTimelineRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderTimelineResponse:
-        domain.check_required({"order_id": request.order_id})
+        check_required({"order_id": request.order_id})
         async with self._pool.acquire() as conn:
             await _confine_order(conn, request.order_id)
             events = await store.timeline(conn, request.order_id)
@@ -254,7 +254,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchOrderResponse]:
         assert self._watchers is not None, "WatchOrder needs the process's watch hub"
-        domain.check_required({"order_id": request.order_id})
+        check_required({"order_id": request.order_id})
         if not auth.current_principal().sees_every_channel():
             async with self._pool.acquire() as conn:
                 await _confine_order(conn, request.order_id)
@@ -282,9 +282,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     async def RecordOrderProgress(
         self, request: pb.RecordOrderProgressRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordOrderProgressResponse:
-        domain.check_required(
-            {"order_id": request.order_id, "idempotency_key": request.idempotency_key}
-        )
+        check_required({"order_id": request.order_id, "idempotency_key": request.idempotency_key})
         status = ""
         if request.status != pb.ORDER_STATUS_UNSPECIFIED:
             if request.status not in convert.STATUS_TO_DOMAIN:

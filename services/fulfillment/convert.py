@@ -236,15 +236,6 @@ def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tup
     return tuple(STATUS_FROM_PB[s] for s in statuses)
 
 
-def required(**fields: str) -> None:
-    """InvalidArgument naming every one of `fields` (name=value) that is empty."""
-    violations = [
-        FieldViolation(name, "is required") for name, value in fields.items() if not value
-    ]
-    if violations:
-        raise InvalidArgument(violations)
-
-
 def shipment_items_from_pb(items: Sequence[pb.ShipmentItem]) -> list[domain.ShipmentItem]:
     """The items a shipment confirmation reports."""
     return [domain.ShipmentItem(i.order_line_id, i.quantity) for i in items]

@@ -14,9 +14,8 @@ from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db
-from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.errors import check_required
 from services.fulfillment import convert, domain, handlers, store
-from services.fulfillment.convert import required
 
 log = structlog.get_logger("oms.fulfillment")
 
@@ -104,7 +103,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetFulfillmentOrder(
         self, request: pb.GetFulfillmentOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetFulfillmentOrderResponse:
-        required(fulfillment_order_id=request.fulfillment_order_id)
+        check_required({"fulfillment_order_id": request.fulfillment_order_id})
         fo = await handlers.get_fulfillment_order(self._pool, request.fulfillment_order_id)
         auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
         return pb.GetFulfillmentOrderResponse(fulfillment_order=convert.fulfillment_order_to_pb(fo))
@@ -135,7 +134,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         )
 
     async def _progress(self, fulfillment_order_id: str, step: str) -> pb.FulfillmentOrder:
-        required(fulfillment_order_id=fulfillment_order_id)
+        check_required({"fulfillment_order_id": fulfillment_order_id})
         await self._acting_for(fulfillment_order_id)
         fo = await self._in_transaction(
             lambda conn: handlers.progress(conn, fulfillment_order_id, step)
@@ -164,7 +163,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.ConfirmShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConfirmShipmentResponse:
         fo_id = request.fulfillment_order_id
-        required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
         await self._acting_for(fo_id)
         items = convert.shipment_items_from_pb(request.items)
         return await self._once(
@@ -180,7 +179,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def ConfirmDelivery(
         self, request: pb.ConfirmDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConfirmDeliveryResponse:
-        required(shipment_id=request.shipment_id)
+        check_required({"shipment_id": request.shipment_id})
         await self._acting_for(shipment_id=request.shipment_id)
         shipment = await self._in_transaction(
             lambda conn: handlers.confirm_delivery(conn, request.shipment_id)
@@ -191,7 +190,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.CancelFulfillmentOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelFulfillmentOrderResponse:
         fo_id = request.fulfillment_order_id
-        required(fulfillment_order_id=fo_id)
+        check_required({"fulfillment_order_id": fo_id})
         key = f"cancel:{fo_id}:{request.idempotency_key}" if request.idempotency_key else ""
 
         def cancel(conn: asyncpg.Connection) -> Awaitable[domain.FulfillmentOrder]:
@@ -211,7 +210,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.RejectFulfillmentOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.RejectFulfillmentOrderResponse:
         fo_id = request.fulfillment_order_id
-        required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
         await self._acting_for(fo_id)
         requested = convert.line_quantities_from_pb(request.lines)
         key = f"reject:{fo_id}:{request.idempotency_key}"
@@ -236,7 +235,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.CancelFulfillmentOrderLinesRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelFulfillmentOrderLinesResponse:
         fo_id = request.fulfillment_order_id
-        required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
         requested = convert.line_quantities_from_pb(request.lines)
         key = f"cancel-lines:{fo_id}:{request.idempotency_key}"
 
@@ -260,7 +259,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.MoveFulfillmentOrderLinesRequest, context: grpc.aio.ServicerContext
     ) -> pb.MoveFulfillmentOrderLinesResponse:
         fo_id = request.fulfillment_order_id
-        required(fulfillment_order_id=fo_id, idempotency_key=request.idempotency_key)
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
         requested = convert.line_quantities_from_pb(request.lines)
         key = f"move:{fo_id}:{request.idempotency_key}"
 
@@ -282,7 +281,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetRoutingDecisions(
         self, request: pb.GetRoutingDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRoutingDecisionsResponse:
-        required(order_id=request.order_id)
+        check_required({"order_id": request.order_id})
         decisions = await handlers.routing_decisions(self._pool, request.order_id)
         return pb.GetRoutingDecisionsResponse(
             decisions=[convert.decision_to_pb(d) for d in decisions]
@@ -333,7 +332,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def AdjustInventory(
         self, request: pb.AdjustInventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.AdjustInventoryResponse:
-        required(idempotency_key=request.idempotency_key)
+        check_required({"idempotency_key": request.idempotency_key})
         adjustments = [convert.adjustment_from_pb(a) for a in request.adjustments]
         for i, adjustment in enumerate(adjustments):
             auth.require_location(adjustment.location_id, f"adjustments[{i}]")
@@ -360,14 +359,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetAvailability(
         self, request: pb.GetAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAvailabilityResponse:
-        skus = list(dict.fromkeys(request.skus))
-        violations = [
-            FieldViolation(f"skus[{i}]", "is required") for i, s in enumerate(request.skus) if not s
-        ]
-        if not skus:
-            violations.append(FieldViolation("skus", "at least one SKU is required"))
-        if violations:
-            raise InvalidArgument(violations)
+        skus = domain.availability_skus(request.skus)
         found, summed = await handlers.availability(
             self._pool, skus, list(request.location_group_ids)
         )

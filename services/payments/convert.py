@@ -8,11 +8,16 @@ answer, so they must stay deterministic).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from oms.payments.v1 import payments_pb2
 
 from oms_platform.wire import money_from_pb, money_to_pb, timestamp_from_datetime
 from services.payments import domain, store
 from services.payments.handlers import Authorized, Captured, CreditMemoView, Refunded
+
+# An invoice's line or a credit memo's: the same fields in two messages.
+PricedLinePb = TypeVar("PricedLinePb", payments_pb2.InvoiceLine, payments_pb2.CreditMemoLine)
 
 # ---- enum tables ---------------------------------------------------------------------------
 
@@ -193,24 +198,30 @@ def capture_pb(c: domain.Capture) -> payments_pb2.Capture:
     )
 
 
+def _priced_line_pb(
+    message: type[PricedLinePb],
+    line: domain.InvoiceLine | domain.CreditMemoLine,
+    currency: str,
+) -> PricedLinePb:
+    """An invoice's or a credit memo's line on the wire: the two messages share their fields."""
+    return message(
+        order_line_id=line.order_line_id,
+        sku=line.sku,
+        quantity=line.quantity,
+        gross=money_to_pb(line.gross_minor, currency),
+        discount=money_to_pb(line.discount_minor, currency),
+        tax=money_to_pb(line.tax_minor, currency),
+        total=money_to_pb(line.total_minor, currency),
+    )
+
+
 def invoice_pb(i: domain.Invoice) -> payments_pb2.Invoice:
     """An invoice on the wire."""
     return payments_pb2.Invoice(
         invoice_id=i.invoice_id,
         order_id=i.order_id,
         fulfillment_order_id=i.fulfillment_order_id,
-        lines=[
-            payments_pb2.InvoiceLine(
-                order_line_id=line.order_line_id,
-                sku=line.sku,
-                quantity=line.quantity,
-                gross=money_to_pb(line.gross_minor, i.currency),
-                discount=money_to_pb(line.discount_minor, i.currency),
-                tax=money_to_pb(line.tax_minor, i.currency),
-                total=money_to_pb(line.total_minor, i.currency),
-            )
-            for line in i.lines
-        ],
+        lines=[_priced_line_pb(payments_pb2.InvoiceLine, line, i.currency) for line in i.lines],
         shipping=money_to_pb(i.shipping_minor, i.currency),
         total=money_to_pb(i.total_minor, i.currency),
         captured=money_to_pb(i.captured_minor, i.currency),
@@ -228,18 +239,7 @@ def credit_memo_pb(
         order_id=m.order_id,
         kind=CREDIT_MEMO_KIND_TO_PB[m.kind],
         reason=m.reason,
-        lines=[
-            payments_pb2.CreditMemoLine(
-                order_line_id=line.order_line_id,
-                sku=line.sku,
-                quantity=line.quantity,
-                gross=money_to_pb(line.gross_minor, m.currency),
-                discount=money_to_pb(line.discount_minor, m.currency),
-                tax=money_to_pb(line.tax_minor, m.currency),
-                total=money_to_pb(line.total_minor, m.currency),
-            )
-            for line in m.lines
-        ],
+        lines=[_priced_line_pb(payments_pb2.CreditMemoLine, line, m.currency) for line in m.lines],
         shipping=money_to_pb(m.shipping_minor, m.currency),
         fee=money_to_pb(m.fee_minor, m.currency),
         appeasements=[

@@ -158,12 +158,8 @@ class SimulatedGateway:
             elif hold.token == FAIL_FIRST_CAPTURE_TOKEN and hold.capture_attempts == 0:
                 hold.capture_attempts += 1
                 reason = "processor_unavailable"
-            elif hold.voided:
-                reason = "authorization_voided"
-            elif currency != hold.currency:
-                reason = "currency_mismatch"
-            elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
-                reason = "amount_exceeds_authorization"
+            else:
+                reason = _hold_refusal(hold, amount_minor, currency)
             if reason or hold is None:
                 result = GatewayResult(False, reference, reason)
             else:
@@ -209,12 +205,8 @@ class SimulatedGateway:
             hold = await books.hold(authorization_ref)
             if hold is None:
                 result = GatewayResult(False, authorization_ref, "unknown_authorization")
-            elif hold.voided:
-                result = GatewayResult(False, authorization_ref, "authorization_voided")
-            elif currency != hold.currency:
-                result = GatewayResult(False, authorization_ref, "currency_mismatch")
-            elif amount_minor <= 0 or amount_minor > hold.remaining_minor:
-                result = GatewayResult(False, authorization_ref, "amount_exceeds_authorization")
+            elif reason := _hold_refusal(hold, amount_minor, currency):
+                result = GatewayResult(False, authorization_ref, reason)
             else:
                 hold.reversed_minor += amount_minor
                 await self._released(books, hold.token, amount_minor)
@@ -284,6 +276,17 @@ class SimulatedGiftCardGateway(SimulatedGateway):
         balance = await self._balance(books, token)
         if balance is not None:
             books.keep_balance(token, balance + amount_minor)
+
+
+def _hold_refusal(hold: Hold, amount_minor: int, currency: str) -> str:
+    """Why `amount_minor` cannot be drawn from the hold (captured or reversed); "" if it can."""
+    if hold.voided:
+        return "authorization_voided"
+    if currency != hold.currency:
+        return "currency_mismatch"
+    if amount_minor <= 0 or amount_minor > hold.remaining_minor:
+        return "amount_exceeds_authorization"
+    return ""
 
 
 def _gift_card_value(token: str) -> int | None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncpg
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from temporalio.service import RPCError, RPCStatusCode
 
 from oms_platform import grpcutil
-from oms_platform.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from oms_platform.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    check_required,
+)
 
 
 def code_of(error: BaseException) -> grpc.StatusCode:
@@ -92,3 +99,13 @@ def test_a_change_to_an_erased_order_is_a_failed_precondition() -> None:
     refused = grpcutil.refusal_for(Shredded("order:o-1"))
     assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "erased" in refused.message
+
+
+def test_check_required_names_every_empty_field_and_passes_a_full_request() -> None:
+    check_required({"order_id": "o-1", "idempotency_key": "k"})
+    with pytest.raises(InvalidArgument) as raised:
+        check_required({"order_id": "", "idempotency_key": "k", "shipment_id": ""})
+    assert raised.value.violations == [
+        FieldViolation("order_id", "is required"),
+        FieldViolation("shipment_id", "is required"),
+    ]

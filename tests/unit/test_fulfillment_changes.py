@@ -234,3 +234,15 @@ def test_the_simulator_rejects_at_about_the_rate_asked_and_always_the_same_order
     chosen = [i for i in ids if rejects(i, 0.25)]
     assert 400 < len(chosen) < 600
     assert chosen == [i for i in ids if rejects(i, 0.25)]
+
+
+def test_availability_asks_for_distinct_skus_and_names_each_missing_one() -> None:
+    assert domain.availability_skus(["A", "B", "A"]) == ["A", "B"]
+    with pytest.raises(InvalidArgument) as empty:
+        domain.availability_skus([])
+    assert [(v.field, v.description) for v in empty.value.violations] == [
+        ("skus", "at least one SKU is required")
+    ]
+    with pytest.raises(InvalidArgument) as blank:
+        domain.availability_skus(["A", "", "B", ""])
+    assert [v.field for v in blank.value.violations] == ["skus[1]", "skus[3]"]

@@ -57,6 +57,21 @@ async def test_a_reversal_never_releases_more_than_is_still_held() -> None:
     assert (late.succeeded, late.reason) == (False, "amount_exceeds_authorization")
 
 
+async def test_captures_and_reversals_refuse_unknown_voided_or_foreign_holds() -> None:
+    gateway = SimulatedGateway()
+    for draw in (gateway.capture, gateway.reverse):
+        unknown = await draw(f"{draw.__name__}-unknown", "sim_auth_nope", 100, "USD")
+        assert (unknown.succeeded, unknown.reason) == (False, "unknown_authorization")
+    hold = await gateway.authorize("a", "tok_visa", 5_000, "USD")
+    for draw in (gateway.capture, gateway.reverse):
+        foreign = await draw(f"{draw.__name__}-eur", hold.reference, 100, "EUR")
+        assert (foreign.succeeded, foreign.reason) == (False, "currency_mismatch")
+    await gateway.void("v", hold.reference)
+    for draw in (gateway.capture, gateway.reverse):
+        voided = await draw(f"{draw.__name__}-voided", hold.reference, 100, "USD")
+        assert (voided.succeeded, voided.reason) == (False, "authorization_voided")
+
+
 async def test_a_refund_of_a_card_that_refuses_refunds_fails_with_the_reason() -> None:
     gateway = SimulatedGateway()
     hold = await gateway.authorize("a", "tok_fail_refund", 5_000, "USD")

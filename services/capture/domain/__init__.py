@@ -49,7 +49,6 @@ from services.capture.domain.reads import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE
 from services.capture.domain.reads import MAX_PAGE_SIZE as MAX_PAGE_SIZE
 from services.capture.domain.reads import OrderFilter as OrderFilter
 from services.capture.domain.reads import check_filter as check_filter
-from services.capture.domain.reads import check_required as check_required
 from services.capture.domain.reads import page_size as page_size
 from services.capture.domain.screening import SCREENING_WINDOW as SCREENING_WINDOW
 from services.capture.domain.screening import FraudPolicy as FraudPolicy

@@ -1,4 +1,4 @@
-"""Capture's domain, reading orders: page sizes, ListOrders' filter, and required ids."""
+"""Capture's domain, reading orders: page sizes and ListOrders' filter."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ def page_size(requested: int) -> int:
     if requested < 0:
         raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def check_required(values: dict[str, str]) -> None:
-    """Raise InvalidArgument naming every empty field of `values` (path -> value)."""
-    missing = [FieldViolation(path, "is required") for path, value in values.items() if not value]
-    if missing:
-        raise InvalidArgument(missing)
 
 
 @dataclass(frozen=True)

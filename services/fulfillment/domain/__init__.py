@@ -188,6 +188,9 @@ from services.fulfillment.domain.inventory import (
     availability as availability,
 )
 from services.fulfillment.domain.inventory import (
+    availability_skus as availability_skus,
+)
+from services.fulfillment.domain.inventory import (
     available_to_fulfill as available_to_fulfill,
 )
 from services.fulfillment.domain.inventory import (

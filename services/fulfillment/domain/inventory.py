@@ -171,6 +171,20 @@ class Availability:
     by_group: dict[str, dict[str, int]]
 
 
+def availability_skus(requested: Sequence[str]) -> list[str]:
+    """The distinct SKUs an availability request asks for, in its order; InvalidArgument
+    naming each empty one, or that none was asked for."""
+    violations = [
+        FieldViolation(f"skus[{i}]", "is required") for i, sku in enumerate(requested) if not sku
+    ]
+    skus = list(dict.fromkeys(requested))
+    if not skus:
+        violations.append(FieldViolation("skus", "at least one SKU is required"))
+    if violations:
+        raise InvalidArgument(violations)
+    return skus
+
+
 def availability(
     levels: Iterable[tuple[InventoryLevel, bool]],
     skus: Sequence[str],
