@@ -761,8 +761,7 @@ class OrderLifecycle:
             credited_minor=self.state.credited_minor,
             refunded_minor=self.state.refunded_minor,
             released_minor=self.state.released_minor,
-            goodwill_pending_minor=self.state.goodwill_pending_order
-            + sum(self.state.goodwill_pending_by_line.values()),
+            goodwill_pending_minor=billing.goodwill_pending_minor(self.state),
             lines=[
                 LineState(
                     order_line_id=line_id,
