@@ -332,9 +332,8 @@ class OrderLifecycle:
     async def _service_until_the_return_window_closes(self) -> None:
         """After delivery: keep handling events (reships, replacements) and Updates (returns,
         appeasements) until the return window has closed and no return is open."""
-        assert self.state.delivered_at
-        window = timedelta(seconds=self.order.timers.return_window_seconds)
-        closes = self.state.delivered_at + window
+        closes = steps.return_window_closes(self)
+        assert closes is not None
         while True:
             remaining = (closes - workflow.now()).total_seconds()
             busy = any(r.open() for r in self.state.returns.values()) or not self.ledger.settled()
@@ -743,11 +742,7 @@ class OrderLifecycle:
         copy of everything), so asking changes nothing and replays the same."""
         ledger, order = self.ledger, self.order
         exceptions = [replace(e) for e in self.state.exceptions]
-        closes = (
-            self.state.delivered_at + timedelta(seconds=order.timers.return_window_seconds)
-            if self.state.delivered_at is not None
-            else None
-        )
+        closes = steps.return_window_closes(self)
         return OrderState(
             order_id=order.order_id,
             channel_order_ref=order.channel_order_ref,

@@ -122,12 +122,20 @@ def money(steps: Steps, amount_minor: int) -> str:
     return format_minor(amount_minor, steps.order.currency)
 
 
-def check_return_window(steps: Steps) -> None:
-    """Refuse (ChangeRefused) a return once the window after delivery has closed."""
+def return_window_closes(steps: Steps) -> datetime | None:
+    """When the return window closes: the configured time after the last unit was delivered
+    (None until then)."""
     delivered_at = steps.state.delivered_at
     if delivered_at is None:
+        return None
+    return delivered_at + timedelta(seconds=steps.order.timers.return_window_seconds)
+
+
+def check_return_window(steps: Steps) -> None:
+    """Refuse (ChangeRefused) a return once the window after delivery has closed."""
+    closes = return_window_closes(steps)
+    if closes is None:
         return  # per-line checks refuse what has not shipped
-    closes = delivered_at + timedelta(seconds=steps.order.timers.return_window_seconds)
     if steps.now() > closes:
         raise ChangeRefused(f"return window closed on {closes:%Y-%m-%d}")
 
