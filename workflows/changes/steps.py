@@ -313,18 +313,15 @@ async def route(
     return result
 
 
-async def cancel_fulfillment_order(steps: Steps, fulfillment_order_id: str, reason: str) -> None:
-    """Cancel a whole fulfillment order (its reservations are released)."""
-    await steps.activity(
-        names.CANCEL_FULFILLMENT_ORDER,
-        CancelFulfillmentOrderInput(fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason),
-    )
-
-
 async def cancel_placed(steps: Steps, placed: RouteResult, reason: str) -> None:
-    """Undo a routing the workflow will not keep: its reservations are released."""
+    """Undo a routing the workflow will not keep: its fulfillment orders are canceled whole,
+    which releases their reservations."""
     for fo in placed.fulfillment_orders:
-        await cancel_fulfillment_order(steps, fo.fulfillment_order_id, reason)
+        fo_id = fo.fulfillment_order_id
+        await steps.activity(
+            names.CANCEL_FULFILLMENT_ORDER,
+            CancelFulfillmentOrderInput(fo_id, f"{fo_id}:cancel", reason),
+        )
 
 
 # ---- cancels ----------------------------------------------------------------------------------
