@@ -618,12 +618,10 @@ class OrderLifecycle:
     async def _cancel_everything(self, reason: str, *, authorized: bool = True) -> None:
         """Cancel what has not shipped and stop the lifecycle (compensation: reservations are
         released by canceling fulfillment order lines, the authorization is voided)."""
-        ledger = self.ledger
-        if any(b.available_to_cancel for b in ledger.lines.values()):
-            await steps.cancel_units(self, [], reason, "cancel-all", money_back=authorized)
+        await steps.cancel_unshipped(self, reason, "cancel-all", money_back=authorized)
         if authorized:
             await steps.void(self, reason)
-        if ledger.all_canceled():
+        if self.ledger.all_canceled():
             await self.progress(CANCELED, "order.canceled", f"Order canceled: {reason}")
             raise OrderCanceled(reason)
         # Some units shipped: the lifecycle goes on until they are delivered.

@@ -327,10 +327,13 @@ async def cancel_placed(steps: Steps, placed: RouteResult, reason: str) -> None:
 # ---- cancels ----------------------------------------------------------------------------------
 
 
-async def cancel_unshipped(steps: Steps, reason: str, step: str) -> None:
-    """Cancel whatever has not shipped (nothing when everything has)."""
+async def cancel_unshipped(
+    steps: Steps, reason: str, step: str, *, money_back: bool = True
+) -> None:
+    """Cancel whatever has not shipped (nothing when everything has); `money_back` as for
+    `cancel_units`."""
     if any(b.available_to_cancel for b in steps.ledger.lines.values()):
-        await cancel_units(steps, [], reason, step)
+        await cancel_units(steps, [], reason, step, money_back=money_back)
 
 
 async def cancel_units(
