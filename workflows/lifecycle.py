@@ -142,9 +142,6 @@ class OrderLifecycle:
         self.done = False
         # A continued run is past delivery, so its payment was authorized long ago.
         self.authorized = self.state.runs > 1
-        # Credit for units canceled before the payment was authorized: never held, so the
-        # authorization asks for that much less.
-        self.credited_unauthorized_minor = 0
         # Bumped by every Update, so waits that depend on open returns re-check.
         self.revision = 0
         # What the last refused step was asked, for the process exception it raises.
@@ -238,8 +235,9 @@ class OrderLifecycle:
 
     async def _authorize(self, order: OrderLifecycleInput) -> None:
         timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
-        # Less what cancels before authorization gave back (nothing was held for it).
-        amount = order.grand_total_minor - self.credited_unauthorized_minor
+        # Less what cancels before authorization gave back (nothing was held for it): until
+        # the payment is authorized, a cancel is the only change that credits anything.
+        amount = order.grand_total_minor - self.state.credited_minor
         try:
             result: AuthorizeResult = await self.activity(
                 names.AUTHORIZE_PAYMENT,

@@ -53,10 +53,8 @@ class Steps(Protocol):
     order: OrderLifecycleInput
     state: LifecycleState
     ledger: Ledger
-    # Whether the order's payment is authorized yet, and what cancels before that gave back
-    # (nothing was held for it, so the authorization asks for that much less).
+    # Whether the order's payment is authorized yet.
     authorized: bool
-    credited_unauthorized_minor: int
     # The process exception the order waits on ("" when none), and whether it has closed.
     waiting_on: str
     done: bool
@@ -366,8 +364,6 @@ async def cancel_units(
         result.credited_minor = memo_made.total_minor
         result.refunded_minor = refund.refunded_minor
         result.released_minor = refund.released_minor
-        if not steps.authorized:
-            steps.credited_unauthorized_minor += memo_made.total_minor
     units = sum(i.quantity for i in canceled)
     result.summary = f"Canceled {units} unit(s): {reason}" + (
         f"; {money(steps, result.credited_minor)} given back" if result.credited_minor else ""
