@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -104,9 +104,6 @@ RETRY = RetryPolicy(
 )
 
 
-T = TypeVar("T")
-
-
 class OrderCanceled(Exception):
     """Raised inside the lifecycle when an agent's resolution cancels the order."""
 
@@ -145,9 +142,6 @@ class OrderLifecycle:
         self.done = False
         # A continued run is past delivery, so its payment was authorized long ago.
         self.authorized = self.state.runs > 1
-        # Credit for units canceled before the payment was authorized: never held, so the
-        # authorization asks for that much less.
-        self.credited_unauthorized_minor = 0
         # Bumped by every Update, so waits that depend on open returns re-check.
         self.revision = 0
         # What the last refused step was asked, for the process exception it raises.
@@ -241,8 +235,9 @@ class OrderLifecycle:
 
     async def _authorize(self, order: OrderLifecycleInput) -> None:
         timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
-        # Less what cancels before authorization gave back (nothing was held for it).
-        amount = order.grand_total_minor - self.credited_unauthorized_minor
+        # Less what cancels before authorization gave back (nothing was held for it): until
+        # the payment is authorized, a cancel is the only change that credits anything.
+        amount = order.grand_total_minor - self.state.credited_minor
         try:
             result: AuthorizeResult = await self.activity(
                 names.AUTHORIZE_PAYMENT,
@@ -335,9 +330,8 @@ class OrderLifecycle:
     async def _service_until_the_return_window_closes(self) -> None:
         """After delivery: keep handling events (reships, replacements) and Updates (returns,
         appeasements) until the return window has closed and no return is open."""
-        assert self.state.delivered_at
-        window = timedelta(seconds=self.order.timers.return_window_seconds)
-        closes = self.state.delivered_at + window
+        closes = steps.return_window_closes(self)
+        assert closes is not None
         while True:
             remaining = (closes - workflow.now()).total_seconds()
             busy = any(r.open() for r in self.state.returns.values()) or not self.ledger.settled()
@@ -622,12 +616,10 @@ class OrderLifecycle:
     async def _cancel_everything(self, reason: str, *, authorized: bool = True) -> None:
         """Cancel what has not shipped and stop the lifecycle (compensation: reservations are
         released by canceling fulfillment order lines, the authorization is voided)."""
-        ledger = self.ledger
-        if any(b.available_to_cancel for b in ledger.lines.values()):
-            await steps.cancel_units(self, [], reason, "cancel-all", money_back=authorized)
+        await steps.cancel_unshipped(self, reason, "cancel-all", money_back=authorized)
         if authorized:
             await steps.void(self, reason)
-        if ledger.all_canceled():
+        if self.ledger.all_canceled():
             await self.progress(CANCELED, "order.canceled", f"Order canceled: {reason}")
             raise OrderCanceled(reason)
         # Some units shipped: the lifecycle goes on until they are delivered.
@@ -746,11 +738,7 @@ class OrderLifecycle:
         copy of everything), so asking changes nothing and replays the same."""
         ledger, order = self.ledger, self.order
         exceptions = [replace(e) for e in self.state.exceptions]
-        closes = (
-            self.state.delivered_at + timedelta(seconds=order.timers.return_window_seconds)
-            if self.state.delivered_at is not None
-            else None
-        )
+        closes = steps.return_window_closes(self)
         return OrderState(
             order_id=order.order_id,
             channel_order_ref=order.channel_order_ref,
@@ -764,8 +752,7 @@ class OrderLifecycle:
             credited_minor=self.state.credited_minor,
             refunded_minor=self.state.refunded_minor,
             released_minor=self.state.released_minor,
-            goodwill_pending_minor=self.state.goodwill_pending_order
-            + sum(self.state.goodwill_pending_by_line.values()),
+            goodwill_pending_minor=billing.goodwill_pending_minor(self.state),
             lines=[
                 LineState(
                     order_line_id=line_id,

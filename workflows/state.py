@@ -47,10 +47,6 @@ class LineBuckets:
     def available_to_return(self) -> int:
         return self.fulfilled - self.return_initiated
 
-    @property
-    def line_total_minor(self) -> int:
-        return self.line.gross_minor - self.line.discount_minor + self.line.tax_minor
-
 
 @dataclass
 class LedgerState:

@@ -17,6 +17,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from oms_platform.errors import clip
 from oms_platform.money import format_minor
 from oms_platform.redaction import mask_token, redact_text
 from workflows.search_attributes import (
@@ -51,14 +52,10 @@ SUMMARY_LIMIT = 200
 DETAILS_LIMIT = 2000
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def order_summary(order_ref: str, channel: str, total_minor: int, currency: str) -> str:
     """The lifecycle's one-line summary: reference, channel and total."""
     ref = order_ref or "(no reference)"
-    return _clip(f"Order {ref} · {channel} · {format_minor(total_minor, currency)}", SUMMARY_LIMIT)
+    return clip(f"Order {ref} · {channel} · {format_minor(total_minor, currency)}", SUMMARY_LIMIT)
 
 
 def order_details(order: dict[str, Any]) -> str:
@@ -93,7 +90,7 @@ def order_details(order: dict[str, Any]) -> str:
             *([f"**Fraud review** {held}"] if held else []),
         ]
     )
-    return _clip(text, DETAILS_LIMIT)
+    return clip(text, DETAILS_LIMIT)
 
 
 def _line_total(line: dict[str, Any]) -> int:
@@ -119,7 +116,7 @@ def _attempt_of(idempotency_key: str) -> str:
 
 def activity_summary(name: str, arg: Any, currency: str) -> str:
     """What activity `name` does for this order, on one line (the UI's event summary)."""
-    return _clip(_describe(name, arg, currency), SUMMARY_LIMIT)
+    return clip(_describe(name, arg, currency), SUMMARY_LIMIT)
 
 
 def _describe(name: str, arg: Any, currency: str) -> str:

@@ -57,7 +57,9 @@ def a_payload() -> dict[str, object]:
 def test_the_summary_is_the_reference_channel_and_total_in_the_orders_currency() -> None:
     assert order_summary("WEB-1001", "web", 6427, "GBP") == "Order WEB-1001 · web · 64.27 GBP"
     assert order_summary("", "store", 1500, "JPY") == "Order (no reference) · store · 1500 JPY"
-    assert len(order_summary("R" * 500, "web", 1, "USD")) == SUMMARY_LIMIT
+    clipped = order_summary("R" * 500, "web", 1, "USD")
+    assert len(clipped) == SUMMARY_LIMIT
+    assert clipped.startswith("Order RRR") and clipped.endswith("more characters)")
 
 
 def test_the_details_list_what_was_bought_how_it_ships_and_pays_and_nothing_personal() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from workflows.changes.steps import Steps, cancel_fulfillment_order, route
+from workflows.changes.steps import Steps, cancel_placed, route
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.types import ChangeRequest, ChangeResult, RoutingLineData
 
@@ -37,10 +37,7 @@ async def reship(steps: Steps, request: ChangeRequest) -> ChangeResult:
         f"reship:{request.change_id}",
     )
     if placed.unallocated:
-        for fo in placed.fulfillment_orders:
-            await cancel_fulfillment_order(
-                steps, fo.fulfillment_order_id, "reship could not be placed"
-            )
+        await cancel_placed(steps, placed, "reship could not be placed")
         raise ApplicationError(
             "no location can ship "
             + ", ".join(f"{u.quantity} x {u.sku}" for u in placed.unallocated),

@@ -53,10 +53,8 @@ class Steps(Protocol):
     order: OrderLifecycleInput
     state: LifecycleState
     ledger: Ledger
-    # Whether the order's payment is authorized yet, and what cancels before that gave back
-    # (nothing was held for it, so the authorization asks for that much less).
+    # Whether the order's payment is authorized yet.
     authorized: bool
-    credited_unauthorized_minor: int
     # The process exception the order waits on ("" when none), and whether it has closed.
     waiting_on: str
     done: bool
@@ -122,12 +120,20 @@ def money(steps: Steps, amount_minor: int) -> str:
     return format_minor(amount_minor, steps.order.currency)
 
 
-def check_return_window(steps: Steps) -> None:
-    """Refuse (ChangeRefused) a return once the window after delivery has closed."""
+def return_window_closes(steps: Steps) -> datetime | None:
+    """When the return window closes: the configured time after the last unit was delivered
+    (None until then)."""
     delivered_at = steps.state.delivered_at
     if delivered_at is None:
+        return None
+    return delivered_at + timedelta(seconds=steps.order.timers.return_window_seconds)
+
+
+def check_return_window(steps: Steps) -> None:
+    """Refuse (ChangeRefused) a return once the window after delivery has closed."""
+    closes = return_window_closes(steps)
+    if closes is None:
         return  # per-line checks refuse what has not shipped
-    closes = delivered_at + timedelta(seconds=steps.order.timers.return_window_seconds)
     if steps.now() > closes:
         raise ChangeRefused(f"return window closed on {closes:%Y-%m-%d}")
 
@@ -305,27 +311,27 @@ async def route(
     return result
 
 
-async def cancel_fulfillment_order(steps: Steps, fulfillment_order_id: str, reason: str) -> None:
-    """Cancel a whole fulfillment order (its reservations are released)."""
-    await steps.activity(
-        names.CANCEL_FULFILLMENT_ORDER,
-        CancelFulfillmentOrderInput(fulfillment_order_id, f"{fulfillment_order_id}:cancel", reason),
-    )
-
-
 async def cancel_placed(steps: Steps, placed: RouteResult, reason: str) -> None:
-    """Undo a routing the workflow will not keep: its reservations are released."""
+    """Undo a routing the workflow will not keep: its fulfillment orders are canceled whole,
+    which releases their reservations."""
     for fo in placed.fulfillment_orders:
-        await cancel_fulfillment_order(steps, fo.fulfillment_order_id, reason)
+        fo_id = fo.fulfillment_order_id
+        await steps.activity(
+            names.CANCEL_FULFILLMENT_ORDER,
+            CancelFulfillmentOrderInput(fo_id, f"{fo_id}:cancel", reason),
+        )
 
 
 # ---- cancels ----------------------------------------------------------------------------------
 
 
-async def cancel_unshipped(steps: Steps, reason: str, step: str) -> None:
-    """Cancel whatever has not shipped (nothing when everything has)."""
+async def cancel_unshipped(
+    steps: Steps, reason: str, step: str, *, money_back: bool = True
+) -> None:
+    """Cancel whatever has not shipped (nothing when everything has); `money_back` as for
+    `cancel_units`."""
     if any(b.available_to_cancel for b in steps.ledger.lines.values()):
-        await cancel_units(steps, [], reason, step)
+        await cancel_units(steps, [], reason, step, money_back=money_back)
 
 
 async def cancel_units(
@@ -358,8 +364,6 @@ async def cancel_units(
         result.credited_minor = memo_made.total_minor
         result.refunded_minor = refund.refunded_minor
         result.released_minor = refund.released_minor
-        if not steps.authorized:
-            steps.credited_unauthorized_minor += memo_made.total_minor
     units = sum(i.quantity for i in canceled)
     result.summary = f"Canceled {units} unit(s): {reason}" + (
         f"; {money(steps, result.credited_minor)} given back" if result.credited_minor else ""
