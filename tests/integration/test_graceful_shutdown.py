@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +22,7 @@ from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.registry import start_service
 from services.payments import bootstrap
+from services.payments.store import SQL_LOCK_ORDER
 from tests.callers import channel_as
 
 pb = payments_pb2
@@ -49,10 +51,9 @@ async def payments(postgres: EmbeddedPostgres) -> AsyncIterator[RunningService]:
 
 
 def authorize(
-    stub: payments_pb2_grpc.PaymentsServiceStub,
+    stub: payments_pb2_grpc.PaymentsServiceStub, order_id: str
 ) -> asyncio.Task[pb.AuthorizePaymentResponse]:
     """An AuthorizePayment call, running (it spends GATEWAY_SECONDS at the gateway)."""
-    order_id = f"order-{uuid.uuid4()}"
     request = pb.AuthorizePaymentRequest(
         order_id=order_id,
         idempotency_key=f"{order_id}:authorize",
@@ -60,6 +61,24 @@ def authorize(
         amount=common_pb2.Money(amount_minor=2500, currency="USD"),
     )
     return asyncio.ensure_future(stub.AuthorizePayment(request, timeout=30))
+
+
+# The order's lock as payments takes it, but tried: it fails while a call holds it.
+SQL_TRY_LOCK_ORDER = SQL_LOCK_ORDER.replace("pg_advisory_xact_lock", "pg_try_advisory_xact_lock")
+
+
+async def in_the_handler(dsn: str, order_id: str) -> None:
+    """Wait until payments runs the call for `order_id`: it holds the order's lock from before
+    the gateway until its transaction ends (each try here is a transaction of its own, so it
+    lets go at once)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 10
+        while await conn.fetchval(SQL_TRY_LOCK_ORDER, order_id):
+            assert time.monotonic() < deadline, "the call never reached payments"
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
 
 
 async def health_of(channel: grpc.aio.Channel, service: str) -> int:
@@ -75,8 +94,9 @@ async def test_a_stopping_service_answers_not_serving_and_finishes_the_calls_in_
     async with channel_as(settings, f"127.0.0.1:{payments.port}", auth.WORKFLOW) as channel:
         stub = payments_pb2_grpc.PaymentsServiceStub(channel)
         assert await health_of(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
-        in_flight = authorize(stub)
-        await asyncio.sleep(0.3)  # the call is at the gateway now
+        order_id = f"order-{uuid.uuid4()}"
+        in_flight = authorize(stub, order_id)
+        await in_the_handler(settings.dsn, order_id)  # the call is at the gateway now
 
         began = time.monotonic()
         stopping = asyncio.create_task(payments.stop(5.0, not_serving_for=0.5))
@@ -103,8 +123,9 @@ async def test_calls_still_running_when_the_grace_ends_are_cut_off(
 ) -> None:
     settings = payments.context.settings
     async with channel_as(settings, f"127.0.0.1:{payments.port}", auth.WORKFLOW) as channel:
-        in_flight = authorize(payments_pb2_grpc.PaymentsServiceStub(channel))
-        await asyncio.sleep(0.3)
+        order_id = f"order-{uuid.uuid4()}"
+        in_flight = authorize(payments_pb2_grpc.PaymentsServiceStub(channel), order_id)
+        await in_the_handler(settings.dsn, order_id)  # running when the grace begins
 
         began = time.monotonic()
         await payments.stop(0.2)

@@ -125,7 +125,10 @@ async def test_a_watch_the_caller_hangs_up_is_a_cancelled_stream_not_a_slow_succ
         first = await watch.read()
         assert first.snapshot
         watch.cancel()
-    assert await settled(cancelled + 1, lambda: calls("WatchOrder", "CANCELLED", "server_stream"))
+    counted = await settled(
+        cancelled + 1, lambda: calls("WatchOrder", "CANCELLED", "server_stream")
+    )
+    assert counted >= cancelled + 1  # `settled` returns the last reading even when short
     assert calls("WatchOrder", "OK", "server_stream") == succeeded
 
 
@@ -140,9 +143,10 @@ async def test_a_watch_outliving_its_deadline_is_counted_as_the_caller_saw_it(
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await watch.read()  # nothing happens to the order within the second
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert await settled(
+    counted = await settled(
         expired + 1, lambda: calls("WatchOrder", "DEADLINE_EXCEEDED", "server_stream")
     )
+    assert counted >= expired + 1
 
 
 def pool_samples(pools: metrics.PoolMetrics) -> dict[tuple[str, tuple[str, ...]], float]:

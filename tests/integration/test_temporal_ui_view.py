@@ -18,8 +18,7 @@ from temporalio.client import Client
 from oms_platform.codec import ENCODING
 from oms_platform.money import format_minor
 from oms_tools.samples import sample_order
-from tests.conftest import System
-from tests.integration.test_order_data_encrypted import fulfilled
+from tests.conftest import System, wait_for
 from workflows.search_attributes import (
     LOCATION_IDS,
     ORDER_CHANNEL,
@@ -78,7 +77,7 @@ async def test_an_orders_workflow_tells_operators_its_story_without_personal_dat
     stub = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
     async with system.simulator():
         order_id = (await stub.SubmitOrder(request, timeout=10)).order.order_id
-        await fulfilled(stub, order_id)
+        await wait_for(stub, order_id, {capture_pb2.ORDER_STATUS_FULFILLED})
     workflow_id = f"order:{order_id}"
     handle = system.client.get_workflow_handle(workflow_id)
     total = request.grand_total.amount_minor

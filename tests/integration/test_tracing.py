@@ -6,8 +6,6 @@ installs the OTLP one."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +21,7 @@ from oms_platform import db, outbox, tracing
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.samples import sample_order
-from tests.conftest import System, migrated_database, running_system
+from tests.conftest import System, migrated_database, running_system, wait_for
 from workflows.types import order_id_of_workflow
 
 
@@ -59,13 +57,7 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
     stub = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
     async with system.simulator():
         order_id = (await stub.SubmitOrder(sample_order(), timeout=10)).order.order_id
-        deadline = time.monotonic() + 60
-        while True:
-            view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10)
-            if view.order.status == capture_pb2.ORDER_STATUS_FULFILLED:
-                break
-            assert time.monotonic() < deadline, f"order stuck in {view.order.status}"
-            await asyncio.sleep(0.1)
+        await wait_for(stub, order_id, {capture_pb2.ORDER_STATUS_FULFILLED})
 
     spans = exporter.get_finished_spans()
     [submit] = [
