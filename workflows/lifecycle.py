@@ -113,6 +113,14 @@ CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
 # Search attributes for operators (total, currency, on hold, locations) upserted whenever one
 # changes; runs before it upsert only status and channel, and only when the status changes.
 OPERATOR_ATTRIBUTES_PATCH = "operator-search-attributes"
+# Every step runs as a local activity: the worker calls the service inside the workflow task,
+# and the history keeps one marker per step instead of scheduled/started/completed and a
+# workflow task to read the result. Runs before it keep scheduling remote activities.
+LOCAL_ACTIVITIES_PATCH = "local-activities"
+# A local activity retries inside its workflow task while the wait before the next attempt is
+# shorter than this; longer waits (an outage) sleep on a durable timer, so a long outage costs
+# a few timers rather than a workflow task kept alive by heartbeats.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -860,7 +868,28 @@ class OrderLifecycle:
     ) -> Any:
         """Run one activity with the lifecycle's timeout and retry policy. A refusal goes up
         as it came, and what the step was asked is kept for the process exception it raises."""
+        # What the step does for this order, shown on its event in the Temporal UI.
+        summary = activity_summary(name, arg, self.order.currency)
         try:
+            if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+                # Same idempotency keys as ever: a worker killed after the call but before the
+                # marker is recorded runs the step again, and the service answers the first
+                # result.
+                try:
+                    return await workflow.execute_local_activity(
+                        name,
+                        arg,
+                        result_type=result_type,
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        schedule_to_close_timeout=schedule_to_close_timeout,
+                        retry_policy=RETRY,
+                        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                        summary=summary,
+                    )
+                except ApplicationError as failure:
+                    # A local activity's own failure arrives bare (a timeout arrives wrapped);
+                    # the steps handle every refusal as the ActivityError a remote one raises.
+                    raise _refusal(name, failure) from failure
             return await workflow.execute_activity(
                 name,
                 arg,
@@ -868,8 +897,7 @@ class OrderLifecycle:
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=schedule_to_close_timeout,
                 retry_policy=RETRY,
-                # What the step does for this order, shown on its event in the Temporal UI.
-                summary=activity_summary(name, arg, self.order.currency),
+                summary=summary,
             )
         except ActivityError:
             self.refused_step_input = steps.as_json(arg)
@@ -948,3 +976,18 @@ class OrderLifecycle:
     def now(self) -> datetime:
         """The workflow's clock."""
         return workflow.now()
+
+
+def _refusal(name: str, failure: ApplicationError) -> ActivityError:
+    """The ActivityError a remote activity `name` would have raised for `failure`."""
+    return ActivityError(
+        "Local activity failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=name,
+        activity_id="",
+        retry_state=RetryState.NON_RETRYABLE_FAILURE
+        if failure.non_retryable
+        else RetryState.MAXIMUM_ATTEMPTS_REACHED,
+    )

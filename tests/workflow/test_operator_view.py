@@ -58,15 +58,21 @@ async def attributes(handle: Handle) -> TypedSearchAttributes:
 
 
 def activity_summaries(history: Any) -> list[tuple[str, str]]:
-    """(activity type, summary) of every activity the workflow scheduled, in order."""
+    """(activity type, summary) of every activity the workflow ran, remote or local, in order."""
     found = []
     for event in history.events:
-        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = event.marker_recorded_event_attributes
+            if "local_activity" not in marker.marker_name:
+                continue
+            name = json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+        else:
             continue
-        scheduled = event.activity_task_scheduled_event_attributes
         summary = event.user_metadata.summary
         text = json.loads(summary.data) if event.HasField("user_metadata") else ""
-        found.append((scheduled.activity_type.name, text))
+        found.append((name, text))
     return found
 
 
