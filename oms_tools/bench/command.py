@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         help="every Nth order ships from two warehouses (split shipment); 0 = never",
     )
+    lifecycle_parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record a py-spy profile of the worker and each service during the measured "
+        "phase into DIR (speedscope files) and print the top functions by own time",
+    )
     capture.add_arguments(sub)
     routing_parser = sub.add_parser(
         "routing", help="routing latency of a big order (pure domain) vs a trivial one"
