@@ -143,7 +143,8 @@ async def wait_for_status(
     """Poll GetOrder until the order is `wanted`; RuntimeError if it goes on hold, is
     canceled (unless that is wanted) or is not there by `deadline` (monotonic clock)."""
     while True:
-        view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=30)
+        request = capture_pb2.GetOrderRequest(order_id=order_id)
+        view: capture_pb2.GetOrderResponse = await stub.GetOrder(request, timeout=30)
         status = view.order.status
         if status == wanted:
             return view.order
