@@ -162,7 +162,6 @@ async def allocated_orders(
     """Submit `count` sample orders from `concurrency` lanes and wait until every one is
     ALLOCATED (with the simulator off, its workflow then waits for the shipment)."""
     orders: list[capture_pb2.Order] = [capture_pb2.Order()] * count
-    deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
     storefront = bench_caller(settings, auth.STOREFRONT)
     tls = TLSConfig.from_settings(settings)
     async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
@@ -170,6 +169,9 @@ async def allocated_orders(
 
         async def submit_and_wait(i: int) -> None:
             response = await stub.SubmitOrder(sample_order(), timeout=30)
+            # Each order its own time: with many orders, the last are submitted long after
+            # the first (no more than `concurrency` wait at once).
+            deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
             orders[i] = await wait_for_status(
                 stub, response.order.order_id, capture_pb2.ORDER_STATUS_ALLOCATED, deadline
             )

@@ -133,7 +133,8 @@ async def _deliver(settings: Settings, order_ids: list[str], concurrency: int) -
     through fulfillment's public RPCs as a real warehouse would."""
     simulator = Simulator(settings)
     playing = asyncio.create_task(simulator.run())
-    deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
+    # Every order is shipped at once, so one deadline for them all: a little longer for more.
+    deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS + len(order_ids) * 0.1
     storefront = bench_caller(settings, auth.STOREFRONT)
     tls = TLSConfig.from_settings(settings)
     try:
