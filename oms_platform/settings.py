@@ -162,6 +162,10 @@ class Settings:
     # `shutdown_grace_seconds`; the worker gives its running activities as long to finish.
     shutdown_not_serving_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
+    # The worker's sticky cache: workflows kept in memory between their tasks (the SDK's
+    # default); one evicted is replayed from its history on its next task. Memory for speed
+    # (`oms bench memory` reports both ends).
+    worker_max_cached_workflows: int = 1000
     # lifecycle: durations the order workflow waits (written into each order at capture).
     # An order whose payment cannot be authorized within this time is canceled.
     authorization_timeout_seconds: int = 3600

@@ -71,6 +71,7 @@ def build_worker(
         activities=list(activities if activities is not None else activities_for(settings)),
         max_concurrent_activities=200,
         max_concurrent_workflow_tasks=100,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         # On SIGTERM the worker stops polling and gives running activities this long to
         # finish and report; without it they would be cut off at once and retried only after
         # their start-to-close timeout. One still running past the grace is cancelled all the

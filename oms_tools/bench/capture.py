@@ -38,7 +38,8 @@ from oms_platform import auth, db, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_platform.wire import timestamp_from_datetime
-from oms_tools.bench.common import Run, bench_caller, bench_stack
+from oms_tools.bench.common import Run, bench_caller, private_stack
+from oms_tools.bench.profile import Profiler, print_summary
 from oms_tools.devstack.temporal_server import free_port, wait_for_port
 from oms_tools.samples import CHANNELS, sample_order
 
@@ -91,6 +92,12 @@ def add_arguments(sub: Any) -> None:
         help="after the burst, wait up to this long for the outbox to empty (every lifecycle "
         "started) and report how long it took; 0 = report the backlog only",
     )
+    capture.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record a py-spy profile of capture, the worker and the other services during "
+        "the SubmitOrder phase into DIR and print the top functions by own time",
+    )
     reads = sub.add_parser("reads", help="GetOrder and ListOrders latency as the table grows")
     reads.add_argument(
         "--seed",
@@ -110,11 +117,13 @@ def add_arguments(sub: Any) -> None:
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench capture` and `oms bench reads`."""
     overrides = {"simulator": False} if args.bench == "reads" else {}
-    async with bench_stack(f"oms-bench-{args.bench}-", args.keep, **overrides) as settings:
+    async with private_stack(f"oms-bench-{args.bench}-", args.keep, **overrides) as stack:
         if args.bench == "capture":
-            await _run_capture(settings, args)
+            profile_dir = getattr(args, "profile", None)
+            profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
+            await _run_capture(stack.settings, args, profiler)
         else:
-            await _run_reads(settings, args)
+            await _run_reads(stack.settings, args)
     return 0
 
 
@@ -236,7 +245,9 @@ async def _capture_phase(
     return Run(name, len(requests), elapsed, latencies)
 
 
-async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
+async def _run_capture(
+    settings: Settings, args: argparse.Namespace, profiler: Profiler | None = None
+) -> None:
     baseline_process, baseline_port = _start_baseline(settings)
     tls = TLSConfig.from_settings(settings)
     try:
@@ -270,9 +281,14 @@ async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
                 f"baseline (gRPC + one INSERT){rate}", insert, requests, args.concurrency, args.rate
             )
             requests = _orders(args.orders, args.shoppers)  # new keys: every one a new order
-            captured = await _capture_phase(
-                f"capture SubmitOrder{rate}", submit, requests, args.concurrency, args.rate
-            )
+            if profiler:
+                profiler.start()
+            try:
+                captured = await _capture_phase(
+                    f"capture SubmitOrder{rate}", submit, requests, args.concurrency, args.rate
+                )
+            finally:
+                profile = profiler.stop() if profiler else None
         last_accepted = time.monotonic()
         conn = await asyncpg.connect(settings.dsn)
         try:
@@ -283,7 +299,7 @@ async def _run_capture(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         baseline_process.terminate()
         baseline_process.wait(10)
-    _report_capture(floor, captured, backlog, drain, args)
+    _report_capture(floor, captured, backlog, drain, args, profile)
 
 
 # How often the drain is looked at.
@@ -315,7 +331,12 @@ async def _drain(
 
 
 def _report_capture(
-    floor: Run, captured: Run, backlog: int, drain: dict[str, Any], args: argparse.Namespace
+    floor: Run,
+    captured: Run,
+    backlog: int,
+    drain: dict[str, Any],
+    args: argparse.Namespace,
+    profile: dict[str, Any] | None = None,
 ) -> None:
     ratio = captured.per_second / floor.per_second if floor.per_second else 0.0
     summary = {
@@ -328,6 +349,7 @@ def _report_capture(
         "p99_ratio": round(captured.percentile(0.99) / max(floor.percentile(0.99), 1e-9), 2),
         "lifecycle_starts_waiting_in_outbox": backlog,
         "drain": drain,
+        **({"profile": profile} if profile is not None else {}),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -351,6 +373,9 @@ def _report_capture(
             f"waiting, {drain['starts_per_minute']:,.0f} starts/min, drain projected at "
             f"{drain['projected_drain_minutes']} min"
         )
+    if profile is not None:
+        print("\nwhere the SubmitOrder phase spent CPU, by own time (py-spy):")
+        print_summary(profile)
 
 
 # ---- reads --------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ stack and report ratios against a baseline measured in the same run.
 - `oms bench capture` / `reads` (capture.py): SubmitOrder throughput and read latency.
 - `oms bench routing` (routing.py): routing alone (pure domain).
 - `oms bench servicing` (servicing.py): change round trips through Temporal Updates.
+- `oms bench memory` (memory.py): the worker's RSS with orders waiting, cached and evicted.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from oms_tools.bench import capture, lifecycle, routing, servicing
+from oms_tools.bench import capture, lifecycle, memory, routing, servicing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,12 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         help="every Nth order ships from two warehouses (split shipment); 0 = never",
     )
+    lifecycle_parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record a py-spy profile of the worker and each service during the measured "
+        "phase into DIR (speedscope files) and print the top functions by own time",
+    )
     capture.add_arguments(sub)
     routing_parser = sub.add_parser(
         "routing", help="routing latency of a big order (pure domain) vs a trivial one"
     )
     routing.add_arguments(routing_parser)
     servicing.add_arguments(sub)
+    memory.add_arguments(sub)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -50,4 +58,6 @@ async def run(args: argparse.Namespace) -> int:
         return routing.run(args)
     if args.bench == "servicing":
         return await servicing.run(args)
+    if args.bench == "memory":
+        return await memory.run(args)
     return await lifecycle.run(args)

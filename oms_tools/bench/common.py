@@ -1,21 +1,31 @@
-"""What every bench shares: a measured phase, a private stack, a bench caller."""
+"""What every bench shares: a measured phase, a private stack, a bench caller, lanes of calls
+and orders brought to a status."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import statistics
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from oms_platform import auth
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+
+from oms_platform import auth, grpcutil
 from oms_platform.settings import SERVICES, Settings
+from oms_platform.tls import TLSConfig
 from oms_tools.devstack.stack import Stack
 from oms_tools.devstack.temporal_server import free_port
+from oms_tools.samples import sample_order
+
+# How long an order may take to reach the status a bench waits for.
+STATUS_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass
@@ -79,20 +89,100 @@ def bench_settings(data_dir: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterator[Settings]:
+async def private_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterator[Stack]:
     """A private stack (`bench_settings`, with `overrides`) running for the block; its data
-    directory is removed after unless `keep`. Yields the settings the started stack serves."""
+    directory is removed after unless `keep`. Yields the started stack, whose `settings` are
+    those it serves and whose `pids()` name its processes (for memory and profiles)."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     stack = Stack(replace(bench_settings(data_dir), **overrides))
-    settings = await stack.start()
+    await stack.start()
     try:
-        yield settings
+        yield stack
     finally:
         stack.stop()
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def bench_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterator[Settings]:
+    """`private_stack`, for benches that need only the settings it serves."""
+    async with private_stack(prefix, keep, **overrides) as stack:
+        yield stack.settings
+
+
 def bench_caller(settings: Settings, role: str) -> auth.TokenSource:
     """A bench's identity: a token from the bench stack's own dev issuer, like any caller's."""
     return auth.dev_persona(settings, f"bench-{role}", role, ttl_seconds=24 * 3600)
+
+
+async def drive(
+    count: int, concurrency: int, call: Callable[[int], Awaitable[Any]]
+) -> tuple[float, list[float]]:
+    """Run `await call(i)` for i in 0..count-1 from `concurrency` lanes; (elapsed, latencies)."""
+    latencies = [0.0] * count
+    indexes = iter(range(count))
+
+    async def lane() -> None:
+        for i in indexes:
+            sent = time.perf_counter()
+            await call(i)
+            latencies[i] = time.perf_counter() - sent
+
+    began = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return time.perf_counter() - began, latencies
+
+
+async def wait_for_status(
+    stub: capture_pb2_grpc.CaptureServiceStub,
+    order_id: str,
+    wanted: capture_pb2.OrderStatus.ValueType,
+    deadline: float,
+) -> capture_pb2.Order:
+    """Poll GetOrder until the order is `wanted`; RuntimeError if it goes on hold, is
+    canceled (unless that is wanted) or is not there by `deadline` (monotonic clock)."""
+    while True:
+        request = capture_pb2.GetOrderRequest(order_id=order_id)
+        view: capture_pb2.GetOrderResponse = await stub.GetOrder(request, timeout=30)
+        status = view.order.status
+        if status == wanted:
+            return view.order
+        name = capture_pb2.OrderStatus.Name(status)
+        if status in (capture_pb2.ORDER_STATUS_ON_HOLD, capture_pb2.ORDER_STATUS_CANCELED):
+            raise RuntimeError(f"order {order_id} went {name}, not the status waited for")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"order {order_id} still {name} after the timeout")
+        await asyncio.sleep(0.05)
+
+
+async def allocated_orders(
+    settings: Settings, count: int, concurrency: int
+) -> list[capture_pb2.Order]:
+    """Submit `count` sample orders from `concurrency` lanes and wait until every one is
+    ALLOCATED (with the simulator off, its workflow then waits for the shipment)."""
+    orders: list[capture_pb2.Order] = [capture_pb2.Order()] * count
+    storefront = bench_caller(settings, auth.STOREFRONT)
+    tls = TLSConfig.from_settings(settings)
+    async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
+        stub = capture_pb2_grpc.CaptureServiceStub(channel)
+
+        async def submit_and_wait(i: int) -> None:
+            response = await stub.SubmitOrder(sample_order(), timeout=30)
+            # Each order its own time: with many orders, the last are submitted long after
+            # the first (no more than `concurrency` wait at once).
+            deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
+            orders[i] = await wait_for_status(
+                stub, response.order.order_id, capture_pb2.ORDER_STATUS_ALLOCATED, deadline
+            )
+
+        await drive(count, concurrency, submit_and_wait)
+    return orders
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process `pid` (VmRSS in /proc/<pid>/status), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # reported in kB
+    raise RuntimeError(f"no VmRSS for process {pid}")

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2_grpc
@@ -26,7 +27,8 @@ from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
-from oms_tools.bench.common import Run, bench_caller, bench_stack
+from oms_tools.bench.common import Run, bench_caller, private_stack
+from oms_tools.bench.profile import Profiler, print_summary
 from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from workflows.types import order_workflow_id
 
@@ -197,19 +199,30 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
                 f"+ {cost['local_activities']:g} local, {cost['signals']:g} signals, "
                 f"{cost['updates']:g} updates, {cost['timers']:g} timers"
             )
+    if "profile" in extra:
+        print("\nwhere the measured phase spent CPU, by own time (py-spy):")
+        print_summary(extra["profile"])
 
 
 async def run(args: argparse.Namespace) -> int:
     """`oms bench lifecycle`."""
-    async with bench_stack("oms-bench-", args.keep) as settings:
+    async with private_stack("oms-bench-", args.keep) as stack:
+        settings = stack.settings
         client = await temporal.connect(settings)
         try:
             await _stock_split_skus(settings)
             # Warm up: one order end to end, so start-up costs are not measured.
             await _lifecycle_phase(settings, client, 1, 1)
-            lifecycle, order_ids, split_ids = await _lifecycle_phase(
-                settings, client, args.orders, args.concurrency, args.split_every
-            )
+            profile_dir = getattr(args, "profile", None)
+            profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
+            if profiler:
+                profiler.start()
+            try:
+                lifecycle, order_ids, split_ids = await _lifecycle_phase(
+                    settings, client, args.orders, args.concurrency, args.split_every
+                )
+            finally:
+                profile = profiler.stop() if profiler else {}
             cost = await history_cost(client, order_ids)
             split_cost = await history_cost(client, split_ids)
             baseline = await _baseline_phase(
@@ -226,6 +239,7 @@ async def run(args: argparse.Namespace) -> int:
                     "orders_per_min": round(lifecycle.per_second * 60, 1),
                     "per_order": cost,
                     "per_split_order": split_cost,
+                    **({"profile": profile} if profiler else {}),
                 },
             )
         finally:

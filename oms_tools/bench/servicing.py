@@ -1,21 +1,33 @@
-"""`oms bench servicing`: the Update round trip of a change to an order, on a private stack.
+"""`oms bench servicing`: the Update round trips of changes to an order, on a private stack.
 
 `oms bench servicing --orders N --concurrency C` starts the stack with the warehouse
-simulator off (so orders stay ALLOCATED), submits N sample orders, waits until each is
-allocated, then cancels each whole order with servicing SubmitCancel from C lanes and times
-each call from send to reply (the reply comes once the order's workflow answered the
-Temporal Update). The baseline, in the same run at the same concurrency, is a plain servicing
-read for the same orders (ListProcessExceptions by order), so the ratio is what the Update
-round trip costs over a gRPC call to the same service.
+simulator off (so orders stay ALLOCATED) and times, from C lanes, each call from send to reply
+(the reply comes once the order's workflow answered the Temporal Update):
+
+- **cancel**: N allocated sample orders, each canceled whole with SubmitCancel;
+- **add-items**: N more allocated orders, each given one more mug with SubmitAddItems (a
+  reservation and an authorization of the added amount inside the Update);
+- **appeasement**: the same N orders, once the bench's own in-process warehouse simulator
+  has delivered them, each given $1.00 of goodwill with SubmitAppeasement (a credit memo and
+  a refund of captured money);
+- **return**: the same delivered orders, each returning one T-shirt with SubmitReturn (a
+  return order opened, the refund waiting for the receipt).
+
+The baseline, in the same run at the same concurrency, is a plain servicing read for the
+cancel's orders (ListProcessExceptions by order), so the ratio is what the cancel's Update
+round trip costs over a gRPC call to the same service. Every change's outcome is checked (the
+bench fails if one did not do what it says), and the return orders are read back afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
@@ -24,16 +36,32 @@ from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from oms_tools.bench.common import Run, bench_caller, bench_stack
-from oms_tools.samples import sample_order
+from oms_tools.bench.common import (
+    STATUS_TIMEOUT_SECONDS,
+    Run,
+    allocated_orders,
+    bench_caller,
+    bench_stack,
+    drive,
+    wait_for_status,
+)
+from oms_tools.devstack.simulator import Simulator
 
-ALLOCATED_TIMEOUT_SECONDS = 120.0
+# What the changes ask for, against the sample order (oms_tools/samples.py).
+MUG_SKU, MUG_PRICE_MINOR, MUG_TAX_MINOR = "SKU-MUG", 1200, 90
+TSHIRT_SKU = "SKU-TSHIRT-M"
+GOODWILL_MINOR = 100
+# A return window open after delivery: the default bench stack closes it at once (so a
+# lifecycle ends at delivery), which would refuse every return.
+RETURN_WINDOW_DAYS = 30.0
 
 
 def add_arguments(sub: Any) -> None:
     """Add `servicing` to `oms bench`'s subcommands."""
     servicing = sub.add_parser(
-        "servicing", help="SubmitCancel (Update round trip) latency vs a plain servicing read"
+        "servicing",
+        help="cancel, add-items, appeasement and return round trips (Temporal Updates) vs a "
+        "plain servicing read",
     )
     servicing.add_argument("--orders", type=int, default=100)
     servicing.add_argument("--concurrency", type=int, default=10)
@@ -41,57 +69,26 @@ def add_arguments(sub: Any) -> None:
     servicing.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
 
-async def _drive(count: int, concurrency: int, call: Any) -> tuple[float, list[float]]:
-    """Run `await call(i)` for i in 0..count-1 from `concurrency` lanes; (elapsed, latencies)."""
-    latencies = [0.0] * count
-    indexes = iter(range(count))
-
-    async def lane() -> None:
-        for i in indexes:
-            sent = time.perf_counter()
-            await call(i)
-            latencies[i] = time.perf_counter() - sent
-
-    began = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
-    return time.perf_counter() - began, latencies
+def _line_id(order: capture_pb2.Order, sku: str) -> str:
+    return next(line.order_line_id for line in order.lines if line.sku == sku)
 
 
-async def _allocated_orders(settings: Settings, count: int, concurrency: int) -> list[str]:
-    """Submit `count` sample orders and wait until every one is ALLOCATED."""
-    order_ids: list[str] = [""] * count
-    deadline = time.monotonic() + ALLOCATED_TIMEOUT_SECONDS
-    storefront = bench_caller(settings, auth.STOREFRONT)
-    tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
-        stub = capture_pb2_grpc.CaptureServiceStub(channel)
-
-        async def submit_and_wait(i: int) -> None:
-            response = await stub.SubmitOrder(sample_order(), timeout=30)
-            order_id = response.order.order_id
-            order_ids[i] = order_id
-            while True:
-                view = await stub.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id))
-                status = view.order.status
-                if status == capture_pb2.ORDER_STATUS_ALLOCATED:
-                    return
-                if status in (capture_pb2.ORDER_STATUS_ON_HOLD, capture_pb2.ORDER_STATUS_CANCELED):
-                    name = capture_pb2.OrderStatus.Name(status)
-                    raise RuntimeError(f"order {order_id} went {name}, not ALLOCATED")
-                if time.monotonic() > deadline:
-                    name = capture_pb2.OrderStatus.Name(status)
-                    raise RuntimeError(f"order {order_id} still {name} after the timeout")
-                await asyncio.sleep(0.05)
-
-        await _drive(count, concurrency, submit_and_wait)
-    return order_ids
+def _describe(order_id: str, change: servicing_pb2.Change) -> str:
+    status = servicing_pb2.ChangeStatus.Name(change.status)
+    return f"{order_id}: {status} {change.outcome.summary!r} {change.refusal_message}"
 
 
-async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
-    failures: list[str] = []
+def _agent_channel(settings: Settings) -> Any:
     agent = auth.dev_caller(settings, "agent:bench", auth.AGENT)
     tls = TLSConfig.from_settings(settings)
-    async with grpcutil.channel(settings.address_of("servicing"), agent, tls=tls) as channel:
+    return grpcutil.channel(settings.address_of("servicing"), agent, tls=tls)
+
+
+async def _measure_cancel(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
+    """The whole-order cancel and its baseline read (measured as before issue 15's other
+    changes joined the bench, so the figure stays comparable)."""
+    failures: list[str] = []
+    async with _agent_channel(settings) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
 
         async def read(i: int) -> None:
@@ -113,16 +110,13 @@ async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -
                 change.status != servicing_pb2.CHANGE_STATUS_COMPLETED
                 or change.outcome.order_status != "canceled"
             ):
-                failures.append(
-                    f"{order_ids[i]}: {servicing_pb2.ChangeStatus.Name(change.status)} "
-                    f"order_status={change.outcome.order_status!r} {change.refusal_message}"
-                )
+                failures.append(_describe(order_ids[i], change))
 
         # Warm up the channel and the read path, so connection set-up is not measured.
         await read(0)
         count = len(order_ids)
-        read_seconds, read_latencies = await _drive(count, concurrency, read)
-        cancel_seconds, cancel_latencies = await _drive(count, concurrency, cancel)
+        read_seconds, read_latencies = await drive(count, concurrency, read)
+        cancel_seconds, cancel_latencies = await drive(count, concurrency, cancel)
     if failures:
         raise RuntimeError(f"{len(failures)} cancels did not cancel the order: {failures[:3]}")
     return [
@@ -133,22 +127,155 @@ async def _measure(settings: Settings, order_ids: list[str], concurrency: int) -
     ]
 
 
+async def _deliver(settings: Settings, order_ids: list[str], concurrency: int) -> None:
+    """Ship and deliver the orders: the dev simulator's warehouse and carrier, run in this
+    process for the phase only (the stack's own is off, so the other orders stay allocated),
+    through fulfillment's public RPCs as a real warehouse would."""
+    simulator = Simulator(settings)
+    playing = asyncio.create_task(simulator.run())
+    # Every order is shipped at once, so one deadline for them all: a little longer for more.
+    deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS + len(order_ids) * 0.1
+    storefront = bench_caller(settings, auth.STOREFRONT)
+    tls = TLSConfig.from_settings(settings)
+    try:
+        async with grpcutil.channel(settings.address_of("capture"), storefront, tls=tls) as channel:
+            stub = capture_pb2_grpc.CaptureServiceStub(channel)
+
+            async def delivered(i: int) -> None:
+                await wait_for_status(
+                    stub, order_ids[i], capture_pb2.ORDER_STATUS_FULFILLED, deadline
+                )
+
+            await drive(len(order_ids), concurrency, delivered)
+    finally:
+        playing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await playing
+        await simulator.close()
+
+
+async def _measure_changes(
+    settings: Settings, orders: list[capture_pb2.Order], concurrency: int
+) -> tuple[list[Run], dict[str, int]]:
+    """Add-items on the allocated `orders`, then (once delivered) appeasement and return;
+    the runs, and what was checked to have changed."""
+    order_ids = [o.order_id for o in orders]
+    count = len(orders)
+    failures: list[str] = []
+    checked = {"items_added": 0, "goodwill_refunded": 0, "returns_opened": 0}
+
+    def outcome_of(i: int, change: servicing_pb2.Change, key: str, done: bool) -> None:
+        if change.status == servicing_pb2.CHANGE_STATUS_COMPLETED and done:
+            checked[key] += 1
+        else:
+            failures.append(_describe(order_ids[i], change))
+
+    async with _agent_channel(settings) as channel:
+        stub = servicing_pb2_grpc.ServicingServiceStub(channel)
+
+        async def add_items(i: int) -> None:
+            order = orders[i]
+            response = await stub.SubmitAddItems(
+                servicing_pb2.SubmitAddItemsRequest(
+                    order_id=order.order_id,
+                    idempotency_key=f"bench-add-{uuid.uuid4()}",
+                    reason="bench: one more mug",
+                    increases=[
+                        servicing_pb2.LineIncrease(
+                            order_line_id=_line_id(order, MUG_SKU),
+                            quantity=1,
+                            tax_minor=MUG_TAX_MINOR,
+                        )
+                    ],
+                ),
+                timeout=60,
+            )
+            added = MUG_PRICE_MINOR + MUG_TAX_MINOR
+            total = order.totals.grand_total.amount_minor + added
+            change = response.change
+            outcome_of(i, change, "items_added", change.outcome.grand_total_minor == total)
+
+        async def appease(i: int) -> None:
+            response = await stub.SubmitAppeasement(
+                servicing_pb2.SubmitAppeasementRequest(
+                    order_id=order_ids[i],
+                    idempotency_key=f"bench-appease-{uuid.uuid4()}",
+                    reason="bench: goodwill for a late parcel",
+                    amount_minor=GOODWILL_MINOR,
+                ),
+                timeout=60,
+            )
+            change = response.change
+            outcome_of(
+                i, change, "goodwill_refunded", change.outcome.refunded_minor == GOODWILL_MINOR
+            )
+
+        async def give_back(i: int) -> None:
+            response = await stub.SubmitReturn(
+                servicing_pb2.SubmitReturnRequest(
+                    order_id=order_ids[i],
+                    idempotency_key=f"bench-return-{uuid.uuid4()}",
+                    reason="bench: too small",
+                    lines=[
+                        servicing_pb2.ReturnItem(
+                            order_line_id=_line_id(orders[i], TSHIRT_SKU),
+                            quantity=1,
+                            reason="too small",
+                            condition=servicing_pb2.ITEM_CONDITION_NEW,
+                        )
+                    ],
+                ),
+                timeout=60,
+            )
+            change = response.change
+            outcome_of(i, change, "returns_opened", bool(change.outcome.return_order_id))
+
+        async def timed(name: str, call: Callable[[int], Awaitable[None]]) -> Run:
+            seconds, latencies = await drive(count, concurrency, call)
+            if failures:
+                raise RuntimeError(f"{len(failures)} {name} did not do it: {failures[:3]}")
+            return Run(name, count, seconds, latencies)
+
+        runs = [await timed("SubmitAddItems (one more unit, Update round trip)", add_items)]
+        await _deliver(settings, order_ids, concurrency)
+        runs.append(await timed("SubmitAppeasement (refund, Update round trip)", appease))
+        runs.append(await timed("SubmitReturn (one unit, Update round trip)", give_back))
+
+        # Read back: every order now has a return order servicing knows of.
+        async def listed(i: int) -> None:
+            page = await stub.ListReturnOrders(
+                servicing_pb2.ListReturnOrdersRequest(order_id=order_ids[i]), timeout=30
+            )
+            checked["return_orders_listed"] += len(page.return_orders)
+
+        checked["return_orders_listed"] = 0
+        await drive(count, concurrency, listed)
+    return runs, checked
+
+
+# JSON key prefix of each run, in the order `run` measures them.
+_KEYS = ("cancel", "baseline", "add_items", "appease", "return")
+
+
 def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
-    cancel, baseline = (r.as_dict() for r in runs)
+    figures = dict(zip(_KEYS, (r.as_dict() for r in runs), strict=True))
+    cancel, baseline = figures["cancel"], figures["baseline"]
     ratios = {
         f"{q}_ratio": round(cancel[f"{q}_ms"] / baseline[f"{q}_ms"], 1)
         if baseline[f"{q}_ms"]
         else 0
         for q in ("p50", "p99", "mean")
     }
+    flat = {f"{key}_{q}_ms": d[f"{q}_ms"] for key, d in figures.items() for q in ("p50", "p99")}
     if as_json:
-        print(json.dumps({**extra, "runs": [r.as_dict() for r in runs], **ratios}, indent=2))
+        report = {**extra, "runs": [r.as_dict() for r in runs], **flat, **ratios}
+        print(json.dumps(report, indent=2))
         return
     print()
-    print(f"{'phase':<48} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
-    for run, d in zip(runs, (cancel, baseline), strict=True):
+    print(f"{'phase':<52} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
+    for run, d in zip(runs, figures.values(), strict=True):
         print(
-            f"{run.name:<48} {d['per_second']:>9} {d['p50_ms']:>9} {d['p99_ms']:>9} "
+            f"{run.name:<52} {d['per_second']:>9} {d['p50_ms']:>9} {d['p99_ms']:>9} "
             f"{d['mean_ms']:>9}"
         )
     print(
@@ -156,18 +283,27 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         f"{ratios['p99_ratio']} x at p99, {ratios['mean_ratio']} x on the mean "
         f"({extra['orders']} orders, concurrency {extra['concurrency']})"
     )
+    checked = extra["checked"]
+    print("checked: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in checked.items()))
 
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench servicing`."""
-    async with bench_stack("oms-bench-servicing-", args.keep, simulator=False) as settings:
-        # Warm up: one order allocated and canceled, so start-up costs are not measured.
-        await _measure(settings, await _allocated_orders(settings, 1, 1), 1)
-        order_ids = await _allocated_orders(settings, args.orders, args.concurrency)
-        runs = await _measure(settings, order_ids, args.concurrency)
+    async with bench_stack(
+        "oms-bench-servicing-", args.keep, simulator=False, return_window_days=RETURN_WINDOW_DAYS
+    ) as settings:
+        # Warm up: one order through each change, so start-up costs are not measured.
+        warm = await allocated_orders(settings, 2, 1)
+        await _measure_cancel(settings, [warm[0].order_id], 1)
+        await _measure_changes(settings, warm[1:], 1)
+        to_cancel = await allocated_orders(settings, args.orders, args.concurrency)
+        runs = await _measure_cancel(settings, [o.order_id for o in to_cancel], args.concurrency)
+        to_change = await allocated_orders(settings, args.orders, args.concurrency)
+        changes, checked = await _measure_changes(settings, to_change, args.concurrency)
+        checked = {"orders_canceled": args.orders, **checked}
         _report(
-            runs,
+            runs + changes,
             getattr(args, "json", False),
-            {"orders": args.orders, "concurrency": args.concurrency},
+            {"orders": args.orders, "concurrency": args.concurrency, "checked": checked},
         )
     return 0

@@ -195,6 +195,32 @@ class Stack:
         wait_for_port(settings.host, settings.codec_server_port, 60.0)
         return settings
 
+    def pids(self) -> dict[str, int]:
+        """The process id of every running oms process of the stack, by name (e.g. "worker")."""
+        return {
+            child.name: child.process.pid
+            for child in self.children
+            if child.process is not None and child.process.poll() is None
+        }
+
+    def restart(self, name: str, **env: str) -> None:
+        """Stop process `name` as `stop` would and start it again with `env` added to its own
+        environment from now on: the memory bench restarts the worker with a small cache."""
+        child = next(c for c in self.children if c.name == name)
+        launch = child.launch
+        assert isinstance(launch, functools.partial)  # _spawn's (name, args, background, env)
+        *head, own_env = launch.args
+        child.launch = functools.partial(launch.func, *head, {**own_env, **env})
+        assert child.process is not None
+        child.process.send_signal(signal.SIGTERM)
+        s = self.settings
+        try:
+            child.process.wait(s.shutdown_not_serving_seconds + s.shutdown_grace_seconds + 5)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        child.start()
+
     def _metrics_env(self, role: str, replica: int) -> dict[str, str]:
         """Where replica `replica` (from 0) of `role` serves its metrics, if anywhere."""
         ports = replicas.metrics_ports(self.settings, role)

@@ -1,13 +1,17 @@
-"""The benchmark command works end to end: `oms bench lifecycle` starts its private stack, drives
-orders to delivery, runs the fixed baseline and reports what each order cost Temporal. Only
-that it works and what it counts are checked here; its speed is for the bench itself to report
-(figures in timed tests flake on shared machines)."""
+"""The benchmark commands work end to end: `oms bench lifecycle` starts its private stack, drives
+orders to delivery, runs the fixed baseline and reports what each order cost Temporal (and,
+with --profile, where each process spent its CPU); `capture` reports the burst; `servicing`
+the round trips of changes; `memory` the worker's RSS. Only that they work and what they
+count are checked here; speed is for the benches themselves to report (figures in timed tests
+flake on shared machines)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +54,56 @@ def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_sta
     # The warm-up's 100 orders and the burst's 60 were all captured, then all started.
     assert report["lifecycle_starts_waiting_in_outbox"] <= 160
     assert report["drain"]["drained_after_seconds"] is not None
+
+
+def _bench(*args: str) -> dict[str, Any]:
+    """`oms bench <args> --json`, its report parsed (the bench fails, and so the test, when a
+    change did not do what it says)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    done = subprocess.run(
+        [str(BIN / "oms"), "bench", *args, "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_bench_servicing_times_cancel_add_items_appeasement_and_return_round_trips() -> None:
+    report = _bench("servicing", "--orders", "5", "--concurrency", "2")
+
+    for change in ("cancel", "add_items", "appease", "return", "baseline"):
+        assert report[f"{change}_p99_ms"] >= report[f"{change}_p50_ms"] > 0
+    assert [run["count"] for run in report["runs"]] == [5] * 5
+    # Each change did what it says: canceled, a mug more, $1 refunded, a return order each.
+    assert report["checked"] == {
+        "orders_canceled": 5,
+        "items_added": 5,
+        "goodwill_refunded": 5,
+        "returns_opened": 5,
+        "return_orders_listed": 5,
+    }
+
+
+def test_bench_memory_reports_the_worker_rss_idle_cached_and_evicted() -> None:
+    report = _bench("memory", "--orders", "10", "--concurrency", "4")
+
+    assert report["orders"] == 10
+    assert report["rss_cached_mib"] >= report["rss_idle_mib"] > 0
+    assert report["rss_evicted_mib"] > 0 and report["rss_restarted_mib"] > 0
+    assert report["replay_seconds"] > 0
+    assert report["rss_by_process_mib"]["worker"] == report["rss_cached_mib"]
+
+
+def test_bench_lifecycle_profiles_the_worker_and_every_service(tmp_path: Path) -> None:
+    report = _bench("lifecycle", "--orders", "4", "--concurrency", "2", "--profile", str(tmp_path))
+
+    profile = report["profile"]
+    assert set(profile) == {"worker", "capture", "fulfillment", "payments", "servicing"}
+    for name, process in profile.items():
+        assert process["file"] == str(tmp_path / f"{name}.json")
+        # A speedscope file (with no samples for a process idle throughout, e.g. servicing).
+        assert "profiles" in json.loads(Path(process["file"]).read_text())
+    # The worker ran every lifecycle, so it was busy and its top functions add up.
+    assert profile["worker"]["busy_seconds"] > 0
+    assert 0 < sum(f["share"] for f in profile["worker"]["top"]) <= 1.0001
