@@ -166,6 +166,9 @@ class Settings:
     # default); one evicted is replayed from its history on its next task. Memory for speed
     # (`oms bench memory` reports both ends).
     worker_max_cached_workflows: int = 1000
+    # Run workflows inside the SDK's sandbox (off: the tests and history replay run the
+    # lifecycle sandboxed; see workflows.worker.workflow_runner).
+    worker_sandbox: bool = False
     # lifecycle: durations the order workflow waits (written into each order at capture).
     # An order whose payment cannot be authorized within this time is canceled.
     authorization_timeout_seconds: int = 3600

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from oms_platform import auth, grpcutil
 from oms_platform.settings import Settings
@@ -58,6 +59,22 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     ]
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """How OrderLifecycle runs. By default without the SDK's sandbox: the sandbox re-creates the
+    workflow's module environment for every run and proxies every activation through it, which
+    cost the worker about a seventh of its throughput in `oms bench lifecycle`. Determinism is
+    held elsewhere: the workflow tests and the replay of recorded histories run the lifecycle
+    inside the sandbox, so a clock, random or I/O call in workflow code fails the suite.
+    `OMS_WORKER_SANDBOX=true` turns it back on in a running worker (to chase a suspected
+    nondeterminism), with the `workflows` package passed through: its modules hold only code
+    and constants, so one import serves every run."""
+    if not settings.worker_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+    )
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -68,6 +85,7 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=[OrderLifecycle],
+        workflow_runner=workflow_runner(settings),
         activities=list(activities if activities is not None else activities_for(settings)),
         max_concurrent_activities=200,
         max_concurrent_workflow_tasks=100,
