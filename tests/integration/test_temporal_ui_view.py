@@ -62,11 +62,16 @@ async def listed(client: Client, query: str, within: float = 20.0) -> list[str]:
 
 
 def scheduled_summaries(history: Any) -> list[Any]:
-    """The user metadata summary payload of every activity the workflow scheduled."""
+    """The user metadata summary payload of every activity the workflow ran: remote ones on
+    their scheduled event, local ones on their marker."""
     return [
         e.user_metadata.summary
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        or (
+            e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and "local_activity" in e.marker_recorded_event_attributes.marker_name
+        )
     ]
 
 
