@@ -242,8 +242,8 @@ def gateway_call(operation: str) -> Iterator[Callable[[str], None]]:
 TEMPORAL_SDK_SERIES = {
     "temporal_workflow_task_execution_latency": "histogram",
     "temporal_workflow_task_schedule_to_start_latency": "histogram",
-    "temporal_activity_schedule_to_start_latency": "histogram",
-    "temporal_activity_execution_latency": "histogram",
+    # The lifecycle's steps run as local activities (inside workflow tasks).
+    "temporal_local_activity_execution_latency": "histogram",
     "temporal_sticky_cache_size": "gauge",
     "temporal_worker_task_slots_available": "gauge",
     "temporal_workflow_task_execution_failed": "counter",

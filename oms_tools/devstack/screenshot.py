@@ -221,10 +221,11 @@ class View:
 
 
 def order_views(summary: str) -> list[View]:
-    """The pictures the README shows: the timeline (each activity with its summary) and the
-    user metadata tab (the start's summary and details)."""
+    """The pictures the README shows: the event history (each step, a local activity, with
+    its summary; the timeline tab shows local activities by name only) and the user metadata
+    tab (the start's summary and details)."""
     return [
-        View("timeline", ["authorize_payment • authorize", "capture_invoice • capture"], ORDER_PNG),
+        View("history", ["Local Activity", "authorize_payment", "capture invoice "], ORDER_PNG),
         View("user-metadata", [summary, "Paid by"], SUMMARY_PNG),
     ]
 

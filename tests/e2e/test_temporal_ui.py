@@ -1,5 +1,5 @@
 """End to end: the Temporal UI of `make dev`, opened in headless Chromium, shows an order's
-summary and details and a summary on each step of its timeline (decoded through the codec
+summary and details and a summary on each step of its event history (decoded through the codec
 server, as an engineer sees them). The README's pictures come from the same script."""
 
 from __future__ import annotations
@@ -43,16 +43,19 @@ async def test_the_temporal_ui_shows_the_orders_summary_and_what_each_step_did(
     pages = await order_pages(stack.settings, order_id, tmp_path)
 
     total = format_minor(request.grand_total.amount_minor, "USD")
-    summary, timeline = pages["user-metadata"], pages["timeline"]
+    summary, history = pages["user-metadata"], pages["history"]
     # The workflow's page, with the order's summary and details (rendered from Markdown).
     assert f"order:{order_id}" in summary.dom
     assert f"Order {request.channel_order_ref} · web · {total}" in summary.text
     assert "2 x SKU-TSHIRT-M" in summary.text and "Paid by card …4242" in summary.text
-    # Its timeline: each activity with what it did for this order.
-    assert f"order:{order_id}" in timeline.dom
-    assert f"authorize_payment • authorize {total} on card …4242" in timeline.text
-    assert "create_invoice • invoice 3 shipped unit(s) of " in timeline.text
-    assert "record_order_progress • record order.fulfilled → fulfilled" in timeline.text
+    # Its event history: each step (a local activity) with what it did for this order.
+    assert f"order:{order_id}" in history.dom
+    steps = history.text.replace("\n", " ")
+    assert f"Activity Type authorize_payment Summary authorize {total} on card …4242" in " ".join(
+        steps.split()
+    )
+    assert "invoice 3 shipped unit(s) of " in steps
+    assert "record order.fulfilled → fulfilled" in steps
     for png in (ORDER_PNG, SUMMARY_PNG):
         width, height = png_size(tmp_path / png)
         assert width >= 1200 and height >= 800
