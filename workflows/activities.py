@@ -206,6 +206,8 @@ class CaptureActivities:
                     added_lines=[
                         _line_addition(added, progress.currency) for added in progress.added_lines
                     ],
+                    # The lifecycle reads nothing back: spare capture reading the order.
+                    omit_order=True,
                 ),
                 timeout=DEADLINE_SECONDS,
             )

@@ -296,15 +296,23 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             else None
         )
 
-        async def record(conn: asyncpg.Connection) -> tuple[domain.Order, str]:
+        async def record(conn: asyncpg.Connection) -> store.Recorded:
             return await store.record_progress(
-                conn, request.order_id, status, changes, event, additions
+                conn,
+                request.order_id,
+                status,
+                changes,
+                event,
+                additions,
+                read_back=not request.omit_order,
             )
 
-        def encode(recorded: tuple[domain.Order, str]) -> pb.RecordOrderProgressResponse:
+        def encode(recorded: store.Recorded) -> pb.RecordOrderProgressResponse:
+            if recorded.order is None:  # the caller asked for no order back
+                return pb.RecordOrderProgressResponse()
             # Stored as the key's answer: kept without tokens whoever asked.
             return pb.RecordOrderProgressResponse(
-                order=convert.mask_payment_tokens(convert.order_to_pb(recorded[0]))
+                order=convert.mask_payment_tokens(convert.order_to_pb(recorded.order))
             )
 
         key = f"progress:{request.order_id}:{request.idempotency_key}"
@@ -312,8 +320,8 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             self._pool, key, request, pb.RecordOrderProgressResponse, record, encode
         )
         response, recorded = outcome  # recorded is None for a replay
-        if recorded is not None and status and status != recorded[1]:  # a new status, not a replay
-            _count_transition(recorded[0], status)
+        if recorded is not None and status and status != recorded.status_before:
+            _count_transition(recorded.channel, recorded.created_at, status)
         return response
 
     async def EraseShopper(
@@ -427,9 +435,9 @@ def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
     )
 
 
-def _count_transition(order: domain.Order, status: str) -> None:
+def _count_transition(channel: str, created_at: datetime, status: str) -> None:
     """An order entered `status`; at fulfilment, how long it took from capture."""
-    metrics.ORDER_TRANSITIONS.labels(order.channel, status).inc()
-    if status == domain.FULFILLED and order.created_at is not None:
-        seconds = (datetime.now(UTC) - order.created_at).total_seconds()
-        metrics.ORDER_LIFECYCLE_SECONDS.labels(order.channel).observe(max(0.0, seconds))
+    metrics.ORDER_TRANSITIONS.labels(channel, status).inc()
+    if status == domain.FULFILLED:
+        seconds = (datetime.now(UTC) - created_at).total_seconds()
+        metrics.ORDER_LIFECYCLE_SECONDS.labels(channel).observe(max(0.0, seconds))

@@ -449,6 +449,25 @@ async def test_progress_moves_buckets_status_and_timeline_once_per_key(
     ]
 
 
+async def test_progress_that_omits_the_order_records_the_step_and_answers_without_it(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    order = (await capture.SubmitOrder(order_request())).order
+    allocate = progress(
+        order, "lean", pb.ORDER_STATUS_ALLOCATED, [{"allocated": 2}], "fulfillment.allocated"
+    )
+    allocate.omit_order = True
+    answer = await lifecycle.RecordOrderProgress(allocate)
+    assert not answer.HasField("order")
+    # The step is recorded all the same, once, and a replay answers the same way.
+    assert not (await lifecycle.RecordOrderProgress(allocate)).HasField("order")
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.status == pb.ORDER_STATUS_ALLOCATED
+    assert [line.quantities.allocated for line in view.order.lines] == [2, 0]
+    assert [e.kind for e in view.timeline] == ["order.captured", "fulfillment.allocated"]
+
+
 async def test_progress_that_would_drop_a_bucket_below_zero_is_refused(
     lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,

@@ -67,6 +67,7 @@ from services.capture.store.erasure import start_erasure as start_erasure
 from services.capture.store.progress import SQL_ADD_ITEMS as SQL_ADD_ITEMS
 from services.capture.store.progress import SQL_LOCK_ORDER_LINES as SQL_LOCK_ORDER_LINES
 from services.capture.store.progress import SQL_RECORD_STEP as SQL_RECORD_STEP
+from services.capture.store.progress import Recorded as Recorded
 from services.capture.store.progress import record_progress as record_progress
 from services.capture.store.reads import PLAN_FOR_PARAMETERS as PLAN_FOR_PARAMETERS
 from services.capture.store.reads import SQL_CHANGES_SINCE as SQL_CHANGES_SINCE

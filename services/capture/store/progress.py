@@ -4,6 +4,8 @@ event) recorded under the order's lock, waking its watchers on commit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
 
 from oms_platform import limits
 from oms_platform.errors import NotFound
@@ -38,7 +40,7 @@ WITH before AS (SELECT status FROM orders WHERE id = $1), lines AS (
 UPDATE orders SET status = CASE WHEN $9::text = '' THEN status ELSE $9::text END,
     updated_at = now()
 WHERE id = $1
-RETURNING pg_notify($14, id), (SELECT status FROM before) AS status_before"""
+RETURNING pg_notify($14, id), (SELECT status FROM before) AS status_before, channel, created_at"""
 
 # Items added before fulfillment, in one statement: existing lines' new ordered units, tax
 # lines and totals ($2), new lines appended after the last position ($3, `n` from 1), and
@@ -70,6 +72,16 @@ UPDATE orders SET subtotal_minor = $4, tax_minor = $5, grand_total_minor = $6
 WHERE id = $1"""
 
 
+class Recorded(NamedTuple):
+    """What a step did: the order after it (None when not read back), the status it had
+    before, and what the transition metrics need."""
+
+    order: domain.Order | None
+    status_before: str
+    channel: str
+    created_at: datetime
+
+
 async def record_progress(
     conn: Conn,
     order_id: str,
@@ -77,9 +89,11 @@ async def record_progress(
     changes: Sequence[domain.LineQuantityChange],
     event: domain.TimelineEvent | None,
     additions: Sequence[domain.LineAddition] = (),
-) -> tuple[domain.Order, str]:
+    *,
+    read_back: bool = True,
+) -> Recorded:
     """Apply a lifecycle step: items added, buckets, status and a timeline event; returns the
-    order and the status it had before.
+    order after it (when `read_back`) and the status it had before.
 
     The order's watchers are woken when the caller's transaction commits.
     """
@@ -92,7 +106,7 @@ async def record_progress(
     current = {r["id"]: line_quantities(r) for r in rows if r["id"] is not None}
     after = domain.apply_line_changes(order_id, current, changes) if changes else {}
     ids = list(after)
-    before = await conn.fetchval(
+    row = await conn.fetchrow(
         SQL_RECORD_STEP,
         order_id,
         ids,
@@ -108,9 +122,10 @@ async def record_progress(
         event.summary if event else "",
         event.actor if event else "",
         ORDER_CHANGED_CHANNEL,
-        column=1,
     )
-    return await get_order(conn, order_id), before
+    assert row is not None  # the order is locked above
+    order = await get_order(conn, order_id) if read_back else None
+    return Recorded(order, row["status_before"], row["channel"], row["created_at"])
 
 
 async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:

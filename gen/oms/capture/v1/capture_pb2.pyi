@@ -970,12 +970,17 @@ class RecordOrderProgressRequest(_message.Message):
     LINE_CHANGES_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     ADDED_LINES_FIELD_NUMBER: _builtins.int
+    OMIT_ORDER_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
     """Derived by the workflow from the order and step."""
     status: Global___OrderStatus.ValueType
     """New status; UNSPECIFIED keeps the current one."""
+    omit_order: _builtins.bool
+    """Answer without the order: for a caller that does not read it (the lifecycle workflow),
+    which spares the service reading the order back and keeping it as the key's answer.
+    """
     @_builtins.property
     def line_changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineQuantityChange]:
         """Bucket changes."""
@@ -997,10 +1002,11 @@ class RecordOrderProgressRequest(_message.Message):
         line_changes: _abc.Iterable[Global___LineQuantityChange] | None = ...,
         event: _common_pb2.TimelineEvent | None = ...,
         added_lines: _abc.Iterable[Global___LineAddition] | None = ...,
+        omit_order: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1008,7 +1014,9 @@ Global___RecordOrderProgressRequest: _TypeAlias = RecordOrderProgressRequest  # 
 
 @_typing.final
 class RecordOrderProgressResponse(_message.Message):
-    """RecordOrderProgressResponse carries the order after the change."""
+    """RecordOrderProgressResponse carries the order after the change (unset when the request
+    asked to omit it).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
