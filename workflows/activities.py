@@ -45,6 +45,8 @@ from workflows.types import (
     CreditMemoResult,
     EscalateInput,
     FulfillmentOrderData,
+    InvoiceAndCaptureInput,
+    InvoiceAndCaptureResult,
     InvoiceInput,
     InvoiceResult,
     ItemQuantity,
@@ -214,6 +216,42 @@ class CaptureActivities:
         )
 
 
+def _invoice_request(request: InvoiceInput) -> payments_pb2.CreateInvoiceRequest:
+    currency = request.currency
+    return payments_pb2.CreateInvoiceRequest(
+        order_id=request.order_id,
+        fulfillment_order_id=request.fulfillment_order_id,
+        idempotency_key=request.idempotency_key,
+        lines=[
+            payments_pb2.ChargeableLine(
+                **_line_money(line, currency),
+                quantity_to_invoice=line.quantity_to_invoice,
+                quantity_invoiced_before=line.quantity_invoiced_before,
+            )
+            for line in request.lines
+        ],
+        shipping=money_to_pb(request.shipping_minor, currency),
+        goodwill=money_to_pb(request.goodwill_minor, currency),
+    )
+
+
+def _invoice_result(response: payments_pb2.CreateInvoiceResponse) -> InvoiceResult:
+    return InvoiceResult(
+        invoice_id=response.invoice.invoice_id,
+        total_minor=response.invoice.total.amount_minor,
+    )
+
+
+def _capture_result(response: payments_pb2.CaptureInvoiceResponse) -> CaptureResult:
+    capture = response.capture
+    return CaptureResult(
+        capture_id=capture.capture_id,
+        succeeded=capture.status == payments_pb2.CAPTURE_STATUS_SUCCEEDED,
+        amount_minor=capture.amount.amount_minor,
+        failure_reason=capture.failure_reason,
+    )
+
+
 class PaymentsActivities:
     """Authorize, invoice, capture and void through the payments service."""
 
@@ -247,31 +285,10 @@ class PaymentsActivities:
     @activity.defn(name=names.CREATE_INVOICE)
     async def create_invoice(self, request: InvoiceInput) -> InvoiceResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
-        currency = request.currency
         response = await _call(
-            self._stub.CreateInvoice(
-                payments_pb2.CreateInvoiceRequest(
-                    order_id=request.order_id,
-                    fulfillment_order_id=request.fulfillment_order_id,
-                    idempotency_key=request.idempotency_key,
-                    lines=[
-                        payments_pb2.ChargeableLine(
-                            **_line_money(line, currency),
-                            quantity_to_invoice=line.quantity_to_invoice,
-                            quantity_invoiced_before=line.quantity_invoiced_before,
-                        )
-                        for line in request.lines
-                    ],
-                    shipping=money_to_pb(request.shipping_minor, currency),
-                    goodwill=money_to_pb(request.goodwill_minor, currency),
-                ),
-                timeout=DEADLINE_SECONDS,
-            )
+            self._stub.CreateInvoice(_invoice_request(request), timeout=DEADLINE_SECONDS)
         )
-        return InvoiceResult(
-            invoice_id=response.invoice.invoice_id,
-            total_minor=response.invoice.total.amount_minor,
-        )
+        return _invoice_result(response)
 
     @activity.defn(name=names.CAPTURE_INVOICE)
     async def capture_invoice(self, request: CaptureInput) -> CaptureResult:
@@ -283,13 +300,18 @@ class PaymentsActivities:
                 timeout=DEADLINE_SECONDS,
             )
         )
-        capture = response.capture
-        return CaptureResult(
-            capture_id=capture.capture_id,
-            succeeded=capture.status == payments_pb2.CAPTURE_STATUS_SUCCEEDED,
-            amount_minor=capture.amount.amount_minor,
-            failure_reason=capture.failure_reason,
-        )
+        return _capture_result(response)
+
+    @activity.defn(name=names.INVOICE_AND_CAPTURE)
+    async def invoice_and_capture(self, request: InvoiceAndCaptureInput) -> InvoiceAndCaptureResult:
+        structlog.contextvars.bind_contextvars(order_id=request.invoice.order_id)
+        wire = _invoice_request(request.invoice)
+        wire.capture_idempotency_key = request.capture_idempotency_key
+        response = await _call(self._stub.CreateInvoice(wire, timeout=DEADLINE_SECONDS))
+        invoice = _invoice_result(response)
+        if response.capture_refused:
+            return InvoiceAndCaptureResult(invoice, capture_refused=response.capture_refused)
+        return InvoiceAndCaptureResult(invoice, _capture_result(response.capture))
 
     @activity.defn(name=names.CREATE_CREDIT_MEMO)
     async def create_credit_memo(self, request: CreditMemoInput) -> CreditMemoResult:

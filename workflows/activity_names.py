@@ -13,6 +13,8 @@ RECORD_ORDER_PROGRESS = "record_order_progress"
 AUTHORIZE_PAYMENT = "authorize_payment"
 CREATE_INVOICE = "create_invoice"
 CAPTURE_INVOICE = "capture_invoice"
+# invoice and capture in one payments call (the shipped path since the invoice-and-capture patch)
+INVOICE_AND_CAPTURE = "invoice_and_capture"
 VOID_AUTHORIZATION = "void_authorization"
 CREATE_CREDIT_MEMO = "create_credit_memo"
 REFUND_CREDIT_MEMO = "refund_credit_memo"

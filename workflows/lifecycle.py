@@ -77,6 +77,8 @@ with workflow.unsafe.imports_passed_through():
         FulfillmentEvent,
         FulfillmentOrderData,
         FulfillmentOrderState,
+        InvoiceAndCaptureInput,
+        InvoiceAndCaptureResult,
         InvoiceInput,
         InvoiceResult,
         ItemQuantity,
@@ -121,6 +123,9 @@ LOCAL_ACTIVITIES_PATCH = "local-activities"
 # shorter than this; longer waits (an outage) sleep on a durable timer, so a long outage costs
 # a few timers rather than a workflow task kept alive by heartbeats.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
+# A shipment's invoice and its capture are one payments call (the capture keeps its own key);
+# runs before it invoice and capture in two steps.
+INVOICE_AND_CAPTURE_PATCH = "invoice-and-capture"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -498,15 +503,25 @@ class OrderLifecycle:
         )
         if no_charge:
             return
-        invoice = await steps.attempt_step(
-            self,
-            lambda: self._invoice(fo, in_order, f"invoice:{event.shipment_id}"),
-            "invoicing",
-            parcel,
-        )
-        if invoice is None:  # skipped or canceled by an agent: these units go uncharged
-            return
-        captured = await steps.capture(self, invoice)
+        step = f"invoice:{event.shipment_id}"
+        if workflow.patched(INVOICE_AND_CAPTURE_PATCH):
+            capture_key = f"{self.order.order_id}:capture:{step}"
+            invoiced = await steps.attempt_step(
+                self,
+                lambda: self._invoice_and_capture(fo, in_order, step, capture_key),
+                "invoicing",
+                parcel,
+            )
+            if invoiced is None:  # skipped or canceled by an agent: these units go uncharged
+                return
+            captured = await steps.capture(self, invoiced.invoice, invoiced, capture_key)
+        else:
+            invoice = await steps.attempt_step(
+                self, lambda: self._invoice(fo, in_order, step), "invoicing", parcel
+            )
+            if invoice is None:  # skipped or canceled by an agent: these units go uncharged
+                return
+            captured = await steps.capture(self, invoice)
         self.state.captured_minor += captured
 
     async def _invoice(
@@ -514,29 +529,51 @@ class OrderLifecycle:
     ) -> InvoiceResult:
         """Invoice shipped units (billing.plan_invoice says what it charges). The ledger and the
         money move only once payments has the invoice, so a refused one can be asked again."""
+        plan, asked = self._plan_invoice(fo, items, step)
+        invoice: InvoiceResult = await self.activity(
+            names.CREATE_INVOICE, asked, result_type=InvoiceResult
+        )
+        billing.record_invoice(
+            self.state, self.ledger, plan, fo.delivery_group_id, invoice.total_minor
+        )
+        return invoice
+
+    async def _invoice_and_capture(
+        self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str, capture_key: str
+    ) -> InvoiceAndCaptureResult:
+        """Invoice shipped units and capture the invoice in one payments call. As `_invoice`,
+        the ledger moves only once payments has the invoice; a declined or refused capture is
+        part of the answer (steps.capture holds for it)."""
+        plan, asked = self._plan_invoice(fo, items, step)
+        invoiced: InvoiceAndCaptureResult = await self.activity(
+            names.INVOICE_AND_CAPTURE,
+            InvoiceAndCaptureInput(asked, capture_key),
+            result_type=InvoiceAndCaptureResult,
+        )
+        billing.record_invoice(
+            self.state, self.ledger, plan, fo.delivery_group_id, invoiced.invoice.total_minor
+        )
+        return invoiced
+
+    def _plan_invoice(
+        self, fo: FulfillmentOrderData, items: list[ItemQuantity], step: str
+    ) -> tuple[billing.InvoicePlan, InvoiceInput]:
+        """What invoicing shipped `items` charges, and the request that asks for it."""
         order = self.order
         group = next(
             (g for g in order.delivery_groups if g.delivery_group_id == fo.delivery_group_id),
             None,
         )
         plan = billing.plan_invoice(self.state, self.ledger, group, items)
-        invoice: InvoiceResult = await self.activity(
-            names.CREATE_INVOICE,
-            InvoiceInput(
-                order_id=order.order_id,
-                fulfillment_order_id=fo.fulfillment_order_id,
-                idempotency_key=f"{order.order_id}:{step}",
-                currency=order.currency,
-                lines=plan.lines,
-                shipping_minor=plan.shipping_minor,
-                goodwill_minor=plan.goodwill_minor,
-            ),
-            result_type=InvoiceResult,
+        return plan, InvoiceInput(
+            order_id=order.order_id,
+            fulfillment_order_id=fo.fulfillment_order_id,
+            idempotency_key=f"{order.order_id}:{step}",
+            currency=order.currency,
+            lines=plan.lines,
+            shipping_minor=plan.shipping_minor,
+            goodwill_minor=plan.goodwill_minor,
         )
-        billing.record_invoice(
-            self.state, self.ledger, plan, fo.delivery_group_id, invoice.total_minor
-        )
-        return invoice
 
     # ---- process exceptions ------------------------------------------------------------------
 

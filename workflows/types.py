@@ -324,6 +324,25 @@ class CaptureResult:
 
 
 @dataclass
+class InvoiceAndCaptureInput:
+    """Invoice one shipment and capture the invoice, in one payments call."""
+
+    invoice: InvoiceInput
+    # The capture's own key (a retry replays the invoice, then the capture).
+    capture_idempotency_key: str
+
+
+@dataclass
+class InvoiceAndCaptureResult:
+    """The invoice, and its capture's outcome; `capture` is None when payments refused the
+    capture (`capture_refused` says why) and the invoice stands uncaptured."""
+
+    invoice: InvoiceResult
+    capture: CaptureResult | None = None
+    capture_refused: str = ""
+
+
+@dataclass
 class VoidInput:
     """Void the order's open authorizations (compensation)."""
 

@@ -35,6 +35,7 @@ from workflows.types import (
     CaptureInput,
     CreditMemoInput,
     EscalateInput,
+    InvoiceAndCaptureInput,
     InvoiceInput,
     ItemQuantity,
     PaymentMethodData,
@@ -139,6 +140,8 @@ def _describe(name: str, arg: Any, currency: str) -> str:
         extra = f" + {money(arg.shipping_minor)} shipping" if arg.shipping_minor else ""
         goodwill = f" less {money(arg.goodwill_minor)} goodwill" if arg.goodwill_minor else ""
         return f"invoice {units} shipped unit(s) of {arg.fulfillment_order_id}{extra}{goodwill}"
+    if isinstance(arg, InvoiceAndCaptureInput):
+        return _describe("create_invoice", arg.invoice, currency) + " and capture it"
     if isinstance(arg, CaptureInput):
         return f"capture invoice {arg.invoice_id}{_attempt_of(arg.idempotency_key)}"
     if isinstance(arg, VoidInput):

@@ -46,6 +46,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         payments.authorize_payment,
         payments.create_invoice,
         payments.capture_invoice,
+        payments.invoice_and_capture,
         payments.void_authorization,
         payments.create_credit_memo,
         payments.refund_credit_memo,

@@ -16,7 +16,8 @@ import grpc
 from google.protobuf.message import Message
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 
-from oms_platform import db
+from oms_platform import db, grpcutil
+from oms_platform.errors import DomainError, Unavailable
 from services.payments import convert, domain, handlers
 from services.payments.gateway import GatewayError, Gateways
 
@@ -74,14 +75,38 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: payments_pb2.CreateInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.CreateInvoiceResponse:
         invoice = handlers.draft_invoice(self.payments, convert.invoice_request_from_pb(request))
-        return await self._idempotent(
+        # The invoice's record is the invoice alone: asked again with or without a capture,
+        # the same invoice request replays the same invoice.
+        invoice_part = payments_pb2.CreateInvoiceRequest()
+        invoice_part.CopyFrom(request)
+        invoice_part.ClearField("capture_idempotency_key")
+        created = await self._idempotent(
             context,
             request.idempotency_key,
-            request,
+            invoice_part,
             payments_pb2.CreateInvoiceResponse,
             lambda conn: handlers.create_invoice(conn, invoice),
             convert.invoice_created_pb,
         )
+        if not request.capture_idempotency_key:
+            return created
+        # The capture keeps an idempotency record of its own (as CaptureInvoice's), so a retry
+        # of this call replays the invoice and then the capture. A refusal is part of the
+        # answer, not an error: the invoice stands either way. An outage (or an unknown
+        # gateway outcome) is an error, and the caller retries the whole call with its keys.
+        capture = payments_pb2.CaptureInvoiceRequest(
+            invoice_id=created.invoice.invoice_id, idempotency_key=request.capture_idempotency_key
+        )
+        try:
+            captured = await self.CaptureInvoice(capture, context)
+        except Unavailable:
+            raise
+        except DomainError as refused:
+            code, _ = grpcutil.status_for(refused)
+            return payments_pb2.CreateInvoiceResponse(
+                invoice=created.invoice, capture_refused=f"{code.name}: {refused.message}"
+            )
+        return payments_pb2.CreateInvoiceResponse(invoice=created.invoice, capture=captured)
 
     async def CaptureInvoice(
         self, request: payments_pb2.CaptureInvoiceRequest, context: grpc.aio.ServicerContext

@@ -377,6 +377,68 @@ async def test_a_capture_beyond_the_authorization_fails_as_insufficient(
     assert captures == []
 
 
+async def invoice_and_capture(
+    payments: Payments, order_id: str, amount_minor: int, capture_key: str
+) -> pb.CreateInvoiceResponse:
+    return await payments.stub.CreateInvoice(
+        pb.CreateInvoiceRequest(
+            order_id=order_id,
+            fulfillment_order_id=f"{order_id}:fo-1",
+            idempotency_key=f"{order_id}:invoice:fo-1",
+            lines=[chargeable("ol-1", 1, 1, 0, amount_minor)],
+            shipping=usd(0),
+            capture_idempotency_key=capture_key,
+        )
+    )
+
+
+async def test_an_invoice_asked_with_its_capture_is_invoiced_and_captured_in_one_call(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    answer = await invoice_and_capture(payments, order_id, 4_000, f"{order_id}:capture")
+    assert answer.invoice.total == usd(4_000)
+    assert answer.capture.status == pb.CAPTURE_STATUS_SUCCEEDED
+    assert answer.capture.captured == usd(4_000) and answer.capture_refused == ""
+    # Retried (the worker died before recording it): the same invoice and the same capture.
+    again = await invoice_and_capture(payments, order_id, 4_000, f"{order_id}:capture")
+    assert again.invoice.invoice_id == answer.invoice.invoice_id
+    assert again.capture.capture.capture_id == answer.capture.capture.capture_id
+    found = await summary_of(payments, order_id)
+    assert len(found.invoices) == 1 and len(found.captures) == 1
+    assert found.summary.captured == usd(4_000) and found.summary.balance_due == usd(0)
+    captures = [
+        op for op in payments.gateway.operations_of("capture") if op.key.startswith(order_id)
+    ]
+    assert len(captures) == 1
+
+
+async def test_a_declined_or_refused_capture_with_the_invoice_leaves_the_invoice_standing(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000, token="tok_fail_capture")
+    declined = await invoice_and_capture(payments, order_id, 4_000, f"{order_id}:capture")
+    assert declined.capture.status == pb.CAPTURE_STATUS_FAILED
+    assert declined.capture.failure_reason == "processor_unavailable"
+    assert (await summary_of(payments, order_id)).summary.balance_due == usd(4_000)
+
+    # Captured since by CaptureInvoice: asking again with another capture key replays the
+    # invoice and answers the capture's refusal instead of failing the call.
+    other = new_order()
+    await authorize(payments, other, 5_000)
+    inv = await invoice(payments, other, [chargeable("ol-1", 1, 1, 0, 4_000)])
+    await capture(payments, inv.invoice_id, key=f"{other}:capture:1")
+    refused = await invoice_and_capture(payments, other, 4_000, f"{other}:capture:2")
+    assert refused.invoice.invoice_id == inv.invoice_id
+    assert not refused.HasField("capture")
+    assert refused.capture_refused == (
+        f"FAILED_PRECONDITION: invoice {inv.invoice_id} is already captured"
+    )
+    assert (await summary_of(payments, other)).summary.captured == usd(4_000)
+
+
 async def test_a_gateway_timeout_after_charging_records_the_capture_exactly_once(
     payments: Payments,
 ) -> None:

@@ -52,6 +52,8 @@ from workflows.types import (
     EscalateInput,
     FulfillmentEvent,
     FulfillmentOrderData,
+    InvoiceAndCaptureInput,
+    InvoiceAndCaptureResult,
     InvoiceInput,
     InvoiceResult,
     ItemQuantity,
@@ -183,6 +185,19 @@ class Services:
             self.captured += self.invoices[c.invoice_id]
             return CaptureResult("cap-1", True, self.invoices[c.invoice_id])
 
+        @activity.defn(name="invoice_and_capture")
+        async def invoice_and_capture(r: InvoiceAndCaptureInput) -> InvoiceAndCaptureResult:
+            # As payments does it: the invoice, then its capture; a refused capture is part
+            # of the answer and the invoice stands.
+            invoice = await create_invoice(r.invoice)
+            try:
+                made = await capture_invoice(
+                    CaptureInput(invoice.invoice_id, r.capture_idempotency_key)
+                )
+            except ApplicationError as refused:
+                return InvoiceAndCaptureResult(invoice, capture_refused=str(refused))
+            return InvoiceAndCaptureResult(invoice, made)
+
         @activity.defn(name="void_authorization")
         async def void_authorization(v: VoidInput) -> None:
             self.calls.append(("void", v))
@@ -243,6 +258,7 @@ class Services:
             cancel_fulfillment_order_lines,
             create_invoice,
             capture_invoice,
+            invoice_and_capture,
             void_authorization,
             create_credit_memo,
             refund_credit_memo,
@@ -964,7 +980,10 @@ async def test_a_step_refused_after_shipping_holds_the_order_and_a_retry_finishe
         [exception] = services.named("exception")
         assert exception.category == category and "refused (injected)" in exception.message
         # The exception shows what the failed step was asked, so the agent sees what a retry does.
-        assert json.loads(exception.step_input)["idempotency_key"].startswith(order.order_id)
+        asked = json.loads(exception.step_input)
+        # (an invoice asked with its capture shows the invoice request inside)
+        key = asked.get("idempotency_key") or asked["invoice"]["idempotency_key"]
+        assert key.startswith(order.order_id)
         assert services.statuses[-1] == ON_HOLD
         await resolve(handle, services, "retry")
         result = await handle.result()

@@ -30,6 +30,7 @@ from workflows.types import (
     ChangeResult,
     CreditMemoInput,
     CreditMemoResult,
+    InvoiceAndCaptureResult,
     InvoiceResult,
     ItemQuantity,
     LifecycleLine,
@@ -199,9 +200,16 @@ async def void(steps: Steps, reason: str, step: str = "void") -> None:
     )
 
 
-async def capture(steps: Steps, invoice: InvoiceResult) -> int:
+async def capture(
+    steps: Steps,
+    invoice: InvoiceResult,
+    first: InvoiceAndCaptureResult | None = None,
+    first_key: str = "",
+) -> int:
     """Capture the invoice; while the gateway fails or payments refuses, hold for an agent
-    (each new attempt has a key of its own). Returns what was captured."""
+    (each new attempt has a key of its own). `first` is the outcome of a capture already made
+    with the invoice (under `first_key`), which counts as the first attempt. Returns what was
+    captured."""
     attempt = 0
     while True:
         attempt += 1
@@ -209,13 +217,21 @@ async def capture(steps: Steps, invoice: InvoiceResult) -> int:
             invoice.invoice_id,
             f"{steps.order.order_id}:capture:{invoice.invoice_id}:{attempt}",
         )
-        try:
-            result: CaptureResult = await steps.activity(
-                names.CAPTURE_INVOICE, asked, result_type=CaptureResult
-            )
-            failure = "" if result.succeeded else result.failure_reason
-        except ActivityError as refused:
-            failure = f"refused: {refused.cause or refused}"
+        if attempt == 1 and first is not None:
+            asked = CaptureInput(invoice.invoice_id, first_key)
+            if first.capture is None:
+                failure = f"refused: {first.capture_refused}"
+            else:
+                result = first.capture
+                failure = "" if result.succeeded else result.failure_reason
+        else:
+            try:
+                result = await steps.activity(
+                    names.CAPTURE_INVOICE, asked, result_type=CaptureResult
+                )
+                failure = "" if result.succeeded else result.failure_reason
+            except ActivityError as refused:
+                failure = f"refused: {refused.cause or refused}"
         if not failure:
             await attempt_step(
                 steps,

@@ -649,11 +649,16 @@ class CreateInvoiceRequest(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_FIELD_NUMBER: _builtins.int
     GOODWILL_FIELD_NUMBER: _builtins.int
+    CAPTURE_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order and the fulfillment order shipped."""
     fulfillment_order_id: _builtins.str
     idempotency_key: _builtins.str
     """Derived by the caller from the order and shipment."""
+    capture_idempotency_key: _builtins.str
+    """When set, the invoice is captured in the same call, exactly as CaptureInvoice would with
+    this key (its own idempotency record: a retry replays both the invoice and the capture).
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChargeableLine]:
         """Lines to invoice."""
@@ -677,10 +682,11 @@ class CreateInvoiceRequest(_message.Message):
         lines: _abc.Iterable[Global___ChargeableLine] | None = ...,
         shipping: _common_pb2.Money | None = ...,
         goodwill: _common_pb2.Money | None = ...,
+        capture_idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["goodwill", b"goodwill", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_idempotency_key", b"capture_idempotency_key", "fulfillment_order_id", b"fulfillment_order_id", "goodwill", b"goodwill", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "shipping", b"shipping"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -688,23 +694,38 @@ Global___CreateInvoiceRequest: _TypeAlias = CreateInvoiceRequest  # noqa: Y015
 
 @_typing.final
 class CreateInvoiceResponse(_message.Message):
-    """CreateInvoiceResponse carries the invoice."""
+    """CreateInvoiceResponse carries the invoice and, when asked for, its capture."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INVOICE_FIELD_NUMBER: _builtins.int
+    CAPTURE_FIELD_NUMBER: _builtins.int
+    CAPTURE_REFUSED_FIELD_NUMBER: _builtins.int
+    capture_refused: _builtins.str
+    """When the capture was refused (what CaptureInvoice would have answered as an error), the
+    status code name and message, e.g. "FAILED_PRECONDITION: ..."; the invoice stands and can
+    be captured later with CaptureInvoice.
+    """
     @_builtins.property
     def invoice(self) -> Global___Invoice:
-        """The invoice."""
+        """The invoice (as created, before the capture)."""
+
+    @_builtins.property
+    def capture(self) -> Global___CaptureInvoiceResponse:
+        """The capture's outcome, when `capture_idempotency_key` was set and the capture was made
+        (a decline is an outcome: status FAILED with the reason).
+        """
 
     def __init__(
         self,
         *,
         invoice: Global___Invoice | None = ...,
+        capture: Global___CaptureInvoiceResponse | None = ...,
+        capture_refused: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "invoice", b"invoice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "capture_refused", b"capture_refused", "invoice", b"invoice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -108,7 +108,8 @@ class PaymentsServiceServicer:
 
     def CreateInvoice(self, request, context):
         """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
-        the shipping charge.
+        the shipping charge. With `capture_idempotency_key` it also captures the invoice, as
+        CaptureInvoice would, in the same call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,7 +47,8 @@ class PaymentsServiceStub:
     """
     CreateInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateInvoiceRequest, _payments_pb2.CreateInvoiceResponse]
     """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
-    the shipping charge.
+    the shipping charge. With `capture_idempotency_key` it also captures the invoice, as
+    CaptureInvoice would, in the same call.
     """
     CaptureInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CaptureInvoiceRequest, _payments_pb2.CaptureInvoiceResponse]
     """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
@@ -97,7 +98,8 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """
     CreateInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateInvoiceRequest, _payments_pb2.CreateInvoiceResponse]  # type: ignore[assignment]
     """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
-    the shipping charge.
+    the shipping charge. With `capture_idempotency_key` it also captures the invoice, as
+    CaptureInvoice would, in the same call.
     """
     CaptureInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.CaptureInvoiceRequest, _payments_pb2.CaptureInvoiceResponse]  # type: ignore[assignment]
     """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
@@ -156,7 +158,8 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.CreateInvoiceResponse, _abc.Awaitable[_payments_pb2.CreateInvoiceResponse]]:
         """Creates the invoice for a shipment: its lines and, on a delivery group's first shipment,
-        the shipping charge.
+        the shipping charge. With `capture_idempotency_key` it also captures the invoice, as
+        CaptureInvoice would, in the same call.
         """
 
     @_abc_1.abstractmethod
