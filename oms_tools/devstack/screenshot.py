@@ -225,7 +225,7 @@ def order_views(summary: str) -> list[View]:
     its summary; the timeline tab shows local activities by name only) and the user metadata
     tab (the start's summary and details)."""
     return [
-        View("history", ["Local Activity", "authorize_payment", "capture invoice "], ORDER_PNG),
+        View("history", ["Local Activity", "authorize_payment", " and capture it"], ORDER_PNG),
         View("user-metadata", [summary, "Paid by"], SUMMARY_PNG),
     ]
 

@@ -54,7 +54,7 @@ async def test_the_temporal_ui_shows_the_orders_summary_and_what_each_step_did(
     assert f"Activity Type authorize_payment Summary authorize {total} on card …4242" in " ".join(
         steps.split()
     )
-    assert "invoice 3 shipped unit(s) of " in steps
+    assert "invoice 3 shipped unit(s) of " in steps and " and capture it" in steps
     assert "record order.fulfilled → fulfilled" in steps
     for png in (ORDER_PNG, SUMMARY_PNG):
         width, height = png_size(tmp_path / png)
