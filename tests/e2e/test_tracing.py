@@ -24,7 +24,8 @@ from tests.e2e.conftest import DevStack, running, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
-CAPTURE_INVOICE = "/oms.payments.v1.PaymentsService/CaptureInvoice"
+# A shipment's invoice and its capture are one payments call.
+CAPTURE_INVOICE = "/oms.payments.v1.PaymentsService/CreateInvoice"
 SUBMIT_ORDER = "/oms.capture.v1.CaptureService/SubmitOrder"
 
 
@@ -111,7 +112,7 @@ async def test_an_order_is_one_trace_across_the_stacks_processes(
         if hops and hops[-1].span.name == SUBMIT_ORDER:
             break
         assert time.monotonic() < deadline, (
-            "no connected chain from CaptureInvoice to SubmitOrder; the trace holds "
+            "no connected chain from the invoice's capture to SubmitOrder; the trace holds "
             f"{sorted({(r.service, r.span.name) for r in mine})}"
         )
         await asyncio.sleep(0.2)
@@ -125,8 +126,8 @@ async def test_an_order_is_one_trace_across_the_stacks_processes(
         ("oms-capture", SUBMIT_ORDER),
         ("oms-capture", "outbox start OrderLifecycle"),
         ("oms-capture", "StartWorkflow:OrderLifecycle"),
-        ("oms-worker", "StartActivity:capture_invoice"),
-        ("oms-worker", "RunActivity:capture_invoice"),
+        ("oms-worker", "StartActivity:invoice_and_capture"),
+        ("oms-worker", "RunActivity:invoice_and_capture"),
         ("oms-worker", CAPTURE_INVOICE),
         ("oms-payments", CAPTURE_INVOICE),
     ], path

@@ -71,25 +71,25 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
     by_id = {s.context.span_id: s for s in mine}
     names = {s.name for s in mine}
 
-    # The capture of the order's invoice: the payments server span, and its SQL beneath it.
+    # The invoice and its capture (one payments call): the server span, and its SQL beneath it.
     captures = [
         s
         for s in mine
-        if s.name == "/oms.payments.v1.PaymentsService/CaptureInvoice" and s.kind == SpanKind.SERVER
+        if s.name == "/oms.payments.v1.PaymentsService/CreateInvoice" and s.kind == SpanKind.SERVER
     ]
     assert len(captures) == 1, "the invoice's capture is not (once) in SubmitOrder's trace"
     [capture_rpc] = captures
     path = chain(capture_rpc, by_id)
     hops = [(s.name, s.kind) for s in reversed(path)]
     submit_rpc = "/oms.capture.v1.CaptureService/SubmitOrder"
-    capture_invoice = "/oms.payments.v1.PaymentsService/CaptureInvoice"
+    capture_invoice = "/oms.payments.v1.PaymentsService/CreateInvoice"
     assert hops == [
         (submit_rpc, SpanKind.CLIENT),  # the storefront's call (its channel is traced too)
         (submit_rpc, SpanKind.SERVER),  # capture
         ("outbox start OrderLifecycle", SpanKind.PRODUCER),  # capture's relay, later
         ("StartWorkflow:OrderLifecycle", SpanKind.CLIENT),
-        ("StartActivity:capture_invoice", SpanKind.CLIENT),  # the workflow, on the worker
-        ("RunActivity:capture_invoice", SpanKind.SERVER),
+        ("StartActivity:invoice_and_capture", SpanKind.CLIENT),  # the workflow, on the worker
+        ("RunActivity:invoice_and_capture", SpanKind.SERVER),
         (capture_invoice, SpanKind.CLIENT),  # the activity's call
         (capture_invoice, SpanKind.SERVER),  # payments
     ], hops
@@ -125,7 +125,7 @@ async def test_one_order_is_one_connected_trace_from_submit_to_invoice_capture(
         assert span.attributes.get(tracing.ORDER_ID) == order_id, span.name
 
     # Every step of the happy path is in this trace, and each service RPC it called.
-    for step in ("authorize_payment", "create_fulfillment_orders", "create_invoice"):
+    for step in ("authorize_payment", "create_fulfillment_orders", "invoice_and_capture"):
         assert f"RunActivity:{step}" in names, step
     for rpc in (
         "/oms.payments.v1.PaymentsService/AuthorizePayment",
