@@ -909,24 +909,9 @@ class OrderLifecycle:
         summary = activity_summary(name, arg, self.order.currency)
         try:
             if workflow.patched(LOCAL_ACTIVITIES_PATCH):
-                # Same idempotency keys as ever: a worker killed after the call but before the
-                # marker is recorded runs the step again, and the service answers the first
-                # result.
-                try:
-                    return await workflow.execute_local_activity(
-                        name,
-                        arg,
-                        result_type=result_type,
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
-                        schedule_to_close_timeout=schedule_to_close_timeout,
-                        retry_policy=RETRY,
-                        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-                        summary=summary,
-                    )
-                except ApplicationError as failure:
-                    # A local activity's own failure arrives bare (a timeout arrives wrapped);
-                    # the steps handle every refusal as the ActivityError a remote one raises.
-                    raise _refusal(name, failure) from failure
+                return await _local_activity(
+                    name, arg, result_type, schedule_to_close_timeout, summary
+                )
             return await workflow.execute_activity(
                 name,
                 arg,
@@ -1013,6 +998,34 @@ class OrderLifecycle:
     def now(self) -> datetime:
         """The workflow's clock."""
         return workflow.now()
+
+
+async def _local_activity(
+    name: str,
+    arg: Any,
+    result_type: type | None,
+    schedule_to_close_timeout: timedelta | None,
+    summary: str,
+) -> Any:
+    """Run step `name` as a local activity, with the lifecycle's timeout and retry policy.
+
+    Same idempotency keys as ever: a worker killed after the call but before the marker is
+    recorded runs the step again, and the service answers the first result. A local
+    activity's own failure arrives bare (a timeout arrives wrapped); it is raised as the
+    ActivityError a remote one raises, which is what the steps handle."""
+    try:
+        return await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=schedule_to_close_timeout,
+            retry_policy=RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            summary=summary,
+        )
+    except ApplicationError as failure:
+        raise _refusal(name, failure) from failure
 
 
 def _refusal(name: str, failure: ApplicationError) -> ActivityError:

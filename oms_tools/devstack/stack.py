@@ -79,6 +79,21 @@ class Child:
         self.started_at = time.monotonic()
         self.due = None
 
+    def ask_to_stop(self) -> None:
+        """SIGTERM the process if it runs: it drains and exits on its own."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for the process to exit until `deadline` (monotonic clock), then kill it."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
     def adopt(self, process: subprocess.Popen[bytes]) -> Child:
         """Supervise `process`, already started (and waited for) by its own start()."""
         self.process = process
@@ -211,15 +226,15 @@ class Stack:
         assert isinstance(launch, functools.partial)  # _spawn's (name, args, background, env)
         *head, own_env = launch.args
         child.launch = functools.partial(launch.func, *head, {**own_env, **env})
-        assert child.process is not None
-        child.process.send_signal(signal.SIGTERM)
-        s = self.settings
-        try:
-            child.process.wait(s.shutdown_not_serving_seconds + s.shutdown_grace_seconds + 5)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+        child.ask_to_stop()
+        child.wait_stopped(time.monotonic() + self._stop_patience())
         child.start()
+
+    def _stop_patience(self) -> float:
+        """How long a process may take to stop: services drain for their grace after answering
+        NOT_SERVING for a moment; the worker waits as long for its running activities."""
+        s = self.settings
+        return s.shutdown_not_serving_seconds + s.shutdown_grace_seconds + 5
 
     def _metrics_env(self, role: str, replica: int) -> dict[str, str]:
         """Where replica `replica` (from 0) of `role` serves its metrics, if anywhere."""
@@ -349,21 +364,10 @@ class Stack:
     def stop(self) -> None:
         """Stop children (simulator, worker, services), then Temporal, then Postgres."""
         for child in reversed(self.children):
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        # Services drain for their grace after answering NOT_SERVING for a moment; the worker
-        # waits as long for its running activities.
-        s = self.settings
-        patience = s.shutdown_not_serving_seconds + s.shutdown_grace_seconds + 5
-        deadline = time.monotonic() + patience
+            child.ask_to_stop()
+        deadline = time.monotonic() + self._stop_patience()
         for child in reversed(self.children):
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+            child.wait_stopped(deadline)
         if self.temporal_proxy is not None:
             self.temporal_proxy.stop()
         if self.temporal is not None:

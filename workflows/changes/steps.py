@@ -219,20 +219,11 @@ async def capture(
         )
         if attempt == 1 and first is not None:
             asked = CaptureInput(invoice.invoice_id, first_key)
-            if first.capture is None:
-                failure = f"refused: {first.capture_refused}"
-            else:
-                result = first.capture
-                failure = "" if result.succeeded else result.failure_reason
+            result, refusal_text = first.capture, first.capture_refused
         else:
-            try:
-                result = await steps.activity(
-                    names.CAPTURE_INVOICE, asked, result_type=CaptureResult
-                )
-                failure = "" if result.succeeded else result.failure_reason
-            except ActivityError as refused:
-                failure = f"refused: {refused.cause or refused}"
-        if not failure:
+            result, refusal_text = await _capture_once(steps, asked)
+        failure = _capture_failure(result, refusal_text)
+        if result is not None and not failure:
             await attempt_step(
                 steps,
                 lambda: steps.progress(
@@ -263,6 +254,21 @@ async def capture(
                 f"capture-cancel:{invoice.invoice_id}",
             )
         return 0
+
+
+async def _capture_once(steps: Steps, asked: CaptureInput) -> tuple[CaptureResult | None, str]:
+    """One capture attempt: its result, or None and why payments refused it."""
+    try:
+        return await steps.activity(names.CAPTURE_INVOICE, asked, result_type=CaptureResult), ""
+    except ActivityError as refused:
+        return None, str(refused.cause or refused)
+
+
+def _capture_failure(result: CaptureResult | None, refusal_text: str) -> str:
+    """Why a capture attempt did not capture ("" when it did)."""
+    if result is None:
+        return f"refused: {refusal_text}"
+    return "" if result.succeeded else result.failure_reason
 
 
 async def attempt_step(steps: Steps, step: Any, category: str, attached_to: str) -> Any:
