@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -31,6 +32,9 @@ FAIL_CAPTURE_TOKEN = "tok_fail_capture"
 FAIL_FIRST_CAPTURE_TOKEN = "tok_fail_first_capture"
 FAIL_REFUND_TOKEN = "tok_fail_refund"
 GIFT_CARD_PREFIX = "gc_"
+
+# What an operation decided: the gateway's answer, and the amount and currency it is booked at.
+Decided = tuple[GatewayResult, int, str]
 
 
 @dataclass
@@ -122,14 +126,25 @@ class SimulatedGateway:
     async def _released(self, books: Session, token: str, amount_minor: int) -> None:
         """`amount_minor` goes back to the instrument (void, reversal or refund)."""
 
-    async def authorize(
-        self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
+    async def _operate(
+        self, kind: str, key: str, decide: Callable[[Session], Awaitable[Decided]]
     ) -> GatewayResult:
-        await self._enter("authorize", key)
+        """One operation by key: a key already known answers its first result again (the same
+        key twice is one effect); otherwise `decide` acts on the books and the operation is
+        kept."""
+        await self._enter(kind, key)
         async with self.state.session() as books:
             known = await books.result(key)
             if known is not None:
                 return known
+            result, amount_minor, currency = await decide(books)
+            performed = self._perform(books, kind, key, amount_minor, currency, result)
+        return self._done(performed)
+
+    async def authorize(
+        self, key: str, token: str, amount_minor: int, currency: str, *, allow_partial: bool = False
+    ) -> GatewayResult:
+        async def decide(books: Session) -> Decided:
             reference = f"sim_auth_{uuid.uuid4().hex[:16]}"
             held, reason = await self._hold_for(books, token, amount_minor, allow_partial)
             if held <= 0:
@@ -137,17 +152,14 @@ class SimulatedGateway:
             else:
                 result = GatewayResult(True, reference, amount_minor=held)
                 books.keep_hold(reference, Hold(token, held, currency))
-            performed = self._perform(books, "authorize", key, amount_minor, currency, result)
-        return self._done(performed)
+            return result, amount_minor, currency
+
+        return await self._operate("authorize", key, decide)
 
     async def capture(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
-        await self._enter("capture", key)
-        async with self.state.session() as books:
-            known = await books.result(key)
-            if known is not None:
-                return known
+        async def decide(books: Session) -> Decided:
             reference = f"sim_cap_{uuid.uuid4().hex[:16]}"
             hold = await books.hold(authorization_ref)
             reason = ""
@@ -166,17 +178,14 @@ class SimulatedGateway:
                 hold.captured_minor += amount_minor
                 books.keep_charge(reference, Charge(hold.token, amount_minor, currency))
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            performed = self._perform(books, "capture", key, amount_minor, currency, result)
-        return self._done(performed)
+            return result, amount_minor, currency
+
+        return await self._operate("capture", key, decide)
 
     async def refund(
         self, key: str, capture_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
-        await self._enter("refund", key)
-        async with self.state.session() as books:
-            known = await books.result(key)
-            if known is not None:
-                return known
+        async def decide(books: Session) -> Decided:
             reference = f"sim_ref_{uuid.uuid4().hex[:16]}"
             charge = await books.charge(capture_ref)
             if charge is None:
@@ -191,17 +200,14 @@ class SimulatedGateway:
                 charge.refunded_minor += amount_minor
                 await self._released(books, charge.token, amount_minor)
                 result = GatewayResult(True, reference, amount_minor=amount_minor)
-            performed = self._perform(books, "refund", key, amount_minor, currency, result)
-        return self._done(performed)
+            return result, amount_minor, currency
+
+        return await self._operate("refund", key, decide)
 
     async def reverse(
         self, key: str, authorization_ref: str, amount_minor: int, currency: str
     ) -> GatewayResult:
-        await self._enter("reverse", key)
-        async with self.state.session() as books:
-            known = await books.result(key)
-            if known is not None:
-                return known
+        async def decide(books: Session) -> Decided:
             hold = await books.hold(authorization_ref)
             if hold is None:
                 result = GatewayResult(False, authorization_ref, "unknown_authorization")
@@ -211,27 +217,26 @@ class SimulatedGateway:
                 hold.reversed_minor += amount_minor
                 await self._released(books, hold.token, amount_minor)
                 result = GatewayResult(True, authorization_ref, amount_minor=amount_minor)
-            performed = self._perform(books, "reverse", key, amount_minor, currency, result)
-        return self._done(performed)
+            return result, amount_minor, currency
+
+        return await self._operate("reverse", key, decide)
 
     async def void(self, key: str, authorization_ref: str) -> GatewayResult:
-        await self._enter("void", key)
-        async with self.state.session() as books:
-            known = await books.result(key)
-            if known is not None:
-                return known
+        async def decide(books: Session) -> Decided:
             hold = await books.hold(authorization_ref)
             if hold is None:
-                result = GatewayResult(False, authorization_ref, "unknown_authorization")
-                performed = self._perform(books, "void", key, 0, "", result)
-            else:
-                amount = hold.remaining_minor
-                if not hold.voided:
-                    hold.voided = True
-                    await self._released(books, hold.token, amount)
-                result = GatewayResult(True, authorization_ref, amount_minor=amount)
-                performed = self._perform(books, "void", key, amount, hold.currency, result)
-        return self._done(performed)
+                return GatewayResult(False, authorization_ref, "unknown_authorization"), 0, ""
+            amount = hold.remaining_minor
+            if not hold.voided:
+                hold.voided = True
+                await self._released(books, hold.token, amount)
+            return (
+                GatewayResult(True, authorization_ref, amount_minor=amount),
+                amount,
+                hold.currency,
+            )
+
+        return await self._operate("void", key, decide)
 
     async def lookup(self, key: str) -> GatewayResult | None:
         await self._enter("lookup", key)

@@ -17,6 +17,7 @@ from services.payments.domain.common import (
     FAILED,
     INSUFFICIENT_AUTHORIZATION,
     SUCCEEDED,
+    gateway_outcome,
 )
 from services.payments.domain.invoices import Invoice
 
@@ -151,15 +152,16 @@ def record_capture(
     now: datetime,
 ) -> Capture:
     """The capture to store for one draw (or a failure before any) and the gateway's answer."""
+    status, reason = gateway_outcome(succeeded, failure_reason, "capture_failed")
     return Capture(
         capture_id=capture_id,
         invoice_id=invoice.invoice_id,
         authorization_id=authorization_id,
-        status=SUCCEEDED if succeeded else FAILED,
+        status=status,
         amount_minor=amount_minor,
         currency=invoice.currency,
         gateway_reference=gateway_reference,
-        failure_reason="" if succeeded else (failure_reason or "capture_failed"),
+        failure_reason=reason,
         created_at=now,
     )
 

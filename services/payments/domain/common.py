@@ -50,6 +50,12 @@ def gateway_key(order_id: str, request_key: str, step: str, amount_minor: int) -
     return f"{order_id}:{request_key}:{step}:{amount_minor}"
 
 
+def gateway_outcome(succeeded: bool, failure_reason: str, fallback: str) -> tuple[str, str]:
+    """The status and failure reason to store for a gateway's answer: a failure always has a
+    reason (`fallback` when the gateway gave none), a success never does."""
+    return (SUCCEEDED, "") if succeeded else (FAILED, failure_reason or fallback)
+
+
 def require(**fields: str) -> None:
     """Raise InvalidArgument naming every one of `fields` (name=value) that is empty."""
     violations = [

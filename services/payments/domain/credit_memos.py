@@ -10,7 +10,12 @@ from oms_platform import limits, money
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from oms_platform.money import Money
 from services.payments.domain.common import FULL_PERCENT_BASIS_POINTS
-from services.payments.domain.invoices import Invoice, _check_amount
+from services.payments.domain.invoices import (
+    Invoice,
+    _check_amount,
+    _check_line_money,
+    unit_shares,
+)
 
 
 @dataclass(frozen=True)
@@ -96,13 +101,7 @@ class CreditMemo:
 
 def credit_memo_line(line: CreditableLine) -> CreditMemoLine:
     """The exact share of a line's money for units first_unit .. first_unit+quantity-1."""
-
-    def part(component: Money) -> int:
-        return money.share(
-            component.amount_minor, line.quantity_ordered, line.first_unit, line.quantity_to_credit
-        )
-
-    gross, discount, tax = part(line.gross), part(line.discount), part(line.tax)
+    gross, discount, tax = unit_shares(line, line.first_unit, line.quantity_to_credit)
     return CreditMemoLine(
         order_line_id=line.order_line_id,
         sku=line.sku,
@@ -190,12 +189,7 @@ def validate_credit_memo(request: CreditMemoRequest, order_currency: str) -> str
                     f"({line.quantity_ordered})",
                 )
             )
-        for name, component in (
-            ("gross", line.gross),
-            ("discount", line.discount),
-            ("tax", line.tax),
-        ):
-            _check_amount(violations, f"{path}.{name}", component, currency)
+        _check_line_money(violations, path, line, currency)
     _check_amount(violations, "shipping", request.shipping, currency)
     _check_amount(violations, "fee", request.fee, currency)
     for i, appeasement in enumerate(request.appeasements):

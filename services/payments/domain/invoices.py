@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from oms_platform import limits, money
 from oms_platform.errors import FieldViolation, InvalidArgument
@@ -72,22 +73,37 @@ class Invoice:
         return self.total_minor - self.captured_minor
 
 
-def invoice_line(line: ChargeableLine) -> InvoiceLine:
-    """The exact share of a line's money for the units this invoice charges.
+class PricedRequestLine(Protocol):
+    """A request's line carrying its order line's full money: an invoice's or a credit memo's."""
 
-    Each component is split evenly over the units ordered (largest remainder), so invoicing a
-    line over several shipments adds up to the line's money to the minor unit.
+    @property
+    def quantity_ordered(self) -> int: ...
+    @property
+    def gross(self) -> Money: ...
+    @property
+    def discount(self) -> Money: ...
+    @property
+    def tax(self) -> Money: ...
+
+
+def unit_shares(line: PricedRequestLine, first_unit: int, quantity: int) -> tuple[int, int, int]:
+    """The exact gross, discount and tax of units first_unit .. first_unit+quantity-1.
+
+    Each component is split evenly over the units ordered (largest remainder), so invoicing or
+    crediting a line over several requests adds up to the line's money to the minor unit.
     """
 
     def part(component: Money) -> int:
-        return money.share(
-            component.amount_minor,
-            line.quantity_ordered,
-            line.quantity_invoiced_before,
-            line.quantity_to_invoice,
-        )
+        return money.share(component.amount_minor, line.quantity_ordered, first_unit, quantity)
 
-    gross, discount, tax = part(line.gross), part(line.discount), part(line.tax)
+    return part(line.gross), part(line.discount), part(line.tax)
+
+
+def invoice_line(line: ChargeableLine) -> InvoiceLine:
+    """The exact share of a line's money for the units this invoice charges."""
+    gross, discount, tax = unit_shares(
+        line, line.quantity_invoiced_before, line.quantity_to_invoice
+    )
     return InvoiceLine(
         order_line_id=line.order_line_id,
         sku=line.sku,
@@ -122,6 +138,18 @@ def _check_amount(
                 f"{limits.echo(amount.currency)}",
             )
         )
+
+
+def _check_line_money(
+    violations: list[FieldViolation], path: str, line: PricedRequestLine, currency: str
+) -> None:
+    """Check a request line's gross, discount and tax against the request's currency."""
+    for name, component in (
+        ("gross", line.gross),
+        ("discount", line.discount),
+        ("tax", line.tax),
+    ):
+        _check_amount(violations, f"{path}.{name}", component, currency)
 
 
 def validate_invoice(request: InvoiceRequest) -> str:
@@ -165,12 +193,7 @@ def validate_invoice(request: InvoiceRequest) -> str:
                     f"quantity_ordered ({line.quantity_ordered})",
                 )
             )
-        for name, component in (
-            ("gross", line.gross),
-            ("discount", line.discount),
-            ("tax", line.tax),
-        ):
-            _check_amount(violations, f"{path}.{name}", component, currency)
+        _check_line_money(violations, path, line, currency)
     _check_amount(violations, "shipping", request.shipping, currency)
     _check_amount(violations, "goodwill", request.goodwill, currency)
     if not violations:

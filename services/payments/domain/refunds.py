@@ -9,7 +9,15 @@ from datetime import datetime
 from oms_platform.errors import FailedPrecondition
 from services.payments.domain.authorizations import Authorization
 from services.payments.domain.captures import Capture, _made_order
-from services.payments.domain.common import CANCEL, FAILED, LIMITED, SETTLED, SUCCEEDED, VOIDED
+from services.payments.domain.common import (
+    CANCEL,
+    FAILED,
+    LIMITED,
+    SETTLED,
+    SUCCEEDED,
+    VOIDED,
+    gateway_outcome,
+)
 from services.payments.domain.credit_memos import CreditMemo
 
 
@@ -197,16 +205,17 @@ def record_refund(
     now: datetime,
 ) -> Refund:
     """The refund to store for one draw and the gateway's answer."""
+    status, reason = gateway_outcome(succeeded, failure_reason, "refund_failed")
     return Refund(
         refund_id=refund_id,
         order_id=memo.order_id,
         credit_memo_id=memo.credit_memo_id,
         capture_id=draw.capture.capture_id,
-        status=SUCCEEDED if succeeded else FAILED,
+        status=status,
         amount_minor=draw.amount_minor,
         currency=memo.currency,
         gateway_reference=gateway_reference,
-        failure_reason="" if succeeded else (failure_reason or "refund_failed"),
+        failure_reason=reason,
         created_at=now,
     )
 
@@ -222,17 +231,18 @@ def record_reversal(
     now: datetime,
 ) -> Reversal:
     """The release to store for one draw and the gateway's answer."""
+    status, reason = gateway_outcome(succeeded, failure_reason, "reversal_failed")
     return Reversal(
         reversal_id=reversal_id,
         order_id=memo.order_id,
         credit_memo_id=memo.credit_memo_id,
         authorization_id=draw.authorization.authorization_id,
-        status=SUCCEEDED if succeeded else FAILED,
+        status=status,
         amount_minor=draw.amount_minor,
         currency=memo.currency,
         voided=draw.void,
         gateway_reference=gateway_reference,
-        failure_reason="" if succeeded else (failure_reason or "reversal_failed"),
+        failure_reason=reason,
         created_at=now,
     )
 
