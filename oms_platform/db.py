@@ -1,4 +1,4 @@
-"""Postgres: connection pools, per-service migrations and stored idempotency.
+"""Postgres: connection pools, per-service migrations, stored idempotency and fresh record ids.
 
 Each service owns one schema and is its only writer. A service's pool sets `search_path` to
 its schema, so its named SQL never spells the schema and cannot reach another service's tables.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,6 +112,11 @@ async def ensure_database(dsn: str) -> None:
             await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+
+
+def new_id() -> str:
+    """A fresh record id."""
+    return str(uuid.uuid4())
 
 
 def migration_files(directory: Path) -> list[Path]:

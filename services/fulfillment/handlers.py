@@ -9,20 +9,15 @@ concurrent writer took units they counted on, and the last attempt locks what it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from oms_platform import erasure
+from oms_platform.db import new_id
 from services.fulfillment import domain, events, store
 from workflows.types import order_workflow_id
-
-
-def new_id() -> str:
-    """A fresh record id."""
-    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import activity_names as names
-from workflows.changes.steps import Steps, cancel_placed, money, refusal, route
+from workflows.changes.steps import Steps, authorize_more, cancel_placed, money, refusal, route
 from workflows.ledger import AddItemsPlan, ChangeRefused
 from workflows.types import (
     CANCELED,
     PENDING,
-    AuthorizeInput,
-    AuthorizeResult,
     ChangeRequest,
     ChangeResult,
     LineQuantityChange,
@@ -134,20 +131,8 @@ async def add_items(steps: Steps, request: ChangeRequest) -> ChangeResult:
 async def _authorize(steps: Steps, amount: int, change_id: str) -> str:
     """Hold `amount` more on the order's payment methods, as an authorization of its own;
     returns why it was declined ("" when approved)."""
-    order = steps.order
     try:
-        auth: AuthorizeResult = await steps.activity(
-            names.AUTHORIZE_PAYMENT,
-            AuthorizeInput(
-                order_id=order.order_id,
-                idempotency_key=f"{order.order_id}:authorize:add:{change_id}",
-                payment_method=order.payment_method,
-                amount_minor=amount,
-                currency=order.currency,
-                additional_payment_methods=order.additional_payment_methods,
-            ),
-            result_type=AuthorizeResult,
-        )
+        auth = await authorize_more(steps, amount, "add", change_id, with_additional_methods=True)
     except ActivityError as refused:  # e.g. the payment method is no longer valid
         return f"payment refused: {refused.cause or refused}"
     return "" if auth.approved else auth.decline_reason or "declined"

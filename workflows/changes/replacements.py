@@ -8,11 +8,18 @@ from temporalio.exceptions import ApplicationError
 
 from workflows import activity_names as names
 from workflows import billing
-from workflows.changes.steps import Steps, cancel_placed, capture, give_back, memo, money, route
+from workflows.changes.steps import (
+    Steps,
+    authorize_more,
+    cancel_placed,
+    capture,
+    give_back,
+    memo,
+    money,
+    route,
+)
 from workflows.state import Replacement, ReturnOrder
 from workflows.types import (
-    AuthorizeInput,
-    AuthorizeResult,
     ChangeRequest,
     ChangeResult,
     ChargeLineData,
@@ -54,17 +61,7 @@ async def charge_difference(
     """Authorize, invoice and capture what a dearer replacement costs more; ApplicationError
     (FAILED_PRECONDITION) when the payment is declined."""
     order, state = steps.order, steps.state
-    auth: AuthorizeResult = await steps.activity(
-        names.AUTHORIZE_PAYMENT,
-        AuthorizeInput(
-            order_id=order.order_id,
-            idempotency_key=f"{order.order_id}:authorize:exchange:{change_id}",
-            payment_method=order.payment_method,
-            amount_minor=amount,
-            currency=order.currency,
-        ),
-        result_type=AuthorizeResult,
-    )
+    auth = await authorize_more(steps, amount, "exchange", change_id, with_additional_methods=False)
     if not auth.approved:
         raise ApplicationError(
             f"the price difference was declined: {auth.decline_reason}",

@@ -23,6 +23,8 @@ from workflows.ledger import ChangeRefused, Ledger
 from workflows.state import LifecycleState
 from workflows.types import (
     CANCELED,
+    AuthorizeInput,
+    AuthorizeResult,
     CancelFulfillmentOrderInput,
     CancelLinesInput,
     CaptureInput,
@@ -190,6 +192,29 @@ async def give_back(
         if action != "retry":
             break
     return memo_made, RefundResult(refunded, released, refund.not_refunded_minor)
+
+
+async def authorize_more(
+    steps: Steps, amount: int, purpose: str, change_id: str, *, with_additional_methods: bool
+) -> AuthorizeResult:
+    """Hold `amount` more for a change, as an authorization of its own; with
+    `with_additional_methods`, on the order's additional payment methods too (in order)."""
+    order = steps.order
+    result: AuthorizeResult = await steps.activity(
+        names.AUTHORIZE_PAYMENT,
+        AuthorizeInput(
+            order_id=order.order_id,
+            idempotency_key=f"{order.order_id}:authorize:{purpose}:{change_id}",
+            payment_method=order.payment_method,
+            amount_minor=amount,
+            currency=order.currency,
+            additional_payment_methods=(
+                order.additional_payment_methods if with_additional_methods else []
+            ),
+        ),
+        result_type=AuthorizeResult,
+    )
+    return result
 
 
 async def void(steps: Steps, reason: str, step: str = "void") -> None:

@@ -88,6 +88,22 @@ class InventoryAdjustment:
     reason: str
 
 
+def _location_and_sku_violations(
+    where: str, location_id: str, sku: str, known: set[str]
+) -> list[FieldViolation]:
+    """A stock entry at `where` must name a known location and a SKU."""
+    violations: list[FieldViolation] = []
+    if not location_id:
+        violations.append(FieldViolation(f"{where}.location_id", "is required"))
+    elif location_id not in known:
+        violations.append(
+            FieldViolation(f"{where}.location_id", f"unknown location {limits.echo(location_id)}")
+        )
+    if not sku:
+        violations.append(FieldViolation(f"{where}.sku", "is required"))
+    return violations
+
+
 def validate_adjustments(
     adjustments: Sequence[InventoryAdjustment], known_locations: Iterable[str]
 ) -> None:
@@ -98,16 +114,7 @@ def validate_adjustments(
         violations.append(FieldViolation("adjustments", "at least one adjustment is required"))
     for i, a in enumerate(adjustments):
         where = f"adjustments[{i}]"
-        if not a.location_id:
-            violations.append(FieldViolation(f"{where}.location_id", "is required"))
-        elif a.location_id not in known:
-            violations.append(
-                FieldViolation(
-                    f"{where}.location_id", f"unknown location {limits.echo(a.location_id)}"
-                )
-            )
-        if not a.sku:
-            violations.append(FieldViolation(f"{where}.sku", "is required"))
+        violations += _location_and_sku_violations(where, a.location_id, a.sku, known)
         if a.kind not in ADJUSTMENT_KINDS:
             violations.append(
                 FieldViolation(f"{where}.kind", "must be received, counted or damaged")
@@ -256,16 +263,7 @@ def validate_inventory_levels(
     seen: dict[tuple[str, str], int] = {}
     for i, level in enumerate(levels):
         where = f"levels[{i}]"
-        if not level.location_id:
-            violations.append(FieldViolation(f"{where}.location_id", "is required"))
-        elif level.location_id not in known:
-            violations.append(
-                FieldViolation(
-                    f"{where}.location_id", f"unknown location {limits.echo(level.location_id)}"
-                )
-            )
-        if not level.sku:
-            violations.append(FieldViolation(f"{where}.sku", "is required"))
+        violations += _location_and_sku_violations(where, level.location_id, level.sku, known)
         if level.on_hand < 0:
             violations.append(FieldViolation(f"{where}.on_hand", "must not be negative"))
         if level.safety_stock < 0:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import combinations
-from typing import Protocol
+from typing import Literal, Protocol
 
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.postal import PostalAddress
@@ -288,6 +288,25 @@ def _km(distance: int) -> str:
     return f"{distance:,} km"
 
 
+def _deciding(
+    score: PlanScore, other: PlanScore
+) -> Literal["shipments", "distance", "priority", ""]:
+    """The first criterion on which two plans differ, in the policy's order: "shipments",
+    "distance" (only when both distances are known), "priority", or "" for a tie the
+    location ids settle."""
+    if score.shipments != other.shipments:
+        return "shipments"
+    if (
+        score.distance_km is not None
+        and other.distance_km is not None
+        and score.distance_km != other.distance_km
+    ):
+        return "distance"
+    if score.priority != other.priority:
+        return "priority"
+    return ""
+
+
 def explain_choice(
     ranked: Sequence[tuple[PlanOption, PlanScore]],
     line_count: int,
@@ -322,31 +341,27 @@ def explain_choice(
         return head
     runner, other = ranked[1]
     other_name = "+".join(runner.location_ids)
-    if other.shipments != score.shipments:
+    deciding = _deciding(score, other)
+    if deciding == "shipments":
         return f"{head}; {other_name} would need {other.shipments}"
-    if (
-        score.distance_km is not None
-        and other.distance_km is not None
-        and other.distance_km != score.distance_km
-    ):
+    if deciding == "distance":
+        assert other.distance_km is not None
         return f"{head}, nearer than {other_name} ({_km(other.distance_km)})"
     same = "same distance as" if score.distance_km is not None else "no nearer than"
-    if other.priority != score.priority:
+    if deciding == "priority":
         return f"{head}; {same} {other_name} but priority {score.priority} beats {other.priority}"
     return f"{head}; tied with {other_name} on distance and priority, first by id"
 
 
 def _lost(score: PlanScore, winner: PlanScore) -> str:
     """Why a plan lost to the winner, on the first criterion where they differ."""
-    if score.shipments != winner.shipments:
+    deciding = _deciding(score, winner)
+    if deciding == "shipments":
         return f"needs {score.shipments} fulfillment orders, not {winner.shipments}"
-    if (
-        score.distance_km is not None
-        and winner.distance_km is not None
-        and score.distance_km != winner.distance_km
-    ):
+    if deciding == "distance":
+        assert score.distance_km is not None and winner.distance_km is not None
         return f"farther: {_km(score.distance_km)} on average against {_km(winner.distance_km)}"
-    if score.priority != winner.priority:
+    if deciding == "priority":
         return f"as near, but priority {score.priority} against {winner.priority}"
     return "tied on distance and priority; the winner comes first by location id"
 
@@ -356,15 +371,13 @@ def _won(score: PlanScore, runner_up: PlanScore | None) -> str:
     orders = plural(score.shipments, "fulfillment order")
     if runner_up is None:
         return f"chosen: the only plan shipping every line whole in {orders}"
-    if runner_up.shipments != score.shipments:
+    deciding = _deciding(score, runner_up)
+    if deciding == "shipments":
         return f"chosen: fewest fulfillment orders ({score.shipments})"
-    if (
-        score.distance_km is not None
-        and runner_up.distance_km is not None
-        and runner_up.distance_km != score.distance_km
-    ):
+    if deciding == "distance":
+        assert score.distance_km is not None
         return f"chosen: {orders}, nearest on average ({_km(score.distance_km)})"
-    if runner_up.priority != score.priority:
+    if deciding == "priority":
         return f"chosen: {orders}, as near as any, best priority ({score.priority})"
     return f"chosen: {orders}, tied on distance and priority, first by location id"
 
