@@ -10,7 +10,6 @@ own key dedupe keeps every effect single.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ import asyncpg
 import structlog
 
 from oms_platform import erasure
+from oms_platform.db import new_id
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.payments import domain, store
 from services.payments.gateway import Gateways, call_resolved
@@ -33,11 +33,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The payments clock."""
     return datetime.now(UTC)
-
-
-def new_id() -> str:
-    """A fresh record id."""
-    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,11 @@ the connection type and fresh record ids."""
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from oms_platform import outbox
+from oms_platform.db import new_id as new_id  # the one record-id maker, re-exported for the store
 
 SCHEMA = "capture"
 
@@ -20,8 +19,3 @@ OUTBOX_CHANNEL = outbox.channel_name(SCHEMA)
 
 # A connection of our own or one borrowed from the pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
-
-
-def new_id() -> str:
-    """A fresh record id."""
-    return str(uuid.uuid4())
