@@ -21,7 +21,7 @@ from oms.servicing.v1 import servicing_pb2 as spb
 from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_tools.samples import sample_order
-from services.payments.sim_store import GatewayOperation, read_operation_log
+from services.payments.sim_store import GatewayOperation, read_operations
 from tests.e2e.conftest import DevStack, kill, pid_of
 
 pytestmark = pytest.mark.e2e
@@ -93,11 +93,13 @@ async def again(call: Callable[[], Awaitable[T]], retries: Retries) -> T:
         await asyncio.sleep(0.5)
 
 
-def at_the_gateway(stack: DevStack, order_ids: set[str]) -> dict[str, list[GatewayOperation]]:
-    """What the simulated gateways performed for each of these orders, from their own log
-    (every gateway key starts with its order's id)."""
+async def at_the_gateway(stack: DevStack, order_ids: set[str]) -> dict[str, list[GatewayOperation]]:
+    """What the simulated gateways performed for each of these orders, from their own durable
+    books (every gateway key starts with its order's id). Not the JSON-lines mirror: a payments
+    call cut off by the killed worker can commit the gateway's effect and lose the mirror line
+    written after it, and the retry then replays the effect by its key."""
     by_order: dict[str, list[GatewayOperation]] = defaultdict(list)
-    for operation in read_operation_log(stack.gateway_log):
+    for operation in await read_operations(stack.settings.dsn):
         order_id = operation.key.split(":", 1)[0]
         if order_id in order_ids:
             by_order[order_id].append(operation)
@@ -232,7 +234,7 @@ async def test_killing_the_worker_during_200_orders_with_changes_loses_nothing(
                     pytest.fail(f"{len(stuck)} orders unsettled, e.g. {named}; {retries}")
                 await asyncio.sleep(1.0)
 
-        gateway = at_the_gateway(stack, {p.order_id for p in plans})
+        gateway = await at_the_gateway(stack, {p.order_id for p in plans})
         unauthorized = 0  # orders canceled before their payment was authorized
         for plan in plans:
             view = views[plan.order_id]

@@ -4,7 +4,9 @@ query's ledger, a summary on every activity, and search attributes that follow t
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -73,6 +75,20 @@ def activity_summaries(history: Any) -> list[tuple[str, str]]:
         summary = event.user_metadata.summary
         text = json.loads(summary.data) if event.HasField("user_metadata") else ""
         found.append((name, text))
+    return found
+
+
+async def attributes_once(
+    handle: Handle, shown: Callable[[TypedSearchAttributes], bool]
+) -> TypedSearchAttributes:
+    """The search attributes once `shown` holds (or as they are after a few seconds). A step
+    is a local activity: the service hears of it while its workflow task is still running,
+    and the attributes that task upserts are visible only once it completes."""
+    for _ in range(100):
+        found = await attributes(handle)
+        if shown(found):
+            return found
+        await asyncio.sleep(0.05)
     return found
 
 
@@ -198,12 +214,13 @@ async def test_search_attributes_follow_the_order_and_hold_nothing_personal(
     worker, handle = await start(time_skipping_env, services, order)
     async with worker:
         await until(services, "fulfillment.allocated")
-        allocated = await attributes(handle)
+        allocated = await attributes_once(handle, lambda a: a.get(LOCATION_IDS) is not None)
         await handle.signal(
             "fulfillment_event", shipped("fo-1", "s1", [("line-1", 2), ("line-2", 1)])
         )
         await until(services, "exception.payment")
-        held, held_state = await attributes(handle), await state(handle)
+        held = await attributes_once(handle, lambda a: bool(a.get(ORDER_ON_HOLD)))
+        held_state = await state(handle)
         await update(
             handle,
             RESOLVE_EXCEPTION_UPDATE,
