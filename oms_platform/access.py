@@ -56,6 +56,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{CAPTURE}/GetOrderTimeline": frozenset({STOREFRONT, AGENT, ADMIN}),
     f"/{CAPTURE}/WatchOrder": frozenset({STOREFRONT, AGENT, ADMIN}),
     f"/{CAPTURE}/RecordOrderProgress": _LIFECYCLE,
+    f"/{CAPTURE}/RecordOrderProgressBatch": _LIFECYCLE,
     f"/{CAPTURE}/ImportOrders": frozenset({ADMIN}),
     # Erasing a shopper's personal data everywhere is an admin's decision alone.
     f"/{CAPTURE}/EraseShopper": frozenset({ADMIN}),

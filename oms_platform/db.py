@@ -177,31 +177,44 @@ async def idempotent(
     different request it raises AlreadyExists naming the key. Two concurrent calls with one
     key serialize on the key's row: one acts, the other replays.
     """
+    async with pool.acquire() as conn, conn.transaction():
+        return await idempotent_in(conn, key, request, response_type, action, encode)
+
+
+async def idempotent_in(
+    conn: Any,
+    key: str,
+    request: Message,
+    response_type: type[M],
+    action: Callable[[Any], Awaitable[T]],
+    encode: Callable[[T], M],
+) -> tuple[M, T | None]:
+    """`idempotent` inside the caller's transaction on `conn`: for a call that makes several
+    keyed changes that commit together or not at all (a batch)."""
     fingerprint = request_fingerprint(request)
     rpc = request.DESCRIPTOR.full_name
-    async with pool.acquire() as conn, conn.transaction():
-        claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint, rpc)
-        if claimed is None:
-            row = await conn.fetchrow(SQL_STORED_RESPONSE, key)
-            if row is not None and row["rpc"] is not None and row["rpc"] != rpc:
-                raise AlreadyExists(
-                    "idempotency_key",
-                    f"idempotency key {key[:128]!r} was already used for another call "
-                    f"({row['rpc'].rsplit('.', 1)[-1].removesuffix('Request')}); "
-                    "a key belongs to one call",
-                )
-            if row is None or row["response"] is None:
-                raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
-            if bytes(row["request_hash"]) != fingerprint:
-                raise AlreadyExists(
-                    "idempotency_key",
-                    f"idempotency key {key!r} was already used with a different request",
-                )
-            stored = response_type()
-            stored.ParseFromString(row["response"])
-            return stored, None
-        value = await action(conn)
-        # Encoded inside the transaction: the stored answer commits with the effect or not at all.
-        response = encode(value)
-        await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
-        return response, value
+    claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint, rpc)
+    if claimed is None:
+        row = await conn.fetchrow(SQL_STORED_RESPONSE, key)
+        if row is not None and row["rpc"] is not None and row["rpc"] != rpc:
+            raise AlreadyExists(
+                "idempotency_key",
+                f"idempotency key {key[:128]!r} was already used for another call "
+                f"({row['rpc'].rsplit('.', 1)[-1].removesuffix('Request')}); "
+                "a key belongs to one call",
+            )
+        if row is None or row["response"] is None:
+            raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
+        if bytes(row["request_hash"]) != fingerprint:
+            raise AlreadyExists(
+                "idempotency_key",
+                f"idempotency key {key!r} was already used with a different request",
+            )
+        stored = response_type()
+        stored.ParseFromString(row["response"])
+        return stored, None
+    value = await action(conn)
+    # Encoded inside the transaction: the stored answer commits with the effect or not at all.
+    response = encode(value)
+    await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
+    return response, value

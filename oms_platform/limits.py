@@ -109,6 +109,9 @@ MAX_APPEASEMENTS = 100
 MAX_FILTER_VALUES = 32
 # Ids named in one read (SKUs, location ids, group members).
 MAX_IDS = 1000
+# Lifecycle steps in one RecordOrderProgressBatch: the workflow sends those taken between two
+# waits, a handful; the bound keeps one transaction's locks and size small.
+MAX_PROGRESS_STEPS = 100
 # Stock feeds and adjustments per call ("thousands of levels per call").
 MAX_LEVELS = 10_000
 # Orders one erasure call names, and the terms that identify the shopper.

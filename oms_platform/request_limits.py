@@ -125,6 +125,7 @@ COUNT_LIMITS: dict[str, int] = {
     **dict.fromkeys(("location_group_ids", "location_ids", "skus"), limits.MAX_IDS),
     "order_ids": limits.MAX_ERASURE_ORDERS,
     "identifying_text": limits.MAX_IDENTIFYING_TERMS,
+    "RecordOrderProgressBatchRequest.steps": limits.MAX_PROGRESS_STEPS,
 }
 
 # Integer fields by "Message.field": magnitudes only (signs are the domain's rule, which

@@ -53,6 +53,7 @@ from workflows.types import (
     LineAdditionData,
     PaymentMethodData,
     ProcessExceptionInput,
+    ProgressBatchInput,
     ProgressInput,
     ReceiptInput,
     RefundInput,
@@ -183,37 +184,46 @@ class CaptureActivities:
     @activity.defn(name=names.RECORD_ORDER_PROGRESS)
     async def record_order_progress(self, progress: ProgressInput) -> None:
         structlog.contextvars.bind_contextvars(order_id=progress.order_id)
+        await _call(self._stub.RecordOrderProgress(_progress(progress), timeout=DEADLINE_SECONDS))
+
+    @activity.defn(name=names.RECORD_ORDER_PROGRESS_BATCH)
+    async def record_order_progress_batch(self, batch: ProgressBatchInput) -> None:
+        structlog.contextvars.bind_contextvars(order_id=batch.order_id)
         await _call(
-            self._stub.RecordOrderProgress(
-                capture_pb2.RecordOrderProgressRequest(
-                    order_id=progress.order_id,
-                    idempotency_key=progress.idempotency_key,
-                    status=ORDER_STATUS_TO_PROTO[progress.status],
-                    line_changes=[
-                        capture_pb2.LineQuantityChange(
-                            order_line_id=change.order_line_id,
-                            delta=capture_pb2.LineQuantities(
-                                allocated=change.allocated,
-                                fulfilled=change.fulfilled,
-                                canceled=change.canceled,
-                                return_initiated=change.return_initiated,
-                                returned=change.returned,
-                            ),
-                        )
-                        for change in progress.line_changes
-                    ],
-                    event=common_pb2.TimelineEvent(
-                        kind=progress.kind, summary=progress.summary, actor=progress.actor
-                    ),
-                    added_lines=[
-                        _line_addition(added, progress.currency) for added in progress.added_lines
-                    ],
-                    # The lifecycle reads nothing back: spare capture reading the order.
-                    omit_order=True,
+            self._stub.RecordOrderProgressBatch(
+                capture_pb2.RecordOrderProgressBatchRequest(
+                    order_id=batch.order_id, steps=[_progress(step) for step in batch.steps]
                 ),
                 timeout=DEADLINE_SECONDS,
             )
         )
+
+
+def _progress(progress: ProgressInput) -> capture_pb2.RecordOrderProgressRequest:
+    return capture_pb2.RecordOrderProgressRequest(
+        order_id=progress.order_id,
+        idempotency_key=progress.idempotency_key,
+        status=ORDER_STATUS_TO_PROTO[progress.status],
+        line_changes=[
+            capture_pb2.LineQuantityChange(
+                order_line_id=change.order_line_id,
+                delta=capture_pb2.LineQuantities(
+                    allocated=change.allocated,
+                    fulfilled=change.fulfilled,
+                    canceled=change.canceled,
+                    return_initiated=change.return_initiated,
+                    returned=change.returned,
+                ),
+            )
+            for change in progress.line_changes
+        ],
+        event=common_pb2.TimelineEvent(
+            kind=progress.kind, summary=progress.summary, actor=progress.actor
+        ),
+        added_lines=[_line_addition(added, progress.currency) for added in progress.added_lines],
+        # The lifecycle reads nothing back: spare capture reading the order.
+        omit_order=True,
+    )
 
 
 def _invoice_request(request: InvoiceInput) -> payments_pb2.CreateInvoiceRequest:

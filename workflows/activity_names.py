@@ -9,6 +9,8 @@ from __future__ import annotations
 
 # capture: the order's record
 RECORD_ORDER_PROGRESS = "record_order_progress"
+# the steps taken between two waits, in one call (since the batched-progress patch)
+RECORD_ORDER_PROGRESS_BATCH = "record_order_progress_batch"
 # payments
 AUTHORIZE_PAYMENT = "authorize_payment"
 CREATE_INVOICE = "create_invoice"

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,6 +90,7 @@ with workflow.unsafe.imports_passed_through():
         OrderLifecycleResult,
         OrderState,
         ProcessExceptionInput,
+        ProgressBatchInput,
         ProgressInput,
         Resolution,
         ResolutionResult,
@@ -126,6 +128,25 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 # A shipment's invoice and its capture are one payments call (the capture keeps its own key);
 # runs before it invoice and capture in two steps.
 INVOICE_AND_CAPTURE_PATCH = "invoice-and-capture"
+# Progress reports to capture are batched: the reports a section of the lifecycle or an Update
+# makes are recorded in one call when it ends, or before the workflow waits for anything, and
+# the search attributes are upserted once with them; runs before it report each step (and
+# upsert) as it happens.
+BATCHED_PROGRESS_PATCH = "batched-progress"
+# A change (an Update) that arrives while warehouse or carrier events wait to be applied is
+# checked and made after them: it sees the order capture already shows (a worker that died
+# mid-task leaves events to apply again while capture has recorded them). Runs before it
+# check against the workflow's state as it is.
+QUEUED_EVENTS_FIRST_PATCH = "changes-after-queued-events"
+
+
+@dataclass
+class _Unsent:
+    """A progress report not yet sent to capture, and how a refusal of it is handled:
+    `holds` (category, attached to) as `steps.attempt_step`; None raises the refusal."""
+
+    report: ProgressInput
+    holds: tuple[str, str] | None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -159,6 +180,10 @@ class OrderLifecycle:
         self.revision = 0
         # What the last refused step was asked, for the process exception it raises.
         self.refused_step_input = ""
+        # Progress reports waiting to be sent (batched-progress), and the task sending them:
+        # one sender at a time keeps capture's record in the order things happened.
+        self._unsent: list[_Unsent] = []
+        self._sender: asyncio.Task[Any] | None = None
 
     # ---- the lifecycle -----------------------------------------------------------------------
 
@@ -168,6 +193,7 @@ class OrderLifecycle:
             result = await self._lifecycle(order)
         else:  # a continued run: the order was delivered, keep servicing it
             result = await self._serve_and_close()
+        await self._flush()
         # Let an Update that finished the order (e.g. cancel everything) send its reply.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -175,7 +201,7 @@ class OrderLifecycle:
     async def _lifecycle(self, order: OrderLifecycleInput) -> OrderLifecycleResult:
         try:
             try:
-                async with self._lock:
+                async with self._section():
                     if self.ledger.all_canceled():
                         # A cancel of everything reached the workflow with its start, before
                         # anything was authorized or reserved: nothing to do or undo.
@@ -197,23 +223,18 @@ class OrderLifecycle:
             # authorization uncaptured: release it now that nothing more will be charged.
             await steps.void(self, "settled: releasing what was not charged", step="void:settled")
         whole = f"order:{self.order.order_id}"
-        await steps.attempt_step(
-            self,
-            lambda: self.progress(FULFILLED, "order.fulfilled", "Every shipment delivered"),
-            "fulfillment",
-            whole,
+        await self.progress(
+            FULFILLED, "order.fulfilled", "Every shipment delivered", holds=("fulfillment", whole)
         )
         return await self._serve_and_close()
 
     async def _serve_and_close(self) -> OrderLifecycleResult:
         await self._service_until_the_return_window_closes()
-        await steps.attempt_step(
-            self,
-            lambda: self.progress(
-                "", "order.closed", "Return window closed; the order is complete"
-            ),
-            "fulfillment",
-            f"order:{self.order.order_id}",
+        await self.progress(
+            "",
+            "order.closed",
+            "Return window closed; the order is complete",
+            holds=("fulfillment", f"order:{self.order.order_id}"),
         )
         self.done = True
         return self._result(FULFILLED)
@@ -225,7 +246,7 @@ class OrderLifecycle:
         step = refused.activity_type or "a step"
         reason = f"{step} refused: {refused.cause or refused}"
         category = "payment" if "payment" in step or "authoriz" in step else "fulfillment"
-        async with self._lock:
+        async with self._section():
             await self._raise_exception(
                 category, f"step:{step}", reason, step_input=self.refused_step_input
             )
@@ -333,10 +354,11 @@ class OrderLifecycle:
         while not ledger.settled():
             # Signals only append to self.state.events; events are handled here, under the lock,
             # so they never interleave with an Update's change to the same quantities.
+            await self._flush()
             await workflow.wait_condition(lambda: bool(self.state.events) or ledger.settled())
             if self.state.events:
                 event = self.state.events.pop(0)
-                async with self._lock:
+                async with self._section():
                     await self._on_event(event)
         self.state.delivered_at = workflow.now()
 
@@ -350,6 +372,7 @@ class OrderLifecycle:
             busy = any(r.open() for r in self.state.returns.values()) or not self.ledger.settled()
             if remaining <= 0 and not busy and not self.state.events:
                 return
+            await self._flush()
             if not self.state.events and self._history_is_long():
                 await self._continue_as_new()
             seen = self.revision
@@ -363,7 +386,7 @@ class OrderLifecycle:
             if not self.state.events:
                 continue
             event = self.state.events.pop(0)
-            async with self._lock:
+            async with self._section():
                 await self._on_event(event)
 
     def _history_is_long(self) -> bool:
@@ -382,9 +405,16 @@ class OrderLifecycle:
         continuing) if an event arrived meanwhile: it is handled first."""
         # Safe to wait here: Updates finish (or a new one starts and is waited for too), and
         # the state is read only after the last of them.
+        # A change waiting for queued events (`_after_queued_events`) would never finish:
+        # an event arriving meanwhile sends the loop back to apply it.
+        events_first = workflow.patched(QUEUED_EVENTS_FIRST_PATCH)
         await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() and not self._lock.locked()
+            lambda: (
+                (workflow.all_handlers_finished() and not self._lock.locked())
+                or (events_first and bool(self.state.events))
+            )
         )
+        await self._flush()  # normally nothing: sections and waits send theirs
         if self.state.events:
             return
         workflow.logger.info(
@@ -415,17 +445,13 @@ class OrderLifecycle:
             await self._on_shipped(fo, items, event)
         elif event.kind == "delivered":
             ledger.mark_delivered(event.shipment_id)
-            await steps.attempt_step(
-                self,
-                lambda: self.progress(
-                    "",
-                    "shipment.delivered",
-                    f"Shipment {event.shipment_id} delivered",
-                    actor="carrier",
-                    step=f"delivered:{event.shipment_id}",
-                ),
-                "carrier",
-                f"shipment:{event.shipment_id}",
+            await self.progress(
+                "",
+                "shipment.delivered",
+                f"Shipment {event.shipment_id} delivered",
+                actor="carrier",
+                step=f"delivered:{event.shipment_id}",
+                holds=("carrier", f"shipment:{event.shipment_id}"),
             )
         elif event.kind in ("rejected", "moved"):
             ledger.remove_open_units(fo.fulfillment_order_id, items)
@@ -437,26 +463,22 @@ class OrderLifecycle:
             units = sum(i.quantity for i in items)
             verb = "rejected" if event.kind == "rejected" else "moved"
             attached_to = f"fulfillment_order:{fo.fulfillment_order_id}"
-            await steps.attempt_step(
-                self,
-                lambda: self.progress(
-                    "",
-                    f"fulfillment.{verb}",
-                    f"{fo.location_id} {verb} {units} unit(s)"
-                    + (f" ({event.reason})" if event.reason else "")
-                    + f"; routed to {moved_to}",
-                    [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in items]
-                    + [
-                        LineQuantityChange(line.order_line_id, allocated=line.quantity)
-                        for r in event.replacements
-                        if r.fulfillment_order_id not in ledger.no_charge
-                        for line in r.lines
-                    ],
-                    actor=f"warehouse:{fo.location_id}",
-                    step=f"{verb}:{event.event_id}",
-                ),
-                "fulfillment",
-                attached_to,
+            await self.progress(
+                "",
+                f"fulfillment.{verb}",
+                f"{fo.location_id} {verb} {units} unit(s)"
+                + (f" ({event.reason})" if event.reason else "")
+                + f"; routed to {moved_to}",
+                [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in items]
+                + [
+                    LineQuantityChange(line.order_line_id, allocated=line.quantity)
+                    for r in event.replacements
+                    if r.fulfillment_order_id not in ledger.no_charge
+                    for line in r.lines
+                ],
+                actor=f"warehouse:{fo.location_id}",
+                step=f"{verb}:{event.event_id}",
+                holds=("fulfillment", attached_to),
             )
             if event.unallocated:
                 # Routing picks up from what is still unplaced, so a retry is safe.
@@ -482,24 +504,20 @@ class OrderLifecycle:
             "" if no_charge else (SHIPPED if ledger.everything_shipped() else PARTIALLY_SHIPPED)
         )
         parcel = f"shipment:{event.shipment_id}"
-        await steps.attempt_step(
-            self,
-            lambda: self.progress(
-                status,
-                "shipment.shipped",
-                f"Shipped {units} unit(s) from {fo.location_id} via {event.carrier} "
-                f"(tracking {event.tracking_number})" + (" at no charge" if no_charge else ""),
-                []
-                if no_charge
-                else [
-                    LineQuantityChange(i.order_line_id, allocated=-i.quantity, fulfilled=i.quantity)
-                    for i in in_order
-                ],
-                actor=f"warehouse:{fo.location_id}",
-                step=f"shipped:{event.shipment_id}",
-            ),
-            "fulfillment",
-            parcel,
+        await self.progress(
+            status,
+            "shipment.shipped",
+            f"Shipped {units} unit(s) from {fo.location_id} via {event.carrier} "
+            f"(tracking {event.tracking_number})" + (" at no charge" if no_charge else ""),
+            []
+            if no_charge
+            else [
+                LineQuantityChange(i.order_line_id, allocated=-i.quantity, fulfilled=i.quantity)
+                for i in in_order
+            ],
+            actor=f"warehouse:{fo.location_id}",
+            step=f"shipped:{event.shipment_id}",
+            holds=("fulfillment", parcel),
         )
         if no_charge:
             return
@@ -594,6 +612,7 @@ class OrderLifecycle:
         await self.progress(
             ON_HOLD, f"exception.{category}", message, step=f"hold:{self.state.holds}"
         )
+        await self._flush()
         escalate_after = timedelta(seconds=self.order.timers.escalate_after_seconds)
         try:
             await workflow.wait_condition(
@@ -615,6 +634,7 @@ class OrderLifecycle:
                 f"Process exception {exception_id} unresolved for {escalate_after}; escalated",
                 step=f"escalated:{exception_id}",
             )
+            await self._flush()
             await workflow.wait_condition(lambda: exception_id in self.resolutions)
         resolution = self.resolutions[exception_id]
         self.waiting_on = ""
@@ -679,7 +699,8 @@ class OrderLifecycle:
         """Cancel some units (or everything) not shipped yet."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await canceling.cancel(self, request)
 
     @cancel_items.validator
@@ -691,7 +712,8 @@ class OrderLifecycle:
         """Goodwill: an amount or a percentage of what was charged, on lines or the order."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await appeasing.appease(self, request)
 
     @appease.validator
@@ -703,7 +725,8 @@ class OrderLifecycle:
         """Lost or damaged parcel: ship the same items again, at no charge."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await reshipping.reship(self, request)
 
     @reship_items.validator
@@ -715,7 +738,8 @@ class OrderLifecycle:
         """New lines or more units of existing ones, before anything shipped."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await adding.add_items(self, request)
 
     @add_items.validator
@@ -727,7 +751,8 @@ class OrderLifecycle:
         """Open a return order (RMA); refund at once when it is a refund without return."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await returns.open_return(self, request, exchange=False)
 
     @return_items.validator
@@ -740,7 +765,8 @@ class OrderLifecycle:
         go back to the shopper."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await returns.receive(self, request)
 
     @receive_return.validator
@@ -753,7 +779,8 @@ class OrderLifecycle:
         """A return plus replacements; the price difference is charged or refunded."""
         if request.change_id in self.state.changes:
             return self.state.changes[request.change_id]
-        async with self._lock:
+        await self._after_queued_events()
+        async with self._section():
             return await exchanging.exchange(self, request)
 
     @exchange_items.validator
@@ -874,12 +901,22 @@ class OrderLifecycle:
 
     def _validate_with(self, request: ChangeRequest, check: Callable[[], object]) -> None:
         """An Update validator: the checks every change passes, then `check`, whose
-        ChangeRefused becomes the refusal (with its status) before anything enters history."""
+        ChangeRefused becomes the refusal (with its status) before anything enters history.
+        While warehouse or carrier events wait to be applied, `check` is left to the change
+        itself, which runs after them (`_after_queued_events`) and checks again."""
         self._validate_change(request)
+        if self.state.events:
+            return
         try:
             check()
         except ChangeRefused as refused:
             raise steps.refusal(refused) from None
+
+    async def _after_queued_events(self) -> None:
+        """Let the lifecycle apply the warehouse and carrier events that arrived before this
+        change (it does so while its loops run; once they end, none is applied any more)."""
+        if self.state.events and not self.done and workflow.patched(QUEUED_EVENTS_FIRST_PATCH):
+            await workflow.wait_condition(lambda: not self.state.events or self.done)
 
     def _validate_change(self, request: ChangeRequest) -> None:
         if not request.change_id:
@@ -953,18 +990,23 @@ class OrderLifecycle:
         actor: str = "workflow",
         step: str = "",
         added_lines: list[LineAdditionData] | None = None,
+        holds: tuple[str, str] | None = None,
     ) -> None:
-        """Tell capture (the order's record) and the search attributes what just happened."""
+        """Tell capture (the order's record) and the search attributes what just happened.
+        With `holds` (category, attached to), a refused report holds the order for an agent
+        (`steps.attempt_step`); without, the refusal is raised. Since the batched-progress
+        patch the report waits for the end of the section or the next wait (`_flush`)."""
+        batched = workflow.patched(BATCHED_PROGRESS_PATCH)
         if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
             self.state.status = status or self.state.status
-            self._upsert_search_attributes()
+            if not batched:  # batched: upserted with the reports, when they are sent
+                self._upsert_search_attributes()
         elif status:
             self.state.status = status
             workflow.upsert_search_attributes(
                 [ORDER_STATUS.value_set(status), ORDER_CHANNEL.value_set(self.order.channel)]
             )
-        await self.activity(
-            names.RECORD_ORDER_PROGRESS,
+        unsent = _Unsent(
             ProgressInput(
                 order_id=self.order.order_id,
                 idempotency_key=f"{self.order.order_id}:progress:{step or kind}",
@@ -976,10 +1018,75 @@ class OrderLifecycle:
                 added_lines=added_lines or [],
                 currency=self.order.currency,
             ),
+            holds,
         )
         workflow.logger.info(
             kind, extra={"order_id": self.order.order_id, "status": self.state.status}
         )
+        if batched:
+            self._unsent.append(unsent)
+        else:
+            await self._send_one(unsent)
+
+    @contextlib.asynccontextmanager
+    async def _section(self) -> AsyncIterator[None]:
+        """One change at a time (a lifecycle step or an Update), its progress reports sent
+        before the next may begin (even when it is refused halfway)."""
+        async with self._lock:
+            try:
+                yield
+            except Exception:
+                await self._flush()
+                raise
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Send the progress reports made since the last flush, in one call. Runs before every
+        wait, so nothing reported is left unsent while the workflow waits."""
+        if not self._unsent:
+            return
+        me = asyncio.current_task()
+        nested = self._sender is me  # a refused report's hold sends its own reports
+        if not nested:
+            await workflow.wait_condition(lambda: self._sender is None)
+            self._sender = me
+        try:
+            batch, self._unsent = self._unsent, []
+            if batch:
+                # What the operators' search attributes say moves with the reports: one upsert
+                # for the batch rather than one per step.
+                self._upsert_search_attributes()
+                await self._send(batch)
+        finally:
+            if not nested:
+                self._sender = None
+
+    async def _send(self, batch: list[_Unsent]) -> None:
+        try:
+            await self.activity(
+                names.RECORD_ORDER_PROGRESS_BATCH,
+                ProgressBatchInput(self.order.order_id, [u.report for u in batch]),
+            )
+            return
+        except ActivityError:
+            pass
+        # Capture refused one of them, so none was recorded: send them one at a time, each
+        # refusal handled as that report asked (capture answers those already recorded again).
+        for n, unsent in enumerate(batch):
+            try:
+                await self._send_one(unsent)
+            except ActivityError:
+                self._unsent[:0] = batch[n + 1 :]  # sent at the next flush
+                raise
+
+    async def _send_one(self, unsent: _Unsent) -> None:
+        async def send() -> None:
+            await self.activity(names.RECORD_ORDER_PROGRESS, unsent.report)
+
+        if unsent.holds is None:
+            await send()
+        else:
+            await steps.attempt_step(self, send, *unsent.holds)
 
     def publish(self) -> None:
         """Upsert the search attributes that changed (runs before the operator attributes

@@ -193,6 +193,14 @@ class ProgressInput:
 
 
 @dataclass
+class ProgressBatchInput:
+    """Steps of one order reported to capture together, in the order they were taken."""
+
+    order_id: str
+    steps: list[ProgressInput] = field(default_factory=list)
+
+
+@dataclass
 class AuthorizeInput:
     """Authorize an amount on the order's payment methods, in order."""
 

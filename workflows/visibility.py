@@ -40,6 +40,7 @@ from workflows.types import (
     ItemQuantity,
     PaymentMethodData,
     ProcessExceptionInput,
+    ProgressBatchInput,
     ProgressInput,
     ReceiptInput,
     RefundInput,
@@ -181,6 +182,8 @@ def _describe(name: str, arg: Any, currency: str) -> str:
         status = f" → {arg.status}" if arg.status else ""
         moved = _units_moved(arg)
         return f"record {arg.kind}{status}" + (f" ({moved})" if moved else "")
+    if isinstance(arg, ProgressBatchInput):
+        return "; ".join(_describe(name, step, currency) for step in arg.steps)
     return name.replace("_", " ")
 
 

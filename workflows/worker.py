@@ -43,6 +43,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     servicing = ServicingActivities(channel("servicing"))
     return [
         capture.record_order_progress,
+        capture.record_order_progress_batch,
         payments.authorize_payment,
         payments.create_invoice,
         payments.capture_invoice,

@@ -23,9 +23,15 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import auth, metrics, tracing
-from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import FieldViolation, InvalidArgument, PermissionDenied, check_required
+from oms_platform import auth, limits, metrics, tracing
+from oms_platform.db import idempotent, idempotent_in, request_fingerprint
+from oms_platform.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    check_required,
+)
 from oms_platform.grpcutil import Refusal, refusal_for, status_for
 from services.capture import convert, domain, handlers, store
 from services.capture.erasure import Eraser, EraseRequest
@@ -283,29 +289,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.RecordOrderProgressRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordOrderProgressResponse:
         check_required({"order_id": request.order_id, "idempotency_key": request.idempotency_key})
-        status = ""
-        if request.status != pb.ORDER_STATUS_UNSPECIFIED:
-            if request.status not in convert.STATUS_TO_DOMAIN:
-                raise InvalidArgument([FieldViolation("status", "unknown order status")])
-            status = convert.STATUS_TO_DOMAIN[request.status]
-        changes = convert.line_changes_from_pb(request.line_changes)
-        additions = convert.line_additions_from_pb(request.added_lines)
-        event = (
-            convert.event_from_pb(request.event)
-            if request.HasField("event") and request.event.kind
-            else None
-        )
-
-        async def record(conn: asyncpg.Connection) -> store.Recorded:
-            return await store.record_progress(
-                conn,
-                request.order_id,
-                status,
-                changes,
-                event,
-                additions,
-                read_back=not request.omit_order,
-            )
+        step = _ProgressStep.parse(request)
 
         def encode(recorded: store.Recorded) -> pb.RecordOrderProgressResponse:
             if recorded.order is None:  # the caller asked for no order back
@@ -315,14 +299,62 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 order=convert.mask_payment_tokens(convert.order_to_pb(recorded.order))
             )
 
-        key = f"progress:{request.order_id}:{request.idempotency_key}"
         outcome = await idempotent(
-            self._pool, key, request, pb.RecordOrderProgressResponse, record, encode
+            self._pool, step.key, request, pb.RecordOrderProgressResponse, step.record, encode
         )
         response, recorded = outcome  # recorded is None for a replay
-        if recorded is not None and status and status != recorded.status_before:
-            _count_transition(recorded.channel, recorded.created_at, status)
+        step.count(recorded)
         return response
+
+    async def RecordOrderProgressBatch(
+        self, request: pb.RecordOrderProgressBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordOrderProgressBatchResponse:
+        check_required({"order_id": request.order_id})
+        violations = []
+        if not request.steps:
+            violations.append(FieldViolation("steps", "at least one step is required"))
+        if len(request.steps) > limits.MAX_PROGRESS_STEPS:
+            violations.append(FieldViolation("steps", f"at most {limits.MAX_PROGRESS_STEPS} steps"))
+        asked: list[pb.RecordOrderProgressRequest] = []
+        for n, given in enumerate(request.steps):
+            if given.order_id and given.order_id != request.order_id:
+                violations.append(
+                    FieldViolation(f"steps[{n}].order_id", "must be the batch's order_id")
+                )
+            if not given.idempotency_key:
+                violations.append(FieldViolation(f"steps[{n}].idempotency_key", "is required"))
+            # Each step is the very request RecordOrderProgress would get (for the workflow,
+            # which reads no order back), so either call replays the other's answer.
+            one = pb.RecordOrderProgressRequest()
+            one.CopyFrom(given)
+            one.order_id, one.omit_order = request.order_id, True
+            asked.append(one)
+        if violations:
+            raise InvalidArgument(violations)
+        steps = [_ProgressStep.parse(one, f"steps[{n}].") for n, one in enumerate(asked)]
+        recorded: list[tuple[_ProgressStep, store.Recorded | None]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for n, (step, one) in enumerate(zip(steps, asked, strict=True)):
+                try:
+                    _, value = await idempotent_in(
+                        conn, step.key, one, pb.RecordOrderProgressResponse, step.record,
+                        lambda _: pb.RecordOrderProgressResponse(),
+                    )  # fmt: skip
+                except InvalidArgument as invalid:
+                    raise InvalidArgument(
+                        [FieldViolation(f"steps[{n}].{v.field}", v.description)
+                         for v in invalid.violations]
+                    ) from None  # fmt: skip
+                except DomainError as refused:
+                    refused.message = f"steps[{n}]: {refused.message}"
+                    refused.args = (refused.message,)
+                    raise
+                recorded.append((step, value))
+        for step, value in recorded:  # counted once the whole batch has committed
+            step.count(value)
+        return pb.RecordOrderProgressBatchResponse(
+            applied=sum(value is not None for _, value in recorded)
+        )
 
     async def EraseShopper(
         self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
@@ -433,6 +465,66 @@ def _within_own_channels(where: domain.OrderFilter) -> domain.OrderFilter:
     raise PermissionDenied(
         f"{principal.subject} lists only its own channels' orders: set channel to one of {mine}"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProgressStep:
+    """One RecordOrderProgress step, validated: what it records and under which key."""
+
+    request: pb.RecordOrderProgressRequest
+    key: str
+    status: str
+    changes: list[domain.LineQuantityChange]
+    additions: list[domain.LineAddition]
+    event: domain.TimelineEvent | None
+
+    @staticmethod
+    def parse(request: pb.RecordOrderProgressRequest, path: str = "") -> _ProgressStep:
+        """Validate `request` (field paths prefixed with `path`, e.g. `steps[2].`)."""
+        status = ""
+        if request.status != pb.ORDER_STATUS_UNSPECIFIED:
+            if request.status not in convert.STATUS_TO_DOMAIN:
+                raise InvalidArgument([FieldViolation(f"{path}status", "unknown order status")])
+            status = convert.STATUS_TO_DOMAIN[request.status]
+        try:
+            changes = convert.line_changes_from_pb(request.line_changes)
+            additions = convert.line_additions_from_pb(request.added_lines)
+        except InvalidArgument as invalid:
+            if not path:
+                raise
+            raise InvalidArgument(
+                [FieldViolation(f"{path}{v.field}", v.description) for v in invalid.violations]
+            ) from None
+        event = (
+            convert.event_from_pb(request.event)
+            if request.HasField("event") and request.event.kind
+            else None
+        )
+        return _ProgressStep(
+            request,
+            f"progress:{request.order_id}:{request.idempotency_key}",
+            status,
+            changes,
+            additions,
+            event,
+        )
+
+    async def record(self, conn: asyncpg.Connection) -> store.Recorded:
+        """Apply the step on `conn`, in the caller's transaction."""
+        return await store.record_progress(
+            conn,
+            self.request.order_id,
+            self.status,
+            self.changes,
+            self.event,
+            self.additions,
+            read_back=not self.request.omit_order,
+        )
+
+    def count(self, recorded: store.Recorded | None) -> None:
+        """Count the status transition the step made (none for a replay)."""
+        if recorded is not None and self.status and self.status != recorded.status_before:
+            _count_transition(recorded.channel, recorded.created_at, self.status)
 
 
 def _count_transition(channel: str, created_at: datetime, status: str) -> None:

@@ -496,6 +496,89 @@ async def test_progress_on_an_unknown_order_is_not_found(
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_progress_batch_records_its_steps_in_order_once_per_key(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    order = (await capture.SubmitOrder(order_request())).order
+    allocate = progress(
+        order, "b-allocate", pb.ORDER_STATUS_ALLOCATED, [{"allocated": 2}], "fulfillment.allocated"
+    )
+    ship = progress(
+        order,
+        "b-ship",
+        pb.ORDER_STATUS_PARTIALLY_SHIPPED,
+        [{"allocated": -2, "fulfilled": 2}],
+        "shipment.shipped",
+    )
+    ship.order_id = ""  # a step may leave the order to the batch
+    batch = pb.RecordOrderProgressBatchRequest(order_id=order.order_id, steps=[allocate, ship])
+    assert (await lifecycle.RecordOrderProgressBatch(batch)).applied == 2
+    # Again: nothing new. One step alone, under its key, answers as already recorded too.
+    assert (await lifecycle.RecordOrderProgressBatch(batch)).applied == 0
+    allocate.omit_order = True
+    assert not (await lifecycle.RecordOrderProgress(allocate)).HasField("order")
+
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.status == pb.ORDER_STATUS_PARTIALLY_SHIPPED
+    assert [(q.quantities.allocated, q.quantities.fulfilled) for q in view.order.lines] == [
+        (0, 2),
+        (0, 0),
+    ]
+    assert [e.kind for e in view.timeline] == [
+        "order.captured",
+        "fulfillment.allocated",
+        "shipment.shipped",
+    ]
+
+
+async def test_a_progress_batch_with_a_refused_step_writes_nothing_and_names_the_step(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    order = (await capture.SubmitOrder(order_request())).order
+    allocate = progress(
+        order, "r-allocate", pb.ORDER_STATUS_ALLOCATED, [{"allocated": 2}], "fulfillment.allocated"
+    )
+    too_many = progress(order, "r-ship", pb.ORDER_STATUS_SHIPPED, [{"fulfilled": -1}], "x")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await lifecycle.RecordOrderProgressBatch(
+            pb.RecordOrderProgressBatchRequest(order_id=order.order_id, steps=[allocate, too_many])
+        )
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (raised.value.details() or "").startswith("steps[1]: ")
+    # The first step was not written either, and stays free to record on its own.
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.status == pb.ORDER_STATUS_PENDING and len(view.timeline) == 1
+    allocate.omit_order = True
+    await lifecycle.RecordOrderProgress(allocate)
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.status == pb.ORDER_STATUS_ALLOCATED
+
+
+async def test_a_malformed_progress_batch_is_refused_naming_each_field(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    order = (await capture.SubmitOrder(order_request())).order
+    elsewhere = progress(order, "k1", pb.ORDER_STATUS_ALLOCATED, [], "x")
+    elsewhere.order_id = "another-order"
+    keyless = progress(order, "", pb.ORDER_STATUS_ALLOCATED, [], "x")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await lifecycle.RecordOrderProgressBatch(
+            pb.RecordOrderProgressBatchRequest(order_id=order.order_id, steps=[elsewhere, keyless])
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = raised.value.details() or ""
+    assert "steps[0].order_id: must be the batch's order_id" in details
+    assert "steps[1].idempotency_key: is required" in details
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await lifecycle.RecordOrderProgressBatch(
+            pb.RecordOrderProgressBatchRequest(order_id=order.order_id)
+        )
+    assert "steps: at least one step is required" in (raised.value.details() or "")
+
+
 # ---- reading --------------------------------------------------------------------------------
 
 

@@ -175,7 +175,13 @@ class Echo:
 def test_the_guard_checks_unary_and_server_streaming_requests_first() -> None:
     service = capture_pb2.DESCRIPTOR.services_by_name["CaptureService"]
     servicer: Any = Echo()
-    for name in ("SubmitOrder", "ListOrders", "GetOrderTimeline", "RecordOrderProgress"):
+    for name in (
+        "SubmitOrder",
+        "ListOrders",
+        "GetOrderTimeline",
+        "RecordOrderProgress",
+        "RecordOrderProgressBatch",
+    ):
         setattr(servicer, name, servicer.GetOrder)
     servicer.EraseShopper = servicer.GetOrder
     guarded = request_limits.guard(servicer, service)

@@ -197,9 +197,11 @@ async def test_every_activity_has_a_summary_of_what_it_does_for_the_order(
         "invoice 3 shipped unit(s) of fo-1 + 5.00 USD shipping and capture it"
     ]
     assert "capture_invoice" not in by_type
+    # Progress goes to capture in batches: the reports of one step of the lifecycle together.
+    assert "record_order_progress" not in by_type
     assert (
-        "record shipment.shipped → shipped (allocated -3, fulfilled +3)"
-        in by_type["record_order_progress"]
+        "record shipment.shipped → shipped (allocated -3, fulfilled +3); "
+        "record payment.captured" in by_type["record_order_progress_batch"]
     )
     for _, text in summaries:
         for personal in PERSONAL:

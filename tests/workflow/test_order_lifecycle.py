@@ -64,6 +64,7 @@ from workflows.types import (
     OrderLifecycleResult,
     PaymentMethodData,
     ProcessExceptionInput,
+    ProgressBatchInput,
     ProgressInput,
     ReceiptInput,
     RefundInput,
@@ -97,6 +98,8 @@ class Services:
     released: int = 0
     exceptions: list[str] = field(default_factory=list)
     fo_count: int = 0
+    # Reports per progress batch, as sent.
+    batches: list[int] = field(default_factory=list)
     # An activity name (or "progress:<kind>") that refuses non-retryably, to inject failures.
     refuse: str = ""
 
@@ -112,6 +115,16 @@ class Services:
             self.calls.append(("progress", p))
             if p.status:
                 self.statuses.append(p.status)
+
+        @activity.defn(name="record_order_progress_batch")
+        async def record_order_progress_batch(b: ProgressBatchInput) -> None:
+            # As capture does it: one refused report refuses the batch and records none. The
+            # injected refusal stays armed for the one-at-a-time reports that follow.
+            if any(self.refuse == f"progress:{p.kind}" for p in b.steps):
+                raise ApplicationError("a report was refused (injected)", non_retryable=True)
+            self.batches.append(len(b.steps))
+            for p in b.steps:
+                await record_order_progress(p)
 
         @activity.defn(name="authorize_payment")
         async def authorize_payment(a: AuthorizeInput) -> AuthorizeResult:
@@ -252,6 +265,7 @@ class Services:
 
         return [
             record_order_progress,
+            record_order_progress_batch,
             authorize_payment,
             create_fulfillment_orders,
             cancel_fulfillment_order,
@@ -387,6 +401,46 @@ async def test_an_order_ships_is_captured_in_full_and_closes_after_the_return_wi
     [invoice] = services.named("invoice")
     assert invoice.shipping_minor == 500
     assert services.named("void") == []
+
+
+async def test_progress_reaches_capture_in_one_call_per_step_in_the_order_it_happened(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        started = list(services.batches)
+        await ship_everything(handle)
+        await handle.result()
+
+    assert services.kinds() == [
+        "lifecycle.started", "payment.authorized", "fulfillment.allocated",
+        "shipment.shipped", "payment.captured", "shipment.delivered",
+        "order.fulfilled", "order.closed",
+    ]  # fmt: skip
+    # Every report went in a batch: the start's three before the order waits for the
+    # warehouse, the shipment's two, the delivery, fulfilled before the return window is
+    # waited out, and the close.
+    assert started == [3]
+    assert services.batches == [3, 2, 1, 1, 1]
+    keys = [p.idempotency_key for p in services.named("progress")]
+    assert len(set(keys)) == len(keys)
+
+
+async def test_an_updates_reports_are_recorded_before_it_answers(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        result = await update(handle, CANCEL_UPDATE, change("cancel"))
+        # Before the lifecycle goes on: the cancel's reports are already with capture.
+        assert services.kinds()[-2:] == ["change.cancel", "order.canceled"]
+        assert services.batches[-1] == 2
+        assert services.statuses[-1] == CANCELED == result.order_status
+        await handle.result()
 
 
 async def test_a_split_shipment_invoices_each_parcel_and_charges_shipping_once(
@@ -785,6 +839,44 @@ async def test_a_partial_return_refunds_exactly_that_units_share_on_receipt(
     assert opened.return_order_id.endswith("-R1")
     assert received.refunded_minor == 1000 - 50 + 75 == services.refunded
     assert "return.received" in services.kinds()
+
+
+async def test_a_return_sent_with_the_shipment_it_needs_waits_for_it_and_is_opened(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """As after a worker died mid-task: the shipment, its delivery and a return reach the
+    next worker together. The return is checked once they are applied, not refused before."""
+    services, order = Services(), an_order()
+    queue = f"wf-test-{uuid.uuid4()}"
+
+    def worker() -> Worker:  # caches nothing: the next one is handed the whole history
+        return Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            workflows=[OrderLifecycle],
+            activities=services.activities(),
+            max_cached_workflows=0,
+        )
+
+    handle = await time_skipping_env.client.start_workflow(
+        OrderLifecycle.run, order, id=order_workflow_id(order.order_id), task_queue=queue
+    )
+    async with worker():
+        await until(services, "fulfillment.allocated")
+    # No worker: the shipment and its delivery wait in history; the return is asked meanwhile.
+    await ship_everything(handle)
+    opening = asyncio.create_task(
+        update(handle, RETURN_UPDATE, change("return", lines=[ItemQuantity("line-1", 1)]))
+    )
+    await asyncio.sleep(0.5)
+    assert not opening.done()
+    async with worker():
+        opened = await asyncio.wait_for(opening, 30)
+    await handle.terminate("test over")  # leave the shared test server nothing running
+
+    assert opened.return_order_id.endswith("-R1")
+    kinds = services.kinds()
+    assert kinds.index("shipment.shipped") < kinds.index("change.return")
 
 
 async def test_a_return_after_the_window_is_refused_saying_when_it_closed(

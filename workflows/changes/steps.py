@@ -85,8 +85,10 @@ class Steps(Protocol):
         actor: str = "workflow",
         step: str = "",
         added_lines: list[LineAdditionData] | None = None,
+        holds: tuple[str, str] | None = None,
     ) -> None:
-        """Tell capture (the order's record) and the search attributes what just happened."""
+        """Tell capture (the order's record) and the search attributes what just happened;
+        `holds` (category, attached to) as `attempt_step` when capture refuses the report."""
 
     async def hold(
         self, category: str, attached_to: str, message: str, step_input: str = ""
@@ -249,16 +251,12 @@ async def capture(
             result, refusal_text = await _capture_once(steps, asked)
         failure = _capture_failure(result, refusal_text)
         if result is not None and not failure:
-            await attempt_step(
-                steps,
-                lambda: steps.progress(
-                    "",
-                    "payment.captured",
-                    f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
-                    step=f"captured:{invoice.invoice_id}",
-                ),
-                "payment",
-                f"invoice:{invoice.invoice_id}",
+            await steps.progress(
+                "",
+                "payment.captured",
+                f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
+                step=f"captured:{invoice.invoice_id}",
+                holds=("payment", f"invoice:{invoice.invoice_id}"),
             )
             return int(result.amount_minor)
         action = await steps.hold(

@@ -1039,6 +1039,56 @@ class RecordOrderProgressResponse(_message.Message):
 Global___RecordOrderProgressResponse: _TypeAlias = RecordOrderProgressResponse  # noqa: Y015
 
 @_typing.final
+class RecordOrderProgressBatchRequest(_message.Message):
+    """RecordOrderProgressBatchRequest is several steps of one order, in the order they happened."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order; every step's `order_id` is this one (or empty)."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordOrderProgressRequest]:
+        """The steps, at most 100; each answers no order (`omit_order` is implied)."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        steps: _abc.Iterable[Global___RecordOrderProgressRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOrderProgressBatchRequest: _TypeAlias = RecordOrderProgressBatchRequest  # noqa: Y015
+
+@_typing.final
+class RecordOrderProgressBatchResponse(_message.Message):
+    """RecordOrderProgressBatchResponse says how many steps were new."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.int
+    """Steps recorded by this call; the others had been recorded before under their keys."""
+    def __init__(
+        self,
+        *,
+        applied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOrderProgressBatchResponse: _TypeAlias = RecordOrderProgressBatchResponse  # noqa: Y015
+
+@_typing.final
 class ImportOrdersRequest(_message.Message):
     """ImportOrdersRequest is one order of a bulk import (the stream carries many)."""
 

@@ -63,6 +63,11 @@ class CaptureServiceStub:
                 request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.SerializeToString,
                 response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.FromString,
                 _registered_method=True)
+        self.RecordOrderProgressBatch = channel.unary_unary(
+                '/oms.capture.v1.CaptureService/RecordOrderProgressBatch',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchResponse.FromString,
+                _registered_method=True)
         self.ImportOrders = channel.stream_unary(
                 '/oms.capture.v1.CaptureService/ImportOrders',
                 request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.ImportOrdersRequest.SerializeToString,
@@ -121,6 +126,15 @@ class CaptureServiceServicer:
     def RecordOrderProgress(self, request, context):
         """Records lifecycle progress reported by the order workflow: new status, quantity bucket
         changes and a timeline event. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOrderProgressBatch(self, request, context):
+        """Records several steps of one order at once, in order and in one transaction: each step
+        as RecordOrderProgress would (once per its own idempotency key); a step refused refuses
+        them all and nothing is written. The workflow sends the steps it took between two waits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +202,11 @@ def add_CaptureServiceServicer_to_server(servicer, server):
                     servicer.RecordOrderProgress,
                     request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.FromString,
                     response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.SerializeToString,
+            ),
+            'RecordOrderProgressBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOrderProgressBatch,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchResponse.SerializeToString,
             ),
             'ImportOrders': grpc.stream_unary_rpc_method_handler(
                     servicer.ImportOrders,
@@ -343,6 +362,33 @@ class CaptureService:
             '/oms.capture.v1.CaptureService/RecordOrderProgress',
             oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressRequest.SerializeToString,
             oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOrderProgressBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.capture.v1.CaptureService/RecordOrderProgressBatch',
+            oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderProgressBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,11 @@ class CaptureServiceStub:
     """Records lifecycle progress reported by the order workflow: new status, quantity bucket
     changes and a timeline event. Idempotent by key.
     """
+    RecordOrderProgressBatch: _grpc.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderProgressBatchRequest, _capture_pb2.RecordOrderProgressBatchResponse]
+    """Records several steps of one order at once, in order and in one transaction: each step
+    as RecordOrderProgress would (once per its own idempotency key); a step refused refuses
+    them all and nothing is written. The workflow sends the steps it took between two waits.
+    """
     ImportOrders: _grpc.StreamUnaryMultiCallable[_capture_pb2.ImportOrdersRequest, _capture_pb2.ImportOrdersResponse]
     """Bulk import for channel backfills and historical orders: a stream of orders, one answer
     with a result per order. Each order is validated and deduplicated as SubmitOrder does it
@@ -104,6 +109,11 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     RecordOrderProgress: _aio.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderProgressRequest, _capture_pb2.RecordOrderProgressResponse]  # type: ignore[assignment]
     """Records lifecycle progress reported by the order workflow: new status, quantity bucket
     changes and a timeline event. Idempotent by key.
+    """
+    RecordOrderProgressBatch: _aio.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderProgressBatchRequest, _capture_pb2.RecordOrderProgressBatchResponse]  # type: ignore[assignment]
+    """Records several steps of one order at once, in order and in one transaction: each step
+    as RecordOrderProgress would (once per its own idempotency key); a step refused refuses
+    them all and nothing is written. The workflow sends the steps it took between two waits.
     """
     ImportOrders: _aio.StreamUnaryMultiCallable[_capture_pb2.ImportOrdersRequest, _capture_pb2.ImportOrdersResponse]  # type: ignore[assignment]
     """Bulk import for channel backfills and historical orders: a stream of orders, one answer
@@ -181,6 +191,17 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_capture_pb2.RecordOrderProgressResponse, _abc.Awaitable[_capture_pb2.RecordOrderProgressResponse]]:
         """Records lifecycle progress reported by the order workflow: new status, quantity bucket
         changes and a timeline event. Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordOrderProgressBatch(
+        self,
+        request: _capture_pb2.RecordOrderProgressBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.RecordOrderProgressBatchResponse, _abc.Awaitable[_capture_pb2.RecordOrderProgressBatchResponse]]:
+        """Records several steps of one order at once, in order and in one transaction: each step
+        as RecordOrderProgress would (once per its own idempotency key); a step refused refuses
+        them all and nothing is written. The workflow sends the steps it took between two waits.
         """
 
     @_abc_1.abstractmethod
