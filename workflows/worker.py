@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import structlog
 from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.worker import (
     ExecuteWorkflowInput,
@@ -89,8 +90,8 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
 
 def detach_start(det: WorkflowInstanceDetails) -> WorkflowInstanceDetails:
     """`det` with its own copies of the protobuf messages the SDK takes from a run's first
-    activation (the start's headers, memo and last completion result), and the interceptor
-    that does the same for the workflow's input headers.
+    activation (the start's headers, memo, last completion result and last failure), and the
+    interceptor that does the same for the workflow's input headers.
 
     Each of those messages is a view into the activation's protobuf arena, so holding any one
     of them keeps the whole first activation (the order sealed and unsealed, the start's
@@ -102,10 +103,15 @@ def detach_start(det: WorkflowInstanceDetails) -> WorkflowInstanceDetails:
     )
     last_result = Payloads()
     last_result.CopyFrom(det.last_completion_result)
+    last_failure = None
+    if det.last_failure is not None:
+        last_failure = Failure()
+        last_failure.CopyFrom(det.last_failure)
     return dataclasses.replace(
         det,
         info=info,
         last_completion_result=last_result,
+        last_failure=last_failure,
         interceptor_classes=[*det.interceptor_classes, _DetachStartHeaders],
     )
 

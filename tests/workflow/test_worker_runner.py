@@ -102,4 +102,5 @@ async def test_a_run_detached_from_its_first_activation_still_reads_its_start(
     assert detached.info.raw_memo["note"] is not det.info.raw_memo["note"]
     assert detached.last_completion_result == det.last_completion_result
     assert detached.last_completion_result is not det.last_completion_result
+    assert detached.last_failure == det.last_failure
     assert len(detached.interceptor_classes) == len(det.interceptor_classes) + 1
