@@ -112,7 +112,8 @@ def detach_start(det: WorkflowInstanceDetails) -> WorkflowInstanceDetails:
         info=info,
         last_completion_result=last_result,
         last_failure=last_failure,
-        interceptor_classes=[*det.interceptor_classes, _DetachStartHeaders],
+        # Outermost, so it is handed the very input object the SDK keeps.
+        interceptor_classes=[_DetachStartHeaders, *det.interceptor_classes],
     )
 
 
