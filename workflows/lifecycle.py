@@ -126,6 +126,8 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 # A shipment's invoice and its capture are one payments call (the capture keeps its own key);
 # runs before it invoice and capture in two steps.
 INVOICE_AND_CAPTURE_PATCH = "invoice-and-capture"
+# A credit memo, its refund and (for a cancel of everything) the void are one payments call:
+# steps.CREDIT_MEMO_AND_REFUND_PATCH, "credit-memo-and-refund", where the changes use it.
 
 
 @workflow.defn(name=WORKFLOW_NAME)
