@@ -440,7 +440,7 @@ async def cancel_units(
     result = ChangeResult(change_id=step, kind="cancel", summary="", lines=canceled)
     # Nothing left to charge: the holds can go. The void is asked with the memo's reason,
     # whichever call makes it (the memo's, or the plain one below), so both are one record.
-    void = (
+    void_asked = (
         VoidInput(order.order_id, f"{order.order_id}:void", reason)
         if void_when_all_canceled and ledger.all_canceled()
         else None
@@ -451,7 +451,7 @@ async def cancel_units(
             steps,
             memo(steps, step, reason=reason, kind="cancel", lines=credit, shipping_minor=shipping),
             step,
-            void.idempotency_key if void else "",
+            void_asked.idempotency_key if void_asked else "",
         )
         result.credit_memo_id = memo_made.credit_memo_id
         result.credited_minor = memo_made.total_minor
@@ -471,9 +471,9 @@ async def cancel_units(
         + [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in released],
         step=f"canceled:{step}",
     )
-    if void is not None and not voided:
+    if void_asked is not None and not voided:
         # Not made with the memo (its refund failed and an agent decided, or payments
         # refused the void there): voided now, where the separate void always came.
-        await steps.activity(names.VOID_AUTHORIZATION, void)
+        await steps.activity(names.VOID_AUTHORIZATION, void_asked)
     result.order_status = steps.state.status
     return result
