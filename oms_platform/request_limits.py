@@ -67,6 +67,8 @@ TEXT_RULES: dict[str, limits.TextRule] = {
     # Keys, and references built from ids ("fulfillment_order:<id>").
     "idempotency_key": limits.KEY,
     "capture_idempotency_key": limits.KEY,
+    "refund_idempotency_key": limits.KEY,
+    "void_remaining_idempotency_key": limits.KEY,
     "attached_to": limits.KEY,
     "page_token": limits.PAGE_TOKEN,
     # One line of text each.

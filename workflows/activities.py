@@ -41,6 +41,8 @@ from workflows.types import (
     CaptureResult,
     ChargeLineData,
     CreditLineData,
+    CreditMemoAndRefundInput,
+    CreditMemoAndRefundResult,
     CreditMemoInput,
     CreditMemoResult,
     EscalateInput,
@@ -262,6 +264,47 @@ def _capture_result(response: payments_pb2.CaptureInvoiceResponse) -> CaptureRes
     )
 
 
+def _credit_memo_request(request: CreditMemoInput) -> payments_pb2.CreateCreditMemoRequest:
+    currency = request.currency
+    return payments_pb2.CreateCreditMemoRequest(
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        kind=CREDIT_MEMO_KIND_TO_PROTO[request.kind],
+        reason=request.reason,
+        currency=currency,
+        lines=[
+            payments_pb2.CreditableLine(
+                **_line_money(line, currency),
+                quantity_to_credit=line.quantity_to_credit,
+                first_unit=line.first_unit,
+            )
+            for line in request.lines
+        ],
+        shipping=money_to_pb(request.shipping_minor, currency),
+        fee=money_to_pb(request.fee_minor, currency),
+        appeasements=[
+            payments_pb2.Appeasement(amount=money_to_pb(request.appeasement_minor, currency))
+        ]
+        if request.appeasement_minor
+        else [],
+    )
+
+
+def _credit_memo_result(response: payments_pb2.CreateCreditMemoResponse) -> CreditMemoResult:
+    memo = response.credit_memo
+    return CreditMemoResult(memo.credit_memo_id, memo.total.amount_minor)
+
+
+def _refund_result(response: payments_pb2.RefundCreditMemoResponse) -> RefundResult:
+    return RefundResult(
+        refunded_minor=response.refunded.amount_minor,
+        released_minor=response.released.amount_minor,
+        not_refunded_minor=response.not_refunded.amount_minor,
+        failed=response.outcome == payments_pb2.REFUND_OUTCOME_FAILED,
+        failure_reason=response.failure_reason,
+    )
+
+
 class PaymentsActivities:
     """Authorize, invoice, capture and void through the payments service."""
 
@@ -326,38 +369,10 @@ class PaymentsActivities:
     @activity.defn(name=names.CREATE_CREDIT_MEMO)
     async def create_credit_memo(self, request: CreditMemoInput) -> CreditMemoResult:
         structlog.contextvars.bind_contextvars(order_id=request.order_id)
-        currency = request.currency
         response = await _call(
-            self._stub.CreateCreditMemo(
-                payments_pb2.CreateCreditMemoRequest(
-                    order_id=request.order_id,
-                    idempotency_key=request.idempotency_key,
-                    kind=CREDIT_MEMO_KIND_TO_PROTO[request.kind],
-                    reason=request.reason,
-                    currency=currency,
-                    lines=[
-                        payments_pb2.CreditableLine(
-                            **_line_money(line, currency),
-                            quantity_to_credit=line.quantity_to_credit,
-                            first_unit=line.first_unit,
-                        )
-                        for line in request.lines
-                    ],
-                    shipping=money_to_pb(request.shipping_minor, currency),
-                    fee=money_to_pb(request.fee_minor, currency),
-                    appeasements=[
-                        payments_pb2.Appeasement(
-                            amount=money_to_pb(request.appeasement_minor, currency)
-                        )
-                    ]
-                    if request.appeasement_minor
-                    else [],
-                ),
-                timeout=DEADLINE_SECONDS,
-            )
+            self._stub.CreateCreditMemo(_credit_memo_request(request), timeout=DEADLINE_SECONDS)
         )
-        memo = response.credit_memo
-        return CreditMemoResult(memo.credit_memo_id, memo.total.amount_minor)
+        return _credit_memo_result(response)
 
     @activity.defn(name=names.REFUND_CREDIT_MEMO)
     async def refund_credit_memo(self, request: RefundInput) -> RefundResult:
@@ -370,12 +385,25 @@ class PaymentsActivities:
                 timeout=DEADLINE_SECONDS,
             )
         )
-        return RefundResult(
-            refunded_minor=response.refunded.amount_minor,
-            released_minor=response.released.amount_minor,
-            not_refunded_minor=response.not_refunded.amount_minor,
-            failed=response.outcome == payments_pb2.REFUND_OUTCOME_FAILED,
-            failure_reason=response.failure_reason,
+        return _refund_result(response)
+
+    @activity.defn(name=names.CREDIT_MEMO_AND_REFUND)
+    async def credit_memo_and_refund(
+        self, request: CreditMemoAndRefundInput
+    ) -> CreditMemoAndRefundResult:
+        structlog.contextvars.bind_contextvars(order_id=request.memo.order_id)
+        wire = _credit_memo_request(request.memo)
+        wire.refund_idempotency_key = request.refund_idempotency_key
+        wire.void_remaining_idempotency_key = request.void_idempotency_key
+        response = await _call(self._stub.CreateCreditMemo(wire, timeout=DEADLINE_SECONDS))
+        memo = _credit_memo_result(response)
+        if response.refund_refused:
+            return CreditMemoAndRefundResult(memo, refund_refused=response.refund_refused)
+        return CreditMemoAndRefundResult(
+            memo,
+            _refund_result(response.refund),
+            voided=response.HasField("void_remaining"),
+            void_refused=response.void_refused,
         )
 
     @activity.defn(name=names.VOID_AUTHORIZATION)

@@ -20,6 +20,8 @@ INVOICE_AND_CAPTURE = "invoice_and_capture"
 VOID_AUTHORIZATION = "void_authorization"
 CREATE_CREDIT_MEMO = "create_credit_memo"
 REFUND_CREDIT_MEMO = "refund_credit_memo"
+# a credit memo, its refund and (for a cancel of everything) the void, in one payments call
+CREDIT_MEMO_AND_REFUND = "credit_memo_and_refund"
 # fulfillment
 CREATE_FULFILLMENT_ORDERS = "create_fulfillment_orders"
 CANCEL_FULFILLMENT_ORDER = "cancel_fulfillment_order"

@@ -128,6 +128,8 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 # A shipment's invoice and its capture are one payments call (the capture keeps its own key);
 # runs before it invoice and capture in two steps.
 INVOICE_AND_CAPTURE_PATCH = "invoice-and-capture"
+# A credit memo, its refund and (for a cancel of everything) the void are one payments call:
+# steps.CREDIT_MEMO_AND_REFUND_PATCH, "credit-memo-and-refund", where the changes use it.
 # Progress reports to capture are batched: the reports a section of the lifecycle or an Update
 # makes are recorded in one call when it ends, or before the workflow waits for anything, and
 # the search attributes are upserted once with them; runs before it report each step (and

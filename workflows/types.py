@@ -570,6 +570,35 @@ class RefundResult:
     # The gateway refused (failure_reason); a new attempt needs a new idempotency key.
     failed: bool = False
     failure_reason: str = ""
+    # What the order's authorizations still held was voided too, in the same payments call
+    # (asked for with the memo when a cancel leaves nothing to charge).
+    voided: bool = False
+
+
+@dataclass
+class CreditMemoAndRefundInput:
+    """Create a credit memo and give its money back in one payments call; with a void key,
+    then void what the order's authorizations still hold."""
+
+    memo: CreditMemoInput
+    # The refund's own key (a retry replays the memo, then the refund, then the void).
+    refund_idempotency_key: str
+    # The void's own key ("": no void); the void is asked with the memo's reason.
+    void_idempotency_key: str = ""
+
+
+@dataclass
+class CreditMemoAndRefundResult:
+    """The memo, and its refund's outcome; `refund` is None when payments refused the refund
+    (`refund_refused` says why) and the memo stands. `voided` when the void asked for was
+    made; `void_refused` when payments refused it. Neither when the refund failed or was
+    refused: the void was not tried."""
+
+    memo: CreditMemoResult
+    refund: RefundResult | None = None
+    refund_refused: str = ""
+    voided: bool = False
+    void_refused: str = ""
 
 
 @dataclass

@@ -33,6 +33,7 @@ from workflows.types import (
     CancelFulfillmentOrderInput,
     CancelLinesInput,
     CaptureInput,
+    CreditMemoAndRefundInput,
     CreditMemoInput,
     EscalateInput,
     InvoiceAndCaptureInput,
@@ -157,6 +158,11 @@ def _describe(name: str, arg: Any, currency: str) -> str:
             parts.append(f"{money(arg.appeasement_minor)} goodwill")
         fee = f" less a {money(arg.fee_minor)} fee" if arg.fee_minor else ""
         return f"credit memo ({arg.kind or 'credit'}) for {' + '.join(parts) or 'nothing'}{fee}"
+    if isinstance(arg, CreditMemoAndRefundInput):
+        memo = _describe("create_credit_memo", arg.memo, currency) + " and give it back"
+        return memo + (
+            ", then void what the authorizations hold" if arg.void_idempotency_key else ""
+        )
     if isinstance(arg, RefundInput):
         return (
             f"refund (or release) credit memo {arg.credit_memo_id}"

@@ -62,6 +62,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         payments.void_authorization,
         payments.create_credit_memo,
         payments.refund_credit_memo,
+        payments.credit_memo_and_refund,
         fulfillment.create_fulfillment_orders,
         fulfillment.cancel_fulfillment_order,
         fulfillment.cancel_fulfillment_order_lines,

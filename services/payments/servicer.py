@@ -97,14 +97,10 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         capture = payments_pb2.CaptureInvoiceRequest(
             invoice_id=created.invoice.invoice_id, idempotency_key=request.capture_idempotency_key
         )
-        try:
-            captured = await self.CaptureInvoice(capture, context)
-        except Unavailable:
-            raise
-        except DomainError as refused:
-            code, _ = grpcutil.status_for(refused)
+        captured, refused = await _refused_in_answer(self.CaptureInvoice(capture, context))
+        if captured is None:
             return payments_pb2.CreateInvoiceResponse(
-                invoice=created.invoice, capture_refused=f"{code.name}: {refused.message}"
+                invoice=created.invoice, capture_refused=refused
             )
         return payments_pb2.CreateInvoiceResponse(invoice=created.invoice, capture=captured)
 
@@ -143,14 +139,53 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     ) -> payments_pb2.CreateCreditMemoResponse:
         wanted = convert.credit_memo_request_from_pb(request)
         domain.require(order_id=wanted.order_id, idempotency_key=wanted.idempotency_key)
-        return await self._idempotent(
+        refund_key = request.refund_idempotency_key
+        void_key = request.void_remaining_idempotency_key
+        domain.check_give_back_keys(request.idempotency_key, refund_key, void_key)
+        # The memo's record is the memo alone: asked again with or without its refund (and
+        # void), the same memo request replays the same memo.
+        memo_part = payments_pb2.CreateCreditMemoRequest()
+        memo_part.CopyFrom(request)
+        memo_part.ClearField("refund_idempotency_key")
+        memo_part.ClearField("void_remaining_idempotency_key")
+        created = await self._idempotent(
             context,
             request.idempotency_key,
-            request,
+            memo_part,
             payments_pb2.CreateCreditMemoResponse,
             lambda conn: handlers.create_credit_memo(conn, self.payments, wanted),
             convert.credit_memo_created_pb,
         )
+        if not refund_key:
+            return created
+        # The refund and the void keep idempotency records of their own (as RefundCreditMemo's
+        # and VoidAuthorization's), so a retry of this call replays the memo, then the refund,
+        # then the void. A refusal is part of the answer, not an error: what was made before it
+        # stands. An outage (or an unknown gateway outcome) is an error, and the caller retries
+        # the whole call with its keys.
+        answer = payments_pb2.CreateCreditMemoResponse(credit_memo=created.credit_memo)
+        refund = payments_pb2.RefundCreditMemoRequest(
+            credit_memo_id=created.credit_memo.credit_memo_id, idempotency_key=refund_key
+        )
+        refunded, answer.refund_refused = await _refused_in_answer(
+            self.RefundCreditMemo(refund, context)
+        )
+        if refunded is None:
+            return answer
+        answer.refund.CopyFrom(refunded)
+        # A failed refund leaves money the caller has still to give back (its hold-and-retry
+        # decides how); voiding now would release the holds that money is to come from.
+        if not void_key or refunded.outcome == payments_pb2.REFUND_OUTCOME_FAILED:
+            return answer
+        void = payments_pb2.VoidAuthorizationRequest(
+            order_id=request.order_id, idempotency_key=void_key, reason=request.reason
+        )
+        voided, answer.void_refused = await _refused_in_answer(
+            self.VoidAuthorization(void, context)
+        )
+        if voided is not None:
+            answer.void_remaining.CopyFrom(voided)
+        return answer
 
     async def RefundCreditMemo(
         self, request: payments_pb2.RefundCreditMemoRequest, context: grpc.aio.ServicerContext
@@ -192,3 +227,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         return payments_pb2.GetReconciliationResponse(
             reconciliation=convert.reconciliation_pb(reconciliation)
         )
+
+
+async def _refused_in_answer(call: Awaitable[M]) -> tuple[M | None, str]:
+    """A follow-up call's answer, or None and its refusal as "CODE: message" (what the call
+    alone would have answered as an error). An outage stays an error, to be retried."""
+    try:
+        return await call, ""
+    except Unavailable:
+        raise
+    except DomainError as refused:
+        code, _ = grpcutil.status_for(refused)
+        return None, f"{code.name}: {refused.message}"

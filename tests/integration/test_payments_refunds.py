@@ -374,6 +374,257 @@ async def test_a_memo_with_nothing_captured_yet_releases_the_authorization(
     assert (await summary_of(payments, order_id)).summary.authorized == usd(4_300)
 
 
+# ---- a credit memo with its refund (and void) in one call -----------------------------------
+
+
+async def memo_and_refund(
+    payments: Payments,
+    order_id: str,
+    lines: list[pb.CreditableLine],
+    *,
+    kind: pb.CreditMemoKind.ValueType = pb.CREDIT_MEMO_KIND_CANCEL,
+    shipping: int = 0,
+    refund_key: str = "",
+    void_key: str = "",
+) -> pb.CreateCreditMemoResponse:
+    return await payments.stub.CreateCreditMemo(
+        pb.CreateCreditMemoRequest(
+            order_id=order_id,
+            idempotency_key=f"{order_id}:memo:cancel",
+            kind=kind,
+            reason="shopper changed their mind",
+            lines=lines,
+            shipping=usd(shipping) if shipping else None,
+            refund_idempotency_key=refund_key or f"{order_id}:refund:cancel:1",
+            void_remaining_idempotency_key=void_key,
+        )
+    )
+
+
+def gateway_ops(payments: Payments, order_id: str) -> list[tuple[str, int]]:
+    return [
+        (op.kind, op.amount_minor)
+        for op in payments.gateway.operations
+        if op.key.startswith(order_id) and op.kind in ("reverse", "void", "refund")
+    ]
+
+
+async def test_canceling_everything_unshipped_credits_releases_and_voids_in_one_call(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    # The hold is more than the memo gives back (the shopper's bank rounded it up, say): the
+    # memo releases its share and the void releases what is left, all in this one call.
+    auth = await authorize(payments, order_id, 6_000)
+    answer = await memo_and_refund(
+        payments,
+        order_id,
+        [creditable("ol-1", 2, 2, 0, 5_000, 500, 400)],
+        shipping=599,
+        void_key=f"{order_id}:void",
+    )
+    assert answer.credit_memo.total == usd(5_000 - 500 + 400 + 599)
+    assert answer.refund.outcome == pb.REFUND_OUTCOME_SETTLED and answer.refund_refused == ""
+    assert (answer.refund.refunded, answer.refund.released) == (usd(0), usd(5_499))
+    assert answer.refund.credit_memo.not_refunded == usd(0)
+    assert [a.status for a in answer.void_remaining.authorizations] == [
+        pb.AUTHORIZATION_STATUS_VOIDED
+    ]
+    assert answer.void_refused == ""
+    assert gateway_ops(payments, order_id) == [("reverse", 5_499), ("void", 501)]
+    found = await summary_of(payments, order_id)
+    assert (found.summary.authorized, found.summary.captured) == (usd(0), usd(0))
+    assert (found.summary.refunded, found.summary.released) == (usd(0), usd(5_499))
+    [held] = found.authorizations
+    assert (held.authorization_id, held.status) == (
+        auth.authorization_id,
+        pb.AUTHORIZATION_STATUS_VOIDED,
+    )
+    assert (await reconciliation_of(payments, order_id)).agrees
+
+
+async def test_a_memo_that_releases_the_whole_hold_leaves_the_void_nothing_to_do(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 3_000)
+    answer = await memo_and_refund(
+        payments, order_id, [creditable("ol-1", 1, 1, 0, 3_000)], void_key=f"{order_id}:void"
+    )
+    [reversal] = answer.refund.reversals
+    assert (reversal.amount, reversal.voided) == (usd(3_000), True)
+    assert [a.status for a in answer.void_remaining.authorizations] == [
+        pb.AUTHORIZATION_STATUS_VOIDED
+    ]
+    # The release voided the hold at the gateway; the void found nothing approved to void.
+    assert gateway_ops(payments, order_id) == [("void", 3_000)]
+
+
+async def test_a_memo_asked_again_with_its_keys_answers_the_same_and_moves_money_once(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 4_000)
+    lines = [creditable("ol-1", 2, 2, 0, 3_500)]
+    void_key = f"{order_id}:void"
+    answer = await memo_and_refund(payments, order_id, lines, void_key=void_key)
+    # Retried (the worker died before recording the answer): the same memo, refund and void.
+    again = await memo_and_refund(payments, order_id, lines, void_key=void_key)
+    assert again == answer
+    # The separate calls with the same keys answer the same refund and void.
+    alone = await refund(
+        payments, answer.credit_memo.credit_memo_id, key=f"{order_id}:refund:cancel:1"
+    )
+    assert alone == answer.refund
+    voided = await payments.stub.VoidAuthorization(
+        pb.VoidAuthorizationRequest(
+            order_id=order_id, idempotency_key=void_key, reason="shopper changed their mind"
+        )
+    )
+    assert voided == answer.void_remaining
+    found = await summary_of(payments, order_id)
+    assert len(found.credit_memos) == 1 and len(found.reversals) == 1
+    assert gateway_ops(payments, order_id) == [("reverse", 3_500), ("void", 500)]
+
+
+async def test_a_memo_refunded_before_by_the_separate_calls_replays_that_memo_and_refund(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 2_000)
+    asked = pb.CreateCreditMemoRequest(
+        order_id=order_id,
+        idempotency_key=f"{order_id}:memo:cancel",
+        kind=pb.CREDIT_MEMO_KIND_CANCEL,
+        reason="shopper changed their mind",
+        lines=[creditable("ol-1", 1, 1, 0, 2_000)],
+    )
+    # The two-call path made the memo and its refund; the one call with the same keys answers
+    # both as they were, and gives nothing back twice.
+    first = await payments.stub.CreateCreditMemo(asked)
+    made = await refund(payments, first.credit_memo.credit_memo_id, key=f"{order_id}:refund:1")
+    asked.refund_idempotency_key = f"{order_id}:refund:1"
+    answer = await payments.stub.CreateCreditMemo(asked)
+    assert answer.credit_memo == first.credit_memo
+    assert answer.refund == made
+    assert not answer.HasField("void_remaining") and answer.void_refused == ""
+    assert gateway_ops(payments, order_id) == [("void", 2_000)]
+
+
+async def test_a_refund_the_gateway_refuses_is_in_the_answer_and_nothing_is_voided(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000, token="tok_fail_refund")
+    await shipped_and_captured(payments, order_id, [chargeable("ol-1", 2, 1, 0, 6_000)])
+    answer = await memo_and_refund(
+        payments,
+        order_id,
+        [creditable("ol-1", 2, 1, 0, 6_000)],
+        kind=pb.CREDIT_MEMO_KIND_RETURN,
+        void_key=f"{order_id}:void",
+    )
+    # The memo stands; the refund failed with the gateway's reason; the void was not tried,
+    # so the holds the retried refund may need are still there.
+    assert answer.credit_memo.total == usd(3_000)
+    assert answer.refund.outcome == pb.REFUND_OUTCOME_FAILED
+    assert answer.refund.failure_reason == "refund_rejected"
+    assert answer.refund.not_refunded == usd(3_000)
+    assert not answer.HasField("void_remaining") and answer.void_refused == ""
+    found = await summary_of(payments, order_id)
+    assert [m.credit_memo_id for m in found.credit_memos] == [answer.credit_memo.credit_memo_id]
+    assert [a.status for a in found.authorizations] == [pb.AUTHORIZATION_STATUS_APPROVED]
+    assert found.summary.refunded == usd(0)
+    assert ("void", 2_000) not in gateway_ops(payments, order_id)
+
+
+async def test_a_refused_refund_or_void_is_in_the_answer_and_what_was_made_stands(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 5_000)
+    # Its refund key was used for another memo's refund: the refund is refused, not the call.
+    other = await credit_memo(payments, order_id, appeasements=[pb.Appeasement(amount=usd(100))])
+    await refund(payments, other.credit_memo_id, key=f"{order_id}:refund:taken")
+    refused = await memo_and_refund(
+        payments,
+        order_id,
+        [creditable("ol-1", 1, 1, 0, 1_000)],
+        refund_key=f"{order_id}:refund:taken",
+        void_key=f"{order_id}:void",
+    )
+    assert refused.credit_memo.total == usd(1_000)
+    assert not refused.HasField("refund") and not refused.HasField("void_remaining")
+    assert refused.refund_refused.startswith("ALREADY_EXISTS: idempotency key")
+    assert len((await summary_of(payments, order_id)).credit_memos) == 2
+
+    # Its void key was used for another void request: the memo and refund stand.
+    second = new_order()
+    await authorize(payments, second, 5_000)
+    await payments.stub.VoidAuthorization(
+        pb.VoidAuthorizationRequest(
+            order_id=second, idempotency_key=f"{second}:void", reason="another reason"
+        )
+    )
+    void_refused = await memo_and_refund(
+        payments, second, [creditable("ol-1", 1, 1, 0, 1_000)], void_key=f"{second}:void"
+    )
+    assert void_refused.refund.outcome == pb.REFUND_OUTCOME_SETTLED
+    assert not void_refused.HasField("void_remaining")
+    assert void_refused.void_refused == (
+        f"ALREADY_EXISTS: idempotency key '{second}:void' was already used with a different request"
+    )
+
+
+async def test_a_gateway_outage_in_the_one_call_is_retried_with_its_keys_and_moves_money_once(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    await authorize(payments, order_id, 3_000)
+    lines = [creditable("ol-1", 1, 1, 0, 2_000)]
+    payments.gateway.transient_failure_rate = 1.0
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await memo_and_refund(payments, order_id, lines, void_key=f"{order_id}:void")
+    finally:
+        payments.gateway.transient_failure_rate = 0.0
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The memo was made before the outage; the retry replays it and gives the money back once.
+    answer = await memo_and_refund(payments, order_id, lines, void_key=f"{order_id}:void")
+    found = await summary_of(payments, order_id)
+    assert [m.credit_memo_id for m in found.credit_memos] == [answer.credit_memo.credit_memo_id]
+    assert answer.refund.released == usd(2_000)
+    assert gateway_ops(payments, order_id) == [("reverse", 2_000), ("void", 1_000)]
+
+
+async def test_follow_up_keys_a_memo_cannot_use_are_refused_naming_the_field(
+    payments: Payments,
+) -> None:
+    order_id = new_order()
+    cases = {
+        ("", "v"): {"void_remaining_idempotency_key"},
+        ("k", ""): {"refund_idempotency_key"},
+        ("r", "r"): {"void_remaining_idempotency_key"},
+        ("k", "k"): {"refund_idempotency_key", "void_remaining_idempotency_key"},
+    }
+    for (refund_key, void_key), fields in cases.items():
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await payments.stub.CreateCreditMemo(
+                pb.CreateCreditMemoRequest(
+                    order_id=order_id,
+                    idempotency_key="k",
+                    kind=pb.CREDIT_MEMO_KIND_CANCEL,
+                    lines=[creditable("ol-1", 1, 1, 0, 1_000)],
+                    refund_idempotency_key=refund_key,
+                    void_remaining_idempotency_key=void_key,
+                )
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert {f for f, _ in grpcutil.field_violations(raised.value)} == fields
+    # Nothing was written.
+    assert (await summary_of(payments, order_id)).credit_memos == []
+
+
 # ---- appeasements --------------------------------------------------------------------------
 
 

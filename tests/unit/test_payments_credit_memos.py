@@ -467,3 +467,18 @@ def test_a_memo_released_instead_of_refunded_credits_only_what_was_taken() -> No
     released = Reversal("rv-1", "o-1", "cm-1", "a-1", SUCCEEDED, 1_000, "USD", False, "", "", NOW)
     assert domain.credited_minor([memo], [released]) == 0
     assert domain.memo_balance(memo, [], [released]).not_refunded_minor == 0
+
+
+def test_a_memo_asked_with_its_refund_and_void_needs_a_key_of_its_own_for_each() -> None:
+    domain.check_give_back_keys("m", "", "")
+    domain.check_give_back_keys("m", "r", "")
+    domain.check_give_back_keys("m", "r", "v")
+    with pytest.raises(InvalidArgument) as no_refund:
+        domain.check_give_back_keys("m", "", "v")
+    assert [v.field for v in no_refund.value.violations] == ["void_remaining_idempotency_key"]
+    with pytest.raises(InvalidArgument) as reused:
+        domain.check_give_back_keys("m", "m", "m")
+    assert [v.field for v in reused.value.violations] == [
+        "refund_idempotency_key",
+        "void_remaining_idempotency_key",
+    ]

@@ -11,6 +11,7 @@ from workflows.types import (
     Address,
     AuthorizeInput,
     CaptureInput,
+    CreditMemoAndRefundInput,
     CreditMemoInput,
     LifecycleDeliveryGroup,
     LifecycleLine,
@@ -97,6 +98,15 @@ def test_each_step_is_summarised_with_masked_payment_methods_only() -> None:
     memo.appeasement_minor = 500
     assert activity_summary("create_credit_memo", memo, "GBP") == (
         "credit memo (appeasement) for 5.00 GBP goodwill"
+    )
+    with_refund = CreditMemoAndRefundInput(memo, "o-1:refund:x:1")
+    assert activity_summary("credit_memo_and_refund", with_refund, "GBP") == (
+        "credit memo (appeasement) for 5.00 GBP goodwill and give it back"
+    )
+    with_refund.void_idempotency_key = "o-1:void"
+    assert activity_summary("credit_memo_and_refund", with_refund, "GBP") == (
+        "credit memo (appeasement) for 5.00 GBP goodwill and give it back, "
+        "then void what the authorizations hold"
     )
     # Free text (an agent's reason, a timeline summary) never reaches a summary.
     progress = ProgressInput(

@@ -47,6 +47,8 @@ from workflows.types import (
     CaptureResult,
     ChangeRequest,
     ChangeResult,
+    CreditMemoAndRefundInput,
+    CreditMemoAndRefundResult,
     CreditMemoInput,
     CreditMemoResult,
     EscalateInput,
@@ -89,6 +91,8 @@ class Services:
     # How many times routing leaves the last line unplaced before stock "arrives".
     stockouts: int = 0
     capture_failures: int = 0
+    # How many refunds the gateway refuses (a failed outcome, nothing given back).
+    refund_failures: int = 0
     calls: list[tuple[str, Any]] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     invoices: dict[str, int] = field(default_factory=dict)
@@ -239,11 +243,30 @@ class Services:
         async def refund_credit_memo(r: RefundInput) -> RefundResult:
             self.calls.append(("refund", r))
             amount = self.memos[r.credit_memo_id]
+            if self.refund_failures > 0:
+                self.refund_failures -= 1
+                return RefundResult(0, 0, amount, failed=True, failure_reason="refund_rejected")
             refundable = self.captured - self.refunded
             refunded = min(amount, refundable)
             self.refunded += refunded
             self.released += amount - refunded
             return RefundResult(refunded, amount - refunded, 0)
+
+        @activity.defn(name="credit_memo_and_refund")
+        async def credit_memo_and_refund(r: CreditMemoAndRefundInput) -> CreditMemoAndRefundResult:
+            # As payments does it: the memo, its refund, then (asked for, and the refund not
+            # failed) the void, each as the separate call with the same key would make it.
+            self.calls.append(("memo_and_refund", r))
+            memo = await create_credit_memo(r.memo)
+            refund = await refund_credit_memo(
+                RefundInput(r.memo.order_id, memo.credit_memo_id, r.refund_idempotency_key)
+            )
+            if not r.void_idempotency_key or refund.failed:
+                return CreditMemoAndRefundResult(memo, refund)
+            await void_authorization(
+                VoidInput(r.memo.order_id, r.void_idempotency_key, r.memo.reason)
+            )
+            return CreditMemoAndRefundResult(memo, refund, voided=True)
 
         @activity.defn(name="record_process_exception")
         async def record_process_exception(e: ProcessExceptionInput) -> str:
@@ -276,6 +299,7 @@ class Services:
             void_authorization,
             create_credit_memo,
             refund_credit_memo,
+            credit_memo_and_refund,
             record_process_exception,
             escalate_process_exception,
             create_return_order,
@@ -733,6 +757,9 @@ async def test_canceling_one_unit_before_shipping_releases_only_its_share(
     assert result.released_minor == result.credited_minor
     [cancel] = services.named("cancel_lines")
     assert [(i.order_line_id, i.quantity) for i in cancel.lines] == [("line-1", 1)]
+    # Lines are left to charge: the memo's payments call gives back, and voids nothing.
+    [asked] = services.named("memo_and_refund")
+    assert asked.void_idempotency_key == "" and services.named("void") == []
     assert final.captured_minor + result.credited_minor == order.grand_total_minor
 
 
@@ -752,6 +779,76 @@ async def test_canceling_everything_before_shipping_voids_and_ends_canceled(
     # The lifecycle is over: nothing more can be changed.
     with pytest.raises(RPCError):
         await update(handle, CANCEL_UPDATE, change("cancel"))
+
+
+def payments_calls(services: Services) -> list[str]:
+    """The payments calls in order (the combined one followed by what it did inside)."""
+    kinds = {"authorize", "memo_and_refund", "memo", "refund", "void"}
+    return [kind for kind, _ in services.calls if kind in kinds]
+
+
+async def test_canceling_everything_before_shipping_gives_back_and_voids_in_one_payments_call(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        asked = change("cancel", reason="shopper changed their mind")
+        result = await update(handle, CANCEL_UPDATE, asked)
+        final = await handle.result()
+
+    order_id = order.order_id
+    # One payments call: the memo, its release and the void (no separate refund or void).
+    assert payments_calls(services) == ["authorize", "memo_and_refund", "memo", "refund", "void"]
+    [combined] = services.named("memo_and_refund")
+    assert combined.refund_idempotency_key == f"{order_id}:refund:change:{asked.change_id}:1"
+    assert combined.void_idempotency_key == f"{order_id}:void"
+    [void] = services.named("void")
+    assert (void.idempotency_key, void.reason) == (f"{order_id}:void", asked.reason)
+    # The money: everything credited, released from the hold (nothing was taken), voided.
+    assert result.credited_minor == result.released_minor == order.grand_total_minor
+    assert result.refunded_minor == 0 and services.refunded == 0 and services.captured == 0
+    assert services.released == order.grand_total_minor
+    assert final.status == CANCELED and result.order_status == CANCELED
+    assert services.statuses[-1] == CANCELED
+    assert services.kinds()[-2:] == ["change.cancel", "order.canceled"]
+
+
+async def test_a_release_that_fails_with_the_memo_holds_and_voids_once_the_agent_retried(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(refund_failures=1), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        asked = change("cancel")
+        cancel = asyncio.create_task(update(handle, CANCEL_UPDATE, asked))
+        for _ in range(500):
+            if services.exceptions:
+                break
+            await asyncio.sleep(0.02)
+        [exception] = services.named("exception")
+        assert "refund_rejected" in exception.message
+        # Nothing voided while the money is not back: the retry's release needs the hold.
+        assert services.named("void") == []
+        await resolve(handle, services, "retry")
+        result = await cancel
+        final = await handle.result()
+
+    order_id = order.order_id
+    step = f"change:{asked.change_id}"
+    assert [r.idempotency_key for r in services.named("refund")] == [
+        f"{order_id}:refund:{step}:1",
+        f"{order_id}:refund:{step}:2",
+    ]
+    # The void comes after, as its own call with the key the memo's call would have used.
+    assert payments_calls(services)[-2:] == ["refund", "void"]
+    [void] = services.named("void")
+    assert (void.idempotency_key, void.reason) == (f"{order_id}:void", asked.reason)
+    assert result.credited_minor == result.released_minor == order.grand_total_minor
+    assert services.released == order.grand_total_minor and services.refunded == 0
+    assert final.status == CANCELED and result.order_status == CANCELED
 
 
 async def test_a_cancel_of_everything_sent_with_the_start_ends_the_order_before_any_step(

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from temporalio import workflow
+
 from workflows import billing
-from workflows.changes.steps import Steps, cancel_units, money, refusal, void
+from workflows.changes.steps import (
+    CREDIT_MEMO_AND_REFUND_PATCH,
+    Steps,
+    cancel_units,
+    money,
+    refusal,
+    void,
+)
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.types import ChangeRequest, ChangeResult
 
@@ -20,11 +29,18 @@ async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
         steps.ledger.plan_cancel(request.lines)
     except ChangeRefused as refused:  # the state moved on while this waited
         raise refusal(refused) from None
+    # Patched: when nothing is left, the void is part of the memo's payments call.
+    folded = workflow.patched(CREDIT_MEMO_AND_REFUND_PATCH)
     result = await cancel_units(
-        steps, request.lines, request.reason or "canceled", f"change:{request.change_id}"
+        steps,
+        request.lines,
+        request.reason or "canceled",
+        f"change:{request.change_id}",
+        void_when_all_canceled=folded,
     )
     if steps.ledger.all_canceled():
-        await void(steps, request.reason or "every line canceled")
+        if not folded:
+            await void(steps, request.reason or "every line canceled")
         await steps.progress("", "order.canceled", f"Order canceled: {result.summary}")
     result.change_id, result.kind = request.change_id, "cancel"
     return steps.record(request.change_id, result)

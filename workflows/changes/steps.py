@@ -13,6 +13,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from oms_platform.money import format_minor
@@ -30,6 +31,8 @@ from workflows.types import (
     CaptureInput,
     CaptureResult,
     ChangeResult,
+    CreditMemoAndRefundInput,
+    CreditMemoAndRefundResult,
     CreditMemoInput,
     CreditMemoResult,
     InvoiceAndCaptureResult,
@@ -48,6 +51,11 @@ from workflows.types import (
     RoutingLineData,
     VoidInput,
 )
+
+# A credit memo and its refund are one payments call (the refund keeps its own key), and a
+# cancel that leaves nothing to charge voids the authorizations in that call too; runs before
+# it create, refund and void in separate calls.
+CREDIT_MEMO_AND_REFUND_PATCH = "credit-memo-and-refund"
 
 
 class Steps(Protocol):
@@ -158,28 +166,43 @@ def memo(steps: Steps, step: str, **amounts: Any) -> CreditMemoInput:
 
 
 async def give_back(
-    steps: Steps, memo_input: CreditMemoInput, step: str
+    steps: Steps, memo_input: CreditMemoInput, step: str, void_key: str = ""
 ) -> tuple[CreditMemoResult, RefundResult]:
     """Create the credit memo and give its money back; while the gateway refuses, a person
-    decides (retry once it works, or skip and settle it outside oms)."""
+    decides (retry once it works, or skip and settle it outside oms). With `void_key`, what
+    the authorizations still hold is voided in the same payments call once the money is back
+    (the answer's `voided` says whether it was)."""
     state = steps.state
-    memo_made: CreditMemoResult = await steps.activity(
-        names.CREATE_CREDIT_MEMO, memo_input, result_type=CreditMemoResult
-    )
+    order_id = memo_input.order_id
+    first: CreditMemoAndRefundResult | None = None
+    if workflow.patched(CREDIT_MEMO_AND_REFUND_PATCH):
+        first = await steps.activity(
+            names.CREDIT_MEMO_AND_REFUND,
+            CreditMemoAndRefundInput(memo_input, _refund_key(order_id, step, 1), void_key),
+            result_type=CreditMemoAndRefundResult,
+        )
+        memo_made = first.memo
+    else:
+        memo_made = await steps.activity(
+            names.CREATE_CREDIT_MEMO, memo_input, result_type=CreditMemoResult
+        )
     state.credited_minor += memo_made.total_minor
     refunded = released = 0
     attempt = 0
     while True:
         attempt += 1
-        refund: RefundResult = await steps.activity(
-            names.REFUND_CREDIT_MEMO,
-            RefundInput(
-                memo_input.order_id,
-                memo_made.credit_memo_id,
-                f"{memo_input.order_id}:refund:{step}:{attempt}",
-            ),
-            result_type=RefundResult,
-        )
+        if attempt == 1 and first is not None and first.refund is not None:
+            refund = first.refund  # made with the memo, under the first attempt's key
+        else:
+            # Later attempts, or a refund payments refused with the memo: the plain call (a
+            # refusal raises here, as it always has).
+            refund = await steps.activity(
+                names.REFUND_CREDIT_MEMO,
+                RefundInput(
+                    order_id, memo_made.credit_memo_id, _refund_key(order_id, step, attempt)
+                ),
+                result_type=RefundResult,
+            )
         refunded += refund.refunded_minor
         released += refund.released_minor
         state.refunded_minor += refund.refunded_minor
@@ -193,7 +216,13 @@ async def give_back(
         )
         if action != "retry":
             break
-    return memo_made, RefundResult(refunded, released, refund.not_refunded_minor)
+    voided = first is not None and first.voided
+    return memo_made, RefundResult(refunded, released, refund.not_refunded_minor, voided=voided)
+
+
+def _refund_key(order_id: str, step: str, attempt: int) -> str:
+    """The key of a step's `attempt`-th refund (each attempt a new one)."""
+    return f"{order_id}:refund:{step}:{attempt}"
 
 
 async def authorize_more(
@@ -380,10 +409,18 @@ async def cancel_unshipped(
 
 
 async def cancel_units(
-    steps: Steps, requested: list[ItemQuantity], reason: str, step: str, *, money_back: bool = True
+    steps: Steps,
+    requested: list[ItemQuantity],
+    reason: str,
+    step: str,
+    *,
+    money_back: bool = True,
+    void_when_all_canceled: bool = False,
 ) -> ChangeResult:
     """Cancel unshipped units (empty: all of them): on their fulfillment orders, in the
-    buckets, and in money (unless `money_back` is False: nothing was authorized)."""
+    buckets, and in money (unless `money_back` is False: nothing was authorized). With
+    `void_when_all_canceled`, a cancel that leaves every line canceled also voids what the
+    authorizations still hold (with the money given back when it can be)."""
     ledger, order = steps.ledger, steps.order
     plan = ledger.plan_cancel(requested)
     released: list[ItemQuantity] = []
@@ -399,16 +436,26 @@ async def cancel_units(
     shipping = billing.shipping_freed_by_cancel(ledger, order.delivery_groups, canceled)
     ledger.apply_cancel(canceled)
     result = ChangeResult(change_id=step, kind="cancel", summary="", lines=canceled)
+    # Nothing left to charge: the holds can go. The void is asked with the memo's reason,
+    # whichever call makes it (the memo's, or the plain one below), so both are one record.
+    void_asked = (
+        VoidInput(order.order_id, f"{order.order_id}:void", reason)
+        if void_when_all_canceled and ledger.all_canceled()
+        else None
+    )
+    voided = False
     if money_back:
         memo_made, refund = await give_back(
             steps,
             memo(steps, step, reason=reason, kind="cancel", lines=credit, shipping_minor=shipping),
             step,
+            void_asked.idempotency_key if void_asked else "",
         )
         result.credit_memo_id = memo_made.credit_memo_id
         result.credited_minor = memo_made.total_minor
         result.refunded_minor = refund.refunded_minor
         result.released_minor = refund.released_minor
+        voided = refund.voided
     units = sum(i.quantity for i in canceled)
     result.summary = f"Canceled {units} unit(s): {reason}" + (
         f"; {money(steps, result.credited_minor)} given back" if result.credited_minor else ""
@@ -422,5 +469,9 @@ async def cancel_units(
         + [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in released],
         step=f"canceled:{step}",
     )
+    if void_asked is not None and not voided:
+        # Not made with the memo (its refund failed and an agent decided, or payments
+        # refused the void there): voided now, where the separate void always came.
+        await steps.activity(names.VOID_AUTHORIZATION, void_asked)
     result.order_status = steps.state.status
     return result

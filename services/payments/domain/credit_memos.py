@@ -264,3 +264,35 @@ def build_credit_memo(
         total_minor=credited - fee,
         created_at=now,
     )
+
+
+def check_give_back_keys(memo_key: str, refund_key: str, void_key: str) -> None:
+    """Raise InvalidArgument when the keys of a memo asked with its refund (and void) cannot
+    each name one call of their own: the void follows a refund, and every key is distinct."""
+    violations = []
+    if void_key and not refund_key:
+        violations.append(
+            FieldViolation(
+                "void_remaining_idempotency_key",
+                "void_remaining_idempotency_key needs refund_idempotency_key: "
+                "the void follows the memo's refund",
+            )
+        )
+    if refund_key and refund_key == memo_key:
+        violations.append(
+            FieldViolation(
+                "refund_idempotency_key",
+                "refund_idempotency_key must differ from idempotency_key: "
+                "a key belongs to one call",
+            )
+        )
+    if void_key and void_key in (memo_key, refund_key):
+        violations.append(
+            FieldViolation(
+                "void_remaining_idempotency_key",
+                "void_remaining_idempotency_key must differ from idempotency_key and "
+                "refund_idempotency_key: a key belongs to one call",
+            )
+        )
+    if violations:
+        raise InvalidArgument(violations)

@@ -1231,6 +1231,8 @@ class CreateCreditMemoRequest(_message.Message):
     SHIPPING_FIELD_NUMBER: _builtins.int
     FEE_FIELD_NUMBER: _builtins.int
     APPEASEMENTS_FIELD_NUMBER: _builtins.int
+    REFUND_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VOID_REMAINING_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -1240,6 +1242,20 @@ class CreateCreditMemoRequest(_message.Message):
     reason: _builtins.str
     currency: _builtins.str
     """The memo's currency; optional when an amount names it, else the order's."""
+    refund_idempotency_key: _builtins.str
+    """When set, the memo's money is given back in the same call, exactly as RefundCreditMemo
+    would with this key (its own idempotency record: a retry replays the memo, then the
+    refund, and RefundCreditMemo with this key answers the same refund). Differs from
+    `idempotency_key`.
+    """
+    void_remaining_idempotency_key: _builtins.str
+    """When set (only with `refund_idempotency_key`), once the memo's money is given back what
+    the order's authorizations still hold is voided in the same call, exactly as
+    VoidAuthorization would with this key, the memo's order and its reason (its own
+    idempotency record). For a cancel that leaves nothing to charge. Not attempted when the
+    refund failed or was refused: the caller voids later, with this key, once it has dealt
+    with the refund. Differs from the other two keys.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditableLine]:
         """Units to credit."""
@@ -1268,10 +1284,12 @@ class CreateCreditMemoRequest(_message.Message):
         shipping: _common_pb2.Money | None = ...,
         fee: _common_pb2.Money | None = ...,
         appeasements: _abc.Iterable[Global___Appeasement] | None = ...,
+        refund_idempotency_key: _builtins.str = ...,
+        void_remaining_idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fee", b"fee", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeasements", b"appeasements", "currency", b"currency", "fee", b"fee", "idempotency_key", b"idempotency_key", "kind", b"kind", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "shipping", b"shipping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeasements", b"appeasements", "currency", b"currency", "fee", b"fee", "idempotency_key", b"idempotency_key", "kind", b"kind", "lines", b"lines", "order_id", b"order_id", "reason", b"reason", "refund_idempotency_key", b"refund_idempotency_key", "shipping", b"shipping", "void_remaining_idempotency_key", b"void_remaining_idempotency_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1279,23 +1297,52 @@ Global___CreateCreditMemoRequest: _TypeAlias = CreateCreditMemoRequest  # noqa: 
 
 @_typing.final
 class CreateCreditMemoResponse(_message.Message):
-    """CreateCreditMemoResponse carries the credit memo."""
+    """CreateCreditMemoResponse carries the credit memo and, when asked for, its refund and void."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CREDIT_MEMO_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    REFUND_REFUSED_FIELD_NUMBER: _builtins.int
+    VOID_REMAINING_FIELD_NUMBER: _builtins.int
+    VOID_REFUSED_FIELD_NUMBER: _builtins.int
+    refund_refused: _builtins.str
+    """When the refund was refused (what RefundCreditMemo would have answered as an error), the
+    status code name and message, e.g. "FAILED_PRECONDITION: ..."; the memo stands and can be
+    refunded later with RefundCreditMemo.
+    """
+    void_refused: _builtins.str
+    """When the void was refused (what VoidAuthorization would have answered as an error), the
+    status code name and message; the memo and its refund stand.
+    """
     @_builtins.property
     def credit_memo(self) -> Global___CreditMemo:
-        """The credit memo."""
+        """The credit memo (as created, before any refund)."""
+
+    @_builtins.property
+    def refund(self) -> Global___RefundCreditMemoResponse:
+        """The refund's outcome, when `refund_idempotency_key` was set and the refund was made (a
+        gateway's refusal is an outcome: REFUND_OUTCOME_FAILED with the reason).
+        """
+
+    @_builtins.property
+    def void_remaining(self) -> Global___VoidAuthorizationResponse:
+        """The authorizations after the void, when `void_remaining_idempotency_key` was set and the
+        void was made.
+        """
 
     def __init__(
         self,
         *,
         credit_memo: Global___CreditMemo | None = ...,
+        refund: Global___RefundCreditMemoResponse | None = ...,
+        refund_refused: _builtins.str = ...,
+        void_remaining: Global___VoidAuthorizationResponse | None = ...,
+        void_refused: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo", "refund", b"refund", "void_remaining", b"void_remaining"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_memo", b"credit_memo", "refund", b"refund", "refund_refused", b"refund_refused", "void_refused", b"void_refused", "void_remaining", b"void_remaining"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

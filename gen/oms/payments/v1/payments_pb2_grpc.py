@@ -141,7 +141,10 @@ class PaymentsServiceServicer:
 
     def CreateCreditMemo(self, request, context):
         """Creates a credit memo: exactly the money to give back for canceled or returned units,
-        shipping and goodwill, less a fee.
+        shipping and goodwill, less a fee. With `refund_idempotency_key` it also gives the memo's
+        money back, as RefundCreditMemo would, in the same call; with
+        `void_remaining_idempotency_key` as well, it then voids what the order's authorizations
+        still hold, as VoidAuthorization would.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,10 @@ class PaymentsServiceStub:
     """
     CreateCreditMemo: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateCreditMemoRequest, _payments_pb2.CreateCreditMemoResponse]
     """Creates a credit memo: exactly the money to give back for canceled or returned units,
-    shipping and goodwill, less a fee.
+    shipping and goodwill, less a fee. With `refund_idempotency_key` it also gives the memo's
+    money back, as RefundCreditMemo would, in the same call; with
+    `void_remaining_idempotency_key` as well, it then voids what the order's authorizations
+    still hold, as VoidAuthorization would.
     """
     RefundCreditMemo: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundCreditMemoRequest, _payments_pb2.RefundCreditMemoResponse]
     """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
@@ -114,7 +117,10 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """
     CreateCreditMemo: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateCreditMemoRequest, _payments_pb2.CreateCreditMemoResponse]  # type: ignore[assignment]
     """Creates a credit memo: exactly the money to give back for canceled or returned units,
-    shipping and goodwill, less a fee.
+    shipping and goodwill, less a fee. With `refund_idempotency_key` it also gives the memo's
+    money back, as RefundCreditMemo would, in the same call; with
+    `void_remaining_idempotency_key` as well, it then voids what the order's authorizations
+    still hold, as VoidAuthorization would.
     """
     RefundCreditMemo: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundCreditMemoRequest, _payments_pb2.RefundCreditMemoResponse]  # type: ignore[assignment]
     """Gives a credit memo's money back ("ensure refunds"): refunds captured payments newest
@@ -198,7 +204,10 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.CreateCreditMemoResponse, _abc.Awaitable[_payments_pb2.CreateCreditMemoResponse]]:
         """Creates a credit memo: exactly the money to give back for canceled or returned units,
-        shipping and goodwill, less a fee.
+        shipping and goodwill, less a fee. With `refund_idempotency_key` it also gives the memo's
+        money back, as RefundCreditMemo would, in the same call; with
+        `void_remaining_idempotency_key` as well, it then voids what the order's authorizations
+        still hold, as VoidAuthorization would.
         """
 
     @_abc_1.abstractmethod
