@@ -54,7 +54,8 @@ def rejects(fulfillment_order_id: str, rate: float) -> bool:
 
 
 class Simulator:
-    """Moves every open fulfillment order one step per `step_seconds`, then delivers."""
+    """Moves every open fulfillment order one step per `step_seconds`, then delivers (with
+    no delay, all its steps in one go)."""
 
     def __init__(self, settings: Settings) -> None:
         self._step = settings.simulator_step_seconds
@@ -125,52 +126,69 @@ class Simulator:
                 return
 
     async def _advance(self, fo: fpb.FulfillmentOrder) -> None:
+        """Move `fo` one step; with no delay per step (`simulator_step_seconds` 0), every
+        step at once, through to delivery, as a warehouse with nothing to wait for would."""
         fo_id = fo.fulfillment_order_id
         self._busy.add(fo_id)
+        shipped = ""
         try:
             async with self._limit:
-                if fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED and rejects(
-                    fo_id, self._reject_rate
-                ):
-                    await self._stub.RejectFulfillmentOrder(
-                        fpb.RejectFulfillmentOrderRequest(
-                            fulfillment_order_id=fo_id,
-                            idempotency_key=f"sim-reject:{fo_id}",
-                            reason=REJECT_REASON,
-                        ),
-                        timeout=10,
-                    )
-                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
-                    await self._stub.AcceptFulfillmentOrder(
-                        fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id), timeout=10
-                    )
-                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED:
-                    await self._stub.MarkFulfillmentOrderPicked(
-                        fpb.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id),
-                        timeout=10,
-                    )
-                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_PICKED:
-                    await self._stub.MarkFulfillmentOrderPacked(
-                        fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id),
-                        timeout=10,
-                    )
-                elif fo.status == fpb.FULFILLMENT_ORDER_STATUS_PACKED:
-                    shipped = await self._stub.ConfirmShipment(
-                        fpb.ConfirmShipmentRequest(
-                            fulfillment_order_id=fo_id,
-                            idempotency_key=f"sim-ship:{fo_id}",
-                            carrier=CARRIER,
-                            service="ground",
-                            tracking_number=tracking_number(fo_id),
-                        ),
-                        timeout=10,
-                    )
-                    self._in_transit[shipped.shipment.shipment_id] = time.monotonic()
+                status: int | None = fo.status
+                while status is not None:
+                    status, shipped = await self._step_once(fo_id, status)
+                    if self._step > 0:
+                        break
         except grpc.aio.AioRpcError as error:
             # Another actor (an agent, the CLI) may have moved it first; the next pass re-reads.
             log.info("simulator step refused", fulfillment_order_id=fo_id, detail=error.details())
         finally:
             self._busy.discard(fo_id)
+        if shipped and self._step <= 0:
+            await self._deliver(shipped)
+
+    async def _step_once(self, fo_id: str, status: int) -> tuple[int | None, str]:
+        """One warehouse step from `status`: the status it leads to (None: nothing more to
+        do here), and the shipment id when it shipped."""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED and rejects(fo_id, self._reject_rate):
+            await self._stub.RejectFulfillmentOrder(
+                fpb.RejectFulfillmentOrderRequest(
+                    fulfillment_order_id=fo_id,
+                    idempotency_key=f"sim-reject:{fo_id}",
+                    reason=REJECT_REASON,
+                ),
+                timeout=10,
+            )
+            return None, ""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
+            await self._stub.AcceptFulfillmentOrder(
+                fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id), timeout=10
+            )
+            return fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED, ""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED:
+            await self._stub.MarkFulfillmentOrderPicked(
+                fpb.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id), timeout=10
+            )
+            return fpb.FULFILLMENT_ORDER_STATUS_PICKED, ""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_PICKED:
+            await self._stub.MarkFulfillmentOrderPacked(
+                fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id), timeout=10
+            )
+            return fpb.FULFILLMENT_ORDER_STATUS_PACKED, ""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_PACKED:
+            shipped = await self._stub.ConfirmShipment(
+                fpb.ConfirmShipmentRequest(
+                    fulfillment_order_id=fo_id,
+                    idempotency_key=f"sim-ship:{fo_id}",
+                    carrier=CARRIER,
+                    service="ground",
+                    tracking_number=tracking_number(fo_id),
+                ),
+                timeout=10,
+            )
+            shipment_id = shipped.shipment.shipment_id
+            self._in_transit[shipment_id] = time.monotonic()
+            return None, shipment_id
+        return None, ""
 
     async def _deliver(self, shipment_id: str) -> None:
         async with self._limit:
