@@ -91,7 +91,8 @@ async def test_every_process_serves_the_series_its_dashboard_reads(stack: DevSta
         await asyncio.sleep(0.5)
     capture_m = scrape(ports["capture"])
     assert (rpcs(capture_m, "CaptureService", "SubmitOrder") or 0) >= 2
-    assert (rpcs(capture_m, "CaptureService", "RecordOrderProgress") or 0) > 0
+    # The lifecycle reports its steps in batches (one call per step of the lifecycle).
+    assert (rpcs(capture_m, "CaptureService", "RecordOrderProgressBatch") or 0) > 0
     assert (value(capture_m, "oms_rpc_duration_seconds_sum", grpc_method="SubmitOrder") or 0) > 0
     assert value(capture_m, "oms_order_transitions_total", channel="web", status="fulfilled")
     assert (value(capture_m, "oms_order_lifecycle_seconds_count", channel="web") or 0) >= 1
