@@ -8,9 +8,10 @@ google.rpc.BadRequest details); ImportOrders reports them per order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import auth, limits, metrics, tracing
+from oms_platform import auth, metrics, tracing
 from oms_platform.db import idempotent, idempotent_in, request_fingerprint
 from oms_platform.errors import (
     DomainError,
@@ -310,11 +311,10 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.RecordOrderProgressBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordOrderProgressBatchResponse:
         check_required({"order_id": request.order_id})
+        # (The request guard has already bounded `steps` by limits.MAX_PROGRESS_STEPS.)
         violations = []
         if not request.steps:
             violations.append(FieldViolation("steps", "at least one step is required"))
-        if len(request.steps) > limits.MAX_PROGRESS_STEPS:
-            violations.append(FieldViolation("steps", f"at most {limits.MAX_PROGRESS_STEPS} steps"))
         asked: list[pb.RecordOrderProgressRequest] = []
         for n, given in enumerate(request.steps):
             if given.order_id and given.order_id != request.order_id:
@@ -331,24 +331,18 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             asked.append(one)
         if violations:
             raise InvalidArgument(violations)
-        steps = [_ProgressStep.parse(one, f"steps[{n}].") for n, one in enumerate(asked)]
+        steps = []
+        for n, one in enumerate(asked):
+            with _naming_step(n):
+                steps.append(_ProgressStep.parse(one))
         recorded: list[tuple[_ProgressStep, store.Recorded | None]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             for n, (step, one) in enumerate(zip(steps, asked, strict=True)):
-                try:
+                with _naming_step(n):
                     _, value = await idempotent_in(
                         conn, step.key, one, pb.RecordOrderProgressResponse, step.record,
                         lambda _: pb.RecordOrderProgressResponse(),
                     )  # fmt: skip
-                except InvalidArgument as invalid:
-                    raise InvalidArgument(
-                        [FieldViolation(f"steps[{n}].{v.field}", v.description)
-                         for v in invalid.violations]
-                    ) from None  # fmt: skip
-                except DomainError as refused:
-                    refused.message = f"steps[{n}]: {refused.message}"
-                    refused.args = (refused.message,)
-                    raise
                 recorded.append((step, value))
         for step, value in recorded:  # counted once the whole batch has committed
             step.count(value)
@@ -479,22 +473,15 @@ class _ProgressStep:
     event: domain.TimelineEvent | None
 
     @staticmethod
-    def parse(request: pb.RecordOrderProgressRequest, path: str = "") -> _ProgressStep:
-        """Validate `request` (field paths prefixed with `path`, e.g. `steps[2].`)."""
+    def parse(request: pb.RecordOrderProgressRequest) -> _ProgressStep:
+        """Validate `request`."""
         status = ""
         if request.status != pb.ORDER_STATUS_UNSPECIFIED:
             if request.status not in convert.STATUS_TO_DOMAIN:
-                raise InvalidArgument([FieldViolation(f"{path}status", "unknown order status")])
+                raise InvalidArgument([FieldViolation("status", "unknown order status")])
             status = convert.STATUS_TO_DOMAIN[request.status]
-        try:
-            changes = convert.line_changes_from_pb(request.line_changes)
-            additions = convert.line_additions_from_pb(request.added_lines)
-        except InvalidArgument as invalid:
-            if not path:
-                raise
-            raise InvalidArgument(
-                [FieldViolation(f"{path}{v.field}", v.description) for v in invalid.violations]
-            ) from None
+        changes = convert.line_changes_from_pb(request.line_changes)
+        additions = convert.line_additions_from_pb(request.added_lines)
         event = (
             convert.event_from_pb(request.event)
             if request.HasField("event") and request.event.kind
@@ -525,6 +512,22 @@ class _ProgressStep:
         """Count the status transition the step made (none for a replay)."""
         if recorded is not None and self.status and self.status != recorded.status_before:
             _count_transition(recorded.channel, recorded.created_at, self.status)
+
+
+@contextlib.contextmanager
+def _naming_step(n: int) -> Iterator[None]:
+    """A refusal of a batch's step `n` names it: `steps[n].<field>` for bad input, a
+    `steps[n]: ` prefix on any other refusal."""
+    try:
+        yield
+    except InvalidArgument as invalid:
+        raise InvalidArgument(
+            [FieldViolation(f"steps[{n}].{v.field}", v.description) for v in invalid.violations]
+        ) from None
+    except DomainError as refused:
+        refused.message = f"steps[{n}]: {refused.message}"
+        refused.args = (refused.message,)
+        raise
 
 
 def _count_transition(channel: str, created_at: datetime, status: str) -> None:
