@@ -60,7 +60,7 @@ e2e: install
 # Each run gets a temporary directory of its own: pytest prunes old ones by age, which would
 # pull the data directories out from under another run on the same machine.
 test: install check-gen buf-lint lint typecheck imports
-	base=$$(mktemp -d /tmp/oms-test.XXXXXX) && $(BIN)/pytest -q -p no:cacheprovider --basetemp=$$base tests; status=$$?; rm -rf $$base; exit $$status
+	base=$$(mktemp -d /tmp/oms-test.XXXXXX) && $(BIN)/pytest -q -p no:cacheprovider --durations=25 --basetemp=$$base tests; status=$$?; rm -rf $$base; exit $$status
 
 clean:
 	rm -rf $(VENV) .oms build *.egg-info

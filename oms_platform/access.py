@@ -32,8 +32,12 @@ CAPTURE = "oms.capture.v1.CaptureService"
 FULFILLMENT = "oms.fulfillment.v1.FulfillmentService"
 PAYMENTS = "oms.payments.v1.PaymentsService"
 SERVICING = "oms.servicing.v1.ServicingService"
-# Served by every service with an outbox (capture, fulfillment), each for its own.
+# Served by capture, which writes the event log.
+EVENTS = "oms.events.v1.EventsService"
+# Served by every service with an outbox (capture, fulfillment, servicing), each for its own.
 OUTBOX = "oms.outbox.v1.OutboxService"
+# Served by servicing: plans, subscriptions and their changes.
+SUBSCRIPTIONS = "oms.subscriptions.v1.SubscriptionsService"
 
 # Calls that answer without a token: health probes (load balancers, Kubernetes), and server
 # reflection when it is switched on (it describes the API, never data).
@@ -50,16 +54,22 @@ _LIFECYCLE = frozenset({WORKFLOW})
 
 POLICY: dict[str, frozenset[str]] = {
     # capture
-    f"/{CAPTURE}/SubmitOrder": frozenset({STOREFRONT, ADMIN}),
+    # The worker submits subscription cycles' orders (and alone may name a subscription).
+    f"/{CAPTURE}/SubmitOrder": frozenset({STOREFRONT, ADMIN, WORKFLOW}),
     f"/{CAPTURE}/GetOrder": _READ_ORDER,
     f"/{CAPTURE}/ListOrders": frozenset({STOREFRONT, AGENT, ADMIN}),
     f"/{CAPTURE}/GetOrderTimeline": frozenset({STOREFRONT, AGENT, ADMIN}),
     f"/{CAPTURE}/WatchOrder": frozenset({STOREFRONT, AGENT, ADMIN}),
+    # A shopper's own view, for the storefront they shop on (admins check what it shows).
+    f"/{CAPTURE}/GetOrderForShopper": frozenset({STOREFRONT, ADMIN}),
     f"/{CAPTURE}/RecordOrderProgress": _LIFECYCLE,
     f"/{CAPTURE}/RecordOrderProgressBatch": _LIFECYCLE,
     f"/{CAPTURE}/ImportOrders": frozenset({ADMIN}),
     # Erasing a shopper's personal data everywhere is an admin's decision alone.
     f"/{CAPTURE}/EraseShopper": frozenset({ADMIN}),
+    # Events another service recorded with its change (fulfillment's warehouse steps), from
+    # its outbox; nobody outside oms writes to the log.
+    f"/{CAPTURE}/RecordOrderEvents": frozenset({SERVICE}),
     # fulfillment
     f"/{FULFILLMENT}/CreateFulfillmentOrders": _LIFECYCLE,
     f"/{FULFILLMENT}/GetFulfillmentOrder": frozenset({AGENT, WAREHOUSE, ADMIN}),
@@ -123,6 +133,27 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/PreviewAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/SubmitAddItems": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/ErasePersonalData": frozenset({SERVICE}),
+    # subscriptions: merchandisers define plans; shoppers subscribe and change through their
+    # storefront (held to its own channels), agents on their behalf; the subscription's
+    # workflow alone records what it did.
+    f"/{SUBSCRIPTIONS}/CreatePlan": _MERCHANDISING,
+    f"/{SUBSCRIPTIONS}/ListPlans": frozenset({MERCHANDISER, ADMIN, STOREFRONT, AGENT}),
+    f"/{SUBSCRIPTIONS}/CreateSubscription": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SUBSCRIPTIONS}/ChangeSubscription": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SUBSCRIPTIONS}/GetSubscription": frozenset({STOREFRONT, AGENT, ADMIN}),
+    f"/{SUBSCRIPTIONS}/ListSubscriptions": frozenset({STOREFRONT, AGENT, ADMIN}),
+    f"/{SUBSCRIPTIONS}/RecordSubscriptionProgress": _LIFECYCLE,
+    # events: following the log is for integrations (a storefront held to its own channels);
+    # webhooks are an admin's to set up; a shopper's opt-out is set on their behalf.
+    f"/{EVENTS}/SubscribeEvents": frozenset({STOREFRONT, AGENT, ADMIN, SERVICE}),
+    f"/{EVENTS}/CreateWebhookSubscription": frozenset({ADMIN}),
+    f"/{EVENTS}/ListWebhookSubscriptions": frozenset({ADMIN}),
+    f"/{EVENTS}/UpdateWebhookSubscription": frozenset({ADMIN}),
+    f"/{EVENTS}/DeleteWebhookSubscription": frozenset({ADMIN}),
+    f"/{EVENTS}/ListWebhookDeliveries": frozenset({ADMIN}),
+    f"/{EVENTS}/RedeliverWebhook": frozenset({ADMIN}),
+    f"/{EVENTS}/SetNotificationPreference": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{EVENTS}/ListNotifications": _AGENT_CHANGE,
     # outbox: an admin's tools; servicing redelivers or discards when an agent resolves the
     # DELIVERY_FAILED exception a dead letter raised.
     f"/{OUTBOX}/ListDeadLetters": frozenset({ADMIN}),

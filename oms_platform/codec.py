@@ -221,6 +221,19 @@ def _open(cipher: AESGCM, sealed: bytes, aad: bytes, what: str) -> bytes:
         raise CodecError(f"{what} failed authentication: tampered with, or a wrong key") from None
 
 
+def seal_secret(keys: MasterKeys, kind: str, subject: str, plaintext: bytes) -> tuple[str, bytes]:
+    """A small secret oms must keep in clear use (a webhook signing secret), sealed for storage
+    with the active master key and bound to `kind` and `subject`: (master key id, sealed)."""
+    key_id = keys.active_id
+    return key_id, _seal(keys.cipher(key_id), plaintext, _aad(kind.encode(), key_id, subject))
+
+
+def open_secret(keys: MasterKeys, kind: str, subject: str, key_id: str, sealed: bytes) -> bytes:
+    """A secret `seal_secret` sealed (CodecError if its master key is gone or it was moved)."""
+    aad = _aad(kind.encode(), key_id, subject)
+    return _open(keys.cipher(key_id), sealed, aad, f"the {kind} secret of {subject}")
+
+
 def is_encrypted(payload: Payload) -> bool:
     """Whether `payload` was sealed by this codec."""
     return payload.metadata.get(META_ENCODING) == ENCODING

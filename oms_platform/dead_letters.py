@@ -33,11 +33,12 @@ STATUS_TO_PB: dict[str, pb.DeadLetterStatus.ValueType] = {
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
-# What the agent reads about each kind of refusal.
+# What the agent reads about each kind of refusal (by Temporal, or capture for event rows).
 KIND_IN_WORDS = {
-    outbox.INVALID_ARGUMENT: "Temporal refused it as invalid",
-    outbox.FAILED_PRECONDITION: "Temporal refused it in its current state",
-    outbox.PAYLOAD_TOO_LARGE: "its payload is over Temporal's size limit",
+    outbox.INVALID_ARGUMENT: "it was refused as invalid",
+    outbox.FAILED_PRECONDITION: "it was refused in the receiver's current state",
+    outbox.NOT_FOUND: "capture does not know the order",
+    outbox.PAYLOAD_TOO_LARGE: "its payload is over the receiver's size limit",
     outbox.ENCODE_ERROR: "its payload could not be encoded",
     outbox.UNEXPECTED: "delivering it failed unexpectedly",
 }
@@ -156,11 +157,10 @@ def process_exception_reporter(
         order_id = order_id_of(letter.workflow_id)
         if order_id is None:
             return
-        what = (
-            "start the order's lifecycle"
-            if letter.kind == "start"
-            else f"deliver the event {letter.name!r} to the order's lifecycle"
-        )
+        what = {
+            outbox.START: "start the order's lifecycle",
+            outbox.EVENT: f"write the event {letter.name!r} to the order's event log",
+        }.get(letter.kind, f"deliver the event {letter.name!r} to the order's lifecycle")
         message = (
             f"{letter.schema} could not {what}: {KIND_IN_WORDS.get(letter.error_kind, '')} "
             f"after {letter.attempts} attempts ({letter.error}). It waits in {letter.schema}'s "

@@ -112,6 +112,11 @@ MAX_IDS = 1000
 # Lifecycle steps in one RecordOrderProgressBatch: the workflow sends those taken between two
 # waits, a handful; the bound keeps one transaction's locks and size small.
 MAX_PROGRESS_STEPS = 100
+# Events one progress step carries for the event log (one per fulfillment order at most).
+MAX_STEP_EVENTS = 100
+# Events in one RecordOrderEvents call: an outbox relay sends a batch's event rows at once
+# (its batch is 200 rows by default) and splits more across calls.
+MAX_RECORDED_EVENTS = 500
 # Stock feeds and adjustments per call ("thousands of levels per call").
 MAX_LEVELS = 10_000
 # Orders one erasure call names, and the terms that identify the shopper.
@@ -163,6 +168,8 @@ QUANTITY_DELTA = IntRule(-MAX_QUANTITY, MAX_QUANTITY)
 STOCK_DELTA = IntRule(-MAX_STOCK, MAX_STOCK)
 AMOUNT = IntRule(-MAX_AMOUNT_MINOR, MAX_AMOUNT_MINOR)
 LOCATION_NUMBER = IntRule(-MAX_LOCATION_NUMBER, MAX_LOCATION_NUMBER)
+# A position in the event log.
+SEQUENCE = IntRule(0, 2**62)
 
 
 def int_violations(field: str, value: int, rule: IntRule) -> list[FieldViolation]:

@@ -55,7 +55,8 @@ RPC_SECONDS = Histogram(
 )
 OUTBOX_DELIVERED = Counter(
     "oms_outbox_delivered",
-    "outbox rows delivered to Temporal, by schema and kind (start: a lifecycle started)",
+    "outbox rows delivered, by schema and kind (start: a lifecycle started; event: written to "
+    "capture's event log)",
     ["schema", "kind"],
 )
 OUTBOX_ROWS = Gauge("oms_outbox_rows", "rows waiting in the outbox", ["schema"])
@@ -86,6 +87,22 @@ ORDER_LIFECYCLE_SECONDS = Histogram(
     ["channel"],
     buckets=LIFECYCLE_BUCKETS,
 )
+EVENTS_SEQUENCED = Counter(
+    "oms_events_sequenced", "events of the order event log given their sequence (all replicas sum)"
+)
+EVENT_LOG_LAG = Gauge(
+    "oms_event_log_lag_seconds",
+    "age of the oldest event written but not yet sequenced (0 when none waits)",
+)
+EVENT_STREAMS_OPEN = Gauge(
+    "oms_event_streams_open", "SubscribeEvents streams this process serves right now"
+)
+EVENT_CURSOR_BEHIND = Gauge(
+    "oms_event_cursor_behind",
+    "how many sequences an oms consumer of the event log (webhooks, notifications) is behind "
+    "the head",
+    ["consumer"],
+)
 PROCESS_EXCEPTIONS_OPEN = Gauge(
     "oms_process_exceptions_open", "process exceptions not yet resolved, by category", ["category"]
 )
@@ -99,6 +116,31 @@ GATEWAY_SECONDS = Histogram(
     "how long payment gateway calls took, by operation",
     ["operation"],
     buckets=RPC_BUCKETS,
+)
+
+# Outcomes: sent, skipped (opted out, no address), failed_attempt (retried later), failed
+# (retry period over). Each notification counts once as sent, skipped or failed.
+NOTIFICATIONS = Counter(
+    "oms_notifications",
+    "shopper notifications, by template (order_confirmed, order_shipped, …) and outcome "
+    "(sent, skipped, failed_attempt, failed)",
+    ["template", "outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "oms_webhook_deliveries",
+    "webhook attempts and deliveries by outcome: delivered (a 2xx), failed (an attempt without "
+    "one, retried later) and dead (given up after the retry period)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "oms_webhook_attempt_duration_seconds",
+    "how long each webhook POST took, answered or not",
+    buckets=RPC_BUCKETS,
+)
+WEBHOOK_PENDING = Gauge(
+    "oms_webhook_deliveries_pending",
+    "webhook deliveries waiting to be sent (due, backing off, queued behind another of their "
+    "order, or for a paused subscription)",
 )
 
 

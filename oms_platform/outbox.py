@@ -1,9 +1,14 @@
-"""Durable outbox: a service records "start this workflow" or "signal that workflow" in the
-same transaction as its own change; a relay delivers the rows to Temporal afterwards.
+"""Durable outbox: a service records "start this workflow", "signal that workflow" or "log this
+event of the order" in the same transaction as its own change; a relay delivers the rows
+afterwards, to Temporal (start, signal) or to capture's event log (event).
 
 A crash between commit and delivery loses nothing (the row stays), a Temporal outage only
 delays delivery, and delivery is idempotent: starting a workflow whose id already exists
-counts as done, and signals carry a key the workflow deduplicates on.
+counts as done, signals carry a key the workflow deduplicates on, and events carry the id the
+log keeps them under. An event row is keyed by its order's workflow id, so the rows of one
+order (signals and events) are delivered in the order they were recorded; the event rows a
+pass meets first for each order go to capture in one call (`event_sink`), the others in runs
+between the workflow's signals.
 
 Every replica of a service runs a relay on the same outbox. A batch is claimed with
 `FOR UPDATE SKIP LOCKED`, so relays share the rows, and a row is deleted in the transaction
@@ -15,8 +20,9 @@ postponed after a failure, or dead-lettered (SQL_CLAIM_BATCH). Rows of different
 have no order between them, and two transactions recording for one workflow at the same time
 have none either.
 
-A row Temporal refuses for good (an invalid argument, a payload over its size limit, a payload
-that cannot be encoded) is not retried forever: after `dead_letter_after` refusals it moves to
+A row Temporal or capture refuses for good (an invalid argument, a payload over its size limit,
+a payload that cannot be encoded, an event of an order capture does not know) is not retried
+forever: after `dead_letter_after` refusals it moves to
 the schema's dead-letter table, with its error, and the owning service is told (it raises a
 process exception an agent resolves). Later rows of the same workflow wait behind an open dead
 letter, so a workflow's events keep their order; redelivering puts the row back under its own
@@ -27,22 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import grpc
 import structlog
+from google.protobuf import json_format
+from oms.capture.v1 import capture_pb2
+from oms.events.v1 import events_pb2
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import metrics, tracing
+from oms_platform import limits, metrics, tracing
 from oms_platform.backoff import Backoff
 from oms_platform.errors import FailedPrecondition, NotFound, clip
+from oms_platform.listen import Listener, subscribed, woken
 from oms_platform.pacing import FrontDoorPacer
 
 log = structlog.get_logger("oms.outbox")
@@ -68,6 +80,11 @@ OPEN = "open"
 REDELIVERED = "redelivered"
 DISCARDED = "discarded"
 
+# Row kinds: a workflow to start, a signal to a workflow, an event for capture's log.
+START = "start"
+SIGNAL = "signal"
+EVENT = "event"
+
 # What a failed delivery was. Transient failures back off and retry for ever; the others are
 # refusals, counted towards dead-lettering.
 TRANSIENT = "transient"
@@ -75,12 +92,14 @@ INVALID_ARGUMENT = "invalid_argument"
 FAILED_PRECONDITION = "failed_precondition"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 ENCODE_ERROR = "encode_error"
+# Capture does not know the event's order.
+NOT_FOUND = "not_found"
 UNEXPECTED = "unexpected"
 
 OUTBOX_DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
     id            bigserial PRIMARY KEY,
-    kind          text NOT NULL CHECK (kind IN ('start', 'signal')),
+    kind          text NOT NULL,
     workflow_id   text NOT NULL,
     name          text NOT NULL,
     payload       jsonb NOT NULL,
@@ -124,7 +143,20 @@ CREATE TABLE IF NOT EXISTS outbox_dead_letters (
 CREATE INDEX IF NOT EXISTS outbox_dead_letters_open
     ON outbox_dead_letters (workflow_id) WHERE status = 'open';
 -- A dead letter keeps its row's trace context, so a redelivery still continues that trace.
-ALTER TABLE outbox_dead_letters ADD COLUMN IF NOT EXISTS trace_context jsonb"""
+ALTER TABLE outbox_dead_letters ADD COLUMN IF NOT EXISTS trace_context jsonb;
+-- The kinds of row. A schema made before 'event' rows has the table's first CHECK
+-- (outbox_kind_check, start and signal only): it is replaced once, by name, so restarts leave
+-- the table alone (adding a CHECK scans the table under an exclusive lock).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'outbox'::regclass AND conname = 'outbox_kind_known') THEN
+        ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_kind_check;
+        ALTER TABLE outbox ADD CONSTRAINT outbox_kind_known
+            CHECK (kind IN ('start', 'signal', 'event'));
+    END IF;
+END
+$$"""
 
 SQL_ENQUEUE = """
 INSERT INTO outbox (kind, workflow_id, name, payload, trace_context)
@@ -242,9 +274,12 @@ def channel_name(schema: str) -> str:
 
 
 def _described(error: BaseException) -> str:
-    """An error as an operator reads it: Temporal's status and message, or the exception."""
+    """An error as an operator reads it: Temporal's or capture's status and message, or the
+    exception."""
     if isinstance(error, RPCError):
         return f"{error.status.name}: {error.message}"
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
     return f"{type(error).__name__}: {error}"
 
 
@@ -265,6 +300,8 @@ def classify(error: BaseException) -> str:
         # INTERNAL, and a namespace or permission problem, which every row shares: the
         # deployment is at fault, not this row, so nothing is dead-lettered for it.
         return TRANSIENT
+    if isinstance(error, grpc.aio.AioRpcError):
+        return _classify_capture(error)
     # Network, timeouts (TimeoutError is an OSError), the client not connected (RuntimeError),
     # Postgres (the codec's key vault) away.
     if isinstance(error, OSError | RuntimeError | asyncpg.PostgresError | asyncpg.InterfaceError):
@@ -273,6 +310,68 @@ def classify(error: BaseException) -> str:
     if isinstance(error, TypeError | ValueError | KeyError):
         return ENCODE_ERROR
     return UNEXPECTED
+
+
+def _classify_capture(error: grpc.aio.AioRpcError) -> str:
+    """What capture's answer to an event delivery was: the event's fault (a refusal) or the
+    deployment's (retried for ever, like Temporal's)."""
+    code = error.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (error.details() or ""):
+        return PAYLOAD_TOO_LARGE
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return INVALID_ARGUMENT
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FAILED_PRECONDITION
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NOT_FOUND
+    # UNAVAILABLE (capture down), DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, and
+    # UNAUTHENTICATED / PERMISSION_DENIED, which every row shares (a deployment's keys or
+    # access table): retried, never dead-lettered.
+    return TRANSIENT
+
+
+# Delivers event rows' payloads (oms.events.v1.Event as JSON) to the log, in order, raising
+# what the delivery failed with.
+EventSink = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+def event_id(key: str) -> str:
+    """The stable id of the event a change makes, in the log's form ("evt_" and 26 hex digits):
+    the same key (an idempotency key with the event's place in that change, or a fulfillment
+    order's change) always gives the same id, whichever service wrote the event."""
+    return "evt_" + hashlib.sha256(key.encode()).hexdigest()[:26]
+
+
+def event_payload(event: events_pb2.Event) -> dict[str, Any]:
+    """An event as an outbox row keeps it (JSON an operator can read)."""
+    return json_format.MessageToDict(event, preserving_proto_field_name=True)
+
+
+def capture_event_sink(stub: Any, timeout: timedelta = RPC_TIMEOUT) -> EventSink:
+    """An EventSink calling capture's RecordOrderEvents with `stub` (a CaptureService stub on
+    an authenticated channel), at most limits.MAX_RECORDED_EVENTS events a call."""
+
+    async def send(payloads: Sequence[Any]) -> None:
+        events = [json_format.ParseDict(p, events_pb2.Event()) for p in payloads]
+        for start in range(0, len(events), limits.MAX_RECORDED_EVENTS):
+            chunk = events[start : start + limits.MAX_RECORDED_EVENTS]
+            await stub.RecordOrderEvents(
+                capture_pb2.RecordOrderEventsRequest(events=chunk),
+                timeout=timeout.total_seconds(),
+            )
+
+    return send
+
+
+def _leading_events(rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The event rows a workflow's rows start with (delivered together, before its next
+    Temporal row)."""
+    run: list[asyncpg.Record] = []
+    for row in rows:
+        if row["kind"] != EVENT:
+            break
+        run.append(row)
+    return run
 
 
 async def enqueue(
@@ -344,9 +443,9 @@ async def _settle(
 
 
 class OutboxRelay:
-    """Delivers a schema's outbox rows to Temporal in batches, in order per workflow, beside
-    the relays of other replicas; moves the rows Temporal refuses for good to the dead letters
-    and reports them."""
+    """Delivers a schema's outbox rows to Temporal (and event rows to capture's log) in
+    batches, in order per workflow, beside the relays of other replicas; moves the rows
+    refused for good to the dead letters and reports them."""
 
     def __init__(
         self,
@@ -361,8 +460,13 @@ class OutboxRelay:
         pacer: FrontDoorPacer | None = None,
         dead_letter_after: int = DEAD_LETTER_AFTER,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
+        event_sink: EventSink | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self._pool = pool
+        # The process's LISTEN connection: a commit's NOTIFY (any replica's) wakes the relay.
+        # Without one the relay polls, and is woken by `wake` from its own process.
+        self._listener = listener
         self._schema = schema
         self._client_factory = client_factory
         self._client: Client | None = None
@@ -380,6 +484,8 @@ class OutboxRelay:
         # Told about each new dead letter (e.g. raises a process exception); called again,
         # later, until it returns without raising, so it must be idempotent.
         self._on_dead_letter = on_dead_letter
+        # Where event rows go (capture_event_sink); a relay without one refuses them.
+        self._event_sink = event_sink
         self._report = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -395,79 +501,59 @@ class OutboxRelay:
     async def run(self) -> None:
         """Deliver forever; cancel the task to stop. Temporal or Postgres being away is waited
         out here; anything unexpected is raised (the service supervises this task)."""
-        listener = await self._listen()
         reporter = (
             asyncio.create_task(self._report_dead_letters())
             if self._on_dead_letter is not None
             else None
         )
         backoff = Backoff(initial=self._poll_seconds, cap=RELAY_RETRY_CAP_SECONDS)
-        try:
-            while True:
-                limit = self._batch_size
-                if self._pacer is not None:
-                    limit = self._pacer.allowance(self._batch_size)
-                    metrics.record_pace(self._schema, self._pacer.pace)
-                    if limit == 0:
-                        await asyncio.sleep(
-                            min(self._poll_seconds, max(0.01, self._pacer.seconds_until_next()))
-                        )
-                        continue
-                try:
-                    delivered = await self.deliver_once(limit)
+        with subscribed(self._listener, channel_name(self._schema), lambda _: self._wake.set()):
+            try:
+                while True:
+                    limit = self._batch_size
                     if self._pacer is not None:
-                        self._pacer.started(delivered)
-                    backoff.reset()
-                except (
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    RuntimeError,
-                ) as error:
-                    # Temporal or Postgres is away: back off instead of retrying on every
-                    # NOTIFY; the rows wait, nothing is lost.
-                    delay = backoff.delay_after(0.0)
-                    log.warning(
-                        "outbox relay pass failed",
-                        schema=self._schema,
-                        error=str(error),
-                        retry_in=delay,
-                    )
-                    self._client = None
-                    await asyncio.sleep(delay)
-                    continue
-                if delivered >= limit:  # there may be more
-                    continue
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-        finally:
-            if reporter is not None:
-                reporter.cancel()
-                await asyncio.gather(reporter, return_exceptions=True)
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
-
-    async def _listen(self) -> _Held | None:
-        try:
-            conn = await self._pool.acquire()
-        except (OSError, asyncpg.PostgresError):
-            return None
-        channel = channel_name(self._schema)
-
-        def on_notify(*_: Any) -> None:
-            self._wake.set()
-
-        await conn.add_listener(channel, on_notify)
-        # Held for the relay's lifetime; returned to the pool (listener removed) when it stops.
-        return _Held(self._pool, conn, channel, on_notify)
+                        limit = self._pacer.allowance(self._batch_size)
+                        metrics.record_pace(self._schema, self._pacer.pace)
+                        if limit == 0:
+                            await asyncio.sleep(
+                                min(self._poll_seconds, max(0.01, self._pacer.seconds_until_next()))
+                            )
+                            continue
+                    try:
+                        delivered = await self.deliver_once(limit)
+                        if self._pacer is not None:
+                            self._pacer.started(delivered)
+                        backoff.reset()
+                    except (
+                        OSError,
+                        asyncpg.PostgresError,
+                        asyncpg.InterfaceError,
+                        RuntimeError,
+                    ) as error:
+                        # Temporal or Postgres is away: back off instead of retrying on every
+                        # NOTIFY; the rows wait, nothing is lost.
+                        delay = backoff.delay_after(0.0)
+                        log.warning(
+                            "outbox relay pass failed",
+                            schema=self._schema,
+                            error=str(error),
+                            retry_in=delay,
+                        )
+                        self._client = None
+                        await asyncio.sleep(delay)
+                        continue
+                    if delivered >= limit:  # there may be more
+                        continue
+                    self._wake.clear()
+                    await woken(self._wake, self._poll_seconds)
+            finally:
+                if reporter is not None:
+                    reporter.cancel()
+                    await asyncio.gather(reporter, return_exceptions=True)
 
     async def deliver_once(self, limit: int | None = None) -> int:
         """Deliver one batch of due rows (at most `limit`, default the batch size); returns
         how many were delivered. Rows refused `dead_letter_after` times are dead-lettered."""
-        if self._client is None:
-            self._client = await self._client_factory()
         dead_lettered = 0
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(SQL_CLAIM_BATCH, limit or self._batch_size)
@@ -479,9 +565,11 @@ class OutboxRelay:
                     by_workflow[row["workflow_id"]].append(row)
             if not by_workflow:
                 return 0
-            results = await asyncio.gather(
-                *(self._deliver_in_order(group) for group in by_workflow.values())
-            )
+            if self._client is None and any(row["kind"] != EVENT for row in rows):
+                # Connected only for a batch with Temporal rows: events reach capture while
+                # Temporal is away, unless a batch holds both (then all wait, as before).
+                self._client = await self._client_factory()
+            results = await self._deliver_groups(list(by_workflow.values()))
             delivered = [i for ok_ids, _ in results for i in ok_ids]
             for _, failures in results:
                 for failure in failures:
@@ -511,15 +599,58 @@ class OutboxRelay:
             self._report.set()  # tell the owning service now
         return len(delivered)
 
+    async def _deliver_groups(
+        self, groups: list[list[asyncpg.Record]]
+    ) -> list[tuple[list[int], list[_Failure]]]:
+        """Deliver each workflow's rows in order, the groups side by side. The event rows the
+        groups start with go first, in one call for all of them."""
+        leading = [_leading_events(group) for group in groups]
+        starting = [run for run in leading if run]
+        if self._event_sink is None or len(starting) < 2:
+            return list(await asyncio.gather(*(self._deliver_in_order(g) for g in groups)))
+        try:
+            await self._deliver([row for run in starting for row in run])
+        except Exception as error:  # classified: a row must not stop the relay
+            kind = classify(error)
+            if kind != TRANSIENT:
+                # Some event is refused: find which, one workflow (then one row) at a time.
+                return list(await asyncio.gather(*(self._deliver_in_order(g) for g in groups)))
+            log.warning("outbox event delivery failed", error_kind=kind, error=str(error))
+            # Capture is away: each group starting with events waits behind its first row;
+            # the others go on to Temporal.
+            text = clip(_described(error), MAX_ERROR_LENGTH)
+            waiting: list[tuple[list[int], list[_Failure]]] = [
+                ([], [_Failure(r["id"], r["workflow_id"], text, kind, r["refusals"])])
+                for r in (run[0] for run in starting)
+            ]
+            others = [g for g, run in zip(groups, leading, strict=True) if not run]
+            return waiting + list(
+                await asyncio.gather(*(self._deliver_in_order(g) for g in others))
+            )
+        done: tuple[list[int], list[_Failure]] = ([r["id"] for run in starting for r in run], [])
+        rest = [g[len(run) :] for g, run in zip(groups, leading, strict=True) if len(g) > len(run)]
+        return [done, *await asyncio.gather(*(self._deliver_in_order(g) for g in rest))]
+
     async def _deliver_in_order(
         self, rows: list[asyncpg.Record]
     ) -> tuple[list[int], list[_Failure]]:
+        """Deliver one workflow's rows in order, stopping at the first failure: a run of event
+        rows in one call, each Temporal row alone."""
         ok: list[int] = []
-        for row in rows:
+        one_by_one = False
+        while len(ok) < len(rows):
+            row = rows[len(ok)]
+            unit = [row]
+            if row["kind"] == EVENT and not one_by_one:
+                unit = _leading_events(rows[len(ok) :])
             try:
-                await self._deliver(row)
+                await self._deliver(unit)
             except Exception as error:  # classified: a row must not stop the relay
                 kind = classify(error)
+                if len(unit) > 1 and kind != TRANSIENT:
+                    # Which event is refused: each alone, so only that one is counted.
+                    one_by_one = True
+                    continue
                 if kind == UNEXPECTED:
                     log.exception(
                         "outbox delivery failed unexpectedly", workflow_id=row["workflow_id"]
@@ -536,7 +667,7 @@ class OutboxRelay:
                 # postponed or dead-lettered (SQL_CLAIM_BATCH), so its events keep their order.
                 refusals = row["refusals"] + (kind != TRANSIENT)
                 return ok, [_Failure(row["id"], row["workflow_id"], text, kind, refusals)]
-            ok.append(row["id"])
+            ok.extend(r["id"] for r in unit)
         return ok, []
 
     async def _report_dead_letters(self) -> None:
@@ -563,16 +694,25 @@ class OutboxRelay:
                 continue
             backoff.reset()
             self._report.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report.wait(), REPORT_RETRY_CAP_SECONDS)
+            await woken(self._report, REPORT_RETRY_CAP_SECONDS)
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
-        # Continues the trace of the transaction that wrote the row (oms_platform/tracing.py).
+    async def _deliver(self, rows: list[asyncpg.Record]) -> None:
+        """Deliver one Temporal row, or event rows in one call."""
+        row = rows[0]
+        # Continues the trace of the transaction that wrote the (first) row
+        # (oms_platform/tracing.py).
         with tracing.continuing(
             row["trace_context"],
-            f"outbox {row['kind']} {row['name']}",
+            f"outbox {row['kind']} {row['name']}"
+            + (f" and {len(rows) - 1} more" if len(rows) > 1 else ""),
             **{tracing.WORKFLOW_ID: row["workflow_id"]},
         ):
+            if row["kind"] == EVENT:
+                if self._event_sink is None:
+                    raise LookupError(f"the {self._schema} relay has no event sink")
+                await self._event_sink([r["payload"] for r in rows])
+                return
+            assert len(rows) == 1
             await self._deliver_row(row)
 
     async def _deliver_row(self, row: asyncpg.Record) -> None:
@@ -617,17 +757,3 @@ class _Failure:
     error: str
     kind: str
     refusals: int
-
-
-class _Held:
-    """A pool connection kept out of the pool for LISTEN, returned on close."""
-
-    def __init__(self, pool: asyncpg.Pool, conn: Any, channel: str, callback: Any) -> None:
-        self._pool = pool
-        self._conn = conn
-        self._channel = channel
-        self._callback = callback
-
-    async def close(self) -> None:
-        await self._conn.remove_listener(self._channel, self._callback)
-        await self._pool.release(self._conn)

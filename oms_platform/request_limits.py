@@ -39,6 +39,10 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "code",
             "country_code",
             "credit_memo_id",
+            "delivery_id",
+            "event_id",
+            "subscription_id",
+            "plan_id",
             "currency",
             "delivery_group_id",
             "delivery_group_ref",
@@ -61,9 +65,33 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "sku",
             "skus",
             "to_location_id",
+            # Event types and channels, statuses and categories named in events.
+            "Event.type",
+            "Event.channel",
+            "types",
+            "channels",
+            "status",
+            "from_status",
+            "to_status",
+            "category",
+            "resolution",
+            "cause",
+            # A notification locale ("de-AT").
+            "locale",
+            # Subscriptions: the channel named as text, a plan to come, a plan's timezone
+            # ("America/Argentina/Buenos_Aires") and time of day ("07:30").
+            "CreateSubscriptionRequest.channel",
+            "Subscription.channel",
+            "pending_plan_id",
+            "timezone",
+            "at_local_time",
         ),
         _ID,
     ),
+    # A subscription change's id, made by the workflow from ids and a key.
+    "change_id": limits.KEY,
+    "shopper_email": _NAME,
+    "suspended_reason": _TEXT,
     # Keys, and references built from ids ("fulfillment_order:<id>").
     "idempotency_key": limits.KEY,
     "capture_idempotency_key": limits.KEY,
@@ -98,6 +126,12 @@ TEXT_RULES: dict[str, limits.TextRule] = {
     "token": limits.SECRET,
     "preauthorization_ref": limits.SECRET,
     "step_input": limits.DOCUMENT,
+    # A webhook endpoint, and its signing secret.
+    "url": limits.KEY,
+    "secret": limits.SECRET,
+    # Why a payment was declined, why an order went to fraud review: one line each.
+    "decline_reason": limits.NAME,
+    "fraud_reasons": limits.NAME,
 }
 
 # Repeated fields by name (or "Message.field").
@@ -128,6 +162,13 @@ COUNT_LIMITS: dict[str, int] = {
     "order_ids": limits.MAX_ERASURE_ORDERS,
     "identifying_text": limits.MAX_IDENTIFYING_TERMS,
     "RecordOrderProgressBatchRequest.steps": limits.MAX_PROGRESS_STEPS,
+    "RecordOrderProgressRequest.events": limits.MAX_STEP_EVENTS,
+    "RecordOrderEventsRequest.events": limits.MAX_RECORDED_EVENTS,
+    **dict.fromkeys(("types", "channels", "fraud_reasons"), limits.MAX_FILTER_VALUES),
+    # A subscription's progress names the few cycles a step changed; cycles to skip are
+    # cycle numbers.
+    "RecordSubscriptionProgressRequest.cycles": limits.MAX_PROGRESS_STEPS,
+    "skipped_cycles": limits.MAX_IDS,
 }
 
 # Integer fields by "Message.field": magnitudes only (signs are the domain's rule, which
@@ -160,6 +201,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "LineQuantities.fulfilled",
             "LineQuantities.return_initiated",
             "LineQuantities.returned",
+            "PlanItem.quantity",
         ),
         limits.QUANTITY_DELTA,
     ),
@@ -180,6 +222,9 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "NewLineItem.unit_price_minor",
             "NewLineItem.tax_minor",
             "LineIncrease.tax_minor",
+            "PlanItem.unit_price_minor",
+            "CreatePlanRequest.shipping_minor",
+            "CreatePlanRequest.tax_minor",
             "PreviewAppeasementRequest.amount_minor",
             "SubmitAppeasementRequest.amount_minor",
             "PreviewReturnRequest.return_fee_minor",
@@ -187,6 +232,8 @@ INT_RULES: dict[str, limits.IntRule | None] = {
         ),
         limits.AMOUNT,
     ),
+    # Positions in the event log.
+    **dict.fromkeys(("Event.sequence", "SubscribeEventsRequest.from_sequence"), limits.SEQUENCE),
     **dict.fromkeys(
         ("Location.priority", "Location.daily_capacity", "Location.fulfillment_orders_today"),
         limits.LOCATION_NUMBER,
@@ -196,6 +243,21 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "ListOrdersRequest.page_size",
             "ListFulfillmentOrdersRequest.page_size",
             "ListProcessExceptionsRequest.page_size",
+            "ListWebhookDeliveriesRequest.page_size",
+            "SubmitOrderRequest.subscription_cycle",
+            # Subscriptions: cycle numbers, days, weeks and minutes the domain bounds.
+            "ListSubscriptionsRequest.page_size",
+            "Cadence.monthly_on_day",
+            "Cadence.weeks",
+            "Cadence.minutes",
+            "Skip.cycle",
+            "ChangeCycleDay.day",
+            "Subscription.next_cycle",
+            "Subscription.skipped_cycles",
+            "Subscription.pending_plan_from_cycle",
+            "Cycle.number",
+            "Cycle.payment_attempts",
+            "SubscriptionChangeRecord.effective_cycle",
             "Appeasement.percent_basis_points",
             "PreviewAppeasementRequest.percent_basis_points",
             "SubmitAppeasementRequest.percent_basis_points",

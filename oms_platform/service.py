@@ -24,10 +24,18 @@ from oms_platform import auth, db, grpcutil, metrics
 from oms_platform import temporal as temporal_client
 from oms_platform.backoff import Backoff
 from oms_platform.codec import EncryptionCodec
+from oms_platform.listen import Listener
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 
 log = structlog.get_logger("oms.service")
+
+# How long stopping waits for cancelled background tasks to end, and for the pool's
+# connections to come back, before going on without them.
+STOP_TASKS_SECONDS = 5.0
+STOP_POOL_SECONDS = 5.0
+# A task still running this long after being cancelled is cancelled again.
+RECANCEL_SECONDS = 0.25
 
 
 @dataclass
@@ -43,6 +51,11 @@ class ServiceContext:
     _codec: EncryptionCodec | None = None
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The process's one LISTEN connection (oms_platform/listen.py), run beside the server.
+    listener: Listener = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.listener = Listener(self.settings.dsn, listener_application_name(self.name))
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run `closer` when the service stops (e.g. to close a pool the service opened)."""
@@ -83,6 +96,11 @@ class ServiceContext:
             await ch.close()
         if self._codec is not None and self._codec.vault is not None:
             await self._codec.vault.close()
+
+
+def listener_application_name(service: str) -> str:
+    """How a service's LISTEN connection shows in pg_stat_activity."""
+    return f"oms-{service}-listen"
 
 
 @dataclass(frozen=True)
@@ -192,14 +210,32 @@ class RunningService:
         if grace is None:
             grace = self.context.settings.shutdown_grace_seconds
         await self.server.stop(grace)
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        stuck = await cancel_all(self.tasks, STOP_TASKS_SECONDS)
+        for task in stuck:
+            log.warning("background task did not stop", service=self.name, task=task.get_name())
         await self.context.close()
         metrics.POOLS.discard(self.name)
-        await self.context.pool.close()
+        try:
+            await asyncio.wait_for(self.context.pool.close(), STOP_POOL_SECONDS)
+        except TimeoutError:
+            log.warning("database pool did not close; terminating it", service=self.name)
+            self.context.pool.terminate()
+
+
+async def cancel_all(tasks: list[asyncio.Task[Any]], seconds: float) -> set[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait at most `seconds` for them to end, cancelling again those that
+    swallowed a cancellation (a library catching it as it completes), and return those still
+    running: a task that does not end must not keep the process from going down."""
+    pending = {task for task in tasks if not task.done()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(
+            pending, timeout=min(RECANCEL_SECONDS, max(0.0, deadline - loop.time()))
+        )
+    return pending
 
 
 async def start_service(
@@ -231,7 +267,7 @@ async def start_service(
             max_connection_age_grace_seconds=settings.grpc_max_connection_age_grace_seconds,
         ),
     )
-    background = list(parts.background)
+    background = [BackgroundTask(f"oms.listen.{name}", context.listener.run), *parts.background]
     if settings.metrics_port:
         metrics.POOLS.add(name, pool)
         if parts.gauges:

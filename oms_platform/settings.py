@@ -146,6 +146,23 @@ class Settings:
     # one stream lasts before it ends normally (the caller watches again to go on).
     watch_max_streams: int = 2000
     watch_max_seconds: float = 3600.0
+    # The event log's sequencer (README "Events"): woken by NOTIFY when events are written,
+    # and every `events_sequencer_poll_seconds` anyway (SubmitOrder does not NOTIFY; another
+    # replica's writes are found by the poll); events numbered per pass.
+    events_sequencer_poll_seconds: float = 0.25
+    events_sequencer_batch_size: int = 1000
+    # A warehouse step of a fulfillment order whose allocation the log has not recorded yet
+    # waits for it (parked) at most this long, then is logged anyway (an allocation that never
+    # names its fulfillment order: a lifecycle from before typed events).
+    events_park_max_seconds: float = 60.0
+    # SubscribeEvents: events read per page of history, a heartbeat (carrying the head) after
+    # this long with nothing sent, open streams per capture process (RESOURCE_EXHAUSTED past
+    # it), and how long one stream lasts before it ends normally (resume from the last
+    # sequence seen + 1).
+    events_stream_page_size: int = 500
+    events_stream_heartbeat_seconds: float = 15.0
+    events_stream_max_streams: int = 500
+    events_stream_max_seconds: float = 3600.0
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
@@ -180,6 +197,11 @@ class Settings:
     # A delivered order's workflow continues as new (a fresh history, its state carried) once
     # its history reaches this many events.
     lifecycle_continue_as_new_after_events: int = 10_000
+    # Dunning (README "Subscriptions"): a subscription's cycle order whose payment is declined
+    # waits past due and is retried this many seconds after the first decline, once per entry
+    # (comma-separated, increasing; default 1, 3 and 7 days); after the last the order is
+    # canceled. Written into each subscription order at capture; other orders never wait.
+    subscription_dunning_retry_seconds: str = "86400,259200,604800"
     # capture
     # Fraud screening at capture flags an order for a person to look at when its grand total
     # is above this amount (minor units of the order's currency; 0 = off), when its shopper
@@ -193,6 +215,19 @@ class Settings:
     # door (0 = never pace); paced starts never drop below the floor per second.
     ingest_latency_target_ms: float = 15.0
     lifecycle_starts_floor_per_second: float = 0.5
+    # Webhooks (README "Webhooks"). The sender POSTs at most `webhook_max_concurrency`
+    # deliveries at once per capture process (one at a time per order and subscription), each
+    # given `webhook_timeout_seconds`; a failed one is tried again after
+    # `webhook_retry_first_seconds`, doubling (jittered) up to `webhook_retry_max_seconds`, until
+    # it has failed for `webhook_retry_period_seconds` and is dead. The fan-out and the sender
+    # look for work this often when nothing woke them; the fan-out reads this many events a pass.
+    webhook_max_concurrency: int = 16
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_first_seconds: float = 5.0
+    webhook_retry_max_seconds: float = 3600.0
+    webhook_retry_period_seconds: float = 24 * 3600.0
+    webhook_poll_seconds: float = 1.0
+    webhook_fanout_batch_size: int = 500
     # Temporal payload encryption (oms_platform/codec.py). A file of `<key_id>:<base64 of 32
     # bytes>` lines: the first is the active master key, the others still decrypt (rotation).
     # Empty means `<data_dir>/keys/codec.keys`, which `oms dev` creates on first start.
@@ -213,6 +248,33 @@ class Settings:
     # `oms dev`: capture, fulfillment, payments, servicing and the worker serve metrics on this
     # port + 0 … 4 (replica k: + 100 * (k - 1)); 0 = no metrics in the dev stack.
     dev_metrics_port: int = 15090
+    # Shopper notifications (README "Shopper notifications"), sent by capture. Mail goes
+    # through this SMTP server: by default the dev stack's sink (`oms dev` runs it on this port
+    # and keeps what arrives in <data_dir>/mail). smtp_tls: "none", "starttls" or "tls"; an
+    # empty username: no login.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 15025
+    smtp_tls: str = "none"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout_seconds: float = 10.0
+    notify_from: str = "oms <orders@oms.localhost>"
+    # The language of a shopper's messages when they chose none ("en" and "de" ship).
+    notify_default_locale: str = "en"
+    # A message that could not be sent is retried after notify_retry_first_seconds, doubling up
+    # to notify_retry_max_seconds, until notify_retry_period_seconds after it was made; then
+    # it is FAILED. A sender holds a message it took for notify_lease_seconds: if its process
+    # dies meanwhile, another replica sends it.
+    notify_retry_first_seconds: float = 5.0
+    notify_retry_max_seconds: float = 300.0
+    notify_retry_period_seconds: float = 86400.0
+    notify_lease_seconds: float = 60.0
+    # How often the notifier looks for work when nothing woke it, and how many events or
+    # messages it takes per pass.
+    notify_poll_seconds: float = 2.0
+    notify_batch_size: int = 100
+    # `oms dev` runs a mail sink on smtp_host:smtp_port (off: smtp_* name a real server).
+    dev_mail_sink: bool = True
     # servicing
     # Exchanges ship their replacements once the returned items are received ("on receipt"),
     # instead of as soon as the return is opened.
@@ -223,6 +285,13 @@ class Settings:
     # The workflow records a process exception a moment before it waits on it: a resolution
     # refused for an exception younger than this is offered again until it is this old.
     servicing_resolution_grace_seconds: float = 2.0
+    # Subscriptions (README "Subscriptions"). Cycles due at the same moment start within this
+    # many seconds after it, each subscription at an offset of its own (deterministic from its
+    # id), so the 1st of the month reaches the front door as a trickle, not a burst.
+    subscription_spread_seconds: int = 4 * 3600
+    # Plans may have a cadence in minutes (1 to 1,440): for demos and tests only (`oms dev` and
+    # the test suites turn it on); off, CreatePlan refuses them.
+    subscription_minute_cadence: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -248,6 +317,21 @@ class Settings:
             if name.strip() == channel and days.strip():
                 return int(float(days) * 86400)
         return int(self.return_window_days * 86400)
+
+    @property
+    def dunning_retry_seconds(self) -> list[int]:
+        """The dunning schedule: seconds after the first decline of each payment retry."""
+        raw = self.subscription_dunning_retry_seconds
+        try:
+            offsets = [int(part) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            offsets = []
+        if not offsets or any(o <= 0 for o in offsets) or offsets != sorted(set(offsets)):
+            raise ValueError(
+                f"OMS_SUBSCRIPTION_DUNNING_RETRY_SECONDS must be positive whole seconds, "
+                f"increasing and comma-separated (e.g. 86400,259200,604800), not {raw!r}"
+            )
+        return offsets
 
     def address_of(self, service: str) -> str:
         """host:port where `service` (capture, fulfillment, payments, servicing) is reached;

@@ -85,6 +85,8 @@ def settings(database: str) -> Settings:
         db_pool_min=1,
         db_pool_max=5,
         log_format="console",
+        # Plans every few minutes, as `oms dev` allows them.
+        subscription_minute_cadence=True,
         **ports,
     )
 

@@ -15,14 +15,38 @@ import grpc
 import structlog
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.common.v1 import common_pb2
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from oms_platform.wire import money_to_pb, postal_address_to_pb
+from oms_platform.money import allocate
+from oms_platform.wire import money_to_pb, postal_address_to_pb, timestamp_from_datetime
 from workflows import activity_names as names
+from workflows import cadence
+from workflows.subscription_types import (
+    ACTIVE,
+    CYCLE_FAILED,
+    CYCLE_ORDERED,
+    CYCLE_PAID,
+    CYCLE_PAST_DUE,
+    CYCLE_SCHEDULED,
+    CYCLE_SKIPPED,
+    PAUSED,
+    SUBSCRIPTION_CANCELED,
+    SUBSCRIPTION_PAST_DUE,
+    ChangeRecordData,
+    CycleOrderInput,
+    CycleOrderResult,
+    CycleView,
+    PlanData,
+    SubscriptionProgressInput,
+    SubscriptionView,
+    cycle_order_key,
+)
 from workflows.types import (
     ALLOCATED,
     AUTHORIZED,
@@ -30,6 +54,7 @@ from workflows.types import (
     FULFILLED,
     ON_HOLD,
     PARTIALLY_SHIPPED,
+    PAST_DUE,
     PENDING,
     PROCESSING,
     SHIPPED,
@@ -46,6 +71,8 @@ from workflows.types import (
     CreditMemoInput,
     CreditMemoResult,
     EscalateInput,
+    EventData,
+    EventLineData,
     FulfillmentOrderData,
     InvoiceAndCaptureInput,
     InvoiceAndCaptureResult,
@@ -91,6 +118,7 @@ ORDER_STATUS_TO_PROTO = {
     FULFILLED: capture_pb2.ORDER_STATUS_FULFILLED,
     ON_HOLD: capture_pb2.ORDER_STATUS_ON_HOLD,
     CANCELED: capture_pb2.ORDER_STATUS_CANCELED,
+    PAST_DUE: capture_pb2.ORDER_STATUS_PAST_DUE,
 }
 PAYMENT_METHOD_TO_PROTO = {
     "card": payments_pb2.PAYMENT_METHOD_TYPE_CARD,
@@ -110,6 +138,27 @@ CREDIT_MEMO_KIND_TO_PROTO = {
     "cancel": payments_pb2.CREDIT_MEMO_KIND_CANCEL,
     "return": payments_pb2.CREDIT_MEMO_KIND_RETURN,
     "appeasement": payments_pb2.CREDIT_MEMO_KIND_APPEASEMENT,
+}
+CHANNEL_TO_PROTO = {
+    "web": capture_pb2.CHANNEL_WEB,
+    "marketplace": capture_pb2.CHANNEL_MARKETPLACE,
+    "store": capture_pb2.CHANNEL_STORE,
+    "b2b": capture_pb2.CHANNEL_B2B,
+    "agent": capture_pb2.CHANNEL_AGENT,
+}
+SUBSCRIPTION_STATUS_TO_PROTO = {
+    ACTIVE: subscriptions_pb2.SUBSCRIPTION_STATUS_ACTIVE,
+    PAUSED: subscriptions_pb2.SUBSCRIPTION_STATUS_PAUSED,
+    SUBSCRIPTION_PAST_DUE: subscriptions_pb2.SUBSCRIPTION_STATUS_PAST_DUE,
+    SUBSCRIPTION_CANCELED: subscriptions_pb2.SUBSCRIPTION_STATUS_CANCELED,
+}
+CYCLE_STATUS_TO_PROTO = {
+    CYCLE_SCHEDULED: subscriptions_pb2.CYCLE_STATUS_SCHEDULED,
+    CYCLE_SKIPPED: subscriptions_pb2.CYCLE_STATUS_SKIPPED,
+    CYCLE_ORDERED: subscriptions_pb2.CYCLE_STATUS_ORDERED,
+    CYCLE_PAST_DUE: subscriptions_pb2.CYCLE_STATUS_PAST_DUE,
+    CYCLE_PAID: subscriptions_pb2.CYCLE_STATUS_PAID,
+    CYCLE_FAILED: subscriptions_pb2.CYCLE_STATUS_FAILED,
 }
 SEVERITY_TO_PROTO = {
     "low": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_LOW,
@@ -200,6 +249,65 @@ class CaptureActivities:
             )
         )
 
+    @activity.defn(name=names.SUBMIT_CYCLE_ORDER)
+    async def submit_cycle_order(self, order: CycleOrderInput) -> CycleOrderResult:
+        """A subscription cycle's order through capture's normal path (its pacing included),
+        keyed by the cycle: a retried or repeated cycle answers the order it already made."""
+        structlog.contextvars.bind_contextvars(subscription_id=order.subscription_id)
+        response = await _call(
+            self._stub.SubmitOrder(_cycle_order(order), timeout=DEADLINE_SECONDS)
+        )
+        return CycleOrderResult(order_id=response.order.order_id, duplicate=response.duplicate)
+
+
+def _cycle_order(order: CycleOrderInput) -> capture_pb2.SubmitOrderRequest:
+    """SubmitOrder for a cycle: the plan's items at their unit prices in one delivery group,
+    the plan's shipping on the group and its tax spread over the lines by their value (capture
+    keeps tax per line), so the grand total is the plan's price."""
+    plan, currency = order.plan, order.plan.currency
+    key = cycle_order_key(order.subscription_id, order.cycle)
+    taxes = allocate(plan.tax_minor, [i.quantity * i.unit_price_minor for i in plan.items])
+    shopper = order.subscriber
+    return capture_pb2.SubmitOrderRequest(
+        idempotency_key=key,
+        channel=CHANNEL_TO_PROTO.get(order.channel, capture_pb2.CHANNEL_UNSPECIFIED),
+        channel_order_ref=f"subscription:{key}",
+        shopper=capture_pb2.Shopper(
+            kind=capture_pb2.SHOPPER_KIND_PERSON,
+            channel_customer_id=shopper.channel_customer_id,
+            email=shopper.email,
+            name=shopper.name,
+            phone=shopper.phone,
+        ),
+        currency=currency,
+        delivery_groups=[
+            capture_pb2.DeliveryGroup(
+                ref="subscription",
+                recipient_name=shopper.name,
+                address=postal_address_to_pb(order.delivery_address),
+                delivery_method=order.delivery_method,
+                shipping_charge=money_to_pb(plan.shipping_minor, currency),
+            )
+        ],
+        lines=[
+            capture_pb2.OrderLine(
+                delivery_group_ref="subscription",
+                sku=item.sku,
+                name=item.name,
+                quantity=item.quantity,
+                unit_price=money_to_pb(item.unit_price_minor, currency),
+                taxes=[capture_pb2.TaxLine(name="tax", amount=money_to_pb(tax, currency))]
+                if tax
+                else [],
+            )
+            for item, tax in zip(plan.items, taxes, strict=True)
+        ],
+        grand_total=money_to_pb(plan.price_minor(), currency),
+        payment_method=_payment_method(order.payment_method),
+        subscription_id=order.subscription_id,
+        subscription_cycle=order.cycle,
+    )
+
 
 def _progress(progress: ProgressInput) -> capture_pb2.RecordOrderProgressRequest:
     return capture_pb2.RecordOrderProgressRequest(
@@ -225,7 +333,93 @@ def _progress(progress: ProgressInput) -> capture_pb2.RecordOrderProgressRequest
         added_lines=[_line_addition(added, progress.currency) for added in progress.added_lines],
         # The lifecycle reads nothing back: spare capture reading the order.
         omit_order=True,
+        events=[_event(event, progress.currency) for event in progress.events],
     )
+
+
+def _event_lines(lines: list[EventLineData]) -> list[events_pb2.LineQuantity]:
+    return [
+        events_pb2.LineQuantity(
+            order_line_id=line.order_line_id, sku=line.sku, quantity=line.quantity
+        )
+        for line in lines
+    ]
+
+
+def _event(event: EventData, currency: str) -> events_pb2.Event:
+    """A progress report's event as the log takes it: the type and its payload (capture fills
+    in the id, order, channel, time and actor)."""
+    out = events_pb2.Event(type=event.type)
+    if (status := event.order_status) is not None:
+        out.order_status_changed.CopyFrom(
+            events_pb2.OrderStatusChanged(
+                from_status=status.from_status, to_status=status.to_status, reason=status.reason
+            )
+        )
+    elif (payment := event.payment) is not None:
+        out.payment_changed.CopyFrom(
+            events_pb2.PaymentChanged(
+                amount=money_to_pb(payment.amount_minor, currency),
+                invoice_id=payment.invoice_id,
+                decline_reason=payment.decline_reason,
+            )
+        )
+    elif (fo := event.fulfillment_order) is not None:
+        out.fulfillment_order_changed.CopyFrom(
+            events_pb2.FulfillmentOrderChanged(
+                fulfillment_order_id=fo.fulfillment_order_id,
+                location_id=fo.location_id,
+                status=fo.status,
+                lines=_event_lines(fo.lines),
+                reason=fo.reason,
+            )
+        )
+    elif (shipment := event.shipment) is not None:
+        out.shipment_changed.CopyFrom(
+            events_pb2.ShipmentChanged(
+                shipment_id=shipment.shipment_id,
+                fulfillment_order_id=shipment.fulfillment_order_id,
+                location_id=shipment.location_id,
+                carrier=shipment.carrier,
+                tracking_number=shipment.tracking_number,
+                lines=_event_lines(shipment.lines),
+            )
+        )
+    elif (lines := event.lines) is not None:
+        out.lines_changed.CopyFrom(
+            events_pb2.LinesChanged(
+                lines=_event_lines(lines.lines),
+                reason=lines.reason,
+                # Unset when the change moved no money (a cancel's money is its refund).
+                amount=money_to_pb(lines.amount_minor, currency) if lines.amount_minor else None,
+            )
+        )
+    elif (rma := event.return_order) is not None:
+        out.return_order_changed.CopyFrom(
+            events_pb2.ReturnOrderChanged(
+                return_order_id=rma.return_order_id,
+                status=rma.status,
+                lines=_event_lines(rma.lines),
+                reason=rma.reason,
+            )
+        )
+    elif (refund := event.refund) is not None:
+        out.refund_issued.CopyFrom(
+            events_pb2.RefundIssued(
+                credit_memo_id=refund.credit_memo_id,
+                amount=money_to_pb(refund.amount_minor, currency),
+                cause=refund.cause,
+            )
+        )
+    elif (exception := event.process_exception) is not None:
+        out.process_exception_changed.CopyFrom(
+            events_pb2.ProcessExceptionChanged(
+                process_exception_id=exception.process_exception_id,
+                category=exception.category,
+                resolution=exception.resolution,
+            )
+        )
+    return out
 
 
 def _invoice_request(request: InvoiceInput) -> payments_pb2.CreateInvoiceRequest:
@@ -578,3 +772,81 @@ class ServicingActivities:
                 timeout=DEADLINE_SECONDS,
             )
         )
+
+
+class SubscriptionsActivities:
+    """A subscription's progress, recorded by servicing's SubscriptionsService (the projection
+    agents and shoppers read)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = subscriptions_pb2_grpc.SubscriptionsServiceStub(channel)
+
+    @activity.defn(name=names.RECORD_SUBSCRIPTION_PROGRESS)
+    async def record_subscription_progress(self, progress: SubscriptionProgressInput) -> None:
+        view = progress.subscription
+        structlog.contextvars.bind_contextvars(subscription_id=view.subscription_id)
+        await _call(
+            self._stub.RecordSubscriptionProgress(
+                subscriptions_pb2.RecordSubscriptionProgressRequest(
+                    idempotency_key=progress.idempotency_key,
+                    subscription=_subscription(view),
+                    cycles=[_cycle(c, view.plan) for c in progress.cycles],
+                    change=_change_record(progress.change) if progress.change else None,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+
+
+def _instant(text: str) -> Any:
+    """An ISO 8601 instant as a Timestamp (None, leaving the field unset, when empty)."""
+    return timestamp_from_datetime(cadence.parse_instant(text)) if text else None
+
+
+def _subscription(view: SubscriptionView) -> subscriptions_pb2.Subscription:
+    """The subscription as the workflow holds it; what only servicing knows (channel,
+    subscriber, start, created) it keeps from its own record."""
+    return subscriptions_pb2.Subscription(
+        subscription_id=view.subscription_id,
+        plan_id=view.plan.plan_id,
+        delivery_address=postal_address_to_pb(view.delivery_address)
+        if view.delivery_address
+        else None,
+        delivery_method=view.delivery_method,
+        payment_method=_payment_method(view.payment_method) if view.payment_method else None,
+        status=SUBSCRIPTION_STATUS_TO_PROTO[view.status],
+        next_cycle=view.next_cycle,
+        next_cycle_at=_instant(view.next_cycle_at),
+        paused_until=_instant(view.paused_until),
+        skipped_cycles=view.skipped_cycles,
+        pending_plan_id=view.pending_plan.plan_id if view.pending_plan else "",
+        pending_plan_from_cycle=view.pending_plan_from_cycle,
+        cancel_at_period_end=view.cancel_at_period_end,
+        suspended_reason=view.suspended_reason,
+    )
+
+
+def _cycle(cycle: CycleView, plan: PlanData) -> subscriptions_pb2.Cycle:
+    return subscriptions_pb2.Cycle(
+        number=cycle.number,
+        due_at=_instant(cycle.due_at),
+        status=CYCLE_STATUS_TO_PROTO[cycle.status],
+        order_id=cycle.order_id,
+        plan_id=cycle.plan_id,
+        amount=money_to_pb(cycle.amount_minor, plan.currency),
+        payment_attempts=cycle.payment_attempts,
+        next_payment_retry_at=_instant(cycle.next_payment_retry_at),
+        decline_reason=cycle.decline_reason,
+    )
+
+
+def _change_record(change: ChangeRecordData) -> subscriptions_pb2.SubscriptionChangeRecord:
+    return subscriptions_pb2.SubscriptionChangeRecord(
+        change_id=change.change_id,
+        kind=change.kind,
+        actor=change.actor,
+        reason=change.reason,
+        summary=change.summary,
+        effective_cycle=change.effective_cycle,
+        at=_instant(change.at),
+    )

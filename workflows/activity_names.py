@@ -1,4 +1,4 @@
-"""The lifecycle's activity names, defined once: the workflow schedules them by these names and
+"""The workflows' activity names, defined once: the workflow schedules them by these names and
 the worker registers them under the same ones.
 
 They are recorded in every order's history, so a name never changes: a renamed activity would
@@ -31,3 +31,7 @@ RECORD_PROCESS_EXCEPTION = "record_process_exception"
 ESCALATE_PROCESS_EXCEPTION = "escalate_process_exception"
 CREATE_RETURN_ORDER = "create_return_order"
 RECORD_RETURN_RECEIPT = "record_return_receipt"
+# the subscription workflow: a cycle's order (capture), its progress (servicing's
+# SubscriptionsService)
+SUBMIT_CYCLE_ORDER = "submit_cycle_order"
+RECORD_SUBSCRIPTION_PROGRESS = "record_subscription_progress"

@@ -31,19 +31,27 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
+# Modules are passed through by their full names: under the SDK's default sandbox (the
+# workflow tests' runner; the worker's own passes the whole package through),
+# `from workflows import x` inside the block would load `x` afresh in every run (the sandbox
+# re-imports the `workflows` package this module lives in), executing its body (dataclasses
+# and all) again for each run and keeping a copy per cached workflow.
 with workflow.unsafe.imports_passed_through():
-    from workflows import activity_names as names
-    from workflows import billing
-    from workflows.changes import add_items as adding
-    from workflows.changes import appease as appeasing
-    from workflows.changes import cancel as canceling
-    from workflows.changes import exchange as exchanging
-    from workflows.changes import reship as reshipping
-    from workflows.changes import resolve as resolving
-    from workflows.changes import returns, steps
+    import workflows.activity_names as names
+    import workflows.billing as billing
+    import workflows.changes.add_items as adding
+    import workflows.changes.appease as appeasing
+    import workflows.changes.cancel as canceling
+    import workflows.changes.exchange as exchanging
+    import workflows.changes.reship as reshipping
+    import workflows.changes.resolve as resolving
+    import workflows.changes.returns as returns
+    import workflows.changes.steps as steps
+    import workflows.order_events as order_events
+    import workflows.subscription_types as subscriptions
     from workflows.ledger import ChangeRefused, Ledger
     from workflows.search_attributes import ORDER_CHANNEL, ORDER_STATUS
     from workflows.state import LifecycleState
@@ -59,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         FULFILLMENT_EVENT_SIGNAL,
         ON_HOLD,
         PARTIALLY_SHIPPED,
+        PAST_DUE,
         PREVIEW_QUERY,
         PROCESSING,
         RECEIVE_RETURN_UPDATE,
@@ -74,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         ChangeRequest,
         ChangeResult,
         EscalateInput,
+        EventData,
         ExceptionRecord,
         FulfillmentEvent,
         FulfillmentOrderData,
@@ -140,6 +150,10 @@ BATCHED_PROGRESS_PATCH = "batched-progress"
 # mid-task leaves events to apply again while capture has recorded them). Runs before it
 # check against the workflow's state as it is.
 QUEUED_EVENTS_FIRST_PATCH = "changes-after-queued-events"
+# Dunning (README "Subscriptions"): a subscription's cycle order whose payment is declined
+# waits past due and retries on its `payment_retry_seconds`, and tells its subscription each
+# outcome. Asked only for subscription orders, so no other order's history changes.
+DUNNING_PATCH = "dunning"
 
 
 @dataclass
@@ -186,6 +200,10 @@ class OrderLifecycle:
         # one sender at a time keeps capture's record in the order things happened.
         self._unsent: list[_Unsent] = []
         self._sender: asyncio.Task[Any] | None = None
+        # Dunning: whether the order waits past due, and the subscription's latest "retry now
+        # with this method" (kept until a retry takes it; it can arrive before the decline).
+        self.past_due = False
+        self.retry_request: subscriptions.RetryPayment | None = None
 
     # ---- the lifecycle -----------------------------------------------------------------------
 
@@ -208,7 +226,16 @@ class OrderLifecycle:
                         # A cancel of everything reached the workflow with its start, before
                         # anything was authorized or reserved: nothing to do or undo.
                         return self._result(CANCELED, "canceled before processing began")
-                    await self.progress(PROCESSING, "lifecycle.started", "Order lifecycle started")
+                    await self.progress(
+                        PROCESSING,
+                        "lifecycle.started",
+                        "Order lifecycle started",
+                        events=[
+                            order_events.order_status(
+                                "order.processing", self.state.status, PROCESSING
+                            )
+                        ],
+                    )
                     if order.fraud_reasons:
                         await self._fraud_review(order)
                     await self._authorize(order)
@@ -226,17 +253,25 @@ class OrderLifecycle:
             await steps.void(self, "settled: releasing what was not charged", step="void:settled")
         whole = f"order:{self.order.order_id}"
         await self.progress(
-            FULFILLED, "order.fulfilled", "Every shipment delivered", holds=("fulfillment", whole)
+            FULFILLED,
+            "order.fulfilled",
+            "Every shipment delivered",
+            holds=("fulfillment", whole),
+            events=[order_events.order_status("order.fulfilled", self.state.status, FULFILLED)],
         )
         return await self._serve_and_close()
 
     async def _serve_and_close(self) -> OrderLifecycleResult:
         await self._service_until_the_return_window_closes()
+        status = self.state.status
         await self.progress(
             "",
             "order.closed",
             "Return window closed; the order is complete",
             holds=("fulfillment", f"order:{self.order.order_id}"),
+            events=[
+                order_events.order_status("order.closed", status, status, "return window closed")
+            ],
         )
         self.done = True
         return self._result(FULFILLED)
@@ -270,16 +305,45 @@ class OrderLifecycle:
             await self._cancel_everything("rejected by fraud review", authorized=False)
 
     async def _authorize(self, order: OrderLifecycleInput) -> None:
-        timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
         # Less what cancels before authorization gave back (nothing was held for it): until
         # the payment is authorized, a cancel is the only change that credits anything.
         amount = order.grand_total_minor - self.state.credited_minor
+        result = await self._authorize_attempt(order, amount, 1)
+        attempt = 1
+        if not result.approved and self._dunned():
+            result, amount, attempt = await self._dun(result, amount)
+        if not result.approved:
+            reason = f"payment declined: {result.decline_reason}"
+            await self._raise_exception(
+                "payment", f"authorization:{result.authorization_id}", reason
+            )
+            declined = order_events.payment(
+                "payment.declined", amount, decline_reason=result.decline_reason
+            )
+            await self._tell_subscription(subscriptions.PAYMENT_FAILED, attempt, reason)
+            await self._cancel_everything(reason, authorized=False, events=[declined])
+        self.authorized = True
+        await self.progress(
+            AUTHORIZED,
+            "payment.authorized",
+            f"Payment of {steps.money(self, amount)} authorized",
+            events=[order_events.payment("payment.authorized", amount)],
+        )
+        await self._tell_subscription(subscriptions.PAYMENT_PAID, attempt)
+
+    async def _authorize_attempt(
+        self, order: OrderLifecycleInput, amount: int, attempt: int
+    ) -> AuthorizeResult:
+        """Ask payments to authorize `amount` (each attempt under a key of its own; the first
+        keeps the key orders always had). A refusal retrying cannot fix cancels the order."""
+        timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
+        key = f"{order.order_id}:authorize" + (f":{attempt}" if attempt > 1 else "")
         try:
             result: AuthorizeResult = await self.activity(
                 names.AUTHORIZE_PAYMENT,
                 AuthorizeInput(
                     order_id=order.order_id,
-                    idempotency_key=f"{order.order_id}:authorize",
+                    idempotency_key=key,
                     payment_method=order.payment_method,
                     amount_minor=amount,
                     currency=order.currency,
@@ -298,20 +362,123 @@ class OrderLifecycle:
             await self._raise_exception(
                 "payment", f"order:{order.order_id}", reason, step_input=self.refused_step_input
             )
+            self.past_due = False
+            await self._tell_subscription(subscriptions.PAYMENT_FAILED, attempt, reason)
             await self._cancel_everything(reason, authorized=False)
             raise
-        if not result.approved:
-            reason = f"payment declined: {result.decline_reason}"
-            await self._raise_exception(
-                "payment", f"authorization:{result.authorization_id}", reason
-            )
-            await self._cancel_everything(reason, authorized=False)
-        self.authorized = True
-        await self.progress(
-            AUTHORIZED,
-            "payment.authorized",
-            f"Payment of {steps.money(self, amount)} authorized",
+        return result
+
+    # ---- dunning: a subscription's declined payment ------------------------------------------
+
+    def _dunned(self) -> bool:
+        """Whether a decline waits past due (a subscription's order, on a run that knows)."""
+        order = self.order
+        return bool(order.subscription_id and order.payment_retry_seconds) and workflow.patched(
+            DUNNING_PATCH
         )
+
+    async def _dun(
+        self, declined: AuthorizeResult, amount: int
+    ) -> tuple[AuthorizeResult, int, int]:
+        """Wait past due and retry the payment: at each time of the schedule (seconds after
+        this first decline), or at once when the subscription sends a new payment method (which
+        is used from then on). Returns the approved attempt, or the last one declined after the
+        schedule ran out, with its amount and number. A cancel of everything meanwhile ends
+        the order (OrderCanceled)."""
+        first_decline = workflow.now()
+        schedule = [first_decline + timedelta(seconds=s) for s in self.order.payment_retry_seconds]
+        result, attempt, due = declined, 1, 0
+        while not result.approved and due < len(schedule):
+            self.past_due = True
+            retry_at = schedule[due]
+            await self.progress(
+                PAST_DUE,
+                "payment.declined",
+                f"Payment of {steps.money(self, amount)} declined ({result.decline_reason}); "
+                f"past due, retry {due + 1} of {len(schedule)} at {retry_at.isoformat()}",
+                step=f"past-due:{attempt}",
+                events=[
+                    order_events.payment(
+                        "payment.declined", amount, decline_reason=result.decline_reason
+                    )
+                ],
+            )
+            await self._flush()
+            await self._tell_subscription(
+                subscriptions.PAYMENT_PAST_DUE,
+                attempt,
+                result.decline_reason,
+                retry_at.isoformat(),
+            )
+            # Without the lock while waiting (days): a cancel must be able to end the order.
+            # Safe: nothing of the payment's is held yet, and the lock is taken back before
+            # the next attempt, which reads the order as the cancel left it.
+            async with self._lock_released():
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self.retry_request is not None or self.ledger.all_canceled(),
+                        timeout=max(retry_at - workflow.now(), timedelta(0)),
+                    )
+            if self.ledger.all_canceled():
+                self.past_due = False
+                reason = "order canceled while past due"
+                await self._tell_subscription(subscriptions.PAYMENT_FAILED, attempt, reason)
+                raise OrderCanceled(reason)
+            request, self.retry_request = self.retry_request, None
+            if request is not None:  # the subscription's new method, from now on
+                self.order = replace(self.order, payment_method=request.payment_method)
+            else:
+                due += 1
+            attempt += 1
+            amount = self.order.grand_total_minor - self.state.credited_minor
+            result = await self._authorize_attempt(self.order, amount, attempt)
+        self.past_due = False
+        return result, amount, attempt
+
+    @contextlib.asynccontextmanager
+    async def _lock_released(self) -> AsyncIterator[None]:
+        """Inside a section: let Updates run meanwhile, then hold the lock again."""
+        self._lock.release()
+        try:
+            yield
+        finally:
+            await self._lock.acquire()
+
+    async def _tell_subscription(
+        self, outcome: str, attempt: int, reason: str = "", next_retry_at: str = ""
+    ) -> None:
+        """Signal a subscription's order's payment outcome to its subscription's workflow. One
+        that no longer runs (canceled, or gone) is logged, never a failure of the order."""
+        order = self.order
+        if not order.subscription_id or not workflow.patched(DUNNING_PATCH):
+            return
+        event = subscriptions.SubscriptionPaymentEvent(
+            cycle=order.subscription_cycle,
+            order_id=order.order_id,
+            outcome=outcome,
+            attempt=attempt,
+            reason=reason,
+            next_retry_at=next_retry_at,
+        )
+        handle = workflow.get_external_workflow_handle(
+            subscriptions.subscription_workflow_id(order.subscription_id)
+        )
+        try:
+            await handle.signal(subscriptions.SUBSCRIPTION_PAYMENT_SIGNAL, event)
+        except FailureError as failure:
+            workflow.logger.warning(
+                "subscription not told of its payment",
+                extra={"order_id": order.order_id, "outcome": outcome, "error": str(failure)},
+            )
+
+    @workflow.signal(name=subscriptions.RETRY_PAYMENT_SIGNAL)
+    def on_retry_payment(self, request: subscriptions.RetryPayment) -> None:
+        """The subscription's new payment method: a past-due order retries with it at once
+        (one not yet authorized keeps it for its retry; an authorized one needs nothing)."""
+        if self.authorized or not self.order.subscription_id:
+            workflow.logger.info("retry_payment ignored", extra={"order_id": self.order.order_id})
+            return
+        self.retry_request = request
 
     async def _allocate(self, why: str) -> None:
         """Route what still needs a location; hold for an agent while nothing can take it."""
@@ -333,6 +500,7 @@ class OrderLifecycle:
                         for line in fo.lines
                     ],
                     step=f"allocated:{why}:{attempt}",
+                    events=order_events.allocated(route.fulfillment_orders),
                 )
             if not route.unallocated:
                 return
@@ -454,6 +622,7 @@ class OrderLifecycle:
                 actor="carrier",
                 step=f"delivered:{event.shipment_id}",
                 holds=("carrier", f"shipment:{event.shipment_id}"),
+                events=[order_events.shipment("shipment.delivered", event.shipment_id, fo)],
             )
         elif event.kind in ("rejected", "moved"):
             ledger.remove_open_units(fo.fulfillment_order_id, items)
@@ -465,6 +634,16 @@ class OrderLifecycle:
             units = sum(i.quantity for i in items)
             verb = "rejected" if event.kind == "rejected" else "moved"
             attached_to = f"fulfillment_order:{fo.fulfillment_order_id}"
+            # What fulfillment did: took the units off this one (which ends it when nothing is
+            # left to ship) and created the replacements.
+            ended = not any(ledger.open_units.get(fo.fulfillment_order_id, {}).values())
+            taken_off = order_events.fulfillment_order(
+                "fulfillment.rejected" if verb == "rejected" else "fulfillment.rerouted",
+                fo,
+                ("rejected" if verb == "rejected" else "canceled") if ended else "",
+                order_events.lines(ledger, items, fo.lines),
+                event.reason,
+            )
             await self.progress(
                 "",
                 f"fulfillment.{verb}",
@@ -481,6 +660,7 @@ class OrderLifecycle:
                 actor=f"warehouse:{fo.location_id}",
                 step=f"{verb}:{event.event_id}",
                 holds=("fulfillment", attached_to),
+                events=[taken_off, *order_events.allocated(event.replacements)],
             )
             if event.unallocated:
                 # Routing picks up from what is still unplaced, so a retry is safe.
@@ -520,6 +700,16 @@ class OrderLifecycle:
             actor=f"warehouse:{fo.location_id}",
             step=f"shipped:{event.shipment_id}",
             holds=("fulfillment", parcel),
+            events=[
+                order_events.shipment(
+                    "shipment.shipped",
+                    event.shipment_id,
+                    fo,
+                    event.carrier,
+                    event.tracking_number,
+                    order_events.lines(ledger, items, fo.lines),
+                )
+            ],
         )
         if no_charge:
             return
@@ -612,7 +802,11 @@ class OrderLifecycle:
         self._mark_exception(exception_id, "waiting")
         resume = self.state.status
         await self.progress(
-            ON_HOLD, f"exception.{category}", message, step=f"hold:{self.state.holds}"
+            ON_HOLD,
+            f"exception.{category}",
+            message,
+            step=f"hold:{self.state.holds}",
+            events=[order_events.process_exception("exception.raised", exception_id, category)],
         )
         await self._flush()
         escalate_after = timedelta(seconds=self.order.timers.escalate_after_seconds)
@@ -635,6 +829,9 @@ class OrderLifecycle:
                 "exception.escalated",
                 f"Process exception {exception_id} unresolved for {escalate_after}; escalated",
                 step=f"escalated:{exception_id}",
+                events=[
+                    order_events.process_exception("exception.escalated", exception_id, category)
+                ],
             )
             await self._flush()
             await workflow.wait_condition(lambda: exception_id in self.resolutions)
@@ -648,6 +845,11 @@ class OrderLifecycle:
             + (f" ({resolution.note})" if resolution.note else ""),
             actor=resolution.actor,
             step=f"resolved:{exception_id}",
+            events=[
+                order_events.process_exception(
+                    "exception.resolved", exception_id, category, resolution.action
+                )
+            ],
         )
         return resolution.action
 
@@ -680,14 +882,28 @@ class OrderLifecycle:
 
     # ---- cancels -------------------------------------------------------------------------------
 
-    async def _cancel_everything(self, reason: str, *, authorized: bool = True) -> None:
+    async def _cancel_everything(
+        self, reason: str, *, authorized: bool = True, events: list[EventData] | None = None
+    ) -> None:
         """Cancel what has not shipped and stop the lifecycle (compensation: reservations are
-        released by canceling fulfillment order lines, the authorization is voided)."""
-        await steps.cancel_unshipped(self, reason, "cancel-all", money_back=authorized)
+        released by canceling fulfillment order lines, the authorization is voided). `events`
+        (what led to it, e.g. the decline) are reported first, with the cancel."""
+        was = self.state.status
+        told = await steps.cancel_unshipped(
+            self, reason, "cancel-all", money_back=authorized, cause=events
+        )
         if authorized:
             await steps.void(self, reason)
         if self.ledger.all_canceled():
-            await self.progress(CANCELED, "order.canceled", f"Order canceled: {reason}")
+            await self.progress(
+                CANCELED,
+                "order.canceled",
+                f"Order canceled: {reason}",
+                events=[
+                    *((events or []) if not told else []),
+                    order_events.order_status("order.canceled", was, CANCELED, reason),
+                ],
+            )
             raise OrderCanceled(reason)
         # Some units shipped: the lifecycle goes on until they are delivered.
 
@@ -933,6 +1149,12 @@ class OrderLifecycle:
                 f"order is on hold for process exception {self.waiting_on}; resolve it first",
                 type="FAILED_PRECONDITION",
             )
+        if self.past_due and request.kind != "cancel":
+            raise ApplicationError(
+                "order is past due (its payment is retried on the dunning schedule); only a "
+                "cancel is possible until it is paid",
+                type="FAILED_PRECONDITION",
+            )
 
     async def activity(
         self,
@@ -993,11 +1215,13 @@ class OrderLifecycle:
         step: str = "",
         added_lines: list[LineAdditionData] | None = None,
         holds: tuple[str, str] | None = None,
+        events: list[EventData] | None = None,
     ) -> None:
-        """Tell capture (the order's record) and the search attributes what just happened.
-        With `holds` (category, attached to), a refused report holds the order for an agent
-        (`steps.attempt_step`); without, the refusal is raised. Since the batched-progress
-        patch the report waits for the end of the section or the next wait (`_flush`)."""
+        """Tell capture (the order's record, and its event log: `events`) and the search
+        attributes what just happened. With `holds` (category, attached to), a refused report
+        holds the order for an agent (`steps.attempt_step`); without, the refusal is raised.
+        Since the batched-progress patch the report waits for the end of the section or the
+        next wait (`_flush`)."""
         batched = workflow.patched(BATCHED_PROGRESS_PATCH)
         if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
             self.state.status = status or self.state.status
@@ -1019,6 +1243,7 @@ class OrderLifecycle:
                 line_changes=line_changes or [],
                 added_lines=added_lines or [],
                 currency=self.order.currency,
+                events=events or [],
             ),
             holds,
         )

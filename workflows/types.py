@@ -39,9 +39,12 @@ SHIPPED = "shipped"
 FULFILLED = "fulfilled"
 ON_HOLD = "on_hold"
 CANCELED = "canceled"
+# A subscription's cycle order whose payment was declined, waiting for its next retry
+# (dunning, README "Subscriptions").
+PAST_DUE = "past_due"
 ORDER_STATUSES = (
     PENDING, PROCESSING, AUTHORIZED, ALLOCATED, PARTIALLY_SHIPPED, SHIPPED, FULFILLED, ON_HOLD,
-    CANCELED,
+    CANCELED, PAST_DUE,
 )  # fmt: skip
 
 
@@ -115,6 +118,14 @@ class OrderLifecycleInput:
     carried: dict[str, Any] | None = None
     # The channel's own order reference (e.g. the storefront's order number), for people.
     channel_order_ref: str = ""
+    # A subscription's cycle order: the subscription (told how the payment went, see
+    # workflows/subscription_types.py) and the cycle; empty and 0 for any other order.
+    subscription_id: str = ""
+    subscription_cycle: int = 0
+    # Dunning: a declined payment is retried this many seconds after the decline (each entry
+    # one retry, e.g. 1, 3 and 7 days) while the order waits past due; empty: a decline
+    # cancels at once. From settings when a subscription's order starts.
+    payment_retry_seconds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -190,6 +201,8 @@ class ProgressInput:
     # money in the order's currency.
     added_lines: list[LineAdditionData] = field(default_factory=list)
     currency: str = ""
+    # What the step changed, for the order's event log (money in `currency`).
+    events: list[EventData] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +211,119 @@ class ProgressBatchInput:
 
     order_id: str
     steps: list[ProgressInput] = field(default_factory=list)
+
+
+# ---- the events a progress report carries (oms.events.v1.Event: type and payload) ---------
+# The workflow sets the type and what changed; capture adds the event id, order, channel, time
+# and actor. One payload per event, the one its type names (README "Events"); the rest stay
+# None. Money is in minor units of the report's currency. No personal data: ids, SKUs,
+# quantities, money, statuses, and reasons people typed.
+
+
+@dataclass
+class EventLineData:
+    """Units of one order line (or of an exchange's replacement) an event is about."""
+
+    order_line_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass
+class OrderStatusEventData:
+    """order.processing, order.fulfilled, order.closed, order.canceled."""
+
+    from_status: str
+    to_status: str
+    reason: str = ""
+
+
+@dataclass
+class PaymentEventData:
+    """payment.authorized, payment.captured (invoice_id), payment.declined (decline_reason)."""
+
+    amount_minor: int
+    invoice_id: str = ""
+    decline_reason: str = ""
+
+
+@dataclass
+class FulfillmentOrderEventData:
+    """fulfillment.allocated (one per fulfillment order created), .rejected, .rerouted,
+    .canceled; status is the fulfillment order's after the change, lower case ("" when some of
+    its units are still to ship, so its status is what it was)."""
+
+    fulfillment_order_id: str
+    location_id: str
+    status: str
+    lines: list[EventLineData] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
+class ShipmentEventData:
+    """shipment.shipped (carrier, tracking number, lines), shipment.delivered."""
+
+    shipment_id: str
+    fulfillment_order_id: str
+    location_id: str
+    carrier: str = ""
+    tracking_number: str = ""
+    lines: list[EventLineData] = field(default_factory=list)
+
+
+@dataclass
+class LinesEventData:
+    """lines.canceled, lines.added (amount), order.appeased (amount), order.reshipped,
+    order.exchanged."""
+
+    lines: list[EventLineData] = field(default_factory=list)
+    reason: str = ""
+    amount_minor: int = 0
+
+
+@dataclass
+class ReturnOrderEventData:
+    """return.requested, return.received (lines: the units received); status lower case."""
+
+    return_order_id: str
+    status: str
+    lines: list[EventLineData] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
+class RefundEventData:
+    """refund.issued: money given back for a credit memo; cause "cancel", "return",
+    "appeasement", "exchange"."""
+
+    credit_memo_id: str
+    amount_minor: int
+    cause: str
+
+
+@dataclass
+class ProcessExceptionEventData:
+    """exception.raised, exception.escalated, exception.resolved (resolution)."""
+
+    process_exception_id: str
+    category: str
+    resolution: str = ""
+
+
+@dataclass
+class EventData:
+    """One event of a progress report: its type and the payload that type carries."""
+
+    type: str
+    order_status: OrderStatusEventData | None = None
+    payment: PaymentEventData | None = None
+    fulfillment_order: FulfillmentOrderEventData | None = None
+    shipment: ShipmentEventData | None = None
+    lines: LinesEventData | None = None
+    return_order: ReturnOrderEventData | None = None
+    refund: RefundEventData | None = None
+    process_exception: ProcessExceptionEventData | None = None
 
 
 @dataclass

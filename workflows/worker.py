@@ -1,4 +1,5 @@
-"""The worker: runs OrderLifecycle workflows and their activities against the services."""
+"""The worker: runs OrderLifecycle and SubscriptionWorkflow workflows and their activities
+against the services."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ from workflows.activities import (
     FulfillmentActivities,
     PaymentsActivities,
     ServicingActivities,
+    SubscriptionsActivities,
 )
 from workflows.lifecycle import OrderLifecycle
+from workflows.subscription import SubscriptionWorkflow
 
 log = structlog.get_logger("oms.worker")
 
@@ -52,6 +55,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     payments = PaymentsActivities(channel("payments"))
     fulfillment = FulfillmentActivities(channel("fulfillment"))
     servicing = ServicingActivities(channel("servicing"))
+    # SubscriptionsService is served by servicing, on its address.
+    subscriptions = SubscriptionsActivities(channel("servicing"))
     return [
         capture.record_order_progress,
         capture.record_order_progress_batch,
@@ -70,6 +75,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         servicing.escalate_process_exception,
         servicing.create_return_order,
         servicing.record_return_receipt,
+        capture.submit_cycle_order,
+        subscriptions.record_subscription_progress,
     ]
 
 
@@ -157,11 +164,11 @@ def build_worker(
     settings: Settings,
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
-    """The order worker on the configured task queue."""
+    """The order worker on the configured task queue: orders and subscriptions share it."""
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[OrderLifecycle],
+        workflows=[OrderLifecycle, SubscriptionWorkflow],
         workflow_runner=workflow_runner(settings),
         activities=list(activities if activities is not None else activities_for(settings)),
         max_concurrent_activities=200,

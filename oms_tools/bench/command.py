@@ -6,13 +6,24 @@ stack and report ratios against a baseline measured in the same run.
 - `oms bench routing` (routing.py): routing alone (pure domain).
 - `oms bench servicing` (servicing.py): change round trips through Temporal Updates.
 - `oms bench memory` (memory.py): the worker's RSS with orders waiting, cached and evicted.
+- `oms bench events` (events.py): lifecycle throughput with event-log consumers vs without;
+  event and webhook rates and lag.
+- `oms bench subscriptions` (subscriptions.py): N subscriptions, one cycle due for all at once.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from oms_tools.bench import capture, lifecycle, memory, routing, servicing
+from oms_tools.bench import (
+    capture,
+    events,
+    lifecycle,
+    memory,
+    routing,
+    servicing,
+    subscriptions,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     routing.add_arguments(routing_parser)
     servicing.add_arguments(sub)
     memory.add_arguments(sub)
+    events.add_arguments(sub)
+    subscriptions.add_arguments(sub)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -60,4 +73,8 @@ async def run(args: argparse.Namespace) -> int:
         return await servicing.run(args)
     if args.bench == "memory":
         return await memory.run(args)
+    if args.bench == "events":
+        return await events.run(args)
+    if args.bench == "subscriptions":
+        return await subscriptions.run(args)
     return await lifecycle.run(args)

@@ -42,11 +42,7 @@ class Run:
         return self.count / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return 0.0
-        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-        return ordered[index] * 1000
+        return percentile_ms(self.latencies, q)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +54,16 @@ class Run:
             "p99_ms": round(self.percentile(0.99), 1),
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else 0,
         }
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    """The `q` quantile (0..1, nearest rank) of durations in seconds, in milliseconds; 0 when
+    there are none."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index] * 1000
 
 
 def bench_settings(data_dir: Path) -> Settings:
@@ -72,6 +78,8 @@ def bench_settings(data_dir: Path) -> Settings:
         embedded_temporal_port=free_port(),
         embedded_temporal_ui_port=free_port(),
         codec_server_port=free_port(),
+        # The stack's mail sink (shopper notifications) on a free port too, for the same reason.
+        smtp_port=free_port(),
         # No metrics endpoints: their fixed dev ports would collide with a running `make dev`.
         dev_metrics_port=0,
         simulator=True,

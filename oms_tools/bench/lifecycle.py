@@ -47,9 +47,11 @@ async def _wait_result(client: Client, workflow_id: str) -> Any:
             pause = min(pause * 2, 0.4)
 
 
-async def _lifecycle_phase(
+async def lifecycle_phase(
     settings: Settings, client: Client, orders: int, concurrency: int, split_every: int = 0
 ) -> tuple[Run, list[str], list[str]]:
+    """Drive `orders` sample orders from submit to delivered from `concurrency` lanes (every
+    `split_every`th a split order); the run, the one-shipment orders' ids, the split ones'."""
     storefront = bench_caller(settings, auth.STOREFRONT)
     channel = grpcutil.channel(
         settings.address_of("capture"), storefront, tls=TLSConfig.from_settings(settings)
@@ -216,13 +218,13 @@ async def run(args: argparse.Namespace) -> int:
         try:
             await _stock_split_skus(settings)
             # Warm up: one order end to end, so start-up costs are not measured.
-            await _lifecycle_phase(settings, client, 1, 1)
+            await lifecycle_phase(settings, client, 1, 1)
             profile_dir = getattr(args, "profile", None)
             profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
             if profiler:
                 profiler.start()
             try:
-                lifecycle, order_ids, split_ids = await _lifecycle_phase(
+                lifecycle, order_ids, split_ids = await lifecycle_phase(
                     settings, client, args.orders, args.concurrency, args.split_every
                 )
             finally:

@@ -54,13 +54,13 @@ def add_arguments(sub: Any) -> None:
     memory.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
 
-def _worker_rss(stack: Stack) -> float:
+def worker_rss(stack: Stack) -> float:
     """RSS of the stack's worker process(es), summed, in MiB."""
     pids = stack.pids()
     return sum(rss_mib(pids[name]) for name in stack.replica_names("worker"))
 
 
-async def _worker_polling(client: Client, settings: Settings, stack: Stack) -> None:
+async def worker_polling(client: Client, settings: Settings, stack: Stack) -> None:
     """Wait until every worker process of the stack polls the order task queue (its pid is
     in the poller's identity, the SDK's default `pid@host`), so a reading is of a worker that
     is up, not one still importing."""
@@ -85,7 +85,7 @@ async def _worker_polling(client: Client, settings: Settings, stack: Stack) -> N
 
 async def _settled_rss(stack: Stack) -> float:
     await asyncio.sleep(SETTLE_SECONDS)
-    return _worker_rss(stack)
+    return worker_rss(stack)
 
 
 _PHASES = (
@@ -123,14 +123,14 @@ async def run(args: argparse.Namespace) -> int:
         settings = stack.settings
         client = await temporal.connect(settings)
         try:
-            await _worker_polling(client, settings, stack)
+            await worker_polling(client, settings, stack)
             idle = await _settled_rss(stack)
             orders = await allocated_orders(settings, args.orders, args.concurrency)
             cached = await _settled_rss(stack)
             by_process = {name: round(rss_mib(pid), 1) for name, pid in stack.pids().items()}
             for name in stack.replica_names("worker"):
                 stack.restart(name, OMS_WORKER_MAX_CACHED_WORKFLOWS=str(EVICTED_CACHE))
-            await _worker_polling(client, settings, stack)
+            await worker_polling(client, settings, stack)
             restarted = await _settled_rss(stack)
 
             async def replay(i: int) -> None:

@@ -18,6 +18,7 @@ import grpc
 from oms_platform import auth, grpcutil, tracing
 from oms_platform import logging as oms_logging
 from oms_platform.settings import SERVICES, Settings
+from oms_tools.cli.events import cmd_events, events_parsers
 from oms_tools.cli.operations import cmd_bench, cmd_fuzz, cmd_outbox, cmd_token, outbox_parsers
 from oms_tools.cli.orders import (
     cmd_fo,
@@ -45,6 +46,8 @@ from oms_tools.cli.servicing import (
     cmd_return,
     servicing_parsers,
 )
+from oms_tools.cli.subscriptions import cmd_plan, cmd_subscription, subscription_parsers
+from oms_tools.cli.webhooks import cmd_webhook, webhook_parsers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -119,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=20)
     servicing_parsers(sub, osub)
     outbox_parsers(sub)
+    events_parsers(sub)
+    webhook_parsers(sub)
+    subscription_leaves = subscription_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -207,7 +213,13 @@ def parser() -> argparse.ArgumentParser:
 
     bench.add_arguments(bench_parser)
 
-    for p in [top, *sub.choices.values(), *osub.choices.values(), *fsub.choices.values()]:
+    for p in [
+        top,
+        *sub.choices.values(),
+        *osub.choices.values(),
+        *fsub.choices.values(),
+        *subscription_leaves,
+    ]:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     return top
 
@@ -240,7 +252,11 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "return": cmd_return,
     "exception": cmd_exception,
     "outbox": cmd_outbox,
+    "webhook": cmd_webhook,
     "token": cmd_token,
+    "events": cmd_events,
+    "plan": cmd_plan,
+    "subscription": cmd_subscription,
 }
 
 

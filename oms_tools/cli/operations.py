@@ -16,7 +16,7 @@ from oms_tools.cli.servicing import parse_duration
 
 # ---- outbox: dead letters ------------------------------------------------------------------
 
-OUTBOX_OWNERS = ("capture", "fulfillment")
+OUTBOX_OWNERS = ("capture", "fulfillment", "servicing")
 
 
 async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -29,7 +30,19 @@ async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     if replicas < 1:
         print("error: --replicas (OMS_DEV_REPLICAS) is at least 1", file=sys.stderr)
         return 2
-    await run_dev(replace(settings, dev_tls=settings.dev_tls or args.tls, dev_replicas=replicas))
+    # Plans with a cadence in minutes make subscriptions demonstrable in a sitting; the dev
+    # stack allows them unless OMS_SUBSCRIPTION_MINUTE_CADENCE says otherwise.
+    minutes = settings.subscription_minute_cadence or (
+        "OMS_SUBSCRIPTION_MINUTE_CADENCE" not in os.environ
+    )
+    await run_dev(
+        replace(
+            settings,
+            dev_tls=settings.dev_tls or args.tls,
+            dev_replicas=replicas,
+            subscription_minute_cadence=minutes,
+        )
+    )
     return 0
 
 

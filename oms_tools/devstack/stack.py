@@ -46,6 +46,7 @@ from oms_platform.settings import SERVICES, Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.devstack import certs as dev_certs
 from oms_tools.devstack import replicas
+from oms_tools.devstack.mail_sink import MailSink
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.devstack.temporal_server import (
     TemporalDevServer,
@@ -109,6 +110,8 @@ class Stack:
     postgres: EmbeddedPostgres | None = None
     temporal: TemporalDevServer | None = None
     temporal_proxy: TLSProxy | None = None
+    # Where shopper notifications land on the dev stack (<data_dir>/mail).
+    mail_sink: MailSink | None = None
     certificates: dev_certs.DevCertificates | None = None
     # Postgres and Temporal's dev server, when the stack runs them: restarted like the rest,
     # but stopped last (after everything that uses them) and in their own way.
@@ -175,6 +178,10 @@ class Stack:
                 self.temporal_proxy.start()
                 settings = certs.temporal_settings(settings)
             settings = replace(settings, temporal_address=f"127.0.0.1:{public}")
+        if settings.dev_mail_sink:
+            self.mail_sink = MailSink(
+                self.data_dir / "mail", settings.smtp_host, settings.smtp_port
+            ).start()
         # Every process, each replica too, is told where all the replicas are.
         settings = replicas.with_replica_addresses(settings)
         self.settings = settings
@@ -285,6 +292,11 @@ class Stack:
                 label = "metrics" if role == replicas.METRICS_ROLES[0] else ""
                 lines.append(f"  {label:<12} {role:<12} {', '.join(urls)}")
         lines.append(f"  {'postgres':<12} {s.dsn}")
+        if self.mail_sink is not None:
+            lines.append(
+                f"  {'mail':<12} smtp://{s.smtp_host}:{s.smtp_port}  (shopper notifications, "
+                f"kept in {self.mail_sink.directory})"
+            )
         lines.append(
             f"  {'simulator':<12} "
             + (f"on, {s.simulator_step_seconds}s per step" if s.simulator else "off")
@@ -368,6 +380,8 @@ class Stack:
         deadline = time.monotonic() + self._stop_patience()
         for child in reversed(self.children):
             child.wait_stopped(deadline)
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
         if self.temporal_proxy is not None:
             self.temporal_proxy.stop()
         if self.temporal is not None:

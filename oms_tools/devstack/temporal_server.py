@@ -161,6 +161,9 @@ def lower_group_priority(pid: int, niceness: int) -> None:
 LINUX_EPHEMERAL = range(32768, 61000)
 # Ports below this stay for well-known servers; free_port draws from here to the ephemeral range.
 FREE_PORTS_FROM = 20000
+# Ports free_port has handed out in this process: never handed out twice, since a port drawn
+# for a server that starts later (a test session's settings) is still free to the next draw.
+_handed_out: set[int] = set()
 
 
 def ephemeral_ports() -> range:
@@ -179,6 +182,7 @@ def free_port() -> int:
     Not one the kernel would pick (bind to port 0): a server on an ephemeral port that dies can
     lose the port to its own clients, one of whose reconnect attempts is given that port as its
     source and connects to itself (TCP simultaneous open), so the restarted server cannot bind.
+    Never the same port twice in one process.
     """
     top = ephemeral_ports().start
     if top - FREE_PORTS_FROM < 1000:  # an unusual range leaves no room below it
@@ -186,7 +190,8 @@ def free_port() -> int:
     draw = random.SystemRandom()
     for _ in range(100):
         port = draw.randrange(FREE_PORTS_FROM, top)
-        if is_free(port):
+        if port not in _handed_out and is_free(port):
+            _handed_out.add(port)
             return port
     return _kernel_port()
 

@@ -25,6 +25,7 @@ from oms.fulfillment.v1 import fulfillment_pb2
 from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
+from oms.subscriptions.v1 import subscriptions_pb2
 
 from oms_platform import access
 
@@ -34,7 +35,11 @@ SERVICE_DESCRIPTORS: dict[str, tuple[ServiceDescriptor, ...]] = {
     "capture": (capture_pb2.DESCRIPTOR.services_by_name["CaptureService"], _OUTBOX),
     "fulfillment": (fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"], _OUTBOX),
     "payments": (payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],),
-    "servicing": (servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],),
+    "servicing": (
+        servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
+        subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"],
+        _OUTBOX,
+    ),
 }
 
 

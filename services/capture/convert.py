@@ -45,6 +45,7 @@ STATUS_TO_DOMAIN: dict[int, str] = {
     pb.ORDER_STATUS_FULFILLED: wf.FULFILLED,
     pb.ORDER_STATUS_ON_HOLD: wf.ON_HOLD,
     pb.ORDER_STATUS_CANCELED: wf.CANCELED,
+    pb.ORDER_STATUS_PAST_DUE: wf.PAST_DUE,
 }
 STATUS_TO_PB: dict[str, int] = {v: k for k, v in STATUS_TO_DOMAIN.items()}
 
@@ -138,6 +139,8 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
             if request.HasField("billing_address")
             else None
         ),
+        subscription_id=request.subscription_id,
+        subscription_cycle=request.subscription_cycle,
     )
 
 
@@ -343,6 +346,8 @@ def order_to_pb(order: domain.Order) -> pb.Order:
         if order.billing_address
         else None,
         fraud_reasons=list(order.fraud_reasons),
+        subscription_id=order.subscription_id,
+        subscription_cycle=order.subscription_cycle,
     )
 
 
@@ -395,6 +400,8 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
             _payment_method_data(m) for m in order.additional_payment_methods
         ],
         fraud_reasons=list(order.fraud_reasons),
+        subscription_id=order.subscription_id,
+        subscription_cycle=order.subscription_cycle,
         delivery_groups=[
             wf.LifecycleDeliveryGroup(
                 delivery_group_id=g.delivery_group_id,

@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 import asyncpg
 import grpc
 from oms.capture.v1 import capture_pb2 as pb
+from oms.events.v1 import events_pb2
 
 from oms_platform import limits
 from oms_platform.errors import AlreadyExists, DomainError, FieldViolation, InvalidArgument
 from oms_platform.grpcutil import refusal_for
 from services.capture import convert, domain, store
+from services.capture.events import written
+from services.capture.store import events as event_log
 from workflows.types import WORKFLOW_NAME, order_workflow_id
 
 Clock = Callable[[], datetime]
@@ -133,6 +136,7 @@ async def _capture(
         order,
         domain.capture_events(order),
         _start(order),
+        written.order_captured(order, key, "order.captured", domain.captured_actor(order.channel)),
     )
     if shopper is None:
         return None
@@ -287,15 +291,22 @@ async def import_batch(
                     _answer_known_key(item, known)
         stored = await store.import_orders(conn, rows)
         lost: list[str] = []
+        imported: list[events_pb2.Event] = []
         for item in writing:
             assert item.order is not None
             if item.order.order_id in stored:
                 item.order_id = item.order.order_id
+                imported.append(
+                    written.order_captured(
+                        item.order, capture_key(item.submission), "order.imported", "import"
+                    )
+                )
             else:
                 s = item.submission
                 item.error = store.channel_ref_taken(s.channel, s.channel_order_ref)
                 lost.append(capture_key(s))
         await store.release_keys(conn, lost)
+        await event_log.append_events(conn, imported)
     for item in items:
         if item.same_as is not None:
             _copy_outcome(item, item.same_as)

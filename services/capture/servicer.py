@@ -1,8 +1,8 @@
 """CaptureService over gRPC: converts wire types, calls the domain and the store, converts back.
 
-Domain errors propagate; the platform's interceptor maps them to status codes for unary
-RPCs. It does not wrap streaming ones, so WatchOrder maps them itself (same codes, same
-google.rpc.BadRequest details); ImportOrders reports them per order.
+Domain errors propagate; the platform's error boundary (oms_platform/grpcutil.py) maps them
+to status codes with google.rpc.BadRequest details, for unary and streaming RPCs alike;
+ImportOrders reports them per order instead, so one bad order does not end the stream.
 """
 
 from __future__ import annotations
@@ -13,32 +13,41 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
 import structlog
 from oms.capture.v1 import capture_pb2 as pb
 from oms.capture.v1 import capture_pb2_grpc
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
-from oms_platform import auth, metrics, tracing
+from oms_platform import auth, limits, metrics, tracing
 from oms_platform.db import idempotent, idempotent_in, request_fingerprint
 from oms_platform.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     check_required,
 )
 from oms_platform.grpcutil import Refusal, refusal_for, status_for
-from services.capture import convert, domain, handlers, store
+from oms_platform.listen import woken
+from services.capture import convert, domain, handlers, shopper_view, store
+from services.capture.domain import events as event_vocabulary
 from services.capture.erasure import Eraser, EraseRequest
+from services.capture.events import observed, written
+from services.capture.store import events as event_log
+from services.capture.store import parked_events
 from services.capture.watch import OrderWatchHub
 
 log = structlog.get_logger("oms.capture")
+
+T = TypeVar("T")
 
 # How many fulfillment orders / process exceptions the 360° view shows.
 SECTION_PAGE_SIZE = 500
@@ -78,6 +87,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitOrderResponse:
         started = time.perf_counter()
+        _require_worker_for_subscription(request)
         submission = convert.submission_from_pb(request)
         if submission.channel in domain.CHANNELS:  # validation refuses the others by name
             auth.require_channel(submission.channel, "this order")
@@ -121,6 +131,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 )
                 continue
             try:
+                _require_worker_for_subscription(request.order)
                 item = handlers.ImportItem(
                     index=index,
                     submission=convert.submission_from_pb(request.order),
@@ -168,36 +179,107 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
     ) -> pb.GetOrderResponse:
         check_required({"order_id": request.order_id})
         order_id = request.order_id
-        started = time.monotonic()
-        sections: dict[str, asyncio.Task[Any]] = {
-            "fulfillment": _start(
-                self._fulfillment.ListFulfillmentOrders(
+
+        async def read(conn: Any) -> tuple[domain.Order, list[domain.TimelineEvent]]:
+            order = await store.get_order(conn, order_id)
+            auth.require_channel(order.channel, f"order {order_id}")
+            return order, await store.timeline(conn, order_id)
+
+        (order, events), results, missing = await self._assemble(
+            {
+                "fulfillment": self._fulfillment.ListFulfillmentOrders(
                     fulfillment_pb2.ListFulfillmentOrdersRequest(
                         order_id=order_id, page_size=SECTION_PAGE_SIZE
                     ),
                     timeout=self._deadline,
-                )
-            ),
-            "payments": _start(
-                self._payments.GetPaymentSummary(
+                ),
+                "payments": self._payments.GetPaymentSummary(
                     payments_pb2.GetPaymentSummaryRequest(order_id=order_id),
                     timeout=self._deadline,
-                )
-            ),
-            "servicing": _start(
-                self._servicing.ListProcessExceptions(
+                ),
+                "servicing": self._servicing.ListProcessExceptions(
                     servicing_pb2.ListProcessExceptionsRequest(
                         order_id=order_id, page_size=SECTION_PAGE_SIZE
                     ),
                     timeout=self._deadline,
-                )
-            ),
-        }
+                ),
+            },
+            read,
+        )
+        response = pb.GetOrderResponse(
+            order=_for_caller(convert.order_to_pb(order)),
+            timeline=[convert.event_to_pb(e) for e in events],
+            missing_sections=missing,
+        )
+        if "fulfillment" in results:
+            response.fulfillment_orders.extend(results["fulfillment"].fulfillment_orders)
+        if "payments" in results:
+            _fill_payments(response, results["payments"])
+        if "servicing" in results:
+            response.process_exceptions.extend(results["servicing"].process_exceptions)
+        return response
+
+    async def GetOrderForShopper(
+        self, request: pb.GetOrderForShopperRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrderForShopperResponse:
+        check_required({"order_id": request.order_id})
+        claimed = request.WhichOneof("shopper")
+        if claimed is None or not getattr(request, claimed).strip():
+            raise InvalidArgument(
+                [FieldViolation("shopper", "channel_customer_id or email is required")]
+            )
+        order_id = request.order_id
+
+        async def read(conn: Any) -> domain.Order:
+            order = await store.get_order(conn, order_id)
+            auth.require_channel(order.channel, f"order {order_id}")
+            if not await store.owns_order(
+                conn, order_id, request.channel_customer_id, request.email
+            ):
+                # Word for word what a missing order answers: nothing to tell them apart.
+                raise NotFound(f"order {limits.echo(order_id)} not found")
+            return order
+
+        order, results, missing = await self._assemble(
+            {
+                shopper_view.SHIPMENTS: self._fulfillment.ListFulfillmentOrders(
+                    fulfillment_pb2.ListFulfillmentOrdersRequest(
+                        order_id=order_id, page_size=SECTION_PAGE_SIZE
+                    ),
+                    timeout=self._deadline,
+                ),
+                shopper_view.REFUNDS: self._payments.GetPaymentSummary(
+                    payments_pb2.GetPaymentSummaryRequest(order_id=order_id),
+                    timeout=self._deadline,
+                ),
+                shopper_view.RETURNS: self._servicing.ListReturnOrders(
+                    servicing_pb2.ListReturnOrdersRequest(order_id=order_id),
+                    timeout=self._deadline,
+                ),
+            },
+            read,
+        )
+        shipments = results.get(shopper_view.SHIPMENTS)
+        returns = results.get(shopper_view.RETURNS)
+        view = shopper_view.shopper_order(
+            convert.order_to_pb(order),
+            shipments.fulfillment_orders if shipments is not None else (),
+            results.get(shopper_view.REFUNDS),
+            returns.return_orders if returns is not None else (),
+        )
+        return pb.GetOrderForShopperResponse(order=view, missing_sections=missing)
+
+    async def _assemble(
+        self, calls: dict[str, Awaitable[Any]], read: Callable[[Any], Awaitable[T]]
+    ) -> tuple[T, dict[str, Any], list[str]]:
+        """An order view: `read` from capture's own tables while the other services' sections
+        are fetched concurrently, all within the view's deadline. Returns what `read` gave,
+        the sections that came (by name) and the names of those that did not."""
+        started = time.monotonic()
+        sections = {name: _start(call) for name, call in calls.items()}
         try:
             async with self._pool.acquire() as conn:
-                order = await store.get_order(conn, order_id)
-                auth.require_channel(order.channel, f"order {order_id}")
-                events = await store.timeline(conn, order_id)
+                local = await read(conn)
         except BaseException:
             for task in sections.values():
                 task.cancel()
@@ -205,29 +287,21 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             raise
         remaining = max(0.0, self._deadline - (time.monotonic() - started))
         await asyncio.wait(sections.values(), timeout=remaining)
-
-        response = pb.GetOrderResponse(
-            order=_for_caller(convert.order_to_pb(order)),
-            timeline=[convert.event_to_pb(e) for e in events],
-        )
-        fillers: dict[str, Callable[[Any], None]] = {
-            "fulfillment": lambda r: response.fulfillment_orders.extend(r.fulfillment_orders),
-            "payments": lambda r: _fill_payments(response, r),
-            "servicing": lambda r: response.process_exceptions.extend(r.process_exceptions),
-        }
+        results: dict[str, Any] = {}
+        missing: list[str] = []
         for name, task in sections.items():
             if not task.done():
                 task.cancel()
                 log.info("order view section late", section=name)
-                response.missing_sections.append(name)
+                missing.append(name)
                 continue
             error = task.exception()
             if error is not None:
                 log.info("order view section missing", section=name, error=_describe(error))
-                response.missing_sections.append(name)
+                missing.append(name)
                 continue
-            fillers[name](task.result())
-        return response
+            results[name] = task.result()
+        return local, results, missing
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
@@ -273,9 +347,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             seq, status = state.last_seq, state.status
             ends_at = time.monotonic() + self._watch_seconds
             while not domain.is_settled(status):
-                try:
-                    await asyncio.wait_for(changed.wait(), ends_at - time.monotonic())
-                except TimeoutError:
+                if not await woken(changed, ends_at - time.monotonic()):
                     return  # the stream's time is up; the caller watches again to go on
                 changed.clear()
                 async with self._pool.acquire() as conn:
@@ -350,6 +422,15 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             applied=sum(value is not None for _, value in recorded)
         )
 
+    async def RecordOrderEvents(
+        self, request: pb.RecordOrderEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordOrderEventsResponse:
+        # (The request guard has already bounded `events` by limits.MAX_RECORDED_EVENTS.)
+        observed.check(request.events)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await observed.record(conn, request.events)
+        return pb.RecordOrderEventsResponse()
+
     async def EraseShopper(
         self, request: pb.EraseShopperRequest, context: grpc.aio.ServicerContext
     ) -> pb.EraseShopperResponse:
@@ -373,6 +454,17 @@ def _for_caller(order: pb.Order) -> pb.Order:
     if not auth.current_principal().sees_payment_tokens():
         convert.mask_payment_tokens(order)
     return order
+
+
+def _require_worker_for_subscription(request: pb.SubmitOrderRequest) -> None:
+    """PERMISSION_DENIED, naming the field, when anyone but oms's worker (a subscription's
+    workflow) marks an order as a subscription's cycle: such an order is dunned instead of
+    canceled on a decline, which no storefront may choose."""
+    for name in ("subscription_id", "subscription_cycle"):
+        if getattr(request, name) and not auth.current_principal().has_any({auth.WORKFLOW}):
+            raise PermissionDenied(
+                f"{name}: only a subscription's workflow (the worker) places cycle orders"
+            )
 
 
 def _import_result(item: handlers.ImportItem) -> pb.ImportOrderResult:
@@ -471,6 +563,8 @@ class _ProgressStep:
     changes: list[domain.LineQuantityChange]
     additions: list[domain.LineAddition]
     event: domain.TimelineEvent | None
+    # The step's typed events for the log (checked); none: capture derives one from `event`.
+    events: list[events_pb2.Event]
 
     @staticmethod
     def parse(request: pb.RecordOrderProgressRequest) -> _ProgressStep:
@@ -487,6 +581,7 @@ class _ProgressStep:
             if request.HasField("event") and request.event.kind
             else None
         )
+        written.check_step_events(request.events)
         return _ProgressStep(
             request,
             f"progress:{request.order_id}:{request.idempotency_key}",
@@ -494,11 +589,12 @@ class _ProgressStep:
             changes,
             additions,
             event,
+            list(request.events),
         )
 
     async def record(self, conn: asyncpg.Connection) -> store.Recorded:
-        """Apply the step on `conn`, in the caller's transaction."""
-        return await store.record_progress(
+        """Apply the step on `conn`, with its events for the log, in the caller's transaction."""
+        recorded = await store.record_progress(
             conn,
             self.request.order_id,
             self.status,
@@ -506,6 +602,34 @@ class _ProgressStep:
             self.event,
             self.additions,
             read_back=not self.request.omit_order,
+        )
+        events = self.log_events(recorded)
+        await event_log.append_events(conn, events)
+        # The warehouse steps heard before these allocations follow them (parked_events.py).
+        allocated = [
+            parked_events.fulfillment_order_of(e)
+            for e in events
+            if e.type == parked_events.ALLOCATED
+        ]
+        await parked_events.release(conn, self.request.order_id, filter(None, allocated))
+        return recorded
+
+    def log_events(self, recorded: store.Recorded) -> list[events_pb2.Event]:
+        """The step's events as the log keeps them: those the workflow typed, else the one
+        derived from its timeline kind and status change (a lifecycle from before typed events)."""
+        given = self.events
+        if not given and self.event is not None:
+            draft = event_vocabulary.derived_event(
+                self.event.kind, recorded.status_before, self.status
+            )
+            given = [written.from_draft(draft)] if draft is not None else []
+        return written.completed(
+            given,
+            self.key,
+            self.request.order_id,
+            recorded.channel,
+            self.event.at if self.event else None,
+            self.event.actor if self.event and self.event.actor else auth.actor(),
         )
 
     def count(self, recorded: store.Recorded | None) -> None:

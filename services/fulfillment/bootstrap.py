@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from oms.capture.v1 import capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import dead_letters, metrics, request_limits
-from oms_platform.outbox import OutboxRelay
+from oms_platform.outbox import OutboxRelay, capture_event_sink
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
@@ -21,8 +22,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the servicer to the pool and its routing policy, and relay fulfillment events
-    (shipped, delivered, rejected, moved) to the order workflows; an event Temporal refuses
-    for good becomes a process exception in servicing.
+    (shipped, delivered, rejected, moved) to the order workflows and the changes they are not
+    told of (accepted, picked, packed) to capture's event log; a row refused for good becomes a
+    process exception in servicing.
 
     A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`.
     """
@@ -31,6 +33,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         "servicing_pb2_grpc.ServicingServiceAsyncStub",
         servicing_pb2_grpc.ServicingServiceStub(ctx.channel("servicing")),
     )
+    capture = capture_pb2_grpc.CaptureServiceStub(ctx.channel("capture"))
     policy = RoutingPolicy(max_splits=ctx.settings.routing_max_splits)
     servicer = FulfillmentServicer(ctx.pool, policy)
     relay = OutboxRelay(
@@ -42,6 +45,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         poll_seconds=ctx.settings.outbox_poll_seconds,
         dead_letter_after=ctx.settings.outbox_dead_letter_after,
         on_dead_letter=dead_letters.process_exception_reporter(servicing, order_id_of_workflow),
+        event_sink=capture_event_sink(capture),
+        listener=ctx.listener,
     )
     return ServiceParts(
         registrations=[

@@ -1,11 +1,16 @@
-"""The signals fulfillment sends the order's workflow through its outbox, built from domain
-records: the workflow's payload types, whose JSON shape recorded histories hold.
+"""What fulfillment sends through its outbox, built from domain records: the signals to the
+order's workflow (the workflow's payload types, whose JSON shape recorded histories hold), and
+the events of the order's log for the changes the workflow is not told of.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from oms.events.v1 import events_pb2
+
+from oms_platform.outbox import event_id
 from services.fulfillment import domain
 from workflows.types import (
     FulfillmentEvent,
@@ -67,3 +72,41 @@ def line_change_event(
         replacements=[fulfillment_order_data(fo) for fo in replacements],
         unallocated=[RoutingLineData(ln.order_line_id, ln.sku, ln.quantity) for ln in unallocated],
     )
+
+
+def log_event_id(fulfillment_order_id: str, change: str) -> str:
+    """The log's id for a change of a fulfillment order (in the log's own form, "evt_" and 26
+    hex digits): each change happens once to a fulfillment order, so a retried call, or a
+    report repeated after it, names the same event."""
+    return event_id(f"fulfillment_order:{fulfillment_order_id}:{change}")
+
+
+def status_changed_event(
+    fo: domain.FulfillmentOrder,
+    actor: str,
+    reason: str = "",
+    lines: Sequence[domain.RoutingLine | domain.FulfillmentLine] | None = None,
+) -> events_pb2.Event:
+    """`fulfillment.<status>` for a fulfillment order that has just reached its status (accepted,
+    picked, packed; canceled outside the lifecycle), with the units it concerns: by default
+    the fulfillment order's lines as they are now; for a cancel, those taken off."""
+    event = events_pb2.Event(
+        event_id=log_event_id(fo.fulfillment_order_id, fo.status),
+        type=f"fulfillment.{fo.status}",
+        order_id=fo.order_id,
+        actor=actor,
+        fulfillment_order_changed=events_pb2.FulfillmentOrderChanged(
+            fulfillment_order_id=fo.fulfillment_order_id,
+            location_id=fo.location_id,
+            status=fo.status,
+            lines=[
+                events_pb2.LineQuantity(
+                    order_line_id=line.order_line_id, sku=line.sku, quantity=line.quantity
+                )
+                for line in (fo.lines if lines is None else lines)
+            ],
+            reason=reason,
+        ),
+    )
+    event.occurred_at.FromDatetime(fo.updated_at or datetime.now(UTC))
+    return event

@@ -88,12 +88,16 @@ async def create_fulfillment_orders(
 async def progress(
     conn: asyncpg.Connection, fulfillment_order_id: str, step: str
 ) -> domain.FulfillmentOrder:
-    """Move a fulfillment order one step (accept, pick, pack); the same step again is a no-op."""
+    """Move a fulfillment order one step (accept, pick, pack) and log it for the order (the
+    workflow is not told); the same step again is a no-op."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     status = domain.progress(fo, step)
     if status != fo.status:
         await store.set_status(conn, fulfillment_order_id, status)
         fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+        await store.log_order_event(
+            conn, events.status_changed_event(fo, f"warehouse:{fo.location_id}")
+        )
     return fo
 
 
@@ -128,14 +132,20 @@ async def confirm_delivery(conn: asyncpg.Connection, shipment_id: str) -> domain
 
 
 async def cancel_fulfillment_order(
-    conn: asyncpg.Connection, fulfillment_order_id: str, reason: str, key: str
+    conn: asyncpg.Connection, fulfillment_order_id: str, reason: str, key: str, logged_by: str = ""
 ) -> domain.FulfillmentOrder:
-    """Cancel what is left of a fulfillment order (its reservations released)."""
+    """Cancel what is left of a fulfillment order (its reservations released). `logged_by`:
+    the actor of a cancel the workflow did not ask for (an admin's), logged for the order, as
+    the workflow logs its own."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     change = domain.plan_cancel(fo)
     if change is not None:
         await store.take_off(conn, fo, change, reason, key)
         fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+        if logged_by:
+            await store.log_order_event(
+                conn, events.status_changed_event(fo, logged_by, reason, change.lines)
+            )
     return fo
 
 

@@ -192,9 +192,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         fo_id = request.fulfillment_order_id
         check_required({"fulfillment_order_id": fo_id})
         key = f"cancel:{fo_id}:{request.idempotency_key}" if request.idempotency_key else ""
+        # The workflow logs the cancels it asks for; anyone else's is logged here.
+        principal = auth.current_principal()
+        logged_by = "" if principal.has_any({auth.WORKFLOW}) else principal.subject
 
         def cancel(conn: asyncpg.Connection) -> Awaitable[domain.FulfillmentOrder]:
-            return handlers.cancel_fulfillment_order(conn, fo_id, request.reason, key)
+            return handlers.cancel_fulfillment_order(conn, fo_id, request.reason, key, logged_by)
 
         def encode(fo: domain.FulfillmentOrder) -> pb.CancelFulfillmentOrderResponse:
             return pb.CancelFulfillmentOrderResponse(

@@ -1,4 +1,6 @@
-"""Composition root of the servicing service: its schema, migrations and wiring."""
+"""Composition root of the servicing service: its schema, migrations and wiring (servicing
+serves ServicingService and SubscriptionsService, and relays its outbox: the starts of
+subscription workflows)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,19 @@ from typing import cast
 from oms.capture.v1 import capture_pb2_grpc
 from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 
-from oms_platform import metrics, request_limits
-from oms_platform.service import ServiceContext, ServiceParts
+from oms_platform import dead_letters, metrics, request_limits
+from oms_platform.outbox import OutboxRelay
+from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.servicing.deliveries import DeadLetterOwners
 from services.servicing.lifecycles import OrderLifecycles
 from services.servicing.orders import CaptureOrders
 from services.servicing.servicer import ServicingServicer
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
+from services.servicing.subscription_servicer import SubscriptionsServicer
+from services.servicing.subscription_store import SubscriptionStore
+from services.servicing.subscription_workflows import SubscriptionWorkflows
 
 SCHEMA = "servicing"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,8 +34,9 @@ CAPTURE_DEADLINE_MARGIN_SECONDS = 1.0
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the stores, the order workflows (Temporal, connected on first use, and capture,
-    asked about orders Temporal has no workflow for), the services holding dead letters, and
-    the servicer; in the background servicing only refreshes its metrics (exceptions open)."""
+    asked about orders Temporal has no workflow for), the services holding dead letters, the
+    servicers, and the outbox relay that starts subscription workflows; in the background
+    servicing also refreshes its metrics (exceptions open, outbox lag)."""
     # Stubs on grpc.aio channels are the async stubs.
     capture = cast(
         "capture_pb2_grpc.CaptureServiceAsyncStub",
@@ -60,16 +68,48 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             }
         ),
     )
+    settings = ctx.settings
+    # Starts each new subscription's workflow (written with the subscription). No process
+    # exception is raised for a dead letter here: they name no order; admins see them with
+    # `oms outbox list --service servicing`.
+    relay = OutboxRelay(
+        ctx.pool,
+        SCHEMA,
+        ctx.temporal,
+        settings.task_queue,
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+        dead_letter_after=settings.outbox_dead_letter_after,
+        listener=ctx.listener,
+    )
+    subscriptions = SubscriptionsServicer(
+        SubscriptionStore(ctx.pool),
+        SubscriptionWorkflows(
+            ctx.temporal, timedelta(seconds=settings.servicing_update_timeout_seconds)
+        ),
+        spread_seconds=settings.subscription_spread_seconds,
+        minute_cadence=settings.subscription_minute_cadence,
+        on_enqueued=relay.wake,
+    )
+    servicing_service = servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"]
+    subscriptions_service = subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"]
     return ServiceParts(
         registrations=[
             (
                 servicing_pb2_grpc.add_ServicingServiceServicer_to_server,
-                request_limits.guard(
-                    servicer, servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"]
-                ),
-            )
+                request_limits.guard(servicer, servicing_service),
+            ),
+            (
+                subscriptions_pb2_grpc.add_SubscriptionsServiceServicer_to_server,
+                request_limits.guard(subscriptions, subscriptions_service),
+            ),
+            dead_letters.registration(ctx.pool, SCHEMA),
         ],
-        service_names=[servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"].full_name],
-        background=[],
-        gauges=[exceptions_open],
+        service_names=[
+            servicing_service.full_name,
+            subscriptions_service.full_name,
+            dead_letters.SERVICE_NAME,
+        ],
+        background=[BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run)],
+        gauges=[exceptions_open, metrics.outbox_lag(ctx.pool, SCHEMA)],
     )

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
+import grpc
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -233,11 +234,7 @@ class OrderLifecycles:
         return change_outcome(result)
 
     async def _handle(self, order_id: str) -> WorkflowHandle[Any, Any]:
-        try:
-            client = await self._client()
-        except RuntimeError as error:  # the SDK raises RuntimeError when it cannot connect
-            raise LifecycleUnavailable(f"Temporal is unreachable: {error}") from None
-        return client.get_workflow_handle(order_workflow_id(order_id))
+        return await workflow_handle(self._client, order_workflow_id(order_id))
 
     async def _update(
         self,
@@ -257,7 +254,7 @@ class OrderLifecycles:
                         name, arg, id=update_id, result_type=result_type, rpc_timeout=self._timeout
                     )
             except WorkflowUpdateFailedError as error:
-                raise _update_failure(error) from None
+                raise update_failure(error) from None
             except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
                 raise LifecycleUnavailable(
                     f"order {order_id}'s workflow did not answer within {self._timeout}; "
@@ -271,20 +268,8 @@ class OrderLifecycles:
     ) -> T:
         """Make `call` to the order's workflow; when Temporal does not find the workflow, find
         out why and send it again if the workflow is (by now) open."""
-        for _ in range(SEND_ATTEMPTS):
-            try:
-                return await call()
-            except RPCError as error:
-                # Not found, or found completed: the run may have just continued as new.
-                closed_run = "completed" in error.message.lower()
-                if error.status != RPCStatusCode.NOT_FOUND and not closed_run:
-                    raise LifecycleUnavailable(
-                        f"Temporal refused the call: {error.message}"
-                    ) from None
-            await self._until_open(handle, order_id)
-        raise LifecycleUnavailable(
-            f"order {order_id}'s workflow is open but did not take the call; "
-            "retry with the same request"
+        return await send_found(
+            call, lambda: self._until_open(handle, order_id), f"order {order_id}"
         )
 
     async def _until_open(self, handle: WorkflowHandle[Any, Any], order_id: str) -> None:
@@ -313,18 +298,53 @@ class OrderLifecycles:
             raise FailedPrecondition(f"order {order_id} is closed")
 
     async def _is_open(self, handle: WorkflowHandle[Any, Any]) -> bool | None:
-        """True if the workflow is open (running, or continued as new), False if it has
-        closed, None if Temporal has no such workflow."""
+        return await is_open(handle, self._timeout)
+
+
+async def workflow_handle(
+    client: Callable[[], Awaitable[Client]], workflow_id: str
+) -> WorkflowHandle[Any, Any]:
+    """A handle on `workflow_id`; LifecycleUnavailable when Temporal cannot be reached."""
+    try:
+        connected = await client()
+    except RuntimeError as error:  # the SDK raises RuntimeError when it cannot connect
+        raise LifecycleUnavailable(f"Temporal is unreachable: {error}") from None
+    return connected.get_workflow_handle(workflow_id)
+
+
+async def is_open(handle: WorkflowHandle[Any, Any], rpc_timeout: timedelta) -> bool | None:
+    """True if the workflow is open (running, or continued as new), False if it has closed,
+    None if Temporal has no such workflow."""
+    try:
+        description = await handle.describe(rpc_timeout=rpc_timeout)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise LifecycleUnavailable(f"Temporal refused the call: {error.message}") from None
+    return description.status in OPEN_STATUSES or description.status is None
+
+
+async def send_found(
+    call: Callable[[], Awaitable[T]], until_open: Callable[[], Awaitable[None]], what: str
+) -> T:
+    """Make `call` to `what`'s workflow; when Temporal does not find the workflow (not started
+    yet, or its run just continued as new), wait until it is open (`until_open` raises when
+    it will not be) and send it again."""
+    for _ in range(SEND_ATTEMPTS):
         try:
-            description = await handle.describe(rpc_timeout=self._timeout)
+            return await call()
         except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise LifecycleUnavailable(f"Temporal refused the call: {error.message}") from None
-        return description.status in OPEN_STATUSES or description.status is None
+            # Not found, or found completed: the run may have just continued as new.
+            closed_run = "completed" in error.message.lower()
+            if error.status != RPCStatusCode.NOT_FOUND and not closed_run:
+                raise LifecycleUnavailable(f"Temporal refused the call: {error.message}") from None
+        await until_open()
+    raise LifecycleUnavailable(
+        f"{what}'s workflow is open but did not take the call; retry with the same request"
+    )
 
 
-def _update_failure(error: WorkflowUpdateFailedError) -> Exception:
+def update_failure(error: WorkflowUpdateFailedError) -> Exception:
     cause = error.cause
     if isinstance(cause, ApplicationError) and cause.type:
         refusal: DomainError | None = domain.refusal(cause.type, cause.message)
@@ -335,3 +355,13 @@ def _update_failure(error: WorkflowUpdateFailedError) -> Exception:
     if inner is not None:
         detail += f": {inner}"
     return ChangeFailed(detail)
+
+
+async def reachable(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Await a call that talks to Temporal, for an RPC: UNAVAILABLE (retry) when it cannot be
+    made now."""
+    try:
+        return await call
+    except LifecycleUnavailable as error:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        raise  # abort raises; this keeps type checkers content

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -17,7 +16,7 @@ from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.wire import timestamp_to_datetime
 from services.servicing import convert, domain, handlers
-from services.servicing.lifecycles import LifecycleUnavailable, OrderLifecycles, Orders
+from services.servicing.lifecycles import OrderLifecycles, Orders, reachable
 from services.servicing.store import (
     PERSONAL_COLUMNS,
     ChangeStore,
@@ -25,8 +24,6 @@ from services.servicing.store import (
     ReturnOrderStore,
 )
 from workflows.types import order_workflow_id
-
-T = TypeVar("T")
 
 
 class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
@@ -129,7 +126,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             note=request.note,
             actor=auth.actor(),
         )
-        exception = await _reachable(
+        exception = await reachable(
             context,
             handlers.resolve_process_exception(
                 self._store, self._lifecycles, resolve, self._resolution_grace, self._dead_letters
@@ -264,14 +261,14 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         """A storefront asks for changes only to its own channels' orders."""
         if auth.current_principal().sees_every_channel() or not order_id:
             return
-        channel = await _reachable(context, self._orders.channel_of(order_id))
+        channel = await reachable(context, self._orders.channel_of(order_id))
         auth.require_channel(channel, f"order {order_id}")
 
     async def _submit(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
     ) -> pb.Change:
         await self._confine(context, order.order_id)
-        change = await _reachable(
+        change = await reachable(
             context,
             handlers.submit_change(
                 self._changes,
@@ -287,7 +284,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
     ) -> pb.ChangeOutcome:
         await self._confine(context, order.order_id)
-        outcome = await _reachable(context, handlers.preview_change(self._lifecycles, order))
+        outcome = await reachable(context, handlers.preview_change(self._lifecycles, order))
         return convert.outcome_to_pb(outcome)
 
     async def PreviewCancel(
@@ -321,7 +318,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def ReceiveReturn(
         self, request: pb.ReceiveReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReceiveReturnResponse:
-        change, rma = await _reachable(
+        change, rma = await reachable(
             context,
             handlers.receive_return(
                 self._changes,
@@ -410,12 +407,3 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.ListChangesResponse:
         changes = await self._changes.list(request.order_id)
         return pb.ListChangesResponse(changes=[convert.change_to_pb(c) for c in changes])
-
-
-async def _reachable(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
-    """Await a use case that talks to Temporal; UNAVAILABLE (retry) when it cannot."""
-    try:
-        return await call
-    except LifecycleUnavailable as error:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        raise  # abort raises; this keeps type checkers content

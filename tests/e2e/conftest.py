@@ -60,9 +60,13 @@ class DevStack:
             "OMS_EMBEDDED_TEMPORAL_PORT": str(free_port()),
             "OMS_EMBEDDED_TEMPORAL_UI_PORT": str(free_port()),
             "OMS_CODEC_SERVER_PORT": str(free_port()),
+            "OMS_SMTP_PORT": str(free_port()),
             "OMS_SIMULATOR_STEP_SECONDS": "0.2",
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
+            # Subscriptions with a one-minute cadence, each due on the second it names.
+            "OMS_SUBSCRIPTION_MINUTE_CADENCE": "true",
+            "OMS_SUBSCRIPTION_SPREAD_SECONDS": "0",
             # The simulated gateways append every operation they perform here (read it with
             # services.payments.sim_store.read_operation_log).
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),

@@ -1,7 +1,9 @@
 """The benchmark commands work end to end: `oms bench lifecycle` starts its private stack, drives
 orders to delivery, runs the fixed baseline and reports what each order cost Temporal (and,
 with --profile, where each process spent its CPU); `capture` reports the burst; `servicing`
-the round trips of changes; `memory` the worker's RSS. Only that they work and what they
+the round trips of changes; `memory` the worker's RSS; `events` what consumers of the
+event log cost and how late events reach them; `subscriptions` one cycle of many
+subscribers. Only that they work and what they
 count are checked here; speed is for the benches themselves to report (figures in timed tests
 flake on shared machines)."""
 
@@ -106,4 +108,57 @@ def test_bench_lifecycle_profiles_the_worker_and_every_service(tmp_path: Path) -
         assert "profiles" in json.loads(Path(process["file"]).read_text())
     # The worker ran every lifecycle, so it was busy and its top functions add up.
     assert profile["worker"]["busy_seconds"] > 0
-    assert 0 < sum(f["share"] for f in profile["worker"]["top"]) <= 1.0001
+    top = profile["worker"]["top"]
+    # Each share is rounded to three places, so together they may pass 1 by half a
+    # thousandth each.
+    assert 0 < sum(f["share"] for f in top) <= 1 + 0.0005 * len(top)
+
+
+def test_bench_events_reports_the_consumers_cost_rates_and_lag_and_every_event_arrived() -> None:
+    report = _bench(
+        "events", "--orders", "6", "--concurrency", "2", "--subscribers", "2", "--webhooks", "1"
+    )
+
+    without, with_consumers = report["runs"]
+    assert without["count"] == with_consumers["count"] == 6
+    # Alternated: reference, consumers, consumers, reference, three orders each.
+    assert [h["count"] for h in report["halves"]] == [3, 3, 3, 3]
+    assert report["orders_per_min_without"] > 0 and report["orders_per_min_with"] > 0
+    assert report["consumer_cost"] == pytest.approx(
+        1 - report["orders_per_second_with"] / report["orders_per_second_without"], abs=0.01
+    )
+    # A delivered order's log: captured, paid, allocated, picked, packed, shipped, delivered …
+    assert report["events_per_order"] >= 7
+    assert report["events"] >= 6 * report["events_per_order"]
+    rates = report["events_per_second_per_stream"]
+    assert len(rates) == 2 and all(r > 0 for r in rates)
+    assert report["events_per_second"] == pytest.approx(sum(rates), abs=0.02)
+    assert report["lag_p99_ms"] >= report["lag_p50_ms"] > 0
+    assert report["webhook_lag_p99_ms"] >= report["webhook_lag_p50_ms"] > 0
+    # Every event of the run reached the receiver once (it may have more: events sequenced
+    # between the subscription and the run), signed; each stream read the whole log in order.
+    assert report["webhook_deliveries"] >= report["events"]
+    assert report["webhook_deliveries_per_second"] > 0
+    checked = report["checked"]
+    assert checked["gaps"] == 0 and checked["webhook_missing"] == 0
+    assert checked["signatures_verified"] >= 1 and checked["signatures_bad"] == 0
+    assert all(n > report["events"] for n in checked["events_per_stream"])
+
+
+def test_bench_subscriptions_reports_creation_the_cycle_and_growth_with_one_order_each() -> None:
+    report = _bench("subscriptions", "--subscribers", "12", "--concurrency", "4", "--due-in", "8")
+
+    assert report["subscribers"] == 12 and report["created_per_second"] > 0
+    cycle = report["cycle"]
+    # One cycle due for all: capture holds exactly one order for each subscription's cycle.
+    assert cycle["orders"] == 12 and cycle["most_orders_for_one_cycle"] == 1
+    assert 0 <= cycle["first_accepted_s"] <= cycle["half_accepted_s"] <= cycle["all_accepted_s"]
+    assert [p["subscribers"] for p in report["growth"]] == [6, 12]
+    # Each waiting subscription is a workflow in Temporal's database, which grows with them.
+    idle, full = report["idle"], report["growth"][1]
+    assert full["temporal_db_mib"] > idle["temporal_db_mib"] > 0
+    assert report["after_cycle"]["worker_rss_mib"] > 0
+    target = report["extrapolated"]
+    assert target["subscribers"] == 50_000 and set(target["formulas"]) >= {
+        "create_seconds", "cycle_seconds", "worker_rss_mib", "temporal_db_mib"
+    }  # fmt: skip

@@ -96,8 +96,19 @@ async def test_every_background_task_of_a_service_answers_on_the_health_service(
     services: dict[str, RunningService],
 ) -> None:
     expected = {
-        "capture": ["oms.outbox.capture", "oms.watch.capture"],
+        "capture": [
+            "oms.outbox.capture",
+            "oms.watch.capture",
+            "oms.events.sequencer",
+            "oms.events.streams",
+            "oms.notifications.capture",
+            "oms.notifications.capture.sender",
+            "oms.webhooks.fanout",
+            "oms.webhooks.sender",
+        ],
         "fulfillment": ["oms.outbox.fulfillment"],
+        # Starts subscription workflows.
+        "servicing": ["oms.outbox.servicing"],
     }
     for name, tasks in expected.items():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{services[name].port}") as channel:

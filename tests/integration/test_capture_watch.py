@@ -14,11 +14,10 @@ from oms.common.v1 import common_pb2
 
 from oms_platform import auth
 from oms_platform.grpcutil import field_violations
-from oms_platform.service import RunningService
+from oms_platform.service import RunningService, listener_application_name
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.registry import start_service
-from services.capture.watch import APPLICATION_NAME
 from tests.integration.test_capture_import import stream
 from tests.integration.test_capture_service import (
     capture_as,
@@ -160,7 +159,7 @@ async def test_many_watchers_share_one_listener_and_hold_no_pool_connection(
     listeners = await sql.fetchval(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE application_name = $1 AND datname = current_database()",
-        APPLICATION_NAME,
+        listener_application_name("capture"),
     )
     assert listeners == 1
     # Twelve waiting watchers and a pool of three: capture still answers at once.
@@ -185,7 +184,7 @@ async def test_watchers_keep_following_after_the_listener_connection_drops(
     killed = await sql.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
         " WHERE application_name = $1 AND datname = current_database()",
-        APPLICATION_NAME,
+        listener_application_name("capture"),
     )
     assert killed == 1
     # Recorded while nobody listens: read when the listener is back.

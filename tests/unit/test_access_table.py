@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from oms.capture.v1 import capture_pb2
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
+from oms.subscriptions.v1 import subscriptions_pb2
 
 from oms_platform import access, auth
 
@@ -15,7 +17,9 @@ SERVICES = [
     fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"],
     payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],
     servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
+    subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"],
     outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"],
+    events_pb2.DESCRIPTOR.services_by_name["EventsService"],
 ]
 
 
@@ -40,6 +44,7 @@ def test_only_the_worker_drives_the_lifecycle() -> None:
         "/oms.payments.v1.PaymentsService/CreateInvoice",
         "/oms.payments.v1.PaymentsService/CaptureInvoice",
         "/oms.fulfillment.v1.FulfillmentService/CreateFulfillmentOrders",
+        "/oms.subscriptions.v1.SubscriptionsService/RecordSubscriptionProgress",
     ]
     for method in lifecycle:
         assert access.allowed_roles(method) == {auth.WORKFLOW}, method

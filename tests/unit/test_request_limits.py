@@ -10,9 +10,11 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from oms.capture.v1 import capture_pb2
 from oms.common.v1 import common_pb2
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.payments.v1 import payments_pb2
 from oms.servicing.v1 import servicing_pb2
+from oms.subscriptions.v1 import subscriptions_pb2
 
 from oms_platform import limits, request_limits
 from oms_platform.errors import InvalidArgument
@@ -22,6 +24,8 @@ SERVICES = [
     fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"],
     payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],
     servicing_pb2.DESCRIPTOR.services_by_name["ServicingService"],
+    subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"],
+    events_pb2.DESCRIPTOR.services_by_name["EventsService"],
 ]
 
 
@@ -181,6 +185,8 @@ def test_the_guard_checks_unary_and_server_streaming_requests_first() -> None:
         "GetOrderTimeline",
         "RecordOrderProgress",
         "RecordOrderProgressBatch",
+        "GetOrderForShopper",
+        "RecordOrderEvents",
     ):
         setattr(servicer, name, servicer.GetOrder)
     servicer.EraseShopper = servicer.GetOrder

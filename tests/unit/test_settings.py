@@ -165,3 +165,10 @@ def test_every_default_port_of_the_stack_is_below_the_ephemeral_range() -> None:
 def test_free_ports_for_tests_come_from_below_the_ephemeral_range_too() -> None:
     for _ in range(20):
         assert free_port() < ephemeral_ports().start
+
+
+def test_a_port_drawn_for_a_server_not_yet_started_is_not_drawn_again() -> None:
+    # A session's settings draw ports long before their services bind them; a later draw in
+    # the same process must not hand out one of those (it is still free to bind).
+    drawn = [free_port() for _ in range(2000)]
+    assert len(set(drawn)) == len(drawn)

@@ -32,9 +32,11 @@ from workflows.types import (
     AuthorizeInput,
     AuthorizeResult,
     ChangeResult,
+    EventData,
     FulfillmentOrderData,
     LineIncrease,
     NewLineData,
+    PaymentEventData,
     RouteInput,
     RouteResult,
 )
@@ -159,6 +161,20 @@ async def test_added_lines_are_routed_authorized_for_the_difference_and_charged_
     assert sorted((c.order_line_id, c.allocated) for c in progress.line_changes) == sorted(
         [("line-2", 1), (cap_id, 2)]
     )
+    # The log is told the lines added and their money, the authorization for them, and the
+    # fulfillment order that ships them.
+    [added, authorized, allocated] = progress.events
+    assert added.type == "lines.added" and added.lines is not None
+    assert sorted((x.order_line_id, x.sku, x.quantity) for x in added.lines.lines) == sorted(
+        [("line-2", "SKU-MUG", 1), (cap_id, "SKU-CAP", 2)]
+    )
+    assert added.lines.amount_minor == ADDED
+    assert authorized == EventData("payment.authorized", payment=PaymentEventData(ADDED))
+    assert allocated.type == "fulfillment.allocated" and allocated.fulfillment_order is not None
+    assert allocated.fulfillment_order.fulfillment_order_id == added_fo
+    assert sorted(
+        (x.order_line_id, x.sku, x.quantity) for x in allocated.fulfillment_order.lines
+    ) == sorted([("line-2", "SKU-MUG", 1), (cap_id, "SKU-CAP", 2)])
     # Both parcels are invoiced for exactly the new total and captured in full.
     assert final.status == FULFILLED
     assert sum(shop.invoices.values()) == final.invoiced_minor == new_total

@@ -52,8 +52,11 @@ from workflows.types import (
     CreditMemoInput,
     CreditMemoResult,
     EscalateInput,
+    EventData,
+    EventLineData,
     FulfillmentEvent,
     FulfillmentOrderData,
+    FulfillmentOrderEventData,
     InvoiceAndCaptureInput,
     InvoiceAndCaptureResult,
     InvoiceInput,
@@ -62,21 +65,28 @@ from workflows.types import (
     LifecycleDeliveryGroup,
     LifecycleLine,
     LifecycleTimers,
+    LinesEventData,
     OrderLifecycleInput,
     OrderLifecycleResult,
+    OrderStatusEventData,
+    PaymentEventData,
     PaymentMethodData,
+    ProcessExceptionEventData,
     ProcessExceptionInput,
     ProgressBatchInput,
     ProgressInput,
     ReceiptInput,
+    RefundEventData,
     RefundInput,
     RefundResult,
     Resolution,
     ResolutionResult,
+    ReturnOrderEventData,
     ReturnOrderInput,
     RouteInput,
     RouteResult,
     RoutingLineData,
+    ShipmentEventData,
     ShipmentItemData,
     VoidInput,
     order_workflow_id,
@@ -106,6 +116,8 @@ class Services:
     batches: list[int] = field(default_factory=list)
     # An activity name (or "progress:<kind>") that refuses non-retryably, to inject failures.
     refuse: str = ""
+    # How many authorizations the gateway declines before it approves (with `approve`).
+    declines: int = 0
 
     def _maybe_refuse(self, name: str) -> None:
         if self.refuse == name:
@@ -134,7 +146,9 @@ class Services:
         async def authorize_payment(a: AuthorizeInput) -> AuthorizeResult:
             self._maybe_refuse("authorize_payment")
             self.calls.append(("authorize", a))
-            return AuthorizeResult("auth-1", self.approve, "" if self.approve else "card_declined")
+            approved = self.approve and len(self.named("authorize")) > self.declines
+            n = len(self.named("authorize"))
+            return AuthorizeResult(f"auth-{n}", approved, "" if approved else "card_declined")
 
         @activity.defn(name="create_fulfillment_orders")
         async def create_fulfillment_orders(r: RouteInput) -> RouteResult:
@@ -311,6 +325,15 @@ class Services:
 
     def kinds(self) -> list[str]:
         return [p.kind for p in self.named("progress")]
+
+    def events(self, *types: str) -> list[EventData]:
+        """The typed events capture was told, in the order they happened (only `types`, when
+        some are named)."""
+        told = [e for p in self.named("progress") for e in p.events]
+        return [e for e in told if not types or e.type in types]
+
+    def event_types(self) -> list[str]:
+        return [e.type for e in self.events()]
 
 
 def an_order(**overrides: Any) -> OrderLifecycleInput:
@@ -527,7 +550,7 @@ async def test_a_declined_payment_cancels_the_order_and_reserves_nothing(
 async def test_an_authorization_that_never_answers_cancels_the_order_after_the_timeout(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
-    services, order = Services(), an_order(timers=LifecycleTimers(authorization_timeout_seconds=60))
+    services, order = Services(), an_order(timers=LifecycleTimers(authorization_timeout_seconds=5))
 
     @activity.defn(name="authorize_payment")
     async def gateway_down(a: AuthorizeInput) -> AuthorizeResult:
@@ -1489,3 +1512,401 @@ async def test_a_delivered_order_with_a_long_history_continues_as_new_and_keeps_
     assert result.status == FULFILLED
     assert result.captured_minor == result.invoiced_minor == order.grand_total_minor
     assert services.kinds()[-1] == "order.closed"
+
+
+# ---- the event log: what each progress report tells capture's log ----------------------------
+
+TSHIRTS, MUG = EventLineData("line-1", "SKU-TSHIRT-M", 2), EventLineData("line-2", "SKU-MUG", 1)
+ONE_TSHIRT = EventLineData("line-1", "SKU-TSHIRT-M", 1)
+TSHIRT_UNIT = 1000 - 50 + 75  # one of line-1's two units: gross, less discount, plus tax
+
+
+def status_event(type_: str, was: str, now: str, reason: str = "") -> EventData:
+    return EventData(type_, order_status=OrderStatusEventData(was, now, reason))
+
+
+def allocated_event(fo: str, location: str, lines: list[EventLineData]) -> EventData:
+    return EventData(
+        "fulfillment.allocated",
+        fulfillment_order=FulfillmentOrderEventData(fo, location, "allocated", lines),
+    )
+
+
+def refund_event(memo: str, amount: int, cause: str) -> EventData:
+    return EventData("refund.issued", refund=RefundEventData(memo, amount, cause))
+
+
+def exception_event(type_: str, exception: str, category: str, resolution: str = "") -> EventData:
+    return EventData(
+        type_, process_exception=ProcessExceptionEventData(exception, category, resolution)
+    )
+
+
+async def test_the_happy_path_tells_the_log_each_step_with_its_quantities_money_and_parcel(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await handle.result()
+
+    total = order.grand_total_minor
+    assert services.events() == [
+        status_event("order.processing", "pending", "processing"),
+        EventData("payment.authorized", payment=PaymentEventData(total)),
+        allocated_event("fo-1", "wh-east", [TSHIRTS, MUG]),
+        EventData(
+            "shipment.shipped",
+            shipment=ShipmentEventData("s1", "fo-1", "wh-east", "UPS", "1Zs1", [TSHIRTS, MUG]),
+        ),
+        EventData("payment.captured", payment=PaymentEventData(total, invoice_id="inv-1")),
+        EventData("shipment.delivered", shipment=ShipmentEventData("s1", "fo-1", "wh-east")),
+        status_event("order.fulfilled", "shipped", "fulfilled"),
+        status_event("order.closed", "fulfilled", "fulfilled", "return window closed"),
+    ]
+    # Every report carries its events (none is left to capture to guess from its kind), each
+    # the one its step describes.
+    assert all(p.events for p in services.named("progress"))
+    kinds_with_events = [(p.kind, [e.type for e in p.events]) for p in services.named("progress")]
+    assert kinds_with_events[3:5] == [
+        ("shipment.shipped", ["shipment.shipped"]),
+        ("payment.captured", ["payment.captured"]),
+    ]
+
+
+async def test_canceling_everything_tells_the_log_the_units_the_refund_and_the_cancel(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await update(handle, CANCEL_UPDATE, change("cancel", reason="changed my mind"))
+        await handle.result()
+
+    canceled = services.event_types()[3:]
+    assert canceled == [
+        "lines.canceled",
+        "fulfillment.canceled",
+        "payment.voided",
+        "order.canceled",
+    ]
+    assert services.events(*canceled) == [
+        EventData("lines.canceled", lines=LinesEventData([TSHIRTS, MUG], "changed my mind")),
+        EventData(
+            "fulfillment.canceled",
+            fulfillment_order=FulfillmentOrderEventData(
+                "fo-1", "wh-east", "canceled", [TSHIRTS, MUG], "changed my mind"
+            ),
+        ),
+        # Nothing was captured yet: the whole authorization is released, shipping included;
+        # no money was taken, so none is refunded (and the shopper is not told of a refund).
+        EventData("payment.voided", payment=PaymentEventData(order.grand_total_minor)),
+        status_event("order.canceled", "allocated", "canceled", "changed my mind"),
+    ]
+
+
+async def test_canceling_one_unit_leaves_its_fulfillment_order_open_in_the_log(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await update(handle, CANCEL_UPDATE, change("cancel", lines=[ItemQuantity("line-1", 1)]))
+        await handle.signal(
+            "fulfillment_event", shipped("fo-1", "s1", [("line-1", 1), ("line-2", 1)])
+        )
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await handle.result()
+
+    assert services.events("lines.canceled", "fulfillment.canceled", "payment.voided") == [
+        EventData("lines.canceled", lines=LinesEventData([ONE_TSHIRT], "cancel")),
+        # Still a unit of each line to ship: its status is what it was.
+        EventData(
+            "fulfillment.canceled",
+            fulfillment_order=FulfillmentOrderEventData(
+                "fo-1", "wh-east", "", [ONE_TSHIRT], "cancel"
+            ),
+        ),
+        # Released from the authorization before anything was charged.
+        EventData("payment.voided", payment=PaymentEventData(TSHIRT_UNIT)),
+    ]
+    assert "order.canceled" not in services.event_types()
+    assert "refund.issued" not in services.event_types()
+
+
+async def test_a_declined_payment_tells_the_log_the_decline_then_the_cancel(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(approve=False), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await handle.result()
+
+    assert services.events() == [
+        status_event("order.processing", "pending", "processing"),
+        EventData(
+            "payment.declined",
+            payment=PaymentEventData(order.grand_total_minor, decline_reason="card_declined"),
+        ),
+        # Nothing was reserved or held: the units are canceled, nothing is given back.
+        EventData(
+            "lines.canceled",
+            lines=LinesEventData([TSHIRTS, MUG], "payment declined: card_declined"),
+        ),
+        status_event("order.canceled", "processing", "canceled", "payment declined: card_declined"),
+    ]
+
+
+async def test_a_return_tells_the_log_when_it_is_requested_received_and_refunded(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        opened = await update(
+            handle,
+            RETURN_UPDATE,
+            change("return", lines=[ItemQuantity("line-1", 1)], reason="too small"),
+        )
+        await update(
+            handle,
+            RECEIVE_RETURN_UPDATE,
+            change(
+                "receive_return",
+                return_order_id=opened.return_order_id,
+                lines=[ItemQuantity("line-1", 1)],
+                reason="as new",
+            ),
+        )
+        await handle.result()
+
+    rma = opened.return_order_id
+    assert services.events("return.requested", "return.received", "refund.issued") == [
+        EventData(
+            "return.requested",
+            return_order=ReturnOrderEventData(rma, "open", [ONE_TSHIRT], "too small"),
+        ),
+        EventData(
+            "return.received",
+            return_order=ReturnOrderEventData(rma, "received", [ONE_TSHIRT], "as new"),
+        ),
+        refund_event("cm-1", TSHIRT_UNIT, "return"),
+    ]
+    [receipt] = [p for p in services.named("progress") if p.kind == "return.received"]
+    assert [e.type for e in receipt.events] == ["return.received", "refund.issued"]
+
+
+async def test_a_refund_without_return_tells_the_log_the_return_and_its_refund_at_once(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        opened = await update(
+            handle,
+            RETURN_UPDATE,
+            change("return", lines=[ItemQuantity("line-2", 1)], refund_without_return=True),
+        )
+        await handle.terminate("test over")
+
+    [report] = [p for p in services.named("progress") if p.kind == "change.return"]
+    assert report.events == [
+        EventData(
+            "return.requested",
+            return_order=ReturnOrderEventData(opened.return_order_id, "open", [MUG], "return"),
+        ),
+        refund_event("cm-1", 1500, "return"),
+    ]
+
+
+async def test_an_appeasement_tells_the_log_the_goodwill_and_its_refund(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        await update(
+            handle,
+            APPEASE_UPDATE,
+            change("appease", amount_minor=700, reason="late delivery"),
+        )
+        await handle.terminate("test over")
+
+    assert services.events("order.appeased", "refund.issued") == [
+        EventData("order.appeased", lines=LinesEventData([], "late delivery", 700)),
+        refund_event("cm-1", 700, "appeasement"),
+    ]
+
+
+async def test_goodwill_before_charging_tells_the_log_the_appeasement_but_no_refund(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await update(
+            handle,
+            APPEASE_UPDATE,
+            change("appease", lines=[ItemQuantity("line-2", 1)], amount_minor=200),
+        )
+        await handle.terminate("test over")
+
+    assert services.events("order.appeased", "refund.issued") == [
+        EventData("order.appeased", lines=LinesEventData([MUG], "appease", 200)),
+    ]
+
+
+async def test_a_process_exception_tells_the_log_when_raised_escalated_and_resolved(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services = Services(stockouts=1)
+    order = an_order(timers=LifecycleTimers(escalate_after_seconds=3600))
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "exception.inventory")
+        await time_skipping_env.sleep(timedelta(hours=2))
+        await until(services, "exception.escalated")
+        await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(services.exceptions[0], "retry"),
+            ResolutionResult,
+        )
+        await until(services, "fulfillment.allocated", 2)
+        await handle.terminate("test over")
+
+    [pe] = services.exceptions
+    assert services.event_types()[:7] == [
+        "order.processing", "payment.authorized", "fulfillment.allocated",
+        "exception.raised", "exception.escalated", "exception.resolved", "fulfillment.allocated",
+    ]  # fmt: skip
+    assert services.events()[2:] == [
+        allocated_event("fo-1", "wh-east", [TSHIRTS]),
+        exception_event("exception.raised", pe, "inventory"),
+        exception_event("exception.escalated", pe, "inventory"),
+        exception_event("exception.resolved", pe, "inventory", "retry"),
+        allocated_event("fo-2", "wh-east", [MUG]),
+    ]
+
+
+async def test_a_rejection_tells_the_log_what_left_the_fulfillment_order_and_where_it_went(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await until(services, "fulfillment.allocated")
+        await handle.signal(
+            "fulfillment_event",
+            FulfillmentEvent(
+                "rejected:fo-1:k",
+                "rejected",
+                "fo-1",
+                items=[ShipmentItemData("line-2", 1)],
+                reason="damaged stock",
+                replacements=[
+                    FulfillmentOrderData(
+                        "fo-9", "wh-west", "dg-1", [RoutingLineData("line-2", "SKU-MUG", 1)]
+                    )
+                ],
+            ),
+        )
+        await until(services, "fulfillment.rejected")
+        await handle.terminate("test over")
+
+    [report] = [p for p in services.named("progress") if p.kind == "fulfillment.rejected"]
+    assert report.events == [
+        # fo-1 still ships the T-shirts, so it goes on as it was.
+        EventData(
+            "fulfillment.rejected",
+            fulfillment_order=FulfillmentOrderEventData(
+                "fo-1", "wh-east", "", [MUG], "damaged stock"
+            ),
+        ),
+        allocated_event("fo-9", "wh-west", [MUG]),
+    ]
+
+
+async def test_a_reship_tells_the_log_the_units_sent_again_and_their_fulfillment_order(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        result = await update(
+            handle,
+            RESHIP_UPDATE,
+            change("reship", lines=[ItemQuantity("line-2", 1)], reason="parcel lost"),
+        )
+        await handle.terminate("test over")
+
+    [fo] = result.fulfillment_order_ids
+    [report] = [p for p in services.named("progress") if p.kind == "change.reship"]
+    assert report.events == [
+        EventData("order.reshipped", lines=LinesEventData([MUG], "parcel lost")),
+        allocated_event(fo, "wh-east", [MUG]),
+    ]
+
+
+@pytest.mark.parametrize(("price", "refunded"), [(1800, 0), (1200, 300)])
+async def test_an_exchange_tells_the_log_the_return_the_replacement_and_the_difference(
+    time_skipping_env: WorkflowEnvironment, price: int, refunded: int
+) -> None:
+    services, order = Services(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        result = await update(
+            handle,
+            EXCHANGE_UPDATE,
+            change(
+                "exchange",
+                lines=[ItemQuantity("line-2", 1)],
+                replacement_skus=["SKU-MUG-BLUE"],
+                replacement_unit_prices_minor=[price],
+                reason="wrong colour",
+            ),
+        )
+        [fo] = result.fulfillment_order_ids
+        replacement = f"line-2:exchange:{result.change_id}"
+        await handle.signal("fulfillment_event", shipped(fo, "s9", [(replacement, 1)]))
+        await until(services, "shipment.shipped", 2)
+        await handle.terminate("test over")
+
+    blue = EventLineData(replacement, "SKU-MUG-BLUE", 1)
+    [report] = [p for p in services.named("progress") if p.kind == "change.exchange"]
+    assert report.events == [
+        EventData("order.exchanged", lines=LinesEventData([MUG], "wrong colour")),
+        EventData(
+            "return.requested",
+            return_order=ReturnOrderEventData(
+                result.return_order_id, "open", [MUG], "wrong colour"
+            ),
+        ),
+        allocated_event(fo, "wh-east", [blue]),
+        *([refund_event("cm-1", refunded, "exchange")] if refunded else []),
+    ]
+    # A dearer replacement's difference is captured on an invoice of its own, before.
+    captures = services.events("payment.captured")
+    if not refunded:
+        assert captures[-1] == EventData(
+            "payment.captured", payment=PaymentEventData(300, invoice_id="inv-2")
+        )
+    else:
+        assert len(captures) == 1
+    assert services.events("shipment.shipped")[-1].shipment == ShipmentEventData(
+        "s9", fo, "wh-east", "UPS", "1Zs9", [blue]
+    )

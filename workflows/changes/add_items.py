@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import order_events
 from workflows.changes.steps import Steps, authorize_more, cancel_placed, money, refusal, route
 from workflows.ledger import AddItemsPlan, ChangeRefused
 from workflows.types import (
@@ -94,6 +95,16 @@ async def add_items(steps: Steps, request: ChangeRequest) -> ChangeResult:
         authorized_minor=amount,
         grand_total_minor=grand_total,
     )
+    events = [
+        order_events.lines_changed(
+            "lines.added",
+            order_events.lines(ledger, added.items(), added.routing_lines()),
+            request.reason or "items added",
+            amount,
+        ),
+        *([order_events.payment("payment.authorized", amount)] if amount > 0 else []),
+        *order_events.allocated(placed.fulfillment_orders),
+    ]
     try:
         await steps.progress(
             "",
@@ -107,6 +118,7 @@ async def add_items(steps: Steps, request: ChangeRequest) -> ChangeResult:
             actor=request.actor,
             step=step,
             added_lines=added.additions(),
+            events=events,
         )
     except ActivityError:
         # Capture refused the order's new record: take the reservations back.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workflows import billing
-from workflows.changes.steps import Steps, give_back, memo, money, refusal
+from workflows import billing, order_events
+from workflows.changes.steps import Steps, give_back, memo, money, refunded, refusal
 from workflows.ledger import ChangeRefused
-from workflows.types import ChangeRequest, ChangeResult
+from workflows.types import ChangeRequest, ChangeResult, EventData
 
 
 def amount(steps: Steps, request: ChangeRequest) -> tuple[int, bool]:
@@ -48,8 +48,25 @@ async def appease(steps: Steps, request: ChangeRequest) -> ChangeResult:
         refunded_minor=refund.refunded_minor,
         released_minor=refund.released_minor,
     )
-    await steps.progress("", "change.appease", result.summary, actor=request.actor, step=step)
+    await steps.progress(
+        "",
+        "change.appease",
+        result.summary,
+        actor=request.actor,
+        step=step,
+        events=[
+            _appeased(steps, request, goodwill, reason),
+            *refunded(memo_made, refund, "appeasement"),
+        ],
+    )
     return steps.record(request.change_id, result)
+
+
+def _appeased(steps: Steps, request: ChangeRequest, goodwill: int, reason: str) -> EventData:
+    """order.appeased: the goodwill, and the lines it was given on (none: the whole order)."""
+    return order_events.lines_changed(
+        "order.appeased", order_events.lines(steps.ledger, request.lines), reason, goodwill
+    )
 
 
 async def _before_charging(
@@ -65,7 +82,15 @@ async def _before_charging(
         lines=request.lines,
         credited_minor=goodwill,
     )
-    await steps.progress("", "change.appease", result.summary, actor=request.actor, step=step)
+    # Nothing goes back (less is charged later), so no refund.issued.
+    await steps.progress(
+        "",
+        "change.appease",
+        result.summary,
+        actor=request.actor,
+        step=step,
+        events=[_appeased(steps, request, goodwill, reason)],
+    )
     return steps.record(request.change_id, result)
 
 

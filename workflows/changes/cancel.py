@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows import billing
+from workflows import billing, order_events
 from workflows.changes.steps import (
     CREDIT_MEMO_AND_REFUND_PATCH,
     Steps,
@@ -14,7 +14,7 @@ from workflows.changes.steps import (
     void,
 )
 from workflows.ledger import ChangeRefused, Ledger
-from workflows.types import ChangeRequest, ChangeResult
+from workflows.types import CANCELED, ChangeRequest, ChangeResult
 
 
 def check(ledger: Ledger, request: ChangeRequest) -> None:
@@ -31,6 +31,7 @@ async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
         raise refusal(refused) from None
     # Patched: when nothing is left, the void is part of the memo's payments call.
     folded = workflow.patched(CREDIT_MEMO_AND_REFUND_PATCH)
+    was = steps.state.status
     result = await cancel_units(
         steps,
         request.lines,
@@ -41,7 +42,16 @@ async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
     if steps.ledger.all_canceled():
         if not folded:
             await void(steps, request.reason or "every line canceled")
-        await steps.progress("", "order.canceled", f"Order canceled: {result.summary}")
+        await steps.progress(
+            "",
+            "order.canceled",
+            f"Order canceled: {result.summary}",
+            events=[
+                order_events.order_status(
+                    "order.canceled", was, CANCELED, request.reason or "canceled"
+                )
+            ],
+        )
     result.change_id, result.kind = request.change_id, "cancel"
     return steps.record(request.change_id, result)
 

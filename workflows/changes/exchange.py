@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from workflows import billing
+from workflows import billing, order_events
 from workflows.changes import replacements as replacing
 from workflows.changes.returns import check as check_return
-from workflows.changes.returns import open_return
+from workflows.changes.returns import open_return, replaced, requested
 from workflows.changes.steps import Steps, cancel_placed, money, refusal
 from workflows.ledger import ChangeRefused
 from workflows.state import Replacement
@@ -77,6 +77,10 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
 
 
 async def _record(steps: Steps, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
+    reason = request.reason
+    exchanged = order_events.lines_changed(
+        "order.exchanged", order_events.lines(steps.ledger, request.lines), reason
+    )
     await steps.progress(
         "",
         "change.exchange",
@@ -84,6 +88,7 @@ async def _record(steps: Steps, request: ChangeRequest, result: ChangeResult) ->
         [LineQuantityChange(i.order_line_id, return_initiated=i.quantity) for i in request.lines],
         actor=request.actor,
         step=f"change:{request.change_id}",
+        events=[exchanged, requested(steps, result, reason), *replaced(steps, result)],
     )
     return steps.record(request.change_id, result)
 

@@ -115,6 +115,7 @@ async def ship(
         result.credit_memo_id = memo_made.credit_memo_id
         result.credited_minor = memo_made.total_minor
         result.refunded_minor = refund.refunded_minor
+        result.released_minor = refund.released_minor
     result.fulfillment_order_ids += [fo.fulfillment_order_id for fo in placed.fulfillment_orders]
     moved = (
         f"charged {money(steps, difference)}" if difference > 0

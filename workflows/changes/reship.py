@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
+from workflows import order_events
 from workflows.changes.steps import Steps, cancel_placed, route
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.types import ChangeRequest, ChangeResult, RoutingLineData
@@ -53,7 +54,21 @@ async def reship(steps: Steps, request: ChangeRequest) -> ChangeResult:
         lines=request.lines,
         fulfillment_order_ids=[fo.fulfillment_order_id for fo in placed.fulfillment_orders],
     )
-    await steps.progress("", "change.reship", result.summary, actor=request.actor, step=step)
+    await steps.progress(
+        "",
+        "change.reship",
+        result.summary,
+        actor=request.actor,
+        step=step,
+        events=[
+            order_events.lines_changed(
+                "order.reshipped",
+                order_events.lines(steps.ledger, request.lines),
+                request.reason or "parcel lost",
+            ),
+            *order_events.allocated(placed.fulfillment_orders),
+        ],
+    )
     return steps.record(request.change_id, result)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio.exceptions import ApplicationError
 
 from workflows import activity_names as names
-from workflows import billing
+from workflows import billing, order_events
 from workflows.changes.replacements import replace_on_receipt
 from workflows.changes.steps import (
     Steps,
@@ -14,6 +14,7 @@ from workflows.changes.steps import (
     give_back,
     memo,
     money,
+    refunded,
     refusal,
 )
 from workflows.ledger import ChangeRefused
@@ -21,6 +22,7 @@ from workflows.state import ReturnOrder
 from workflows.types import (
     ChangeRequest,
     ChangeResult,
+    EventData,
     LineQuantityChange,
     ReceiptInput,
     ReturnOrderInput,
@@ -72,6 +74,7 @@ async def open_return(
         lines=plan,
         return_order_id=return_order_id,
     )
+    events = [requested(steps, result, request.reason)]
     if request.refund_without_return and not exchange:
         memo_made, refund = await give_back(
             steps,
@@ -91,6 +94,7 @@ async def open_return(
         result.credited_minor = memo_made.total_minor
         result.refunded_minor = refund.refunded_minor
         result.summary += f"; refunded {money(steps, memo_made.total_minor)} without return"
+        events += refunded(memo_made, refund, "return")
     if not record:
         return result
     await steps.progress(
@@ -100,8 +104,34 @@ async def open_return(
         [LineQuantityChange(i.order_line_id, return_initiated=i.quantity) for i in plan],
         actor=request.actor,
         step=step,
+        events=events,
     )
     return steps.record(request.change_id, result)
+
+
+def requested(steps: Steps, opened: ChangeResult, reason: str) -> EventData:
+    """return.requested for the return order a change opened (open: nothing received yet)."""
+    return order_events.return_order(
+        "return.requested",
+        opened.return_order_id,
+        "open",
+        order_events.lines(steps.ledger, opened.lines),
+        reason,
+    )
+
+
+def replaced(steps: Steps, result: ChangeResult) -> list[EventData]:
+    """What shipping an exchange's replacements did: their fulfillment orders, and the refund
+    of a cheaper replacement's difference (`replacements.ship` put both on `result`)."""
+    ledger = steps.ledger
+    return [
+        *order_events.allocated(
+            ledger.fulfillment_orders[fo_id] for fo_id in result.fulfillment_order_ids
+        ),
+        *order_events.refund(
+            result.credit_memo_id, result.refunded_minor + result.released_minor, "exchange"
+        ),
+    ]
 
 
 def check_receipt(steps: Steps, request: ChangeRequest) -> None:
@@ -158,12 +188,12 @@ async def receive(steps: Steps, request: ChangeRequest) -> ChangeResult:
     refund_lines = request.lines if not rma.exchange else []
     # An exchange that ships on receipt: replacements for what was accepted; when they cannot
     # ship, the accepted units are refunded instead.
-    if (
-        rma.replacements
-        and request.lines
-        and not await replace_on_receipt(steps, rma, request, result)
-    ):
-        refund_lines = request.lines
+    events: list[EventData] = []
+    if rma.replacements and request.lines:
+        if await replace_on_receipt(steps, rma, request, result):
+            events += replaced(steps, result)
+        else:
+            refund_lines = request.lines
     if refund_lines and not rma.refunded_up_front:
         fee = 0 if rma.fee_charged else rma.fee_minor
         rma.fee_charged = True
@@ -182,6 +212,7 @@ async def receive(steps: Steps, request: ChangeRequest) -> ChangeResult:
         result.credit_memo_id = memo_made.credit_memo_id
         result.credited_minor += memo_made.total_minor
         result.refunded_minor += refund.refunded_minor
+        events += refunded(memo_made, refund, "return")
     for item in request.lines:
         ledger.lines[item.order_line_id].returned += item.quantity
     for item in request.rejected_lines:
@@ -191,6 +222,13 @@ async def receive(steps: Steps, request: ChangeRequest) -> ChangeResult:
         f"{sum(i.quantity for i in request.rejected_lines)} rejected"
         + result.summary
         + (f"; refunded {money(steps, result.refunded_minor)}" if result.refunded_minor else "")
+    )
+    received = order_events.return_order(
+        "return.received",
+        rma.return_order_id,
+        "partially_received" if rma.open() else "received",
+        order_events.lines(ledger, request.lines),
+        request.reason,
     )
     await steps.progress(
         "",
@@ -203,6 +241,7 @@ async def receive(steps: Steps, request: ChangeRequest) -> ChangeResult:
         ],
         actor=request.actor,
         step=step,
+        events=[received, *events],
     )
     return steps.record(request.change_id, result)
 

@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from oms_platform.money import format_minor
 from oms_platform.redaction import redact
 from workflows import activity_names as names
-from workflows import billing
+from workflows import billing, order_events
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.state import LifecycleState
 from workflows.types import (
@@ -35,6 +35,7 @@ from workflows.types import (
     CreditMemoAndRefundResult,
     CreditMemoInput,
     CreditMemoResult,
+    EventData,
     InvoiceAndCaptureResult,
     InvoiceResult,
     ItemQuantity,
@@ -94,9 +95,11 @@ class Steps(Protocol):
         step: str = "",
         added_lines: list[LineAdditionData] | None = None,
         holds: tuple[str, str] | None = None,
+        events: list[EventData] | None = None,
     ) -> None:
-        """Tell capture (the order's record) and the search attributes what just happened;
-        `holds` (category, attached to) as `attempt_step` when capture refuses the report."""
+        """Tell capture (the order's record, and its event log: `events`) and the search
+        attributes what just happened; `holds` (category, attached to) as `attempt_step` when
+        capture refuses the report."""
 
     async def hold(
         self, category: str, attached_to: str, message: str, step_input: str = ""
@@ -220,6 +223,16 @@ async def give_back(
     return memo_made, RefundResult(refunded, released, refund.not_refunded_minor, voided=voided)
 
 
+def refunded(memo_made: CreditMemoResult, refund: RefundResult, cause: str) -> list[EventData]:
+    """What `give_back` gave back, for the log: refund.issued for money sent back from captures,
+    payment.voided for what was released from holds (never charged, so no refund to the
+    shopper); none when nothing was."""
+    events = order_events.refund(memo_made.credit_memo_id, refund.refunded_minor, cause)
+    if refund.released_minor > 0:
+        events.append(order_events.payment("payment.voided", refund.released_minor))
+    return events
+
+
 def _refund_key(order_id: str, step: str, attempt: int) -> str:
     """The key of a step's `attempt`-th refund (each attempt a new one)."""
     return f"{order_id}:refund:{step}:{attempt}"
@@ -286,6 +299,11 @@ async def capture(
                 f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
                 step=f"captured:{invoice.invoice_id}",
                 holds=("payment", f"invoice:{invoice.invoice_id}"),
+                events=[
+                    order_events.payment(
+                        "payment.captured", int(result.amount_minor), invoice.invoice_id
+                    )
+                ],
             )
             return int(result.amount_minor)
         action = await steps.hold(
@@ -400,12 +418,19 @@ async def cancel_placed(steps: Steps, placed: RouteResult, reason: str) -> None:
 
 
 async def cancel_unshipped(
-    steps: Steps, reason: str, step: str, *, money_back: bool = True
-) -> None:
-    """Cancel whatever has not shipped (nothing when everything has); `money_back` as for
-    `cancel_units`."""
-    if any(b.available_to_cancel for b in steps.ledger.lines.values()):
-        await cancel_units(steps, [], reason, step, money_back=money_back)
+    steps: Steps,
+    reason: str,
+    step: str,
+    *,
+    money_back: bool = True,
+    cause: list[EventData] | None = None,
+) -> bool:
+    """Cancel whatever has not shipped (nothing when everything has: False); `money_back` and
+    `cause` as for `cancel_units`."""
+    if not any(b.available_to_cancel for b in steps.ledger.lines.values()):
+        return False
+    await cancel_units(steps, [], reason, step, money_back=money_back, cause=cause)
+    return True
 
 
 async def cancel_units(
@@ -416,14 +441,20 @@ async def cancel_units(
     *,
     money_back: bool = True,
     void_when_all_canceled: bool = False,
+    cause: list[EventData] | None = None,
 ) -> ChangeResult:
     """Cancel unshipped units (empty: all of them): on their fulfillment orders, in the
     buckets, and in money (unless `money_back` is False: nothing was authorized). With
     `void_when_all_canceled`, a cancel that leaves every line canceled also voids what the
-    authorizations still hold (with the money given back when it can be)."""
+    authorizations still hold (with the money given back when it can be). `cause`: events of
+    what led to the cancel (e.g. a declined payment), reported first, with it."""
     ledger, order = steps.ledger, steps.order
     plan = ledger.plan_cancel(requested)
     released: list[ItemQuantity] = []
+    events = [
+        *(cause or []),
+        order_events.lines_changed("lines.canceled", order_events.lines(ledger, plan), reason),
+    ]
     for fo_id, items in ledger.open_units_for_cancel(plan).items():
         await steps.activity(
             names.CANCEL_FULFILLMENT_ORDER_LINES,
@@ -431,6 +462,17 @@ async def cancel_units(
         )
         ledger.remove_open_units(fo_id, items)
         released += items
+        # The fulfillment order gives the units up; with none left to ship, it is canceled.
+        ended = not any(ledger.open_units.get(fo_id, {}).values())
+        events.append(
+            order_events.fulfillment_order(
+                "fulfillment.canceled",
+                ledger.fulfillment_orders[fo_id],
+                "canceled" if ended else "",
+                order_events.lines(ledger, items),
+                reason,
+            )
+        )
     canceled = plan
     credit = ledger.credit_lines_for_cancel(canceled)
     shipping = billing.shipping_freed_by_cancel(ledger, order.delivery_groups, canceled)
@@ -456,6 +498,7 @@ async def cancel_units(
         result.refunded_minor = refund.refunded_minor
         result.released_minor = refund.released_minor
         voided = refund.voided
+        events += refunded(memo_made, refund, "cancel")
     units = sum(i.quantity for i in canceled)
     result.summary = f"Canceled {units} unit(s): {reason}" + (
         f"; {money(steps, result.credited_minor)} given back" if result.credited_minor else ""
@@ -468,6 +511,7 @@ async def cancel_units(
         [LineQuantityChange(i.order_line_id, canceled=i.quantity) for i in canceled]
         + [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in released],
         step=f"canceled:{step}",
+        events=events,
     )
     if void_asked is not None and not voided:
         # Not made with the memo (its refund failed and an agent decided, or payments

@@ -4,7 +4,8 @@ A module each: `order` (the order as captured: statuses, lines and their buckets
 timeline events, line changes), `submission` (what a channel submits, its validation, the
 order it becomes), `added_items` (items added before fulfillment), `screening` (fraud
 screening at capture), `bulk_import` (historical imports), `reads` (paging, ListOrders'
-filter) and `erasure` (a shopper's orders as erasure sees them).
+filter), `erasure` (a shopper's orders as erasure sees them) and `events` (the event log's
+types, and the event a progress step stands for; used as `domain.events`).
 
 Pure: standard library, oms_platform.money and oms_platform.errors only. The servicer converts
 wire types into these dataclasses; the store persists what these functions return. Callers

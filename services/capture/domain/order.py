@@ -187,6 +187,9 @@ class Order:
     billing_address: PostalAddress | None = None
     # Why fraud screening wants a person to look first; empty when it passed.
     fraud_reasons: tuple[str, ...] = ()
+    # A subscription's cycle order: its subscription and cycle ("" and 0 for any other).
+    subscription_id: str = ""
+    subscription_cycle: int = 0
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ MAX_TEXT_LENGTH = 2048
 MAX_ADDITIONAL_PAYMENT_METHODS = 10
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# A subscription id as servicing assigns them (a uuid, or any id of letters, digits, "-" and
+# "_"): it goes into workflow ids (`subscription:<id>`) and keys (`<id>:<cycle>`), so no ":".
+_SUBSCRIPTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 # ---- what a channel submits ----------------------------------------------------------------
@@ -118,6 +121,9 @@ class OrderSubmission:
     # Applied after `payment_method`, in order (e.g. a card after a gift card).
     additional_payment_methods: tuple[PaymentMethod, ...] = ()
     billing_address: PostalAddress | None = None
+    # A subscription's cycle order (the worker alone sets these): the subscription and cycle.
+    subscription_id: str = ""
+    subscription_cycle: int = 0
 
 
 # ---- rules ----------------------------------------------------------------------------------
@@ -187,6 +193,7 @@ def validation_errors(submission: OrderSubmission) -> list[FieldViolation]:
         _check_payment_method(v, f"additional_payment_methods[{i}]", method)
     if s.billing_address is not None:
         _check_address(v, "billing_address", s.billing_address)
+    _check_subscription(v, s)
 
     if not s.delivery_groups:
         v.add("delivery_groups", "at least one delivery group is required")
@@ -299,6 +306,18 @@ def _check_line(
                 f"line discounts ({money.format_minor(own, currency)}) cannot exceed the "
                 f"line's price ({money.format_minor(gross, currency)})",
             )
+
+
+def _check_subscription(v: _Violations, s: OrderSubmission) -> None:
+    if s.subscription_id and not _SUBSCRIPTION_ID.match(s.subscription_id):
+        v.add(
+            "subscription_id",
+            'must be 1 to 64 letters, digits, "-" or "_" (a subscription id servicing assigned)',
+        )
+    if s.subscription_id and s.subscription_cycle < 1:
+        v.add("subscription_cycle", "must be at least 1 for a subscription's order")
+    if not s.subscription_id and s.subscription_cycle:
+        v.add("subscription_cycle", "must be 0 unless subscription_id is set")
 
 
 def _check_adjustment(
@@ -438,6 +457,8 @@ def capture_order(
         billing_address=(
             _normalized_address(s.billing_address) if s.billing_address is not None else None
         ),
+        subscription_id=s.subscription_id,
+        subscription_cycle=s.subscription_cycle,
     )
 
 

@@ -99,4 +99,5 @@ from services.capture.store.shoppers import count_orders_since as count_orders_s
 from services.capture.store.shoppers import find_shopper as find_shopper
 from services.capture.store.shoppers import lock_shopper as lock_shopper
 from services.capture.store.shoppers import match_shoppers as match_shoppers
+from services.capture.store.shoppers import owns_order as owns_order
 from services.capture.store.shoppers import shopper_from_row as shopper_from_row

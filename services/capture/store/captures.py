@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import asyncpg
+from oms.events.v1 import events_pb2
 
 from oms_platform import limits, tracing
 from oms_platform.errors import AlreadyExists
@@ -28,14 +30,15 @@ _ORDER_ROWS = """
            x.subtotal_minor, x.discount_minor, x.tax_minor, x.shipping_minor,
            x.grand_total_minor, x.payment_method_type, x.payment_token,
            x.payment_preauthorization_ref, x.discounts, x.additional_payment_methods,
-           x.billing_address, x.fraud_reasons, x.created_at, x.created_at
+           x.billing_address, x.fraud_reasons, x.subscription_id, x.subscription_cycle,
+           x.created_at, x.created_at
     FROM jsonb_to_recordset($1::jsonb) AS x (
         id text, channel text, channel_order_ref text, status text, shopper_id text,
         currency text, subtotal_minor bigint, discount_minor bigint, tax_minor bigint,
         shipping_minor bigint, grand_total_minor bigint, payment_method_type text,
         payment_token text, payment_preauthorization_ref text, discounts jsonb,
         additional_payment_methods jsonb, billing_address jsonb, fraud_reasons text[],
-        created_at timestamptz
+        subscription_id text, subscription_cycle int, created_at timestamptz
     )"""
 
 _INSERT_ORDERS = """
@@ -43,7 +46,8 @@ _INSERT_ORDERS = """
         id, channel, channel_order_ref, status, shopper_id, currency,
         subtotal_minor, discount_minor, tax_minor, shipping_minor, grand_total_minor,
         payment_method_type, payment_token, payment_preauthorization_ref, discounts,
-        additional_payment_methods, billing_address, fraud_reasons, created_at, updated_at
+        additional_payment_methods, billing_address, fraud_reasons, subscription_id,
+        subscription_cycle, created_at, updated_at
     )"""
 
 _INSERT_CHILDREN = """
@@ -140,7 +144,21 @@ WITH k AS (
     WHERE EXISTS (SELECT 1 FROM k)
     RETURNING id"""
     + _INSERT_CHILDREN
-    + """
+    + """, ev AS (
+    -- The order.captured event, in the log's outbox (services/capture/store/events.py), its
+    -- body given ($20) but for the shopper matched above: appended as the protobuf encoding
+    -- of Event{order_captured{shopper_id}} (field 20, then field 4, each length-delimited),
+    -- which a parser merges into the payload. Shopper ids are uuids (36 bytes), so each length
+    -- is a one-byte varint.
+    INSERT INTO order_events (event_id, order_id, type, channel, occurred_at, body)
+    SELECT $17, o.id, $18, $9, $19,
+           $20::bytea || '\\xa201'::bytea
+           || set_byte('\\x00'::bytea, 0, 2 + octet_length(sh.id))
+           || '\\x22'::bytea || set_byte('\\x00'::bytea, 0, octet_length(sh.id))
+           || convert_to(sh.id, 'UTF8')
+    FROM o, sh
+    ON CONFLICT (event_id) DO NOTHING
+)
 SELECT sh.id, sh.kind, sh.email_normalized, sh.name, sh.phone, sh.company
 FROM o, sh"""
 )
@@ -235,6 +253,8 @@ class OrderRows:
                     _address_json(order.billing_address) if order.billing_address else None
                 ),
                 "fraud_reasons": list(order.fraud_reasons),
+                "subscription_id": order.subscription_id,
+                "subscription_cycle": order.subscription_cycle,
                 "created_at": created,
             }
         )
@@ -312,9 +332,11 @@ async def capture_order(
     order: domain.Order,
     events: Sequence[domain.TimelineEvent],
     start: tuple[str, str, dict[str, Any]],
+    captured: events_pb2.Event,
 ) -> domain.Shopper | None:
     """Store a captured order under its idempotency key in one statement, matching (or
-    creating, as `new_shopper_id`) its shopper from `details`; returns the shopper. None
+    creating, as `new_shopper_id`) its shopper from `details`, with its `captured` event for
+    the log (the matched shopper's id added to it); returns the shopper. None
     when the key was taken before (nothing stored). `order.shopper` is not used.
 
     Raises AlreadyExists when the channel's order reference is taken, ShopperTaken when a
@@ -342,6 +364,10 @@ async def capture_order(
             details.name,
             details.phone,
             details.company,
+            captured.event_id,
+            captured.type,
+            captured.occurred_at.ToDatetime(tzinfo=UTC),
+            captured.SerializeToString(),
         )
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name == CHANNEL_ORDER_REF_CONSTRAINT:

@@ -11,6 +11,7 @@ from typing import Any
 from oms_platform import erasure
 from services.capture import domain
 from services.capture.store.common import Conn, new_id
+from services.capture.store.events import erase_events
 from workflows.types import order_workflow_id
 
 
@@ -105,6 +106,7 @@ PERSONAL_COLUMNS = (
         text=("fraud_reasons",),
     ),
     erasure.PersonalColumns("timeline_events", text=("summary",)),
+    # order_events: its bodies are protobuf, erased by `erase_events` (reasons cleared).
 )
 
 
@@ -191,6 +193,8 @@ async def erase_shopper_data(
     await conn.execute(SQL_FORGET_CHANNEL_IDS, shopper_id)
     now = [r["id"] for r in await conn.fetch(SQL_ORDERS_OF_SHOPPER, shopper_id)]
     await erasure.erase_rows(conn, PERSONAL_COLUMNS, order_ids, terms)
+    # The log's bodies are protobuf, not columns: their free text is erased in Python.
+    await erase_events(conn, order_ids, terms)
     await erasure.erase_platform_rows(conn, order_ids, [order_workflow_id(o) for o in order_ids])
     await conn.execute(SQL_RECORD_ERASED, list(order_ids), ERASED_EVENT_KIND, summary, actor)
     return now

@@ -20,7 +20,7 @@ _ORDER_COLUMNS = """
     o.subtotal_minor, o.discount_minor, o.tax_minor, o.shipping_minor, o.grand_total_minor,
     o.payment_method_type, o.payment_token, o.payment_preauthorization_ref, o.discounts,
     o.additional_payment_methods, o.billing_address, o.fraud_reasons,
-    o.created_at, o.updated_at,
+    o.subscription_id, o.subscription_cycle, o.created_at, o.updated_at,
     s.kind AS shopper_kind, s.email_normalized AS shopper_email, s.name AS shopper_name,
     s.phone AS shopper_phone, s.company AS shopper_company,
     (SELECT c.channel_customer_id FROM shopper_channel_ids c
@@ -336,6 +336,8 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
                 _address(r["billing_address"]) if r["billing_address"] is not None else None
             ),
             fraud_reasons=tuple(r["fraud_reasons"]),
+            subscription_id=r["subscription_id"],
+            subscription_cycle=r["subscription_cycle"],
         )
         for r in rows
     ]

@@ -179,3 +179,24 @@ async def match_shoppers(
             [sid for _, _, sid in links],
         )
     return [found[i][0] for i in range(len(requests))]
+
+
+# Whether an order is the shopper's who claims it: by the channel's own customer id (on the
+# order's channel) or by the email it was placed with (empty never matches: an erased shopper
+# has none).
+SQL_OWNS_ORDER = """
+SELECT EXISTS (
+    SELECT 1 FROM orders o JOIN shoppers s ON s.id = o.shopper_id
+    WHERE o.id = $1
+      AND (($2 <> '' AND EXISTS (SELECT 1 FROM shopper_channel_ids c
+                                 WHERE c.channel = o.channel AND c.channel_customer_id = $2
+                                   AND c.shopper_id = o.shopper_id))
+           OR ($3 <> '' AND s.email_normalized = $3)))"""
+
+
+async def owns_order(conn: Conn, order_id: str, channel_customer_id: str, email: str) -> bool:
+    """Whether `order_id` was placed by the shopper with this channel customer id or email."""
+    found = await conn.fetchval(
+        SQL_OWNS_ORDER, order_id, channel_customer_id, domain.normalize_email(email)
+    )
+    return bool(found)

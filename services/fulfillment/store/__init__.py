@@ -128,6 +128,9 @@ from services.fulfillment.store.fulfillment_orders import (
     location_of_shipment as location_of_shipment,
 )
 from services.fulfillment.store.fulfillment_orders import (
+    log_order_event as log_order_event,
+)
+from services.fulfillment.store.fulfillment_orders import (
     mark_delivered as mark_delivered,
 )
 from services.fulfillment.store.fulfillment_orders import (

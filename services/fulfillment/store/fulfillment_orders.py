@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
+from oms.events.v1 import events_pb2
 
 from oms_platform import outbox
 from oms_platform.errors import NotFound
@@ -526,6 +527,19 @@ async def order_of_shipment(conn: Conn, shipment_id: str) -> str:
     if order_id is None:
         raise NotFound(f"shipment {shipment_id} does not exist")
     return str(order_id)
+
+
+async def log_order_event(conn: Conn, event: events_pb2.Event) -> None:
+    """Record an event for the order's log, through the outbox (same transaction as the change
+    it reports), behind the signals already recorded for the order's workflow."""
+    await outbox.enqueue(
+        cast(asyncpg.Connection, conn),
+        SCHEMA,
+        outbox.EVENT,
+        order_workflow_id(event.order_id),
+        event.type,
+        outbox.event_payload(event),
+    )
 
 
 async def signal_order(conn: Conn, order_id: str, event: FulfillmentEvent) -> None:

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from oms.common.v1 import common_pb2 as _common_pb2
+from oms.events.v1 import events_pb2 as _events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as _fulfillment_pb2
 from oms.payments.v1 import payments_pb2 as _payments_pb2
 from oms.servicing.v1 import servicing_pb2 as _servicing_pb2
@@ -87,6 +88,10 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     """Waiting on a process exception."""
     ORDER_STATUS_CANCELED: _OrderStatus.ValueType  # 9
     """Canceled; see the timeline for why."""
+    ORDER_STATUS_PAST_DUE: _OrderStatus.ValueType  # 10
+    """A subscription's cycle order whose payment was declined: it waits for the next retry of
+    the deployment's dunning schedule (or a new payment method), then goes on or is canceled.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """OrderStatus summarizes where an order is in its lifecycle. Per-line state comes from the
@@ -113,6 +118,10 @@ ORDER_STATUS_ON_HOLD: OrderStatus.ValueType  # 8
 """Waiting on a process exception."""
 ORDER_STATUS_CANCELED: OrderStatus.ValueType  # 9
 """Canceled; see the timeline for why."""
+ORDER_STATUS_PAST_DUE: OrderStatus.ValueType  # 10
+"""A subscription's cycle order whose payment was declined: it waits for the next retry of
+the deployment's dunning schedule (or a new payment method), then goes on or is canceled.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _ShopperKind:
@@ -138,6 +147,28 @@ SHOPPER_KIND_PERSON: ShopperKind.ValueType  # 1
 SHOPPER_KIND_BUSINESS: ShopperKind.ValueType  # 2
 """A business buyer: a company with a contact."""
 Global___ShopperKind: _TypeAlias = ShopperKind  # noqa: Y015
+
+class _ShopperShipmentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShopperShipmentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShopperShipmentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHOPPER_SHIPMENT_STATUS_UNSPECIFIED: _ShopperShipmentStatus.ValueType  # 0
+    SHOPPER_SHIPMENT_STATUS_IN_TRANSIT: _ShopperShipmentStatus.ValueType  # 1
+    """Handed to the carrier, not delivered yet."""
+    SHOPPER_SHIPMENT_STATUS_DELIVERED: _ShopperShipmentStatus.ValueType  # 2
+    """The carrier delivered it."""
+
+class ShopperShipmentStatus(_ShopperShipmentStatus, metaclass=_ShopperShipmentStatusEnumTypeWrapper):
+    """ShopperShipmentStatus is where a parcel is."""
+
+SHOPPER_SHIPMENT_STATUS_UNSPECIFIED: ShopperShipmentStatus.ValueType  # 0
+SHOPPER_SHIPMENT_STATUS_IN_TRANSIT: ShopperShipmentStatus.ValueType  # 1
+"""Handed to the carrier, not delivered yet."""
+SHOPPER_SHIPMENT_STATUS_DELIVERED: ShopperShipmentStatus.ValueType  # 2
+"""The carrier delivered it."""
+Global___ShopperShipmentStatus: _TypeAlias = ShopperShipmentStatus  # noqa: Y015
 
 @_typing.final
 class Shopper(_message.Message):
@@ -469,6 +500,8 @@ class Order(_message.Message):
     ADDITIONAL_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
     BILLING_ADDRESS_FIELD_NUMBER: _builtins.int
     FRAUD_REASONS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_CYCLE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Assigned by oms."""
     channel: Global___Channel.ValueType
@@ -478,6 +511,11 @@ class Order(_message.Message):
     """Lifecycle status."""
     currency: _builtins.str
     """ISO 4217 currency of every amount on the order."""
+    subscription_id: _builtins.str
+    """A subscription's cycle order: the subscription and the cycle number (empty and 0 for any
+    other order).
+    """
+    subscription_cycle: _builtins.int
     @_builtins.property
     def shopper(self) -> Global___Shopper:
         """Who ordered."""
@@ -539,10 +577,12 @@ class Order(_message.Message):
         additional_payment_methods: _abc.Iterable[_payments_pb2.PaymentMethod] | None = ...,
         billing_address: _common_pb2.PostalAddress | None = ...,
         fraud_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        subscription_id: _builtins.str = ...,
+        subscription_cycle: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "created_at", b"created_at", "payment_method", b"payment_method", "shopper", b"shopper", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "fraud_reasons", b"fraud_reasons", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "shopper", b"shopper", "status", b"status", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "fraud_reasons", b"fraud_reasons", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "shopper", b"shopper", "status", b"status", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -566,6 +606,8 @@ class SubmitOrderRequest(_message.Message):
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     ADDITIONAL_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
     BILLING_ADDRESS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_CYCLE_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The channel's key for this submission; resubmitting with the same key is safe."""
     channel: Global___Channel.ValueType
@@ -573,6 +615,12 @@ class SubmitOrderRequest(_message.Message):
     channel_order_ref: _builtins.str
     currency: _builtins.str
     """Currency of every amount."""
+    subscription_id: _builtins.str
+    """Set by a subscription's workflow for its cycle's order (the worker only): the subscription
+    and the cycle number. Such an order is dunned: a declined payment waits past due and is
+    retried on the deployment's schedule instead of canceling at once.
+    """
+    subscription_cycle: _builtins.int
     @_builtins.property
     def shopper(self) -> Global___Shopper:
         """Who ordered."""
@@ -622,10 +670,12 @@ class SubmitOrderRequest(_message.Message):
         payment_method: _payments_pb2.PaymentMethod | None = ...,
         additional_payment_methods: _abc.Iterable[_payments_pb2.PaymentMethod] | None = ...,
         billing_address: _common_pb2.PostalAddress | None = ...,
+        subscription_id: _builtins.str = ...,
+        subscription_cycle: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "grand_total", b"grand_total", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "shopper", b"shopper", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -971,6 +1021,7 @@ class RecordOrderProgressRequest(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     ADDED_LINES_FIELD_NUMBER: _builtins.int
     OMIT_ORDER_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -993,6 +1044,14 @@ class RecordOrderProgressRequest(_message.Message):
     def added_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineAddition]:
         """Units added to the order, applied before `line_changes` (which may allocate them)."""
 
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]:
+        """The step's events for the event log (oms.events.v1), payload set by the workflow; capture
+        fills in event_id, order_id, channel, occurred_at (the timeline event's `at`) and actor
+        where empty. None: capture records one event from the timeline event's kind and the
+        status change alone.
+        """
+
     def __init__(
         self,
         *,
@@ -1003,10 +1062,11 @@ class RecordOrderProgressRequest(_message.Message):
         event: _common_pb2.TimelineEvent | None = ...,
         added_lines: _abc.Iterable[Global___LineAddition] | None = ...,
         omit_order: _builtins.bool = ...,
+        events: _abc.Iterable[_events_pb2.Event] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "events", b"events", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1065,6 +1125,51 @@ class RecordOrderProgressBatchRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOrderProgressBatchRequest: _TypeAlias = RecordOrderProgressBatchRequest  # noqa: Y015
+
+@_typing.final
+class RecordOrderEventsRequest(_message.Message):
+    """RecordOrderEventsRequest carries events of one or several orders, in the order they
+    happened (each order's events are logged in this order).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]:
+        """At most 500. Each needs event_id, type, order_id, occurred_at, actor and its payload;
+        capture sets `channel` from the order and ignores `sequence` and `recorded_at`.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_events_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOrderEventsRequest: _TypeAlias = RecordOrderEventsRequest  # noqa: Y015
+
+@_typing.final
+class RecordOrderEventsResponse(_message.Message):
+    """RecordOrderEventsResponse acknowledges that every event is in the log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOrderEventsResponse: _TypeAlias = RecordOrderEventsResponse  # noqa: Y015
 
 @_typing.final
 class RecordOrderProgressBatchResponse(_message.Message):
@@ -1400,3 +1505,334 @@ class Erasure(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Erasure: _TypeAlias = Erasure  # noqa: Y015
+
+@_typing.final
+class GetOrderForShopperRequest(_message.Message):
+    """GetOrderForShopperRequest names an order and the shopper asking for it. A storefront knows
+    a signed-in shopper by its own customer id, and a guest only by the email given at checkout
+    (with the order number: the usual "track my order" form); either one identifies them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order (as SubmitOrder answered it)."""
+    channel_customer_id: _builtins.str
+    """The storefront's own customer id, as sent in SubmitOrder's shopper.channel_customer_id."""
+    email: _builtins.str
+    """The email the order was placed with; matched case-insensitively."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        channel_customer_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel_customer_id", b"channel_customer_id", "email", b"email", "shopper", b"shopper"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_customer_id", b"channel_customer_id", "email", b"email", "order_id", b"order_id", "shopper", b"shopper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_shopper: _TypeAlias = _typing.Literal["channel_customer_id", "email"]  # noqa: Y015
+    _WhichOneofArgType_shopper: _TypeAlias = _typing.Literal["shopper", b"shopper"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_shopper) -> _WhichOneofReturnType_shopper | None: ...
+
+Global___GetOrderForShopperRequest: _TypeAlias = GetOrderForShopperRequest  # noqa: Y015
+
+@_typing.final
+class GetOrderForShopperResponse(_message.Message):
+    """GetOrderForShopperResponse is the shopper's view of the order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    MISSING_SECTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___ShopperOrder: ...
+    @_builtins.property
+    def missing_sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sections that could not be assembled in time ("shipments", "refunds", "returns");
+        empty when the view is complete.
+        """
+
+    def __init__(
+        self,
+        *,
+        order: Global___ShopperOrder | None = ...,
+        missing_sections: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing_sections", b"missing_sections", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderForShopperResponse: _TypeAlias = GetOrderForShopperResponse  # noqa: Y015
+
+@_typing.final
+class ShopperOrder(_message.Message):
+    """ShopperOrder is an order as its shopper may see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_REF_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPMENTS_FIELD_NUMBER: _builtins.int
+    RETURNS_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    channel_order_ref: _builtins.str
+    """The storefront's own order number."""
+    status: Global___OrderStatus.ValueType
+    currency: _builtins.str
+    """ISO 4217 currency of every amount."""
+    @_builtins.property
+    def totals(self) -> Global___OrderTotals: ...
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperOrderLine]: ...
+    @_builtins.property
+    def shipments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperShipment]:
+        """Parcels, in the order they shipped."""
+
+    @_builtins.property
+    def returns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperReturn]:
+        """Return orders, oldest first."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperRefund]:
+        """Money given back, oldest first."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        channel_order_ref: _builtins.str = ...,
+        status: Global___OrderStatus.ValueType = ...,
+        currency: _builtins.str = ...,
+        totals: Global___OrderTotals | None = ...,
+        lines: _abc.Iterable[Global___ShopperOrderLine] | None = ...,
+        shipments: _abc.Iterable[Global___ShopperShipment] | None = ...,
+        returns: _abc.Iterable[Global___ShopperReturn] | None = ...,
+        refunds: _abc.Iterable[Global___ShopperRefund] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "lines", b"lines", "order_id", b"order_id", "refunds", b"refunds", "returns", b"returns", "shipments", b"shipments", "status", b"status", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperOrder: _TypeAlias = ShopperOrder  # noqa: Y015
+
+@_typing.final
+class ShopperOrderLine(_message.Message):
+    """ShopperOrderLine is one line with its quantities by bucket (ordered, canceled, allocated,
+    fulfilled, return initiated, returned).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    QUANTITIES_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    sku: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def quantities(self) -> Global___LineQuantities: ...
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def total(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        name: _builtins.str = ...,
+        quantities: Global___LineQuantities | None = ...,
+        unit_price: _common_pb2.Money | None = ...,
+        total: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quantities", b"quantities", "total", b"total", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "order_line_id", b"order_line_id", "quantities", b"quantities", "sku", b"sku", "total", b"total", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperOrderLine: _TypeAlias = ShopperOrderLine  # noqa: Y015
+
+@_typing.final
+class ShopperShipment(_message.Message):
+    """ShopperShipment is one parcel: carrier, tracking, what is in it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARRIER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    SHIPPED_AT_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    carrier: _builtins.str
+    service: _builtins.str
+    """The carrier's service level, e.g. "ground"."""
+    tracking_number: _builtins.str
+    status: Global___ShopperShipmentStatus.ValueType
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperItem]: ...
+    @_builtins.property
+    def shipped_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        carrier: _builtins.str = ...,
+        service: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+        status: Global___ShopperShipmentStatus.ValueType = ...,
+        items: _abc.Iterable[Global___ShopperItem] | None = ...,
+        shipped_at: _timestamp_pb2.Timestamp | None = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "shipped_at", b"shipped_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "delivered_at", b"delivered_at", "items", b"items", "service", b"service", "shipped_at", b"shipped_at", "status", b"status", "tracking_number", b"tracking_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperShipment: _TypeAlias = ShopperShipment  # noqa: Y015
+
+@_typing.final
+class ShopperItem(_message.Message):
+    """ShopperItem is some units of one order line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    sku: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperItem: _TypeAlias = ShopperItem  # noqa: Y015
+
+@_typing.final
+class ShopperReturnLine(_message.Message):
+    """ShopperReturnLine is one line of a return: units expected back and received."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_EXPECTED_FIELD_NUMBER: _builtins.int
+    QUANTITY_RECEIVED_FIELD_NUMBER: _builtins.int
+    order_line_id: _builtins.str
+    sku: _builtins.str
+    quantity_expected: _builtins.int
+    quantity_received: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_line_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity_expected: _builtins.int = ...,
+        quantity_received: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_line_id", b"order_line_id", "quantity_expected", b"quantity_expected", "quantity_received", b"quantity_received", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperReturnLine: _TypeAlias = ShopperReturnLine  # noqa: Y015
+
+@_typing.final
+class ShopperReturn(_message.Message):
+    """ShopperReturn is a return order (the RMA the shopper sends back under)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    return_order_id: _builtins.str
+    """The RMA number."""
+    status: _servicing_pb2.ReturnOrderStatus.ValueType
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShopperReturnLine]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        return_order_id: _builtins.str = ...,
+        status: _servicing_pb2.ReturnOrderStatus.ValueType = ...,
+        lines: _abc.Iterable[Global___ShopperReturnLine] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lines", b"lines", "return_order_id", b"return_order_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperReturn: _TypeAlias = ShopperReturn  # noqa: Y015
+
+@_typing.final
+class ShopperRefund(_message.Message):
+    """ShopperRefund is money given back to the shopper."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFUNDED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def refunded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        amount: _common_pb2.Money | None = ...,
+        refunded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "refunded_at", b"refunded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "refunded_at", b"refunded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperRefund: _TypeAlias = ShopperRefund  # noqa: Y015

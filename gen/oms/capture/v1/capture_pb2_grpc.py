@@ -83,6 +83,16 @@ class CaptureServiceStub:
                 request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.SerializeToString,
                 response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.FromString,
                 _registered_method=True)
+        self.GetOrderForShopper = channel.unary_unary(
+                '/oms.capture.v1.CaptureService/GetOrderForShopper',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperResponse.FromString,
+                _registered_method=True)
+        self.RecordOrderEvents = channel.unary_unary(
+                '/oms.capture.v1.CaptureService/RecordOrderEvents',
+                request_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsRequest.SerializeToString,
+                response_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsResponse.FromString,
+                _registered_method=True)
 
 
 class CaptureServiceServicer:
@@ -175,6 +185,30 @@ class CaptureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderForShopper(self, request, context):
+        """The shopper's own view of one of their orders, for a storefront's "my orders" or "track
+        my order" page: status, lines with their quantities by bucket, shipments with carrier and
+        tracking, returns and refunds; no payment, token, exception or shopper-internal ids. The
+        order must be on one of the caller's channels (PERMISSION_DENIED otherwise) and belong
+        to the named shopper: an order of anyone else answers NOT_FOUND, exactly as an order
+        that does not exist, so order ids cannot be probed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOrderEvents(self, request, context):
+        """Writes to the event log the events another oms service recorded with a change the order's
+        workflow is not told of (a warehouse accepting, picking or packing a fulfillment order),
+        delivered by that service's outbox; internal (the service role). Idempotent by event_id:
+        an event already written is left as it is. All or nothing, in one transaction: a malformed
+        event is INVALID_ARGUMENT naming `events[i].<field>`, an event of an unknown order
+        NOT_FOUND naming it, and nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaptureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +256,16 @@ def add_CaptureServiceServicer_to_server(servicer, server):
                     servicer.EraseShopper,
                     request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.FromString,
                     response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.SerializeToString,
+            ),
+            'GetOrderForShopper': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderForShopper,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperResponse.SerializeToString,
+            ),
+            'RecordOrderEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOrderEvents,
+                    request_deserializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsRequest.FromString,
+                    response_serializer=oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -470,6 +514,60 @@ class CaptureService:
             '/oms.capture.v1.CaptureService/EraseShopper',
             oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperRequest.SerializeToString,
             oms_dot_capture_dot_v1_dot_capture__pb2.EraseShopperResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderForShopper(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.capture.v1.CaptureService/GetOrderForShopper',
+            oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.GetOrderForShopperResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOrderEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.capture.v1.CaptureService/RecordOrderEvents',
+            oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsRequest.SerializeToString,
+            oms_dot_capture_dot_v1_dot_capture__pb2.RecordOrderEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

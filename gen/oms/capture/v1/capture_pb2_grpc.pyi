@@ -83,6 +83,22 @@ class CaptureServiceStub:
     fulfilled or canceled, or with a return on its way back, are refused with
     FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
     """
+    GetOrderForShopper: _grpc.UnaryUnaryMultiCallable[_capture_pb2.GetOrderForShopperRequest, _capture_pb2.GetOrderForShopperResponse]
+    """The shopper's own view of one of their orders, for a storefront's "my orders" or "track
+    my order" page: status, lines with their quantities by bucket, shipments with carrier and
+    tracking, returns and refunds; no payment, token, exception or shopper-internal ids. The
+    order must be on one of the caller's channels (PERMISSION_DENIED otherwise) and belong
+    to the named shopper: an order of anyone else answers NOT_FOUND, exactly as an order
+    that does not exist, so order ids cannot be probed.
+    """
+    RecordOrderEvents: _grpc.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderEventsRequest, _capture_pb2.RecordOrderEventsResponse]
+    """Writes to the event log the events another oms service recorded with a change the order's
+    workflow is not told of (a warehouse accepting, picking or packing a fulfillment order),
+    delivered by that service's outbox; internal (the service role). Idempotent by event_id:
+    an event already written is left as it is. All or nothing, in one transaction: a malformed
+    event is INVALID_ARGUMENT naming `events[i].<field>`, an event of an unknown order
+    NOT_FOUND naming it, and nothing is written.
+    """
 
 @_typing.type_check_only
 class CaptureServiceAsyncStub(CaptureServiceStub):
@@ -137,6 +153,22 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     One call, idempotent: a second call answers with the same erasure. Orders not yet
     fulfilled or canceled, or with a return on its way back, are refused with
     FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
+    """
+    GetOrderForShopper: _aio.UnaryUnaryMultiCallable[_capture_pb2.GetOrderForShopperRequest, _capture_pb2.GetOrderForShopperResponse]  # type: ignore[assignment]
+    """The shopper's own view of one of their orders, for a storefront's "my orders" or "track
+    my order" page: status, lines with their quantities by bucket, shipments with carrier and
+    tracking, returns and refunds; no payment, token, exception or shopper-internal ids. The
+    order must be on one of the caller's channels (PERMISSION_DENIED otherwise) and belong
+    to the named shopper: an order of anyone else answers NOT_FOUND, exactly as an order
+    that does not exist, so order ids cannot be probed.
+    """
+    RecordOrderEvents: _aio.UnaryUnaryMultiCallable[_capture_pb2.RecordOrderEventsRequest, _capture_pb2.RecordOrderEventsResponse]  # type: ignore[assignment]
+    """Writes to the event log the events another oms service recorded with a change the order's
+    workflow is not told of (a warehouse accepting, picking or packing a fulfillment order),
+    delivered by that service's outbox; internal (the service role). Idempotent by event_id:
+    an event already written is left as it is. All or nothing, in one transaction: a malformed
+    event is INVALID_ARGUMENT naming `events[i].<field>`, an event of an unknown order
+    NOT_FOUND naming it, and nothing is written.
     """
 
 class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -243,6 +275,34 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
         One call, idempotent: a second call answers with the same erasure. Orders not yet
         fulfilled or canceled, or with a return on its way back, are refused with
         FAILED_PRECONDITION naming them, unless `force`: then unshipped ones are canceled first.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrderForShopper(
+        self,
+        request: _capture_pb2.GetOrderForShopperRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.GetOrderForShopperResponse, _abc.Awaitable[_capture_pb2.GetOrderForShopperResponse]]:
+        """The shopper's own view of one of their orders, for a storefront's "my orders" or "track
+        my order" page: status, lines with their quantities by bucket, shipments with carrier and
+        tracking, returns and refunds; no payment, token, exception or shopper-internal ids. The
+        order must be on one of the caller's channels (PERMISSION_DENIED otherwise) and belong
+        to the named shopper: an order of anyone else answers NOT_FOUND, exactly as an order
+        that does not exist, so order ids cannot be probed.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordOrderEvents(
+        self,
+        request: _capture_pb2.RecordOrderEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.RecordOrderEventsResponse, _abc.Awaitable[_capture_pb2.RecordOrderEventsResponse]]:
+        """Writes to the event log the events another oms service recorded with a change the order's
+        workflow is not told of (a warehouse accepting, picking or packing a fulfillment order),
+        delivered by that service's outbox; internal (the service role). Idempotent by event_id:
+        an event already written is left as it is. All or nothing, in one transaction: a malformed
+        event is INVALID_ARGUMENT naming `events[i].<field>`, an event of an unknown order
+        NOT_FOUND naming it, and nothing is written.
         """
 
 def add_CaptureServiceServicer_to_server(servicer: CaptureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,707 @@
+"""SubscriptionsService over real gRPC, real Postgres and a real Temporal dev server: plans and
+subscriptions validated and idempotent, the outbox starting each subscription's workflow,
+changes previewed and made through it, the workflow's progress building the history agents
+read, who may call what, masked payment tokens, and the `oms` CLI round trip.
+
+The workflow here is a stand-in registered under the SubscriptionWorkflow type name
+(subscription_stand_in.py): it answers the Update and query as the contract says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from oms.common.v1 import common_pb2
+from oms.payments.v1 import payments_pb2
+from oms.subscriptions.v1 import subscriptions_pb2 as pb
+from oms.subscriptions.v1 import subscriptions_pb2_grpc
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from oms_platform import auth, temporal
+from oms_platform.grpcutil import field_violations
+from oms_platform.service import RunningService
+from oms_platform.settings import Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import free_port
+from oms_tools.registry import start_service
+from services.servicing.lifecycles import LifecycleUnavailable
+from services.servicing.subscription_workflows import SubscriptionWorkflows
+from tests.callers import channel_as, persona_channel
+from tests.conftest import migrated_database
+from tests.integration.subscription_stand_in import SubscriptionStandIn
+from workflows.subscription_types import (
+    PAUSE,
+    SubscriptionChangeRequest,
+    SubscriptionInput,
+    subscription_workflow_id,
+)
+from workflows.worker import workflow_runner
+
+if TYPE_CHECKING:
+    from oms.subscriptions.v1.subscriptions_pb2_grpc import SubscriptionsServiceAsyncStub
+
+SPREAD_SECONDS = 600
+
+
+@dataclass
+class Subscriptions:
+    """Servicing alone on a database of its own, and a worker running the stand-in."""
+
+    settings: Settings
+    client: Client
+    service: RunningService
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def stub(self, role: str = "", **identity: Any) -> SubscriptionsServiceAsyncStub:
+        """A stub calling as `role` (none: a persona the access table allows, agent first);
+        channels are kept for the module."""
+        address = self.settings.address_of("servicing")
+        key = f"{role}:{sorted(identity.items())}"
+        if key not in self.channels:
+            self.channels[key] = (
+                channel_as(self.settings, address, role, **identity)
+                if role
+                else persona_channel(self.settings, address, {auth.AGENT: "agent:ada"})
+            )
+        return subscriptions_pb2_grpc.SubscriptionsServiceStub(self.channels[key])
+
+    async def workflow(self, subscription_id: str) -> WorkflowHandle[Any, Any]:
+        """The subscription's workflow, once the outbox relay has started it."""
+        handle = self.client.get_workflow_handle(subscription_workflow_id(subscription_id))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await handle.describe()
+                return handle
+            except RPCError:
+                assert time.monotonic() < deadline, "the subscription's workflow never started"
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+async def subs(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres
+) -> AsyncIterator[Subscriptions]:
+    settings = replace(
+        settings_with_temporal,
+        database_url=await migrated_database(postgres, "oms_subscriptions"),
+        task_queue=f"oms-subscriptions-{os.getpid()}",
+        servicing_port=free_port(),
+        outbox_poll_seconds=0.05,
+        subscription_spread_seconds=SPREAD_SECONDS,
+        subscription_minute_cadence=True,
+        servicing_update_timeout_seconds=10.0,
+    )
+    service = await start_service("servicing", settings)
+    client = await temporal.connect(settings)
+    try:
+        async with Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[SubscriptionStandIn],
+            # As the order worker runs its workflows (see workflows/worker.py).
+            workflow_runner=workflow_runner(settings),
+        ):
+            yield Subscriptions(settings, client, service)
+    finally:
+        await service.stop(0.5)
+        await temporal.close(client)
+
+
+def a_key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+def overridden(request: Any, overrides: dict[str, Any]) -> Any:
+    """`request` with some fields replaced (messages and lists whole)."""
+    for name, value in overrides.items():
+        field = getattr(request, name)
+        if isinstance(value, list):
+            del field[:]
+            field.extend(value)
+        elif hasattr(field, "CopyFrom"):
+            field.CopyFrom(value)
+        else:
+            setattr(request, name, value)
+    return request
+
+
+def a_plan(**overrides: Any) -> pb.CreatePlanRequest:
+    request: pb.CreatePlanRequest = pb.CreatePlanRequest(
+        idempotency_key=a_key(),
+        name="Coffee, monthly",
+        items=[pb.PlanItem(sku="SKU-BEANS", name="Beans 1 kg", quantity=2, unit_price_minor=1500)],
+        currency="EUR",
+        shipping_minor=490,
+        tax_minor=0,
+        cadence=pb.Cadence(monthly_on_day=1, at_local_time="07:30"),
+        timezone="Europe/Berlin",
+    )
+    return overridden(request, overrides)
+
+
+def a_subscription(plan_id: str, **overrides: Any) -> pb.CreateSubscriptionRequest:
+    request = pb.CreateSubscriptionRequest(
+        idempotency_key=a_key(),
+        plan_id=plan_id,
+        channel="web",
+        subscriber=pb.Subscriber(email="ada@example.com", name="Ada Lovelace"),
+        delivery_address=common_pb2.PostalAddress(
+            line1="1 Main St", city="Berlin", postal_code="10115", country_code="DE"
+        ),
+        delivery_method="standard",
+        payment_method=payments_pb2.PaymentMethod(
+            type=payments_pb2.PAYMENT_METHOD_TYPE_CARD, token="tok_visa_4242"
+        ),
+    )
+    return overridden(request, overrides)
+
+
+async def refused(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+async def a_live_subscription(subs: Subscriptions, plan_id: str = "") -> pb.Subscription:
+    stub = subs.stub()
+    if not plan_id:
+        plan_id = (await stub.CreatePlan(a_plan(), timeout=10)).plan.plan_id
+    made = await stub.CreateSubscription(a_subscription(plan_id), timeout=10)
+    await subs.workflow(made.subscription.subscription_id)
+    return made.subscription
+
+
+# ---- plans ------------------------------------------------------------------------------------
+
+
+async def test_a_plan_with_bad_fields_is_refused_naming_each(subs: Subscriptions) -> None:
+    request = a_plan(
+        name="",
+        items=[],
+        currency="ZZZ",
+        shipping_minor=-1,
+        cadence=pb.Cadence(monthly_on_day=30, at_local_time="25:00"),
+        timezone="Mars/Olympus_Mons",
+    )
+    request.items.add(sku="", quantity=0, unit_price_minor=-5)
+
+    error = await refused(subs.stub().CreatePlan(request, timeout=10))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in field_violations(error)} == {
+        "name",
+        "items[0].sku",
+        "items[0].quantity",
+        "items[0].unit_price_minor",
+        "currency",
+        "shipping_minor",
+        "cadence.monthly_on_day",
+        "cadence.at_local_time",
+        "timezone",
+    }
+
+
+async def test_a_plan_without_a_cadence_is_refused(subs: Subscriptions) -> None:
+    request = a_plan()
+    request.ClearField("cadence")
+
+    error = await refused(subs.stub().CreatePlan(request, timeout=10))
+
+    assert [f for f, _ in field_violations(error)] == ["cadence"]
+
+
+async def test_a_plan_is_created_once_per_key(subs: Subscriptions) -> None:
+    stub = subs.stub(auth.MERCHANDISER)
+    request = a_plan(cadence=pb.Cadence(minutes=5))
+
+    first = await stub.CreatePlan(request, timeout=10)
+    again = await stub.CreatePlan(request, timeout=10)
+    reused = await refused(stub.CreatePlan(a_plan(idempotency_key=request.idempotency_key)))
+
+    assert first.plan.plan_id and again.plan.plan_id == first.plan.plan_id
+    assert first.plan.price_per_cycle.amount_minor == 2 * 1500 + 490
+    assert first.plan.cadence.minutes == 5
+    assert reused.code() == grpc.StatusCode.ALREADY_EXISTS
+    listed = await subs.stub(auth.STOREFRONT).ListPlans(pb.ListPlansRequest(), timeout=10)
+    assert [p.plan_id for p in listed.plans].count(first.plan.plan_id) == 1
+
+
+# ---- subscriptions ----------------------------------------------------------------------------
+
+
+async def test_a_subscription_with_bad_fields_is_refused_naming_each(subs: Subscriptions) -> None:
+    request = a_subscription(
+        "no-such-plan",
+        channel="moon",
+        subscriber=pb.Subscriber(email="not-an-email"),
+        delivery_address=common_pb2.PostalAddress(city="Berlin", country_code="DE"),
+        payment_method=payments_pb2.PaymentMethod(type=payments_pb2.PAYMENT_METHOD_TYPE_CARD),
+    )
+
+    error = await refused(subs.stub().CreateSubscription(request, timeout=10))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in field_violations(error)} == {
+        "channel",
+        "subscriber.email",
+        "delivery_address.line1",
+        "delivery_address.postal_code",
+        "payment_method.token",
+    }
+
+
+async def test_a_subscription_to_an_unknown_plan_is_refused(subs: Subscriptions) -> None:
+    error = await refused(subs.stub().CreateSubscription(a_subscription("no-such-plan")))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error) == [("plan_id", "no plan 'no-such-plan'")]
+
+
+async def test_a_subscription_starts_its_workflow_once_through_the_outbox(
+    subs: Subscriptions,
+) -> None:
+    stub = subs.stub()
+    plan = (await stub.CreatePlan(a_plan(), timeout=10)).plan
+    request = a_subscription(plan.plan_id)
+
+    made = await stub.CreateSubscription(request, timeout=10)
+    again = await stub.CreateSubscription(request, timeout=10)
+    handle = await subs.workflow(made.subscription.subscription_id)
+    started: SubscriptionInput = await handle.query(
+        SubscriptionStandIn.started_with, result_type=SubscriptionInput
+    )
+
+    assert (made.duplicate, again.duplicate) == (False, True)
+    assert again.subscription.subscription_id == made.subscription.subscription_id
+    assert made.subscription.status == pb.SUBSCRIPTION_STATUS_ACTIVE
+    assert started.subscription_id == made.subscription.subscription_id
+    assert started.spread_seconds == SPREAD_SECONDS
+    assert started.plan.plan_id == plan.plan_id and started.plan.items[0].quantity == 2
+    # The workflow gets the real token; readers see its last four.
+    assert started.payment_method.token == "tok_visa_4242"
+    assert made.subscription.payment_method.token == "…4242"
+
+
+# ---- changes ----------------------------------------------------------------------------------
+
+
+async def test_a_previewed_change_changes_nothing_and_a_made_one_is_made_once(
+    subs: Subscriptions,
+) -> None:
+    subscription = await a_live_subscription(subs)
+    stub = subs.stub()
+    until = Timestamp(seconds=int(time.time()) + 30 * 86400)
+    pause = pb.ChangeSubscriptionRequest(
+        subscription_id=subscription.subscription_id,
+        idempotency_key=a_key(),
+        reason="on holiday",
+        pause=pb.Pause(until=until),
+    )
+
+    preview = await stub.ChangeSubscription(
+        pb.ChangeSubscriptionRequest(
+            subscription_id=subscription.subscription_id, preview=True, pause=pb.Pause()
+        ),
+        timeout=15,
+    )
+    made = await stub.ChangeSubscription(pause, timeout=15)
+    again = await stub.ChangeSubscription(pause, timeout=15)
+    handle = await subs.workflow(subscription.subscription_id)
+    applied = await handle.query(SubscriptionStandIn.applied_keys)
+
+    assert preview.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED
+    assert preview.summary == "Paused until resumed"
+    assert preview.next_cycle_amount.amount_minor == 3490
+    assert preview.next_cycle_amount.currency == "EUR"
+    assert made.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED
+    assert made.subscription.paused_until.seconds == until.seconds
+    assert (made.duplicate, again.duplicate) == (False, True)
+    assert again.summary == made.summary
+    assert applied == [pause.idempotency_key]
+    assert made.subscription.payment_method.token == "…4242"
+
+
+async def test_a_change_the_workflow_refuses_answers_failed_precondition(
+    subs: Subscriptions,
+) -> None:
+    subscription = await a_live_subscription(subs)
+    resume = pb.ChangeSubscriptionRequest(
+        subscription_id=subscription.subscription_id,
+        idempotency_key=a_key(),
+        resume=pb.Resume(),
+    )
+
+    error = await refused(subs.stub().ChangeSubscription(resume, timeout=15))
+    preview = await refused(
+        subs.stub().ChangeSubscription(
+            pb.ChangeSubscriptionRequest(
+                subscription_id=subscription.subscription_id, preview=True, resume=pb.Resume()
+            ),
+            timeout=15,
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "the subscription is not paused"
+    assert preview.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert preview.details() == "the subscription is not paused"
+
+
+async def test_a_plan_change_sends_the_plan_whole_from_the_next_cycle(
+    subs: Subscriptions,
+) -> None:
+    subscription = await a_live_subscription(subs)
+    stub = subs.stub()
+    bigger = (
+        await stub.CreatePlan(
+            a_plan(
+                name="Coffee, large",
+                items=[pb.PlanItem(sku="SKU-BEANS", quantity=3, unit_price_minor=1500)],
+            ),
+            timeout=10,
+        )
+    ).plan
+    in_dollars = (await stub.CreatePlan(a_plan(currency="USD"), timeout=10)).plan
+
+    made = await stub.ChangeSubscription(
+        pb.ChangeSubscriptionRequest(
+            subscription_id=subscription.subscription_id,
+            idempotency_key=a_key(),
+            change_plan=pb.ChangePlan(plan_id=bigger.plan_id),
+        ),
+        timeout=15,
+    )
+    wrong_currency = await refused(
+        stub.ChangeSubscription(
+            pb.ChangeSubscriptionRequest(
+                subscription_id=subscription.subscription_id,
+                idempotency_key=a_key(),
+                change_plan=pb.ChangePlan(plan_id=in_dollars.plan_id),
+            )
+        )
+    )
+    no_change = await refused(
+        stub.ChangeSubscription(
+            pb.ChangeSubscriptionRequest(subscription_id=subscription.subscription_id)
+        )
+    )
+
+    assert made.summary == "Coffee, large from cycle 1"
+    assert made.subscription.pending_plan_id == bigger.plan_id
+    assert made.next_cycle_amount.amount_minor == 3 * 1500 + 490
+    assert wrong_currency.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in field_violations(wrong_currency)] == ["change_plan.plan_id"]
+    assert {f for f, _ in field_violations(no_change)} == {"idempotency_key", "change"}
+
+
+# ---- the workflow's progress ------------------------------------------------------------------
+
+
+async def test_recorded_progress_is_the_history_get_subscription_answers(
+    subs: Subscriptions,
+) -> None:
+    subscription = await a_live_subscription(subs)
+    sid = subscription.subscription_id
+    workflow = subs.stub(auth.WORKFLOW)
+    due = Timestamp(seconds=1_800_000_000)
+    ordered = pb.RecordSubscriptionProgressRequest(
+        idempotency_key=f"{sid}:cycle:1:ordered",
+        subscription=pb.Subscription(
+            subscription_id=sid,
+            plan_id=subscription.plan_id,
+            status=pb.SUBSCRIPTION_STATUS_ACTIVE,
+            next_cycle=2,
+            next_cycle_at=Timestamp(seconds=due.seconds + 30 * 86400),
+        ),
+        cycles=[
+            pb.Cycle(
+                number=1,
+                due_at=due,
+                status=pb.CYCLE_STATUS_ORDERED,
+                order_id="order-1",
+                plan_id=subscription.plan_id,
+                amount=common_pb2.Money(amount_minor=3490, currency="EUR"),
+            ),
+            pb.Cycle(
+                number=2,
+                due_at=Timestamp(seconds=due.seconds + 30 * 86400),
+                status=pb.CYCLE_STATUS_SCHEDULED,
+            ),
+        ],
+    )
+    past_due = pb.RecordSubscriptionProgressRequest(
+        idempotency_key=f"{sid}:cycle:1:past_due",
+        subscription=pb.Subscription(
+            subscription_id=sid,
+            plan_id=subscription.plan_id,
+            status=pb.SUBSCRIPTION_STATUS_PAST_DUE,
+            next_cycle=2,
+        ),
+        cycles=[
+            pb.Cycle(
+                number=1,
+                due_at=due,
+                status=pb.CYCLE_STATUS_PAST_DUE,
+                order_id="order-1",
+                amount=common_pb2.Money(amount_minor=3490, currency="EUR"),
+                payment_attempts=1,
+                decline_reason="card_declined",
+                next_payment_retry_at=Timestamp(seconds=due.seconds + 86400),
+            )
+        ],
+        change=pb.SubscriptionChangeRecord(
+            change_id=f"{sid}:skip:3",
+            kind="skipped",
+            actor="agent:ada",
+            reason="travelling",
+            summary="Cycle 3 will not be ordered",
+            effective_cycle=3,
+            at=Timestamp(seconds=int(time.time()) + 5),
+        ),
+    )
+
+    await workflow.RecordSubscriptionProgress(ordered, timeout=10)
+    await workflow.RecordSubscriptionProgress(past_due, timeout=10)
+    await workflow.RecordSubscriptionProgress(past_due, timeout=10)  # a retried activity
+    view = await subs.stub().GetSubscription(
+        pb.GetSubscriptionRequest(subscription_id=sid), timeout=10
+    )
+    agent_records = await refused(subs.stub(auth.AGENT).RecordSubscriptionProgress(ordered))
+
+    assert view.subscription.status == pb.SUBSCRIPTION_STATUS_PAST_DUE
+    assert view.subscription.next_cycle == 2
+    # Who subscribed, where it ships and how it pays stay as created.
+    assert view.subscription.subscriber.email == "ada@example.com"
+    assert view.subscription.delivery_address.city == "Berlin"
+    assert view.subscription.payment_method.token == "…4242"
+    assert view.plan.plan_id == subscription.plan_id
+    assert [(c.number, c.status, c.order_id) for c in view.cycles] == [
+        (1, pb.CYCLE_STATUS_PAST_DUE, "order-1"),
+        (2, pb.CYCLE_STATUS_SCHEDULED, ""),
+    ]
+    assert view.cycles[0].decline_reason == "card_declined"
+    assert view.cycles[0].payment_attempts == 1
+    assert [(c.kind, c.actor, c.effective_cycle) for c in view.changes] == [
+        ("created", "agent:ada", 1),
+        ("skipped", "agent:ada", 3),
+    ]
+    assert agent_records.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_progress_for_an_unknown_subscription_is_not_found(subs: Subscriptions) -> None:
+    error = await refused(
+        subs.stub(auth.WORKFLOW).RecordSubscriptionProgress(
+            pb.RecordSubscriptionProgressRequest(
+                idempotency_key="k",
+                subscription=pb.Subscription(
+                    subscription_id="nobody",
+                    plan_id="p",
+                    status=pb.SUBSCRIPTION_STATUS_ACTIVE,
+                    next_cycle=1,
+                ),
+            )
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ---- who may call what ------------------------------------------------------------------------
+
+
+async def test_storefronts_see_and_change_only_their_channels_subscriptions(
+    subs: Subscriptions,
+) -> None:
+    plan = (await subs.stub().CreatePlan(a_plan(), timeout=10)).plan
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    web = subs.stub(auth.STOREFRONT, channels=["web"])
+    store = subs.stub(auth.STOREFRONT, channels=["store"])
+    on_web = await web.CreateSubscription(
+        a_subscription(plan.plan_id, subscriber=pb.Subscriber(email=email)), timeout=10
+    )
+    on_store = await store.CreateSubscription(
+        a_subscription(plan.plan_id, channel="store", subscriber=pb.Subscriber(email=email)),
+        timeout=10,
+    )
+
+    seen_by_store = await store.ListSubscriptions(
+        pb.ListSubscriptionsRequest(shopper_email=email.upper()), timeout=10
+    )
+    seen_by_agent = await subs.stub(auth.AGENT).ListSubscriptions(
+        pb.ListSubscriptionsRequest(shopper_email=email), timeout=10
+    )
+    other_channel = await refused(
+        store.GetSubscription(
+            pb.GetSubscriptionRequest(subscription_id=on_web.subscription.subscription_id)
+        )
+    )
+    create_on_other = await refused(
+        store.CreateSubscription(a_subscription(plan.plan_id, channel="web"))
+    )
+    storefront_plan = await refused(store.CreatePlan(a_plan()))
+    warehouse_reads = await refused(
+        subs.stub(auth.WAREHOUSE).ListSubscriptions(pb.ListSubscriptionsRequest())
+    )
+
+    assert [s.subscription_id for s in seen_by_store.subscriptions] == [
+        on_store.subscription.subscription_id
+    ]
+    assert [s.subscription_id for s in seen_by_agent.subscriptions] == [
+        on_store.subscription.subscription_id,
+        on_web.subscription.subscription_id,
+    ]
+    assert all(s.payment_method.token == "…4242" for s in seen_by_agent.subscriptions)
+    assert other_channel.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert create_on_other.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert storefront_plan.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert warehouse_reads.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_subscriptions_list_in_pages_by_plan_and_status(subs: Subscriptions) -> None:
+    stub = subs.stub()
+    plan = (await stub.CreatePlan(a_plan(), timeout=10)).plan
+    made = [
+        (await stub.CreateSubscription(a_subscription(plan.plan_id), timeout=10)).subscription
+        for _ in range(3)
+    ]
+
+    first = await stub.ListSubscriptions(
+        pb.ListSubscriptionsRequest(plan_id=plan.plan_id, page_size=2), timeout=10
+    )
+    second = await stub.ListSubscriptions(
+        pb.ListSubscriptionsRequest(
+            plan_id=plan.plan_id, page_size=2, page_token=first.next_page_token
+        ),
+        timeout=10,
+    )
+    canceled = await stub.ListSubscriptions(
+        pb.ListSubscriptionsRequest(plan_id=plan.plan_id, status=pb.SUBSCRIPTION_STATUS_CANCELED),
+        timeout=10,
+    )
+    active = await stub.ListSubscriptions(
+        pb.ListSubscriptionsRequest(plan_id=plan.plan_id, status=pb.SUBSCRIPTION_STATUS_ACTIVE),
+        timeout=10,
+    )
+    other_filters = await refused(
+        stub.ListSubscriptions(
+            pb.ListSubscriptionsRequest(page_size=2, page_token=first.next_page_token)
+        )
+    )
+
+    newest_first = [s.subscription_id for s in reversed(made)]
+    assert [s.subscription_id for s in first.subscriptions] == newest_first[:2]
+    assert [s.subscription_id for s in second.subscriptions] == newest_first[2:]
+    assert second.next_page_token == ""
+    assert list(canceled.subscriptions) == []
+    assert [s.subscription_id for s in active.subscriptions] == newest_first
+    assert [f for f, _ in field_violations(other_filters)] == ["page_token"]
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+
+async def test_the_cli_creates_shows_changes_and_lists(subs: Subscriptions) -> None:
+    env = {**os.environ, **subs.settings.as_env(), "OMS_LOG_LEVEL": "warning"}
+
+    async def oms(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "oms_tools.cli", *args,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, planned, err = await oms(
+        "plan", "create", "--name", "Tea", "--item", "SKU-TEA,2,900", "--currency", "EUR",
+        "--monthly", "15", "--timezone", "Europe/Berlin", "--json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    plan_id = json.loads(planned)["plan"]["plan_id"]
+    code, created, err = await oms(
+        "subscription", "create", "--plan", plan_id, "--email", "cli@example.com", "--json"
+    )
+    assert (code, err) == (0, "")
+    sid = json.loads(created)["subscription"]["subscription_id"]
+    await subs.workflow(sid)
+
+    preview = await oms("subscription", "pause", sid, "--preview")
+    paused = await oms("subscription", "pause", sid, "--reason", "moving house")
+    skipped = await oms("subscription", "skip", sid, "--cycle", "3")
+    bad_day = await oms("subscription", "change", sid, "--day", "30")
+    shown = await oms("subscription", "show", sid)
+    listed = await oms("subscription", "list", "--plan", plan_id)
+    plans = await oms("plan", "list")
+
+    assert preview[0] == 0 and "Paused until resumed" in preview[1] and "(preview)" in preview[1]
+    assert paused[0] == 0 and "[paused]" in paused[1]
+    assert skipped[0] == 0 and "Cycle 3 will not be ordered" in skipped[1]
+    assert bad_day[0] == 1 and "change_cycle_day.day" in bad_day[2]
+    assert shown[0] == 0 and f"subscription {sid}" in shown[1] and "created by" in shown[1]
+    assert "…" in shown[1] and "tok_" not in shown[1]
+    assert listed[0] == 0 and sid in listed[1]
+    assert plans[0] == 0 and f"{plan_id}  Tea" in plans[1]
+
+
+# ---- a workflow not started yet, or ended -----------------------------------------------------
+
+
+async def test_a_change_for_a_workflow_not_started_yet_asks_for_a_retry(
+    subs: Subscriptions,
+) -> None:
+    workflows = SubscriptionWorkflows(
+        lambda: asyncio.sleep(0, subs.client),
+        timedelta(seconds=5),
+        start_wait=timedelta(seconds=0.3),
+        start_poll=timedelta(seconds=0.1),
+    )
+    pause = SubscriptionChangeRequest(kind=PAUSE, actor="agent:ada", idempotency_key="k")
+
+    with pytest.raises(LifecycleUnavailable) as error:
+        await workflows.change(f"not-started-{uuid.uuid4()}", pause, "k")
+
+    assert "has not started yet; retry with the same request" in str(error.value)
+
+
+async def test_a_change_after_cancel_answers_that_the_subscription_ended(
+    subs: Subscriptions,
+) -> None:
+    subscription = await a_live_subscription(subs)
+    stub = subs.stub()
+    await stub.ChangeSubscription(
+        pb.ChangeSubscriptionRequest(
+            subscription_id=subscription.subscription_id,
+            idempotency_key=a_key(),
+            cancel=pb.Cancel(),
+        ),
+        timeout=15,
+    )
+    handle = await subs.workflow(subscription.subscription_id)
+    await handle.result()
+
+    error = await refused(
+        stub.ChangeSubscription(
+            pb.ChangeSubscriptionRequest(
+                subscription_id=subscription.subscription_id,
+                idempotency_key=a_key(),
+                skip=pb.Skip(),
+            ),
+            timeout=15,
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == f"subscription {subscription.subscription_id} has ended"
