@@ -1,7 +1,8 @@
-"""`python -m oms_tools.cli`, as the dev stack starts its processes."""
+"""`python -m oms_tools.cli`, as the dev stack and the tests start its processes.
 
-import sys
+It exits the way the `oms` console script does (`run`): flushed, then at once, so the
+interpreter's teardown never races the Temporal SDK's native threads."""
 
-from oms_tools.cli import main
+from oms_tools.cli import run
 
-sys.exit(main())
+run()

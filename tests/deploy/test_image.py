@@ -139,7 +139,7 @@ import oms_tools.devstack.simulator
 for name in ("capture", "fulfillment", "payments", "servicing"):
     __import__(f"services.{{name}}.bootstrap")
 sys.argv = ["oms", *sys.argv[1:]]
-sys.exit(oms_tools.cli.main())
+oms_tools.cli.run()
 """
 
 

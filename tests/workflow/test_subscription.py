@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -166,7 +167,26 @@ class Running:
     handle: Handle
     queue: str
 
+    async def idle(self) -> None:
+        """Until the latest run's history ends with no workflow task in flight. The
+        time-skipping server sometimes never answers a query sent while a workflow task
+        continues the run as new, and its clock stops skipping after that; queries wait
+        for this first."""
+        latest = self.env.client.get_workflow_handle(self.handle.id)
+        busy = {
+            EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+        }
+        for _ in range(1000):
+            history = await latest.fetch_history()
+            if history.events and history.events[-1].event_type not in busy:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the subscription never went idle")
+
     async def state(self) -> SubscriptionView:
+        await self.idle()
         return await across_runs(
             lambda: self.handle.query(SUBSCRIPTION_STATE_QUERY, result_type=SubscriptionView)
         )
@@ -182,6 +202,7 @@ class Running:
 
     async def preview(self, kind: str, **fields: Any) -> SubscriptionChangeResult:
         request = SubscriptionChangeRequest(kind=kind, actor="shopper", **fields)
+        await self.idle()
         return await across_runs(
             lambda: self.handle.query(
                 SUBSCRIPTION_PREVIEW_QUERY, request, result_type=SubscriptionChangeResult
