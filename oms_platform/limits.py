@@ -316,6 +316,14 @@ def token_id(body: dict[str, Any], key: str, field: str = "page_token") -> str:
     return value
 
 
+def token_int(body: dict[str, Any], key: str, field: str = "page_token") -> int:
+    """The positive integer under `key` in a decoded page token, refused unless it is one."""
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidArgument([FieldViolation(field, "is not a page token this listing issued")])
+    return value
+
+
 def token_time(body: dict[str, Any], key: str, field: str = "page_token") -> datetime:
     """The aware datetime under `key` in a decoded page token, refused unless it is one."""
     value = body.get(key)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import asyncpg
 import structlog
 
 from oms_platform.backoff import Backoff
+from oms_platform.errors import ResourceExhausted
 
 log = structlog.get_logger("oms.listen")
 
@@ -94,11 +95,8 @@ class Listener:
 
     async def hold(self, channel: str, callback: Callback) -> None:
         """Stay subscribed until cancelled (a hub's background task)."""
-        unsubscribe = self.subscribe(channel, callback)
-        try:
+        with subscribed(self, channel, callback):
             await asyncio.Event().wait()
-        finally:
-            unsubscribe()
 
     def channels(self) -> set[str]:
         """The channels someone is subscribed to."""
@@ -184,6 +182,72 @@ def subscribed(listener: Listener | None, channel: str, callback: Callback) -> I
         yield
     finally:
         unsubscribe()
+
+
+class StreamHub:
+    """The open streams of one kind in a process (WatchOrder, SubscribeEvents), woken by one
+    channel of the process's listener: with `keyed`, a NOTIFY wakes the streams subscribed under
+    its payload (an order id); otherwise it wakes every stream. A reconnect of the listener
+    (payload None), when NOTIFYs may have been missed, wakes every stream. At most `max_streams`
+    are open at once; `on_count` hears the number open whenever it changes."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        channel: str,
+        *,
+        what: str,
+        max_streams: int,
+        keyed: bool,
+        on_count: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        self._listener = listener
+        self._channel = channel
+        self._what = what
+        self._max_streams = max_streams
+        self._keyed = keyed
+        self._on_count = on_count
+        self._streams: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def subscribe(self, key: str = "") -> Iterator[asyncio.Event]:
+        """An event set whenever the stream has something new to read (and after a reconnect);
+        the stream clears it before reading. ResourceExhausted when the process already serves
+        its most streams."""
+        if self.count() >= self._max_streams:
+            raise ResourceExhausted(
+                f"this process serves its most open {self._what} streams ({self._max_streams})"
+                "; retry shortly (another replica may have room)"
+            )
+        event = asyncio.Event()
+        self._streams.setdefault(key, set()).add(event)
+        self._on_count(self.count())
+        try:
+            yield event
+        finally:
+            streams = self._streams.get(key)
+            if streams is not None:
+                streams.discard(event)
+                if not streams:
+                    del self._streams[key]
+            self._on_count(self.count())
+
+    def count(self) -> int:
+        """How many streams are open right now."""
+        return sum(len(s) for s in self._streams.values())
+
+    async def run(self) -> None:
+        """Follow the channel until cancelled."""
+        await self._listener.hold(self._channel, self._on_notify)
+
+    def _on_notify(self, payload: str | None) -> None:
+        if self._keyed and payload is not None:
+            woken: Iterable[set[asyncio.Event]] = [self._streams.get(payload, set())]
+        else:
+            woken = self._streams.values()
+        for streams in woken:
+            for event in streams:
+                event.set()
 
 
 def _call(callback: Callback, payload: str | None, channel: str) -> None:

@@ -12,6 +12,7 @@ from oms.events.v1 import events_pb2, events_pb2_grpc
 
 from oms_platform import db, limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, check_required
+from services.capture.domain.reads import page_size
 from services.capture.events import notifications, stream, webhooks, webhooks_store
 
 
@@ -137,24 +138,14 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         self, request: events_pb2.ListWebhookDeliveriesRequest, context: grpc.aio.ServicerContext
     ) -> events_pb2.ListWebhookDeliveriesResponse:
         check_required({"subscription_id": request.subscription_id})
-        if request.page_size < 0:
-            raise InvalidArgument([FieldViolation("page_size", "may not be negative")])
+        size = page_size(request.page_size)
         if request.state and request.state not in _DELIVERY_STATES:
             raise InvalidArgument([FieldViolation("state", "is not a delivery state")])
         before = 0
         if request.page_token:
-            body = limits.decode_page_token(request.page_token)
-            token_seq = body.get("before_seq")
-            if not isinstance(token_seq, int) or isinstance(token_seq, bool) or token_seq <= 0:
-                raise InvalidArgument(
-                    [FieldViolation("page_token", "is not a page token this listing issued")]
-                )
-            before = token_seq
+            before = limits.token_int(limits.decode_page_token(request.page_token), "before_seq")
         page = await self._webhooks().deliveries(
-            request.subscription_id,
-            _DELIVERY_STATES.get(request.state, ""),
-            before,
-            request.page_size,
+            request.subscription_id, _DELIVERY_STATES.get(request.state, ""), before, size
         )
         return events_pb2.ListWebhookDeliveriesResponse(
             deliveries=[webhook_delivery_pb(d) for d in page.deliveries],

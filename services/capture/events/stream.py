@@ -11,9 +11,8 @@ serves the same stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -24,9 +23,8 @@ from oms_platform.errors import (
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
-    ResourceExhausted,
 )
-from oms_platform.listen import Listener
+from oms_platform.listen import Listener, StreamHub
 from services.capture import domain
 from services.capture.domain import events as vocabulary
 from services.capture.store import events as event_log
@@ -35,40 +33,18 @@ from services.capture.store import events as event_log
 MAX_ORDER_IDS = 1000
 
 
-class LogHub:
-    """The process's streams, woken together by its one listener whenever the head moves."""
+class LogHub(StreamHub):
+    """SubscribeEvents streams, woken together whenever the sequencer moves the head."""
 
     def __init__(self, listener: Listener, max_streams: int) -> None:
-        self._listener = listener
-        self._max_streams = max_streams
-        self._streams: set[asyncio.Event] = set()
-
-    @contextlib.contextmanager
-    def subscribe(self) -> Iterator[asyncio.Event]:
-        """An event set whenever the head moves (and after a reconnect); the stream clears it
-        before reading. ResourceExhausted when the process serves its most streams."""
-        if len(self._streams) >= self._max_streams:
-            raise ResourceExhausted(
-                f"this process serves its most open SubscribeEvents streams ({self._max_streams})"
-                "; retry shortly (another replica may have room)"
-            )
-        woken = asyncio.Event()
-        self._streams.add(woken)
-        metrics.EVENT_STREAMS_OPEN.set(len(self._streams))
-        try:
-            yield woken
-        finally:
-            self._streams.discard(woken)
-            metrics.EVENT_STREAMS_OPEN.set(len(self._streams))
-
-    async def run(self) -> None:
-        """Follow the head until cancelled: every NOTIFY of the sequencer (and every reconnect
-        of the process's listener, when some may have been missed) wakes every stream."""
-        await self._listener.hold(event_log.EVENTS_SEQUENCED_CHANNEL, lambda _: self._wake_all())
-
-    def _wake_all(self) -> None:
-        for woken in self._streams:
-            woken.set()
+        super().__init__(
+            listener,
+            event_log.EVENTS_SEQUENCED_CHANNEL,
+            what="SubscribeEvents",
+            max_streams=max_streams,
+            keyed=False,
+            on_count=metrics.EVENT_STREAMS_OPEN.set,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

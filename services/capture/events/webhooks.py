@@ -28,9 +28,6 @@ from services.capture.store.common import Conn
 FANOUT_CONSUMER = "webhooks"
 # What a sealed secret is bound to, beside its subscription id.
 SECRET_KIND = "webhook"
-# ListWebhookDeliveries pages.
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 class SecretBox:
@@ -162,10 +159,10 @@ class WebhookAdmin:
                 raise NotFound(f"no webhook subscription {subscription_id}")
 
     async def deliveries(
-        self, subscription_id: str, state: str, before_seq: int, page_size: int
+        self, subscription_id: str, state: str, before_seq: int, size: int
     ) -> DeliveryPage:
-        """A page of a subscription's deliveries (deleted subscriptions' too), newest first."""
-        size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        """A page of `size` of a subscription's deliveries (deleted subscriptions' too), newest
+        first."""
         async with self._pool.acquire() as conn:
             if await store.subscription(conn, subscription_id) is None:
                 raise NotFound(f"no webhook subscription {subscription_id}")

@@ -19,11 +19,6 @@ from urllib.parse import urlsplit
 from oms_platform.errors import FieldViolation, InvalidArgument
 from services.capture.domain import events as vocabulary
 
-# The event types of the log (README "Events"); a subscription names some of these or a family
-# of them ("shipment.*"), or none for every type.
-EVENT_TYPES = frozenset(vocabulary.EVENT_TYPES)
-EVENT_FAMILIES = vocabulary.FAMILIES
-
 # A url longer than this is refused (browsers and proxies cut around 2 KB; no receiver needs more).
 MAX_URL_LENGTH = 2048
 # Standard Webhooks secrets: "whsec_" + base64 of the key; oms makes 32-byte keys.
@@ -73,21 +68,11 @@ def is_loopback(host: str) -> bool:
 
 
 def types_violations(types: Sequence[str], field: str = "types") -> list[FieldViolation]:
-    """Why some of `types` cannot be subscribed to: each is a known event type or a known
-    family followed by ".*"."""
-    found = []
-    for i, name in enumerate(types):
-        family, _, rest = name.partition(".")
-        if name in EVENT_TYPES or (rest == "*" and family in EVENT_FAMILIES):
-            continue
-        found.append(
-            FieldViolation(
-                f"{field}[{i}]",
-                f"{name[:80]!r} is not an event type or family (e.g. 'shipment.shipped', "
-                "'shipment.*'; README 'Events' lists them)",
-            )
-        )
-    return found
+    """Why some of `types` cannot be subscribed to: each is a known event type of the log or a
+    known family followed by ".*" (the rule SubscribeEvents' filter follows too), or none for
+    every type."""
+    problems = ((i, vocabulary.filter_problem(name)) for i, name in enumerate(types))
+    return [FieldViolation(f"{field}[{i}]", problem) for i, problem in problems if problem]
 
 
 def normalized_types(types: Sequence[str]) -> list[str]:
