@@ -50,6 +50,7 @@ from temporalio.converter import (
 )
 
 from oms_platform import db
+from oms_platform.converter import PayloadConverter
 
 log = structlog.get_logger("oms.codec")
 
@@ -528,6 +529,7 @@ def data_converter(codec: EncryptionCodec) -> DataConverter:
     """Temporal's data converter sealing payloads with `codec`; failure messages and stack traces
     travel inside the sealed failure attributes too (they may quote order data)."""
     return DataConverter(
+        payload_converter_class=PayloadConverter,
         payload_codec=codec,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

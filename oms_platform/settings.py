@@ -151,6 +151,10 @@ class Settings:
     # replica's writes are found by the poll); events numbered per pass.
     events_sequencer_poll_seconds: float = 0.25
     events_sequencer_batch_size: int = 1000
+    # The log's consumers in a capture process (the sequencer, the webhook fan-out, the
+    # notification consumer and sender) start a pass at most this often: under load every
+    # commit wakes them, and a pass per wake-up costs a transaction for a few rows.
+    events_pass_interval_seconds: float = 0.05
     # A warehouse step of a fulfillment order whose allocation the log has not recorded yet
     # waits for it (parked) at most this long, then is logged anyway (an allocation that never
     # names its fulfillment order: a lifecycle from before typed events).

@@ -30,9 +30,10 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+from oms_platform.converter import decode
 
 # Modules are passed through by their full names: under the SDK's default sandbox (the
 # workflow tests' runner; the worker's own passes the whole package through),
@@ -178,7 +179,7 @@ class OrderLifecycle:
         if order.carried is None:
             self.state = LifecycleState(ledger=Ledger.of(order).state)
         else:  # a delivered order's lifecycle, carried on from its previous run
-            self.state = value_to_type(LifecycleState, order.carried)
+            self.state = decode(LifecycleState, order.carried)
             self.state.runs += 1
             order = replace(order, carried=None)
         self.order = order

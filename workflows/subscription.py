@@ -19,8 +19,9 @@ import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+from oms_platform.converter import decode
 
 # Imported by full name: `from workflows import x` would load `x` afresh inside the sandbox
 # (Python resolves a from-list's submodules past the sandbox's import hook), and a fresh
@@ -70,7 +71,7 @@ class SubscriptionWorkflow:
         if subscription.carried is None:
             self.state = SubscriptionState.start(subscription)
         else:
-            self.state = value_to_type(SubscriptionState, subscription.carried)
+            self.state = decode(SubscriptionState, subscription.carried)
             self.state.runs += 1
         self.subscription = dataclasses.replace(subscription, carried=None)
         # One step at a time: a cycle's placement, a change and a payment outcome each take

@@ -28,7 +28,9 @@ from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
 from oms_tools.bench.common import Run, bench_caller, private_stack
+from oms_tools.bench.cpu import CpuMeter
 from oms_tools.bench.profile import Profiler, print_summary
+from oms_tools.bench.statements import StatementCounter
 from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from workflows.types import order_workflow_id
 
@@ -205,6 +207,20 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
                 f"+ {cost['local_activities']:g} local, {cost['signals']:g} signals, "
                 f"{cost['updates']:g} updates, {cost['timers']:g} timers"
             )
+    cpu, baseline_cpu = extra["cpu_ms_per_order"], extra["baseline_cpu_ms_per_order"]
+    print(
+        f"CPU per order: {cpu['total']:g} ms ("
+        + ", ".join(f"{name} {ms:g}" for name, ms in cpu.items() if name != "total")
+        + f"); the baseline: {baseline_cpu['total']:g} ms per workflow"
+    )
+    if "statements" in extra:
+        sql = extra["statements"]
+        print(
+            f"\nSQL per order: {sql['per_order']:g} statements in "
+            f"{sql['transactions_per_order']:g} transactions; most frequent:"
+        )
+        for top in sql["top"]:
+            print(f"  {top['calls_per_order']:>6g}  {top['query']}")
     if "profile" in extra:
         print("\nwhere the measured phase spent CPU, by own time (py-spy):")
         print_summary(extra["profile"])
@@ -221,19 +237,27 @@ async def run(args: argparse.Namespace) -> int:
             await lifecycle_phase(settings, client, 1, 1)
             profile_dir = getattr(args, "profile", None)
             profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
-            if profiler:
+            statements = StatementCounter(settings.database_url) if profile_dir else None
+            if profiler and statements:
+                await statements.start()
                 profiler.start()
+            meter = CpuMeter(stack.pids())
+            meter.start()
             try:
                 lifecycle, order_ids, split_ids = await lifecycle_phase(
                     settings, client, args.orders, args.concurrency, args.split_every
                 )
+                cpu = meter.per_unit_ms(args.orders)
             finally:
                 profile = profiler.stop() if profiler else {}
+            sql = await statements.per_unit(args.orders) if statements else {}
             cost = await history_cost(client, order_ids)
             split_cost = await history_cost(client, split_ids)
+            meter.start()
             baseline = await _baseline_phase(
                 client, BASELINE_ACTIVITIES, args.orders, args.concurrency
             )
+            baseline_cpu = meter.per_unit_ms(args.orders)
             _report(
                 [lifecycle, baseline],
                 args.json,
@@ -245,7 +269,9 @@ async def run(args: argparse.Namespace) -> int:
                     "orders_per_min": round(lifecycle.per_second * 60, 1),
                     "per_order": cost,
                     "per_split_order": split_cost,
-                    **({"profile": profile} if profiler else {}),
+                    "cpu_ms_per_order": cpu,
+                    "baseline_cpu_ms_per_order": baseline_cpu,
+                    **({"profile": profile, "statements": sql} if profiler else {}),
                 },
             )
         finally:

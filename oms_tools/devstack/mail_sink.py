@@ -17,18 +17,27 @@ from aiosmtpd.controller import Controller
 
 
 class _Keep:
-    """aiosmtpd handler: write each message to `<directory>/<n>-<recipient>.eml`."""
+    """aiosmtpd handler: write each message to `<directory>/<n>-<recipient>.eml`, numbering
+    on from the highest number already there (a restarted stack keeps its mail). The number
+    is counted here: listing the directory for every message made each one cost more than
+    the last."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.count = max((_number(p) for p in directory.glob("*.eml")), default=0)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        count = len(list(self.directory.glob("*.eml")))
+        self.count += 1
         for rcpt in envelope.rcpt_tos:
             safe = "".join(c if c.isalnum() or c in "@._-" else "_" for c in rcpt)[:100]
-            (self.directory / f"{count + 1:06d}-{safe}.eml").write_bytes(envelope.content)
+            (self.directory / f"{self.count:06d}-{safe}.eml").write_bytes(envelope.content)
         return "250 Message accepted for delivery"
+
+
+def _number(path: Path) -> int:
+    head = path.name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 class MailSink:

@@ -142,6 +142,9 @@ class EmbeddedPostgres:
         options = [
             "-c", f"listen_addresses={listen}", "-p", str(self.port), "-k", str(socket_dir),
             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            # Loaded, tracking nothing until asked (`oms bench … --profile` counts statements).
+            "-c", "shared_preload_libraries=pg_stat_statements",
+            "-c", "pg_stat_statements.track=none",
         ]  # fmt: skip
         if not self.durable:
             # Test clusters are thrown away: trade crash safety for speed.

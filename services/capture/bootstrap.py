@@ -161,6 +161,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         poll_seconds=settings.events_sequencer_poll_seconds,
         batch_size=settings.events_sequencer_batch_size,
         park_max_seconds=settings.events_park_max_seconds,
+        pass_interval_seconds=settings.events_pass_interval_seconds,
     )
     log_hub = LogHub(ctx.listener, max_streams=settings.events_stream_max_streams)
 
@@ -188,6 +189,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         poll_seconds=settings.webhook_poll_seconds,
         on_queued=sender.wake,
         listener=ctx.listener,
+        pass_interval_seconds=settings.events_pass_interval_seconds,
     )
 
     servicer = CaptureServicer(

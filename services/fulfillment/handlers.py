@@ -9,6 +9,7 @@ concurrent writer took units they counted on, and the last attempt locks what it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,8 +94,9 @@ async def progress(
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     status = domain.progress(fo, step)
     if status != fo.status:
-        await store.set_status(conn, fulfillment_order_id, status)
-        fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+        # Only the status and its time changed: no need to read the order back.
+        updated_at = await store.set_status(conn, fulfillment_order_id, status)
+        fo = dataclasses.replace(fo, status=status, updated_at=updated_at)
         await store.log_order_event(
             conn, events.status_changed_event(fo, f"warehouse:{fo.location_id}")
         )

@@ -41,6 +41,13 @@ def test_bench_lifecycle_reports_throughput_and_the_cost_of_an_order() -> None:
     assert one["activities"] + one["local_activities"] >= 4
     assert one["events"] > one["workflow_tasks"] > 0
     assert split["events"] > one["events"]
+    # CPU per order by process: every part of the stack worked on the orders; the baseline
+    # ran on the Temporal server and the bench's own worker only.
+    cpu, baseline_cpu = report["cpu_ms_per_order"], report["baseline_cpu_ms_per_order"]
+    for part in ("worker", "temporal", "postgres", "capture", "fulfillment", "payments"):
+        assert cpu[part] > 0, part
+    assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=1)
+    assert baseline_cpu["temporal"] > 0 and baseline_cpu["bench"] > 0
 
 
 def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_start() -> None:
@@ -112,6 +119,12 @@ def test_bench_lifecycle_profiles_the_worker_and_every_service(tmp_path: Path) -
     # Each share is rounded to three places, so together they may pass 1 by half a
     # thousandth each.
     assert 0 < sum(f["share"] for f in top) <= 1 + 0.0005 * len(top)
+    # SQL per order: every order is captured and committed in several transactions; the
+    # most frequent statements come first.
+    sql = report["statements"]
+    assert sql["per_order"] > sql["transactions_per_order"] >= 1
+    calls = [s["calls_per_order"] for s in sql["top"]]
+    assert calls and calls == sorted(calls, reverse=True)
 
 
 def test_bench_events_reports_the_consumers_cost_rates_and_lag_and_every_event_arrived() -> None:

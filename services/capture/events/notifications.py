@@ -15,6 +15,7 @@ Nothing here is on an order's path: the lifecycle never waits for a message.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,10 +26,10 @@ import structlog
 from oms.events.v1 import events_pb2
 
 from oms_platform import auth, metrics
-from oms_platform.backoff import Backoff
 from oms_platform.errors import FieldViolation, InvalidArgument, NotFound, check_required
-from oms_platform.listen import Listener, subscribed, woken
+from oms_platform.listen import Listener, subscribed
 from oms_platform.money import format_minor
+from oms_platform.passes import Pacing, run_passes
 from oms_platform.settings import Settings
 from services.capture import store as capture_store
 from services.capture.events import notifications_store as store
@@ -98,6 +99,7 @@ class NotifySettings:
     retry_first_seconds: float = 5.0
     retry_max_seconds: float = 300.0
     retry_period_seconds: float = 86400.0
+    pass_interval_seconds: float = 0.0
 
     @staticmethod
     def from_settings(s: Settings) -> NotifySettings:
@@ -110,6 +112,7 @@ class NotifySettings:
             retry_first_seconds=s.notify_retry_first_seconds,
             retry_max_seconds=s.notify_retry_max_seconds,
             retry_period_seconds=s.notify_retry_period_seconds,
+            pass_interval_seconds=s.events_pass_interval_seconds,
         )
 
 
@@ -195,18 +198,20 @@ class Notifications:
     # --- the sender: pending rows → mail ---
 
     async def send_due(self) -> int:
-        """One pass: take due notifications and send each; returns how many were taken."""
+        """One pass: take due notifications and send each; returns how many were taken. A
+        pass that finds nothing due lets go of the notifier's connection."""
         async with self._pool.acquire() as conn:
             due = await store.claim_due(
                 conn, self._settings.batch_size, self._settings.lease_seconds
             )
+            contacts = await store.contacts(conn, [one.shopper_id for one in due]) if due else {}
+        if not due:
+            await self._notifier.release()
         for one in due:
-            await self._send(one)
+            await self._send(one, contacts.get(one.shopper_id, store.NO_CONTACT))
         return len(due)
 
-    async def _send(self, due: store.Due) -> None:
-        async with self._pool.acquire() as conn:
-            contact = await store.contact(conn, due.shopper_id)
+    async def _send(self, due: store.Due, contact: store.Contact) -> None:
         if contact.opted_out or not contact.email:
             async with self._pool.acquire() as conn:
                 await store.mark_skipped(
@@ -269,21 +274,16 @@ class Notifications:
 
     # --- shared ---
 
-    async def _loop(self, name: str, one_pass: Any, wake: asyncio.Event) -> None:
-        backoff = Backoff(initial=self._settings.poll_seconds, cap=30.0)
-        while True:
-            try:
-                done = await one_pass()
-                backoff.reset()
-            except _TRANSIENT as error:
-                delay = backoff.delay_after(0.0)
-                log.warning(f"{name} pass failed", error=str(error), retry_in=delay)
-                await asyncio.sleep(delay)
-                continue
-            if done >= self._settings.batch_size:
-                continue  # there may be more
-            wake.clear()
-            await woken(wake, self._settings.poll_seconds)
+    async def _loop(
+        self, name: str, one_pass: Callable[[], Awaitable[int]], wake: asyncio.Event
+    ) -> None:
+        s = self._settings
+        pacing = Pacing(s.poll_seconds, min_interval_seconds=s.pass_interval_seconds)
+
+        async def more() -> bool:  # a full batch: there may be more
+            return await one_pass() >= s.batch_size
+
+        await run_passes(name, more, wake, pacing, _TRANSIENT)
 
 
 # --- RPCs (EventsService) ---

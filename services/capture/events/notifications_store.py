@@ -23,10 +23,10 @@ WHERE o.id = $1"""
 
 # The same, read again when a message is sent: an opt-out or an erasure since it was made
 # stops it.
-SQL_CONTACT = """
-SELECT s.email_normalized AS email, s.name, coalesce(p.opted_out, false) AS opted_out
+SQL_CONTACTS = """
+SELECT s.id, s.email_normalized AS email, s.name, coalesce(p.opted_out, false) AS opted_out
 FROM shoppers s LEFT JOIN notification_preferences p ON p.shopper_id = s.id
-WHERE s.id = $1"""
+WHERE s.id = any($1::text[])"""
 
 # One row per (event, template): an event seen again (a replayed cursor) adds nothing.
 SQL_ADD = """
@@ -203,12 +203,14 @@ async def claim_due(conn: Conn, limit: int, lease_seconds: float) -> list[Due]:
     ]
 
 
-async def contact(conn: Conn, shopper_id: str) -> Contact:
-    """The shopper's address and preference now."""
-    row = await conn.fetchrow(SQL_CONTACT, shopper_id)
-    if row is None:
-        return Contact("", "", False)
-    return Contact(row["email"], row["name"], row["opted_out"])
+NO_CONTACT = Contact("", "", False)
+
+
+async def contacts(conn: Conn, shopper_ids: Sequence[str]) -> dict[str, Contact]:
+    """Each shopper's address and preference now (one read for a batch); a shopper who is
+    not there is left out."""
+    rows = await conn.fetch(SQL_CONTACTS, sorted(set(shopper_ids)))
+    return {r["id"]: Contact(r["email"], r["name"], r["opted_out"]) for r in rows}
 
 
 async def mark_sent(conn: Conn, notification_id: str, subject: str, locale: str) -> None:

@@ -13,8 +13,8 @@ import asyncpg
 import structlog
 
 from oms_platform import metrics
-from oms_platform.backoff import Backoff
-from oms_platform.listen import Listener, subscribed, woken
+from oms_platform.listen import Listener, subscribed
+from oms_platform.passes import Pacing, run_passes
 from services.capture.store import events as event_log
 from services.capture.store import parked_events
 
@@ -34,12 +34,15 @@ class Sequencer:
         poll_seconds: float,
         batch_size: int = 1000,
         park_max_seconds: float = 60.0,
+        pass_interval_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         # The process's LISTEN connection: a writing transaction's NOTIFY (any replica's)
         # wakes the sequencer; without one it polls.
         self._listener = listener
-        self._poll_seconds = poll_seconds
+        self._pacing = Pacing(
+            poll_seconds, retry_cap_seconds=10.0, min_interval_seconds=pass_interval_seconds
+        )
         self._batch_size = batch_size
         self._park_max_seconds = park_max_seconds
         self._wake = asyncio.Event()
@@ -50,30 +53,24 @@ class Sequencer:
 
     async def run(self) -> None:
         """Sequence until cancelled."""
-        backoff = Backoff(initial=self._poll_seconds, cap=10.0)
         with subscribed(self._listener, event_log.EVENTS_WRITTEN_CHANNEL, lambda _: self.wake()):
-            while True:
-                # Cleared before the pass: a wake-up during it means another pass.
-                self._wake.clear()
-                try:
-                    async with self._pool.acquire() as conn:
-                        # Steps parked too long are logged first, and numbered in this pass.
-                        await parked_events.release_overdue(conn, self._park_max_seconds)
-                        done = await event_log.sequence_pass(conn, self._batch_size)
-                    backoff.reset()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    delay = backoff.delay_after(0.0)
-                    log.warning("event sequencer pass failed", error=str(error), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    continue
-                if done.numbered:
-                    metrics.EVENTS_SEQUENCED.inc(done.numbered)
-                if done.busy:
-                    await asyncio.sleep(BUSY_RETRY_SECONDS)
-                    continue
-                if done.numbered >= self._batch_size:  # there may be more
-                    continue
-                await woken(self._wake, self._poll_seconds)
+            await run_passes("event sequencer", self.sequence_once, self._wake, self._pacing, _AWAY)
+
+    async def sequence_once(self) -> bool:
+        """One pass; True when there may be more to number now."""
+        async with self._pool.acquire() as conn:
+            # Steps parked too long are logged first, and numbered in this pass.
+            await parked_events.release_overdue(conn, self._park_max_seconds)
+            done = await event_log.sequence_pass(conn, self._batch_size)
+        if done.numbered:
+            metrics.EVENTS_SEQUENCED.inc(done.numbered)
+        if done.busy:
+            await asyncio.sleep(BUSY_RETRY_SECONDS)
+            return True
+        return done.numbered >= self._batch_size
+
+
+_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def log_gauges(pool: asyncpg.Pool) -> Callable[[], Awaitable[None]]:

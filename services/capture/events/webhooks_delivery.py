@@ -35,6 +35,7 @@ from oms_platform.backoff import Backoff
 from oms_platform.codec import CodecError
 from oms_platform.errors import clip
 from oms_platform.listen import Listener, subscribed, woken
+from oms_platform.passes import Pacing, run_passes
 from services.capture.events import webhooks_rules as rules
 from services.capture.events import webhooks_store as store
 from services.capture.events.webhooks import FANOUT_CONSUMER, SecretBox
@@ -76,13 +77,17 @@ class WebhookFanOut:
         poll_seconds: float,
         on_queued: Callable[[], None] = lambda: None,
         listener: Listener | None = None,
+        pass_interval_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         # The process's LISTEN connection: the sequencer's NOTIFY (any replica's) wakes the
         # fan-out; without one it polls.
         self._listener = listener
         self._batch_size = batch_size
-        self._poll_seconds = poll_seconds
+        self._pacing = Pacing(
+            poll_seconds, retry_cap_seconds=RETRY_CAP_SECONDS,
+            min_interval_seconds=pass_interval_seconds,
+        )  # fmt: skip
         # Wakes this process's sender when deliveries were queued.
         self._on_queued = on_queued
         self._wake = asyncio.Event()
@@ -115,21 +120,11 @@ class WebhookFanOut:
     async def run(self) -> None:
         """Fan out for ever, woken by the sequencer's NOTIFY or every poll interval; Postgres
         being away is waited out here."""
-        backoff = Backoff(initial=self._poll_seconds, cap=RETRY_CAP_SECONDS)
         with subscribed(self._listener, events.EVENTS_SEQUENCED_CHANNEL, lambda _: self.wake()):
-            while True:
-                self._wake.clear()
-                try:
-                    _, more = await self.fan_out_once()
-                    backoff.reset()
-                except DB_AWAY as error:
-                    delay = backoff.delay_after(0.0)
-                    log.warning("webhook fan-out failed", error=str(error), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    continue
-                if more:
-                    continue
-                await woken(self._wake, self._poll_seconds)
+            await run_passes("webhook fan-out", self._more, self._wake, self._pacing, DB_AWAY)
+
+    async def _more(self) -> bool:
+        return (await self.fan_out_once())[1]
 
 
 class WebhookSender:

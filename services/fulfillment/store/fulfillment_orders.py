@@ -7,6 +7,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import asyncpg
@@ -74,7 +75,7 @@ WHERE fulfillment_order_id = ANY($1::text[])
 ORDER BY fulfillment_order_id, line_number"""
 
 SQL_SET_STATUS = """
-UPDATE fulfillment_orders SET status = $2, updated_at = now() WHERE id = $1"""
+UPDATE fulfillment_orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at"""
 
 SQL_CANCEL = """
 UPDATE fulfillment_orders SET status = 'canceled', cancel_reason = $2, updated_at = now()
@@ -364,9 +365,10 @@ async def reserve_and_create(
     return await _create(conn, order_id, allocations, new_id, idempotency_key)
 
 
-async def set_status(conn: Conn, fulfillment_order_id: str, status: str) -> None:
-    """Move a (locked) fulfillment order to `status`."""
-    await conn.execute(SQL_SET_STATUS, fulfillment_order_id, status)
+async def set_status(conn: Conn, fulfillment_order_id: str, status: str) -> datetime:
+    """Move a (locked) fulfillment order to `status`; returns its new updated_at."""
+    updated_at: datetime = await conn.fetchval(SQL_SET_STATUS, fulfillment_order_id, status)
+    return updated_at
 
 
 async def _settle(
