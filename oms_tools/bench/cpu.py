@@ -31,15 +31,16 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _own(pid: int) -> float:
-    """utime + stime + cutime + cstime of /proc/<pid>/stat; 0 for a process that is gone."""
+def _own(pid: int, children: bool = True) -> float:
+    """utime + stime (+ cutime + cstime: its exited children's) of /proc/<pid>/stat; 0 for a
+    process that is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     # The command name (field 2) may hold spaces; the fields after it start past its ")".
     fields = stat.rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / _TICKS
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / _TICKS
 
 
 def _children(pid: int) -> list[int]:
@@ -60,19 +61,25 @@ class CpuMeter:
     """CPU seconds of each named process (and the bench, as "bench") over a phase."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = {**pids, BENCH: os.getpid()}
+        self.pids = pids
         self._start: dict[str, float] = {}
 
     def start(self) -> None:
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        spent = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        # The bench's own threads only: the stack's processes are its descendants too.
+        spent[BENCH] = _own(os.getpid(), children=False)
+        return spent
 
     def per_unit_ms(self, units: int) -> dict[str, float]:
         """Milliseconds of CPU per unit (order, workflow) since `start`, by process (replicas
         of a service summed under its name) and in all ("total"), largest first."""
         spent: dict[str, float] = {}
-        for name, pid in self.pids.items():
+        for name, seconds in self._now().items():
             role = name.split("-")[0]
-            spent[role] = spent.get(role, 0.0) + cpu_seconds(pid) - self._start.get(name, 0.0)
+            spent[role] = spent.get(role, 0.0) + seconds - self._start.get(name, 0.0)
         per_unit = {name: round(1000 * s / max(units, 1), 1) for name, s in spent.items()}
         ordered = dict(sorted(per_unit.items(), key=lambda kv: -kv[1]))
         return {"total": round(sum(per_unit.values()), 1), **ordered}

@@ -241,7 +241,7 @@ async def run(args: argparse.Namespace) -> int:
             if profiler and statements:
                 await statements.start()
                 profiler.start()
-            meter = CpuMeter(stack.pids())
+            meter = CpuMeter({**stack.pids(), **stack.server_pids()})
             meter.start()
             try:
                 lifecycle, order_ids, split_ids = await lifecycle_phase(

@@ -225,6 +225,14 @@ class Stack:
             if child.process is not None and child.process.poll() is None
         }
 
+    def server_pids(self) -> dict[str, int]:
+        """The process id of the stack's embedded Postgres and Temporal server, by name."""
+        return {
+            server.name: server.process.pid
+            for server in self.servers
+            if server.process is not None and server.process.poll() is None
+        }
+
     def restart(self, name: str, **env: str) -> None:
         """Stop process `name` as `stop` would and start it again with `env` added to its own
         environment from now on: the memory bench restarts the worker with a small cache."""
