@@ -46,7 +46,7 @@ def server(handler: Counting, port: int) -> Controller:
 def message(n: int) -> Message:
     return Message(
         to=f"shopper{n}@shop.example",
-        subject=f"Bestellung {n} ist unterwegs – Größe M",
+        subject=f"Bestellung {n} ist unterwegs, Größe M",
         text=f"Hallo, Sendung {n}: 1Z999=AA",
         html=f"<p>Sendung {n}</p>",
         headers={"Message-ID": f"<n{n}@oms.notifications>"},
@@ -82,7 +82,7 @@ async def test_a_busy_period_is_one_connection_and_release_ends_it(port: int) ->
     assert mail_from == "orders@shop.example"
     assert first["To"] == "shopper0@shop.example"
     assert first["From"] == "Shop <orders@shop.example>"
-    assert first["Subject"] == "Bestellung 0 ist unterwegs – Größe M"
+    assert first["Subject"] == "Bestellung 0 ist unterwegs, Größe M"
     assert first["Message-ID"] == "<n0@oms.notifications>"
     plain = first.get_body(preferencelist=("plain",))
     html = first.get_body(preferencelist=("html",))
