@@ -21,14 +21,14 @@ from aiohttp import web
 from oms.events.v1 import events_pb2, events_pb2_grpc
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from oms_platform import auth, grpcutil
+from oms_platform import auth, grpcutil, limits
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.common import bench_caller
 
 # A stream started past any sequence ends at once with the head (`stop_at_head`): how the bench
 # reads where the log stands through the public API.
-BEYOND_ANY_SEQUENCE = 2**62
+BEYOND_ANY_SEQUENCE = limits.SEQUENCE.maximum
 # The receiver verifies the signature of the first delivery of each subscription and of every
 # this-many-th after it: the check is what a receiver does, sampling keeps its CPU out of the run.
 VERIFY_EVERY = 10

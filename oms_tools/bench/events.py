@@ -202,7 +202,6 @@ def _results(
         "orders_per_second_with": round(with_consumers.per_second, 2),
         "orders_per_min_without": round(without.per_second * 60, 1),
         "orders_per_min_with": round(with_consumers.per_second * 60, 1),
-        "orders_per_min": round(with_consumers.per_second * 60, 1),
         "consumer_cost": round(cost, 4),
         "events": events,
         "events_per_order": round(per_order, 2),

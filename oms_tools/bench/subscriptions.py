@@ -40,7 +40,7 @@ from oms.subscriptions.v1 import subscriptions_pb2_grpc
 from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from oms_tools.bench.common import bench_caller, drive, private_stack
+from oms_tools.bench.common import bench_caller, drive, percentile_ms, private_stack
 from oms_tools.bench.memory import worker_polling, worker_rss
 from oms_tools.devstack.stack import Stack
 
@@ -313,7 +313,7 @@ async def run(args: argparse.Namespace) -> int:
                 n - half, args.concurrency, lambda i: create(half + i)
             )
         create_seconds = first_seconds + second_seconds
-        latencies = sorted(first_latencies + second_latencies)
+        latencies = first_latencies + second_latencies
         if datetime.now(UTC) + timedelta(seconds=SETTLE_SECONDS) >= due:
             raise SystemExit(
                 f"error: creating {n} subscriptions took {create_seconds:.0f} s, past the cycle "
@@ -329,7 +329,7 @@ async def run(args: argparse.Namespace) -> int:
             "spread_seconds": args.spread_seconds,
             "create_seconds": round(create_seconds, 2),
             "created_per_second": round(n / create_seconds, 1),
-            "create_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1),
+            "create_p99_ms": round(percentile_ms(latencies, 0.99), 1),
             "due_after_seconds": round((due - began).total_seconds(), 1),
             "cycle": cycle,
             "idle": idle,

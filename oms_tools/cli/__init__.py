@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     outbox_parsers(sub)
     events_parsers(sub)
     webhook_parsers(sub)
-    subscription_leaves = subscription_parsers(sub)
+    subscription_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -218,7 +218,6 @@ def parser() -> argparse.ArgumentParser:
         *sub.choices.values(),
         *osub.choices.values(),
         *fsub.choices.values(),
-        *subscription_leaves,
     ]:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     return top

@@ -16,6 +16,11 @@ def status_name(value: Any) -> str:
     return capture_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_").lower()
 
 
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """A protobuf enum value's name without its prefix, in lower case."""
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
 def fo_status_name(value: Any) -> str:
     return fpb.FulfillmentOrderStatus.Name(value).removeprefix("FULFILLMENT_ORDER_STATUS_").lower()
 

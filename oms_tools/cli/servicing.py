@@ -14,7 +14,7 @@ from oms.capture.v1 import capture_pb2
 from oms_platform import auth
 from oms_platform.money import format_minor
 from oms_platform.settings import Settings
-from oms_tools.cli.common import as_json
+from oms_tools.cli.common import as_json, enum_name
 from oms_tools.cli.orders import caller_token, capture_stub, service_channel
 
 # ---- servicing: changes, returns and process exceptions ------------------------------------
@@ -403,12 +403,9 @@ def parse_duration(text: str) -> timedelta:
 def _print_exception(pe: Any) -> None:
     from oms.servicing.v1 import servicing_pb2 as spb
 
-    def name(enum: Any, value: int, prefix: str) -> str:
-        return str(enum.Name(value)).removeprefix(prefix).lower()
-
-    status = name(spb.ProcessExceptionStatus, pe.status, "PROCESS_EXCEPTION_STATUS_")
-    category = name(spb.ProcessExceptionCategory, pe.category, "PROCESS_EXCEPTION_CATEGORY_")
-    severity = name(spb.ProcessExceptionSeverity, pe.severity, "PROCESS_EXCEPTION_SEVERITY_")
+    status = enum_name(spb.ProcessExceptionStatus, pe.status, "PROCESS_EXCEPTION_STATUS_")
+    category = enum_name(spb.ProcessExceptionCategory, pe.category, "PROCESS_EXCEPTION_CATEGORY_")
+    severity = enum_name(spb.ProcessExceptionSeverity, pe.severity, "PROCESS_EXCEPTION_SEVERITY_")
     print(
         f"{pe.process_exception_id}  order {pe.order_id}  {category}/{severity}  [{status}]  "
         f"{pe.created_at.ToDatetime():%Y-%m-%d %H:%M}"
@@ -418,7 +415,7 @@ def _print_exception(pe: Any) -> None:
     if pe.step_input:
         print(f"  step input: {pe.step_input}")
     if pe.status == spb.PROCESS_EXCEPTION_STATUS_RESOLVED:
-        action = name(spb.ResolutionAction, pe.resolution_action, "RESOLUTION_ACTION_")
+        action = enum_name(spb.ResolutionAction, pe.resolution_action, "RESOLUTION_ACTION_")
         print(
             f"  resolved by {pe.resolved_by}: {action}"
             + (f" ({pe.resolution_note})" if pe.resolution_note else "")

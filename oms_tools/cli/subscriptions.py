@@ -13,11 +13,10 @@ import grpc
 from oms_platform import auth
 from oms_platform.money import format_minor
 from oms_platform.settings import Settings
-from oms_tools.cli.common import as_json
+from oms_tools.cli.common import as_json, enum_name
 from oms_tools.cli.orders import caller_token, service_channel
-
-STATUSES = ("active", "paused", "past_due", "canceled")
-PAYMENT_TYPES = ("card", "gift_card", "invoice_terms")
+from services.servicing.domain.subscriptions import STATUSES
+from workflows.subscription_types import PAYMENT_METHOD_TYPES
 
 
 def _stub(settings: Settings, role: str) -> tuple[grpc.aio.Channel, Any]:
@@ -48,10 +47,6 @@ def _when(stamp: Any) -> str:
     return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if stamp.seconds else "-"
 
 
-def _enum(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
-
-
 def _cadence_text(cadence: Any) -> str:
     which = cadence.WhichOneof("every")
     if which == "monthly_on_day":
@@ -74,7 +69,7 @@ def _print_plan(plan: Any) -> None:
 def _print_subscription(s: Any) -> None:
     from oms.subscriptions.v1 import subscriptions_pb2 as pb
 
-    status = _enum(pb.SubscriptionStatus, s.status, "SUBSCRIPTION_STATUS_")
+    status = enum_name(pb.SubscriptionStatus, s.status, "SUBSCRIPTION_STATUS_")
     print(f"subscription {s.subscription_id} [{status}]  plan {s.plan_id}  {s.channel}  "
           f"{s.subscriber.email}")  # fmt: skip
     print(f"  next cycle {s.next_cycle} at {_when(s.next_cycle_at)}")
@@ -281,7 +276,7 @@ def _print_history(view: Any) -> None:
     if view.cycles:
         print("cycles:")
     for c in view.cycles:
-        status = _enum(pb.CycleStatus, c.status, "CYCLE_STATUS_")
+        status = enum_name(pb.CycleStatus, c.status, "CYCLE_STATUS_")
         amount = format_minor(c.amount.amount_minor, c.amount.currency) if c.amount.currency else ""
         order = f"order {c.order_id}" if c.order_id else ""
         print(f"  {c.number}  {_when(c.due_at)}  [{status}]  {order}  {amount}".rstrip())
@@ -299,8 +294,8 @@ def _print_history(view: Any) -> None:
         print(f"  {_when(change.at)}  {change.kind} by {change.actor}: {change.summary}{why}")
 
 
-def subscription_parsers(sub: Any) -> list[argparse.ArgumentParser]:
-    """The `plan` and `subscription` commands; returns their leaves (for --json)."""
+def subscription_parsers(sub: Any) -> None:
+    """The `plan` and `subscription` commands."""
     plan = sub.add_parser("plan", help="plans: what ships each cycle, at what price, how often")
     psub = plan.add_subparsers(dest="plan_command", required=True)
     create = psub.add_parser("create", help="define a plan (as a merchandiser)")
@@ -336,7 +331,7 @@ def subscription_parsers(sub: Any) -> list[argparse.ArgumentParser]:
     )
     new.add_argument("--method", default="standard", help="delivery method")
     new.add_argument("--token", default="tok_visa", help="payment token")
-    new.add_argument("--payment-type", default="card", choices=PAYMENT_TYPES)
+    new.add_argument("--payment-type", default="card", choices=PAYMENT_METHOD_TYPES)
     new.add_argument("--start", default="", help="earliest first cycle, ISO 8601 (default: now)")
     new.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
     show = ssub.add_parser("show", help="a subscription with its cycles and changes")
@@ -374,10 +369,11 @@ def subscription_parsers(sub: Any) -> list[argparse.ArgumentParser]:
     what.add_argument("--token", default="", help="a new payment token")
     what.add_argument("--day", type=int, default=None, help="monthly cycle day (1-28, or 31)")
     change.add_argument("--method", default="standard", help="delivery method (with --address)")
-    change.add_argument("--payment-type", default="card", choices=PAYMENT_TYPES)
+    change.add_argument("--payment-type", default="card", choices=PAYMENT_METHOD_TYPES)
     cancel = ssub.add_parser("cancel", help="end the subscription")
     change_args(cancel)
     cancel.add_argument(
         "--at-period-end", action="store_true", help="once the cycle paid for is placed"
     )
-    return [*psub.choices.values(), *ssub.choices.values()]
+    for p in [*psub.choices.values(), *ssub.choices.values()]:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")

@@ -7,7 +7,7 @@ from typing import Any
 
 from oms_platform import auth
 from oms_platform.settings import Settings
-from oms_tools.cli.common import as_json
+from oms_tools.cli.common import as_json, enum_name
 from oms_tools.cli.orders import caller_token, service_channel
 
 DELIVERY_STATES = ("pending", "delivered", "dead")
@@ -126,14 +126,10 @@ async def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _state(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
-
-
 def _print_subscription(s: Any) -> None:
     from oms.events.v1 import events_pb2 as pb
 
-    state = _state(pb.WebhookSubscriptionState, s.state, "WEBHOOK_SUBSCRIPTION_STATE_")
+    state = enum_name(pb.WebhookSubscriptionState, s.state, "WEBHOOK_SUBSCRIPTION_STATE_")
     types = ", ".join(s.types) or "every type"
     print(f"{s.subscription_id}  {s.url}  [{state}]  {types}")
     if s.description:
@@ -143,7 +139,7 @@ def _print_subscription(s: Any) -> None:
 def _print_delivery(d: Any) -> None:
     from oms.events.v1 import events_pb2 as pb
 
-    state = _state(pb.WebhookDeliveryState, d.state, "WEBHOOK_DELIVERY_STATE_")
+    state = enum_name(pb.WebhookDeliveryState, d.state, "WEBHOOK_DELIVERY_STATE_")
     print(f"{d.delivery_id}  #{d.sequence} {d.event_type}  {d.order_id}  [{state}]")
     for a in d.attempts:
         outcome = f"HTTP {a.http_status}" if a.http_status else "no answer"

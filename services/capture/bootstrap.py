@@ -30,7 +30,7 @@ from services.capture.events.webhooks import SecretBox, WebhookAdmin
 from services.capture.events.webhooks_delivery import (
     WebhookFanOut,
     WebhookSender,
-    pending_gauge_read,
+    pending_gauge,
 )
 from services.capture.events.webhooks_rules import RetryPolicy
 from services.capture.servicer import CaptureServicer
@@ -259,6 +259,6 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         gauges=[
             metrics.outbox_lag(ctx.pool, SCHEMA),
             log_gauges(ctx.pool),
-            lambda: pending_gauge_read(ctx.pool),
+            pending_gauge(ctx.pool),
         ],
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +32,16 @@ from oms_platform.money import format_minor
 from oms_platform.passes import Pacing, run_passes
 from oms_platform.settings import Settings
 from services.capture import store as capture_store
+from services.capture.domain.notifications import (
+    TEMPLATE_OF as TEMPLATE_OF,
+)
+from services.capture.domain.notifications import (
+    gives_up,
+    skip_reason,
+)
+from services.capture.domain.notifications import (
+    retry_delay as retry_delay,
+)
 from services.capture.events import notifications_store as store
 from services.capture.events.notifications_mail import Message, Notifier, SendFailed
 from services.capture.events.notifications_templates import Templates
@@ -40,16 +50,6 @@ from services.capture.store import events as log_store
 log = structlog.get_logger("oms.notifications")
 
 CONSUMER = "notifications"
-MEDIUM = "email"
-
-# Which event makes which message.
-TEMPLATE_OF = {
-    "order.captured": "order_confirmed",
-    "shipment.shipped": "order_shipped",
-    "shipment.delivered": "order_delivered",
-    "refund.issued": "refund_issued",
-    "return.received": "return_received",
-}
 
 STATE_TO_PB = {
     store.PENDING: events_pb2.NOTIFICATION_STATE_PENDING,
@@ -57,9 +57,6 @@ STATE_TO_PB = {
     store.SKIPPED: events_pb2.NOTIFICATION_STATE_SKIPPED,
     store.FAILED: events_pb2.NOTIFICATION_STATE_FAILED,
 }
-
-OPTED_OUT = "the shopper opted out"
-NO_ADDRESS = "the shopper has no email address (erased)"
 
 # Postgres or the network being away is waited out; anything else is a bug and is raised
 # (the service supervises the task and restarts it).
@@ -81,11 +78,6 @@ def params_of(event: events_pb2.Event) -> dict[str, Any] | None:
     if event.type == "return.received" and kind == "return_order_changed":
         return {"units": sum(line.quantity for line in event.return_order_changed.lines)}
     return None
-
-
-def retry_delay(attempts: int, first: float, cap: float) -> float:
-    """The wait after the `attempts`-th failed attempt: `first`, doubling, at most `cap`."""
-    return float(min(cap, first * 2 ** max(0, attempts - 1)))
 
 
 @dataclass(frozen=True)
@@ -143,7 +135,6 @@ class Notifications:
         it, in one transaction. Returns how many sequences it moved past."""
         counts: list[tuple[str, str]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            before = await log_store.lock_cursor(conn, CONSUMER, await log_store.head(conn))
             batch = await log_store.next_batch(
                 conn, CONSUMER, log_store.LogFilter(types=list(TEMPLATE_OF)),
                 self._settings.batch_size,
@@ -158,7 +149,7 @@ class Notifications:
                 metrics.NOTIFICATIONS.labels(template, "skipped").inc()
             else:
                 self._due.set()
-        return batch.upto - before
+        return batch.upto - batch.after
 
     async def _record(self, conn: Any, event: events_pb2.Event) -> tuple[str, str] | None:
         template = TEMPLATE_OF.get(event.type)
@@ -169,11 +160,8 @@ class Notifications:
         if recipient is None:
             log.warning("notification for an unknown order", order_id=event.order_id)
             return None
-        state, why = store.PENDING, ""
-        if recipient.opted_out:
-            state, why = store.SKIPPED, OPTED_OUT
-        elif not recipient.email:
-            state, why = store.SKIPPED, NO_ADDRESS
+        why = skip_reason(recipient.opted_out, recipient.email)
+        state = store.SKIPPED if why else store.PENDING
         made = await store.add(
             conn,
             order_id=event.order_id,
@@ -212,11 +200,10 @@ class Notifications:
         return len(due)
 
     async def _send(self, due: store.Due, contact: store.Contact) -> None:
-        if contact.opted_out or not contact.email:
+        why = skip_reason(contact.opted_out, contact.email)
+        if why:
             async with self._pool.acquire() as conn:
-                await store.mark_skipped(
-                    conn, due.notification_id, OPTED_OUT if contact.opted_out else NO_ADDRESS
-                )
+                await store.mark_skipped(conn, due.notification_id, why)
             metrics.NOTIFICATIONS.labels(due.template, "skipped").inc()
             return
         try:
@@ -251,9 +238,9 @@ class Notifications:
         s = self._settings
         attempts = due.attempts + 1
         delay = retry_delay(attempts, s.retry_first_seconds, s.retry_max_seconds)
-        give_up_at = due.created_at + timedelta(seconds=s.retry_period_seconds)
+        now = datetime.now(UTC)
         async with self._pool.acquire() as conn:
-            if not retryable or datetime.now(UTC) + timedelta(seconds=delay) > give_up_at:
+            if not retryable or gives_up(now, due.created_at, delay, s.retry_period_seconds):
                 await store.mark_failed(conn, due.notification_id, error)
                 metrics.NOTIFICATIONS.labels(due.template, "failed").inc()
                 log.warning("notification failed", notification_id=due.notification_id, error=error)

@@ -19,14 +19,10 @@ from oms.events.v1 import events_pb2
 from oms_platform import auth, limits
 from oms_platform.errors import FieldViolation, InvalidArgument, NotFound
 from services.capture.domain import events as vocabulary
+from services.capture.events import written
 from services.capture.store import events as log
 from services.capture.store import parked_events as parked
 from services.capture.store.common import Conn
-
-# The channels of the named orders, locked like a progress step locks its order; in id order,
-# so two calls naming the same orders cannot deadlock.
-SQL_LOCK_ORDER_CHANNELS = """
-SELECT id, channel FROM orders WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"""
 
 
 def check(events: Sequence[events_pb2.Event]) -> None:
@@ -57,8 +53,7 @@ async def record(conn: Conn, events: Sequence[events_pb2.Event]) -> None:
     """Write checked events to the log in the caller's transaction, each with its order's
     channel (NotFound naming the first unknown order: nothing is written)."""
     order_ids = sorted({e.order_id for e in events})
-    rows = await conn.fetch(SQL_LOCK_ORDER_CHANNELS, order_ids)
-    channels = {r["id"]: r["channel"] for r in rows}
+    channels = await parked.lock_orders(conn, order_ids)
     for order_id in order_ids:
         if order_id not in channels:
             raise NotFound(f"order {limits.echo(order_id)} not found")
@@ -67,13 +62,7 @@ async def record(conn: Conn, events: Sequence[events_pb2.Event]) -> None:
     held = await parked.waiting(conn, order_ids)
     writing, parking = [], []
     for given in events:
-        event = events_pb2.Event()
-        event.CopyFrom(given)
-        event.channel = channels[event.order_id]
-        event.ClearField("sequence")
-        event.ClearField("recorded_at")
-        if not event.actor:
-            event.actor = auth.actor()
+        event = written.stamped(given, channels[given.order_id], auth.actor())
         fulfillment_order = parked.fulfillment_order_of(event)
         if fulfillment_order and (fulfillment_order not in known or fulfillment_order in held):
             held.add(fulfillment_order)

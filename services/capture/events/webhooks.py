@@ -183,7 +183,7 @@ class WebhookAdmin:
                 outcome = await store.redeliver_one(conn, delivery_id)
                 if outcome is None:
                     raise NotFound(f"no webhook delivery {delivery_id}")
-                moved, _, deleted = outcome
+                moved, deleted = outcome
                 if deleted:
                     raise FailedPrecondition(
                         f"webhook delivery {delivery_id} belongs to a deleted subscription"

@@ -20,14 +20,13 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
 import structlog
 from google.protobuf import json_format
-from oms.events.v1 import events_pb2
 from standardwebhooks import Webhook
 
 from oms_platform import metrics
@@ -57,9 +56,7 @@ USER_AGENT = "oms-webhooks/1"
 def render(claimed: store.Claimed) -> bytes:
     """The body POSTed: the Event as proto3 JSON with the proto's own (snake_case) field names,
     keys sorted, int64 fields as strings (proto3 JSON's rule), unset fields left out."""
-    event = events_pb2.Event.FromString(claimed.body)
-    event.sequence = claimed.seq
-    event.recorded_at.FromDatetime(claimed.recorded_at)
+    event = events.event_of(claimed.body, claimed.seq, claimed.recorded_at)
     text = json_format.MessageToJson(
         event, preserving_proto_field_name=True, indent=None, sort_keys=True
     )
@@ -275,7 +272,11 @@ class WebhookSender:
             return 0, f"{type(error).__name__}: {error}"
 
 
-async def pending_gauge_read(pool: asyncpg.Pool) -> None:
-    """Refresh the pending deliveries gauge (a metrics refresher read)."""
-    async with pool.acquire() as conn:
-        metrics.WEBHOOK_PENDING.set(await store.pending_count(conn))
+def pending_gauge(pool: asyncpg.Pool) -> Callable[[], Awaitable[None]]:
+    """A read of the deliveries waiting to be sent, for the metrics refresher."""
+
+    async def read() -> None:
+        async with pool.acquire() as conn:
+            metrics.WEBHOOK_PENDING.set(await store.pending_count(conn))
+
+    return read

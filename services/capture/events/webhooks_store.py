@@ -124,7 +124,7 @@ WHERE d.delivery_id = $1 AND s.subscription_id = d.subscription_id AND s.deleted
   AND d.state IN ('dead', 'delivered')
 RETURNING d.delivery_id"""
 SQL_DELIVERY_STATE = """
-SELECT d.state, s.deleted_at IS NOT NULL AS deleted
+SELECT s.deleted_at IS NOT NULL AS deleted
 FROM webhook_deliveries AS d JOIN webhook_subscriptions AS s USING (subscription_id)
 WHERE d.delivery_id = $1"""
 SQL_REDELIVER_DEAD = """
@@ -333,16 +333,16 @@ async def list_deliveries(
     return [Delivery(**dict(r), attempts=attempts.get(r["delivery_id"], [])) for r in rows]
 
 
-async def redeliver_one(conn: Conn, delivery_id_: str) -> tuple[int, str, bool] | None:
-    """Put one settled delivery back to pending: (how many went back, its state before, whether
-    its subscription is deleted); None when there is no such delivery."""
+async def redeliver_one(conn: Conn, delivery_id_: str) -> tuple[int, bool] | None:
+    """Put one settled delivery back to pending: (how many went back, whether its subscription
+    is deleted); None when there is no such delivery."""
     row = await conn.fetchrow(SQL_DELIVERY_STATE, delivery_id_)
     if row is None:
         return None
     if row["deleted"]:
-        return 0, row["state"], True
+        return 0, True
     moved = await conn.fetchval(SQL_REDELIVER_ONE, delivery_id_)
-    return (0 if moved is None else 1), row["state"], False
+    return (0 if moved is None else 1), False
 
 
 async def redeliver_dead(conn: Conn, subscription_id: str) -> int:

@@ -79,15 +79,23 @@ def completed(
     its channel (whatever the caller said), the step's time (or now) and actor unless given."""
     out = []
     for i, given in enumerate(events):
-        event = events_pb2.Event()
-        event.CopyFrom(given)
+        event = stamped(given, channel, actor)
         event.event_id = event_id(f"{key}:{i}")
-        event.order_id, event.channel = order_id, channel
-        event.ClearField("sequence")
-        event.ClearField("recorded_at")
+        event.order_id = order_id
         if not event.HasField("occurred_at"):
             event.occurred_at.FromDatetime(at or datetime.now(UTC))
-        if not event.actor:
-            event.actor = actor
         out.append(event)
     return out
+
+
+def stamped(given: events_pb2.Event, channel: str, actor: str) -> events_pb2.Event:
+    """A copy of `given` as capture writes it: its order's channel, the actor unless the
+    writer named one, and no sequence or recorded time (the sequencer gives those)."""
+    event = events_pb2.Event()
+    event.CopyFrom(given)
+    event.channel = channel
+    event.ClearField("sequence")
+    event.ClearField("recorded_at")
+    if not event.actor:
+        event.actor = actor
+    return event

@@ -240,13 +240,16 @@ async def read_events(
         list(where.order_ids),
         limit,
     )
-    out = []
-    for r in rows:
-        event = events_pb2.Event.FromString(r["body"])
-        event.sequence = r["seq"]
-        event.recorded_at.FromDatetime(r["recorded_at"])
-        out.append(event)
-    return out
+    return [event_of(r["body"], r["seq"], r["recorded_at"]) for r in rows]
+
+
+def event_of(body: bytes, seq: int, recorded_at: datetime) -> events_pb2.Event:
+    """A logged event as readers get it: its stored body with the sequence and time the
+    sequencer gave it."""
+    event = events_pb2.Event.FromString(body)
+    event.sequence = seq
+    event.recorded_at.FromDatetime(recorded_at)
+    return event
 
 
 async def lock_cursor(conn: Conn, consumer: str, start: int) -> int:
@@ -262,11 +265,13 @@ async def move_cursor(conn: Conn, consumer: str, seq: int) -> None:
 
 @dataclass(frozen=True)
 class Batch:
-    """What a consumer takes next: the matching events after its cursor, and the sequence up
-    to which it has now looked (its cursor's next value, whether or not anything matched)."""
+    """What a consumer takes next: the matching events after its cursor, the sequence up to
+    which it has now looked (its cursor's next value, whether or not anything matched), and
+    the cursor it started from."""
 
     events: list[events_pb2.Event]
     upto: int
+    after: int
 
 
 async def next_batch(
@@ -281,5 +286,5 @@ async def next_batch(
     cursor = await lock_cursor(conn, consumer, first)
     upto = min(await head(conn), cursor + limit)
     if upto <= cursor:
-        return Batch([], cursor)
-    return Batch(await read_events(conn, cursor + 1, upto, where, limit), upto)
+        return Batch([], cursor, cursor)
+    return Batch(await read_events(conn, cursor + 1, upto, where, limit), upto, cursor)

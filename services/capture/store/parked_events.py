@@ -21,6 +21,11 @@ from services.capture.store.common import Conn
 
 ALLOCATED = "fulfillment.allocated"
 
+# The channels of the named orders, locked like a progress step locks its order; in id order,
+# so two calls naming the same orders cannot deadlock.
+SQL_LOCK_ORDER_CHANNELS = """
+SELECT id, channel FROM orders WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"""
+
 # The fulfillment orders the log has told of as allocated, for these orders (their bodies are
 # read: the fulfillment order is inside the payload).
 SQL_ALLOCATED = """
@@ -29,6 +34,14 @@ SELECT body FROM order_events WHERE order_id = ANY($1::text[]) AND type = $2"""
 # The fulfillment orders with steps waiting, for these orders (a later step waits behind them).
 SQL_WAITING = """
 SELECT DISTINCT fulfillment_order_id FROM parked_events WHERE order_id = ANY($1::text[])"""
+
+
+async def lock_orders(conn: Conn, order_ids: Sequence[str]) -> dict[str, str]:
+    """Lock the named orders (as a progress step does) and return each one's channel; orders
+    that do not exist are left out."""
+    rows = await conn.fetch(SQL_LOCK_ORDER_CHANNELS, sorted(set(order_ids)))
+    return {r["id"]: r["channel"] for r in rows}
+
 
 SQL_PARK = """
 INSERT INTO parked_events (event_id, order_id, fulfillment_order_id, body)
