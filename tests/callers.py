@@ -7,7 +7,10 @@ tokens oms processes mint for themselves, for tests that drive a lifecycle step 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import os
+import sys
+from collections.abc import Iterable, Mapping
 
 import grpc
 
@@ -60,3 +63,24 @@ def persona_channel(
         return sources[next((r for r in _PERSONAS if r in allowed), auth.ADMIN)]()
 
     return grpcutil.channel(address, token_for=token_for)
+
+
+async def oms_cli(
+    settings: Settings,
+    *args: str,
+    subject: str = "",
+    env: Mapping[str, str] | None = None,
+    seconds: float = 60,
+) -> tuple[int, str, str]:
+    """Run the `oms` CLI with `settings` (as `subject`, an agent's name, when given; `env`
+    overriding any variable): its exit code, stdout and stderr."""
+    variables = {**os.environ, **settings.as_env(), "OMS_LOG_LEVEL": "warning"}
+    if subject:
+        variables["OMS_CLI_SUBJECT"] = subject
+    variables.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oms_tools.cli", *args,
+        env=variables, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), seconds)
+    return process.returncode or 0, out.decode(), err.decode()

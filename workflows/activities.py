@@ -23,7 +23,6 @@ from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from oms_platform.money import allocate
 from oms_platform.wire import money_to_pb, postal_address_to_pb, timestamp_from_datetime
 from workflows import activity_names as names
 from workflows import cadence
@@ -262,11 +261,11 @@ class CaptureActivities:
 
 def _cycle_order(order: CycleOrderInput) -> capture_pb2.SubmitOrderRequest:
     """SubmitOrder for a cycle: the plan's items at their unit prices in one delivery group,
-    the plan's shipping on the group and its tax spread over the lines by their value (capture
-    keeps tax per line), so the grand total is the plan's price."""
+    the plan's shipping on the group and its tax over the lines (PlanData.line_taxes), so the
+    grand total is the plan's price."""
     plan, currency = order.plan, order.plan.currency
     key = cycle_order_key(order.subscription_id, order.cycle)
-    taxes = allocate(plan.tax_minor, [i.quantity * i.unit_price_minor for i in plan.items])
+    taxes = plan.line_taxes()
     shopper = order.subscriber
     return capture_pb2.SubmitOrderRequest(
         idempotency_key=key,

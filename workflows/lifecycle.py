@@ -306,9 +306,7 @@ class OrderLifecycle:
             await self._cancel_everything("rejected by fraud review", authorized=False)
 
     async def _authorize(self, order: OrderLifecycleInput) -> None:
-        # Less what cancels before authorization gave back (nothing was held for it): until
-        # the payment is authorized, a cancel is the only change that credits anything.
-        amount = order.grand_total_minor - self.state.credited_minor
+        amount = self._to_authorize()
         result = await self._authorize_attempt(order, amount, 1)
         attempt = 1
         if not result.approved and self._dunned():
@@ -318,9 +316,7 @@ class OrderLifecycle:
             await self._raise_exception(
                 "payment", f"authorization:{result.authorization_id}", reason
             )
-            declined = order_events.payment(
-                "payment.declined", amount, decline_reason=result.decline_reason
-            )
+            declined = _declined(result, amount)
             await self._tell_subscription(subscriptions.PAYMENT_FAILED, attempt, reason)
             await self._cancel_everything(reason, authorized=False, events=[declined])
         self.authorized = True
@@ -398,11 +394,7 @@ class OrderLifecycle:
                 f"Payment of {steps.money(self, amount)} declined ({result.decline_reason}); "
                 f"past due, retry {due + 1} of {len(schedule)} at {retry_at.isoformat()}",
                 step=f"past-due:{attempt}",
-                events=[
-                    order_events.payment(
-                        "payment.declined", amount, decline_reason=result.decline_reason
-                    )
-                ],
+                events=[_declined(result, amount)],
             )
             await self._flush()
             await self._tell_subscription(
@@ -431,10 +423,16 @@ class OrderLifecycle:
             else:
                 due += 1
             attempt += 1
-            amount = self.order.grand_total_minor - self.state.credited_minor
+            amount = self._to_authorize()
             result = await self._authorize_attempt(self.order, amount, attempt)
         self.past_due = False
         return result, amount, attempt
+
+    def _to_authorize(self) -> int:
+        """The order's total less what cancels before authorization gave back (nothing was
+        held for it): until the payment is authorized, a cancel is the only change that
+        credits anything."""
+        return self.order.grand_total_minor - self.state.credited_minor
 
     @contextlib.asynccontextmanager
     async def _lock_released(self) -> AsyncIterator[None]:
@@ -1361,6 +1359,11 @@ async def _local_activity(
         )
     except ApplicationError as failure:
         raise _refusal(name, failure) from failure
+
+
+def _declined(result: AuthorizeResult, amount: int) -> EventData:
+    """The log's `payment.declined` for a declined authorization of `amount`."""
+    return order_events.payment("payment.declined", amount, decline_reason=result.decline_reason)
 
 
 def _refusal(name: str, failure: ApplicationError) -> ActivityError:

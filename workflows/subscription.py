@@ -72,7 +72,6 @@ class SubscriptionWorkflow:
             self.state = SubscriptionState.start(subscription)
         else:
             self.state = decode(SubscriptionState, subscription.carried)
-            self.state.runs += 1
         self.subscription = dataclasses.replace(subscription, carried=None)
         # One step at a time: a cycle's placement, a change and a payment outcome each take
         # it, so none sees another half done.

@@ -55,8 +55,6 @@ class SubscriptionState:
     open_cycles: list[CycleView] = field(default_factory=list)
     # Changes made, by idempotency key, oldest first (the last KEPT_CHANGES).
     changes: dict[str, SubscriptionChangeResult] = field(default_factory=dict)
-    # How many runs this subscription's workflow has had (one per cycle, about).
-    runs: int = 1
 
     @classmethod
     def start(cls, subscription: SubscriptionInput) -> SubscriptionState:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from oms_platform.money import allocate
 from workflows.types import Address, PaymentMethodData
 
 SUBSCRIPTION_WORKFLOW = "SubscriptionWorkflow"
@@ -124,6 +125,11 @@ class PlanData:
         """What one cycle costs."""
         items = sum(i.quantity * i.unit_price_minor for i in self.items)
         return items + self.shipping_minor + self.tax_minor
+
+    def line_taxes(self) -> list[int]:
+        """The cycle's tax spread over its items by their value, exactly (an order keeps tax
+        per line): one amount per item, summing to `tax_minor`."""
+        return allocate(self.tax_minor, [i.quantity * i.unit_price_minor for i in self.items])
 
 
 @dataclass

@@ -54,9 +54,10 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     capture = CaptureActivities(channel("capture"))
     payments = PaymentsActivities(channel("payments"))
     fulfillment = FulfillmentActivities(channel("fulfillment"))
-    servicing = ServicingActivities(channel("servicing"))
-    # SubscriptionsService is served by servicing, on its address.
-    subscriptions = SubscriptionsActivities(channel("servicing"))
+    # SubscriptionsService is served by servicing: one channel for both.
+    servicing_channel = channel("servicing")
+    servicing = ServicingActivities(servicing_channel)
+    subscriptions = SubscriptionsActivities(servicing_channel)
     return [
         capture.record_order_progress,
         capture.record_order_progress_batch,

@@ -246,20 +246,9 @@ class OrderLifecycles:
         result_type: type[Any],
     ) -> Any:
         async def update() -> Any:
-            try:
-                # The SDK sends the Update again while it is only admitted (no worker took it
-                # yet), each time with rpc_timeout: the whole wait is bounded here.
-                async with asyncio.timeout(self._timeout.total_seconds()):
-                    return await handle.execute_update(
-                        name, arg, id=update_id, result_type=result_type, rpc_timeout=self._timeout
-                    )
-            except WorkflowUpdateFailedError as error:
-                raise update_failure(error) from None
-            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-                raise LifecycleUnavailable(
-                    f"order {order_id}'s workflow did not answer within {self._timeout}; "
-                    "retry with the same key"
-                ) from None
+            return await execute_update(
+                handle, name, arg, update_id, result_type, self._timeout, f"order {order_id}"
+            )
 
         return await self._found(handle, order_id, update)
 
@@ -342,6 +331,34 @@ async def send_found(
     raise LifecycleUnavailable(
         f"{what}'s workflow is open but did not take the call; retry with the same request"
     )
+
+
+async def execute_update(
+    handle: WorkflowHandle[Any, Any],
+    name: str,
+    arg: Any,
+    update_id: str,
+    result_type: type[Any],
+    answer_within: timedelta,
+    what: str,
+) -> Any:
+    """Run the Update `update_id` on the workflow of `what` ("order …", "subscription …") and
+    return its result: its refusal as the gRPC error it names (update_failure), and
+    LifecycleUnavailable when the workflow did not answer within `answer_within` (a retry
+    with the same key reaches the same Update)."""
+    try:
+        # The SDK sends the Update again while it is only admitted (no worker took it yet),
+        # each time with rpc_timeout: the whole wait is bounded here.
+        async with asyncio.timeout(answer_within.total_seconds()):
+            return await handle.execute_update(
+                name, arg, id=update_id, result_type=result_type, rpc_timeout=answer_within
+            )
+    except WorkflowUpdateFailedError as error:
+        raise update_failure(error) from None
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise LifecycleUnavailable(
+            f"{what}'s workflow did not answer within {answer_within}; retry with the same key"
+        ) from None
 
 
 def update_failure(error: WorkflowUpdateFailedError) -> Exception:

@@ -48,8 +48,8 @@ _SUBSCRIPTION_COLUMNS = """id, plan_id, channel, email, subscriber_name, phone,
 SQL_INSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions (id, plan_id, channel, email, email_normalized, subscriber_name, phone,
     channel_customer_id, delivery_address, delivery_method, payment_method, status, start_at,
-    workflow_input, created_at, updated_at)
-VALUES ($1, $2, $3, $4, lower($4), $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"""
+    created_at, updated_at)
+VALUES ($1, $2, $3, $4, lower($4), $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)"""
 SQL_GET_SUBSCRIPTION = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1"
 SQL_LOCK_SUBSCRIPTION = SQL_GET_SUBSCRIPTION + " FOR UPDATE"
 # What the workflow says the subscription is now. Who subscribed, on which channel and from
@@ -161,7 +161,6 @@ class SubscriptionStore:
                 dataclasses.asdict(s.payment_method),
                 s.status,
                 s.start_at,
-                dataclasses.asdict(start),
                 s.created_at,
             )
         except asyncpg.UniqueViolationError:

@@ -23,8 +23,6 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import QueryRejectCondition
 
@@ -34,9 +32,9 @@ from services.servicing.lifecycles import (
     START_POLL,
     START_WAIT,
     LifecycleUnavailable,
+    execute_update,
     is_open,
     send_found,
-    update_failure,
     workflow_handle,
 )
 from workflows.subscription_types import (
@@ -73,24 +71,16 @@ class SubscriptionWorkflows:
         handle = await self._handle(subscription_id)
 
         async def update() -> SubscriptionChangeResult:
-            try:
-                # The SDK resends an Update only admitted so far; the whole wait is bounded.
-                async with asyncio.timeout(self._timeout.total_seconds()):
-                    result: SubscriptionChangeResult = await handle.execute_update(
-                        SUBSCRIPTION_CHANGE_UPDATE,
-                        request,
-                        id=update_id,
-                        result_type=SubscriptionChangeResult,
-                        rpc_timeout=self._timeout,
-                    )
-                    return result
-            except WorkflowUpdateFailedError as error:
-                raise update_failure(error) from None
-            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-                raise LifecycleUnavailable(
-                    f"subscription {subscription_id}'s workflow did not answer within "
-                    f"{self._timeout}; retry with the same key"
-                ) from None
+            result: SubscriptionChangeResult = await execute_update(
+                handle,
+                SUBSCRIPTION_CHANGE_UPDATE,
+                request,
+                update_id,
+                SubscriptionChangeResult,
+                self._timeout,
+                f"subscription {subscription_id}",
+            )
+            return result
 
         return await self._found(handle, subscription_id, update)
 

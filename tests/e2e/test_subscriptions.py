@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
 
 UNIT_PRICE = 2400
 SHIPPING = 500
+# What one cycle of the plan costs: one box at UNIT_PRICE, shipping, no tax.
+CYCLE_PRICE = 1 * UNIT_PRICE + SHIPPING
 
 
 async def cycle_orders(
@@ -43,6 +45,25 @@ async def until_orders(
         if len(orders) >= count:
             return orders
         assert time.monotonic() < deadline, f"{len(orders)} of {count} cycle orders in time"
+        await asyncio.sleep(0.5)
+
+
+async def until_cycles_paid(
+    subscriptions: subscriptions_pb2_grpc.SubscriptionsServiceStub,
+    subscription_id: str,
+    within: float,
+) -> dict[int, tuple[int, common_pb2.Money]]:
+    """(status, amount) of each cycle with an order, once none is still waiting for its
+    payment's outcome (ORDERED) or `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        history = await subscriptions.GetSubscription(
+            pb.GetSubscriptionRequest(subscription_id=subscription_id), timeout=10
+        )
+        cycles = {c.number: (c.status, c.amount) for c in history.cycles if c.order_id}
+        waiting = any(status == pb.CYCLE_STATUS_ORDERED for status, _ in cycles.values())
+        if not waiting or time.monotonic() >= deadline:
+            return cycles
         await asyncio.sleep(0.5)
 
 
@@ -144,6 +165,13 @@ async def test_cycle_orders_reach_fulfilled_and_a_worker_killed_at_a_cycle_makes
         )
         ordered = {c.number: c.order_id for c in history.cycles if c.order_id}
         assert ordered == {1: first.order_id, 2: second.order_id}
+        # Both cycles' payments were authorized (each order was told to its subscription when it
+        # was), each for what a cycle of the plan costs: its one box and shipping, no tax.
+        paid = await until_cycles_paid(subscriptions, subscription_id, within=30)
+        assert paid == {
+            1: (pb.CYCLE_STATUS_PAID, common_pb2.Money(amount_minor=CYCLE_PRICE, currency="USD")),
+            2: (pb.CYCLE_STATUS_PAID, common_pb2.Money(amount_minor=CYCLE_PRICE, currency="USD")),
+        }
         # Exactly one order per cycle, the killed worker's cycle included.
         orders = await cycle_orders(capture, sku)
         assert [(o.subscription_cycle, o.order_id) for o in orders] == [

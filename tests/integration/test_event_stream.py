@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -31,7 +29,7 @@ from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.registry import start_service
 from services.capture.store import events as event_log
-from tests.callers import channel_as
+from tests.callers import channel_as, oms_cli
 from tests.integration.test_capture_service import isolated_settings, order_request, own_database
 
 pb = capture_pb2
@@ -437,18 +435,7 @@ async def test_events_written_by_any_transaction_are_streamed_without_a_manual_s
 
 async def oms(settings: Settings, replica: RunningService, *args: str) -> tuple[int, str, str]:
     """Run the `oms` CLI against one replica."""
-    env = {
-        **os.environ,
-        **settings.as_env(),
-        "OMS_CAPTURE_ADDRESS": f"127.0.0.1:{replica.port}",
-        "OMS_LOG_LEVEL": "warning",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oms_tools.cli", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode(), err.decode()
+    return await oms_cli(settings, *args, env={"OMS_CAPTURE_ADDRESS": f"127.0.0.1:{replica.port}"})
 
 
 async def test_the_cli_prints_what_the_log_holds_and_stops_at_the_head(

@@ -9,10 +9,9 @@ their relays running, every call with a token. No Temporal: the events go to cap
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -32,22 +31,9 @@ from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from services.fulfillment import events as fulfillment_events
 from tests.callers import channel_as
 from tests.conftest import System, migrated_database, wait_for
+from tests.integration.helpers import eventually
 
-T = TypeVar("T")
 LOCATION = "wh-east"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, seconds: float = 30
-) -> T:
-    """`probe()` until `ok` holds of its answer."""
-    deadline = time.monotonic() + seconds
-    while True:
-        answer = await probe()
-        if ok(answer):
-            return answer
-        assert time.monotonic() < deadline, f"{what}: still {answer}"
-        await asyncio.sleep(0.05)
 
 
 @dataclass

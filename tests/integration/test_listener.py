@@ -48,6 +48,21 @@ async def connections(sql: asyncpg.Connection) -> int:
     )
 
 
+async def last_query_becomes(sql: asyncpg.Connection, query: str, seconds: float = 5.0) -> bool:
+    """Whether the listener's connection (by its application_name) shows `query` as its last
+    statement in pg_stat_activity within `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        last = await sql.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE application_name = $1", APP
+        )
+        if last is not None and last.strip() == query:
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
 async def until(condition: asyncio.Event, what: str) -> None:
     assert await woken(condition, 10), f"timed out waiting for {what}"
 
@@ -135,6 +150,11 @@ async def test_a_channel_no_one_wants_is_no_longer_listened_to(
         while await kept.next() != "y":
             pass
         assert dropped.payloads == [None]  # 'x' was sent before 'y': it was not delivered
+        # Postgres itself saw the channel dropped: the listener's last statement is its UNLISTEN
+        # (the filtering above would hide a LISTEN left behind).
+        assert await last_query_becomes(sql, 'UNLISTEN "dropped"'), (
+            "the listener never sent UNLISTEN for the dropped channel"
+        )
 
 
 async def test_without_subscribers_it_holds_no_connection(

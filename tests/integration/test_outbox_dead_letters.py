@@ -13,11 +13,9 @@ import asyncio
 import json
 import os
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -41,9 +39,9 @@ from oms_tools.registry import start_service
 from oms_tools.samples import sample_order
 from tests.callers import channel_as, persona_channel
 from tests.conftest import TEST_CODEC_KEYS, migrated_database
+from tests.integration.helpers import eventually
 from workflows.worker import build_worker
 
-T = TypeVar("T")
 OMS = Path(sys.executable).parent / "oms"
 
 
@@ -61,19 +59,6 @@ async def cli(settings: Settings, *args: str) -> Any:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     return json.loads(out)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, seconds: float = 30
-) -> T:
-    """`probe()` until `ok` holds of its answer."""
-    deadline = time.monotonic() + seconds
-    while True:
-        answer = await probe()
-        if ok(answer):
-            return answer
-        assert time.monotonic() < deadline, f"{what}: still {answer}"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_start_temporal_refuses_is_dead_lettered_raised_to_an_agent_and_runs_once_fixed(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import Collection
@@ -25,6 +23,7 @@ from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_platform.money import format_minor, share
 from oms_tools.samples import sample_order
+from tests.callers import oms_cli
 from tests.conftest import System
 from workflows.types import order_workflow_id
 
@@ -608,15 +607,7 @@ async def test_a_declined_capture_is_retried_then_skipped_through_resolutions(
 
 async def oms(system: System, *args: str, subject: str = "") -> tuple[int, str, str]:
     """Run the `oms` CLI against the system under test (as `subject` when given)."""
-    env = {**os.environ, **system.settings.as_env(), "OMS_LOG_LEVEL": "warning"}
-    if subject:
-        env["OMS_CLI_SUBJECT"] = subject
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oms_tools.cli", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode(), err.decode()
+    return await oms_cli(system.settings, *args, subject=subject)
 
 
 async def test_an_agent_cancels_a_unit_and_lists_changes_and_exceptions_with_the_cli(

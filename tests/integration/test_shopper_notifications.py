@@ -30,6 +30,7 @@ from oms_tools.devstack.temporal_server import free_port
 from oms_tools.registry import start_service
 from services.capture.store import events as log
 from tests.callers import channel_as
+from tests.integration.helpers import log_changes
 from tests.integration.test_capture_service import (
     isolated_settings,
     order_request,
@@ -133,7 +134,7 @@ def shipment(carrier: str, tracking: str) -> events_pb2.ShipmentChanged:
 
 
 async def record(sql: asyncpg.Connection, events: list[events_pb2.Event]) -> None:
-    """Write events as a change would, and sequence them (the service's sequencer may too).
+    """Write events as one change would, and sequence them (the service's sequencer may too).
     An order.captured capture already wrote for the order is not written twice."""
     wanted = []
     for event in events:
@@ -143,10 +144,7 @@ async def record(sql: asyncpg.Connection, events: list[events_pb2.Event]) -> Non
         ):
             continue
         wanted.append(event)
-    async with sql.transaction():
-        await log.append_events(sql, wanted)
-    while (await log.sequence_pending(sql))[1]:
-        pass
+    await log_changes(sql, wanted)
 
 
 def to(sink: MailSink, address: str) -> list[EmailMessage]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,7 +38,7 @@ from oms_tools.devstack.temporal_server import free_port
 from oms_tools.registry import start_service
 from services.servicing.lifecycles import LifecycleUnavailable
 from services.servicing.subscription_workflows import SubscriptionWorkflows
-from tests.callers import channel_as, persona_channel
+from tests.callers import channel_as, oms_cli, persona_channel
 from tests.conftest import migrated_database
 from tests.integration.subscription_stand_in import SubscriptionStandIn
 from workflows.subscription_types import (
@@ -495,6 +494,10 @@ async def test_recorded_progress_is_the_history_get_subscription_answers(
     ]
     assert view.cycles[0].decline_reason == "card_declined"
     assert view.cycles[0].payment_attempts == 1
+    # What the workflow recorded for the cycle reads back: its amount and its next retry.
+    assert view.cycles[0].amount == common_pb2.Money(amount_minor=3490, currency="EUR")
+    assert view.cycles[0].next_payment_retry_at == Timestamp(seconds=due.seconds + 86400)
+    assert view.cycles[0].due_at == due
     assert [(c.kind, c.actor, c.effective_cycle) for c in view.changes] == [
         ("created", "agent:ada", 1),
         ("skipped", "agent:ada", 3),
@@ -615,15 +618,8 @@ async def test_subscriptions_list_in_pages_by_plan_and_status(subs: Subscription
 
 
 async def test_the_cli_creates_shows_changes_and_lists(subs: Subscriptions) -> None:
-    env = {**os.environ, **subs.settings.as_env(), "OMS_LOG_LEVEL": "warning"}
-
     async def oms(*args: str) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "oms_tools.cli", *args,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode or 0, out.decode(), err.decode()
+        return await oms_cli(subs.settings, *args)
 
     code, planned, err = await oms(
         "plan", "create", "--name", "Tea", "--item", "SKU-TEA,2,900", "--currency", "EUR",

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -34,8 +33,8 @@ from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.registry import start_service
 from services.capture import bootstrap
-from services.capture.store import events as log
-from tests.callers import channel_as
+from tests.callers import channel_as, oms_cli
+from tests.integration.helpers import log_changes
 from tests.integration.test_capture_service import isolated_settings, own_database
 
 ORDERS = [f"ord-hook-{i}" for i in range(5)]
@@ -116,26 +115,22 @@ class Capture:
 
     async def write(self, *specs: tuple[str, str]) -> list[str]:
         """Write events (order id, type) as one change each, sequence them; their ids."""
-        ids = []
+        events = []
+        for order_id, kind in specs:
+            self.written += 1
+            e = pb.Event(
+                event_id=event_id(f"{os.getpid()}:{self.written}:{time.time_ns()}"),
+                type=kind,
+                order_id=order_id,
+                channel="web",
+                actor="workflow",
+            )
+            e.occurred_at.FromDatetime(datetime.now(UTC))
+            e.shipment_changed.shipment_id = f"shp-{self.written}"
+            events.append(e)
         async with self.pool.acquire() as conn:
-            for order_id, kind in specs:
-                self.written += 1
-                e = pb.Event(
-                    event_id=event_id(f"{os.getpid()}:{self.written}:{time.time_ns()}"),
-                    type=kind,
-                    order_id=order_id,
-                    channel="web",
-                    actor="workflow",
-                )
-                e.occurred_at.FromDatetime(datetime.now(UTC))
-                e.shipment_changed.shipment_id = f"shp-{self.written}"
-                async with conn.transaction():
-                    await log.append_events(conn, [e])
-                ids.append(e.event_id)
-            # Until no event is left unsequenced (another sequencer may hold the head).
-            while await conn.fetchval("SELECT count(*) FROM order_events WHERE seq IS NULL"):
-                await log.sequence_pending(conn)
-        return ids
+            await log_changes(conn, *([e] for e in events))
+        return [e.event_id for e in events]
 
     async def subscribe(
         self, receiver: Receiver, path: str, **fields: Any
@@ -452,15 +447,9 @@ async def test_the_cli_adds_lists_and_shows_deliveries(
     capture: Capture, receiver: Receiver
 ) -> None:
     settings = replace(capture.settings, capture_address=f"127.0.0.1:{capture.service.port}")
-    env = {**os.environ, **settings.as_env(), "OMS_LOG_LEVEL": "warning"}
 
     async def oms(*args: str) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "oms_tools.cli", "webhook", *args,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode or 0, out.decode(), err.decode()
+        return await oms_cli(settings, "webhook", *args)
 
     code, added, err = await oms(
         "add", receiver.url("cli"), "--type", "refund.*", "--description", "books", "--json"

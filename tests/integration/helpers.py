@@ -1,0 +1,39 @@
+"""Small helpers integration tests share: polling until something holds, and writing events to
+capture's log the way its changes do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from oms.events.v1 import events_pb2
+
+from services.capture.store import events as log
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, seconds: float = 30
+) -> T:
+    """`probe()` until `ok` holds of its answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = await probe()
+        if ok(answer):
+            return answer
+        assert time.monotonic() < deadline, f"{what}: still {answer}"
+        await asyncio.sleep(0.05)
+
+
+async def log_changes(conn: Any, *changes: Sequence[events_pb2.Event]) -> None:
+    """Write each change's events in a transaction of its own, as capture's changes do, then
+    sequence them: until no event is left unsequenced (another sequencer, the service's own,
+    may hold the head). `conn` is on capture's schema."""
+    for events in changes:
+        async with conn.transaction():
+            await log.append_events(conn, events)
+    while await conn.fetchval("SELECT count(*) FROM order_events WHERE seq IS NULL"):
+        await log.sequence_pending(conn)
