@@ -21,6 +21,7 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 from oms.capture.v1 import capture_pb2
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.outbox.v1 import outbox_pb2
 from oms.payments.v1 import payments_pb2
@@ -32,7 +33,11 @@ from oms_platform import access
 _OUTBOX = outbox_pb2.DESCRIPTOR.services_by_name["OutboxService"]
 # The gRPC services each oms service serves: its own, and OutboxService where it has an outbox.
 SERVICE_DESCRIPTORS: dict[str, tuple[ServiceDescriptor, ...]] = {
-    "capture": (capture_pb2.DESCRIPTOR.services_by_name["CaptureService"], _OUTBOX),
+    "capture": (
+        capture_pb2.DESCRIPTOR.services_by_name["CaptureService"],
+        events_pb2.DESCRIPTOR.services_by_name["EventsService"],
+        _OUTBOX,
+    ),
     "fulfillment": (fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"], _OUTBOX),
     "payments": (payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],),
     "servicing": (
