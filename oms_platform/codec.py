@@ -24,15 +24,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import structlog
@@ -51,6 +49,7 @@ from temporalio.converter import (
 
 from oms_platform import db
 from oms_platform.converter import PayloadConverter
+from oms_platform.listen import Listener
 
 log = structlog.get_logger("oms.codec")
 
@@ -263,7 +262,9 @@ class KeyVault:
     """Per-subject data keys in Postgres, wrapped by the master keys, cached unwrapped in memory.
 
     `cache_size=0` reads the database on every lookup (the codec server: a shred must show at
-    once, and people decode at human rates). Caching processes listen for shreds and evict.
+    once, and people decode at human rates). Caching processes listen for shreds and evict:
+    on the process's one LISTEN connection when given it (oms_platform/listen.py), else on a
+    listener of the vault's own.
     """
 
     def __init__(self, pool: asyncpg.Pool, keys: MasterKeys, *, cache_size: int = 10_000) -> None:
@@ -274,33 +275,48 @@ class KeyVault:
         self._loading: dict[tuple[str, bool], asyncio.Future[DataKey | None]] = {}
         # Bumped by every eviction; a lookup that raced one does not cache what it read.
         self._evictions = 0
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
-        self._dsn = ""
+        self._listener: Listener | None = None
+        self._own_listener: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     @classmethod
-    async def open(cls, dsn: str, keys: MasterKeys, *, cache_size: int = 10_000) -> KeyVault:
-        """A vault on the `vault` schema of `dsn`; caching ones start listening for shreds."""
+    async def open(
+        cls,
+        dsn: str,
+        keys: MasterKeys,
+        *,
+        cache_size: int = 10_000,
+        listener: Listener | None = None,
+    ) -> KeyVault:
+        """A vault on the `vault` schema of `dsn`; caching ones listen for shreds, on
+        `listener` or on one of their own."""
         # min_size 0: opening connects nothing, so a client can be built while Postgres is down.
         pool = await db.create_pool(dsn, VAULT_SCHEMA, 0, VAULT_POOL_MAX)
         vault = cls(pool, keys, cache_size=cache_size)
-        vault._dsn = dsn
         if cache_size > 0:
-            vault._listener = asyncio.create_task(vault._listen(), name="vault-shred-listener")
+            if listener is None:
+                listener = Listener(dsn, "oms-vault-listen")
+                vault._own_listener = asyncio.create_task(
+                    listener.run(), name="vault-shred-listener"
+                )
+            vault._listener = listener
+            vault._unsubscribe = listener.subscribe(SHRED_CHANNEL, vault._on_shred)
         return vault
 
     async def close(self) -> None:
         """Stop listening and close the pool."""
-        if self._listener is not None:
-            self._listener.cancel()
+        self._unsubscribe()
+        if self._own_listener is not None:
+            self._own_listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await self._own_listener
         await self.pool.close()
 
     async def wait_listening(self, within: float = 10.0) -> None:
         """Wait until shreds of other processes reach this one (tests, start-up)."""
-        async with asyncio.timeout(within):
-            await self._listening.wait()
+        if self._listener is not None:
+            async with asyncio.timeout(within):
+                await self._listener.listening.wait()
 
     async def sealing_key(self, subject: str) -> DataKey:
         """`subject`'s data key, made on first use; refused for a shredded subject."""
@@ -433,36 +449,9 @@ class KeyVault:
         for subject in subjects:
             self._cache.pop(subject, None)
 
-    def _on_shredded(self, _conn: Any, _pid: int, _channel: str, subject: object) -> None:
-        self._evict([str(subject)])
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(1.0)
-                continue
-            lost = asyncio.Event()
-            conn.add_termination_listener(functools.partial(_set_event, lost))
-            try:
-                await conn.add_listener(SHRED_CHANNEL, self._on_shredded)
-                # Shreds announced while nobody listened are unknown: forget everything cached.
-                self._evict(None)
-                self._listening.set()
-                await lost.wait()
-                log.warning("vault listener lost its connection; reconnecting")
-            except (OSError, asyncpg.PostgresError):
-                pass
-            finally:
-                self._listening.clear()
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=2)
-            await asyncio.sleep(0.5)
-
-
-def _set_event(event: asyncio.Event, *_: Any) -> None:
-    event.set()
+    def _on_shred(self, subject: str | None) -> None:
+        # None: shreds announced while nobody listened are unknown, so forget everything.
+        self._evict(None if subject is None else [subject])
 
 
 # ---- the codec -----------------------------------------------------------------------------

@@ -76,7 +76,9 @@ class ServiceContext:
         only, so shredding keys works while Temporal is down)."""
         async with self._opening:
             if self._codec is None:
-                self._codec = await temporal_client.open_codec(self.settings)
+                self._codec = await temporal_client.open_codec(
+                    self.settings, listener=self.listener
+                )
             return self._codec
 
     async def temporal(self) -> Client:

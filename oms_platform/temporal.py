@@ -21,6 +21,7 @@ from temporalio.service import TLSConfig
 
 from oms_platform import tracing
 from oms_platform.codec import EncryptionCodec, KeyVault, MasterKeys, data_converter
+from oms_platform.listen import Listener
 from oms_platform.settings import Settings
 
 
@@ -43,12 +44,15 @@ def tls_config(settings: Settings) -> TLSConfig | None:
     )
 
 
-async def open_codec(settings: Settings, *, cache: bool = True) -> EncryptionCodec:
+async def open_codec(
+    settings: Settings, *, cache: bool = True, listener: Listener | None = None
+) -> EncryptionCodec:
     """The payload codec of these settings: their master keys and a vault on their database
-    (`cache=False` reads every data key from the database, as the codec server does)."""
+    (`cache=False` reads every data key from the database, as the codec server does); a
+    caching vault hears of shreds on `listener`, the process's LISTEN connection, if given."""
     keys = MasterKeys.load(settings.codec_keys_path)
     size = settings.codec_data_key_cache_size if cache else 0
-    vault = await KeyVault.open(settings.dsn, keys, cache_size=size)
+    vault = await KeyVault.open(settings.dsn, keys, cache_size=size, listener=listener)
     return EncryptionCodec(keys, vault)
 
 
