@@ -44,14 +44,13 @@ import asyncpg
 import grpc
 import structlog
 from google.protobuf import json_format
-from oms.capture.v1 import capture_pb2
 from oms.events.v1 import events_pb2
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from oms_platform import limits, metrics, tracing
+from oms_platform import metrics, tracing
 from oms_platform.backoff import Backoff
 from oms_platform.errors import FailedPrecondition, NotFound, clip
 from oms_platform.listen import Listener, subscribed, woken
@@ -347,22 +346,6 @@ def event_payload(event: events_pb2.Event) -> dict[str, Any]:
     return json_format.MessageToDict(event, preserving_proto_field_name=True)
 
 
-def capture_event_sink(stub: Any, timeout: timedelta = RPC_TIMEOUT) -> EventSink:
-    """An EventSink calling capture's RecordOrderEvents with `stub` (a CaptureService stub on
-    an authenticated channel), at most limits.MAX_RECORDED_EVENTS events a call."""
-
-    async def send(payloads: Sequence[Any]) -> None:
-        events = [json_format.ParseDict(p, events_pb2.Event()) for p in payloads]
-        for start in range(0, len(events), limits.MAX_RECORDED_EVENTS):
-            chunk = events[start : start + limits.MAX_RECORDED_EVENTS]
-            await stub.RecordOrderEvents(
-                capture_pb2.RecordOrderEventsRequest(events=chunk),
-                timeout=timeout.total_seconds(),
-            )
-
-    return send
-
-
 def _leading_events(rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
     """The event rows a workflow's rows start with (delivered together, before its next
     Temporal row)."""
@@ -484,7 +467,8 @@ class OutboxRelay:
         # Told about each new dead letter (e.g. raises a process exception); called again,
         # later, until it returns without raising, so it must be idempotent.
         self._on_dead_letter = on_dead_letter
-        # Where event rows go (capture_event_sink); a relay without one refuses them.
+        # Where event rows go (fulfillment's sink: capture's RecordOrderEvents); a relay without
+        # one refuses them.
         self._event_sink = event_sink
         self._report = asyncio.Event()
         self._wake = asyncio.Event()
@@ -618,10 +602,8 @@ class OutboxRelay:
             log.warning("outbox event delivery failed", error_kind=kind, error=str(error))
             # Capture is away: each group starting with events waits behind its first row;
             # the others go on to Temporal.
-            text = clip(_described(error), MAX_ERROR_LENGTH)
             waiting: list[tuple[list[int], list[_Failure]]] = [
-                ([], [_Failure(r["id"], r["workflow_id"], text, kind, r["refusals"])])
-                for r in (run[0] for run in starting)
+                ([], [_Failure.of(run[0], error, kind)]) for run in starting
             ]
             others = [g for g, run in zip(groups, leading, strict=True) if not run]
             return waiting + list(
@@ -662,11 +644,9 @@ class OutboxRelay:
                         error_kind=kind,
                         error=str(error),
                     )
-                text = clip(_described(error), MAX_ERROR_LENGTH)
                 # The later rows of the workflow stay as they are: they wait behind this one,
                 # postponed or dead-lettered (SQL_CLAIM_BATCH), so its events keep their order.
-                refusals = row["refusals"] + (kind != TRANSIENT)
-                return ok, [_Failure(row["id"], row["workflow_id"], text, kind, refusals)]
+                return ok, [_Failure.of(row, error, kind)]
             ok.extend(r["id"] for r in unit)
         return ok, []
 
@@ -757,3 +737,10 @@ class _Failure:
     error: str
     kind: str
     refusals: int
+
+    @staticmethod
+    def of(row: asyncpg.Record, error: BaseException, kind: str) -> _Failure:
+        """`row` failed with `error` of `kind`: a refusal counts, a transient failure not."""
+        text = clip(_described(error), MAX_ERROR_LENGTH)
+        refusals = row["refusals"] + (kind != TRANSIENT)
+        return _Failure(row["id"], row["workflow_id"], text, kind, refusals)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from oms.capture.v1 import capture_pb2_grpc
+from google.protobuf import json_format
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.events.v1 import events_pb2
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
-from oms_platform import dead_letters, metrics, request_limits
-from oms_platform.outbox import OutboxRelay, capture_event_sink
+from oms_platform import dead_letters, limits, metrics, request_limits
+from oms_platform.outbox import RPC_TIMEOUT, EventSink, OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
@@ -65,3 +69,19 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         background=[BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run)],
         gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
     )
+
+
+def capture_event_sink(stub: Any, timeout: timedelta = RPC_TIMEOUT) -> EventSink:
+    """The relay's EventSink: capture's RecordOrderEvents with `stub` (a CaptureService stub
+    on an authenticated channel), at most limits.MAX_RECORDED_EVENTS events a call."""
+
+    async def send(payloads: Sequence[Any]) -> None:
+        events = [json_format.ParseDict(p, events_pb2.Event()) for p in payloads]
+        for start in range(0, len(events), limits.MAX_RECORDED_EVENTS):
+            chunk = events[start : start + limits.MAX_RECORDED_EVENTS]
+            await stub.RecordOrderEvents(
+                capture_pb2.RecordOrderEventsRequest(events=chunk),
+                timeout=timeout.total_seconds(),
+            )
+
+    return send
