@@ -4,14 +4,18 @@ and within what capture's request guard accepts."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from oms_platform import request_limits
 from workflows import order_events
 from workflows.activities import _progress
+from workflows.changes.returns import replaced
 from workflows.ledger import Ledger
 from workflows.state import LedgerState
 from workflows.types import (
+    ChangeResult,
     EventData,
     EventLineData,
     FulfillmentOrderData,
@@ -122,3 +126,17 @@ def test_a_report_with_every_kind_of_event_passes_captures_request_guard() -> No
     request = _progress(report(*(event for event, _ in EVERY_PAYLOAD)))
 
     assert request_limits.violations(request) == []
+
+
+def test_an_exchange_logs_what_it_refunded_and_what_it_released_apart() -> None:
+    """A cheaper replacement gives back the difference: the part refunded from captures is a
+    refund.issued, the part released from holds (never charged) a payment.voided."""
+    steps = SimpleNamespace(ledger=SimpleNamespace(fulfillment_orders={}))
+    result = ChangeResult(
+        change_id="x-1", kind="exchange", summary="", credit_memo_id="cm-1",
+        refunded_minor=700, released_minor=300,
+    )  # fmt: skip
+    events = replaced(steps, result)  # type: ignore[arg-type]
+    assert [e.type for e in events] == ["refund.issued", "payment.voided"]
+    assert events[0].refund is not None and events[0].refund.amount_minor == 700
+    assert events[1].payment is not None and events[1].payment.amount_minor == 300

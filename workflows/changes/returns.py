@@ -121,17 +121,20 @@ def requested(steps: Steps, opened: ChangeResult, reason: str) -> EventData:
 
 
 def replaced(steps: Steps, result: ChangeResult) -> list[EventData]:
-    """What shipping an exchange's replacements did: their fulfillment orders, and the refund
-    of a cheaper replacement's difference (`replacements.ship` put both on `result`)."""
+    """What shipping an exchange's replacements did: their fulfillment orders, and what a
+    cheaper replacement's difference gave back (`replacements.ship` put both on `result`):
+    refund.issued for money sent back from captures, payment.voided for what was released
+    from holds, as for any other change (steps.refunded)."""
     ledger = steps.ledger
-    return [
+    events = [
         *order_events.allocated(
             ledger.fulfillment_orders[fo_id] for fo_id in result.fulfillment_order_ids
         ),
-        *order_events.refund(
-            result.credit_memo_id, result.refunded_minor + result.released_minor, "exchange"
-        ),
+        *order_events.refund(result.credit_memo_id, result.refunded_minor, "exchange"),
     ]
+    if result.released_minor > 0:
+        events.append(order_events.payment("payment.voided", result.released_minor))
+    return events
 
 
 def check_receipt(steps: Steps, request: ChangeRequest) -> None:
