@@ -188,7 +188,7 @@ def test_a_page_token_made_by_hand_with_a_time_of_no_zone_is_refused() -> None:
     # The right filters' digest, but a cursor time without its zone (the SQL would compare it
     # as local time): refused like any token this listing did not issue.
     digest = sd._filters_digest("ada@example.com", "", "")
-    body = {"v": sd._TOKEN_VERSION, "f": digest, "c": "2027-01-01T00:00:00", "i": "sub-1"}
+    body = {"v": 1, "f": digest, "t": "2027-01-01T00:00:00", "i": "sub-1"}
     forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
     with pytest.raises(InvalidArgument) as error:
         sd.list_query("ada@example.com", "", "", 1, forged, None)

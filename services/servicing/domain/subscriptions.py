@@ -19,6 +19,7 @@ from datetime import datetime
 from oms_platform import limits, money
 from oms_platform.errors import FieldViolation, InvalidArgument
 from services.servicing.domain.common import MAX_REASON_LENGTH, required, too_long
+from services.servicing.domain.listing import Cursor, decode_page_token, encode_page_token
 from workflows import cadence
 from workflows.subscription_types import (
     ACTIVE,
@@ -59,7 +60,6 @@ MAX_POSTAL_CODE_LENGTH = 32
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_TOKEN_VERSION = 1
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _LOCAL_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -428,14 +428,6 @@ def change_key_for(subscription_id: str, idempotency_key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Where a page ended: the last subscription's (created_at, id), newest first."""
-
-    created_at: datetime
-    id: str
-
-
-@dataclass(frozen=True)
 class ListQuery:
     """A validated ListSubscriptions: filters (empty matches all), page size, cursor, and the
     channels the caller may see (None: every channel)."""
@@ -488,14 +480,11 @@ def list_query(
 
 
 def _cursor_of(token: str, digest: str, out: list[FieldViolation]) -> Cursor | None:
-    """The cursor in a token this listing issued for these same filters (read with the page
-    token rules every listing shares, oms_platform/limits.py)."""
+    """The cursor in a token this listing issued for these same filters (the token form every
+    servicing listing shares, domain/listing.py)."""
     try:
-        raw = limits.decode_page_token(token)
-        if raw.get("v") != _TOKEN_VERSION or raw.get("f") != digest:
-            raise InvalidArgument([])
-        return Cursor(limits.token_time(raw, "c"), limits.token_id(raw, "i"))
-    except InvalidArgument:
+        return decode_page_token(token, digest)
+    except ValueError:
         out.append(
             FieldViolation("page_token", "is not a token from a previous page of this same listing")
         )
@@ -515,13 +504,8 @@ def next_page_token(query: ListQuery, page: Page) -> str:
     """The opaque token of the page after `page` ("" when it is the last)."""
     if page.next_cursor is None:
         return ""
-    raw = {
-        "v": _TOKEN_VERSION,
-        "f": _filters_digest(query.shopper_email, query.plan_id, query.status),
-        "c": page.next_cursor.created_at.isoformat(),
-        "i": page.next_cursor.id,
-    }
-    return limits.encode_page_token(raw)
+    digest = _filters_digest(query.shopper_email, query.plan_id, query.status)
+    return encode_page_token(page.next_cursor, digest)
 
 
 # ---- the workflow's progress ------------------------------------------------------------------
