@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from oms.capture.v1 import capture_pb2
 from oms.common.v1 import common_pb2
+from oms.payments.v1 import payments_pb2
 
 from oms_platform import limits
 from oms_platform.money import Money
@@ -92,3 +94,24 @@ def postal_address_from_pb(address: common_pb2.PostalAddress) -> PostalAddress:
         postal_code=address.postal_code,
         country_code=address.country_code,
     )
+
+
+# ---- enums every service and the workflow name alike ----------------------------------------
+
+# Sales channels (oms.capture.v1.Channel) and their names in the domain.
+CHANNEL_TO_PB: dict[str, capture_pb2.Channel.ValueType] = {
+    "web": capture_pb2.CHANNEL_WEB,
+    "marketplace": capture_pb2.CHANNEL_MARKETPLACE,
+    "store": capture_pb2.CHANNEL_STORE,
+    "b2b": capture_pb2.CHANNEL_B2B,
+    "agent": capture_pb2.CHANNEL_AGENT,
+}
+CHANNEL_TO_DOMAIN: dict[int, str] = {v: k for k, v in CHANNEL_TO_PB.items()}
+
+# Payment method types (oms.payments.v1.PaymentMethodType) and their names in the domain.
+PAYMENT_TYPE_TO_PB: dict[str, payments_pb2.PaymentMethodType.ValueType] = {
+    "card": payments_pb2.PAYMENT_METHOD_TYPE_CARD,
+    "gift_card": payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD,
+    "invoice_terms": payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS,
+}
+PAYMENT_TYPE_TO_DOMAIN: dict[int, str] = {v: k for k, v in PAYMENT_TYPE_TO_PB.items()}

@@ -8,15 +8,10 @@ from oms.capture.v1 import capture_pb2
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
+from oms_platform import wire
 from oms_platform.wire import money_to_pb
 
-CHANNELS = {
-    "web": capture_pb2.CHANNEL_WEB,
-    "marketplace": capture_pb2.CHANNEL_MARKETPLACE,
-    "store": capture_pb2.CHANNEL_STORE,
-    "b2b": capture_pb2.CHANNEL_B2B,
-    "agent": capture_pb2.CHANNEL_AGENT,
-}
+CHANNELS = wire.CHANNEL_TO_PB
 
 
 def _usd(amount_minor: int) -> common_pb2.Money:

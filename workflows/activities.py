@@ -23,20 +23,16 @@ from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from oms_platform.wire import money_to_pb, postal_address_to_pb, timestamp_from_datetime
+from oms_platform.wire import (
+    CHANNEL_TO_PB,
+    PAYMENT_TYPE_TO_PB,
+    money_to_pb,
+    postal_address_to_pb,
+    timestamp_from_datetime,
+)
 from workflows import activity_names as names
-from workflows import cadence
+from workflows import cadence, subscription_wire
 from workflows.subscription_types import (
-    ACTIVE,
-    CYCLE_FAILED,
-    CYCLE_ORDERED,
-    CYCLE_PAID,
-    CYCLE_PAST_DUE,
-    CYCLE_SCHEDULED,
-    CYCLE_SKIPPED,
-    PAUSED,
-    SUBSCRIPTION_CANCELED,
-    SUBSCRIPTION_PAST_DUE,
     ChangeRecordData,
     CycleOrderInput,
     CycleOrderResult,
@@ -119,11 +115,6 @@ ORDER_STATUS_TO_PROTO = {
     CANCELED: capture_pb2.ORDER_STATUS_CANCELED,
     PAST_DUE: capture_pb2.ORDER_STATUS_PAST_DUE,
 }
-PAYMENT_METHOD_TO_PROTO = {
-    "card": payments_pb2.PAYMENT_METHOD_TYPE_CARD,
-    "gift_card": payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD,
-    "invoice_terms": payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS,
-}
 CATEGORY_TO_PROTO = {
     "payment": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_PAYMENT,
     "fulfillment": servicing_pb2.PROCESS_EXCEPTION_CATEGORY_FULFILLMENT,
@@ -137,27 +128,6 @@ CREDIT_MEMO_KIND_TO_PROTO = {
     "cancel": payments_pb2.CREDIT_MEMO_KIND_CANCEL,
     "return": payments_pb2.CREDIT_MEMO_KIND_RETURN,
     "appeasement": payments_pb2.CREDIT_MEMO_KIND_APPEASEMENT,
-}
-CHANNEL_TO_PROTO = {
-    "web": capture_pb2.CHANNEL_WEB,
-    "marketplace": capture_pb2.CHANNEL_MARKETPLACE,
-    "store": capture_pb2.CHANNEL_STORE,
-    "b2b": capture_pb2.CHANNEL_B2B,
-    "agent": capture_pb2.CHANNEL_AGENT,
-}
-SUBSCRIPTION_STATUS_TO_PROTO = {
-    ACTIVE: subscriptions_pb2.SUBSCRIPTION_STATUS_ACTIVE,
-    PAUSED: subscriptions_pb2.SUBSCRIPTION_STATUS_PAUSED,
-    SUBSCRIPTION_PAST_DUE: subscriptions_pb2.SUBSCRIPTION_STATUS_PAST_DUE,
-    SUBSCRIPTION_CANCELED: subscriptions_pb2.SUBSCRIPTION_STATUS_CANCELED,
-}
-CYCLE_STATUS_TO_PROTO = {
-    CYCLE_SCHEDULED: subscriptions_pb2.CYCLE_STATUS_SCHEDULED,
-    CYCLE_SKIPPED: subscriptions_pb2.CYCLE_STATUS_SKIPPED,
-    CYCLE_ORDERED: subscriptions_pb2.CYCLE_STATUS_ORDERED,
-    CYCLE_PAST_DUE: subscriptions_pb2.CYCLE_STATUS_PAST_DUE,
-    CYCLE_PAID: subscriptions_pb2.CYCLE_STATUS_PAID,
-    CYCLE_FAILED: subscriptions_pb2.CYCLE_STATUS_FAILED,
 }
 SEVERITY_TO_PROTO = {
     "low": servicing_pb2.PROCESS_EXCEPTION_SEVERITY_LOW,
@@ -199,7 +169,7 @@ def _line_money(line: ChargeLineData | CreditLineData, currency: str) -> dict[st
 
 def _payment_method(method: PaymentMethodData) -> payments_pb2.PaymentMethod:
     return payments_pb2.PaymentMethod(
-        type=PAYMENT_METHOD_TO_PROTO.get(method.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED),
+        type=PAYMENT_TYPE_TO_PB.get(method.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED),
         token=method.token,
         preauthorization_ref=method.preauthorization_ref,
     )
@@ -269,7 +239,7 @@ def _cycle_order(order: CycleOrderInput) -> capture_pb2.SubmitOrderRequest:
     shopper = order.subscriber
     return capture_pb2.SubmitOrderRequest(
         idempotency_key=key,
-        channel=CHANNEL_TO_PROTO.get(order.channel, capture_pb2.CHANNEL_UNSPECIFIED),
+        channel=CHANNEL_TO_PB.get(order.channel, capture_pb2.CHANNEL_UNSPECIFIED),
         channel_order_ref=f"subscription:{key}",
         shopper=capture_pb2.Shopper(
             kind=capture_pb2.SHOPPER_KIND_PERSON,
@@ -813,7 +783,7 @@ def _subscription(view: SubscriptionView) -> subscriptions_pb2.Subscription:
         else None,
         delivery_method=view.delivery_method,
         payment_method=_payment_method(view.payment_method) if view.payment_method else None,
-        status=SUBSCRIPTION_STATUS_TO_PROTO[view.status],
+        status=subscription_wire.STATUS_TO_PB[view.status],
         next_cycle=view.next_cycle,
         next_cycle_at=_instant(view.next_cycle_at),
         paused_until=_instant(view.paused_until),
@@ -829,7 +799,7 @@ def _cycle(cycle: CycleView, plan: PlanData) -> subscriptions_pb2.Cycle:
     return subscriptions_pb2.Cycle(
         number=cycle.number,
         due_at=_instant(cycle.due_at),
-        status=CYCLE_STATUS_TO_PROTO[cycle.status],
+        status=subscription_wire.CYCLE_STATUS_TO_PB[cycle.status],
         order_id=cycle.order_id,
         plan_id=cycle.plan_id,
         amount=money_to_pb(cycle.amount_minor, plan.currency),

@@ -12,7 +12,7 @@ from oms.capture.v1 import capture_pb2 as pb
 from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
-from oms_platform import limits, request_limits
+from oms_platform import limits, request_limits, wire
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.redaction import mask_token
 from oms_platform.wire import (
@@ -26,14 +26,8 @@ from oms_platform.wire import (
 from services.capture import domain, store
 from workflows import types as wf
 
-CHANNEL_TO_DOMAIN: dict[int, str] = {
-    pb.CHANNEL_WEB: "web",
-    pb.CHANNEL_MARKETPLACE: "marketplace",
-    pb.CHANNEL_STORE: "store",
-    pb.CHANNEL_B2B: "b2b",
-    pb.CHANNEL_AGENT: "agent",
-}
-CHANNEL_TO_PB: dict[str, int] = {v: k for k, v in CHANNEL_TO_DOMAIN.items()}
+CHANNEL_TO_DOMAIN = wire.CHANNEL_TO_DOMAIN
+CHANNEL_TO_PB = wire.CHANNEL_TO_PB
 
 STATUS_TO_DOMAIN: dict[int, str] = {
     pb.ORDER_STATUS_PENDING: wf.PENDING,
@@ -59,12 +53,8 @@ SHOPPER_KIND_TO_PB: dict[str, int] = {
     "business": pb.SHOPPER_KIND_BUSINESS,
 }
 
-PAYMENT_TYPE_TO_DOMAIN: dict[int, str] = {
-    payments_pb2.PAYMENT_METHOD_TYPE_CARD: "card",
-    payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD: "gift_card",
-    payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS: "invoice_terms",
-}
-PAYMENT_TYPE_TO_PB: dict[str, int] = {v: k for k, v in PAYMENT_TYPE_TO_DOMAIN.items()}
+PAYMENT_TYPE_TO_DOMAIN = wire.PAYMENT_TYPE_TO_DOMAIN
+PAYMENT_TYPE_TO_PB = wire.PAYMENT_TYPE_TO_PB
 
 
 # ---- wire -> domain ---------------------------------------------------------------------
@@ -264,9 +254,7 @@ def event_from_pb(event: common_pb2.TimelineEvent) -> domain.TimelineEvent:
 
 def _payment_method_pb(m: domain.PaymentMethod) -> payments_pb2.PaymentMethod:
     return payments_pb2.PaymentMethod(
-        type=PAYMENT_TYPE_TO_PB.get(  # type: ignore[arg-type]
-            m.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED
-        ),
+        type=PAYMENT_TYPE_TO_PB.get(m.type, payments_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED),
         token=m.token,
         preauthorization_ref=m.preauthorization_ref,
     )
@@ -285,7 +273,7 @@ def order_to_pb(order: domain.Order) -> pb.Order:
     t = order.totals
     return pb.Order(
         order_id=order.order_id,
-        channel=CHANNEL_TO_PB.get(order.channel, pb.CHANNEL_UNSPECIFIED),  # type: ignore[arg-type]
+        channel=CHANNEL_TO_PB.get(order.channel, pb.CHANNEL_UNSPECIFIED),
         channel_order_ref=order.channel_order_ref,
         status=STATUS_TO_PB.get(order.status, pb.ORDER_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
         shopper=pb.Shopper(

@@ -14,30 +14,15 @@ from oms_platform.redaction import mask_token
 from oms_platform.wire import money_to_pb, timestamp_from_datetime, timestamp_to_datetime
 from services.servicing.domain import subscriptions as sd
 from workflows import subscription_types as st
+from workflows import subscription_wire
 from workflows.types import Address, PaymentMethodData
 
-STATUS_TO_PB = {
-    st.ACTIVE: pb.SUBSCRIPTION_STATUS_ACTIVE,
-    st.PAUSED: pb.SUBSCRIPTION_STATUS_PAUSED,
-    st.SUBSCRIPTION_PAST_DUE: pb.SUBSCRIPTION_STATUS_PAST_DUE,
-    st.SUBSCRIPTION_CANCELED: pb.SUBSCRIPTION_STATUS_CANCELED,
-}
+STATUS_TO_PB = subscription_wire.STATUS_TO_PB
 STATUS_TO_DOMAIN = {v: k for k, v in STATUS_TO_PB.items()}
-CYCLE_STATUS_TO_PB = {
-    st.CYCLE_SCHEDULED: pb.CYCLE_STATUS_SCHEDULED,
-    st.CYCLE_SKIPPED: pb.CYCLE_STATUS_SKIPPED,
-    st.CYCLE_ORDERED: pb.CYCLE_STATUS_ORDERED,
-    st.CYCLE_PAST_DUE: pb.CYCLE_STATUS_PAST_DUE,
-    st.CYCLE_PAID: pb.CYCLE_STATUS_PAID,
-    st.CYCLE_FAILED: pb.CYCLE_STATUS_FAILED,
-}
+CYCLE_STATUS_TO_PB = subscription_wire.CYCLE_STATUS_TO_PB
 CYCLE_STATUS_TO_DOMAIN = {v: k for k, v in CYCLE_STATUS_TO_PB.items()}
-PAYMENT_TYPE_TO_DOMAIN = {
-    payments_pb2.PAYMENT_METHOD_TYPE_CARD: "card",
-    payments_pb2.PAYMENT_METHOD_TYPE_GIFT_CARD: "gift_card",
-    payments_pb2.PAYMENT_METHOD_TYPE_INVOICE_TERMS: "invoice_terms",
-}
-PAYMENT_TYPE_TO_PB = {v: k for k, v in PAYMENT_TYPE_TO_DOMAIN.items()}
+PAYMENT_TYPE_TO_DOMAIN = wire.PAYMENT_TYPE_TO_DOMAIN
+PAYMENT_TYPE_TO_PB = wire.PAYMENT_TYPE_TO_PB
 # Cadence's oneof fields and the workflow's kinds.
 CADENCE_KINDS = {"monthly_on_day": st.MONTHLY, "weeks": st.WEEKLY, "minutes": st.MINUTES}
 CADENCE_FIELDS = {v: k for k, v in CADENCE_KINDS.items()}
