@@ -3,8 +3,10 @@ subscriptions validated and idempotent, the outbox starting each subscription's 
 changes previewed and made through it, the workflow's progress building the history agents
 read, who may call what, masked payment tokens, and the `oms` CLI round trip.
 
-The workflow here is a stand-in registered under the SubscriptionWorkflow type name
-(subscription_stand_in.py): it answers the Update and query as the contract says."""
+The workflow is the real SubscriptionWorkflow on the real order worker (workflows/worker.py),
+its progress recorded by servicing's RecordSubscriptionProgress. Every subscription starts
+two New Years ahead, so no cycle falls due while the module runs: the workflow never orders
+one, and capture (whose cycle-order activity the worker registers) is not running at all."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -27,7 +30,6 @@ from oms.subscriptions.v1 import subscriptions_pb2 as pb
 from oms.subscriptions.v1 import subscriptions_pb2_grpc
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 from oms_platform import auth, temporal
 from oms_platform.grpcutil import field_violations
@@ -40,24 +42,31 @@ from services.servicing.lifecycles import LifecycleUnavailable
 from services.servicing.subscription_workflows import SubscriptionWorkflows
 from tests.callers import channel_as, oms_cli, persona_channel
 from tests.conftest import migrated_database
-from tests.integration.subscription_stand_in import SubscriptionStandIn
+from workflows import activity_names, cadence
 from workflows.subscription_types import (
     PAUSE,
+    PAUSED,
+    SUBSCRIPTION_STATE_QUERY,
     SubscriptionChangeRequest,
     SubscriptionInput,
+    SubscriptionView,
     subscription_workflow_id,
 )
-from workflows.worker import workflow_runner
+from workflows.worker import build_worker
 
 if TYPE_CHECKING:
     from oms.subscriptions.v1.subscriptions_pb2_grpc import SubscriptionsServiceAsyncStub
 
 SPREAD_SECONDS = 600
+# Every subscription's earliest first cycle: far enough ahead that none falls due here.
+START = datetime(datetime.now(UTC).year + 2, 1, 1, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 @dataclass
 class Subscriptions:
-    """Servicing alone on a database of its own, and a worker running the stand-in."""
+    """Servicing alone on a database of its own, and the order worker running the real
+    SubscriptionWorkflow and its activities."""
 
     settings: Settings
     client: Client
@@ -103,21 +112,45 @@ async def subs(
         subscription_spread_seconds=SPREAD_SECONDS,
         subscription_minute_cadence=True,
         servicing_update_timeout_seconds=10.0,
+        # Nothing listens here: no cycle falls due (START), so the workflow never submits a
+        # cycle's order; that it never tried is checked when the module ends.
+        capture_port=free_port(),
     )
     service = await start_service("servicing", settings)
     client = await temporal.connect(settings)
     try:
-        async with Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=[SubscriptionStandIn],
-            # As the order worker runs its workflows (see workflows/worker.py).
-            workflow_runner=workflow_runner(settings),
-        ):
+        async with build_worker(client, settings):
             yield Subscriptions(settings, client, service)
+        checked, tried = await cycle_orders_tried(client, settings.task_queue)
+        assert checked and tried == [], (checked, tried)
     finally:
         await service.stop(0.5)
         await temporal.close(client)
+
+
+async def cycle_orders_tried(client: Client, task_queue: str) -> tuple[int, list[str]]:
+    """How many workflow runs on `task_queue` were looked at, and those that ever scheduled a
+    cycle's order at capture."""
+    checked, tried = 0, []
+    async for listed in client.list_workflows(f"TaskQueue = '{task_queue}'"):
+        checked += 1
+        handle = client.get_workflow_handle(listed.id, run_id=listed.run_id)
+        for event in (await handle.fetch_history()).events:
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name == activity_names.SUBMIT_CYCLE_ORDER:
+                tried.append(listed.id)
+    return checked, tried
+
+
+def due(subscription_id: str, local: datetime) -> datetime:
+    """When a cycle dated `local` (the plan's wall clock) starts for this subscription: in UTC,
+    after its spread offset."""
+    return local.astimezone(UTC) + cadence.spread_offset(subscription_id, SPREAD_SECONDS)
+
+
+def when(at: datetime) -> str:
+    """An instant as the workflow's summaries say it."""
+    return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def a_key() -> str:
@@ -165,6 +198,7 @@ def a_subscription(plan_id: str, **overrides: Any) -> pb.CreateSubscriptionReque
         payment_method=payments_pb2.PaymentMethod(
             type=payments_pb2.PAYMENT_METHOD_TYPE_CARD, token="tok_visa_4242"
         ),
+        start_at=Timestamp(seconds=int(START.timestamp())),
     )
     return overridden(request, overrides)
 
@@ -180,8 +214,28 @@ async def a_live_subscription(subs: Subscriptions, plan_id: str = "") -> pb.Subs
     if not plan_id:
         plan_id = (await stub.CreatePlan(a_plan(), timeout=10)).plan.plan_id
     made = await stub.CreateSubscription(a_subscription(plan_id), timeout=10)
-    await subs.workflow(made.subscription.subscription_id)
+    await reported(subs, made.subscription.subscription_id)
     return made.subscription
+
+
+async def reported(
+    subs: Subscriptions,
+    subscription_id: str,
+    until: Callable[[pb.GetSubscriptionResponse], bool] | None = None,
+) -> pb.GetSubscriptionResponse:
+    """GetSubscription once the workflow's progress reports have reached servicing: by default
+    its first ("started": the next cycle's time, which servicing does not know before), or
+    until `until(view)` holds. Polled for up to 10 s: progress is recorded asynchronously."""
+    await subs.workflow(subscription_id)
+    deadline = time.monotonic() + 10
+    while True:
+        view: pb.GetSubscriptionResponse = await subs.stub().GetSubscription(
+            pb.GetSubscriptionRequest(subscription_id=subscription_id), timeout=10
+        )
+        if (until or (lambda v: v.subscription.HasField("next_cycle_at")))(view):
+            return view
+        assert time.monotonic() < deadline, f"no such progress recorded: {view}"
+        await asyncio.sleep(0.1)
 
 
 # ---- plans ------------------------------------------------------------------------------------
@@ -279,20 +333,39 @@ async def test_a_subscription_starts_its_workflow_once_through_the_outbox(
 
     made = await stub.CreateSubscription(request, timeout=10)
     again = await stub.CreateSubscription(request, timeout=10)
-    handle = await subs.workflow(made.subscription.subscription_id)
-    started: SubscriptionInput = await handle.query(
-        SubscriptionStandIn.started_with, result_type=SubscriptionInput
+    sid = made.subscription.subscription_id
+    view = await reported(subs, sid)
+    handle = await subs.workflow(sid)
+    # What the outbox started the workflow with, as its history holds it.
+    first = (await handle.fetch_history()).events[0]
+    [started] = await subs.client.data_converter.decode(
+        first.workflow_execution_started_event_attributes.input.payloads, [SubscriptionInput]
     )
+    holds: SubscriptionView = await handle.query(
+        SUBSCRIPTION_STATE_QUERY, result_type=SubscriptionView
+    )
+    # The plan's first cycle on or after START: the 1st at 07:30 in Berlin.
+    first_due = due(sid, START.replace(hour=7, minute=30, tzinfo=BERLIN))
 
     assert (made.duplicate, again.duplicate) == (False, True)
-    assert again.subscription.subscription_id == made.subscription.subscription_id
+    assert again.subscription.subscription_id == sid
     assert made.subscription.status == pb.SUBSCRIPTION_STATUS_ACTIVE
-    assert started.subscription_id == made.subscription.subscription_id
+    assert started.subscription_id == sid
     assert started.spread_seconds == SPREAD_SECONDS
     assert started.plan.plan_id == plan.plan_id and started.plan.items[0].quantity == 2
     # The workflow gets the real token; readers see its last four.
     assert started.payment_method.token == "tok_visa_4242"
     assert made.subscription.payment_method.token == "…4242"
+    assert (holds.status, holds.next_cycle, holds.next_cycle_at) == (
+        "active",
+        1,
+        first_due.isoformat(),
+    )
+    assert holds.payment_method is not None and holds.payment_method.token == "tok_visa_4242"
+    # The workflow's first progress report: when cycle 1 is due, which only it knows.
+    assert view.subscription.status == pb.SUBSCRIPTION_STATUS_ACTIVE
+    assert view.subscription.next_cycle == 1
+    assert view.subscription.next_cycle_at.ToDatetime(UTC) == first_due
 
 
 # ---- changes ----------------------------------------------------------------------------------
@@ -320,18 +393,39 @@ async def test_a_previewed_change_changes_nothing_and_a_made_one_is_made_once(
     made = await stub.ChangeSubscription(pause, timeout=15)
     again = await stub.ChangeSubscription(pause, timeout=15)
     handle = await subs.workflow(subscription.subscription_id)
-    applied = await handle.query(SubscriptionStandIn.applied_keys)
+    holds: SubscriptionView = await handle.query(
+        SUBSCRIPTION_STATE_QUERY, result_type=SubscriptionView
+    )
+    # The workflow's report of the change, as servicing records it for agents to read.
+    view = await reported(
+        subs,
+        subscription.subscription_id,
+        until=lambda v: (
+            v.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED and len(v.changes) > 1
+        ),
+    )
 
     assert preview.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED
-    assert preview.summary == "Paused until resumed"
-    assert preview.next_cycle_amount.amount_minor == 3490
+    assert preview.summary == "Paused until resumed; no cycle is ordered from cycle 1 on"
+    # Paused until resumed: the next cycle is not ordered, so it costs nothing.
+    assert preview.next_cycle_amount.amount_minor == 0
     assert preview.next_cycle_amount.currency == "EUR"
     assert made.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED
     assert made.subscription.paused_until.seconds == until.seconds
+    paused_until = when(until.ToDatetime(UTC))
+    assert made.summary == f"Paused until {paused_until}; cycle 1 is due after it and still ordered"
+    assert made.next_cycle_amount.amount_minor == 3490
     assert (made.duplicate, again.duplicate) == (False, True)
     assert again.summary == made.summary
-    assert applied == [pause.idempotency_key]
     assert made.subscription.payment_method.token == "…4242"
+    # Applied once: the preview and the repeated key changed nothing more.
+    assert (holds.status, holds.paused_until) == (PAUSED, until.ToDatetime(UTC).isoformat())
+    assert view.subscription.status == pb.SUBSCRIPTION_STATUS_PAUSED
+    assert view.subscription.paused_until == until
+    assert [
+        (c.change_id, c.kind, c.actor, c.reason, c.summary, c.effective_cycle)
+        for c in view.changes[1:]
+    ] == [(pause.idempotency_key, "paused", "agent:ada", "on holiday", made.summary, 1)]
 
 
 async def test_a_change_the_workflow_refuses_answers_failed_precondition(
@@ -355,9 +449,9 @@ async def test_a_change_the_workflow_refuses_answers_failed_precondition(
     )
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error.details() == "the subscription is not paused"
+    assert error.details() == "the subscription is active; only a paused one resumes"
     assert preview.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert preview.details() == "the subscription is not paused"
+    assert preview.details() == "the subscription is active; only a paused one resumes"
 
 
 async def test_a_plan_change_sends_the_plan_whole_from_the_next_cycle(
@@ -399,7 +493,11 @@ async def test_a_plan_change_sends_the_plan_whole_from_the_next_cycle(
         )
     )
 
-    assert made.summary == "Coffee, large from cycle 1"
+    assert made.summary == (
+        "From cycle 1: plan Coffee, large at 49.90 EUR a cycle (was 34.90 EUR); "
+        "no proration, a cycle already ordered keeps its price"
+    )
+    assert made.effective_cycle == 1
     assert made.subscription.pending_plan_id == bigger.plan_id
     assert made.next_cycle_amount.amount_minor == 3 * 1500 + 490
     assert wrong_currency.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -628,11 +726,14 @@ async def test_the_cli_creates_shows_changes_and_lists(subs: Subscriptions) -> N
     assert (code, err) == (0, "")
     plan_id = json.loads(planned)["plan"]["plan_id"]
     code, created, err = await oms(
-        "subscription", "create", "--plan", plan_id, "--email", "cli@example.com", "--json"
-    )
+        "subscription", "create", "--plan", plan_id, "--email", "cli@example.com",
+        "--start", START.isoformat(), "--json",
+    )  # fmt: skip
     assert (code, err) == (0, "")
     sid = json.loads(created)["subscription"]["subscription_id"]
     await subs.workflow(sid)
+    # Monthly on the 15th at midnight in Berlin: cycle 3 is March's.
+    cycle_3 = due(sid, START.replace(month=3, day=15, tzinfo=BERLIN))
 
     preview = await oms("subscription", "pause", sid, "--preview")
     paused = await oms("subscription", "pause", sid, "--reason", "moving house")
@@ -642,9 +743,11 @@ async def test_the_cli_creates_shows_changes_and_lists(subs: Subscriptions) -> N
     listed = await oms("subscription", "list", "--plan", plan_id)
     plans = await oms("plan", "list")
 
-    assert preview[0] == 0 and "Paused until resumed" in preview[1] and "(preview)" in preview[1]
+    assert preview[0] == 0
+    assert "(preview) Paused until resumed; no cycle is ordered from cycle 1 on\n" in preview[1]
     assert paused[0] == 0 and "[paused]" in paused[1]
-    assert skipped[0] == 0 and "Cycle 3 will not be ordered" in skipped[1]
+    assert skipped[0] == 0
+    assert f"Cycle 3 (due {when(cycle_3)}) will not be ordered\n" in skipped[1]
     assert bad_day[0] == 1 and "change_cycle_day.day" in bad_day[2]
     assert shown[0] == 0 and f"subscription {sid}" in shown[1] and "created by" in shown[1]
     assert "…" in shown[1] and "tok_" not in shown[1]
