@@ -142,10 +142,10 @@ class EmbeddedPostgres:
         options = [
             "-c", f"listen_addresses={listen}", "-p", str(self.port), "-k", str(socket_dir),
             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
-            # Loaded, tracking nothing until asked (`oms bench … --profile` counts statements).
+            # Loaded, tracking nothing until asked (see _QUIET_STATEMENTS).
             "-c", "shared_preload_libraries=pg_stat_statements",
-            "-c", "pg_stat_statements.track=none",
         ]  # fmt: skip
+        _quiet_statements(self.data_dir / "postgresql.conf")
         if not self.durable:
             # Test clusters are thrown away: trade crash safety for speed.
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -190,3 +190,18 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+# pg_stat_statements tracks nothing unless asked: `oms bench … --profile` turns it on with ALTER
+# SYSTEM for its measured phase. Set in postgresql.conf, not on the command line, because a
+# command-line setting would outrank ALTER SYSTEM.
+_QUIET_STATEMENTS = "pg_stat_statements.track = none"
+
+
+def _quiet_statements(conf: Path) -> None:
+    """Add the quiet setting to a cluster's postgresql.conf once (clusters made before it
+    existed get it at their next start)."""
+    text = conf.read_text() if conf.exists() else ""
+    if _QUIET_STATEMENTS not in text:
+        with open(conf, "a") as out:
+            out.write(f"\n{_QUIET_STATEMENTS}\n")
