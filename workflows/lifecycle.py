@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.changes.steps as steps
     import workflows.order_events as order_events
     import workflows.subscription_types as subscriptions
+    import workflows.versions as versions
     from workflows.ledger import ChangeRefused, Ledger
     from workflows.search_attributes import ORDER_CHANNEL, ORDER_STATUS
     from workflows.state import LifecycleState
@@ -123,38 +124,10 @@ class OrderCanceled(Exception):
     """Raised inside the lifecycle when an agent's resolution cancels the order."""
 
 
-# Workflow changes guarded for runs that started before them (see tests/workflow/histories/).
-CONTINUE_AS_NEW_PATCH = "continue-as-new-while-servicing"
-# Search attributes for operators (total, currency, on hold, locations) upserted whenever one
-# changes; runs before it upsert only status and channel, and only when the status changes.
-OPERATOR_ATTRIBUTES_PATCH = "operator-search-attributes"
-# Every step runs as a local activity: the worker calls the service inside the workflow task,
-# and the history keeps one marker per step instead of scheduled/started/completed and a
-# workflow task to read the result. Runs before it keep scheduling remote activities.
-LOCAL_ACTIVITIES_PATCH = "local-activities"
 # A local activity retries inside its workflow task while the wait before the next attempt is
 # shorter than this; longer waits (an outage) sleep on a durable timer, so a long outage costs
 # a few timers rather than a workflow task kept alive by heartbeats.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
-# A shipment's invoice and its capture are one payments call (the capture keeps its own key);
-# runs before it invoice and capture in two steps.
-INVOICE_AND_CAPTURE_PATCH = "invoice-and-capture"
-# A credit memo, its refund and (for a cancel of everything) the void are one payments call:
-# steps.CREDIT_MEMO_AND_REFUND_PATCH, "credit-memo-and-refund", where the changes use it.
-# Progress reports to capture are batched: the reports a section of the lifecycle or an Update
-# makes are recorded in one call when it ends, or before the workflow waits for anything, and
-# the search attributes are upserted once with them; runs before it report each step (and
-# upsert) as it happens.
-BATCHED_PROGRESS_PATCH = "batched-progress"
-# A change (an Update) that arrives while warehouse or carrier events wait to be applied is
-# checked and made after them: it sees the order capture already shows (a worker that died
-# mid-task leaves events to apply again while capture has recorded them). Runs before it
-# check against the workflow's state as it is.
-QUEUED_EVENTS_FIRST_PATCH = "changes-after-queued-events"
-# Dunning (README "Subscriptions"): a subscription's cycle order whose payment is declined
-# waits past due and retries on its `payment_retry_seconds`, and tells its subscription each
-# outcome. Asked only for subscription orders, so no other order's history changes.
-DUNNING_PATCH = "dunning"
 
 
 @dataclass
@@ -370,8 +343,8 @@ class OrderLifecycle:
     def _dunned(self) -> bool:
         """Whether a decline waits past due (a subscription's order, on a run that knows)."""
         order = self.order
-        return bool(order.subscription_id and order.payment_retry_seconds) and workflow.patched(
-            DUNNING_PATCH
+        return bool(order.subscription_id and order.payment_retry_seconds) and self.has_change(
+            versions.DUNNING
         )
 
     async def _dun(
@@ -449,7 +422,7 @@ class OrderLifecycle:
         """Signal a subscription's order's payment outcome to its subscription's workflow. One
         that no longer runs (canceled, or gone) is logged, never a failure of the order."""
         order = self.order
-        if not order.subscription_id or not workflow.patched(DUNNING_PATCH):
+        if not order.subscription_id or not self.has_change(versions.DUNNING):
             return
         event = subscriptions.SubscriptionPaymentEvent(
             cycle=order.subscription_cycle,
@@ -561,7 +534,7 @@ class OrderLifecycle:
     def _history_is_long(self) -> bool:
         """Time to start a fresh history: the server suggests it, or this run's history has
         reached the configured length."""
-        if not workflow.patched(CONTINUE_AS_NEW_PATCH):
+        if not self.has_change(versions.CONTINUE_AS_NEW):
             return False
         info = workflow.info()
         limit = self.order.timers.continue_as_new_after_events
@@ -576,7 +549,7 @@ class OrderLifecycle:
         # the state is read only after the last of them.
         # A change waiting for queued events (`_after_queued_events`) would never finish:
         # an event arriving meanwhile sends the loop back to apply it.
-        events_first = workflow.patched(QUEUED_EVENTS_FIRST_PATCH)
+        events_first = self.has_change(versions.QUEUED_EVENTS_FIRST)
         await workflow.wait_condition(
             lambda: (
                 (workflow.all_handlers_finished() and not self._lock.locked())
@@ -713,7 +686,7 @@ class OrderLifecycle:
         if no_charge:
             return
         step = f"invoice:{event.shipment_id}"
-        if workflow.patched(INVOICE_AND_CAPTURE_PATCH):
+        if self.has_change(versions.INVOICE_AND_CAPTURE):
             capture_key = f"{self.order.order_id}:capture:{step}"
             invoiced = await steps.attempt_step(
                 self,
@@ -1132,7 +1105,7 @@ class OrderLifecycle:
     async def _after_queued_events(self) -> None:
         """Let the lifecycle apply the warehouse and carrier events that arrived before this
         change (it does so while its loops run; once they end, none is applied any more)."""
-        if self.state.events and not self.done and workflow.patched(QUEUED_EVENTS_FIRST_PATCH):
+        if self.state.events and not self.done and self.has_change(versions.QUEUED_EVENTS_FIRST):
             await workflow.wait_condition(lambda: not self.state.events or self.done)
 
     def _validate_change(self, request: ChangeRequest) -> None:
@@ -1168,7 +1141,7 @@ class OrderLifecycle:
         # What the step does for this order, shown on its event in the Temporal UI.
         summary = activity_summary(name, arg, self.order.currency)
         try:
-            if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+            if self.has_change(versions.LOCAL_ACTIVITIES):
                 return await _local_activity(
                     name, arg, result_type, schedule_to_close_timeout, summary
                 )
@@ -1221,8 +1194,8 @@ class OrderLifecycle:
         holds the order for an agent (`steps.attempt_step`); without, the refusal is raised.
         Since the batched-progress patch the report waits for the end of the section or the
         next wait (`_flush`)."""
-        batched = workflow.patched(BATCHED_PROGRESS_PATCH)
-        if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
+        batched = self.has_change(versions.BATCHED_PROGRESS)
+        if self.has_change(versions.OPERATOR_ATTRIBUTES):
             self.state.status = status or self.state.status
             if not batched:  # batched: upserted with the reports, when they are sent
                 self._upsert_search_attributes()
@@ -1317,7 +1290,7 @@ class OrderLifecycle:
     def publish(self) -> None:
         """Upsert the search attributes that changed (runs before the operator attributes
         patch upsert only on a status change, in `progress`)."""
-        if workflow.patched(OPERATOR_ATTRIBUTES_PATCH):
+        if self.has_change(versions.OPERATOR_ATTRIBUTES):
             self._upsert_search_attributes()
 
     def record(self, change_id: str, result: ChangeResult) -> ChangeResult:
@@ -1331,6 +1304,10 @@ class OrderLifecycle:
     def now(self) -> datetime:
         """The workflow's clock."""
         return workflow.now()
+
+    def has_change(self, patch_id: str) -> bool:
+        """Whether this run takes the change `patch_id` guards (workflows/versions.py)."""
+        return versions.has_change(self.order.baseline, patch_id)
 
 
 async def _local_activity(

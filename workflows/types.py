@@ -15,6 +15,9 @@ from typing import Any
 WORKFLOW_NAME = "OrderLifecycle"
 FULFILLMENT_EVENT_SIGNAL = "fulfillment_event"
 STATUS_QUERY = "status"
+# The lifecycle code's baseline: capture starts every order's lifecycle at it, and the run
+# takes every change folded into it without recording a patch (see workflows/versions.py).
+LIFECYCLE_BASELINE = 1
 STATE_QUERY = "state"
 
 
@@ -126,6 +129,9 @@ class OrderLifecycleInput:
     # one retry, e.g. 1, 3 and 7 days) while the order waits past due; empty: a decline
     # cancels at once. From settings when a subscription's order starts.
     payment_retry_seconds: list[int] = field(default_factory=list)
+    # The lifecycle code's baseline the run started at (`LIFECYCLE_BASELINE` when capture
+    # starts it). 0, as in a run started before baselines existed, asks for every patch.
+    baseline: int = 0
 
 
 @dataclass

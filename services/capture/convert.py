@@ -390,6 +390,7 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
         fraud_reasons=list(order.fraud_reasons),
         subscription_id=order.subscription_id,
         subscription_cycle=order.subscription_cycle,
+        baseline=wf.LIFECYCLE_BASELINE,
         delivery_groups=[
             wf.LifecycleDeliveryGroup(
                 delivery_group_id=g.delivery_group_id,

@@ -5,6 +5,7 @@ order. The subscription is a stand-in workflow that records the signals it recei
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from workflows.types import (
     CANCEL_UPDATE,
     CANCELED,
     FULFILLED,
+    LIFECYCLE_BASELINE,
     PAST_DUE,
     PROCESSING,
     OrderLifecycleInput,
@@ -107,10 +109,14 @@ class Run:
                 await self.subscription.terminate("test over")
 
 
-def patches(history: WorkflowHistory) -> str:
-    """What the history's markers say (patch markers carry their patch's name)."""
-    markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
-    return " ".join(str(m.marker_recorded_event_attributes.details) for m in markers)
+def patches(history: WorkflowHistory) -> set[str]:
+    """The patches the run asked for (its patch markers)."""
+    markers = [e.marker_recorded_event_attributes for e in history.events]
+    return {
+        json.loads(m.details["patch-data"].payloads[0].data)["id"]
+        for m in markers
+        if m.marker_name == "core_patch"
+    }
 
 
 def authorizations(services: Services) -> list[tuple[str, str, int]]:
@@ -278,12 +284,17 @@ async def test_an_order_whose_subscription_is_gone_is_still_dunned_and_canceled(
     assert services.statuses == [PROCESSING, PAST_DUE, CANCELED, CANCELED]
 
 
+@pytest.mark.parametrize(
+    ("baseline", "asked"),
+    [(LIFECYCLE_BASELINE, set()), (0, {"dunning", "batched-progress", "local-activities"})],
+    ids=["at the baseline", "started before baselines"],
+)
 async def test_a_cycle_paid_at_once_tells_the_subscription(
-    time_skipping_env: WorkflowEnvironment,
+    time_skipping_env: WorkflowEnvironment, baseline: int, asked: set[str]
 ) -> None:
     services = Services()
     run = Run(time_skipping_env, services)
-    order = a_cycle_order(run.subscription_id)
+    order = a_cycle_order(run.subscription_id, baseline=baseline)
     async with run.worker:
         handle = await run.start(order)
         await until(services, "fulfillment.allocated")
@@ -292,7 +303,8 @@ async def test_a_cycle_paid_at_once_tells_the_subscription(
         await handle.terminate("test over")
         await run.stop()
 
-    assert "dunning" in patches(history)
+    # A run at the baseline takes dunning without asking; one started before asks for it.
+    assert asked <= patches(history) and (asked or not patches(history))
     assert [(t.outcome, t.attempt, t.next_retry_at) for t in told] == [(PAYMENT_PAID, 1, "")]
     assert services.statuses == [PROCESSING, AUTHORIZED, ALLOCATED]
 
@@ -303,7 +315,8 @@ async def test_a_declined_order_that_is_no_subscriptions_is_canceled_at_once_as_
     services = Services(approve=False)
     # A dunning schedule without a subscription (capture never writes one) changes nothing.
     run = Run(time_skipping_env, services, subscription_running=False)
-    order = an_order(payment_retry_seconds=SCHEDULE)
+    # Started before baselines: such a run asks for each patch, and never for dunning.
+    order = an_order(payment_retry_seconds=SCHEDULE, baseline=0)
     async with run.worker:
         handle = await run.start(order)
         result = await handle.result()
@@ -314,4 +327,4 @@ async def test_a_declined_order_that_is_no_subscriptions_is_canceled_at_once_as_
     assert services.statuses == [PROCESSING, CANCELED, CANCELED]  # as ever: lines, then order
     assert services.event_types()[:1] == ["order.processing"]
     assert "payment.declined" in services.event_types()
-    assert "dunning" not in patches(history)
+    assert "dunning" not in patches(history) and "local-activities" in patches(history)

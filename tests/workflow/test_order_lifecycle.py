@@ -32,6 +32,7 @@ from workflows.types import (
     CANCELED,
     EXCHANGE_UPDATE,
     FULFILLED,
+    LIFECYCLE_BASELINE,
     ON_HOLD,
     RECEIVE_RETURN_UPDATE,
     RESHIP_UPDATE,
@@ -351,6 +352,8 @@ def an_order(**overrides: Any) -> OrderLifecycleInput:
             LifecycleLine("line-2", "dg-1", "SKU-MUG", 1, 1500, 0, 0),
         ],
         "timers": LifecycleTimers(return_window_seconds=7 * 24 * 3600),
+        # As capture starts every order today.
+        "baseline": LIFECYCLE_BASELINE,
     }
     values.update(overrides)
     return OrderLifecycleInput(**values)

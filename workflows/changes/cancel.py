@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from temporalio import workflow
-
-from workflows import billing, order_events
+from workflows import billing, order_events, versions
 from workflows.changes.steps import (
-    CREDIT_MEMO_AND_REFUND_PATCH,
     Steps,
     cancel_units,
     money,
@@ -30,7 +27,7 @@ async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
     except ChangeRefused as refused:  # the state moved on while this waited
         raise refusal(refused) from None
     # Patched: when nothing is left, the void is part of the memo's payments call.
-    folded = workflow.patched(CREDIT_MEMO_AND_REFUND_PATCH)
+    folded = steps.has_change(versions.CREDIT_MEMO_AND_REFUND)
     was = steps.state.status
     result = await cancel_units(
         steps,

@@ -13,13 +13,12 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from oms_platform.money import format_minor
 from oms_platform.redaction import redact
 from workflows import activity_names as names
-from workflows import billing, order_events
+from workflows import billing, order_events, versions
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.state import LifecycleState
 from workflows.types import (
@@ -53,11 +52,6 @@ from workflows.types import (
     VoidInput,
 )
 
-# A credit memo and its refund are one payments call (the refund keeps its own key), and a
-# cancel that leaves nothing to charge voids the authorizations in that call too; runs before
-# it create, refund and void in separate calls.
-CREDIT_MEMO_AND_REFUND_PATCH = "credit-memo-and-refund"
-
 
 class Steps(Protocol):
     """What the lifecycle offers a change: its order, state and ledger, and its steps."""
@@ -74,6 +68,9 @@ class Steps(Protocol):
     resolutions: dict[str, Resolution]
     # What the last refused activity was asked (as JSON), for the process exception it raises.
     refused_step_input: str
+
+    def has_change(self, patch_id: str) -> bool:
+        """Whether this run takes the change `patch_id` guards (workflows/versions.py)."""
 
     async def activity(
         self,
@@ -178,7 +175,7 @@ async def give_back(
     state = steps.state
     order_id = memo_input.order_id
     first: CreditMemoAndRefundResult | None = None
-    if workflow.patched(CREDIT_MEMO_AND_REFUND_PATCH):
+    if steps.has_change(versions.CREDIT_MEMO_AND_REFUND):
         first = await steps.activity(
             names.CREDIT_MEMO_AND_REFUND,
             CreditMemoAndRefundInput(memo_input, _refund_key(order_id, step, 1), void_key),
