@@ -93,6 +93,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/GetAvailability": frozenset(
         {STOREFRONT, AGENT, WAREHOUSE, MERCHANDISER, ADMIN}
     ),
+    # Checkout asks when an order would arrive; the back office asks what a shopper was told.
+    f"/{FULFILLMENT}/EstimateDelivery": frozenset({STOREFRONT, AGENT, MERCHANDISER, ADMIN}),
     # Only capture's EraseShopper erases an order's data in the other services.
     f"/{FULFILLMENT}/ErasePersonalData": frozenset({SERVICE}),
     # payments

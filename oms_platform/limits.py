@@ -119,6 +119,8 @@ MAX_STEP_EVENTS = 100
 MAX_RECORDED_EVENTS = 500
 # Stock feeds and adjustments per call ("thousands of levels per call").
 MAX_LEVELS = 10_000
+# Delivery methods one delivery estimate asks about (each is routed on its own).
+MAX_DELIVERY_METHODS = 20
 # Orders one erasure call names, and the terms that identify the shopper.
 MAX_ERASURE_ORDERS = 10_000
 MAX_IDENTIFYING_TERMS = 100

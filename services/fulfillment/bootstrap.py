@@ -16,6 +16,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from oms_platform import dead_letters, limits, metrics, request_limits
 from oms_platform.outbox import RPC_TIMEOUT, EventSink, OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
+from services.fulfillment.calendars import PublicHolidays
 from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
 from workflows.types import order_id_of_workflow
@@ -30,7 +31,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     told of (accepted, picked, packed) to capture's event log; a row refused for good becomes a
     process exception in servicing.
 
-    A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`.
+    A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`;
+    delivery promises count business days with the `holidays` package's public holidays.
     """
     # Stubs on grpc.aio channels are the async stubs.
     servicing = cast(
@@ -39,7 +41,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     capture = capture_pb2_grpc.CaptureServiceStub(ctx.channel("capture"))
     policy = RoutingPolicy(max_splits=ctx.settings.routing_max_splits)
-    servicer = FulfillmentServicer(ctx.pool, policy)
+    servicer = FulfillmentServicer(ctx.pool, policy, PublicHolidays())
     relay = OutboxRelay(
         ctx.pool,
         SCHEMA,

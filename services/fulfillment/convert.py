@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 
 from oms_platform.errors import FieldViolation, InvalidArgument
-from oms_platform.wire import postal_address_from_pb, postal_address_to_pb, timestamp_from_datetime
+from oms_platform.wire import (
+    postal_address_from_pb,
+    postal_address_to_pb,
+    timestamp_from_datetime,
+    timestamp_to_datetime,
+)
 from services.fulfillment import domain
 from services.fulfillment.handlers import Moved, Rerouted, Routed, Shipped
 
@@ -125,6 +130,9 @@ def location_to_pb(location: domain.Location) -> pb.Location:
         enabled=location.enabled,
         location_group_ids=location.group_ids,
         fulfillment_orders_today=location.fulfillment_orders_today,
+        timezone=location.schedule.timezone,
+        cutoff_local_time=location.schedule.cutoff.strftime("%H:%M"),
+        processing_days=location.schedule.processing_days,
     )
     if location.daily_capacity is not None:
         out.daily_capacity = location.daily_capacity
@@ -143,6 +151,19 @@ def location_from_pb(location: pb.Location) -> domain.Location:
         priority=location.priority,
         enabled=location.enabled,
         daily_capacity=location.daily_capacity if location.HasField("daily_capacity") else None,
+    )
+
+
+def schedule_change_from_pb(location: pb.Location) -> domain.ScheduleChange:
+    """The processing schedule fields an upsert sets (unset ones keep what is stored)."""
+    return domain.ScheduleChange(
+        timezone=location.timezone if location.HasField("timezone") else None,
+        cutoff_local_time=(
+            location.cutoff_local_time if location.HasField("cutoff_local_time") else None
+        ),
+        processing_days=(
+            location.processing_days if location.HasField("processing_days") else None
+        ),
     )
 
 
@@ -289,5 +310,46 @@ def availability_pb(
         groups=[
             pb.GroupAvailability(location_group_id=group_id, available=available)
             for group_id, available in summed.by_group.items()
+        ],
+    )
+
+
+def delivery_question_from_pb(request: pb.EstimateDeliveryRequest) -> domain.DeliveryQuestion:
+    """What checkout asks EstimateDelivery."""
+    return domain.DeliveryQuestion(
+        items=tuple(domain.DeliveryItem(i.sku, i.quantity) for i in request.items),
+        address=postal_address_from_pb(request.address),
+        delivery_methods=tuple(request.delivery_methods),
+        ordered_at=(
+            timestamp_to_datetime(request.ordered_at, "ordered_at")
+            if request.HasField("ordered_at")
+            else None
+        ),
+    )
+
+
+def _delivery_items_to_pb(items: Sequence[domain.DeliveryItem]) -> list[pb.DeliveryItem]:
+    return [pb.DeliveryItem(sku=i.sku, quantity=i.quantity) for i in items]
+
+
+def estimate_to_pb(estimate: domain.DeliveryEstimate) -> pb.DeliveryEstimate:
+    """One delivery method's estimate on the wire; dates as "YYYY-MM-DD"."""
+    ship_date, delivery_date = estimate.ship_date, estimate.delivery_date
+    return pb.DeliveryEstimate(
+        delivery_method=estimate.delivery_method,
+        promised=estimate.promised,
+        reason=estimate.reason,
+        ship_date=ship_date.isoformat() if ship_date else "",
+        delivery_date=delivery_date.isoformat() if delivery_date else "",
+        shipments=[
+            pb.PromisedShipment(
+                location_id=s.location_id,
+                items=_delivery_items_to_pb(s.items),
+                ship_date=s.ship_date.isoformat(),
+                delivery_date=s.delivery_date.isoformat(),
+                distance_km=s.distance_km,
+                transit_days=s.transit_days,
+            )
+            for s in estimate.shipments
         ],
     )

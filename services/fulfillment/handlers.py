@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -224,9 +225,12 @@ async def move_fulfillment_order_lines(
 # ---- locations and inventory ----------------------------------------------------------------
 
 
-async def upsert_location(conn: asyncpg.Connection, location: domain.Location) -> domain.Location:
-    """Create or change a location."""
-    return await store.upsert_location(conn, location)
+async def upsert_location(
+    conn: asyncpg.Connection, location: domain.Location, schedule: domain.ScheduleChange
+) -> domain.Location:
+    """Create or change a location; the schedule fields it leaves out keep their values."""
+    stored = await store.get_location(conn, location.location_id)
+    return await store.upsert_location(conn, domain.with_schedule(location, schedule, stored))
 
 
 async def upsert_location_group(
@@ -310,6 +314,20 @@ async def availability(
         found = await store.levels_for_skus(conn, skus)
         groups = await store.location_groups(conn, list(location_group_ids))
     return found, domain.availability(found, skus, groups)
+
+
+async def estimate_delivery(
+    pool: asyncpg.Pool,
+    policy: domain.RoutingPolicy,
+    holidays: domain.Holidays,
+    question: domain.DeliveryQuestion,
+    now: datetime,
+) -> list[domain.DeliveryEstimate]:
+    """When the question's items would ship and arrive by each delivery method, on one
+    snapshot of locations, stock and transit times; nothing is reserved or written."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = await store.promise_snapshot(conn, question)
+    return domain.estimate_delivery(question, snapshot, holidays, policy, now)
 
 
 async def erase_personal_data(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -15,7 +16,7 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db
 from oms_platform.errors import check_required
-from services.fulfillment import convert, domain, handlers, store
+from services.fulfillment import calendars, convert, domain, handlers, store
 
 log = structlog.get_logger("oms.fulfillment")
 
@@ -32,9 +33,17 @@ Attempt = Callable[[bool], Callable[[asyncpg.Connection], Awaitable[T]]]
 class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     """Converts and delegates; the handlers run the use cases."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: domain.RoutingPolicy | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: domain.RoutingPolicy | None = None,
+        holidays: domain.Holidays | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._pool = pool
         self._policy = policy or domain.RoutingPolicy()
+        self._holidays = holidays or calendars.PublicHolidays()
+        self._clock = clock
 
     async def _in_transaction(self, use_case: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -302,8 +311,11 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.UpsertLocationRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertLocationResponse:
         location = convert.location_from_pb(request.location)
-        domain.validate_location(location)
-        stored = await self._in_transaction(lambda conn: handlers.upsert_location(conn, location))
+        schedule = convert.schedule_change_from_pb(request.location)
+        domain.validate_location(location, schedule)
+        stored = await self._in_transaction(
+            lambda conn: handlers.upsert_location(conn, location, schedule)
+        )
         return pb.UpsertLocationResponse(location=convert.location_to_pb(stored))
 
     async def ListLocationGroups(
@@ -367,3 +379,13 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             self._pool, skus, list(request.location_group_ids)
         )
         return convert.availability_pb(found, summed)
+
+    async def EstimateDelivery(
+        self, request: pb.EstimateDeliveryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EstimateDeliveryResponse:
+        question = convert.delivery_question_from_pb(request)
+        domain.validate_delivery_question(question)
+        estimates = await handlers.estimate_delivery(
+            self._pool, self._policy, self._holidays, question, self._clock()
+        )
+        return pb.EstimateDeliveryResponse(estimates=[convert.estimate_to_pb(e) for e in estimates])

@@ -1,6 +1,7 @@
 """Fulfillment domain: inventory (locations, stock levels, reservations), routing (the
-policy and the plan), and fulfillment orders (statuses, progress, shipments, units taken off,
-listing), a module each, over the shared value types in `common`.
+policy and the plan), fulfillment orders (statuses, progress, shipments, units taken off,
+listing) and delivery promises (business days, ship and delivery dates), a module each, over
+the shared value types in `common`.
 
 Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
 writes these types; the servicer converts them to and from the wire. Callers use the package
@@ -11,10 +12,22 @@ from __future__ import annotations
 
 from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
 from services.fulfillment.domain.common import (
+    DEFAULT_CUTOFF as DEFAULT_CUTOFF,
+)
+from services.fulfillment.domain.common import (
+    DEFAULT_PROCESSING_DAYS as DEFAULT_PROCESSING_DAYS,
+)
+from services.fulfillment.domain.common import (
+    DEFAULT_TIMEZONE as DEFAULT_TIMEZONE,
+)
+from services.fulfillment.domain.common import (
     EARTH_RADIUS_KM as EARTH_RADIUS_KM,
 )
 from services.fulfillment.domain.common import (
     Coordinates as Coordinates,
+)
+from services.fulfillment.domain.common import (
+    ProcessingSchedule as ProcessingSchedule,
 )
 from services.fulfillment.domain.common import (
     haversine_km as haversine_km,
@@ -155,6 +168,9 @@ from services.fulfillment.domain.inventory import (
     LOCATION_TYPES as LOCATION_TYPES,
 )
 from services.fulfillment.domain.inventory import (
+    MAX_PROCESSING_DAYS as MAX_PROCESSING_DAYS,
+)
+from services.fulfillment.domain.inventory import (
     RECEIVED as RECEIVED,
 )
 from services.fulfillment.domain.inventory import (
@@ -179,6 +195,9 @@ from services.fulfillment.domain.inventory import (
     LocationGroup as LocationGroup,
 )
 from services.fulfillment.domain.inventory import (
+    ScheduleChange as ScheduleChange,
+)
+from services.fulfillment.domain.inventory import (
     adjust as adjust,
 )
 from services.fulfillment.domain.inventory import (
@@ -194,6 +213,9 @@ from services.fulfillment.domain.inventory import (
     available_to_fulfill as available_to_fulfill,
 )
 from services.fulfillment.domain.inventory import (
+    parse_local_time as parse_local_time,
+)
+from services.fulfillment.domain.inventory import (
     validate_adjustments as validate_adjustments,
 )
 from services.fulfillment.domain.inventory import (
@@ -204,6 +226,54 @@ from services.fulfillment.domain.inventory import (
 )
 from services.fulfillment.domain.inventory import (
     validate_location_group as validate_location_group,
+)
+from services.fulfillment.domain.inventory import (
+    with_schedule as with_schedule,
+)
+from services.fulfillment.domain.promise import (
+    EARLIEST_ORDER as EARLIEST_ORDER,
+)
+from services.fulfillment.domain.promise import (
+    LATEST_ORDER as LATEST_ORDER,
+)
+from services.fulfillment.domain.promise import (
+    BusinessCalendar as BusinessCalendar,
+)
+from services.fulfillment.domain.promise import (
+    DeliveryEstimate as DeliveryEstimate,
+)
+from services.fulfillment.domain.promise import (
+    DeliveryItem as DeliveryItem,
+)
+from services.fulfillment.domain.promise import (
+    DeliveryQuestion as DeliveryQuestion,
+)
+from services.fulfillment.domain.promise import (
+    Holidays as Holidays,
+)
+from services.fulfillment.domain.promise import (
+    PromisedShipment as PromisedShipment,
+)
+from services.fulfillment.domain.promise import (
+    PromiseSnapshot as PromiseSnapshot,
+)
+from services.fulfillment.domain.promise import (
+    TransitBand as TransitBand,
+)
+from services.fulfillment.domain.promise import (
+    TransitTable as TransitTable,
+)
+from services.fulfillment.domain.promise import (
+    estimate_delivery as estimate_delivery,
+)
+from services.fulfillment.domain.promise import (
+    processing_starts as processing_starts,
+)
+from services.fulfillment.domain.promise import (
+    ship_date as ship_date,
+)
+from services.fulfillment.domain.promise import (
+    validate_delivery_question as validate_delivery_question,
 )
 from services.fulfillment.domain.routing import (
     ROUTING_TRIGGERS as ROUTING_TRIGGERS,

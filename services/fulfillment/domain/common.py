@@ -1,10 +1,11 @@
 """Fulfillment domain: the value types and helpers its subdomains share — where a place is,
-how far apart two places are, and how a count reads in a sentence."""
+how far apart two places are, when a location works, and how a count reads in a sentence."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import time
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -24,6 +25,23 @@ def haversine_km(a: Coordinates, b: Coordinates) -> float:
     dlon = math.radians(b.longitude - a.longitude)
     h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+# What a location that never said otherwise works by: orders before 14:00 UTC start the same
+# business day and ship one business day later.
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_CUTOFF = time(14, 0)
+DEFAULT_PROCESSING_DAYS = 1
+
+
+@dataclass(frozen=True)
+class ProcessingSchedule:
+    """When a location works an order: its IANA time zone, the local time of day orders must
+    come before to start processing that business day, and business days until it ships."""
+
+    timezone: str = DEFAULT_TIMEZONE
+    cutoff: time = DEFAULT_CUTOFF
+    processing_days: int = DEFAULT_PROCESSING_DAYS
 
 
 def normalize_postal_code(postal_code: str) -> str:

@@ -3,14 +3,17 @@ to them, reservation statuses, and what enabled locations can fulfill."""
 
 from __future__ import annotations
 
+import re
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import time
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from oms_platform.postal import PostalAddress
-from services.fulfillment.domain.common import Coordinates
+from services.fulfillment.domain.common import Coordinates, ProcessingSchedule
 
 LOCATION_TYPES = ("warehouse", "store", "drop_ship")
 
@@ -40,11 +43,82 @@ class Location:
     # Read only: the groups it belongs to, and fulfillment orders it took today.
     group_ids: tuple[str, ...] = ()
     fulfillment_orders_today: int = 0
+    # When it works an order, for delivery promises.
+    schedule: ProcessingSchedule = field(default_factory=ProcessingSchedule)
 
     @property
     def coordinates(self) -> Coordinates:
         """Where it is."""
         return Coordinates(self.latitude, self.longitude)
+
+
+# Processing days a location may take: a promise counts them one business day at a time.
+MAX_PROCESSING_DAYS = 30
+_LOCAL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """The processing schedule fields an upsert names; None keeps what is stored (the default
+    for a new location), so a caller that does not know them changes nothing."""
+
+    timezone: str | None = None
+    cutoff_local_time: str | None = None
+    processing_days: int | None = None
+
+
+def parse_local_time(text: str) -> time | None:
+    """A time of day written "HH:MM" (24-hour); None when it is not one."""
+    found = _LOCAL_TIME.fullmatch(text)
+    return None if found is None else time(int(found[1]), int(found[2]))
+
+
+def timezone_violations(path: str, name: str) -> list[FieldViolation]:
+    """An IANA time zone this machine knows."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return [
+            FieldViolation(
+                path, f'{limits.echo(name)} is not an IANA time zone (e.g. "America/New_York")'
+            )
+        ]
+    return []
+
+
+def schedule_violations(change: ScheduleChange) -> list[FieldViolation]:
+    """Why the schedule fields an upsert names are not a schedule."""
+    out: list[FieldViolation] = []
+    if change.timezone is not None:
+        out += timezone_violations("location.timezone", change.timezone)
+    if change.cutoff_local_time is not None and parse_local_time(change.cutoff_local_time) is None:
+        out.append(
+            FieldViolation("location.cutoff_local_time", 'must be a time of day "HH:MM" (24-hour)')
+        )
+    if change.processing_days is not None and not (
+        0 <= change.processing_days <= MAX_PROCESSING_DAYS
+    ):
+        out.append(
+            FieldViolation("location.processing_days", f"must be 0 to {MAX_PROCESSING_DAYS}")
+        )
+    return out
+
+
+def with_schedule(location: Location, change: ScheduleChange, stored: Location | None) -> Location:
+    """`location` with the schedule `change` names over the stored one (a new location's
+    default); `change` is valid (see `schedule_violations`)."""
+    current = stored.schedule if stored is not None else ProcessingSchedule()
+    cutoff = (
+        parse_local_time(change.cutoff_local_time) if change.cutoff_local_time is not None else None
+    )
+    schedule = ProcessingSchedule(
+        timezone=current.timezone if change.timezone is None else change.timezone,
+        cutoff=current.cutoff if cutoff is None else cutoff,
+        processing_days=(
+            current.processing_days if change.processing_days is None else change.processing_days
+        ),
+    )
+    return replace(location, schedule=schedule)
 
 
 # ---- stock -------------------------------------------------------------------------------
@@ -213,8 +287,8 @@ def availability(
     return Availability(total, by_group)
 
 
-def validate_location(location: Location) -> None:
-    """What a location needs to be routed to."""
+def validate_location(location: Location, change: ScheduleChange = ScheduleChange()) -> None:
+    """What a location needs to be routed to and promised from."""
     violations: list[FieldViolation] = []
     if not location.location_id:
         violations.append(FieldViolation("location.location_id", "is required"))
@@ -228,6 +302,7 @@ def validate_location(location: Location) -> None:
         violations.append(FieldViolation("location.longitude", "must be within -180 and 180"))
     if location.daily_capacity is not None and location.daily_capacity < 0:
         violations.append(FieldViolation("location.daily_capacity", "must not be negative"))
+    violations += schedule_violations(change)
     if violations:
         raise InvalidArgument(violations)
 

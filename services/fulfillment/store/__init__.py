@@ -1,7 +1,8 @@
 """Fulfillment's Postgres store: named SQL over the fulfillment schema, domain types out.
 Inventory (locations, groups, levels, daily capacity), routing (what it reads, delivery
-groups, decisions) and fulfillment orders (lines, reservations, shipments) are a module each,
-over `common`; callers use the package (`store.X`), which re-exports every public name.
+groups, decisions), fulfillment orders (lines, reservations, shipments) and delivery promises
+(transit times, the estimate's snapshot) are a module each, over `common`; callers use the
+package (`store.X`), which re-exports every public name.
 
 Functions that take a connection run inside the caller's transaction, so one RPC can read,
 decide (in the domain) and write atomically, together with its idempotency key and outbox row.
@@ -252,6 +253,15 @@ from services.fulfillment.store.inventory import (
 )
 from services.fulfillment.store.inventory import (
     upsert_location_group as upsert_location_group,
+)
+from services.fulfillment.store.promise import (
+    SQL_TRANSIT_TIMES as SQL_TRANSIT_TIMES,
+)
+from services.fulfillment.store.promise import (
+    promise_snapshot as promise_snapshot,
+)
+from services.fulfillment.store.promise import (
+    transit_table as transit_table,
 )
 from services.fulfillment.store.routing import (
     SQL_CANDIDATES as SQL_CANDIDATES,

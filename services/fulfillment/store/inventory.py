@@ -16,6 +16,7 @@ _LOCATION_SELECT = f"""
 SELECT l.id, l.name, l.type, l.address_line1, l.address_line2, l.city, l.region,
        l.postal_code, l.country_code, l.latitude, l.longitude, l.priority, l.enabled,
        l.daily_capacity, coalesce(d.fulfillment_orders, 0) AS fulfillment_orders_today,
+       l.timezone, l.cutoff_local_time, l.processing_days,
        array(SELECT m.location_group_id FROM location_group_members m
              WHERE m.location_id = l.id ORDER BY m.location_group_id) AS group_ids
 FROM locations l
@@ -29,15 +30,17 @@ SQL_LOCATION_IDS = "SELECT id FROM locations"
 SQL_UPSERT_LOCATION = """
 INSERT INTO locations
     (id, name, type, address_line1, address_line2, city, region, postal_code, country_code,
-     latitude, longitude, priority, enabled, daily_capacity)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+     latitude, longitude, priority, enabled, daily_capacity, timezone, cutoff_local_time,
+     processing_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, type = EXCLUDED.type,
     address_line1 = EXCLUDED.address_line1, address_line2 = EXCLUDED.address_line2,
     city = EXCLUDED.city, region = EXCLUDED.region, postal_code = EXCLUDED.postal_code,
     country_code = EXCLUDED.country_code, latitude = EXCLUDED.latitude,
     longitude = EXCLUDED.longitude, priority = EXCLUDED.priority, enabled = EXCLUDED.enabled,
-    daily_capacity = EXCLUDED.daily_capacity"""
+    daily_capacity = EXCLUDED.daily_capacity, timezone = EXCLUDED.timezone,
+    cutoff_local_time = EXCLUDED.cutoff_local_time, processing_days = EXCLUDED.processing_days"""
 
 SQL_LOCATION_GROUPS = """
 SELECT g.id, g.name,
@@ -163,6 +166,11 @@ def _location(row: asyncpg.Record) -> domain.Location:
         daily_capacity=row["daily_capacity"],
         group_ids=tuple(row["group_ids"]),
         fulfillment_orders_today=row["fulfillment_orders_today"],
+        schedule=domain.ProcessingSchedule(
+            timezone=row["timezone"],
+            cutoff=row["cutoff_local_time"],
+            processing_days=row["processing_days"],
+        ),
     )
 
 
@@ -212,6 +220,9 @@ async def upsert_location(conn: Conn, location: domain.Location) -> domain.Locat
         location.priority,
         location.enabled,
         location.daily_capacity,
+        location.schedule.timezone,
+        location.schedule.cutoff,
+        location.schedule.processing_days,
     )
     stored = await get_location(conn, location.location_id)
     assert stored is not None  # just written

@@ -167,6 +167,9 @@ class Location(_message.Message):
     DAILY_CAPACITY_FIELD_NUMBER: _builtins.int
     LOCATION_GROUP_IDS_FIELD_NUMBER: _builtins.int
     FULFILLMENT_ORDERS_TODAY_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    CUTOFF_LOCAL_TIME_FIELD_NUMBER: _builtins.int
+    PROCESSING_DAYS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     """Stable identifier, e.g. "wh-east"."""
     name: _builtins.str
@@ -186,6 +189,19 @@ class Location(_message.Message):
     """
     fulfillment_orders_today: _builtins.int
     """Fulfillment orders it has taken today (UTC). Output only."""
+    timezone: _builtins.str
+    """Delivery promises. Each is kept as stored when unset in UpsertLocation (a new location
+    gets the default), so callers that do not know them change nothing.
+    IANA time zone the location works in, e.g. "America/New_York" (default "UTC").
+    """
+    cutoff_local_time: _builtins.str
+    """Local time of day orders must be placed before to start processing that business day,
+    "HH:MM" (default "14:00"); later orders start the next business day.
+    """
+    processing_days: _builtins.int
+    """Business days from the start of processing until the parcel leaves, 0 to 30 (default 1;
+    0 ships the day processing starts).
+    """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress:
         """Where it is."""
@@ -208,14 +224,30 @@ class Location(_message.Message):
         daily_capacity: _builtins.int | None = ...,
         location_group_ids: _abc.Iterable[_builtins.str] | None = ...,
         fulfillment_orders_today: _builtins.int = ...,
+        timezone: _builtins.str | None = ...,
+        cutoff_local_time: _builtins.str | None = ...,
+        processing_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity", "address", b"address", "daily_capacity", b"daily_capacity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "processing_days", b"processing_days", "timezone", b"timezone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity", "address", b"address", "daily_capacity", b"daily_capacity", "enabled", b"enabled", "fulfillment_orders_today", b"fulfillment_orders_today", "latitude", b"latitude", "location_group_ids", b"location_group_ids", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "enabled", b"enabled", "fulfillment_orders_today", b"fulfillment_orders_today", "latitude", b"latitude", "location_group_ids", b"location_group_ids", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "processing_days", b"processing_days", "timezone", b"timezone", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cutoff_local_time: _TypeAlias = _typing.Literal["cutoff_local_time"]  # noqa: Y015
+    _WhichOneofArgType__cutoff_local_time: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time"]  # noqa: Y015
     _WhichOneofReturnType__daily_capacity: _TypeAlias = _typing.Literal["daily_capacity"]  # noqa: Y015
     _WhichOneofArgType__daily_capacity: _TypeAlias = _typing.Literal["_daily_capacity", b"_daily_capacity"]  # noqa: Y015
+    _WhichOneofReturnType__processing_days: _TypeAlias = _typing.Literal["processing_days"]  # noqa: Y015
+    _WhichOneofArgType__processing_days: _TypeAlias = _typing.Literal["_processing_days", b"_processing_days"]  # noqa: Y015
+    _WhichOneofReturnType__timezone: _TypeAlias = _typing.Literal["timezone"]  # noqa: Y015
+    _WhichOneofArgType__timezone: _TypeAlias = _typing.Literal["_timezone", b"_timezone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cutoff_local_time) -> _WhichOneofReturnType__cutoff_local_time | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_capacity) -> _WhichOneofReturnType__daily_capacity | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__processing_days) -> _WhichOneofReturnType__processing_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timezone) -> _WhichOneofReturnType__timezone | None: ...
 
 Global___Location: _TypeAlias = Location  # noqa: Y015
 
@@ -1970,3 +2002,190 @@ class ErasePersonalDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ErasePersonalDataResponse: _TypeAlias = ErasePersonalDataResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryItem(_message.Message):
+    """DeliveryItem is units of one SKU a shopper is about to order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Stock keeping unit."""
+    quantity: _builtins.int
+    """Units; must be positive."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryItem: _TypeAlias = DeliveryItem  # noqa: Y015
+
+@_typing.final
+class EstimateDeliveryRequest(_message.Message):
+    """EstimateDeliveryRequest asks when items would reach an address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    DELIVERY_METHODS_FIELD_NUMBER: _builtins.int
+    ORDERED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryItem]:
+        """What would be ordered; at least one item."""
+
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress:
+        """Where it would go: `country_code` is required (its business days count for the carrier);
+        `postal_code` locates it for the distance (unknown: the longest distance band).
+        """
+
+    @_builtins.property
+    def delivery_methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Delivery methods to estimate, e.g. "standard", "express", "overnight"; empty estimates
+        every method with transit times, by name. At most 20, none repeated.
+        """
+
+    @_builtins.property
+    def ordered_at(self) -> _timestamp_pb2.Timestamp:
+        """When the order would be placed; unset means now. From 2000-01-01 to 2099-12-31."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___DeliveryItem] | None = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+        delivery_methods: _abc.Iterable[_builtins.str] | None = ...,
+        ordered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "ordered_at", b"ordered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_methods", b"delivery_methods", "items", b"items", "ordered_at", b"ordered_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateDeliveryRequest: _TypeAlias = EstimateDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class EstimateDeliveryResponse(_message.Message):
+    """EstimateDeliveryResponse is one estimate per delivery method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESTIMATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def estimates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEstimate]:
+        """In the order the methods were asked for."""
+
+    def __init__(
+        self,
+        *,
+        estimates: _abc.Iterable[Global___DeliveryEstimate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimates", b"estimates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateDeliveryResponse: _TypeAlias = EstimateDeliveryResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryEstimate(_message.Message):
+    """DeliveryEstimate is what can be promised for one delivery method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    PROMISED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SHIP_DATE_FIELD_NUMBER: _builtins.int
+    DELIVERY_DATE_FIELD_NUMBER: _builtins.int
+    SHIPMENTS_FIELD_NUMBER: _builtins.int
+    delivery_method: _builtins.str
+    """The delivery method."""
+    promised: _builtins.bool
+    """True when every item can be promised; false with `reason` (and no dates) otherwise."""
+    reason: _builtins.str
+    """Why the method cannot be promised, e.g. "not in stock at any location that can ship it:
+    2 of 'SKU-MUG' (items[1])"; empty when promised.
+    """
+    ship_date: _builtins.str
+    """The earliest day everything has shipped and the earliest day everything has arrived,
+    "YYYY-MM-DD" (the last parcel's days when several locations ship).
+    """
+    delivery_date: _builtins.str
+    @_builtins.property
+    def shipments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromisedShipment]:
+        """One per location that would ship, in routing's order."""
+
+    def __init__(
+        self,
+        *,
+        delivery_method: _builtins.str = ...,
+        promised: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        ship_date: _builtins.str = ...,
+        delivery_date: _builtins.str = ...,
+        shipments: _abc.Iterable[Global___PromisedShipment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_date", b"delivery_date", "delivery_method", b"delivery_method", "promised", b"promised", "reason", b"reason", "ship_date", b"ship_date", "shipments", b"shipments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEstimate: _TypeAlias = DeliveryEstimate  # noqa: Y015
+
+@_typing.final
+class PromisedShipment(_message.Message):
+    """PromisedShipment is the parcel one location would send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    SHIP_DATE_FIELD_NUMBER: _builtins.int
+    DELIVERY_DATE_FIELD_NUMBER: _builtins.int
+    DISTANCE_KM_FIELD_NUMBER: _builtins.int
+    TRANSIT_DAYS_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    """The location, and the items it would ship."""
+    ship_date: _builtins.str
+    """The day it leaves, in the location's time zone, and the day it arrives, "YYYY-MM-DD"."""
+    delivery_date: _builtins.str
+    distance_km: _builtins.int
+    """Great-circle distance to the address in whole kilometres (unset when the address could
+    not be located), and the carrier's business days for it.
+    """
+    transit_days: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryItem]: ...
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___DeliveryItem] | None = ...,
+        ship_date: _builtins.str = ...,
+        delivery_date: _builtins.str = ...,
+        distance_km: _builtins.int | None = ...,
+        transit_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_distance_km", b"_distance_km", "distance_km", b"distance_km"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_distance_km", b"_distance_km", "delivery_date", b"delivery_date", "distance_km", b"distance_km", "items", b"items", "location_id", b"location_id", "ship_date", b"ship_date", "transit_days", b"transit_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__distance_km: _TypeAlias = _typing.Literal["distance_km"]  # noqa: Y015
+    _WhichOneofArgType__distance_km: _TypeAlias = _typing.Literal["_distance_km", b"_distance_km"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__distance_km) -> _WhichOneofReturnType__distance_km | None: ...
+
+Global___PromisedShipment: _TypeAlias = PromisedShipment  # noqa: Y015

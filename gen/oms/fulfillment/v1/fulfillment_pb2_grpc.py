@@ -138,6 +138,11 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.EstimateDelivery = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/EstimateDelivery',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryResponse.FromString,
+                _registered_method=True)
         self.ErasePersonalData = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/ErasePersonalData',
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.SerializeToString,
@@ -264,7 +269,7 @@ class FulfillmentServiceServicer:
 
     def UpsertLocation(self, request, context):
         """Creates a location or replaces every field of an existing one (group membership is
-        managed through UpsertLocationGroup).
+        managed through UpsertLocationGroup; delivery promise fields left unset keep their values).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -301,6 +306,18 @@ class FulfillmentServiceServicer:
 
     def GetAvailability(self, request, context):
         """Returns availability of SKUs per location, per location group and in total.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateDelivery(self, request, context):
+        """For checkout: when items sent to an address would ship and arrive, per delivery method.
+        Each method is routed like an order on current availability (nothing is reserved); each
+        location chosen ships after its cut-off and processing days in its own time zone, and the
+        carrier takes the transit days of the method and distance band, counted in business days
+        (weekends and the country's public holidays skipped). A method that cannot be promised
+        says why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -417,6 +434,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.GetAvailability,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.SerializeToString,
+            ),
+            'EstimateDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateDelivery,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryResponse.SerializeToString,
             ),
             'ErasePersonalData': grpc.unary_unary_rpc_method_handler(
                     servicer.ErasePersonalData,
@@ -967,6 +989,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/GetAvailability',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/EstimateDelivery',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.EstimateDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

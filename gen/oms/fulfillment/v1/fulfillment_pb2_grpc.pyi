@@ -86,7 +86,7 @@ class FulfillmentServiceStub:
     """Lists locations."""
     UpsertLocation: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationRequest, _fulfillment_pb2.UpsertLocationResponse]
     """Creates a location or replaces every field of an existing one (group membership is
-    managed through UpsertLocationGroup).
+    managed through UpsertLocationGroup; delivery promise fields left unset keep their values).
     """
     ListLocationGroups: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationGroupsRequest, _fulfillment_pb2.ListLocationGroupsResponse]
     """Lists location groups with their members."""
@@ -100,6 +100,14 @@ class FulfillmentServiceStub:
     """
     GetAvailability: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]
     """Returns availability of SKUs per location, per location group and in total."""
+    EstimateDelivery: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.EstimateDeliveryRequest, _fulfillment_pb2.EstimateDeliveryResponse]
+    """For checkout: when items sent to an address would ship and arrive, per delivery method.
+    Each method is routed like an order on current availability (nothing is reserved); each
+    location chosen ships after its cut-off and processing days in its own time zone, and the
+    carrier takes the transit days of the method and distance band, counted in business days
+    (weekends and the country's public holidays skipped). A method that cannot be promised
+    says why.
+    """
     ErasePersonalData: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ErasePersonalDataRequest, _fulfillment_pb2.ErasePersonalDataResponse]
     """Erases the personal data fulfillment keeps for these orders (internal: capture's
     EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
@@ -163,7 +171,7 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Lists locations."""
     UpsertLocation: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationRequest, _fulfillment_pb2.UpsertLocationResponse]  # type: ignore[assignment]
     """Creates a location or replaces every field of an existing one (group membership is
-    managed through UpsertLocationGroup).
+    managed through UpsertLocationGroup; delivery promise fields left unset keep their values).
     """
     ListLocationGroups: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListLocationGroupsRequest, _fulfillment_pb2.ListLocationGroupsResponse]  # type: ignore[assignment]
     """Lists location groups with their members."""
@@ -177,6 +185,14 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """
     GetAvailability: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]  # type: ignore[assignment]
     """Returns availability of SKUs per location, per location group and in total."""
+    EstimateDelivery: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.EstimateDeliveryRequest, _fulfillment_pb2.EstimateDeliveryResponse]  # type: ignore[assignment]
+    """For checkout: when items sent to an address would ship and arrive, per delivery method.
+    Each method is routed like an order on current availability (nothing is reserved); each
+    location chosen ships after its cut-off and processing days in its own time zone, and the
+    carrier takes the transit days of the method and distance band, counted in business days
+    (weekends and the country's public holidays skipped). A method that cannot be promised
+    says why.
+    """
     ErasePersonalData: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ErasePersonalDataRequest, _fulfillment_pb2.ErasePersonalDataResponse]  # type: ignore[assignment]
     """Erases the personal data fulfillment keeps for these orders (internal: capture's
     EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
@@ -327,7 +343,7 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.UpsertLocationResponse, _abc.Awaitable[_fulfillment_pb2.UpsertLocationResponse]]:
         """Creates a location or replaces every field of an existing one (group membership is
-        managed through UpsertLocationGroup).
+        managed through UpsertLocationGroup; delivery promise fields left unset keep their values).
         """
 
     @_abc_1.abstractmethod
@@ -371,6 +387,20 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.GetAvailabilityResponse, _abc.Awaitable[_fulfillment_pb2.GetAvailabilityResponse]]:
         """Returns availability of SKUs per location, per location group and in total."""
+
+    @_abc_1.abstractmethod
+    def EstimateDelivery(
+        self,
+        request: _fulfillment_pb2.EstimateDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.EstimateDeliveryResponse, _abc.Awaitable[_fulfillment_pb2.EstimateDeliveryResponse]]:
+        """For checkout: when items sent to an address would ship and arrive, per delivery method.
+        Each method is routed like an order on current availability (nothing is reserved); each
+        location chosen ships after its cut-off and processing days in its own time zone, and the
+        carrier takes the transit days of the method and distance band, counted in business days
+        (weekends and the country's public holidays skipped). A method that cannot be promised
+        says why.
+        """
 
     @_abc_1.abstractmethod
     def ErasePersonalData(

@@ -1,0 +1,352 @@
+"""Fulfillment domain, delivery promises: business days per country, the day a location ships
+an order placed at a given moment (its cut-off and processing days, in its own time zone), a
+carrier's transit days by delivery method and distance band, and the estimate per delivery
+method that checkout shows.
+
+Pure: the clock comes in as `now`, public holidays through the `Holidays` port (an adapter
+over a holiday database implements it), and the locations, stock and transit times as a
+snapshot the store read. Which locations would ship is routing's choice, made as for an order.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+from oms_platform import limits
+from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.postal import PostalAddress
+from services.fulfillment.domain.common import Coordinates, ProcessingSchedule, haversine_km
+from services.fulfillment.domain.inventory import Location
+from services.fulfillment.domain.routing import (
+    Allocation,
+    Candidate,
+    DeliveryGroup,
+    RoutingLine,
+    RoutingPolicy,
+    route,
+)
+
+# The moments an order may be estimated for: years every country's holidays are known for,
+# and far from the ends of what a date can hold.
+EARLIEST_ORDER = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_ORDER = datetime(2099, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+# Unplaced items a reason names before it says how many more there are.
+_NAMED_SHORTAGES = 5
+# Every real calendar has a business day within a year; past that the holiday data is wrong.
+_MAX_DAYS_WITHOUT_BUSINESS_DAY = 366
+# The one delivery group an estimate routes.
+_ESTIMATE_GROUP = "estimate"
+
+
+# ---- business days ---------------------------------------------------------------------------
+
+
+class Holidays(Protocol):
+    """Public holidays and weekends by country (ISO 3166-1 alpha-2, upper case)."""
+
+    def weekend(self, country_code: str) -> frozenset[int]:
+        """The weekdays (Monday 0 … Sunday 6) that are not business days."""
+        ...
+
+    def holiday(self, country_code: str, day: date) -> str | None:
+        """The name of the public holiday on `day`; None on any other day."""
+        ...
+
+
+@dataclass(frozen=True)
+class BusinessCalendar:
+    """The business days of one country: neither its weekend nor its public holidays.
+    Locations work them, and carriers deliver on them."""
+
+    country_code: str
+    holidays: Holidays
+
+    def is_business_day(self, day: date) -> bool:
+        """True when `day` is worked."""
+        if day.weekday() in self.holidays.weekend(self.country_code):
+            return False
+        return self.holidays.holiday(self.country_code, day) is None
+
+    def next_business_day(self, day: date) -> date:
+        """The first business day after `day`."""
+        for n in range(1, _MAX_DAYS_WITHOUT_BUSINESS_DAY + 1):
+            candidate = day + timedelta(days=n)
+            if self.is_business_day(candidate):
+                return candidate
+        raise ValueError(f"no business day in {self.country_code} within a year after {day}")
+
+    def add_business_days(self, day: date, count: int) -> date:
+        """`count` business days after `day`; with none, `day` when it is a business day and
+        the next one when it is not."""
+        if count == 0:
+            return day if self.is_business_day(day) else self.next_business_day(day)
+        for _ in range(count):
+            day = self.next_business_day(day)
+        return day
+
+
+def processing_starts(
+    ordered_at: datetime, schedule: ProcessingSchedule, calendar: BusinessCalendar
+) -> date:
+    """The business day a location starts an order placed at `ordered_at` (aware): the day it
+    is there, in the location's time zone, when that is a business day and the order came
+    before the cut-off; otherwise the next business day."""
+    local = ordered_at.astimezone(zoneinfo.ZoneInfo(schedule.timezone))
+    day = local.date()
+    if calendar.is_business_day(day) and local.time() < schedule.cutoff:
+        return day
+    return calendar.next_business_day(day)
+
+
+def ship_date(
+    ordered_at: datetime, schedule: ProcessingSchedule, calendar: BusinessCalendar
+) -> date:
+    """The day the parcel leaves: the location's processing days after processing starts."""
+    start = processing_starts(ordered_at, schedule, calendar)
+    return calendar.add_business_days(start, schedule.processing_days)
+
+
+# ---- transit times ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransitBand:
+    """Business days a carrier takes by one delivery method over distances from `from_km` up
+    to the next band's start (the method's last band has no end)."""
+
+    delivery_method: str
+    from_km: int
+    transit_days: int
+
+
+@dataclass(frozen=True)
+class TransitTable:
+    """Transit days by delivery method and distance band."""
+
+    bands: tuple[TransitBand, ...]
+
+    def methods(self) -> list[str]:
+        """Every delivery method with transit times, by name."""
+        return sorted({band.delivery_method for band in self.bands})
+
+    def transit_days(self, delivery_method: str, distance_km: float | None) -> int | None:
+        """Days for a distance (unknown: the longest band); None for a method without bands."""
+        bands = sorted(
+            (b for b in self.bands if b.delivery_method == delivery_method),
+            key=lambda b: b.from_km,
+        )
+        if not bands:
+            return None
+        if distance_km is None:
+            return bands[-1].transit_days
+        chosen = bands[0]
+        for band in bands:
+            if distance_km >= band.from_km:
+                chosen = band
+        return chosen.transit_days
+
+
+# ---- the question and the answer -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryItem:
+    """Units of one SKU."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class DeliveryQuestion:
+    """What checkout asks: these items, to this address, by these methods (none: every
+    method with transit times), ordered at this moment (None: now)."""
+
+    items: tuple[DeliveryItem, ...]
+    address: PostalAddress
+    delivery_methods: tuple[str, ...] = ()
+    ordered_at: datetime | None = None
+
+
+def validate_delivery_question(question: DeliveryQuestion) -> None:
+    """Items with SKUs and positive units, an address with a country, named methods asked
+    once, a moment in the years promises are made for; InvalidArgument naming every field."""
+    violations: list[FieldViolation] = []
+    if not question.items:
+        violations.append(FieldViolation("items", "at least one item is required"))
+    for i, item in enumerate(question.items):
+        if not item.sku:
+            violations.append(FieldViolation(f"items[{i}].sku", "is required"))
+        if item.quantity <= 0:
+            violations.append(FieldViolation(f"items[{i}].quantity", "must be positive"))
+    if not question.address.country_code:
+        violations.append(
+            FieldViolation("address.country_code", "is required: its business days count")
+        )
+    seen: dict[str, int] = {}
+    for i, method in enumerate(question.delivery_methods):
+        if not method:
+            violations.append(FieldViolation(f"delivery_methods[{i}]", "is required"))
+        elif method in seen:
+            violations.append(
+                FieldViolation(
+                    f"delivery_methods[{i}]", f"repeats delivery_methods[{seen[method]}]"
+                )
+            )
+        seen.setdefault(method, i)
+    at = question.ordered_at
+    if at is not None and not EARLIEST_ORDER <= at <= LATEST_ORDER:
+        violations.append(FieldViolation("ordered_at", "must be from 2000-01-01 to 2099-12-31"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+@dataclass(frozen=True)
+class PromisedShipment:
+    """The parcel one location would send: what, when it leaves, when it arrives."""
+
+    location_id: str
+    items: tuple[DeliveryItem, ...]
+    ship_date: date
+    delivery_date: date
+    # Whole kilometres to the address; None when the address could not be located.
+    distance_km: int | None
+    transit_days: int
+
+
+@dataclass(frozen=True)
+class DeliveryEstimate:
+    """What can be promised for one delivery method: its parcels, or why there is none."""
+
+    delivery_method: str
+    shipments: tuple[PromisedShipment, ...] = ()
+    reason: str = ""
+
+    @property
+    def promised(self) -> bool:
+        """True when every item can be promised."""
+        return not self.reason
+
+    @property
+    def ship_date(self) -> date | None:
+        """The day everything has shipped (the last parcel's)."""
+        return max((s.ship_date for s in self.shipments), default=None)
+
+    @property
+    def delivery_date(self) -> date | None:
+        """The day everything has arrived (the last parcel's)."""
+        return max((s.delivery_date for s in self.shipments), default=None)
+
+
+@dataclass(frozen=True)
+class PromiseSnapshot:
+    """What an estimate reads: routing's candidates and their availability, where the address
+    is (None: unknown), every location by id, and the transit times."""
+
+    candidates: Sequence[Candidate]
+    availability: Mapping[tuple[str, str], int]
+    destination: Coordinates | None
+    locations: Mapping[str, Location]
+    transit: TransitTable
+
+
+def estimate_delivery(
+    question: DeliveryQuestion,
+    snapshot: PromiseSnapshot,
+    holidays: Holidays,
+    policy: RoutingPolicy,
+    now: datetime,
+) -> list[DeliveryEstimate]:
+    """One estimate per delivery method asked (every method with transit times when none
+    was), each routed on the snapshot as an order would be, reserving nothing."""
+    ordered_at = question.ordered_at or now
+    methods = question.delivery_methods or tuple(snapshot.transit.methods())
+    lines = tuple(
+        RoutingLine(f"items[{i}]", item.sku, item.quantity) for i, item in enumerate(question.items)
+    )
+    country = question.address.country_code.upper()
+    return [
+        _estimate(method, question.address, lines, snapshot, holidays, policy, ordered_at, country)
+        for method in methods
+    ]
+
+
+def _estimate(
+    method: str,
+    address: PostalAddress,
+    lines: tuple[RoutingLine, ...],
+    snapshot: PromiseSnapshot,
+    holidays: Holidays,
+    policy: RoutingPolicy,
+    ordered_at: datetime,
+    country: str,
+) -> DeliveryEstimate:
+    if snapshot.transit.transit_days(method, None) is None:
+        return DeliveryEstimate(
+            method, reason=f"no transit times are set for delivery method {limits.echo(method)}"
+        )
+    group = DeliveryGroup(_ESTIMATE_GROUP, address, lines, method)
+    plan = route(
+        [group],
+        snapshot.candidates,
+        snapshot.availability,
+        {_ESTIMATE_GROUP: snapshot.destination},
+        policy,
+    )
+    [placed] = plan.groups
+    if placed.unallocated:
+        return DeliveryEstimate(method, reason=_shortage(placed.unallocated))
+    carrier = BusinessCalendar(country, holidays)
+    return DeliveryEstimate(
+        method,
+        tuple(
+            _shipment(allocation, method, snapshot, holidays, carrier, ordered_at, country)
+            for allocation in placed.allocations
+        ),
+    )
+
+
+def _shipment(
+    allocation: Allocation,
+    method: str,
+    snapshot: PromiseSnapshot,
+    holidays: Holidays,
+    carrier: BusinessCalendar,
+    ordered_at: datetime,
+    country: str,
+) -> PromisedShipment:
+    """The parcel of one allocation: the location works its own country's business days (the
+    address's when it names no country), the carrier the address's."""
+    location = snapshot.locations[allocation.location_id]
+    works = BusinessCalendar(location.address.country_code.upper() or country, holidays)
+    leaves = ship_date(ordered_at, location.schedule, works)
+    distance = (
+        None
+        if snapshot.destination is None
+        else haversine_km(location.coordinates, snapshot.destination)
+    )
+    days = snapshot.transit.transit_days(method, distance)
+    assert days is not None  # the method has bands: checked before routing
+    return PromisedShipment(
+        location_id=location.location_id,
+        items=tuple(DeliveryItem(line.sku, line.quantity) for line in allocation.lines),
+        ship_date=leaves,
+        delivery_date=carrier.add_business_days(leaves, days),
+        distance_km=None if distance is None else round(distance),
+        transit_days=days,
+    )
+
+
+def _shortage(unallocated: Sequence[RoutingLine]) -> str:
+    """Why a method cannot be promised: the units no location that may ship them has."""
+    named = ", ".join(
+        f"{line.quantity} of {limits.echo(line.sku)} ({line.order_line_id})"
+        for line in unallocated[:_NAMED_SHORTAGES]
+    )
+    more = len(unallocated) - _NAMED_SHORTAGES
+    tail = f" and {more} more items" if more > 0 else ""
+    return f"not in stock at any location that can ship it: {named}{tail}"
