@@ -1,6 +1,7 @@
 """Fulfillment domain: inventory (locations, stock levels, reservations), routing (the
-policy and the plan), and fulfillment orders (statuses, progress, shipments, units taken off,
-listing), a module each, over the shared value types in `common`.
+policy and the plan), postal codes (where recipients are) and fulfillment orders (statuses,
+progress, shipments, units taken off, listing), a module each, over the shared value types
+in `common`.
 
 Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
 writes these types; the servicer converts them to and from the wire. Callers use the package
@@ -204,6 +205,30 @@ from services.fulfillment.domain.inventory import (
 )
 from services.fulfillment.domain.inventory import (
     validate_location_group as validate_location_group,
+)
+from services.fulfillment.domain.postal import (
+    MAX_POSTAL_CODE_LENGTH as MAX_POSTAL_CODE_LENGTH,
+)
+from services.fulfillment.domain.postal import (
+    CountryPostalCodes as CountryPostalCodes,
+)
+from services.fulfillment.domain.postal import (
+    MalformedPostalData as MalformedPostalData,
+)
+from services.fulfillment.domain.postal import (
+    PostalCode as PostalCode,
+)
+from services.fulfillment.domain.postal import (
+    Problem as Problem,
+)
+from services.fulfillment.domain.postal import (
+    parse_geonames as parse_geonames,
+)
+from services.fulfillment.domain.postal import (
+    parse_us_zip_records as parse_us_zip_records,
+)
+from services.fulfillment.domain.postal import (
+    postal_prefixes as postal_prefixes,
 )
 from services.fulfillment.domain.routing import (
     ROUTING_TRIGGERS as ROUTING_TRIGGERS,
