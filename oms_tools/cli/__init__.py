@@ -27,6 +27,7 @@ from oms_tools.cli.orders import (
     cmd_order_submit,
     cmd_order_watch,
 )
+from oms_tools.cli.postal import cmd_postal, postal_parsers
 from oms_tools.cli.processes import (
     cmd_codec,
     cmd_codec_server,
@@ -125,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     events_parsers(sub)
     webhook_parsers(sub)
     subscription_parsers(sub)
+    postal_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -256,6 +258,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "events": cmd_events,
     "plan": cmd_plan,
     "subscription": cmd_subscription,
+    "postal": cmd_postal,
 }
 
 

@@ -1,8 +1,9 @@
 """The whole system on one machine: what `make dev` (`oms dev`) starts and supervises.
 
 Embedded Postgres and Temporal's dev server (unless settings point at external ones), the
-migrations, the four services, a worker, the codec server (the UI decodes payloads through
-it) and the warehouse simulator, each in its own process. With `dev_replicas` N
+migrations (and on the first start every US ZIP's coordinates, for distance routing), the four
+services, a worker, the codec server (the UI decodes payloads through it) and the warehouse
+simulator, each in its own process. With `dev_replicas` N
 (`oms dev --replicas N`) every service and the worker run N times (devstack/replicas.py), each
 replica supervised on its own; the simulated payment processor keeps its state in the data
 directory, so every payments replica (and a restarted one) talks to one processor. Every
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import asyncpg
 import structlog
 
 from oms_platform import auth, codec_server, db
@@ -57,8 +59,32 @@ from oms_tools.devstack.temporal_server import (
 )
 from oms_tools.devstack.tls_proxy import TLSProxy, tcp_backend
 from oms_tools.registry import migrate_all
+from services.fulfillment import handlers as fulfillment_handlers
+from services.fulfillment import postal_data
+from services.fulfillment import store as fulfillment_store
 
 log = structlog.get_logger("oms.dev")
+
+
+def load_us_postal_codes(dsn: str) -> int:
+    """Every US ZIP's centroid into fulfillment unless a load already put US codes there (so
+    on the first start only; about two seconds), for distance routing to tell any two US
+    addresses apart; returns how many were loaded. Runs its own event loop: it is called in
+    a thread of its own."""
+
+    async def load() -> int:
+        pool = await db.create_pool(dsn, fulfillment_store.SCHEMA, min_size=1, max_size=1)
+        try:
+            counts = await fulfillment_handlers.postal_code_counts(pool)
+            if any(c.loaded and c.country_code == "US" for c in counts):
+                return 0
+            us = postal_data.us_zip_codes()
+            await fulfillment_handlers.load_postal_codes(pool, [us])
+            return len(us.codes)
+        finally:
+            await pool.close()
+
+    return asyncio.run(load())
 
 
 @dataclass
@@ -151,6 +177,8 @@ class Stack:
             settings = replace(settings, database_url=self.postgres.dsn)
         applied = await migrate_all(settings)
         log.info("migrations applied", **{k: v for k, v in applied.items() if v})
+        # In a thread while Temporal starts: ready before the services are.
+        postal_codes = asyncio.create_task(asyncio.to_thread(load_us_postal_codes, settings.dsn))
         if not settings.codec_keys_file and ensure_keys_file(settings.codec_keys_path):
             log.info("development codec key created", path=str(settings.codec_keys_path))
         if not settings.temporal_address:
@@ -187,6 +215,14 @@ class Stack:
         self.settings = settings
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         replicas.mark_in_use(self.data_dir, settings)
+        try:
+            if loaded := await postal_codes:
+                log.info("US postal codes loaded for distance routing", codes=loaded)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning(
+                "US postal codes not loaded; routing knows the seeded prefixes only",
+                error=str(error),
+            )
         cli = [sys.executable, "-m", "oms_tools.cli"]
         # name: (command, environment of its own), one entry per replica.
         commands: dict[str, tuple[list[str], dict[str, str]]] = {}

@@ -257,6 +257,26 @@ async def adjust_inventory(
     return await store.adjust_inventory(conn, adjustments, key)
 
 
+# ---- postal codes ---------------------------------------------------------------------------
+
+
+async def load_postal_codes(
+    pool: asyncpg.Pool, countries: Sequence[domain.CountryPostalCodes]
+) -> None:
+    """Replace each country's loaded postal codes with these, all in one transaction: a load
+    that fails leaves every country as it was."""
+    async with pool.acquire() as conn, conn.transaction():
+        for country in countries:
+            await store.replace_postal_codes(conn, country)
+        await store.analyze_postal_codes(conn)
+
+
+async def postal_code_counts(pool: asyncpg.Pool) -> list[store.PostalCodeCount]:
+    """How many postal codes each country has, by source."""
+    async with pool.acquire() as conn:
+        return await store.postal_code_counts(conn)
+
+
 # ---- reads and erasure ---------------------------------------------------------------------
 
 

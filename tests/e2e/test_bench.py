@@ -1,9 +1,9 @@
 """The benchmark commands work end to end: `oms bench lifecycle` starts its private stack, drives
 orders to delivery, runs the fixed baseline and reports what each order cost Temporal (and,
-with --profile, where each process spent its CPU); `capture` reports the burst; `servicing`
-the round trips of changes; `memory` the worker's RSS; `events` what consumers of the
-event log cost and how late events reach them; `subscriptions` one cycle of many
-subscribers. Only that they work and what they
+with --profile, where each process spent its CPU); `capture` reports the burst; `routing` the
+pure plan and orders to real ZIPs located in Postgres; `servicing` the round trips of changes;
+`memory` the worker's RSS; `events` what consumers of the event log cost and how late events
+reach them; `subscriptions` one cycle of many subscribers. Only that they work and what they
 count are checked here; speed is for the benches themselves to report (figures in timed tests
 flake on shared machines)."""
 
@@ -92,6 +92,24 @@ def test_bench_servicing_times_cancel_add_items_appeasement_and_return_round_tri
         "returns_opened": 5,
         "return_orders_listed": 5,
     }
+
+
+def test_bench_routing_reports_the_pure_plan_and_orders_to_real_zips_located_in_postgres() -> None:
+    report = _bench("routing", "--runs", "10", "--postal-codes", "300")
+
+    # The pure-domain figures, as before.
+    assert report["routing"]["p50_ms"] > 0 and report["p50_ratio"] > 0
+    assert report["baseline (1 line, 1 location)"]["p50_ms"] > 0
+    # Orders to 300 distinct real ZIPs, every one located among all the US ZIPs loaded.
+    postal = report["postal"]
+    assert postal["codes_loaded"] > 40_000
+    assert postal["destinations"] == postal["located"] == 300
+    for case in ("lookup", "lookup_and_routing"):
+        assert postal[case]["p99_ms"] >= postal[case]["p50_ms"] > 0
+    assert postal["lookup_and_routing"]["p50_ms"] >= postal["lookup"]["p50_ms"]
+    assert postal["p50_ratio"] > 0 and postal["p99_ratio"] > 0
+    plan = "\n".join(postal["lookup_plan"])
+    assert "postal_coordinates_pkey" in plan and "Seq Scan" not in plan
 
 
 def test_bench_memory_reports_the_worker_rss_idle_cached_and_evicted() -> None:

@@ -1,7 +1,7 @@
 """Fulfillment domain: inventory (locations, stock levels, reservations), routing (the
-policy and the plan), fulfillment orders (statuses, progress, shipments, units taken off,
-listing) and delivery promises (business days, ship and delivery dates), a module each, over
-the shared value types in `common`.
+policy and the plan), postal codes (where recipients are), fulfillment orders (statuses,
+progress, shipments, units taken off, listing) and delivery promises (business days, ship and
+delivery dates), a module each, over the shared value types in `common`.
 
 Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
 writes these types; the servicer converts them to and from the wire. Callers use the package
@@ -229,6 +229,30 @@ from services.fulfillment.domain.inventory import (
 )
 from services.fulfillment.domain.inventory import (
     with_schedule as with_schedule,
+)
+from services.fulfillment.domain.postal import (
+    MAX_POSTAL_CODE_LENGTH as MAX_POSTAL_CODE_LENGTH,
+)
+from services.fulfillment.domain.postal import (
+    CountryPostalCodes as CountryPostalCodes,
+)
+from services.fulfillment.domain.postal import (
+    MalformedPostalData as MalformedPostalData,
+)
+from services.fulfillment.domain.postal import (
+    PostalCode as PostalCode,
+)
+from services.fulfillment.domain.postal import (
+    Problem as Problem,
+)
+from services.fulfillment.domain.postal import (
+    parse_geonames as parse_geonames,
+)
+from services.fulfillment.domain.postal import (
+    parse_us_zip_records as parse_us_zip_records,
+)
+from services.fulfillment.domain.postal import (
+    postal_prefixes as postal_prefixes,
 )
 from services.fulfillment.domain.promise import (
     EARLIEST_ORDER as EARLIEST_ORDER,

@@ -1,8 +1,9 @@
 """Fulfillment's Postgres store: named SQL over the fulfillment schema, domain types out.
 Inventory (locations, groups, levels, daily capacity), routing (what it reads, delivery
-groups, decisions), fulfillment orders (lines, reservations, shipments) and delivery promises
-(transit times, the estimate's snapshot) are a module each, over `common`; callers use the
-package (`store.X`), which re-exports every public name.
+groups, decisions), postal codes (loads of a country's coordinates), fulfillment orders
+(lines, reservations, shipments) and delivery promises (transit times, the estimate's
+snapshot) are a module each, over `common`; callers use the package (`store.X`), which
+re-exports every public name.
 
 Functions that take a connection run inside the caller's transaction, so one RPC can read,
 decide (in the domain) and write atomically, together with its idempotency key and outbox row.
@@ -253,6 +254,33 @@ from services.fulfillment.store.inventory import (
 )
 from services.fulfillment.store.inventory import (
     upsert_location_group as upsert_location_group,
+)
+from services.fulfillment.store.postal import (
+    SEED_SOURCE as SEED_SOURCE,
+)
+from services.fulfillment.store.postal import (
+    SQL_ANALYZE_POSTAL_CODES as SQL_ANALYZE_POSTAL_CODES,
+)
+from services.fulfillment.store.postal import (
+    SQL_DELETE_LOADED_POSTAL_CODES as SQL_DELETE_LOADED_POSTAL_CODES,
+)
+from services.fulfillment.store.postal import (
+    SQL_INSERT_POSTAL_CODES as SQL_INSERT_POSTAL_CODES,
+)
+from services.fulfillment.store.postal import (
+    SQL_POSTAL_CODE_COUNTS as SQL_POSTAL_CODE_COUNTS,
+)
+from services.fulfillment.store.postal import (
+    PostalCodeCount as PostalCodeCount,
+)
+from services.fulfillment.store.postal import (
+    analyze_postal_codes as analyze_postal_codes,
+)
+from services.fulfillment.store.postal import (
+    postal_code_counts as postal_code_counts,
+)
+from services.fulfillment.store.postal import (
+    replace_postal_codes as replace_postal_codes,
 )
 from services.fulfillment.store.promise import (
     SQL_TRANSIT_TIMES as SQL_TRANSIT_TIMES,
