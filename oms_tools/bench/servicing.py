@@ -41,10 +41,11 @@ from oms_tools.bench.common import (
     Run,
     allocated_orders,
     bench_caller,
-    bench_stack,
     drive,
+    private_stack,
     wait_for_status,
 )
+from oms_tools.bench.cpu import CpuMeter
 from oms_tools.devstack.simulator import Simulator
 
 # What the changes ask for, against the sample order (oms_tools/samples.py).
@@ -84,9 +85,13 @@ def _agent_channel(settings: Settings) -> Any:
     return grpcutil.channel(settings.address_of("servicing"), agent, tls=tls)
 
 
-async def _measure_cancel(settings: Settings, order_ids: list[str], concurrency: int) -> list[Run]:
-    """The whole-order cancel and its baseline read (measured as before issue 15's other
-    changes joined the bench, so the figure stays comparable)."""
+async def _measure_cancel(
+    settings: Settings, order_ids: list[str], concurrency: int, meter: CpuMeter | None = None
+) -> tuple[list[Run], dict[str, float]]:
+    """The whole-order cancel and its baseline read (measured as before the other changes
+    joined the bench, so the figure stays comparable), and with `meter` the CPU each cancel
+    cost each process while the cancels ran (what they set off afterwards, such as mail, is
+    not in it)."""
     failures: list[str] = []
     async with _agent_channel(settings) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
@@ -116,7 +121,10 @@ async def _measure_cancel(settings: Settings, order_ids: list[str], concurrency:
         await read(0)
         count = len(order_ids)
         read_seconds, read_latencies = await drive(count, concurrency, read)
+        if meter is not None:
+            meter.start()
         cancel_seconds, cancel_latencies = await drive(count, concurrency, cancel)
+        cpu = meter.per_unit_ms(count) if meter is not None else {}
     if failures:
         raise RuntimeError(f"{len(failures)} cancels did not cancel the order: {failures[:3]}")
     return [
@@ -124,7 +132,7 @@ async def _measure_cancel(settings: Settings, order_ids: list[str], concurrency:
             "SubmitCancel (whole order, Update round trip)", count, cancel_seconds, cancel_latencies
         ),
         Run("baseline: ListProcessExceptions(order_id)", count, read_seconds, read_latencies),
-    ]
+    ], cpu
 
 
 async def _deliver(settings: Settings, order_ids: list[str], concurrency: int) -> None:
@@ -283,27 +291,42 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         f"{ratios['p99_ratio']} x at p99, {ratios['mean_ratio']} x on the mean "
         f"({extra['orders']} orders, concurrency {extra['concurrency']})"
     )
+    cpu = extra["cancel_cpu_ms"]
+    print(
+        f"CPU per cancel: {cpu['total']:g} ms ("
+        + ", ".join(f"{name} {ms:g}" for name, ms in cpu.items() if name != "total")
+        + ")"
+    )
     checked = extra["checked"]
     print("checked: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in checked.items()))
 
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench servicing`."""
-    async with bench_stack(
+    async with private_stack(
         "oms-bench-servicing-", args.keep, simulator=False, return_window_days=RETURN_WINDOW_DAYS
-    ) as settings:
+    ) as stack:
+        settings = stack.settings
         # Warm up: one order through each change, so start-up costs are not measured.
         warm = await allocated_orders(settings, 2, 1)
         await _measure_cancel(settings, [warm[0].order_id], 1)
         await _measure_changes(settings, warm[1:], 1)
         to_cancel = await allocated_orders(settings, args.orders, args.concurrency)
-        runs = await _measure_cancel(settings, [o.order_id for o in to_cancel], args.concurrency)
+        meter = CpuMeter({**stack.pids(), **stack.server_pids()})
+        runs, cpu = await _measure_cancel(
+            settings, [o.order_id for o in to_cancel], args.concurrency, meter
+        )
         to_change = await allocated_orders(settings, args.orders, args.concurrency)
         changes, checked = await _measure_changes(settings, to_change, args.concurrency)
         checked = {"orders_canceled": args.orders, **checked}
         _report(
             runs + changes,
             getattr(args, "json", False),
-            {"orders": args.orders, "concurrency": args.concurrency, "checked": checked},
+            {
+                "orders": args.orders,
+                "concurrency": args.concurrency,
+                "checked": checked,
+                "cancel_cpu_ms": cpu,
+            },
         )
     return 0

@@ -92,6 +92,10 @@ def test_bench_servicing_times_cancel_add_items_appeasement_and_return_round_tri
         "returns_opened": 5,
         "return_orders_listed": 5,
     }
+    # What each cancel cost each process: the workflow's worker and the services it called.
+    cpu = report["cancel_cpu_ms"]
+    assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=1)
+    assert all(cpu[name] > 0 for name in ("worker", "temporal", "servicing", "payments"))
 
 
 def test_bench_routing_reports_the_pure_plan_and_orders_to_real_zips_located_in_postgres() -> None:
