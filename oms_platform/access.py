@@ -89,7 +89,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/ListLocationGroups": frozenset({AGENT, MERCHANDISER, ADMIN}),
     f"/{FULFILLMENT}/UpsertLocationGroup": _MERCHANDISING,
     f"/{FULFILLMENT}/SetInventoryLevels": _MERCHANDISING,
-    f"/{FULFILLMENT}/AdjustInventory": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
+    # Servicing too: units received back in a resellable condition are restocked.
+    f"/{FULFILLMENT}/AdjustInventory": frozenset({MERCHANDISER, WAREHOUSE, ADMIN, SERVICE}),
     f"/{FULFILLMENT}/GetAvailability": frozenset(
         {STOREFRONT, AGENT, WAREHOUSE, MERCHANDISER, ADMIN}
     ),
@@ -119,6 +120,17 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/ResolveProcessException": _AGENT_CHANGE,
     f"/{SERVICING}/UpdateProcessExceptionStatus": _AGENT_CHANGE,
     f"/{SERVICING}/ListReturnOrders": _AGENT_CHANGE,
+    # The label a shopper prints: their storefront fetches it; agents and the receiving
+    # warehouse look at it.
+    f"/{SERVICING}/GetReturnLabel": frozenset({STOREFRONT, AGENT, WAREHOUSE, ADMIN}),
+    # Return policies are merchandising's to set; agents and storefronts read them and ask
+    # whether a return would be accepted.
+    f"/{SERVICING}/UpsertReturnPolicyRule": _MERCHANDISING,
+    f"/{SERVICING}/DeleteReturnPolicyRule": _MERCHANDISING,
+    f"/{SERVICING}/SetProductCategories": _MERCHANDISING,
+    f"/{SERVICING}/ListReturnPolicyRules": frozenset({MERCHANDISER, AGENT, ADMIN}),
+    f"/{SERVICING}/ListProductCategories": frozenset({MERCHANDISER, AGENT, ADMIN}),
+    f"/{SERVICING}/CheckReturnEligibility": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/ListChanges": _AGENT_CHANGE,
     f"/{SERVICING}/PreviewCancel": _CHANGE_ON_SHOPPERS_BEHALF,
     # Capture too: a forced erasure cancels what has not shipped first.

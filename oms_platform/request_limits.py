@@ -87,12 +87,16 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "at_local_time",
             # A location's daily order cut-off ("14:00").
             "cutoff_local_time",
+            # Return policy rules: their ids and the channel they name.
+            "rule_id",
+            "ReturnPolicyRule.channel",
         ),
         _ID,
     ),
     # A subscription change's id, made by the workflow from ids and a key.
     "change_id": limits.KEY,
     "shopper_email": _NAME,
+    "ReturnPolicyRule.updated_by": _NAME,
     "suspended_reason": _TEXT,
     # Keys, and references built from ids ("fulfillment_order:<id>").
     "idempotency_key": limits.KEY,
@@ -173,6 +177,10 @@ COUNT_LIMITS: dict[str, int] = {
     # cycle numbers.
     "RecordSubscriptionProgressRequest.cycles": limits.MAX_PROGRESS_STEPS,
     "skipped_cycles": limits.MAX_IDS,
+    # A return rule's accepted conditions: one of a handful each.
+    "ReturnPolicyRule.required_conditions": limits.MAX_FILTER_VALUES,
+    # SKUs categorized in one call, as many as ids anywhere.
+    "SetProductCategoriesRequest.categories": limits.MAX_IDS,
 }
 
 # Integer fields by "Message.field": magnitudes only (signs are the domain's rule, which
@@ -207,6 +215,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "LineQuantities.returned",
             "PlanItem.quantity",
             "DeliveryItem.quantity",
+            "CheckReturnEligibilityRequest.quantity",
         ),
         limits.QUANTITY_DELTA,
     ),
@@ -268,6 +277,9 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "Location.processing_days",
             "PreviewAppeasementRequest.percent_basis_points",
             "SubmitAppeasementRequest.percent_basis_points",
+            # A return rule's days and restocking fee (the domain bounds both).
+            "ReturnPolicyRule.return_days",
+            "ReturnPolicyRule.restocking_fee_basis_points",
         ),
         None,
     ),

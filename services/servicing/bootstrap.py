@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import cast
 
 from oms.capture.v1 import capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2_grpc
 from oms.outbox.v1 import outbox_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
@@ -16,9 +17,13 @@ from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from oms_platform import dead_letters, metrics, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
+from services.servicing.carrier import SimulatedCarrier
 from services.servicing.deliveries import DeadLetterOwners
+from services.servicing.inventory import FulfillmentInventory
 from services.servicing.lifecycles import OrderLifecycles
 from services.servicing.orders import CaptureOrders
+from services.servicing.policy_store import ReturnLabelStore, ReturnPolicyStore
+from services.servicing.returns import Returns
 from services.servicing.servicer import ServicingServicer
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
 from services.servicing.subscription_servicer import SubscriptionsServicer
@@ -49,14 +54,34 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.temporal, timedelta(seconds=ctx.settings.servicing_update_timeout_seconds), orders
     )
     exceptions = ProcessExceptionStore(ctx.pool)
+    return_orders, changes = ReturnOrderStore(ctx.pool), ChangeStore(ctx.pool)
+    # Return labels come from the simulated carrier (the only carrier adapter so far); its
+    # parcels are in its own schema, where tests and the dev stack move them.
+    carrier = SimulatedCarrier(ctx.settings.dsn)
+    ctx.on_close(carrier.close)
+    fulfillment = cast(
+        "fulfillment_pb2_grpc.FulfillmentServiceAsyncStub",
+        fulfillment_pb2_grpc.FulfillmentServiceStub(ctx.channel("fulfillment")),
+    )
+    return_cases = Returns(
+        changes=changes,
+        returns=return_orders,
+        lifecycles=lifecycles,
+        policies=ReturnPolicyStore(ctx.pool),
+        labels=ReturnLabelStore(ctx.pool),
+        carrier=carrier,
+        inventory=FulfillmentInventory(fulfillment, ctx.settings.servicing_update_timeout_seconds),
+        order_skus=orders,
+        window_for=lambda channel: timedelta(seconds=ctx.settings.return_window_seconds(channel)),
+    )
 
     async def exceptions_open() -> None:
         metrics.set_exceptions_open(await exceptions.open_by_category())
 
     servicer = ServicingServicer(
         exceptions,
-        ReturnOrderStore(ctx.pool),
-        ChangeStore(ctx.pool),
+        return_orders,
+        changes,
         lifecycles,
         timedelta(seconds=ctx.settings.servicing_resolution_grace_seconds),
         orders,
@@ -67,6 +92,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
                 for name in ("capture", "fulfillment")
             }
         ),
+        return_cases,
     )
     settings = ctx.settings
     # Starts each new subscription's workflow (written with the subscription). No process

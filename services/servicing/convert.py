@@ -13,6 +13,7 @@ from oms_platform import auth
 from oms_platform.redaction import redact_json, redact_text
 from oms_platform.wire import timestamp_from_datetime
 from services.servicing import domain
+from services.servicing.policy_store import ReturnLabel, StoredRule
 
 CATEGORY_TO_DOMAIN: dict[pb.ProcessExceptionCategory.ValueType, str] = {
     pb.PROCESS_EXCEPTION_CATEGORY_UNSPECIFIED: "",
@@ -394,4 +395,83 @@ def change_to_pb(change: domain.Change) -> pb.Change:
         refusal_message=change.refusal_message,
         created_at=timestamp_from_datetime(change.created_at),
         completed_at=timestamp_from_datetime(change.completed_at),
+    )
+
+
+# ---- conversions: return policies and labels ------------------------------------------------
+
+PARCEL_STATUS_TO_PB: dict[str, pb.ReturnParcelStatus.ValueType] = {
+    "label_created": pb.RETURN_PARCEL_STATUS_LABEL_CREATED,
+    "in_transit": pb.RETURN_PARCEL_STATUS_IN_TRANSIT,
+    "delivered": pb.RETURN_PARCEL_STATUS_DELIVERED,
+}
+
+
+def rule_to_domain(rule: pb.ReturnPolicyRule) -> domain.PolicyRule:
+    """A rule as the domain holds it (use_channel_window: no days of its own)."""
+    return domain.PolicyRule(
+        id=rule.rule_id,
+        channel=rule.channel.strip().lower(),
+        category=rule.category.strip(),
+        return_days=None if rule.use_channel_window else rule.return_days,
+        required_conditions=tuple(
+            enum_name(CONDITION_TO_DOMAIN, c) for c in rule.required_conditions
+        ),
+        final_sale=rule.final_sale,
+        restocking_fee_basis_points=rule.restocking_fee_basis_points,
+        description=rule.description,
+    )
+
+
+def rule_to_pb(stored: StoredRule) -> pb.ReturnPolicyRule:
+    """A stored rule on the wire."""
+    rule = stored.rule
+    return pb.ReturnPolicyRule(
+        rule_id=rule.id,
+        channel=rule.channel,
+        category=rule.category,
+        return_days=rule.return_days or 0,
+        use_channel_window=rule.return_days is None,
+        required_conditions=[CONDITION_TO_PB[c] for c in rule.required_conditions],
+        final_sale=rule.final_sale,
+        restocking_fee_basis_points=rule.restocking_fee_basis_points,
+        description=rule.description,
+        updated_at=timestamp_from_datetime(stored.updated_at),
+        updated_by=stored.updated_by,
+    )
+
+
+def eligibility_request_to_domain(
+    request: pb.CheckReturnEligibilityRequest,
+) -> domain.EligibilityRequest:
+    """The domain question of a CheckReturnEligibility call."""
+    return domain.EligibilityRequest(
+        order_id=request.order_id,
+        order_line_id=request.order_line_id,
+        quantity=request.quantity,
+        condition=enum_name(CONDITION_TO_DOMAIN, request.condition),
+    )
+
+
+def eligibility_to_pb(answer: domain.Eligibility) -> pb.CheckReturnEligibilityResponse:
+    """The policy's answer on the wire."""
+    return pb.CheckReturnEligibilityResponse(
+        eligible=answer.eligible,
+        rule_id=answer.rule_id,
+        explanation=answer.explanation,
+        credit_minor=answer.credit_minor,
+        restocking_fee_minor=answer.restocking_fee_minor,
+        refund_minor=answer.refund_minor,
+    )
+
+
+def label_to_pb(label: ReturnLabel) -> pb.ReturnLabel:
+    """A return label on the wire (without its PDF)."""
+    return pb.ReturnLabel(
+        return_order_id=label.return_order_id,
+        order_id=label.order_id,
+        carrier=label.carrier,
+        tracking_number=label.tracking_number,
+        status=PARCEL_STATUS_TO_PB.get(label.tracking_status, pb.RETURN_PARCEL_STATUS_UNSPECIFIED),
+        created_at=timestamp_from_datetime(label.created_at),
     )

@@ -46,11 +46,13 @@ from workflows.types import (
     RESHIP_UPDATE,
     RESOLVE_EXCEPTION_UPDATE,
     RETURN_UPDATE,
+    STATE_QUERY,
     ChangeRequest,
     ChangeResult,
     ItemQuantity,
     LineIncrease,
     NewLineData,
+    OrderState,
     Resolution,
     ResolutionResult,
     order_workflow_id,
@@ -232,6 +234,34 @@ class OrderLifecycles:
         if refused is not None:
             raise refused
         return change_outcome(result)
+
+    async def order_view(self, order_id: str) -> domain.OrderView:
+        """The order as its lifecycle holds it now (channel, delivery, lines and what may
+        still come back): the `state` query; FailedPrecondition when the order is closed."""
+        handle = await self._handle(order_id)
+
+        async def query() -> OrderState:
+            try:
+                answer: OrderState = await handle.query(
+                    STATE_QUERY,
+                    result_type=OrderState,
+                    reject_condition=QueryRejectCondition.NOT_OPEN,
+                    rpc_timeout=self._timeout,
+                )
+            except WorkflowQueryRejectedError:
+                raise FailedPrecondition(f"order {order_id} is closed") from None
+            return answer
+
+        state = await self._found(handle, order_id, query)
+        return domain.OrderView(
+            order_id=order_id,
+            channel=state.channel,
+            delivered_at=state.delivered_at,
+            lines=tuple(
+                domain.ReturnableLine(line.order_line_id, line.sku, line.available_to_return)
+                for line in state.lines
+            ),
+        )
 
     async def _handle(self, order_id: str) -> WorkflowHandle[Any, Any]:
         return await workflow_handle(self._client, order_workflow_id(order_id))

@@ -48,6 +48,11 @@ class CaptureOrders:
         view = await self._view(order_id)
         return capture_pb2.Channel.Name(view.order.channel).removeprefix("CHANNEL_").lower()
 
+    async def skus_of(self, order_id: str) -> dict[str, str]:
+        """The SKU of each of the order's lines, by order line id."""
+        view = await self._view(order_id)
+        return {line.order_line_id: line.sku for line in view.order.lines}
+
     async def _view(self, order_id: str) -> capture_pb2.GetOrderResponse:
         try:
             view: capture_pb2.GetOrderResponse = await self._capture.GetOrder(

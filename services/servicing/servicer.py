@@ -13,9 +13,9 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth, erasure, limits
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists, PermissionDenied
+from oms_platform.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from oms_platform.wire import timestamp_to_datetime
-from services.servicing import convert, domain, handlers
+from services.servicing import convert, domain, handlers, returns
 from services.servicing.lifecycles import OrderLifecycles, Orders, reachable
 from services.servicing.store import (
     PERSONAL_COLUMNS,
@@ -38,7 +38,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         resolution_grace: timedelta,
         orders: Orders,
         dead_letters: handlers.DeadLetters,
+        return_cases: returns.Returns,
     ) -> None:
+        self._return_cases = return_cases
         self._orders = orders
         self._dead_letters = dead_letters
         self._store = store
@@ -255,6 +257,65 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             return_orders=[convert.return_order_to_pb(r) for r in rmas]
         )
 
+    async def GetReturnLabel(
+        self, request: pb.GetReturnLabelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReturnLabelResponse:
+        label = await returns.return_label(self._return_cases, request.return_order_id)
+        await self._confine(context, label.order_id)
+        return pb.GetReturnLabelResponse(label=convert.label_to_pb(label), pdf=label.pdf)
+
+    # ---- return policies --------------------------------------------------------------------
+
+    async def UpsertReturnPolicyRule(
+        self, request: pb.UpsertReturnPolicyRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertReturnPolicyRuleResponse:
+        rule = convert.rule_to_domain(request.rule)
+        domain.validate_rule(rule)
+        stored = await self._return_cases.policies.upsert(rule, datetime.now(UTC), auth.actor())
+        return pb.UpsertReturnPolicyRuleResponse(rule=convert.rule_to_pb(stored))
+
+    async def ListReturnPolicyRules(
+        self, request: pb.ListReturnPolicyRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReturnPolicyRulesResponse:
+        stored = await self._return_cases.policies.rules()
+        ordered = sorted(stored, key=lambda s: (-s.rule.specificity, s.rule.id))
+        return pb.ListReturnPolicyRulesResponse(rules=[convert.rule_to_pb(s) for s in ordered])
+
+    async def DeleteReturnPolicyRule(
+        self, request: pb.DeleteReturnPolicyRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteReturnPolicyRuleResponse:
+        if request.rule_id == domain.DEFAULT_RULE_ID:
+            raise FailedPrecondition(
+                f"rule_id: rule {domain.DEFAULT_RULE_ID!r} decides when no other rule matches; "
+                "change it instead"
+            )
+        deleted = await self._return_cases.policies.delete(request.rule_id)
+        return pb.DeleteReturnPolicyRuleResponse(deleted=deleted)
+
+    async def SetProductCategories(
+        self, request: pb.SetProductCategoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetProductCategoriesResponse:
+        pairs = [(c.sku.strip(), c.category.strip()) for c in request.categories]
+        domain.validate_categories(pairs)
+        changed = await self._return_cases.policies.set_categories(dict(pairs), datetime.now(UTC))
+        return pb.SetProductCategoriesResponse(changed=changed)
+
+    async def ListProductCategories(
+        self, request: pb.ListProductCategoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProductCategoriesResponse:
+        pairs = await self._return_cases.policies.categories(request.category.strip())
+        return pb.ListProductCategoriesResponse(
+            categories=[pb.ProductCategory(sku=sku, category=c) for sku, c in pairs]
+        )
+
+    async def CheckReturnEligibility(
+        self, request: pb.CheckReturnEligibilityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckReturnEligibilityResponse:
+        question = convert.eligibility_request_to_domain(request)
+        await self._confine(context, question.order_id)
+        answer = await reachable(context, returns.check_eligibility(self._return_cases, question))
+        return convert.eligibility_to_pb(answer)
+
     # ---- changes ----------------------------------------------------------------------------
 
     async def _confine(self, context: grpc.aio.ServicerContext, order_id: str) -> None:
@@ -304,32 +365,47 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def PreviewReturn(
         self, request: pb.PreviewReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewReturnResponse:
-        return pb.PreviewReturnResponse(
-            preview=await self._preview(context, convert.return_preview_to_domain(request))
-        )
+        order = convert.return_preview_to_domain(request)
+        await self._confine(context, order.order_id)
+        outcome = await reachable(context, returns.preview_return(self._return_cases, order))
+        return pb.PreviewReturnResponse(preview=convert.outcome_to_pb(outcome))
 
     async def SubmitReturn(
         self, request: pb.SubmitReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitReturnResponse:
+        order = convert.return_to_domain(request)
+        await self._confine(context, order.order_id)
+        change, label = await reachable(
+            context,
+            returns.submit_return(self._return_cases, order, request_fingerprint(request)),
+        )
         return pb.SubmitReturnResponse(
-            change=await self._submit(context, convert.return_to_domain(request), request)
+            change=convert.change_to_pb(change),
+            label=convert.label_to_pb(label) if label is not None else None,
         )
 
     async def ReceiveReturn(
         self, request: pb.ReceiveReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReceiveReturnResponse:
-        change, rma = await reachable(
+        if request.location_id:
+            # A warehouse restocks only at its own locations.
+            auth.require_location(request.location_id, "the receiving location")
+        change, rma, restocked = await reachable(
             context,
-            handlers.receive_return(
-                self._changes,
-                self._returns,
-                self._lifecycles,
+            returns.receive_return(
+                self._return_cases,
                 convert.receive_to_domain(request),
+                request.location_id,
                 request_fingerprint(request),
             ),
         )
         return pb.ReceiveReturnResponse(
-            change=convert.change_to_pb(change), return_order=convert.return_order_to_pb(rma)
+            change=convert.change_to_pb(change),
+            return_order=convert.return_order_to_pb(rma),
+            restocked=[
+                pb.ItemQuantity(order_line_id=i.order_line_id, quantity=i.quantity)
+                for i in restocked
+            ],
         )
 
     async def SubmitExchange(

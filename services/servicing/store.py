@@ -466,6 +466,11 @@ class ChangeStore:
             assert row is not None
         return _change(row)
 
+    async def find(self, change_id: str) -> Change | None:
+        """The change, or None when it was never asked for."""
+        row = await self.pool.fetchrow(SQL_GET_CHANGE, change_id)
+        return None if row is None else _change(row)
+
     async def list(self, order_id: str) -> list[Change]:
         """The order's changes, oldest first."""
         return [_change(row) for row in await self.pool.fetch(SQL_LIST_CHANGES, order_id)]

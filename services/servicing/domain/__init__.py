@@ -1,10 +1,11 @@
-"""Servicing's rules: process exceptions (and listing them), return orders and changes to
-orders, a module each; what they share is in common.
+"""Servicing's rules: process exceptions (and listing them), return orders, return policies
+and changes to orders, a module each; what they share is in common.
 
 Pure: validation (every violation at once), status transitions, escalation, derived return
 order status, change ids and how the workflow's refusals read as errors. No I/O. Callers use
 the package (`domain.X`); the modules are how it reads. Imports run one way: listing uses
-process_exceptions, changes uses return_orders, all use common, and nothing imports back.
+process_exceptions, changes and return_policies use return_orders, all use common, and
+nothing imports back.
 """
 
 from __future__ import annotations
@@ -137,6 +138,25 @@ from services.servicing.domain.return_orders import (
     validate_receipt,
     with_line_notes,
 )
+from services.servicing.domain.return_policies import (
+    DEFAULT_RULE_ID,
+    RESELLABLE,
+    Eligibility,
+    EligibilityRequest,
+    LineFacts,
+    OrderView,
+    PolicyRule,
+    ReturnableLine,
+    decide,
+    deciding_rule,
+    is_resellable,
+    line_facts,
+    refusal_of,
+    restockable,
+    validate_categories,
+    validate_eligibility_request,
+    validate_rule,
+)
 
 __all__ = [
     "ADD_ITEMS",
@@ -153,6 +173,7 @@ __all__ = [
     "DAMAGED",
     "DEFAULT_ACTOR",
     "DEFAULT_PAGE_SIZE",
+    "DEFAULT_RULE_ID",
     "DELIVERY_FAILED",
     "EXCHANGE",
     "FAILED",
@@ -183,6 +204,7 @@ __all__ = [
     "RECEIVE_RETURN",
     "REFUSED",
     "REFUSED_PREFIX",
+    "RESELLABLE",
     "RESHIP",
     "RESHIP_REASONS",
     "RESOLUTION_ACTIONS",
@@ -202,24 +224,32 @@ __all__ = [
     "ChangeOrder",
     "ChangeOutcome",
     "Cursor",
+    "Eligibility",
+    "EligibilityRequest",
     "Escalate",
     "Item",
+    "LineFacts",
     "LineIncrease",
     "LineNote",
     "ListQuery",
     "NewLine",
     "NewReturnOrder",
+    "OrderView",
     "Page",
+    "PolicyRule",
     "ProcessException",
     "Receipt",
     "RecordProcessException",
     "Resolve",
     "ReturnOrder",
     "ReturnOrderLine",
+    "ReturnableLine",
     "StatusUpdate",
     "actor_of",
     "change_id_for",
     "completed",
+    "decide",
+    "deciding_rule",
     "decode_page_token",
     "encode_page_token",
     "enum_violations",
@@ -227,8 +257,10 @@ __all__ = [
     "escalation_key_for",
     "failed",
     "idempotency_key_for",
+    "is_resellable",
     "is_resolution_replay",
     "item_violations",
+    "line_facts",
     "list_query",
     "new_change",
     "new_process_exception",
@@ -239,19 +271,24 @@ __all__ = [
     "receipt_key_for",
     "received",
     "refusal",
+    "refusal_of",
     "refused",
     "required",
     "resolved",
+    "restockable",
     "return_order_key_for",
     "status_name",
     "too_long",
+    "validate_categories",
     "validate_change",
     "validate_delivery_resolution",
+    "validate_eligibility_request",
     "validate_escalation",
     "validate_new_return_order",
     "validate_receipt",
     "validate_record",
     "validate_resolution",
+    "validate_rule",
     "validate_status_update",
     "violation_from_message",
     "with_line_notes",

@@ -343,6 +343,34 @@ RESHIP_REASON_DAMAGED: ReshipReason.ValueType  # 2
 """The parcel arrived damaged."""
 Global___ReshipReason: _TypeAlias = ReshipReason  # noqa: Y015
 
+class _ReturnParcelStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReturnParcelStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReturnParcelStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETURN_PARCEL_STATUS_UNSPECIFIED: _ReturnParcelStatus.ValueType  # 0
+    """Not set."""
+    RETURN_PARCEL_STATUS_LABEL_CREATED: _ReturnParcelStatus.ValueType  # 1
+    """A label exists; the carrier has not got the parcel yet."""
+    RETURN_PARCEL_STATUS_IN_TRANSIT: _ReturnParcelStatus.ValueType  # 2
+    """The carrier has the parcel."""
+    RETURN_PARCEL_STATUS_DELIVERED: _ReturnParcelStatus.ValueType  # 3
+    """The carrier delivered it back to us."""
+
+class ReturnParcelStatus(_ReturnParcelStatus, metaclass=_ReturnParcelStatusEnumTypeWrapper):
+    """ReturnParcelStatus is where a return parcel is, as its carrier reports it."""
+
+RETURN_PARCEL_STATUS_UNSPECIFIED: ReturnParcelStatus.ValueType  # 0
+"""Not set."""
+RETURN_PARCEL_STATUS_LABEL_CREATED: ReturnParcelStatus.ValueType  # 1
+"""A label exists; the carrier has not got the parcel yet."""
+RETURN_PARCEL_STATUS_IN_TRANSIT: ReturnParcelStatus.ValueType  # 2
+"""The carrier has the parcel."""
+RETURN_PARCEL_STATUS_DELIVERED: ReturnParcelStatus.ValueType  # 3
+"""The carrier delivered it back to us."""
+Global___ReturnParcelStatus: _TypeAlias = ReturnParcelStatus  # noqa: Y015
+
 @_typing.final
 class ProcessException(_message.Message):
     """ProcessException is a failure that needs a human."""
@@ -1092,6 +1120,406 @@ class ListReturnOrdersResponse(_message.Message):
 Global___ListReturnOrdersResponse: _TypeAlias = ListReturnOrdersResponse  # noqa: Y015
 
 @_typing.final
+class ReturnPolicyRule(_message.Message):
+    """---- return policies ------------------------------------------------------------------------
+
+    ReturnPolicyRule is one rule of the return policy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    RETURN_DAYS_FIELD_NUMBER: _builtins.int
+    USE_CHANNEL_WINDOW_FIELD_NUMBER: _builtins.int
+    REQUIRED_CONDITIONS_FIELD_NUMBER: _builtins.int
+    FINAL_SALE_FIELD_NUMBER: _builtins.int
+    RESTOCKING_FEE_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """Identifier chosen by the merchant; "default" is the rule matching everything."""
+    channel: _builtins.str
+    """The order's channel ("web", "marketplace", "store", "b2b", ...) and the line's product
+    category it applies to; "" matches any. One rule per (channel, category).
+    """
+    category: _builtins.str
+    return_days: _builtins.int
+    """Days after delivery a return is accepted, 0 to 3650; or, with use_channel_window, the
+    deployment's return window for the order's channel (settings return_window_days,
+    return_window_days_by_channel; return_days is then ignored). Returns also end when the order's lifecycle closes, at
+    the end of that window, so a longer rule cannot outlast it.
+    """
+    use_channel_window: _builtins.bool
+    final_sale: _builtins.bool
+    """Never returnable."""
+    restocking_fee_basis_points: _builtins.int
+    """Withheld from the refund: basis points (1 = 0.01%) of what the units credit back,
+    rounded half away from zero to the minor unit; 0 to 10000.
+    """
+    description: _builtins.str
+    """For people; at most 500 characters."""
+    updated_by: _builtins.str
+    @_builtins.property
+    def required_conditions(self) -> _containers.RepeatedScalarFieldContainer[Global___ItemCondition.ValueType]:
+        """Conditions a unit must be reported in to be returned (e.g. only NEW: unopened); empty
+        means any.
+        """
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when and by whom it was last set."""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        category: _builtins.str = ...,
+        return_days: _builtins.int = ...,
+        use_channel_window: _builtins.bool = ...,
+        required_conditions: _abc.Iterable[Global___ItemCondition.ValueType] | None = ...,
+        final_sale: _builtins.bool = ...,
+        restocking_fee_basis_points: _builtins.int = ...,
+        description: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "description", b"description", "final_sale", b"final_sale", "required_conditions", b"required_conditions", "restocking_fee_basis_points", b"restocking_fee_basis_points", "return_days", b"return_days", "rule_id", b"rule_id", "updated_at", b"updated_at", "updated_by", b"updated_by", "use_channel_window", b"use_channel_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnPolicyRule: _TypeAlias = ReturnPolicyRule  # noqa: Y015
+
+@_typing.final
+class UpsertReturnPolicyRuleRequest(_message.Message):
+    """UpsertReturnPolicyRuleRequest creates or replaces a rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___ReturnPolicyRule:
+        """The rule; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        rule: Global___ReturnPolicyRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertReturnPolicyRuleRequest: _TypeAlias = UpsertReturnPolicyRuleRequest  # noqa: Y015
+
+@_typing.final
+class UpsertReturnPolicyRuleResponse(_message.Message):
+    """UpsertReturnPolicyRuleResponse carries the stored rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___ReturnPolicyRule:
+        """As stored."""
+
+    def __init__(
+        self,
+        *,
+        rule: Global___ReturnPolicyRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertReturnPolicyRuleResponse: _TypeAlias = UpsertReturnPolicyRuleResponse  # noqa: Y015
+
+@_typing.final
+class ListReturnPolicyRulesRequest(_message.Message):
+    """ListReturnPolicyRulesRequest lists every rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReturnPolicyRulesRequest: _TypeAlias = ListReturnPolicyRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListReturnPolicyRulesResponse(_message.Message):
+    """ListReturnPolicyRulesResponse carries the rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnPolicyRule]:
+        """The most specific first; "default" last."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___ReturnPolicyRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReturnPolicyRulesResponse: _TypeAlias = ListReturnPolicyRulesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteReturnPolicyRuleRequest(_message.Message):
+    """DeleteReturnPolicyRuleRequest names a rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """The rule."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReturnPolicyRuleRequest: _TypeAlias = DeleteReturnPolicyRuleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteReturnPolicyRuleResponse(_message.Message):
+    """DeleteReturnPolicyRuleResponse says whether a rule was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """False when there was no such rule."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReturnPolicyRuleResponse: _TypeAlias = DeleteReturnPolicyRuleResponse  # noqa: Y015
+
+@_typing.final
+class ProductCategory(_message.Message):
+    """ProductCategory is the category of one SKU."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The SKU and its category ("" in SetProductCategories removes the SKU's category)."""
+    category: _builtins.str
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductCategory: _TypeAlias = ProductCategory  # noqa: Y015
+
+@_typing.final
+class SetProductCategoriesRequest(_message.Message):
+    """SetProductCategoriesRequest sets SKUs' categories, all or nothing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductCategory]:
+        """At most 1,000 SKUs."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___ProductCategory] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProductCategoriesRequest: _TypeAlias = SetProductCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class SetProductCategoriesResponse(_message.Message):
+    """SetProductCategoriesResponse carries how many were set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.int
+    """SKUs set or removed."""
+    def __init__(
+        self,
+        *,
+        changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProductCategoriesResponse: _TypeAlias = SetProductCategoriesResponse  # noqa: Y015
+
+@_typing.final
+class ListProductCategoriesRequest(_message.Message):
+    """ListProductCategoriesRequest lists SKUs' categories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """Only this category; "" for every SKU."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductCategoriesRequest: _TypeAlias = ListProductCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class ListProductCategoriesResponse(_message.Message):
+    """ListProductCategoriesResponse carries the SKUs' categories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductCategory]:
+        """By SKU."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___ProductCategory] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductCategoriesResponse: _TypeAlias = ListProductCategoriesResponse  # noqa: Y015
+
+@_typing.final
+class CheckReturnEligibilityRequest(_message.Message):
+    """CheckReturnEligibilityRequest asks whether units of a line may be returned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order and its line."""
+    order_line_id: _builtins.str
+    quantity: _builtins.int
+    """Units to return; must be positive."""
+    condition: Global___ItemCondition.ValueType
+    """Their condition, as the shopper reports it."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        order_line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        condition: Global___ItemCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "order_id", b"order_id", "order_line_id", b"order_line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckReturnEligibilityRequest: _TypeAlias = CheckReturnEligibilityRequest  # noqa: Y015
+
+@_typing.final
+class CheckReturnEligibilityResponse(_message.Message):
+    """CheckReturnEligibilityResponse is the policy's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    CREDIT_MINOR_FIELD_NUMBER: _builtins.int
+    RESTOCKING_FEE_MINOR_FIELD_NUMBER: _builtins.int
+    REFUND_MINOR_FIELD_NUMBER: _builtins.int
+    eligible: _builtins.bool
+    """Whether the return would be accepted."""
+    rule_id: _builtins.str
+    """The rule that decided ("" when the line's quantities, not a rule, decided) and one
+    sentence saying why, e.g. "final sale: SKU-X is in category clearance".
+    """
+    explanation: _builtins.str
+    credit_minor: _builtins.int
+    """What the units credit back, the restocking fee withheld, and the refund after it."""
+    restocking_fee_minor: _builtins.int
+    refund_minor: _builtins.int
+    def __init__(
+        self,
+        *,
+        eligible: _builtins.bool = ...,
+        rule_id: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+        credit_minor: _builtins.int = ...,
+        restocking_fee_minor: _builtins.int = ...,
+        refund_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_minor", b"credit_minor", "eligible", b"eligible", "explanation", b"explanation", "refund_minor", b"refund_minor", "restocking_fee_minor", b"restocking_fee_minor", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckReturnEligibilityResponse: _TypeAlias = CheckReturnEligibilityResponse  # noqa: Y015
+
+@_typing.final
 class ChangeOutcome(_message.Message):
     """ChangeOutcome is what a change did (or, previewed, would do)."""
 
@@ -1483,22 +1911,122 @@ class SubmitReturnResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___Change:
         """The change; its outcome names the return order."""
+
+    @_builtins.property
+    def label(self) -> Global___ReturnLabel:
+        """The label the shopper sends the units back with (its PDF: GetReturnLabel); not set for a
+        refund without return.
+        """
 
     def __init__(
         self,
         *,
         change: Global___Change | None = ...,
+        label: Global___ReturnLabel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitReturnResponse: _TypeAlias = SubmitReturnResponse  # noqa: Y015
+
+@_typing.final
+class ReturnLabel(_message.Message):
+    """ReturnLabel is a carrier's label for one return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    return_order_id: _builtins.str
+    """The return order and its order."""
+    order_id: _builtins.str
+    carrier: _builtins.str
+    """The carrier and its tracking number for the parcel."""
+    tracking_number: _builtins.str
+    status: Global___ReturnParcelStatus.ValueType
+    """Where the parcel is."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the label was issued."""
+
+    def __init__(
+        self,
+        *,
+        return_order_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+        status: Global___ReturnParcelStatus.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "created_at", b"created_at", "order_id", b"order_id", "return_order_id", b"return_order_id", "status", b"status", "tracking_number", b"tracking_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnLabel: _TypeAlias = ReturnLabel  # noqa: Y015
+
+@_typing.final
+class GetReturnLabelRequest(_message.Message):
+    """GetReturnLabelRequest names a return order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURN_ORDER_ID_FIELD_NUMBER: _builtins.int
+    return_order_id: _builtins.str
+    """The return order."""
+    def __init__(
+        self,
+        *,
+        return_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["return_order_id", b"return_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReturnLabelRequest: _TypeAlias = GetReturnLabelRequest  # noqa: Y015
+
+@_typing.final
+class GetReturnLabelResponse(_message.Message):
+    """GetReturnLabelResponse carries the label and its PDF."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
+    pdf: _builtins.bytes
+    """The label to print, a PDF document."""
+    @_builtins.property
+    def label(self) -> Global___ReturnLabel:
+        """The label, with the parcel's status as the carrier reports it now."""
+
+    def __init__(
+        self,
+        *,
+        label: Global___ReturnLabel | None = ...,
+        pdf: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "pdf", b"pdf"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReturnLabelResponse: _TypeAlias = GetReturnLabelResponse  # noqa: Y015
 
 @_typing.final
 class ReceivedItem(_message.Message):
@@ -1574,6 +2102,7 @@ class ReceiveReturnRequest(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
     return_order_id: _builtins.str
     """The return order."""
     order_id: _builtins.str
@@ -1582,6 +2111,10 @@ class ReceiveReturnRequest(_message.Message):
     """Same key, same change. At most 200 characters."""
     note: _builtins.str
     """What the inspection found."""
+    location_id: _builtins.str
+    """The location that received the units: accepted units in a resellable condition go back
+    into its stock. Empty: nothing is restocked.
+    """
     @_builtins.property
     def accepted(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceivedItem]:
         """Units accepted and units rejected; at least one of the two."""
@@ -1597,10 +2130,11 @@ class ReceiveReturnRequest(_message.Message):
         note: _builtins.str = ...,
         accepted: _abc.Iterable[Global___ReceivedItem] | None = ...,
         rejected: _abc.Iterable[Global___RejectedItem] | None = ...,
+        location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "idempotency_key", b"idempotency_key", "note", b"note", "order_id", b"order_id", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "note", b"note", "order_id", b"order_id", "rejected", b"rejected", "return_order_id", b"return_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1614,6 +2148,7 @@ class ReceiveReturnResponse(_message.Message):
 
     CHANGE_FIELD_NUMBER: _builtins.int
     RETURN_ORDER_FIELD_NUMBER: _builtins.int
+    RESTOCKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___Change:
         """The change; its outcome has the refund."""
@@ -1622,15 +2157,20 @@ class ReceiveReturnResponse(_message.Message):
     def return_order(self) -> Global___ReturnOrder:
         """The return order after the receipt."""
 
+    @_builtins.property
+    def restocked(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
+        """Units put back into stock at the receiving location, per order line."""
+
     def __init__(
         self,
         *,
         change: Global___Change | None = ...,
         return_order: Global___ReturnOrder | None = ...,
+        restocked: _abc.Iterable[Global___ItemQuantity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "return_order", b"return_order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "return_order", b"return_order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "restocked", b"restocked", "return_order", b"return_order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,6 +89,41 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.FromString,
                 _registered_method=True)
+        self.GetReturnLabel = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/GetReturnLabel',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelResponse.FromString,
+                _registered_method=True)
+        self.UpsertReturnPolicyRule = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/UpsertReturnPolicyRule',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleResponse.FromString,
+                _registered_method=True)
+        self.ListReturnPolicyRules = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ListReturnPolicyRules',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteReturnPolicyRule = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/DeleteReturnPolicyRule',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleResponse.FromString,
+                _registered_method=True)
+        self.SetProductCategories = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SetProductCategories',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesResponse.FromString,
+                _registered_method=True)
+        self.ListProductCategories = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/ListProductCategories',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesResponse.FromString,
+                _registered_method=True)
+        self.CheckReturnEligibility = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/CheckReturnEligibility',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityResponse.FromString,
+                _registered_method=True)
         self.PreviewCancel = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/PreviewCancel',
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewCancelRequest.SerializeToString,
@@ -248,6 +283,67 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReturnLabel(self, request, context):
+        """Returns a return order's label: carrier, tracking number, where the parcel is (asked of
+        the carrier), and the label itself as PDF bytes. NOT_FOUND when none was issued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertReturnPolicyRule(self, request, context):
+        """---- return policies
+
+        Rules matched by the order's channel and the line's product category ("" matches any);
+        the most specific decides (channel and category, then category, then channel, then the
+        rule "default", which reproduces the deployment's return window per channel). Changing a
+        rule takes effect on the next return: no deploy.
+
+        Creates or replaces a rule (by rule_id). ALREADY_EXISTS when another rule has the same
+        channel and category.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReturnPolicyRules(self, request, context):
+        """Lists every rule, the most specific first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteReturnPolicyRule(self, request, context):
+        """Deletes a rule; the rule "default" cannot be deleted (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetProductCategories(self, request, context):
+        """Sets (or, with an empty category, removes) the product category of SKUs: orders carry no
+        category, so rules find a line's category here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProductCategories(self, request, context):
+        """Lists SKUs' product categories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckReturnEligibility(self, request, context):
+        """Whether units of an order line may be returned in a condition, under the rule that
+        decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
+        and refund that would apply. Nothing is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewCancel(self, request, context):
         """---- changes to an order
 
@@ -278,8 +374,10 @@ class ServicingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitReturn(self, request, context):
-        """Opens a return order for delivered units (within the return window); refunds at once when
-        it is a refund without return, otherwise on receipt.
+        """Opens a return order for delivered units the return policy allows (FAILED_PRECONDITION
+        naming the rule otherwise, before the order is asked); the rule's restocking fee is
+        withheld from the refund, on top of return_fee_minor. Refunds at once when it is a refund
+        without return, otherwise on receipt. The answer carries the return label.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,7 +385,9 @@ class ServicingServiceServicer:
 
     def ReceiveReturn(self, request, context):
         """Records units that came back for a return order: accepted ones are refunded (less any
-        return fee), rejected ones go back to the shopper.
+        return fee), rejected ones go back to the shopper. Accepted units in a resellable
+        condition (new, opened) go back into stock at `location_id` (once per receipt, however
+        often it is retried); damaged, defective and used ones do not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -423,6 +523,41 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     servicer.ListReturnOrders,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.SerializeToString,
+            ),
+            'GetReturnLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReturnLabel,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelResponse.SerializeToString,
+            ),
+            'UpsertReturnPolicyRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertReturnPolicyRule,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleResponse.SerializeToString,
+            ),
+            'ListReturnPolicyRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReturnPolicyRules,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesResponse.SerializeToString,
+            ),
+            'DeleteReturnPolicyRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReturnPolicyRule,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleResponse.SerializeToString,
+            ),
+            'SetProductCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetProductCategories,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesResponse.SerializeToString,
+            ),
+            'ListProductCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProductCategories,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesResponse.SerializeToString,
+            ),
+            'CheckReturnEligibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckReturnEligibility,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityResponse.SerializeToString,
             ),
             'PreviewCancel': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewCancel,
@@ -752,6 +887,195 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/ListReturnOrders',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReturnLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/GetReturnLabel',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.GetReturnLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertReturnPolicyRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/UpsertReturnPolicyRule',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.UpsertReturnPolicyRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReturnPolicyRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ListReturnPolicyRules',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListReturnPolicyRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReturnPolicyRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/DeleteReturnPolicyRule',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.DeleteReturnPolicyRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetProductCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SetProductCategories',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SetProductCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProductCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/ListProductCategories',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.ListProductCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckReturnEligibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/CheckReturnEligibility',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.CheckReturnEligibilityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,36 @@ class ServicingServiceStub:
     """Records units received for a return order, accepted or rejected. Idempotent by key."""
     ListReturnOrders: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnOrdersRequest, _servicing_pb2.ListReturnOrdersResponse]
     """Lists an order's return orders, oldest first."""
+    GetReturnLabel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.GetReturnLabelRequest, _servicing_pb2.GetReturnLabelResponse]
+    """Returns a return order's label: carrier, tracking number, where the parcel is (asked of
+    the carrier), and the label itself as PDF bytes. NOT_FOUND when none was issued.
+    """
+    UpsertReturnPolicyRule: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.UpsertReturnPolicyRuleRequest, _servicing_pb2.UpsertReturnPolicyRuleResponse]
+    """---- return policies
+
+    Rules matched by the order's channel and the line's product category ("" matches any);
+    the most specific decides (channel and category, then category, then channel, then the
+    rule "default", which reproduces the deployment's return window per channel). Changing a
+    rule takes effect on the next return: no deploy.
+
+    Creates or replaces a rule (by rule_id). ALREADY_EXISTS when another rule has the same
+    channel and category.
+    """
+    ListReturnPolicyRules: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnPolicyRulesRequest, _servicing_pb2.ListReturnPolicyRulesResponse]
+    """Lists every rule, the most specific first."""
+    DeleteReturnPolicyRule: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.DeleteReturnPolicyRuleRequest, _servicing_pb2.DeleteReturnPolicyRuleResponse]
+    """Deletes a rule; the rule "default" cannot be deleted (FAILED_PRECONDITION)."""
+    SetProductCategories: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SetProductCategoriesRequest, _servicing_pb2.SetProductCategoriesResponse]
+    """Sets (or, with an empty category, removes) the product category of SKUs: orders carry no
+    category, so rules find a line's category here.
+    """
+    ListProductCategories: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ListProductCategoriesRequest, _servicing_pb2.ListProductCategoriesResponse]
+    """Lists SKUs' product categories."""
+    CheckReturnEligibility: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]
+    """Whether units of an order line may be returned in a condition, under the rule that
+    decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
+    and refund that would apply. Nothing is recorded.
+    """
     PreviewCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]
     """---- changes to an order
 
@@ -90,12 +120,16 @@ class ServicingServiceStub:
     PreviewReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReturnRequest, _servicing_pb2.PreviewReturnResponse]
     """What a return would give back; nothing is changed."""
     SubmitReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReturnRequest, _servicing_pb2.SubmitReturnResponse]
-    """Opens a return order for delivered units (within the return window); refunds at once when
-    it is a refund without return, otherwise on receipt.
+    """Opens a return order for delivered units the return policy allows (FAILED_PRECONDITION
+    naming the rule otherwise, before the order is asked); the rule's restocking fee is
+    withheld from the refund, on top of return_fee_minor. Refunds at once when it is a refund
+    without return, otherwise on receipt. The answer carries the return label.
     """
     ReceiveReturn: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.ReceiveReturnRequest, _servicing_pb2.ReceiveReturnResponse]
     """Records units that came back for a return order: accepted ones are refunded (less any
-    return fee), rejected ones go back to the shopper.
+    return fee), rejected ones go back to the shopper. Accepted units in a resellable
+    condition (new, opened) go back into stock at `location_id` (once per receipt, however
+    often it is retried); damaged, defective and used ones do not.
     """
     SubmitExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
@@ -181,6 +215,36 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """Records units received for a return order, accepted or rejected. Idempotent by key."""
     ListReturnOrders: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnOrdersRequest, _servicing_pb2.ListReturnOrdersResponse]  # type: ignore[assignment]
     """Lists an order's return orders, oldest first."""
+    GetReturnLabel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.GetReturnLabelRequest, _servicing_pb2.GetReturnLabelResponse]  # type: ignore[assignment]
+    """Returns a return order's label: carrier, tracking number, where the parcel is (asked of
+    the carrier), and the label itself as PDF bytes. NOT_FOUND when none was issued.
+    """
+    UpsertReturnPolicyRule: _aio.UnaryUnaryMultiCallable[_servicing_pb2.UpsertReturnPolicyRuleRequest, _servicing_pb2.UpsertReturnPolicyRuleResponse]  # type: ignore[assignment]
+    """---- return policies
+
+    Rules matched by the order's channel and the line's product category ("" matches any);
+    the most specific decides (channel and category, then category, then channel, then the
+    rule "default", which reproduces the deployment's return window per channel). Changing a
+    rule takes effect on the next return: no deploy.
+
+    Creates or replaces a rule (by rule_id). ALREADY_EXISTS when another rule has the same
+    channel and category.
+    """
+    ListReturnPolicyRules: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListReturnPolicyRulesRequest, _servicing_pb2.ListReturnPolicyRulesResponse]  # type: ignore[assignment]
+    """Lists every rule, the most specific first."""
+    DeleteReturnPolicyRule: _aio.UnaryUnaryMultiCallable[_servicing_pb2.DeleteReturnPolicyRuleRequest, _servicing_pb2.DeleteReturnPolicyRuleResponse]  # type: ignore[assignment]
+    """Deletes a rule; the rule "default" cannot be deleted (FAILED_PRECONDITION)."""
+    SetProductCategories: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SetProductCategoriesRequest, _servicing_pb2.SetProductCategoriesResponse]  # type: ignore[assignment]
+    """Sets (or, with an empty category, removes) the product category of SKUs: orders carry no
+    category, so rules find a line's category here.
+    """
+    ListProductCategories: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ListProductCategoriesRequest, _servicing_pb2.ListProductCategoriesResponse]  # type: ignore[assignment]
+    """Lists SKUs' product categories."""
+    CheckReturnEligibility: _aio.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]  # type: ignore[assignment]
+    """Whether units of an order line may be returned in a condition, under the rule that
+    decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
+    and refund that would apply. Nothing is recorded.
+    """
     PreviewCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]  # type: ignore[assignment]
     """---- changes to an order
 
@@ -198,12 +262,16 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     PreviewReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReturnRequest, _servicing_pb2.PreviewReturnResponse]  # type: ignore[assignment]
     """What a return would give back; nothing is changed."""
     SubmitReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReturnRequest, _servicing_pb2.SubmitReturnResponse]  # type: ignore[assignment]
-    """Opens a return order for delivered units (within the return window); refunds at once when
-    it is a refund without return, otherwise on receipt.
+    """Opens a return order for delivered units the return policy allows (FAILED_PRECONDITION
+    naming the rule otherwise, before the order is asked); the rule's restocking fee is
+    withheld from the refund, on top of return_fee_minor. Refunds at once when it is a refund
+    without return, otherwise on receipt. The answer carries the return label.
     """
     ReceiveReturn: _aio.UnaryUnaryMultiCallable[_servicing_pb2.ReceiveReturnRequest, _servicing_pb2.ReceiveReturnResponse]  # type: ignore[assignment]
     """Records units that came back for a return order: accepted ones are refunded (less any
-    return fee), rejected ones go back to the shopper.
+    return fee), rejected ones go back to the shopper. Accepted units in a resellable
+    condition (new, opened) go back into stock at `location_id` (once per receipt, however
+    often it is retried); damaged, defective and used ones do not.
     """
     SubmitExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]  # type: ignore[assignment]
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
@@ -342,6 +410,78 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists an order's return orders, oldest first."""
 
     @_abc_1.abstractmethod
+    def GetReturnLabel(
+        self,
+        request: _servicing_pb2.GetReturnLabelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.GetReturnLabelResponse, _abc.Awaitable[_servicing_pb2.GetReturnLabelResponse]]:
+        """Returns a return order's label: carrier, tracking number, where the parcel is (asked of
+        the carrier), and the label itself as PDF bytes. NOT_FOUND when none was issued.
+        """
+
+    @_abc_1.abstractmethod
+    def UpsertReturnPolicyRule(
+        self,
+        request: _servicing_pb2.UpsertReturnPolicyRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.UpsertReturnPolicyRuleResponse, _abc.Awaitable[_servicing_pb2.UpsertReturnPolicyRuleResponse]]:
+        """---- return policies
+
+        Rules matched by the order's channel and the line's product category ("" matches any);
+        the most specific decides (channel and category, then category, then channel, then the
+        rule "default", which reproduces the deployment's return window per channel). Changing a
+        rule takes effect on the next return: no deploy.
+
+        Creates or replaces a rule (by rule_id). ALREADY_EXISTS when another rule has the same
+        channel and category.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReturnPolicyRules(
+        self,
+        request: _servicing_pb2.ListReturnPolicyRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ListReturnPolicyRulesResponse, _abc.Awaitable[_servicing_pb2.ListReturnPolicyRulesResponse]]:
+        """Lists every rule, the most specific first."""
+
+    @_abc_1.abstractmethod
+    def DeleteReturnPolicyRule(
+        self,
+        request: _servicing_pb2.DeleteReturnPolicyRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.DeleteReturnPolicyRuleResponse, _abc.Awaitable[_servicing_pb2.DeleteReturnPolicyRuleResponse]]:
+        """Deletes a rule; the rule "default" cannot be deleted (FAILED_PRECONDITION)."""
+
+    @_abc_1.abstractmethod
+    def SetProductCategories(
+        self,
+        request: _servicing_pb2.SetProductCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SetProductCategoriesResponse, _abc.Awaitable[_servicing_pb2.SetProductCategoriesResponse]]:
+        """Sets (or, with an empty category, removes) the product category of SKUs: orders carry no
+        category, so rules find a line's category here.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProductCategories(
+        self,
+        request: _servicing_pb2.ListProductCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.ListProductCategoriesResponse, _abc.Awaitable[_servicing_pb2.ListProductCategoriesResponse]]:
+        """Lists SKUs' product categories."""
+
+    @_abc_1.abstractmethod
+    def CheckReturnEligibility(
+        self,
+        request: _servicing_pb2.CheckReturnEligibilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.CheckReturnEligibilityResponse, _abc.Awaitable[_servicing_pb2.CheckReturnEligibilityResponse]]:
+        """Whether units of an order line may be returned in a condition, under the rule that
+        decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
+        and refund that would apply. Nothing is recorded.
+        """
+
+    @_abc_1.abstractmethod
     def PreviewCancel(
         self,
         request: _servicing_pb2.PreviewCancelRequest,
@@ -381,8 +521,10 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _servicing_pb2.SubmitReturnRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.SubmitReturnResponse, _abc.Awaitable[_servicing_pb2.SubmitReturnResponse]]:
-        """Opens a return order for delivered units (within the return window); refunds at once when
-        it is a refund without return, otherwise on receipt.
+        """Opens a return order for delivered units the return policy allows (FAILED_PRECONDITION
+        naming the rule otherwise, before the order is asked); the rule's restocking fee is
+        withheld from the refund, on top of return_fee_minor. Refunds at once when it is a refund
+        without return, otherwise on receipt. The answer carries the return label.
         """
 
     @_abc_1.abstractmethod
@@ -392,7 +534,9 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.ReceiveReturnResponse, _abc.Awaitable[_servicing_pb2.ReceiveReturnResponse]]:
         """Records units that came back for a return order: accepted ones are refunded (less any
-        return fee), rejected ones go back to the shopper.
+        return fee), rejected ones go back to the shopper. Accepted units in a resellable
+        condition (new, opened) go back into stock at `location_id` (once per receipt, however
+        often it is retried); damaged, defective and used ones do not.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,220 @@
+"""Servicing's return use cases around the order workflow: the return policy decides before
+a return reaches the workflow (with its restocking fee withheld through the change's return
+fee), a carrier issues the label of each return order, and units received back in a
+resellable condition go back into stock at the receiving location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Protocol
+
+from oms_platform.errors import FailedPrecondition
+from services.servicing import domain, handlers
+from services.servicing.carrier import Carrier, LabelRequest
+from services.servicing.handlers import Clock, utc_now
+from services.servicing.lifecycles import OrderLifecycles
+from services.servicing.policy_store import ReturnLabel, ReturnLabelStore, ReturnPolicyStore
+from services.servicing.store import ChangeStore, ReturnOrderStore
+
+# The deployment's return window for a channel (settings return_window_days[_by_channel]).
+WindowFor = Callable[[str], timedelta]
+
+
+class OrderSkus(Protocol):
+    """Capture's record of an order's lines, asked for their SKUs."""
+
+    async def skus_of(self, order_id: str) -> dict[str, str]:
+        """The SKU of each line, by order line id."""
+        ...
+
+
+class Inventory(Protocol):
+    """Fulfillment's stock, where returned units go back."""
+
+    async def restock(
+        self, key: str, location_id: str, units: Sequence[tuple[str, int]], reason: str
+    ) -> None:
+        """Put `units` (SKU, quantity) back on hand at `location_id`; once per key."""
+        ...
+
+
+@dataclass
+class Returns:
+    """What the return use cases work with: stores, the order workflows, the carrier, the
+    inventory and capture's order lines, and the deployment's windows."""
+
+    changes: ChangeStore
+    returns: ReturnOrderStore
+    lifecycles: OrderLifecycles
+    policies: ReturnPolicyStore
+    labels: ReturnLabelStore
+    carrier: Carrier
+    inventory: Inventory
+    order_skus: OrderSkus
+    window_for: WindowFor
+    clock: Clock = utc_now
+
+
+async def check_eligibility(ctx: Returns, request: domain.EligibilityRequest) -> domain.Eligibility:
+    """Whether the policy lets `request` be returned, and its fee and refund."""
+    domain.validate_eligibility_request(request)
+    view = await ctx.lifecycles.order_view(request.order_id)
+    rules = [stored.rule for stored in await ctx.policies.rules()]
+    return await _eligibility(ctx, view, rules, request, "order_line_id")
+
+
+async def _eligibility(
+    ctx: Returns,
+    view: domain.OrderView,
+    rules: list[domain.PolicyRule],
+    request: domain.EligibilityRequest,
+    field: str,
+    *,
+    always_price: bool = True,
+) -> domain.Eligibility:
+    """The policy's answer for one line; the units are priced (a preview query) when the
+    answer reports money (`always_price`) or the deciding rule charges a fee."""
+    line = view.line(request.order_line_id, field)
+    categories = await ctx.policies.categories_of([line.sku])
+    facts = domain.line_facts(
+        view, request.order_line_id, categories, ctx.window_for(view.channel), field
+    )
+    now = ctx.clock()
+    unpriced = domain.decide(rules, facts, request, 0, now)
+    rule = domain.deciding_rule(rules, facts.channel, facts.category)
+    if not unpriced.eligible or not (always_price or rule.restocking_fee_basis_points):
+        return unpriced
+    # What the units credit back, as the workflow computes it for a return (nothing kept).
+    try:
+        preview = await ctx.lifecycles.preview(
+            domain.ChangeOrder(
+                kind=domain.RETURN,
+                order_id=view.order_id,
+                lines=(domain.Item(request.order_line_id, request.quantity),),
+            )
+        )
+    except FailedPrecondition as refused:
+        # The lifecycle's own rules (its return window, its buckets) refuse it.
+        return domain.Eligibility(False, "", str(refused))
+    return domain.decide(rules, facts, request, preview.credited_minor, now)
+
+
+async def _policy_fee(ctx: Returns, order: domain.ChangeOrder) -> int:
+    """The restocking fee the policy withholds from a return of `order.lines`; raises
+    FailedPrecondition naming the rule (and the line) when the policy refuses one."""
+    view = await ctx.lifecycles.order_view(order.order_id)
+    rules = [stored.rule for stored in await ctx.policies.rules()]
+    fee = 0
+    for i, item in enumerate(order.lines):
+        condition = order.line_notes[i].condition if i < len(order.line_notes) else ""
+        field = f"lines[{i}]"
+        eligibility = await _eligibility(
+            ctx,
+            view,
+            rules,
+            domain.EligibilityRequest(order.order_id, item.order_line_id, item.quantity, condition),
+            field,
+            always_price=False,
+        )
+        if not eligibility.eligible:
+            raise domain.refusal_of(eligibility, field)
+        fee += eligibility.restocking_fee_minor
+    return fee
+
+
+async def preview_return(ctx: Returns, order: domain.ChangeOrder) -> domain.ChangeOutcome:
+    """What a return would give back once the policy allows it, less its restocking fee."""
+    domain.validate_change(order, preview=True)
+    fee = await _policy_fee(ctx, order)
+    return await handlers.preview_change(
+        ctx.lifecycles, replace(order, return_fee_minor=order.return_fee_minor + fee)
+    )
+
+
+async def submit_return(
+    ctx: Returns, order: domain.ChangeOrder, request_hash: bytes
+) -> tuple[domain.Change, ReturnLabel | None]:
+    """Open a return the policy allows (its restocking fee withheld through the change's
+    return fee) and issue its label.
+
+    A retry of a change already completed is answered from the record, whatever the policy
+    says now; a retry of one still pending reaches the same Update (its first request wins)."""
+    domain.validate_change(order)
+    change_id = domain.change_id_for(order.order_id, order.kind, order.idempotency_key)
+    known = await ctx.changes.find(change_id)
+    if known is None or known.status not in (domain.COMPLETED, domain.PENDING):
+        fee = await _policy_fee(ctx, order)
+        order = replace(order, return_fee_minor=order.return_fee_minor + fee)
+    change = await handlers.submit_change(
+        ctx.changes, ctx.returns, ctx.lifecycles, order, request_hash, ctx.clock
+    )
+    rma_id = change.outcome.return_order_id if change.outcome else ""
+    if not rma_id or order.refund_without_return:
+        return change, None
+    return change, await _label(ctx, order.order_id, rma_id, change.requested_lines)
+
+
+async def _label(
+    ctx: Returns, order_id: str, return_order_id: str, lines: Sequence[domain.Item]
+) -> ReturnLabel:
+    """The return order's label, issued by the carrier the first time (keyed by the return
+    order, so a retry after a crash gets the same parcel)."""
+    kept = await ctx.labels.find(return_order_id)
+    if kept is not None:
+        return kept
+    skus = await ctx.order_skus.skus_of(order_id)
+    issued = await ctx.carrier.create_return_label(
+        f"return-label:{return_order_id}",
+        LabelRequest(
+            return_order_id,
+            order_id,
+            tuple((skus.get(i.order_line_id, i.order_line_id), i.quantity) for i in lines),
+        ),
+    )
+    now = ctx.clock()
+    return await ctx.labels.insert(
+        ReturnLabel(
+            return_order_id=return_order_id,
+            order_id=order_id,
+            carrier=issued.carrier,
+            tracking_number=issued.tracking_number,
+            pdf=issued.pdf,
+            tracking_status="label_created",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def return_label(ctx: Returns, return_order_id: str) -> ReturnLabel:
+    """The return order's label, with where its parcel is as the carrier says now."""
+    label = await ctx.labels.get(return_order_id)
+    status = await ctx.carrier.track(label.tracking_number)
+    if status == label.tracking_status:
+        return label
+    return await ctx.labels.set_status(return_order_id, status, ctx.clock())
+
+
+async def receive_return(
+    ctx: Returns, order: domain.ChangeOrder, location_id: str, request_hash: bytes
+) -> tuple[domain.Change, domain.ReturnOrder, tuple[domain.Item, ...]]:
+    """Units came back: the order's workflow refunds what was accepted; those inspected in a
+    resellable condition go back into stock at `location_id` (keyed by the change, so a
+    retried receipt restocks once). Answers the change, the return order and what was
+    restocked."""
+    change, rma = await handlers.receive_return(
+        ctx.changes, ctx.returns, ctx.lifecycles, order, request_hash, ctx.clock
+    )
+    restocked = domain.restockable(order.lines, order.line_notes) if location_id else ()
+    if restocked:
+        skus = await ctx.order_skus.skus_of(rma.order_id)
+        await ctx.inventory.restock(
+            f"restock:{change.change_id}",
+            location_id,
+            [(skus[item.order_line_id], item.quantity) for item in restocked],
+            f"return {rma.id} received",
+        )
+    return change, rma, restocked
