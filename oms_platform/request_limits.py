@@ -59,6 +59,7 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "process_exception_id",
             "ref",
             "replacement_sku",
+            "reservation_id",
             "return_order_id",
             "shipment_id",
             "shopper_id",
@@ -207,6 +208,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "LineQuantities.returned",
             "PlanItem.quantity",
             "DeliveryItem.quantity",
+            "CartLine.quantity",
         ),
         limits.QUANTITY_DELTA,
     ),
@@ -266,6 +268,8 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "Appeasement.percent_basis_points",
             # A location's processing days (0 to 30, the domain's rule).
             "Location.processing_days",
+            # A checkout reservation's time to live (1 to 3600 seconds, the domain's rule).
+            "ReserveInventoryRequest.ttl_seconds",
             "PreviewAppeasementRequest.percent_basis_points",
             "SubmitAppeasementRequest.percent_basis_points",
         ),
