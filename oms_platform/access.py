@@ -98,6 +98,11 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/EstimateDelivery": frozenset({STOREFRONT, AGENT, MERCHANDISER, ADMIN}),
     # Only capture's EraseShopper erases an order's data in the other services.
     f"/{FULFILLMENT}/ErasePersonalData": frozenset({SERVICE}),
+    # Checkout holds a cart's units while the shopper pays, and gives them back when they
+    # leave; agents place and abandon orders on a shopper's behalf too.
+    f"/{FULFILLMENT}/ReserveInventory": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{FULFILLMENT}/GetReservation": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{FULFILLMENT}/ReleaseReservation": _CHANGE_ON_SHOPPERS_BEHALF,
     # payments
     f"/{PAYMENTS}/AuthorizePayment": _LIFECYCLE,
     f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,

@@ -59,6 +59,7 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "process_exception_id",
             "ref",
             "replacement_sku",
+            "reservation_id",
             "return_order_id",
             "shipment_id",
             "shopper_id",
@@ -216,6 +217,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "PlanItem.quantity",
             "DeliveryItem.quantity",
             "CheckReturnEligibilityRequest.quantity",
+            "CartLine.quantity",
         ),
         limits.QUANTITY_DELTA,
     ),
@@ -275,6 +277,8 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             "Appeasement.percent_basis_points",
             # A location's processing days (0 to 30, the domain's rule).
             "Location.processing_days",
+            # A checkout reservation's time to live (1 to 3600 seconds, the domain's rule).
+            "ReserveInventoryRequest.ttl_seconds",
             "PreviewAppeasementRequest.percent_basis_points",
             "SubmitAppeasementRequest.percent_basis_points",
             # A return rule's days and restocking fee (the domain bounds both).

@@ -116,6 +116,9 @@ class Settings:
     # Most fulfillment orders (locations) routing splits one delivery group into; 1 means
     # one location ships the group or the rest is reported unallocated.
     routing_max_splits: int = 5
+    # How often fulfillment releases checkout reservations past their expiry (readers leave
+    # expired holds out before that; this gives their units back to the levels).
+    reservation_sweep_seconds: float = 5.0
     # Share (0.0 to 1.0) of allocated fulfillment orders the dev simulator rejects instead of
     # accepting, to exercise rerouting; decided per fulfillment order, the same on every run.
     simulator_reject_rate: float = 0.0

@@ -614,6 +614,7 @@ class FulfillmentActivities:
                         )
                         for group in request.delivery_groups
                     ],
+                    reservation_id=request.reservation_id,
                 ),
                 timeout=DEADLINE_SECONDS,
             )

@@ -458,7 +458,11 @@ class OrderLifecycle:
         attempt = 0
         while pending := ledger.unallocated():
             attempt += 1
-            route = await steps.route(self, pending, f"{why}:{attempt}")
+            # The order's checkout reservation goes with every routing of its own lines:
+            # fulfillment consumes it once and routes any later attempt on availability.
+            route = await steps.route(
+                self, pending, f"{why}:{attempt}", reservation_id=self.order.reservation_id
+            )
             for fo in route.fulfillment_orders:
                 ledger.add_fulfillment_order(fo)
             if route.fulfillment_orders:

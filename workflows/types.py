@@ -132,6 +132,10 @@ class OrderLifecycleInput:
     # The lifecycle code's baseline the run started at (`LIFECYCLE_BASELINE` when capture
     # starts it). 0, as in a run started before baselines existed, asks for every patch.
     baseline: int = 0
+    # A checkout reservation holding the order's units (fulfillment's ReserveInventory),
+    # handed to routing, which consumes it; "" for an order placed without one (and in
+    # histories recorded before reservations).
+    reservation_id: str = ""
 
 
 @dataclass
@@ -379,6 +383,9 @@ class RouteInput:
     order_id: str
     idempotency_key: str
     delivery_groups: list[RoutingGroupData]
+    # A checkout reservation for routing to consume (its held units placed where they are
+    # held); "" routes on current availability only.
+    reservation_id: str = ""
 
 
 @dataclass

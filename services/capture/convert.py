@@ -131,6 +131,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
         ),
         subscription_id=request.subscription_id,
         subscription_cycle=request.subscription_cycle,
+        reservation_id=request.reservation_id,
     )
 
 
@@ -391,6 +392,7 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
         subscription_id=order.subscription_id,
         subscription_cycle=order.subscription_cycle,
         baseline=wf.LIFECYCLE_BASELINE,
+        reservation_id=order.reservation_id,
         delivery_groups=[
             wf.LifecycleDeliveryGroup(
                 delivery_group_id=g.delivery_group_id,

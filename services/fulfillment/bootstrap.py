@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
+import structlog
 from google.protobuf import json_format
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.events.v1 import events_pb2
@@ -16,17 +19,21 @@ from oms.servicing.v1 import servicing_pb2_grpc
 from oms_platform import dead_letters, limits, metrics, request_limits
 from oms_platform.outbox import RPC_TIMEOUT, EventSink, OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
+from services.fulfillment import handlers
 from services.fulfillment.calendars import PublicHolidays
 from services.fulfillment.domain import RoutingPolicy
 from services.fulfillment.servicer import FulfillmentServicer
 from workflows.types import order_id_of_workflow
+
+log = structlog.get_logger("oms.fulfillment")
 
 SCHEMA = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """Wire the servicer to the pool and its routing policy, and relay fulfillment events
+    """Wire the servicer to the pool and its routing policy, sweep expired checkout
+    reservations, and relay fulfillment events
     (shipped, delivered, rejected, moved) to the order workflows and the changes they are not
     told of (accepted, picked, packed) to capture's event log; a row refused for good becomes a
     process exception in servicing.
@@ -68,9 +75,35 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name,
             dead_letters.SERVICE_NAME,
         ],
-        background=[BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run)],
+        background=[
+            BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run),
+            BackgroundTask(
+                "oms.reservations.sweeper",
+                reservation_sweeper(ctx.pool, ctx.settings.reservation_sweep_seconds),
+            ),
+        ],
         gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
     )
+
+
+# Expired reservations released per transaction by the sweeper.
+SWEEP_BATCH = 500
+
+
+def reservation_sweeper(
+    pool: asyncpg.Pool, every_seconds: float
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The background task releasing expired checkout reservations every `every_seconds`
+    (on every replica: each skips the rows another is releasing)."""
+
+    async def run() -> None:
+        while True:
+            released = await handlers.release_expired_reservations(pool, SWEEP_BATCH)
+            if released:
+                log.info("expired checkout reservations released", count=released)
+            await asyncio.sleep(every_seconds)
+
+    return run
 
 
 def capture_event_sink(stub: Any, timeout: timedelta = RPC_TIMEOUT) -> EventSink:

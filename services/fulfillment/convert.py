@@ -353,3 +353,46 @@ def estimate_to_pb(estimate: domain.DeliveryEstimate) -> pb.DeliveryEstimate:
             for s in estimate.shipments
         ],
     )
+
+
+# ---- checkout reservations ----------------------------------------------------------------------
+
+RESERVATION_STATUS_TO_PB: dict[str, pb.ReservationStatus.ValueType] = {
+    domain.HELD: pb.RESERVATION_STATUS_HELD,
+    domain.CONSUMED: pb.RESERVATION_STATUS_CONSUMED,
+    domain.RELEASED: pb.RESERVATION_STATUS_RELEASED,
+    domain.EXPIRED: pb.RESERVATION_STATUS_EXPIRED,
+}
+
+
+def reservation_request_from_pb(request: pb.ReserveInventoryRequest) -> domain.ReservationRequest:
+    """A ReserveInventory request as the domain's (unchecked)."""
+    return domain.ReservationRequest(
+        lines=tuple(domain.CartLine(line.sku, line.quantity) for line in request.lines),
+        location_group_id=request.location_group_id,
+        address=(postal_address_from_pb(request.address) if request.HasField("address") else None),
+        ttl_seconds=request.ttl_seconds,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def reservation_to_pb(reservation: domain.CheckoutReservation) -> pb.Reservation:
+    """A checkout reservation on the wire: each cart line with where its units are held."""
+    return pb.Reservation(
+        reservation_id=reservation.reservation_id,
+        status=RESERVATION_STATUS_TO_PB[reservation.status],
+        expires_at=timestamp_from_datetime(reservation.expires_at),
+        lines=[
+            pb.ReservedLine(
+                sku=line.sku,
+                quantity=line.quantity,
+                held=[
+                    pb.HeldUnits(location_id=h.location_id, quantity=h.quantity)
+                    for h in reservation.holds_of(i)
+                ],
+            )
+            for i, line in enumerate(reservation.lines)
+        ],
+        order_id=reservation.order_id,
+        created_at=timestamp_from_datetime(reservation.created_at),
+    )

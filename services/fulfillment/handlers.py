@@ -18,6 +18,7 @@ import asyncpg
 
 from oms_platform import erasure
 from oms_platform.db import new_id
+from oms_platform.errors import FailedPrecondition, NotFound
 from services.fulfillment import domain, events, store
 from workflows.types import order_workflow_id
 
@@ -77,10 +78,34 @@ async def create_fulfillment_orders(
     groups: Sequence[domain.DeliveryGroup],
     key: str,
     lock: bool,
+    reservation_id: str = "",
 ) -> Routed:
     """Route an order's delivery groups, reserve the stock and create a fulfillment order
-    per location chosen."""
-    plan = await _route(conn, groups, lock, policy)
+    per location chosen. With a checkout reservation the order may consume (held, not
+    expired), its held units are placed where they are held and it is consumed; any other
+    reservation is not used, and the routing decision says why."""
+    consumed, note = None, ""
+    if reservation_id:
+        found = await store.get_reservation(conn, reservation_id, for_update=True)
+        note = domain.usable_by(found, reservation_id, order_id)
+        if found is not None and not note:
+            # Its units go back to their levels here, for this routing to reserve again.
+            await store.consume(conn, found, order_id)
+            consumed = found
+    await store.release_expired_for(conn, {line.sku for g in groups for line in g.lines})
+    if consumed is None:
+        plan = domain.with_note(await _route(conn, groups, lock, policy), note)
+    else:
+        snapshot = await store.routing_snapshot(conn, groups, lock=lock)
+        plan = domain.route_with_reservation(
+            groups,
+            consumed.holds,
+            reservation_id,
+            snapshot.candidates,
+            snapshot.availability,
+            snapshot.destinations,
+            policy,
+        )
     created = await store.reserve_and_create(conn, order_id, plan, new_id, key)
     await store.record_delivery_groups(conn, order_id, groups)
     await store.record_decisions(conn, domain.decisions_of(order_id, plan, "order"), key)
@@ -171,6 +196,7 @@ async def reject_fulfillment_order(
     earlier = await store.rejecting_locations(conn, fo.order_id, line_ids)
     excluded = domain.rejection_reasons(fo, reason, earlier)
     group = await store.delivery_group(conn, fo.order_id, fo.delivery_group_id, change.lines)
+    await store.release_expired_for(conn, [line.sku for line in change.lines])
     plan = await _route(conn, [group], lock, policy.with_rules(domain.ExcludeLocations(excluded)))
     replacements = await store.reserve_and_create(conn, fo.order_id, plan, new_id, key)
     await store.record_decisions(
@@ -212,6 +238,7 @@ async def move_fulfillment_order_lines(
     found = await store.get_location(conn, to_location_id) if to_location_id else None
     target = domain.check_move_target(fo, to_location_id, found)
     change = domain.plan_line_change(fo, domain.MOVED, requested)
+    await store.release_expired_for(conn, [line.sku for line in change.lines])
     moved_to = await store.move(conn, fo, change, target, new_id, reason, key)
     await store.record_decisions(conn, [domain.move_decision(fo, target, change, reason)], key)
     event = events.line_change_event(
@@ -220,6 +247,75 @@ async def move_fulfillment_order_lines(
     await store.signal_order(conn, fo.order_id, event)
     after = await store.get_fulfillment_order(conn, fulfillment_order_id)
     return Moved(after, moved_to)
+
+
+# ---- checkout reservations --------------------------------------------------------------------
+
+
+async def reserve_inventory(
+    conn: asyncpg.Connection,
+    policy: domain.RoutingPolicy,
+    request: domain.ReservationRequest,
+    lock: bool,
+) -> domain.CheckoutReservation:
+    """Hold a cart's units where routing would ship them from (only a location group's
+    members when one is named), all or nothing, until the reservation expires."""
+    group = None
+    if request.location_group_id:
+        found = await store.location_groups(conn, [request.location_group_id])
+        if not found:
+            raise domain.unknown_location_group(request.location_group_id)
+        [group] = found
+        policy = policy.with_rules(domain.WithinLocationGroup(group))
+    cart = domain.cart_group(request)
+    await store.release_expired_for(conn, [line.sku for line in request.lines])
+    snapshot = await store.routing_snapshot(conn, [cart], lock=lock)
+    plan = domain.route(
+        [cart], snapshot.candidates, snapshot.availability, snapshot.destinations, policy
+    )
+    eligible = domain.eligible_locations(snapshot.candidates, group)
+    holds = domain.holds_of_plan(request, plan, snapshot.availability, eligible)
+    return await store.hold(conn, new_id(), request, holds)
+
+
+async def get_reservation(pool: asyncpg.Pool, reservation_id: str) -> domain.CheckoutReservation:
+    """One checkout reservation as it is now."""
+    async with pool.acquire() as conn:
+        found = await store.get_reservation(conn, reservation_id)
+    if found is None:
+        raise NotFound(f"checkout reservation {reservation_id} does not exist")
+    return found
+
+
+async def release_reservation(
+    conn: asyncpg.Connection, reservation_id: str
+) -> domain.CheckoutReservation:
+    """Give a held reservation's units back; a released or expired one is returned as it is,
+    a consumed one refused (its units are the order's)."""
+    found = await store.get_reservation(conn, reservation_id, for_update=True)
+    if found is None:
+        raise NotFound(f"checkout reservation {reservation_id} does not exist")
+    if found.status == domain.CONSUMED:
+        raise FailedPrecondition(
+            f"checkout reservation {reservation_id} was consumed by order {found.order_id}; "
+            "its units belong to the order's fulfillment orders"
+        )
+    if await store.release_if_held(conn, found):
+        found = await store.get_reservation(conn, reservation_id)
+        assert found is not None  # locked above
+    return found
+
+
+async def release_expired_reservations(pool: asyncpg.Pool, batch: int) -> int:
+    """One sweep: release every expired reservation not released yet, `batch` per
+    transaction; returns how many."""
+    released = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            count = await store.release_expired_batch(conn, batch)
+        released += count
+        if count < batch:
+            return released
 
 
 # ---- locations and inventory ----------------------------------------------------------------

@@ -102,7 +102,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
         def attempt(lock: bool) -> Callable[[asyncpg.Connection], Awaitable[handlers.Routed]]:
             return lambda conn: handlers.create_fulfillment_orders(
-                conn, self._policy, request.order_id, groups, key, lock
+                conn, self._policy, request.order_id, groups, key, lock, request.reservation_id
             )
 
         return await self._idempotent(
@@ -389,3 +389,44 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             self._pool, self._policy, self._holidays, question, self._clock()
         )
         return pb.EstimateDeliveryResponse(estimates=[convert.estimate_to_pb(e) for e in estimates])
+
+    async def ReserveInventory(
+        self, request: pb.ReserveInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReserveInventoryResponse:
+        reservation = convert.reservation_request_from_pb(request)
+        domain.validate_reservation_request(reservation)
+        key = f"reserve:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[domain.CheckoutReservation]]:
+            return lambda conn: handlers.reserve_inventory(conn, self._policy, reservation, lock)
+
+        def encode(held: domain.CheckoutReservation) -> pb.ReserveInventoryResponse:
+            return pb.ReserveInventoryResponse(reservation=convert.reservation_to_pb(held))
+
+        return await self._idempotent(key, request, pb.ReserveInventoryResponse, attempt, encode)
+
+    async def GetReservation(
+        self, request: pb.GetReservationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReservationResponse:
+        check_required({"reservation_id": request.reservation_id})
+        found = await handlers.get_reservation(self._pool, request.reservation_id)
+        return pb.GetReservationResponse(reservation=convert.reservation_to_pb(found))
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseReservationResponse:
+        check_required({"reservation_id": request.reservation_id})
+        for number in range(1, ROUTING_ATTEMPTS + 1):
+            try:
+                released = await self._in_transaction(
+                    lambda conn: handlers.release_reservation(conn, request.reservation_id)
+                )
+                break
+            except asyncpg.TransactionRollbackError as lost:
+                # A deadlock with an order consuming it: nothing was kept; try again.
+                if number == ROUTING_ATTEMPTS:
+                    raise
+                log.debug("lost a race; trying again", attempt=number, lost=str(lost))
+        return pb.ReleaseReservationResponse(reservation=convert.reservation_to_pb(released))

@@ -519,3 +519,54 @@ async def test_sixty_concurrent_orders_for_twenty_units_never_oversell(
         sku,
     )
     assert negative == 0
+
+
+async def test_concurrent_checkout_reservations_and_orders_never_oversell(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    sku = new_sku()
+    await stock(stub, sku, wh_east=20)
+
+    def reserve(quantity: int) -> pb.ReserveInventoryRequest:
+        return pb.ReserveInventoryRequest(
+            lines=[pb.CartLine(sku=sku, quantity=quantity)],
+            address=NEW_YORK,
+            ttl_seconds=600,
+            idempotency_key=str(uuid.uuid4()),
+        )
+
+    calls = [stub.ReserveInventory(reserve(2)) for _ in range(20)] + [
+        stub.CreateFulfillmentOrders(create_request(str(uuid.uuid4()), (sku, 3), address=NEW_YORK))
+        for _ in range(20)
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    held = sum(
+        h.quantity
+        for o in outcomes
+        if isinstance(o, pb.ReserveInventoryResponse)
+        for line in o.reservation.lines
+        for h in line.held
+    )
+    allocated = sum(
+        ln.quantity
+        for o in outcomes
+        if isinstance(o, pb.CreateFulfillmentOrdersResponse)
+        for fo in o.fulfillment_orders
+        for ln in fo.lines
+    )
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert all(r.code() == grpc.StatusCode.FAILED_PRECONDITION for r in refused)
+    assert held + allocated <= 20
+    # Whatever is left is less than any refused cart wanted.
+    assert not refused or 20 - held - allocated < 2
+    east = await level(stub, sku, "wh-east")
+    assert (east.reserved, east.available_to_fulfill) == (held + allocated, 20 - held - allocated)
+    counted = await sql.fetchval(
+        "SELECT (SELECT coalesce(sum(quantity), 0) FROM fulfillment.reservations"
+        "        WHERE sku = $1 AND status = 'reserved')"
+        "     + (SELECT coalesce(sum(quantity), 0) FROM fulfillment.checkout_holds"
+        "        WHERE sku = $1 AND held)",
+        sku,
+    )
+    assert counted == held + allocated

@@ -314,3 +314,80 @@ def test_a_group_one_allowed_location_can_ship_whole_is_never_split(
 
     assert len(plan.groups[0].allocations) == 1
     assert plan.unallocated == []
+
+
+# ---- an order consuming a checkout reservation ------------------------------------------------
+
+
+@settings(max_examples=250, deadline=None)
+@given(world=worlds(), destination=st.none() | st.just(NYC), data=st.data())
+def test_a_plan_with_a_reservation_never_oversells_and_places_held_units_where_they_are_held(
+    world: World, destination: Coordinates | None, data: st.DataObject
+) -> None:
+    candidates, stock, groups, policy, _ = world
+    destinations = {g.delivery_group_id: destination for g in groups}
+    # Held units are part of what is available (released for the order's routing).
+    holds = [
+        domain.Hold(i, location_id, sku, data.draw(st.integers(1, quantity)))
+        for i, ((location_id, sku), quantity) in enumerate(sorted(stock.items()))
+        if quantity > 0 and data.draw(st.booleans())
+    ]
+
+    plan = domain.route_with_reservation(
+        groups, holds, "r-1", candidates, stock, destinations, policy
+    )
+
+    for key, quantity in plan.reservations().items():
+        assert quantity <= stock.get(key, 0)
+    for g in plan.groups:
+        locations = [a.location_id for a in g.allocations]
+        assert len(set(locations)) == len(locations)
+        assert len(locations) <= policy.max_splits
+    capacity = {c.location_id: c.capacity_left for c in candidates}
+    for location_id, count in plan.fulfillment_orders_per_location().items():
+        left = capacity[location_id]
+        assert left is None or count <= left
+    accounted: Counter[str] = Counter()
+    for g in plan.groups:
+        for allocation in g.allocations:
+            for line in allocation.lines:
+                assert line.quantity > 0
+                accounted[line.order_line_id] += line.quantity
+    for line in plan.unallocated:
+        accounted[line.order_line_id] += line.quantity
+    assert dict(accounted) == {
+        line.order_line_id: line.quantity for g in groups for line in g.lines
+    }
+    # Held units go to the order first: where neither capacity nor the split limit stops
+    # them, of each SKU as many as the order wants of them ship from the held locations.
+    demand: Counter[str] = Counter()
+    for g in groups:
+        for line in g.lines:
+            demand[line.sku] += line.quantity
+    open_locations = {loc for loc, left in capacity.items() if left is None or left > 0}
+    for sku in demand:
+        held = sum(h.quantity for h in holds if h.sku == sku and h.location_id in open_locations)
+        shipped_from_held = sum(
+            q
+            for (loc, s), q in plan.reservations().items()
+            if s == sku and loc in {h.location_id for h in holds if h.sku == sku}
+        )
+        held_locations = {h.location_id for h in holds}
+        if (
+            all(left is None for left in capacity.values())
+            and len(held_locations) <= policy.max_splits
+        ):
+            assert shipped_from_held >= min(demand[sku], held)
+
+
+def test_an_order_takes_the_units_held_for_it_at_the_held_location_over_a_nearer_one() -> None:
+    order = group(("l1", "MUG", 2), ("l2", "TEE", 1))
+    holds = [domain.Hold(0, "wh-west", "MUG", 2)]
+    stock = {("wh-east", "MUG"): 5, ("wh-west", "MUG"): 2, ("wh-east", "TEE"): 5}
+
+    plan = domain.route_with_reservation(
+        [order], holds, "r-1", [EAST, WEST], stock, {"dg-1": NYC}, RoutingPolicy()
+    )
+
+    assert placed(plan) == {"wh-west": [("l1", 2)], "wh-east": [("l2", 1)]}
+    assert "2 of MUG for line l1 held by checkout reservation r-1: 2 at wh-west" in plan.decisions

@@ -374,8 +374,10 @@ async def route(
     lines: list[RoutingLineData],
     step: str,
     new_lines: list[LifecycleLine] | None = None,
+    reservation_id: str = "",
 ) -> RouteResult:
-    """Place `lines` (of the order's lines, or of `new_lines` not on it yet)."""
+    """Place `lines` (of the order's lines, or of `new_lines` not on it yet), consuming the
+    checkout reservation `reservation_id` when one is given and still held."""
     order = steps.order
     known = [*order.lines, *(new_lines or [])]
     group_of = {line.order_line_id: line.delivery_group_id for line in known}
@@ -394,7 +396,7 @@ async def route(
             )
     result: RouteResult = await steps.activity(
         names.CREATE_FULFILLMENT_ORDERS,
-        RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups),
+        RouteInput(order.order_id, f"{order.order_id}:route:{step}", groups, reservation_id),
         result_type=RouteResult,
     )
     return result

@@ -190,6 +190,9 @@ class Order:
     # A subscription's cycle order: its subscription and cycle ("" and 0 for any other).
     subscription_id: str = ""
     subscription_cycle: int = 0
+    # The checkout reservation the order was submitted with (passed to the lifecycle, which
+    # hands it to routing; not stored with the order).
+    reservation_id: str = ""
 
 
 @dataclass(frozen=True)

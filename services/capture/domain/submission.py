@@ -124,6 +124,8 @@ class OrderSubmission:
     # A subscription's cycle order (the worker alone sets these): the subscription and cycle.
     subscription_id: str = ""
     subscription_cycle: int = 0
+    # A checkout reservation holding the order's units (fulfillment's), passed to routing.
+    reservation_id: str = ""
 
 
 # ---- rules ----------------------------------------------------------------------------------
@@ -459,6 +461,7 @@ def capture_order(
         ),
         subscription_id=s.subscription_id,
         subscription_cycle=s.subscription_cycle,
+        reservation_id=s.reservation_id,
     )
 
 

@@ -1,4 +1,5 @@
-"""Fulfillment domain: inventory (locations, stock levels, reservations), routing (the
+"""Fulfillment domain: inventory (locations, stock levels, reservations), checkout
+reservations (a cart's units held before the order), routing (the
 policy and the plan), postal codes (where recipients are), fulfillment orders (statuses,
 progress, shipments, units taken off, listing) and delivery promises (business days, ship and
 delivery dates), a module each, over the shared value types in `common`.
@@ -11,6 +12,66 @@ writes these types; the servicer converts them to and from the wire. Callers use
 from __future__ import annotations
 
 from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
+from services.fulfillment.domain.checkout import (
+    CONSUMED as CONSUMED,
+)
+from services.fulfillment.domain.checkout import (
+    EXPIRED as EXPIRED,
+)
+from services.fulfillment.domain.checkout import (
+    HELD as HELD,
+)
+from services.fulfillment.domain.checkout import (
+    MAX_TTL_SECONDS as MAX_TTL_SECONDS,
+)
+from services.fulfillment.domain.checkout import (
+    MIN_TTL_SECONDS as MIN_TTL_SECONDS,
+)
+from services.fulfillment.domain.checkout import (
+    RESERVATION_STATUSES as RESERVATION_STATUSES,
+)
+from services.fulfillment.domain.checkout import (
+    CartLine as CartLine,
+)
+from services.fulfillment.domain.checkout import (
+    CheckoutReservation as CheckoutReservation,
+)
+from services.fulfillment.domain.checkout import (
+    Hold as Hold,
+)
+from services.fulfillment.domain.checkout import (
+    ReservationRequest as ReservationRequest,
+)
+from services.fulfillment.domain.checkout import (
+    WithinLocationGroup as WithinLocationGroup,
+)
+from services.fulfillment.domain.checkout import (
+    cart_group as cart_group,
+)
+from services.fulfillment.domain.checkout import (
+    eligible_locations as eligible_locations,
+)
+from services.fulfillment.domain.checkout import (
+    held_units as held_units,
+)
+from services.fulfillment.domain.checkout import (
+    holds_of_plan as holds_of_plan,
+)
+from services.fulfillment.domain.checkout import (
+    route_with_reservation as route_with_reservation,
+)
+from services.fulfillment.domain.checkout import (
+    unknown_location_group as unknown_location_group,
+)
+from services.fulfillment.domain.checkout import (
+    usable_by as usable_by,
+)
+from services.fulfillment.domain.checkout import (
+    validate_reservation_request as validate_reservation_request,
+)
+from services.fulfillment.domain.checkout import (
+    with_note as with_note,
+)
 from services.fulfillment.domain.common import (
     DEFAULT_CUTOFF as DEFAULT_CUTOFF,
 )

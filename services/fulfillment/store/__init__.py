@@ -1,20 +1,40 @@
 """Fulfillment's Postgres store: named SQL over the fulfillment schema, domain types out.
-Inventory (locations, groups, levels, daily capacity), routing (what it reads, delivery
-groups, decisions), postal codes (loads of a country's coordinates), fulfillment orders
-(lines, reservations, shipments) and delivery promises (transit times, the estimate's
-snapshot) are a module each, over `common`; callers use the package (`store.X`), which
-re-exports every public name.
+Inventory (locations, groups, levels, daily capacity), checkout reservations (carts' units
+held on levels), routing (what it reads, delivery groups, decisions), postal codes (loads
+of a country's coordinates), fulfillment orders (lines, reservations, shipments) and
+delivery promises (transit times, the estimate's snapshot) are a module each, over `common`;
+callers use the package (`store.X`), which re-exports every public name.
 
 Functions that take a connection run inside the caller's transaction, so one RPC can read,
 decide (in the domain) and write atomically, together with its idempotency key and outbox row.
 
-Rows are locked in one order everywhere: fulfillment order, then inventory levels by
-(location, sku), then a location's daily load by location. Writers that cannot keep to it (a
-move releases at one location and reserves at another) are retried on a deadlock.
+Rows are locked in one order everywhere: fulfillment order or checkout reservation (expired
+ones in id order), then inventory levels by (location, sku), then a location's daily load by
+location. Writers that cannot keep to it (a move releases at one location and reserves at
+another; an order consuming a reservation releases its holds before routing reserves) are
+retried on a deadlock.
 """
 
 from __future__ import annotations
 
+from services.fulfillment.store.checkout import (
+    consume as consume,
+)
+from services.fulfillment.store.checkout import (
+    get_reservation as get_reservation,
+)
+from services.fulfillment.store.checkout import (
+    hold as hold,
+)
+from services.fulfillment.store.checkout import (
+    release_expired_batch as release_expired_batch,
+)
+from services.fulfillment.store.checkout import (
+    release_expired_for as release_expired_for,
+)
+from services.fulfillment.store.checkout import (
+    release_if_held as release_if_held,
+)
 from services.fulfillment.store.common import (
     PERSONAL_COLUMNS as PERSONAL_COLUMNS,
 )

@@ -63,8 +63,16 @@ ON CONFLICT DO NOTHING"""
 
 # ---- inventory levels ------------------------------------------------------------------------
 
-SQL_LEVELS_FOR_SKUS = """
-SELECT il.location_id, il.sku, il.on_hand, il.reserved, il.safety_stock, l.enabled
+# Units a level's `reserved` still counts for checkout reservations that expired but are not
+# released yet (the sweeper, or the next writer of these SKUs, releases them). They are no
+# longer held, so readers leave them out; `il` is the level read.
+EXPIRED_HOLDS = """(SELECT coalesce(sum(h.quantity), 0)::bigint FROM checkout_holds h
+    WHERE h.held AND h.location_id = il.location_id AND h.sku = il.sku
+      AND h.expires_at <= now())"""
+
+SQL_LEVELS_FOR_SKUS = f"""
+SELECT il.location_id, il.sku, il.on_hand, il.reserved - {EXPIRED_HOLDS} AS reserved,
+       il.safety_stock, l.enabled
 FROM inventory_levels il JOIN locations l ON l.id = il.location_id
 WHERE il.sku = ANY($1::text[])
 ORDER BY il.sku, il.location_id"""

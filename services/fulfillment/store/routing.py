@@ -13,7 +13,7 @@ import asyncpg
 
 from services.fulfillment import domain
 from services.fulfillment.store.common import TODAY, Conn, postal_address
-from services.fulfillment.store.inventory import inventory_level
+from services.fulfillment.store.inventory import EXPIRED_HOLDS, inventory_level
 
 # ---- routing reads -----------------------------------------------------------------------------
 
@@ -37,15 +37,19 @@ WHERE country_code = $1 AND postal_prefix = ANY($2::text[])
 ORDER BY length(postal_prefix) DESC
 LIMIT 1"""
 
-SQL_ENABLED_LEVELS = """
-SELECT il.location_id, il.sku, il.on_hand, il.reserved, il.safety_stock
+# Held units of expired checkout reservations are left out, as GetAvailability leaves them out
+# (writers release them before routing; delivery promises only read).
+SQL_ENABLED_LEVELS = f"""
+SELECT il.location_id, il.sku, il.on_hand, il.reserved - {EXPIRED_HOLDS} AS reserved,
+       il.safety_stock
 FROM inventory_levels il JOIN locations l ON l.id = il.location_id
 WHERE l.enabled AND il.sku = ANY($1::text[])"""
 
 # The last routing attempt locks the rows it reads (in one global order, so lockers never
 # deadlock) and therefore cannot lose a race.
-SQL_ENABLED_LEVELS_LOCKED = """
-SELECT il.location_id, il.sku, il.on_hand, il.reserved, il.safety_stock
+SQL_ENABLED_LEVELS_LOCKED = f"""
+SELECT il.location_id, il.sku, il.on_hand, il.reserved - {EXPIRED_HOLDS} AS reserved,
+       il.safety_stock
 FROM inventory_levels il JOIN locations l ON l.id = il.location_id
 WHERE l.enabled AND il.sku = ANY($1::text[])
 ORDER BY il.location_id, il.sku

@@ -608,6 +608,7 @@ class SubmitOrderRequest(_message.Message):
     BILLING_ADDRESS_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_CYCLE_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The channel's key for this submission; resubmitting with the same key is safe."""
     channel: Global___Channel.ValueType
@@ -621,6 +622,12 @@ class SubmitOrderRequest(_message.Message):
     retried on the deployment's schedule instead of canceling at once.
     """
     subscription_cycle: _builtins.int
+    reservation_id: _builtins.str
+    """A checkout reservation (fulfillment's ReserveInventory) holding this order's units: its
+    held units ship from where they are held. Optional; an unknown, expired, released or
+    already consumed reservation does not refuse the order, which then routes on current
+    availability.
+    """
     @_builtins.property
     def shopper(self) -> Global___Shopper:
         """Who ordered."""
@@ -672,10 +679,11 @@ class SubmitOrderRequest(_message.Message):
         billing_address: _common_pb2.PostalAddress | None = ...,
         subscription_id: _builtins.str = ...,
         subscription_cycle: _builtins.int = ...,
+        reservation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "grand_total", b"grand_total", "payment_method", b"payment_method", "shopper", b"shopper"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "shopper", b"shopper", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "grand_total", b"grand_total", "idempotency_key", b"idempotency_key", "lines", b"lines", "payment_method", b"payment_method", "reservation_id", b"reservation_id", "shopper", b"shopper", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

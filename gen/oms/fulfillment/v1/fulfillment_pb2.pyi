@@ -22,6 +22,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ReservationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReservationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReservationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESERVATION_STATUS_UNSPECIFIED: _ReservationStatus.ValueType  # 0
+    """Not set; never stored."""
+    RESERVATION_STATUS_HELD: _ReservationStatus.ValueType  # 1
+    """Its units are held until `expires_at`."""
+    RESERVATION_STATUS_CONSUMED: _ReservationStatus.ValueType  # 2
+    """An order took its units (`order_id`); they are that order's fulfillment orders' now."""
+    RESERVATION_STATUS_RELEASED: _ReservationStatus.ValueType  # 3
+    """ReleaseReservation gave its units back."""
+    RESERVATION_STATUS_EXPIRED: _ReservationStatus.ValueType  # 4
+    """It outlived its time to live; its units are available to everyone again."""
+
+class ReservationStatus(_ReservationStatus, metaclass=_ReservationStatusEnumTypeWrapper):
+    """ReservationStatus is where a checkout reservation is in its life."""
+
+RESERVATION_STATUS_UNSPECIFIED: ReservationStatus.ValueType  # 0
+"""Not set; never stored."""
+RESERVATION_STATUS_HELD: ReservationStatus.ValueType  # 1
+"""Its units are held until `expires_at`."""
+RESERVATION_STATUS_CONSUMED: ReservationStatus.ValueType  # 2
+"""An order took its units (`order_id`); they are that order's fulfillment orders' now."""
+RESERVATION_STATUS_RELEASED: ReservationStatus.ValueType  # 3
+"""ReleaseReservation gave its units back."""
+RESERVATION_STATUS_EXPIRED: ReservationStatus.ValueType  # 4
+"""It outlived its time to live; its units are available to everyone again."""
+Global___ReservationStatus: _TypeAlias = ReservationStatus  # noqa: Y015
+
 class _FulfillmentOrderStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -572,10 +604,18 @@ class CreateFulfillmentOrdersRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     DELIVERY_GROUPS_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order being fulfilled."""
     idempotency_key: _builtins.str
     """Same key, same request: the stored result is returned; same key, other request: ALREADY_EXISTS."""
+    reservation_id: _builtins.str
+    """A checkout reservation (ReserveInventory) the order was placed with: the units it holds
+    of the order's SKUs are placed where they are held, and the rest is routed as usual. A
+    reservation is consumed once; one that is unknown, expired, released or consumed by
+    another order is not used (the order routes on current availability and its routing
+    decision says why).
+    """
     @_builtins.property
     def delivery_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingDeliveryGroup]:
         """What to route."""
@@ -586,10 +626,11 @@ class CreateFulfillmentOrdersRequest(_message.Message):
         order_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         delivery_groups: _abc.Iterable[Global___RoutingDeliveryGroup] | None = ...,
+        reservation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_groups", b"delivery_groups", "idempotency_key", b"idempotency_key", "order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_groups", b"delivery_groups", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "reservation_id", b"reservation_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1113,7 +1154,7 @@ class InventoryLevel(_message.Message):
     on_hand: _builtins.int
     """Physically there."""
     reserved: _builtins.int
-    """Held for orders that have not shipped."""
+    """Held for orders that have not shipped and for checkout reservations not yet expired."""
     safety_stock: _builtins.int
     """Kept back from selling."""
     available_to_fulfill: _builtins.int
@@ -2189,3 +2230,294 @@ class PromisedShipment(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__distance_km) -> _WhichOneofReturnType__distance_km | None: ...
 
 Global___PromisedShipment: _TypeAlias = PromisedShipment  # noqa: Y015
+
+@_typing.final
+class CartLine(_message.Message):
+    """CartLine is units of one SKU in a shopper's cart."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Stock keeping unit; each SKU once per request."""
+    quantity: _builtins.int
+    """Units; must be positive."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartLine: _TypeAlias = CartLine  # noqa: Y015
+
+@_typing.final
+class HeldUnits(_message.Message):
+    """HeldUnits is units of a cart line held at one location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    """Where they are held (and where an order placed with the reservation ships them from)."""
+    quantity: _builtins.int
+    """Units held there."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldUnits: _TypeAlias = HeldUnits  # noqa: Y015
+
+@_typing.final
+class ReservedLine(_message.Message):
+    """ReservedLine is a cart line as a reservation holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The line as asked for."""
+    quantity: _builtins.int
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldUnits]:
+        """Where its units are held, by location id; their quantities add up to `quantity`."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        held: _abc.Iterable[Global___HeldUnits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReservedLine: _TypeAlias = ReservedLine  # noqa: Y015
+
+@_typing.final
+class Reservation(_message.Message):
+    """Reservation is a checkout reservation: a cart's units held for a while."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation; SubmitOrder's `reservation_id`."""
+    status: Global___ReservationStatus.ValueType
+    """Where it is in its life."""
+    order_id: _builtins.str
+    """The order that consumed it; empty unless CONSUMED."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When its units stop being held (unless an order consumed it first)."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservedLine]:
+        """One per cart line, in request order."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        status: Global___ReservationStatus.ValueType = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        lines: _abc.Iterable[Global___ReservedLine] | None = ...,
+        order_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "lines", b"lines", "order_id", b"order_id", "reservation_id", b"reservation_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reservation: _TypeAlias = Reservation  # noqa: Y015
+
+@_typing.final
+class ReserveInventoryRequest(_message.Message):
+    """ReserveInventoryRequest asks to hold a cart's units."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    LOCATION_GROUP_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_group_id: _builtins.str
+    """Where from: exactly one of a location group (only its enabled locations hold units) or
+    the delivery address (routed as an order to it would be, from every enabled location).
+    """
+    ttl_seconds: _builtins.int
+    """How long the units are held: 1 to 3600 seconds."""
+    idempotency_key: _builtins.str
+    """Same key, same request: the stored answer is returned; same key, other request:
+    ALREADY_EXISTS.
+    """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartLine]:
+        """The cart; at least one line, each SKU once."""
+
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress: ...
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___CartLine] | None = ...,
+        location_group_id: _builtins.str = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+        ttl_seconds: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "idempotency_key", b"idempotency_key", "lines", b"lines", "location_group_id", b"location_group_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveInventoryRequest: _TypeAlias = ReserveInventoryRequest  # noqa: Y015
+
+@_typing.final
+class ReserveInventoryResponse(_message.Message):
+    """ReserveInventoryResponse is the reservation made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> Global___Reservation:
+        """Status HELD when it was made."""
+
+    def __init__(
+        self,
+        *,
+        reservation: Global___Reservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveInventoryResponse: _TypeAlias = ReserveInventoryResponse  # noqa: Y015
+
+@_typing.final
+class GetReservationRequest(_message.Message):
+    """GetReservationRequest names a checkout reservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReservationRequest: _TypeAlias = GetReservationRequest  # noqa: Y015
+
+@_typing.final
+class GetReservationResponse(_message.Message):
+    """GetReservationResponse is the reservation as it is now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> Global___Reservation:
+        """The reservation."""
+
+    def __init__(
+        self,
+        *,
+        reservation: Global___Reservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReservationResponse: _TypeAlias = GetReservationResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseReservationRequest(_message.Message):
+    """ReleaseReservationRequest names a checkout reservation to give back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReservationRequest: _TypeAlias = ReleaseReservationRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseReservationResponse(_message.Message):
+    """ReleaseReservationResponse is the reservation after the release."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> Global___Reservation:
+        """RELEASED, or EXPIRED when it had expired before."""
+
+    def __init__(
+        self,
+        *,
+        reservation: Global___Reservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReservationResponse: _TypeAlias = ReleaseReservationResponse  # noqa: Y015

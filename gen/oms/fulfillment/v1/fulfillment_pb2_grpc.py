@@ -148,6 +148,21 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.FromString,
                 _registered_method=True)
+        self.ReserveInventory = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ReserveInventory',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryResponse.FromString,
+                _registered_method=True)
+        self.GetReservation = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/GetReservation',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationResponse.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ReleaseReservation',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -332,6 +347,36 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveInventory(self, request, context):
+        """For checkout: holds a cart's units for `ttl_seconds` at the locations routing would ship
+        them from (the routing an order gets), so nobody else can take them meanwhile: held units
+        count against availability for GetAvailability, the routing of other orders and other
+        reservations at once. All or nothing: a line that cannot be held whole is
+        FAILED_PRECONDITION naming its SKU and what is available, and nothing is held. An order
+        submitted with the reservation's id (SubmitOrder's `reservation_id`) ships the held units
+        from where they are held. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReservation(self, request, context):
+        """Returns a checkout reservation as it is now (an unreleased one past its expiry reads
+        EXPIRED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
+        or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
+        units belong to the order's fulfillment orders).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -444,6 +489,21 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ErasePersonalData,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.SerializeToString,
+            ),
+            'ReserveInventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveInventory,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryResponse.SerializeToString,
+            ),
+            'GetReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReservation,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationResponse.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1043,6 +1103,87 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ErasePersonalData',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ErasePersonalDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ReserveInventory',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReserveInventoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/GetReservation',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.GetReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ReleaseReservation',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,24 @@ class FulfillmentServiceStub:
     EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
     the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
     """
+    ReserveInventory: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReserveInventoryRequest, _fulfillment_pb2.ReserveInventoryResponse]
+    """For checkout: holds a cart's units for `ttl_seconds` at the locations routing would ship
+    them from (the routing an order gets), so nobody else can take them meanwhile: held units
+    count against availability for GetAvailability, the routing of other orders and other
+    reservations at once. All or nothing: a line that cannot be held whole is
+    FAILED_PRECONDITION naming its SKU and what is available, and nothing is held. An order
+    submitted with the reservation's id (SubmitOrder's `reservation_id`) ships the held units
+    from where they are held. Idempotent by key.
+    """
+    GetReservation: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetReservationRequest, _fulfillment_pb2.GetReservationResponse]
+    """Returns a checkout reservation as it is now (an unreleased one past its expiry reads
+    EXPIRED).
+    """
+    ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReleaseReservationRequest, _fulfillment_pb2.ReleaseReservationResponse]
+    """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
+    or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
+    units belong to the order's fulfillment orders).
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -197,6 +215,24 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Erases the personal data fulfillment keeps for these orders (internal: capture's
     EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
     the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+    """
+    ReserveInventory: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReserveInventoryRequest, _fulfillment_pb2.ReserveInventoryResponse]  # type: ignore[assignment]
+    """For checkout: holds a cart's units for `ttl_seconds` at the locations routing would ship
+    them from (the routing an order gets), so nobody else can take them meanwhile: held units
+    count against availability for GetAvailability, the routing of other orders and other
+    reservations at once. All or nothing: a line that cannot be held whole is
+    FAILED_PRECONDITION naming its SKU and what is available, and nothing is held. An order
+    submitted with the reservation's id (SubmitOrder's `reservation_id`) ships the held units
+    from where they are held. Idempotent by key.
+    """
+    GetReservation: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetReservationRequest, _fulfillment_pb2.GetReservationResponse]  # type: ignore[assignment]
+    """Returns a checkout reservation as it is now (an unreleased one past its expiry reads
+    EXPIRED).
+    """
+    ReleaseReservation: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReleaseReservationRequest, _fulfillment_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
+    """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
+    or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
+    units belong to the order's fulfillment orders).
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -411,6 +447,42 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Erases the personal data fulfillment keeps for these orders (internal: capture's
         EraseShopper calls it): ship-to addresses of their delivery groups, and free text naming
         the shopper. Fulfillment orders, shipments, quantities and ids stay. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ReserveInventory(
+        self,
+        request: _fulfillment_pb2.ReserveInventoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ReserveInventoryResponse, _abc.Awaitable[_fulfillment_pb2.ReserveInventoryResponse]]:
+        """For checkout: holds a cart's units for `ttl_seconds` at the locations routing would ship
+        them from (the routing an order gets), so nobody else can take them meanwhile: held units
+        count against availability for GetAvailability, the routing of other orders and other
+        reservations at once. All or nothing: a line that cannot be held whole is
+        FAILED_PRECONDITION naming its SKU and what is available, and nothing is held. An order
+        submitted with the reservation's id (SubmitOrder's `reservation_id`) ships the held units
+        from where they are held. Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReservation(
+        self,
+        request: _fulfillment_pb2.GetReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.GetReservationResponse, _abc.Awaitable[_fulfillment_pb2.GetReservationResponse]]:
+        """Returns a checkout reservation as it is now (an unreleased one past its expiry reads
+        EXPIRED).
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseReservation(
+        self,
+        request: _fulfillment_pb2.ReleaseReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ReleaseReservationResponse, _abc.Awaitable[_fulfillment_pb2.ReleaseReservationResponse]]:
+        """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
+        or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
+        units belong to the order's fulfillment orders).
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
