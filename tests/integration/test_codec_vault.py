@@ -206,8 +206,11 @@ async def test_a_payload_moved_to_another_orders_name_does_not_open(
 
 
 async def test_rotation_keeps_old_orders_readable_and_rewrap_lets_the_old_key_go(
-    database: str, vaults: list[KeyVault]
+    postgres: EmbeddedPostgres, vaults: list[KeyVault]
 ) -> None:
+    # A database of its own: a rewrap goes over every data key, and the shared one holds keys
+    # other tests wrapped under master keys this test does not have.
+    database = await migrated_database(postgres, "oms_vault_rotation")
     old_order, new_order = a_subject(), a_subject()
     before = await open_vault(vaults, database, MasterKeys.parse(OLD))
     [old_payload] = await for_order(before, old_order).encode([plain("old order")])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -176,7 +175,7 @@ class Echo:
         return "imported"
 
 
-def test_the_guard_checks_unary_and_server_streaming_requests_first() -> None:
+async def test_the_guard_checks_unary_and_server_streaming_requests_first() -> None:
     service = capture_pb2.DESCRIPTOR.services_by_name["CaptureService"]
     servicer: Any = Echo()
     for name in (
@@ -192,17 +191,14 @@ def test_the_guard_checks_unary_and_server_streaming_requests_first() -> None:
     servicer.EraseShopper = servicer.GetOrder
     guarded = request_limits.guard(servicer, service)
 
-    async def run() -> None:
-        ok = capture_pb2.GetOrderRequest(order_id="o-1")
-        bad = capture_pb2.GetOrderRequest(order_id="o\x00")
-        assert await guarded.GetOrder(ok, None) == "got"
-        with pytest.raises(InvalidArgument):
-            await guarded.GetOrder(bad, None)
-        watch = capture_pb2.WatchOrderRequest
-        assert [r async for r in guarded.WatchOrder(watch(order_id="o-1"), None)] == ["watched"]
-        with pytest.raises(InvalidArgument):
-            _ = [r async for r in guarded.WatchOrder(watch(order_id="o\x00"), None)]
-        # A stream of requests is the servicer's to check, message by message.
-        assert guarded.ImportOrders == servicer.ImportOrders
-
-    asyncio.run(run())
+    ok = capture_pb2.GetOrderRequest(order_id="o-1")
+    bad = capture_pb2.GetOrderRequest(order_id="o\x00")
+    assert await guarded.GetOrder(ok, None) == "got"
+    with pytest.raises(InvalidArgument):
+        await guarded.GetOrder(bad, None)
+    watch = capture_pb2.WatchOrderRequest
+    assert [r async for r in guarded.WatchOrder(watch(order_id="o-1"), None)] == ["watched"]
+    with pytest.raises(InvalidArgument):
+        _ = [r async for r in guarded.WatchOrder(watch(order_id="o\x00"), None)]
+    # A stream of requests is the servicer's to check, message by message.
+    assert guarded.ImportOrders == servicer.ImportOrders
