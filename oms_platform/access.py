@@ -103,6 +103,13 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/ReserveInventory": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{FULFILLMENT}/GetReservation": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{FULFILLMENT}/ReleaseReservation": _CHANGE_ON_SHOPPERS_BEHALF,
+    # Buyers record incoming supply and pre-orders; warehouses announce and receive it at
+    # their own locations; agents see what a backorder waits for.
+    f"/{FULFILLMENT}/CreateSupply": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
+    f"/{FULFILLMENT}/UpdateSupply": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
+    f"/{FULFILLMENT}/CancelSupply": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
+    f"/{FULFILLMENT}/ListSupply": frozenset({AGENT, WAREHOUSE, MERCHANDISER, ADMIN}),
+    f"/{FULFILLMENT}/ReceiveSupply": frozenset({WAREHOUSE, MERCHANDISER, ADMIN}),
     # payments
     f"/{PAYMENTS}/AuthorizePayment": _LIFECYCLE,
     f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,

@@ -65,7 +65,12 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "shopper_id",
             "sku",
             "skus",
+            "supply_id",
             "to_location_id",
+            # A supply's expected day ("YYYY-MM-DD") and its purchase order or notice number.
+            "expected_date",
+            "Supply.reference",
+            "CreateSupplyRequest.reference",
             # Event types and channels, statuses and categories named in events.
             "Event.type",
             "Event.channel",
@@ -221,6 +226,15 @@ INT_RULES: dict[str, limits.IntRule | None] = {
         ),
         limits.QUANTITY_DELTA,
     ),
+    # Incoming supply counts stock, like an inventory adjustment.
+    **dict.fromkeys(
+        (
+            "CreateSupplyRequest.quantity",
+            "UpdateSupplyRequest.quantity",
+            "ReceiveSupplyRequest.quantity",
+        ),
+        limits.STOCK_DELTA,
+    ),
     **dict.fromkeys(
         (
             "InventoryLevel.on_hand",
@@ -258,6 +272,7 @@ INT_RULES: dict[str, limits.IntRule | None] = {
         (
             "ListOrdersRequest.page_size",
             "ListFulfillmentOrdersRequest.page_size",
+            "ListSupplyRequest.page_size",
             "ListProcessExceptionsRequest.page_size",
             "ListWebhookDeliveriesRequest.page_size",
             "SubmitOrderRequest.subscription_cycle",

@@ -629,6 +629,7 @@ class FulfillmentActivities:
                         RoutingLineData(line.order_line_id, line.sku, line.quantity)
                         for line in fo.lines
                     ],
+                    promise_date=fo.promise_date,
                 )
                 for fo in response.fulfillment_orders
             ],

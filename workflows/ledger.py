@@ -104,6 +104,13 @@ class Ledger:
             if not no_charge:
                 self.lines[line.order_line_id].allocated += line.quantity
 
+    def relocate(self, fo: FulfillmentOrderData) -> None:
+        """A tracked fulfillment order's new location or promise date; its units are as
+        they were."""
+        known = self.fulfillment_orders[fo.fulfillment_order_id]
+        self.state.fulfillment_orders[self.state.fulfillment_orders.index(known)] = fo
+        self.fulfillment_orders[fo.fulfillment_order_id] = fo
+
     def remove_open_units(self, fulfillment_order_id: str, items: list[ItemQuantity]) -> None:
         """Units leave a fulfillment order unshipped (rejected, moved or canceled)."""
         units = self.open_units.get(fulfillment_order_id, {})

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.billing as billing
     import workflows.changes.add_items as adding
     import workflows.changes.appease as appeasing
+    import workflows.changes.backorders as backorders
     import workflows.changes.cancel as canceling
     import workflows.changes.exchange as exchanging
     import workflows.changes.reship as reshipping
@@ -646,6 +647,8 @@ class OrderLifecycle:
                     "fulfillment",
                     attached_to,
                 )
+        elif event.kind in backorders.KINDS:
+            await backorders.on_event(self, fo, event)
         else:
             workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 

@@ -58,12 +58,17 @@ def payment(
 
 
 def allocated(fulfillment_orders: Iterable[FulfillmentOrderData]) -> list[EventData]:
-    """fulfillment.allocated, one per fulfillment order created, with its lines."""
+    """fulfillment.allocated, one per fulfillment order created, with its lines
+    (fulfillment.backordered for one promised from incoming supply, with its date)."""
     return [
         EventData(
-            "fulfillment.allocated",
+            "fulfillment.backordered" if fo.promise_date else "fulfillment.allocated",
             fulfillment_order=FulfillmentOrderEventData(
-                fo.fulfillment_order_id, fo.location_id, "allocated", routed_lines(fo.lines)
+                fo.fulfillment_order_id,
+                fo.location_id,
+                "backordered" if fo.promise_date else "allocated",
+                routed_lines(fo.lines),
+                f"promised for {fo.promise_date}" if fo.promise_date else "",
             ),
         )
         for fo in fulfillment_orders

@@ -166,7 +166,11 @@ class FulfillmentEvent:
     - "delivered": shipment_id set;
     - "rejected": the location refused `items` of the fulfillment order (reason set); fulfillment
       already routed them again: `replacements` are the new fulfillment orders, `unallocated`
-      what no other location could take.
+      what no other location could take;
+    - "backorder_released": a backordered fulfillment order got its units (`items`) from
+      arriving supply and went to its location;
+    - "backorder_repromised": a backordered fulfillment order is promised for another day:
+      `replacements[0]` is itself as it is now (location and promise date).
     """
 
     event_id: str
@@ -396,6 +400,8 @@ class FulfillmentOrderData:
     location_id: str
     delivery_group_id: str
     lines: list[RoutingLineData]
+    # Set on a backordered one: the day (YYYY-MM-DD) its incoming supply is expected.
+    promise_date: str = ""
 
 
 @dataclass

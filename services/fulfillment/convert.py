@@ -5,6 +5,7 @@ values, and domain records into protobuf messages. Pure functions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 
@@ -19,6 +20,7 @@ from services.fulfillment import domain
 from services.fulfillment.handlers import Moved, Rerouted, Routed, Shipped
 
 STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
+    domain.BACKORDERED: pb.FULFILLMENT_ORDER_STATUS_BACKORDERED,
     domain.ALLOCATED: pb.FULFILLMENT_ORDER_STATUS_ALLOCATED,
     domain.ACCEPTED: pb.FULFILLMENT_ORDER_STATUS_ACCEPTED,
     domain.PICKED: pb.FULFILLMENT_ORDER_STATUS_PICKED,
@@ -114,6 +116,8 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         shipments=[shipment_to_pb(s) for s in fo.shipments],
         created_at=timestamp_from_datetime(fo.created_at),
         updated_at=timestamp_from_datetime(fo.updated_at),
+        supply_id=fo.supply_id,
+        promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
     )
 
 
@@ -395,4 +399,75 @@ def reservation_to_pb(reservation: domain.CheckoutReservation) -> pb.Reservation
         ],
         order_id=reservation.order_id,
         created_at=timestamp_from_datetime(reservation.created_at),
+    )
+
+
+# ---- incoming supply ---------------------------------------------------------------------------
+
+SUPPLY_KIND_TO_PB: dict[str, pb.SupplyKind.ValueType] = {
+    domain.PURCHASE_ORDER: pb.SUPPLY_KIND_PURCHASE_ORDER,
+    domain.ADVANCE_SHIP_NOTICE: pb.SUPPLY_KIND_ADVANCE_SHIP_NOTICE,
+    domain.PRE_ORDER: pb.SUPPLY_KIND_PRE_ORDER,
+}
+SUPPLY_KIND_FROM_PB = {v: k for k, v in SUPPLY_KIND_TO_PB.items()}
+
+SUPPLY_STATUS_TO_PB: dict[str, pb.SupplyStatus.ValueType] = {
+    domain.SUPPLY_OPEN: pb.SUPPLY_STATUS_OPEN,
+    domain.SUPPLY_RECEIVED: pb.SUPPLY_STATUS_RECEIVED,
+    domain.SUPPLY_CANCELED: pb.SUPPLY_STATUS_CANCELED,
+}
+SUPPLY_STATUS_FROM_PB = {v: k for k, v in SUPPLY_STATUS_TO_PB.items()}
+
+
+def date_from_pb(value: str, field: str) -> date | None:
+    """A "YYYY-MM-DD" day; None when empty."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, "must be a date, YYYY-MM-DD")]) from None
+
+
+def supply_request_from_pb(request: pb.CreateSupplyRequest) -> domain.SupplyRequest:
+    """A supply to record; an unknown kind is left for the domain to name."""
+    return domain.SupplyRequest(
+        kind=SUPPLY_KIND_FROM_PB.get(request.kind, ""),
+        reference=request.reference,
+        location_id=request.location_id,
+        sku=request.sku,
+        quantity=request.quantity,
+        expected_date=date_from_pb(request.expected_date, "expected_date"),
+    )
+
+
+def supply_statuses_from_pb(
+    statuses: Sequence[pb.SupplyStatus.ValueType],
+) -> tuple[str, ...]:
+    """Status filters; an unknown one is INVALID_ARGUMENT naming it."""
+    violations = [
+        FieldViolation(f"statuses[{i}]", "must be a known supply status")
+        for i, s in enumerate(statuses)
+        if s not in SUPPLY_STATUS_FROM_PB
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+    return tuple(SUPPLY_STATUS_FROM_PB[s] for s in statuses)
+
+
+def supply_to_pb(supply: domain.Supply) -> pb.Supply:
+    """A supply on the wire."""
+    return pb.Supply(
+        supply_id=supply.supply_id,
+        kind=SUPPLY_KIND_TO_PB[supply.kind],
+        reference=supply.reference,
+        location_id=supply.location_id,
+        sku=supply.sku,
+        quantity=supply.quantity,
+        quantity_received=supply.quantity_received,
+        quantity_promised=supply.promised,
+        expected_date=supply.expected_date.isoformat(),
+        status=SUPPLY_STATUS_TO_PB[supply.status],
+        created_at=timestamp_from_datetime(supply.created_at),
+        updated_at=timestamp_from_datetime(supply.updated_at),
     )

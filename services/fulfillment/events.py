@@ -5,6 +5,7 @@ the events of the order's log for the changes the workflow is not told of.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ def fulfillment_order_data(fo: domain.FulfillmentOrder) -> FulfillmentOrderData:
         location_id=fo.location_id,
         delivery_group_id=fo.delivery_group_id,
         lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
+        promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
     )
 
 
@@ -110,3 +112,36 @@ def status_changed_event(
     )
     event.occurred_at.FromDatetime(fo.updated_at or datetime.now(UTC))
     return event
+
+
+def backorder_released_event(fo: domain.FulfillmentOrder, supply_id: str) -> FulfillmentEvent:
+    """The signal payload telling the order's workflow a backordered fulfillment order got its
+    units from arriving supply and is now its location's work."""
+    return FulfillmentEvent(
+        event_id=f"backorder_released:{fo.fulfillment_order_id}",
+        kind="backorder_released",
+        fulfillment_order_id=fo.fulfillment_order_id,
+        items=[ShipmentItemData(ln.order_line_id, ln.remaining) for ln in fo.lines if ln.remaining],
+        reason=f"supply {supply_id} received",
+    )
+
+
+def backorder_repromised_event(
+    fo: domain.FulfillmentOrder, supply: domain.Supply, reason: str
+) -> FulfillmentEvent:
+    """The signal payload telling the order's workflow a backordered fulfillment order is
+    promised for another date (its supply moved, or another supply took it over): the
+    fulfillment order as it is now, with its location, in `replacements`."""
+    moved = dataclasses.replace(
+        fo, location_id=supply.location_id, promise_date=supply.expected_date
+    )
+    return FulfillmentEvent(
+        event_id=(
+            f"backorder_repromised:{fo.fulfillment_order_id}:{supply.supply_id}:"
+            f"{supply.expected_date.isoformat()}"
+        ),
+        kind="backorder_repromised",
+        fulfillment_order_id=fo.fulfillment_order_id,
+        reason=reason,
+        replacements=[fulfillment_order_data(moved)],
+    )

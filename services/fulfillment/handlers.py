@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
@@ -71,6 +71,17 @@ async def _route(
 # ---- routing and fulfillment orders ---------------------------------------------------------
 
 
+async def _backorder(
+    conn: asyncpg.Connection, plan: domain.RoutingPlan
+) -> tuple[domain.RoutingPlan, list[domain.Backorder]]:
+    """Promise what stock could not place from incoming supply (its rows locked, so two orders
+    never promise the same units); the plan keeps only what is left unplaced."""
+    if not plan.unallocated:
+        return plan, []
+    supplies = await store.open_supply(conn, [line.sku for line in plan.unallocated])
+    return domain.backorder(plan, supplies, await store.today(conn))
+
+
 async def create_fulfillment_orders(
     conn: asyncpg.Connection,
     policy: domain.RoutingPolicy,
@@ -106,7 +117,9 @@ async def create_fulfillment_orders(
             snapshot.destinations,
             policy,
         )
+    plan, backorders = await _backorder(conn, plan)
     created = await store.reserve_and_create(conn, order_id, plan, new_id, key)
+    created += await store.create_backordered(conn, order_id, backorders, new_id)
     await store.record_delivery_groups(conn, order_id, groups)
     await store.record_decisions(conn, domain.decisions_of(order_id, plan, "order"), key)
     return Routed(created, plan)
@@ -316,6 +329,143 @@ async def release_expired_reservations(pool: asyncpg.Pool, batch: int) -> int:
         released += count
         if count < batch:
             return released
+
+
+# ---- incoming supply and backorders ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """A receipt: the supply after it, and the backordered fulfillment orders it released."""
+
+    supply: domain.Supply
+    released: list[domain.FulfillmentOrder]
+
+
+async def create_supply(conn: asyncpg.Connection, request: domain.SupplyRequest) -> domain.Supply:
+    """Record incoming supply at a known location; one open pre-order per SKU and location."""
+    domain.validate_supply(request, await store.location_ids(conn), await store.today(conn))
+    if request.kind == domain.PRE_ORDER:
+        found = await store.open_pre_order(conn, request.location_id, request.sku)
+        if found is not None:
+            raise FailedPrecondition(
+                f"{request.sku} is already on pre-order at {request.location_id} (supply "
+                f"{found.supply_id}); change its cap or release date with UpdateSupply"
+            )
+    return await store.insert_supply(conn, new_id(), request)
+
+
+async def update_supply(
+    conn: asyncpg.Connection,
+    supply_id: str,
+    quantity: int | None,
+    expected_date: date | None,
+) -> domain.Supply:
+    """Change an open supply; a new date re-promises its waiting fulfillment orders."""
+    supply = await store.get_supply(conn, supply_id, for_update=True)
+    changed = domain.changed_supply(supply, quantity, expected_date)
+    after = await store.change_supply(conn, changed)
+    if after.expected_date != supply.expected_date:
+        reason = (
+            f"supply {supply_id} now expected {after.expected_date.isoformat()} "
+            f"(was {supply.expected_date.isoformat()})"
+        )
+        for fo in await store.waiting(conn, supply_id):
+            await store.repromise(conn, fo.fulfillment_order_id, after)
+            await store.signal_order(
+                conn, fo.order_id, events.backorder_repromised_event(fo, after, reason)
+            )
+    return after
+
+
+async def cancel_supply(
+    conn: asyncpg.Connection, supply_id: str, reason: str, key: str
+) -> domain.Supply:
+    """Cancel an open supply: each waiting fulfillment order, oldest first, is promised from
+    other supply of the SKU, or rejected back to its order when there is none (its workflow
+    routes the units again, and holds for an agent as when no location has them)."""
+    supply = await store.get_supply(conn, supply_id, for_update=True)
+    if supply.status == domain.SUPPLY_CANCELED:
+        return supply
+    domain.check_open(supply, "cancel it")
+    waiting = await store.waiting(conn, supply_id)
+    await store.cancel_supply(conn, supply_id)
+    others = await store.open_supply(conn, [supply.sku])
+    why = f"supply {supply_id} canceled" + (f": {reason}" if reason else "")
+    plan = domain.repromise(
+        [_waiting(fo) for fo in waiting], supply, others, await store.today(conn)
+    )
+    by_id = {fo.fulfillment_order_id: fo for fo in waiting}
+    for entry, other in plan:
+        fo = by_id[entry.fulfillment_order_id]
+        if other is not None:
+            await store.repromise(conn, fo.fulfillment_order_id, other)
+            event = events.backorder_repromised_event(
+                fo, other, f"{why}; promised from supply {other.supply_id}"
+            )
+            await store.signal_order(conn, fo.order_id, event)
+            continue
+        change = domain.plan_unpromised(fo)
+        await store.take_off(conn, fo, change, why, key)
+        event = events.line_change_event(
+            fo.fulfillment_order_id, key, change, why, [], change.lines
+        )
+        await store.signal_order(conn, fo.order_id, event)
+    return await store.get_supply(conn, supply_id)
+
+
+def _waiting(fo: domain.FulfillmentOrder) -> domain.Waiting:
+    return domain.Waiting(
+        fo.fulfillment_order_id, fo.order_id, fo.supply_id, sum(ln.remaining for ln in fo.lines)
+    )
+
+
+async def receive_supply(
+    conn: asyncpg.Connection, supply_id: str, quantity: int, key: str
+) -> Received:
+    """Units of a supply arrived: on hand goes up at its location, and its waiting fulfillment
+    orders get them oldest first (reserved and allocated, their workflows told)."""
+    supply = await store.get_supply(conn, supply_id)
+    domain.check_receipt(supply, quantity)
+    # The level first, then the supply and its waiting orders: the store's lock order.
+    await store.adjust_inventory(
+        conn,
+        [
+            domain.InventoryAdjustment(
+                supply.location_id,
+                supply.sku,
+                domain.RECEIVED,
+                quantity,
+                f"supply {supply_id} received"
+                + (f" ({supply.reference})" if supply.reference else ""),
+            )
+        ],
+        key,
+    )
+    supply = await store.get_supply(conn, supply_id, for_update=True)
+    domain.check_receipt(supply, quantity)
+    await store.receive_supply(conn, supply_id, quantity, domain.receipt_status(supply, quantity))
+    waiting = await store.waiting(conn, supply_id)
+    level = await store.available(conn, supply.location_id, supply.sku)
+    chosen = {
+        w.fulfillment_order_id for w in domain.to_release([_waiting(f) for f in waiting], level)
+    }
+    released: list[domain.FulfillmentOrder] = []
+    for fo in waiting:
+        if fo.fulfillment_order_id not in chosen or not await store.release(conn, fo, key):
+            break
+        after = await store.get_fulfillment_order(conn, fo.fulfillment_order_id)
+        released.append(after)
+        await store.signal_order(conn, fo.order_id, events.backorder_released_event(fo, supply_id))
+    return Received(await store.get_supply(conn, supply_id), released)
+
+
+async def list_supply(
+    pool: asyncpg.Pool, sku: str, location_id: str, statuses: Sequence[str], limit: int
+) -> list[domain.Supply]:
+    """Supply matching the filters, earliest expected first."""
+    async with pool.acquire() as conn:
+        return await store.list_supply(conn, sku, location_id, statuses, limit)
 
 
 # ---- locations and inventory ----------------------------------------------------------------

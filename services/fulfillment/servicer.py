@@ -430,3 +430,84 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
                     raise
                 log.debug("lost a race; trying again", attempt=number, lost=str(lost))
         return pb.ReleaseReservationResponse(reservation=convert.reservation_to_pb(released))
+
+    # ---- incoming supply ---------------------------------------------------------------------
+
+    async def CreateSupply(
+        self, request: pb.CreateSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSupplyResponse:
+        check_required({"idempotency_key": request.idempotency_key})
+        supply = convert.supply_request_from_pb(request)
+        auth.require_location(supply.location_id, "the supply")
+        key = f"supply:{request.idempotency_key}"
+
+        def encode(created: domain.Supply) -> pb.CreateSupplyResponse:
+            return pb.CreateSupplyResponse(supply=convert.supply_to_pb(created))
+
+        return await self._once(
+            key,
+            request,
+            pb.CreateSupplyResponse,
+            lambda conn: handlers.create_supply(conn, supply),
+            encode,
+        )
+
+    async def _supply_location(self, supply_id: str) -> None:
+        """A warehouse changes or receives only its own locations' supply."""
+        check_required({"supply_id": supply_id})
+        if auth.current_principal().acts_for_every_location():
+            return
+        async with self._pool.acquire() as conn:
+            found = await store.get_supply(conn, supply_id)
+        auth.require_location(found.location_id, f"supply {supply_id}")
+
+    async def UpdateSupply(
+        self, request: pb.UpdateSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateSupplyResponse:
+        await self._supply_location(request.supply_id)
+        quantity = request.quantity if request.HasField("quantity") else None
+        expected = convert.date_from_pb(request.expected_date, "expected_date")
+        changed = await self._in_transaction(
+            lambda conn: handlers.update_supply(conn, request.supply_id, quantity, expected)
+        )
+        return pb.UpdateSupplyResponse(supply=convert.supply_to_pb(changed))
+
+    async def CancelSupply(
+        self, request: pb.CancelSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelSupplyResponse:
+        await self._supply_location(request.supply_id)
+        key = f"cancel-supply:{request.supply_id}"
+        canceled = await self._in_transaction(
+            lambda conn: handlers.cancel_supply(conn, request.supply_id, request.reason, key)
+        )
+        return pb.CancelSupplyResponse(supply=convert.supply_to_pb(canceled))
+
+    async def ListSupply(
+        self, request: pb.ListSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSupplyResponse:
+        size = domain.page_size(request.page_size)
+        statuses = convert.supply_statuses_from_pb(list(request.statuses))
+        found = await handlers.list_supply(
+            self._pool, request.sku, request.location_id, statuses, size
+        )
+        return pb.ListSupplyResponse(supply=[convert.supply_to_pb(s) for s in found])
+
+    async def ReceiveSupply(
+        self, request: pb.ReceiveSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveSupplyResponse:
+        check_required({"idempotency_key": request.idempotency_key})
+        await self._supply_location(request.supply_id)
+        key = f"receive-supply:{request.idempotency_key}"
+
+        def attempt(lock: bool) -> Callable[[asyncpg.Connection], Awaitable[handlers.Received]]:
+            return lambda conn: handlers.receive_supply(
+                conn, request.supply_id, request.quantity, key
+            )
+
+        def encode(received: handlers.Received) -> pb.ReceiveSupplyResponse:
+            return pb.ReceiveSupplyResponse(
+                supply=convert.supply_to_pb(received.supply),
+                released=[convert.fulfillment_order_to_pb(fo) for fo in received.released],
+            )
+
+        return await self._idempotent(key, request, pb.ReceiveSupplyResponse, attempt, encode)

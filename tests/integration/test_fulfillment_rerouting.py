@@ -298,6 +298,7 @@ async def test_rejecting_every_line_routes_them_to_the_next_best_location_once(
                     {"order_line_id": f"{order_id}-l0", "sku": w.a, "quantity": 2},
                     {"order_line_id": f"{order_id}-l1", "sku": w.b, "quantity": 1},
                 ],
+                "promise_date": "",  # allocated from stock, not backordered
             }
         ],
         "unallocated": [],

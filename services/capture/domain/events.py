@@ -45,6 +45,9 @@ EVENT_TYPES: Mapping[str, str] = {
             "rejected",
             "canceled",
             "rerouted",
+            "backordered",
+            "released",
+            "repromised",
         )
     },
     "shipment.shipped": SHIPMENT_CHANGED,

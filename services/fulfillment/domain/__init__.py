@@ -1,5 +1,5 @@
 """Fulfillment domain: inventory (locations, stock levels, reservations), checkout
-reservations (a cart's units held before the order), routing (the
+reservations (a cart's units held before the order), incoming supply and backorders, routing (the
 policy and the plan), postal codes (where recipients are), fulfillment orders (statuses,
 progress, shipments, units taken off, listing) and delivery promises (business days, ship and
 delivery dates), a module each, over the shared value types in `common`.
@@ -197,6 +197,9 @@ from services.fulfillment.domain.fulfillment_orders import (
 )
 from services.fulfillment.domain.fulfillment_orders import (
     plan_shipment as plan_shipment,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    plan_unpromised as plan_unpromised,
 )
 from services.fulfillment.domain.fulfillment_orders import (
     progress as progress,
@@ -419,4 +422,76 @@ from services.fulfillment.domain.routing import (
 )
 from services.fulfillment.domain.routing import (
     validate_routing_request as validate_routing_request,
+)
+from services.fulfillment.domain.supply import (
+    ADVANCE_SHIP_NOTICE as ADVANCE_SHIP_NOTICE,
+)
+from services.fulfillment.domain.supply import (
+    BACKORDERED as BACKORDERED,
+)
+from services.fulfillment.domain.supply import (
+    PRE_ORDER as PRE_ORDER,
+)
+from services.fulfillment.domain.supply import (
+    PURCHASE_ORDER as PURCHASE_ORDER,
+)
+from services.fulfillment.domain.supply import (
+    SUPPLY_CANCELED as SUPPLY_CANCELED,
+)
+from services.fulfillment.domain.supply import (
+    SUPPLY_KINDS as SUPPLY_KINDS,
+)
+from services.fulfillment.domain.supply import (
+    SUPPLY_OPEN as SUPPLY_OPEN,
+)
+from services.fulfillment.domain.supply import (
+    SUPPLY_RECEIVED as SUPPLY_RECEIVED,
+)
+from services.fulfillment.domain.supply import (
+    SUPPLY_STATUSES as SUPPLY_STATUSES,
+)
+from services.fulfillment.domain.supply import (
+    Backorder as Backorder,
+)
+from services.fulfillment.domain.supply import (
+    Supply as Supply,
+)
+from services.fulfillment.domain.supply import (
+    SupplyRequest as SupplyRequest,
+)
+from services.fulfillment.domain.supply import (
+    Waiting as Waiting,
+)
+from services.fulfillment.domain.supply import (
+    backorder as backorder,
+)
+from services.fulfillment.domain.supply import (
+    backorder_sentence as backorder_sentence,
+)
+from services.fulfillment.domain.supply import (
+    changed_supply as changed_supply,
+)
+from services.fulfillment.domain.supply import (
+    check_open as check_open,
+)
+from services.fulfillment.domain.supply import (
+    check_receipt as check_receipt,
+)
+from services.fulfillment.domain.supply import (
+    receipt_status as receipt_status,
+)
+from services.fulfillment.domain.supply import (
+    repromise as repromise,
+)
+from services.fulfillment.domain.supply import (
+    to_release as to_release,
+)
+from services.fulfillment.domain.supply import (
+    usable as usable,
+)
+from services.fulfillment.domain.supply import (
+    validate_supply as validate_supply,
+)
+from services.fulfillment.domain.supply import (
+    with_promised as with_promised,
 )

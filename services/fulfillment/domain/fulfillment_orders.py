@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.fulfillment.domain.common import plural
 from services.fulfillment.domain.inventory import Location
 from services.fulfillment.domain.routing import RoutingDecision, RoutingLine
+from services.fulfillment.domain.supply import BACKORDERED
 
 # ---- statuses ----------------------------------------------------------------------------
 
@@ -23,12 +24,22 @@ PACKED = "packed"
 SHIPPED = "shipped"
 REJECTED = "rejected"
 CANCELED = "canceled"
-FULFILLMENT_ORDER_STATUSES = (ALLOCATED, ACCEPTED, PICKED, PACKED, SHIPPED, REJECTED, CANCELED)
+FULFILLMENT_ORDER_STATUSES = (
+    BACKORDERED,
+    ALLOCATED,
+    ACCEPTED,
+    PICKED,
+    PACKED,
+    SHIPPED,
+    REJECTED,
+    CANCELED,
+)
 
 # Statuses a shipment can be confirmed from (a location may skip picking and packing reports).
 SHIPPABLE = frozenset({ACCEPTED, PICKED, PACKED})
-# Statuses in which units can still be taken off (rejected, canceled, moved).
-OPEN_STATUSES = frozenset({ALLOCATED, ACCEPTED, PICKED, PACKED})
+# Statuses in which units can still be taken off (rejected, canceled, moved); a backordered
+# one's only canceled (no location has it yet to reject or move it).
+OPEN_STATUSES = frozenset({BACKORDERED, ALLOCATED, ACCEPTED, PICKED, PACKED})
 
 
 # ---- fulfillment orders ------------------------------------------------------------------
@@ -89,6 +100,9 @@ class FulfillmentOrder:
     shipments: tuple[Shipment, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # A backordered one's supply and the date it is promised for (kept after its release).
+    supply_id: str = ""
+    promise_date: date | None = None
 
 
 # Warehouse progress reports: the status each leads to, the statuses it may come from, and
@@ -212,8 +226,17 @@ class FulfillmentOrderReduction:
 
     @property
     def frees_capacity(self) -> bool:
-        """True when the fulfillment order stops being work for its location."""
-        return self.status_before in OPEN_STATUSES and self.status_after in (REJECTED, CANCELED)
+        """True when the fulfillment order stops being work for its location (a backordered
+        one never was)."""
+        return self.status_before in OPEN_STATUSES - {BACKORDERED} and self.status_after in (
+            REJECTED,
+            CANCELED,
+        )
+
+    @property
+    def holds_stock(self) -> bool:
+        """True when the units taken off were reserved (a backordered order reserved none)."""
+        return self.status_before != BACKORDERED
 
 
 def _requested_units(
@@ -259,7 +282,7 @@ def plan_line_change(
     (except for a cancel, which must name them). The order ends rejected or canceled when
     nothing is left to ship, or shipped if part of it already shipped."""
     verb, terminal = LINE_CHANGE_KINDS[kind]
-    if fo.status not in OPEN_STATUSES:
+    if fo.status not in OPEN_STATUSES or (fo.status == BACKORDERED and kind != CANCELED):
         raise refuse(fo, f"{verb} its lines")
     if requested:
         taking = _requested_units(fo, requested, verb)
@@ -282,6 +305,17 @@ def plan_line_change(
     else:
         status = terminal
     return FulfillmentOrderReduction(kind, tuple(taking), fo.status, status)
+
+
+def plan_unpromised(fo: FulfillmentOrder) -> FulfillmentOrderReduction:
+    """A backordered fulfillment order whose supply will not come and that no other supply
+    can take: every unit goes back to the order (rejected), for routing again."""
+    taking = tuple(
+        RoutingLine(line.order_line_id, line.sku, line.remaining)
+        for line in fo.lines
+        if line.remaining > 0
+    )
+    return FulfillmentOrderReduction(REJECTED, taking, fo.status, REJECTED)
 
 
 def plan_cancel(fo: FulfillmentOrder) -> FulfillmentOrderReduction | None:

@@ -368,3 +368,42 @@ from services.fulfillment.store.routing import (
 from services.fulfillment.store.routing import (
     routing_snapshot as routing_snapshot,
 )
+from services.fulfillment.store.supply import (
+    cancel_supply as cancel_supply,
+)
+from services.fulfillment.store.supply import (
+    change_supply as change_supply,
+)
+from services.fulfillment.store.supply import (
+    create_backordered as create_backordered,
+)
+from services.fulfillment.store.supply import (
+    get_supply as get_supply,
+)
+from services.fulfillment.store.supply import (
+    insert_supply as insert_supply,
+)
+from services.fulfillment.store.supply import (
+    list_supply as list_supply,
+)
+from services.fulfillment.store.supply import (
+    open_pre_order as open_pre_order,
+)
+from services.fulfillment.store.supply import (
+    open_supply as open_supply,
+)
+from services.fulfillment.store.supply import (
+    receive_supply as receive_supply,
+)
+from services.fulfillment.store.supply import (
+    release as release,
+)
+from services.fulfillment.store.supply import (
+    repromise as repromise,
+)
+from services.fulfillment.store.supply import (
+    today as today,
+)
+from services.fulfillment.store.supply import (
+    waiting as waiting,
+)

@@ -46,7 +46,10 @@ SELECT $1, fo, line, loc, sku, qty, 'reserved', $7
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
     AS r (fo, line, loc, sku, qty)"""
 
-_FO_COLUMNS = "id, order_id, delivery_group_id, location_id, status, created_at, updated_at"
+_FO_COLUMNS = (
+    "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
+    "supply_id, promise_date"
+)
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
 SQL_FULFILLMENT_ORDER_FOR_UPDATE = (
@@ -214,6 +217,8 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             shipments=tuple(shipments[row["id"]]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            supply_id=row["supply_id"] or "",
+            promise_date=row["promise_date"],
         )
         for row in rows
     ]
@@ -422,7 +427,7 @@ async def take_off(
     )
     settled = "transferred" if change.kind == domain.MOVED else "released"
     released: dict[str, int] = defaultdict(int)
-    for line in change.lines:
+    for line in change.lines if change.holds_stock else ():
         await _settle(conn, fo_id, line.order_line_id, line.quantity, settled)
         released[line.sku] += line.quantity
     for sku, quantity in sorted(released.items()):

@@ -76,6 +76,10 @@ class _FulfillmentOrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     """The location refused it."""
     FULFILLMENT_ORDER_STATUS_CANCELED: _FulfillmentOrderStatus.ValueType  # 7
     """Canceled before shipping; its reservations were released."""
+    FULFILLMENT_ORDER_STATUS_BACKORDERED: _FulfillmentOrderStatus.ValueType  # 8
+    """Promised from incoming supply (`supply_id`, by `promise_date`); nothing is reserved and
+    the location has nothing to do until the supply arrives, when it becomes ALLOCATED.
+    """
 
 class FulfillmentOrderStatus(_FulfillmentOrderStatus, metaclass=_FulfillmentOrderStatusEnumTypeWrapper):
     """FulfillmentOrderStatus is where a fulfillment order is in its life at the location."""
@@ -96,7 +100,71 @@ FULFILLMENT_ORDER_STATUS_REJECTED: FulfillmentOrderStatus.ValueType  # 6
 """The location refused it."""
 FULFILLMENT_ORDER_STATUS_CANCELED: FulfillmentOrderStatus.ValueType  # 7
 """Canceled before shipping; its reservations were released."""
+FULFILLMENT_ORDER_STATUS_BACKORDERED: FulfillmentOrderStatus.ValueType  # 8
+"""Promised from incoming supply (`supply_id`, by `promise_date`); nothing is reserved and
+the location has nothing to do until the supply arrives, when it becomes ALLOCATED.
+"""
 Global___FulfillmentOrderStatus: _TypeAlias = FulfillmentOrderStatus  # noqa: Y015
+
+class _SupplyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SupplyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SupplyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUPPLY_KIND_UNSPECIFIED: _SupplyKind.ValueType  # 0
+    """Not set; refused."""
+    SUPPLY_KIND_PURCHASE_ORDER: _SupplyKind.ValueType  # 1
+    """A purchase order placed with a supplier."""
+    SUPPLY_KIND_ADVANCE_SHIP_NOTICE: _SupplyKind.ValueType  # 2
+    """An advance ship notice: the supplier says the units are on their way."""
+    SUPPLY_KIND_PRE_ORDER: _SupplyKind.ValueType  # 3
+    """A pre-order: the SKU sells up to `quantity` units (the cap) before its release date
+    (`expected_date`), each order backordered against the release.
+    """
+
+class SupplyKind(_SupplyKind, metaclass=_SupplyKindEnumTypeWrapper):
+    """SupplyKind is what announces incoming units."""
+
+SUPPLY_KIND_UNSPECIFIED: SupplyKind.ValueType  # 0
+"""Not set; refused."""
+SUPPLY_KIND_PURCHASE_ORDER: SupplyKind.ValueType  # 1
+"""A purchase order placed with a supplier."""
+SUPPLY_KIND_ADVANCE_SHIP_NOTICE: SupplyKind.ValueType  # 2
+"""An advance ship notice: the supplier says the units are on their way."""
+SUPPLY_KIND_PRE_ORDER: SupplyKind.ValueType  # 3
+"""A pre-order: the SKU sells up to `quantity` units (the cap) before its release date
+(`expected_date`), each order backordered against the release.
+"""
+Global___SupplyKind: _TypeAlias = SupplyKind  # noqa: Y015
+
+class _SupplyStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SupplyStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SupplyStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUPPLY_STATUS_UNSPECIFIED: _SupplyStatus.ValueType  # 0
+    """Not set; never stored."""
+    SUPPLY_STATUS_OPEN: _SupplyStatus.ValueType  # 1
+    """Expected; some units may have arrived."""
+    SUPPLY_STATUS_RECEIVED: _SupplyStatus.ValueType  # 2
+    """Every unit arrived."""
+    SUPPLY_STATUS_CANCELED: _SupplyStatus.ValueType  # 3
+    """It will not come."""
+
+class SupplyStatus(_SupplyStatus, metaclass=_SupplyStatusEnumTypeWrapper):
+    """SupplyStatus is where a supply is in its life."""
+
+SUPPLY_STATUS_UNSPECIFIED: SupplyStatus.ValueType  # 0
+"""Not set; never stored."""
+SUPPLY_STATUS_OPEN: SupplyStatus.ValueType  # 1
+"""Expected; some units may have arrived."""
+SUPPLY_STATUS_RECEIVED: SupplyStatus.ValueType  # 2
+"""Every unit arrived."""
+SUPPLY_STATUS_CANCELED: SupplyStatus.ValueType  # 3
+"""It will not come."""
+Global___SupplyStatus: _TypeAlias = SupplyStatus  # noqa: Y015
 
 class _LocationType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -481,6 +549,8 @@ class FulfillmentOrder(_message.Message):
     SHIPMENTS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SUPPLY_ID_FIELD_NUMBER: _builtins.int
+    PROMISE_DATE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -490,6 +560,11 @@ class FulfillmentOrder(_message.Message):
     """The location that ships it."""
     status: Global___FulfillmentOrderStatus.ValueType
     """Current status."""
+    supply_id: _builtins.str
+    """A backordered fulfillment order's supply and the day it is promised for (YYYY-MM-DD);
+    kept after its release. Empty for one allocated from stock.
+    """
+    promise_date: _builtins.str
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentLine]:
         """Lines and their quantities."""
@@ -516,10 +591,12 @@ class FulfillmentOrder(_message.Message):
         shipments: _abc.Iterable[Global___Shipment] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        supply_id: _builtins.str = ...,
+        promise_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "shipments", b"shipments", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "promise_date", b"promise_date", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2521,3 +2598,358 @@ class ReleaseReservationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseReservationResponse: _TypeAlias = ReleaseReservationResponse  # noqa: Y015
+
+@_typing.final
+class Supply(_message.Message):
+    """Supply is units of one SKU expected at one location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    QUANTITY_RECEIVED_FIELD_NUMBER: _builtins.int
+    QUANTITY_PROMISED_FIELD_NUMBER: _builtins.int
+    EXPECTED_DATE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    supply_id: _builtins.str
+    """Identifier."""
+    kind: Global___SupplyKind.ValueType
+    """What announced it, and the buyer's or supplier's number for it (free text)."""
+    reference: _builtins.str
+    location_id: _builtins.str
+    """Where the units arrive and what they are."""
+    sku: _builtins.str
+    quantity: _builtins.int
+    """Units expected in all (a pre-order's cap), and arrived so far."""
+    quantity_received: _builtins.int
+    quantity_promised: _builtins.int
+    """Units backordered fulfillment orders wait for."""
+    expected_date: _builtins.str
+    """The day the units are expected (a pre-order's release date), YYYY-MM-DD."""
+    status: Global___SupplyStatus.ValueType
+    """Where it is in its life."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded and last changed."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        supply_id: _builtins.str = ...,
+        kind: Global___SupplyKind.ValueType = ...,
+        reference: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        quantity_received: _builtins.int = ...,
+        quantity_promised: _builtins.int = ...,
+        expected_date: _builtins.str = ...,
+        status: Global___SupplyStatus.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expected_date", b"expected_date", "kind", b"kind", "location_id", b"location_id", "quantity", b"quantity", "quantity_promised", b"quantity_promised", "quantity_received", b"quantity_received", "reference", b"reference", "sku", b"sku", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Supply: _TypeAlias = Supply  # noqa: Y015
+
+@_typing.final
+class CreateSupplyRequest(_message.Message):
+    """CreateSupplyRequest records incoming supply."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    EXPECTED_DATE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Same key, same request: the stored answer; same key, other request: ALREADY_EXISTS."""
+    kind: Global___SupplyKind.ValueType
+    """Required: kind, location_id, sku, a positive quantity and expected_date (YYYY-MM-DD; for
+    a pre-order after today). One open pre-order per SKU and location.
+    """
+    reference: _builtins.str
+    location_id: _builtins.str
+    sku: _builtins.str
+    quantity: _builtins.int
+    expected_date: _builtins.str
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___SupplyKind.ValueType = ...,
+        reference: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        expected_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "idempotency_key", b"idempotency_key", "kind", b"kind", "location_id", b"location_id", "quantity", b"quantity", "reference", b"reference", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSupplyRequest: _TypeAlias = CreateSupplyRequest  # noqa: Y015
+
+@_typing.final
+class CreateSupplyResponse(_message.Message):
+    """CreateSupplyResponse is the supply recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supply(self) -> Global___Supply:
+        """Status OPEN."""
+
+    def __init__(
+        self,
+        *,
+        supply: Global___Supply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSupplyResponse: _TypeAlias = CreateSupplyResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSupplyRequest(_message.Message):
+    """UpdateSupplyRequest changes an open supply; unset fields keep their values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    EXPECTED_DATE_FIELD_NUMBER: _builtins.int
+    supply_id: _builtins.str
+    """The supply."""
+    quantity: _builtins.int
+    """New units expected in all: at least those received plus those promised."""
+    expected_date: _builtins.str
+    """New expected day, YYYY-MM-DD."""
+    def __init__(
+        self,
+        *,
+        supply_id: _builtins.str = ...,
+        quantity: _builtins.int | None = ...,
+        expected_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "quantity", b"quantity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "expected_date", b"expected_date", "quantity", b"quantity", "supply_id", b"supply_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__quantity: _TypeAlias = _typing.Literal["quantity"]  # noqa: Y015
+    _WhichOneofArgType__quantity: _TypeAlias = _typing.Literal["_quantity", b"_quantity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quantity) -> _WhichOneofReturnType__quantity | None: ...
+
+Global___UpdateSupplyRequest: _TypeAlias = UpdateSupplyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSupplyResponse(_message.Message):
+    """UpdateSupplyResponse is the supply after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supply(self) -> Global___Supply:
+        """The supply."""
+
+    def __init__(
+        self,
+        *,
+        supply: Global___Supply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSupplyResponse: _TypeAlias = UpdateSupplyResponse  # noqa: Y015
+
+@_typing.final
+class CancelSupplyRequest(_message.Message):
+    """CancelSupplyRequest names an open supply that will not come."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    supply_id: _builtins.str
+    """The supply."""
+    reason: _builtins.str
+    """Why, recorded with the units taken off fulfillment orders it leaves without supply."""
+    def __init__(
+        self,
+        *,
+        supply_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "supply_id", b"supply_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelSupplyRequest: _TypeAlias = CancelSupplyRequest  # noqa: Y015
+
+@_typing.final
+class CancelSupplyResponse(_message.Message):
+    """CancelSupplyResponse is the supply after the cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supply(self) -> Global___Supply:
+        """Status CANCELED."""
+
+    def __init__(
+        self,
+        *,
+        supply: Global___Supply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelSupplyResponse: _TypeAlias = CancelSupplyResponse  # noqa: Y015
+
+@_typing.final
+class ListSupplyRequest(_message.Message):
+    """ListSupplyRequest filters supply; empty fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Only this SKU, this location, these statuses."""
+    location_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many (0: 100; more than 1000 reads as 1000)."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___SupplyStatus.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___SupplyStatus.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "page_size", b"page_size", "sku", b"sku", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSupplyRequest: _TypeAlias = ListSupplyRequest  # noqa: Y015
+
+@_typing.final
+class ListSupplyResponse(_message.Message):
+    """ListSupplyResponse is the supply found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supply(self) -> _containers.RepeatedCompositeFieldContainer[Global___Supply]:
+        """Earliest expected first."""
+
+    def __init__(
+        self,
+        *,
+        supply: _abc.Iterable[Global___Supply] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSupplyResponse: _TypeAlias = ListSupplyResponse  # noqa: Y015
+
+@_typing.final
+class ReceiveSupplyRequest(_message.Message):
+    """ReceiveSupplyRequest records units of a supply as arrived."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SUPPLY_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Same key, same request: the stored answer; same key, other request: ALREADY_EXISTS."""
+    supply_id: _builtins.str
+    """The supply."""
+    quantity: _builtins.int
+    """Units arrived: positive, at most those still expected."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        supply_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "quantity", b"quantity", "supply_id", b"supply_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveSupplyRequest: _TypeAlias = ReceiveSupplyRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveSupplyResponse(_message.Message):
+    """ReceiveSupplyResponse is the supply after the receipt and what it released."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supply(self) -> Global___Supply:
+        """The supply; RECEIVED when every unit has arrived."""
+
+    @_builtins.property
+    def released(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentOrder]:
+        """The backordered fulfillment orders the units went to (now ALLOCATED), oldest first."""
+
+    def __init__(
+        self,
+        *,
+        supply: Global___Supply | None = ...,
+        released: _abc.Iterable[Global___FulfillmentOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supply", b"supply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released", "supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveSupplyResponse: _TypeAlias = ReceiveSupplyResponse  # noqa: Y015

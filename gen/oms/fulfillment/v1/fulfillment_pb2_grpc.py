@@ -163,6 +163,31 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.FromString,
                 _registered_method=True)
+        self.CreateSupply = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/CreateSupply',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyResponse.FromString,
+                _registered_method=True)
+        self.UpdateSupply = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/UpdateSupply',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyResponse.FromString,
+                _registered_method=True)
+        self.CancelSupply = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/CancelSupply',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyResponse.FromString,
+                _registered_method=True)
+        self.ListSupply = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ListSupply',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyResponse.FromString,
+                _registered_method=True)
+        self.ReceiveSupply = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ReceiveSupply',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -377,6 +402,49 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSupply(self, request, context):
+        """Records incoming supply: units of a SKU expected at a location on a date (a purchase
+        order, an advance ship notice, or a pre-order's cap and release date). Lines no stock can
+        take are backordered against it. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSupply(self, request, context):
+        """Changes an open supply's quantity or expected date; its backordered fulfillment orders
+        are promised for the new date (their workflows are told).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSupply(self, request, context):
+        """Cancels an open supply: its backordered fulfillment orders are promised from other
+        supply of the SKU, or, with none, rejected back to their orders, which raise a process
+        exception as for any line no location can ship. Canceling again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSupply(self, request, context):
+        """Lists supply, filtered by SKU, location or status; earliest expected first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveSupply(self, request, context):
+        """Records units of a supply as arrived: they are added to on hand at its location and
+        released to its backordered fulfillment orders, oldest order first (each reserved whole,
+        never a younger one ahead of an older one that does not fit), whose workflows are told.
+        Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -504,6 +572,31 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ReleaseReservation,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.SerializeToString,
+            ),
+            'CreateSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSupply,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyResponse.SerializeToString,
+            ),
+            'UpdateSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSupply,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyResponse.SerializeToString,
+            ),
+            'CancelSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSupply,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyResponse.SerializeToString,
+            ),
+            'ListSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSupply,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyResponse.SerializeToString,
+            ),
+            'ReceiveSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveSupply,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1184,6 +1277,141 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ReleaseReservation',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReleaseReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/CreateSupply',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CreateSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/UpdateSupply',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.UpdateSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/CancelSupply',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ListSupply',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ReceiveSupply',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

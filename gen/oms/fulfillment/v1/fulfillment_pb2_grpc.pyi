@@ -131,6 +131,28 @@ class FulfillmentServiceStub:
     or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
     units belong to the order's fulfillment orders).
     """
+    CreateSupply: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CreateSupplyRequest, _fulfillment_pb2.CreateSupplyResponse]
+    """Records incoming supply: units of a SKU expected at a location on a date (a purchase
+    order, an advance ship notice, or a pre-order's cap and release date). Lines no stock can
+    take are backordered against it. Idempotent by key.
+    """
+    UpdateSupply: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.UpdateSupplyRequest, _fulfillment_pb2.UpdateSupplyResponse]
+    """Changes an open supply's quantity or expected date; its backordered fulfillment orders
+    are promised for the new date (their workflows are told).
+    """
+    CancelSupply: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelSupplyRequest, _fulfillment_pb2.CancelSupplyResponse]
+    """Cancels an open supply: its backordered fulfillment orders are promised from other
+    supply of the SKU, or, with none, rejected back to their orders, which raise a process
+    exception as for any line no location can ship. Canceling again changes nothing.
+    """
+    ListSupply: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListSupplyRequest, _fulfillment_pb2.ListSupplyResponse]
+    """Lists supply, filtered by SKU, location or status; earliest expected first."""
+    ReceiveSupply: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceiveSupplyRequest, _fulfillment_pb2.ReceiveSupplyResponse]
+    """Records units of a supply as arrived: they are added to on hand at its location and
+    released to its backordered fulfillment orders, oldest order first (each reserved whole,
+    never a younger one ahead of an older one that does not fit), whose workflows are told.
+    Idempotent by key.
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -233,6 +255,28 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
     or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
     units belong to the order's fulfillment orders).
+    """
+    CreateSupply: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CreateSupplyRequest, _fulfillment_pb2.CreateSupplyResponse]  # type: ignore[assignment]
+    """Records incoming supply: units of a SKU expected at a location on a date (a purchase
+    order, an advance ship notice, or a pre-order's cap and release date). Lines no stock can
+    take are backordered against it. Idempotent by key.
+    """
+    UpdateSupply: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.UpdateSupplyRequest, _fulfillment_pb2.UpdateSupplyResponse]  # type: ignore[assignment]
+    """Changes an open supply's quantity or expected date; its backordered fulfillment orders
+    are promised for the new date (their workflows are told).
+    """
+    CancelSupply: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelSupplyRequest, _fulfillment_pb2.CancelSupplyResponse]  # type: ignore[assignment]
+    """Cancels an open supply: its backordered fulfillment orders are promised from other
+    supply of the SKU, or, with none, rejected back to their orders, which raise a process
+    exception as for any line no location can ship. Canceling again changes nothing.
+    """
+    ListSupply: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListSupplyRequest, _fulfillment_pb2.ListSupplyResponse]  # type: ignore[assignment]
+    """Lists supply, filtered by SKU, location or status; earliest expected first."""
+    ReceiveSupply: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceiveSupplyRequest, _fulfillment_pb2.ReceiveSupplyResponse]  # type: ignore[assignment]
+    """Records units of a supply as arrived: they are added to on hand at its location and
+    released to its backordered fulfillment orders, oldest order first (each reserved whole,
+    never a younger one ahead of an older one that does not fit), whose workflows are told.
+    Idempotent by key.
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -483,6 +527,58 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
         or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
         units belong to the order's fulfillment orders).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSupply(
+        self,
+        request: _fulfillment_pb2.CreateSupplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.CreateSupplyResponse, _abc.Awaitable[_fulfillment_pb2.CreateSupplyResponse]]:
+        """Records incoming supply: units of a SKU expected at a location on a date (a purchase
+        order, an advance ship notice, or a pre-order's cap and release date). Lines no stock can
+        take are backordered against it. Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateSupply(
+        self,
+        request: _fulfillment_pb2.UpdateSupplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.UpdateSupplyResponse, _abc.Awaitable[_fulfillment_pb2.UpdateSupplyResponse]]:
+        """Changes an open supply's quantity or expected date; its backordered fulfillment orders
+        are promised for the new date (their workflows are told).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelSupply(
+        self,
+        request: _fulfillment_pb2.CancelSupplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.CancelSupplyResponse, _abc.Awaitable[_fulfillment_pb2.CancelSupplyResponse]]:
+        """Cancels an open supply: its backordered fulfillment orders are promised from other
+        supply of the SKU, or, with none, rejected back to their orders, which raise a process
+        exception as for any line no location can ship. Canceling again changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSupply(
+        self,
+        request: _fulfillment_pb2.ListSupplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ListSupplyResponse, _abc.Awaitable[_fulfillment_pb2.ListSupplyResponse]]:
+        """Lists supply, filtered by SKU, location or status; earliest expected first."""
+
+    @_abc_1.abstractmethod
+    def ReceiveSupply(
+        self,
+        request: _fulfillment_pb2.ReceiveSupplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ReceiveSupplyResponse, _abc.Awaitable[_fulfillment_pb2.ReceiveSupplyResponse]]:
+        """Records units of a supply as arrived: they are added to on hand at its location and
+        released to its backordered fulfillment orders, oldest order first (each reserved whole,
+        never a younger one ahead of an older one that does not fit), whose workflows are told.
+        Idempotent by key.
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,277 @@
+"""Backorders and pre-orders through real gRPC, Postgres and the order's workflow: lines no
+stock can take wait for incoming supply with a promise date while the rest ships, and
+receiving the supply releases them, oldest order first, without an agent."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, cast
+
+import grpc
+import pytest
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2 as pb
+from oms.fulfillment.v1 import fulfillment_pb2_grpc
+from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+
+from oms_tools.samples import sample_order
+from tests.conftest import System
+from tests.integration.helpers import eventually
+from tests.integration.test_fulfillment_service import level, new_sku, stock
+
+if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
+    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
+
+IN_A_WEEK = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
+IN_TWO_WEEKS = (datetime.now(UTC) + timedelta(days=14)).date().isoformat()
+
+
+def stubs(
+    system: System,
+) -> tuple[Stub, capture_pb2_grpc.CaptureServiceStub, servicing_pb2_grpc.ServicingServiceStub]:
+    fulfillment = cast(
+        "Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+    )
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    servicing = servicing_pb2_grpc.ServicingServiceStub(system.channel("servicing"))
+    return fulfillment, capture, servicing
+
+
+def order_of(tee: str, mug: str) -> capture_pb2.SubmitOrderRequest:
+    """The sample order (2 tees, 1 mug, to Philadelphia) with these SKUs."""
+    order = sample_order()
+    order.lines[0].sku, order.lines[1].sku = tee, mug
+    return order
+
+
+async def supply(
+    fulfillment: Stub,
+    sku: str,
+    quantity: int,
+    expected: str = IN_A_WEEK,
+    kind: pb.SupplyKind.ValueType = pb.SUPPLY_KIND_PURCHASE_ORDER,
+) -> pb.Supply:
+    created = await fulfillment.CreateSupply(
+        pb.CreateSupplyRequest(
+            idempotency_key=f"po-{sku}-{quantity}-{expected}",
+            kind=kind,
+            reference=f"PO-{sku[-4:]}",
+            location_id="wh-east",
+            sku=sku,
+            quantity=quantity,
+            expected_date=expected,
+        )
+    )
+    return created.supply
+
+
+async def receive(fulfillment: Stub, supply_id: str, quantity: int) -> pb.ReceiveSupplyResponse:
+    return await fulfillment.ReceiveSupply(
+        pb.ReceiveSupplyRequest(
+            idempotency_key=f"receipt-{supply_id}-{quantity}",
+            supply_id=supply_id,
+            quantity=quantity,
+        )
+    )
+
+
+async def view(
+    capture: capture_pb2_grpc.CaptureServiceStub, order_id: str
+) -> capture_pb2.GetOrderResponse:
+    found: capture_pb2.GetOrderResponse = await capture.GetOrder(
+        capture_pb2.GetOrderRequest(order_id=order_id), timeout=10
+    )
+    return found
+
+
+def by_status(response: capture_pb2.GetOrderResponse) -> dict[int, list[pb.FulfillmentOrder]]:
+    out: dict[int, list[pb.FulfillmentOrder]] = {}
+    for fo in response.fulfillment_orders:
+        out.setdefault(fo.status, []).append(fo)
+    return out
+
+
+async def until(
+    capture: capture_pb2_grpc.CaptureServiceStub, order_id: str, *statuses: int
+) -> capture_pb2.GetOrderResponse:
+    found: capture_pb2.GetOrderResponse = await eventually(
+        lambda: view(capture, order_id),
+        lambda v: v.order.status in statuses,
+        f"order {order_id} reaching {statuses}",
+        seconds=60,
+    )
+    return found
+
+
+async def test_the_in_stock_line_ships_now_and_the_backordered_one_ships_when_supply_arrives(
+    system: System,
+) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    po = await supply(fulfillment, mug, 5)
+    async with system.simulator():
+        submitted = await capture.SubmitOrder(order_of(tee, mug), timeout=10)
+        order_id = submitted.order.order_id
+
+        partly = await until(capture, order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        # Give the simulator time to touch anything it might (it must not touch a backorder).
+        await asyncio.sleep(0.5)
+        partly = await view(capture, order_id)
+        [waiting] = by_status(partly)[pb.FULFILLMENT_ORDER_STATUS_BACKORDERED]
+        assert (waiting.supply_id, waiting.promise_date) == (po.supply_id, IN_A_WEEK)
+        assert [(ln.sku, ln.quantity) for ln in waiting.lines] == [(mug, 1)]
+        [shipped] = by_status(partly)[pb.FULFILLMENT_ORDER_STATUS_SHIPPED]
+        assert [(ln.sku, ln.quantity) for ln in shipped.lines] == [(tee, 2)]
+        assert partly.payment_summary.captured.amount_minor == sum(
+            i.total.amount_minor for i in partly.invoices
+        )
+        assert len(partly.invoices) == 1
+        listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
+        assert [(s.quantity_promised, s.status) for s in listed.supply] == [
+            (1, pb.SUPPLY_STATUS_OPEN)
+        ]
+
+        received = await receive(fulfillment, po.supply_id, 5)
+        assert [fo.fulfillment_order_id for fo in received.released] == [
+            waiting.fulfillment_order_id
+        ]
+        assert received.supply.status == pb.SUPPLY_STATUS_RECEIVED
+        done = await until(capture, order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+
+    total = done.order.totals.grand_total.amount_minor
+    assert done.payment_summary.captured.amount_minor == total
+    assert sum(i.total.amount_minor for i in done.invoices) == total
+    assert len(done.invoices) == 2
+    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
+    mug_level = await level(fulfillment, mug, "wh-east")
+    assert (mug_level.on_hand, mug_level.reserved) == (4, 0)  # 5 received, 1 shipped
+
+
+async def test_arriving_supply_goes_to_the_older_backorder_first(system: System) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    po = await supply(fulfillment, mug, 2)
+    async with system.simulator():
+        older = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
+        await until(capture, older, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
+        await until(capture, younger, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+
+        received = await receive(fulfillment, po.supply_id, 1)
+
+        assert [fo.order_id for fo in received.released] == [older]
+        assert received.supply.status == pb.SUPPLY_STATUS_OPEN
+        await until(capture, older, capture_pb2.ORDER_STATUS_FULFILLED)
+        still = await view(capture, younger)
+        assert still.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
+        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
+
+
+async def test_a_pre_order_is_authorized_now_and_captured_when_the_release_ships(
+    system: System,
+) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, game = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    release = await supply(fulfillment, game, 100, IN_TWO_WEEKS, pb.SUPPLY_KIND_PRE_ORDER)
+    async with system.simulator():
+        order_id = (await capture.SubmitOrder(order_of(tee, game), timeout=10)).order.order_id
+        waiting = await until(capture, order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        total = waiting.order.totals.grand_total.amount_minor
+        assert waiting.payment_summary.authorized.amount_minor == total
+        [pre_ordered] = by_status(waiting)[pb.FULFILLMENT_ORDER_STATUS_BACKORDERED]
+        assert pre_ordered.promise_date == IN_TWO_WEEKS
+        captured_before = waiting.payment_summary.captured.amount_minor
+        assert captured_before < total
+
+        await receive(fulfillment, release.supply_id, 100)
+        done = await until(capture, order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+
+    assert done.payment_summary.captured.amount_minor == total
+    # The release was invoiced and captured on its own shipment, after the receipt.
+    assert len(done.invoices) == 2
+    assert sum(i.total.amount_minor for i in done.invoices) == total
+
+
+async def test_a_second_pre_order_of_the_same_sku_is_refused_naming_the_first(
+    system: System,
+) -> None:
+    fulfillment, _, _ = stubs(system)
+    game = new_sku()
+    first = await supply(fulfillment, game, 10, IN_TWO_WEEKS, pb.SUPPLY_KIND_PRE_ORDER)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await supply(fulfillment, game, 20, IN_TWO_WEEKS, pb.SUPPLY_KIND_PRE_ORDER)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert first.supply_id in (refused.value.details() or "")
+
+
+async def test_a_bad_supply_names_every_field_and_rule(system: System) -> None:
+    fulfillment, _, _ = stubs(system)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await fulfillment.CreateSupply(
+            pb.CreateSupplyRequest(
+                idempotency_key="bad-supply", location_id="nowhere", quantity=0, expected_date="x"
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expected_date" in (refused.value.details() or "")
+
+
+async def test_without_stock_or_supply_the_order_holds_for_an_agent_as_before(
+    system: System,
+) -> None:
+    fulfillment, capture, servicing = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    order_id = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
+
+    held = await until(capture, order_id, capture_pb2.ORDER_STATUS_ON_HOLD)
+
+    assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED not in by_status(held)
+    found = await eventually(
+        lambda: servicing.ListProcessExceptions(
+            servicing_pb2.ListProcessExceptionsRequest(order_id=order_id)
+        ),
+        lambda r: len(r.process_exceptions) > 0,
+        "the process exception",
+    )
+    [exception] = found.process_exceptions
+    assert f"1 x {mug}" in exception.message
+
+
+async def test_canceling_the_only_supply_sends_the_backorder_to_an_agent(system: System) -> None:
+    fulfillment, capture, servicing = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    po = await supply(fulfillment, mug, 3)
+    order_id = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
+    await eventually(
+        lambda: view(capture, order_id),
+        lambda v: pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(v),
+        "the backorder",
+    )
+
+    moved = await fulfillment.UpdateSupply(
+        pb.UpdateSupplyRequest(supply_id=po.supply_id, expected_date=IN_TWO_WEEKS)
+    )
+    assert moved.supply.expected_date == IN_TWO_WEEKS
+    repromised = await eventually(
+        lambda: view(capture, order_id),
+        lambda v: any(
+            fo.promise_date == IN_TWO_WEEKS
+            for fo in by_status(v).get(pb.FULFILLMENT_ORDER_STATUS_BACKORDERED, [])
+        ),
+        "the new promise date",
+    )
+    assert repromised.order.status != capture_pb2.ORDER_STATUS_ON_HOLD
+
+    await fulfillment.CancelSupply(pb.CancelSupplyRequest(supply_id=po.supply_id, reason="gone"))
+
+    await until(capture, order_id, capture_pb2.ORDER_STATUS_ON_HOLD)
+    found = await servicing.ListProcessExceptions(
+        servicing_pb2.ListProcessExceptionsRequest(order_id=order_id)
+    )
+    assert any(f"1 x {mug}" in e.message for e in found.process_exceptions)

@@ -1,0 +1,190 @@
+"""Backorder rules, pure: which supply a line is promised from, who gets arriving units, and
+where a canceled supply's backorders go."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from oms_platform.errors import FailedPrecondition, InvalidArgument
+from services.fulfillment import domain
+
+TODAY = date(2025, 3, 3)
+PLACED = domain.Allocation("wh-east", (domain.RoutingLine("l-tee", "TEE", 2),))
+
+
+def supply(
+    supply_id: str,
+    quantity: int,
+    expected: date,
+    sku: str = "MUG",
+    kind: str = domain.PURCHASE_ORDER,
+    promised: int = 0,
+    received: int = 0,
+) -> domain.Supply:
+    return domain.Supply(
+        supply_id=supply_id,
+        kind=kind,
+        reference="",
+        location_id=f"loc-{supply_id}",
+        sku=sku,
+        quantity=quantity,
+        expected_date=expected,
+        promised=promised,
+        quantity_received=received,
+    )
+
+
+def plan(*unplaced: domain.RoutingLine) -> domain.RoutingPlan:
+    return domain.RoutingPlan(
+        (domain.GroupPlan("dg", (PLACED,), tuple(unplaced), ("wh-east is nearest",)),)
+    )
+
+
+def waiting(fo_id: str, units: int) -> domain.Waiting:
+    return domain.Waiting(fo_id, f"order-{fo_id}", "po", units)
+
+
+def test_an_unplaced_line_is_promised_from_the_earliest_supply_that_can_take_it_whole() -> None:
+    late = supply("late", 10, date(2025, 4, 1))
+    early_small = supply("early-small", 1, date(2025, 3, 10))
+    early = supply("early", 5, date(2025, 3, 20))
+
+    after, backorders = domain.backorder(
+        plan(domain.RoutingLine("l-mug", "MUG", 3)), [late, early_small, early], TODAY
+    )
+
+    [made] = backorders
+    assert (made.supply.supply_id, made.delivery_group_id) == ("early", "dg")
+    assert made.lines == (domain.RoutingLine("l-mug", "MUG", 3),)
+    assert after.unallocated == []
+    assert after.groups[0].allocations == (PLACED,)
+    assert after.decisions[-1] == (
+        "backordered 3 x MUG at loc-early against incoming supply early, promised for 2025-03-20"
+    )
+
+
+def test_units_already_promised_or_received_are_not_promised_again() -> None:
+    po = supply("po", 5, date(2025, 3, 20), promised=2, received=2)  # 1 unpromised
+
+    after, backorders = domain.backorder(
+        plan(domain.RoutingLine("a", "MUG", 1), domain.RoutingLine("b", "MUG", 1)), [po], TODAY
+    )
+
+    assert [line.order_line_id for b in backorders for line in b.lines] == ["a"]
+    assert after.unallocated == [domain.RoutingLine("b", "MUG", 1)]
+
+
+def test_a_line_without_supply_of_its_sku_stays_unplaced() -> None:
+    after, backorders = domain.backorder(
+        plan(domain.RoutingLine("l-cup", "CUP", 1)), [supply("po", 9, date(2025, 3, 20))], TODAY
+    )
+
+    assert backorders == []
+    assert after.unallocated == [domain.RoutingLine("l-cup", "CUP", 1)]
+
+
+def test_a_pre_order_takes_orders_only_before_its_release_date() -> None:
+    release = supply("pre", 100, date(2025, 3, 10), kind=domain.PRE_ORDER)
+
+    assert domain.usable(release, date(2025, 3, 9))
+    assert not domain.usable(release, date(2025, 3, 10))
+    _, backorders = domain.backorder(
+        plan(domain.RoutingLine("l", "MUG", 1)), [release], date(2025, 3, 10)
+    )
+    assert backorders == []
+
+
+def test_a_pre_order_sells_up_to_its_cap() -> None:
+    release = supply("pre", 3, date(2025, 4, 1), kind=domain.PRE_ORDER, promised=2)
+
+    after, backorders = domain.backorder(plan(domain.RoutingLine("l", "MUG", 2)), [release], TODAY)
+
+    assert backorders == []
+    assert after.unallocated == [domain.RoutingLine("l", "MUG", 2)]
+
+
+def test_arriving_units_go_oldest_first_and_a_younger_order_never_jumps_the_queue() -> None:
+    queue = [waiting("old", 2), waiting("middle", 3), waiting("young", 1)]
+
+    assert [w.fulfillment_order_id for w in domain.to_release(queue, 2)] == ["old"]
+    # 4 units: the middle order (3) does not fit after the old one, so the young one waits too.
+    assert [w.fulfillment_order_id for w in domain.to_release(queue, 4)] == ["old"]
+    assert [w.fulfillment_order_id for w in domain.to_release(queue, 6)] == [
+        "old",
+        "middle",
+        "young",
+    ]
+    assert domain.to_release(queue, 1) == []
+
+
+def test_a_canceled_supplys_backorders_move_to_other_supply_while_it_has_room() -> None:
+    gone = supply("gone", 5, date(2025, 3, 10))
+    other = supply("other", 3, date(2025, 3, 25))
+    elsewhere = supply("cups", 50, date(2025, 3, 12), sku="CUP")
+
+    moved = domain.repromise(
+        [waiting("old", 2), waiting("young", 2)], gone, [gone, other, elsewhere], TODAY
+    )
+
+    assert [(w.fulfillment_order_id, s.supply_id if s else None) for w, s in moved] == [
+        ("old", "other"),
+        ("young", None),
+    ]
+
+
+def test_a_supply_cannot_shrink_below_what_arrived_and_what_is_promised() -> None:
+    po = supply("po", 10, date(2025, 3, 20), promised=4, received=3)
+
+    with pytest.raises(InvalidArgument) as refused:
+        domain.changed_supply(po, 6, None)
+
+    assert "at least 7" in refused.value.violations[0].description
+    assert domain.changed_supply(po, 7, date(2025, 4, 1)).expected_date == date(2025, 4, 1)
+
+
+def test_receiving_more_than_is_expected_or_a_closed_supply_is_refused() -> None:
+    po = supply("po", 5, date(2025, 3, 20), received=3)
+
+    with pytest.raises(InvalidArgument):
+        domain.check_receipt(po, 3)
+    assert domain.receipt_status(po, 2) == domain.SUPPLY_RECEIVED
+    assert domain.receipt_status(po, 1) == domain.SUPPLY_OPEN
+    closed = domain.Supply(**{**po.__dict__, "status": domain.SUPPLY_CANCELED})
+    with pytest.raises(FailedPrecondition):
+        domain.check_receipt(closed, 1)
+
+
+def test_a_new_supply_names_every_bad_field() -> None:
+    request = domain.SupplyRequest("", "", "nowhere", "", 0, None)
+
+    with pytest.raises(InvalidArgument) as refused:
+        domain.validate_supply(request, ["wh-east"], TODAY)
+
+    assert [v.field for v in refused.value.violations] == [
+        "kind",
+        "location_id",
+        "sku",
+        "quantity",
+        "expected_date",
+    ]
+    past = domain.SupplyRequest(domain.PRE_ORDER, "", "wh-east", "GAME", 10, TODAY)
+    with pytest.raises(InvalidArgument):
+        domain.validate_supply(past, ["wh-east"], TODAY)
+
+
+def test_a_backordered_fulfillment_order_can_be_canceled_but_not_rejected_or_moved() -> None:
+    fo = domain.FulfillmentOrder(
+        "fo", "o", "dg", "wh-east", domain.BACKORDERED, (domain.FulfillmentLine("l", "MUG", 2),)
+    )
+
+    canceled = domain.plan_line_change(fo, domain.CANCELED, [domain.LineQuantity("l", 2)])
+    assert (canceled.status_after, canceled.holds_stock, canceled.frees_capacity) == (
+        domain.CANCELED,
+        False,
+        False,
+    )
+    for kind in (domain.REJECTED, domain.MOVED):
+        with pytest.raises(FailedPrecondition):
+            domain.plan_line_change(fo, kind, [])
