@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.changes.appease as appeasing
     import workflows.changes.cancel as canceling
     import workflows.changes.exchange as exchanging
+    import workflows.changes.pickup as pickup
     import workflows.changes.reship as reshipping
     import workflows.changes.resolve as resolving
     import workflows.changes.returns as returns
@@ -646,6 +647,8 @@ class OrderLifecycle:
                     "fulfillment",
                     attached_to,
                 )
+        elif event.kind == "not_collected":  # a store pickup's deadline passed
+            await pickup.not_collected(self, fo, items, event.reason)
         else:
             workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 

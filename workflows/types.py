@@ -81,6 +81,8 @@ class LifecycleDeliveryGroup:
     shipping_minor: int
     # e.g. "standard", "express", "same_day"; routing rules may depend on it.
     delivery_method: str = ""
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass
@@ -166,7 +168,9 @@ class FulfillmentEvent:
     - "delivered": shipment_id set;
     - "rejected": the location refused `items` of the fulfillment order (reason set); fulfillment
       already routed them again: `replacements` are the new fulfillment orders, `unallocated`
-      what no other location could take.
+      what no other location could take;
+    - "not_collected": a pickup fulfillment order waited at its store past its deadline;
+      fulfillment canceled its `items` (stock restored; reason set).
     """
 
     event_id: str
@@ -374,6 +378,8 @@ class RoutingGroupData:
     address: Address
     lines: list[RoutingLineData]
     delivery_method: str = ""
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass

@@ -45,6 +45,7 @@ EVENT_TYPES: Mapping[str, str] = {
             "rejected",
             "canceled",
             "rerouted",
+            "ready_for_pickup",
         )
     },
     "shipment.shipped": SHIPMENT_CHANGED,

@@ -29,9 +29,13 @@ from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_wo
 
 # ---- fulfillment orders --------------------------------------------------------------------
 
+# A pickup group's fulfillment orders carry its store, as the routed delivery group names it.
 SQL_INSERT_FULFILLMENT_ORDER = """
-INSERT INTO fulfillment_orders (id, order_id, delivery_group_id, location_id, status)
-VALUES ($1, $2, $3, $4, 'allocated')"""
+INSERT INTO fulfillment_orders
+    (id, order_id, delivery_group_id, location_id, status, pickup_location_id)
+VALUES ($1, $2, $3, $4, 'allocated', coalesce(
+    (SELECT pickup_location_id FROM delivery_groups
+     WHERE order_id = $2 AND delivery_group_id = $3), ''))"""
 
 SQL_INSERT_LINES = """
 INSERT INTO fulfillment_order_lines
@@ -46,7 +50,10 @@ SELECT $1, fo, line, loc, sku, qty, 'reserved', $7
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
     AS r (fo, line, loc, sku, qty)"""
 
-_FO_COLUMNS = "id, order_id, delivery_group_id, location_id, status, created_at, updated_at"
+_FO_COLUMNS = (
+    "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
+    "pickup_location_id, ready_for_pickup_at, pickup_deadline"
+)
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
 SQL_FULFILLMENT_ORDER_FOR_UPDATE = (
@@ -214,6 +221,9 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             shipments=tuple(shipments[row["id"]]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            pickup_location_id=row["pickup_location_id"],
+            ready_for_pickup_at=row["ready_for_pickup_at"],
+            pickup_deadline=row["pickup_deadline"],
         )
         for row in rows
     ]
