@@ -79,6 +79,9 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/MarkFulfillmentOrderPacked": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/ConfirmShipment": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/ConfirmDelivery": _WAREHOUSE_STEP,
+    # Store pickup: the store's own warehouse role (scoped to its location) hands the order over.
+    f"/{FULFILLMENT}/MarkReadyForPickup": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/ConfirmPickup": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/RejectFulfillmentOrder": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/CancelFulfillmentOrder": frozenset({WORKFLOW, ADMIN}),
     f"/{FULFILLMENT}/CancelFulfillmentOrderLines": _LIFECYCLE,

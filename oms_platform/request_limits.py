@@ -56,6 +56,7 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "order_id",
             "order_ids",
             "order_line_id",
+            "pickup_location_id",
             "process_exception_id",
             "ref",
             "replacement_sku",

@@ -119,6 +119,10 @@ class Settings:
     # How often fulfillment releases checkout reservations past their expiry (readers leave
     # expired holds out before that; this gives their units back to the levels).
     reservation_sweep_seconds: float = 5.0
+    # Store pickup: how long a fulfillment order waits at its store once ready for pickup (7
+    # days), and how often fulfillment cancels the ones not collected by then.
+    pickup_collect_within_seconds: float = 604800.0
+    pickup_sweep_seconds: float = 30.0
     # Share (0.0 to 1.0) of allocated fulfillment orders the dev simulator rejects instead of
     # accepting, to exercise rerouting; decided per fulfillment order, the same on every run.
     simulator_reject_rate: float = 0.0

@@ -603,6 +603,7 @@ class FulfillmentActivities:
                             delivery_group_id=group.delivery_group_id,
                             address=postal_address_to_pb(group.address),
                             delivery_method=group.delivery_method,
+                            pickup_location_id=group.pickup_location_id,
                             lines=[
                                 fulfillment_pb2.RoutingLine(
                                     order_line_id=line.order_line_id,

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.changes.backorders as backorders
     import workflows.changes.cancel as canceling
     import workflows.changes.exchange as exchanging
+    import workflows.changes.pickup as pickup
     import workflows.changes.reship as reshipping
     import workflows.changes.resolve as resolving
     import workflows.changes.returns as returns
@@ -649,6 +650,8 @@ class OrderLifecycle:
                 )
         elif event.kind in backorders.KINDS:
             await backorders.on_event(self, fo, event)
+        elif event.kind == "not_collected":  # a store pickup's deadline passed
+            await pickup.not_collected(self, fo, items, event.reason)
         else:
             workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 

@@ -81,6 +81,8 @@ class LifecycleDeliveryGroup:
     shipping_minor: int
     # e.g. "standard", "express", "same_day"; routing rules may depend on it.
     delivery_method: str = ""
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass
@@ -171,6 +173,8 @@ class FulfillmentEvent:
       arriving supply and went to its location;
     - "backorder_repromised": a backordered fulfillment order is promised for another day:
       `replacements[0]` is itself as it is now (location and promise date).
+    - "not_collected": a pickup fulfillment order waited at its store past its deadline;
+      fulfillment canceled its `items` (stock restored; reason set).
     """
 
     event_id: str
@@ -378,6 +382,8 @@ class RoutingGroupData:
     address: Address
     lines: list[RoutingLineData]
     delivery_method: str = ""
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass

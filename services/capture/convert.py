@@ -101,6 +101,7 @@ def submission_from_pb(request: pb.SubmitOrderRequest) -> domain.OrderSubmission
                 address=postal_address_from_pb(g.address) if g.HasField("address") else None,
                 delivery_method=g.delivery_method,
                 shipping_charge=_money(g, "shipping_charge"),
+                pickup_location_id=g.pickup_location_id,
             )
             for g in request.delivery_groups
         ),
@@ -295,6 +296,7 @@ def order_to_pb(order: domain.Order) -> pb.Order:
                 address=postal_address_to_pb(g.address),
                 delivery_method=g.delivery_method,
                 shipping_charge=money_to_pb(g.shipping_minor, c),
+                pickup_location_id=g.pickup_location_id,
             )
             for g in order.delivery_groups
         ],
@@ -406,6 +408,7 @@ def lifecycle_input(order: domain.Order) -> wf.OrderLifecycleInput:
                 ),
                 shipping_minor=g.shipping_minor,
                 delivery_method=g.delivery_method,
+                pickup_location_id=g.pickup_location_id,
             )
             for g in order.delivery_groups
         ],

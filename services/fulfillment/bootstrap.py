@@ -33,10 +33,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the servicer to the pool and its routing policy, sweep expired checkout
-    reservations, and relay fulfillment events
-    (shipped, delivered, rejected, moved) to the order workflows and the changes they are not
-    told of (accepted, picked, packed) to capture's event log; a row refused for good becomes a
-    process exception in servicing.
+    reservations and pickups not collected in time, and relay fulfillment events (shipped,
+    delivered, rejected, moved, not collected) to the order workflows and the changes they are
+    not told of (accepted, picked, packed, ready for pickup) to capture's event log; a row
+    refused for good becomes a process exception in servicing.
 
     A merchant's routing rules go here: `RoutingPolicy(rules=(SameDayFromStores(), ...))`;
     delivery promises count business days with the `holidays` package's public holidays.
@@ -48,7 +48,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     capture = capture_pb2_grpc.CaptureServiceStub(ctx.channel("capture"))
     policy = RoutingPolicy(max_splits=ctx.settings.routing_max_splits)
-    servicer = FulfillmentServicer(ctx.pool, policy, PublicHolidays())
+    servicer = FulfillmentServicer(
+        ctx.pool,
+        policy,
+        PublicHolidays(),
+        collect_within_seconds=ctx.settings.pickup_collect_within_seconds,
+    )
     relay = OutboxRelay(
         ctx.pool,
         SCHEMA,
@@ -81,6 +86,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
                 "oms.reservations.sweeper",
                 reservation_sweeper(ctx.pool, ctx.settings.reservation_sweep_seconds),
             ),
+            BackgroundTask(
+                "oms.pickups.sweeper", pickup_sweeper(ctx.pool, ctx.settings.pickup_sweep_seconds)
+            ),
         ],
         gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
     )
@@ -101,6 +109,22 @@ def reservation_sweeper(
             released = await handlers.release_expired_reservations(pool, SWEEP_BATCH)
             if released:
                 log.info("expired checkout reservations released", count=released)
+            await asyncio.sleep(every_seconds)
+
+    return run
+
+
+def pickup_sweeper(
+    pool: asyncpg.Pool, every_seconds: float
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The background task canceling pickups not collected by their deadline every
+    `every_seconds` (on every replica: each skips the fulfillment orders another holds)."""
+
+    async def run() -> None:
+        while True:
+            canceled = await handlers.cancel_uncollected_pickups(pool, SWEEP_BATCH)
+            if canceled:
+                log.info("pickups not collected in time canceled", count=canceled)
             await asyncio.sleep(every_seconds)
 
     return run

@@ -28,6 +28,8 @@ STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.SHIPPED: pb.FULFILLMENT_ORDER_STATUS_SHIPPED,
     domain.REJECTED: pb.FULFILLMENT_ORDER_STATUS_REJECTED,
     domain.CANCELED: pb.FULFILLMENT_ORDER_STATUS_CANCELED,
+    domain.READY_FOR_PICKUP: pb.FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP,
+    domain.PICKED_UP: pb.FULFILLMENT_ORDER_STATUS_PICKED_UP,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
@@ -61,6 +63,7 @@ def groups_from_pb(groups: Sequence[pb.RoutingDeliveryGroup]) -> list[domain.Del
                 domain.RoutingLine(line.order_line_id, line.sku, line.quantity) for line in g.lines
             ),
             delivery_method=g.delivery_method,
+            pickup_location_id=g.pickup_location_id,
         )
         for g in groups
     ]
@@ -118,6 +121,9 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         updated_at=timestamp_from_datetime(fo.updated_at),
         supply_id=fo.supply_id,
         promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
+        pickup_location_id=fo.pickup_location_id,
+        ready_for_pickup_at=timestamp_from_datetime(fo.ready_for_pickup_at),
+        pickup_deadline=timestamp_from_datetime(fo.pickup_deadline),
     )
 
 
@@ -293,6 +299,14 @@ def shipped_pb(shipped: Shipped) -> pb.ConfirmShipmentResponse:
     return pb.ConfirmShipmentResponse(
         shipment=shipment_to_pb(shipped.shipment),
         fulfillment_order=fulfillment_order_to_pb(shipped.fulfillment_order),
+    )
+
+
+def picked_up_pb(picked_up: Shipped) -> pb.ConfirmPickupResponse:
+    """ConfirmPickup's answer."""
+    return pb.ConfirmPickupResponse(
+        shipment=shipment_to_pb(picked_up.shipment),
+        fulfillment_order=fulfillment_order_to_pb(picked_up.fulfillment_order),
     )
 
 

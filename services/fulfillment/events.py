@@ -76,6 +76,21 @@ def line_change_event(
     )
 
 
+def not_collected_event(
+    fo: domain.FulfillmentOrder, change: domain.FulfillmentOrderReduction, reason: str
+) -> FulfillmentEvent:
+    """The signal payload telling the order's workflow a pickup fulfillment order was not
+    collected by its deadline: fulfillment canceled `items` (their stock restored); the
+    workflow cancels them on the order and gives their money back."""
+    return FulfillmentEvent(
+        event_id=f"not_collected:{fo.fulfillment_order_id}",
+        kind="not_collected",
+        fulfillment_order_id=fo.fulfillment_order_id,
+        items=[ShipmentItemData(line.order_line_id, line.quantity) for line in change.lines],
+        reason=reason,
+    )
+
+
 def log_event_id(fulfillment_order_id: str, change: str) -> str:
     """The log's id for a change of a fulfillment order (in the log's own form, "evt_" and 26
     hex digits): each change happens once to a fulfillment order, so a retried call, or a
@@ -90,8 +105,9 @@ def status_changed_event(
     lines: Sequence[domain.RoutingLine | domain.FulfillmentLine] | None = None,
 ) -> events_pb2.Event:
     """`fulfillment.<status>` for a fulfillment order that has just reached its status (accepted,
-    picked, packed; canceled outside the lifecycle), with the units it concerns: by default
-    the fulfillment order's lines as they are now; for a cancel, those taken off."""
+    picked, packed, ready_for_pickup; canceled outside the lifecycle), with the units it
+    concerns: by default the fulfillment order's lines as they are now; for a cancel, those
+    taken off."""
     event = events_pb2.Event(
         event_id=log_event_id(fo.fulfillment_order_id, fo.status),
         type=f"fulfillment.{fo.status}",

@@ -118,9 +118,10 @@ async def create_fulfillment_orders(
             policy,
         )
     plan, backorders = await _backorder(conn, plan)
+    # The groups first: a pickup group's fulfillment orders take its store from them.
+    await store.record_delivery_groups(conn, order_id, groups)
     created = await store.reserve_and_create(conn, order_id, plan, new_id, key)
     created += await store.create_backordered(conn, order_id, backorders, new_id)
-    await store.record_delivery_groups(conn, order_id, groups)
     await store.record_decisions(conn, domain.decisions_of(order_id, plan, "order"), key)
     return Routed(created, plan)
 
@@ -170,6 +171,63 @@ async def confirm_delivery(conn: asyncpg.Connection, shipment_id: str) -> domain
     else:
         shipment = await store.get_shipment(conn, shipment_id)
     return shipment
+
+
+# ---- store pickup ----------------------------------------------------------------------------
+
+
+async def mark_ready_for_pickup(
+    conn: asyncpg.Connection, fulfillment_order_id: str, collect_within_seconds: float
+) -> domain.FulfillmentOrder:
+    """The store set a pickup fulfillment order aside: it waits there until its deadline, and
+    the order's log (which mails the shopper) hears of it; again, nothing changes."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    if domain.must_mark_ready(fo):
+        await store.mark_ready(conn, fulfillment_order_id, collect_within_seconds)
+        fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+        await store.log_order_event(
+            conn,
+            events.status_changed_event(fo, f"warehouse:{fo.location_id}", domain.ready_note(fo)),
+        )
+    return fo
+
+
+async def confirm_pickup(conn: asyncpg.Connection, fulfillment_order_id: str) -> Shipped:
+    """The shopper collected a fulfillment order ready for pickup: a parcel that left the
+    store's stock and was delivered at once, told to the order's workflow as both."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    plan = domain.plan_pickup(fo)
+    shipment_id = new_id()
+    await store.record_shipment(
+        conn, fo, shipment_id, domain.PICKUP_CARRIER, "", fo.pickup_location_id, plan
+    )
+    await store.mark_delivered(conn, shipment_id)
+    shipment = await store.get_shipment(conn, shipment_id)
+    await store.signal_order(conn, fo.order_id, events.shipped_event(fo, shipment))
+    await store.signal_order(conn, fo.order_id, events.delivered_event(shipment))
+    after = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    return Shipped(shipment, after)
+
+
+async def cancel_uncollected_pickups(pool: asyncpg.Pool, batch: int) -> int:
+    """One sweep: cancel every pickup fulfillment order whose deadline passed (its stock
+    restored, its capacity slot given back) and tell each order's workflow, `batch` per
+    transaction; returns how many."""
+    canceled = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            due = await store.lock_due_pickups(conn, batch)
+            for fo_id in due:
+                fo = await store.get_fulfillment_order(conn, fo_id)
+                change = domain.plan_not_collected(fo)
+                reason = domain.not_collected_reason(fo)
+                await store.take_off(conn, fo, change, reason, f"not_collected:{fo_id}")
+                await store.signal_order(
+                    conn, fo.order_id, events.not_collected_event(fo, change, reason)
+                )
+        canceled += len(due)
+        if len(due) < batch:
+            return canceled
 
 
 async def cancel_fulfillment_order(

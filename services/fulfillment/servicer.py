@@ -39,8 +39,11 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         policy: domain.RoutingPolicy | None = None,
         holidays: domain.Holidays | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        collect_within_seconds: float = 604800.0,
     ) -> None:
         self._pool = pool
+        # Store pickup: how long a fulfillment order ready for pickup waits for the shopper.
+        self._collect_within_seconds = collect_within_seconds
         self._policy = policy or domain.RoutingPolicy()
         self._holidays = holidays or calendars.PublicHolidays()
         self._clock = clock
@@ -194,6 +197,31 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             lambda conn: handlers.confirm_delivery(conn, request.shipment_id)
         )
         return pb.ConfirmDeliveryResponse(shipment=convert.shipment_to_pb(shipment))
+
+    async def MarkReadyForPickup(
+        self, request: pb.MarkReadyForPickupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MarkReadyForPickupResponse:
+        fo_id = request.fulfillment_order_id
+        check_required({"fulfillment_order_id": fo_id})
+        await self._acting_for(fo_id)
+        fo = await self._in_transaction(
+            lambda conn: handlers.mark_ready_for_pickup(conn, fo_id, self._collect_within_seconds)
+        )
+        return pb.MarkReadyForPickupResponse(fulfillment_order=convert.fulfillment_order_to_pb(fo))
+
+    async def ConfirmPickup(
+        self, request: pb.ConfirmPickupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmPickupResponse:
+        fo_id = request.fulfillment_order_id
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
+        await self._acting_for(fo_id)
+        return await self._once(
+            f"pickup:{fo_id}:{request.idempotency_key}",
+            request,
+            pb.ConfirmPickupResponse,
+            lambda conn: handlers.confirm_pickup(conn, fo_id),
+            convert.picked_up_pb,
+        )
 
     async def CancelFulfillmentOrder(
         self, request: pb.CancelFulfillmentOrderRequest, context: grpc.aio.ServicerContext

@@ -37,15 +37,34 @@ def test_a_shipment_names_its_carrier_and_tracking_number_and_a_return_its_units
     assert params_of(received) == {"units": 3}
 
 
-def test_only_the_five_shopper_events_make_messages() -> None:
+def test_only_the_six_shopper_events_make_messages() -> None:
     assert set(TEMPLATE_OF) == {
         "order.captured",
         "shipment.shipped",
         "shipment.delivered",
         "refund.issued",
         "return.received",
+        "fulfillment.ready_for_pickup",
     }
     assert params_of(events_pb2.Event(type="payment.authorized")) is None
+
+
+def test_a_pickup_mails_where_to_collect_and_no_shipped_message() -> None:
+    ready = events_pb2.Event(
+        type="fulfillment.ready_for_pickup",
+        fulfillment_order_changed=events_pb2.FulfillmentOrderChanged(
+            location_id="store-chicago", reason="ready for pickup at store store-chicago"
+        ),
+    )
+    assert params_of(ready) == {
+        "store": "store-chicago",
+        "note": "ready for pickup at store store-chicago",
+    }
+    collected = events_pb2.Event(
+        type="shipment.shipped",
+        shipment_changed=events_pb2.ShipmentChanged(carrier="pickup", tracking_number="s"),
+    )
+    assert params_of(collected) is None
 
 
 def test_templates_fall_back_to_the_language_then_to_the_default_and_escape_html() -> None:
@@ -70,6 +89,8 @@ def test_every_template_renders_in_every_shipped_locale() -> None:
         "tracking_number": "T1",
         "amount": "1.00 USD",
         "units": 1,
+        "store": "store-chicago",
+        "note": "",
     }
     for locale in ("en", "de"):
         for template in TEMPLATE_OF.values():

@@ -391,7 +391,11 @@ async def route(
         if mine:
             groups.append(
                 RoutingGroupData(
-                    group.delivery_group_id, group.address, mine, group.delivery_method
+                    group.delivery_group_id,
+                    group.address,
+                    mine,
+                    group.delivery_method,
+                    group.pickup_location_id,
                 )
             )
     result: RouteResult = await steps.activity(
@@ -441,9 +445,12 @@ async def cancel_units(
     money_back: bool = True,
     void_when_all_canceled: bool = False,
     cause: list[EventData] | None = None,
+    canceled_by_fulfillment: str = "",
 ) -> ChangeResult:
     """Cancel unshipped units (empty: all of them): on their fulfillment orders, in the
-    buckets, and in money (unless `money_back` is False: nothing was authorized). With
+    buckets, and in money (unless `money_back` is False: nothing was authorized).
+    `canceled_by_fulfillment` names the fulfillment order whose units fulfillment canceled
+    itself (a pickup not collected): they are taken off it without asking again. With
     `void_when_all_canceled`, a cancel that leaves every line canceled also voids what the
     authorizations still hold (with the money given back when it can be). `cause`: events of
     what led to the cancel (e.g. a declined payment), reported first, with it."""
@@ -454,11 +461,17 @@ async def cancel_units(
         *(cause or []),
         order_events.lines_changed("lines.canceled", order_events.lines(ledger, plan), reason),
     ]
-    for fo_id, items in ledger.open_units_for_cancel(plan).items():
-        await steps.activity(
-            names.CANCEL_FULFILLMENT_ORDER_LINES,
-            CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
-        )
+    taken = (
+        {canceled_by_fulfillment: plan}
+        if canceled_by_fulfillment
+        else ledger.open_units_for_cancel(plan)
+    )
+    for fo_id, items in taken.items():
+        if not canceled_by_fulfillment:
+            await steps.activity(
+                names.CANCEL_FULFILLMENT_ORDER_LINES,
+                CancelLinesInput(fo_id, f"{order.order_id}:{step}:{fo_id}", items, reason),
+            )
         ledger.remove_open_units(fo_id, items)
         released += items
         # The fulfillment order gives the units up; with none left to ship, it is canceled.

@@ -48,6 +48,7 @@ EVENT_TYPES: Mapping[str, str] = {
             "backordered",
             "released",
             "repromised",
+            "ready_for_pickup",
         )
     },
     "shipment.shipped": SHIPMENT_CHANGED,

@@ -9,10 +9,15 @@ from datetime import datetime, timedelta
 TEMPLATE_OF = {
     "order.captured": "order_confirmed",
     "shipment.shipped": "order_shipped",
+    "fulfillment.ready_for_pickup": "ready_for_pickup",
     "shipment.delivered": "order_delivered",
     "refund.issued": "refund_issued",
     "return.received": "return_received",
 }
+
+# The carrier a store pickup's collection is recorded under: the shopper has the parcel in
+# hand, so no "on its way" message goes out for it.
+PICKUP_CARRIER = "pickup"
 
 OPTED_OUT = "the shopper opted out"
 NO_ADDRESS = "the shopper has no email address (erased)"

@@ -99,6 +99,8 @@ class DeliveryGroup:
     address: PostalAddress
     delivery_method: str
     shipping_minor: int
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass(frozen=True)

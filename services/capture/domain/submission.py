@@ -32,6 +32,8 @@ from services.capture.domain.order import (
 CHANNELS = ("web", "marketplace", "store", "b2b", "agent")
 PAYMENT_METHOD_TYPES = ("card", "gift_card", "invoice_terms")
 SHOPPER_KINDS = ("person", "business")
+# The delivery method of a group the shopper collects at a store (it names the store).
+PICKUP = "pickup"
 
 # How much a submission may hold.
 MAX_LINES = limits.MAX_LINES
@@ -89,6 +91,8 @@ class DeliveryGroupRequest:
     address: PostalAddress | None
     delivery_method: str = ""
     shipping_charge: Money | None = None
+    # With delivery method "pickup" (required then): the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,11 @@ def _check_delivery_group(
         refs.add(group.ref)
     v.limit(f"{path}.recipient_name", group.recipient_name, MAX_NAME_LENGTH)
     v.limit(f"{path}.delivery_method", group.delivery_method, MAX_NAME_LENGTH)
+    v.limit(f"{path}.pickup_location_id", group.pickup_location_id, MAX_REF_LENGTH)
+    if group.delivery_method == PICKUP and not group.pickup_location_id:
+        v.add(f"{path}.pickup_location_id", "is required for delivery method pickup")
+    elif group.pickup_location_id and group.delivery_method != PICKUP:
+        v.add(f"{path}.pickup_location_id", "is only for delivery method pickup")
     if group.address is None:
         v.add(f"{path}.address", "is required")
     else:
@@ -431,6 +440,7 @@ def capture_order(
             address=_normalized_address(g.address),
             delivery_method=g.delivery_method,
             shipping_minor=g.shipping_charge.amount_minor if g.shipping_charge else 0,
+            pickup_location_id=g.pickup_location_id,
         )
         for g in s.delivery_groups
     )

@@ -33,11 +33,12 @@ from oms_platform.passes import Pacing, run_passes
 from oms_platform.settings import Settings
 from services.capture import store as capture_store
 from services.capture.domain.notifications import (
-    TEMPLATE_OF as TEMPLATE_OF,
-)
-from services.capture.domain.notifications import (
+    PICKUP_CARRIER,
     gives_up,
     skip_reason,
+)
+from services.capture.domain.notifications import (
+    TEMPLATE_OF as TEMPLATE_OF,
 )
 from services.capture.domain.notifications import (
     retry_delay as retry_delay,
@@ -71,7 +72,12 @@ def params_of(event: events_pb2.Event) -> dict[str, Any] | None:
         return {}
     if event.type in ("shipment.shipped", "shipment.delivered") and kind == "shipment_changed":
         shipment = event.shipment_changed
+        if event.type == "shipment.shipped" and shipment.carrier == PICKUP_CARRIER:
+            return None
         return {"carrier": shipment.carrier, "tracking_number": shipment.tracking_number}
+    if event.type == "fulfillment.ready_for_pickup" and kind == "fulfillment_order_changed":
+        ready = event.fulfillment_order_changed
+        return {"store": ready.location_id, "note": ready.reason}
     if event.type == "refund.issued" and kind == "refund_issued":
         amount = event.refund_issued.amount
         return {"amount": format_minor(amount.amount_minor, amount.currency)}

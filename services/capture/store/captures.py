@@ -54,14 +54,15 @@ _INSERT_CHILDREN = """
 ), g AS (
     INSERT INTO delivery_groups (
         id, order_id, position, ref, recipient_name, line1, line2, city, region,
-        postal_code, country_code, delivery_method, shipping_minor
+        postal_code, country_code, delivery_method, shipping_minor, pickup_location_id
     )
     SELECT x.id, x.order_id, x.position, x.ref, x.recipient_name, x.line1, x.line2, x.city,
-           x.region, x.postal_code, x.country_code, x.delivery_method, x.shipping_minor
+           x.region, x.postal_code, x.country_code, x.delivery_method, x.shipping_minor,
+           coalesce(x.pickup_location_id, '')
     FROM jsonb_to_recordset($2::jsonb) AS x (
         id text, order_id text, position int, ref text, recipient_name text, line1 text,
         line2 text, city text, region text, postal_code text, country_code text,
-        delivery_method text, shipping_minor bigint
+        delivery_method text, shipping_minor bigint, pickup_location_id text
     )
     WHERE x.order_id IN (SELECT id FROM o)
 ), l AS (
@@ -269,6 +270,7 @@ class OrderRows:
                     **_address_json(g.address),
                     "delivery_method": g.delivery_method,
                     "shipping_minor": g.shipping_minor,
+                    "pickup_location_id": g.pickup_location_id,
                 }
             )
         for i, line in enumerate(order.lines):

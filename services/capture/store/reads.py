@@ -98,7 +98,7 @@ PLAN_FOR_PARAMETERS = ("plan_cache_mode", "force_custom_plan")
 
 SQL_GROUPS_OF_ORDERS = """
 SELECT id, order_id, ref, recipient_name, line1, line2, city, region, postal_code,
-       country_code, delivery_method, shipping_minor
+       country_code, delivery_method, shipping_minor, pickup_location_id
 FROM delivery_groups WHERE order_id = ANY($1::text[])
 ORDER BY order_id, position"""
 
@@ -270,6 +270,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
                 ),
                 delivery_method=g["delivery_method"],
                 shipping_minor=g["shipping_minor"],
+                pickup_location_id=g["pickup_location_id"],
             )
         )
     lines: dict[str, list[domain.OrderLine]] = {i: [] for i in ids}

@@ -1,8 +1,9 @@
 """Fulfillment domain: inventory (locations, stock levels, reservations), checkout
 reservations (a cart's units held before the order), incoming supply and backorders, routing (the
 policy and the plan), postal codes (where recipients are), fulfillment orders (statuses,
-progress, shipments, units taken off, listing) and delivery promises (business days, ship and
-delivery dates), a module each, over the shared value types in `common`.
+progress, shipments, units taken off, listing), delivery promises (business days, ship and
+delivery dates) and store pickup (ready, collected, not collected), a module each, over the
+shared value types in `common`.
 
 Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
 writes these types; the servicer converts them to and from the wire. Callers use the package
@@ -133,7 +134,13 @@ from services.fulfillment.domain.fulfillment_orders import (
     PICKED as PICKED,
 )
 from services.fulfillment.domain.fulfillment_orders import (
+    PICKED_UP as PICKED_UP,
+)
+from services.fulfillment.domain.fulfillment_orders import (
     PROGRESS as PROGRESS,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    READY_FOR_PICKUP as READY_FOR_PICKUP,
 )
 from services.fulfillment.domain.fulfillment_orders import (
     REJECTED as REJECTED,
@@ -294,6 +301,27 @@ from services.fulfillment.domain.inventory import (
 from services.fulfillment.domain.inventory import (
     with_schedule as with_schedule,
 )
+from services.fulfillment.domain.pickup import (
+    PICKUP_CARRIER as PICKUP_CARRIER,
+)
+from services.fulfillment.domain.pickup import (
+    must_mark_ready as must_mark_ready,
+)
+from services.fulfillment.domain.pickup import (
+    not_collected_reason as not_collected_reason,
+)
+from services.fulfillment.domain.pickup import (
+    pickup_deadline as pickup_deadline,
+)
+from services.fulfillment.domain.pickup import (
+    plan_not_collected as plan_not_collected,
+)
+from services.fulfillment.domain.pickup import (
+    plan_pickup as plan_pickup,
+)
+from services.fulfillment.domain.pickup import (
+    ready_note as ready_note,
+)
 from services.fulfillment.domain.postal import (
     MAX_POSTAL_CODE_LENGTH as MAX_POSTAL_CODE_LENGTH,
 )
@@ -364,6 +392,9 @@ from services.fulfillment.domain.promise import (
     validate_delivery_question as validate_delivery_question,
 )
 from services.fulfillment.domain.routing import (
+    PICKUP as PICKUP,
+)
+from services.fulfillment.domain.routing import (
     ROUTING_TRIGGERS as ROUTING_TRIGGERS,
 )
 from services.fulfillment.domain.routing import (
@@ -386,6 +417,9 @@ from services.fulfillment.domain.routing import (
 )
 from services.fulfillment.domain.routing import (
     GroupPlan as GroupPlan,
+)
+from services.fulfillment.domain.routing import (
+    PickupAtStore as PickupAtStore,
 )
 from services.fulfillment.domain.routing import (
     PlanOption as PlanOption,

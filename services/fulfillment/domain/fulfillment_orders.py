@@ -24,6 +24,9 @@ PACKED = "packed"
 SHIPPED = "shipped"
 REJECTED = "rejected"
 CANCELED = "canceled"
+# Store pickup: set aside at the store for the shopper, then collected.
+READY_FOR_PICKUP = "ready_for_pickup"
+PICKED_UP = "picked_up"
 FULFILLMENT_ORDER_STATUSES = (
     BACKORDERED,
     ALLOCATED,
@@ -33,13 +36,15 @@ FULFILLMENT_ORDER_STATUSES = (
     SHIPPED,
     REJECTED,
     CANCELED,
+    READY_FOR_PICKUP,
+    PICKED_UP,
 )
 
 # Statuses a shipment can be confirmed from (a location may skip picking and packing reports).
 SHIPPABLE = frozenset({ACCEPTED, PICKED, PACKED})
 # Statuses in which units can still be taken off (rejected, canceled, moved); a backordered
 # one's only canceled (no location has it yet to reject or move it).
-OPEN_STATUSES = frozenset({BACKORDERED, ALLOCATED, ACCEPTED, PICKED, PACKED})
+OPEN_STATUSES = frozenset({BACKORDERED, ALLOCATED, ACCEPTED, PICKED, PACKED, READY_FOR_PICKUP})
 
 
 # ---- fulfillment orders ------------------------------------------------------------------
@@ -103,6 +108,11 @@ class FulfillmentOrder:
     # A backordered one's supply and the date it is promised for (kept after its release).
     supply_id: str = ""
     promise_date: date | None = None
+    # Store pickup: the store the shopper collects at ("" for other delivery methods), and
+    # since when it waits there and until when.
+    pickup_location_id: str = ""
+    ready_for_pickup_at: datetime | None = None
+    pickup_deadline: datetime | None = None
 
 
 # Warehouse progress reports: the status each leads to, the statuses it may come from, and
@@ -141,6 +151,11 @@ class ShipmentPlan:
 
 def plan_shipment(fo: FulfillmentOrder, items: Sequence[ShipmentItem]) -> ShipmentPlan:
     """Check a shipment report against what remains to ship; no items means all of it."""
+    if fo.pickup_location_id:
+        raise FailedPrecondition(
+            f"fulfillment order {fo.fulfillment_order_id} is collected at store "
+            f"{fo.pickup_location_id}; confirm it with ConfirmPickup, not as a shipment"
+        )
     if fo.status not in SHIPPABLE:
         raise refuse(fo, "confirm a shipment for it")
     remaining = {line.order_line_id: line.remaining for line in fo.lines}
@@ -190,7 +205,7 @@ def must_cancel(fo: FulfillmentOrder) -> bool:
     """True if canceling changes something; False if it is already canceled."""
     if fo.status == CANCELED:
         return False
-    if fo.status in (SHIPPED, REJECTED):
+    if fo.status in (SHIPPED, REJECTED, PICKED_UP):
         raise refuse(fo, "cancel it")
     return True
 

@@ -15,6 +15,9 @@ from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.postal import PostalAddress
 from services.fulfillment.domain.common import Coordinates, haversine_km, plural
 
+# The delivery method of a group the shopper collects at a store.
+PICKUP = "pickup"
+
 
 @dataclass(frozen=True)
 class RoutingLine:
@@ -34,6 +37,8 @@ class DeliveryGroup:
     lines: tuple[RoutingLine, ...]
     # e.g. "standard", "same_day"; merchant routing rules may depend on it.
     delivery_method: str = ""
+    # With delivery method "pickup": the store the shopper collects at.
+    pickup_location_id: str = ""
 
 
 def validate_routing_request(
@@ -69,6 +74,12 @@ def validate_routing_request(
                 violations.append(FieldViolation(f"{at}.sku", "is required"))
             if line.quantity <= 0:
                 violations.append(FieldViolation(f"{at}.quantity", "must be positive"))
+        if group.delivery_method == PICKUP and not group.pickup_location_id:
+            violations.append(
+                FieldViolation(
+                    f"{where}.pickup_location_id", "is required for delivery method pickup"
+                )
+            )
     if violations:
         raise InvalidArgument(violations)
 
@@ -107,6 +118,25 @@ class ExcludeLocations:
     def excludes(self, group: DeliveryGroup, candidate: Candidate) -> str | None:
         """The location's reason, if it is one of them."""
         return self.reasons.get(candidate.location_id)
+
+
+@dataclass(frozen=True)
+class PickupAtStore:
+    """A pickup group is fulfilled by the store it names, and only if that is a store; other
+    delivery methods are left alone. Every policy applies it first."""
+
+    def excludes(self, group: DeliveryGroup, candidate: Candidate) -> str | None:
+        """Why `candidate` cannot be where the shopper collects `group`."""
+        if group.delivery_method != PICKUP:
+            return None
+        if candidate.location_id != group.pickup_location_id:
+            return f"pickup at store {group.pickup_location_id}"
+        if candidate.type != "store":
+            return f"pickup needs a store; {candidate.location_id} is a {candidate.type}"
+        return None
+
+
+_PICKUP_AT_STORE = PickupAtStore()
 
 
 @dataclass(frozen=True)
@@ -236,8 +266,9 @@ class RoutingPolicy:
         return replace(self, rules=(*self.rules, *rules))
 
     def exclusion(self, group: DeliveryGroup, candidate: Candidate) -> str | None:
-        """The first rule's reason to keep `candidate` away from `group`; None if none has."""
-        for rule in self.rules:
+        """The first rule's reason to keep `candidate` away from `group`; None if none has.
+        Pickup at the named store comes before the merchant's rules."""
+        for rule in (_PICKUP_AT_STORE, *self.rules):
             reason = rule.excludes(group, candidate)
             if reason:
                 return reason

@@ -1,9 +1,9 @@
 """Fulfillment's Postgres store: named SQL over the fulfillment schema, domain types out.
 Inventory (locations, groups, levels, daily capacity), checkout reservations (carts' units
 held on levels), routing (what it reads, delivery groups, decisions), postal codes (loads
-of a country's coordinates), fulfillment orders (lines, reservations, shipments) and
-delivery promises (transit times, the estimate's snapshot) are a module each, over `common`;
-callers use the package (`store.X`), which re-exports every public name.
+of a country's coordinates), fulfillment orders (lines, reservations, shipments), delivery
+promises (transit times, the estimate's snapshot) and store pickup (ready, due) are a module
+each, over `common`; callers use the package (`store.X`), which re-exports every public name.
 
 Functions that take a connection run inside the caller's transaction, so one RPC can read,
 decide (in the domain) and write atomically, together with its idempotency key and outbox row.
@@ -274,6 +274,12 @@ from services.fulfillment.store.inventory import (
 )
 from services.fulfillment.store.inventory import (
     upsert_location_group as upsert_location_group,
+)
+from services.fulfillment.store.pickup import (
+    lock_due_pickups as lock_due_pickups,
+)
+from services.fulfillment.store.pickup import (
+    mark_ready as mark_ready,
 )
 from services.fulfillment.store.postal import (
     SEED_SOURCE as SEED_SOURCE,

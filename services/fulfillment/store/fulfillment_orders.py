@@ -29,9 +29,13 @@ from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_wo
 
 # ---- fulfillment orders --------------------------------------------------------------------
 
+# A pickup group's fulfillment orders carry its store, as the routed delivery group names it.
 SQL_INSERT_FULFILLMENT_ORDER = """
-INSERT INTO fulfillment_orders (id, order_id, delivery_group_id, location_id, status)
-VALUES ($1, $2, $3, $4, 'allocated')"""
+INSERT INTO fulfillment_orders
+    (id, order_id, delivery_group_id, location_id, status, pickup_location_id)
+VALUES ($1, $2, $3, $4, 'allocated', coalesce(
+    (SELECT pickup_location_id FROM delivery_groups
+     WHERE order_id = $2 AND delivery_group_id = $3), ''))"""
 
 SQL_INSERT_LINES = """
 INSERT INTO fulfillment_order_lines
@@ -48,7 +52,8 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
 
 _FO_COLUMNS = (
     "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
-    "supply_id, promise_date"
+    "supply_id, promise_date, "
+    "pickup_location_id, ready_for_pickup_at, pickup_deadline"
 )
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
@@ -219,6 +224,9 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             updated_at=row["updated_at"],
             supply_id=row["supply_id"] or "",
             promise_date=row["promise_date"],
+            pickup_location_id=row["pickup_location_id"],
+            ready_for_pickup_at=row["ready_for_pickup_at"],
+            pickup_deadline=row["pickup_deadline"],
         )
         for row in rows
     ]

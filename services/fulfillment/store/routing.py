@@ -69,15 +69,15 @@ FOR UPDATE OF d"""
 
 SQL_DELIVERY_GROUP = """
 SELECT delivery_group_id, address_line1, address_line2, city, region, postal_code,
-       country_code, delivery_method
+       country_code, delivery_method, pickup_location_id
 FROM delivery_groups WHERE order_id = $1 AND delivery_group_id = $2"""
 
 SQL_RECORD_DELIVERY_GROUPS = """
 INSERT INTO delivery_groups
     (order_id, delivery_group_id, address_line1, address_line2, city, region, postal_code,
-     country_code, delivery_method)
+     country_code, delivery_method, pickup_location_id)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::text[])
+                         $7::text[], $8::text[], $9::text[], $10::text[])
 ON CONFLICT (order_id, delivery_group_id) DO NOTHING"""
 
 # Locations that rejected any of these order lines of the order, with the lines they rejected.
@@ -161,7 +161,11 @@ async def delivery_group(
     if row is None:
         return domain.DeliveryGroup(delivery_group_id, domain.PostalAddress(), tuple(lines))
     return domain.DeliveryGroup(
-        delivery_group_id, postal_address(row), tuple(lines), row["delivery_method"]
+        delivery_group_id,
+        postal_address(row),
+        tuple(lines),
+        row["delivery_method"],
+        row["pickup_location_id"],
     )
 
 
@@ -184,6 +188,7 @@ async def record_delivery_groups(
         column(lambda g: g.address.postal_code),
         column(lambda g: g.address.country_code),
         column(lambda g: g.delivery_method),
+        column(lambda g: g.pickup_location_id),
     )
 
 

@@ -227,6 +227,7 @@ class DeliveryGroup(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
     SHIPPING_CHARGE_FIELD_NUMBER: _builtins.int
+    PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     """The client's own reference for the group, used by lines to point at it; oms assigns
     `delivery_group_id`.
@@ -236,6 +237,10 @@ class DeliveryGroup(_message.Message):
     """Recipient and address."""
     delivery_method: _builtins.str
     """e.g. "standard", "express", "pickup"."""
+    pickup_location_id: _builtins.str
+    """For delivery method "pickup" (and required with it): the store (a fulfillment location of
+    type store) where the shopper collects the group. Empty for every other method.
+    """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress: ...
     @_builtins.property
@@ -251,10 +256,11 @@ class DeliveryGroup(_message.Message):
         address: _common_pb2.PostalAddress | None = ...,
         delivery_method: _builtins.str = ...,
         shipping_charge: _common_pb2.Money | None = ...,
+        pickup_location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "shipping_charge", b"shipping_charge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "recipient_name", b"recipient_name", "ref", b"ref", "shipping_charge", b"shipping_charge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "pickup_location_id", b"pickup_location_id", "recipient_name", b"recipient_name", "ref", b"ref", "shipping_charge", b"shipping_charge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,10 @@ class _FulfillmentOrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     """Promised from incoming supply (`supply_id`, by `promise_date`); nothing is reserved and
     the location has nothing to do until the supply arrives, when it becomes ALLOCATED.
     """
+    FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP: _FulfillmentOrderStatus.ValueType  # 9
+    """Store pickup: set aside at the store for the shopper until `pickup_deadline`."""
+    FULFILLMENT_ORDER_STATUS_PICKED_UP: _FulfillmentOrderStatus.ValueType  # 10
+    """Store pickup: the shopper collected it."""
 
 class FulfillmentOrderStatus(_FulfillmentOrderStatus, metaclass=_FulfillmentOrderStatusEnumTypeWrapper):
     """FulfillmentOrderStatus is where a fulfillment order is in its life at the location."""
@@ -104,6 +108,10 @@ FULFILLMENT_ORDER_STATUS_BACKORDERED: FulfillmentOrderStatus.ValueType  # 8
 """Promised from incoming supply (`supply_id`, by `promise_date`); nothing is reserved and
 the location has nothing to do until the supply arrives, when it becomes ALLOCATED.
 """
+FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP: FulfillmentOrderStatus.ValueType  # 9
+"""Store pickup: set aside at the store for the shopper until `pickup_deadline`."""
+FULFILLMENT_ORDER_STATUS_PICKED_UP: FulfillmentOrderStatus.ValueType  # 10
+"""Store pickup: the shopper collected it."""
 Global___FulfillmentOrderStatus: _TypeAlias = FulfillmentOrderStatus  # noqa: Y015
 
 class _SupplyKind:
@@ -551,6 +559,9 @@ class FulfillmentOrder(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     SUPPLY_ID_FIELD_NUMBER: _builtins.int
     PROMISE_DATE_FIELD_NUMBER: _builtins.int
+    PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
+    READY_FOR_PICKUP_AT_FIELD_NUMBER: _builtins.int
+    PICKUP_DEADLINE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -565,6 +576,10 @@ class FulfillmentOrder(_message.Message):
     kept after its release. Empty for one allocated from stock.
     """
     promise_date: _builtins.str
+    pickup_location_id: _builtins.str
+    """Store pickup: the store the shopper collects it at (its own location); empty for other
+    delivery methods.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentLine]:
         """Lines and their quantities."""
@@ -579,6 +594,12 @@ class FulfillmentOrder(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ready_for_pickup_at(self) -> _timestamp_pb2.Timestamp:
+        """Store pickup: when it became ready for pickup, and when it is canceled if not collected."""
+
+    @_builtins.property
+    def pickup_deadline(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -593,10 +614,13 @@ class FulfillmentOrder(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         supply_id: _builtins.str = ...,
         promise_date: _builtins.str = ...,
+        pickup_location_id: _builtins.str = ...,
+        ready_for_pickup_at: _timestamp_pb2.Timestamp | None = ...,
+        pickup_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pickup_deadline", b"pickup_deadline", "ready_for_pickup_at", b"ready_for_pickup_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "promise_date", b"promise_date", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "ready_for_pickup_at", b"ready_for_pickup_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,11 +666,16 @@ class RoutingDeliveryGroup(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
     delivery_group_id: _builtins.str
     """The delivery group."""
     delivery_method: _builtins.str
     """The delivery method, e.g. "standard", "express", "same_day"; merchant routing rules may
     depend on it.
+    """
+    pickup_location_id: _builtins.str
+    """With delivery method "pickup": the store the shopper collects at. Only that store (a
+    location of type store) may fulfil the group.
     """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress:
@@ -663,10 +692,11 @@ class RoutingDeliveryGroup(_message.Message):
         address: _common_pb2.PostalAddress | None = ...,
         lines: _abc.Iterable[Global___RoutingLine] | None = ...,
         delivery_method: _builtins.str = ...,
+        pickup_location_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "lines", b"lines", "pickup_location_id", b"pickup_location_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2953,3 +2983,109 @@ class ReceiveSupplyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReceiveSupplyResponse: _TypeAlias = ReceiveSupplyResponse  # noqa: Y015
+
+@_typing.final
+class MarkReadyForPickupRequest(_message.Message):
+    """MarkReadyForPickupRequest names a pickup fulfillment order the store has set aside."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order (its delivery method is pickup)."""
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadyForPickupRequest: _TypeAlias = MarkReadyForPickupRequest  # noqa: Y015
+
+@_typing.final
+class MarkReadyForPickupResponse(_message.Message):
+    """MarkReadyForPickupResponse carries the fulfillment order, ready for pickup."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The fulfillment order after the change, with its pickup deadline."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadyForPickupResponse: _TypeAlias = MarkReadyForPickupResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmPickupRequest(_message.Message):
+    """ConfirmPickupRequest reports that the shopper collected a pickup fulfillment order.
+
+    The order's workflow receives the events of a shipment delivered at once: "shipped" (carrier
+    "pickup", the store as tracking number) and "delivered".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order, ready for pickup."""
+    idempotency_key: _builtins.str
+    """The store's own reference for this collection; a repeat has one effect."""
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmPickupRequest: _TypeAlias = ConfirmPickupRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmPickupResponse(_message.Message):
+    """ConfirmPickupResponse carries the collection as a shipment and the fulfillment order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shipment(self) -> Global___Shipment:
+        """The collection, recorded as a shipment delivered when it was collected."""
+
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The fulfillment order after the change (picked up)."""
+
+    def __init__(
+        self,
+        *,
+        shipment: Global___Shipment | None = ...,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order", "shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order", "shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmPickupResponse: _TypeAlias = ConfirmPickupResponse  # noqa: Y015

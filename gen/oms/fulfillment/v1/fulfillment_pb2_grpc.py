@@ -188,6 +188,16 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.FromString,
                 _registered_method=True)
+        self.MarkReadyForPickup = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/MarkReadyForPickup',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupResponse.FromString,
+                _registered_method=True)
+        self.ConfirmPickup = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ConfirmPickup',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -445,6 +455,25 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkReadyForPickup(self, request, context):
+        """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
+        (from allocated, accepted, picked or packed). The
+        shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+        then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPickup(self, request, context):
+        """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
+        it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
+        delivered shipment. A repeat with the same key has one effect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -597,6 +626,16 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ReceiveSupply,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.SerializeToString,
+            ),
+            'MarkReadyForPickup': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkReadyForPickup,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupResponse.SerializeToString,
+            ),
+            'ConfirmPickup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPickup,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1412,6 +1451,60 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ReceiveSupply',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ReceiveSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkReadyForPickup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/MarkReadyForPickup',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.MarkReadyForPickupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPickup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ConfirmPickup',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
             options,
             channel_credentials,
             insecure,

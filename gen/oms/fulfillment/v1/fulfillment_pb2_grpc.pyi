@@ -153,6 +153,17 @@ class FulfillmentServiceStub:
     never a younger one ahead of an older one that does not fit), whose workflows are told.
     Idempotent by key.
     """
+    MarkReadyForPickup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.MarkReadyForPickupRequest, _fulfillment_pb2.MarkReadyForPickupResponse]
+    """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
+    (from allocated, accepted, picked or packed). The
+    shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+    then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
+    """
+    ConfirmPickup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ConfirmPickupRequest, _fulfillment_pb2.ConfirmPickupResponse]
+    """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
+    it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
+    delivered shipment. A repeat with the same key has one effect.
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -277,6 +288,17 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     released to its backordered fulfillment orders, oldest order first (each reserved whole,
     never a younger one ahead of an older one that does not fit), whose workflows are told.
     Idempotent by key.
+    """
+    MarkReadyForPickup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.MarkReadyForPickupRequest, _fulfillment_pb2.MarkReadyForPickupResponse]  # type: ignore[assignment]
+    """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
+    (from allocated, accepted, picked or packed). The
+    shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+    then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
+    """
+    ConfirmPickup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ConfirmPickupRequest, _fulfillment_pb2.ConfirmPickupResponse]  # type: ignore[assignment]
+    """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
+    it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
+    delivered shipment. A repeat with the same key has one effect.
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -579,6 +601,29 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         released to its backordered fulfillment orders, oldest order first (each reserved whole,
         never a younger one ahead of an older one that does not fit), whose workflows are told.
         Idempotent by key.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkReadyForPickup(
+        self,
+        request: _fulfillment_pb2.MarkReadyForPickupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.MarkReadyForPickupResponse, _abc.Awaitable[_fulfillment_pb2.MarkReadyForPickupResponse]]:
+        """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
+        (from allocated, accepted, picked or packed). The
+        shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+        then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmPickup(
+        self,
+        request: _fulfillment_pb2.ConfirmPickupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ConfirmPickupResponse, _abc.Awaitable[_fulfillment_pb2.ConfirmPickupResponse]]:
+        """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
+        it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
+        delivered shipment. A repeat with the same key has one effect.
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
