@@ -16,7 +16,7 @@ from oms_platform.wire import (
     timestamp_to_datetime,
 )
 from services.fulfillment import domain
-from services.fulfillment.handlers import Moved, Rerouted, Routed, Shipped
+from services.fulfillment.handlers import AddressChanged, Moved, Rerouted, Routed, Shipped
 
 STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.ALLOCATED: pb.FULFILLMENT_ORDER_STATUS_ALLOCATED,
@@ -46,6 +46,7 @@ TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
     "order": pb.ROUTING_TRIGGER_ORDER,
     "rejection": pb.ROUTING_TRIGGER_REJECTION,
     "move": pb.ROUTING_TRIGGER_MOVE,
+    "address_change": pb.ROUTING_TRIGGER_ADDRESS_CHANGE,
 }
 
 
@@ -289,6 +290,18 @@ def shipped_pb(shipped: Shipped) -> pb.ConfirmShipmentResponse:
     return pb.ConfirmShipmentResponse(
         shipment=shipment_to_pb(shipped.shipment),
         fulfillment_order=fulfillment_order_to_pb(shipped.fulfillment_order),
+    )
+
+
+def address_changed_pb(changed: AddressChanged) -> pb.ChangeDeliveryAddressResponse:
+    """ChangeDeliveryAddress' answer."""
+    return pb.ChangeDeliveryAddressResponse(
+        rerouted=changed.rerouted,
+        from_location_ids=list(changed.from_location_ids),
+        to_location_ids=list(changed.to_location_ids),
+        canceled_fulfillment_order_ids=list(changed.canceled),
+        replacements=[fulfillment_order_to_pb(fo) for fo in changed.replacements],
+        decisions=changed.decisions,
     )
 
 

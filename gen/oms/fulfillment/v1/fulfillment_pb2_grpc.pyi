@@ -131,6 +131,16 @@ class FulfillmentServiceStub:
     or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
     units belong to the order's fulfillment orders).
     """
+    ChangeDeliveryAddress: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]
+    """A delivery group goes to a new address (the order's workflow asks, before anything of the
+    group shipped). In one transaction: the address kept for routing is replaced, and the
+    group's unshipped units are routed again for it; when routing then chooses other
+    locations (and can place every unit), their lines are canceled at the old locations
+    (reservations released) and new fulfillment orders created where routing chose, as a
+    rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+    a unit of the group shipped. `preview` answers the same without keeping anything.
+    Idempotent by key. Tells no workflow: the caller decided.
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -233,6 +243,16 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
     or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
     units belong to the order's fulfillment orders).
+    """
+    ChangeDeliveryAddress: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]  # type: ignore[assignment]
+    """A delivery group goes to a new address (the order's workflow asks, before anything of the
+    group shipped). In one transaction: the address kept for routing is replaced, and the
+    group's unshipped units are routed again for it; when routing then chooses other
+    locations (and can place every unit), their lines are canceled at the old locations
+    (reservations released) and new fulfillment orders created where routing chose, as a
+    rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+    a unit of the group shipped. `preview` answers the same without keeping anything.
+    Idempotent by key. Tells no workflow: the caller decided.
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -483,6 +503,22 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Gives a checkout reservation's units back (e.g. the shopper left). Idempotent: a released
         or expired reservation is returned unchanged; a consumed one is FAILED_PRECONDITION (its
         units belong to the order's fulfillment orders).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeDeliveryAddress(
+        self,
+        request: _fulfillment_pb2.ChangeDeliveryAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ChangeDeliveryAddressResponse, _abc.Awaitable[_fulfillment_pb2.ChangeDeliveryAddressResponse]]:
+        """A delivery group goes to a new address (the order's workflow asks, before anything of the
+        group shipped). In one transaction: the address kept for routing is replaced, and the
+        group's unshipped units are routed again for it; when routing then chooses other
+        locations (and can place every unit), their lines are canceled at the old locations
+        (reservations released) and new fulfillment orders created where routing chose, as a
+        rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+        a unit of the group shipped. `preview` answers the same without keeping anything.
+        Idempotent by key. Tells no workflow: the caller decided.
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
