@@ -85,6 +85,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/RejectFulfillmentOrder": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/CancelFulfillmentOrder": frozenset({WORKFLOW, ADMIN}),
     f"/{FULFILLMENT}/CancelFulfillmentOrderLines": _LIFECYCLE,
+    # The workflow changes a delivery group's address; servicing previews it (preview only).
+    f"/{FULFILLMENT}/ChangeDeliveryAddress": frozenset({WORKFLOW, SERVICE}),
     f"/{FULFILLMENT}/MoveFulfillmentOrderLines": _AGENT_CHANGE,
     f"/{FULFILLMENT}/GetRoutingDecisions": frozenset({AGENT, MERCHANDISER, ADMIN}),
     f"/{FULFILLMENT}/ListLocations": frozenset({AGENT, WAREHOUSE, MERCHANDISER, ADMIN}),
@@ -157,6 +159,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{SERVICING}/PreviewExchange": _AGENT_CHANGE,
     f"/{SERVICING}/SubmitReship": _AGENT_CHANGE,
     f"/{SERVICING}/PreviewReship": _AGENT_CHANGE,
+    f"/{SERVICING}/SubmitAddressChange": _CHANGE_ON_SHOPPERS_BEHALF,
+    f"/{SERVICING}/PreviewAddressChange": _CHANGE_ON_SHOPPERS_BEHALF,
     f"/{SERVICING}/PreviewAppeasement": _AGENT_CHANGE,
     f"/{SERVICING}/SubmitAppeasement": _AGENT_CHANGE,
     f"/{SERVICING}/PreviewAddItems": _CHANGE_ON_SHOPPERS_BEHALF,

@@ -164,6 +164,7 @@ COUNT_LIMITS: dict[str, int] = {
         limits.MAX_LINES,
     ),
     "delivery_groups": limits.MAX_DELIVERY_GROUPS,
+    "delivery_group_addresses": limits.MAX_DELIVERY_GROUPS,
     "delivery_methods": limits.MAX_DELIVERY_METHODS,
     "discounts": limits.MAX_DISCOUNTS_PER_LINE,
     "SubmitOrderRequest.discounts": limits.MAX_ORDER_DISCOUNTS,

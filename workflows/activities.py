@@ -59,6 +59,8 @@ from workflows.types import (
     CancelLinesInput,
     CaptureInput,
     CaptureResult,
+    ChangeAddressInput,
+    ChangeAddressResult,
     ChargeLineData,
     CreditLineData,
     CreditMemoAndRefundInput,
@@ -303,6 +305,12 @@ def _progress(progress: ProgressInput) -> capture_pb2.RecordOrderProgressRequest
         # The lifecycle reads nothing back: spare capture reading the order.
         omit_order=True,
         events=[_event(event, progress.currency) for event in progress.events],
+        delivery_group_addresses=[
+            capture_pb2.DeliveryGroupAddress(
+                delivery_group_id=g.delivery_group_id, address=postal_address_to_pb(g.address)
+            )
+            for g in progress.delivery_group_addresses
+        ],
     )
 
 
@@ -621,19 +629,7 @@ class FulfillmentActivities:
             )
         )
         return RouteResult(
-            fulfillment_orders=[
-                FulfillmentOrderData(
-                    fulfillment_order_id=fo.fulfillment_order_id,
-                    location_id=fo.location_id,
-                    delivery_group_id=fo.delivery_group_id,
-                    lines=[
-                        RoutingLineData(line.order_line_id, line.sku, line.quantity)
-                        for line in fo.lines
-                    ],
-                    promise_date=fo.promise_date,
-                )
-                for fo in response.fulfillment_orders
-            ],
+            fulfillment_orders=[_fulfillment_order(fo) for fo in response.fulfillment_orders],
             unallocated=[
                 RoutingLineData(line.order_line_id, line.sku, line.quantity)
                 for line in response.unallocated_lines
@@ -672,6 +668,41 @@ class FulfillmentActivities:
                 timeout=DEADLINE_SECONDS,
             )
         )
+
+    @activity.defn(name=names.CHANGE_DELIVERY_ADDRESS)
+    async def change_delivery_address(self, request: ChangeAddressInput) -> ChangeAddressResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.ChangeDeliveryAddress(
+                fulfillment_pb2.ChangeDeliveryAddressRequest(
+                    order_id=request.order_id,
+                    delivery_group_id=request.delivery_group_id,
+                    idempotency_key=request.idempotency_key,
+                    address=postal_address_to_pb(request.address),
+                    reason=request.reason,
+                    preview=request.preview,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return ChangeAddressResult(
+            rerouted=response.rerouted,
+            from_location_ids=list(response.from_location_ids),
+            to_location_ids=list(response.to_location_ids),
+            canceled_fulfillment_order_ids=list(response.canceled_fulfillment_order_ids),
+            replacements=[_fulfillment_order(fo) for fo in response.replacements],
+            decisions=list(response.decisions),
+        )
+
+
+def _fulfillment_order(fo: fulfillment_pb2.FulfillmentOrder) -> FulfillmentOrderData:
+    return FulfillmentOrderData(
+        fulfillment_order_id=fo.fulfillment_order_id,
+        location_id=fo.location_id,
+        delivery_group_id=fo.delivery_group_id,
+        lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
+        promise_date=fo.promise_date,
+    )
 
 
 class ServicingActivities:

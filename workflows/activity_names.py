@@ -26,6 +26,8 @@ CREDIT_MEMO_AND_REFUND = "credit_memo_and_refund"
 CREATE_FULFILLMENT_ORDERS = "create_fulfillment_orders"
 CANCEL_FULFILLMENT_ORDER = "cancel_fulfillment_order"
 CANCEL_FULFILLMENT_ORDER_LINES = "cancel_fulfillment_order_lines"
+# a delivery group's new address, its units rerouted when routing chooses elsewhere
+CHANGE_DELIVERY_ADDRESS = "change_delivery_address"
 # servicing
 RECORD_PROCESS_EXCEPTION = "record_process_exception"
 ESCALATE_PROCESS_EXCEPTION = "escalate_process_exception"

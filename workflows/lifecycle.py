@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.activity_names as names
     import workflows.billing as billing
     import workflows.changes.add_items as adding
+    import workflows.changes.address as addressing
     import workflows.changes.appease as appeasing
     import workflows.changes.backorders as backorders
     import workflows.changes.cancel as canceling
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import LifecycleState
     from workflows.types import (
         ADD_ITEMS_UPDATE,
+        ADDRESS_CHANGE_UPDATE,
         ALLOCATED,
         APPEASE_UPDATE,
         AUTHORIZED,
@@ -86,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         AuthorizeResult,
         ChangeRequest,
         ChangeResult,
+        DeliveryGroupAddressData,
         EscalateInput,
         EventData,
         ExceptionRecord,
@@ -933,6 +936,22 @@ class OrderLifecycle:
     def _validate_reship(self, request: ChangeRequest) -> None:
         self._validate_with(request, lambda: reshipping.check(self.ledger, request))
 
+    @workflow.update(name=ADDRESS_CHANGE_UPDATE)
+    async def change_address(self, request: ChangeRequest) -> ChangeResult:
+        """A delivery group goes to a new address, before any of its units shipped."""
+        if request.change_id in self.state.changes:
+            return self.state.changes[request.change_id]
+        await self._after_queued_events()
+        async with self._section():
+            return await addressing.change_address(self, request)
+
+    @change_address.validator
+    def _validate_change_address(self, request: ChangeRequest) -> None:
+        self._validate_with(
+            request,
+            lambda: addressing.check(self.order, self.ledger, request, self.state.status),
+        )
+
     @workflow.update(name=ADD_ITEMS_UPDATE)
     async def add_items(self, request: ChangeRequest) -> ChangeResult:
         """New lines or more units of existing ones, before anything shipped."""
@@ -1085,6 +1104,7 @@ class OrderLifecycle:
             "add_items": adding.preview,
             "exchange": exchanging.preview,
             "reship": reshipping.preview,
+            "address_change": addressing.preview,
         }
         try:
             if request.kind not in previews:
@@ -1198,10 +1218,12 @@ class OrderLifecycle:
         added_lines: list[LineAdditionData] | None = None,
         holds: tuple[str, str] | None = None,
         events: list[EventData] | None = None,
+        delivery_group_addresses: list[DeliveryGroupAddressData] | None = None,
     ) -> None:
-        """Tell capture (the order's record, and its event log: `events`) and the search
-        attributes what just happened. With `holds` (category, attached to), a refused report
-        holds the order for an agent (`steps.attempt_step`); without, the refusal is raised.
+        """Tell capture (the order's record, and its event log: `events`; groups sent to a new
+        address: `delivery_group_addresses`) and the search attributes what just happened.
+        With `holds` (category, attached to), a refused report holds the order for an agent
+        (`steps.attempt_step`); without, the refusal is raised.
         Since the batched-progress patch the report waits for the end of the section or the
         next wait (`_flush`)."""
         batched = self.has_change(versions.BATCHED_PROGRESS)
@@ -1226,6 +1248,7 @@ class OrderLifecycle:
                 added_lines=added_lines or [],
                 currency=self.order.currency,
                 events=events or [],
+                delivery_group_addresses=delivery_group_addresses or [],
             ),
             holds,
         )

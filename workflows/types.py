@@ -221,6 +221,16 @@ class ProgressInput:
     currency: str = ""
     # What the step changed, for the order's event log (money in `currency`).
     events: list[EventData] = field(default_factory=list)
+    # Delivery groups sent to a new address (address changes).
+    delivery_group_addresses: list[DeliveryGroupAddressData] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryGroupAddressData:
+    """A delivery group's new ship-to address, for capture's record of the order."""
+
+    delivery_group_id: str
+    address: Address
 
 
 @dataclass
@@ -624,6 +634,9 @@ class ChangeRequest:
     # "add_items": new lines and more units of existing lines, before anything shipped.
     new_lines: list[NewLineData] = field(default_factory=list)
     increases: list[LineIncrease] = field(default_factory=list)
+    # "address_change": the delivery group and its new ship-to address.
+    delivery_group_id: str = ""
+    address: Address | None = None
 
 
 @dataclass
@@ -648,6 +661,10 @@ class ChangeResult:
     grand_total_minor: int = 0
     # A preview the workflow would refuse: the gRPC status name (the summary says why).
     refusal_code: str = ""
+    # "address_change": whether the group's units moved to other locations, and where they
+    # ship from afterwards.
+    rerouted: bool = False
+    location_ids: list[str] = field(default_factory=list)
 
 
 # ---- activity payloads for changes -----------------------------------------------------------
@@ -910,3 +927,34 @@ class OrderState:
     return_window_closes_at: datetime | None
     changes: int
     runs: int
+
+
+# ---- address changes ------------------------------------------------------------------------
+
+ADDRESS_CHANGE_UPDATE = "change_address"
+
+
+@dataclass
+class ChangeAddressInput:
+    """Send a delivery group to a new address; fulfillment reroutes its unshipped units when
+    routing for the address chooses other locations (`preview`: keep nothing)."""
+
+    order_id: str
+    delivery_group_id: str
+    idempotency_key: str
+    address: Address
+    reason: str = ""
+    preview: bool = False
+
+
+@dataclass
+class ChangeAddressResult:
+    """Whether the units moved, from and to which locations, the old fulfillment orders (each
+    gave up every unit it had not shipped) and the replacements."""
+
+    rerouted: bool
+    from_location_ids: list[str] = field(default_factory=list)
+    to_location_ids: list[str] = field(default_factory=list)
+    canceled_fulfillment_order_ids: list[str] = field(default_factory=list)
+    replacements: list[FulfillmentOrderData] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)

@@ -72,6 +72,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         fulfillment.create_fulfillment_orders,
         fulfillment.cancel_fulfillment_order,
         fulfillment.cancel_fulfillment_order_lines,
+        fulfillment.change_delivery_address,
         servicing.record_process_exception,
         servicing.escalate_process_exception,
         servicing.create_return_order,

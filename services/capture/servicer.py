@@ -565,6 +565,8 @@ class _ProgressStep:
     event: domain.TimelineEvent | None
     # The step's typed events for the log (checked); none: capture derives one from `event`.
     events: list[events_pb2.Event]
+    # Delivery groups sent to a new address: (delivery group id, address).
+    addresses: list[tuple[str, domain.PostalAddress]] = dataclasses.field(default_factory=list)
 
     @staticmethod
     def parse(request: pb.RecordOrderProgressRequest) -> _ProgressStep:
@@ -590,6 +592,7 @@ class _ProgressStep:
             additions,
             event,
             list(request.events),
+            convert.group_addresses_from_pb(request.delivery_group_addresses),
         )
 
     async def record(self, conn: asyncpg.Connection) -> store.Recorded:
@@ -602,6 +605,7 @@ class _ProgressStep:
             self.event,
             self.additions,
             read_back=not self.request.omit_order,
+            addresses=self.addresses,
         )
         events = self.log_events(recorded)
         await event_log.append_events(conn, events)

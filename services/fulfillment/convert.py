@@ -17,7 +17,7 @@ from oms_platform.wire import (
     timestamp_to_datetime,
 )
 from services.fulfillment import domain
-from services.fulfillment.handlers import Moved, Rerouted, Routed, Shipped
+from services.fulfillment.handlers import AddressChanged, Moved, Rerouted, Routed, Shipped
 
 STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.BACKORDERED: pb.FULFILLMENT_ORDER_STATUS_BACKORDERED,
@@ -50,6 +50,7 @@ TRIGGER_TO_PB: dict[str, pb.RoutingTrigger.ValueType] = {
     "order": pb.ROUTING_TRIGGER_ORDER,
     "rejection": pb.ROUTING_TRIGGER_REJECTION,
     "move": pb.ROUTING_TRIGGER_MOVE,
+    "address_change": pb.ROUTING_TRIGGER_ADDRESS_CHANGE,
 }
 
 
@@ -307,6 +308,18 @@ def picked_up_pb(picked_up: Shipped) -> pb.ConfirmPickupResponse:
     return pb.ConfirmPickupResponse(
         shipment=shipment_to_pb(picked_up.shipment),
         fulfillment_order=fulfillment_order_to_pb(picked_up.fulfillment_order),
+    )
+
+
+def address_changed_pb(changed: AddressChanged) -> pb.ChangeDeliveryAddressResponse:
+    """ChangeDeliveryAddress' answer."""
+    return pb.ChangeDeliveryAddressResponse(
+        rerouted=changed.rerouted,
+        from_location_ids=list(changed.from_location_ids),
+        to_location_ids=list(changed.to_location_ids),
+        canceled_fulfillment_order_ids=list(changed.canceled),
+        replacements=[fulfillment_order_to_pb(fo) for fo in changed.replacements],
+        decisions=changed.decisions,
     )
 
 

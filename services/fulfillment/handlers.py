@@ -320,6 +320,86 @@ async def move_fulfillment_order_lines(
     return Moved(after, moved_to)
 
 
+@dataclass(frozen=True)
+class AddressChanged:
+    """A delivery group's new address: whether its units moved, from where to where, the
+    fulfillment orders they left (every unshipped unit taken off) and their replacements."""
+
+    rerouted: bool
+    from_location_ids: tuple[str, ...]
+    to_location_ids: tuple[str, ...]
+    canceled: list[str]
+    replacements: list[domain.FulfillmentOrder]
+    decisions: list[str]
+
+
+class _KeepNothing(Exception):
+    """Rolls back a routing for a new address that is not kept (same locations, or a preview)."""
+
+
+async def change_delivery_address(
+    conn: asyncpg.Connection,
+    policy: domain.RoutingPolicy,
+    order_id: str,
+    delivery_group_id: str,
+    address: domain.PostalAddress,
+    reason: str,
+    key: str,
+    lock: bool,
+    preview: bool = False,
+) -> AddressChanged:
+    """Send a delivery group to `address`: its unshipped units are taken off where they are
+    (their reservations released, so they count as available again) and routed for the new
+    address as a rejection's units are; kept only when routing chose other locations for all
+    of them, else rolled back so nothing but the address changes. A preview keeps nothing."""
+    fos = await store.group_fulfillment_orders(conn, order_id, delivery_group_id)
+    if not fos:
+        raise NotFound(f"order {order_id} has no fulfillment orders in {delivery_group_id}")
+    plan = domain.plan_address_change(delivery_group_id, fos)
+    before = plan.location_ids
+    kept = await store.delivery_group(conn, order_id, delivery_group_id, plan.lines)
+    group = dataclasses.replace(kept, address=address)
+    routed: domain.RoutingPlan | None = None
+    answer: AddressChanged | None = None
+    try:
+        async with conn.transaction():  # a savepoint: undone unless the units move
+            for fo, reduction in plan.reductions:
+                await store.take_off(conn, fo, reduction, reason, key)
+            await store.release_expired_for(conn, [line.sku for line in plan.lines])
+            routed = await _route(conn, [group], lock, policy)
+            if preview or not domain.reroutes(plan, routed):
+                raise _KeepNothing
+            replacements = await store.reserve_and_create(conn, order_id, routed, new_id, key)
+            await store.record_decisions(
+                conn, domain.decisions_of(order_id, routed, "address_change"), key
+            )
+            canceled = [fo.fulfillment_order_id for fo, _ in plan.reductions]
+            answer = AddressChanged(
+                True,
+                before,
+                domain.chosen_locations(routed),
+                canceled,
+                replacements,
+                routed.decisions,
+            )
+    except _KeepNothing:
+        pass
+    if not preview:
+        await store.set_delivery_address(conn, order_id, delivery_group_id, address)
+    if answer is not None:
+        return answer
+    assert routed is not None
+    moves = domain.reroutes(plan, routed)
+    return AddressChanged(
+        moves,
+        before,
+        domain.chosen_locations(routed) if moves else before,
+        [],
+        [],
+        routed.decisions,
+    )
+
+
 # ---- checkout reservations --------------------------------------------------------------------
 
 

@@ -15,7 +15,9 @@ from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth, db
-from oms_platform.errors import check_required
+from oms_platform.errors import InvalidArgument, PermissionDenied, check_required
+from oms_platform.postal import address_violations
+from oms_platform.wire import postal_address_from_pb
 from services.fulfillment import calendars, convert, domain, handlers, store
 
 log = structlog.get_logger("oms.fulfillment")
@@ -269,6 +271,45 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
         return await self._idempotent(
             key, request, pb.RejectFulfillmentOrderResponse, attempt, convert.rerouted_pb
+        )
+
+    async def ChangeDeliveryAddress(
+        self, request: pb.ChangeDeliveryAddressRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeDeliveryAddressResponse:
+        required = {"order_id": request.order_id, "delivery_group_id": request.delivery_group_id}
+        if not request.preview:
+            required["idempotency_key"] = request.idempotency_key
+        check_required(required)
+        if not request.preview and not auth.current_principal().has_any({auth.WORKFLOW}):
+            # Only the order's workflow decides a change; others may only ask what it would do.
+            raise PermissionDenied(f"{auth.actor()} may only preview an address change")
+        address = postal_address_from_pb(request.address)
+        violations = address_violations("address", address)
+        if violations:
+            raise InvalidArgument(violations)
+        key = f"address:{request.order_id}:{request.idempotency_key}"
+
+        def attempt(
+            lock: bool,
+        ) -> Callable[[asyncpg.Connection], Awaitable[handlers.AddressChanged]]:
+            return lambda conn: handlers.change_delivery_address(
+                conn,
+                self._policy,
+                request.order_id,
+                request.delivery_group_id,
+                address,
+                request.reason or "delivery address changed",
+                key,
+                lock,
+                preview=request.preview,
+            )
+
+        if request.preview:
+            async with self._pool.acquire() as conn, conn.transaction():
+                changed = await attempt(False)(cast(asyncpg.Connection, conn))
+                return convert.address_changed_pb(changed)
+        return await self._idempotent(
+            key, request, pb.ChangeDeliveryAddressResponse, attempt, convert.address_changed_pb
         )
 
     async def CancelFulfillmentOrderLines(

@@ -17,6 +17,7 @@ from oms.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from oms_platform import dead_letters, metrics, request_limits
 from oms_platform.outbox import OutboxRelay
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
+from services.servicing.addresses import FulfillmentRouting
 from services.servicing.carrier import SimulatedCarrier
 from services.servicing.deliveries import DeadLetterOwners
 from services.servicing.inventory import FulfillmentInventory
@@ -93,6 +94,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             }
         ),
         return_cases,
+        FulfillmentRouting(fulfillment, ctx.settings.servicing_update_timeout_seconds),
     )
     settings = ctx.settings
     # Starts each new subscription's workflow (written with the subscription). No process

@@ -11,7 +11,7 @@ from oms.servicing.v1 import servicing_pb2 as pb
 
 from oms_platform import auth
 from oms_platform.redaction import redact_json, redact_text
-from oms_platform.wire import timestamp_from_datetime
+from oms_platform.wire import postal_address_from_pb, timestamp_from_datetime
 from services.servicing import domain
 from services.servicing.policy_store import ReturnLabel, StoredRule
 
@@ -87,6 +87,7 @@ CHANGE_KIND_TO_PB: dict[str, pb.ChangeKind.ValueType] = {
     domain.RESHIP: pb.CHANGE_KIND_RESHIP,
     domain.APPEASE: pb.CHANGE_KIND_APPEASEMENT,
     domain.ADD_ITEMS: pb.CHANGE_KIND_ADD_ITEMS,
+    domain.ADDRESS_CHANGE: pb.CHANGE_KIND_ADDRESS_CHANGE,
 }
 
 CHANGE_STATUS_TO_PB: dict[str, pb.ChangeStatus.ValueType] = {
@@ -321,6 +322,27 @@ def reship_to_domain(
     return order
 
 
+def address_change_to_domain(
+    request: pb.SubmitAddressChangeRequest | pb.PreviewAddressChangeRequest,
+) -> domain.ChangeOrder:
+    """An address change (submitted or previewed) as a domain change."""
+    order = domain.ChangeOrder(
+        kind=domain.ADDRESS_CHANGE,
+        order_id=request.order_id,
+        delivery_group_id=request.delivery_group_id,
+        address=postal_address_from_pb(request.address) if request.HasField("address") else None,
+    )
+    if isinstance(request, pb.SubmitAddressChangeRequest):
+        order = replace(
+            order,
+            idempotency_key=request.idempotency_key,
+            actor=auth.actor(),
+            reason=request.reason,
+            note=request.note,
+        )
+    return order
+
+
 def appeasement_to_domain(
     request: pb.SubmitAppeasementRequest | pb.PreviewAppeasementRequest,
 ) -> domain.ChangeOrder:
@@ -376,6 +398,8 @@ def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
         order_status=outcome.order_status,
         authorized_minor=outcome.authorized_minor,
         grand_total_minor=outcome.grand_total_minor,
+        rerouted=outcome.rerouted,
+        location_ids=list(outcome.location_ids),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from oms_platform import limits
 from oms_platform.errors import AlreadyExists, DomainError, FailedPrecondition
 from services.servicing import domain
+from services.servicing.addresses import FulfillmentRouting
 from services.servicing.lifecycles import ChangeFailed, OrderLifecycles
 from services.servicing.store import ChangeStore, ProcessExceptionStore, ReturnOrderStore
 
@@ -161,6 +162,31 @@ async def preview_change(
     """What a change would do; nothing is recorded or changed."""
     domain.validate_change(order, preview=True)
     return await lifecycles.preview(order)
+
+
+async def preview_address_change(
+    lifecycles: OrderLifecycles, routing: FulfillmentRouting, order: domain.ChangeOrder
+) -> domain.ChangeOutcome:
+    """What an address change would do: the order's workflow says whether it allows it (and
+    where the group ships from now), fulfillment where routing would place its units for
+    the new address. Nothing is recorded or changed."""
+    domain.validate_change(order, preview=True)
+    allowed = await lifecycles.preview(order)
+    if not allowed.location_ids or order.address is None:
+        return allowed  # nothing routed yet: the new address is simply used when it is
+    where = await routing.preview(order.order_id, order.delivery_group_id, order.address)
+    verdict = (
+        f"; its units would move from {', '.join(where.from_location_ids)} to "
+        f"{', '.join(where.to_location_ids)}"
+        if where.rerouted
+        else f"; it would still ship from {', '.join(where.to_location_ids)}"
+    )
+    return replace(
+        allowed,
+        summary=allowed.summary + verdict,
+        rerouted=where.rerouted,
+        location_ids=where.to_location_ids,
+    )
 
 
 async def receive_return(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from oms.fulfillment.v1.fulfillment_pb2_grpc import FulfillmentServiceAsyncStub
 
 # Fulfillment's answers after which the same request may succeed.
-_RETRYABLE = frozenset(
+RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -56,7 +56,7 @@ class FulfillmentInventory:
         try:
             await self._fulfillment.AdjustInventory(request, timeout=self._deadline)
         except grpc.aio.AioRpcError as error:
-            if error.code() in _RETRYABLE:
+            if error.code() in RETRYABLE:
                 raise LifecycleUnavailable(
                     f"fulfillment did not restock: {error.code().name} {error.details()}; "
                     "retry with the same request"

@@ -38,6 +38,7 @@ from oms_platform.errors import DomainError, FailedPrecondition
 from services.servicing import domain
 from workflows.types import (
     ADD_ITEMS_UPDATE,
+    ADDRESS_CHANGE_UPDATE,
     APPEASE_UPDATE,
     CANCEL_UPDATE,
     EXCHANGE_UPDATE,
@@ -47,6 +48,7 @@ from workflows.types import (
     RESOLVE_EXCEPTION_UPDATE,
     RETURN_UPDATE,
     STATE_QUERY,
+    Address,
     ChangeRequest,
     ChangeResult,
     ItemQuantity,
@@ -66,6 +68,7 @@ UPDATES = {
     domain.RESHIP: RESHIP_UPDATE,
     domain.APPEASE: APPEASE_UPDATE,
     domain.ADD_ITEMS: ADD_ITEMS_UPDATE,
+    domain.ADDRESS_CHANGE: ADDRESS_CHANGE_UPDATE,
 }
 PREVIEW_CHANGE_ID = "preview"
 
@@ -135,6 +138,19 @@ def change_request(order: domain.ChangeOrder, change_id: str, *, preview: bool) 
             for n in order.new_lines
         ],
         increases=[LineIncrease(i.order_line_id, i.quantity, i.tax_minor) for i in order.increases],
+        delivery_group_id=order.delivery_group_id,
+        address=(
+            Address(
+                line1=a.line1,
+                city=a.city,
+                postal_code=a.postal_code,
+                country_code=a.country_code.upper(),
+                line2=a.line2,
+                region=a.region,
+            )
+            if (a := order.address) is not None
+            else None
+        ),
     )
 
 
@@ -153,6 +169,8 @@ def change_outcome(result: ChangeResult) -> domain.ChangeOutcome:
         order_status=result.order_status,
         authorized_minor=result.authorized_minor,
         grand_total_minor=result.grand_total_minor,
+        rerouted=result.rerouted,
+        location_ids=tuple(result.location_ids),
     )
 
 

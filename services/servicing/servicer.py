@@ -16,6 +16,7 @@ from oms_platform.db import idempotent, request_fingerprint
 from oms_platform.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from oms_platform.wire import timestamp_to_datetime
 from services.servicing import convert, domain, handlers, returns
+from services.servicing.addresses import FulfillmentRouting
 from services.servicing.lifecycles import OrderLifecycles, Orders, reachable
 from services.servicing.store import (
     PERSONAL_COLUMNS,
@@ -39,7 +40,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         orders: Orders,
         dead_letters: handlers.DeadLetters,
         return_cases: returns.Returns,
+        routing: FulfillmentRouting | None = None,
     ) -> None:
+        self._routing = routing
         self._return_cases = return_cases
         self._orders = orders
         self._dead_letters = dead_letters
@@ -434,6 +437,25 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.SubmitReshipResponse:
         return pb.SubmitReshipResponse(
             change=await self._submit(context, convert.reship_to_domain(request), request)
+        )
+
+    async def PreviewAddressChange(
+        self, request: pb.PreviewAddressChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewAddressChangeResponse:
+        order = convert.address_change_to_domain(request)
+        await self._confine(context, order.order_id)
+        if self._routing is None:
+            raise FailedPrecondition("address changes cannot be previewed here: no fulfillment")
+        outcome = await reachable(
+            context, handlers.preview_address_change(self._lifecycles, self._routing, order)
+        )
+        return pb.PreviewAddressChangeResponse(preview=convert.outcome_to_pb(outcome))
+
+    async def SubmitAddressChange(
+        self, request: pb.SubmitAddressChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitAddressChangeResponse:
+        return pb.SubmitAddressChangeResponse(
+            change=await self._submit(context, convert.address_change_to_domain(request), request)
         )
 
     async def PreviewAppeasement(

@@ -372,7 +372,7 @@ _CHANGE_COLUMNS = """change_id, order_id, kind, status, idempotency_key, request
     reason, requested_lines, summary, outcome_lines, credit_memo_id, credited_minor,
     refunded_minor, released_minor, charged_minor, fulfillment_order_ids, return_order_id,
     order_status, refusal_code, refusal_message, created_at, completed_at, authorized_minor,
-    grand_total_minor"""
+    grand_total_minor, rerouted, location_ids"""
 
 # A change is recorded once; a retry finds the first record (and its request's hash).
 SQL_CLAIM_CHANGE = f"""
@@ -395,7 +395,8 @@ UPDATE changes
 SET status = $2, summary = $3, outcome_lines = $4, credit_memo_id = $5, credited_minor = $6,
     refunded_minor = $7, released_minor = $8, charged_minor = $9, fulfillment_order_ids = $10,
     return_order_id = $11, order_status = $12, refusal_code = $13, refusal_message = $14,
-    completed_at = $15, authorized_minor = $16, grand_total_minor = $17, updated_at = now()
+    completed_at = $15, authorized_minor = $16, grand_total_minor = $17, rerouted = $18,
+    location_ids = $19, updated_at = now()
 WHERE change_id = $1 AND status <> 'completed'
 RETURNING {_CHANGE_COLUMNS}
 """
@@ -460,6 +461,8 @@ class ChangeStore:
             change.completed_at,
             outcome.authorized_minor,
             outcome.grand_total_minor,
+            outcome.rerouted,
+            list(outcome.location_ids),
         )
         if row is None:
             row = await self.pool.fetchrow(SQL_GET_CHANGE, change.change_id)
@@ -500,6 +503,8 @@ def _change(row: asyncpg.Record) -> Change:
             order_status=row["order_status"],
             authorized_minor=row["authorized_minor"],
             grand_total_minor=row["grand_total_minor"],
+            rerouted=row["rerouted"],
+            location_ids=tuple(row["location_ids"]),
         )
     return Change(
         change_id=row["change_id"],

@@ -34,6 +34,7 @@ from workflows.types import (
     CreditMemoAndRefundResult,
     CreditMemoInput,
     CreditMemoResult,
+    DeliveryGroupAddressData,
     EventData,
     InvoiceAndCaptureResult,
     InvoiceResult,
@@ -93,10 +94,11 @@ class Steps(Protocol):
         added_lines: list[LineAdditionData] | None = None,
         holds: tuple[str, str] | None = None,
         events: list[EventData] | None = None,
+        delivery_group_addresses: list[DeliveryGroupAddressData] | None = None,
     ) -> None:
         """Tell capture (the order's record, and its event log: `events`) and the search
         attributes what just happened; `holds` (category, attached to) as `attempt_step` when
-        capture refuses the report."""
+        capture refuses the report; `delivery_group_addresses`: groups sent elsewhere."""
 
     async def hold(
         self, category: str, attached_to: str, message: str, step_input: str = ""

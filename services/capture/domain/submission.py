@@ -11,7 +11,7 @@ from datetime import datetime
 from oms_platform import limits, money
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.money import Money
-from oms_platform.postal import PostalAddress
+from oms_platform.postal import PostalAddress, address_violations
 from services.capture.domain.order import (
     PENDING,
     Adjustment,
@@ -252,15 +252,7 @@ def _check_payment_method(v: _Violations, path: str, method: PaymentMethod) -> N
 
 
 def _check_address(v: _Violations, path: str, address: PostalAddress) -> None:
-    v.required(f"{path}.line1", address.line1, MAX_NAME_LENGTH)
-    v.limit(f"{path}.line2", address.line2, MAX_NAME_LENGTH)
-    v.required(f"{path}.city", address.city, MAX_NAME_LENGTH)
-    v.limit(f"{path}.region", address.region, MAX_NAME_LENGTH)
-    v.required(f"{path}.postal_code", address.postal_code, 32)
-    if not address.country_code:
-        v.add(f"{path}.country_code", "is required")
-    else:
-        v.items += limits.country_code_violations(f"{path}.country_code", address.country_code)
+    v.items += address_violations(path, address)
 
 
 def _check_delivery_group(

@@ -72,6 +72,13 @@ UPDATE orders SET subtotal_minor = $4, tax_minor = $5, grand_total_minor = $6
 WHERE id = $1"""
 
 
+# A delivery group's new ship-to address (an address change before it shipped).
+SQL_SET_DELIVERY_ADDRESS = """
+UPDATE delivery_groups SET line1 = $3, line2 = $4, city = $5, region = $6, postal_code = $7,
+    country_code = $8
+WHERE order_id = $1 AND id = $2"""
+
+
 class Recorded(NamedTuple):
     """What a step did: the order after it (None when not read back), the status it had
     before, and what the transition metrics need."""
@@ -91,9 +98,11 @@ async def record_progress(
     additions: Sequence[domain.LineAddition] = (),
     *,
     read_back: bool = True,
+    addresses: Sequence[tuple[str, domain.PostalAddress]] = (),
 ) -> Recorded:
-    """Apply a lifecycle step: items added, buckets, status and a timeline event; returns the
-    order after it (when `read_back`) and the status it had before.
+    """Apply a lifecycle step: items added, buckets, status, a timeline event and delivery
+    groups' new `addresses` (group id, address); returns the order after it (when
+    `read_back`) and the status it had before.
 
     The order's watchers are woken when the caller's transaction commits.
     """
@@ -124,6 +133,23 @@ async def record_progress(
         ORDER_CHANGED_CHANNEL,
     )
     assert row is not None  # the order is locked above
+    for delivery_group_id, address in addresses:
+        updated = await conn.execute(
+            SQL_SET_DELIVERY_ADDRESS,
+            order_id,
+            delivery_group_id,
+            address.line1,
+            address.line2,
+            address.city,
+            address.region,
+            address.postal_code,
+            address.country_code,
+        )
+        if updated == "UPDATE 0":
+            raise NotFound(
+                f"delivery group {limits.echo(delivery_group_id)} of order "
+                f"{limits.echo(order_id)} not found"
+            )
     order = await get_order(conn, order_id) if read_back else None
     return Recorded(order, row["status_before"], row["channel"], row["created_at"])
 

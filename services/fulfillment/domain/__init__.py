@@ -13,6 +13,18 @@ writes these types; the servicer converts them to and from the wire. Callers use
 from __future__ import annotations
 
 from oms_platform.postal import PostalAddress as PostalAddress  # re-exported: domain vocabulary
+from services.fulfillment.domain.addresses import (
+    AddressChangePlan as AddressChangePlan,
+)
+from services.fulfillment.domain.addresses import (
+    chosen_locations as chosen_locations,
+)
+from services.fulfillment.domain.addresses import (
+    plan_address_change as plan_address_change,
+)
+from services.fulfillment.domain.addresses import (
+    reroutes as reroutes,
+)
 from services.fulfillment.domain.checkout import (
     CONSUMED as CONSUMED,
 )

@@ -17,6 +17,12 @@ retried on a deadlock.
 
 from __future__ import annotations
 
+from services.fulfillment.store.addresses import (
+    group_fulfillment_orders as group_fulfillment_orders,
+)
+from services.fulfillment.store.addresses import (
+    set_delivery_address as set_delivery_address,
+)
 from services.fulfillment.store.checkout import (
     consume as consume,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from services.servicing.domain.changes import (
     ADD_ITEMS,
+    ADDRESS_CHANGE,
     APPEASE,
     CANCEL,
     CHANGE_KINDS,
@@ -159,6 +160,7 @@ from services.servicing.domain.return_policies import (
 )
 
 __all__ = [
+    "ADDRESS_CHANGE",
     "ADD_ITEMS",
     "APPEASE",
     "CANCEL",

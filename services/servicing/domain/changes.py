@@ -20,6 +20,7 @@ from oms_platform.errors import (
     InvalidArgument,
     NotFound,
 )
+from oms_platform.postal import PostalAddress, address_violations
 from services.servicing.domain.common import (
     MAX_ACTOR_LENGTH,
     MAX_NOTE_LENGTH,
@@ -43,9 +44,12 @@ EXCHANGE = "exchange"
 RESHIP = "reship"
 APPEASE = "appease"
 ADD_ITEMS = "add_items"
-CHANGE_KINDS = (CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS)
+ADDRESS_CHANGE = "address_change"
+CHANGE_KINDS = (
+    CANCEL, RETURN, RECEIVE_RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS, ADDRESS_CHANGE,
+)  # fmt: skip
 # Kinds whose outcome can be computed without changing anything.
-PREVIEWABLE = (CANCEL, RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS)
+PREVIEWABLE = (CANCEL, RETURN, EXCHANGE, RESHIP, APPEASE, ADD_ITEMS, ADDRESS_CHANGE)
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -93,7 +97,8 @@ class ChangeOrder:
     (return_order_id, lines accepted, rejected_lines and their notes), exchange (lines with
     replacement_skus and replacement_unit_prices_minor, one each), reship (lines; reason lost
     or damaged, note), appease (at most one line, amount_minor or percent_basis_points),
-    add_items (new_lines and increases, before anything shipped).
+    add_items (new_lines and increases, before anything shipped), address_change
+    (delivery_group_id and address, before any unit of the group shipped).
     """
 
     kind: str
@@ -117,6 +122,8 @@ class ChangeOrder:
     rejected_notes: tuple[LineNote, ...] = ()
     new_lines: tuple[NewLine, ...] = ()
     increases: tuple[LineIncrease, ...] = ()
+    delivery_group_id: str = ""
+    address: PostalAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,9 @@ class ChangeOutcome:
     # Added items: newly authorized for them, and the order's grand total afterwards.
     authorized_minor: int = 0
     grand_total_minor: int = 0
+    # Address change: whether the group's units moved, and where they ship from afterwards.
+    rerouted: bool = False
+    location_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,6 +322,13 @@ def _add_items_rules(order: ChangeOrder) -> list[FieldViolation]:
     return violations
 
 
+def _address_change_rules(order: ChangeOrder) -> list[FieldViolation]:
+    violations = required("delivery_group_id", order.delivery_group_id)
+    if order.address is None:
+        return [*violations, FieldViolation("address", "is required")]
+    return violations + address_violations("address", order.address)
+
+
 _KIND_RULES = {
     CANCEL: _cancel_rules,
     RETURN: _return_rules,
@@ -320,6 +337,7 @@ _KIND_RULES = {
     RESHIP: _reship_rules,
     APPEASE: _appease_rules,
     ADD_ITEMS: _add_items_rules,
+    ADDRESS_CHANGE: _address_change_rules,
 }
 
 

@@ -1036,6 +1036,7 @@ class RecordOrderProgressRequest(_message.Message):
     ADDED_LINES_FIELD_NUMBER: _builtins.int
     OMIT_ORDER_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ADDRESSES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -1066,6 +1067,10 @@ class RecordOrderProgressRequest(_message.Message):
         status change alone.
         """
 
+    @_builtins.property
+    def delivery_group_addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryGroupAddress]:
+        """Delivery groups whose ship-to address changed (an address change before shipping)."""
+
     def __init__(
         self,
         *,
@@ -1077,14 +1082,43 @@ class RecordOrderProgressRequest(_message.Message):
         added_lines: _abc.Iterable[Global___LineAddition] | None = ...,
         omit_order: _builtins.bool = ...,
         events: _abc.Iterable[_events_pb2.Event] | None = ...,
+        delivery_group_addresses: _abc.Iterable[Global___DeliveryGroupAddress] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "event", b"event", "events", b"events", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "delivery_group_addresses", b"delivery_group_addresses", "event", b"event", "events", b"events", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOrderProgressRequest: _TypeAlias = RecordOrderProgressRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryGroupAddress(_message.Message):
+    """DeliveryGroupAddress is a delivery group's new ship-to address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    delivery_group_id: _builtins.str
+    """The delivery group (of the step's order)."""
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress:
+        """The address; checked as SubmitOrder checks one."""
+
+    def __init__(
+        self,
+        *,
+        delivery_group_id: _builtins.str = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryGroupAddress: _TypeAlias = DeliveryGroupAddress  # noqa: Y015
 
 @_typing.final
 class RecordOrderProgressResponse(_message.Message):

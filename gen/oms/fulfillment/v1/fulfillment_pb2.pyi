@@ -244,6 +244,8 @@ class _RoutingTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Routin
     """A location rejected units, which were routed again."""
     ROUTING_TRIGGER_MOVE: _RoutingTrigger.ValueType  # 3
     """Someone moved units to a location they chose."""
+    ROUTING_TRIGGER_ADDRESS_CHANGE: _RoutingTrigger.ValueType  # 4
+    """The delivery group's address changed and its unshipped units were routed again."""
 
 class RoutingTrigger(_RoutingTrigger, metaclass=_RoutingTriggerEnumTypeWrapper):
     """RoutingTrigger is what made fulfillment route (again)."""
@@ -256,6 +258,8 @@ ROUTING_TRIGGER_REJECTION: RoutingTrigger.ValueType  # 2
 """A location rejected units, which were routed again."""
 ROUTING_TRIGGER_MOVE: RoutingTrigger.ValueType  # 3
 """Someone moved units to a location they chose."""
+ROUTING_TRIGGER_ADDRESS_CHANGE: RoutingTrigger.ValueType  # 4
+"""The delivery group's address changed and its unshipped units were routed again."""
 Global___RoutingTrigger: _TypeAlias = RoutingTrigger  # noqa: Y015
 
 @_typing.final
@@ -3089,3 +3093,100 @@ class ConfirmPickupResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmPickupResponse: _TypeAlias = ConfirmPickupResponse  # noqa: Y015
+
+@_typing.final
+class ChangeDeliveryAddressRequest(_message.Message):
+    """ChangeDeliveryAddressRequest sends a delivery group to a new address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order and delivery group."""
+    delivery_group_id: _builtins.str
+    idempotency_key: _builtins.str
+    """Idempotency key derived by the caller (ignored by a preview)."""
+    reason: _builtins.str
+    """Why; recorded on canceled lines."""
+    preview: _builtins.bool
+    """Answer what would happen; nothing is kept."""
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress:
+        """The new ship-to address."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        delivery_group_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+        reason: _builtins.str = ...,
+        preview: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "preview", b"preview", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeDeliveryAddressRequest: _TypeAlias = ChangeDeliveryAddressRequest  # noqa: Y015
+
+@_typing.final
+class ChangeDeliveryAddressResponse(_message.Message):
+    """ChangeDeliveryAddressResponse says whether the group's units were routed elsewhere."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REROUTED_FIELD_NUMBER: _builtins.int
+    FROM_LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    TO_LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    CANCELED_FULFILLMENT_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    REPLACEMENTS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    rerouted: _builtins.bool
+    """True when the unshipped units left their locations for the ones routing chose."""
+    @_builtins.property
+    def from_location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where the unshipped units were before, and where they ship from now (the same when not
+        rerouted).
+        """
+
+    @_builtins.property
+    def to_location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def canceled_fulfillment_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The group's fulfillment orders whose unshipped lines were canceled (rerouted only): each
+        gave up every unit it had not shipped.
+        """
+
+    @_builtins.property
+    def replacements(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentOrder]:
+        """Their replacements at the chosen locations (rerouted only; empty for a preview)."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why routing chose what it chose for the new address."""
+
+    def __init__(
+        self,
+        *,
+        rerouted: _builtins.bool = ...,
+        from_location_ids: _abc.Iterable[_builtins.str] | None = ...,
+        to_location_ids: _abc.Iterable[_builtins.str] | None = ...,
+        canceled_fulfillment_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        replacements: _abc.Iterable[Global___FulfillmentOrder] | None = ...,
+        decisions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled_fulfillment_order_ids", b"canceled_fulfillment_order_ids", "decisions", b"decisions", "from_location_ids", b"from_location_ids", "replacements", b"replacements", "rerouted", b"rerouted", "to_location_ids", b"to_location_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeDeliveryAddressResponse: _TypeAlias = ChangeDeliveryAddressResponse  # noqa: Y015

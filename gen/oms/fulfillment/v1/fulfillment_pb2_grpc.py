@@ -198,6 +198,11 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
                 _registered_method=True)
+        self.ChangeDeliveryAddress = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ChangeDeliveryAddress',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -474,6 +479,20 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeDeliveryAddress(self, request, context):
+        """A delivery group goes to a new address (the order's workflow asks, before anything of the
+        group shipped). In one transaction: the address kept for routing is replaced, and the
+        group's unshipped units are routed again for it; when routing then chooses other
+        locations (and can place every unit), their lines are canceled at the old locations
+        (reservations released) and new fulfillment orders created where routing chose, as a
+        rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+        a unit of the group shipped. `preview` answers the same without keeping anything.
+        Idempotent by key. Tells no workflow: the caller decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -636,6 +655,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ConfirmPickup,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.SerializeToString,
+            ),
+            'ChangeDeliveryAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeDeliveryAddress,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1505,6 +1529,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ConfirmPickup',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeDeliveryAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ChangeDeliveryAddress',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.FromString,
             options,
             channel_credentials,
             insecure,

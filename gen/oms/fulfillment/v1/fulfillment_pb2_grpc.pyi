@@ -164,6 +164,16 @@ class FulfillmentServiceStub:
     it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
     delivered shipment. A repeat with the same key has one effect.
     """
+    ChangeDeliveryAddress: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]
+    """A delivery group goes to a new address (the order's workflow asks, before anything of the
+    group shipped). In one transaction: the address kept for routing is replaced, and the
+    group's unshipped units are routed again for it; when routing then chooses other
+    locations (and can place every unit), their lines are canceled at the old locations
+    (reservations released) and new fulfillment orders created where routing chose, as a
+    rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+    a unit of the group shipped. `preview` answers the same without keeping anything.
+    Idempotent by key. Tells no workflow: the caller decided.
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -299,6 +309,16 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
     it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
     delivered shipment. A repeat with the same key has one effect.
+    """
+    ChangeDeliveryAddress: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]  # type: ignore[assignment]
+    """A delivery group goes to a new address (the order's workflow asks, before anything of the
+    group shipped). In one transaction: the address kept for routing is replaced, and the
+    group's unshipped units are routed again for it; when routing then chooses other
+    locations (and can place every unit), their lines are canceled at the old locations
+    (reservations released) and new fulfillment orders created where routing chose, as a
+    rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+    a unit of the group shipped. `preview` answers the same without keeping anything.
+    Idempotent by key. Tells no workflow: the caller decided.
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -624,6 +644,22 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
         it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
         delivered shipment. A repeat with the same key has one effect.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeDeliveryAddress(
+        self,
+        request: _fulfillment_pb2.ChangeDeliveryAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ChangeDeliveryAddressResponse, _abc.Awaitable[_fulfillment_pb2.ChangeDeliveryAddressResponse]]:
+        """A delivery group goes to a new address (the order's workflow asks, before anything of the
+        group shipped). In one transaction: the address kept for routing is replaced, and the
+        group's unshipped units are routed again for it; when routing then chooses other
+        locations (and can place every unit), their lines are canceled at the old locations
+        (reservations released) and new fulfillment orders created where routing chose, as a
+        rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
+        a unit of the group shipped. `preview` answers the same without keeping anything.
+        Idempotent by key. Tells no workflow: the caller decided.
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

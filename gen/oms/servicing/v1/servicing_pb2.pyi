@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from oms.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -262,6 +263,8 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """Goodwill given."""
     CHANGE_KIND_ADD_ITEMS: _ChangeKind.ValueType  # 7
     """Lines or units added before fulfillment."""
+    CHANGE_KIND_ADDRESS_CHANGE: _ChangeKind.ValueType  # 8
+    """A delivery group sent to a new address before it shipped."""
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """---- changes to an order --------------------------------------------------------------------
@@ -285,6 +288,8 @@ CHANGE_KIND_APPEASEMENT: ChangeKind.ValueType  # 6
 """Goodwill given."""
 CHANGE_KIND_ADD_ITEMS: ChangeKind.ValueType  # 7
 """Lines or units added before fulfillment."""
+CHANGE_KIND_ADDRESS_CHANGE: ChangeKind.ValueType  # 8
+"""A delivery group sent to a new address before it shipped."""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 class _ChangeStatus:
@@ -1537,6 +1542,8 @@ class ChangeOutcome(_message.Message):
     ORDER_STATUS_FIELD_NUMBER: _builtins.int
     AUTHORIZED_MINOR_FIELD_NUMBER: _builtins.int
     GRAND_TOTAL_MINOR_FIELD_NUMBER: _builtins.int
+    REROUTED_FIELD_NUMBER: _builtins.int
+    LOCATION_IDS_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """One sentence, as on the order's timeline."""
     credit_memo_id: _builtins.str
@@ -1553,6 +1560,10 @@ class ChangeOutcome(_message.Message):
     authorized_minor: _builtins.int
     """Added items: newly authorized for them, and the order's grand total afterwards."""
     grand_total_minor: _builtins.int
+    rerouted: _builtins.bool
+    """Address change: whether the delivery group's units moved (or, previewed, would move) to
+    other locations, and the locations that ship them afterwards.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuantity]:
         """The units the change applied to."""
@@ -1561,6 +1572,8 @@ class ChangeOutcome(_message.Message):
     def fulfillment_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Fulfillment orders created (reship, exchange replacement)."""
 
+    @_builtins.property
+    def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1576,10 +1589,12 @@ class ChangeOutcome(_message.Message):
         order_status: _builtins.str = ...,
         authorized_minor: _builtins.int = ...,
         grand_total_minor: _builtins.int = ...,
+        rerouted: _builtins.bool = ...,
+        location_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_minor", b"authorized_minor", "charged_minor", b"charged_minor", "credit_memo_id", b"credit_memo_id", "credited_minor", b"credited_minor", "fulfillment_order_ids", b"fulfillment_order_ids", "grand_total_minor", b"grand_total_minor", "lines", b"lines", "order_status", b"order_status", "refunded_minor", b"refunded_minor", "released_minor", b"released_minor", "return_order_id", b"return_order_id", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_minor", b"authorized_minor", "charged_minor", b"charged_minor", "credit_memo_id", b"credit_memo_id", "credited_minor", b"credited_minor", "fulfillment_order_ids", b"fulfillment_order_ids", "grand_total_minor", b"grand_total_minor", "lines", b"lines", "location_ids", b"location_ids", "order_status", b"order_status", "refunded_minor", b"refunded_minor", "released_minor", b"released_minor", "rerouted", b"rerouted", "return_order_id", b"return_order_id", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2441,6 +2456,129 @@ class SubmitReshipResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitReshipResponse: _TypeAlias = SubmitReshipResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAddressChangeRequest(_message.Message):
+    """SubmitAddressChangeRequest sends a delivery group to a new address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order and its delivery group."""
+    delivery_group_id: _builtins.str
+    idempotency_key: _builtins.str
+    """Same key, same change. At most 200 characters."""
+    reason: _builtins.str
+    """Why (required) and any detail."""
+    note: _builtins.str
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress:
+        """The new ship-to address: line1, city, postal_code and country_code required."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        delivery_group_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+        reason: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "idempotency_key", b"idempotency_key", "note", b"note", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAddressChangeRequest: _TypeAlias = SubmitAddressChangeRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAddressChangeResponse(_message.Message):
+    """SubmitAddressChangeResponse carries the recorded change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change; its outcome says whether the units were rerouted, where to, and the new
+        fulfillment orders.
+        """
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAddressChangeResponse: _TypeAlias = SubmitAddressChangeResponse  # noqa: Y015
+
+@_typing.final
+class PreviewAddressChangeRequest(_message.Message):
+    """PreviewAddressChangeRequest asks what sending a delivery group to a new address would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order and its delivery group."""
+    delivery_group_id: _builtins.str
+    @_builtins.property
+    def address(self) -> _common_pb2.PostalAddress:
+        """The new ship-to address."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        delivery_group_id: _builtins.str = ...,
+        address: _common_pb2.PostalAddress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewAddressChangeRequest: _TypeAlias = PreviewAddressChangeRequest  # noqa: Y015
+
+@_typing.final
+class PreviewAddressChangeResponse(_message.Message):
+    """PreviewAddressChangeResponse is what the address change would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preview(self) -> Global___ChangeOutcome:
+        """`rerouted` and `location_ids` say whether and where its units would ship from."""
+
+    def __init__(
+        self,
+        *,
+        preview: Global___ChangeOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewAddressChangeResponse: _TypeAlias = PreviewAddressChangeResponse  # noqa: Y015
 
 @_typing.final
 class PreviewAppeasementRequest(_message.Message):

@@ -169,6 +169,16 @@ class ServicingServiceStub:
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.SerializeToString,
                 response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.FromString,
                 _registered_method=True)
+        self.SubmitAddressChange = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/SubmitAddressChange',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeResponse.FromString,
+                _registered_method=True)
+        self.PreviewAddressChange = channel.unary_unary(
+                '/oms.servicing.v1.ServicingService/PreviewAddressChange',
+                request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeRequest.SerializeToString,
+                response_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeResponse.FromString,
+                _registered_method=True)
         self.PreviewAppeasement = channel.unary_unary(
                 '/oms.servicing.v1.ServicingService/PreviewAppeasement',
                 request_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAppeasementRequest.SerializeToString,
@@ -423,6 +433,26 @@ class ServicingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitAddressChange(self, request, context):
+        """Sends a delivery group to a new address, before any of its units shipped (afterwards:
+        FAILED_PRECONDITION naming the shipped fulfillment order and its status). The address is
+        checked as SubmitOrder checks one. When routing for the new address chooses other
+        locations, the group's unshipped units are canceled where they were and placed there
+        (the outcome names the new fulfillment orders and `location_ids`). The order's record
+        shows the new address; the log gets `order.address_changed`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewAddressChange(self, request, context):
+        """Whether an address change would be accepted, and whether (`rerouted`) and where
+        (`location_ids`) its units would ship from then; nothing is changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewAppeasement(self, request, context):
         """What a goodwill credit would give back; nothing is changed.
         """
@@ -603,6 +633,16 @@ def add_ServicingServiceServicer_to_server(servicer, server):
                     servicer.PreviewReship,
                     request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.FromString,
                     response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.SerializeToString,
+            ),
+            'SubmitAddressChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAddressChange,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeResponse.SerializeToString,
+            ),
+            'PreviewAddressChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewAddressChange,
+                    request_deserializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeRequest.FromString,
+                    response_serializer=oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeResponse.SerializeToString,
             ),
             'PreviewAppeasement': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewAppeasement,
@@ -1319,6 +1359,60 @@ class ServicingService:
             '/oms.servicing.v1.ServicingService/PreviewReship',
             oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipRequest.SerializeToString,
             oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewReshipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAddressChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/SubmitAddressChange',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.SubmitAddressChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewAddressChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.servicing.v1.ServicingService/PreviewAddressChange',
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeRequest.SerializeToString,
+            oms_dot_servicing_dot_v1_dot_servicing__pb2.PreviewAddressChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

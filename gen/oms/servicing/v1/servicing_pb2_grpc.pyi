@@ -143,6 +143,18 @@ class ServicingServiceStub:
     """Ships units again at no charge (parcel lost or damaged)."""
     PreviewReship: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReshipRequest, _servicing_pb2.PreviewReshipResponse]
     """Whether a reship would be accepted and what it would send; nothing is recorded."""
+    SubmitAddressChange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAddressChangeRequest, _servicing_pb2.SubmitAddressChangeResponse]
+    """Sends a delivery group to a new address, before any of its units shipped (afterwards:
+    FAILED_PRECONDITION naming the shipped fulfillment order and its status). The address is
+    checked as SubmitOrder checks one. When routing for the new address chooses other
+    locations, the group's unshipped units are canceled where they were and placed there
+    (the outcome names the new fulfillment orders and `location_ids`). The order's record
+    shows the new address; the log gets `order.address_changed`.
+    """
+    PreviewAddressChange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAddressChangeRequest, _servicing_pb2.PreviewAddressChangeResponse]
+    """Whether an address change would be accepted, and whether (`rerouted`) and where
+    (`location_ids`) its units would ship from then; nothing is changed.
+    """
     PreviewAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]
     """What a goodwill credit would give back; nothing is changed."""
     SubmitAppeasement: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]
@@ -285,6 +297,18 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """Ships units again at no charge (parcel lost or damaged)."""
     PreviewReship: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewReshipRequest, _servicing_pb2.PreviewReshipResponse]  # type: ignore[assignment]
     """Whether a reship would be accepted and what it would send; nothing is recorded."""
+    SubmitAddressChange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAddressChangeRequest, _servicing_pb2.SubmitAddressChangeResponse]  # type: ignore[assignment]
+    """Sends a delivery group to a new address, before any of its units shipped (afterwards:
+    FAILED_PRECONDITION naming the shipped fulfillment order and its status). The address is
+    checked as SubmitOrder checks one. When routing for the new address chooses other
+    locations, the group's unshipped units are canceled where they were and placed there
+    (the outcome names the new fulfillment orders and `location_ids`). The order's record
+    shows the new address; the log gets `order.address_changed`.
+    """
+    PreviewAddressChange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAddressChangeRequest, _servicing_pb2.PreviewAddressChangeResponse]  # type: ignore[assignment]
+    """Whether an address change would be accepted, and whether (`rerouted`) and where
+    (`location_ids`) its units would ship from then; nothing is changed.
+    """
     PreviewAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewAppeasementRequest, _servicing_pb2.PreviewAppeasementResponse]  # type: ignore[assignment]
     """What a goodwill credit would give back; nothing is changed."""
     SubmitAppeasement: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitAppeasementRequest, _servicing_pb2.SubmitAppeasementResponse]  # type: ignore[assignment]
@@ -574,6 +598,30 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.PreviewReshipResponse, _abc.Awaitable[_servicing_pb2.PreviewReshipResponse]]:
         """Whether a reship would be accepted and what it would send; nothing is recorded."""
+
+    @_abc_1.abstractmethod
+    def SubmitAddressChange(
+        self,
+        request: _servicing_pb2.SubmitAddressChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.SubmitAddressChangeResponse, _abc.Awaitable[_servicing_pb2.SubmitAddressChangeResponse]]:
+        """Sends a delivery group to a new address, before any of its units shipped (afterwards:
+        FAILED_PRECONDITION naming the shipped fulfillment order and its status). The address is
+        checked as SubmitOrder checks one. When routing for the new address chooses other
+        locations, the group's unshipped units are canceled where they were and placed there
+        (the outcome names the new fulfillment orders and `location_ids`). The order's record
+        shows the new address; the log gets `order.address_changed`.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewAddressChange(
+        self,
+        request: _servicing_pb2.PreviewAddressChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicing_pb2.PreviewAddressChangeResponse, _abc.Awaitable[_servicing_pb2.PreviewAddressChangeResponse]]:
+        """Whether an address change would be accepted, and whether (`rerouted`) and where
+        (`location_ids`) its units would ship from then; nothing is changed.
+        """
 
     @_abc_1.abstractmethod
     def PreviewAppeasement(

@@ -1,0 +1,167 @@
+"""Address changes before shipment over real gRPC, through the real order workflow (the
+`system` fixture): the order's record shows the new address, the group's units move to the
+warehouse nearer it, and once a unit shipped the change is refused naming the state.
+
+Routing ranks by postal coordinates; the seeded three-digit prefixes (fulfillment's
+0002_seed.sql) place Philadelphia (the sample order's 19106) next to wh-east and San
+Francisco (941..) next to wh-west."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from oms.capture.v1 import capture_pb2
+from oms.common.v1 import common_pb2
+from oms.events.v1 import events_pb2, events_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2
+from oms.servicing.v1 import servicing_pb2 as pb
+
+from oms_platform import auth
+from oms_platform.grpcutil import field_violations
+from tests.conftest import System
+from tests.integration.test_servicing_changes import Clients, an_allocated_order
+
+SAN_FRANCISCO = common_pb2.PostalAddress(
+    line1="1 Market St", city="San Francisco", region="CA", postal_code="94105", country_code="us"
+)
+NEAR_PHILADELPHIA = common_pb2.PostalAddress(
+    line1="30 Chestnut St", city="Philadelphia", region="PA", postal_code="19107", country_code="US"
+)
+
+
+@pytest.fixture
+def clients(system: System) -> Clients:
+    return Clients(system)
+
+
+def submit(
+    view: capture_pb2.GetOrderResponse, address: common_pb2.PostalAddress
+) -> pb.SubmitAddressChangeRequest:
+    return pb.SubmitAddressChangeRequest(
+        order_id=view.order.order_id,
+        delivery_group_id=view.order.delivery_groups[0].delivery_group_id,
+        idempotency_key=f"key-{uuid.uuid4()}",
+        address=address,
+        reason="shopper moved",
+    )
+
+
+async def open_locations(clients: Clients, order_id: str) -> list[str]:
+    return sorted(
+        fo.location_id
+        for fo in await clients.fulfillment_orders(order_id)
+        if fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    )
+
+
+async def test_a_new_address_nearer_another_warehouse_reroutes_the_unshipped_units(
+    system: System, clients: Clients
+) -> None:
+    view = await an_allocated_order(clients)
+    order_id = view.order.order_id
+    group_id = view.order.delivery_groups[0].delivery_group_id
+    assert await open_locations(clients, order_id) == ["wh-east"]
+
+    preview = await clients.servicing.PreviewAddressChange(
+        pb.PreviewAddressChangeRequest(
+            order_id=order_id, delivery_group_id=group_id, address=SAN_FRANCISCO
+        )
+    )
+    assert preview.preview.rerouted
+    assert list(preview.preview.location_ids) == ["wh-west"]
+    assert await open_locations(clients, order_id) == ["wh-east"]  # a preview keeps nothing
+
+    changed = (await clients.servicing.SubmitAddressChange(submit(view, SAN_FRANCISCO))).change
+
+    assert changed.status == pb.CHANGE_STATUS_COMPLETED
+    assert changed.kind == pb.CHANGE_KIND_ADDRESS_CHANGE
+    assert changed.outcome.rerouted
+    assert list(changed.outcome.location_ids) == ["wh-west"]
+    assert await open_locations(clients, order_id) == ["wh-west"]
+    after = await clients.order(order_id)
+    shipped_to = after.order.delivery_groups[0].address
+    assert (shipped_to.city, shipped_to.postal_code, shipped_to.country_code) == (
+        "San Francisco",
+        "94105",
+        "US",
+    )
+    # Every unit is still allocated, now at wh-west.
+    assert all(line.quantities.allocated == line.quantity for line in after.order.lines)
+    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
+    call = events.SubscribeEvents(
+        events_pb2.SubscribeEventsRequest(from_sequence=1, order_ids=[order_id])
+    )
+    types: list[str] = []
+    try:
+        while (response := await call.read()) is not grpc.aio.EOF and response.events:
+            types += [e.type for e in response.events]
+    finally:
+        call.cancel()
+    assert "order.address_changed" in types
+
+
+async def test_a_new_address_near_the_same_warehouse_keeps_the_fulfillment_orders(
+    clients: Clients,
+) -> None:
+    view = await an_allocated_order(clients)
+    order_id = view.order.order_id
+    before = [fo.fulfillment_order_id for fo in await clients.fulfillment_orders(order_id)]
+
+    changed = (await clients.servicing.SubmitAddressChange(submit(view, NEAR_PHILADELPHIA))).change
+
+    assert changed.status == pb.CHANGE_STATUS_COMPLETED
+    assert not changed.outcome.rerouted
+    assert list(changed.outcome.location_ids) == ["wh-east"]
+    assert [fo.fulfillment_order_id for fo in await clients.fulfillment_orders(order_id)] == before
+    assert (await clients.order(order_id)).order.delivery_groups[0].address.postal_code == "19107"
+
+
+async def test_an_address_is_checked_as_submit_order_checks_one(clients: Clients) -> None:
+    view = await an_allocated_order(clients)
+    bad = common_pb2.PostalAddress(line1="1 Main St", postal_code="94105", country_code="US")
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.servicing.SubmitAddressChange(submit(view, bad))
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("address.city", "is required") in field_violations(refused.value)
+
+
+async def test_an_address_change_is_refused_once_a_unit_of_the_group_shipped(
+    system: System, clients: Clients
+) -> None:
+    view = await an_allocated_order(clients)
+    order_id = view.order.order_id
+    [fo] = await clients.fulfillment_orders(order_id)
+    warehouse = clients.fulfillment
+    line = fo.lines[0]
+    fo_id = fo.fulfillment_order_id
+    await warehouse.AcceptFulfillmentOrder(
+        fulfillment_pb2.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id)
+    )
+    await warehouse.MarkFulfillmentOrderPicked(
+        fulfillment_pb2.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id)
+    )
+    await warehouse.MarkFulfillmentOrderPacked(
+        fulfillment_pb2.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id)
+    )
+    await warehouse.ConfirmShipment(
+        fulfillment_pb2.ConfirmShipmentRequest(
+            fulfillment_order_id=fo.fulfillment_order_id,
+            idempotency_key=f"ship-{uuid.uuid4()}",
+            carrier="UPS",
+            tracking_number="1Z999",
+            items=[fulfillment_pb2.ShipmentItem(order_line_id=line.order_line_id, quantity=1)],
+        )
+    )
+    await clients.until(order_id, {capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED})
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.servicing.SubmitAddressChange(submit(view, SAN_FRANCISCO))
+
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "has shipped 1 unit(s)" in (refused.value.details() or "")
+    assert "partially_shipped" in (refused.value.details() or "")
+    assert {fo.location_id for fo in await clients.fulfillment_orders(order_id)} == {"wh-east"}
