@@ -230,6 +230,7 @@ async def test_a_submitted_order_is_stored_pending_and_its_lifecycle_start_is_qu
             },
             "shipping_minor": 499,
             "delivery_method": "standard",
+            "pickup_location_id": "",
         }
     ]
     assert [

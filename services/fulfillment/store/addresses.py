@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from services.fulfillment import domain
 from services.fulfillment.store.common import Conn
-from services.fulfillment.store.fulfillment_orders import _assemble
+from services.fulfillment.store.fulfillment_orders import _FO_COLUMNS, _assemble
 
 # The group's fulfillment orders, locked until commit (in id order, as every locker takes them).
-SQL_GROUP_FULFILLMENT_ORDERS_FOR_UPDATE = """
-SELECT id, order_id, delivery_group_id, location_id, status, created_at, updated_at
+SQL_GROUP_FULFILLMENT_ORDERS_FOR_UPDATE = f"""
+SELECT {_FO_COLUMNS}
 FROM fulfillment_orders WHERE order_id = $1 AND delivery_group_id = $2
 ORDER BY id FOR UPDATE"""
 
