@@ -74,16 +74,18 @@ async def _eligibility(
     field: str,
     *,
     always_price: bool = True,
+    check_quantity: bool = True,
 ) -> domain.Eligibility:
     """The policy's answer for one line; the units are priced (a preview query) when the
-    answer reports money (`always_price`) or the deciding rule charges a fee."""
+    answer reports money (`always_price`) or the deciding rule charges a fee. Without
+    `check_quantity` the units left to return are left to the workflow (`domain.decide`)."""
     line = view.line(request.order_line_id, field)
     categories = await ctx.policies.categories_of([line.sku])
     facts = domain.line_facts(
         view, request.order_line_id, categories, ctx.window_for(view.channel), field
     )
     now = ctx.clock()
-    unpriced = domain.decide(rules, facts, request, 0, now)
+    unpriced = domain.decide(rules, facts, request, 0, now, check_quantity=check_quantity)
     rule = domain.deciding_rule(rules, facts.channel, facts.category)
     if not unpriced.eligible or not (always_price or rule.restocking_fee_basis_points):
         return unpriced
@@ -99,7 +101,9 @@ async def _eligibility(
     except FailedPrecondition as refused:
         # The lifecycle's own rules (its return window, its buckets) refuse it.
         return domain.Eligibility(False, "", str(refused))
-    return domain.decide(rules, facts, request, preview.credited_minor, now)
+    return domain.decide(
+        rules, facts, request, preview.credited_minor, now, check_quantity=check_quantity
+    )
 
 
 async def _policy_fee(ctx: Returns, order: domain.ChangeOrder) -> int:
@@ -118,6 +122,8 @@ async def _policy_fee(ctx: Returns, order: domain.ChangeOrder) -> int:
             domain.EligibilityRequest(order.order_id, item.order_line_id, item.quantity, condition),
             field,
             always_price=False,
+            # A return the workflow refuses for its quantity is recorded as refused there.
+            check_quantity=False,
         )
         if not eligibility.eligible:
             raise domain.refusal_of(eligibility, field)

@@ -257,3 +257,47 @@ async def test_a_resellable_unit_is_restocked_once_and_a_damaged_one_is_not(
     assert again.change.change_id == received.change.change_id
     assert after[TSHIRT] == before[TSHIRT] + 1
     assert after[MUG] == before[MUG]
+
+
+async def test_more_units_than_were_delivered_are_the_workflows_to_refuse_and_recorded(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    # The policy is asked first, but how many units are left to return is the workflow's to
+    # say when the return is made (after shipment events it may not have applied when a query
+    # answered): so a return of too many reaches it, and is refused and recorded there.
+    await categorize(merchandiser, **{MUG: "", TSHIRT: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, mug = view.order.order_id, line_of(view, MUG)
+    too_many = mug.quantities.ordered + 1
+
+    answer = await clients.servicing.CheckReturnEligibility(
+        pb.CheckReturnEligibilityRequest(
+            order_id=order_id, order_line_id=mug.order_line_id, quantity=too_many
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.servicing.SubmitReturn(
+            pb.SubmitReturnRequest(
+                order_id=order_id,
+                idempotency_key=a_key(),
+                reason="changed mind",
+                lines=[
+                    pb.ReturnItem(
+                        order_line_id=mug.order_line_id,
+                        quantity=too_many,
+                        condition=pb.ITEM_CONDITION_NEW,
+                    )
+                ],
+            )
+        )
+
+    assert not answer.eligible
+    assert f"can be returned, not {too_many}" in answer.explanation
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    changes = (
+        await clients.servicing.ListChanges(pb.ListChangesRequest(order_id=order_id))
+    ).changes
+    assert [(c.kind, c.status) for c in changes] == [
+        (pb.CHANGE_KIND_RETURN, pb.CHANGE_STATUS_REFUSED)
+    ]
+    assert line_of(await clients.order(order_id), MUG).quantities.return_initiated == 0

@@ -232,10 +232,15 @@ def decide(
     request: EligibilityRequest,
     credit_minor: int,
     now: datetime,
+    *,
+    check_quantity: bool = True,
 ) -> Eligibility:
     """Whether `request` may be returned under `rules`, given what the order says (`facts`)
-    and what the units would credit back (`credit_minor`, before any fee)."""
-    if request.quantity > facts.available_to_return:
+    and what the units would credit back (`credit_minor`, before any fee). Without
+    `check_quantity` only the policy decides: the units left to return are the workflow's to
+    check when the return is made (after any shipment events it has yet to apply, which the
+    state query `facts` came from may not show)."""
+    if check_quantity and request.quantity > facts.available_to_return:
         return Eligibility(
             False,
             "",
