@@ -46,14 +46,18 @@ SQL_LOCK_HEAD = "SELECT seq FROM event_log_head FOR UPDATE SKIP LOCKED"
 
 # Then, in a statement of its own so its snapshot is taken after the lock and sees every
 # sequence the previous holder committed: number the oldest committed unsequenced events after
-# the head in write order, and move the head.
+# the head in write order, and move the head. recorded_at is this statement's clock (one
+# reading for the batch), not the transaction's start (now()): an event committed after that
+# start would otherwise be recorded before it occurred.
 SQL_SEQUENCE_PENDING = """
 WITH next AS (
     SELECT e.id, $1::bigint + row_number() OVER (ORDER BY e.id) AS seq
     FROM (SELECT id FROM order_events WHERE seq IS NULL ORDER BY id LIMIT $2) AS e
+), stamp AS MATERIALIZED (
+    SELECT clock_timestamp() AS at
 ), numbered AS (
-    UPDATE order_events AS o SET seq = next.seq, recorded_at = now()
-    FROM next WHERE o.id = next.id
+    UPDATE order_events AS o SET seq = next.seq, recorded_at = stamp.at
+    FROM next, stamp WHERE o.id = next.id
     RETURNING next.seq
 )
 UPDATE event_log_head SET seq = (SELECT max(seq) FROM numbered)
