@@ -80,6 +80,10 @@ class Settings:
     # Temporal. Replica k (from 1) of a service listens on its port + 100 * (k - 1); every
     # client is given all the replicas' addresses.
     dev_replicas: int = 1
+    # The dev stack loads every US ZIP's coordinates on its first start (distance routing; see
+    # README "Where an order ships from"). The tests' and benches' stacks leave it out: they
+    # route with the seeded prefixes and start sooner.
+    dev_load_postal_codes: bool = True
     # The warehouse-and-carrier simulator of the dev stack.
     simulator: bool = True
     simulator_step_seconds: float = 1.0

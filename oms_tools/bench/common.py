@@ -83,6 +83,7 @@ def bench_settings(data_dir: Path) -> Settings:
         # No metrics endpoints: their fixed dev ports would collide with a running `make dev`.
         dev_metrics_port=0,
         simulator=True,
+        dev_load_postal_codes=False,
         simulator_step_seconds=0.0,
         # Lifecycles end at delivery (no return window), so a workflow's result marks it.
         return_window_days=0.0,

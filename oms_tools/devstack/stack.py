@@ -178,7 +178,11 @@ class Stack:
         applied = await migrate_all(settings)
         log.info("migrations applied", **{k: v for k, v in applied.items() if v})
         # In a thread while Temporal starts: ready before the services are.
-        postal_codes = asyncio.create_task(asyncio.to_thread(load_us_postal_codes, settings.dsn))
+        postal_codes = asyncio.create_task(
+            asyncio.to_thread(load_us_postal_codes, settings.dsn)
+            if settings.dev_load_postal_codes
+            else asyncio.sleep(0, 0)
+        )
         if not settings.codec_keys_file and ensure_keys_file(settings.codec_keys_path):
             log.info("development codec key created", path=str(settings.codec_keys_path))
         if not settings.temporal_address:

@@ -79,6 +79,7 @@ class DevStack:
             "OMS_SIMULATOR_STEP_SECONDS": "0.2",
             "OMS_SIMULATOR_POLL_SECONDS": "0.1",
             "OMS_OUTBOX_POLL_SECONDS": "0.1",
+            "OMS_DEV_LOAD_POSTAL_CODES": "false",
             # Subscriptions with a one-minute cadence, each due on the second it names.
             "OMS_SUBSCRIPTION_MINUTE_CADENCE": "true",
             "OMS_SUBSCRIPTION_SPREAD_SECONDS": "0",
