@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import asyncpg
 import grpc
@@ -17,15 +16,10 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import db
-from oms_platform.service import RunningService
-from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
-from oms_tools.registry import start_service
 from oms_tools.samples import sample_order
-from services.fulfillment import bootstrap
-from tests.callers import persona_channel
 from tests.conftest import System
+from tests.integration.fulfillment_server import Stub, fulfillment_database, start_fulfillment
 from tests.integration.test_fulfillment_service import (
     NEW_YORK,
     create_request,
@@ -34,66 +28,7 @@ from tests.integration.test_fulfillment_service import (
     stock,
 )
 
-if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
-    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
-
 SWEEPER = "oms.reservations.sweeper"
-
-
-@pytest.fixture(scope="module")
-async def dsn(postgres: EmbeddedPostgres) -> str:
-    """The test database with fulfillment's migrations."""
-    await db.ensure_database(postgres.dsn)
-    await db.migrate(postgres.dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
-    return postgres.dsn
-
-
-def service_settings(dsn: str, **overrides: object) -> Settings:
-    return Settings.from_env(
-        env={},
-        database_url=dsn,
-        db_pool_min=1,
-        db_pool_max=10,
-        log_format="console",
-        **overrides,  # type: ignore[arg-type]
-    )
-
-
-async def start(dsn: str, keep: str = "", **overrides: object) -> RunningService:
-    """Fulfillment on a free port with its background tasks stopped, but for `keep`."""
-    running = await start_service("fulfillment", service_settings(dsn, **overrides), port=0)
-    for task in running.tasks:
-        if not keep or not task.get_name().endswith(f":{keep}"):
-            task.cancel()
-    return running
-
-
-@pytest.fixture(scope="module")
-async def fulfillment(dsn: str) -> AsyncIterator[RunningService]:
-    """No sweeper: expiry must hold without it."""
-    running = await start(dsn)
-    try:
-        yield running
-    finally:
-        await running.stop(0.5)
-
-
-@pytest.fixture(scope="module")
-async def stub(fulfillment: RunningService) -> AsyncIterator[Stub]:
-    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
-    try:
-        yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
-    finally:
-        await channel.close()
-
-
-@pytest.fixture
-async def sql(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def reserve_request(
@@ -129,6 +64,11 @@ async def west_only_group(stub: Stub) -> str:
 
 
 # ---- holding ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fulfillment_database(postgres)
 
 
 async def test_two_checkouts_racing_for_the_last_unit_one_holds_it_the_other_is_refused(
@@ -263,7 +203,7 @@ async def test_the_sweeper_releases_expired_reservations(
     sku = new_sku()
     await stock(stub, sku, wh_east=4)
     held = await stub.ReserveInventory(reserve_request((sku, 3), ttl=1))
-    sweeping = await start(dsn, keep=SWEEPER, reservation_sweep_seconds=0.1)
+    sweeping = await start_fulfillment(dsn, keep=SWEEPER, reservation_sweep_seconds=0.1)
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -6,9 +6,7 @@ cannot be promised, and nothing reserved."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
 
 import grpc
 import pytest
@@ -17,16 +15,11 @@ from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import auth, db, grpcutil
+from oms_platform import auth, grpcutil
 from oms_platform.service import RunningService
-from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
-from oms_tools.registry import start_service
-from services.fulfillment import bootstrap
-from tests.callers import channel_as, persona_channel
-
-if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
-    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
+from tests.callers import channel_as
+from tests.integration.fulfillment_server import Stub, fulfillment_database
 
 # 10001 is in the seeded ZIP prefix 100 (New York), 14 km from Newark.
 NEW_YORK = common_pb2.PostalAddress(
@@ -42,34 +35,6 @@ def ordered_at(text: str) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(datetime.fromisoformat(text).replace(tzinfo=UTC))
     return stamp
-
-
-@pytest.fixture(scope="module")
-async def fulfillment(postgres: EmbeddedPostgres) -> AsyncIterator[RunningService]:
-    """The service on a free port over a database of its own (fulfillment's migrations only),
-    so the locations made here route no other test's orders."""
-    dsn = postgres.dsn.rpartition("/")[0] + "/oms_delivery_promise"
-    await db.ensure_database(dsn)
-    await db.migrate(dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
-    settings = Settings.from_env(
-        env={}, database_url=dsn, db_pool_min=1, db_pool_max=5, log_format="console"
-    )
-    running = await start_service("fulfillment", settings, port=0)
-    for task in running.tasks:
-        task.cancel()  # no outbox to relay
-    try:
-        yield running
-    finally:
-        await running.stop(0.5)
-
-
-@pytest.fixture(scope="module")
-async def stub(fulfillment: RunningService) -> AsyncIterator[Stub]:
-    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
-    try:
-        yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
-    finally:
-        await channel.close()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +72,11 @@ async def stocked(stub: Stub, location_id: str, on_hand: int) -> str:
         )
     )
     return sku
+
+
+@pytest.fixture(scope="module")
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fulfillment_database(postgres, "oms_delivery_promise")
 
 
 async def test_a_friday_order_after_the_cut_off_before_a_monday_holiday_gets_its_dates(

@@ -11,28 +11,21 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
-from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import db, grpcutil
+from oms_platform import grpcutil
 from oms_platform.service import RunningService
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.devstack.simulator import REJECT_REASON, Simulator
-from oms_tools.registry import start_service
-from services.fulfillment import bootstrap
-from tests.callers import persona_channel
-
-if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
-    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
+from tests.integration.fulfillment_server import Stub, fulfillment_database
 
 # Postal prefix 100 is seeded at New York's coordinates.
 NEW_YORK = common_pb2.PostalAddress(
@@ -41,48 +34,6 @@ NEW_YORK = common_pb2.PostalAddress(
 NEWARK = (40.7357, -74.1724)
 CHICAGO = (41.8818, -87.6470)
 RENO = (39.5296, -119.8138)
-
-
-@pytest.fixture(scope="module")
-async def dsn(postgres: EmbeddedPostgres) -> str:
-    """A database of this module's own, with fulfillment's migrations."""
-    own = f"postgresql://postgres@127.0.0.1:{postgres.port}/fulfillment_rerouting"
-    await db.ensure_database(own)
-    await db.migrate(own, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
-    return own
-
-
-@pytest.fixture(scope="module")
-async def fulfillment(dsn: str) -> AsyncIterator[RunningService]:
-    """The service on a free port, with its outbox relay stopped so rows stay to be checked."""
-    settings = Settings.from_env(
-        env={}, database_url=dsn, db_pool_min=1, db_pool_max=10, log_format="console"
-    )
-    running = await start_service("fulfillment", settings, port=0)
-    for task in running.tasks:
-        task.cancel()
-    try:
-        yield running
-    finally:
-        await running.stop(0.5)
-
-
-@pytest.fixture(scope="module")
-async def stub(fulfillment: RunningService) -> AsyncIterator[Stub]:
-    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
-    try:
-        yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
-    finally:
-        await channel.close()
-
-
-@pytest.fixture
-async def sql(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @dataclass
@@ -199,6 +150,11 @@ async def raises(call: Any) -> grpc.aio.AioRpcError:
 
 
 # ---- the simulator (first: one pass moves every open fulfillment order here) -------------------
+
+
+@pytest.fixture(scope="module")
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fulfillment_database(postgres, "fulfillment_rerouting")
 
 
 async def test_the_simulator_asked_to_reject_rejects_and_the_lines_are_routed_again(

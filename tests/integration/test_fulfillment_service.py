@@ -6,26 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
-from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import db, grpcutil
-from oms_platform.service import RunningService
-from oms_platform.settings import Settings
+from oms_platform import grpcutil
 from oms_tools.devstack.postgres import EmbeddedPostgres
-from oms_tools.registry import start_service
-from services.fulfillment import bootstrap
-from tests.callers import persona_channel
-
-if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
-    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
+from tests.integration.fulfillment_server import Stub, fulfillment_database
 
 SEATTLE = common_pb2.PostalAddress(
     line1="400 Pine St", city="Seattle", region="WA", postal_code="98101", country_code="US"
@@ -33,49 +24,6 @@ SEATTLE = common_pb2.PostalAddress(
 NEW_YORK = common_pb2.PostalAddress(
     line1="350 5th Ave", city="New York", region="NY", postal_code="10118", country_code="US"
 )
-
-
-@pytest.fixture(scope="module")
-async def dsn(postgres: EmbeddedPostgres) -> str:
-    """The test database with fulfillment's migrations (only; other services may not exist)."""
-    await db.ensure_database(postgres.dsn)
-    await db.migrate(postgres.dsn, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
-    return postgres.dsn
-
-
-@pytest.fixture(scope="module")
-async def fulfillment(dsn: str) -> AsyncIterator[RunningService]:
-    """The service on a free port, with its outbox relay stopped so rows stay to be checked."""
-    settings = Settings.from_env(
-        env={}, database_url=dsn, db_pool_min=1, db_pool_max=10, log_format="console"
-    )
-    running = await start_service("fulfillment", settings, port=0)
-    for task in running.tasks:
-        task.cancel()
-    try:
-        yield running
-    finally:
-        await running.stop(0.5)
-
-
-@pytest.fixture(scope="module")
-async def stub(
-    fulfillment: RunningService,
-) -> AsyncIterator[Stub]:
-    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
-    try:
-        yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
-    finally:
-        await channel.close()
-
-
-@pytest.fixture
-async def sql(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def new_sku() -> str:
@@ -125,6 +73,11 @@ async def outbox_events(sql: asyncpg.Connection, fulfillment_order_id: str) -> l
 
 
 # ---- routing and reserving -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fulfillment_database(postgres)
 
 
 async def test_creating_fulfillment_orders_reserves_stock_at_the_nearest_location(

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import asyncpg
 import pytest
 from oms.common.v1 import common_pb2
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
-from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
-from oms_platform import db
-from oms_platform.service import RunningService
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
-from oms_tools.registry import start_service
-from services.fulfillment import bootstrap, domain, store
-from tests.callers import oms_cli, persona_channel
-
-if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
-    Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
+from services.fulfillment import domain, store
+from tests.callers import oms_cli
+from tests.integration.fulfillment_server import Stub, fulfillment_database
 
 MINNEAPOLIS = ("55401", 44.9790, -93.2740)
 KANSAS_CITY = ("64105", 39.1020, -94.5890)
@@ -50,50 +42,8 @@ DE_FILE = (
 
 
 @pytest.fixture(scope="module")
-async def dsn(postgres: EmbeddedPostgres) -> str:
-    """A database of this module's own with fulfillment's migrations."""
-    own = postgres.dsn.rsplit("/", 1)[0] + "/oms_postal"
-    await db.ensure_database(own)
-    await db.migrate(own, bootstrap.SCHEMA, bootstrap.MIGRATIONS)
-    return own
-
-
-@pytest.fixture(scope="module")
 def cli_settings(dsn: str) -> Settings:
     return Settings.from_env(env={}, database_url=dsn, log_format="console")
-
-
-@pytest.fixture(scope="module")
-async def fulfillment(dsn: str) -> AsyncIterator[RunningService]:
-    """The service on a free port, its outbox relay stopped (nothing here needs it)."""
-    settings = Settings.from_env(
-        env={}, database_url=dsn, db_pool_min=1, db_pool_max=4, log_format="console"
-    )
-    running = await start_service("fulfillment", settings, port=0)
-    for task in running.tasks:
-        task.cancel()
-    try:
-        yield running
-    finally:
-        await running.stop(0.5)
-
-
-@pytest.fixture(scope="module")
-async def stub(fulfillment: RunningService) -> AsyncIterator[Stub]:
-    channel = persona_channel(fulfillment.context.settings, f"127.0.0.1:{fulfillment.port}")
-    try:
-        yield cast("Stub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel))
-    finally:
-        await channel.close()
-
-
-@pytest.fixture
-async def sql(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": bootstrap.SCHEMA})
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +103,11 @@ async def routed_to(stub: Stub, sku: str, address: common_pb2.PostalAddress) -> 
 
 
 # ---- the US ZIPs, through the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fulfillment_database(postgres, "oms_postal")
 
 
 async def test_orders_go_to_the_nearer_location_by_real_zips_once_us_is_loaded(
