@@ -565,7 +565,9 @@ async def receive_supply(
     orders get them oldest first (reserved and allocated, their workflows told)."""
     supply = await store.get_supply(conn, supply_id)
     domain.check_receipt(supply, quantity)
-    # The level first, then the supply and its waiting orders: the store's lock order.
+    # Expired checkout holds give their units back first, as before any other count of stock
+    # (reservations, then the level, then the supply and its waiting orders: the lock order).
+    await store.release_expired_for(conn, [supply.sku])
     await store.adjust_inventory(
         conn,
         [
