@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from workflows import activity_names as names
 from workflows import order_events
-from workflows.changes.steps import Steps
+from workflows.changes.steps import Steps, refusal
 from workflows.ledger import ChangeRefused, Ledger
 from workflows.types import (
     Address,
@@ -50,7 +50,10 @@ async def change_address(steps: Steps, request: ChangeRequest) -> ChangeResult:
     """Keep the new address at fulfillment (which reroutes the group's unshipped units when
     routing chooses elsewhere), follow any move in the ledger, and tell capture."""
     order, ledger = steps.order, steps.ledger
-    address = check(order, ledger, request, steps.state.status)
+    try:
+        address = check(order, ledger, request, steps.state.status)
+    except ChangeRefused as refused:  # the state moved on while this waited (a unit shipped)
+        raise refusal(refused) from None
     group_id = request.delivery_group_id
     changed = ChangeAddressResult(rerouted=False)
     if any(fo.delivery_group_id == group_id for fo in ledger.fulfillment_orders.values()):
