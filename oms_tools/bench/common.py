@@ -113,13 +113,6 @@ async def private_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncItera
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@contextlib.asynccontextmanager
-async def bench_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncIterator[Settings]:
-    """`private_stack`, for benches that need only the settings it serves."""
-    async with private_stack(prefix, keep, **overrides) as stack:
-        yield stack.settings
-
-
 def bench_caller(settings: Settings, role: str) -> auth.TokenSource:
     """A bench's identity: a token from the bench stack's own dev issuer, like any caller's."""
     return auth.dev_persona(settings, f"bench-{role}", role, ttl_seconds=24 * 3600)

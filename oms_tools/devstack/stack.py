@@ -178,10 +178,10 @@ class Stack:
         applied = await migrate_all(settings)
         log.info("migrations applied", **{k: v for k, v in applied.items() if v})
         # In a thread while Temporal starts: ready before the services are.
-        postal_codes = asyncio.create_task(
-            asyncio.to_thread(load_us_postal_codes, settings.dsn)
+        postal_codes = (
+            asyncio.create_task(asyncio.to_thread(load_us_postal_codes, settings.dsn))
             if settings.dev_load_postal_codes
-            else asyncio.sleep(0, 0)
+            else None
         )
         if not settings.codec_keys_file and ensure_keys_file(settings.codec_keys_path):
             log.info("development codec key created", path=str(settings.codec_keys_path))
@@ -220,7 +220,7 @@ class Stack:
         dev_certs.mark_in_use(self.data_dir, settings if certs else None)
         replicas.mark_in_use(self.data_dir, settings)
         try:
-            if loaded := await postal_codes:
+            if postal_codes is not None and (loaded := await postal_codes):
                 log.info("US postal codes loaded for distance routing", codes=loaded)
         except (OSError, asyncpg.PostgresError) as error:
             log.warning(

@@ -52,7 +52,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.pool,
         policy,
         PublicHolidays(),
-        collect_within_seconds=ctx.settings.pickup_collect_within_seconds,
+        ctx.settings.pickup_collect_within_seconds,
     )
     relay = OutboxRelay(
         ctx.pool,

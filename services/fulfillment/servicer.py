@@ -18,7 +18,7 @@ from oms_platform import auth, db
 from oms_platform.errors import InvalidArgument, PermissionDenied, check_required
 from oms_platform.postal import address_violations
 from oms_platform.wire import postal_address_from_pb
-from services.fulfillment import calendars, convert, domain, handlers, store
+from services.fulfillment import convert, domain, handlers, store
 
 log = structlog.get_logger("oms.fulfillment")
 
@@ -38,16 +38,16 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     def __init__(
         self,
         pool: asyncpg.Pool,
-        policy: domain.RoutingPolicy | None = None,
-        holidays: domain.Holidays | None = None,
+        policy: domain.RoutingPolicy,
+        holidays: domain.Holidays,
+        collect_within_seconds: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        collect_within_seconds: float = 604800.0,
     ) -> None:
         self._pool = pool
         # Store pickup: how long a fulfillment order ready for pickup waits for the shopper.
         self._collect_within_seconds = collect_within_seconds
-        self._policy = policy or domain.RoutingPolicy()
-        self._holidays = holidays or calendars.PublicHolidays()
+        self._policy = policy
+        self._holidays = holidays
         self._clock = clock
 
     async def _in_transaction(self, use_case: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

@@ -40,7 +40,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         orders: Orders,
         dead_letters: handlers.DeadLetters,
         return_cases: returns.Returns,
-        routing: FulfillmentRouting | None = None,
+        routing: FulfillmentRouting,
     ) -> None:
         self._routing = routing
         self._return_cases = return_cases
@@ -444,8 +444,6 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     ) -> pb.PreviewAddressChangeResponse:
         order = convert.address_change_to_domain(request)
         await self._confine(context, order.order_id)
-        if self._routing is None:
-            raise FailedPrecondition("address changes cannot be previewed here: no fulfillment")
         outcome = await reachable(
             context, handlers.preview_address_change(self._lifecycles, self._routing, order)
         )

@@ -4,14 +4,11 @@ nor before it is set aside."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from oms_platform.errors import FailedPrecondition
 from services.fulfillment import domain
 
-NOW = datetime(2025, 5, 5, 12, tzinfo=UTC)
 CANDIDATES = [
     domain.Candidate("wh-east", 1, domain.Coordinates(40.7, -74.2), "warehouse"),
     domain.Candidate("store-chicago", 2, domain.Coordinates(41.9, -87.6), "store"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from oms_platform.postal import MAX_POSTAL_CODE_LENGTH
 from services.fulfillment import domain, postal_data
 from services.fulfillment.domain import Coordinates, MalformedPostalData, PostalCode
 
@@ -206,4 +207,4 @@ def test_the_package_ships_every_us_zip_with_coordinates() -> None:
 def test_a_code_is_looked_up_by_every_prefix_longest_first() -> None:
     assert domain.postal_prefixes("10118") == ["10118", "1011", "101", "10", "1"]
     assert domain.postal_prefixes("") == []
-    assert len(domain.postal_prefixes("9" * 100)) == domain.MAX_POSTAL_CODE_LENGTH
+    assert len(domain.postal_prefixes("9" * 100)) == MAX_POSTAL_CODE_LENGTH

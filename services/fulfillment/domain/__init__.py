@@ -323,9 +323,6 @@ from services.fulfillment.domain.pickup import (
     not_collected_reason as not_collected_reason,
 )
 from services.fulfillment.domain.pickup import (
-    pickup_deadline as pickup_deadline,
-)
-from services.fulfillment.domain.pickup import (
     plan_not_collected as plan_not_collected,
 )
 from services.fulfillment.domain.pickup import (
@@ -333,9 +330,6 @@ from services.fulfillment.domain.pickup import (
 )
 from services.fulfillment.domain.pickup import (
     ready_note as ready_note,
-)
-from services.fulfillment.domain.postal import (
-    MAX_POSTAL_CODE_LENGTH as MAX_POSTAL_CODE_LENGTH,
 )
 from services.fulfillment.domain.postal import (
     CountryPostalCodes as CountryPostalCodes,
@@ -405,9 +399,6 @@ from services.fulfillment.domain.promise import (
 )
 from services.fulfillment.domain.routing import (
     PICKUP as PICKUP,
-)
-from services.fulfillment.domain.routing import (
-    ROUTING_TRIGGERS as ROUTING_TRIGGERS,
 )
 from services.fulfillment.domain.routing import (
     Allocation as Allocation,
@@ -537,7 +528,4 @@ from services.fulfillment.domain.supply import (
 )
 from services.fulfillment.domain.supply import (
     validate_supply as validate_supply,
-)
-from services.fulfillment.domain.supply import (
-    with_promised as with_promised,
 )

@@ -4,8 +4,6 @@ delivered at once, or not collected in time and canceled."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from oms_platform.errors import FailedPrecondition
 from services.fulfillment.domain.fulfillment_orders import (
     ACCEPTED,
@@ -49,11 +47,6 @@ def must_mark_ready(fo: FulfillmentOrder) -> bool:
     if fo.status not in READYABLE:
         raise refuse(fo, "mark it ready for pickup")
     return True
-
-
-def pickup_deadline(ready_at: datetime, collect_within_seconds: float) -> datetime:
-    """When a fulfillment order ready since `ready_at` is canceled if nobody collected it."""
-    return ready_at + timedelta(seconds=collect_within_seconds)
 
 
 def ready_note(fo: FulfillmentOrder) -> str:

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 
 from oms_platform import limits
 from oms_platform.errors import DomainError
+from oms_platform.postal import MAX_POSTAL_CODE_LENGTH
 from services.fulfillment.domain.common import Coordinates, normalize_postal_code
-
-# The longest postal code oms keeps a place for (after normalizing); no country's is longer.
-MAX_POSTAL_CODE_LENGTH = 32
 
 # The GeoNames postal-code dump (download.geonames.org/export/zip/, one file per country or
 # allCountries.txt): tab-separated, no header; these are the columns oms reads, counted from 0.

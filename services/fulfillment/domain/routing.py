@@ -698,10 +698,6 @@ def _why_unplaced(
     return "no enabled location has them available"
 
 
-# What made fulfillment route: an order's lines, a rejection, or a move someone asked for.
-ROUTING_TRIGGERS = ("order", "rejection", "move")
-
-
 @dataclass(frozen=True)
 class RoutingDecision:
     """A routing decision as recorded: one delivery group, what was considered, the choice."""

@@ -12,7 +12,7 @@ an older one that does not fit yet.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -273,8 +273,3 @@ def repromise(
             left[chosen.supply_id] -= fo.units
         out.append((fo, chosen))
     return out
-
-
-def with_promised(supplies: Iterable[Supply], promised: Mapping[str, int]) -> list[Supply]:
-    """Supplies with the units their waiting fulfillment orders are promised."""
-    return [replace(s, promised=promised.get(s.supply_id, 0)) for s in supplies]

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from oms_platform import limits, money
 from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.postal import MAX_POSTAL_CODE_LENGTH
 from services.servicing.domain.common import MAX_REASON_LENGTH, required, too_long
 from services.servicing.domain.listing import Cursor, decode_page_token, encode_page_token
 from workflows import cadence
@@ -56,7 +57,6 @@ MAX_MINUTES = 1440
 DEFAULT_AT_LOCAL_TIME = "00:00"
 MAX_NAME_LENGTH = 256
 MAX_TOKEN_LENGTH = 2048
-MAX_POSTAL_CODE_LENGTH = 32
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
