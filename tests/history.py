@@ -44,3 +44,14 @@ async def record(handle: Any, name: str, vault: KeyVault | None = None) -> None:
         data_keys(path).parent.mkdir(parents=True, exist_ok=True)
         exported = await vault.export([handle.id])
         data_keys(path).write_text(json.dumps(exported, indent=2) + "\n")
+
+
+def patches_asked(history: Any) -> set[str]:
+    """The patch ids a run asked for (its patch markers), from its history (a
+    `WorkflowHistory`)."""
+    markers = [e.marker_recorded_event_attributes for e in history.events]
+    return {
+        json.loads(m.details["patch-data"].payloads[0].data)["id"]
+        for m in markers
+        if m.marker_name == "core_patch"
+    }

@@ -13,8 +13,7 @@ from oms.fulfillment.v1 import fulfillment_pb2
 from oms_platform.errors import FailedPrecondition, NotFound
 from oms_platform.postal import PostalAddress
 from oms_platform.wire import postal_address_to_pb
-from services.servicing.inventory import RETRYABLE
-from services.servicing.lifecycles import LifecycleUnavailable
+from services.servicing.lifecycles import RETRYABLE, LifecycleUnavailable
 
 if TYPE_CHECKING:
     from oms.fulfillment.v1.fulfillment_pb2_grpc import FulfillmentServiceAsyncStub

@@ -10,20 +10,10 @@ import grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 
 from oms_platform.errors import FailedPrecondition
-from services.servicing.lifecycles import LifecycleUnavailable
+from services.servicing.lifecycles import RETRYABLE, LifecycleUnavailable
 
 if TYPE_CHECKING:
     from oms.fulfillment.v1.fulfillment_pb2_grpc import FulfillmentServiceAsyncStub
-
-# Fulfillment's answers after which the same request may succeed.
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
 
 
 class FulfillmentInventory:

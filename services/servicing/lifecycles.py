@@ -89,6 +89,18 @@ class ChangeFailed(Exception):
     """The workflow accepted the request, but a step of it failed for good."""
 
 
+# What another service may answer after which the same request may succeed (capture's and
+# fulfillment's, called by servicing's adapters): LifecycleUnavailable, for the caller to retry.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
 class LifecycleUnavailable(Exception):
     """Temporal (or the order's worker) did not answer in time, the order's lifecycle has not
     started yet, or capture could not say whether the order exists; retrying may succeed."""

@@ -12,21 +12,10 @@ from oms.capture.v1 import capture_pb2
 
 from oms_platform import limits
 from oms_platform.errors import NotFound
-from services.servicing.lifecycles import LifecycleUnavailable
+from services.servicing.lifecycles import RETRYABLE, LifecycleUnavailable
 
 if TYPE_CHECKING:
     from oms.capture.v1.capture_pb2_grpc import CaptureServiceAsyncStub
-
-
-# Capture's answers after which asking again may succeed.
-_RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
 
 
 class CaptureOrders:
@@ -62,7 +51,7 @@ class CaptureOrders:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 # An id capture refuses as malformed names no order either.
                 raise NotFound(f"no order {limits.echo(order_id)}") from None
-            if error.code() not in _RETRYABLE:
+            if error.code() not in RETRYABLE:
                 # Capture refused servicing itself (a bug or a misconfiguration, not the
                 # caller's to retry): the error boundary answers INTERNAL with a reference.
                 raise RuntimeError(

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from oms_platform.errors import FailedPrecondition
 from services.servicing import domain, handlers
-from services.servicing.carrier import Carrier, LabelRequest
+from services.servicing.carrier import LABEL_CREATED, Carrier, LabelRequest
 from services.servicing.handlers import Clock, utc_now
 from services.servicing.lifecycles import OrderLifecycles
 from services.servicing.policy_store import ReturnLabel, ReturnLabelStore, ReturnPolicyStore
@@ -188,20 +188,19 @@ async def _label(
             carrier=issued.carrier,
             tracking_number=issued.tracking_number,
             pdf=issued.pdf,
-            tracking_status="label_created",
+            tracking_status=LABEL_CREATED,
             created_at=now,
             updated_at=now,
         )
     )
 
 
-async def return_label(ctx: Returns, return_order_id: str) -> ReturnLabel:
-    """The return order's label, with where its parcel is as the carrier says now."""
-    label = await ctx.labels.get(return_order_id)
+async def tracked(ctx: Returns, label: ReturnLabel) -> ReturnLabel:
+    """`label` with where its parcel is as the carrier says now (kept when it moved)."""
     status = await ctx.carrier.track(label.tracking_number)
     if status == label.tracking_status:
         return label
-    return await ctx.labels.set_status(return_order_id, status, ctx.clock())
+    return await ctx.labels.set_status(label.return_order_id, status, ctx.clock())
 
 
 async def receive_return(

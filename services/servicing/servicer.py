@@ -263,8 +263,10 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def GetReturnLabel(
         self, request: pb.GetReturnLabelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetReturnLabelResponse:
-        label = await returns.return_label(self._return_cases, request.return_order_id)
+        # Confined before the carrier is asked: a caller refused the order moves nothing.
+        label = await self._return_cases.labels.get(request.return_order_id)
         await self._confine(context, label.order_id)
+        label = await returns.tracked(self._return_cases, label)
         return pb.GetReturnLabelResponse(label=convert.label_to_pb(label), pdf=label.pdf)
 
     # ---- return policies --------------------------------------------------------------------

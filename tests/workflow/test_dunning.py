@@ -5,7 +5,6 @@ order. The subscription is a stand-in workflow that records the signals it recei
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +13,12 @@ import pytest
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowHistory,
     WorkflowUpdateFailedError,
 )
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.history import patches_asked
 from tests.workflow.subscription_stand_in import SubscriptionStandIn
 from tests.workflow.test_order_lifecycle import (
     Services,
@@ -107,16 +106,6 @@ class Run:
             described = await self.subscription.describe()
             if described.status == WorkflowExecutionStatus.RUNNING:
                 await self.subscription.terminate("test over")
-
-
-def patches(history: WorkflowHistory) -> set[str]:
-    """The patches the run asked for (its patch markers)."""
-    markers = [e.marker_recorded_event_attributes for e in history.events]
-    return {
-        json.loads(m.details["patch-data"].payloads[0].data)["id"]
-        for m in markers
-        if m.marker_name == "core_patch"
-    }
 
 
 def authorizations(services: Services) -> list[tuple[str, str, int]]:
@@ -304,7 +293,10 @@ async def test_a_cycle_paid_at_once_tells_the_subscription(
         await run.stop()
 
     # A run at the baseline takes dunning without asking; one started before asks for it.
-    assert asked <= patches(history) and (asked or not patches(history))
+    if asked:
+        assert asked <= patches_asked(history)
+    else:
+        assert patches_asked(history) == set()
     assert [(t.outcome, t.attempt, t.next_retry_at) for t in told] == [(PAYMENT_PAID, 1, "")]
     assert services.statuses == [PROCESSING, AUTHORIZED, ALLOCATED]
 
@@ -327,4 +319,4 @@ async def test_a_declined_order_that_is_no_subscriptions_is_canceled_at_once_as_
     assert services.statuses == [PROCESSING, CANCELED, CANCELED]  # as ever: lines, then order
     assert services.event_types()[:1] == ["order.processing"]
     assert "payment.declined" in services.event_types()
-    assert "dunning" not in patches(history) and "local-activities" in patches(history)
+    assert "dunning" not in patches_asked(history) and "local-activities" in patches_asked(history)

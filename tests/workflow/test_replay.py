@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -20,12 +21,16 @@ from temporalio.worker import Replayer
 
 from oms_platform.codec import ENCODING, EncryptionCodec, KeyVault, MasterKeys, data_converter
 from tests.conftest import TEST_CODEC_KEYS
-from tests.history import HISTORIES, RECORDING, data_keys
+from tests.history import HISTORIES, RECORDING, data_keys, patches_asked
 from workflows.lifecycle import OrderLifecycle
 from workflows.types import LIFECYCLE_BASELINE
 from workflows.versions import FOLDED
 
 RECORDED = sorted(HISTORIES.glob("baseline-*/*.json"))
+
+
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +69,7 @@ def _encodings(history_json: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "history",
-    [WorkflowHistory.from_json(p.stem, p.read_text()) for p in RECORDED],
+    [_history(p) for p in RECORDED],
     ids=[f"{p.parent.name}/{p.stem}" for p in RECORDED],
 )
 async def test_a_recorded_history_replays_without_nondeterminism(
@@ -75,23 +80,10 @@ async def test_a_recorded_history_replays_without_nondeterminism(
     )
 
 
-def _patches_recorded(history_json: str) -> set[str]:
-    """The patch ids a recorded history's run asked for (its patch markers)."""
-    found = set()
-    for event in json.loads(history_json)["events"]:
-        marker = event.get("markerRecordedEventAttributes", {})
-        if marker.get("markerName") == "core_patch":
-            payload = marker["details"]["patch-data"]["payloads"][0]
-            found.add(json.loads(base64.b64decode(payload["data"]))["id"])
-    return found
-
-
 def test_a_run_at_the_current_baseline_records_none_of_the_patches_it_folds_in() -> None:
     folded = frozenset().union(*(ids for b, ids in FOLDED.items() if b <= LIFECYCLE_BASELINE))
-    current = {p.stem: _patches_recorded(p.read_text()) for p in RECORDING.glob("*.json")}
+    current = {p.stem: patches_asked(_history(p)) for p in RECORDING.glob("*.json")}
     assert current and not any(current.values()), current
     # The same orders before the baseline asked for them: what the baseline saves.
-    before = _patches_recorded(
-        (HISTORIES / "baseline-0" / "encrypted_happy_path_patched.json").read_text()
-    )
+    before = patches_asked(_history(HISTORIES / "baseline-0" / "encrypted_happy_path_patched.json"))
     assert len(before) >= 4 and before <= folded

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from oms_platform.money import percent_of
 from services.servicing.domain.common import Item, required, too_long
@@ -24,8 +25,8 @@ MAX_CATEGORY_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 500
 MAX_RETURN_DAYS = 3650
 MAX_BASIS_POINTS = 10_000
-# SKUs categorized in one call (oms_platform.limits.MAX_IDS caps the request itself).
-MAX_CATEGORIES_PER_CALL = 1000
+# SKUs categorized in one call: the platform's cap on ids per request.
+MAX_CATEGORIES_PER_CALL = limits.MAX_IDS
 # Conditions in which a unit received back can be sold again (restocked).
 RESELLABLE = ("new", "opened")
 # How conditions read in sentences ("new" is "unopened, as sold").
