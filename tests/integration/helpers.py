@@ -1,5 +1,5 @@
-"""Small helpers integration tests share: polling until something holds, and writing events to
-capture's log the way its changes do."""
+"""Small helpers integration tests share: polling until something holds, reading an order's
+events from capture's log, and writing events to it the way its changes do."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ async def log_changes(conn: Any, *changes: Sequence[events_pb2.Event]) -> None:
             await log.append_events(conn, events)
     while await conn.fetchval("SELECT count(*) FROM order_events WHERE seq IS NULL"):
         await log.sequence_pending(conn)
+
+
+async def logged_types(events: Any, order_id: str) -> list[str]:
+    """The types of the order's events the log holds now, in log order, read through
+    SubscribeEvents (an EventsService stub) up to the head."""
+    request = events_pb2.SubscribeEventsRequest(
+        from_sequence=1, order_ids=[order_id], stop_at_head=True
+    )
+    return [
+        e.type
+        async for response in events.SubscribeEvents(request, timeout=10)
+        for e in response.events
+    ]

@@ -14,13 +14,15 @@ import grpc
 import pytest
 from oms.capture.v1 import capture_pb2
 from oms.common.v1 import common_pb2
-from oms.events.v1 import events_pb2, events_pb2_grpc
+from oms.events.v1 import events_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.servicing.v1 import servicing_pb2 as pb
 
 from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from tests.conftest import System
+from tests.integration.helpers import eventually, logged_types
+from tests.integration.test_fulfillment_service import level
 from tests.integration.test_servicing_changes import Clients, an_allocated_order
 
 SAN_FRANCISCO = common_pb2.PostalAddress(
@@ -56,6 +58,15 @@ async def open_locations(clients: Clients, order_id: str) -> list[str]:
     )
 
 
+async def reserved(clients: Clients, units: dict[str, int]) -> dict[tuple[str, str], int]:
+    """Units reserved of each SKU at wh-east and wh-west."""
+    return {
+        (location, sku): (await level(clients.fulfillment, sku, location)).reserved
+        for location in ("wh-east", "wh-west")
+        for sku in units
+    }
+
+
 async def test_a_new_address_nearer_another_warehouse_reroutes_the_unshipped_units(
     system: System, clients: Clients
 ) -> None:
@@ -72,6 +83,10 @@ async def test_a_new_address_nearer_another_warehouse_reroutes_the_unshipped_uni
     assert preview.preview.rerouted
     assert list(preview.preview.location_ids) == ["wh-west"]
     assert await open_locations(clients, order_id) == ["wh-east"]  # a preview keeps nothing
+    units: dict[str, int] = {}
+    for line in view.order.lines:
+        units[line.sku] = units.get(line.sku, 0) + line.quantity
+    reserved_before = await reserved(clients, units)
 
     changed = (await clients.servicing.SubmitAddressChange(submit(view, SAN_FRANCISCO))).change
 
@@ -87,18 +102,18 @@ async def test_a_new_address_nearer_another_warehouse_reroutes_the_unshipped_uni
         "94105",
         "US",
     )
-    # Every unit is still allocated, now at wh-west.
+    # Every unit is still allocated, now at wh-west: its reservations moved with it.
     assert all(line.quantities.allocated == line.quantity for line in after.order.lines)
+    reserved_after = await reserved(clients, units)
+    for sku, quantity in units.items():
+        assert reserved_after["wh-east", sku] == reserved_before["wh-east", sku] - quantity
+        assert reserved_after["wh-west", sku] == reserved_before["wh-west", sku] + quantity
     events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
-    call = events.SubscribeEvents(
-        events_pb2.SubscribeEventsRequest(from_sequence=1, order_ids=[order_id])
+    types = await eventually(
+        lambda: logged_types(events, order_id),
+        lambda found: "order.address_changed" in found,
+        "the address change in the log",
     )
-    types: list[str] = []
-    try:
-        while (response := await call.read()) is not grpc.aio.EOF and response.events:
-            types += [e.type for e in response.events]
-    finally:
-        call.cancel()
     assert "order.address_changed" in types
 
 

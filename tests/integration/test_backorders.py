@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, cast
 import grpc
 import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.events.v1 import events_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
+from oms_platform import auth
 from oms_platform.grpcutil import field_violations
 from oms_tools.samples import sample_order
 from tests.conftest import System
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, logged_types
 from tests.integration.test_fulfillment_service import level, new_sku, stock
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
@@ -148,6 +150,15 @@ async def test_the_in_stock_line_ships_now_and_the_backordered_one_ships_when_su
     assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
     mug_level = await level(fulfillment, mug, "wh-east")
     assert (mug_level.on_hand, mug_level.reserved) == (4, 0)  # 5 received, 1 shipped
+    # The log tells integrators the line waited on supply and when it was released.
+    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
+    logged = await eventually(
+        lambda: logged_types(events, order_id),
+        lambda types: "fulfillment.released" in types,
+        "the release in the log",
+    )
+    assert "fulfillment.backordered" in logged
+    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
 
 
 async def test_arriving_supply_goes_to_the_older_backorder_first(system: System) -> None:
