@@ -15,7 +15,7 @@ import asyncpg
 from services.fulfillment import domain
 from services.fulfillment.store.common import Conn
 from services.fulfillment.store.fulfillment_orders import ReservationConflict
-from services.fulfillment.store.inventory import SQL_RELEASE_UNITS, SQL_RESERVE
+from services.fulfillment.store.inventory import SQL_RELEASE_UNITS, reserve_units
 
 # The database's clock decides expiry everywhere (now() is the transaction's start), so every
 # replica agrees on which holds are live.
@@ -118,10 +118,9 @@ async def hold(
         float(request.ttl_seconds),
         request.idempotency_key,
     )
-    # One global lock order (location, sku), as routing's reservations take them.
-    for (location_id, sku), quantity in sorted(domain.held_units(holds).items()):
-        if await conn.fetchval(SQL_RESERVE, location_id, sku, quantity) is None:
-            raise ReservationConflict(f"{quantity} of {sku} at {location_id}")
+    if short := await reserve_units(conn, domain.held_units(holds)):
+        location_id, sku, quantity = short
+        raise ReservationConflict(f"{quantity} of {sku} at {location_id}")
     await conn.execute(
         SQL_INSERT_HOLDS,
         reservation_id,

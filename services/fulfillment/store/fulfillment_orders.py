@@ -20,9 +20,9 @@ from services.fulfillment.store.common import SCHEMA, Conn
 from services.fulfillment.store.inventory import (
     SQL_FREE_CAPACITY,
     SQL_RELEASE_UNITS,
-    SQL_RESERVE,
     SQL_SHIP_UNITS,
     available,
+    reserve_units,
     take_capacity,
 )
 from workflows.types import FULFILLMENT_EVENT_SIGNAL, FulfillmentEvent, order_workflow_id
@@ -363,10 +363,9 @@ async def reserve_and_create(
     Raises ReservationConflict if any unit or slot is no longer there; the caller's
     transaction then rolls back whatever was reserved before it.
     """
-    # One global lock order (location, sku) so concurrent reservers never deadlock.
-    for (location_id, sku), quantity in sorted(plan.reservations().items()):
-        if await conn.fetchval(SQL_RESERVE, location_id, sku, quantity) is None:
-            raise ReservationConflict(f"{quantity} of {sku} at {location_id}")
+    if short := await reserve_units(conn, plan.reservations()):
+        location_id, sku, quantity = short
+        raise ReservationConflict(f"{quantity} of {sku} at {location_id}")
     full = await take_capacity(conn, plan.fulfillment_orders_per_location())
     if full is not None:
         raise ReservationConflict(f"no daily capacity left at {full}")
@@ -463,10 +462,12 @@ async def move(
     needed: dict[str, int] = defaultdict(int)
     for line in change.lines:
         needed[line.sku] += line.quantity
-    for sku, quantity in sorted(needed.items()):
-        if await conn.fetchval(SQL_RESERVE, target.location_id, sku, quantity) is None:
-            have = await available(conn, target.location_id, sku)
-            raise domain.refuse_move_stock(target, sku, have, quantity)
+    if short := await reserve_units(
+        conn, {(target.location_id, sku): quantity for sku, quantity in needed.items()}
+    ):
+        _, sku, quantity = short
+        have = await available(conn, target.location_id, sku)
+        raise domain.refuse_move_stock(target, sku, have, quantity)
     if await take_capacity(conn, {target.location_id: 1}) is not None:
         raise domain.refuse_move_capacity(target)
     await take_off(conn, fo, change, reason, key)

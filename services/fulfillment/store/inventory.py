@@ -125,6 +125,20 @@ UPDATE inventory_levels SET reserved = reserved + $3, updated_at = now()
 WHERE location_id = $1 AND sku = $2 AND on_hand - reserved - safety_stock >= $3
 RETURNING reserved"""
 
+
+async def reserve_units(
+    conn: Conn, units: Mapping[tuple[str, str], int]
+) -> tuple[str, str, int] | None:
+    """Reserve each (location, SKU) quantity while it is available, in the one lock order
+    (location, SKU) every reserver takes, so concurrent ones never deadlock. Returns the first
+    that was not there (location, SKU, quantity), or None when all were; what was reserved
+    before it is the caller's transaction (or savepoint) to undo."""
+    for (location_id, sku), quantity in sorted(units.items()):
+        if await conn.fetchval(SQL_RESERVE, location_id, sku, quantity) is None:
+            return location_id, sku, quantity
+    return None
+
+
 SQL_RELEASE_UNITS = """
 UPDATE inventory_levels SET reserved = reserved - $3, updated_at = now()
 WHERE location_id = $1 AND sku = $2"""

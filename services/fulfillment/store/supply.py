@@ -22,7 +22,7 @@ from services.fulfillment.store.fulfillment_orders import (
     SQL_INSERT_RESERVATIONS,
     fulfillment_orders_by_id,
 )
-from services.fulfillment.store.inventory import SQL_RESERVE
+from services.fulfillment.store.inventory import reserve_units
 
 _SUPPLY_COLUMNS = (
     "id, kind, reference, location_id, sku, quantity, quantity_received, expected_date, "
@@ -254,9 +254,9 @@ async def release(conn: Conn, fo: domain.FulfillmentOrder, idempotency_key: str)
         needed[line.sku] = needed.get(line.sku, 0) + line.remaining
     try:
         async with conn.transaction():  # a savepoint: a SKU short undoes the others
-            for sku, quantity in sorted(needed.items()):
-                if await conn.fetchval(SQL_RESERVE, fo.location_id, sku, quantity) is None:
-                    raise _Short(sku)
+            units = {(fo.location_id, sku): quantity for sku, quantity in needed.items()}
+            if short := await reserve_units(conn, units):
+                raise _Short(short[1])
     except _Short:
         return False
     await conn.execute(
