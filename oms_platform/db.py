@@ -22,6 +22,10 @@ from oms_platform.errors import AlreadyExists
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 
+# What a background pass over the database meets when Postgres is away or refuses for the
+# moment: the pass loops (oms_platform.passes) back off and try again.
+DB_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 SQL_CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    text PRIMARY KEY,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +17,9 @@ from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import dead_letters, limits, metrics, request_limits
+from oms_platform.db import DB_AWAY
 from oms_platform.outbox import RPC_TIMEOUT, EventSink, OutboxRelay
+from oms_platform.passes import Pacing, run_passes
 from oms_platform.service import BackgroundTask, ServiceContext, ServiceParts
 from services.fulfillment import handlers
 from services.fulfillment.calendars import PublicHolidays
@@ -84,10 +86,23 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             BackgroundTask(f"oms.outbox.{SCHEMA}", relay.run),
             BackgroundTask(
                 "oms.reservations.sweeper",
-                reservation_sweeper(ctx.pool, ctx.settings.reservation_sweep_seconds),
+                sweeper(
+                    "reservation sweeper",
+                    handlers.release_expired_reservations,
+                    ctx.pool,
+                    ctx.settings.reservation_sweep_seconds,
+                    "expired checkout reservations released",
+                ),
             ),
             BackgroundTask(
-                "oms.pickups.sweeper", pickup_sweeper(ctx.pool, ctx.settings.pickup_sweep_seconds)
+                "oms.pickups.sweeper",
+                sweeper(
+                    "pickup sweeper",
+                    handlers.cancel_uncollected_pickups,
+                    ctx.pool,
+                    ctx.settings.pickup_sweep_seconds,
+                    "pickups not collected in time canceled",
+                ),
             ),
         ],
         gauges=[metrics.outbox_lag(ctx.pool, SCHEMA)],
@@ -98,34 +113,26 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 SWEEP_BATCH = 500
 
 
-def reservation_sweeper(
-    pool: asyncpg.Pool, every_seconds: float
+def sweeper(
+    name: str,
+    sweep: Callable[[asyncpg.Pool, int], Awaitable[int]],
+    pool: asyncpg.Pool,
+    every_seconds: float,
+    swept: str,
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The background task releasing expired checkout reservations every `every_seconds`
-    (on every replica: each skips the rows another is releasing)."""
+    """A background task running `sweep` (one batch of SWEEP_BATCH in a transaction) on
+    oms_platform.passes' loop: batch after batch while they come full, then every
+    `every_seconds`; backing off while Postgres is away. It runs on every replica: each skips
+    the rows another is sweeping. `swept` is logged with how many a batch took."""
+
+    async def one_pass() -> bool:
+        count = await sweep(pool, SWEEP_BATCH)
+        if count:
+            log.info(swept, count=count)
+        return count == SWEEP_BATCH
 
     async def run() -> None:
-        while True:
-            released = await handlers.release_expired_reservations(pool, SWEEP_BATCH)
-            if released:
-                log.info("expired checkout reservations released", count=released)
-            await asyncio.sleep(every_seconds)
-
-    return run
-
-
-def pickup_sweeper(
-    pool: asyncpg.Pool, every_seconds: float
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The background task canceling pickups not collected by their deadline every
-    `every_seconds` (on every replica: each skips the fulfillment orders another holds)."""
-
-    async def run() -> None:
-        while True:
-            canceled = await handlers.cancel_uncollected_pickups(pool, SWEEP_BATCH)
-            if canceled:
-                log.info("pickups not collected in time canceled", count=canceled)
-            await asyncio.sleep(every_seconds)
+        await run_passes(name, one_pass, asyncio.Event(), Pacing(every_seconds), DB_AWAY)
 
     return run
 

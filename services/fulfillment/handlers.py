@@ -210,24 +210,20 @@ async def confirm_pickup(conn: asyncpg.Connection, fulfillment_order_id: str) ->
 
 
 async def cancel_uncollected_pickups(pool: asyncpg.Pool, batch: int) -> int:
-    """One sweep: cancel every pickup fulfillment order whose deadline passed (its stock
-    restored, its capacity slot given back) and tell each order's workflow, `batch` per
-    transaction; returns how many."""
-    canceled = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            due = await store.lock_due_pickups(conn, batch)
-            for fo_id in due:
-                fo = await store.get_fulfillment_order(conn, fo_id)
-                change = domain.plan_not_collected(fo)
-                reason = domain.not_collected_reason(fo)
-                await store.take_off(conn, fo, change, reason, f"not_collected:{fo_id}")
-                await store.signal_order(
-                    conn, fo.order_id, events.not_collected_event(fo, change, reason)
-                )
-        canceled += len(due)
-        if len(due) < batch:
-            return canceled
+    """Cancel up to `batch` pickup fulfillment orders whose deadline passed (their stock
+    restored, their capacity slots given back) in one transaction, and tell each order's
+    workflow; returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await store.lock_due_pickups(conn, batch)
+        for fo_id in due:
+            fo = await store.get_fulfillment_order(conn, fo_id)
+            change = domain.plan_not_collected(fo)
+            reason = domain.not_collected_reason(fo)
+            await store.take_off(conn, fo, change, reason, f"not_collected:{fo_id}")
+            await store.signal_order(
+                conn, fo.order_id, events.not_collected_event(fo, change, reason)
+            )
+    return len(due)
 
 
 async def cancel_fulfillment_order(
@@ -458,15 +454,10 @@ async def release_reservation(
 
 
 async def release_expired_reservations(pool: asyncpg.Pool, batch: int) -> int:
-    """One sweep: release every expired reservation not released yet, `batch` per
-    transaction; returns how many."""
-    released = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            count = await store.release_expired_batch(conn, batch)
-        released += count
-        if count < batch:
-            return released
+    """Release up to `batch` expired reservations not released yet, in one transaction;
+    returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await store.release_expired_batch(conn, batch)
 
 
 # ---- incoming supply and backorders ---------------------------------------------------------

@@ -26,6 +26,7 @@ import structlog
 from oms.events.v1 import events_pb2
 
 from oms_platform import auth, metrics
+from oms_platform.db import DB_AWAY
 from oms_platform.errors import FieldViolation, InvalidArgument, NotFound, check_required
 from oms_platform.listen import Listener, subscribed
 from oms_platform.money import format_minor
@@ -61,7 +62,6 @@ STATE_TO_PB = {
 
 # Postgres or the network being away is waited out; anything else is a bug and is raised
 # (the service supervises the task and restarts it).
-_TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def params_of(event: events_pb2.Event) -> dict[str, Any] | None:
@@ -276,7 +276,7 @@ class Notifications:
         async def more() -> bool:  # a full batch: there may be more
             return await one_pass() >= s.batch_size
 
-        await run_passes(name, more, wake, pacing, _TRANSIENT)
+        await run_passes(name, more, wake, pacing, DB_AWAY)
 
 
 # --- RPCs (EventsService) ---

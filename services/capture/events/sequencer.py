@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from oms_platform import metrics
+from oms_platform.db import DB_AWAY
 from oms_platform.listen import Listener, subscribed
 from oms_platform.passes import Pacing, run_passes
 from services.capture.store import events as event_log
@@ -54,7 +55,9 @@ class Sequencer:
     async def run(self) -> None:
         """Sequence until cancelled."""
         with subscribed(self._listener, event_log.EVENTS_WRITTEN_CHANNEL, lambda _: self.wake()):
-            await run_passes("event sequencer", self.sequence_once, self._wake, self._pacing, _AWAY)
+            await run_passes(
+                "event sequencer", self.sequence_once, self._wake, self._pacing, DB_AWAY
+            )
 
     async def sequence_once(self) -> bool:
         """One pass; True when there may be more to number now."""
@@ -68,9 +71,6 @@ class Sequencer:
             await asyncio.sleep(BUSY_RETRY_SECONDS)
             return True
         return done.numbered >= self._batch_size
-
-
-_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def log_gauges(pool: asyncpg.Pool) -> Callable[[], Awaitable[None]]:

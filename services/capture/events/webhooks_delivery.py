@@ -32,6 +32,7 @@ from standardwebhooks import Webhook
 from oms_platform import metrics
 from oms_platform.backoff import Backoff
 from oms_platform.codec import CodecError
+from oms_platform.db import DB_AWAY
 from oms_platform.errors import clip
 from oms_platform.listen import Listener, subscribed, woken
 from oms_platform.passes import Pacing, run_passes
@@ -43,7 +44,6 @@ from services.capture.store import events
 log = structlog.get_logger("oms.webhooks")
 
 # Postgres being away: what a pass waits on before the loop backs off and tries again.
-DB_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # The longest either loop waits between tries while Postgres is away.
 RETRY_CAP_SECONDS = 5.0
 # An attempt's error as kept (and listed) is cut to this length.
