@@ -16,7 +16,12 @@ from services.servicing import domain, handlers
 from services.servicing.carrier import LABEL_CREATED, Carrier, LabelRequest
 from services.servicing.handlers import Clock, utc_now
 from services.servicing.lifecycles import OrderLifecycles
-from services.servicing.policy_store import ReturnLabel, ReturnLabelStore, ReturnPolicyStore
+from services.servicing.policy_store import (
+    ReturnLabel,
+    ReturnLabelStore,
+    ReturnPolicyStore,
+    StoredRule,
+)
 from services.servicing.store import ChangeStore, ReturnOrderStore
 
 # The deployment's return window for a channel (settings return_window_days[_by_channel]).
@@ -223,3 +228,29 @@ async def receive_return(
             f"return {rma.id} received",
         )
     return change, rma, restocked
+
+
+# ---- the policy's rules and categories --------------------------------------------------------
+
+
+async def upsert_rule(ctx: Returns, rule: domain.PolicyRule, actor: str) -> StoredRule:
+    """Create or replace a rule (checked first)."""
+    domain.validate_rule(rule)
+    return await ctx.policies.upsert(rule, ctx.clock(), actor)
+
+
+async def rules(ctx: Returns) -> list[StoredRule]:
+    """Every rule, in the order a listing shows them (the default rule last)."""
+    return sorted(await ctx.policies.rules(), key=lambda s: domain.precedence(s.rule))
+
+
+async def delete_rule(ctx: Returns, rule_id: str) -> bool:
+    """Delete a rule (never the default one); False when there was none."""
+    domain.check_deletable(rule_id)
+    return await ctx.policies.delete(rule_id)
+
+
+async def set_categories(ctx: Returns, pairs: list[tuple[str, str]]) -> int:
+    """Set each SKU's category ("" removes it), checked first; returns how many changed."""
+    domain.validate_categories(pairs)
+    return await ctx.policies.set_categories(dict(pairs), ctx.clock())

@@ -13,7 +13,7 @@ from oms.servicing.v1 import servicing_pb2_grpc
 
 from oms_platform import auth, erasure, limits
 from oms_platform.db import idempotent, request_fingerprint
-from oms_platform.errors import AlreadyExists, FailedPrecondition, PermissionDenied
+from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.wire import timestamp_to_datetime
 from services.servicing import convert, domain, handlers, returns
 from services.servicing.addresses import FulfillmentRouting
@@ -275,34 +275,26 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         self, request: pb.UpsertReturnPolicyRuleRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertReturnPolicyRuleResponse:
         rule = convert.rule_to_domain(request.rule)
-        domain.validate_rule(rule)
-        stored = await self._return_cases.policies.upsert(rule, datetime.now(UTC), auth.actor())
+        stored = await returns.upsert_rule(self._return_cases, rule, auth.actor())
         return pb.UpsertReturnPolicyRuleResponse(rule=convert.rule_to_pb(stored))
 
     async def ListReturnPolicyRules(
         self, request: pb.ListReturnPolicyRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReturnPolicyRulesResponse:
-        stored = await self._return_cases.policies.rules()
-        ordered = sorted(stored, key=lambda s: (-s.rule.specificity, s.rule.id))
+        ordered = await returns.rules(self._return_cases)
         return pb.ListReturnPolicyRulesResponse(rules=[convert.rule_to_pb(s) for s in ordered])
 
     async def DeleteReturnPolicyRule(
         self, request: pb.DeleteReturnPolicyRuleRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteReturnPolicyRuleResponse:
-        if request.rule_id == domain.DEFAULT_RULE_ID:
-            raise FailedPrecondition(
-                f"rule_id: rule {domain.DEFAULT_RULE_ID!r} decides when no other rule matches; "
-                "change it instead"
-            )
-        deleted = await self._return_cases.policies.delete(request.rule_id)
+        deleted = await returns.delete_rule(self._return_cases, request.rule_id)
         return pb.DeleteReturnPolicyRuleResponse(deleted=deleted)
 
     async def SetProductCategories(
         self, request: pb.SetProductCategoriesRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetProductCategoriesResponse:
         pairs = [(c.sku.strip(), c.category.strip()) for c in request.categories]
-        domain.validate_categories(pairs)
-        changed = await self._return_cases.policies.set_categories(dict(pairs), datetime.now(UTC))
+        changed = await returns.set_categories(self._return_cases, pairs)
         return pb.SetProductCategoriesResponse(changed=changed)
 
     async def ListProductCategories(

@@ -216,6 +216,21 @@ def validate_eligibility_request(request: EligibilityRequest) -> None:
         raise InvalidArgument(violations)
 
 
+def precedence(rule: PolicyRule) -> tuple[int, str]:
+    """Where a rule stands in a listing: the most specific first, then by id (the default
+    rule last)."""
+    return (-rule.specificity, rule.id)
+
+
+def check_deletable(rule_id: str) -> None:
+    """The default rule decides when no other matches: it can be changed, never deleted."""
+    if rule_id == DEFAULT_RULE_ID:
+        raise FailedPrecondition(
+            f"rule_id: rule {DEFAULT_RULE_ID!r} decides when no other rule matches; "
+            "change it instead"
+        )
+
+
 def deciding_rule(rules: Sequence[PolicyRule], channel: str, category: str) -> PolicyRule:
     """The most specific rule matching `channel` and `category`; the default rule when no
     other matches (FailedPrecondition if even that is missing)."""
