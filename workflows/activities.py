@@ -680,7 +680,6 @@ class FulfillmentActivities:
                     idempotency_key=request.idempotency_key,
                     address=postal_address_to_pb(request.address),
                     reason=request.reason,
-                    preview=request.preview,
                 ),
                 timeout=DEADLINE_SECONDS,
             )
@@ -691,7 +690,6 @@ class FulfillmentActivities:
             to_location_ids=list(response.to_location_ids),
             canceled_fulfillment_order_ids=list(response.canceled_fulfillment_order_ids),
             replacements=[_fulfillment_order(fo) for fo in response.replacements],
-            decisions=list(response.decisions),
         )
 
 

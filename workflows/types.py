@@ -937,14 +937,13 @@ ADDRESS_CHANGE_UPDATE = "change_address"
 @dataclass
 class ChangeAddressInput:
     """Send a delivery group to a new address; fulfillment reroutes its unshipped units when
-    routing for the address chooses other locations (`preview`: keep nothing)."""
+    routing for the address chooses other locations."""
 
     order_id: str
     delivery_group_id: str
     idempotency_key: str
     address: Address
     reason: str = ""
-    preview: bool = False
 
 
 @dataclass
@@ -957,4 +956,3 @@ class ChangeAddressResult:
     to_location_ids: list[str] = field(default_factory=list)
     canceled_fulfillment_order_ids: list[str] = field(default_factory=list)
     replacements: list[FulfillmentOrderData] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
