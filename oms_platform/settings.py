@@ -181,6 +181,10 @@ class Settings:
     # Logging: "auto" (pretty on a terminal, JSON otherwise), "json" or "console".
     log_format: str = "auto"
     log_level: str = "info"
+    # The event loop every oms process runs on: "uvloop" (libuv's loop, the default: sockets,
+    # timers and cross-thread wake-ups in C, which the services, Postgres driver and worker
+    # spend much of their time in) or "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
     # `oms dev` and the benches: how much lower (nice) than capture and Postgres the stack runs
     # Temporal, the worker, the simulator and the other services; 0 runs them all alike.
     stack_background_niceness: int = 10

@@ -35,6 +35,7 @@ import grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 
 from oms_platform import auth, db, grpcutil
+from oms_platform.loop import event_loop_factory
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_platform.wire import timestamp_from_datetime
@@ -576,6 +577,9 @@ def _report_reads(
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "baseline-server":
-        asyncio.run(serve_baseline(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+        # On the loop the services run on, so the baseline differs from capture only in work.
+        loop = event_loop_factory(Settings.from_env().event_loop)
+        with asyncio.Runner(loop_factory=loop) as runner:
+            runner.run(serve_baseline(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     else:
         sys.exit("usage: python -m oms_tools.bench.capture baseline-server DSN PORT POOL")

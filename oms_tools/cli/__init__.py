@@ -17,6 +17,7 @@ import grpc
 
 from oms_platform import auth, grpcutil, tracing
 from oms_platform import logging as oms_logging
+from oms_platform.loop import event_loop_factory
 from oms_platform.settings import SERVICES, Settings
 from oms_tools.cli.events import cmd_events, events_parsers
 from oms_tools.cli.operations import cmd_bench, cmd_fuzz, cmd_outbox, cmd_token, outbox_parsers
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
     key = f"order:{args.order_command}" if name == "order" else name
     try:
-        return asyncio.run(COMMANDS[key](settings, args))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            return runner.run(COMMANDS[key](settings, args))
     except grpc.aio.AioRpcError as error:
         detail = error.details()
         violations = grpcutil.field_violations(error)
