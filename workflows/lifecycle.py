@@ -509,7 +509,7 @@ class OrderLifecycle:
             await workflow.wait_condition(lambda: bool(self.state.events) or ledger.settled())
             if self.state.events:
                 event = self.state.events.pop(0)
-                async with self._section():
+                async with self._section(keep_reports=self._delivered_now):
                     await self._on_event(event)
         self.state.delivered_at = workflow.now()
 
@@ -1261,16 +1261,24 @@ class OrderLifecycle:
             await self._send_one(unsent)
 
     @contextlib.asynccontextmanager
-    async def _section(self) -> AsyncIterator[None]:
+    async def _section(self, keep_reports: Callable[[], bool] | None = None) -> AsyncIterator[None]:
         """One change at a time (a lifecycle step or an Update), its progress reports sent
-        before the next may begin (even when it is refused halfway)."""
+        before the next may begin (even when it is refused halfway). With `keep_reports`
+        answering True at the end, they are kept for the next flush: the caller reports more
+        before it waits for anything, and both go in one call."""
         async with self._lock:
             try:
                 yield
             except Exception:
                 await self._flush()
                 raise
-            await self._flush()
+            if keep_reports is None or not keep_reports():
+                await self._flush()
+
+    def _delivered_now(self) -> bool:
+        """The event just applied delivered the last unit: the delivery's reports go with the
+        order's "fulfilled" (and, with no return window left, "closed") in one call."""
+        return self.ledger.settled() and self.has_change(versions.ONE_REPORT_AT_DELIVERY)
 
     async def _flush(self) -> None:
         """Send the progress reports made since the last flush, in one call. Runs before every

@@ -17,7 +17,7 @@ FULFILLMENT_EVENT_SIGNAL = "fulfillment_event"
 STATUS_QUERY = "status"
 # The lifecycle code's baseline: capture starts every order's lifecycle at it, and the run
 # takes every change folded into it without recording a patch (see workflows/versions.py).
-LIFECYCLE_BASELINE = 1
+LIFECYCLE_BASELINE = 2
 STATE_QUERY = "state"
 
 

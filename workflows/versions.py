@@ -53,8 +53,12 @@ QUEUED_EVENTS_FIRST = "changes-after-queued-events"
 # waits past due and retries on its `payment_retry_seconds`, and tells its subscription each
 # outcome. Asked only for subscription orders, so no other order's history changes.
 DUNNING = "dunning"
+# The reports of the event that delivers the last unit are sent with the order's "fulfilled"
+# report that follows, in one call; runs before it send them in two.
+ONE_REPORT_AT_DELIVERY = "one-report-at-delivery"
 
-# What each baseline folds in, by baseline. Baseline 1: every patch made before baselines.
+# What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
+# Baseline 1: every patch made before baselines.
 FOLDED: dict[int, frozenset[str]] = {
     1: frozenset(
         {
@@ -68,6 +72,7 @@ FOLDED: dict[int, frozenset[str]] = {
             DUNNING,
         }
     ),
+    2: frozenset({ONE_REPORT_AT_DELIVERY}),
 }
 
 
