@@ -82,6 +82,7 @@ POLICY: dict[str, frozenset[str]] = {
     # Store pickup: the store's own warehouse role (scoped to its location) hands the order over.
     f"/{FULFILLMENT}/MarkReadyForPickup": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/ConfirmPickup": _WAREHOUSE_STEP,
+    f"/{FULFILLMENT}/ShipToStore": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/RejectFulfillmentOrder": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/CancelFulfillmentOrder": frozenset({WORKFLOW, ADMIN}),
     f"/{FULFILLMENT}/CancelFulfillmentOrderLines": _LIFECYCLE,

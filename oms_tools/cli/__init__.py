@@ -143,7 +143,19 @@ def parser() -> argparse.ArgumentParser:
         "--status",
         action="append",
         default=[],
-        choices=["allocated", "accepted", "picked", "packed", "shipped", "rejected", "canceled"],
+        choices=[
+            "backordered",
+            "allocated",
+            "accepted",
+            "picked",
+            "packed",
+            "shipped",
+            "rejected",
+            "canceled",
+            "ready_for_pickup",
+            "picked_up",
+            "in_transit_to_store",
+        ],
     )
     fl.add_argument("--limit", type=int, default=50)
     for step in ("accept", "pick", "pack"):

@@ -135,7 +135,7 @@ class Simulator:
             async with self._limit:
                 status: int | None = fo.status
                 while status is not None:
-                    status, shipped = await self._step_once(fo_id, status)
+                    status, shipped = await self._step_once(fo, status)
                     if self._step > 0:
                         break
         except grpc.aio.AioRpcError as error:
@@ -146,9 +146,10 @@ class Simulator:
         if shipped and self._step <= 0:
             await self._deliver(shipped)
 
-    async def _step_once(self, fo_id: str, status: int) -> tuple[int | None, str]:
+    async def _step_once(self, fo: fpb.FulfillmentOrder, status: int) -> tuple[int | None, str]:
         """One warehouse step from `status`: the status it leads to (None: nothing more to
         do here), and the shipment id when it shipped."""
+        fo_id = fo.fulfillment_order_id
         if status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED and rejects(fo_id, self._reject_rate):
             await self._stub.RejectFulfillmentOrder(
                 fpb.RejectFulfillmentOrderRequest(
@@ -174,6 +175,19 @@ class Simulator:
                 fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id), timeout=10
             )
             return fpb.FULFILLMENT_ORDER_STATUS_PACKED, ""
+        if status == fpb.FULFILLMENT_ORDER_STATUS_PACKED and _to_a_store(fo):
+            # Ship-to-store: the warehouse's part ends with the transfer; the store marks the
+            # parcel ready when it arrives.
+            await self._stub.ShipToStore(
+                fpb.ShipToStoreRequest(
+                    fulfillment_order_id=fo_id,
+                    idempotency_key=f"sim-ship-to-store:{fo_id}",
+                    carrier=CARRIER,
+                    tracking_number=tracking_number(fo_id),
+                ),
+                timeout=10,
+            )
+            return None, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_PACKED:
             shipped = await self._stub.ConfirmShipment(
                 fpb.ConfirmShipmentRequest(
@@ -235,3 +249,8 @@ class Simulator:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _to_a_store(fo: fpb.FulfillmentOrder) -> bool:
+    """A pickup a warehouse ships to the store (ship-to-store), not one the store holds."""
+    return bool(fo.pickup_location_id) and fo.pickup_location_id != fo.location_id

@@ -30,6 +30,7 @@ STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.CANCELED: pb.FULFILLMENT_ORDER_STATUS_CANCELED,
     domain.READY_FOR_PICKUP: pb.FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP,
     domain.PICKED_UP: pb.FULFILLMENT_ORDER_STATUS_PICKED_UP,
+    domain.IN_TRANSIT_TO_STORE: pb.FULFILLMENT_ORDER_STATUS_IN_TRANSIT_TO_STORE,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
@@ -125,6 +126,10 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         pickup_location_id=fo.pickup_location_id,
         ready_for_pickup_at=timestamp_from_datetime(fo.ready_for_pickup_at),
         pickup_deadline=timestamp_from_datetime(fo.pickup_deadline),
+        transfer_carrier=fo.transfer_carrier,
+        transfer_tracking_number=fo.transfer_tracking_number,
+        transfer_shipped_at=timestamp_from_datetime(fo.transfer_shipped_at),
+        received_at_store_at=timestamp_from_datetime(fo.received_at_store_at),
     )
 
 
@@ -144,6 +149,10 @@ def location_to_pb(location: domain.Location) -> pb.Location:
         timezone=location.schedule.timezone,
         cutoff_local_time=location.schedule.cutoff.strftime("%H:%M"),
         processing_days=location.schedule.processing_days,
+        ship_to_store=pb.ShipToStoreSetting(
+            accepted=location.ship_to_store.accepted,
+            from_location_ids=location.ship_to_store.from_location_ids,
+        ),
     )
     if location.daily_capacity is not None:
         out.daily_capacity = location.daily_capacity
@@ -176,6 +185,14 @@ def schedule_change_from_pb(location: pb.Location) -> domain.ScheduleChange:
             location.processing_days if location.HasField("processing_days") else None
         ),
     )
+
+
+def ship_to_store_from_pb(location: pb.Location) -> domain.ShipToStore | None:
+    """The ship-to-store setting an upsert sets; None when it leaves it as stored."""
+    if not location.HasField("ship_to_store"):
+        return None
+    setting = location.ship_to_store
+    return domain.ShipToStore(setting.accepted, tuple(setting.from_location_ids))
 
 
 def location_group_to_pb(group: domain.LocationGroup) -> pb.LocationGroup:

@@ -18,7 +18,7 @@ import asyncpg
 
 from oms_platform import erasure
 from oms_platform.db import new_id
-from oms_platform.errors import FailedPrecondition, NotFound
+from oms_platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.fulfillment import domain, events, store
 from workflows.types import order_workflow_id
 
@@ -180,14 +180,38 @@ async def mark_ready_for_pickup(
     conn: asyncpg.Connection, fulfillment_order_id: str, collect_within_seconds: float
 ) -> domain.FulfillmentOrder:
     """The store set a pickup fulfillment order aside: it waits there until its deadline, and
-    the order's log (which mails the shopper) hears of it; again, nothing changes."""
+    the order's log (which mails the shopper) hears of it; again, nothing changes. A
+    ship-to-store one is received at the store first (its units onto the store's stock,
+    reserved there)."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     if domain.must_mark_ready(fo):
+        if fo.status == domain.IN_TRANSIT_TO_STORE:
+            # Ship-to-store: setting it aside is the store receiving the transfer.
+            await store.receive_at_store(conn, fo)
         await store.mark_ready(conn, fulfillment_order_id, collect_within_seconds)
         fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
         await store.log_order_event(
             conn,
             events.status_changed_event(fo, f"warehouse:{fo.location_id}", domain.ready_note(fo)),
+        )
+    return fo
+
+
+async def ship_to_store(
+    conn: asyncpg.Connection, fulfillment_order_id: str, carrier: str, tracking_number: str
+) -> domain.FulfillmentOrder:
+    """The warehouse shipped a ship-to-store fulfillment order to its pickup store: the units
+    leave the warehouse (a transfer, not the shopper's shipment: the order's log hears of it,
+    its workflow is not told, nothing is invoiced); again, nothing changes."""
+    fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    if domain.must_ship_to_store(fo):
+        await store.ship_to_store(conn, fo, carrier, tracking_number)
+        fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+        await store.log_order_event(
+            conn,
+            events.status_changed_event(
+                fo, f"warehouse:{fo.location_id}", domain.transfer_note(fo)
+            ),
         )
     return fo
 
@@ -603,10 +627,21 @@ async def list_supply(
 
 
 async def upsert_location(
-    conn: asyncpg.Connection, location: domain.Location, schedule: domain.ScheduleChange
+    conn: asyncpg.Connection,
+    location: domain.Location,
+    schedule: domain.ScheduleChange,
+    ship_to_store: domain.ShipToStore | None = None,
 ) -> domain.Location:
-    """Create or change a location; the schedule fields it leaves out keep their values."""
+    """Create or change a location; the schedule fields and the ship-to-store setting it
+    leaves out keep their values (a store accepts ship-to-store only from known warehouses)."""
     stored = await store.get_location(conn, location.location_id)
+    if ship_to_store is None:
+        ship_to_store = stored.ship_to_store if stored is not None else domain.ShipToStore()
+    location = dataclasses.replace(location, ship_to_store=ship_to_store)
+    if ship_to_store.accepted or ship_to_store.from_location_ids:
+        types = {loc.location_id: loc.type for loc in await store.list_locations(conn)}
+        if violations := domain.ship_to_store_violations(location, ship_to_store, types):
+            raise InvalidArgument(violations)
     return await store.upsert_location(conn, domain.with_schedule(location, schedule, stored))
 
 
@@ -658,10 +693,19 @@ async def postal_code_counts(pool: asyncpg.Pool) -> list[store.PostalCodeCount]:
 
 
 async def location_acted_on(
-    pool: asyncpg.Pool, fulfillment_order_id: str = "", shipment_id: str = ""
+    pool: asyncpg.Pool,
+    fulfillment_order_id: str = "",
+    shipment_id: str = "",
+    at_store: bool = False,
 ) -> tuple[str, str]:
-    """The location a fulfillment order or shipment belongs to, and how to name it."""
+    """The location a fulfillment order or shipment belongs to, and how to name it;
+    `at_store`: for handing a pickup over, its store (which a ship-to-store one is shipped to)."""
     async with pool.acquire() as conn:
+        if at_store:
+            found = await store.store_of_fulfillment_order(conn, fulfillment_order_id)
+            if found is None:
+                raise NotFound(f"fulfillment order {fulfillment_order_id} does not exist")
+            return found, f"fulfillment order {fulfillment_order_id}"
         if shipment_id:
             location = await store.location_of_shipment(conn, shipment_id)
             return location, f"shipment {shipment_id}"

@@ -55,13 +55,16 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             # A pool's connection proxies a Connection; the stubs do not say so.
             return await use_case(cast(asyncpg.Connection, conn))
 
-    async def _acting_for(self, fulfillment_order_id: str = "", shipment_id: str = "") -> None:
+    async def _acting_for(
+        self, fulfillment_order_id: str = "", shipment_id: str = "", at_store: bool = False
+    ) -> None:
         """A warehouse acts only for its own locations: checked before anything is read or
-        replayed, so another location's fulfillment order is PERMISSION_DENIED, never touched."""
+        replayed, so another location's fulfillment order is PERMISSION_DENIED, never touched.
+        `at_store`: a pickup is handed over by its store (a ship-to-store one's too)."""
         if auth.current_principal().acts_for_every_location():
             return
         location, what = await handlers.location_acted_on(
-            self._pool, fulfillment_order_id, shipment_id
+            self._pool, fulfillment_order_id, shipment_id, at_store
         )
         auth.require_location(location, what)
 
@@ -119,7 +122,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.GetFulfillmentOrderResponse:
         check_required({"fulfillment_order_id": request.fulfillment_order_id})
         fo = await handlers.get_fulfillment_order(self._pool, request.fulfillment_order_id)
-        auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
+        # A ship-to-store one is its pickup store's to see as well as its warehouse's.
+        theirs = fo.ships_to_store and auth.current_principal().may_act_for_location(
+            fo.pickup_location_id
+        )
+        where = fo.pickup_location_id if theirs else fo.location_id
+        auth.require_location(where, f"fulfillment order {fo.fulfillment_order_id}")
         return pb.GetFulfillmentOrderResponse(fulfillment_order=convert.fulfillment_order_to_pb(fo))
 
     async def ListFulfillmentOrders(
@@ -205,7 +213,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.MarkReadyForPickupResponse:
         fo_id = request.fulfillment_order_id
         check_required({"fulfillment_order_id": fo_id})
-        await self._acting_for(fo_id)
+        await self._acting_for(fo_id, at_store=True)
         fo = await self._in_transaction(
             lambda conn: handlers.mark_ready_for_pickup(conn, fo_id, self._collect_within_seconds)
         )
@@ -216,13 +224,31 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.ConfirmPickupResponse:
         fo_id = request.fulfillment_order_id
         check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
-        await self._acting_for(fo_id)
+        await self._acting_for(fo_id, at_store=True)
         return await self._once(
             f"pickup:{fo_id}:{request.idempotency_key}",
             request,
             pb.ConfirmPickupResponse,
             lambda conn: handlers.confirm_pickup(conn, fo_id),
             convert.picked_up_pb,
+        )
+
+    async def ShipToStore(
+        self, request: pb.ShipToStoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShipToStoreResponse:
+        fo_id = request.fulfillment_order_id
+        check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
+        await self._acting_for(fo_id)
+        return await self._once(
+            f"ship_to_store:{fo_id}:{request.idempotency_key}",
+            request,
+            pb.ShipToStoreResponse,
+            lambda conn: handlers.ship_to_store(
+                conn, fo_id, request.carrier, request.tracking_number
+            ),
+            lambda fo: pb.ShipToStoreResponse(
+                fulfillment_order=convert.fulfillment_order_to_pb(fo)
+            ),
         )
 
     async def CancelFulfillmentOrder(
@@ -381,9 +407,10 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.UpsertLocationResponse:
         location = convert.location_from_pb(request.location)
         schedule = convert.schedule_change_from_pb(request.location)
+        ship_to_store = convert.ship_to_store_from_pb(request.location)
         domain.validate_location(location, schedule)
         stored = await self._in_transaction(
-            lambda conn: handlers.upsert_location(conn, location, schedule)
+            lambda conn: handlers.upsert_location(conn, location, schedule, ship_to_store)
         )
         return pb.UpsertLocationResponse(location=convert.location_to_pb(stored))
 

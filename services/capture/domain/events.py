@@ -49,6 +49,7 @@ EVENT_TYPES: Mapping[str, str] = {
             "released",
             "repromised",
             "ready_for_pickup",
+            "in_transit_to_store",
         )
     },
     "shipment.shipped": SHIPMENT_CHANGED,

@@ -2,8 +2,8 @@
 reservations (a cart's units held before the order), incoming supply and backorders, routing (the
 policy and the plan), postal codes (where recipients are), fulfillment orders (statuses,
 progress, shipments, units taken off, listing), delivery promises (business days, ship and
-delivery dates) and store pickup (ready, collected, not collected), a module each, over the
-shared value types in `common`.
+delivery dates), store pickup (ready, collected, not collected) and ship-to-store (the
+store's setting, the transfer to it), a module each, over the shared value types in `common`.
 
 Pure: standard library and oms_platform's errors, limits and postal only. The store reads and
 writes these types; the servicer converts them to and from the wire. Callers use the package
@@ -104,6 +104,9 @@ from services.fulfillment.domain.common import (
     ProcessingSchedule as ProcessingSchedule,
 )
 from services.fulfillment.domain.common import (
+    ShipToStore as ShipToStore,
+)
+from services.fulfillment.domain.common import (
     haversine_km as haversine_km,
 )
 from services.fulfillment.domain.common import (
@@ -126,6 +129,9 @@ from services.fulfillment.domain.fulfillment_orders import (
 )
 from services.fulfillment.domain.fulfillment_orders import (
     FULFILLMENT_ORDER_STATUSES as FULFILLMENT_ORDER_STATUSES,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    IN_TRANSIT_TO_STORE as IN_TRANSIT_TO_STORE,
 )
 from services.fulfillment.domain.fulfillment_orders import (
     LINE_CHANGE_KINDS as LINE_CHANGE_KINDS,
@@ -446,6 +452,9 @@ from services.fulfillment.domain.routing import (
     RoutingRule as RoutingRule,
 )
 from services.fulfillment.domain.routing import (
+    ShipToStoreFrom as ShipToStoreFrom,
+)
+from services.fulfillment.domain.routing import (
     decisions_of as decisions_of,
 )
 from services.fulfillment.domain.routing import (
@@ -458,7 +467,22 @@ from services.fulfillment.domain.routing import (
     route_group as route_group,
 )
 from services.fulfillment.domain.routing import (
+    ship_to_store_of as ship_to_store_of,
+)
+from services.fulfillment.domain.routing import (
     validate_routing_request as validate_routing_request,
+)
+from services.fulfillment.domain.ship_to_store import (
+    must_ship_to_store as must_ship_to_store,
+)
+from services.fulfillment.domain.ship_to_store import (
+    receipt_reason as receipt_reason,
+)
+from services.fulfillment.domain.ship_to_store import (
+    ship_to_store_violations as ship_to_store_violations,
+)
+from services.fulfillment.domain.ship_to_store import (
+    transfer_note as transfer_note,
 )
 from services.fulfillment.domain.supply import (
     ADVANCE_SHIP_NOTICE as ADVANCE_SHIP_NOTICE,

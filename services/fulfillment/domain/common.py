@@ -1,5 +1,6 @@
 """Fulfillment domain: the value types and helpers its subdomains share — where a place is,
-how far apart two places are, when a location works, and how a count reads in a sentence."""
+how far apart two places are, when a location works, what a store accepts shipped to it, and
+how a count reads in a sentence."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ class ProcessingSchedule:
     timezone: str = DEFAULT_TIMEZONE
     cutoff: time = DEFAULT_CUTOFF
     processing_days: int = DEFAULT_PROCESSING_DAYS
+
+
+@dataclass(frozen=True)
+class ShipToStore:
+    """A store's ship-to-store setting: whether it accepts pickup orders it has not got the
+    units for, shipped to it from a warehouse; from any warehouse when `from_location_ids` is
+    empty, else only from those."""
+
+    accepted: bool = False
+    from_location_ids: tuple[str, ...] = ()
+
+    def ships_from(self, location_id: str) -> bool:
+        """Whether a warehouse may ship to the store (given that it accepts)."""
+        return not self.from_location_ids or location_id in self.from_location_ids
 
 
 def normalize_postal_code(postal_code: str) -> str:

@@ -27,6 +27,9 @@ CANCELED = "canceled"
 # Store pickup: set aside at the store for the shopper, then collected.
 READY_FOR_PICKUP = "ready_for_pickup"
 PICKED_UP = "picked_up"
+# Ship-to-store: the warehouse shipped it to the pickup store (a transfer, not the shopper's
+# delivery); the store has not received it yet.
+IN_TRANSIT_TO_STORE = "in_transit_to_store"
 FULFILLMENT_ORDER_STATUSES = (
     BACKORDERED,
     ALLOCATED,
@@ -38,13 +41,19 @@ FULFILLMENT_ORDER_STATUSES = (
     CANCELED,
     READY_FOR_PICKUP,
     PICKED_UP,
+    IN_TRANSIT_TO_STORE,
 )
 
 # Statuses a shipment can be confirmed from (a location may skip picking and packing reports).
 SHIPPABLE = frozenset({ACCEPTED, PICKED, PACKED})
 # Statuses in which units can still be taken off (rejected, canceled, moved); a backordered
-# one's only canceled (no location has it yet to reject or move it).
-OPEN_STATUSES = frozenset({BACKORDERED, ALLOCATED, ACCEPTED, PICKED, PACKED, READY_FOR_PICKUP})
+# one's only canceled (no location has it yet to reject or move it), and so is one in transit
+# to its store (the warehouse has let it go, the store not taken it in).
+OPEN_STATUSES = frozenset(
+    {BACKORDERED, ALLOCATED, ACCEPTED, PICKED, PACKED, READY_FOR_PICKUP, IN_TRANSIT_TO_STORE}
+)
+# Statuses whose units are reserved nowhere: not yet at a location, or between two.
+_HOLDING_NOTHING = frozenset({BACKORDERED, IN_TRANSIT_TO_STORE})
 
 
 # ---- fulfillment orders ------------------------------------------------------------------
@@ -113,6 +122,23 @@ class FulfillmentOrder:
     pickup_location_id: str = ""
     ready_for_pickup_at: datetime | None = None
     pickup_deadline: datetime | None = None
+    # Ship-to-store: the transfer to the store (carrier, tracking number, when it left) and
+    # when the store received it.
+    transfer_carrier: str = ""
+    transfer_tracking_number: str = ""
+    transfer_shipped_at: datetime | None = None
+    received_at_store_at: datetime | None = None
+
+    @property
+    def ships_to_store(self) -> bool:
+        """A pickup its warehouse ships to the store (ship-to-store), not one the store fills."""
+        return bool(self.pickup_location_id) and self.pickup_location_id != self.location_id
+
+    @property
+    def stock_location_id(self) -> str:
+        """Where its units are reserved and leave from: the store once a ship-to-store
+        transfer was received there, else the location it was allocated at."""
+        return self.pickup_location_id if self.received_at_store_at else self.location_id
 
 
 # Warehouse progress reports: the status each leads to, the statuses it may come from, and
@@ -151,6 +177,12 @@ class ShipmentPlan:
 
 def plan_shipment(fo: FulfillmentOrder, items: Sequence[ShipmentItem]) -> ShipmentPlan:
     """Check a shipment report against what remains to ship; no items means all of it."""
+    if fo.ships_to_store:
+        raise FailedPrecondition(
+            f"fulfillment order {fo.fulfillment_order_id} is shipped to store "
+            f"{fo.pickup_location_id} for pickup; confirm the transfer with ShipToStore, "
+            "not as the shopper's shipment"
+        )
     if fo.pickup_location_id:
         raise FailedPrecondition(
             f"fulfillment order {fo.fulfillment_order_id} is collected at store "
@@ -242,16 +274,17 @@ class FulfillmentOrderReduction:
     @property
     def frees_capacity(self) -> bool:
         """True when the fulfillment order stops being work for its location (a backordered
-        one never was)."""
-        return self.status_before in OPEN_STATUSES - {BACKORDERED} and self.status_after in (
+        one never was; one in transit to its store already was)."""
+        return self.status_before in OPEN_STATUSES - _HOLDING_NOTHING and self.status_after in (
             REJECTED,
             CANCELED,
         )
 
     @property
     def holds_stock(self) -> bool:
-        """True when the units taken off were reserved (a backordered order reserved none)."""
-        return self.status_before != BACKORDERED
+        """True when the units taken off were reserved (a backordered order reserved none,
+        nor does one in transit to its store)."""
+        return self.status_before not in _HOLDING_NOTHING
 
 
 def _requested_units(
@@ -297,7 +330,7 @@ def plan_line_change(
     (except for a cancel, which must name them). The order ends rejected or canceled when
     nothing is left to ship, or shipped if part of it already shipped."""
     verb, terminal = LINE_CHANGE_KINDS[kind]
-    if fo.status not in OPEN_STATUSES or (fo.status == BACKORDERED and kind != CANCELED):
+    if fo.status not in OPEN_STATUSES or (fo.status in _HOLDING_NOTHING and kind != CANCELED):
         raise refuse(fo, f"{verb} its lines")
     if requested:
         taking = _requested_units(fo, requested, verb)

@@ -13,7 +13,7 @@ from datetime import time
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from oms_platform.postal import PostalAddress
-from services.fulfillment.domain.common import Coordinates, ProcessingSchedule
+from services.fulfillment.domain.common import Coordinates, ProcessingSchedule, ShipToStore
 
 LOCATION_TYPES = ("warehouse", "store", "drop_ship")
 
@@ -45,6 +45,8 @@ class Location:
     fulfillment_orders_today: int = 0
     # When it works an order, for delivery promises.
     schedule: ProcessingSchedule = field(default_factory=ProcessingSchedule)
+    # A store's: whether pickup orders it has not got the units for are shipped to it.
+    ship_to_store: ShipToStore = field(default_factory=ShipToStore)
 
     @property
     def coordinates(self) -> Coordinates:

@@ -9,6 +9,7 @@ from services.fulfillment.domain.fulfillment_orders import (
     ACCEPTED,
     ALLOCATED,
     CANCELED,
+    IN_TRANSIT_TO_STORE,
     PACKED,
     PICKED,
     PICKED_UP,
@@ -40,10 +41,20 @@ def _must_be_pickup(fo: FulfillmentOrder) -> None:
 
 def must_mark_ready(fo: FulfillmentOrder) -> bool:
     """Whether marking the fulfillment order ready for pickup changes it (False: it is
-    already ready); refused for other delivery methods and for statuses past setting aside."""
+    already ready); refused for other delivery methods and for statuses past setting aside,
+    and for a ship-to-store one until its transfer to the store has left the warehouse."""
     _must_be_pickup(fo)
     if fo.status == READY_FOR_PICKUP:
         return False
+    if fo.ships_to_store:
+        # Shipped to the store: marking it ready is the store receiving it.
+        if fo.status != IN_TRANSIT_TO_STORE:
+            raise refuse(
+                fo,
+                f"mark it ready for pickup: it has not been shipped to store "
+                f"{fo.pickup_location_id} yet (ShipToStore)",
+            )
+        return True
     if fo.status not in READYABLE:
         raise refuse(fo, "mark it ready for pickup")
     return True

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import combinations
 from typing import Literal, Protocol
 
 from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.postal import PostalAddress
-from services.fulfillment.domain.common import Coordinates, haversine_km, plural
+from services.fulfillment.domain.common import Coordinates, ShipToStore, haversine_km, plural
 
 # The delivery method of a group the shopper collects at a store.
 PICKUP = "pickup"
@@ -95,6 +95,9 @@ class Candidate:
     # Fulfillment orders it can still take today; None means no limit.
     capacity_left: int | None = None
     group_ids: frozenset[str] = frozenset()
+    # A store's ship-to-store setting: whether (and from which warehouses) a pickup group it
+    # cannot fill is shipped to it.
+    ship_to_store: ShipToStore = field(default_factory=ShipToStore)
 
 
 class RoutingRule(Protocol):
@@ -137,6 +140,28 @@ class PickupAtStore:
 
 
 _PICKUP_AT_STORE = PickupAtStore()
+
+
+@dataclass(frozen=True)
+class ShipToStoreFrom:
+    """What a pickup group's store could not fill is shipped to it from a warehouse it
+    accepts ship-to-store from (any warehouse, or only those it names); it takes the place of
+    `PickupAtStore` for those units."""
+
+    store_id: str
+    setting: ShipToStore
+
+    def excludes(self, group: DeliveryGroup, candidate: Candidate) -> str | None:
+        """Why `candidate` cannot ship the rest of `group` to its store."""
+        if candidate.type != "warehouse":
+            return (
+                f"ship-to-store {self.store_id} ships from a warehouse; "
+                f"{candidate.location_id} is a {candidate.type}"
+            )
+        if not self.setting.ships_from(candidate.location_id):
+            allowed = ", ".join(self.setting.from_location_ids)
+            return f"store {self.store_id} accepts ship-to-store only from {allowed}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -265,10 +290,13 @@ class RoutingPolicy:
         """The same policy with more rules."""
         return replace(self, rules=(*self.rules, *rules))
 
-    def exclusion(self, group: DeliveryGroup, candidate: Candidate) -> str | None:
+    def exclusion(
+        self, group: DeliveryGroup, candidate: Candidate, first: RoutingRule = _PICKUP_AT_STORE
+    ) -> str | None:
         """The first rule's reason to keep `candidate` away from `group`; None if none has.
-        Pickup at the named store comes before the merchant's rules."""
-        for rule in (_PICKUP_AT_STORE, *self.rules):
+        Pickup at the named store (or, for what it cannot fill, ship-to-store from a
+        warehouse: `first`) comes before the merchant's rules."""
+        for rule in (first, *self.rules):
             reason = rule.excludes(group, candidate)
             if reason:
                 return reason
@@ -550,6 +578,7 @@ def _allowed(
     stock: Mapping[tuple[str, str], int],
     capacity: Mapping[str, int | None],
     policy: RoutingPolicy,
+    first: RoutingRule = _PICKUP_AT_STORE,
 ) -> tuple[list[Candidate], list[Exclusion]]:
     """The candidates every rule allows with capacity left; and the excluded ones that stock
     some of the group's SKUs (the others were never an alternative), with why."""
@@ -557,7 +586,7 @@ def _allowed(
     allowed: list[Candidate] = []
     excluded: list[Exclusion] = []
     for candidate in candidates:
-        reason = policy.exclusion(group, candidate)
+        reason = policy.exclusion(group, candidate, first)
         left = capacity.get(candidate.location_id)
         if reason is None and left is not None and left <= 0:
             reason = "no daily capacity left"
@@ -566,6 +595,18 @@ def _allowed(
         elif any(stock.get((candidate.location_id, sku), 0) > 0 for sku in skus):
             excluded.append(Exclusion(candidate.location_id, reason))
     return allowed, excluded
+
+
+def ship_to_store_of(group: DeliveryGroup, candidates: Sequence[Candidate]) -> Candidate | None:
+    """The store a pickup group is collected at when it accepts ship-to-store (and is enabled,
+    so among the candidates); None for every other group."""
+    if group.delivery_method != PICKUP:
+        return None
+    for candidate in candidates:
+        if candidate.location_id == group.pickup_location_id:
+            accepts = candidate.type == "store" and candidate.ship_to_store.accepted
+            return candidate if accepts else None
+    return None
 
 
 def route_group(
@@ -577,12 +618,68 @@ def route_group(
     policy: RoutingPolicy,
     label: str = "",
 ) -> GroupPlan:
-    """Route one delivery group, taking what it uses out of `stock` and `capacity` (mutated)."""
-    allowed, excluded = _allowed(group, candidates, stock, capacity, policy)
+    """Route one delivery group, taking what it uses out of `stock` and `capacity` (mutated).
+
+    A pickup group goes to its store; what the store has not got stays unallocated, unless
+    the store accepts ship-to-store: then it is routed among the warehouses the store accepts
+    (nearest to the store first, as any group is to its recipient), to be shipped there."""
+    store = ship_to_store_of(group, candidates)
+    at_store = _route_among(
+        group, candidates, stock, capacity, destination, policy, label, quiet=store is not None
+    )
+    if store is None:
+        return at_store
+    if not at_store.unallocated:
+        if not at_store.excluded:
+            return at_store
+        said = (*at_store.decisions, _not_considered(at_store.excluded, label))
+        return replace(at_store, decisions=said)
+    units = ", ".join(f"{u.quantity} of {u.sku}" for u in at_store.unallocated)
+    intro = (
+        f"store {store.location_id} has not got {units}{label}; it accepts ship-to-store, so "
+        "a warehouse ships them there"
+    )
+    shipped = _route_among(
+        replace(group, lines=at_store.unallocated),
+        candidates,
+        stock,
+        capacity,
+        store.coordinates,
+        policy,
+        f"{label} to store {store.location_id}",
+        first=ShipToStoreFrom(store.location_id, store.ship_to_store),
+        destination_name=f"store {store.location_id}",
+    )
+    return GroupPlan(
+        group.delivery_group_id,
+        at_store.allocations + shipped.allocations,
+        shipped.unallocated,
+        (*at_store.decisions, intro, *shipped.decisions),
+        at_store.alternatives + shipped.alternatives,
+        shipped.excluded,
+    )
+
+
+def _route_among(
+    group: DeliveryGroup,
+    candidates: Sequence[Candidate],
+    stock: dict[tuple[str, str], int],
+    capacity: dict[str, int | None],
+    destination: Coordinates | None,
+    policy: RoutingPolicy,
+    label: str = "",
+    first: RoutingRule = _PICKUP_AT_STORE,
+    destination_name: str = "",
+    quiet: bool = False,
+) -> GroupPlan:
+    """Route one delivery group among the candidates `first` and the policy's rules allow.
+    `quiet` leaves out the sentences about units not placed and locations not considered (a
+    pickup's store whose leftovers ship-to-store routes again, where they are said)."""
+    allowed, excluded = _allowed(group, candidates, stock, capacity, policy, first)
     by_id = {c.location_id: c for c in allowed}
     ranked = [c.location_id for c in policy.rank_locations(allowed, destination)]
     limit = policy.max_splits
-    postal = group.address.postal_code
+    postal = destination_name or group.address.postal_code
     position = {line.order_line_id: i for i, line in enumerate(group.lines)}
     whole = [
         line
@@ -658,15 +755,13 @@ def route_group(
             )
         if need:
             unallocated.append(RoutingLine(line.order_line_id, line.sku, need))
+        if need and not quiet:
             decisions.append(
                 f"{need} of {line.sku} for line {line.order_line_id}{label} could not be "
                 f"placed: {_why_unplaced(line.sku, ranked, placed, stock, excluded, limit)}"
             )
-    if excluded:
-        decisions.append(
-            f"not considered{label}: "
-            + ", ".join(f"{e.location_id} ({e.reason})" for e in excluded)
-        )
+    if excluded and not quiet:
+        decisions.append(_not_considered(excluded, label))
     order = in_plan + [loc for loc in placed if loc not in in_plan]
     allocations = tuple(Allocation(loc, tuple(placed[loc])) for loc in order if placed[loc])
     for allocation in allocations:
@@ -681,6 +776,10 @@ def route_group(
         alternatives,
         tuple(excluded),
     )
+
+
+def _not_considered(excluded: Sequence[Exclusion], label: str) -> str:
+    return f"not considered{label}: " + ", ".join(f"{e.location_id} ({e.reason})" for e in excluded)
 
 
 def _why_unplaced(

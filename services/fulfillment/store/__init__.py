@@ -2,8 +2,9 @@
 Inventory (locations, groups, levels, daily capacity), checkout reservations (carts' units
 held on levels), routing (what it reads, delivery groups, decisions), postal codes (loads
 of a country's coordinates), fulfillment orders (lines, reservations, shipments), delivery
-promises (transit times, the estimate's snapshot) and store pickup (ready, due) are a module
-each, over `common`; callers use the package (`store.X`), which re-exports every public name.
+promises (transit times, the estimate's snapshot), store pickup (ready, due) and
+ship-to-store (the transfer and its receipt) are a module each, over `common`; callers use
+the package (`store.X`), which re-exports every public name.
 
 Functions that take a connection run inside the caller's transaction, so one RPC can read,
 decide (in the domain) and write atomically, together with its idempotency key and outbox row.
@@ -379,6 +380,15 @@ from services.fulfillment.store.routing import (
 )
 from services.fulfillment.store.routing import (
     routing_snapshot as routing_snapshot,
+)
+from services.fulfillment.store.ship_to_store import (
+    receive_at_store as receive_at_store,
+)
+from services.fulfillment.store.ship_to_store import (
+    ship_to_store as ship_to_store,
+)
+from services.fulfillment.store.ship_to_store import (
+    store_of_fulfillment_order as store_of_fulfillment_order,
 )
 from services.fulfillment.store.supply import (
     cancel_supply as cancel_supply,

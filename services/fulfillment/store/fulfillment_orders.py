@@ -53,7 +53,8 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
 _FO_COLUMNS = (
     "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
     "supply_id, promise_date, "
-    "pickup_location_id, ready_for_pickup_at, pickup_deadline"
+    "pickup_location_id, ready_for_pickup_at, pickup_deadline, "
+    "transfer_carrier, transfer_tracking_number, transfer_shipped_at, received_at_store_at"
 )
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
@@ -71,7 +72,8 @@ WHERE ($1 = '' OR order_id = $1)
   AND ($2 = '' OR location_id = $2)
   AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
   AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5::text))
-  AND ($7::text[] IS NULL OR location_id = ANY($7::text[]))
+  AND ($7::text[] IS NULL OR location_id = ANY($7::text[])
+       OR pickup_location_id = ANY($7::text[]))
 ORDER BY created_at, id
 LIMIT $6"""
 
@@ -227,6 +229,10 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             pickup_location_id=row["pickup_location_id"],
             ready_for_pickup_at=row["ready_for_pickup_at"],
             pickup_deadline=row["pickup_deadline"],
+            transfer_carrier=row["transfer_carrier"],
+            transfer_tracking_number=row["transfer_tracking_number"],
+            transfer_shipped_at=row["transfer_shipped_at"],
+            received_at_store_at=row["received_at_store_at"],
         )
         for row in rows
     ]
@@ -383,7 +389,7 @@ async def set_status(conn: Conn, fulfillment_order_id: str, status: str) -> date
     return updated_at
 
 
-async def _settle(
+async def settle_reservation(
     conn: Conn, fulfillment_order_id: str, order_line_id: str, quantity: int, status: str
 ) -> None:
     """Move `quantity` reserved units of a fulfillment order line to `status`."""
@@ -435,15 +441,16 @@ async def take_off(
     settled = "transferred" if change.kind == domain.MOVED else "released"
     released: dict[str, int] = defaultdict(int)
     for line in change.lines if change.holds_stock else ():
-        await _settle(conn, fo_id, line.order_line_id, line.quantity, settled)
+        await settle_reservation(conn, fo_id, line.order_line_id, line.quantity, settled)
         released[line.sku] += line.quantity
     for sku, quantity in sorted(released.items()):
-        await conn.execute(SQL_RELEASE_UNITS, fo.location_id, sku, quantity)
+        await conn.execute(SQL_RELEASE_UNITS, fo.stock_location_id, sku, quantity)
     if change.status_after == domain.CANCELED and change.status_before != domain.CANCELED:
         await conn.execute(SQL_CANCEL, fo_id, reason)
     elif change.status_after != change.status_before:
         await set_status(conn, fo_id, change.status_after)
-    if change.frees_capacity and fo.created_at is not None:
+    # A ship-to-store one received at its store was its warehouse's work all the same.
+    if change.frees_capacity and fo.created_at is not None and fo.received_at_store_at is None:
         await conn.execute(SQL_FREE_CAPACITY, fo.location_id, fo.created_at)
 
 
@@ -508,9 +515,9 @@ async def record_shipment(
     shipped: dict[str, int] = defaultdict(int)
     for item in plan.items:
         shipped[sku_of[item.order_line_id]] += item.quantity
-        await _settle(conn, fo_id, item.order_line_id, item.quantity, "fulfilled")
+        await settle_reservation(conn, fo_id, item.order_line_id, item.quantity, "fulfilled")
     for sku, quantity in sorted(shipped.items()):
-        await conn.execute(SQL_SHIP_UNITS, fo.location_id, sku, quantity)
+        await conn.execute(SQL_SHIP_UNITS, fo.stock_location_id, sku, quantity)
     if plan.status_after != fo.status:
         await set_status(conn, fo_id, plan.status_after)
     return await get_shipment(conn, shipment_id)

@@ -17,6 +17,7 @@ SELECT l.id, l.name, l.type, l.address_line1, l.address_line2, l.city, l.region,
        l.postal_code, l.country_code, l.latitude, l.longitude, l.priority, l.enabled,
        l.daily_capacity, coalesce(d.fulfillment_orders, 0) AS fulfillment_orders_today,
        l.timezone, l.cutoff_local_time, l.processing_days,
+       l.ship_to_store, l.ship_to_store_from,
        array(SELECT m.location_group_id FROM location_group_members m
              WHERE m.location_id = l.id ORDER BY m.location_group_id) AS group_ids
 FROM locations l
@@ -31,8 +32,8 @@ SQL_UPSERT_LOCATION = """
 INSERT INTO locations
     (id, name, type, address_line1, address_line2, city, region, postal_code, country_code,
      latitude, longitude, priority, enabled, daily_capacity, timezone, cutoff_local_time,
-     processing_days)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     processing_days, ship_to_store, ship_to_store_from)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, type = EXCLUDED.type,
     address_line1 = EXCLUDED.address_line1, address_line2 = EXCLUDED.address_line2,
@@ -40,7 +41,8 @@ ON CONFLICT (id) DO UPDATE SET
     country_code = EXCLUDED.country_code, latitude = EXCLUDED.latitude,
     longitude = EXCLUDED.longitude, priority = EXCLUDED.priority, enabled = EXCLUDED.enabled,
     daily_capacity = EXCLUDED.daily_capacity, timezone = EXCLUDED.timezone,
-    cutoff_local_time = EXCLUDED.cutoff_local_time, processing_days = EXCLUDED.processing_days"""
+    cutoff_local_time = EXCLUDED.cutoff_local_time, processing_days = EXCLUDED.processing_days,
+    ship_to_store = EXCLUDED.ship_to_store, ship_to_store_from = EXCLUDED.ship_to_store_from"""
 
 SQL_LOCATION_GROUPS = """
 SELECT g.id, g.name,
@@ -193,7 +195,13 @@ def _location(row: asyncpg.Record) -> domain.Location:
             cutoff=row["cutoff_local_time"],
             processing_days=row["processing_days"],
         ),
+        ship_to_store=ship_to_store(row),
     )
+
+
+def ship_to_store(row: asyncpg.Record) -> domain.ShipToStore:
+    """A store's ship-to-store setting in a row of locations."""
+    return domain.ShipToStore(row["ship_to_store"], tuple(row["ship_to_store_from"]))
 
 
 def inventory_level(row: asyncpg.Record) -> domain.InventoryLevel:
@@ -245,6 +253,8 @@ async def upsert_location(conn: Conn, location: domain.Location) -> domain.Locat
         location.schedule.timezone,
         location.schedule.cutoff,
         location.schedule.processing_days,
+        location.ship_to_store.accepted,
+        list(location.ship_to_store.from_location_ids),
     )
     stored = await get_location(conn, location.location_id)
     assert stored is not None  # just written

@@ -13,13 +13,14 @@ import asyncpg
 
 from services.fulfillment import domain
 from services.fulfillment.store.common import TODAY, Conn, postal_address
-from services.fulfillment.store.inventory import EXPIRED_HOLDS, inventory_level
+from services.fulfillment.store.inventory import EXPIRED_HOLDS, inventory_level, ship_to_store
 
 # ---- routing reads -----------------------------------------------------------------------------
 
 # capacity_left is NULL for a location without a daily capacity.
 SQL_CANDIDATES = f"""
 SELECT l.id, l.priority, l.latitude, l.longitude, l.type,
+       l.ship_to_store, l.ship_to_store_from,
        l.daily_capacity - coalesce(d.fulfillment_orders, 0) AS capacity_left,
        array(SELECT m.location_group_id FROM location_group_members m
              WHERE m.location_id = l.id) AS group_ids
@@ -145,6 +146,7 @@ async def routing_snapshot(
             type=row["type"],
             capacity_left=row["capacity_left"],
             group_ids=frozenset(row["group_ids"]),
+            ship_to_store=ship_to_store(row),
         )
         for row in await conn.fetch(SQL_CANDIDATES)
     ]

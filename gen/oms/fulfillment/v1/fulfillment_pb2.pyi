@@ -84,6 +84,10 @@ class _FulfillmentOrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper
     """Store pickup: set aside at the store for the shopper until `pickup_deadline`."""
     FULFILLMENT_ORDER_STATUS_PICKED_UP: _FulfillmentOrderStatus.ValueType  # 10
     """Store pickup: the shopper collected it."""
+    FULFILLMENT_ORDER_STATUS_IN_TRANSIT_TO_STORE: _FulfillmentOrderStatus.ValueType  # 11
+    """Ship-to-store: its warehouse shipped it to the pickup store, which has not received it
+    yet; nothing is reserved anywhere while it travels.
+    """
 
 class FulfillmentOrderStatus(_FulfillmentOrderStatus, metaclass=_FulfillmentOrderStatusEnumTypeWrapper):
     """FulfillmentOrderStatus is where a fulfillment order is in its life at the location."""
@@ -112,6 +116,10 @@ FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP: FulfillmentOrderStatus.ValueType  # 9
 """Store pickup: set aside at the store for the shopper until `pickup_deadline`."""
 FULFILLMENT_ORDER_STATUS_PICKED_UP: FulfillmentOrderStatus.ValueType  # 10
 """Store pickup: the shopper collected it."""
+FULFILLMENT_ORDER_STATUS_IN_TRANSIT_TO_STORE: FulfillmentOrderStatus.ValueType  # 11
+"""Ship-to-store: its warehouse shipped it to the pickup store, which has not received it
+yet; nothing is reserved anywhere while it travels.
+"""
 Global___FulfillmentOrderStatus: _TypeAlias = FulfillmentOrderStatus  # noqa: Y015
 
 class _SupplyKind:
@@ -282,6 +290,7 @@ class Location(_message.Message):
     TIMEZONE_FIELD_NUMBER: _builtins.int
     CUTOFF_LOCAL_TIME_FIELD_NUMBER: _builtins.int
     PROCESSING_DAYS_FIELD_NUMBER: _builtins.int
+    SHIP_TO_STORE_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     """Stable identifier, e.g. "wh-east"."""
     name: _builtins.str
@@ -322,6 +331,12 @@ class Location(_message.Message):
     def location_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The groups it belongs to. Output only: set membership with UpsertLocationGroup."""
 
+    @_builtins.property
+    def ship_to_store(self) -> Global___ShipToStoreSetting:
+        """A store's ship-to-store setting. Kept as stored when unset in UpsertLocation (a new
+        location does not accept ship-to-store); always set by ListLocations.
+        """
+
     def __init__(
         self,
         *,
@@ -339,10 +354,11 @@ class Location(_message.Message):
         timezone: _builtins.str | None = ...,
         cutoff_local_time: _builtins.str | None = ...,
         processing_days: _builtins.int | None = ...,
+        ship_to_store: Global___ShipToStoreSetting | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "processing_days", b"processing_days", "timezone", b"timezone"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "processing_days", b"processing_days", "ship_to_store", b"ship_to_store", "timezone", b"timezone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "enabled", b"enabled", "fulfillment_orders_today", b"fulfillment_orders_today", "latitude", b"latitude", "location_group_ids", b"location_group_ids", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "processing_days", b"processing_days", "timezone", b"timezone", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time", "_daily_capacity", b"_daily_capacity", "_processing_days", b"_processing_days", "_timezone", b"_timezone", "address", b"address", "cutoff_local_time", b"cutoff_local_time", "daily_capacity", b"daily_capacity", "enabled", b"enabled", "fulfillment_orders_today", b"fulfillment_orders_today", "latitude", b"latitude", "location_group_ids", b"location_group_ids", "location_id", b"location_id", "longitude", b"longitude", "name", b"name", "priority", b"priority", "processing_days", b"processing_days", "ship_to_store", b"ship_to_store", "timezone", b"timezone", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cutoff_local_time: _TypeAlias = _typing.Literal["cutoff_local_time"]  # noqa: Y015
     _WhichOneofArgType__cutoff_local_time: _TypeAlias = _typing.Literal["_cutoff_local_time", b"_cutoff_local_time"]  # noqa: Y015
@@ -362,6 +378,38 @@ class Location(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timezone) -> _WhichOneofReturnType__timezone | None: ...
 
 Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class ShipToStoreSetting(_message.Message):
+    """ShipToStoreSetting says whether a store takes pickup orders it has not got the units for,
+    shipped to it from a warehouse (the nearest to the store that has them).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    FROM_LOCATION_IDS_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    """Whether the store accepts ship-to-store; only a store may."""
+    @_builtins.property
+    def from_location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The warehouses it accepts them from (known locations of type warehouse, at most 1,000);
+        empty means any warehouse.
+        """
+
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.bool = ...,
+        from_location_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "from_location_ids", b"from_location_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShipToStoreSetting: _TypeAlias = ShipToStoreSetting  # noqa: Y015
 
 @_typing.final
 class LocationGroup(_message.Message):
@@ -566,6 +614,10 @@ class FulfillmentOrder(_message.Message):
     PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
     READY_FOR_PICKUP_AT_FIELD_NUMBER: _builtins.int
     PICKUP_DEADLINE_FIELD_NUMBER: _builtins.int
+    TRANSFER_CARRIER_FIELD_NUMBER: _builtins.int
+    TRANSFER_TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    TRANSFER_SHIPPED_AT_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_STORE_AT_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -584,6 +636,12 @@ class FulfillmentOrder(_message.Message):
     """Store pickup: the store the shopper collects it at (its own location); empty for other
     delivery methods.
     """
+    transfer_carrier: _builtins.str
+    """Ship-to-store (`location_id` the warehouse that ships it, `pickup_location_id` the store):
+    the transfer's carrier and tracking number and when it left, and when the store received
+    it. Empty for every other fulfillment order.
+    """
+    transfer_tracking_number: _builtins.str
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentLine]:
         """Lines and their quantities."""
@@ -604,6 +662,10 @@ class FulfillmentOrder(_message.Message):
 
     @_builtins.property
     def pickup_deadline(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def transfer_shipped_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def received_at_store_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -621,10 +683,14 @@ class FulfillmentOrder(_message.Message):
         pickup_location_id: _builtins.str = ...,
         ready_for_pickup_at: _timestamp_pb2.Timestamp | None = ...,
         pickup_deadline: _timestamp_pb2.Timestamp | None = ...,
+        transfer_carrier: _builtins.str = ...,
+        transfer_tracking_number: _builtins.str = ...,
+        transfer_shipped_at: _timestamp_pb2.Timestamp | None = ...,
+        received_at_store_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pickup_deadline", b"pickup_deadline", "ready_for_pickup_at", b"ready_for_pickup_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pickup_deadline", b"pickup_deadline", "ready_for_pickup_at", b"ready_for_pickup_at", "received_at_store_at", b"received_at_store_at", "transfer_shipped_at", b"transfer_shipped_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "ready_for_pickup_at", b"ready_for_pickup_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "ready_for_pickup_at", b"ready_for_pickup_at", "received_at_store_at", b"received_at_store_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "transfer_carrier", b"transfer_carrier", "transfer_shipped_at", b"transfer_shipped_at", "transfer_tracking_number", b"transfer_tracking_number", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -679,7 +745,8 @@ class RoutingDeliveryGroup(_message.Message):
     """
     pickup_location_id: _builtins.str
     """With delivery method "pickup": the store the shopper collects at. Only that store (a
-    location of type store) may fulfil the group.
+    location of type store) may fulfil the group, except that what it has not got is shipped
+    to it from a warehouse when it accepts ship-to-store (Location.ship_to_store).
     """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress:
@@ -3093,6 +3160,63 @@ class ConfirmPickupResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmPickupResponse: _TypeAlias = ConfirmPickupResponse  # noqa: Y015
+
+@_typing.final
+class ShipToStoreRequest(_message.Message):
+    """ShipToStoreRequest reports a ship-to-store fulfillment order shipped to its pickup store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    fulfillment_order_id: _builtins.str
+    """The fulfillment order (a pickup its warehouse ships to the store)."""
+    idempotency_key: _builtins.str
+    """The warehouse's own reference for this transfer; a repeat has one effect."""
+    carrier: _builtins.str
+    """Carrier and tracking number of the transfer, for the store to expect it."""
+    tracking_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        fulfillment_order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "tracking_number", b"tracking_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShipToStoreRequest: _TypeAlias = ShipToStoreRequest  # noqa: Y015
+
+@_typing.final
+class ShipToStoreResponse(_message.Message):
+    """ShipToStoreResponse carries the fulfillment order, in transit to the store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_order(self) -> Global___FulfillmentOrder:
+        """The fulfillment order after the change."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_order: Global___FulfillmentOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_order", b"fulfillment_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShipToStoreResponse: _TypeAlias = ShipToStoreResponse  # noqa: Y015
 
 @_typing.final
 class ChangeDeliveryAddressRequest(_message.Message):

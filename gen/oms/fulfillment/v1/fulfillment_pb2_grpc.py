@@ -198,6 +198,11 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
                 _registered_method=True)
+        self.ShipToStore = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ShipToStore',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreResponse.FromString,
+                _registered_method=True)
         self.ChangeDeliveryAddress = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/ChangeDeliveryAddress',
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.SerializeToString,
@@ -462,8 +467,9 @@ class FulfillmentServiceServicer:
 
     def MarkReadyForPickup(self, request, context):
         """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
-        (from allocated, accepted, picked or packed). The
-        shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+        (from allocated, accepted, picked or packed; a ship-to-store one only once it is in transit
+        to the store, and then this is the store receiving it: its units go onto the store's on
+        hand, reserved there for the order). The shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
         then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -474,6 +480,18 @@ class FulfillmentServiceServicer:
         """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
         it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
         delivered shipment. A repeat with the same key has one effect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShipToStore(self, request, context):
+        """Ship-to-store: the warehouse shipped a pickup fulfillment order its store had not got the
+        units for to that store (from allocated, accepted, picked or packed). A transfer, not the
+        shopper's shipment: the units leave the warehouse's on hand, the fulfillment order is
+        IN_TRANSIT_TO_STORE, the order's log records `fulfillment.in_transit_to_store`, and the
+        order's workflow is not told (nothing is invoiced or captured until ConfirmPickup). The
+        store then receives it with MarkReadyForPickup. A repeat is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -655,6 +673,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ConfirmPickup,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.SerializeToString,
+            ),
+            'ShipToStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShipToStore,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreResponse.SerializeToString,
             ),
             'ChangeDeliveryAddress': grpc.unary_unary_rpc_method_handler(
                     servicer.ChangeDeliveryAddress,
@@ -1529,6 +1552,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ConfirmPickup',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ConfirmPickupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShipToStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ShipToStore',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ShipToStoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

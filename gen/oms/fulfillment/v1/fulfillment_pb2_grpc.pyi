@@ -155,14 +155,23 @@ class FulfillmentServiceStub:
     """
     MarkReadyForPickup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.MarkReadyForPickupRequest, _fulfillment_pb2.MarkReadyForPickupResponse]
     """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
-    (from allocated, accepted, picked or packed). The
-    shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+    (from allocated, accepted, picked or packed; a ship-to-store one only once it is in transit
+    to the store, and then this is the store receiving it: its units go onto the store's on
+    hand, reserved there for the order). The shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
     then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
     """
     ConfirmPickup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ConfirmPickupRequest, _fulfillment_pb2.ConfirmPickupResponse]
     """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
     it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
     delivered shipment. A repeat with the same key has one effect.
+    """
+    ShipToStore: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ShipToStoreRequest, _fulfillment_pb2.ShipToStoreResponse]
+    """Ship-to-store: the warehouse shipped a pickup fulfillment order its store had not got the
+    units for to that store (from allocated, accepted, picked or packed). A transfer, not the
+    shopper's shipment: the units leave the warehouse's on hand, the fulfillment order is
+    IN_TRANSIT_TO_STORE, the order's log records `fulfillment.in_transit_to_store`, and the
+    order's workflow is not told (nothing is invoiced or captured until ConfirmPickup). The
+    store then receives it with MarkReadyForPickup. A repeat is a no-op.
     """
     ChangeDeliveryAddress: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]
     """A delivery group goes to a new address (the order's workflow asks, before anything of the
@@ -301,14 +310,23 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """
     MarkReadyForPickup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.MarkReadyForPickupRequest, _fulfillment_pb2.MarkReadyForPickupResponse]  # type: ignore[assignment]
     """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
-    (from allocated, accepted, picked or packed). The
-    shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+    (from allocated, accepted, picked or packed; a ship-to-store one only once it is in transit
+    to the store, and then this is the store receiving it: its units go onto the store's on
+    hand, reserved there for the order). The shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
     then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
     """
     ConfirmPickup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ConfirmPickupRequest, _fulfillment_pb2.ConfirmPickupResponse]  # type: ignore[assignment]
     """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
     it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
     delivered shipment. A repeat with the same key has one effect.
+    """
+    ShipToStore: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ShipToStoreRequest, _fulfillment_pb2.ShipToStoreResponse]  # type: ignore[assignment]
+    """Ship-to-store: the warehouse shipped a pickup fulfillment order its store had not got the
+    units for to that store (from allocated, accepted, picked or packed). A transfer, not the
+    shopper's shipment: the units leave the warehouse's on hand, the fulfillment order is
+    IN_TRANSIT_TO_STORE, the order's log records `fulfillment.in_transit_to_store`, and the
+    order's workflow is not told (nothing is invoiced or captured until ConfirmPickup). The
+    store then receives it with MarkReadyForPickup. A repeat is a no-op.
     """
     ChangeDeliveryAddress: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ChangeDeliveryAddressRequest, _fulfillment_pb2.ChangeDeliveryAddressResponse]  # type: ignore[assignment]
     """A delivery group goes to a new address (the order's workflow asks, before anything of the
@@ -630,8 +648,9 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.MarkReadyForPickupResponse, _abc.Awaitable[_fulfillment_pb2.MarkReadyForPickupResponse]]:
         """Store pickup: the store has the pickup fulfillment order's units set aside for the shopper
-        (from allocated, accepted, picked or packed). The
-        shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
+        (from allocated, accepted, picked or packed; a ship-to-store one only once it is in transit
+        to the store, and then this is the store receiving it: its units go onto the store's on
+        hand, reserved there for the order). The shopper is mailed, and the pickup deadline starts: a fulfillment order not collected by
         then is canceled, its stock restored and the order's workflow told. A repeat is a no-op.
         """
 
@@ -644,6 +663,20 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Store pickup: the shopper collected a fulfillment order that was ready for pickup. Records
         it as a shipment delivered at once (on hand goes down at the store) and tells the order's workflow, which invoices and captures as for a
         delivered shipment. A repeat with the same key has one effect.
+        """
+
+    @_abc_1.abstractmethod
+    def ShipToStore(
+        self,
+        request: _fulfillment_pb2.ShipToStoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ShipToStoreResponse, _abc.Awaitable[_fulfillment_pb2.ShipToStoreResponse]]:
+        """Ship-to-store: the warehouse shipped a pickup fulfillment order its store had not got the
+        units for to that store (from allocated, accepted, picked or packed). A transfer, not the
+        shopper's shipment: the units leave the warehouse's on hand, the fulfillment order is
+        IN_TRANSIT_TO_STORE, the order's log records `fulfillment.in_transit_to_store`, and the
+        order's workflow is not told (nothing is invoiced or captured until ConfirmPickup). The
+        store then receives it with MarkReadyForPickup. A repeat is a no-op.
         """
 
     @_abc_1.abstractmethod
