@@ -116,6 +116,11 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/CancelSupply": frozenset({MERCHANDISER, WAREHOUSE, ADMIN}),
     f"/{FULFILLMENT}/ListSupply": frozenset({AGENT, WAREHOUSE, MERCHANDISER, ADMIN}),
     f"/{FULFILLMENT}/ReceiveSupply": frozenset({WAREHOUSE, MERCHANDISER, ADMIN}),
+    # The carriers' transit times delivery promises count: merchandisers keep them, agents see
+    # what a promise was made of.
+    f"/{FULFILLMENT}/ListTransitTimes": frozenset({AGENT, MERCHANDISER, ADMIN}),
+    f"/{FULFILLMENT}/SetTransitTime": _MERCHANDISING,
+    f"/{FULFILLMENT}/DeleteTransitTime": _MERCHANDISING,
     # payments
     f"/{PAYMENTS}/AuthorizePayment": _LIFECYCLE,
     f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,

@@ -303,6 +303,10 @@ INT_RULES: dict[str, limits.IntRule | None] = {
             # A return rule's days and restocking fee (the domain bounds both).
             "ReturnPolicyRule.return_days",
             "ReturnPolicyRule.restocking_fee_basis_points",
+            # A transit band's start and business days (the domain bounds both).
+            "SetTransitTimeRequest.from_km",
+            "SetTransitTimeRequest.transit_days",
+            "DeleteTransitTimeRequest.from_km",
         ),
         None,
     ),

@@ -20,6 +20,12 @@ from oms_platform import logging as oms_logging
 from oms_platform.loop import event_loop_factory
 from oms_platform.settings import SERVICES, Settings
 from oms_tools.cli.events import cmd_events, events_parsers
+from oms_tools.cli.fulfillment import (
+    cmd_reservations,
+    cmd_supply,
+    cmd_transit,
+    fulfillment_parsers,
+)
 from oms_tools.cli.operations import cmd_bench, cmd_fuzz, cmd_outbox, cmd_token, outbox_parsers
 from oms_tools.cli.orders import (
     cmd_fo,
@@ -128,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     webhook_parsers(sub)
     subscription_parsers(sub)
     postal_parsers(sub)
+    fulfillment_parsers(sub)
 
     fo = sub.add_parser("fo", help="play the warehouse: fulfillment orders and shipments")
     fo.add_argument(
@@ -272,6 +279,9 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "plan": cmd_plan,
     "subscription": cmd_subscription,
     "postal": cmd_postal,
+    "supply": cmd_supply,
+    "reservations": cmd_reservations,
+    "transit": cmd_transit,
 }
 
 

@@ -515,3 +515,30 @@ def supply_to_pb(supply: domain.Supply) -> pb.Supply:
         created_at=timestamp_from_datetime(supply.created_at),
         updated_at=timestamp_from_datetime(supply.updated_at),
     )
+
+
+def transit_band_from_pb(request: pb.SetTransitTimeRequest) -> domain.TransitBand:
+    """The band a set names."""
+    return domain.TransitBand(request.delivery_method, request.from_km, request.transit_days)
+
+
+def transit_rows_to_pb(rows: Sequence[domain.TransitRow]) -> list[pb.TransitTime]:
+    """Bands on the wire, each with where it ends."""
+    return [_transit_time_pb(row.band, row.to_km) for row in rows]
+
+
+def transit_time_to_pb(
+    band: domain.TransitBand, rows: Sequence[domain.TransitRow] = ()
+) -> pb.TransitTime:
+    """A band on the wire, ending where its row among `rows` says (no row: no end)."""
+    row = next((r for r in rows if r.band == band), None)
+    return _transit_time_pb(band, row.to_km if row else None)
+
+
+def _transit_time_pb(band: domain.TransitBand, to_km: int | None) -> pb.TransitTime:
+    return pb.TransitTime(
+        delivery_method=band.delivery_method,
+        from_km=band.from_km,
+        to_km=to_km,
+        transit_days=band.transit_days,
+    )

@@ -782,3 +782,48 @@ async def erase_personal_data(
         [order_workflow_id(o) for o in order_ids],
         identifying_text,
     )
+
+
+# ---- transit times ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransitEdit:
+    """A band set or deleted (None: there was no such band to delete), whether the set added
+    it, and its method's bands after the edit."""
+
+    band: domain.TransitBand | None
+    added: bool
+    bands: list[domain.TransitRow]
+
+
+async def list_transit_times(pool: asyncpg.Pool, delivery_method: str) -> list[domain.TransitRow]:
+    """Every band (or one method's), by method and start."""
+    async with pool.acquire() as conn:
+        table = await store.transit_table(conn)
+    return domain.transit_rows(table, delivery_method)
+
+
+async def set_transit_time(
+    conn: asyncpg.Connection, band: domain.TransitBand, new_method: bool
+) -> TransitEdit:
+    """Add a band or change its days, as the table's rules allow; estimates read it at once
+    (nothing keeps the table in memory)."""
+    await store.lock_transit_times(conn)
+    added = domain.check_transit_band(band, await store.transit_table(conn), new_method)
+    await store.upsert_transit_band(conn, band)
+    after = await store.transit_table(conn)
+    return TransitEdit(band, added, domain.transit_rows(after, band.delivery_method))
+
+
+async def delete_transit_time(
+    conn: asyncpg.Connection, delivery_method: str, from_km: int
+) -> TransitEdit:
+    """Remove a band (the one before it runs on); a method's 0 km band goes last."""
+    await store.lock_transit_times(conn)
+    table = await store.transit_table(conn)
+    found = domain.check_transit_band_removal(table, delivery_method, from_km)
+    if found is not None:
+        await store.delete_transit_band(conn, delivery_method, from_km)
+        table = await store.transit_table(conn)
+    return TransitEdit(found, False, domain.transit_rows(table, delivery_method))

@@ -607,3 +607,40 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             )
 
         return await self._idempotent(key, request, pb.ReceiveSupplyResponse, attempt, encode)
+
+    # ---- transit times -----------------------------------------------------------------------
+
+    async def ListTransitTimes(
+        self, request: pb.ListTransitTimesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransitTimesResponse:
+        rows = await handlers.list_transit_times(self._pool, request.delivery_method)
+        return pb.ListTransitTimesResponse(transit_times=convert.transit_rows_to_pb(rows))
+
+    async def SetTransitTime(
+        self, request: pb.SetTransitTimeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetTransitTimeResponse:
+        band = convert.transit_band_from_pb(request)
+        domain.validate_transit_band(band)
+        edit = await self._in_transaction(
+            lambda conn: handlers.set_transit_time(conn, band, request.new_method)
+        )
+        return pb.SetTransitTimeResponse(
+            transit_time=convert.transit_time_to_pb(band, edit.bands),
+            added=edit.added,
+            transit_times=convert.transit_rows_to_pb(edit.bands),
+        )
+
+    async def DeleteTransitTime(
+        self, request: pb.DeleteTransitTimeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTransitTimeResponse:
+        check_required({"delivery_method": request.delivery_method})
+        edit = await self._in_transaction(
+            lambda conn: handlers.delete_transit_time(
+                conn, request.delivery_method, request.from_km
+            )
+        )
+        return pb.DeleteTransitTimeResponse(
+            deleted=edit.band is not None,
+            transit_time=convert.transit_time_to_pb(edit.band) if edit.band else None,
+            transit_times=convert.transit_rows_to_pb(edit.bands),
+        )

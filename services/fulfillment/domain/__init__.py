@@ -553,3 +553,18 @@ from services.fulfillment.domain.supply import (
 from services.fulfillment.domain.supply import (
     validate_supply as validate_supply,
 )
+from services.fulfillment.domain.transit import (
+    TransitRow as TransitRow,
+)
+from services.fulfillment.domain.transit import (
+    check_transit_band as check_transit_band,
+)
+from services.fulfillment.domain.transit import (
+    check_transit_band_removal as check_transit_band_removal,
+)
+from services.fulfillment.domain.transit import (
+    transit_rows as transit_rows,
+)
+from services.fulfillment.domain.transit import (
+    validate_transit_band as validate_transit_band,
+)

@@ -429,3 +429,12 @@ from services.fulfillment.store.supply import (
 from services.fulfillment.store.supply import (
     waiting as waiting,
 )
+from services.fulfillment.store.transit import (
+    delete_transit_band as delete_transit_band,
+)
+from services.fulfillment.store.transit import (
+    lock_transit_times as lock_transit_times,
+)
+from services.fulfillment.store.transit import (
+    upsert_transit_band as upsert_transit_band,
+)

@@ -3314,3 +3314,215 @@ class ChangeDeliveryAddressResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChangeDeliveryAddressResponse: _TypeAlias = ChangeDeliveryAddressResponse  # noqa: Y015
+
+@_typing.final
+class TransitTime(_message.Message):
+    """TransitTime is one distance band of a delivery method's transit times."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    FROM_KM_FIELD_NUMBER: _builtins.int
+    TO_KM_FIELD_NUMBER: _builtins.int
+    TRANSIT_DAYS_FIELD_NUMBER: _builtins.int
+    delivery_method: _builtins.str
+    """The delivery method, e.g. "standard"."""
+    from_km: _builtins.int
+    """Distances from `from_km` up to `to_km` (the next band's start; unset for the method's last
+    band, which has no end and also serves addresses that cannot be located).
+    """
+    to_km: _builtins.int
+    transit_days: _builtins.int
+    """The carrier's business days for them."""
+    def __init__(
+        self,
+        *,
+        delivery_method: _builtins.str = ...,
+        from_km: _builtins.int = ...,
+        to_km: _builtins.int | None = ...,
+        transit_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_to_km", b"_to_km", "to_km", b"to_km"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_km", b"_to_km", "delivery_method", b"delivery_method", "from_km", b"from_km", "to_km", b"to_km", "transit_days", b"transit_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__to_km: _TypeAlias = _typing.Literal["to_km"]  # noqa: Y015
+    _WhichOneofArgType__to_km: _TypeAlias = _typing.Literal["_to_km", b"_to_km"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_km) -> _WhichOneofReturnType__to_km | None: ...
+
+Global___TransitTime: _TypeAlias = TransitTime  # noqa: Y015
+
+@_typing.final
+class ListTransitTimesRequest(_message.Message):
+    """ListTransitTimesRequest filters the transit times."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    delivery_method: _builtins.str
+    """Only this delivery method's bands; empty: every method's."""
+    def __init__(
+        self,
+        *,
+        delivery_method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_method", b"delivery_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransitTimesRequest: _TypeAlias = ListTransitTimesRequest  # noqa: Y015
+
+@_typing.final
+class ListTransitTimesResponse(_message.Message):
+    """ListTransitTimesResponse carries the bands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSIT_TIMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transit_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitTime]:
+        """By delivery method, then start."""
+
+    def __init__(
+        self,
+        *,
+        transit_times: _abc.Iterable[Global___TransitTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transit_times", b"transit_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransitTimesResponse: _TypeAlias = ListTransitTimesResponse  # noqa: Y015
+
+@_typing.final
+class SetTransitTimeRequest(_message.Message):
+    """SetTransitTimeRequest sets one band's business days."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    FROM_KM_FIELD_NUMBER: _builtins.int
+    TRANSIT_DAYS_FIELD_NUMBER: _builtins.int
+    NEW_METHOD_FIELD_NUMBER: _builtins.int
+    delivery_method: _builtins.str
+    """Lower-case letters, digits, '-' and '_', starting with a letter, at most 64 characters;
+    not "pickup". A method without transit times yet needs `new_method`.
+    """
+    from_km: _builtins.int
+    """Where the band starts: 0 to 20,000 km (0 for a new method)."""
+    transit_days: _builtins.int
+    """Business days: 0 to 60."""
+    new_method: _builtins.bool
+    """Add the delivery method when it has no transit times yet (at most 20 methods may)."""
+    def __init__(
+        self,
+        *,
+        delivery_method: _builtins.str = ...,
+        from_km: _builtins.int = ...,
+        transit_days: _builtins.int = ...,
+        new_method: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_method", b"delivery_method", "from_km", b"from_km", "new_method", b"new_method", "transit_days", b"transit_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTransitTimeRequest: _TypeAlias = SetTransitTimeRequest  # noqa: Y015
+
+@_typing.final
+class SetTransitTimeResponse(_message.Message):
+    """SetTransitTimeResponse is the band set and its method's bands after."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSIT_TIME_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    TRANSIT_TIMES_FIELD_NUMBER: _builtins.int
+    added: _builtins.bool
+    """True when the band was added, false when its days were changed."""
+    @_builtins.property
+    def transit_time(self) -> Global___TransitTime:
+        """The band as stored."""
+
+    @_builtins.property
+    def transit_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitTime]:
+        """Every band of the method after the change, by start."""
+
+    def __init__(
+        self,
+        *,
+        transit_time: Global___TransitTime | None = ...,
+        added: _builtins.bool = ...,
+        transit_times: _abc.Iterable[Global___TransitTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transit_time", b"transit_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "transit_time", b"transit_time", "transit_times", b"transit_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTransitTimeResponse: _TypeAlias = SetTransitTimeResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTransitTimeRequest(_message.Message):
+    """DeleteTransitTimeRequest names one band."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
+    FROM_KM_FIELD_NUMBER: _builtins.int
+    delivery_method: _builtins.str
+    """The delivery method and where the band starts."""
+    from_km: _builtins.int
+    def __init__(
+        self,
+        *,
+        delivery_method: _builtins.str = ...,
+        from_km: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_method", b"delivery_method", "from_km", b"from_km"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTransitTimeRequest: _TypeAlias = DeleteTransitTimeRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTransitTimeResponse(_message.Message):
+    """DeleteTransitTimeResponse says what was deleted and what is left."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    TRANSIT_TIME_FIELD_NUMBER: _builtins.int
+    TRANSIT_TIMES_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """False when the method had no band starting at `from_km` (nothing changed)."""
+    @_builtins.property
+    def transit_time(self) -> Global___TransitTime:
+        """The band deleted: its method, start and days."""
+
+    @_builtins.property
+    def transit_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitTime]:
+        """Every band of the method left, by start."""
+
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+        transit_time: Global___TransitTime | None = ...,
+        transit_times: _abc.Iterable[Global___TransitTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transit_time", b"transit_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "transit_time", b"transit_time", "transit_times", b"transit_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTransitTimeResponse: _TypeAlias = DeleteTransitTimeResponse  # noqa: Y015

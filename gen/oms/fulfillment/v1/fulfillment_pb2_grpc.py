@@ -208,6 +208,21 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.FromString,
                 _registered_method=True)
+        self.ListTransitTimes = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/ListTransitTimes',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesResponse.FromString,
+                _registered_method=True)
+        self.SetTransitTime = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/SetTransitTime',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeResponse.FromString,
+                _registered_method=True)
+        self.DeleteTransitTime = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/DeleteTransitTime',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -511,6 +526,34 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTransitTimes(self, request, context):
+        """Transit times: the carriers' business days by delivery method and distance band that
+        EstimateDelivery counts. A band is named by where it starts and runs to the next band's
+        start of the same method (the last has no end), so bands never overlap. Lists the bands by
+        method and start, each with where it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTransitTime(self, request, context):
+        """Sets one band's business days: changes the band when the method has one starting at
+        `from_km`, otherwise adds it (splitting the band it falls in). A method the table has not
+        got is added only with `new_method`, from 0 km. Estimates use it from the next call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTransitTime(self, request, context):
+        """Deletes one band: the band before it runs on to the next start. A method's 0 km band goes
+        last (FAILED_PRECONDITION while it has others); deleting it leaves the method without
+        transit times. No such band: nothing changes (`deleted` false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -683,6 +726,21 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ChangeDeliveryAddress,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.SerializeToString,
+            ),
+            'ListTransitTimes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransitTimes,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesResponse.SerializeToString,
+            ),
+            'SetTransitTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTransitTime,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeResponse.SerializeToString,
+            ),
+            'DeleteTransitTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTransitTime,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1606,6 +1664,87 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/ChangeDeliveryAddress',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ChangeDeliveryAddressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransitTimes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/ListTransitTimes',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.ListTransitTimesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTransitTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/SetTransitTime',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.SetTransitTimeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTransitTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/DeleteTransitTime',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.DeleteTransitTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -183,6 +183,22 @@ class FulfillmentServiceStub:
     a unit of the group shipped. `preview` answers the same without keeping anything.
     Idempotent by key. Tells no workflow: the caller decided.
     """
+    ListTransitTimes: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListTransitTimesRequest, _fulfillment_pb2.ListTransitTimesResponse]
+    """Transit times: the carriers' business days by delivery method and distance band that
+    EstimateDelivery counts. A band is named by where it starts and runs to the next band's
+    start of the same method (the last has no end), so bands never overlap. Lists the bands by
+    method and start, each with where it ends.
+    """
+    SetTransitTime: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetTransitTimeRequest, _fulfillment_pb2.SetTransitTimeResponse]
+    """Sets one band's business days: changes the band when the method has one starting at
+    `from_km`, otherwise adds it (splitting the band it falls in). A method the table has not
+    got is added only with `new_method`, from 0 km. Estimates use it from the next call.
+    """
+    DeleteTransitTime: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.DeleteTransitTimeRequest, _fulfillment_pb2.DeleteTransitTimeResponse]
+    """Deletes one band: the band before it runs on to the next start. A method's 0 km band goes
+    last (FAILED_PRECONDITION while it has others); deleting it leaves the method without
+    transit times. No such band: nothing changes (`deleted` false).
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -337,6 +353,22 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
     a unit of the group shipped. `preview` answers the same without keeping anything.
     Idempotent by key. Tells no workflow: the caller decided.
+    """
+    ListTransitTimes: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListTransitTimesRequest, _fulfillment_pb2.ListTransitTimesResponse]  # type: ignore[assignment]
+    """Transit times: the carriers' business days by delivery method and distance band that
+    EstimateDelivery counts. A band is named by where it starts and runs to the next band's
+    start of the same method (the last has no end), so bands never overlap. Lists the bands by
+    method and start, each with where it ends.
+    """
+    SetTransitTime: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetTransitTimeRequest, _fulfillment_pb2.SetTransitTimeResponse]  # type: ignore[assignment]
+    """Sets one band's business days: changes the band when the method has one starting at
+    `from_km`, otherwise adds it (splitting the band it falls in). A method the table has not
+    got is added only with `new_method`, from 0 km. Estimates use it from the next call.
+    """
+    DeleteTransitTime: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.DeleteTransitTimeRequest, _fulfillment_pb2.DeleteTransitTimeResponse]  # type: ignore[assignment]
+    """Deletes one band: the band before it runs on to the next start. A method's 0 km band goes
+    last (FAILED_PRECONDITION while it has others); deleting it leaves the method without
+    transit times. No such band: nothing changes (`deleted` false).
     """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -693,6 +725,40 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         rejection's units are. Otherwise nothing but the address changes. FAILED_PRECONDITION when
         a unit of the group shipped. `preview` answers the same without keeping anything.
         Idempotent by key. Tells no workflow: the caller decided.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTransitTimes(
+        self,
+        request: _fulfillment_pb2.ListTransitTimesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ListTransitTimesResponse, _abc.Awaitable[_fulfillment_pb2.ListTransitTimesResponse]]:
+        """Transit times: the carriers' business days by delivery method and distance band that
+        EstimateDelivery counts. A band is named by where it starts and runs to the next band's
+        start of the same method (the last has no end), so bands never overlap. Lists the bands by
+        method and start, each with where it ends.
+        """
+
+    @_abc_1.abstractmethod
+    def SetTransitTime(
+        self,
+        request: _fulfillment_pb2.SetTransitTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.SetTransitTimeResponse, _abc.Awaitable[_fulfillment_pb2.SetTransitTimeResponse]]:
+        """Sets one band's business days: changes the band when the method has one starting at
+        `from_km`, otherwise adds it (splitting the band it falls in). A method the table has not
+        got is added only with `new_method`, from 0 km. Estimates use it from the next call.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteTransitTime(
+        self,
+        request: _fulfillment_pb2.DeleteTransitTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.DeleteTransitTimeResponse, _abc.Awaitable[_fulfillment_pb2.DeleteTransitTimeResponse]]:
+        """Deletes one band: the band before it runs on to the next start. A method's 0 km band goes
+        last (FAILED_PRECONDITION while it has others); deleting it leaves the method without
+        transit times. No such band: nothing changes (`deleted` false).
         """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
