@@ -53,6 +53,11 @@ QUEUED_EVENTS_FIRST = "changes-after-queued-events"
 # waits past due and retries on its `payment_retry_seconds`, and tells its subscription each
 # outcome. Asked only for subscription orders, so no other order's history changes.
 DUNNING = "dunning"
+# While an order waits on a backorder or pre-order, payments is asked to keep its holds until
+# the promised day and the workflow sleeps until the next one falls due (a timer), renewing it
+# then. Asked only while a fulfillment order with a promise date is open, so no other order's
+# history changes.
+RENEW_AHEAD_OF_PROMISE = "renew-authorizations-ahead-of-promise"
 
 # What each baseline folds in, by baseline. Baseline 1: every patch made before baselines.
 FOLDED: dict[int, frozenset[str]] = {

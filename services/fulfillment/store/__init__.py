@@ -419,3 +419,6 @@ from services.fulfillment.store.supply import (
 from services.fulfillment.store.supply import (
     waiting as waiting,
 )
+from services.fulfillment.store.supply import (
+    waiting_at as waiting_at,
+)
