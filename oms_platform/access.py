@@ -126,6 +126,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{PAYMENTS}/CreateInvoice": _LIFECYCLE,
     f"/{PAYMENTS}/CaptureInvoice": _LIFECYCLE,
     f"/{PAYMENTS}/VoidAuthorization": _LIFECYCLE,
+    f"/{PAYMENTS}/RenewAuthorizations": _LIFECYCLE,
     f"/{PAYMENTS}/CreateCreditMemo": _LIFECYCLE,
     f"/{PAYMENTS}/RefundCreditMemo": _LIFECYCLE,
     f"/{PAYMENTS}/GetPaymentSummary": _BACK_OFFICE_READ,

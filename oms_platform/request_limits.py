@@ -71,6 +71,7 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             "to_location_id",
             # A supply's expected day ("YYYY-MM-DD") and its purchase order or notice number.
             "expected_date",
+            "RenewAuthorizationsRequest.promise_date",
             "Supply.reference",
             "CreateSupplyRequest.reference",
             # Event types and channels, statuses and categories named in events.

@@ -90,6 +90,13 @@ class Settings:
     simulator_poll_seconds: float = 0.5
     # Payments: how long an authorization holds, and the simulated gateway's behaviour.
     authorization_hold_hours: int = 168
+    # An order waiting on a backorder or pre-order keeps its holds until the promised day's end
+    # plus this margin: a hold that would lapse sooner is renewed this long before it lapses.
+    authorization_renewal_margin_hours: int = 48
+    authorization_renewal_lead_seconds: int = 43_200
+    # The simulated gateways report how long a hold lasts (a processor's own capture window);
+    # 0: they say nothing and a hold lasts authorization_hold_hours.
+    gateway_hold_seconds: int = 0
     gateway_latency_ms: int = 0
     # Authorizations above this amount (minor units) are declined; 0 means no limit.
     gateway_decline_above_minor: int = 0

@@ -84,6 +84,8 @@ from workflows.types import (
     ReceiptInput,
     RefundInput,
     RefundResult,
+    RenewInput,
+    RenewResult,
     ReturnOrderInput,
     RouteInput,
     RouteResult,
@@ -589,6 +591,31 @@ class PaymentsActivities:
                 ),
                 timeout=DEADLINE_SECONDS,
             )
+        )
+
+    @activity.defn(name=names.RENEW_AUTHORIZATIONS)
+    async def renew_authorizations(self, request: RenewInput) -> RenewResult:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.RenewAuthorizations(
+                payments_pb2.RenewAuthorizationsRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    promise_date=request.promise_date,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return RenewResult(
+            approved=response.status == payments_pb2.AUTHORIZATION_STATUS_APPROVED,
+            decline_reason=response.decline_reason,
+            renewed_minor=sum(
+                a.amount.amount_minor
+                for a in response.renewals
+                if a.status == payments_pb2.AUTHORIZATION_STATUS_APPROVED
+            ),
+            renew_again=response.renew_again,
+            renew_again_in_seconds=response.renew_again_in_seconds,
         )
 
 

@@ -18,6 +18,8 @@ CAPTURE_INVOICE = "capture_invoice"
 # invoice and capture in one payments call (the shipped path since the invoice-and-capture patch)
 INVOICE_AND_CAPTURE = "invoice_and_capture"
 VOID_AUTHORIZATION = "void_authorization"
+# holds renewed ahead of a backorder's or pre-order's promised day
+RENEW_AUTHORIZATIONS = "renew_authorizations"
 CREATE_CREDIT_MEMO = "create_credit_memo"
 REFUND_CREDIT_MEMO = "refund_credit_memo"
 # a credit memo, its refund and (for a cancel of everything) the void, in one payments call

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.changes.cancel as canceling
     import workflows.changes.exchange as exchanging
     import workflows.changes.pickup as pickup
+    import workflows.changes.renewals as renewals
     import workflows.changes.reship as reshipping
     import workflows.changes.resolve as resolving
     import workflows.changes.returns as returns
@@ -506,7 +507,16 @@ class OrderLifecycle:
             # Signals only append to self.state.events; events are handled here, under the lock,
             # so they never interleave with an Update's change to the same quantities.
             await self._flush()
-            await workflow.wait_condition(lambda: bool(self.state.events) or ledger.settled())
+            wake_in = None
+            if renewals.promised_until(ledger):
+                # Goods are awaited: keep the holds alive until their promised day, waking
+                # when the next one falls due (under the lock: it may hold for an agent).
+                async with self._section():
+                    wake_in = await renewals.next_wait(self)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: bool(self.state.events) or ledger.settled(), timeout=wake_in
+                )
             if self.state.events:
                 event = self.state.events.pop(0)
                 async with self._section(keep_reports=self._delivered_now):

@@ -134,6 +134,11 @@ class LifecycleState:
     released_minor: int = 0
     # The process exceptions raised, oldest first.
     exceptions: list[ExceptionRecord] = field(default_factory=list)
+    # Holds kept alive ahead of a promised day (workflows/changes/renewals.py): the day payments
+    # was last asked about, when to ask again (None: no need), and how many times it was asked.
+    renewal_promise_date: str = ""
+    renew_at: datetime | None = None
+    renewal_requests: int = 0
 
     def exception(self, exception_id: str) -> ExceptionRecord | None:
         """The process exception `exception_id` raised by this lifecycle, if any."""

@@ -483,6 +483,28 @@ class CaptureInput:
 
 
 @dataclass
+class RenewInput:
+    """Keep the order's holds until the end of a promised day (payments renews what is due)."""
+
+    order_id: str
+    idempotency_key: str
+    # The last day ("YYYY-MM-DD") the order's waiting goods are promised for.
+    promise_date: str
+
+
+@dataclass
+class RenewResult:
+    """Whether every hold due was renewed, what they hold now, and when to ask again
+    (`renew_again` False: no hold falls due before the promised day)."""
+
+    approved: bool
+    decline_reason: str = ""
+    renewed_minor: int = 0
+    renew_again: bool = False
+    renew_again_in_seconds: int = 0
+
+
+@dataclass
 class CaptureResult:
     """Succeeded (amount moved) or failed (reason)."""
 

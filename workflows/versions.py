@@ -56,6 +56,11 @@ DUNNING = "dunning"
 # The reports of the event that delivers the last unit are sent with the order's "fulfilled"
 # report that follows, in one call; runs before it send them in two.
 ONE_REPORT_AT_DELIVERY = "one-report-at-delivery"
+# While an order waits on a backorder or pre-order, payments is asked to keep its holds until
+# the promised day and the workflow sleeps until the next one falls due (a timer), renewing it
+# then. Asked only while a fulfillment order with a promise date is open, so no other order's
+# history changes.
+RENEW_AHEAD_OF_PROMISE = "renew-authorizations-ahead-of-promise"
 
 # What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
 # Baseline 1: every patch made before baselines.
@@ -72,7 +77,7 @@ FOLDED: dict[int, frozenset[str]] = {
             DUNNING,
         }
     ),
-    2: frozenset({ONE_REPORT_AT_DELIVERY}),
+    2: frozenset({ONE_REPORT_AT_DELIVERY, RENEW_AHEAD_OF_PROMISE}),
 }
 
 

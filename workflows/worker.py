@@ -66,6 +66,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         payments.capture_invoice,
         payments.invoice_and_capture,
         payments.void_authorization,
+        payments.renew_authorizations,
         payments.create_credit_memo,
         payments.refund_credit_memo,
         payments.credit_memo_and_refund,

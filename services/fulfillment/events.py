@@ -130,15 +130,16 @@ def status_changed_event(
     return event
 
 
-def backorder_released_event(fo: domain.FulfillmentOrder, supply_id: str) -> FulfillmentEvent:
+def backorder_released_event(fo: domain.FulfillmentOrder, reason: str) -> FulfillmentEvent:
     """The signal payload telling the order's workflow a backordered fulfillment order got its
-    units from arriving supply and is now its location's work."""
+    units from arriving stock (`reason`: a supply received, stock adjusted) and is now its
+    location's work."""
     return FulfillmentEvent(
         event_id=f"backorder_released:{fo.fulfillment_order_id}",
         kind="backorder_released",
         fulfillment_order_id=fo.fulfillment_order_id,
         items=[ShipmentItemData(ln.order_line_id, ln.remaining) for ln in fo.lines if ln.remaining],
-        reason=f"supply {supply_id} received",
+        reason=reason,
     )
 
 

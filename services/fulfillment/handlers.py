@@ -600,8 +600,29 @@ async def receive_supply(
     supply = await store.get_supply(conn, supply_id, for_update=True)
     domain.check_receipt(supply, quantity)
     await store.receive_supply(conn, supply_id, quantity, domain.receipt_status(supply, quantity))
-    waiting = await store.waiting(conn, supply_id)
-    level = await store.available(conn, supply.location_id, supply.sku)
+    released = await _release_backorders(
+        conn,
+        await store.waiting(conn, supply_id),
+        supply.location_id,
+        supply.sku,
+        key,
+        f"supply {supply_id} received",
+    )
+    return Received(await store.get_supply(conn, supply_id), released)
+
+
+async def _release_backorders(
+    conn: asyncpg.Connection,
+    waiting: Sequence[domain.FulfillmentOrder],
+    location_id: str,
+    sku: str,
+    key: str,
+    reason: str,
+) -> list[domain.FulfillmentOrder]:
+    """Give what is available of `sku` at the location to its (locked) waiting fulfillment
+    orders, oldest first, stopping at the first that does not fit: each is reserved whole and
+    becomes the location's work, its workflow told why (`reason`). The released ones, after."""
+    level = await store.available(conn, location_id, sku)
     chosen = {
         w.fulfillment_order_id for w in domain.to_release([_waiting(f) for f in waiting], level)
     }
@@ -611,8 +632,8 @@ async def receive_supply(
             break
         after = await store.get_fulfillment_order(conn, fo.fulfillment_order_id)
         released.append(after)
-        await store.signal_order(conn, fo.order_id, events.backorder_released_event(fo, supply_id))
-    return Received(await store.get_supply(conn, supply_id), released)
+        await store.signal_order(conn, fo.order_id, events.backorder_released_event(fo, reason))
+    return released
 
 
 async def list_supply(
@@ -664,9 +685,22 @@ async def set_inventory_levels(
 async def adjust_inventory(
     conn: asyncpg.Connection, adjustments: Sequence[domain.InventoryAdjustment], key: str
 ) -> list[domain.InventoryLevel]:
-    """Apply received, counted and damaged stock at known locations."""
+    """Apply received, counted and damaged stock at known locations; where on hand went up,
+    the backorders waiting for that SKU there are released as a receipt releases them."""
     domain.validate_adjustments(adjustments, await store.location_ids(conn))
-    return await store.adjust_inventory(conn, adjustments, key)
+    # Expired checkout holds give their units back first, as before a receipt (the lock order).
+    await store.release_expired_for(conn, sorted({a.sku for a in adjustments}))
+    steps = await store.adjust_inventory(conn, adjustments, key)
+    for location_id, sku in domain.stock_added(steps):
+        await _release_backorders(
+            conn,
+            await store.waiting_at(conn, location_id, sku),
+            location_id,
+            sku,
+            key,
+            f"stock of {sku} adjusted at {location_id}",
+        )
+    return [after for _, after in steps]
 
 
 # ---- postal codes ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def _simulated(settings: Settings) -> PaymentGateway:
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
         state=_books(settings, "card"),
+        hold_seconds=settings.gateway_hold_seconds,
     )
 
 
@@ -45,6 +46,7 @@ def _simulated_gift_card(settings: Settings) -> PaymentGateway:
         transient_failure_rate=settings.gateway_transient_failure_rate,
         operation_log=settings.gateway_log_path,
         state=_books(settings, "giftcard"),
+        hold_seconds=settings.gateway_hold_seconds,
     )
 
 
@@ -86,7 +88,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         if isinstance(state, PostgresState):
             ctx.on_close(state.close)
     servicer = PaymentsServicer(
-        ctx.pool, gateways, hold_hours=ctx.settings.authorization_hold_hours
+        ctx.pool,
+        gateways,
+        hold_hours=ctx.settings.authorization_hold_hours,
+        renewal=domain.RenewalRule(
+            margin_hours=ctx.settings.authorization_renewal_margin_hours,
+            lead_seconds=ctx.settings.authorization_renewal_lead_seconds,
+        ),
     )
     return ServiceParts(
         registrations=[

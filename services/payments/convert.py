@@ -14,7 +14,7 @@ from oms.payments.v1 import payments_pb2
 
 from oms_platform.wire import money_from_pb, money_to_pb, timestamp_from_datetime
 from services.payments import domain, store
-from services.payments.handlers import Authorized, Captured, CreditMemoView, Refunded
+from services.payments.handlers import Authorized, Captured, CreditMemoView, Refunded, Renewed
 
 # An invoice's line or a credit memo's: the same fields in two messages.
 PricedLinePb = TypeVar("PricedLinePb", payments_pb2.InvoiceLine, payments_pb2.CreditMemoLine)
@@ -339,6 +339,19 @@ def authorized_pb(a: Authorized) -> payments_pb2.AuthorizePaymentResponse:
         status=AUTHORIZATION_STATUS_TO_PB[a.outcome.status],
         decline_reason=a.outcome.decline_reason,
         authorized=money_to_pb(a.outcome.held_minor, a.currency),
+    )
+
+
+def renewed_pb(r: Renewed) -> payments_pb2.RenewAuthorizationsResponse:
+    """The answer to RenewAuthorizations."""
+    return payments_pb2.RenewAuthorizationsResponse(
+        status=payments_pb2.AUTHORIZATION_STATUS_APPROVED
+        if r.approved
+        else payments_pb2.AUTHORIZATION_STATUS_DECLINED,
+        decline_reason=r.decline_reason,
+        renewals=[authorization_pb(a) for a in r.renewals],
+        renew_again=r.renew_again_in_seconds is not None,
+        renew_again_in_seconds=r.renew_again_in_seconds or 0,
     )
 
 

@@ -47,6 +47,9 @@ class GatewayResult:
     # The amount the operation moved; for an authorization asked with allow_partial, the
     # amount actually held (it may be less than asked). 0 when nothing moved.
     amount_minor: int = 0
+    # For an approved authorization, how long the processor keeps the hold (its capture
+    # window), when it says; 0: it does not, and payments' authorization_hold_hours applies.
+    hold_seconds: int = 0
 
     @property
     def approved(self) -> bool:

@@ -11,8 +11,8 @@ own key dedupe keeps every effect single.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import partial
 
 import asyncpg
@@ -38,11 +38,13 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class Payments:
     """What the use cases work with beyond the connection: the gateway of each payment method
-    type, how long a new hold lasts, and the clock."""
+    type, how long a new hold lasts, the clock, and when holds are renewed ahead of a
+    promised day."""
 
     gateways: Gateways
     hold_hours: int
     clock: Clock = utc_now
+    renewal: domain.RenewalRule = field(default_factory=domain.RenewalRule)
 
 
 # ---- what the use cases answer ------------------------------------------------------------
@@ -138,6 +140,7 @@ async def authorize(
                 decline_reason=result.reason,
                 now=now,
                 hold_hours=payments.hold_hours,
+                gateway_hold_seconds=result.hold_seconds,
             )
         )
     outcome = domain.authorization_outcome(amount, made)
@@ -344,10 +347,97 @@ async def _reauthorize(
         decline_reason=result.reason,
         now=now,
         hold_hours=payments.hold_hours,
+        gateway_hold_seconds=result.hold_seconds,
     )
     await store.insert_authorization(conn, renewed)
     if result.approved:
         await store.update_authorization(conn, domain.expired(lapsed))
+    return renewed
+
+
+# ---- renewals ahead of a promised day ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """The answer to renewing an order's holds: the re-authorizations made, whether they were
+    all approved, and how long until the next hold falls due (None: none will)."""
+
+    renewals: list[domain.Authorization]
+    approved: bool
+    decline_reason: str
+    renew_again_in_seconds: int | None
+
+
+async def renew_authorizations(
+    conn: asyncpg.Connection,
+    payments: Payments,
+    order_id: str,
+    request_key: str,
+    promised: date,
+) -> Renewed:
+    """Renew the order's holds that would lapse before the promised day (plus the margin) and
+    are within the lead of lapsing, oldest first, stopping at the first decline; say when the
+    next one falls due."""
+    await store.lock_order(conn, order_id)
+    authorizations = await store.authorizations_of_order(conn, order_id, lock=True)
+    now = payments.clock()
+    rule = payments.renewal
+    until = domain.held_until(promised, rule)
+    renewals: list[domain.Authorization] = []
+    for held in domain.renewals_due(authorizations, until, now, rule):
+        renewed = await _renew(conn, payments, held, request_key, now)
+        renewals.append(renewed)
+        if renewed.status != domain.APPROVED:
+            return Renewed(renewals, False, renewed.decline_reason, 0)
+    after = await store.authorizations_of_order(conn, order_id)
+    next_at = domain.next_renewal(after, until, rule)
+    again = None if next_at is None else domain.seconds_until(next_at, now)
+    return Renewed(renewals, True, "", again)
+
+
+async def _renew(
+    conn: asyncpg.Connection,
+    payments: Payments,
+    held: domain.Authorization,
+    request_key: str,
+    now: datetime,
+) -> domain.Authorization:
+    """Hold anew what `held` still holds, then release it: as `_reauthorize` (and under the
+    same gateway keys) for a gift card or a lapsed hold, which are released first; a card is
+    held anew first, so a decline leaves its current hold standing."""
+    if domain.releases_first(held, now):
+        return await _reauthorize(conn, payments, held, request_key, now)
+    gateway = payments.gateways.calling(held.payment_method_type)
+    amount = held.remaining_minor
+    key = domain.gateway_key(
+        held.order_id, request_key, f"reauthorize:{held.authorization_id}", amount
+    )
+    result = await call_resolved(
+        gateway, key, partial(gateway.authorize, key, held.token, amount, held.currency)
+    )
+    renewed = domain.reauthorization(
+        held,
+        authorization_id=new_id(),
+        approved=result.approved,
+        held_minor=amount,
+        gateway_reference=result.reference,
+        decline_reason=result.reason,
+        now=now,
+        hold_hours=payments.hold_hours,
+        gateway_hold_seconds=result.hold_seconds,
+    )
+    await store.insert_authorization(conn, renewed)
+    if result.approved:
+        # The new hold replaces the old one whatever the gateway answers to its release (it
+        # lapses on its own in the end).
+        release_key = domain.gateway_key(
+            held.order_id, request_key, f"release-renewed:{held.authorization_id}", amount
+        )
+        await call_resolved(
+            gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
+        )
+        await store.update_authorization(conn, domain.expired(held))
     return renewed
 
 

@@ -35,9 +35,12 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         *,
         hold_hours: int,
         clock: Callable[[], datetime] = handlers.utc_now,
+        renewal: domain.RenewalRule | None = None,
     ) -> None:
         self.pool = pool
-        self.payments = handlers.Payments(gateways, hold_hours, clock)
+        self.payments = handlers.Payments(
+            gateways, hold_hours, clock, renewal or domain.RenewalRule()
+        )
 
     async def _idempotent(
         self,
@@ -132,6 +135,23 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 conn, self.payments, request.order_id, request.idempotency_key
             ),
             convert.voided_pb,
+        )
+
+    async def RenewAuthorizations(
+        self, request: payments_pb2.RenewAuthorizationsRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.RenewAuthorizationsResponse:
+        promised = domain.promised_day(
+            request.order_id, request.idempotency_key, request.promise_date
+        )
+        return await self._idempotent(
+            context,
+            request.idempotency_key,
+            request,
+            payments_pb2.RenewAuthorizationsResponse,
+            lambda conn: handlers.renew_authorizations(
+                conn, self.payments, request.order_id, request.idempotency_key, promised
+            ),
+            convert.renewed_pb,
         )
 
     async def CreateCreditMemo(

@@ -69,6 +69,8 @@ class SimulatedGateway:
     operation_log: str = ""
     # Where the processor keeps its books: this process (default) or Postgres (durable).
     state: State = field(default_factory=MemoryState)
+    # How long an approved hold lasts, as the processor reports it; 0: it says nothing.
+    hold_seconds: int = 0
 
     async def _enter(self, method: str, key: str) -> None:
         self.calls.append((method, key))
@@ -150,7 +152,9 @@ class SimulatedGateway:
             if held <= 0:
                 result = GatewayResult(False, reference, reason or "declined")
             else:
-                result = GatewayResult(True, reference, amount_minor=held)
+                result = GatewayResult(
+                    True, reference, amount_minor=held, hold_seconds=self.hold_seconds
+                )
                 books.keep_hold(reference, Hold(token, held, currency))
             return result, amount_minor, currency
 

@@ -5,6 +5,7 @@ receiving the supply releases them, oldest order first, without an agent."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -291,3 +292,94 @@ async def test_canceling_the_only_supply_sends_the_backorder_to_an_agent(system:
         servicing_pb2.ListProcessExceptionsRequest(order_id=order_id)
     )
     assert any(f"1 x {mug}" in e.message for e in found.process_exceptions)
+
+
+# ---- stock that arrives by adjustment ------------------------------------------------------
+
+
+async def add_stock(fulfillment: Stub, sku: str, quantity: int) -> pb.AdjustInventoryResponse:
+    """Units found at wh-east (received without a supply's receipt), by AdjustInventory."""
+    return await fulfillment.AdjustInventory(
+        pb.AdjustInventoryRequest(
+            idempotency_key=f"found-{sku}-{uuid.uuid4()}",
+            adjustments=[
+                pb.InventoryAdjustment(
+                    location_id="wh-east",
+                    sku=sku,
+                    kind=pb.INVENTORY_ADJUSTMENT_KIND_RECEIVED,
+                    quantity=quantity,
+                    reason="found in returns bay",
+                )
+            ],
+        )
+    )
+
+
+def order_with_mugs(tee: str, mug: str, mugs: int) -> capture_pb2.SubmitOrderRequest:
+    """The sample order with `mugs` mugs (each 12.00 plus 0.90 tax)."""
+    order = order_of(tee, mug)
+    line = order.lines[1]
+    line.quantity = mugs
+    line.taxes[0].amount.amount_minor = 90 * mugs
+    order.grand_total.amount_minor += 1290 * (mugs - 1)
+    return order
+
+
+async def test_stock_added_by_an_adjustment_releases_the_backorder_and_it_ships(
+    system: System,
+) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    await supply(fulfillment, mug, 5)
+    async with system.simulator():
+        order_id = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
+        partly = await until(capture, order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(partly)
+
+        await add_stock(fulfillment, mug, 1)
+        done = await until(capture, order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+
+    total = done.order.totals.grand_total.amount_minor
+    assert done.payment_summary.captured.amount_minor == total
+    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
+    mug_level = await level(fulfillment, mug, "wh-east")
+    assert (mug_level.on_hand, mug_level.reserved) == (0, 0)  # 1 found, 1 shipped
+    listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
+    assert [s.quantity_promised for s in listed.supply] == [0]  # nothing waits on it now
+    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
+    logged = await eventually(
+        lambda: logged_types(events, order_id),
+        lambda types: "fulfillment.released" in types,
+        "the release in the log",
+    )
+    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+
+
+async def test_an_adjustment_too_small_for_the_oldest_backorder_releases_no_younger_one(
+    system: System,
+) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    await supply(fulfillment, mug, 5)
+    async with system.simulator():
+        older = (await capture.SubmitOrder(order_with_mugs(tee, mug, 2), timeout=10)).order
+        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order
+        await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+
+        # One unit: the older order needs two, and the younger may not go ahead of it.
+        await add_stock(fulfillment, mug, 1)
+        for order_id in (older.order_id, younger.order_id):
+            still = await view(capture, order_id)
+            assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
+        one = await level(fulfillment, mug, "wh-east")
+        assert (one.on_hand, one.reserved) == (1, 0)
+
+        # A second unit: the older order is released with both; the younger still waits.
+        await add_stock(fulfillment, mug, 1)
+        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+        waiting = await view(capture, younger.order_id)
+        assert waiting.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
+        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(waiting)

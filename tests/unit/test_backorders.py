@@ -188,3 +188,18 @@ def test_a_backordered_fulfillment_order_can_be_canceled_but_not_rejected_or_mov
     for kind in (domain.REJECTED, domain.MOVED):
         with pytest.raises(FailedPrecondition):
             domain.plan_line_change(fo, kind, [])
+
+
+def _level(sku: str, on_hand: int, location_id: str = "wh-east") -> domain.InventoryLevel:
+    return domain.InventoryLevel(location_id=location_id, sku=sku, on_hand=on_hand)
+
+
+def test_only_levels_an_adjustment_batch_left_higher_release_backorders() -> None:
+    steps = [
+        (_level("MUG", 0), _level("MUG", 3)),  # received
+        (_level("MUG", 3), _level("MUG", 2)),  # then one damaged: still up overall
+        (_level("TEE", 5), _level("TEE", 4)),  # damaged
+        (_level("CAP", 2), _level("CAP", 2)),  # counted, unchanged
+        (_level("HAT", 1, "wh-west"), _level("HAT", 4, "wh-west")),  # counted higher
+    ]
+    assert domain.stock_added(steps) == [("wh-east", "MUG"), ("wh-west", "HAT")]

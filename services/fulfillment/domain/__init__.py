@@ -305,6 +305,9 @@ from services.fulfillment.domain.inventory import (
     parse_local_time as parse_local_time,
 )
 from services.fulfillment.domain.inventory import (
+    stock_added as stock_added,
+)
+from services.fulfillment.domain.inventory import (
     validate_adjustments as validate_adjustments,
 )
 from services.fulfillment.domain.inventory import (

@@ -237,6 +237,20 @@ def apply_adjustments(
     return out
 
 
+def stock_added(
+    steps: Sequence[tuple[InventoryLevel, InventoryLevel]],
+) -> list[tuple[str, str]]:
+    """The (location_id, sku) whose on hand a batch of adjustments (`apply_adjustments`'
+    before and after of each) left higher than it found it, in the order first adjusted."""
+    first: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], int] = {}
+    for before, after in steps:
+        where = (before.location_id, before.sku)
+        first.setdefault(where, before.on_hand)
+        last[where] = after.on_hand
+    return [where for where, on_hand in first.items() if last[where] > on_hand]
+
+
 @dataclass(frozen=True)
 class LocationGroup:
     """A named set of locations, e.g. "EU warehouses"."""

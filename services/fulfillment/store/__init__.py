@@ -429,6 +429,9 @@ from services.fulfillment.store.supply import (
 from services.fulfillment.store.supply import (
     waiting as waiting,
 )
+from services.fulfillment.store.supply import (
+    waiting_at as waiting_at,
+)
 from services.fulfillment.store.transit import (
     delete_transit_band as delete_transit_band,
 )

@@ -314,9 +314,9 @@ async def set_inventory_levels(
 
 async def adjust_inventory(
     conn: Conn, adjustments: Sequence[domain.InventoryAdjustment], idempotency_key: str
-) -> list[domain.InventoryLevel]:
+) -> list[tuple[domain.InventoryLevel, domain.InventoryLevel]]:
     """Apply adjustments in order (levels locked, missing ones created at zero) and record
-    each; returns the level after each adjustment."""
+    each; returns the level before and after each adjustment."""
     keys = sorted({(a.location_id, a.sku) for a in adjustments})
     locations, skus = [k[0] for k in keys], [k[1] for k in keys]
     await conn.execute(SQL_ENSURE_LEVELS, locations, skus)
@@ -342,7 +342,7 @@ async def adjust_inventory(
         [after.on_hand for _, after in steps],
         idempotency_key,
     )
-    return [after for _, after in steps]
+    return steps
 
 
 async def take_capacity(conn: Conn, per_location: Mapping[str, int]) -> str | None:

@@ -85,6 +85,15 @@ WHERE supply_id = $1 AND status = 'backordered'
 ORDER BY created_at, id
 FOR UPDATE"""
 
+# Every supply's backordered fulfillment orders for a SKU at a location, oldest first: stock
+# that arrives there without a receipt (an adjustment) goes to them in the order they waited.
+SQL_WAITING_AT_FOR_UPDATE = """
+SELECT fo.id FROM fulfillment_orders fo
+JOIN supply s ON s.id = fo.supply_id
+WHERE fo.location_id = $1 AND s.sku = $2 AND fo.status = 'backordered'
+ORDER BY fo.created_at, fo.id
+FOR UPDATE OF fo"""
+
 SQL_INSERT_BACKORDERED = """
 INSERT INTO fulfillment_orders
     (id, order_id, delivery_group_id, location_id, status, supply_id, promise_date)
@@ -199,6 +208,13 @@ async def cancel_supply(conn: Conn, supply_id: str) -> None:
 async def waiting(conn: Conn, supply_id: str) -> list[domain.FulfillmentOrder]:
     """A supply's backordered fulfillment orders, oldest first, locked until commit."""
     ids = [row["id"] for row in await conn.fetch(SQL_WAITING_FOR_UPDATE, supply_id)]
+    return await fulfillment_orders_by_id(conn, ids)
+
+
+async def waiting_at(conn: Conn, location_id: str, sku: str) -> list[domain.FulfillmentOrder]:
+    """The backordered fulfillment orders waiting for `sku` at a location, whatever supply
+    promised them, oldest first, locked until commit."""
+    ids = [row["id"] for row in await conn.fetch(SQL_WAITING_AT_FOR_UPDATE, location_id, sku)]
     return await fulfillment_orders_by_id(conn, ids)
 
 

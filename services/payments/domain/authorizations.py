@@ -143,8 +143,16 @@ def new_authorization(
     now: datetime,
     hold_hours: int,
     replaces_authorization_id: str = "",
+    gateway_hold_seconds: int = 0,
 ) -> Authorization:
-    """An authorization of `amount` (held if approved, asked if declined) on one method."""
+    """An authorization of `amount` (held if approved, asked if declined) on one method. It
+    lapses when the gateway says its hold does (`gateway_hold_seconds`), else after
+    `hold_hours`."""
+    hold = (
+        timedelta(seconds=gateway_hold_seconds)
+        if gateway_hold_seconds > 0
+        else timedelta(hours=hold_hours)
+    )
     return Authorization(
         authorization_id=authorization_id,
         order_id=order_id,
@@ -156,7 +164,7 @@ def new_authorization(
         status=APPROVED if approved else DECLINED,
         gateway_reference=gateway_reference,
         decline_reason="" if approved else (decline_reason or "declined"),
-        expires_at=now + timedelta(hours=hold_hours),
+        expires_at=now + hold,
         created_at=now,
         replaces_authorization_id=replaces_authorization_id,
     )

@@ -114,8 +114,9 @@ def reauthorization(
     decline_reason: str,
     now: datetime,
     hold_hours: int,
+    gateway_hold_seconds: int = 0,
 ) -> Authorization:
-    """The new authorization holding anew what an expired one still held."""
+    """The new authorization holding anew what an expired (or renewed) one still held."""
     return new_authorization(
         expired_authorization.order_id,
         PaymentMethod(expired_authorization.payment_method_type, expired_authorization.token),
@@ -127,11 +128,12 @@ def reauthorization(
         now=now,
         hold_hours=hold_hours,
         replaces_authorization_id=expired_authorization.authorization_id,
+        gateway_hold_seconds=gateway_hold_seconds,
     )
 
 
 def expired(authorization: Authorization) -> Authorization:
-    """The authorization once a re-authorization replaced its lapsed hold."""
+    """The authorization once a re-authorization replaced its hold (lapsed, or renewed)."""
     if authorization.status != APPROVED:
         raise FailedPrecondition(
             f"authorization {authorization.authorization_id} is {authorization.status}, "

@@ -10,7 +10,7 @@ from oms_platform.errors import FieldViolation, InvalidArgument
 APPROVED = "approved"
 DECLINED = "declined"
 VOIDED = "voided"
-# The hold lapsed and was replaced by a re-authorization.
+# The hold lapsed, or was renewed before it could, and was replaced by a re-authorization.
 EXPIRED = "expired"
 
 # Capture statuses, as stored.

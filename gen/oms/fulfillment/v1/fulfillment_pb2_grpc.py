@@ -373,7 +373,8 @@ class FulfillmentServiceServicer:
 
     def AdjustInventory(self, request, context):
         """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
-        nothing, idempotent by key.
+        nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
+        waiting for that SKU at that location are released as ReceiveSupply releases them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

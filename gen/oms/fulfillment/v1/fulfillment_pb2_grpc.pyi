@@ -96,7 +96,8 @@ class FulfillmentServiceStub:
     """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
     AdjustInventory: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]
     """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
-    nothing, idempotent by key.
+    nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
+    waiting for that SKU at that location are released as ReceiveSupply releases them.
     """
     GetAvailability: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]
     """Returns availability of SKUs per location, per location group and in total."""
@@ -267,7 +268,8 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
     AdjustInventory: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]  # type: ignore[assignment]
     """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
-    nothing, idempotent by key.
+    nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
+    waiting for that SKU at that location are released as ReceiveSupply releases them.
     """
     GetAvailability: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetAvailabilityRequest, _fulfillment_pb2.GetAvailabilityResponse]  # type: ignore[assignment]
     """Returns availability of SKUs per location, per location group and in total."""
@@ -549,7 +551,8 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.AdjustInventoryResponse, _abc.Awaitable[_fulfillment_pb2.AdjustInventoryResponse]]:
         """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
-        nothing, idempotent by key.
+        nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
+        waiting for that SKU at that location are released as ReceiveSupply releases them.
         """
 
     @_abc_1.abstractmethod

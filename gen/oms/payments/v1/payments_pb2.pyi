@@ -65,7 +65,9 @@ class _AuthorizationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     AUTHORIZATION_STATUS_VOIDED: _AuthorizationStatus.ValueType  # 3
     """Released; nothing more can be captured."""
     AUTHORIZATION_STATUS_EXPIRED: _AuthorizationStatus.ValueType  # 4
-    """The hold lapsed and was replaced by a new authorization (see replaces_authorization_id)."""
+    """The hold lapsed, or was renewed before it could, and was replaced by a new authorization
+    (see replaces_authorization_id).
+    """
 
 class AuthorizationStatus(_AuthorizationStatus, metaclass=_AuthorizationStatusEnumTypeWrapper):
     """AuthorizationStatus is the state of one authorization."""
@@ -79,7 +81,9 @@ AUTHORIZATION_STATUS_DECLINED: AuthorizationStatus.ValueType  # 2
 AUTHORIZATION_STATUS_VOIDED: AuthorizationStatus.ValueType  # 3
 """Released; nothing more can be captured."""
 AUTHORIZATION_STATUS_EXPIRED: AuthorizationStatus.ValueType  # 4
-"""The hold lapsed and was replaced by a new authorization (see replaces_authorization_id)."""
+"""The hold lapsed, or was renewed before it could, and was replaced by a new authorization
+(see replaces_authorization_id).
+"""
 Global___AuthorizationStatus: _TypeAlias = AuthorizationStatus  # noqa: Y015
 
 class _CaptureStatus:
@@ -808,6 +812,82 @@ class CaptureInvoiceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CaptureInvoiceResponse: _TypeAlias = CaptureInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class RenewAuthorizationsRequest(_message.Message):
+    """RenewAuthorizationsRequest asks that the order's holds last until a promised day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PROMISE_DATE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Derived by the caller from the order and the renewal."""
+    promise_date: _builtins.str
+    """The last day ("YYYY-MM-DD") the order's goods are promised for; holds must last until its
+    end plus the authorization_renewal_margin_hours setting.
+    """
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        promise_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "order_id", b"order_id", "promise_date", b"promise_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewAuthorizationsRequest: _TypeAlias = RenewAuthorizationsRequest  # noqa: Y015
+
+@_typing.final
+class RenewAuthorizationsResponse(_message.Message):
+    """RenewAuthorizationsResponse carries the renewals made and when the next one falls due."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    DECLINE_REASON_FIELD_NUMBER: _builtins.int
+    RENEWALS_FIELD_NUMBER: _builtins.int
+    RENEW_AGAIN_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    RENEW_AGAIN_FIELD_NUMBER: _builtins.int
+    status: Global___AuthorizationStatus.ValueType
+    """APPROVED when every hold due was renewed (or none was due); DECLINED when one was not."""
+    decline_reason: _builtins.str
+    """The gateway's reason for a decline; empty when approved."""
+    renew_again_in_seconds: _builtins.int
+    """Seconds from now until the next hold falls due for renewal; 0 when none will before the
+    promised day (or, after a decline, when it is due already).
+    """
+    renew_again: _builtins.bool
+    """Whether a hold will fall due before the promised day (renew_again_in_seconds says when)."""
+    @_builtins.property
+    def renewals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Authorization]:
+        """The re-authorizations made by this call, approved or declined, in order
+        (replaces_authorization_id names the hold each renews).
+        """
+
+    def __init__(
+        self,
+        *,
+        status: Global___AuthorizationStatus.ValueType = ...,
+        decline_reason: _builtins.str = ...,
+        renewals: _abc.Iterable[Global___Authorization] | None = ...,
+        renew_again_in_seconds: _builtins.int = ...,
+        renew_again: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decline_reason", b"decline_reason", "renew_again", b"renew_again", "renew_again_in_seconds", b"renew_again_in_seconds", "renewals", b"renewals", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewAuthorizationsResponse: _TypeAlias = RenewAuthorizationsResponse  # noqa: Y015
 
 @_typing.final
 class VoidAuthorizationRequest(_message.Message):

@@ -56,6 +56,11 @@ class PaymentsServiceStub:
                 request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceRequest.SerializeToString,
                 response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceResponse.FromString,
                 _registered_method=True)
+        self.RenewAuthorizations = channel.unary_unary(
+                '/oms.payments.v1.PaymentsService/RenewAuthorizations',
+                request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsRequest.SerializeToString,
+                response_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsResponse.FromString,
+                _registered_method=True)
         self.VoidAuthorization = channel.unary_unary(
                 '/oms.payments.v1.PaymentsService/VoidAuthorization',
                 request_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.VoidAuthorizationRequest.SerializeToString,
@@ -119,6 +124,17 @@ class PaymentsServiceServicer:
         """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
         drawing on several when one does not hold enough; an expired authorization is held anew
         first. A decline or gateway failure is an answer (status FAILED with the reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewAuthorizations(self, request, context):
+        """Renews, shortly before they lapse, the order's authorizations that would lapse before the
+        day its goods are promised for (a backorder or pre-order) plus a margin: each is held anew
+        on its payment method, then the old hold is released (a gift card's first, so its balance
+        is free). Asked before anything is due it renews nothing; either way it says when to ask
+        again. A decline is an answer (status DECLINED with the gateway's reason), not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,6 +210,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.CaptureInvoice,
                     request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceRequest.FromString,
                     response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceResponse.SerializeToString,
+            ),
+            'RenewAuthorizations': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewAuthorizations,
+                    request_deserializer=oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsRequest.FromString,
+                    response_serializer=oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsResponse.SerializeToString,
             ),
             'VoidAuthorization': grpc.unary_unary_rpc_method_handler(
                     servicer.VoidAuthorization,
@@ -313,6 +334,33 @@ class PaymentsService:
             '/oms.payments.v1.PaymentsService/CaptureInvoice',
             oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceRequest.SerializeToString,
             oms_dot_payments_dot_v1_dot_payments__pb2.CaptureInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewAuthorizations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.payments.v1.PaymentsService/RenewAuthorizations',
+            oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsRequest.SerializeToString,
+            oms_dot_payments_dot_v1_dot_payments__pb2.RenewAuthorizationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

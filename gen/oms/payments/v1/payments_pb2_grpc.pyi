@@ -55,6 +55,13 @@ class PaymentsServiceStub:
     drawing on several when one does not hold enough; an expired authorization is held anew
     first. A decline or gateway failure is an answer (status FAILED with the reason).
     """
+    RenewAuthorizations: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RenewAuthorizationsRequest, _payments_pb2.RenewAuthorizationsResponse]
+    """Renews, shortly before they lapse, the order's authorizations that would lapse before the
+    day its goods are promised for (a backorder or pre-order) plus a margin: each is held anew
+    on its payment method, then the old hold is released (a gift card's first, so its balance
+    is free). Asked before anything is due it renews nothing; either way it says when to ask
+    again. A decline is an answer (status DECLINED with the gateway's reason), not an error.
+    """
     VoidAuthorization: _grpc.UnaryUnaryMultiCallable[_payments_pb2.VoidAuthorizationRequest, _payments_pb2.VoidAuthorizationResponse]
     """Voids what remains of the order's authorizations."""
     GetPaymentSummary: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentSummaryRequest, _payments_pb2.GetPaymentSummaryResponse]
@@ -108,6 +115,13 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
     drawing on several when one does not hold enough; an expired authorization is held anew
     first. A decline or gateway failure is an answer (status FAILED with the reason).
+    """
+    RenewAuthorizations: _aio.UnaryUnaryMultiCallable[_payments_pb2.RenewAuthorizationsRequest, _payments_pb2.RenewAuthorizationsResponse]  # type: ignore[assignment]
+    """Renews, shortly before they lapse, the order's authorizations that would lapse before the
+    day its goods are promised for (a backorder or pre-order) plus a margin: each is held anew
+    on its payment method, then the old hold is released (a gift card's first, so its balance
+    is free). Asked before anything is due it renews nothing; either way it says when to ask
+    again. A decline is an answer (status DECLINED with the gateway's reason), not an error.
     """
     VoidAuthorization: _aio.UnaryUnaryMultiCallable[_payments_pb2.VoidAuthorizationRequest, _payments_pb2.VoidAuthorizationResponse]  # type: ignore[assignment]
     """Voids what remains of the order's authorizations."""
@@ -177,6 +191,19 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Captures an invoice's outstanding amount from the order's authorizations, oldest first,
         drawing on several when one does not hold enough; an expired authorization is held anew
         first. A decline or gateway failure is an answer (status FAILED with the reason).
+        """
+
+    @_abc_1.abstractmethod
+    def RenewAuthorizations(
+        self,
+        request: _payments_pb2.RenewAuthorizationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RenewAuthorizationsResponse, _abc.Awaitable[_payments_pb2.RenewAuthorizationsResponse]]:
+        """Renews, shortly before they lapse, the order's authorizations that would lapse before the
+        day its goods are promised for (a backorder or pre-order) plus a margin: each is held anew
+        on its payment method, then the old hold is released (a gift card's first, so its balance
+        is free). Asked before anything is due it renews nothing; either way it says when to ask
+        again. A decline is an answer (status DECLINED with the gateway's reason), not an error.
         """
 
     @_abc_1.abstractmethod

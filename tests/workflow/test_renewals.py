@@ -1,0 +1,163 @@
+"""Holds renewed ahead of a pre-order's release, on the time-skipping server: the lifecycle
+asks payments while the goods are awaited, sleeps on a timer until the renewal it was told of
+falls due, renews then, and captures the release when it ships; a declined renewal holds the
+order for an agent as a declined capture does."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+
+from tests.workflow.test_order_lifecycle import (
+    Services,
+    an_order,
+    delivered,
+    shipped,
+    start,
+    until,
+    update,
+)
+from workflows.types import (
+    FULFILLED,
+    ON_HOLD,
+    RESOLVE_EXCEPTION_UPDATE,
+    FulfillmentEvent,
+    FulfillmentOrderData,
+    RenewInput,
+    RenewResult,
+    Resolution,
+    ResolutionResult,
+    RouteInput,
+    RouteResult,
+    ShipmentItemData,
+)
+
+RELEASE = "2031-01-20"
+SIX_DAYS = timedelta(days=6)
+
+
+@dataclass
+class PreOrder(Services):
+    """The stand-ins, with the mug on pre-order and payments' renewals scripted: the first ask
+    says a hold falls due in six days; the next renews it (or declines, `decline_renewal`)."""
+
+    decline_renewal: bool = False
+    renewals: list[RenewInput] = field(default_factory=list)
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="create_fulfillment_orders")
+        async def create_fulfillment_orders(r: RouteInput) -> RouteResult:
+            self.calls.append(("route", r))
+            tee, mug = [line for g in r.delivery_groups for line in g.lines]
+            return RouteResult(
+                [
+                    FulfillmentOrderData("fo-1", "wh-east", "dg-1", [tee]),
+                    FulfillmentOrderData("fo-2", "wh-east", "dg-1", [mug], promise_date=RELEASE),
+                ],
+                [],
+                ["wh-east ships the tee; the mug is on pre-order"],
+            )
+
+        @activity.defn(name="renew_authorizations")
+        async def renew_authorizations(r: RenewInput) -> RenewResult:
+            self.renewals.append(r)
+            if len(self.renewals) == 1:
+                return RenewResult(True, renew_again=True, renew_again_in_seconds=6 * 86400)
+            if self.decline_renewal:
+                self.decline_renewal = False
+                return RenewResult(False, "card_declined")
+            return RenewResult(True, renewed_minor=1500)
+
+        replaced = {"create_fulfillment_orders"}
+        kept = [a for a in super().activities() if a.__name__ not in replaced]
+        return [*kept, create_fulfillment_orders, renew_authorizations]
+
+
+def released(fo: str) -> FulfillmentEvent:
+    return FulfillmentEvent(
+        f"backorder_released:{fo}",
+        "backorder_released",
+        fo,
+        items=[ShipmentItemData("line-2", 1)],
+        reason="supply received",
+    )
+
+
+async def renewals(services: PreOrder, count: int) -> None:
+    for _ in range(1500):
+        if len(services.renewals) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(services.renewals)} renewal(s), wanted {count}")
+
+
+async def test_a_pre_orders_hold_is_renewed_when_due_and_the_release_is_captured(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = PreOrder(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await renewals(services, 1)
+        await until(services, "payment.captured")
+        assert len(services.renewals) == 1  # nothing renewed before it falls due
+
+        # Nothing else happens to the order: only its timer can wake it to renew.
+        await time_skipping_env.sleep(SIX_DAYS + timedelta(seconds=5))
+        await renewals(services, 2)
+        await until(services, "payment.reauthorized")
+        await handle.signal("fulfillment_event", released("fo-2"))
+        await handle.signal("fulfillment_event", shipped("fo-2", "s2", [("line-2", 1)]))
+        await handle.signal("fulfillment_event", delivered("fo-2", "s2"))
+        result = await handle.result()
+
+    first, second = services.renewals
+    assert first.promise_date == second.promise_date == RELEASE
+    assert first.idempotency_key != second.idempotency_key
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor == services.captured
+    assert services.kinds().index("payment.reauthorized") < services.kinds().index(
+        "fulfillment.released"
+    )
+
+
+async def test_a_declined_renewal_holds_the_order_until_an_agent_retries(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = PreOrder(decline_renewal=True), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await renewals(services, 1)
+        await time_skipping_env.sleep(SIX_DAYS + timedelta(seconds=5))
+        await until(services, "exception.payment")
+        assert services.statuses[-1] == ON_HOLD
+        [exception_id] = services.exceptions
+        [held] = [p for p in services.named("progress") if p.kind == "exception.payment"]
+        assert "card_declined" in held.summary
+        resolved = await update(
+            handle,
+            RESOLVE_EXCEPTION_UPDATE,
+            Resolution(exception_id, "retry", "card updated"),
+            ResolutionResult,
+        )
+        await until(services, "payment.reauthorized")
+        for event in (
+            shipped("fo-1", "s1", [("line-1", 2)]),
+            delivered("fo-1", "s1"),
+            released("fo-2"),
+            shipped("fo-2", "s2", [("line-2", 1)]),
+            delivered("fo-2", "s2"),
+        ):
+            await handle.signal("fulfillment_event", event)
+        result = await handle.result()
+
+    assert resolved.action == "retry"
+    assert len(services.renewals) == 3  # asked, declined, renewed on the agent's retry
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor == services.captured
