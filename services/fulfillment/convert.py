@@ -94,6 +94,7 @@ def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
         ],
         shipped_at=timestamp_from_datetime(shipment.shipped_at),
         delivered_at=timestamp_from_datetime(shipment.delivered_at),
+        estimated_delivery_date=_day(shipment.estimated_delivery_date),
     )
 
 
@@ -125,6 +126,7 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         pickup_location_id=fo.pickup_location_id,
         ready_for_pickup_at=timestamp_from_datetime(fo.ready_for_pickup_at),
         pickup_deadline=timestamp_from_datetime(fo.pickup_deadline),
+        promised_delivery_date=_day(fo.promised_delivery_date),
     )
 
 
@@ -444,6 +446,11 @@ SUPPLY_STATUS_TO_PB: dict[str, pb.SupplyStatus.ValueType] = {
     domain.SUPPLY_CANCELED: pb.SUPPLY_STATUS_CANCELED,
 }
 SUPPLY_STATUS_FROM_PB = {v: k for k, v in SUPPLY_STATUS_TO_PB.items()}
+
+
+def _day(day: date | None) -> str:
+    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
+    return day.isoformat() if day else ""
 
 
 def date_from_pb(value: str, field: str) -> date | None:

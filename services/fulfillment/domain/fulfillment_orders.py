@@ -90,6 +90,8 @@ class Shipment:
     items: tuple[ShipmentItem, ...]
     shipped_at: datetime
     delivered_at: datetime | None = None
+    # The day the carrier expects to deliver it, when it said.
+    estimated_delivery_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class FulfillmentOrder:
     pickup_location_id: str = ""
     ready_for_pickup_at: datetime | None = None
     pickup_deadline: datetime | None = None
+    # The day its units are promised to arrive (None: no promise could be made).
+    promised_delivery_date: date | None = None
 
 
 # Warehouse progress reports: the status each leads to, the statuses it may come from, and

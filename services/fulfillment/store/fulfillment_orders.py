@@ -7,7 +7,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import cast
 
 import asyncpg
@@ -53,7 +53,7 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
 _FO_COLUMNS = (
     "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
     "supply_id, promise_date, "
-    "pickup_location_id, ready_for_pickup_at, pickup_deadline"
+    "pickup_location_id, ready_for_pickup_at, pickup_deadline, promised_delivery_date"
 )
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
@@ -131,8 +131,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 # ---- shipments -------------------------------------------------------------------------------
 
 SQL_INSERT_SHIPMENT = """
-INSERT INTO shipments (id, fulfillment_order_id, carrier, service, tracking_number)
-VALUES ($1, $2, $3, $4, $5)"""
+INSERT INTO shipments
+    (id, fulfillment_order_id, carrier, service, tracking_number, estimated_delivery_date)
+VALUES ($1, $2, $3, $4, $5, $6)"""
 
 SQL_INSERT_SHIPMENT_ITEMS = """
 INSERT INTO shipment_items (shipment_id, item_number, order_line_id, quantity)
@@ -144,7 +145,8 @@ FROM unnest($2::text[], $3::bigint[]) AS s (line, qty)
 WHERE fol.fulfillment_order_id = $1 AND fol.order_line_id = s.line"""
 
 _SHIPMENT_COLUMNS = (
-    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at"
+    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at, "
+    "estimated_delivery_date"
 )
 
 SQL_SHIPMENTS = f"""
@@ -227,6 +229,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             pickup_location_id=row["pickup_location_id"],
             ready_for_pickup_at=row["ready_for_pickup_at"],
             pickup_deadline=row["pickup_deadline"],
+            promised_delivery_date=row["promised_delivery_date"],
         )
         for row in rows
     ]
@@ -248,6 +251,7 @@ async def _shipments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.
             items=tuple(items[row["id"]]),
             shipped_at=row["shipped_at"],
             delivered_at=row["delivered_at"],
+            estimated_delivery_date=row["estimated_delivery_date"],
         )
         for row in rows
     ]
@@ -489,11 +493,20 @@ async def record_shipment(
     service: str,
     tracking_number: str,
     plan: domain.ShipmentPlan,
+    estimated_delivery_date: date | None = None,
 ) -> domain.Shipment:
     """Record a parcel of a (locked) fulfillment order: lines shipped, reservations
     fulfilled, on hand and reserved down, status as planned."""
     fo_id = fo.fulfillment_order_id
-    await conn.execute(SQL_INSERT_SHIPMENT, shipment_id, fo_id, carrier, service, tracking_number)
+    await conn.execute(
+        SQL_INSERT_SHIPMENT,
+        shipment_id,
+        fo_id,
+        carrier,
+        service,
+        tracking_number,
+        estimated_delivery_date,
+    )
     line_ids = [item.order_line_id for item in plan.items]
     quantities = [item.quantity for item in plan.items]
     await conn.execute(

@@ -508,6 +508,7 @@ class Shipment(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     SHIPPED_AT_FIELD_NUMBER: _builtins.int
     DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     shipment_id: _builtins.str
     """Identifier."""
     fulfillment_order_id: _builtins.str
@@ -516,6 +517,8 @@ class Shipment(_message.Message):
     """Carrier, carrier service level and tracking number as the carrier knows them."""
     service: _builtins.str
     tracking_number: _builtins.str
+    estimated_delivery_date: _builtins.str
+    """The day the carrier expects to deliver it (YYYY-MM-DD), when ConfirmShipment gave one."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShipmentItem]:
         """What is in the parcel."""
@@ -537,10 +540,11 @@ class Shipment(_message.Message):
         items: _abc.Iterable[Global___ShipmentItem] | None = ...,
         shipped_at: _timestamp_pb2.Timestamp | None = ...,
         delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        estimated_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "shipped_at", b"shipped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "delivered_at", b"delivered_at", "fulfillment_order_id", b"fulfillment_order_id", "items", b"items", "service", b"service", "shipment_id", b"shipment_id", "shipped_at", b"shipped_at", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "delivered_at", b"delivered_at", "estimated_delivery_date", b"estimated_delivery_date", "fulfillment_order_id", b"fulfillment_order_id", "items", b"items", "service", b"service", "shipment_id", b"shipment_id", "shipped_at", b"shipped_at", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -566,6 +570,7 @@ class FulfillmentOrder(_message.Message):
     PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
     READY_FOR_PICKUP_AT_FIELD_NUMBER: _builtins.int
     PICKUP_DEADLINE_FIELD_NUMBER: _builtins.int
+    PROMISED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -583,6 +588,13 @@ class FulfillmentOrder(_message.Message):
     pickup_location_id: _builtins.str
     """Store pickup: the store the shopper collects it at (its own location); empty for other
     delivery methods.
+    """
+    promised_delivery_date: _builtins.str
+    """The day its units are promised to arrive (YYYY-MM-DD), worked out as EstimateDelivery
+    does for its location, delivery method and address when it is created (a backordered
+    one from its supply's date), and again when a parcel ships (ship date plus transit, or
+    the carrier's estimate). Empty when no promise can be made (no transit times for the
+    method).
     """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentLine]:
@@ -621,10 +633,11 @@ class FulfillmentOrder(_message.Message):
         pickup_location_id: _builtins.str = ...,
         ready_for_pickup_at: _timestamp_pb2.Timestamp | None = ...,
         pickup_deadline: _timestamp_pb2.Timestamp | None = ...,
+        promised_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pickup_deadline", b"pickup_deadline", "ready_for_pickup_at", b"ready_for_pickup_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "ready_for_pickup_at", b"ready_for_pickup_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "promised_delivery_date", b"promised_delivery_date", "ready_for_pickup_at", b"ready_for_pickup_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1046,6 +1059,7 @@ class ConfirmShipmentRequest(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """The fulfillment order shipped from."""
     idempotency_key: _builtins.str
@@ -1054,6 +1068,10 @@ class ConfirmShipmentRequest(_message.Message):
     """Carrier, service level and tracking number."""
     service: _builtins.str
     tracking_number: _builtins.str
+    estimated_delivery_date: _builtins.str
+    """The day the carrier expects to deliver it (YYYY-MM-DD), when it says; it becomes the
+    fulfillment order's promised delivery date. Empty: ship date plus transit days.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShipmentItem]:
         """What is in the parcel; empty means everything not yet shipped."""
@@ -1067,10 +1085,11 @@ class ConfirmShipmentRequest(_message.Message):
         service: _builtins.str = ...,
         tracking_number: _builtins.str = ...,
         items: _abc.Iterable[Global___ShipmentItem] | None = ...,
+        estimated_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "items", b"items", "service", b"service", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "estimated_delivery_date", b"estimated_delivery_date", "fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "items", b"items", "service", b"service", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
