@@ -103,6 +103,10 @@ EVENT_CURSOR_BEHIND = Gauge(
     "the head",
     ["consumer"],
 )
+LATE_ORDERS = Gauge(
+    "oms_late_orders",
+    "orders neither fulfilled nor canceled whose promised delivery date is before today (UTC)",
+)
 PROCESS_EXCEPTIONS_OPEN = Gauge(
     "oms_process_exceptions_open", "process exceptions not yet resolved, by category", ["category"]
 )

@@ -72,6 +72,11 @@ TEXT_RULES: dict[str, limits.TextRule] = {
             # A supply's expected day ("YYYY-MM-DD") and its purchase order or notice number.
             "expected_date",
             "RenewAuthorizationsRequest.promise_date",
+            # Delivery promises: days ("YYYY-MM-DD") promised, estimated by a carrier, and
+            # the day late orders are counted at.
+            "promised_delivery_date",
+            "estimated_delivery_date",
+            "as_of",
             "Supply.reference",
             "CreateSupplyRequest.reference",
             # Event types and channels, statuses and categories named in events.
@@ -167,6 +172,7 @@ COUNT_LIMITS: dict[str, int] = {
     ),
     "delivery_groups": limits.MAX_DELIVERY_GROUPS,
     "delivery_group_addresses": limits.MAX_DELIVERY_GROUPS,
+    "delivery_promises": limits.MAX_DELIVERY_GROUPS,
     "delivery_methods": limits.MAX_DELIVERY_METHODS,
     "discounts": limits.MAX_DISCOUNTS_PER_LINE,
     "SubmitOrderRequest.discounts": limits.MAX_ORDER_DISCOUNTS,

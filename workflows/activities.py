@@ -313,6 +313,13 @@ def _progress(progress: ProgressInput) -> capture_pb2.RecordOrderProgressRequest
             )
             for g in progress.delivery_group_addresses
         ],
+        delivery_promises=[
+            capture_pb2.DeliveryPromise(
+                delivery_group_id=p.delivery_group_id,
+                promised_delivery_date=p.promised_delivery_date,
+            )
+            for p in progress.delivery_promises
+        ],
     )
 
 
@@ -727,6 +734,7 @@ def _fulfillment_order(fo: fulfillment_pb2.FulfillmentOrder) -> FulfillmentOrder
         delivery_group_id=fo.delivery_group_id,
         lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
         promise_date=fo.promise_date,
+        promised_delivery_date=fo.promised_delivery_date,
     )
 
 

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.changes.returns as returns
     import workflows.changes.steps as steps
     import workflows.order_events as order_events
+    import workflows.promises as promises
     import workflows.subscription_types as subscriptions
     import workflows.versions as versions
     from workflows.ledger import ChangeRefused, Ledger
@@ -675,6 +676,7 @@ class OrderLifecycle:
         no_charge = fo.fulfillment_order_id in ledger.no_charge
         ledger.ship(fo.fulfillment_order_id, items)
         ledger.mark_undelivered(event.shipment_id)
+        promises.shipped(self.state.promises, fo.fulfillment_order_id, event.promised_delivery_date)
         units = sum(i.quantity for i in items)
         in_order = [i for i in items if i.order_line_id in ledger.lines]
         status = (
@@ -1259,6 +1261,7 @@ class OrderLifecycle:
                 currency=self.order.currency,
                 events=events or [],
                 delivery_group_addresses=delivery_group_addresses or [],
+                delivery_promises=promises.changes(self.ledger, self.state.promises),
             ),
             holds,
         )

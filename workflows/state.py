@@ -92,6 +92,18 @@ class ReturnOrder:
 
 
 @dataclass
+class PromiseState:
+    """What the delivery promises reported to capture rest on (rules in
+    `workflows/promises.py`)."""
+
+    # Fulfillment order id -> the day it is promised for since its last parcel shipped ("":
+    # the shipment brought no new promise); only fulfillment orders that shipped something.
+    shipped: dict[str, str] = field(default_factory=dict)
+    # Delivery group id -> the promise last reported to capture.
+    reported: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class LifecycleState:
     """Everything the lifecycle knows about its order, handed whole to the next run when a
     delivered order's long history continues as new (the input's `carried`).
@@ -139,6 +151,8 @@ class LifecycleState:
     renewal_promise_date: str = ""
     renew_at: datetime | None = None
     renewal_requests: int = 0
+    # Delivery promises: per fulfillment order after shipping, and as reported per group.
+    promises: PromiseState = field(default_factory=PromiseState)
 
     def exception(self, exception_id: str) -> ExceptionRecord | None:
         """The process exception `exception_id` raised by this lifecycle, if any."""

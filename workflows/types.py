@@ -187,6 +187,8 @@ class FulfillmentEvent:
     reason: str = ""
     replacements: list[FulfillmentOrderData] = field(default_factory=list)
     unallocated: list[RoutingLineData] = field(default_factory=list)
+    # "shipped": the day (YYYY-MM-DD) the fulfillment order is promised to arrive now.
+    promised_delivery_date: str = ""
 
 
 # ---- activity payloads -------------------------------------------------------------------
@@ -223,6 +225,17 @@ class ProgressInput:
     events: list[EventData] = field(default_factory=list)
     # Delivery groups sent to a new address (address changes).
     delivery_group_addresses: list[DeliveryGroupAddressData] = field(default_factory=list)
+    # Delivery groups whose promised delivery date changed with the step.
+    delivery_promises: list[DeliveryPromiseData] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryPromiseData:
+    """The day (YYYY-MM-DD; "" for none) a delivery group is promised to arrive, for
+    capture's record of the order."""
+
+    delivery_group_id: str
+    promised_delivery_date: str
 
 
 @dataclass
@@ -418,6 +431,8 @@ class FulfillmentOrderData:
     lines: list[RoutingLineData]
     # Set on a backordered one: the day (YYYY-MM-DD) its incoming supply is expected.
     promise_date: str = ""
+    # The day (YYYY-MM-DD) its units are promised to arrive; "" when none was made.
+    promised_delivery_date: str = ""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from oms_tools.cli.fulfillment import (
 from oms_tools.cli.operations import cmd_bench, cmd_fuzz, cmd_outbox, cmd_token, outbox_parsers
 from oms_tools.cli.orders import (
     cmd_fo,
+    cmd_order_late,
     cmd_order_list,
     cmd_order_show,
     cmd_order_submit,
@@ -113,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
         help="register the search attributes the order workflow sets (once per namespace)",
     )
 
-    order = sub.add_parser("order", help="submit, show, watch and list orders")
+    order = sub.add_parser("order", aliases=["orders"], help="submit, show, watch and list orders")
     osub = order.add_subparsers(dest="order_command", required=True)
     submit = osub.add_parser("submit", help="submit an order")
     submit.add_argument("--sample", action="store_true", help="a two-line sample order")
@@ -128,6 +129,11 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=float, default=0.5)
     listing = osub.add_parser("list", help="the newest orders")
     listing.add_argument("--limit", type=int, default=20)
+    late = osub.add_parser(
+        "late", help="orders past their promised delivery date, not delivered nor canceled"
+    )
+    late.add_argument("--as-of", default="", help="YYYY-MM-DD (default: today, UTC)")
+    late.add_argument("--limit", type=int, default=20)
     servicing_parsers(sub, osub)
     outbox_parsers(sub)
     events_parsers(sub)
@@ -237,7 +243,8 @@ def parser() -> argparse.ArgumentParser:
 
     for p in [
         top,
-        *sub.choices.values(),
+        # An alias names its parser twice: each gets the option once.
+        *dict.fromkeys(sub.choices.values()),
         *osub.choices.values(),
         *fsub.choices.values(),
     ]:
@@ -263,6 +270,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "order:show": cmd_order_show,
     "order:watch": cmd_order_watch,
     "order:list": cmd_order_list,
+    "order:late": cmd_order_late,
     "order:cancel": cmd_order_change,
     "order:return": cmd_order_change,
     "order:exchange": cmd_order_change,
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = replicas.dev_client_settings(dev_client_settings(settings))
     service = args.service if name == "serve" else name
     oms_logging.configure(settings.log_level, settings.log_format, service=service)
-    key = f"order:{args.order_command}" if name == "order" else name
+    key = f"order:{args.order_command}" if name in ("order", "orders") else name
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
             return runner.run(COMMANDS[key](settings, args))

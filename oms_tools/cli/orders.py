@@ -1,4 +1,4 @@
-"""`oms order submit|show|watch|list` and `oms fo …`: orders, and the warehouse by hand."""
+"""`oms order submit|show|watch|list|late` and `oms fo …`: orders, and the warehouse by hand."""
 
 from __future__ import annotations
 
@@ -211,6 +211,28 @@ async def cmd_order_list(settings: Settings, args: argparse.Namespace) -> int:
             f"{money_text(order.totals.grand_total):>14}  "
             f"{order.created_at.ToDatetime():%Y-%m-%d %H:%M}"
         )
+    return 0
+
+
+async def cmd_order_late(settings: Settings, args: argparse.Namespace) -> int:
+    """Late orders, newest first, and how many there are in all."""
+    channel, stub = capture_stub(settings)
+    async with channel:
+        page = await stub.ListOrders(
+            capture_pb2.ListOrdersRequest(late=True, as_of=args.as_of, page_size=args.limit),
+            timeout=10,
+        )
+    if args.json:
+        print(as_json(page))
+        return 0
+    for order in page.orders:
+        print(
+            f"{order.order_id}  {status_name(order.status):<18} "
+            f"promised {order.promised_delivery_date}  "
+            f"ordered {order.created_at.ToDatetime():%Y-%m-%d %H:%M}"
+        )
+    shown = f" ({len(page.orders)} shown)" if len(page.orders) < page.late_count else ""
+    print(f"{page.late_count} late order(s){shown}")
     return 0
 
 

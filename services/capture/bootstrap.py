@@ -33,6 +33,7 @@ from services.capture.events.webhooks_delivery import (
     pending_gauge,
 )
 from services.capture.events.webhooks_rules import RetryPolicy
+from services.capture.late_orders import late_orders_gauge
 from services.capture.servicer import CaptureServicer
 from services.capture.watch import OrderWatchHub
 from workflows import visibility
@@ -260,5 +261,6 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             metrics.outbox_lag(ctx.pool, SCHEMA),
             log_gauges(ctx.pool),
             pending_gauge(ctx.pool),
+            late_orders_gauge(ctx.pool),
         ],
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from oms.capture.v1 import capture_pb2 as pb
@@ -172,8 +172,9 @@ def _enum_name(table: dict[int, str], value: int) -> str:
     return table.get(value, f"unknown({value})")
 
 
-def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
-    """ListOrders' filters; an unknown status is refused naming its position."""
+def filter_from_pb(request: pb.ListOrdersRequest, today: date) -> domain.OrderFilter:
+    """ListOrders' filters (`late` counted at `as_of`, or `today`); an unknown status is
+    refused naming its position."""
     statuses: list[str] = []
     for i, status in enumerate(request.statuses):
         if status == pb.ORDER_STATUS_UNSPECIFIED:
@@ -196,6 +197,7 @@ def filter_from_pb(request: pb.ListOrdersRequest) -> domain.OrderFilter:
             else None
         ),
         sku=request.sku,
+        late_before=domain.late_as_of(request.as_of, today) if request.late else None,
     )
 
 
@@ -224,6 +226,30 @@ def line_changes_from_pb(
         )
         for c in changes
     ]
+
+
+def delivery_promises_from_pb(
+    promises: Sequence[pb.DeliveryPromise],
+) -> list[domain.DeliveryPromise]:
+    """RecordOrderProgress's delivery groups' new promises; an empty date removes one."""
+    out: list[domain.DeliveryPromise] = []
+    violations: list[FieldViolation] = []
+    for i, promise in enumerate(promises):
+        where = f"delivery_promises[{i}]"
+        if not promise.delivery_group_id:
+            violations.append(FieldViolation(f"{where}.delivery_group_id", "is required"))
+        day = None
+        if promise.promised_delivery_date:
+            try:
+                day = domain.parse_day(
+                    promise.promised_delivery_date, f"{where}.promised_delivery_date"
+                )
+            except InvalidArgument as invalid:
+                violations += invalid.violations
+        out.append(domain.DeliveryPromise(promise.delivery_group_id, day))
+    if violations:
+        raise InvalidArgument(violations)
+    return out
 
 
 def group_addresses_from_pb(
@@ -321,6 +347,7 @@ def order_to_pb(order: domain.Order) -> pb.Order:
                 delivery_method=g.delivery_method,
                 shipping_charge=money_to_pb(g.shipping_minor, c),
                 pickup_location_id=g.pickup_location_id,
+                promised_delivery_date=_day(g.promised_delivery_date),
             )
             for g in order.delivery_groups
         ],
@@ -363,7 +390,13 @@ def order_to_pb(order: domain.Order) -> pb.Order:
         fraud_reasons=list(order.fraud_reasons),
         subscription_id=order.subscription_id,
         subscription_cycle=order.subscription_cycle,
+        promised_delivery_date=_day(order.promised_delivery_date),
     )
+
+
+def _day(day: date | None) -> str:
+    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
+    return day.isoformat() if day else ""
 
 
 def event_to_pb(event: domain.TimelineEvent) -> common_pb2.TimelineEvent:

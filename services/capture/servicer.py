@@ -307,11 +307,14 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         limit = domain.page_size(request.page_size)
-        where = _within_own_channels(convert.filter_from_pb(request))
+        where = _within_own_channels(convert.filter_from_pb(request, datetime.now(UTC).date()))
         domain.check_filter(where)
         after = convert.decode_page_token(request.page_token)
+        late_count = 0
         async with self._pool.acquire() as conn:
             orders = await store.list_orders(conn, where, after, limit + 1)
+            if where.late_before is not None:
+                late_count = await store.count_orders(conn, where)
         page = orders[:limit]
         token = ""
         if len(orders) > limit:
@@ -319,7 +322,9 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
             assert last.created_at is not None
             token = convert.encode_page_token(last.created_at, last.order_id)
         return pb.ListOrdersResponse(
-            orders=[_for_caller(convert.order_to_pb(o)) for o in page], next_page_token=token
+            orders=[_for_caller(convert.order_to_pb(o)) for o in page],
+            next_page_token=token,
+            late_count=late_count,
         )
 
     async def GetOrderTimeline(
@@ -567,6 +572,8 @@ class _ProgressStep:
     events: list[events_pb2.Event]
     # Delivery groups sent to a new address: (delivery group id, address).
     addresses: list[tuple[str, domain.PostalAddress]] = dataclasses.field(default_factory=list)
+    # Delivery groups' new promised delivery dates.
+    promises: list[domain.DeliveryPromise] = dataclasses.field(default_factory=list)
 
     @staticmethod
     def parse(request: pb.RecordOrderProgressRequest) -> _ProgressStep:
@@ -593,6 +600,7 @@ class _ProgressStep:
             event,
             list(request.events),
             convert.group_addresses_from_pb(request.delivery_group_addresses),
+            convert.delivery_promises_from_pb(request.delivery_promises),
         )
 
     async def record(self, conn: asyncpg.Connection) -> store.Recorded:
@@ -606,6 +614,7 @@ class _ProgressStep:
             self.additions,
             read_back=not self.request.omit_order,
             addresses=self.addresses,
+            promises=self.promises,
         )
         events = self.log_events(recorded)
         await event_log.append_events(conn, events)

@@ -95,6 +95,7 @@ def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
         ],
         shipped_at=timestamp_from_datetime(shipment.shipped_at),
         delivered_at=timestamp_from_datetime(shipment.delivered_at),
+        estimated_delivery_date=_day(shipment.estimated_delivery_date),
     )
 
 
@@ -130,6 +131,7 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         transfer_tracking_number=fo.transfer_tracking_number,
         transfer_shipped_at=timestamp_from_datetime(fo.transfer_shipped_at),
         received_at_store_at=timestamp_from_datetime(fo.received_at_store_at),
+        promised_delivery_date=_day(fo.promised_delivery_date),
     )
 
 
@@ -461,6 +463,11 @@ SUPPLY_STATUS_TO_PB: dict[str, pb.SupplyStatus.ValueType] = {
     domain.SUPPLY_CANCELED: pb.SUPPLY_STATUS_CANCELED,
 }
 SUPPLY_STATUS_FROM_PB = {v: k for k, v in SUPPLY_STATUS_TO_PB.items()}
+
+
+def _day(day: date | None) -> str:
+    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
+    return day.isoformat() if day else ""
 
 
 def date_from_pb(value: str, field: str) -> date | None:

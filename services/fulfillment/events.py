@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from oms.events.v1 import events_pb2
 
@@ -29,11 +29,17 @@ def fulfillment_order_data(fo: domain.FulfillmentOrder) -> FulfillmentOrderData:
         delivery_group_id=fo.delivery_group_id,
         lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
         promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
+        promised_delivery_date=_day(fo.promised_delivery_date),
     )
 
 
+def _day(day: date | None) -> str:
+    return day.isoformat() if day else ""
+
+
 def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> FulfillmentEvent:
-    """The signal payload telling the order's workflow a parcel left."""
+    """The signal payload telling the order's workflow a parcel left (and what its fulfillment
+    order is promised for now)."""
     return FulfillmentEvent(
         event_id=f"shipped:{shipment.shipment_id}",
         kind="shipped",
@@ -42,6 +48,7 @@ def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> Ful
         items=[ShipmentItemData(i.order_line_id, i.quantity) for i in shipment.items],
         carrier=shipment.carrier,
         tracking_number=shipment.tracking_number,
+        promised_delivery_date=_day(fo.promised_delivery_date),
     )
 
 

@@ -82,6 +82,36 @@ async def _backorder(
     return domain.backorder(plan, supplies, await store.today(conn))
 
 
+async def _promise(
+    conn: asyncpg.Connection,
+    fos: Sequence[domain.FulfillmentOrder],
+    holidays: domain.Holidays,
+    now: datetime,
+) -> list[domain.FulfillmentOrder]:
+    """Give new fulfillment orders the delivery promise of the route each took (a backordered
+    one's counted from its supply's day), as EstimateDelivery would have said."""
+    if not fos:
+        return []
+    found = await store.routes(conn, [fo.fulfillment_order_id for fo in fos])
+    transit = await store.transit_table(conn)
+    promised = {
+        fo.fulfillment_order_id: domain.promised_delivery(
+            found[fo.fulfillment_order_id],
+            transit,
+            holidays,
+            now,
+            fo.promise_date if fo.status == domain.BACKORDERED else None,
+        )
+        for fo in fos
+        if fo.fulfillment_order_id in found
+    }
+    await store.set_promised(conn, promised)
+    return [
+        dataclasses.replace(fo, promised_delivery_date=promised.get(fo.fulfillment_order_id))
+        for fo in fos
+    ]
+
+
 async def create_fulfillment_orders(
     conn: asyncpg.Connection,
     policy: domain.RoutingPolicy,
@@ -90,11 +120,15 @@ async def create_fulfillment_orders(
     key: str,
     lock: bool,
     reservation_id: str = "",
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> Routed:
     """Route an order's delivery groups, reserve the stock and create a fulfillment order
-    per location chosen. With a checkout reservation the order may consume (held, not
-    expired), its held units are placed where they are held and it is consumed; any other
-    reservation is not used, and the routing decision says why."""
+    per location chosen, each promised for the day its route arrives. With a checkout
+    reservation the order may consume (held, not expired), its held units are placed where
+    they are held and it is consumed; any other reservation is not used, and the routing
+    decision says why."""
     consumed, note = None, ""
     if reservation_id:
         found = await store.get_reservation(conn, reservation_id, for_update=True)
@@ -122,6 +156,7 @@ async def create_fulfillment_orders(
     await store.record_delivery_groups(conn, order_id, groups)
     created = await store.reserve_and_create(conn, order_id, plan, new_id, key)
     created += await store.create_backordered(conn, order_id, backorders, new_id)
+    created = await _promise(conn, created, holidays, now)
     await store.record_decisions(conn, domain.decisions_of(order_id, plan, "order"), key)
     return Routed(created, plan)
 
@@ -150,15 +185,30 @@ async def confirm_shipment(
     carrier: str,
     service: str,
     tracking_number: str,
+    estimated_delivery_date: date | None = None,
+    *,
+    holidays: domain.Holidays,
 ) -> Shipped:
-    """Record a parcel that left, and tell the order's workflow."""
+    """Record a parcel that left, promise its fulfillment order again from the day it left
+    (or the carrier's estimate), and tell the order's workflow."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     plan = domain.plan_shipment(fo, items)
     shipment = await store.record_shipment(
-        conn, fo, new_id(), carrier, service, tracking_number, plan
+        conn, fo, new_id(), carrier, service, tracking_number, plan, estimated_delivery_date
     )
-    await store.signal_order(conn, fo.order_id, events.shipped_event(fo, shipment))
+    route = (await store.routes(conn, [fulfillment_order_id])).get(fulfillment_order_id)
+    if route is not None:
+        promised = domain.promised_after_shipment(
+            route,
+            await store.transit_table(conn),
+            holidays,
+            shipment.shipped_at,
+            estimated_delivery_date,
+        )
+        if promised is not None:
+            await store.set_promised(conn, {fulfillment_order_id: promised})
     after = await store.get_fulfillment_order(conn, fulfillment_order_id)
+    await store.signal_order(conn, fo.order_id, events.shipped_event(after, shipment))
     return Shipped(shipment, after)
 
 
@@ -513,6 +563,9 @@ async def update_supply(
     supply_id: str,
     quantity: int | None,
     expected_date: date | None,
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> domain.Supply:
     """Change an open supply; a new date re-promises its waiting fulfillment orders."""
     supply = await store.get_supply(conn, supply_id, for_update=True)
@@ -524,7 +577,7 @@ async def update_supply(
             f"(was {supply.expected_date.isoformat()})"
         )
         for fo in await store.waiting(conn, supply_id):
-            await store.repromise(conn, fo.fulfillment_order_id, after)
+            fo = await _repromise(conn, fo, after, holidays, now)
             await store.signal_order(
                 conn, fo.order_id, events.backorder_repromised_event(fo, after, reason)
             )
@@ -532,7 +585,13 @@ async def update_supply(
 
 
 async def cancel_supply(
-    conn: asyncpg.Connection, supply_id: str, reason: str, key: str
+    conn: asyncpg.Connection,
+    supply_id: str,
+    reason: str,
+    key: str,
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> domain.Supply:
     """Cancel an open supply: each waiting fulfillment order, oldest first, is promised from
     other supply of the SKU, or rejected back to its order when there is none (its workflow
@@ -552,7 +611,7 @@ async def cancel_supply(
     for entry, other in plan:
         fo = by_id[entry.fulfillment_order_id]
         if other is not None:
-            await store.repromise(conn, fo.fulfillment_order_id, other)
+            fo = await _repromise(conn, fo, other, holidays, now)
             event = events.backorder_repromised_event(
                 fo, other, f"{why}; promised from supply {other.supply_id}"
             )
@@ -565,6 +624,23 @@ async def cancel_supply(
         )
         await store.signal_order(conn, fo.order_id, event)
     return await store.get_supply(conn, supply_id)
+
+
+async def _repromise(
+    conn: asyncpg.Connection,
+    fo: domain.FulfillmentOrder,
+    supply: domain.Supply,
+    holidays: domain.Holidays,
+    now: datetime,
+) -> domain.FulfillmentOrder:
+    """Promise a (locked) waiting fulfillment order from `supply`: its supply day, and the
+    delivery date counted from it."""
+    await store.repromise(conn, fo.fulfillment_order_id, supply)
+    moved = dataclasses.replace(
+        fo, location_id=supply.location_id, promise_date=supply.expected_date
+    )
+    [promised] = await _promise(conn, [moved], holidays, now)
+    return promised
 
 
 def _waiting(fo: domain.FulfillmentOrder) -> domain.Waiting:

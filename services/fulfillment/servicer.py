@@ -110,7 +110,15 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
         def attempt(lock: bool) -> Callable[[asyncpg.Connection], Awaitable[handlers.Routed]]:
             return lambda conn: handlers.create_fulfillment_orders(
-                conn, self._policy, request.order_id, groups, key, lock, request.reservation_id
+                conn,
+                self._policy,
+                request.order_id,
+                groups,
+                key,
+                lock,
+                request.reservation_id,
+                holidays=self._holidays,
+                now=self._clock(),
             )
 
         return await self._idempotent(
@@ -188,12 +196,20 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         check_required({"fulfillment_order_id": fo_id, "idempotency_key": request.idempotency_key})
         await self._acting_for(fo_id)
         items = convert.shipment_items_from_pb(request.items)
+        estimated = convert.date_from_pb(request.estimated_delivery_date, "estimated_delivery_date")
         return await self._once(
             f"ship:{fo_id}:{request.idempotency_key}",
             request,
             pb.ConfirmShipmentResponse,
             lambda conn: handlers.confirm_shipment(
-                conn, fo_id, items, request.carrier, request.service, request.tracking_number
+                conn,
+                fo_id,
+                items,
+                request.carrier,
+                request.service,
+                request.tracking_number,
+                estimated,
+                holidays=self._holidays,
             ),
             convert.shipped_pb,
         )
@@ -564,7 +580,14 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         quantity = request.quantity if request.HasField("quantity") else None
         expected = convert.date_from_pb(request.expected_date, "expected_date")
         changed = await self._in_transaction(
-            lambda conn: handlers.update_supply(conn, request.supply_id, quantity, expected)
+            lambda conn: handlers.update_supply(
+                conn,
+                request.supply_id,
+                quantity,
+                expected,
+                holidays=self._holidays,
+                now=self._clock(),
+            )
         )
         return pb.UpdateSupplyResponse(supply=convert.supply_to_pb(changed))
 
@@ -574,7 +597,14 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         await self._supply_location(request.supply_id)
         key = f"cancel-supply:{request.supply_id}"
         canceled = await self._in_transaction(
-            lambda conn: handlers.cancel_supply(conn, request.supply_id, request.reason, key)
+            lambda conn: handlers.cancel_supply(
+                conn,
+                request.supply_id,
+                request.reason,
+                key,
+                holidays=self._holidays,
+                now=self._clock(),
+            )
         )
         return pb.CancelSupplyResponse(supply=convert.supply_to_pb(canceled))
 

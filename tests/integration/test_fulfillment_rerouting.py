@@ -255,9 +255,11 @@ async def test_rejecting_every_line_routes_them_to_the_next_best_location_once(
                     {"order_line_id": f"{order_id}-l1", "sku": w.b, "quantity": 1},
                 ],
                 "promise_date": "",  # allocated from stock, not backordered
+                "promised_delivery_date": "",  # replacements carry no delivery promise yet
             }
         ],
         "unallocated": [],
+        "promised_delivery_date": "",  # set on "shipped" events only
     }
     other = pb.RejectFulfillmentOrderRequest()
     other.CopyFrom(request)

@@ -211,6 +211,8 @@ async def test_accept_pick_pack_ship_and_deliver_with_a_duplicate_shipment_repor
         "reason": "",
         "replacements": [],
         "unallocated": [],
+        # Promised again from the ship day: the fulfillment order's now.
+        "promised_delivery_date": first.fulfillment_order.promised_delivery_date,
     }
 
     rest = await stub.ConfirmShipment(

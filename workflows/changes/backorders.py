@@ -43,7 +43,12 @@ async def on_event(steps: Steps, fo: FulfillmentOrderData, event: FulfillmentEve
         return
     now = event.replacements[0] if event.replacements else fo
     ledger.relocate(
-        dataclasses.replace(fo, location_id=now.location_id, promise_date=now.promise_date)
+        dataclasses.replace(
+            fo,
+            location_id=now.location_id,
+            promise_date=now.promise_date,
+            promised_delivery_date=now.promised_delivery_date,
+        )
     )
     await steps.progress(
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, NotFound
@@ -101,6 +101,8 @@ class DeliveryGroup:
     shipping_minor: int
     # With delivery method "pickup": the store the shopper collects at.
     pickup_location_id: str = ""
+    # The day its units are promised to arrive (None until routed, or when none was made).
+    promised_delivery_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ class Order:
     # The checkout reservation the order was submitted with (passed to the lifecycle, which
     # hands it to routing; not stored with the order).
     reservation_id: str = ""
+    # The day the whole order is promised to arrive: the latest of its groups' promises.
+    promised_delivery_date: date | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from oms_platform.errors import FieldViolation, InvalidArgument
 from services.capture.domain.submission import MAX_REF_LENGTH
@@ -29,6 +29,8 @@ class OrderFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     sku: str = ""
+    # Only late orders: not fulfilled nor canceled, promised for a day before this one.
+    late_before: date | None = None
 
 
 def check_filter(f: OrderFilter) -> None:

@@ -79,6 +79,20 @@ UPDATE delivery_groups SET line1 = $3, line2 = $4, city = $5, region = $6, posta
 WHERE order_id = $1 AND id = $2"""
 
 
+# Delivery groups' new promises ($2 ids, $3 days; NULL: none), naming the groups found.
+SQL_SET_GROUP_PROMISES = """
+UPDATE delivery_groups AS g SET promised_delivery_date = p.day
+FROM unnest($2::text[], $3::date[]) AS p (id, day)
+WHERE g.order_id = $1 AND g.id = p.id
+RETURNING g.id"""
+
+# The order's promise follows its groups': the latest of them (NULL when none has one).
+SQL_SET_ORDER_PROMISE = """
+UPDATE orders SET promised_delivery_date =
+    (SELECT max(promised_delivery_date) FROM delivery_groups WHERE order_id = $1)
+WHERE id = $1"""
+
+
 class Recorded(NamedTuple):
     """What a step did: the order after it (None when not read back), the status it had
     before, and what the transition metrics need."""
@@ -99,10 +113,11 @@ async def record_progress(
     *,
     read_back: bool = True,
     addresses: Sequence[tuple[str, domain.PostalAddress]] = (),
+    promises: Sequence[domain.DeliveryPromise] = (),
 ) -> Recorded:
-    """Apply a lifecycle step: items added, buckets, status, a timeline event and delivery
-    groups' new `addresses` (group id, address); returns the order after it (when
-    `read_back`) and the status it had before.
+    """Apply a lifecycle step: items added, buckets, status, a timeline event, delivery
+    groups' new `addresses` (group id, address) and `promises` (the order's promise follows);
+    returns the order after it (when `read_back`) and the status it had before.
 
     The order's watchers are woken when the caller's transaction commits.
     """
@@ -150,8 +165,30 @@ async def record_progress(
                 f"delivery group {limits.echo(delivery_group_id)} of order "
                 f"{limits.echo(order_id)} not found"
             )
+    if promises:
+        await _set_promises(conn, order_id, promises)
     order = await get_order(conn, order_id) if read_back else None
     return Recorded(order, row["status_before"], row["channel"], row["created_at"])
+
+
+async def _set_promises(
+    conn: Conn, order_id: str, promises: Sequence[domain.DeliveryPromise]
+) -> None:
+    """Keep delivery groups' promises and the order's, the latest of its groups'."""
+    ids = [p.delivery_group_id for p in promises]
+    found = {
+        row["id"]
+        for row in await conn.fetch(
+            SQL_SET_GROUP_PROMISES, order_id, ids, [p.promised_delivery_date for p in promises]
+        )
+    }
+    for delivery_group_id in ids:
+        if delivery_group_id not in found:
+            raise NotFound(
+                f"delivery group {limits.echo(delivery_group_id)} of order "
+                f"{limits.echo(order_id)} not found"
+            )
+    await conn.execute(SQL_SET_ORDER_PROMISE, order_id)
 
 
 async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:

@@ -21,6 +21,7 @@ _ORDER_COLUMNS = """
     o.payment_method_type, o.payment_token, o.payment_preauthorization_ref, o.discounts,
     o.additional_payment_methods, o.billing_address, o.fraud_reasons,
     o.subscription_id, o.subscription_cycle, o.created_at, o.updated_at,
+    o.promised_delivery_date,
     s.kind AS shopper_kind, s.email_normalized AS shopper_email, s.name AS shopper_name,
     s.phone AS shopper_phone, s.company AS shopper_company,
     (SELECT c.channel_customer_id FROM shopper_channel_ids c
@@ -48,6 +49,13 @@ _LIST_FILTERS = """
   AND ($5::timestamptz IS NULL OR o.created_at < $5::timestamptz)
   AND ($6::timestamptz IS NULL OR (o.created_at, o.id) < ($6::timestamptz, $7::text))"""
 
+# Late orders: neither fulfilled nor canceled (domain.NEVER_LATE, written out so that the
+# partial index orders_late matches), promised for a day before parameter $n (NULL: any
+# order). Planned per request (PLAN_FOR_PARAMETERS), a late listing uses orders_late.
+_LATE_FILTER = """
+  ($%(n)s::date IS NULL OR (o.status NOT IN ('fulfilled', 'canceled')
+                            AND o.promised_delivery_date < $%(n)s::date))"""
+
 # Newest first, driven by the orders indexes (created_at / status / channel / shopper, each
 # with created_at and id): a page reads about a page of index entries, or a page divided by
 # how common a filtered value is. A SKU here comes with a shopper: each of their few orders
@@ -59,9 +67,29 @@ SQL_LIST_ORDERS = (
     + _LIST_FILTERS
     + """
   AND ($9::text = '' OR o.id IN (SELECT l.order_id FROM order_lines l WHERE l.sku = $9::text))
+  AND"""
+    + _LATE_FILTER % {"n": 10}
+    + """
 ORDER BY o.created_at DESC, o.id DESC
 LIMIT $8"""
 )
+
+# How many orders the filters match over all pages (ListOrders' late count): the list's
+# filters without cursor or limit; with `late`, driven by the orders_late index.
+SQL_COUNT_ORDERS = (
+    "SELECT count(*) FROM orders o\nWHERE"
+    + _LIST_FILTERS
+    + """
+  AND ($8::text = '' OR o.id IN (SELECT l.order_id FROM order_lines l WHERE l.sku = $8::text))
+  AND"""
+    + _LATE_FILTER % {"n": 9}
+)
+
+# Orders late today (UTC by the database's clock, which every replica shares), for the gauge.
+SQL_COUNT_LATE_TODAY = """
+SELECT count(*) FROM orders
+WHERE status NOT IN ('fulfilled', 'canceled')
+  AND promised_delivery_date < (now() AT TIME ZONE 'UTC')::date"""
 
 # Orders with a line of SKU $3, newest first, driven by order_lines_sku_newest: the index
 # hands out (order_created_at, order_id) in page order and each entry fetches its order
@@ -98,7 +126,8 @@ PLAN_FOR_PARAMETERS = ("plan_cache_mode", "force_custom_plan")
 
 SQL_GROUPS_OF_ORDERS = """
 SELECT id, order_id, ref, recipient_name, line1, line2, city, region, postal_code,
-       country_code, delivery_method, shipping_minor, pickup_location_id
+       country_code, delivery_method, shipping_minor, pickup_location_id,
+       promised_delivery_date
 FROM delivery_groups WHERE order_id = ANY($1::text[])
 ORDER BY order_id, position"""
 
@@ -155,10 +184,10 @@ def list_query(
     cursor_at, cursor_id = after if after else (None, "")
     head = [list(where.statuses), where.channel]
     window = [where.created_from, where.created_to, cursor_at, cursor_id, limit]
-    if where.sku and not where.shopper_id:
+    if where.sku and not where.shopper_id and where.late_before is None:
         # A shopper's own orders are fewer than a SKU's: then the orders side drives.
         return SQL_LIST_ORDERS_WITH_SKU, [*head, where.sku, *window]
-    return SQL_LIST_ORDERS, [*head, where.shopper_id, *window, where.sku]
+    return SQL_LIST_ORDERS, [*head, where.shopper_id, *window, where.sku, where.late_before]
 
 
 async def list_orders(
@@ -172,6 +201,30 @@ async def list_orders(
     async with db.session_setting(conn, *PLAN_FOR_PARAMETERS):
         rows = await conn.fetch(sql, *args)
     return await _assemble(conn, rows)
+
+
+async def count_orders(conn: Conn, where: domain.OrderFilter) -> int:
+    """How many orders match the filter, over all pages."""
+    async with db.session_setting(conn, *PLAN_FOR_PARAMETERS):
+        found: int = await conn.fetchval(
+            SQL_COUNT_ORDERS,
+            list(where.statuses),
+            where.channel,
+            where.shopper_id,
+            where.created_from,
+            where.created_to,
+            None,
+            "",
+            where.sku,
+            where.late_before,
+        )
+    return found
+
+
+async def count_late_today(conn: Conn) -> int:
+    """Orders late today (UTC, by the database's clock)."""
+    found: int = await conn.fetchval(SQL_COUNT_LATE_TODAY)
+    return found
 
 
 async def timeline(conn: Conn, order_id: str) -> list[domain.TimelineEvent]:
@@ -271,6 +324,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
                 delivery_method=g["delivery_method"],
                 shipping_minor=g["shipping_minor"],
                 pickup_location_id=g["pickup_location_id"],
+                promised_delivery_date=g["promised_delivery_date"],
             )
         )
     lines: dict[str, list[domain.OrderLine]] = {i: [] for i in ids}
@@ -339,6 +393,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.O
             fraud_reasons=tuple(r["fraud_reasons"]),
             subscription_id=r["subscription_id"],
             subscription_cycle=r["subscription_cycle"],
+            promised_delivery_date=r["promised_delivery_date"],
         )
         for r in rows
     ]

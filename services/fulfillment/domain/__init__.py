@@ -389,6 +389,9 @@ from services.fulfillment.domain.promise import (
     PromiseSnapshot as PromiseSnapshot,
 )
 from services.fulfillment.domain.promise import (
+    Route as Route,
+)
+from services.fulfillment.domain.promise import (
     TransitBand as TransitBand,
 )
 from services.fulfillment.domain.promise import (
@@ -399,6 +402,12 @@ from services.fulfillment.domain.promise import (
 )
 from services.fulfillment.domain.promise import (
     processing_starts as processing_starts,
+)
+from services.fulfillment.domain.promise import (
+    promised_after_shipment as promised_after_shipment,
+)
+from services.fulfillment.domain.promise import (
+    promised_delivery as promised_delivery,
 )
 from services.fulfillment.domain.promise import (
     ship_date as ship_date,

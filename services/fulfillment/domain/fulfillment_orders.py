@@ -99,6 +99,8 @@ class Shipment:
     items: tuple[ShipmentItem, ...]
     shipped_at: datetime
     delivered_at: datetime | None = None
+    # The day the carrier expects to deliver it, when it said.
+    estimated_delivery_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class FulfillmentOrder:
         """Where its units are reserved and leave from: the store once a ship-to-store
         transfer was received there, else the location it was allocated at."""
         return self.pickup_location_id if self.received_at_store_at else self.location_id
+
+    # The day its units are promised to arrive (None: no promise could be made).
+    promised_delivery_date: date | None = None
 
 
 # Warehouse progress reports: the status each leads to, the statuses it may come from, and

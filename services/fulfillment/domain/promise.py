@@ -13,7 +13,7 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
 from oms_platform import limits
@@ -22,6 +22,7 @@ from oms_platform.postal import PostalAddress
 from services.fulfillment.domain.common import Coordinates, ProcessingSchedule, haversine_km
 from services.fulfillment.domain.inventory import Location
 from services.fulfillment.domain.routing import (
+    PICKUP,
     Allocation,
     Candidate,
     DeliveryGroup,
@@ -319,16 +320,9 @@ def _shipment(
     ordered_at: datetime,
     country: str,
 ) -> PromisedShipment:
-    """The parcel of one allocation: the location works its own country's business days (the
-    address's when it names no country), the carrier the address's."""
+    """The parcel of one allocation."""
     location = snapshot.locations[allocation.location_id]
-    works = BusinessCalendar(location.address.country_code.upper() or country, holidays)
-    leaves = ship_date(ordered_at, location.schedule, works)
-    distance = (
-        None
-        if snapshot.destination is None
-        else haversine_km(location.coordinates, snapshot.destination)
-    )
+    leaves, distance = _leaves(location, snapshot.destination, holidays, ordered_at, country)
     days = snapshot.transit.transit_days(method, distance)
     assert days is not None  # the method has bands: checked before routing
     return PromisedShipment(
@@ -338,6 +332,91 @@ def _shipment(
         delivery_date=carrier.add_business_days(leaves, days),
         distance_km=None if distance is None else round(distance),
         transit_days=days,
+    )
+
+
+def _leaves(
+    location: Location,
+    destination: Coordinates | None,
+    holidays: Holidays,
+    ordered_at: datetime,
+    country: str,
+) -> tuple[date, float | None]:
+    """The day a parcel of an order placed at `ordered_at` leaves `location` (which works its
+    own country's business days, the address's when it names no country), and its distance to
+    the destination (None: unknown)."""
+    works = BusinessCalendar(location.address.country_code.upper() or country, holidays)
+    leaves = ship_date(ordered_at, location.schedule, works)
+    distance = None if destination is None else haversine_km(location.coordinates, destination)
+    return leaves, distance
+
+
+# ---- the promise a fulfillment order carries --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """The route one fulfillment order takes: from its location, by its group's delivery
+    method, to its group's address (`destination`: where that address is; None: unknown)."""
+
+    location: Location
+    delivery_method: str
+    country_code: str
+    destination: Coordinates | None
+
+
+def promised_delivery(
+    route: Route,
+    transit: TransitTable,
+    holidays: Holidays,
+    ordered_at: datetime,
+    available_on: date | None = None,
+) -> date | None:
+    """The day a fulfillment order routed at `ordered_at` is promised to arrive, counted as
+    EstimateDelivery counts it for the same location, method and address. A backordered one
+    (`available_on`: the day its supply is expected) starts processing that day at the
+    earliest. Pickup at a store: the day it is ready there. None for a method without
+    transit times."""
+    location = route.location
+    country = route.country_code.upper()
+    if available_on is not None:
+        supply_day = datetime.combine(
+            available_on, time.min, tzinfo=zoneinfo.ZoneInfo(location.schedule.timezone)
+        )
+        ordered_at = max(ordered_at, supply_day)
+    leaves, distance = _leaves(location, route.destination, holidays, ordered_at, country)
+    if route.delivery_method == PICKUP:
+        return leaves
+    days = transit.transit_days(route.delivery_method, distance)
+    if days is None:
+        return None
+    return BusinessCalendar(country, holidays).add_business_days(leaves, days)
+
+
+def promised_after_shipment(
+    route: Route,
+    transit: TransitTable,
+    holidays: Holidays,
+    shipped_at: datetime,
+    carrier_estimate: date | None = None,
+) -> date | None:
+    """The day a parcel that left at `shipped_at` is promised to arrive: the carrier's own
+    estimate when it gave one, otherwise the ship day (at the location) plus the method's
+    transit days for the distance. None for a method without transit times."""
+    if carrier_estimate is not None:
+        return carrier_estimate
+    location = route.location
+    shipped_on = shipped_at.astimezone(zoneinfo.ZoneInfo(location.schedule.timezone)).date()
+    if route.delivery_method == PICKUP:
+        return shipped_on
+    distance = (
+        None if route.destination is None else haversine_km(location.coordinates, route.destination)
+    )
+    days = transit.transit_days(route.delivery_method, distance)
+    if days is None:
+        return None
+    return BusinessCalendar(route.country_code.upper(), holidays).add_business_days(
+        shipped_on, days
     )
 
 

@@ -324,6 +324,12 @@ from services.fulfillment.store.promise import (
 from services.fulfillment.store.promise import (
     transit_table as transit_table,
 )
+from services.fulfillment.store.promised import (
+    routes as routes,
+)
+from services.fulfillment.store.promised import (
+    set_promised as set_promised,
+)
 from services.fulfillment.store.routing import (
     SQL_CANDIDATES as SQL_CANDIDATES,
 )

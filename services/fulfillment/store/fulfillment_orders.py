@@ -7,7 +7,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import cast
 
 import asyncpg
@@ -54,7 +54,8 @@ _FO_COLUMNS = (
     "id, order_id, delivery_group_id, location_id, status, created_at, updated_at, "
     "supply_id, promise_date, "
     "pickup_location_id, ready_for_pickup_at, pickup_deadline, "
-    "transfer_carrier, transfer_tracking_number, transfer_shipped_at, received_at_store_at"
+    "transfer_carrier, transfer_tracking_number, transfer_shipped_at, received_at_store_at, "
+    "promised_delivery_date"
 )
 
 SQL_FULFILLMENT_ORDER = f"SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = $1"
@@ -133,8 +134,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 # ---- shipments -------------------------------------------------------------------------------
 
 SQL_INSERT_SHIPMENT = """
-INSERT INTO shipments (id, fulfillment_order_id, carrier, service, tracking_number)
-VALUES ($1, $2, $3, $4, $5)"""
+INSERT INTO shipments
+    (id, fulfillment_order_id, carrier, service, tracking_number, estimated_delivery_date)
+VALUES ($1, $2, $3, $4, $5, $6)"""
 
 SQL_INSERT_SHIPMENT_ITEMS = """
 INSERT INTO shipment_items (shipment_id, item_number, order_line_id, quantity)
@@ -146,7 +148,8 @@ FROM unnest($2::text[], $3::bigint[]) AS s (line, qty)
 WHERE fol.fulfillment_order_id = $1 AND fol.order_line_id = s.line"""
 
 _SHIPMENT_COLUMNS = (
-    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at"
+    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at, "
+    "estimated_delivery_date"
 )
 
 SQL_SHIPMENTS = f"""
@@ -233,6 +236,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             transfer_tracking_number=row["transfer_tracking_number"],
             transfer_shipped_at=row["transfer_shipped_at"],
             received_at_store_at=row["received_at_store_at"],
+            promised_delivery_date=row["promised_delivery_date"],
         )
         for row in rows
     ]
@@ -254,6 +258,7 @@ async def _shipments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.
             items=tuple(items[row["id"]]),
             shipped_at=row["shipped_at"],
             delivered_at=row["delivered_at"],
+            estimated_delivery_date=row["estimated_delivery_date"],
         )
         for row in rows
     ]
@@ -496,11 +501,20 @@ async def record_shipment(
     service: str,
     tracking_number: str,
     plan: domain.ShipmentPlan,
+    estimated_delivery_date: date | None = None,
 ) -> domain.Shipment:
     """Record a parcel of a (locked) fulfillment order: lines shipped, reservations
     fulfilled, on hand and reserved down, status as planned."""
     fo_id = fo.fulfillment_order_id
-    await conn.execute(SQL_INSERT_SHIPMENT, shipment_id, fo_id, carrier, service, tracking_number)
+    await conn.execute(
+        SQL_INSERT_SHIPMENT,
+        shipment_id,
+        fo_id,
+        carrier,
+        service,
+        tracking_number,
+        estimated_delivery_date,
+    )
     line_ids = [item.order_line_id for item in plan.items]
     quantities = [item.quantity for item in plan.items]
     await conn.execute(

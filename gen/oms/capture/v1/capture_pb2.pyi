@@ -228,6 +228,7 @@ class DeliveryGroup(_message.Message):
     DELIVERY_METHOD_FIELD_NUMBER: _builtins.int
     SHIPPING_CHARGE_FIELD_NUMBER: _builtins.int
     PICKUP_LOCATION_ID_FIELD_NUMBER: _builtins.int
+    PROMISED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     """The client's own reference for the group, used by lines to point at it; oms assigns
     `delivery_group_id`.
@@ -240,6 +241,10 @@ class DeliveryGroup(_message.Message):
     pickup_location_id: _builtins.str
     """For delivery method "pickup" (and required with it): the store (a fulfillment location of
     type store) where the shopper collects the group. Empty for every other method.
+    """
+    promised_delivery_date: _builtins.str
+    """The day the group's units are promised to arrive (YYYY-MM-DD): the latest promise of its
+    fulfillment orders. Set by oms once the group is routed (ignored in SubmitOrder).
     """
     @_builtins.property
     def address(self) -> _common_pb2.PostalAddress: ...
@@ -257,10 +262,11 @@ class DeliveryGroup(_message.Message):
         delivery_method: _builtins.str = ...,
         shipping_charge: _common_pb2.Money | None = ...,
         pickup_location_id: _builtins.str = ...,
+        promised_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "shipping_charge", b"shipping_charge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "pickup_location_id", b"pickup_location_id", "recipient_name", b"recipient_name", "ref", b"ref", "shipping_charge", b"shipping_charge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "delivery_group_id", b"delivery_group_id", "delivery_method", b"delivery_method", "pickup_location_id", b"pickup_location_id", "promised_delivery_date", b"promised_delivery_date", "recipient_name", b"recipient_name", "ref", b"ref", "shipping_charge", b"shipping_charge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +514,7 @@ class Order(_message.Message):
     FRAUD_REASONS_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_CYCLE_FIELD_NUMBER: _builtins.int
+    PROMISED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Assigned by oms."""
     channel: Global___Channel.ValueType
@@ -522,6 +529,10 @@ class Order(_message.Message):
     other order).
     """
     subscription_cycle: _builtins.int
+    promised_delivery_date: _builtins.str
+    """The day the whole order is promised to arrive (YYYY-MM-DD): the latest of its delivery
+    groups' promises; empty until it is routed. Updated as parcels ship.
+    """
     @_builtins.property
     def shopper(self) -> Global___Shopper:
         """Who ordered."""
@@ -585,10 +596,11 @@ class Order(_message.Message):
         fraud_reasons: _abc.Iterable[_builtins.str] | None = ...,
         subscription_id: _builtins.str = ...,
         subscription_cycle: _builtins.int = ...,
+        promised_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing_address", b"billing_address", "created_at", b"created_at", "payment_method", b"payment_method", "shopper", b"shopper", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "fraud_reasons", b"fraud_reasons", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "shopper", b"shopper", "status", b"status", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_payment_methods", b"additional_payment_methods", "billing_address", b"billing_address", "channel", b"channel", "channel_order_ref", b"channel_order_ref", "created_at", b"created_at", "currency", b"currency", "delivery_groups", b"delivery_groups", "discounts", b"discounts", "fraud_reasons", b"fraud_reasons", "lines", b"lines", "order_id", b"order_id", "payment_method", b"payment_method", "promised_delivery_date", b"promised_delivery_date", "shopper", b"shopper", "status", b"status", "subscription_cycle", b"subscription_cycle", "subscription_id", b"subscription_id", "totals", b"totals", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -827,6 +839,8 @@ class ListOrdersRequest(_message.Message):
     CREATED_FROM_FIELD_NUMBER: _builtins.int
     CREATED_TO_FIELD_NUMBER: _builtins.int
     SKU_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     channel: Global___Channel.ValueType
     shopper_id: _builtins.str
     """Only this shopper's."""
@@ -835,6 +849,11 @@ class ListOrdersRequest(_message.Message):
     page_token: _builtins.str
     sku: _builtins.str
     """Only orders with a line of this SKU."""
+    late: _builtins.bool
+    """Only late orders: not fulfilled (every unit delivered) nor canceled, and promised for a
+    day before `as_of` (YYYY-MM-DD; empty: today in UTC). The response counts them.
+    """
+    as_of: _builtins.str
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderStatus.ValueType]:
         """Only these statuses and this channel."""
@@ -856,10 +875,12 @@ class ListOrdersRequest(_message.Message):
         created_from: _timestamp_pb2.Timestamp | None = ...,
         created_to: _timestamp_pb2.Timestamp | None = ...,
         sku: _builtins.str = ...,
+        late: _builtins.bool = ...,
+        as_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_from", b"created_from", "created_to", b"created_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "created_from", b"created_from", "created_to", b"created_to", "page_size", b"page_size", "page_token", b"page_token", "shopper_id", b"shopper_id", "sku", b"sku", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "channel", b"channel", "created_from", b"created_from", "created_to", b"created_to", "late", b"late", "page_size", b"page_size", "page_token", b"page_token", "shopper_id", b"shopper_id", "sku", b"sku", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -873,8 +894,11 @@ class ListOrdersResponse(_message.Message):
 
     ORDERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LATE_COUNT_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Cursor for the next page; empty at the end."""
+    late_count: _builtins.int
+    """With `late`: how many orders match the filters over all pages (0 otherwise)."""
     @_builtins.property
     def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
         """The page, newest first."""
@@ -884,10 +908,11 @@ class ListOrdersResponse(_message.Message):
         *,
         orders: _abc.Iterable[Global___Order] | None = ...,
         next_page_token: _builtins.str = ...,
+        late_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["late_count", b"late_count", "next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1037,6 +1062,7 @@ class RecordOrderProgressRequest(_message.Message):
     OMIT_ORDER_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     DELIVERY_GROUP_ADDRESSES_FIELD_NUMBER: _builtins.int
+    DELIVERY_PROMISES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     idempotency_key: _builtins.str
@@ -1071,6 +1097,12 @@ class RecordOrderProgressRequest(_message.Message):
     def delivery_group_addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryGroupAddress]:
         """Delivery groups whose ship-to address changed (an address change before shipping)."""
 
+    @_builtins.property
+    def delivery_promises(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryPromise]:
+        """Delivery groups whose promised delivery date changed (routed, shipped, repromised); the
+        order's promise becomes the latest of its groups'.
+        """
+
     def __init__(
         self,
         *,
@@ -1083,14 +1115,41 @@ class RecordOrderProgressRequest(_message.Message):
         omit_order: _builtins.bool = ...,
         events: _abc.Iterable[_events_pb2.Event] | None = ...,
         delivery_group_addresses: _abc.Iterable[Global___DeliveryGroupAddress] | None = ...,
+        delivery_promises: _abc.Iterable[Global___DeliveryPromise] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "delivery_group_addresses", b"delivery_group_addresses", "event", b"event", "events", b"events", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "delivery_group_addresses", b"delivery_group_addresses", "delivery_promises", b"delivery_promises", "event", b"event", "events", b"events", "idempotency_key", b"idempotency_key", "line_changes", b"line_changes", "omit_order", b"omit_order", "order_id", b"order_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOrderProgressRequest: _TypeAlias = RecordOrderProgressRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryPromise(_message.Message):
+    """DeliveryPromise is the day a delivery group's units are promised to arrive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    PROMISED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
+    delivery_group_id: _builtins.str
+    """The delivery group (of the step's order)."""
+    promised_delivery_date: _builtins.str
+    """YYYY-MM-DD; empty: no promise (none of its fulfillment orders carries one)."""
+    def __init__(
+        self,
+        *,
+        delivery_group_id: _builtins.str = ...,
+        promised_delivery_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_group_id", b"delivery_group_id", "promised_delivery_date", b"promised_delivery_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryPromise: _TypeAlias = DeliveryPromise  # noqa: Y015
 
 @_typing.final
 class DeliveryGroupAddress(_message.Message):

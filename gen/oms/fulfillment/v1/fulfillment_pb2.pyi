@@ -556,6 +556,7 @@ class Shipment(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     SHIPPED_AT_FIELD_NUMBER: _builtins.int
     DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     shipment_id: _builtins.str
     """Identifier."""
     fulfillment_order_id: _builtins.str
@@ -564,6 +565,8 @@ class Shipment(_message.Message):
     """Carrier, carrier service level and tracking number as the carrier knows them."""
     service: _builtins.str
     tracking_number: _builtins.str
+    estimated_delivery_date: _builtins.str
+    """The day the carrier expects to deliver it (YYYY-MM-DD), when ConfirmShipment gave one."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShipmentItem]:
         """What is in the parcel."""
@@ -585,10 +588,11 @@ class Shipment(_message.Message):
         items: _abc.Iterable[Global___ShipmentItem] | None = ...,
         shipped_at: _timestamp_pb2.Timestamp | None = ...,
         delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        estimated_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "shipped_at", b"shipped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "delivered_at", b"delivered_at", "fulfillment_order_id", b"fulfillment_order_id", "items", b"items", "service", b"service", "shipment_id", b"shipment_id", "shipped_at", b"shipped_at", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "delivered_at", b"delivered_at", "estimated_delivery_date", b"estimated_delivery_date", "fulfillment_order_id", b"fulfillment_order_id", "items", b"items", "service", b"service", "shipment_id", b"shipment_id", "shipped_at", b"shipped_at", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -618,6 +622,7 @@ class FulfillmentOrder(_message.Message):
     TRANSFER_TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     TRANSFER_SHIPPED_AT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_STORE_AT_FIELD_NUMBER: _builtins.int
+    PROMISED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """Identifier."""
     order_id: _builtins.str
@@ -642,6 +647,13 @@ class FulfillmentOrder(_message.Message):
     it. Empty for every other fulfillment order.
     """
     transfer_tracking_number: _builtins.str
+    promised_delivery_date: _builtins.str
+    """The day its units are promised to arrive (YYYY-MM-DD), worked out as EstimateDelivery
+    does for its location, delivery method and address when it is created (a backordered
+    one from its supply's date), and again when a parcel ships (ship date plus transit, or
+    the carrier's estimate). Empty when no promise can be made (no transit times for the
+    method).
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentLine]:
         """Lines and their quantities."""
@@ -687,10 +699,11 @@ class FulfillmentOrder(_message.Message):
         transfer_tracking_number: _builtins.str = ...,
         transfer_shipped_at: _timestamp_pb2.Timestamp | None = ...,
         received_at_store_at: _timestamp_pb2.Timestamp | None = ...,
+        promised_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pickup_deadline", b"pickup_deadline", "ready_for_pickup_at", b"ready_for_pickup_at", "received_at_store_at", b"received_at_store_at", "transfer_shipped_at", b"transfer_shipped_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "ready_for_pickup_at", b"ready_for_pickup_at", "received_at_store_at", b"received_at_store_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "transfer_carrier", b"transfer_carrier", "transfer_shipped_at", b"transfer_shipped_at", "transfer_tracking_number", b"transfer_tracking_number", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_group_id", b"delivery_group_id", "fulfillment_order_id", b"fulfillment_order_id", "lines", b"lines", "location_id", b"location_id", "order_id", b"order_id", "pickup_deadline", b"pickup_deadline", "pickup_location_id", b"pickup_location_id", "promise_date", b"promise_date", "promised_delivery_date", b"promised_delivery_date", "ready_for_pickup_at", b"ready_for_pickup_at", "received_at_store_at", b"received_at_store_at", "shipments", b"shipments", "status", b"status", "supply_id", b"supply_id", "transfer_carrier", b"transfer_carrier", "transfer_shipped_at", b"transfer_shipped_at", "transfer_tracking_number", b"transfer_tracking_number", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1113,6 +1126,7 @@ class ConfirmShipmentRequest(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_DATE_FIELD_NUMBER: _builtins.int
     fulfillment_order_id: _builtins.str
     """The fulfillment order shipped from."""
     idempotency_key: _builtins.str
@@ -1121,6 +1135,10 @@ class ConfirmShipmentRequest(_message.Message):
     """Carrier, service level and tracking number."""
     service: _builtins.str
     tracking_number: _builtins.str
+    estimated_delivery_date: _builtins.str
+    """The day the carrier expects to deliver it (YYYY-MM-DD), when it says; it becomes the
+    fulfillment order's promised delivery date. Empty: ship date plus transit days.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShipmentItem]:
         """What is in the parcel; empty means everything not yet shipped."""
@@ -1134,10 +1152,11 @@ class ConfirmShipmentRequest(_message.Message):
         service: _builtins.str = ...,
         tracking_number: _builtins.str = ...,
         items: _abc.Iterable[Global___ShipmentItem] | None = ...,
+        estimated_delivery_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "items", b"items", "service", b"service", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "estimated_delivery_date", b"estimated_delivery_date", "fulfillment_order_id", b"fulfillment_order_id", "idempotency_key", b"idempotency_key", "items", b"items", "service", b"service", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,102 @@
+"""Delivery promises as the lifecycle reports them, and which orders are late, without
+Temporal or a database: a group is promised the latest date of its fulfillment orders that
+still count, each report carries only the groups whose promise changed, and an order is late
+while undelivered and not canceled past its promise."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from oms_platform.errors import InvalidArgument
+from services.capture import domain as capture
+from workflows import promises
+from workflows.ledger import Ledger
+from workflows.state import LedgerState, LineBuckets, PromiseState
+from workflows.types import (
+    DeliveryPromiseData,
+    FulfillmentOrderData,
+    ItemQuantity,
+    LifecycleLine,
+    RoutingLineData,
+)
+
+
+def ledger() -> Ledger:
+    """Two delivery groups: g-1 with a tee line and a mug line, g-2 with a cap line."""
+    lines = [
+        LifecycleLine("l-1", "g-1", "SKU-TEE", 2, 2000, 0, 0),
+        LifecycleLine("l-2", "g-1", "SKU-MUG", 1, 1000, 0, 0),
+        LifecycleLine("l-3", "g-2", "SKU-CAP", 1, 1000, 0, 0),
+    ]
+    return Ledger(LedgerState(lines=[LineBuckets(line) for line in lines]))
+
+
+def fo(fo_id: str, group: str, line: str, quantity: int, day: str) -> FulfillmentOrderData:
+    return FulfillmentOrderData(
+        fo_id,
+        "wh-east",
+        group,
+        [RoutingLineData(line, "SKU", quantity)],
+        promised_delivery_date=day,
+    )
+
+
+def test_a_group_is_promised_its_latest_fulfillment_order_and_each_change_is_reported_once() -> (
+    None
+):
+    book, state = ledger(), PromiseState()
+    book.add_fulfillment_order(fo("fo-1", "g-1", "l-1", 2, "2026-12-02"))
+    book.add_fulfillment_order(fo("fo-2", "g-1", "l-2", 1, "2026-12-04"))
+    book.add_fulfillment_order(fo("fo-3", "g-2", "l-3", 1, "2026-12-01"))
+    assert promises.changes(book, state) == [
+        DeliveryPromiseData("g-1", "2026-12-04"),
+        DeliveryPromiseData("g-2", "2026-12-01"),
+    ]
+    assert promises.changes(book, state) == []
+
+
+def test_a_shipment_s_promise_replaces_the_routed_one() -> None:
+    book, state = ledger(), PromiseState()
+    book.add_fulfillment_order(fo("fo-1", "g-1", "l-1", 2, "2026-12-02"))
+    promises.changes(book, state)
+    book.ship("fo-1", [ItemQuantity("l-1", 2)])
+    promises.shipped(state, "fo-1", "2026-12-07")
+    assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "2026-12-07")]
+    # A shipment that brings no promise keeps the fulfillment order's.
+    promises.shipped(state, "fo-1", "")
+    assert promises.group_promises(book, state) == {"g-1": "2026-12-02"}
+
+
+def test_a_fulfillment_order_whose_units_all_left_no_longer_counts() -> None:
+    book, state = ledger(), PromiseState()
+    book.add_fulfillment_order(fo("fo-1", "g-1", "l-1", 2, "2026-12-02"))
+    book.add_fulfillment_order(fo("fo-2", "g-1", "l-2", 1, "2026-12-09"))
+    promises.changes(book, state)
+    book.remove_open_units("fo-2", [ItemQuantity("l-2", 1)])  # rejected or canceled
+    assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "2026-12-02")]
+    book.remove_open_units("fo-1", [ItemQuantity("l-1", 2)])
+    assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "")]
+
+
+def test_an_order_is_late_only_while_undelivered_and_not_canceled_past_its_promise() -> None:
+    as_of = date(2026, 12, 7)
+    assert capture.is_late("shipped", date(2026, 12, 6), as_of)
+    assert capture.is_late("allocated", date(2026, 12, 6), as_of)
+    assert not capture.is_late("shipped", date(2026, 12, 7), as_of)
+    assert not capture.is_late("fulfilled", date(2026, 12, 1), as_of)
+    assert not capture.is_late("canceled", date(2026, 12, 1), as_of)
+    assert not capture.is_late("shipped", None, as_of)
+
+
+def test_the_order_s_promise_is_its_latest_group_s_and_as_of_defaults_to_today() -> None:
+    assert capture.order_promise({"g-1": date(2026, 12, 2), "g-2": None}) == date(2026, 12, 2)
+    assert capture.order_promise({"g-1": None}) is None
+    assert capture.late_as_of("", date(2026, 12, 7)) == date(2026, 12, 7)
+    assert capture.late_as_of("2026-12-01", date(2026, 12, 7)) == date(2026, 12, 1)
+    with pytest.raises(InvalidArgument) as refused:
+        capture.late_as_of("tomorrow", date(2026, 12, 7))
+    assert [(v.field, v.description) for v in refused.value.violations] == [
+        ("as_of", "must be a date, YYYY-MM-DD")
+    ]
