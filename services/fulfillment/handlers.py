@@ -327,9 +327,13 @@ async def reject_fulfillment_order(
     reason: str,
     key: str,
     lock: bool,
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> Rerouted:
     """A location refuses units: take them off, route them again elsewhere (never back to a
-    location that refused them), and tell the order's workflow where they went."""
+    location that refused them), each replacement promised for the day its route arrives,
+    and tell the order's workflow where they went."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     change = domain.plan_line_change(fo, domain.REJECTED, requested)
     await store.take_off(conn, fo, change, reason, key)
@@ -340,6 +344,7 @@ async def reject_fulfillment_order(
     await store.release_expired_for(conn, [line.sku for line in change.lines])
     plan = await _route(conn, [group], lock, policy.with_rules(domain.ExcludeLocations(excluded)))
     replacements = await store.reserve_and_create(conn, fo.order_id, plan, new_id, key)
+    replacements = await _promise(conn, replacements, holidays, now)
     await store.record_decisions(
         conn, domain.decisions_of(fo.order_id, plan, "rejection", fulfillment_order_id), key
     )
@@ -373,14 +378,19 @@ async def move_fulfillment_order_lines(
     reason: str,
     idempotency_key: str,
     key: str,
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> Moved:
-    """Move units to another location's new fulfillment order, and tell the workflow."""
+    """Move units to another location's new fulfillment order, promised for the day its
+    route arrives, and tell the workflow."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     found = await store.get_location(conn, to_location_id) if to_location_id else None
     target = domain.check_move_target(fo, to_location_id, found)
     change = domain.plan_line_change(fo, domain.MOVED, requested)
     await store.release_expired_for(conn, [line.sku for line in change.lines])
     moved_to = await store.move(conn, fo, change, target, new_id, reason, key)
+    [moved_to] = await _promise(conn, [moved_to], holidays, now)
     await store.record_decisions(conn, [domain.move_decision(fo, target, change, reason)], key)
     event = events.line_change_event(
         fulfillment_order_id, idempotency_key, change, reason, [moved_to]
@@ -417,11 +427,15 @@ async def change_delivery_address(
     key: str,
     lock: bool,
     preview: bool = False,
+    *,
+    holidays: domain.Holidays,
+    now: datetime,
 ) -> AddressChanged:
     """Send a delivery group to `address`: its unshipped units are taken off where they are
     (their reservations released, so they count as available again) and routed for the new
-    address as a rejection's units are; kept only when routing chose other locations for all
-    of them, else rolled back so nothing but the address changes. A preview keeps nothing."""
+    address as a rejection's units are, the replacements promised for the day their routes
+    to it arrive; kept only when routing chose other locations for all of them, else rolled
+    back so nothing but the address changes. A preview keeps nothing."""
     fos = await store.group_fulfillment_orders(conn, order_id, delivery_group_id)
     if not fos:
         raise NotFound(f"order {order_id} has no fulfillment orders in {delivery_group_id}")
@@ -457,7 +471,9 @@ async def change_delivery_address(
     if not preview:
         await store.set_delivery_address(conn, order_id, delivery_group_id, address)
     if answer is not None:
-        return answer
+        # Promised once the group has its new address: the route runs to it.
+        promised = await _promise(conn, answer.replacements, holidays, now)
+        return dataclasses.replace(answer, replacements=promised)
     assert routed is not None
     moves = domain.reroutes(plan, routed)
     return AddressChanged(
@@ -750,12 +766,22 @@ async def upsert_location_group(
     return await store.upsert_location_group(conn, group)
 
 
+# A level set has no idempotency key (setting the same levels again changes nothing): the
+# reservations of the backorders it releases are recorded under this one.
+LEVELS_SET_KEY = "set-inventory-levels"
+
+
 async def set_inventory_levels(
     conn: asyncpg.Connection, levels: Sequence[domain.InventoryLevel]
 ) -> list[domain.InventoryLevel]:
-    """Set stock on hand at known locations."""
+    """Set stock on hand at known locations; where on hand went up, the backorders waiting
+    for that SKU there are released as a receipt releases them."""
     domain.validate_inventory_levels(levels, await store.location_ids(conn))
-    return await store.set_inventory_levels(conn, levels)
+    # Expired checkout holds give their units back first, as before a receipt (the lock order).
+    await store.release_expired_for(conn, sorted({lv.sku for lv in levels}))
+    steps = await store.set_inventory_levels(conn, levels)
+    await _release_where_stock_added(conn, steps, LEVELS_SET_KEY, "set")
+    return [after for _, after in steps]
 
 
 async def adjust_inventory(
@@ -767,6 +793,18 @@ async def adjust_inventory(
     # Expired checkout holds give their units back first, as before a receipt (the lock order).
     await store.release_expired_for(conn, sorted({a.sku for a in adjustments}))
     steps = await store.adjust_inventory(conn, adjustments, key)
+    await _release_where_stock_added(conn, steps, key, "adjusted")
+    return [after for _, after in steps]
+
+
+async def _release_where_stock_added(
+    conn: asyncpg.Connection,
+    steps: Sequence[tuple[domain.InventoryLevel, domain.InventoryLevel]],
+    key: str,
+    how: str,
+) -> None:
+    """Release the backorders waiting at each level whose on hand went up (`steps`: before
+    and after), as a receipt releases them; `how` the stock changed, for their workflows."""
     for location_id, sku in domain.stock_added(steps):
         await _release_backorders(
             conn,
@@ -774,9 +812,8 @@ async def adjust_inventory(
             location_id,
             sku,
             key,
-            f"stock of {sku} adjusted at {location_id}",
+            f"stock of {sku} {how} at {location_id}",
         )
-    return [after for _, after in steps]
 
 
 # ---- postal codes ---------------------------------------------------------------------------

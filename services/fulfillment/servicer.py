@@ -309,6 +309,8 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
                 request.reason,
                 key,
                 lock,
+                holidays=self._holidays,
+                now=self._clock(),
             )
 
         return await self._idempotent(
@@ -344,6 +346,8 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
                 key,
                 lock,
                 preview=request.preview,
+                holidays=self._holidays,
+                now=self._clock(),
             )
 
         if request.preview:
@@ -395,6 +399,8 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
                 request.reason,
                 request.idempotency_key,
                 key,
+                holidays=self._holidays,
+                now=self._clock(),
             )
 
         return await self._idempotent(

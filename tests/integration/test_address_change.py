@@ -117,6 +117,47 @@ async def test_a_new_address_nearer_another_warehouse_reroutes_the_unshipped_uni
     assert "order.address_changed" in types
 
 
+async def test_the_group_s_promise_follows_the_route_to_the_new_address(
+    clients: Clients,
+) -> None:
+    view = await an_allocated_order(clients)
+    order_id = view.order.order_id
+    group = view.order.delivery_groups[0]
+    await eventually(
+        lambda: clients.order(order_id),
+        lambda v: bool(v.order.delivery_groups[0].promised_delivery_date),
+        "the group's first promise",
+    )
+
+    changed = (await clients.servicing.SubmitAddressChange(submit(view, SAN_FRANCISCO))).change
+
+    assert changed.outcome.rerouted
+    [moved] = [
+        fo
+        for fo in await clients.fulfillment_orders(order_id)
+        if fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    ]
+    assert moved.location_id == "wh-west"
+    # What checkout would be told for the new address by this method, when the units moved.
+    estimated = await clients.fulfillment.EstimateDelivery(
+        fulfillment_pb2.EstimateDeliveryRequest(
+            items=[
+                fulfillment_pb2.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in moved.lines
+            ],
+            address=SAN_FRANCISCO,
+            delivery_methods=[group.delivery_method],
+            ordered_at=moved.created_at,
+        )
+    )
+    [parcel] = estimated.estimates[0].shipments
+    assert parcel.location_id == "wh-west"
+    assert moved.promised_delivery_date == parcel.delivery_date
+    # The change's report to capture carried it: the record shows it once the change is made.
+    after = await clients.order(order_id)
+    assert after.order.delivery_groups[0].promised_delivery_date == parcel.delivery_date
+    assert after.order.promised_delivery_date == parcel.delivery_date
+
+
 async def test_a_new_address_near_the_same_warehouse_keeps_the_fulfillment_orders(
     clients: Clients,
 ) -> None:

@@ -356,6 +356,56 @@ async def test_stock_added_by_an_adjustment_releases_the_backorder_and_it_ships(
     assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
 
 
+async def test_a_stock_feed_that_raises_on_hand_releases_backorders_oldest_first(
+    system: System,
+) -> None:
+    fulfillment, capture, _ = stubs(system)
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    await supply(fulfillment, mug, 5)
+    async with system.simulator():
+        older = (await capture.SubmitOrder(order_with_mugs(tee, mug, 2), timeout=10)).order
+        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order
+        await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+
+        # The feed says one mug: the older order needs two, and the younger may not go first.
+        await stock(fulfillment, mug, wh_east=1)
+        for order_id in (older.order_id, younger.order_id):
+            still = await view(capture, order_id)
+            assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
+        one = await level(fulfillment, mug, "wh-east")
+        assert (one.on_hand, one.reserved) == (1, 0)
+
+        # Two: the older order is released with both and ships; the younger still waits.
+        await stock(fulfillment, mug, wh_east=2)
+        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+        waiting = await view(capture, younger.order_id)
+        assert waiting.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
+        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(waiting)
+
+        # The next feed's unit is the younger order's.
+        await stock(fulfillment, mug, wh_east=1)
+        done = await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+
+    total = done.order.totals.grand_total.amount_minor
+    assert done.payment_summary.captured.amount_minor == total
+    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
+    mug_level = await level(fulfillment, mug, "wh-east")
+    assert (mug_level.on_hand, mug_level.reserved) == (0, 0)  # set to 1, 1 shipped
+    listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
+    assert [s.quantity_promised for s in listed.supply] == [0]  # nothing waits on it now
+    [released] = [e for e in done.timeline if e.kind == "fulfillment.released"]
+    assert f"(stock of {mug} set at wh-east)" in released.summary
+    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
+    logged = await eventually(
+        lambda: logged_types(events, younger.order_id),
+        lambda types: "fulfillment.released" in types,
+        "the release in the log",
+    )
+    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+
+
 async def test_an_adjustment_too_small_for_the_oldest_backorder_releases_no_younger_one(
     system: System,
 ) -> None:

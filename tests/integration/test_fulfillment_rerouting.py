@@ -93,8 +93,11 @@ async def reserved(stub: Stub, sku: str) -> dict[str, int]:
     return {lv.location_id: lv.reserved for lv in response.levels}
 
 
-async def create(stub: Stub, *lines: tuple[str, int]) -> tuple[str, pb.FulfillmentOrder]:
-    """Route a one-group order to New York; returns the order id and its only FO."""
+async def create(
+    stub: Stub, *lines: tuple[str, int], delivery_method: str = ""
+) -> tuple[str, pb.FulfillmentOrder]:
+    """Route a one-group order to New York; returns the order id and its only FO. Without a
+    delivery method (no transit times) nothing is promised."""
     order_id = str(uuid.uuid4())
     response = await stub.CreateFulfillmentOrders(
         pb.CreateFulfillmentOrdersRequest(
@@ -104,6 +107,7 @@ async def create(stub: Stub, *lines: tuple[str, int]) -> tuple[str, pb.Fulfillme
                 pb.RoutingDeliveryGroup(
                     delivery_group_id=f"{order_id}-dg",
                     address=NEW_YORK,
+                    delivery_method=delivery_method,
                     lines=[
                         pb.RoutingLine(order_line_id=f"{order_id}-l{i}", sku=sku, quantity=q)
                         for i, (sku, q) in enumerate(lines)
@@ -198,7 +202,7 @@ async def test_rejecting_every_line_routes_them_to_the_next_best_location_once(
     w = world
     for sku in (w.a, w.b):
         await stock(stub, sku, {w.near: 5, w.mid: 5, w.far: 5})
-    order_id, fo = await create(stub, (w.a, 2), (w.b, 1))
+    order_id, fo = await create(stub, (w.a, 2), (w.b, 1), delivery_method="standard")
     assert fo.location_id == w.near
     request = pb.RejectFulfillmentOrderRequest(
         fulfillment_order_id=fo.fulfillment_order_id, idempotency_key="r1", reason="flooded"
@@ -255,7 +259,7 @@ async def test_rejecting_every_line_routes_them_to_the_next_best_location_once(
                     {"order_line_id": f"{order_id}-l1", "sku": w.b, "quantity": 1},
                 ],
                 "promise_date": "",  # allocated from stock, not backordered
-                "promised_delivery_date": "",  # replacements carry no delivery promise yet
+                "promised_delivery_date": replacement.promised_delivery_date,
             }
         ],
         "unallocated": [],
@@ -266,6 +270,25 @@ async def test_rejecting_every_line_routes_them_to_the_next_best_location_once(
     other.reason = "something else"
     error = await raises(stub.RejectFulfillmentOrder(other))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    # The replacement is promised for the day its own route arrives: what EstimateDelivery
+    # says when the units are only where it ships from, at the moment it was made. The
+    # farther warehouse arrives later than the rejecting one would have.
+    await stock(stub, w.a, {w.near: 0, w.far: 0})
+    await stock(stub, w.b, {w.near: 0, w.far: 0})
+    estimated = await stub.EstimateDelivery(
+        pb.EstimateDeliveryRequest(
+            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in replacement.lines],
+            address=NEW_YORK,
+            delivery_methods=["standard"],
+            ordered_at=replacement.created_at,
+        )
+    )
+    [parcel] = estimated.estimates[0].shipments
+    assert parcel.location_id == w.mid
+    assert replacement.promised_delivery_date == parcel.delivery_date
+    assert fo.promised_delivery_date
+    assert replacement.promised_delivery_date > fo.promised_delivery_date
 
 
 async def test_rejecting_some_units_reduces_the_line_and_reroutes_only_those(
@@ -455,7 +478,7 @@ async def test_moving_lines_transfers_their_reservation_to_a_new_order_at_the_ot
     w = world
     for sku in (w.a, w.b):
         await stock(stub, sku, {w.near: 5, w.far: 5})
-    order_id, fo = await create(stub, (w.a, 2), (w.b, 1))
+    order_id, fo = await create(stub, (w.a, 2), (w.b, 1), delivery_method="standard")
     fo_id = fo.fulfillment_order_id
     request = pb.MoveFulfillmentOrderLinesRequest(
         fulfillment_order_id=fo_id,
@@ -483,6 +506,13 @@ async def test_moving_lines_transfers_their_reservation_to_a_new_order_at_the_ot
     assert event["payload"]["kind"] == "moved"
     assert event["payload"]["items"] == [{"order_line_id": f"{order_id}-l0", "quantity": 2}]
     assert [r["location_id"] for r in event["payload"]["replacements"]] == [w.far]
+    # The new fulfillment order is promised from its own route (farther, so later), and the
+    # order's workflow is told that promise.
+    assert fo.promised_delivery_date
+    assert moved.moved_to.promised_delivery_date > fo.promised_delivery_date
+    assert [r["promised_delivery_date"] for r in event["payload"]["replacements"]] == [
+        moved.moved_to.promised_delivery_date
+    ]
     decisions = await stub.GetRoutingDecisions(pb.GetRoutingDecisionsRequest(order_id=order_id))
     assert decisions.decisions[-1].trigger == pb.ROUTING_TRIGGER_MOVE
     assert list(decisions.decisions[-1].chosen_location_ids) == [w.far]

@@ -36,13 +36,16 @@ def stubs(system: System) -> tuple[Stub, capture_pb2_grpc.CaptureServiceStub]:
     return fulfillment, capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
 
 
-async def allocated_order(system: System) -> tuple[str, str, capture_pb2.GetOrderResponse]:
-    """The sample order (2 tees, 1 mug, standard to Philadelphia) with both SKUs only at
-    wh-east, routed there and waiting for the warehouse: its id, tee SKU and view."""
+async def allocated_order(
+    system: System, **also: int
+) -> tuple[str, str, capture_pb2.GetOrderResponse]:
+    """The sample order (2 tees, 1 mug, standard to Philadelphia) with both SKUs at wh-east
+    (and `also` elsewhere, e.g. wh_west=10), routed there and waiting for the warehouse: its
+    id, tee SKU and view."""
     fulfillment, capture = stubs(system)
     tee, mug = new_sku(), new_sku()
-    await stock(fulfillment, tee, wh_east=10)
-    await stock(fulfillment, mug, wh_east=10)
+    await stock(fulfillment, tee, wh_east=10, **also)
+    await stock(fulfillment, mug, wh_east=10, **also)
     submitted = await capture.SubmitOrder(order_of(tee, mug), timeout=10)
     order_id = submitted.order.order_id
     await until(capture, order_id, capture_pb2.ORDER_STATUS_ALLOCATED)
@@ -128,6 +131,51 @@ async def test_the_order_is_promised_what_estimate_delivery_says_and_again_when_
         "the order's promise after shipping",
     )
     assert after.order.delivery_groups[0].promised_delivery_date == expected.isoformat()
+
+
+async def test_a_rejection_s_replacement_is_promised_from_its_route_and_the_order_follows(
+    system: System,
+) -> None:
+    fulfillment, capture = stubs(system)
+    order_id, _, routed = await allocated_order(system, wh_west=10)
+    [fo] = routed.fulfillment_orders
+    [group] = routed.order.delivery_groups
+    assert (fo.location_id, group.promised_delivery_date) == ("wh-east", fo.promised_delivery_date)
+
+    rejected = await fulfillment.RejectFulfillmentOrder(
+        pb.RejectFulfillmentOrderRequest(
+            fulfillment_order_id=fo.fulfillment_order_id,
+            idempotency_key=f"reject-{fo.fulfillment_order_id}",
+            reason="flooded",
+        )
+    )
+
+    [replacement] = rejected.replacements
+    assert replacement.location_id == "wh-west"
+    # What checkout would have been told with the units only at wh-west, when it was made.
+    for ln in replacement.lines:
+        await stock(fulfillment, ln.sku, wh_east=0)
+    estimated = await fulfillment.EstimateDelivery(
+        pb.EstimateDeliveryRequest(
+            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in replacement.lines],
+            address=group.address,
+            delivery_methods=[group.delivery_method],
+            ordered_at=replacement.created_at,
+        )
+    )
+    [parcel] = estimated.estimates[0].shipments
+    assert parcel.location_id == "wh-west"
+    assert replacement.promised_delivery_date == parcel.delivery_date
+    # From Reno to Philadelphia takes longer than from Newark: the order's promise moves.
+    assert replacement.promised_delivery_date > fo.promised_delivery_date
+    after = await eventually(
+        lambda: view(capture, order_id),
+        lambda v: v.order.promised_delivery_date == replacement.promised_delivery_date,
+        "the replacement's promise on the order",
+    )
+    assert after.order.delivery_groups[0].promised_delivery_date == parcel.delivery_date
+    [now_at] = [f for f in after.fulfillment_orders if f.location_id == "wh-west"]
+    assert now_at.promised_delivery_date == parcel.delivery_date
 
 
 async def test_an_order_past_its_promise_is_late_until_it_is_delivered(system: System) -> None:

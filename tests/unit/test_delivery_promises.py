@@ -80,6 +80,16 @@ def test_a_fulfillment_order_whose_units_all_left_no_longer_counts() -> None:
     assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "")]
 
 
+def test_a_replacement_s_promise_becomes_the_group_s_when_the_units_leave_for_it() -> None:
+    book, state = ledger(), PromiseState()
+    book.add_fulfillment_order(fo("fo-1", "g-1", "l-1", 2, "2026-12-02"))
+    promises.changes(book, state)
+    # Rejected, moved or sent to a new address: the units leave fo-1 for fo-2.
+    book.remove_open_units("fo-1", [ItemQuantity("l-1", 2)])
+    book.add_fulfillment_order(fo("fo-2", "g-1", "l-1", 2, "2026-12-01"))
+    assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "2026-12-01")]
+
+
 def test_an_order_is_late_only_while_undelivered_and_not_canceled_past_its_promise() -> None:
     as_of = date(2026, 12, 7)
     assert capture.is_late("shipped", date(2026, 12, 6), as_of)

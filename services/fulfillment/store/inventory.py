@@ -298,9 +298,13 @@ async def available(conn: Conn, location_id: str, sku: str) -> int:
 
 async def set_inventory_levels(
     conn: Conn, levels: Sequence[domain.InventoryLevel]
-) -> list[domain.InventoryLevel]:
-    """Upsert on hand and safety stock in one statement; returns the levels as stored, in
+) -> list[tuple[domain.InventoryLevel, domain.InventoryLevel]]:
+    """Upsert on hand and safety stock in one statement; returns each level before (locked
+    first, so nothing changes it in between; zero where there was none) and as stored, in
     request order."""
+    keys = sorted({(lv.location_id, lv.sku) for lv in levels})
+    found = await conn.fetch(SQL_LEVELS_FOR_UPDATE, [k[0] for k in keys], [k[1] for k in keys])
+    before = {(row["location_id"], row["sku"]): inventory_level(row) for row in found}
     rows = await conn.fetch(
         SQL_UPSERT_LEVELS,
         [lv.location_id for lv in levels],
@@ -309,7 +313,11 @@ async def set_inventory_levels(
         [lv.safety_stock for lv in levels],
     )
     stored = {(row["location_id"], row["sku"]): inventory_level(row) for row in rows}
-    return [stored[(lv.location_id, lv.sku)] for lv in levels]
+    steps = []
+    for lv in levels:
+        where = (lv.location_id, lv.sku)
+        steps.append((before.get(where, domain.InventoryLevel(*where, on_hand=0)), stored[where]))
+    return steps
 
 
 async def adjust_inventory(

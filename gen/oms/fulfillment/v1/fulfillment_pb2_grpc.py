@@ -365,7 +365,9 @@ class FulfillmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetInventoryLevels(self, request, context):
-        """Sets absolute inventory levels (a stock feed); thousands of levels per call.
+        """Sets absolute inventory levels (a stock feed); thousands of levels per call. Where on
+        hand went up, the backordered fulfillment orders waiting for that SKU at that location
+        are released as ReceiveSupply releases them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

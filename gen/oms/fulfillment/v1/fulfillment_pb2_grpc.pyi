@@ -93,7 +93,10 @@ class FulfillmentServiceStub:
     UpsertLocationGroup: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationGroupRequest, _fulfillment_pb2.UpsertLocationGroupResponse]
     """Creates a location group or replaces its name and members."""
     SetInventoryLevels: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetInventoryLevelsRequest, _fulfillment_pb2.SetInventoryLevelsResponse]
-    """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+    """Sets absolute inventory levels (a stock feed); thousands of levels per call. Where on
+    hand went up, the backordered fulfillment orders waiting for that SKU at that location
+    are released as ReceiveSupply releases them.
+    """
     AdjustInventory: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]
     """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
     nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
@@ -265,7 +268,10 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     UpsertLocationGroup: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.UpsertLocationGroupRequest, _fulfillment_pb2.UpsertLocationGroupResponse]  # type: ignore[assignment]
     """Creates a location group or replaces its name and members."""
     SetInventoryLevels: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetInventoryLevelsRequest, _fulfillment_pb2.SetInventoryLevelsResponse]  # type: ignore[assignment]
-    """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+    """Sets absolute inventory levels (a stock feed); thousands of levels per call. Where on
+    hand went up, the backordered fulfillment orders waiting for that SKU at that location
+    are released as ReceiveSupply releases them.
+    """
     AdjustInventory: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.AdjustInventoryRequest, _fulfillment_pb2.AdjustInventoryResponse]  # type: ignore[assignment]
     """Adjusts on hand by what happened (received, counted, damaged), with a reason; all or
     nothing, idempotent by key. Where on hand went up, the backordered fulfillment orders
@@ -542,7 +548,10 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfillment_pb2.SetInventoryLevelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.SetInventoryLevelsResponse, _abc.Awaitable[_fulfillment_pb2.SetInventoryLevelsResponse]]:
-        """Sets absolute inventory levels (a stock feed); thousands of levels per call."""
+        """Sets absolute inventory levels (a stock feed); thousands of levels per call. Where on
+        hand went up, the backordered fulfillment orders waiting for that SKU at that location
+        are released as ReceiveSupply releases them.
+        """
 
     @_abc_1.abstractmethod
     def AdjustInventory(
