@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 import pytest
+import uvloop
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from temporalio.client import Client
 
@@ -28,6 +29,13 @@ from workflows.worker import build_worker
 
 # The tests' own master keys (tests/keys): histories recorded by tests are sealed with them.
 TEST_CODEC_KEYS = Path(__file__).parent / "keys" / "codec-test.keys"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The tests' services, workers and clients run on the loop oms processes run on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,3 +43,8 @@ def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_unknown_loop_is_refused_naming_the_setting_and_the_choices() -> None:
     with pytest.raises(ValueError, match=r"OMS_EVENT_LOOP must be one of asyncio, uvloop"):
         event_loop_factory("trio")
+
+
+async def test_the_suite_itself_runs_on_uvloop() -> None:
+    # The services, workers and clients the integration tests start in-process run on it.
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
