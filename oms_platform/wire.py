@@ -3,12 +3,12 @@ to and from their domain values: one converter per concept, used by every servic
 by the workflow's activities.
 
 Only edges import this module; domain modules see `oms_platform.money.Money`,
-`oms_platform.postal.PostalAddress` and `datetime`, never protobuf.
+`oms_platform.postal.PostalAddress`, `date` and `datetime`, never protobuf.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +17,7 @@ from oms.common.v1 import common_pb2
 from oms.payments.v1 import payments_pb2
 
 from oms_platform import limits
+from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.money import Money
 from oms_platform.postal import PostalAddress
 
@@ -49,6 +50,25 @@ def timestamp_from_datetime(at: datetime | None) -> Timestamp | None:
     ts = Timestamp()
     ts.FromDatetime(at)
     return ts
+
+
+# ---- days -------------------------------------------------------------------------------------
+
+
+def day_to_pb(day: date | None) -> str:
+    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
+    return day.isoformat() if day else ""
+
+
+def date_from_pb(value: str, field: str) -> date | None:
+    """A "YYYY-MM-DD" day of the API; None when empty, InvalidArgument naming `field` when it
+    is not a day."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, "must be a date, YYYY-MM-DD")]) from None
 
 
 # ---- postal addresses -------------------------------------------------------------------------

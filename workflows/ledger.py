@@ -60,6 +60,10 @@ class Ledger:
         """Fulfillment order id -> order line id -> unshipped units, oldest first."""
         return self.state.open_units
 
+    def is_open(self, fulfillment_order_id: str) -> bool:
+        """Whether the fulfillment order still has units to ship."""
+        return any(self.open_units.get(fulfillment_order_id, {}).values())
+
     @property
     def undelivered(self) -> list[str]:
         """Shipments not delivered yet (sorted)."""

@@ -628,7 +628,7 @@ class OrderLifecycle:
             attached_to = f"fulfillment_order:{fo.fulfillment_order_id}"
             # What fulfillment did: took the units off this one (which ends it when nothing is
             # left to ship) and created the replacements.
-            ended = not any(ledger.open_units.get(fo.fulfillment_order_id, {}).values())
+            ended = not ledger.is_open(fo.fulfillment_order_id)
             taken_off = order_events.fulfillment_order(
                 "fulfillment.rejected" if verb == "rejected" else "fulfillment.rerouted",
                 fo,

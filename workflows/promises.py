@@ -26,7 +26,7 @@ def fulfillment_order_promise(ledger: Ledger, state: PromiseState, fo: Fulfillme
     fo_id = fo.fulfillment_order_id
     if fo_id in state.shipped:
         return state.shipped[fo_id] or fo.promised_delivery_date
-    if any(ledger.open_units.get(fo_id, {}).values()):
+    if ledger.is_open(fo_id):
         return fo.promised_delivery_date
     return ""
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -197,43 +198,54 @@ async def cmd_order_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_order_list(settings: Settings, args: argparse.Namespace) -> int:
-    channel, stub = capture_stub(settings)
-    async with channel:
-        page = await stub.ListOrders(
-            capture_pb2.ListOrdersRequest(page_size=args.limit), timeout=10
-        )
-    if args.json:
-        print(as_json(page))
-        return 0
-    for order in page.orders:
-        print(
+    await _print_orders(
+        settings,
+        args,
+        capture_pb2.ListOrdersRequest(page_size=args.limit),
+        lambda order: (
             f"{order.order_id}  {status_name(order.status):<18} "
             f"{money_text(order.totals.grand_total):>14}  "
             f"{order.created_at.ToDatetime():%Y-%m-%d %H:%M}"
-        )
+        ),
+    )
     return 0
 
 
 async def cmd_order_late(settings: Settings, args: argparse.Namespace) -> int:
     """Late orders, newest first, and how many there are in all."""
-    channel, stub = capture_stub(settings)
-    async with channel:
-        page = await stub.ListOrders(
-            capture_pb2.ListOrdersRequest(late=True, as_of=args.as_of, page_size=args.limit),
-            timeout=10,
-        )
-    if args.json:
-        print(as_json(page))
-        return 0
-    for order in page.orders:
-        print(
+    page = await _print_orders(
+        settings,
+        args,
+        capture_pb2.ListOrdersRequest(late=True, as_of=args.as_of, page_size=args.limit),
+        lambda order: (
             f"{order.order_id}  {status_name(order.status):<18} "
             f"promised {order.promised_delivery_date}  "
             f"ordered {order.created_at.ToDatetime():%Y-%m-%d %H:%M}"
-        )
-    shown = f" ({len(page.orders)} shown)" if len(page.orders) < page.late_count else ""
-    print(f"{page.late_count} late order(s){shown}")
+        ),
+    )
+    if page is not None:
+        shown = f" ({len(page.orders)} shown)" if len(page.orders) < page.late_count else ""
+        print(f"{page.late_count} late order(s){shown}")
     return 0
+
+
+async def _print_orders(
+    settings: Settings,
+    args: argparse.Namespace,
+    request: capture_pb2.ListOrdersRequest,
+    line: Callable[[capture_pb2.Order], str],
+) -> capture_pb2.ListOrdersResponse | None:
+    """One ListOrders page, printed whole as JSON with `--json` (then None), otherwise one
+    `line` per order (then the page, for what the caller adds under it)."""
+    channel, stub = capture_stub(settings)
+    async with channel:
+        page: capture_pb2.ListOrdersResponse = await stub.ListOrders(request, timeout=10)
+    if args.json:
+        print(as_json(page))
+        return None
+    for order in page.orders:
+        print(line(order))
+    return page
 
 
 # ---- the warehouse, by hand ----------------------------------------------------------------

@@ -19,6 +19,8 @@ from oms_platform.errors import FieldViolation, InvalidArgument
 from oms_platform.postal import address_violations
 from oms_platform.redaction import mask_token
 from oms_platform.wire import (
+    date_from_pb,
+    day_to_pb,
     money_from_pb,
     money_to_pb,
     postal_address_from_pb,
@@ -197,7 +199,9 @@ def filter_from_pb(request: pb.ListOrdersRequest, today: date) -> domain.OrderFi
             else None
         ),
         sku=request.sku,
-        late_before=domain.late_as_of(request.as_of, today) if request.late else None,
+        late_before=(
+            domain.late_as_of(date_from_pb(request.as_of, "as_of"), today) if request.late else None
+        ),
     )
 
 
@@ -239,13 +243,10 @@ def delivery_promises_from_pb(
         if not promise.delivery_group_id:
             violations.append(FieldViolation(f"{where}.delivery_group_id", "is required"))
         day = None
-        if promise.promised_delivery_date:
-            try:
-                day = domain.parse_day(
-                    promise.promised_delivery_date, f"{where}.promised_delivery_date"
-                )
-            except InvalidArgument as invalid:
-                violations += invalid.violations
+        try:
+            day = date_from_pb(promise.promised_delivery_date, f"{where}.promised_delivery_date")
+        except InvalidArgument as invalid:
+            violations += invalid.violations
         out.append(domain.DeliveryPromise(promise.delivery_group_id, day))
     if violations:
         raise InvalidArgument(violations)
@@ -347,7 +348,7 @@ def order_to_pb(order: domain.Order) -> pb.Order:
                 delivery_method=g.delivery_method,
                 shipping_charge=money_to_pb(g.shipping_minor, c),
                 pickup_location_id=g.pickup_location_id,
-                promised_delivery_date=_day(g.promised_delivery_date),
+                promised_delivery_date=day_to_pb(g.promised_delivery_date),
             )
             for g in order.delivery_groups
         ],
@@ -390,13 +391,8 @@ def order_to_pb(order: domain.Order) -> pb.Order:
         fraud_reasons=list(order.fraud_reasons),
         subscription_id=order.subscription_id,
         subscription_cycle=order.subscription_cycle,
-        promised_delivery_date=_day(order.promised_delivery_date),
+        promised_delivery_date=day_to_pb(order.promised_delivery_date),
     )
-
-
-def _day(day: date | None) -> str:
-    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
-    return day.isoformat() if day else ""
 
 
 def event_to_pb(event: domain.TimelineEvent) -> common_pb2.TimelineEvent:

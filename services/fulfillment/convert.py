@@ -5,12 +5,15 @@ values, and domain records into protobuf messages. Pure functions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 
 from oms_platform.errors import FieldViolation, InvalidArgument
+
+# The servicer parses its requests' days with convert's parser, the one every edge shares.
+from oms_platform.wire import date_from_pb as date_from_pb
 from oms_platform.wire import (
+    day_to_pb,
     postal_address_from_pb,
     postal_address_to_pb,
     timestamp_from_datetime,
@@ -95,7 +98,7 @@ def shipment_to_pb(shipment: domain.Shipment) -> pb.Shipment:
         ],
         shipped_at=timestamp_from_datetime(shipment.shipped_at),
         delivered_at=timestamp_from_datetime(shipment.delivered_at),
-        estimated_delivery_date=_day(shipment.estimated_delivery_date),
+        estimated_delivery_date=day_to_pb(shipment.estimated_delivery_date),
     )
 
 
@@ -123,7 +126,7 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         created_at=timestamp_from_datetime(fo.created_at),
         updated_at=timestamp_from_datetime(fo.updated_at),
         supply_id=fo.supply_id,
-        promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
+        promise_date=day_to_pb(fo.promise_date),
         pickup_location_id=fo.pickup_location_id,
         ready_for_pickup_at=timestamp_from_datetime(fo.ready_for_pickup_at),
         pickup_deadline=timestamp_from_datetime(fo.pickup_deadline),
@@ -131,7 +134,7 @@ def fulfillment_order_to_pb(fo: domain.FulfillmentOrder) -> pb.FulfillmentOrder:
         transfer_tracking_number=fo.transfer_tracking_number,
         transfer_shipped_at=timestamp_from_datetime(fo.transfer_shipped_at),
         received_at_store_at=timestamp_from_datetime(fo.received_at_store_at),
-        promised_delivery_date=_day(fo.promised_delivery_date),
+        promised_delivery_date=day_to_pb(fo.promised_delivery_date),
     )
 
 
@@ -389,8 +392,8 @@ def estimate_to_pb(estimate: domain.DeliveryEstimate) -> pb.DeliveryEstimate:
         delivery_method=estimate.delivery_method,
         promised=estimate.promised,
         reason=estimate.reason,
-        ship_date=ship_date.isoformat() if ship_date else "",
-        delivery_date=delivery_date.isoformat() if delivery_date else "",
+        ship_date=day_to_pb(ship_date),
+        delivery_date=day_to_pb(delivery_date),
         shipments=[
             pb.PromisedShipment(
                 location_id=s.location_id,
@@ -463,21 +466,6 @@ SUPPLY_STATUS_TO_PB: dict[str, pb.SupplyStatus.ValueType] = {
     domain.SUPPLY_CANCELED: pb.SUPPLY_STATUS_CANCELED,
 }
 SUPPLY_STATUS_FROM_PB = {v: k for k, v in SUPPLY_STATUS_TO_PB.items()}
-
-
-def _day(day: date | None) -> str:
-    """A day as the API writes it, "YYYY-MM-DD"; empty for none."""
-    return day.isoformat() if day else ""
-
-
-def date_from_pb(value: str, field: str) -> date | None:
-    """A "YYYY-MM-DD" day; None when empty."""
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument([FieldViolation(field, "must be a date, YYYY-MM-DD")]) from None
 
 
 def supply_request_from_pb(request: pb.CreateSupplyRequest) -> domain.SupplyRequest:

@@ -8,11 +8,13 @@ answer, so they must stay deterministic).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TypeVar
 
 from oms.payments.v1 import payments_pb2
 
-from oms_platform.wire import money_from_pb, money_to_pb, timestamp_from_datetime
+from oms_platform.errors import FieldViolation, InvalidArgument
+from oms_platform.wire import date_from_pb, money_from_pb, money_to_pb, timestamp_from_datetime
 from services.payments import domain, store
 from services.payments.handlers import Authorized, Captured, CreditMemoView, Refunded, Renewed
 
@@ -95,6 +97,27 @@ def authorization_request_from_pb(
             payment_method_from_pb(m) for m in r.additional_payment_methods
         ),
     )
+
+
+def promised_day_from_pb(r: payments_pb2.RenewAuthorizationsRequest) -> date:
+    """The promised day a renewal request keeps the holds for; InvalidArgument naming every
+    bad field."""
+    violations: list[FieldViolation] = []
+    try:
+        domain.require(order_id=r.order_id, idempotency_key=r.idempotency_key)
+    except InvalidArgument as missing:
+        violations += missing.violations
+    day: date | None = None
+    try:
+        day = date_from_pb(r.promise_date, "promise_date")
+    except InvalidArgument as bad:
+        violations += bad.violations
+    else:
+        if day is None:
+            violations.append(FieldViolation("promise_date", "promise_date is required"))
+    if violations or day is None:
+        raise InvalidArgument(violations)
+    return day
 
 
 def chargeable_line_from_pb(line: payments_pb2.ChargeableLine) -> domain.ChargeableLine:

@@ -11,7 +11,7 @@ own key dedupe keeps every effect single.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 
@@ -43,8 +43,8 @@ class Payments:
 
     gateways: Gateways
     hold_hours: int
+    renewal: domain.RenewalRule
     clock: Clock = utc_now
-    renewal: domain.RenewalRule = field(default_factory=domain.RenewalRule)
 
 
 # ---- what the use cases answer ------------------------------------------------------------
@@ -240,7 +240,9 @@ async def capture_invoice(
     for draw in plan.draws:
         authorization = draw.authorization
         if draw.reauthorize:
-            authorization = await _reauthorize(conn, payments, authorization, request_key, now)
+            authorization = await _hold_anew(
+                conn, payments, authorization, request_key, now, release_first=True
+            )
             reauthorizations.append(authorization)
             if authorization.status != domain.APPROVED:
                 made.append(
@@ -312,34 +314,40 @@ async def _capture_draw(
     )
 
 
-async def _reauthorize(
+async def _hold_anew(
     conn: asyncpg.Connection,
     payments: Payments,
-    lapsed: domain.Authorization,
+    held: domain.Authorization,
     request_key: str,
     now: datetime,
+    *,
+    release_first: bool,
 ) -> domain.Authorization:
-    """Hold anew what an expired authorization still held; stored, approved or declined."""
-    gateway = payments.gateways.calling(lapsed.payment_method_type)
-    amount = lapsed.remaining_minor
-    # Release what may be left of the lapsed hold first (the issuer may already have, so
-    # the answer does not matter): a gift card's balance must be free to be held again.
-    release_key = domain.gateway_key(
-        lapsed.order_id, request_key, f"release-lapsed:{lapsed.authorization_id}", amount
-    )
-    await call_resolved(
-        gateway, release_key, partial(gateway.void, release_key, lapsed.gateway_reference)
-    )
+    """Hold anew what `held` still holds, under a new authorization (stored, approved or
+    declined) that replaces it once approved.
+
+    With `release_first`, what may be left of the old hold is released before asking (the
+    issuer may already have, so the answer does not matter): a gift card's balance must be
+    free to be held again, and a lapsed hold holds nothing worth keeping. Otherwise the new
+    hold is asked first and the old one released only once it is approved, so a decline
+    leaves the current hold standing."""
+    gateway = payments.gateways.calling(held.payment_method_type)
+    amount = held.remaining_minor
+    if release_first:
+        release_key = domain.gateway_key(
+            held.order_id, request_key, f"release-lapsed:{held.authorization_id}", amount
+        )
+        await call_resolved(
+            gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
+        )
     key = domain.gateway_key(
-        lapsed.order_id, request_key, f"reauthorize:{lapsed.authorization_id}", amount
+        held.order_id, request_key, f"reauthorize:{held.authorization_id}", amount
     )
     result = await call_resolved(
-        gateway,
-        key,
-        partial(gateway.authorize, key, lapsed.token, amount, lapsed.currency),
+        gateway, key, partial(gateway.authorize, key, held.token, amount, held.currency)
     )
     renewed = domain.reauthorization(
-        lapsed,
+        held,
         authorization_id=new_id(),
         approved=result.approved,
         held_minor=amount,
@@ -351,7 +359,16 @@ async def _reauthorize(
     )
     await store.insert_authorization(conn, renewed)
     if result.approved:
-        await store.update_authorization(conn, domain.expired(lapsed))
+        if not release_first:
+            # The new hold replaces the old one whatever the gateway answers to its release
+            # (it lapses on its own in the end).
+            release_key = domain.gateway_key(
+                held.order_id, request_key, f"release-renewed:{held.authorization_id}", amount
+            )
+            await call_resolved(
+                gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
+            )
+        await store.update_authorization(conn, domain.expired(held))
     return renewed
 
 
@@ -386,7 +403,11 @@ async def renew_authorizations(
     until = domain.held_until(promised, rule)
     renewals: list[domain.Authorization] = []
     for held in domain.renewals_due(authorizations, until, now, rule):
-        renewed = await _renew(conn, payments, held, request_key, now)
+        # A gift card or a lapsed hold is released first (and asked under the keys capture's
+        # re-authorization uses); a card is held anew first.
+        renewed = await _hold_anew(
+            conn, payments, held, request_key, now, release_first=domain.releases_first(held, now)
+        )
         renewals.append(renewed)
         if renewed.status != domain.APPROVED:
             return Renewed(renewals, False, renewed.decline_reason, 0)
@@ -394,51 +415,6 @@ async def renew_authorizations(
     next_at = domain.next_renewal(after, until, rule)
     again = None if next_at is None else domain.seconds_until(next_at, now)
     return Renewed(renewals, True, "", again)
-
-
-async def _renew(
-    conn: asyncpg.Connection,
-    payments: Payments,
-    held: domain.Authorization,
-    request_key: str,
-    now: datetime,
-) -> domain.Authorization:
-    """Hold anew what `held` still holds, then release it: as `_reauthorize` (and under the
-    same gateway keys) for a gift card or a lapsed hold, which are released first; a card is
-    held anew first, so a decline leaves its current hold standing."""
-    if domain.releases_first(held, now):
-        return await _reauthorize(conn, payments, held, request_key, now)
-    gateway = payments.gateways.calling(held.payment_method_type)
-    amount = held.remaining_minor
-    key = domain.gateway_key(
-        held.order_id, request_key, f"reauthorize:{held.authorization_id}", amount
-    )
-    result = await call_resolved(
-        gateway, key, partial(gateway.authorize, key, held.token, amount, held.currency)
-    )
-    renewed = domain.reauthorization(
-        held,
-        authorization_id=new_id(),
-        approved=result.approved,
-        held_minor=amount,
-        gateway_reference=result.reference,
-        decline_reason=result.reason,
-        now=now,
-        hold_hours=payments.hold_hours,
-        gateway_hold_seconds=result.hold_seconds,
-    )
-    await store.insert_authorization(conn, renewed)
-    if result.approved:
-        # The new hold replaces the old one whatever the gateway answers to its release (it
-        # lapses on its own in the end).
-        release_key = domain.gateway_key(
-            held.order_id, request_key, f"release-renewed:{held.authorization_id}", amount
-        )
-        await call_resolved(
-            gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
-        )
-        await store.update_authorization(conn, domain.expired(held))
-    return renewed
 
 
 # ---- credit memos and refunds --------------------------------------------------------------

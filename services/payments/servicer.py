@@ -34,13 +34,11 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         gateways: Gateways,
         *,
         hold_hours: int,
+        renewal: domain.RenewalRule,
         clock: Callable[[], datetime] = handlers.utc_now,
-        renewal: domain.RenewalRule | None = None,
     ) -> None:
         self.pool = pool
-        self.payments = handlers.Payments(
-            gateways, hold_hours, clock, renewal or domain.RenewalRule()
-        )
+        self.payments = handlers.Payments(gateways, hold_hours, renewal, clock)
 
     async def _idempotent(
         self,
@@ -140,9 +138,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     async def RenewAuthorizations(
         self, request: payments_pb2.RenewAuthorizationsRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.RenewAuthorizationsResponse:
-        promised = domain.promised_day(
-            request.order_id, request.idempotency_key, request.promise_date
-        )
+        promised = convert.promised_day_from_pb(request)
         return await self._idempotent(
             context,
             request.idempotency_key,

@@ -1,7 +1,8 @@
 """Delivery promises on the order, through real gRPC, Postgres and the order's workflow: the
 promise a fulfillment order gets when it is routed is what EstimateDelivery says for its
 location and method, capture's order shows it, a shipment promises it again, and an order
-past its promise is late (listed and counted) until it is delivered."""
+past its promise is late (listed and counted) until it is delivered, and the late-orders gauge
+counts what ListOrders counts."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 from oms.fulfillment.v1 import fulfillment_pb2_grpc
+from prometheus_client import REGISTRY
 
+from oms_platform import auth
 from oms_platform.grpcutil import field_violations
+from services.capture.late_orders import late_orders_gauge
 from services.fulfillment.calendars import PublicHolidays
 from services.fulfillment.domain import BusinessCalendar
 from tests.conftest import System
@@ -217,3 +221,44 @@ async def test_a_bad_as_of_names_the_field(system: System) -> None:
         await late(capture, new_sku(), "next tuesday")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(refused.value) == [("as_of", "must be a date, YYYY-MM-DD")]
+
+
+async def gauge_and_count(system: System, day: date) -> tuple[float | None, int]:
+    """The late-orders gauge read as of `day`, and ListOrders' late count at `day` for an
+    agent (every channel, no other filter)."""
+    await late_orders_gauge(system.services["capture"].context.pool, lambda: day)()
+    gauge = REGISTRY.get_sample_value("oms_late_orders")
+    agent = capture_pb2_grpc.CaptureServiceStub(system.channel("capture", auth.AGENT))
+    listed = await agent.ListOrders(
+        capture_pb2.ListOrdersRequest(late=True, as_of=day.isoformat(), page_size=1), timeout=10
+    )
+    return gauge, listed.late_count
+
+
+async def test_the_late_orders_gauge_counts_what_list_orders_counts(system: System) -> None:
+    fulfillment, capture = stubs(system)
+    _, tee, routed = await allocated_order(system)
+    [fo] = routed.fulfillment_orders
+    await ship(fulfillment, fo.fulfillment_order_id, YESTERDAY.isoformat())
+    await eventually(
+        lambda: late(capture, tee),
+        lambda page: page.late_count == 1,
+        "the shipped order listed as late",
+    )
+    today = datetime.now(UTC).date()
+    # Other tests' orders move on meanwhile: both are read until they agree.
+    _, count = await eventually(
+        lambda: gauge_and_count(system, today),
+        lambda read: read[0] == read[1],
+        "the gauge and ListOrders agreeing today",
+    )
+    assert count >= 1
+    # Far ahead, every order with a promise that is neither fulfilled nor canceled is late:
+    # many orders, in every status, counted alike.
+    ahead = today + timedelta(days=3650)
+    _, count_ahead = await eventually(
+        lambda: gauge_and_count(system, ahead),
+        lambda read: read[0] == read[1],
+        "the gauge and ListOrders agreeing ten years ahead",
+    )
+    assert count_ahead >= count

@@ -5,6 +5,7 @@ capture window does), so each test sets the hold it needs instead of waiting for
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -151,6 +152,56 @@ async def test_a_declined_renewal_is_an_answer_and_the_current_hold_stands(
     assert not [
         op for op in holds.gateway.operations_of("void") if op.reference == first.gateway_reference
     ]
+
+
+async def test_a_hold_shorter_than_the_lead_is_renewed_once_however_often_it_is_asked(
+    holds: Payments,
+) -> None:
+    order_id = new_order()
+    holds.gateway.hold_seconds = HOUR  # every hold lapses well within the 12 h lead
+    await authorize(holds, order_id, 5_000)
+
+    answers = [await renew(holds, order_id, f"{order_id}:renew:{n}") for n in range(1, 6)]
+
+    # The first ask renews; the renewed hold is not due again until half its hour is over.
+    assert [len(a.renewals) for a in answers] == [1, 0, 0, 0, 0]
+    for answer in answers:
+        assert answer.renew_again
+        assert HOUR // 2 - 60 <= answer.renew_again_in_seconds <= HOUR // 2
+    authorized = [op for op in holds.gateway.operations_of("authorize") if order_id in op.key]
+    assert len(authorized) == 2  # the order's hold and one renewal
+
+
+async def test_after_a_declined_renewal_a_lapsed_hold_is_held_anew_at_capture(
+    holds: Payments,
+) -> None:
+    # What an agent's skip leaves: the renewal declined, the old hold lapses before the goods
+    # ship, and the shipment's capture holds the money anew first (under the capture's keys).
+    order_id = new_order()
+    holds.gateway.hold_seconds = 2
+    first = await authorize(holds, order_id, 5_000)
+    holds.gateway.decline_above_minor = 1_000
+    declined = await renew(holds, order_id, f"{order_id}:renew:1")
+    assert declined.status == pb.AUTHORIZATION_STATUS_DECLINED
+    holds.gateway.decline_above_minor = 0
+    holds.gateway.hold_seconds = MONTH
+    await asyncio.sleep(2.5)  # the first hold lapses
+
+    inv = await invoice(holds, order_id, [chargeable("ol-1", 1, 1, 0, 4_000)])
+    taken = await holds.stub.CaptureInvoice(
+        pb.CaptureInvoiceRequest(invoice_id=inv.invoice_id, idempotency_key=f"{inv.invoice_id}:c")
+    )
+
+    [fresh] = taken.reauthorizations
+    assert (fresh.replaces_authorization_id, fresh.status) == (
+        first.authorization_id,
+        pb.AUTHORIZATION_STATUS_APPROVED,
+    )
+    assert (taken.status, taken.capture.authorization_id, taken.captured) == (
+        pb.CAPTURE_STATUS_SUCCEEDED,
+        fresh.authorization_id,
+        usd(4_000),
+    )
 
 
 async def test_a_renewal_without_a_day_names_the_field(holds: Payments) -> None:

@@ -1,15 +1,18 @@
 """Delivery promises as the lifecycle reports them, and which orders are late, without
 Temporal or a database: a group is promised the latest date of its fulfillment orders that
-still count, each report carries only the groups whose promise changed, and an order is late
-while undelivered and not canceled past its promise."""
+still count, each report carries only the groups whose promise changed, and the day late
+orders are counted at (which orders are late is the store's query, tested against Postgres
+in tests/integration/test_late_orders.py)."""
 
 from __future__ import annotations
 
 from datetime import date
 
 import pytest
+from oms.capture.v1 import capture_pb2
 
 from oms_platform.errors import InvalidArgument
+from services.capture import convert as capture_convert
 from services.capture import domain as capture
 from workflows import promises
 from workflows.ledger import Ledger
@@ -90,23 +93,19 @@ def test_a_replacement_s_promise_becomes_the_group_s_when_the_units_leave_for_it
     assert promises.changes(book, state) == [DeliveryPromiseData("g-1", "2026-12-01")]
 
 
-def test_an_order_is_late_only_while_undelivered_and_not_canceled_past_its_promise() -> None:
-    as_of = date(2026, 12, 7)
-    assert capture.is_late("shipped", date(2026, 12, 6), as_of)
-    assert capture.is_late("allocated", date(2026, 12, 6), as_of)
-    assert not capture.is_late("shipped", date(2026, 12, 7), as_of)
-    assert not capture.is_late("fulfilled", date(2026, 12, 1), as_of)
-    assert not capture.is_late("canceled", date(2026, 12, 1), as_of)
-    assert not capture.is_late("shipped", None, as_of)
-
-
-def test_the_order_s_promise_is_its_latest_group_s_and_as_of_defaults_to_today() -> None:
-    assert capture.order_promise({"g-1": date(2026, 12, 2), "g-2": None}) == date(2026, 12, 2)
-    assert capture.order_promise({"g-1": None}) is None
-    assert capture.late_as_of("", date(2026, 12, 7)) == date(2026, 12, 7)
-    assert capture.late_as_of("2026-12-01", date(2026, 12, 7)) == date(2026, 12, 1)
+def test_late_orders_are_counted_as_of_the_day_asked_or_today() -> None:
+    today = date(2026, 12, 7)
+    assert capture.late_as_of(None, today) == today
+    assert capture.late_as_of(date(2026, 12, 1), today) == date(2026, 12, 1)
+    asked = capture_pb2.ListOrdersRequest(late=True, as_of="2026-12-01")
+    assert capture_convert.filter_from_pb(asked, today).late_before == date(2026, 12, 1)
+    assert (
+        capture_convert.filter_from_pb(capture_pb2.ListOrdersRequest(), today).late_before is None
+    )
     with pytest.raises(InvalidArgument) as refused:
-        capture.late_as_of("tomorrow", date(2026, 12, 7))
+        capture_convert.filter_from_pb(
+            capture_pb2.ListOrdersRequest(late=True, as_of="tomorrow"), today
+        )
     assert [(v.field, v.description) for v in refused.value.violations] == [
         ("as_of", "must be a date, YYYY-MM-DD")
     ]

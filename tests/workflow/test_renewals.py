@@ -1,7 +1,9 @@
 """Holds renewed ahead of a pre-order's release, on the time-skipping server: the lifecycle
 asks payments while the goods are awaited, sleeps on a timer until the renewal it was told of
-falls due, renews then, and captures the release when it ships; a declined renewal holds the
-order for an agent as a declined capture does."""
+falls due, renews then, and captures the release when it ships; a promise moved later is asked
+about at once; a declined renewal holds the order for an agent as a declined capture does (retry
+asks again, skip stops renewing and releases nothing, cancel cancels what has not shipped and
+releases the holds)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tests.workflow.test_order_lifecycle import (
     Services,
     an_order,
     delivered,
+    resolve,
     shipped,
     start,
     until,
@@ -34,10 +37,12 @@ from workflows.types import (
     ResolutionResult,
     RouteInput,
     RouteResult,
+    RoutingLineData,
     ShipmentItemData,
 )
 
 RELEASE = "2031-01-20"
+LATER = "2031-02-10"
 SIX_DAYS = timedelta(days=6)
 
 
@@ -86,6 +91,34 @@ def released(fo: str) -> FulfillmentEvent:
         items=[ShipmentItemData("line-2", 1)],
         reason="supply received",
     )
+
+
+def repromised(fo: str, promise_date: str) -> FulfillmentEvent:
+    return FulfillmentEvent(
+        f"backorder_repromised:{fo}:{promise_date}",
+        "backorder_repromised",
+        fo,
+        replacements=[
+            FulfillmentOrderData(
+                fo,
+                "wh-east",
+                "dg-1",
+                [RoutingLineData("line-2", "SKU-MUG", 1)],
+                promise_date=promise_date,
+            )
+        ],
+        reason="the supplier's shipment is late",
+    )
+
+
+async def release_and_deliver(handle: Any) -> None:
+    """The pre-order's release arrives, ships and is delivered."""
+    for event in (
+        released("fo-2"),
+        shipped("fo-2", "s2", [("line-2", 1)]),
+        delivered("fo-2", "s2"),
+    ):
+        await handle.signal("fulfillment_event", event)
 
 
 async def renewals(services: PreOrder, count: int) -> None:
@@ -161,3 +194,85 @@ async def test_a_declined_renewal_holds_the_order_until_an_agent_retries(
     assert len(services.renewals) == 3  # asked, declined, renewed on the agent's retry
     assert result.status == FULFILLED
     assert result.captured_minor == order.grand_total_minor == services.captured
+
+
+async def test_a_backorder_promised_later_asks_payments_again_for_the_new_date(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = PreOrder(), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await renewals(services, 1)
+        # No time passes: the new date alone makes the order ask again.
+        await handle.signal("fulfillment_event", repromised("fo-2", LATER))
+        await until(services, "fulfillment.repromised")
+        await renewals(services, 2)
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await release_and_deliver(handle)
+        result = await handle.result()
+
+    assert [r.promise_date for r in services.renewals] == [RELEASE, LATER]
+    first, second = services.renewals
+    assert first.idempotency_key != second.idempotency_key
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor == services.captured
+
+
+async def declined_and_held(env: WorkflowEnvironment, services: PreOrder, handle: Any) -> None:
+    """The first ask, then six days later the renewal due then is declined: the order holds."""
+    await renewals(services, 1)
+    await env.sleep(SIX_DAYS + timedelta(seconds=5))
+    await until(services, "exception.payment")
+    assert services.statuses[-1] == ON_HOLD
+
+
+async def test_an_agents_skip_after_a_declined_renewal_stops_renewing_and_the_order_ships(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = PreOrder(decline_renewal=True), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await declined_and_held(time_skipping_env, services, handle)
+        skipped = await resolve(handle, services, "skip")
+        # Weeks pass with the goods still awaited: payments is not asked again.
+        await time_skipping_env.sleep(3 * SIX_DAYS)
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await release_and_deliver(handle)
+        result = await handle.result()
+
+    assert skipped.action == "skip"
+    assert len(services.renewals) == 2  # asked, declined; none after the skip
+    # Both shipments are captured as ever (payments holds a lapsed hold anew at capture), and
+    # nothing is released: the order kept its holds to be charged from.
+    assert [c.invoice_id for c in services.named("capture")] == ["inv-1", "inv-2"]
+    assert result.status == FULFILLED
+    assert result.captured_minor == order.grand_total_minor == services.captured
+    assert services.named("void") == []
+
+
+async def test_an_agents_cancel_after_a_declined_renewal_cancels_what_has_not_shipped(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = PreOrder(decline_renewal=True), an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await handle.signal("fulfillment_event", shipped("fo-1", "s1", [("line-1", 2)]))
+        await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
+        await until(services, "payment.captured")
+        await declined_and_held(time_skipping_env, services, handle)
+        canceled = await resolve(handle, services, "cancel")
+        result = await handle.result()
+
+    assert canceled.action == "cancel"
+    # The awaited mug is taken off its backorder; the shipped tees stay shipped and charged.
+    [taken] = services.named("cancel_lines")
+    assert taken.fulfillment_order_id == "fo-2"
+    assert [(i.order_line_id, i.quantity) for i in taken.lines] == [("line-2", 1)]
+    mug_share = order.grand_total_minor - services.invoices["inv-1"]
+    assert sum(services.memos.values()) == mug_share
+    assert result.captured_minor == services.captured == services.invoices["inv-1"]
+    # Nothing more will be charged: what the holds still keep is released.
+    assert [v.idempotency_key for v in services.named("void")] == [f"{order.order_id}:void:settled"]
+    assert len(services.renewals) == 2

@@ -154,8 +154,7 @@ def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> Chang
         {
             fo.location_id
             for fo_id, fo in steps.ledger.fulfillment_orders.items()
-            if fo.delivery_group_id == group_id
-            and any(steps.ledger.open_units.get(fo_id, {}).values())
+            if fo.delivery_group_id == group_id and steps.ledger.is_open(fo_id)
         }
     )
     result.summary = f"would send delivery group {group_id} to a new address"

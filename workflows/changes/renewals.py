@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio.exceptions import ActivityError
-
 from workflows import activity_names as names
 from workflows import order_events, versions
-from workflows.changes.steps import Steps, as_json, cancel_unshipped, money
+from workflows.changes.steps import Failed, Steps, as_json, money, try_activity, until_decided
 from workflows.ledger import Ledger
 from workflows.types import RenewInput, RenewResult
 
@@ -29,7 +27,7 @@ def promised_until(ledger: Ledger) -> str:
         (
             fo.promise_date
             for fo_id, fo in ledger.fulfillment_orders.items()
-            if fo.promise_date and any(ledger.open_units.get(fo_id, {}).values())
+            if fo.promise_date and ledger.is_open(fo_id)
         ),
         default="",
     )
@@ -53,54 +51,56 @@ async def next_wait(steps: Steps) -> timedelta | None:
 
 async def renew(steps: Steps, promised: str) -> None:
     """Ask payments to renew what is due for `promised` (each ask under a key of its own); a
-    decline or refusal holds the order for an agent, as a failed capture does."""
+    decline or refusal holds the order for an agent, as a failed capture does, except that a
+    skip releases nothing: the order is still to be charged, from holds it keeps."""
     state = steps.state
     order_id = steps.order.order_id
-    while True:
+
+    async def ask() -> RenewResult | Failed:
         state.renewal_requests += 1
         asked = RenewInput(order_id, f"{order_id}:renew:{state.renewal_requests}", promised)
-        try:
-            result: RenewResult = await steps.activity(
-                names.RENEW_AUTHORIZATIONS, asked, result_type=RenewResult
-            )
-            failure = "" if result.approved else result.decline_reason or "declined"
-        except ActivityError as refused:
-            result, failure = RenewResult(approved=False), f"refused: {refused.cause or refused}"
+        result, refused = await try_activity(
+            steps, names.RENEW_AUTHORIZATIONS, asked, result_type=RenewResult
+        )
         state.renewal_promise_date = promised
-        if not failure:
-            state.renew_at = (
-                steps.now() + timedelta(seconds=result.renew_again_in_seconds)
-                if result.renew_again
-                else None
-            )
-            if result.renewed_minor:
-                await steps.progress(
-                    "",
-                    "payment.reauthorized",
-                    f"Authorization of {money(steps, result.renewed_minor)} renewed ahead of "
-                    f"goods promised for {promised}",
-                    step=f"renewed:{state.renewal_requests}",
-                    events=[order_events.payment("payment.authorized", result.renewed_minor)],
-                )
-            return
+        if result is None:
+            failure = f"refused: {refused}"
+        else:
+            failure = "" if result.approved else result.decline_reason or "declined"
+        if result is not None and not failure:
+            return result
         state.renew_at = None
-        action = await steps.hold(
-            "payment",
-            f"order:{order_id}",
+        return Failed(
             f"Re-authorization ahead of goods promised for {promised} failed: {failure}",
             as_json(asked),
-        )
-        if action == "retry":
-            continue
-        if action == "cancel":
             # What shipped stays shipped (and charged); the rest is canceled, which gives back
             # its share and releases what the holds kept for it.
-            await cancel_unshipped(
-                steps,
-                "re-authorization declined; canceled by an agent",
-                f"renewal-cancel:{state.renewal_requests}",
-            )
-            state.release_at_settlement = True
-        # Skipped: no more renewals for this day; a hold lapsed by the shipment is held anew
-        # when it is captured (CaptureInvoice's rule).
+            "re-authorization declined; canceled by an agent",
+        )
+
+    # Skipped: no more renewals for this day; a hold lapsed by the shipment is held anew when
+    # it is captured (CaptureInvoice's rule).
+    result = await until_decided(
+        steps,
+        ask,
+        "payment",
+        f"order:{order_id}",
+        lambda: f"renewal-cancel:{state.renewal_requests}",
+        release_on_skip=False,
+    )
+    if result is None:
         return
+    state.renew_at = (
+        steps.now() + timedelta(seconds=result.renew_again_in_seconds)
+        if result.renew_again
+        else None
+    )
+    if result.renewed_minor:
+        await steps.progress(
+            "",
+            "payment.reauthorized",
+            f"Authorization of {money(steps, result.renewed_minor)} renewed ahead of "
+            f"goods promised for {promised}",
+            step=f"renewed:{state.renewal_requests}",
+            events=[order_events.payment("payment.authorized", result.renewed_minor)],
+        )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -52,6 +54,8 @@ from workflows.types import (
     RoutingLineData,
     VoidInput,
 )
+
+T = TypeVar("T")
 
 
 class Steps(Protocol):
@@ -275,11 +279,13 @@ async def capture(
     first_key: str = "",
 ) -> int:
     """Capture the invoice; while the gateway fails or payments refuses, hold for an agent
-    (each new attempt has a key of its own). `first` is the outcome of a capture already made
-    with the invoice (under `first_key`), which counts as the first attempt. Returns what was
-    captured."""
+    (each new attempt has a key of its own; skip or cancel as `until_decided`). `first` is the
+    outcome of a capture already made with the invoice (under `first_key`), which counts as the
+    first attempt. Returns what was captured."""
     attempt = 0
-    while True:
+
+    async def once() -> CaptureResult | Failed:
+        nonlocal attempt
         attempt += 1
         asked = CaptureInput(
             invoice.invoice_id,
@@ -289,48 +295,40 @@ async def capture(
             asked = CaptureInput(invoice.invoice_id, first_key)
             result, refusal_text = first.capture, first.capture_refused
         else:
-            result, refusal_text = await _capture_once(steps, asked)
+            result, refusal_text = await try_activity(
+                steps, names.CAPTURE_INVOICE, asked, result_type=CaptureResult
+            )
         failure = _capture_failure(result, refusal_text)
         if result is not None and not failure:
-            await steps.progress(
-                "",
-                "payment.captured",
-                f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
-                step=f"captured:{invoice.invoice_id}",
-                holds=("payment", f"invoice:{invoice.invoice_id}"),
-                events=[
-                    order_events.payment(
-                        "payment.captured", int(result.amount_minor), invoice.invoice_id
-                    )
-                ],
-            )
-            return int(result.amount_minor)
-        action = await steps.hold(
-            "payment",
-            f"invoice:{invoice.invoice_id}",
+            return result
+        return Failed(
             f"Capture of invoice {invoice.invoice_id} failed: {failure}",
             as_json(asked),
+            "capture failed; canceled by an agent",
         )
-        if action == "retry":
-            continue
-        # Skipped, or canceled: what shipped stays shipped (and unpaid); whatever has not
-        # shipped is canceled; the hold on the unpaid part is released at settlement.
-        steps.state.release_at_settlement = True
-        if action == "cancel":
-            await cancel_unshipped(
-                steps,
-                "capture failed; canceled by an agent",
-                f"capture-cancel:{invoice.invoice_id}",
-            )
+
+    # Skipped, or canceled: what shipped stays shipped (and unpaid); on a cancel whatever has
+    # not shipped is canceled; the hold on the unpaid part is released at settlement.
+    captured = await until_decided(
+        steps,
+        once,
+        "payment",
+        f"invoice:{invoice.invoice_id}",
+        lambda: f"capture-cancel:{invoice.invoice_id}",
+    )
+    if captured is None:
         return 0
-
-
-async def _capture_once(steps: Steps, asked: CaptureInput) -> tuple[CaptureResult | None, str]:
-    """One capture attempt: its result, or None and why payments refused it."""
-    try:
-        return await steps.activity(names.CAPTURE_INVOICE, asked, result_type=CaptureResult), ""
-    except ActivityError as refused:
-        return None, str(refused.cause or refused)
+    await steps.progress(
+        "",
+        "payment.captured",
+        f"Invoice {invoice.invoice_id} of {money(steps, invoice.total_minor)} captured",
+        step=f"captured:{invoice.invoice_id}",
+        holds=("payment", f"invoice:{invoice.invoice_id}"),
+        events=[
+            order_events.payment("payment.captured", int(captured.amount_minor), invoice.invoice_id)
+        ],
+    )
+    return int(captured.amount_minor)
 
 
 def _capture_failure(result: CaptureResult | None, refusal_text: str) -> str:
@@ -342,29 +340,75 @@ def _capture_failure(result: CaptureResult | None, refusal_text: str) -> str:
 
 async def attempt_step(steps: Steps, step: Any, category: str, attached_to: str) -> Any:
     """Run a step of an order that has begun to ship, where nothing can be undone: a refusal
-    retrying cannot fix holds the order on a process exception. The agent's retry runs the
-    step again; skip carries on without it; cancel also cancels what has not shipped. None
-    when the step did not happen."""
-    while True:
+    retrying cannot fix holds the order on a process exception (as `until_decided`). None when
+    the step did not happen."""
+
+    async def once() -> Any:
         try:
             return await step()
         except ActivityError as refused:
             what = refused.activity_type or "a step"
-            action = await steps.hold(
-                category,
-                attached_to,
+            return Failed(
                 f"{what} refused: {refused.cause or refused}",
                 steps.refused_step_input,
+                f"{what} refused; canceled by an agent",
             )
+
+    return await until_decided(
+        steps, once, category, attached_to, lambda: f"refused-cancel:{steps.state.holds}"
+    )
+
+
+# ---- trying until an agent decides ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An attempt at a step that did not succeed: what the process exception it raises says
+    (and records as the step's input), and the reason of a cancel an agent decides on."""
+
+    message: str
+    step_input: str
+    cancel_reason: str
+
+
+async def try_activity(
+    steps: Steps, name: str, arg: Any, *, result_type: type[T]
+) -> tuple[T | None, str]:
+    """Run one activity: its result and "", or None and why it was refused (a business
+    refusal, or retries given up), for a caller that holds the order rather than fail."""
+    try:
+        result: T = await steps.activity(name, arg, result_type=result_type)
+        return result, ""
+    except ActivityError as refused:
+        return None, str(refused.cause or refused)
+
+
+async def until_decided(
+    steps: Steps,
+    attempt: Callable[[], Awaitable[T | Failed]],
+    category: str,
+    attached_to: str,
+    cancel_step: Callable[[], str],
+    *,
+    release_on_skip: bool = True,
+) -> T | None:
+    """Run `attempt` until it succeeds (its result), holding the order on a process exception
+    (`category`, attached to `attached_to`) after each failure: the agent's retry runs it again;
+    skip carries on without it (None), and the holds on what is left unpaid are released at
+    settlement unless `release_on_skip` is False; cancel also cancels what has not shipped
+    (under the step `cancel_step()` names once the agent has decided) and releases."""
+    while True:
+        outcome = await attempt()
+        if not isinstance(outcome, Failed):
+            return outcome
+        action = await steps.hold(category, attached_to, outcome.message, outcome.step_input)
         if action == "retry":
             continue
-        steps.state.release_at_settlement = True
+        if release_on_skip or action == "cancel":
+            steps.state.release_at_settlement = True
         if action == "cancel":
-            await cancel_unshipped(
-                steps,
-                f"{what} refused; canceled by an agent",
-                f"refused-cancel:{steps.state.holds}",
-            )
+            await cancel_unshipped(steps, outcome.cancel_reason, cancel_step())
         return None
 
 
@@ -477,7 +521,7 @@ async def cancel_units(
         ledger.remove_open_units(fo_id, items)
         released += items
         # The fulfillment order gives the units up; with none left to ship, it is canceled.
-        ended = not any(ledger.open_units.get(fo_id, {}).values())
+        ended = not ledger.is_open(fo_id)
         events.append(
             order_events.fulfillment_order(
                 "fulfillment.canceled",

@@ -46,12 +46,8 @@ from services.capture.domain.order import apply_line_changes as apply_line_chang
 from services.capture.domain.order import captured_actor as captured_actor
 from services.capture.domain.order import is_settled as is_settled
 from services.capture.domain.order import normalize_email as normalize_email
-from services.capture.domain.promises import NEVER_LATE as NEVER_LATE
 from services.capture.domain.promises import DeliveryPromise as DeliveryPromise
-from services.capture.domain.promises import is_late as is_late
 from services.capture.domain.promises import late_as_of as late_as_of
-from services.capture.domain.promises import order_promise as order_promise
-from services.capture.domain.promises import parse_day as parse_day
 from services.capture.domain.reads import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE
 from services.capture.domain.reads import MAX_PAGE_SIZE as MAX_PAGE_SIZE
 from services.capture.domain.reads import OrderFilter as OrderFilter

@@ -72,7 +72,6 @@ from services.capture.store.progress import record_progress as record_progress
 from services.capture.store.reads import PLAN_FOR_PARAMETERS as PLAN_FOR_PARAMETERS
 from services.capture.store.reads import SQL_CHANGES_SINCE as SQL_CHANGES_SINCE
 from services.capture.store.reads import SQL_CHANNEL_OF_ORDER as SQL_CHANNEL_OF_ORDER
-from services.capture.store.reads import SQL_COUNT_LATE_TODAY as SQL_COUNT_LATE_TODAY
 from services.capture.store.reads import SQL_COUNT_ORDERS as SQL_COUNT_ORDERS
 from services.capture.store.reads import SQL_GROUPS_OF_ORDERS as SQL_GROUPS_OF_ORDERS
 from services.capture.store.reads import SQL_LINES_OF_ORDERS as SQL_LINES_OF_ORDERS
@@ -84,7 +83,6 @@ from services.capture.store.reads import SQL_TIMELINE as SQL_TIMELINE
 from services.capture.store.reads import OrderChanges as OrderChanges
 from services.capture.store.reads import changes_since as changes_since
 from services.capture.store.reads import channel_of as channel_of
-from services.capture.store.reads import count_late_today as count_late_today
 from services.capture.store.reads import count_orders as count_orders
 from services.capture.store.reads import get_order as get_order
 from services.capture.store.reads import line_quantities as line_quantities

@@ -161,10 +161,7 @@ async def record_progress(
             address.country_code,
         )
         if updated == "UPDATE 0":
-            raise NotFound(
-                f"delivery group {limits.echo(delivery_group_id)} of order "
-                f"{limits.echo(order_id)} not found"
-            )
+            raise _group_not_found(order_id, delivery_group_id)
     if promises:
         await _set_promises(conn, order_id, promises)
     order = await get_order(conn, order_id) if read_back else None
@@ -184,11 +181,16 @@ async def _set_promises(
     }
     for delivery_group_id in ids:
         if delivery_group_id not in found:
-            raise NotFound(
-                f"delivery group {limits.echo(delivery_group_id)} of order "
-                f"{limits.echo(order_id)} not found"
-            )
+            raise _group_not_found(order_id, delivery_group_id)
     await conn.execute(SQL_SET_ORDER_PROMISE, order_id)
+
+
+def _group_not_found(order_id: str, delivery_group_id: str) -> NotFound:
+    """The refusal of a progress report naming a delivery group the order does not have."""
+    return NotFound(
+        f"delivery group {limits.echo(delivery_group_id)} of order "
+        f"{limits.echo(order_id)} not found"
+    )
 
 
 async def _add_items(conn: Conn, order_id: str, additions: Sequence[domain.LineAddition]) -> None:

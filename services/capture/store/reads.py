@@ -49,8 +49,9 @@ _LIST_FILTERS = """
   AND ($5::timestamptz IS NULL OR o.created_at < $5::timestamptz)
   AND ($6::timestamptz IS NULL OR (o.created_at, o.id) < ($6::timestamptz, $7::text))"""
 
-# Late orders: neither fulfilled nor canceled (domain.NEVER_LATE, written out so that the
-# partial index orders_late matches), promised for a day before parameter $n (NULL: any
+# Late orders (the one statement of the rule: ListOrders' page and count and the late-orders
+# gauge all filter with it): neither fulfilled nor canceled (written out so that the partial
+# index orders_late matches), promised for a day before parameter $n (NULL: any
 # order). Planned per request (PLAN_FOR_PARAMETERS), a late listing uses orders_late.
 _LATE_FILTER = """
   ($%(n)s::date IS NULL OR (o.status NOT IN ('fulfilled', 'canceled')
@@ -84,12 +85,6 @@ SQL_COUNT_ORDERS = (
   AND"""
     + _LATE_FILTER % {"n": 9}
 )
-
-# Orders late today (UTC by the database's clock, which every replica shares), for the gauge.
-SQL_COUNT_LATE_TODAY = """
-SELECT count(*) FROM orders
-WHERE status NOT IN ('fulfilled', 'canceled')
-  AND promised_delivery_date < (now() AT TIME ZONE 'UTC')::date"""
 
 # Orders with a line of SKU $3, newest first, driven by order_lines_sku_newest: the index
 # hands out (order_created_at, order_id) in page order and each entry fetches its order
@@ -218,12 +213,6 @@ async def count_orders(conn: Conn, where: domain.OrderFilter) -> int:
             where.sku,
             where.late_before,
         )
-    return found
-
-
-async def count_late_today(conn: Conn) -> int:
-    """Orders late today (UTC, by the database's clock)."""
-    found: int = await conn.fetchval(SQL_COUNT_LATE_TODAY)
     return found
 
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from oms_platform.errors import FieldViolation, InvalidArgument
 from services.payments.domain.authorizations import Authorization
 from services.payments.domain.common import APPROVED, GIFT_CARD
 
@@ -22,31 +21,12 @@ class RenewalRule:
     """How long past the promised day holds must last, and how long before a hold lapses it
     is renewed (settings `authorization_renewal_margin_hours`, `..._lead_seconds`)."""
 
-    margin_hours: int = 48
-    lead_seconds: int = 43_200
+    margin_hours: int
+    lead_seconds: int
 
     @property
     def lead(self) -> timedelta:
         return timedelta(seconds=self.lead_seconds)
-
-
-def promised_day(order_id: str, idempotency_key: str, promise_date: str) -> date:
-    """The promised day of a renewal request; InvalidArgument naming every bad field."""
-    violations: list[FieldViolation] = []
-    if not order_id:
-        violations.append(FieldViolation("order_id", "order_id is required"))
-    if not idempotency_key:
-        violations.append(FieldViolation("idempotency_key", "idempotency_key is required"))
-    day: date | None = None
-    try:
-        day = date.fromisoformat(promise_date)
-    except ValueError:
-        violations.append(
-            FieldViolation("promise_date", "promise_date must be a day as YYYY-MM-DD")
-        )
-    if violations or day is None:
-        raise InvalidArgument(violations)
-    return day
 
 
 def held_until(promised: date, rule: RenewalRule) -> datetime:
@@ -67,19 +47,32 @@ def _renewable(authorizations: Sequence[Authorization], until: datetime) -> list
     )
 
 
+def due_at(authorization: Authorization, rule: RenewalRule) -> datetime:
+    """When a hold falls due for renewal: the lead before it lapses; a renewed hold no sooner
+    than half its own life. A processor whose holds are shorter than the lead would otherwise
+    make every renewed hold due the moment it is made, and the order would be renewed again and
+    again at once; held for half its life, a hold is renewed at most twice per life of a hold
+    and still before it lapses."""
+    due = authorization.expires_at - rule.lead
+    if authorization.replaces_authorization_id:
+        half_life = (authorization.expires_at - authorization.created_at) / 2
+        due = max(due, authorization.created_at + half_life)
+    return due
+
+
 def renewals_due(
     authorizations: Sequence[Authorization], until: datetime, now: datetime, rule: RenewalRule
 ) -> list[Authorization]:
-    """The holds to renew now: they would lapse before `until` and lapse within the lead
-    (or already have), oldest first."""
-    return [a for a in _renewable(authorizations, until) if a.expires_at - rule.lead <= now]
+    """The holds to renew now: they would lapse before `until` and are due (`due_at`), oldest
+    first."""
+    return [a for a in _renewable(authorizations, until) if due_at(a, rule) <= now]
 
 
 def next_renewal(
     authorizations: Sequence[Authorization], until: datetime, rule: RenewalRule
 ) -> datetime | None:
     """When the next hold falls due for renewal; None when every hold lasts until `until`."""
-    due = [a.expires_at - rule.lead for a in _renewable(authorizations, until)]
+    due = [due_at(a, rule) for a in _renewable(authorizations, until)]
     return min(due) if due else None
 
 
