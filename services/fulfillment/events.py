@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from oms.events.v1 import events_pb2
 
 from oms_platform.outbox import event_id
+from oms_platform.wire import day_to_pb
 from services.fulfillment import domain
 from workflows.types import (
     FulfillmentEvent,
@@ -28,13 +29,9 @@ def fulfillment_order_data(fo: domain.FulfillmentOrder) -> FulfillmentOrderData:
         location_id=fo.location_id,
         delivery_group_id=fo.delivery_group_id,
         lines=[RoutingLineData(line.order_line_id, line.sku, line.quantity) for line in fo.lines],
-        promise_date=fo.promise_date.isoformat() if fo.promise_date else "",
-        promised_delivery_date=_day(fo.promised_delivery_date),
+        promise_date=day_to_pb(fo.promise_date),
+        promised_delivery_date=day_to_pb(fo.promised_delivery_date),
     )
-
-
-def _day(day: date | None) -> str:
-    return day.isoformat() if day else ""
 
 
 def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> FulfillmentEvent:
@@ -48,7 +45,7 @@ def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> Ful
         items=[ShipmentItemData(i.order_line_id, i.quantity) for i in shipment.items],
         carrier=shipment.carrier,
         tracking_number=shipment.tracking_number,
-        promised_delivery_date=_day(fo.promised_delivery_date),
+        promised_delivery_date=day_to_pb(fo.promised_delivery_date),
     )
 
 
