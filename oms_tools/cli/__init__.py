@@ -57,6 +57,7 @@ from oms_tools.cli.servicing import (
 )
 from oms_tools.cli.subscriptions import cmd_plan, cmd_subscription, subscription_parsers
 from oms_tools.cli.webhooks import cmd_webhook, webhook_parsers
+from services.fulfillment.domain.fulfillment_orders import FULFILLMENT_ORDER_STATUSES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,19 +157,7 @@ def parser() -> argparse.ArgumentParser:
         "--status",
         action="append",
         default=[],
-        choices=[
-            "backordered",
-            "allocated",
-            "accepted",
-            "picked",
-            "packed",
-            "shipped",
-            "rejected",
-            "canceled",
-            "ready_for_pickup",
-            "picked_up",
-            "in_transit_to_store",
-        ],
+        choices=FULFILLMENT_ORDER_STATUSES,
     )
     fl.add_argument("--limit", type=int, default=50)
     for step in ("accept", "pick", "pack"):

@@ -16,11 +16,9 @@ from oms.fulfillment.v1 import fulfillment_pb2_grpc
 
 from oms_platform import auth
 from oms_platform.settings import Settings
-from oms_tools.cli.common import as_json, enum_name, fo_status_name
+from oms_tools.cli.common import as_json, enum_name, fo_status_name, table
 from oms_tools.cli.orders import caller_token, service_channel
-
-SUPPLY_KINDS = ("purchase_order", "advance_ship_notice", "pre_order")
-SUPPLY_STATUSES = ("open", "received", "canceled")
+from services.fulfillment.domain.supply import SUPPLY_KINDS, SUPPLY_STATUSES
 
 
 def fulfillment_parsers(sub: Any) -> None:
@@ -106,24 +104,6 @@ def fulfillment_parsers(sub: Any) -> None:
 def _stub(settings: Settings, role: str) -> tuple[grpc.aio.Channel, Any]:
     channel = service_channel(settings, "fulfillment", caller_token(settings, role))
     return channel, fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Rows under their headers, in columns as wide as their widest cell; numbers to the right."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    numeric = [
-        bool(rows) and all(isinstance(row[i], int) or row[i] == "-" for row in rows)
-        for i in range(len(headers))
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if right else v.ljust(w)
-            for v, w, right in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(headers), *(line(row) for row in cells)])
 
 
 # ---- supply --------------------------------------------------------------------------------

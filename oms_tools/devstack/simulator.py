@@ -2,10 +2,12 @@
 
 It plays every location and carrier through the same public RPCs a real warehouse would call:
 accept, pick, pack, ship (with a carrier and tracking number) and deliver, each step a
-configurable delay after the previous one. It is a warehouse like any other to oms: its
-token (signed by the dev stack's issuer) carries the warehouse role and the locations it
-plays, every location oms knows, re-read every so often. Asked to (`simulator_reject_rate`),
-it rejects some allocated fulfillment orders instead of accepting them, so their lines are
+configurable delay after the previous one. A ship-to-store pickup's warehouse ships it to the
+store instead (`ShipToStore`), and the simulator stops there: receiving it, setting it aside
+and handing it over are the store's. It is a warehouse like any other to oms: its token
+(signed by the dev stack's issuer) carries the warehouse role and the locations it plays,
+every location oms knows, re-read every so often. Asked to (`simulator_reject_rate`), it
+rejects some allocated fulfillment orders instead of accepting them, so their lines are
 routed again.
 """
 

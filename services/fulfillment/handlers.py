@@ -96,11 +96,7 @@ async def _promise(
     transit = await store.transit_table(conn)
     promised = {
         fo.fulfillment_order_id: domain.promised_delivery(
-            found[fo.fulfillment_order_id],
-            transit,
-            holidays,
-            now,
-            fo.promise_date if fo.status == domain.BACKORDERED else None,
+            found[fo.fulfillment_order_id], transit, holidays, now, fo.available_on
         )
         for fo in fos
         if fo.fulfillment_order_id in found
@@ -592,8 +588,8 @@ async def update_supply(
             f"supply {supply_id} now expected {after.expected_date.isoformat()} "
             f"(was {supply.expected_date.isoformat()})"
         )
-        for fo in await store.waiting(conn, supply_id):
-            fo = await _repromise(conn, fo, after, holidays, now)
+        waiting = await store.waiting(conn, supply_id)
+        for fo in await _repromise(conn, [(fo, after) for fo in waiting], holidays, now):
             await store.signal_order(
                 conn, fo.order_id, events.backorder_repromised_event(fo, after, reason)
             )
@@ -624,10 +620,15 @@ async def cancel_supply(
         [_waiting(fo) for fo in waiting], supply, others, await store.today(conn)
     )
     by_id = {fo.fulfillment_order_id: fo for fo in waiting}
+    # Every one that moves to other supply is promised from it at once, then each is told.
+    moves = [
+        (by_id[entry.fulfillment_order_id], other) for entry, other in plan if other is not None
+    ]
+    promised = {fo.fulfillment_order_id: fo for fo in await _repromise(conn, moves, holidays, now)}
     for entry, other in plan:
         fo = by_id[entry.fulfillment_order_id]
         if other is not None:
-            fo = await _repromise(conn, fo, other, holidays, now)
+            fo = promised[fo.fulfillment_order_id]
             event = events.backorder_repromised_event(
                 fo, other, f"{why}; promised from supply {other.supply_id}"
             )
@@ -644,19 +645,22 @@ async def cancel_supply(
 
 async def _repromise(
     conn: asyncpg.Connection,
-    fo: domain.FulfillmentOrder,
-    supply: domain.Supply,
+    moves: Sequence[tuple[domain.FulfillmentOrder, domain.Supply]],
     holidays: domain.Holidays,
     now: datetime,
-) -> domain.FulfillmentOrder:
-    """Promise a (locked) waiting fulfillment order from `supply`: its supply day, and the
-    delivery date counted from it."""
-    await store.repromise(conn, fo.fulfillment_order_id, supply)
-    moved = dataclasses.replace(
-        fo, location_id=supply.location_id, promise_date=supply.expected_date
-    )
-    [promised] = await _promise(conn, [moved], holidays, now)
-    return promised
+) -> list[domain.FulfillmentOrder]:
+    """Promise (locked) waiting fulfillment orders each from its supply: the supply's day, and
+    the delivery dates counted from it, all on one read of routes and transit times. The
+    fulfillment orders after, in the order given."""
+    moved: list[domain.FulfillmentOrder] = []
+    for fo, supply in moves:
+        await store.repromise(conn, fo.fulfillment_order_id, supply)
+        moved.append(
+            dataclasses.replace(
+                fo, location_id=supply.location_id, promise_date=supply.expected_date
+            )
+        )
+    return await _promise(conn, moved, holidays, now)
 
 
 def _waiting(fo: domain.FulfillmentOrder) -> domain.Waiting:
@@ -748,12 +752,10 @@ async def upsert_location(
     """Create or change a location; the schedule fields and the ship-to-store setting it
     leaves out keep their values (a store accepts ship-to-store only from known warehouses)."""
     stored = await store.get_location(conn, location.location_id)
-    if ship_to_store is None:
-        ship_to_store = stored.ship_to_store if stored is not None else domain.ShipToStore()
-    location = dataclasses.replace(location, ship_to_store=ship_to_store)
-    if ship_to_store.accepted or ship_to_store.from_location_ids:
+    location = domain.with_ship_to_store(location, ship_to_store, stored)
+    if location.ship_to_store.accepted or location.ship_to_store.from_location_ids:
         types = {loc.location_id: loc.type for loc in await store.list_locations(conn)}
-        if violations := domain.ship_to_store_violations(location, ship_to_store, types):
+        if violations := domain.ship_to_store_violations(location, types):
             raise InvalidArgument(violations)
     return await store.upsert_location(conn, domain.with_schedule(location, schedule, stored))
 
@@ -849,10 +851,8 @@ async def location_acted_on(
     `at_store`: for handing a pickup over, its store (which a ship-to-store one is shipped to)."""
     async with pool.acquire() as conn:
         if at_store:
-            found = await store.store_of_fulfillment_order(conn, fulfillment_order_id)
-            if found is None:
-                raise NotFound(f"fulfillment order {fulfillment_order_id} does not exist")
-            return found, f"fulfillment order {fulfillment_order_id}"
+            fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
+            return fo.handover_location_id, f"fulfillment order {fulfillment_order_id}"
         if shipment_id:
             location = await store.location_of_shipment(conn, shipment_id)
             return location, f"shipment {shipment_id}"

@@ -130,11 +130,11 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> pb.GetFulfillmentOrderResponse:
         check_required({"fulfillment_order_id": request.fulfillment_order_id})
         fo = await handlers.get_fulfillment_order(self._pool, request.fulfillment_order_id)
-        # A ship-to-store one is its pickup store's to see as well as its warehouse's.
-        theirs = fo.ships_to_store and auth.current_principal().may_act_for_location(
-            fo.pickup_location_id
-        )
-        where = fo.pickup_location_id if theirs else fo.location_id
+        # The store that hands it over may see it, and so may the location that ships it (a
+        # ship-to-store one's warehouse).
+        where = fo.handover_location_id
+        if not auth.current_principal().may_act_for_location(where):
+            where = fo.location_id
         auth.require_location(where, f"fulfillment order {fo.fulfillment_order_id}")
         return pb.GetFulfillmentOrderResponse(fulfillment_order=convert.fulfillment_order_to_pb(fo))
 

@@ -265,11 +265,17 @@ async def test_canceling_the_only_supply_sends_the_backorder_to_an_agent(system:
     await stock(fulfillment, tee, wh_east=10)
     po = await supply(fulfillment, mug, 3)
     order_id = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order.order_id
-    await eventually(
+    # The order is promised for when the backordered mug arrives (its latest).
+    waiting = await eventually(
         lambda: view(capture, order_id),
-        lambda v: pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(v),
-        "the backorder",
+        lambda v: any(
+            fo.promised_delivery_date == v.order.promised_delivery_date != ""
+            for fo in by_status(v).get(pb.FULFILLMENT_ORDER_STATUS_BACKORDERED, [])
+        ),
+        "the backorder and the order's promise",
     )
+    [backorder] = by_status(waiting)[pb.FULFILLMENT_ORDER_STATUS_BACKORDERED]
+    promised_before = backorder.promised_delivery_date
 
     moved = await fulfillment.UpdateSupply(
         pb.UpdateSupplyRequest(supply_id=po.supply_id, expected_date=IN_TWO_WEEKS)
@@ -284,6 +290,15 @@ async def test_canceling_the_only_supply_sends_the_backorder_to_an_agent(system:
         "the new promise date",
     )
     assert repromised.order.status != capture_pb2.ORDER_STATUS_ON_HOLD
+    # Supply a week later: the delivery promise moves later with it, on the fulfillment order
+    # and then on the order.
+    [later] = by_status(repromised)[pb.FULFILLMENT_ORDER_STATUS_BACKORDERED]
+    assert later.promised_delivery_date > promised_before
+    await eventually(
+        lambda: view(capture, order_id),
+        lambda v: v.order.promised_delivery_date == later.promised_delivery_date,
+        "the order's later promise",
+    )
 
     await fulfillment.CancelSupply(pb.CancelSupplyRequest(supply_id=po.supply_id, reason="gone"))
 

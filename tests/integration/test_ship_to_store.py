@@ -142,6 +142,29 @@ async def test_a_pickup_its_store_lacks_is_shipped_there_from_the_nearest_wareho
 
     # Nearest the store (Chicago), not the shopper (Seattle); the store is where it is collected.
     assert (fo.location_id, fo.pickup_location_id) == ("wh-east", STORE)
+    # Promised for the day the transfer reaches the store, as a standard parcel from the
+    # warehouse to the store would arrive (what EstimateDelivery says at the moment it was
+    # made), not the day the warehouse ships it; capture's order follows.
+    listed = await fulfillment(system).ListLocations(pb.ListLocationsRequest())
+    [store] = [loc for loc in listed.locations if loc.location_id == STORE]
+    estimated = await fulfillment(system).EstimateDelivery(
+        pb.EstimateDeliveryRequest(
+            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in fo.lines],
+            address=store.address,
+            delivery_methods=["standard"],
+            ordered_at=fo.created_at,
+        )
+    )
+    [parcel] = estimated.estimates[0].shipments
+    assert parcel.location_id == "wh-east"
+    assert fo.promised_delivery_date == parcel.delivery_date
+    assert fo.promised_delivery_date > parcel.ship_date
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    await eventually(
+        lambda: capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10),
+        lambda v: v.order.promised_delivery_date == parcel.delivery_date,
+        "the order's promise in capture",
+    )
     assert (await level(fulfillment(system), tee, "wh-east")).reserved == 2
     decisions = await fulfillment(system).GetRoutingDecisions(
         pb.GetRoutingDecisionsRequest(order_id=order_id)
@@ -186,7 +209,6 @@ async def test_a_pickup_its_store_lacks_is_shipped_there_from_the_nearest_wareho
     warehouse = await level(fulfillment(system), tee, "wh-east")
     assert (warehouse.on_hand, warehouse.reserved) == (3, 0)
     # Nothing was invoiced or captured for the transfer; the order is not shipped.
-    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
     events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
     await eventually(
         lambda: logged_types(events, order_id),

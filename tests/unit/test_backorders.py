@@ -3,6 +3,7 @@ where a canceled supply's backorders go."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -188,6 +189,17 @@ def test_a_backordered_fulfillment_order_can_be_canceled_but_not_rejected_or_mov
     for kind in (domain.REJECTED, domain.MOVED):
         with pytest.raises(FailedPrecondition):
             domain.plan_line_change(fo, kind, [])
+
+
+def test_a_backorder_is_promised_from_its_supply_day_until_it_is_released() -> None:
+    waiting = domain.FulfillmentOrder(
+        "fo", "o", "dg", "wh-east", domain.BACKORDERED, (domain.FulfillmentLine("l", "MUG", 2),),
+        supply_id="po-1", promise_date=date(2025, 3, 10),
+    )  # fmt: skip
+    assert waiting.available_on == date(2025, 3, 10)
+    # Released, it keeps its promise date, but its units are the location's work now.
+    released = replace(waiting, status=domain.ALLOCATED)
+    assert released.available_on is None
 
 
 def _level(sku: str, on_hand: int, location_id: str = "wh-east") -> domain.InventoryLevel:

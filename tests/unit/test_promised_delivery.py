@@ -1,14 +1,33 @@
 """The promise a fulfillment order carries, without a database: the same count as
-EstimateDelivery for the route it took, from a backorder's supply day, for a store pickup, and
-again from the day a parcel left (or the carrier's estimate)."""
+EstimateDelivery for the route it took, from a backorder's supply day, for a store pickup (and
+a ship-to-store one: the day the transfer reaches the store), and again from the day a parcel
+left (or the carrier's estimate)."""
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import date, time
 
 from services.fulfillment import domain
 from services.fulfillment.domain import Route
-from tests.unit.test_fulfillment_promise import EAST, HOLIDAYS, NYC, TRANSIT, WEST, at, estimate
+from tests.unit.test_fulfillment_promise import (
+    EAST,
+    HOLIDAYS,
+    NYC,
+    TRANSIT,
+    WEST,
+    at,
+    estimate,
+)
+
+CHICAGO_STORE = replace(
+    EAST,
+    location_id="store-chicago",
+    type="store",
+    latitude=41.8818,
+    longitude=-87.6470,
+    schedule=domain.ProcessingSchedule("America/Chicago", time(14, 0), 1),
+)
 
 
 def route(method: str = "standard", location: domain.Location = EAST) -> Route:
@@ -56,6 +75,36 @@ def test_a_pickup_is_promised_for_the_day_it_is_ready_a_method_without_transit_f
         domain.promised_delivery(route("same_day"), TRANSIT, HOLIDAYS, at("2026-11-24T15:00:00"))
         is None
     )
+
+
+def test_a_ship_to_store_pickup_is_promised_the_day_the_transfer_reaches_the_store() -> None:
+    # Tuesday 10:00 in New York: wh-east ships Wednesday; Newark to Chicago (about 1,150 km)
+    # is 4 standard business days, past Thanksgiving and the weekend: Wednesday 2 December.
+    shipped_to_store = Route(EAST, domain.PICKUP, "US", NYC, pickup_store=CHICAGO_STORE)
+    promised = domain.promised_delivery(
+        shipped_to_store, TRANSIT, HOLIDAYS, at("2026-11-24T15:00:00")
+    )
+    assert promised == date(2026, 12, 2)
+    # Not the warehouse's ship day, which a pickup the store fills itself would be promised.
+    at_the_store = Route(CHICAGO_STORE, domain.PICKUP, "US", NYC, pickup_store=CHICAGO_STORE)
+    assert domain.promised_delivery(
+        at_the_store, TRANSIT, HOLIDAYS, at("2026-11-24T15:00:00")
+    ) == date(2026, 11, 25)
+    # A backordered one leaves the warehouse after its supply arrives, then travels the same.
+    assert domain.promised_delivery(
+        shipped_to_store, TRANSIT, HOLIDAYS, at("2026-11-24T15:00:00"), date(2026, 12, 7)
+    ) == date(2026, 12, 14)
+    # Without transit times for the transfer's method there is no promise.
+    express_only = domain.TransitTable(TRANSIT.bands_of("express"))
+    assert (
+        domain.promised_delivery(shipped_to_store, express_only, HOLIDAYS, at("2026-11-24T15:00"))
+        is None
+    )
+
+
+def test_a_method_s_bands_are_read_nearest_first() -> None:
+    assert [b.from_km for b in TRANSIT.bands_of("standard")] == [0, 300, 1000, 2000]
+    assert TRANSIT.bands_of("same_day") == []
 
 
 def test_a_shipment_promises_its_ship_day_at_the_location_plus_transit() -> None:

@@ -137,17 +137,27 @@ def test_only_a_store_accepts_ship_to_store_and_only_from_known_warehouses() -> 
     types = {"wh-east": "warehouse", "store-boston": "store"}
     setting = domain.ShipToStore(True, ("wh-east", "store-boston", "wh-nowhere", "wh-east"))
 
-    violations = domain.ship_to_store_violations(location("store", setting), setting, types)
+    violations = domain.ship_to_store_violations(location("store", setting), types)
 
     assert [(v.field, v.description) for v in violations] == [
         ("location.ship_to_store.from_location_ids[1]", "store-boston is a store, not a warehouse"),
         ("location.ship_to_store.from_location_ids[2]", "unknown location 'wh-nowhere'"),
         ("location.ship_to_store.from_location_ids[3]", "is repeated"),
     ]
-    [refused] = domain.ship_to_store_violations(
-        location("warehouse", ANY_WAREHOUSE), ANY_WAREHOUSE, types
-    )
+    [refused] = domain.ship_to_store_violations(location("warehouse", ANY_WAREHOUSE), types)
     assert refused.field == "location.ship_to_store.accepted"
+
+
+def test_an_upsert_that_leaves_the_setting_out_keeps_the_stored_one() -> None:
+    stored = location("store", domain.ShipToStore(True, ("wh-east",)))
+    renamed = replace(location("store", domain.ShipToStore()), name="Chicago Store")
+
+    assert domain.with_ship_to_store(renamed, None, stored).ship_to_store == stored.ship_to_store
+    # A new location left without one accepts none; one named is what is kept.
+    assert domain.with_ship_to_store(renamed, None, None).ship_to_store == domain.ShipToStore()
+    assert domain.with_ship_to_store(renamed, ANY_WAREHOUSE, stored).ship_to_store == (
+        ANY_WAREHOUSE
+    )
 
 
 def fo(status: str, **extra: object) -> domain.FulfillmentOrder:
@@ -181,6 +191,27 @@ def test_units_are_reserved_at_the_warehouse_until_the_store_received_them() -> 
     assert fo(domain.ALLOCATED).stock_location_id == "wh-central"
     received = fo(domain.READY_FOR_PICKUP, received_at_store_at=object())
     assert received.stock_location_id == "store-chicago"
+
+
+def test_the_pickup_store_hands_it_over_whoever_ships_it() -> None:
+    assert fo(domain.IN_TRANSIT_TO_STORE).handover_location_id == "store-chicago"
+    own = replace(fo(domain.ALLOCATED), location_id="store-chicago")
+    assert own.handover_location_id == "store-chicago"
+    shipped = replace(fo(domain.ALLOCATED), pickup_location_id="")
+    assert shipped.handover_location_id == "wh-central"
+
+
+def test_a_received_one_not_collected_gives_back_stock_at_the_store_but_no_warehouse_slot() -> None:
+    received = fo(domain.READY_FOR_PICKUP, received_at_store_at=object())
+    for change in (domain.plan_not_collected(received), domain.plan_cancel(received)):
+        assert change is not None
+        assert (change.status_after, change.holds_stock) == (domain.CANCELED, True)
+        assert change.received_at_store
+        # The warehouse did its work the day the order was made: that slot stays used.
+        assert not change.frees_capacity
+    # Before the transfer left, the warehouse's slot is given back.
+    packed = domain.plan_cancel(fo(domain.PACKED))
+    assert packed is not None and packed.frees_capacity
 
 
 def test_units_in_transit_can_be_canceled_but_release_nothing_and_not_be_rejected() -> None:

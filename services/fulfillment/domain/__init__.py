@@ -464,9 +464,6 @@ from services.fulfillment.domain.routing import (
     RoutingRule as RoutingRule,
 )
 from services.fulfillment.domain.routing import (
-    ShipToStoreFrom as ShipToStoreFrom,
-)
-from services.fulfillment.domain.routing import (
     decisions_of as decisions_of,
 )
 from services.fulfillment.domain.routing import (
@@ -477,9 +474,6 @@ from services.fulfillment.domain.routing import (
 )
 from services.fulfillment.domain.routing import (
     route_group as route_group,
-)
-from services.fulfillment.domain.routing import (
-    ship_to_store_of as ship_to_store_of,
 )
 from services.fulfillment.domain.routing import (
     validate_routing_request as validate_routing_request,
@@ -495,6 +489,9 @@ from services.fulfillment.domain.ship_to_store import (
 )
 from services.fulfillment.domain.ship_to_store import (
     transfer_note as transfer_note,
+)
+from services.fulfillment.domain.ship_to_store import (
+    with_ship_to_store as with_ship_to_store,
 )
 from services.fulfillment.domain.supply import (
     ADVANCE_SHIP_NOTICE as ADVANCE_SHIP_NOTICE,

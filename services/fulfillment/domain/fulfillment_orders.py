@@ -142,6 +142,18 @@ class FulfillmentOrder:
         transfer was received there, else the location it was allocated at."""
         return self.pickup_location_id if self.received_at_store_at else self.location_id
 
+    @property
+    def handover_location_id(self) -> str:
+        """The location that hands it over: a pickup's store (which a ship-to-store one is
+        shipped to, so the store acts for it there), else the location that ships it."""
+        return self.pickup_location_id or self.location_id
+
+    @property
+    def available_on(self) -> date | None:
+        """The day its units can be processed at the earliest: a backordered one's supply day
+        (its promise is counted from it); None once it is a location's work."""
+        return self.promise_date if self.status == BACKORDERED else None
+
     # The day its units are promised to arrive (None: no promise could be made).
     promised_delivery_date: date | None = None
 
@@ -275,11 +287,15 @@ class FulfillmentOrderReduction:
     lines: tuple[RoutingLine, ...]
     status_before: str
     status_after: str
+    # Taken off a ship-to-store one its store had received: its warehouse's work was done.
+    received_at_store: bool = False
 
     @property
     def frees_capacity(self) -> bool:
         """True when the fulfillment order stops being work for its location (a backordered
-        one never was; one in transit to its store already was)."""
+        one never was; one in transit to its store, or received there, already was)."""
+        if self.received_at_store:
+            return False
         return self.status_before in OPEN_STATUSES - _HOLDING_NOTHING and self.status_after in (
             REJECTED,
             CANCELED,
@@ -357,7 +373,9 @@ def plan_line_change(
         status = SHIPPED
     else:
         status = terminal
-    return FulfillmentOrderReduction(kind, tuple(taking), fo.status, status)
+    return FulfillmentOrderReduction(
+        kind, tuple(taking), fo.status, status, fo.received_at_store_at is not None
+    )
 
 
 def plan_unpromised(fo: FulfillmentOrder) -> FulfillmentOrderReduction:
@@ -380,7 +398,9 @@ def plan_cancel(fo: FulfillmentOrder) -> FulfillmentOrderReduction | None:
         for line in fo.lines
         if line.remaining > 0
     )
-    return FulfillmentOrderReduction(CANCELED, taking, fo.status, CANCELED)
+    return FulfillmentOrderReduction(
+        CANCELED, taking, fo.status, CANCELED, fo.received_at_store_at is not None
+    )
 
 
 def check_move_target(

@@ -134,12 +134,16 @@ class TransitTable:
         """Every delivery method with transit times, by name."""
         return sorted({band.delivery_method for band in self.bands})
 
-    def transit_days(self, delivery_method: str, distance_km: float | None) -> int | None:
-        """Days for a distance (unknown: the longest band); None for a method without bands."""
-        bands = sorted(
+    def bands_of(self, delivery_method: str) -> list[TransitBand]:
+        """The method's bands, nearest first (none for a method without transit times)."""
+        return sorted(
             (b for b in self.bands if b.delivery_method == delivery_method),
             key=lambda b: b.from_km,
         )
+
+    def transit_days(self, delivery_method: str, distance_km: float | None) -> int | None:
+        """Days for a distance (unknown: the longest band); None for a method without bands."""
+        bands = self.bands_of(delivery_method)
         if not bands:
             return None
         if distance_km is None:
@@ -301,11 +305,10 @@ def _estimate(
     [placed] = plan.groups
     if placed.unallocated:
         return DeliveryEstimate(method, reason=_shortage(placed.unallocated))
-    carrier = BusinessCalendar(country, holidays)
     return DeliveryEstimate(
         method,
         tuple(
-            _shipment(allocation, method, snapshot, holidays, carrier, ordered_at, country)
+            _shipment(allocation, method, snapshot, holidays, ordered_at, country)
             for allocation in placed.allocations
         ),
     )
@@ -316,53 +319,92 @@ def _shipment(
     method: str,
     snapshot: PromiseSnapshot,
     holidays: Holidays,
-    carrier: BusinessCalendar,
     ordered_at: datetime,
     country: str,
 ) -> PromisedShipment:
     """The parcel of one allocation."""
     location = snapshot.locations[allocation.location_id]
-    leaves, distance = _leaves(location, snapshot.destination, holidays, ordered_at, country)
-    days = snapshot.transit.transit_days(method, distance)
-    assert days is not None  # the method has bands: checked before routing
+    leaves = _leaves(location, holidays, ordered_at, country)
+    arrival = _arrival(
+        location, leaves, method, snapshot.destination, country, snapshot.transit, holidays
+    )
+    assert arrival is not None  # the method has bands: checked before routing
     return PromisedShipment(
         location_id=location.location_id,
         items=tuple(DeliveryItem(line.sku, line.quantity) for line in allocation.lines),
         ship_date=leaves,
-        delivery_date=carrier.add_business_days(leaves, days),
-        distance_km=None if distance is None else round(distance),
-        transit_days=days,
+        delivery_date=arrival.day,
+        distance_km=None if arrival.distance_km is None else round(arrival.distance_km),
+        transit_days=arrival.transit_days,
     )
 
 
-def _leaves(
-    location: Location,
-    destination: Coordinates | None,
-    holidays: Holidays,
-    ordered_at: datetime,
-    country: str,
-) -> tuple[date, float | None]:
-    """The day a parcel of an order placed at `ordered_at` leaves `location` (which works its
-    own country's business days, the address's when it names no country), and its distance to
-    the destination (None: unknown)."""
+def _leaves(location: Location, holidays: Holidays, ordered_at: datetime, country: str) -> date:
+    """The day a parcel of an order placed at `ordered_at` leaves `location`, which works its
+    own country's business days (the address's when it names no country)."""
     works = BusinessCalendar(location.address.country_code.upper() or country, holidays)
-    leaves = ship_date(ordered_at, location.schedule, works)
-    distance = None if destination is None else haversine_km(location.coordinates, destination)
-    return leaves, distance
+    return ship_date(ordered_at, location.schedule, works)
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """How a parcel is carried: the distance (None: unknown), the carrier's business days
+    for it, and the day it arrives."""
+
+    distance_km: float | None
+    transit_days: int
+    day: date
+
+
+def _arrival(
+    origin: Location,
+    leaves: date,
+    delivery_method: str,
+    destination: Coordinates | None,
+    country: str,
+    transit: TransitTable,
+    holidays: Holidays,
+) -> _Arrival | None:
+    """A parcel that leaves `origin` on `leaves` by `delivery_method`, carried the method's
+    transit days for the distance to `destination` (unknown: the longest band) in the
+    business days of `country` (where it is delivered); None for a method without transit
+    times."""
+    distance = None if destination is None else haversine_km(origin.coordinates, destination)
+    days = transit.transit_days(delivery_method, distance)
+    if days is None:
+        return None
+    return _Arrival(
+        distance, days, BusinessCalendar(country, holidays).add_business_days(leaves, days)
+    )
 
 
 # ---- the promise a fulfillment order carries --------------------------------------------------
 
 
+# A ship-to-store transfer travels from the warehouse to the store as this method's parcels do.
+TRANSFER_METHOD = "standard"
+
+
 @dataclass(frozen=True)
 class Route:
     """The route one fulfillment order takes: from its location, by its group's delivery
-    method, to its group's address (`destination`: where that address is; None: unknown)."""
+    method, to its group's address (`destination`: where that address is; None: unknown).
+    A pickup's `pickup_store` is the store the shopper collects at: the location itself, or
+    the store a warehouse ships it to (ship-to-store)."""
 
     location: Location
     delivery_method: str
     country_code: str
     destination: Coordinates | None
+    pickup_store: Location | None = None
+
+    @property
+    def transfer_to(self) -> Location | None:
+        """The store a ship-to-store fulfillment order's units travel to; None for any other."""
+        store = self.pickup_store
+        if self.delivery_method != PICKUP or store is None:
+            return None
+        return None if store.location_id == self.location.location_id else store
 
 
 def promised_delivery(
@@ -375,8 +417,10 @@ def promised_delivery(
     """The day a fulfillment order routed at `ordered_at` is promised to arrive, counted as
     EstimateDelivery counts it for the same location, method and address. A backordered one
     (`available_on`: the day its supply is expected) starts processing that day at the
-    earliest. Pickup at a store: the day it is ready there. None for a method without
-    transit times."""
+    earliest. Pickup at a store: the day it is ready there; shipped to the store from a
+    warehouse, the day the transfer reaches the store (the warehouse's ship day plus the
+    transit days of `TRANSFER_METHOD` from the warehouse to the store, in the store's
+    business days). None for a method without transit times."""
     location = route.location
     country = route.country_code.upper()
     if available_on is not None:
@@ -384,13 +428,25 @@ def promised_delivery(
             available_on, time.min, tzinfo=zoneinfo.ZoneInfo(location.schedule.timezone)
         )
         ordered_at = max(ordered_at, supply_day)
-    leaves, distance = _leaves(location, route.destination, holidays, ordered_at, country)
+    leaves = _leaves(location, holidays, ordered_at, country)
     if route.delivery_method == PICKUP:
-        return leaves
-    days = transit.transit_days(route.delivery_method, distance)
-    if days is None:
-        return None
-    return BusinessCalendar(country, holidays).add_business_days(leaves, days)
+        store = route.transfer_to
+        if store is None:
+            return leaves
+        arrival = _arrival(
+            location,
+            leaves,
+            TRANSFER_METHOD,
+            store.coordinates,
+            store.address.country_code.upper() or country,
+            transit,
+            holidays,
+        )
+    else:
+        arrival = _arrival(
+            location, leaves, route.delivery_method, route.destination, country, transit, holidays
+        )
+    return None if arrival is None else arrival.day
 
 
 def promised_after_shipment(
@@ -407,17 +463,16 @@ def promised_after_shipment(
         return carrier_estimate
     location = route.location
     shipped_on = shipped_at.astimezone(zoneinfo.ZoneInfo(location.schedule.timezone)).date()
-    if route.delivery_method == PICKUP:
-        return shipped_on
-    distance = (
-        None if route.destination is None else haversine_km(location.coordinates, route.destination)
+    arrival = _arrival(
+        location,
+        shipped_on,
+        route.delivery_method,
+        route.destination,
+        route.country_code.upper(),
+        transit,
+        holidays,
     )
-    days = transit.transit_days(route.delivery_method, distance)
-    if days is None:
-        return None
-    return BusinessCalendar(route.country_code.upper(), holidays).add_business_days(
-        shipped_on, days
-    )
+    return None if arrival is None else arrival.day
 
 
 def _shortage(unallocated: Sequence[RoutingLine]) -> str:

@@ -6,6 +6,7 @@ receives it and sets it aside; from there it is a pickup like any other (`pickup
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation
@@ -19,12 +20,23 @@ from services.fulfillment.domain.inventory import Location
 from services.fulfillment.domain.pickup import READYABLE
 
 
+def with_ship_to_store(
+    location: Location, setting: ShipToStore | None, stored: Location | None
+) -> Location:
+    """`location` with the ship-to-store `setting` an upsert names (None: it leaves it out,
+    and the stored one is kept; a new location's default accepts none)."""
+    if setting is None:
+        setting = stored.ship_to_store if stored is not None else ShipToStore()
+    return replace(location, ship_to_store=setting)
+
+
 def ship_to_store_violations(
-    location: Location, setting: ShipToStore, location_types: Mapping[str, str]
+    location: Location, location_types: Mapping[str, str]
 ) -> list[FieldViolation]:
     """Why a location's ship-to-store setting cannot be kept: only a store accepts it, and
     only from known warehouses (`location_types`: every location's type by id)."""
     path = "location.ship_to_store"
+    setting = location.ship_to_store
     out: list[FieldViolation] = []
     if setting.accepted and location.type != "store":
         out.append(

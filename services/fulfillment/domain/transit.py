@@ -45,26 +45,20 @@ class TransitRow:
     to_km: int | None
 
 
-def method_bands(table: TransitTable, delivery_method: str) -> list[TransitBand]:
-    """The method's bands, nearest first."""
-    return sorted(
-        (b for b in table.bands if b.delivery_method == delivery_method), key=lambda b: b.from_km
-    )
-
-
 def transit_rows(table: TransitTable, delivery_method: str = "") -> list[TransitRow]:
     """Every band (or one method's) by method and start, each with where it ends."""
     methods = [delivery_method] if delivery_method else table.methods()
     rows: list[TransitRow] = []
     for method in methods:
-        bands = method_bands(table, method)
+        bands = table.bands_of(method)
         ends: list[int | None] = [b.from_km for b in bands[1:]]
         rows += [TransitRow(band, end) for band, end in zip(bands, [*ends, None], strict=False)]
     return rows
 
 
-def method_violations(field: str, delivery_method: str) -> list[FieldViolation]:
+def method_violations(delivery_method: str) -> list[FieldViolation]:
     """Why `delivery_method` cannot name a carrier's delivery method."""
+    field = "delivery_method"
     if not delivery_method:
         return [FieldViolation(field, "is required")]
     if len(delivery_method) > MAX_METHOD_LENGTH:
@@ -85,7 +79,7 @@ def method_violations(field: str, delivery_method: str) -> list[FieldViolation]:
 def validate_transit_band(band: TransitBand) -> None:
     """A carrier method's name, a start from 0 to 20,000 km and 0 to 60 business days;
     InvalidArgument naming every field that breaks its rule."""
-    violations = method_violations("delivery_method", band.delivery_method)
+    violations = method_violations(band.delivery_method)
     if not 0 <= band.from_km <= MAX_FROM_KM:
         violations.append(FieldViolation("from_km", f"must be from 0 to {MAX_FROM_KM:,} km"))
     if not 0 <= band.transit_days <= MAX_TRANSIT_DAYS:
@@ -101,7 +95,7 @@ def check_transit_band(band: TransitBand, table: TransitTable, new_method: bool)
     asked for on purpose starting at 0 km; within the caps on bands and methods. True when the
     band is new (its start is not one of the method's)."""
     method = band.delivery_method
-    bands = method_bands(table, method)
+    bands = table.bands_of(method)
     if not bands:
         known = ", ".join(table.methods()) or "none"
         if not new_method:
@@ -139,7 +133,7 @@ def check_transit_band_removal(
 ) -> TransitBand | None:
     """The band deleting (method, from_km) removes; None when the method has no band starting
     there. A method's 0 km band goes last: FailedPrecondition while it has others."""
-    bands = method_bands(table, delivery_method)
+    bands = table.bands_of(delivery_method)
     found = next((b for b in bands if b.from_km == from_km), None)
     if found is not None and from_km == 0 and len(bands) > 1:
         raise FailedPrecondition(

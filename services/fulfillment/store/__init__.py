@@ -169,6 +169,9 @@ from services.fulfillment.store.fulfillment_orders import (
     order_of_shipment as order_of_shipment,
 )
 from services.fulfillment.store.fulfillment_orders import (
+    record_reservations as record_reservations,
+)
+from services.fulfillment.store.fulfillment_orders import (
     record_shipment as record_shipment,
 )
 from services.fulfillment.store.fulfillment_orders import (
@@ -178,6 +181,9 @@ from services.fulfillment.store.fulfillment_orders import (
     set_status as set_status,
 )
 from services.fulfillment.store.fulfillment_orders import (
+    ship_units as ship_units,
+)
+from services.fulfillment.store.fulfillment_orders import (
     signal_order as signal_order,
 )
 from services.fulfillment.store.fulfillment_orders import (
@@ -185,6 +191,9 @@ from services.fulfillment.store.fulfillment_orders import (
 )
 from services.fulfillment.store.inventory import (
     SQL_ADD_LOCATION_GROUP_MEMBERS as SQL_ADD_LOCATION_GROUP_MEMBERS,
+)
+from services.fulfillment.store.inventory import (
+    SQL_ADD_RESERVED as SQL_ADD_RESERVED,
 )
 from services.fulfillment.store.inventory import (
     SQL_AVAILABLE as SQL_AVAILABLE,
@@ -392,9 +401,6 @@ from services.fulfillment.store.ship_to_store import (
 )
 from services.fulfillment.store.ship_to_store import (
     ship_to_store as ship_to_store,
-)
-from services.fulfillment.store.ship_to_store import (
-    store_of_fulfillment_order as store_of_fulfillment_order,
 )
 from services.fulfillment.store.supply import (
     cancel_supply as cancel_supply,

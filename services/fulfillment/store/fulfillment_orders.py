@@ -394,7 +394,7 @@ async def set_status(conn: Conn, fulfillment_order_id: str, status: str) -> date
     return updated_at
 
 
-async def settle_reservation(
+async def _settle_reservation(
     conn: Conn, fulfillment_order_id: str, order_line_id: str, quantity: int, status: str
 ) -> None:
     """Move `quantity` reserved units of a fulfillment order line to `status`."""
@@ -416,6 +416,43 @@ async def settle_reservation(
             status,
             row["idempotency_key"],
         )
+
+
+async def ship_units(
+    conn: Conn, fo: domain.FulfillmentOrder, items: Sequence[domain.ShipmentItem], settle_as: str
+) -> None:
+    """Units of a (locked) fulfillment order leave the building they are reserved at: each
+    line's reservation settled as `settle_as` ('fulfilled' for the shopper's parcel,
+    'transferred' for a ship-to-store transfer), and on hand and reserved down per SKU."""
+    fo_id = fo.fulfillment_order_id
+    sku_of = {line.order_line_id: line.sku for line in fo.lines}
+    leaving: dict[str, int] = defaultdict(int)
+    for item in items:
+        leaving[sku_of[item.order_line_id]] += item.quantity
+        await _settle_reservation(conn, fo_id, item.order_line_id, item.quantity, settle_as)
+    for sku, quantity in sorted(leaving.items()):
+        await conn.execute(SQL_SHIP_UNITS, fo.stock_location_id, sku, quantity)
+
+
+async def record_reservations(
+    conn: Conn,
+    fo: domain.FulfillmentOrder,
+    location_id: str,
+    lines: Sequence[domain.FulfillmentLine],
+    idempotency_key: str,
+) -> None:
+    """Reservations of the unshipped units of a fulfillment order's `lines` at a location
+    whose level already counts them as reserved."""
+    await conn.execute(
+        SQL_INSERT_RESERVATIONS,
+        fo.order_id,
+        [fo.fulfillment_order_id] * len(lines),
+        [line.order_line_id for line in lines],
+        [location_id] * len(lines),
+        [line.sku for line in lines],
+        [line.remaining for line in lines],
+        idempotency_key,
+    )
 
 
 async def take_off(
@@ -446,7 +483,7 @@ async def take_off(
     settled = "transferred" if change.kind == domain.MOVED else "released"
     released: dict[str, int] = defaultdict(int)
     for line in change.lines if change.holds_stock else ():
-        await settle_reservation(conn, fo_id, line.order_line_id, line.quantity, settled)
+        await _settle_reservation(conn, fo_id, line.order_line_id, line.quantity, settled)
         released[line.sku] += line.quantity
     for sku, quantity in sorted(released.items()):
         await conn.execute(SQL_RELEASE_UNITS, fo.stock_location_id, sku, quantity)
@@ -454,8 +491,7 @@ async def take_off(
         await conn.execute(SQL_CANCEL, fo_id, reason)
     elif change.status_after != change.status_before:
         await set_status(conn, fo_id, change.status_after)
-    # A ship-to-store one received at its store was its warehouse's work all the same.
-    if change.frees_capacity and fo.created_at is not None and fo.received_at_store_at is None:
+    if change.frees_capacity and fo.created_at is not None:
         await conn.execute(SQL_FREE_CAPACITY, fo.location_id, fo.created_at)
 
 
@@ -525,13 +561,7 @@ async def record_shipment(
         quantities,
     )
     await conn.execute(SQL_ADD_SHIPPED, fo_id, line_ids, quantities)
-    sku_of = {line.order_line_id: line.sku for line in fo.lines}
-    shipped: dict[str, int] = defaultdict(int)
-    for item in plan.items:
-        shipped[sku_of[item.order_line_id]] += item.quantity
-        await settle_reservation(conn, fo_id, item.order_line_id, item.quantity, "fulfilled")
-    for sku, quantity in sorted(shipped.items()):
-        await conn.execute(SQL_SHIP_UNITS, fo.stock_location_id, sku, quantity)
+    await ship_units(conn, fo, plan.items, "fulfilled")
     if plan.status_after != fo.status:
         await set_status(conn, fo_id, plan.status_after)
     return await get_shipment(conn, shipment_id)

@@ -141,6 +141,12 @@ async def reserve_units(
     return None
 
 
+# Units that arrived for an order are reserved for it whatever the level's safety stock (they
+# are the order's, not the location's to sell); unlike SQL_RESERVE nothing is checked.
+SQL_ADD_RESERVED = """
+UPDATE inventory_levels SET reserved = reserved + $3, updated_at = now()
+WHERE location_id = $1 AND sku = $2"""
+
 SQL_RELEASE_UNITS = """
 UPDATE inventory_levels SET reserved = reserved - $3, updated_at = now()
 WHERE location_id = $1 AND sku = $2"""

@@ -1,6 +1,6 @@
 """Fulfillment's store, the promise a fulfillment order carries: the route each one takes
-(its location, its delivery group's method and address, where that address is), and the
-promised delivery date kept on it."""
+(its location, its delivery group's method and address, where that address is, a pickup's
+store), and the promised delivery date kept on it."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from services.fulfillment.store.common import Conn, postal_address
 from services.fulfillment.store.inventory import get_location
 from services.fulfillment.store.routing import coordinates_of
 
-# Each fulfillment order with its delivery group's method and address (a group routed before
-# addresses were kept has none: no method, no address).
+# Each fulfillment order with its pickup store ('' unless a pickup) and its delivery group's
+# method and address (a group routed before addresses were kept has none: no method, no
+# address).
 SQL_ROUTES = """
-SELECT fo.id, fo.location_id, coalesce(g.delivery_method, '') AS delivery_method,
+SELECT fo.id, fo.location_id, fo.pickup_location_id,
+       coalesce(g.delivery_method, '') AS delivery_method,
        coalesce(g.address_line1, '') AS address_line1,
        coalesce(g.address_line2, '') AS address_line2, coalesce(g.city, '') AS city,
        coalesce(g.region, '') AS region, coalesce(g.postal_code, '') AS postal_code,
@@ -32,18 +34,23 @@ WHERE fo.id = p.id"""
 
 
 async def routes(conn: Conn, fulfillment_order_ids: Sequence[str]) -> dict[str, domain.Route]:
-    """The route of each fulfillment order named (those whose location is gone are left
-    out); each address is located once."""
+    """The route of each fulfillment order named (those whose location or pickup store is
+    gone are left out); each location is read and each address located once."""
     rows = await conn.fetch(SQL_ROUTES, list(fulfillment_order_ids))
     locations: dict[str, domain.Location | None] = {}
     destinations: dict[domain.PostalAddress, domain.Coordinates | None] = {}
-    out: dict[str, domain.Route] = {}
-    for row in rows:
-        location_id = row["location_id"]
+
+    async def location_of(location_id: str) -> domain.Location | None:
         if location_id not in locations:
             locations[location_id] = await get_location(conn, location_id)
-        location = locations[location_id]
-        if location is None:
+        return locations[location_id]
+
+    out: dict[str, domain.Route] = {}
+    for row in rows:
+        location = await location_of(row["location_id"])
+        store_id = row["pickup_location_id"]
+        store = await location_of(store_id) if store_id else None
+        if location is None or (store_id and store is None):
             continue
         address = postal_address(row)
         if address not in destinations:
@@ -53,6 +60,7 @@ async def routes(conn: Conn, fulfillment_order_ids: Sequence[str]) -> dict[str, 
             delivery_method=row["delivery_method"],
             country_code=address.country_code,
             destination=destinations[address],
+            pickup_store=store,
         )
     return out
 

@@ -19,8 +19,8 @@ from services.fulfillment import domain
 from services.fulfillment.store.common import TODAY, Conn
 from services.fulfillment.store.fulfillment_orders import (
     SQL_INSERT_LINES,
-    SQL_INSERT_RESERVATIONS,
     fulfillment_orders_by_id,
+    record_reservations,
 )
 from services.fulfillment.store.inventory import reserve_units
 
@@ -275,16 +275,7 @@ async def release(conn: Conn, fo: domain.FulfillmentOrder, idempotency_key: str)
                 raise _Short(short[1])
     except _Short:
         return False
-    await conn.execute(
-        SQL_INSERT_RESERVATIONS,
-        fo.order_id,
-        [fo.fulfillment_order_id] * len(lines),
-        [line.order_line_id for line in lines],
-        [fo.location_id] * len(lines),
-        [line.sku for line in lines],
-        [line.remaining for line in lines],
-        idempotency_key,
-    )
+    await record_reservations(conn, fo, fo.location_id, lines, idempotency_key)
     await conn.execute(SQL_RELEASE_BACKORDER, fo.fulfillment_order_id)
     return True
 
