@@ -254,9 +254,12 @@ def return_credit_minor(ledger: Ledger, returned: Sequence[ItemQuantity]) -> int
 
 
 def exchange_difference(
-    ledger: Ledger, items: Sequence[ItemQuantity], replacements: dict[str, Replacement]
+    ledger: Ledger,
+    items: Sequence[ItemQuantity],
+    replacements: dict[str, Replacement],
+    fee_minor: int = 0,
 ) -> int:
-    """Replacements' price less the returned units' exact share (positive: the shopper owes
-    it)."""
+    """Replacements' price less the returned units' exact share, plus the restocking fee the
+    return policy charges on the exchange (positive: the shopper owes it)."""
     dearer = sum(replacements[i.order_line_id].unit_price_minor * i.quantity for i in items)
-    return dearer - return_credit_minor(ledger, items)
+    return dearer - return_credit_minor(ledger, items) + fee_minor

@@ -1,5 +1,6 @@
-"""`oms order cancel|return|exchange|reship|appease|add-items|changes`, `oms return …` and
-`oms exception …`: servicing an order as an agent."""
+"""`oms order cancel|return|exchange|reship|appease|add-items|change-address|changes`,
+`oms return …` and `oms exception …`: servicing an order as an agent; `oms return policies …`:
+the return policy, as a merchandiser."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from oms_tools.cli.orders import caller_token, capture_stub, service_channel
 # ---- servicing: changes, returns and process exceptions ------------------------------------
 
 
-def _servicing(settings: Settings) -> tuple[grpc.aio.Channel, Any]:
+def _servicing(settings: Settings, role: str = auth.AGENT) -> tuple[grpc.aio.Channel, Any]:
     from oms.servicing.v1 import servicing_pb2_grpc
 
-    channel = service_channel(settings, "servicing", caller_token(settings, auth.AGENT))
+    channel = service_channel(settings, "servicing", caller_token(settings, role))
     return channel, servicing_pb2_grpc.ServicingServiceStub(channel)
 
 
@@ -71,6 +72,9 @@ def _print_outcome(outcome: Any, currency: str, indent: str = "  ") -> None:
         print(f"{indent}return order {outcome.return_order_id}")
     for fo_id in outcome.fulfillment_order_ids:
         print(f"{indent}new fulfillment order {fo_id}")
+    if outcome.location_ids:
+        moved = "moves to" if outcome.rerouted else "ships from"
+        print(f"{indent}{moved} {', '.join(outcome.location_ids)}")
     if outcome.grand_total_minor:
         print(f"{indent}order total {_amount(outcome.grand_total_minor, currency)}")
     if outcome.order_status:
@@ -101,6 +105,11 @@ CHANGE_RPCS = {
         ("order_id", "order_line_id", "amount_minor", "percent_basis_points"),
     ),
     "add-items": ("SubmitAddItems", "PreviewAddItems", ("order_id", "new_lines", "increases")),
+    "change-address": (
+        "SubmitAddressChange",
+        "PreviewAddressChange",
+        ("order_id", "delivery_group_id", "address"),
+    ),
 }
 
 
@@ -156,6 +165,8 @@ def _change_request(args: argparse.Namespace) -> Any:
             note=args.note,
             lines=items(),
         )
+    if args.order_command == "change-address":
+        return _address_change(args, common)
     if args.order_command == "add-items":
         new_lines, increases = _additions(args)
         return spb.SubmitAddItemsRequest(
@@ -194,6 +205,29 @@ async def cmd_order_change(settings: Settings, args: argparse.Namespace) -> int:
     else:
         _print_change(response.change, currency)
     return 0
+
+
+def _address_change(args: argparse.Namespace, common: dict[str, str]) -> Any:
+    """change-address: the delivery group and its new address (checked by servicing)."""
+    from oms.common.v1 import common_pb2
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    if args.submit and not args.reason.strip():
+        raise SystemExit("error: --submit needs --reason")
+    return spb.SubmitAddressChangeRequest(
+        **common,
+        delivery_group_id=args.group,
+        reason=args.reason,
+        note=args.note,
+        address=common_pb2.PostalAddress(
+            line1=args.line1,
+            line2=args.line2,
+            city=args.city,
+            region=args.region,
+            postal_code=args.postal_code,
+            country_code=args.country,
+        ),
+    )
 
 
 def _basis_points(percent: str) -> int:
@@ -272,9 +306,11 @@ async def cmd_order_changes(settings: Settings, args: argparse.Namespace) -> int
 
 
 async def cmd_return(settings: Settings, args: argparse.Namespace) -> int:
-    """`oms return receive` and `oms return list`."""
+    """`oms return receive`, `oms return list` and `oms return policies …`."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
+    if args.return_command == "policies":
+        return await _policies(settings, args)
     channel, stub = _servicing(settings)
     async with channel:
         if args.return_command == "list":
@@ -314,6 +350,79 @@ async def cmd_return(settings: Settings, args: argparse.Namespace) -> int:
     _print_change(response.change, await _currency_of(settings, response.change.order_id))
     _print_return_order(response.return_order)
     return 0
+
+
+async def _policies(settings: Settings, args: argparse.Namespace) -> int:
+    """`oms return policies list|set|delete`, as a merchandiser (who keeps the policy)."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    channel, stub = _servicing(settings, auth.MERCHANDISER)
+    async with channel:
+        if args.policy_command == "list":
+            response = await stub.ListReturnPolicyRules(
+                spb.ListReturnPolicyRulesRequest(), timeout=10
+            )
+        elif args.policy_command == "delete":
+            response = await stub.DeleteReturnPolicyRule(
+                spb.DeleteReturnPolicyRuleRequest(rule_id=args.rule_id), timeout=10
+            )
+        else:
+            response = await stub.UpsertReturnPolicyRule(
+                spb.UpsertReturnPolicyRuleRequest(rule=_policy_rule(args)), timeout=10
+            )
+    if args.json:
+        print(as_json(response))
+    elif args.policy_command == "list":
+        for rule in response.rules:
+            _print_rule(rule)
+    elif args.policy_command == "delete":
+        print(f"rule {args.rule_id} " + ("deleted" if response.deleted else "not found"))
+    else:
+        _print_rule(response.rule)
+    return 0 if args.policy_command != "delete" or response.deleted else 1
+
+
+def _policy_rule(args: argparse.Namespace) -> Any:
+    """`set`: the whole rule as given (what is not given is reset, not kept)."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    return spb.ReturnPolicyRule(
+        rule_id=args.rule_id,
+        channel=args.channel,
+        category=args.category,
+        return_days=args.days or 0,
+        use_channel_window=args.days is None,
+        required_conditions=[
+            spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in args.condition
+        ],
+        final_sale=args.final_sale,
+        restocking_fee_basis_points=_basis_points(args.restocking_fee),
+        fee_on_exchange=args.fee_on_exchange,
+        description=args.description,
+    )
+
+
+def _print_rule(rule: Any) -> None:
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    window = "the channel's window" if rule.use_channel_window else f"{rule.return_days} day(s)"
+    terms = ["final sale"] if rule.final_sale else [f"returns within {window}"]
+    if rule.required_conditions:
+        conditions = [
+            enum_name(spb.ItemCondition, c, "ITEM_CONDITION_") for c in rule.required_conditions
+        ]
+        terms.append("only " + " or ".join(conditions))
+    if rule.restocking_fee_basis_points:
+        on = "returns and exchanges" if rule.fee_on_exchange else "returns"
+        terms.append(f"restocking fee {rule.restocking_fee_basis_points / 100:g}% on {on}")
+    print(
+        f"{rule.rule_id}  channel {rule.channel or 'any'}  category {rule.category or 'any'}: "
+        + ", ".join(terms)
+    )
+    if rule.description:
+        print(f"  {rule.description}")
+    if rule.updated_by:
+        print(f"  set by {rule.updated_by} on {rule.updated_at.ToDatetime():%Y-%m-%d %H:%M}")
 
 
 def _print_return_order(rma: Any) -> None:
@@ -432,7 +541,9 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     """`oms order cancel|return|exchange|reship|appease|add-items|changes`, `oms return ...`,
     `oms exception ...`."""
 
-    def change_args(p: argparse.ArgumentParser, *, lines: bool = True) -> None:
+    def change_args(
+        p: argparse.ArgumentParser, *, lines: bool = True, preview_or_submit: bool = False
+    ) -> None:
         p.add_argument("order_id")
         if lines:
             p.add_argument("--line", action="append", default=[], help="order line id")
@@ -441,9 +552,13 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
             )
         p.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
         p.add_argument("--timeout", type=float, default=60.0)
-        p.add_argument(
+        # Submitting is the default, unless the command asks which one is meant.
+        which = p.add_mutually_exclusive_group(required=preview_or_submit)
+        which.add_argument(
             "--preview", action="store_true", help="say what it would do; record nothing"
         )
+        if preview_or_submit:
+            which.add_argument("--submit", action="store_true", help="make the change")
 
     cancel = osub.add_parser("cancel", help="cancel units not shipped (no --line: everything)")
     change_args(cancel)
@@ -498,6 +613,23 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     add_items.add_argument("--name", default="", help="name of the new lines")
     add_items.add_argument("--group", default="", help="delivery group (default: the first)")
     add_items.add_argument("--reason", default="shopper asked for more")
+    address = osub.add_parser(
+        "change-address",
+        help="send a delivery group to a new address before any of its units shipped",
+        description="Send a delivery group to a new address (checked as an order's is); its "
+        "unshipped units move to other locations when routing for the address prefers them. "
+        "--preview says what would happen, --submit does it.",
+    )
+    change_args(address, lines=False, preview_or_submit=True)
+    address.add_argument("--group", required=True, help="delivery group id")
+    address.add_argument("--line1", required=True)
+    address.add_argument("--line2", default="")
+    address.add_argument("--city", required=True)
+    address.add_argument("--region", default="", help="state or province")
+    address.add_argument("--postal-code", required=True)
+    address.add_argument("--country", required=True, help="ISO 3166 code, e.g. US")
+    address.add_argument("--reason", default="", help="why (needed with --submit)")
+    address.add_argument("--note", default="")
     osub.add_parser("changes", help="an order's changes").add_argument("order_id")
 
     returns = sub.add_parser("return", help="return orders: receive and list")
@@ -514,6 +646,40 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     receive.add_argument("--key", default=str(uuid.uuid4()))
     receive.add_argument("--timeout", type=float, default=60.0)
     rsub.add_parser("list", help="an order's return orders").add_argument("order_id")
+    policies = rsub.add_parser(
+        "policies", help="the return policy's rules (as a merchandiser): list, set, delete"
+    )
+    psub = policies.add_subparsers(dest="policy_command", required=True)
+    psub.add_parser("list", help="every rule, most specific first (the default rule last)")
+    rule = psub.add_parser(
+        "set",
+        help="create or replace a rule",
+        description="Create or replace a rule by id: it is set whole, as given here (what is "
+        "not given is reset). A rule matches the order's channel and the line's product "
+        "category; leave either out to match any. Only rule 'default' matches everything.",
+    )
+    rule.add_argument("rule_id")
+    rule.add_argument("--channel", default="", help="the order's channel (default: any)")
+    rule.add_argument("--category", default="", help="the product category (default: any)")
+    rule.add_argument(
+        "--days", type=int, help="days after delivery (default: the channel's return window)"
+    )
+    rule.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        choices=CONDITIONS,
+        help="a condition units must come back in (repeatable; default: any)",
+    )
+    rule.add_argument("--final-sale", action="store_true", help="never returnable")
+    rule.add_argument(
+        "--restocking-fee", default="0", help="percent of what the units credit back, e.g. 15"
+    )
+    rule.add_argument(
+        "--fee-on-exchange", action="store_true", help="charge the restocking fee on exchanges too"
+    )
+    rule.add_argument("--description", default="")
+    psub.add_parser("delete", help="delete a rule (never 'default')").add_argument("rule_id")
 
     exceptions = sub.add_parser("exception", help="process exceptions: list, resolve, triage")
     esub = exceptions.add_subparsers(dest="exception_command", required=True)
@@ -553,5 +719,5 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     status.add_argument("process_exception_id")
     status.add_argument("--to", required=True, choices=["triaged", "paused", "ignored", "voided"])
     status.add_argument("--note", default="")
-    for p in [*rsub.choices.values(), *esub.choices.values()]:
+    for p in [*rsub.choices.values(), *psub.choices.values(), *esub.choices.values()]:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")

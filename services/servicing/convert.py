@@ -444,6 +444,7 @@ def rule_to_domain(rule: pb.ReturnPolicyRule) -> domain.PolicyRule:
         final_sale=rule.final_sale,
         restocking_fee_basis_points=rule.restocking_fee_basis_points,
         description=rule.description,
+        fee_on_exchange=rule.fee_on_exchange,
     )
 
 
@@ -460,6 +461,7 @@ def rule_to_pb(stored: StoredRule) -> pb.ReturnPolicyRule:
         final_sale=rule.final_sale,
         restocking_fee_basis_points=rule.restocking_fee_basis_points,
         description=rule.description,
+        fee_on_exchange=rule.fee_on_exchange,
         updated_at=timestamp_from_datetime(stored.updated_at),
         updated_by=stored.updated_by,
     )

@@ -291,6 +291,7 @@ class OrderLifecycles:
                 domain.ReturnableLine(line.order_line_id, line.sku, line.available_to_return)
                 for line in state.lines
             ),
+            return_window_closes_at=state.return_window_closes_at,
         )
 
     async def _handle(self, order_id: str) -> WorkflowHandle[Any, Any]:

@@ -12,22 +12,22 @@ from oms_platform.errors import AlreadyExists, NotFound
 from services.servicing.domain import PolicyRule
 
 _RULE_COLUMNS = """id, channel, category, return_days, required_conditions, final_sale,
-    restocking_fee_basis_points, description, updated_at, updated_by"""
+    restocking_fee_basis_points, description, updated_at, updated_by, fee_on_exchange"""
 
 # Replaces a rule by id; the (channel, category) unique key refuses a second rule for the
 # same pair (asyncpg raises UniqueViolationError, told apart from a replaced row by RETURNING).
 SQL_UPSERT_RULE = f"""
 INSERT INTO return_policy_rules
     (id, channel, category, return_days, required_conditions, final_sale,
-     restocking_fee_basis_points, description, updated_at, updated_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     restocking_fee_basis_points, description, updated_at, updated_by, fee_on_exchange)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (id) DO UPDATE SET
     channel = EXCLUDED.channel, category = EXCLUDED.category,
     return_days = EXCLUDED.return_days, required_conditions = EXCLUDED.required_conditions,
     final_sale = EXCLUDED.final_sale,
     restocking_fee_basis_points = EXCLUDED.restocking_fee_basis_points,
     description = EXCLUDED.description, updated_at = EXCLUDED.updated_at,
-    updated_by = EXCLUDED.updated_by
+    updated_by = EXCLUDED.updated_by, fee_on_exchange = EXCLUDED.fee_on_exchange
 RETURNING {_RULE_COLUMNS}
 """
 
@@ -106,6 +106,7 @@ def _rule(row: Any) -> StoredRule:
             final_sale=row["final_sale"],
             restocking_fee_basis_points=row["restocking_fee_basis_points"],
             description=row["description"],
+            fee_on_exchange=row["fee_on_exchange"],
         ),
         row["updated_at"],
         row["updated_by"],
@@ -138,6 +139,7 @@ class ReturnPolicyStore:
                 rule.description,
                 now,
                 actor,
+                rule.fee_on_exchange,
             )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(

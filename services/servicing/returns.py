@@ -1,7 +1,8 @@
 """Servicing's return use cases around the order workflow: the return policy decides before
-a return reaches the workflow (with its restocking fee withheld through the change's return
-fee), a carrier issues the label of each return order, and units received back in a
-resellable condition go back into stock at the receiving location.
+a return or an exchange (a return of the old item) reaches the workflow, with its restocking
+fee withheld through the change's return fee; a carrier issues the label of each return
+order, and units received back in a resellable condition go back into stock at the receiving
+location.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ async def _eligibility(
 ) -> domain.Eligibility:
     """The policy's answer for one line; the units are priced (a preview query) when the
     answer reports money (`always_price`) or the deciding rule charges a fee. Without
-    `check_quantity` the units left to return are left to the workflow (`domain.decide`)."""
+    `check_quantity` the units left to return are left to the workflow (`domain.decide`).
+    The window is the order's own when its lifecycle gives one (the deployment's for the
+    channel otherwise), so the policy and the workflow close returns at the same moment."""
     line = view.line(request.order_line_id, field)
     categories = await ctx.policies.categories_of([line.sku])
     facts = domain.line_facts(
@@ -92,7 +95,7 @@ async def _eligibility(
     now = ctx.clock()
     unpriced = domain.decide(rules, facts, request, 0, now, check_quantity=check_quantity)
     rule = domain.deciding_rule(rules, facts.channel, facts.category)
-    if not unpriced.eligible or not (always_price or rule.restocking_fee_basis_points):
+    if not unpriced.eligible or not (always_price or domain.fee_basis_points(rule, request)):
         return unpriced
     # What the units credit back, as the workflow computes it for a return (nothing kept).
     try:
@@ -112,8 +115,9 @@ async def _eligibility(
 
 
 async def _policy_fee(ctx: Returns, order: domain.ChangeOrder) -> int:
-    """The restocking fee the policy withholds from a return of `order.lines`; raises
-    FailedPrecondition naming the rule (and the line) when the policy refuses one."""
+    """The restocking fee the policy withholds from a return (or an exchange) of
+    `order.lines`; raises FailedPrecondition naming the rule (and the line) when the policy
+    refuses one."""
     view = await ctx.lifecycles.order_view(order.order_id)
     rules = [stored.rule for stored in await ctx.policies.rules()]
     fee = 0
@@ -124,20 +128,27 @@ async def _policy_fee(ctx: Returns, order: domain.ChangeOrder) -> int:
             ctx,
             view,
             rules,
-            domain.EligibilityRequest(order.order_id, item.order_line_id, item.quantity, condition),
+            domain.EligibilityRequest(
+                order.order_id,
+                item.order_line_id,
+                item.quantity,
+                condition,
+                exchange=order.kind == domain.EXCHANGE,
+            ),
             field,
             always_price=False,
             # A return the workflow refuses for its quantity is recorded as refused there.
             check_quantity=False,
         )
         if not eligibility.eligible:
-            raise domain.refusal_of(eligibility, field)
+            raise domain.refusal_of(eligibility, field, order.kind)
         fee += eligibility.restocking_fee_minor
     return fee
 
 
-async def preview_return(ctx: Returns, order: domain.ChangeOrder) -> domain.ChangeOutcome:
-    """What a return would give back once the policy allows it, less its restocking fee."""
+async def preview_under_policy(ctx: Returns, order: domain.ChangeOrder) -> domain.ChangeOutcome:
+    """What a return (or an exchange) would give back or charge once the policy allows it,
+    its restocking fee withheld."""
     domain.validate_change(order, preview=True)
     fee = await _policy_fee(ctx, order)
     return await handlers.preview_change(
@@ -145,11 +156,12 @@ async def preview_return(ctx: Returns, order: domain.ChangeOrder) -> domain.Chan
     )
 
 
-async def submit_return(
+async def submit_under_policy(
     ctx: Returns, order: domain.ChangeOrder, request_hash: bytes
-) -> tuple[domain.Change, ReturnLabel | None]:
-    """Open a return the policy allows (its restocking fee withheld through the change's
-    return fee) and issue its label.
+) -> domain.Change:
+    """Make a return or an exchange the policy allows, its restocking fee withheld through
+    the change's return fee (the workflow keeps it from the refund of a return, and adds it
+    to what an exchange charges).
 
     A retry of a change already completed is answered from the record, whatever the policy
     says now; a retry of one still pending reaches the same Update (its first request wins)."""
@@ -159,9 +171,16 @@ async def submit_return(
     if known is None or known.status not in (domain.COMPLETED, domain.PENDING):
         fee = await _policy_fee(ctx, order)
         order = replace(order, return_fee_minor=order.return_fee_minor + fee)
-    change = await handlers.submit_change(
+    return await handlers.submit_change(
         ctx.changes, ctx.returns, ctx.lifecycles, order, request_hash, ctx.clock
     )
+
+
+async def submit_return(
+    ctx: Returns, order: domain.ChangeOrder, request_hash: bytes
+) -> tuple[domain.Change, ReturnLabel | None]:
+    """Open a return the policy allows (`submit_under_policy`) and issue its label."""
+    change = await submit_under_policy(ctx, order, request_hash)
     rma_id = change.outcome.return_order_id if change.outcome else ""
     if not rma_id or order.refund_without_return:
         return change, None

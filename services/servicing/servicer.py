@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import grpc
@@ -26,6 +28,14 @@ from services.servicing.store import (
 )
 from workflows.types import order_workflow_id
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The use cases that preview and submit a change (the kinds with none of their own go to the
+# order's workflow as they are: handlers.preview_change, handlers.submit_change).
+Preview = Callable[[domain.ChangeOrder], Awaitable[domain.ChangeOutcome]]
+Submit = Callable[[domain.ChangeOrder, bytes], Awaitable[domain.Change]]
+
 
 class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     """ServicingService over servicing's stores and the order workflows."""
@@ -33,7 +43,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     def __init__(
         self,
         store: ProcessExceptionStore,
-        returns: ReturnOrderStore,
+        return_orders: ReturnOrderStore,
         changes: ChangeStore,
         lifecycles: OrderLifecycles,
         resolution_grace: timedelta,
@@ -42,15 +52,24 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         return_cases: returns.Returns,
         routing: FulfillmentRouting,
     ) -> None:
-        self._routing = routing
         self._return_cases = return_cases
         self._orders = orders
         self._dead_letters = dead_letters
         self._store = store
         self._resolution_grace = resolution_grace
-        self._returns = returns
+        self._returns = return_orders
         self._changes = changes
         self._lifecycles = lifecycles
+        # Returns and exchanges (a return of the old item) are asked of the return policy
+        # first; an address change's preview asks fulfillment's routing too.
+        self._previews: dict[str, Preview] = {
+            domain.RETURN: partial(returns.preview_under_policy, return_cases),
+            domain.EXCHANGE: partial(returns.preview_under_policy, return_cases),
+            domain.ADDRESS_CHANGE: partial(handlers.preview_address_change, lifecycles, routing),
+        }
+        self._submits: dict[str, Submit] = {
+            domain.EXCHANGE: partial(returns.submit_under_policy, return_cases),
+        }
 
     # ---- process exceptions -----------------------------------------------------------------
 
@@ -309,8 +328,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         self, request: pb.CheckReturnEligibilityRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckReturnEligibilityResponse:
         question = convert.eligibility_request_to_domain(request)
-        await self._confine(context, question.order_id)
-        answer = await reachable(context, returns.check_eligibility(self._return_cases, question))
+        answer = await self._confined(
+            context, question.order_id, returns.check_eligibility, self._return_cases, question
+        )
         return convert.eligibility_to_pb(answer)
 
     # ---- changes ----------------------------------------------------------------------------
@@ -322,28 +342,41 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         channel = await reachable(context, self._orders.channel_of(order_id))
         auth.require_channel(channel, f"order {order_id}")
 
+    async def _confined(
+        self,
+        context: grpc.aio.ServicerContext,
+        order_id: str,
+        use_case: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run a use case on an order the caller may change (`_confine`), answering
+        UNAVAILABLE when the order's workflow cannot be reached now."""
+        await self._confine(context, order_id)
+        return await reachable(context, use_case(*args, **kwargs))
+
     async def _submit(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
     ) -> pb.Change:
-        await self._confine(context, order.order_id)
-        change = await reachable(
-            context,
-            handlers.submit_change(
-                self._changes,
-                self._returns,
-                self._lifecycles,
-                order,
-                request_fingerprint(request),
-            ),
+        submit = self._submits.get(order.kind, self._submit_change)
+        change = await self._confined(
+            context, order.order_id, submit, order, request_fingerprint(request)
         )
         return convert.change_to_pb(change)
 
     async def _preview(
         self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
     ) -> pb.ChangeOutcome:
-        await self._confine(context, order.order_id)
-        outcome = await reachable(context, handlers.preview_change(self._lifecycles, order))
-        return convert.outcome_to_pb(outcome)
+        preview = self._previews.get(order.kind, self._preview_change)
+        return convert.outcome_to_pb(await self._confined(context, order.order_id, preview, order))
+
+    async def _submit_change(self, order: domain.ChangeOrder, request_hash: bytes) -> domain.Change:
+        return await handlers.submit_change(
+            self._changes, self._returns, self._lifecycles, order, request_hash
+        )
+
+    async def _preview_change(self, order: domain.ChangeOrder) -> domain.ChangeOutcome:
+        return await handlers.preview_change(self._lifecycles, order)
 
     async def PreviewCancel(
         self, request: pb.PreviewCancelRequest, context: grpc.aio.ServicerContext
@@ -362,19 +395,21 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def PreviewReturn(
         self, request: pb.PreviewReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewReturnResponse:
-        order = convert.return_preview_to_domain(request)
-        await self._confine(context, order.order_id)
-        outcome = await reachable(context, returns.preview_return(self._return_cases, order))
-        return pb.PreviewReturnResponse(preview=convert.outcome_to_pb(outcome))
+        return pb.PreviewReturnResponse(
+            preview=await self._preview(context, convert.return_preview_to_domain(request))
+        )
 
     async def SubmitReturn(
         self, request: pb.SubmitReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitReturnResponse:
         order = convert.return_to_domain(request)
-        await self._confine(context, order.order_id)
-        change, label = await reachable(
+        change, label = await self._confined(
             context,
-            returns.submit_return(self._return_cases, order, request_fingerprint(request)),
+            order.order_id,
+            returns.submit_return,
+            self._return_cases,
+            order,
+            request_fingerprint(request),
         )
         return pb.SubmitReturnResponse(
             change=convert.change_to_pb(change),
@@ -436,12 +471,9 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def PreviewAddressChange(
         self, request: pb.PreviewAddressChangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewAddressChangeResponse:
-        order = convert.address_change_to_domain(request)
-        await self._confine(context, order.order_id)
-        outcome = await reachable(
-            context, handlers.preview_address_change(self._lifecycles, self._routing, order)
+        return pb.PreviewAddressChangeResponse(
+            preview=await self._preview(context, convert.address_change_to_domain(request))
         )
-        return pb.PreviewAddressChangeResponse(preview=convert.outcome_to_pb(outcome))
 
     async def SubmitAddressChange(
         self, request: pb.SubmitAddressChangeRequest, context: grpc.aio.ServicerContext

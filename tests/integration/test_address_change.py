@@ -23,7 +23,7 @@ from oms_platform.grpcutil import field_violations
 from tests.conftest import System
 from tests.integration.helpers import eventually, logged_types
 from tests.integration.test_fulfillment_service import level
-from tests.integration.test_servicing_changes import Clients, an_allocated_order
+from tests.integration.test_servicing_changes import Clients, an_allocated_order, oms
 
 SAN_FRANCISCO = common_pb2.PostalAddress(
     line1="1 Market St", city="San Francisco", region="CA", postal_code="94105", country_code="us"
@@ -221,3 +221,39 @@ async def test_an_address_change_is_refused_once_a_unit_of_the_group_shipped(
     assert "has shipped 1 unit(s)" in (refused.value.details() or "")
     assert "partially_shipped" in (refused.value.details() or "")
     assert {fo.location_id for fo in await clients.fulfillment_orders(order_id)} == {"wh-east"}
+
+
+async def test_an_agent_previews_then_submits_an_address_change_with_the_cli(
+    system: System, clients: Clients
+) -> None:
+    view = await an_allocated_order(clients)
+    order_id = view.order.order_id
+    group_id = view.order.delivery_groups[0].delivery_group_id
+    address = (
+        "--group", group_id, "--line1", "1 Market St", "--city", "San Francisco",
+        "--region", "CA", "--postal-code", "94105", "--country", "US",
+    )  # fmt: skip
+
+    preview_code, previewed, preview_err = await oms(
+        system, "order", "change-address", order_id, *address, "--preview"
+    )
+    after_preview = await open_locations(clients, order_id)
+    unsaid_code, _, unsaid = await oms(
+        system, "order", "change-address", order_id, *address, "--submit"
+    )
+    code, out, err = await oms(
+        system, "order", "change-address", order_id, *address, "--submit",
+        "--reason", "shopper moved", subject="agent:ada",
+    )  # fmt: skip
+
+    assert (preview_code, preview_err) == (0, "")
+    assert "would move from wh-east to wh-west" in previewed
+    assert "moves to wh-west" in previewed
+    assert after_preview == ["wh-east"]  # a preview keeps nothing
+    assert unsaid_code != 0 and "--reason" in unsaid
+    assert (code, err) == (0, "")
+    assert out.startswith("address_change chg-") and "by agent:ada: shopper moved" in out
+    assert "moves to wh-west" in out
+    assert await open_locations(clients, order_id) == ["wh-west"]
+    shipped_to = (await clients.order(order_id)).order.delivery_groups[0].address
+    assert (shipped_to.city, shipped_to.postal_code) == ("San Francisco", "94105")

@@ -4,6 +4,7 @@ channel, so the rules set here leave other tests' web orders to the default rule
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import grpc
@@ -24,6 +25,7 @@ from tests.integration.test_servicing_changes import (
     Clients,
     a_key,
     line_of,
+    oms,
     unit_share,
 )
 
@@ -301,3 +303,145 @@ async def test_more_units_than_were_delivered_are_the_workflows_to_refuse_and_re
         (pb.CHANGE_KIND_RETURN, pb.CHANGE_STATUS_REFUSED)
     ]
     assert line_of(await clients.order(order_id), MUG).quantities.return_initiated == 0
+
+
+# ---- exchanges: a return of the old item, under the same rules --------------------------------
+
+
+def exchange_item(line_id: str, price: int) -> pb.ExchangeItem:
+    return pb.ExchangeItem(
+        order_line_id=line_id,
+        quantity=1,
+        replacement_sku=MUG,
+        replacement_unit_price_minor=price,
+        condition=pb.ITEM_CONDITION_NEW,
+    )
+
+
+async def test_an_exchange_of_a_final_sale_line_is_refused_naming_the_rule_and_nothing_moves(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    clearance, rule_id = f"clearance-{uuid.uuid4().hex[:8]}", f"final-{uuid.uuid4().hex[:8]}"
+    await merchandiser.UpsertReturnPolicyRule(
+        pb.UpsertReturnPolicyRuleRequest(
+            rule=pb.ReturnPolicyRule(
+                rule_id=rule_id, channel=CHANNEL, category=clearance, final_sale=True
+            )
+        )
+    )
+    await categorize(merchandiser, **{TSHIRT: clearance, MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
+    line = exchange_item(tshirt.order_line_id, 1000)
+
+    with pytest.raises(grpc.aio.AioRpcError) as previewed:
+        await clients.servicing.PreviewExchange(
+            pb.PreviewExchangeRequest(order_id=order_id, lines=[line])
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.servicing.SubmitExchange(
+            pb.SubmitExchangeRequest(
+                order_id=order_id, idempotency_key=a_key(), reason="wants a mug", lines=[line]
+            )
+        )
+
+    for error in (previewed.value, refused.value):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert (error.details() or "").startswith(
+            f"lines[0]: exchange refused by rule '{rule_id}': final sale: {TSHIRT} is in "
+            f"category {clearance}"
+        )
+    changes = await clients.servicing.ListChanges(pb.ListChangesRequest(order_id=order_id))
+    assert list(changes.changes) == []
+    assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 0
+    assert len(await clients.fulfillment_orders(order_id)) == len(view.fulfillment_orders)
+
+
+async def test_an_exchange_inside_the_window_pays_the_restocking_fee_only_when_the_rule_says_so(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    apparel = f"apparel-{uuid.uuid4().hex[:8]}"
+    rule = pb.ReturnPolicyRule(
+        rule_id=f"fee-{apparel}",
+        channel=CHANNEL,
+        category=apparel,
+        return_days=30,
+        restocking_fee_basis_points=1000,
+    )
+    await merchandiser.UpsertReturnPolicyRule(pb.UpsertReturnPolicyRuleRequest(rule=rule))
+    await categorize(merchandiser, **{TSHIRT: apparel, MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
+    first, second = unit_share(tshirt, first_unit=0), unit_share(tshirt, first_unit=1)
+
+    # The rule charges returns a fee, not exchanges: the exchange refunds as it always did.
+    exchanged = await clients.servicing.SubmitExchange(
+        pb.SubmitExchangeRequest(
+            order_id=order_id,
+            idempotency_key=a_key(),
+            reason="wants a mug",
+            lines=[exchange_item(tshirt.order_line_id, 1000)],
+        )
+    )
+    rule.fee_on_exchange = True
+    stored = await merchandiser.UpsertReturnPolicyRule(pb.UpsertReturnPolicyRuleRequest(rule=rule))
+    # Now it does: a replacement at the unit's own price costs the shopper the fee.
+    same_price = [exchange_item(tshirt.order_line_id, second)]
+    previewed = await clients.servicing.PreviewExchange(
+        pb.PreviewExchangeRequest(order_id=order_id, lines=same_price)
+    )
+    charged = await clients.servicing.SubmitExchange(
+        pb.SubmitExchangeRequest(
+            order_id=order_id, idempotency_key=a_key(), reason="another mug", lines=same_price
+        )
+    )
+
+    outcome = exchanged.change.outcome
+    assert exchanged.change.status == pb.CHANGE_STATUS_COMPLETED
+    assert (outcome.refunded_minor, outcome.charged_minor) == (first - 1000, 0)
+    assert stored.rule.fee_on_exchange
+    listed = await clients.servicing.ListReturnPolicyRules(pb.ListReturnPolicyRulesRequest())
+    assert next(r for r in listed.rules if r.rule_id == rule.rule_id).fee_on_exchange
+    fee = percent_of(second, 1000)
+    assert (previewed.preview.charged_minor, previewed.preview.credited_minor) == (fee, 0)
+    assert "restocking fee" in previewed.preview.summary
+    assert charged.change.outcome.charged_minor == fee
+    assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 2
+
+
+# ---- the merchandiser's CLI -------------------------------------------------------------------
+
+
+async def test_a_merchandiser_sets_lists_and_deletes_a_rule_with_the_cli(system: System) -> None:
+    rule_id, gifts = f"gifts-{uuid.uuid4().hex[:8]}", f"gifts-{uuid.uuid4().hex[:8]}"
+
+    set_code, set_out, set_err = await oms(
+        system, "return", "policies", "set", rule_id, "--channel", CHANNEL,
+        "--category", gifts, "--days", "14", "--condition", "new", "--condition", "opened",
+        "--restocking-fee", "12.5", "--fee-on-exchange", "--description", "gift items",
+        subject="merch:mia",
+    )  # fmt: skip
+    list_code, listed, _ = await oms(system, "return", "policies", "list", "--json")
+    text_code, text, _ = await oms(system, "return", "policies", "list")
+    delete_code, deleted, _ = await oms(system, "return", "policies", "delete", rule_id)
+    again_code, again, _ = await oms(system, "return", "policies", "delete", rule_id)
+    default_code, _, default_err = await oms(system, "return", "policies", "delete", "default")
+    after = await oms(system, "return", "policies", "list", "--json")
+
+    assert (set_code, set_err) == (0, "")
+    assert set_out.startswith(f"{rule_id}  channel {CHANNEL}  category {gifts}: ")
+    assert "returns within 14 day(s), only new or opened" in set_out
+    assert "restocking fee 12.5% on returns and exchanges" in set_out
+    assert "set by merch:mia" in set_out
+    assert list_code == 0
+    [rule] = [r for r in json.loads(listed)["rules"] if r["rule_id"] == rule_id]
+    assert rule["return_days"] == 14 and rule["restocking_fee_basis_points"] == 1250
+    assert rule["fee_on_exchange"] is True
+    assert rule["required_conditions"] == ["ITEM_CONDITION_NEW", "ITEM_CONDITION_OPENED"]
+    assert text_code == 0 and f"{rule_id}  channel {CHANNEL}" in text
+    headings = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert headings[-1].startswith("default  channel any  category any")
+    assert (delete_code, deleted.strip()) == (0, f"rule {rule_id} deleted")
+    assert (again_code, again.strip()) == (1, f"rule {rule_id} not found")
+    assert default_code == 1 and "FAILED_PRECONDITION" in default_err
+    assert rule_id not in [r["rule_id"] for r in json.loads(after[1])["rules"]]

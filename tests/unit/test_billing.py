@@ -182,3 +182,12 @@ def test_an_exchange_charges_a_dearer_replacement_and_refunds_a_cheaper_one() ->
     returned = [ItemQuantity("line-1", 1)]
     assert billing.exchange_difference(ledger, returned, {"line-1": Replacement("X", 400)}) == 75
     assert billing.exchange_difference(ledger, returned, {"line-1": Replacement("X", 300)}) == -25
+
+
+def test_an_exchanges_restocking_fee_adds_to_what_the_shopper_owes() -> None:
+    _, ledger = a_state()
+    returned = [ItemQuantity("line-1", 1)]
+    same = {"line-1": Replacement("X", 325)}
+    cheaper = {"line-1": Replacement("X", 300)}
+    assert billing.exchange_difference(ledger, returned, same, fee_minor=33) == 33
+    assert billing.exchange_difference(ledger, returned, cheaper, fee_minor=10) == -15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -146,3 +147,86 @@ def test_only_units_received_new_or_opened_are_restocked() -> None:
         domain.LineNote("L3", condition="opened"),
     )
     assert domain.restockable(accepted, notes) == (domain.Item("L1", 1), domain.Item("L3", 1))
+
+
+# ---- exchanges: a return of the old item ------------------------------------------------------
+
+
+def exchange(condition: str = "new") -> EligibilityRequest:
+    return EligibilityRequest("o1", "L1", 1, condition, exchange=True)
+
+
+def test_an_exchange_is_refused_by_the_same_rule_as_a_return_and_says_so() -> None:
+    final = domain.decide(RULES, facts(category="clearance"), exchange(), 0, days_after(1))
+    late = domain.decide(RULES, facts(channel="marketplace"), exchange(), 0, days_after(20))
+    opened = domain.decide(
+        RULES, facts(category="electronics"), exchange("opened"), 0, days_after(1)
+    )
+
+    assert [(a.eligible, a.rule_id) for a in (final, late, opened)] == [
+        (False, "clearance"),
+        (False, "marketplace"),
+        (False, "web-electronics"),
+    ]
+    assert str(domain.refusal_of(final, "lines[0]", "exchange")) == (
+        "lines[0]: exchange refused by rule 'clearance': final sale: SKU-X is in category clearance"
+    )
+
+
+def test_an_exchange_pays_the_restocking_fee_only_when_the_rule_says_so() -> None:
+    charging = [*RULES[:3], replace(RULES[3], fee_on_exchange=True)]
+
+    without = domain.decide(RULES, facts(category="electronics"), exchange(), 4995, days_after(1))
+    with_fee = domain.decide(
+        charging, facts(category="electronics"), exchange(), 4995, days_after(1)
+    )
+    returned = domain.decide(RULES, facts(category="electronics"), ask(), 4995, days_after(1))
+
+    assert (without.eligible, without.restocking_fee_minor) == (True, 0)
+    assert "exchangeable" in without.explanation and "fee" not in without.explanation
+    assert (with_fee.eligible, with_fee.restocking_fee_minor) == (True, 749)
+    assert returned.restocking_fee_minor == 749  # a return pays it either way
+
+
+# ---- the window: a rule's days and the order's own date ---------------------------------------
+
+
+def order_facts(closes_after_days: float, channel: str = "web") -> LineFacts:
+    """Facts of an order whose lifecycle closes returns `closes_after_days` after delivery,
+    while the deployment's window for the channel says 30 days."""
+    return replace(facts(channel=channel), order_window_closes_at=days_after(closes_after_days))
+
+
+def test_a_rule_without_days_closes_with_the_orders_window_not_the_settings() -> None:
+    inside = domain.decide(RULES, order_facts(10), ask(), 0, days_after(9.9))
+    outside = domain.decide(RULES, order_facts(10), ask(), 0, days_after(10.1))
+
+    assert inside.eligible
+    assert (outside.eligible, outside.rule_id) == (False, "default")
+    assert outside.explanation.startswith(
+        "return window closed on 2026-03-11 12:00 UTC "
+        "(the order's return window of 10 day(s) after delivery)"
+    )
+
+
+def test_a_rules_shorter_days_close_before_the_orders_window() -> None:
+    answer = domain.decide(RULES, order_facts(30, "marketplace"), ask(), 0, days_after(15))
+
+    assert (answer.eligible, answer.rule_id) == (False, "marketplace")
+    assert "(14 day(s) after delivery)" in answer.explanation
+
+
+def test_a_rules_longer_days_end_with_the_orders_window() -> None:
+    generous = [DEFAULT, PolicyRule(id="web-long", channel="web", return_days=90)]
+
+    inside = domain.decide(generous, order_facts(30), ask(), 0, days_after(29))
+    outside = domain.decide(generous, order_facts(30), ask(), 0, days_after(31))
+    without_date = domain.decide(generous, facts(), ask(), 0, days_after(31))
+
+    assert inside.eligible
+    assert (outside.eligible, outside.rule_id) == (False, "web-long")
+    assert "the order's return window of 30 day(s) after delivery, shorter than the rule's 90" in (
+        outside.explanation
+    )
+    # an order whose lifecycle gives no date keeps the rule's days
+    assert without_date.eligible

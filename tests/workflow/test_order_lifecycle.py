@@ -1426,6 +1426,44 @@ async def test_an_exchange_that_ships_on_receipt_places_and_charges_only_when_re
     assert services.captured == order.grand_total_minor + 500
 
 
+async def test_an_exchanges_restocking_fee_is_charged_once_with_the_replacement_on_receipt(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    services, order = Services(), an_order(exchange_ships_on_receipt=True)
+    worker, handle = await start(time_skipping_env, services, order)
+    async with worker:
+        await ship_everything(handle)
+        await until(services, "order.fulfilled")
+        # Both lines for others at the same prices; the policy charges a 1.50 USD fee.
+        exchanged = exchange_both()
+        exchanged.return_fee_minor = 150
+        opened = await update(handle, EXCHANGE_UPDATE, exchanged)
+        receipts = [
+            await update(
+                handle,
+                RECEIVE_RETURN_UPDATE,
+                change(
+                    "receive_return",
+                    return_order_id=opened.return_order_id,
+                    lines=[ItemQuantity(line_id, 1)],
+                ),
+            )
+            for line_id in ("line-1", "line-2")  # the units come back one at a time
+        ]
+        for n, (line_id, received) in enumerate(zip(("line-1", "line-2"), receipts, strict=True)):
+            [fo_id] = received.fulfillment_order_ids
+            parcel = f"s{n + 8}"
+            item = f"{line_id}:exchange:{received.change_id}"
+            await handle.signal("fulfillment_event", shipped(fo_id, parcel, [(item, 1)]))
+            await handle.signal("fulfillment_event", delivered(fo_id, parcel))
+        await handle.result()
+
+    assert "with a restocking fee of 1.50 USD" in opened.summary
+    assert [r.charged_minor for r in receipts] == [150, 0]
+    assert [r.refunded_minor for r in receipts] == [0, 0]
+    assert services.captured == order.grand_total_minor + 150
+
+
 async def test_an_exchange_on_receipt_with_no_stock_refunds_what_came_back(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:

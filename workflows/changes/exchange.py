@@ -49,6 +49,9 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
         result = await open_return(steps, request, exchange=True, record=False)
         steps.state.returns[result.return_order_id].replacements = replacements
         result.summary += "; the replacement ships once the return is received"
+        if request.return_fee_minor:
+            fee_text = money(steps, request.return_fee_minor)
+            result.summary += f", with a restocking fee of {fee_text}"
         return await _record(steps, request, result)
     step = f"change:{request.change_id}"
     placed = await replacing.place(steps, request.change_id, request.lines, replacements)
@@ -60,7 +63,8 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
             ),
             type="FAILED_PRECONDITION",
         )
-    difference = billing.exchange_difference(steps.ledger, request.lines, replacements)
+    fee = request.return_fee_minor
+    difference = billing.exchange_difference(steps.ledger, request.lines, replacements, fee)
     charged = 0
     if difference > 0:
         try:
@@ -73,6 +77,10 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
     result = await open_return(steps, request, exchange=True, record=False)
     result.charged_minor = charged
     await replacing.ship(steps, placed, request.lines, difference, step, result)
+    if fee:
+        # Settled with the difference: the return's receipt withholds nothing more.
+        steps.state.returns[result.return_order_id].fee_charged = True
+        result.summary += f" (with a restocking fee of {money(steps, fee)})"
     return await _record(steps, request, result)
 
 
@@ -96,7 +104,10 @@ async def _record(steps: Steps, request: ChangeRequest, result: ChangeResult) ->
 def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
     """What an exchange would charge or refund (whether the replacements are in stock is known
     only when routing places them)."""
-    difference = billing.exchange_difference(steps.ledger, request.lines, check(steps, request))
+    fee = request.return_fee_minor
+    difference = billing.exchange_difference(
+        steps.ledger, request.lines, check(steps, request), fee
+    )
     if difference > 0:
         result.charged_minor = difference
         moved = f"would charge {money(steps, difference)}"
@@ -106,5 +117,7 @@ def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> Chang
     else:
         moved = "no money would move"
     ships = "when the return is received" if steps.order.exchange_ships_on_receipt else "now"
+    if fee:
+        moved += f" (with a restocking fee of {money(steps, fee)})"
     result.summary = f"{moved}; the replacement would ship {ships}, stock permitting"
     return result

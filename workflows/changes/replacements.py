@@ -136,7 +136,9 @@ async def replace_on_receipt(
     if placed is None:
         result.summary = "; no location can ship the replacement, refunded instead"
         return False
-    difference = billing.exchange_difference(steps.ledger, request.lines, rma.replacements)
+    # The restocking fee the policy charges on the exchange, settled with the first difference.
+    fee = 0 if rma.fee_charged else rma.fee_minor
+    difference = billing.exchange_difference(steps.ledger, request.lines, rma.replacements, fee)
     if difference > 0:
         try:
             result.charged_minor = await charge_difference(
@@ -147,4 +149,6 @@ async def replace_on_receipt(
             result.summary = f"; {declined.message}, refunded instead"
             return False
     await ship(steps, placed, request.lines, difference, f"change:{change_id}", result)
+    if fee:
+        rma.fee_charged = True
     return True

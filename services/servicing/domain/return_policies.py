@@ -5,6 +5,14 @@ A rule names a channel and a product category, either of which may be "" (any). 
 specific matching rule decides: channel and category, then category alone, then channel
 alone, then the default rule (neither). The channel is always the ORDER's channel, whoever
 takes the return back.
+
+An exchange is a return of the old item: the same rule decides it, and its restocking fee is
+charged only when the rule says so (`fee_on_exchange`).
+
+The window after delivery: a rule with days of its own closes that many days after delivery;
+one without uses the order's own return window. The order's window (when its lifecycle says
+when it closes) also caps a rule's days, since the lifecycle takes no return after it; an
+order whose lifecycle gives no date falls back to the deployment's window for its channel.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ _CONDITION_WORDS = {"new": "new (unopened)"}
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One return rule. `return_days` None means the deployment's return window for the
-    order's channel; `required_conditions` empty means any condition."""
+    """One return rule. `return_days` None means the order's return window (the deployment's
+    for the order's channel); `required_conditions` empty means any condition;
+    `fee_on_exchange` charges the restocking fee on exchanges too (otherwise only returns)."""
 
     id: str
     channel: str = ""
@@ -46,6 +55,7 @@ class PolicyRule:
     final_sale: bool = False
     restocking_fee_basis_points: int = 0
     description: str = ""
+    fee_on_exchange: bool = False
 
     @property
     def specificity(self) -> int:
@@ -57,7 +67,8 @@ class PolicyRule:
 class LineFacts:
     """What the policy looks at for one order line: the order's channel, the line's SKU and
     category, when the order was delivered (None until it was), how many units may still be
-    returned, the deployment's window for the channel, and what those units credit back."""
+    returned, the deployment's window for the channel, and when the order's own return window
+    closes (None when its lifecycle gives no date)."""
 
     order_line_id: str
     channel: str
@@ -66,6 +77,7 @@ class LineFacts:
     delivered_at: datetime | None
     available_to_return: int
     channel_window: timedelta
+    order_window_closes_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,14 @@ class ReturnableLine:
 @dataclass(frozen=True)
 class OrderView:
     """What the return policy needs of an order: its channel, when it was delivered (None
-    until every unit was), and its lines."""
+    until every unit was), its lines, and when its return window closes (None until it was
+    delivered)."""
 
     order_id: str
     channel: str
     delivered_at: datetime | None
     lines: tuple[ReturnableLine, ...]
+    return_window_closes_at: datetime | None = None
 
     def line(self, order_line_id: str, field: str = "order_line_id") -> ReturnableLine:
         """The line; InvalidArgument naming `field` when the order has no such line."""
@@ -99,12 +113,14 @@ class OrderView:
 
 @dataclass(frozen=True)
 class EligibilityRequest:
-    """Units of one line a shopper wants to return, in the condition they report."""
+    """Units of one line a shopper wants to return (or exchange: `exchange`), in the
+    condition they report."""
 
     order_id: str
     order_line_id: str
     quantity: int
     condition: str = ""
+    exchange: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,14 +156,16 @@ def line_facts(
         delivered_at=order.delivered_at,
         available_to_return=line.available_to_return,
         channel_window=channel_window,
+        order_window_closes_at=order.return_window_closes_at,
     )
 
 
-def refusal_of(eligibility: Eligibility, field: str) -> FailedPrecondition:
-    """The error a return the policy refuses is answered with, naming the rule."""
+def refusal_of(eligibility: Eligibility, field: str, kind: str = "return") -> FailedPrecondition:
+    """The error a return (or an exchange: `kind`) the policy refuses is answered with,
+    naming the rule."""
     if eligibility.rule_id:
         return FailedPrecondition(
-            f"{field}: return refused by rule {eligibility.rule_id!r}: {eligibility.explanation}"
+            f"{field}: {kind} refused by rule {eligibility.rule_id!r}: {eligibility.explanation}"
         )
     return FailedPrecondition(f"{field}: {eligibility.explanation}")
 
@@ -242,6 +260,14 @@ def deciding_rule(rules: Sequence[PolicyRule], channel: str, category: str) -> P
     return max(matching, key=lambda r: (r.specificity, r.id))
 
 
+def fee_basis_points(rule: PolicyRule, request: EligibilityRequest) -> int:
+    """The restocking fee `rule` charges on `request`: on every return, on an exchange only
+    when the rule says so."""
+    if request.exchange and not rule.fee_on_exchange:
+        return 0
+    return rule.restocking_fee_basis_points
+
+
 def decide(
     rules: Sequence[PolicyRule],
     facts: LineFacts,
@@ -267,10 +293,11 @@ def decide(
     refused = _refusal(rule, facts, request, now)
     if refused:
         return Eligibility(False, rule.id, refused)
-    fee = percent_of(credit_minor, rule.restocking_fee_basis_points)
-    why = f"{_matched(rule, facts)}: returnable"
+    basis_points = fee_basis_points(rule, request)
+    fee = percent_of(credit_minor, basis_points)
+    why = f"{_matched(rule, facts)}: {'exchangeable' if request.exchange else 'returnable'}"
     if fee:
-        why += f" with a restocking fee of {rule.restocking_fee_basis_points / 100:g}%"
+        why += f" with a restocking fee of {basis_points / 100:g}%"
     return Eligibility(True, rule.id, why, credit_minor, fee)
 
 
@@ -278,16 +305,13 @@ def _refusal(rule: PolicyRule, facts: LineFacts, request: EligibilityRequest, no
     """Why `rule` refuses the return, or "" when it allows it."""
     if rule.final_sale:
         return f"final sale: {_matched(rule, facts)}"
-    if facts.delivered_at is not None:
-        window = (
-            facts.channel_window if rule.return_days is None else timedelta(days=rule.return_days)
+    window = _window_closes(rule, facts)
+    if window is not None and now > window[0]:
+        closes, words = window
+        return (
+            f"return window closed on {closes:%Y-%m-%d %H:%M} UTC ({words}): "
+            f"{_matched(rule, facts)}"
         )
-        closes = facts.delivered_at + window
-        if now > closes:
-            return (
-                f"return window closed on {closes:%Y-%m-%d %H:%M} UTC "
-                f"({_window_words(rule, window)} after delivery): {_matched(rule, facts)}"
-            )
     if rule.required_conditions and request.condition not in rule.required_conditions:
         wanted = " or ".join(_CONDITION_WORDS.get(c, c) for c in rule.required_conditions)
         reported = request.condition or "not reported"
@@ -309,10 +333,35 @@ def _matched(rule: PolicyRule, facts: LineFacts) -> str:
     return f"the default rule applies to {facts.sku}"
 
 
-def _window_words(rule: PolicyRule, window: timedelta) -> str:
-    if rule.return_days is not None:
-        return f"{rule.return_days} day(s)"
-    return f"the channel's window of {window.total_seconds() / 86400:g} day(s)"
+def _window_closes(rule: PolicyRule, facts: LineFacts) -> tuple[datetime, str] | None:
+    """When `rule` stops taking returns of the line, and how that reads ("14 day(s) after
+    delivery"); None until the order was delivered. The order's own window caps a rule's days
+    (its lifecycle takes no return after it) and is the window of a rule without days; an
+    order without one has the deployment's window for its channel."""
+    delivered_at = facts.delivered_at
+    if delivered_at is None:
+        return None
+    order_closes = facts.order_window_closes_at
+    if rule.return_days is None:
+        if order_closes is None:
+            days = _days(facts.channel_window)
+            return delivered_at + facts.channel_window, (
+                f"the channel's window of {days} day(s) after delivery"
+            )
+        days = _days(order_closes - delivered_at)
+        return order_closes, f"the order's return window of {days} day(s) after delivery"
+    closes = delivered_at + timedelta(days=rule.return_days)
+    if order_closes is not None and order_closes < closes:
+        days = _days(order_closes - delivered_at)
+        return order_closes, (
+            f"the order's return window of {days} day(s) after delivery, "
+            f"shorter than the rule's {rule.return_days}"
+        )
+    return closes, f"{rule.return_days} day(s) after delivery"
+
+
+def _days(window: timedelta) -> str:
+    return f"{window.total_seconds() / 86400:g}"
 
 
 def is_resellable(condition: str) -> bool:

@@ -1144,6 +1144,7 @@ class ReturnPolicyRule(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    FEE_ON_EXCHANGE_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
     """Identifier chosen by the merchant; "default" is the rule matching everything."""
     channel: _builtins.str
@@ -1162,11 +1163,16 @@ class ReturnPolicyRule(_message.Message):
     """Never returnable."""
     restocking_fee_basis_points: _builtins.int
     """Withheld from the refund: basis points (1 = 0.01%) of what the units credit back,
-    rounded half away from zero to the minor unit; 0 to 10000.
+    rounded half away from zero to the minor unit; 0 to 10000. Returns pay it; exchanges
+    only with fee_on_exchange.
     """
     description: _builtins.str
     """For people; at most 500 characters."""
     updated_by: _builtins.str
+    fee_on_exchange: _builtins.bool
+    """An exchange is a return of the old item, decided by the same rule; its restocking fee is
+    added to what the exchange charges (or taken off what it refunds) only when this is set.
+    """
     @_builtins.property
     def required_conditions(self) -> _containers.RepeatedScalarFieldContainer[Global___ItemCondition.ValueType]:
         """Conditions a unit must be reported in to be returned (e.g. only NEW: unopened); empty
@@ -1191,10 +1197,11 @@ class ReturnPolicyRule(_message.Message):
         description: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         updated_by: _builtins.str = ...,
+        fee_on_exchange: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "description", b"description", "final_sale", b"final_sale", "required_conditions", b"required_conditions", "restocking_fee_basis_points", b"restocking_fee_basis_points", "return_days", b"return_days", "rule_id", b"rule_id", "updated_at", b"updated_at", "updated_by", b"updated_by", "use_channel_window", b"use_channel_window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "description", b"description", "fee_on_exchange", b"fee_on_exchange", "final_sale", b"final_sale", "required_conditions", b"required_conditions", "restocking_fee_basis_points", b"restocking_fee_basis_points", "return_days", b"return_days", "rule_id", b"rule_id", "updated_at", b"updated_at", "updated_by", b"updated_by", "use_channel_window", b"use_channel_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2210,7 +2217,9 @@ class ExchangeItem(_message.Message):
     """The SKU shipped instead, and its unit price (tax included)."""
     replacement_unit_price_minor: _builtins.int
     reason: _builtins.str
-    """Why, and the returned units' condition as reported."""
+    """Why, and the returned units' condition as reported (checked against the return
+    policy's required conditions).
+    """
     condition: Global___ItemCondition.ValueType
     def __init__(
         self,

@@ -405,15 +405,19 @@ class ServicingServiceServicer:
 
     def SubmitExchange(self, request, context):
         """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
-        fulfillment order; the price difference is charged or refunded.
+        fulfillment order; the price difference is charged or refunded. The returned units must
+        be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
+        before the order is asked); the rule's restocking fee is added to the difference only
+        when the rule has fee_on_exchange.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PreviewExchange(self, request, context):
-        """What an exchange would charge or refund (the price difference); nothing is recorded.
-        Whether the replacements are in stock is known only when the exchange is submitted.
+        """What an exchange would charge or refund (the price difference, and any restocking fee);
+        refused by the return policy as SubmitExchange is; nothing is recorded. Whether the
+        replacements are in stock is known only when the exchange is submitted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

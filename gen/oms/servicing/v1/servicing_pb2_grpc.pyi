@@ -133,11 +133,15 @@ class ServicingServiceStub:
     """
     SubmitExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
-    fulfillment order; the price difference is charged or refunded.
+    fulfillment order; the price difference is charged or refunded. The returned units must
+    be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
+    before the order is asked); the rule's restocking fee is added to the difference only
+    when the rule has fee_on_exchange.
     """
     PreviewExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]
-    """What an exchange would charge or refund (the price difference); nothing is recorded.
-    Whether the replacements are in stock is known only when the exchange is submitted.
+    """What an exchange would charge or refund (the price difference, and any restocking fee);
+    refused by the return policy as SubmitExchange is; nothing is recorded. Whether the
+    replacements are in stock is known only when the exchange is submitted.
     """
     SubmitReship: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]
     """Ships units again at no charge (parcel lost or damaged)."""
@@ -287,11 +291,15 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     """
     SubmitExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitExchangeRequest, _servicing_pb2.SubmitExchangeResponse]  # type: ignore[assignment]
     """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
-    fulfillment order; the price difference is charged or refunded.
+    fulfillment order; the price difference is charged or refunded. The returned units must
+    be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
+    before the order is asked); the rule's restocking fee is added to the difference only
+    when the rule has fee_on_exchange.
     """
     PreviewExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]  # type: ignore[assignment]
-    """What an exchange would charge or refund (the price difference); nothing is recorded.
-    Whether the replacements are in stock is known only when the exchange is submitted.
+    """What an exchange would charge or refund (the price difference, and any restocking fee);
+    refused by the return policy as SubmitExchange is; nothing is recorded. Whether the
+    replacements are in stock is known only when the exchange is submitted.
     """
     SubmitReship: _aio.UnaryUnaryMultiCallable[_servicing_pb2.SubmitReshipRequest, _servicing_pb2.SubmitReshipResponse]  # type: ignore[assignment]
     """Ships units again at no charge (parcel lost or damaged)."""
@@ -570,7 +578,10 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.SubmitExchangeResponse, _abc.Awaitable[_servicing_pb2.SubmitExchangeResponse]]:
         """Exchanges delivered units for other SKUs: a return plus replacements shipped as a new
-        fulfillment order; the price difference is charged or refunded.
+        fulfillment order; the price difference is charged or refunded. The returned units must
+        be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
+        before the order is asked); the rule's restocking fee is added to the difference only
+        when the rule has fee_on_exchange.
         """
 
     @_abc_1.abstractmethod
@@ -579,8 +590,9 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _servicing_pb2.PreviewExchangeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_servicing_pb2.PreviewExchangeResponse, _abc.Awaitable[_servicing_pb2.PreviewExchangeResponse]]:
-        """What an exchange would charge or refund (the price difference); nothing is recorded.
-        Whether the replacements are in stock is known only when the exchange is submitted.
+        """What an exchange would charge or refund (the price difference, and any restocking fee);
+        refused by the return policy as SubmitExchange is; nothing is recorded. Whether the
+        replacements are in stock is known only when the exchange is submitted.
         """
 
     @_abc_1.abstractmethod
