@@ -445,3 +445,61 @@ async def test_a_merchandiser_sets_lists_and_deletes_a_rule_with_the_cli(system:
     assert (again_code, again.strip()) == (1, f"rule {rule_id} not found")
     assert default_code == 1 and "FAILED_PRECONDITION" in default_err
     assert rule_id not in [r["rule_id"] for r in json.loads(after[1])["rules"]]
+
+
+async def test_a_store_accepting_another_channel_s_return_applies_that_order_s_policy(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    # The store channel's own rule for the category would refuse the return as final sale;
+    # the order came from b2b, whose rule takes it back less a fee, wherever it is handed in.
+    gadgets, store = f"gadgets-{uuid.uuid4().hex[:8]}", "store-chicago"
+    for rule in (
+        pb.ReturnPolicyRule(
+            rule_id=f"b2b-{gadgets}",
+            channel=CHANNEL,
+            category=gadgets,
+            return_days=30,
+            restocking_fee_basis_points=500,
+        ),
+        pb.ReturnPolicyRule(
+            rule_id=f"store-{gadgets}", channel="store", category=gadgets, final_sale=True
+        ),
+    ):
+        await merchandiser.UpsertReturnPolicyRule(pb.UpsertReturnPolicyRuleRequest(rule=rule))
+    await categorize(merchandiser, **{TSHIRT: gadgets, MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
+    its_share = unit_share(tshirt, first_unit=0)
+    fee = percent_of(its_share, 500)
+    before = await on_hand(clients, store, TSHIRT)
+
+    answer = await clients.servicing.CheckReturnEligibility(
+        pb.CheckReturnEligibilityRequest(
+            order_id=order_id, order_line_id=tshirt.order_line_id, quantity=1
+        )
+    )
+    opened = await clients.servicing.SubmitReturn(
+        pb.SubmitReturnRequest(
+            order_id=order_id,
+            idempotency_key=a_key(),
+            reason="handed in at the Chicago store",
+            lines=[return_item(tshirt.order_line_id)],
+        )
+    )
+    received = await clients.servicing.ReceiveReturn(
+        pb.ReceiveReturnRequest(
+            return_order_id=opened.change.outcome.return_order_id,
+            idempotency_key=a_key(),
+            location_id=store,
+            accepted=[
+                pb.ReceivedItem(
+                    order_line_id=tshirt.order_line_id, quantity=1, condition=pb.ITEM_CONDITION_NEW
+                )
+            ],
+        )
+    )
+
+    assert (answer.eligible, answer.rule_id) == (True, f"b2b-{gadgets}")
+    assert received.change.outcome.refunded_minor == its_share - fee
+    # Resellable, so it goes back on the shelf where it was handed in.
+    assert await on_hand(clients, store, TSHIRT) == before + 1
