@@ -450,35 +450,45 @@ async def test_a_merchandiser_sets_lists_and_deletes_a_rule_with_the_cli(system:
 async def test_a_store_accepting_another_channel_s_return_applies_that_order_s_policy(
     system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
 ) -> None:
-    # The store channel's own rule for the category would refuse the return as final sale;
-    # the order came from b2b, whose rule takes it back less a fee, wherever it is handed in.
+    # The order came from b2b; it is handed in at the Chicago store. Whoever asks (the b2b
+    # storefront, an agent at the store) the b2b rule decides, and the store's own staff
+    # receive it onto the store's shelf.
     gadgets, store = f"gadgets-{uuid.uuid4().hex[:8]}", "store-chicago"
-    for rule in (
-        pb.ReturnPolicyRule(
-            rule_id=f"b2b-{gadgets}",
-            channel=CHANNEL,
-            category=gadgets,
-            return_days=30,
-            restocking_fee_basis_points=500,
-        ),
-        pb.ReturnPolicyRule(
-            rule_id=f"store-{gadgets}", channel="store", category=gadgets, final_sale=True
-        ),
-    ):
-        await merchandiser.UpsertReturnPolicyRule(pb.UpsertReturnPolicyRuleRequest(rule=rule))
+    await merchandiser.UpsertReturnPolicyRule(
+        pb.UpsertReturnPolicyRuleRequest(
+            rule=pb.ReturnPolicyRule(
+                rule_id=f"b2b-{gadgets}",
+                channel=CHANNEL,
+                category=gadgets,
+                return_days=30,
+                restocking_fee_basis_points=500,
+            )
+        )
+    )
     await categorize(merchandiser, **{TSHIRT: gadgets, MUG: ""})
     view = await a_delivered_b2b_order(system, clients)
     order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
-    its_share = unit_share(tshirt, first_unit=0)
-    fee = percent_of(its_share, 500)
+    fee = percent_of(unit_share(tshirt, first_unit=0), 500)
+    asked = pb.CheckReturnEligibilityRequest(
+        order_id=order_id, order_line_id=tshirt.order_line_id, quantity=1
+    )
+    storefront = servicing_pb2_grpc.ServicingServiceStub(
+        system.channel("servicing", auth.STOREFRONT, channels=(CHANNEL,))
+    )
+    agent = servicing_pb2_grpc.ServicingServiceStub(system.channel("servicing", auth.AGENT))
+    store_staff = servicing_pb2_grpc.ServicingServiceStub(
+        system.channel("servicing", auth.WAREHOUSE, locations=(store,))
+    )
+    other_staff = servicing_pb2_grpc.ServicingServiceStub(
+        system.channel("servicing", auth.WAREHOUSE, locations=("wh-east",))
+    )
     before = await on_hand(clients, store, TSHIRT)
 
-    answer = await clients.servicing.CheckReturnEligibility(
-        pb.CheckReturnEligibilityRequest(
-            order_id=order_id, order_line_id=tshirt.order_line_id, quantity=1
-        )
+    online, at_the_store = (
+        await storefront.CheckReturnEligibility(asked),
+        await agent.CheckReturnEligibility(asked),
     )
-    opened = await clients.servicing.SubmitReturn(
+    opened = await agent.SubmitReturn(
         pb.SubmitReturnRequest(
             order_id=order_id,
             idempotency_key=a_key(),
@@ -486,20 +496,27 @@ async def test_a_store_accepting_another_channel_s_return_applies_that_order_s_p
             lines=[return_item(tshirt.order_line_id)],
         )
     )
-    received = await clients.servicing.ReceiveReturn(
-        pb.ReceiveReturnRequest(
-            return_order_id=opened.change.outcome.return_order_id,
-            idempotency_key=a_key(),
-            location_id=store,
-            accepted=[
-                pb.ReceivedItem(
-                    order_line_id=tshirt.order_line_id, quantity=1, condition=pb.ITEM_CONDITION_NEW
-                )
-            ],
-        )
+    receipt = pb.ReceiveReturnRequest(
+        return_order_id=opened.change.outcome.return_order_id,
+        idempotency_key=a_key(),
+        location_id=store,
+        accepted=[
+            pb.ReceivedItem(
+                order_line_id=tshirt.order_line_id, quantity=1, condition=pb.ITEM_CONDITION_NEW
+            )
+        ],
     )
+    with pytest.raises(grpc.aio.AioRpcError) as not_theirs:
+        await other_staff.ReceiveReturn(receipt)
+    received = await store_staff.ReceiveReturn(receipt)
 
-    assert (answer.eligible, answer.rule_id) == (True, f"b2b-{gadgets}")
-    assert received.change.outcome.refunded_minor == its_share - fee
+    assert (online.eligible, online.rule_id) == (True, f"b2b-{gadgets}")
+    assert (at_the_store.rule_id, at_the_store.refund_minor) == (
+        online.rule_id,
+        online.refund_minor,
+    )
+    assert online.restocking_fee_minor == fee
+    assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert received.change.outcome.refunded_minor == online.refund_minor
     # Resellable, so it goes back on the shelf where it was handed in.
     assert await on_hand(clients, store, TSHIRT) == before + 1
