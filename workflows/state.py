@@ -90,6 +90,10 @@ class ReturnOrder:
     def open(self) -> bool:
         return any(self.outstanding(line) > 0 for line in self.expected)
 
+    def fee_due(self) -> int:
+        """The restocking fee still to withhold or charge: none once it was."""
+        return 0 if self.fee_charged else self.fee_minor
+
 
 @dataclass
 class PromiseState:

@@ -43,6 +43,16 @@ def _amount(amount_minor: int, currency: str) -> str:
     return format_minor(amount_minor, currency) if currency else f"{amount_minor} (minor units)"
 
 
+def _condition(name: str | None) -> Any:
+    """A --condition value (one of CONDITIONS) as the ItemCondition enum; unspecified when
+    none was given."""
+    from oms.servicing.v1 import servicing_pb2 as spb
+
+    if not name:
+        return spb.ITEM_CONDITION_UNSPECIFIED
+    return spb.ItemCondition.Value(f"ITEM_CONDITION_{name.upper()}")
+
+
 def _item_pairs(args: argparse.Namespace) -> list[tuple[str, int]]:
     """--line/--qty pairs in the order given; --qty defaults to 1 for every line."""
     qty = args.qty or [1] * len(args.line)
@@ -118,7 +128,6 @@ def _change_request(args: argparse.Namespace) -> Any:
     from oms.servicing.v1 import servicing_pb2 as spb
 
     common = {"order_id": args.order_id, "idempotency_key": args.key}
-    conditions = {c: spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in CONDITIONS}
 
     def items() -> list[Any]:  # only the commands with --line/--qty pairs have them
         return [spb.ItemQuantity(order_line_id=line, quantity=q) for line, q in _item_pairs(args)]
@@ -136,7 +145,7 @@ def _change_request(args: argparse.Namespace) -> Any:
                     order_line_id=line,
                     quantity=q,
                     reason=args.reason,
-                    condition=conditions.get(args.condition, spb.ITEM_CONDITION_UNSPECIFIED),
+                    condition=_condition(args.condition),
                 )
                 for line, q in _item_pairs(args)
             ],
@@ -154,6 +163,7 @@ def _change_request(args: argparse.Namespace) -> Any:
                     quantity=q,
                     replacement_sku=sku,
                     replacement_unit_price_minor=price,
+                    condition=_condition(args.condition),
                 )
                 for (line, q), sku, price in zip(pairs, args.sku, args.price, strict=True)
             ],
@@ -323,7 +333,7 @@ async def cmd_return(settings: Settings, args: argparse.Namespace) -> int:
             for rma in listing.return_orders:
                 _print_return_order(rma)
             return 0
-        condition = spb.ItemCondition.Value(f"ITEM_CONDITION_{args.condition.upper()}")
+        condition = _condition(args.condition)
         pairs = _item_pairs(args)
         request = spb.ReceiveReturnRequest(
             return_order_id=args.return_order_id,
@@ -392,9 +402,7 @@ def _policy_rule(args: argparse.Namespace) -> Any:
         category=args.category,
         return_days=args.days or 0,
         use_channel_window=args.days is None,
-        required_conditions=[
-            spb.ItemCondition.Value(f"ITEM_CONDITION_{c.upper()}") for c in args.condition
-        ],
+        required_conditions=[_condition(c) for c in args.condition],
         final_sale=args.final_sale,
         restocking_fee_basis_points=_basis_points(args.restocking_fee),
         fee_on_exchange=args.fee_on_exchange,
@@ -578,6 +586,9 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
         "--price", action="append", type=int, default=[], help="replacement unit price, minor"
     )
     exchange.add_argument("--reason", default="exchange")
+    exchange.add_argument(
+        "--condition", choices=CONDITIONS, default=None, help="the returned units' condition"
+    )
     reship = osub.add_parser("reship", help="ship units again at no charge")
     change_args(reship)
     reship.add_argument("--reason", required=True, choices=["lost", "damaged"])
@@ -641,7 +652,7 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     receive.add_argument("--qty", action="append", type=int, default=[])
     receive.add_argument("--reject", action="store_true", help="inspection rejected them")
     receive.add_argument("--reason", default="", help="why they were rejected")
-    receive.add_argument("--condition", choices=CONDITIONS, default="unspecified")
+    receive.add_argument("--condition", choices=CONDITIONS, default=None)
     receive.add_argument("--note", default="")
     receive.add_argument("--key", default=str(uuid.uuid4()))
     receive.add_argument("--timeout", type=float, default=60.0)

@@ -55,7 +55,6 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.temporal, timedelta(seconds=ctx.settings.servicing_update_timeout_seconds), orders
     )
     exceptions = ProcessExceptionStore(ctx.pool)
-    return_orders, changes = ReturnOrderStore(ctx.pool), ChangeStore(ctx.pool)
     # Return labels come from the simulated carrier (the only carrier adapter so far); its
     # parcels are in its own schema, where tests and the dev stack move them.
     carrier = SimulatedCarrier(ctx.settings.dsn)
@@ -65,15 +64,14 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         fulfillment_pb2_grpc.FulfillmentServiceStub(ctx.channel("fulfillment")),
     )
     return_cases = Returns(
-        changes=changes,
-        returns=return_orders,
+        changes=ChangeStore(ctx.pool),
+        returns=ReturnOrderStore(ctx.pool),
         lifecycles=lifecycles,
         policies=ReturnPolicyStore(ctx.pool),
         labels=ReturnLabelStore(ctx.pool),
         carrier=carrier,
         inventory=FulfillmentInventory(fulfillment, ctx.settings.servicing_update_timeout_seconds),
         order_skus=orders,
-        window_for=lambda channel: timedelta(seconds=ctx.settings.return_window_seconds(channel)),
     )
 
     async def exceptions_open() -> None:
@@ -81,9 +79,6 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
     servicer = ServicingServicer(
         exceptions,
-        return_orders,
-        changes,
-        lifecycles,
         timedelta(seconds=ctx.settings.servicing_resolution_grace_seconds),
         orders,
         # The services with an outbox, whose dead letters delivery failures name.

@@ -7,9 +7,8 @@ location.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Protocol
 
 from oms_platform.errors import FailedPrecondition
@@ -24,9 +23,6 @@ from services.servicing.policy_store import (
     StoredRule,
 )
 from services.servicing.store import ChangeStore, ReturnOrderStore
-
-# The deployment's return window for a channel (settings return_window_days[_by_channel]).
-WindowFor = Callable[[str], timedelta]
 
 
 class OrderSkus(Protocol):
@@ -50,7 +46,7 @@ class Inventory(Protocol):
 @dataclass
 class Returns:
     """What the return use cases work with: stores, the order workflows, the carrier, the
-    inventory and capture's order lines, and the deployment's windows."""
+    inventory and capture's order lines."""
 
     changes: ChangeStore
     returns: ReturnOrderStore
@@ -60,7 +56,6 @@ class Returns:
     carrier: Carrier
     inventory: Inventory
     order_skus: OrderSkus
-    window_for: WindowFor
     clock: Clock = utc_now
 
 
@@ -85,13 +80,11 @@ async def _eligibility(
     """The policy's answer for one line; the units are priced (a preview query) when the
     answer reports money (`always_price`) or the deciding rule charges a fee. Without
     `check_quantity` the units left to return are left to the workflow (`domain.decide`).
-    The window is the order's own when its lifecycle gives one (the deployment's for the
-    channel otherwise), so the policy and the workflow close returns at the same moment."""
+    The window is the order's own, so the policy and the workflow close returns at the same
+    moment."""
     line = view.line(request.order_line_id, field)
     categories = await ctx.policies.categories_of([line.sku])
-    facts = domain.line_facts(
-        view, request.order_line_id, categories, ctx.window_for(view.channel), field
-    )
+    facts = domain.line_facts(view, request.order_line_id, categories, field)
     now = ctx.clock()
     unpriced = domain.decide(rules, facts, request, 0, now, check_quantity=check_quantity)
     rule = domain.deciding_rule(rules, facts.channel, facts.category)

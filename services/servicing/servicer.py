@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -19,22 +19,9 @@ from oms_platform.errors import AlreadyExists, PermissionDenied
 from oms_platform.wire import timestamp_to_datetime
 from services.servicing import convert, domain, handlers, returns
 from services.servicing.addresses import FulfillmentRouting
-from services.servicing.lifecycles import OrderLifecycles, Orders, reachable
-from services.servicing.store import (
-    PERSONAL_COLUMNS,
-    ChangeStore,
-    ProcessExceptionStore,
-    ReturnOrderStore,
-)
+from services.servicing.lifecycles import Orders, reachable
+from services.servicing.store import PERSONAL_COLUMNS, ProcessExceptionStore
 from workflows.types import order_workflow_id
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-# The use cases that preview and submit a change (the kinds with none of their own go to the
-# order's workflow as they are: handlers.preview_change, handlers.submit_change).
-Preview = Callable[[domain.ChangeOrder], Awaitable[domain.ChangeOutcome]]
-Submit = Callable[[domain.ChangeOrder, bytes], Awaitable[domain.Change]]
 
 
 class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
@@ -43,33 +30,19 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     def __init__(
         self,
         store: ProcessExceptionStore,
-        return_orders: ReturnOrderStore,
-        changes: ChangeStore,
-        lifecycles: OrderLifecycles,
         resolution_grace: timedelta,
         orders: Orders,
         dead_letters: handlers.DeadLetters,
         return_cases: returns.Returns,
         routing: FulfillmentRouting,
     ) -> None:
+        # The change and return order stores and the order workflows are the return cases'.
         self._return_cases = return_cases
         self._orders = orders
         self._dead_letters = dead_letters
         self._store = store
         self._resolution_grace = resolution_grace
-        self._returns = return_orders
-        self._changes = changes
-        self._lifecycles = lifecycles
-        # Returns and exchanges (a return of the old item) are asked of the return policy
-        # first; an address change's preview asks fulfillment's routing too.
-        self._previews: dict[str, Preview] = {
-            domain.RETURN: partial(returns.preview_under_policy, return_cases),
-            domain.EXCHANGE: partial(returns.preview_under_policy, return_cases),
-            domain.ADDRESS_CHANGE: partial(handlers.preview_address_change, lifecycles, routing),
-        }
-        self._submits: dict[str, Submit] = {
-            domain.EXCHANGE: partial(returns.submit_under_policy, return_cases),
-        }
+        self._routing = routing
 
     # ---- process exceptions -----------------------------------------------------------------
 
@@ -153,7 +126,11 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         exception = await reachable(
             context,
             handlers.resolve_process_exception(
-                self._store, self._lifecycles, resolve, self._resolution_grace, self._dead_letters
+                self._store,
+                self._return_cases.lifecycles,
+                resolve,
+                self._resolution_grace,
+                self._dead_letters,
             ),
         )
         return pb.ResolveProcessExceptionResponse(
@@ -217,10 +194,11 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             lines=convert.items(request.lines),
         )
         domain.validate_new_return_order(command)
+        return_orders = self._return_cases.returns
 
         async def create(conn: asyncpg.Connection) -> domain.ReturnOrder:
             rma = domain.new_return_order(command, datetime.now(UTC))
-            if not await self._returns.insert(conn, rma):
+            if not await return_orders.insert(conn, rma):
                 raise AlreadyExists(
                     "return_order_id", f"return order {limits.echo(rma.id)} exists already"
                 )
@@ -230,7 +208,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             return pb.CreateReturnOrderResponse(return_order=convert.return_order_to_pb(rma))
 
         response, _ = await idempotent(
-            self._returns.pool,
+            return_orders.pool,
             domain.return_order_key_for(command.order_id, command.idempotency_key),
             request,
             pb.CreateReturnOrderResponse,
@@ -251,18 +229,19 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
             reason=request.reason,
         )
         domain.validate_receipt(receipt)
+        return_orders = self._return_cases.returns
 
         async def record(conn: asyncpg.Connection) -> domain.ReturnOrder:
-            rma = await self._returns.get(receipt.return_order_id, conn, for_update=True)
+            rma = await return_orders.get(receipt.return_order_id, conn, for_update=True)
             after = domain.received(rma, receipt, datetime.now(UTC))
-            await self._returns.save(conn, after)
+            await return_orders.save(conn, after)
             return after
 
         def encode_received(rma: domain.ReturnOrder) -> pb.RecordReturnReceiptResponse:
             return pb.RecordReturnReceiptResponse(return_order=convert.return_order_to_pb(rma))
 
         response, _ = await idempotent(
-            self._returns.pool,
+            return_orders.pool,
             domain.receipt_key_for(receipt.order_id, receipt.idempotency_key),
             request,
             pb.RecordReturnReceiptResponse,
@@ -274,7 +253,7 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def ListReturnOrders(
         self, request: pb.ListReturnOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReturnOrdersResponse:
-        rmas = await self._returns.list(request.order_id)
+        rmas = await self._return_cases.returns.list(request.order_id)
         return pb.ListReturnOrdersResponse(
             return_orders=[convert.return_order_to_pb(r) for r in rmas]
         )
@@ -328,9 +307,8 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         self, request: pb.CheckReturnEligibilityRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckReturnEligibilityResponse:
         question = convert.eligibility_request_to_domain(request)
-        answer = await self._confined(
-            context, question.order_id, returns.check_eligibility, self._return_cases, question
-        )
+        await self._confine(context, question.order_id)
+        answer = await reachable(context, returns.check_eligibility(self._return_cases, question))
         return convert.eligibility_to_pb(answer)
 
     # ---- changes ----------------------------------------------------------------------------
@@ -342,41 +320,35 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
         channel = await reachable(context, self._orders.channel_of(order_id))
         auth.require_channel(channel, f"order {order_id}")
 
-    async def _confined(
+    async def _submit(
         self,
         context: grpc.aio.ServicerContext,
-        order_id: str,
-        use_case: Callable[P, Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Run a use case on an order the caller may change (`_confine`), answering
-        UNAVAILABLE when the order's workflow cannot be reached now."""
-        await self._confine(context, order_id)
-        return await reachable(context, use_case(*args, **kwargs))
-
-    async def _submit(
-        self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder, request: Any
+        order: domain.ChangeOrder,
+        request: Any,
+        use_case: Callable[[domain.ChangeOrder, bytes], Awaitable[domain.Change]] | None = None,
     ) -> pb.Change:
-        submit = self._submits.get(order.kind, self._submit_change)
-        change = await self._confined(
-            context, order.order_id, submit, order, request_fingerprint(request)
+        """Make a change to an order the caller may change (`_confine`) with `use_case`
+        (default: handlers.submit_change, the order's workflow as it is); UNAVAILABLE when the
+        workflow cannot be reached now."""
+        cases = self._return_cases
+        submit = use_case or partial(
+            handlers.submit_change, cases.changes, cases.returns, cases.lifecycles
         )
+        await self._confine(context, order.order_id)
+        change = await reachable(context, submit(order, request_fingerprint(request)))
         return convert.change_to_pb(change)
 
     async def _preview(
-        self, context: grpc.aio.ServicerContext, order: domain.ChangeOrder
+        self,
+        context: grpc.aio.ServicerContext,
+        order: domain.ChangeOrder,
+        use_case: Callable[[domain.ChangeOrder], Awaitable[domain.ChangeOutcome]] | None = None,
     ) -> pb.ChangeOutcome:
-        preview = self._previews.get(order.kind, self._preview_change)
-        return convert.outcome_to_pb(await self._confined(context, order.order_id, preview, order))
-
-    async def _submit_change(self, order: domain.ChangeOrder, request_hash: bytes) -> domain.Change:
-        return await handlers.submit_change(
-            self._changes, self._returns, self._lifecycles, order, request_hash
-        )
-
-    async def _preview_change(self, order: domain.ChangeOrder) -> domain.ChangeOutcome:
-        return await handlers.preview_change(self._lifecycles, order)
+        """What a change would do (nothing is kept), asked with `use_case` (default:
+        handlers.preview_change, the order's workflow as it is) as `_submit` asks."""
+        preview = use_case or partial(handlers.preview_change, self._return_cases.lifecycles)
+        await self._confine(context, order.order_id)
+        return convert.outcome_to_pb(await reachable(context, preview(order)))
 
     async def PreviewCancel(
         self, request: pb.PreviewCancelRequest, context: grpc.aio.ServicerContext
@@ -395,21 +367,23 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def PreviewReturn(
         self, request: pb.PreviewReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewReturnResponse:
+        # Asked of the return policy first (its restocking fee withheld).
         return pb.PreviewReturnResponse(
-            preview=await self._preview(context, convert.return_preview_to_domain(request))
+            preview=await self._preview(
+                context,
+                convert.return_preview_to_domain(request),
+                partial(returns.preview_under_policy, self._return_cases),
+            )
         )
 
     async def SubmitReturn(
         self, request: pb.SubmitReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitReturnResponse:
         order = convert.return_to_domain(request)
-        change, label = await self._confined(
+        await self._confine(context, order.order_id)
+        change, label = await reachable(
             context,
-            order.order_id,
-            returns.submit_return,
-            self._return_cases,
-            order,
-            request_fingerprint(request),
+            returns.submit_return(self._return_cases, order, request_fingerprint(request)),
         )
         return pb.SubmitReturnResponse(
             change=convert.change_to_pb(change),
@@ -443,15 +417,25 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def SubmitExchange(
         self, request: pb.SubmitExchangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitExchangeResponse:
+        # An exchange is a return of the old item: the return policy is asked first.
         return pb.SubmitExchangeResponse(
-            change=await self._submit(context, convert.exchange_to_domain(request), request)
+            change=await self._submit(
+                context,
+                convert.exchange_to_domain(request),
+                request,
+                partial(returns.submit_under_policy, self._return_cases),
+            )
         )
 
     async def PreviewExchange(
         self, request: pb.PreviewExchangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewExchangeResponse:
         return pb.PreviewExchangeResponse(
-            preview=await self._preview(context, convert.exchange_to_domain(request))
+            preview=await self._preview(
+                context,
+                convert.exchange_to_domain(request),
+                partial(returns.preview_under_policy, self._return_cases),
+            )
         )
 
     async def PreviewReship(
@@ -471,8 +455,15 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def PreviewAddressChange(
         self, request: pb.PreviewAddressChangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewAddressChangeResponse:
+        # Fulfillment's routing says where the group's unshipped units would ship from.
         return pb.PreviewAddressChangeResponse(
-            preview=await self._preview(context, convert.address_change_to_domain(request))
+            preview=await self._preview(
+                context,
+                convert.address_change_to_domain(request),
+                partial(
+                    handlers.preview_address_change, self._return_cases.lifecycles, self._routing
+                ),
+            )
         )
 
     async def SubmitAddressChange(
@@ -527,5 +518,5 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListChangesResponse:
-        changes = await self._changes.list(request.order_id)
+        changes = await self._return_cases.changes.list(request.order_id)
         return pb.ListChangesResponse(changes=[convert.change_to_pb(c) for c in changes])

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import grpc
 import pytest
-from oms.capture.v1 import capture_pb2
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2
 from oms.servicing.v1 import servicing_pb2 as pb
 from oms.servicing.v1 import servicing_pb2_grpc
+from temporalio.client import Client
 
 from oms_platform import auth
 from oms_platform.money import percent_of
 from oms_tools.samples import sample_order
 from services.servicing.carrier import SimulatedCarrier
+from services.servicing.lifecycles import OrderLifecycles
+from services.servicing.orders import CaptureOrders
 from tests.conftest import System
 from tests.integration.test_servicing_changes import (
     MUG,
@@ -28,6 +32,7 @@ from tests.integration.test_servicing_changes import (
     oms,
     unit_share,
 )
+from workflows.types import STATE_QUERY, OrderState, order_workflow_id
 
 CHANNEL = "b2b"
 
@@ -305,6 +310,34 @@ async def test_more_units_than_were_delivered_are_the_workflows_to_refuse_and_re
     assert line_of(await clients.order(order_id), MUG).quantities.return_initiated == 0
 
 
+async def test_the_policy_sees_the_return_window_the_order_workflow_keeps(
+    system: System, clients: Clients
+) -> None:
+    view = await a_delivered_b2b_order(system, clients)
+    order_id = view.order.order_id
+
+    async def temporal() -> Client:
+        return system.client
+
+    # Servicing's view of the order, as its return use cases ask for it.
+    lifecycles = OrderLifecycles(
+        temporal,
+        timedelta(seconds=10),
+        CaptureOrders(capture_pb2_grpc.CaptureServiceStub(system.channel("capture")), 5.0),
+    )
+    seen = await lifecycles.order_view(order_id)
+    state = await system.client.get_workflow_handle(order_workflow_id(order_id)).query(
+        STATE_QUERY, result_type=OrderState
+    )
+
+    assert state.delivered_at is not None and state.return_window_closes_at is not None
+    assert state.return_window_closes_at - state.delivered_at == timedelta(days=30)
+    assert (seen.delivered_at, seen.return_window_closes_at) == (
+        state.delivered_at,
+        state.return_window_closes_at,
+    )
+
+
 # ---- exchanges: a return of the old item, under the same rules --------------------------------
 
 
@@ -406,6 +439,50 @@ async def test_an_exchange_inside_the_window_pays_the_restocking_fee_only_when_t
     assert (previewed.preview.charged_minor, previewed.preview.credited_minor) == (fee, 0)
     assert "restocking fee" in previewed.preview.summary
     assert charged.change.outcome.charged_minor == fee
+    assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 2
+
+
+async def test_an_agent_exchanges_and_returns_with_the_cli_reporting_the_units_condition(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    boxed = f"boxed-{uuid.uuid4().hex[:8]}"
+    rule_id = f"sealed-{boxed}"
+    await merchandiser.UpsertReturnPolicyRule(
+        pb.UpsertReturnPolicyRuleRequest(
+            rule=pb.ReturnPolicyRule(
+                rule_id=rule_id,
+                channel=CHANNEL,
+                category=boxed,
+                return_days=30,
+                required_conditions=[pb.ITEM_CONDITION_NEW],
+            )
+        )
+    )
+    await categorize(merchandiser, **{TSHIRT: boxed, MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
+    exchange = ("order", "exchange", order_id, "--line", tshirt.order_line_id,
+                "--sku", MUG, "--price", "1000", "--reason", "wants a mug")  # fmt: skip
+
+    unsaid = await oms(system, *exchange, "--preview")
+    opened = await oms(system, *exchange, "--condition", "opened")
+    previewed = await oms(system, *exchange, "--condition", "new", "--preview")
+    code, out, err = await oms(system, *exchange, "--condition", "new", subject="agent:ada")
+    returned = await oms(
+        system, "order", "return", order_id, "--line", tshirt.order_line_id,
+        "--condition", "new", "--reason", "too small",
+    )  # fmt: skip
+
+    refused = f"lines[0]: exchange refused by rule '{rule_id}': {TSHIRT} must come back new"
+    assert unsaid[0] == 1 and refused in unsaid[2]
+    assert "its condition is not reported" in unsaid[2]
+    assert opened[0] == 1 and "its condition is opened" in opened[2]
+    assert (previewed[0], previewed[2]) == (0, "")
+    assert "the replacement would ship" in previewed[1]
+    assert (code, err) == (0, "")
+    assert out.startswith("exchange chg-") and "[completed] by agent:ada: wants a mug" in out
+    assert (returned[0], returned[2]) == (0, "")
+    assert returned[1].startswith("return chg-") and "[completed]" in returned[1]
     assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 2
 
 

@@ -50,8 +50,7 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
         steps.state.returns[result.return_order_id].replacements = replacements
         result.summary += "; the replacement ships once the return is received"
         if request.return_fee_minor:
-            fee_text = money(steps, request.return_fee_minor)
-            result.summary += f", with a restocking fee of {fee_text}"
+            result.summary += f", {_with_fee(steps, request.return_fee_minor)}"
         return await _record(steps, request, result)
     step = f"change:{request.change_id}"
     placed = await replacing.place(steps, request.change_id, request.lines, replacements)
@@ -80,8 +79,13 @@ async def exchange(steps: Steps, request: ChangeRequest) -> ChangeResult:
     if fee:
         # Settled with the difference: the return's receipt withholds nothing more.
         steps.state.returns[result.return_order_id].fee_charged = True
-        result.summary += f" (with a restocking fee of {money(steps, fee)})"
+        result.summary += f" ({_with_fee(steps, fee)})"
     return await _record(steps, request, result)
+
+
+def _with_fee(steps: Steps, fee_minor: int) -> str:
+    """How an exchange's summary names the restocking fee it charges."""
+    return f"with a restocking fee of {money(steps, fee_minor)}"
 
 
 async def _record(steps: Steps, request: ChangeRequest, result: ChangeResult) -> ChangeResult:
@@ -118,6 +122,6 @@ def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> Chang
         moved = "no money would move"
     ships = "when the return is received" if steps.order.exchange_ships_on_receipt else "now"
     if fee:
-        moved += f" (with a restocking fee of {money(steps, fee)})"
+        moved += f" ({_with_fee(steps, fee)})"
     result.summary = f"{moved}; the replacement would ship {ships}, stock permitting"
     return result

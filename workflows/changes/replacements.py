@@ -137,7 +137,7 @@ async def replace_on_receipt(
         result.summary = "; no location can ship the replacement, refunded instead"
         return False
     # The restocking fee the policy charges on the exchange, settled with the first difference.
-    fee = 0 if rma.fee_charged else rma.fee_minor
+    fee = rma.fee_due()
     difference = billing.exchange_difference(steps.ledger, request.lines, rma.replacements, fee)
     if difference > 0:
         try:

@@ -198,7 +198,7 @@ async def receive(steps: Steps, request: ChangeRequest) -> ChangeResult:
         else:
             refund_lines = request.lines
     if refund_lines and not rma.refunded_up_front:
-        fee = 0 if rma.fee_charged else rma.fee_minor
+        fee = rma.fee_due()
         rma.fee_charged = True
         memo_made, refund = await give_back(
             steps,

@@ -10,9 +10,8 @@ An exchange is a return of the old item: the same rule decides it, and its resto
 charged only when the rule says so (`fee_on_exchange`).
 
 The window after delivery: a rule with days of its own closes that many days after delivery;
-one without uses the order's own return window. The order's window (when its lifecycle says
-when it closes) also caps a rule's days, since the lifecycle takes no return after it; an
-order whose lifecycle gives no date falls back to the deployment's window for its channel.
+one without uses the order's own return window. The order's window also caps a rule's days,
+since the lifecycle takes no return after it. No window runs before the order was delivered.
 """
 
 from __future__ import annotations
@@ -66,9 +65,8 @@ class PolicyRule:
 @dataclass(frozen=True)
 class LineFacts:
     """What the policy looks at for one order line: the order's channel, the line's SKU and
-    category, when the order was delivered (None until it was), how many units may still be
-    returned, the deployment's window for the channel, and when the order's own return window
-    closes (None when its lifecycle gives no date)."""
+    category, when the order was delivered and when its return window closes (both None until
+    it was delivered), and how many units may still be returned."""
 
     order_line_id: str
     channel: str
@@ -76,8 +74,7 @@ class LineFacts:
     category: str
     delivered_at: datetime | None
     available_to_return: int
-    channel_window: timedelta
-    order_window_closes_at: datetime | None = None
+    return_window_closes_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +140,6 @@ def line_facts(
     order: OrderView,
     order_line_id: str,
     categories: dict[str, str],
-    channel_window: timedelta,
     field: str = "order_line_id",
 ) -> LineFacts:
     """The facts the policy weighs for one line of `order` (`categories` by SKU)."""
@@ -155,8 +151,7 @@ def line_facts(
         category=categories.get(line.sku, ""),
         delivered_at=order.delivered_at,
         available_to_return=line.available_to_return,
-        channel_window=channel_window,
-        order_window_closes_at=order.return_window_closes_at,
+        return_window_closes_at=order.return_window_closes_at,
     )
 
 
@@ -336,22 +331,15 @@ def _matched(rule: PolicyRule, facts: LineFacts) -> str:
 def _window_closes(rule: PolicyRule, facts: LineFacts) -> tuple[datetime, str] | None:
     """When `rule` stops taking returns of the line, and how that reads ("14 day(s) after
     delivery"); None until the order was delivered. The order's own window caps a rule's days
-    (its lifecycle takes no return after it) and is the window of a rule without days; an
-    order without one has the deployment's window for its channel."""
-    delivered_at = facts.delivered_at
-    if delivered_at is None:
+    (its lifecycle takes no return after it) and is the window of a rule without days."""
+    delivered_at, order_closes = facts.delivered_at, facts.return_window_closes_at
+    if delivered_at is None or order_closes is None:
         return None
-    order_closes = facts.order_window_closes_at
     if rule.return_days is None:
-        if order_closes is None:
-            days = _days(facts.channel_window)
-            return delivered_at + facts.channel_window, (
-                f"the channel's window of {days} day(s) after delivery"
-            )
         days = _days(order_closes - delivered_at)
         return order_closes, f"the order's return window of {days} day(s) after delivery"
     closes = delivered_at + timedelta(days=rule.return_days)
-    if order_closes is not None and order_closes < closes:
+    if order_closes < closes:
         days = _days(order_closes - delivered_at)
         return order_closes, (
             f"the order's return window of {days} day(s) after delivery, "
