@@ -22,6 +22,7 @@ from workflows.types import (
     LifecycleLine,
     LineAdditionData,
     LineIncrease,
+    LineQuantityChange,
     NewLineData,
     OrderLifecycleInput,
     RoutingLineData,
@@ -94,12 +95,11 @@ class Ledger:
     def add_fulfillment_order(self, fo: FulfillmentOrderData, *, no_charge: bool = False) -> None:
         """Track a fulfillment order; `no_charge` ones (reships, exchange replacements) ship
         units the order already paid for, so they move no buckets and raise no invoice."""
-        known = self.fulfillment_orders.get(fo.fulfillment_order_id)
-        if known is None:
-            self.state.fulfillment_orders.append(fo)
+        if fo.fulfillment_order_id in self.fulfillment_orders:
+            self.relocate(fo)
         else:
-            self.state.fulfillment_orders[self.state.fulfillment_orders.index(known)] = fo
-        self.fulfillment_orders[fo.fulfillment_order_id] = fo
+            self.state.fulfillment_orders.append(fo)
+            self.fulfillment_orders[fo.fulfillment_order_id] = fo
         if no_charge:
             _add_sorted(self.state.no_charge, fo.fulfillment_order_id)
         units = self.open_units.setdefault(fo.fulfillment_order_id, {})
@@ -114,6 +114,33 @@ class Ledger:
         known = self.fulfillment_orders[fo.fulfillment_order_id]
         self.state.fulfillment_orders[self.state.fulfillment_orders.index(known)] = fo
         self.fulfillment_orders[fo.fulfillment_order_id] = fo
+
+    def reroute(
+        self, taken: dict[str, list[ItemQuantity]], replacements: list[FulfillmentOrderData]
+    ) -> list[LineQuantityChange]:
+        """Fulfillment took units off fulfillment orders unshipped (`taken`: fulfillment order
+        id -> units) and placed them on `replacements` (a rejection, a move, a new address).
+        Replacements of a no-charge fulfillment order are no-charge too. Returns the
+        allocation changes for capture's record: every unit taken off, and the units of the
+        replacements that are charged."""
+        no_charge = any(fo_id in self.no_charge for fo_id in taken)
+        changes: list[LineQuantityChange] = []
+        for fo_id, items in taken.items():
+            self.remove_open_units(fo_id, items)
+            changes += [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in items]
+        for fo in replacements:
+            self.add_fulfillment_order(fo, no_charge=no_charge)
+        return changes + [
+            LineQuantityChange(line.order_line_id, allocated=line.quantity)
+            for fo in replacements
+            if fo.fulfillment_order_id not in self.no_charge
+            for line in fo.lines
+        ]
+
+    def open_items(self, fulfillment_order_id: str) -> list[ItemQuantity]:
+        """The units a fulfillment order still has to ship, per line."""
+        units = self.open_units.get(fulfillment_order_id, {})
+        return [ItemQuantity(line_id, q) for line_id, q in units.items() if q]
 
     def remove_open_units(self, fulfillment_order_id: str, items: list[ItemQuantity]) -> None:
         """Units leave a fulfillment order unshipped (rejected, moved or canceled)."""

@@ -617,11 +617,7 @@ class OrderLifecycle:
                 events=[order_events.shipment("shipment.delivered", event.shipment_id, fo)],
             )
         elif event.kind in ("rejected", "moved"):
-            ledger.remove_open_units(fo.fulfillment_order_id, items)
-            for replacement in event.replacements:
-                ledger.add_fulfillment_order(
-                    replacement, no_charge=fo.fulfillment_order_id in ledger.no_charge
-                )
+            line_changes = ledger.reroute({fo.fulfillment_order_id: items}, event.replacements)
             moved_to = ", ".join(r.location_id for r in event.replacements) or "nowhere"
             units = sum(i.quantity for i in items)
             verb = "rejected" if event.kind == "rejected" else "moved"
@@ -642,13 +638,7 @@ class OrderLifecycle:
                 f"{fo.location_id} {verb} {units} unit(s)"
                 + (f" ({event.reason})" if event.reason else "")
                 + f"; routed to {moved_to}",
-                [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in items]
-                + [
-                    LineQuantityChange(line.order_line_id, allocated=line.quantity)
-                    for r in event.replacements
-                    if r.fulfillment_order_id not in ledger.no_charge
-                    for line in r.lines
-                ],
+                line_changes,
                 actor=f"warehouse:{fo.location_id}",
                 step=f"{verb}:{event.event_id}",
                 holds=("fulfillment", attached_to),

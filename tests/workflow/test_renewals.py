@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
+from tests.history import record
 from tests.workflow.test_order_lifecycle import (
     Services,
     an_order,
@@ -149,6 +150,7 @@ async def test_a_pre_orders_hold_is_renewed_when_due_and_the_release_is_captured
         await handle.signal("fulfillment_event", shipped("fo-2", "s2", [("line-2", 1)]))
         await handle.signal("fulfillment_event", delivered("fo-2", "s2"))
         result = await handle.result()
+        await record(handle, "renewal")
 
     first, second = services.renewals
     assert first.promise_date == second.promise_date == RELEASE
@@ -211,6 +213,7 @@ async def test_a_backorder_promised_later_asks_payments_again_for_the_new_date(
         await handle.signal("fulfillment_event", delivered("fo-1", "s1"))
         await release_and_deliver(handle)
         result = await handle.result()
+        await record(handle, "backorder_released")
 
     assert [r.promise_date for r in services.renewals] == [RELEASE, LATER]
     first, second = services.renewals

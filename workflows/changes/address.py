@@ -18,7 +18,6 @@ from workflows.types import (
     ChangeResult,
     DeliveryGroupAddressData,
     ItemQuantity,
-    LineQuantityChange,
     OrderLifecycleInput,
 )
 
@@ -78,31 +77,24 @@ async def change_address(steps: Steps, request: ChangeRequest) -> ChangeResult:
             for g in order.delivery_groups
         ],
     )
-    events = []
-    line_changes: list[LineQuantityChange] = []
-    moved: list[ItemQuantity] = []
-    for fo_id in changed.canceled_fulfillment_order_ids:
-        fo = ledger.fulfillment_orders.get(fo_id)
-        if fo is None:
-            continue
-        items = [ItemQuantity(line, q) for line, q in ledger.open_units.get(fo_id, {}).items() if q]
-        ledger.remove_open_units(fo_id, items)
-        moved += items
-        line_changes += [LineQuantityChange(i.order_line_id, allocated=-i.quantity) for i in items]
-        events.append(
-            order_events.fulfillment_order(
-                "fulfillment.canceled",
-                fo,
-                "canceled",
-                order_events.lines(ledger, items),
-                "delivery address changed",
-            )
+    # Each old fulfillment order gave up every unit it had not shipped.
+    taken = {
+        fo_id: ledger.open_items(fo_id)
+        for fo_id in changed.canceled_fulfillment_order_ids
+        if fo_id in ledger.fulfillment_orders
+    }
+    line_changes = ledger.reroute(taken, changed.replacements)
+    moved = [item for items in taken.values() for item in items]
+    events = [
+        order_events.fulfillment_order(
+            "fulfillment.canceled",
+            ledger.fulfillment_orders[fo_id],
+            "canceled",
+            order_events.lines(ledger, items),
+            "delivery address changed",
         )
-    for fo in changed.replacements:
-        ledger.add_fulfillment_order(fo)
-        line_changes += [
-            LineQuantityChange(line.order_line_id, allocated=line.quantity) for line in fo.lines
-        ]
+        for fo_id, items in taken.items()
+    ]
     where = (
         f"; rerouted from {', '.join(changed.from_location_ids)} to "
         f"{', '.join(changed.to_location_ids)}"

@@ -36,21 +36,24 @@ async def cancel(steps: Steps, request: ChangeRequest) -> ChangeResult:
         f"change:{request.change_id}",
         void_when_all_canceled=folded,
     )
-    if steps.ledger.all_canceled():
-        if not folded:
-            await void(steps, request.reason or "every line canceled")
-        await steps.progress(
-            "",
-            "order.canceled",
-            f"Order canceled: {result.summary}",
-            events=[
-                order_events.order_status(
-                    "order.canceled", was, CANCELED, request.reason or "canceled"
-                )
-            ],
-        )
+    if not folded and steps.ledger.all_canceled():
+        await void(steps, request.reason or "every line canceled")
+    await end_when_all_canceled(steps, was, result.summary, request.reason or "canceled")
     result.change_id, result.kind = request.change_id, "cancel"
     return steps.record(request.change_id, result)
+
+
+async def end_when_all_canceled(steps: Steps, was: str, summary: str, reason: str) -> None:
+    """A cancel that left every line canceled ends the order: tell capture (from the status
+    `was` before the cancel); otherwise nothing."""
+    if not steps.ledger.all_canceled():
+        return
+    await steps.progress(
+        "",
+        "order.canceled",
+        f"Order canceled: {summary}",
+        events=[order_events.order_status("order.canceled", was, CANCELED, reason)],
+    )
 
 
 def preview(steps: Steps, request: ChangeRequest, result: ChangeResult) -> ChangeResult:

@@ -4,9 +4,9 @@ only authorized is released) and ends when nothing else is left."""
 
 from __future__ import annotations
 
-from workflows import order_events
+from workflows.changes.cancel import end_when_all_canceled
 from workflows.changes.steps import Steps, cancel_units
-from workflows.types import CANCELED, FulfillmentOrderData, ItemQuantity
+from workflows.types import FulfillmentOrderData, ItemQuantity
 
 
 async def not_collected(
@@ -31,10 +31,4 @@ async def not_collected(
         void_when_all_canceled=True,
         canceled_by_fulfillment=fo.fulfillment_order_id,
     )
-    if steps.ledger.all_canceled():
-        await steps.progress(
-            "",
-            "order.canceled",
-            f"Order canceled: {reason}",
-            events=[order_events.order_status("order.canceled", was, CANCELED, reason)],
-        )
+    await end_when_all_canceled(steps, was, reason, reason)
