@@ -6,7 +6,6 @@ Enums are mapped by explicit tables; a value missing from a table is "not set".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -16,7 +15,6 @@ from oms.payments.v1 import payments_pb2
 
 from oms_platform import limits, request_limits, wire
 from oms_platform.errors import FieldViolation, InvalidArgument
-from oms_platform.postal import address_violations
 from oms_platform.redaction import mask_token
 from oms_platform.wire import (
     date_from_pb,
@@ -257,21 +255,9 @@ def group_addresses_from_pb(
     changed: Sequence[pb.DeliveryGroupAddress],
 ) -> list[tuple[str, domain.PostalAddress]]:
     """RecordOrderProgress's new delivery addresses, checked as SubmitOrder checks one."""
-    out: list[tuple[str, domain.PostalAddress]] = []
-    violations: list[FieldViolation] = []
-    for i, group in enumerate(changed):
-        address = postal_address_from_pb(group.address)
-        if not group.delivery_group_id:
-            violations.append(
-                FieldViolation(f"delivery_group_addresses[{i}].delivery_group_id", "is required")
-            )
-        violations += address_violations(f"delivery_group_addresses[{i}].address", address)
-        out.append(
-            (group.delivery_group_id, replace(address, country_code=address.country_code.upper()))
-        )
-    if violations:
-        raise InvalidArgument(violations)
-    return out
+    return domain.group_address_changes(
+        [(group.delivery_group_id, postal_address_from_pb(group.address)) for group in changed]
+    )
 
 
 def line_additions_from_pb(added: Any) -> list[domain.LineAddition]:

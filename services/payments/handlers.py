@@ -22,7 +22,7 @@ from oms_platform import erasure
 from oms_platform.db import new_id
 from oms_platform.errors import FailedPrecondition, NotFound
 from services.payments import domain, store
-from services.payments.gateway import Gateways, call_resolved
+from services.payments.gateway import GatewayResult, Gateways, PaymentGateway, call_resolved
 from workflows.types import order_workflow_id
 
 log = structlog.get_logger("oms.payments")
@@ -160,12 +160,7 @@ async def _void_one(
 ) -> domain.Authorization:
     """Void one authorization at its gateway; unchanged (still held) if the gateway refuses."""
     gateway = payments.gateways.calling(authorization.payment_method_type)
-    key = domain.gateway_key(
-        authorization.order_id, request_key, step, authorization.remaining_minor
-    )
-    result = await call_resolved(
-        gateway, key, partial(gateway.void, key, authorization.gateway_reference)
-    )
+    result = await _void_at(gateway, authorization, request_key, step)
     if not result.succeeded:
         log.warning(
             "gateway refused a void",
@@ -174,6 +169,19 @@ async def _void_one(
         )
         return authorization
     return domain.voided(authorization)
+
+
+async def _void_at(
+    gateway: PaymentGateway, authorization: domain.Authorization, request_key: str, step: str
+) -> GatewayResult:
+    """Ask `gateway` to void what `authorization` still holds, keyed by the request and
+    `step`; the gateway's answer."""
+    key = domain.gateway_key(
+        authorization.order_id, request_key, step, authorization.remaining_minor
+    )
+    return await call_resolved(
+        gateway, key, partial(gateway.void, key, authorization.gateway_reference)
+    )
 
 
 async def void_authorizations(
@@ -334,12 +342,7 @@ async def _hold_anew(
     gateway = payments.gateways.calling(held.payment_method_type)
     amount = held.remaining_minor
     if release_first:
-        release_key = domain.gateway_key(
-            held.order_id, request_key, f"release-lapsed:{held.authorization_id}", amount
-        )
-        await call_resolved(
-            gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
-        )
+        await _void_at(gateway, held, request_key, f"release-lapsed:{held.authorization_id}")
     key = domain.gateway_key(
         held.order_id, request_key, f"reauthorize:{held.authorization_id}", amount
     )
@@ -362,12 +365,7 @@ async def _hold_anew(
         if not release_first:
             # The new hold replaces the old one whatever the gateway answers to its release
             # (it lapses on its own in the end).
-            release_key = domain.gateway_key(
-                held.order_id, request_key, f"release-renewed:{held.authorization_id}", amount
-            )
-            await call_resolved(
-                gateway, release_key, partial(gateway.void, release_key, held.gateway_reference)
-            )
+            await _void_at(gateway, held, request_key, f"release-renewed:{held.authorization_id}")
         await store.update_authorization(conn, domain.expired(held))
     return renewed
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from oms_platform.sim_books import SimulatedBooks
 from services.payments.gateway import GatewayResult
 
 # ---- what the processor remembers ----------------------------------------------------------
@@ -181,25 +182,12 @@ class PostgresState:
     """The books in Postgres schema `simgateway`, shared by every payments process."""
 
     def __init__(self, dsn: str, gateway: str) -> None:
-        self._dsn = dsn
+        self._books = SimulatedBooks(dsn, SCHEMA, DDL, max_size=4)
         self._gateway = gateway
-        self._pool: asyncpg.Pool | None = None
-
-    async def _ready(self) -> asyncpg.Pool:
-        if self._pool is None:
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=0, max_size=4, server_settings={"application_name": SCHEMA}
-            )
-            assert pool is not None
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(SQL_LOCK_DDL)
-                await conn.execute(DDL)
-            self._pool = pool
-        return self._pool
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Session]:
-        pool = await self._ready()
+        pool = await self._books.pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(SQL_LOCK)
 
@@ -220,13 +208,7 @@ class PostgresState:
                 )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-
-# Two processes creating the schema at once would race on the catalog; one at a time.
-SQL_LOCK_DDL = "SELECT pg_advisory_xact_lock(hashtext('oms-simulated-gateway-ddl'))"
+        await self._books.close()
 
 
 def _decode(kind: str, data: Any) -> Any:

@@ -13,8 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
-import asyncpg
 from fpdf import FPDF
+
+from oms_platform.sim_books import SimulatedBooks
 
 # Where a return parcel is.
 LABEL_CREATED = "label_created"
@@ -56,8 +57,6 @@ class Carrier(Protocol):
 
 
 SIM_SCHEMA = "simcarrier"
-# Serializes the simulator creating its book (two replicas starting at once).
-SQL_LOCK_DDL = "SELECT pg_advisory_xact_lock(hashtext('simcarrier-ddl'))"
 DDL = """
 CREATE SCHEMA IF NOT EXISTS simcarrier;
 CREATE TABLE IF NOT EXISTS simcarrier.parcels (
@@ -86,26 +85,11 @@ class SimulatedCarrier:
     name = "SIMPOST"
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-
-    async def _ready(self) -> asyncpg.Pool:
-        if self._pool is None:
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=0, max_size=2, server_settings={"application_name": SIM_SCHEMA}
-            )
-            assert pool is not None
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(SQL_LOCK_DDL)
-                await conn.execute(DDL)
-            self._pool = pool
-        return self._pool
+        self._books = SimulatedBooks(dsn, SIM_SCHEMA, DDL)
 
     async def close(self) -> None:
         """Close the simulator's pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._books.close()
 
     @staticmethod
     def tracking_number_for(key: str) -> str:
@@ -114,12 +98,12 @@ class SimulatedCarrier:
 
     async def create_return_label(self, key: str, request: LabelRequest) -> CarrierLabel:
         tracking = self.tracking_number_for(key)
-        pool = await self._ready()
+        pool = await self._books.pool()
         await pool.execute(SQL_BOOK_PARCEL, tracking, key, LABEL_CREATED)
         return CarrierLabel(self.name, tracking, label_pdf(self.name, tracking, request))
 
     async def track(self, tracking_number: str) -> str:
-        pool = await self._ready()
+        pool = await self._books.pool()
         status = await pool.fetchval(SQL_PARCEL_STATUS, tracking_number)
         if status is None:
             raise LookupError(f"{self.name} has no parcel {tracking_number}")
@@ -129,7 +113,7 @@ class SimulatedCarrier:
         """Move a parcel (what the carrier's scans would report): in_transit or delivered."""
         if status not in PARCEL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(PARCEL_STATUSES)}")
-        pool = await self._ready()
+        pool = await self._books.pool()
         if await pool.fetchval(SQL_MOVE_PARCEL, tracking_number, status) is None:
             raise LookupError(f"{self.name} has no parcel {tracking_number}")
 

@@ -12,7 +12,7 @@ from oms.servicing.v1 import servicing_pb2 as pb
 from oms_platform import auth
 from oms_platform.redaction import redact_json, redact_text
 from oms_platform.wire import postal_address_from_pb, timestamp_from_datetime
-from services.servicing import domain
+from services.servicing import carrier, domain
 from services.servicing.policy_store import ReturnLabel, StoredRule
 
 CATEGORY_TO_DOMAIN: dict[pb.ProcessExceptionCategory.ValueType, str] = {
@@ -274,11 +274,22 @@ def receive_to_domain(request: pb.ReceiveReturnRequest) -> domain.ChangeOrder:
 
 def _submitted(
     order: domain.ChangeOrder,
-    request: pb.SubmitExchangeRequest | pb.SubmitAppeasementRequest | pb.SubmitAddItemsRequest,
+    request: pb.SubmitExchangeRequest
+    | pb.SubmitAppeasementRequest
+    | pb.SubmitAddItemsRequest
+    | pb.SubmitReshipRequest
+    | pb.SubmitAddressChangeRequest,
+    reason: str,
+    note: str = "",
 ) -> domain.ChangeOrder:
-    """`order` with what only a submission carries: its key, who asks and why."""
+    """`order` with what only a submission carries: its key, who asks, why and the agent's
+    `note`."""
     return replace(
-        order, idempotency_key=request.idempotency_key, actor=auth.actor(), reason=request.reason
+        order,
+        idempotency_key=request.idempotency_key,
+        actor=auth.actor(),
+        reason=reason,
+        note=note,
     )
 
 
@@ -301,7 +312,9 @@ def exchange_to_domain(
             for line in request.lines
         ),
     )
-    return _submitted(order, request) if isinstance(request, pb.SubmitExchangeRequest) else order
+    if isinstance(request, pb.SubmitExchangeRequest):
+        return _submitted(order, request, request.reason)
+    return order
 
 
 def reship_to_domain(
@@ -312,13 +325,8 @@ def reship_to_domain(
         kind=domain.RESHIP, order_id=request.order_id, lines=items(request.lines)
     )
     if isinstance(request, pb.SubmitReshipRequest):
-        order = replace(
-            order,
-            idempotency_key=request.idempotency_key,
-            actor=auth.actor(),
-            reason=enum_name(RESHIP_REASON_TO_DOMAIN, request.reason),
-            note=request.note,
-        )
+        reason = enum_name(RESHIP_REASON_TO_DOMAIN, request.reason)
+        return _submitted(order, request, reason, request.note)
     return order
 
 
@@ -333,13 +341,7 @@ def address_change_to_domain(
         address=postal_address_from_pb(request.address) if request.HasField("address") else None,
     )
     if isinstance(request, pb.SubmitAddressChangeRequest):
-        order = replace(
-            order,
-            idempotency_key=request.idempotency_key,
-            actor=auth.actor(),
-            reason=request.reason,
-            note=request.note,
-        )
+        return _submitted(order, request, request.reason, request.note)
     return order
 
 
@@ -355,7 +357,9 @@ def appeasement_to_domain(
         amount_minor=request.amount_minor,
         percent_basis_points=request.percent_basis_points,
     )
-    return _submitted(order, request) if isinstance(request, pb.SubmitAppeasementRequest) else order
+    if isinstance(request, pb.SubmitAppeasementRequest):
+        return _submitted(order, request, request.reason)
+    return order
 
 
 def add_items_to_domain(
@@ -380,7 +384,9 @@ def add_items_to_domain(
             domain.LineIncrease(i.order_line_id, i.quantity, i.tax_minor) for i in request.increases
         ),
     )
-    return _submitted(order, request) if isinstance(request, pb.SubmitAddItemsRequest) else order
+    if isinstance(request, pb.SubmitAddItemsRequest):
+        return _submitted(order, request, request.reason)
+    return order
 
 
 def outcome_to_pb(outcome: domain.ChangeOutcome) -> pb.ChangeOutcome:
@@ -425,9 +431,9 @@ def change_to_pb(change: domain.Change) -> pb.Change:
 # ---- conversions: return policies and labels ------------------------------------------------
 
 PARCEL_STATUS_TO_PB: dict[str, pb.ReturnParcelStatus.ValueType] = {
-    "label_created": pb.RETURN_PARCEL_STATUS_LABEL_CREATED,
-    "in_transit": pb.RETURN_PARCEL_STATUS_IN_TRANSIT,
-    "delivered": pb.RETURN_PARCEL_STATUS_DELIVERED,
+    carrier.LABEL_CREATED: pb.RETURN_PARCEL_STATUS_LABEL_CREATED,
+    carrier.IN_TRANSIT: pb.RETURN_PARCEL_STATUS_IN_TRANSIT,
+    carrier.DELIVERED: pb.RETURN_PARCEL_STATUS_DELIVERED,
 }
 
 

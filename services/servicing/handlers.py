@@ -175,17 +175,8 @@ async def preview_address_change(
     if not allowed.location_ids or order.address is None:
         return allowed  # nothing routed yet: the new address is simply used when it is
     where = await routing.preview(order.order_id, order.delivery_group_id, order.address)
-    verdict = (
-        f"; its units would move from {', '.join(where.from_location_ids)} to "
-        f"{', '.join(where.to_location_ids)}"
-        if where.rerouted
-        else f"; it would still ship from {', '.join(where.to_location_ids)}"
-    )
-    return replace(
-        allowed,
-        summary=allowed.summary + verdict,
-        rerouted=where.rerouted,
-        location_ids=where.to_location_ids,
+    return domain.rerouted_preview(
+        allowed, where.rerouted, where.from_location_ids, where.to_location_ids
     )
 
 

@@ -239,27 +239,13 @@ class OrderLifecycles:
 
     async def preview(self, order: domain.ChangeOrder) -> domain.ChangeOutcome:
         """What a change would do, computed by the workflow without changing anything."""
-        handle = await self._handle(order.order_id)
         request = change_request(order, PREVIEW_CHANGE_ID, preview=True)
-
-        async def query() -> ChangeResult:
-            try:
-                answer: ChangeResult = await handle.query(
-                    PREVIEW_QUERY,
-                    request,
-                    result_type=ChangeResult,
-                    reject_condition=QueryRejectCondition.NOT_OPEN,
-                    rpc_timeout=self._timeout,
-                )
-            except WorkflowQueryRejectedError:
-                raise FailedPrecondition(f"order {order.order_id} is closed") from None
-            except WorkflowQueryFailedError as error:
-                raise FailedPrecondition(
-                    f"the order cannot preview this: {error.message}"
-                ) from None
-            return answer
-
-        result = await self._found(handle, order.order_id, query)
+        try:
+            result: ChangeResult = await self._query(
+                order.order_id, PREVIEW_QUERY, ChangeResult, request
+            )
+        except WorkflowQueryFailedError as error:
+            raise FailedPrecondition(f"the order cannot preview this: {error.message}") from None
         refused = domain.preview_refusal(result.summary, result.refusal_code)
         if refused is not None:
             raise refused
@@ -268,21 +254,7 @@ class OrderLifecycles:
     async def order_view(self, order_id: str) -> domain.OrderView:
         """The order as its lifecycle holds it now (channel, delivery, lines and what may
         still come back): the `state` query; FailedPrecondition when the order is closed."""
-        handle = await self._handle(order_id)
-
-        async def query() -> OrderState:
-            try:
-                answer: OrderState = await handle.query(
-                    STATE_QUERY,
-                    result_type=OrderState,
-                    reject_condition=QueryRejectCondition.NOT_OPEN,
-                    rpc_timeout=self._timeout,
-                )
-            except WorkflowQueryRejectedError:
-                raise FailedPrecondition(f"order {order_id} is closed") from None
-            return answer
-
-        state = await self._found(handle, order_id, query)
+        state: OrderState = await self._query(order_id, STATE_QUERY, OrderState)
         return domain.OrderView(
             order_id=order_id,
             channel=state.channel,
@@ -296,6 +268,26 @@ class OrderLifecycles:
 
     async def _handle(self, order_id: str) -> WorkflowHandle[Any, Any]:
         return await workflow_handle(self._client, order_workflow_id(order_id))
+
+    async def _query(self, order_id: str, name: str, result_type: type[T], *args: Any) -> T:
+        """Ask the order's open workflow the query `name`; FailedPrecondition when the order
+        is closed. A query that fails in the workflow raises WorkflowQueryFailedError."""
+        handle = await self._handle(order_id)
+
+        async def query() -> T:
+            try:
+                answer: T = await handle.query(
+                    name,
+                    *args,
+                    result_type=result_type,
+                    reject_condition=QueryRejectCondition.NOT_OPEN,
+                    rpc_timeout=self._timeout,
+                )
+            except WorkflowQueryRejectedError:
+                raise FailedPrecondition(f"order {order_id} is closed") from None
+            return answer
+
+        return await self._found(handle, order_id, query)
 
     async def _update(
         self,

@@ -303,3 +303,17 @@ def test_line_changes_move_buckets_and_refuse_going_below_zero() -> None:
 
 def test_page_size_defaults_to_50_and_is_capped_at_500() -> None:
     assert (domain.page_size(0), domain.page_size(10), domain.page_size(9999)) == (50, 10, 500)
+
+
+def test_a_new_delivery_address_is_checked_as_a_submitted_one_and_kept_upper_cased() -> None:
+    changes = [("dg-1", address())]
+    assert domain.group_address_changes(changes) == [
+        ("dg-1", replace(address(), country_code="US"))
+    ]
+    with pytest.raises(InvalidArgument) as raised:
+        domain.group_address_changes([("dg-1", address()), ("", replace(address(), city=" "))])
+    fields = sorted(v.field for v in raised.value.violations)
+    assert fields == [
+        "delivery_group_addresses[1].address.city",
+        "delivery_group_addresses[1].delivery_group_id",
+    ]

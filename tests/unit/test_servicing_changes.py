@@ -339,3 +339,19 @@ def test_line_notes_fill_in_reasons_and_conditions_and_keep_what_they_leave_empt
         "line-1", 2, reason="too small", condition="used"
     )
     assert domain.with_line_notes(again, [], NOW) is again
+
+
+def test_an_address_change_preview_says_where_the_group_s_units_would_ship_from() -> None:
+    allowed = domain.ChangeOutcome(summary="address of dg-1 changes", location_ids=("wh-east",))
+
+    moved = domain.rerouted_preview(allowed, True, ("wh-east",), ("wh-west", "wh-north"))
+    assert moved.summary == (
+        "address of dg-1 changes; its units would move from wh-east to wh-west, wh-north"
+    )
+    assert moved.rerouted
+    assert moved.location_ids == ("wh-west", "wh-north")
+
+    kept = domain.rerouted_preview(allowed, False, ("wh-east",), ("wh-east",))
+    assert kept.summary == "address of dg-1 changes; it would still ship from wh-east"
+    assert not kept.rerouted
+    assert kept.location_ids == ("wh-east",)

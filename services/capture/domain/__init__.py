@@ -81,4 +81,5 @@ from services.capture.domain.submission import allocate_order_discount as alloca
 from services.capture.domain.submission import capture_order as capture_order
 from services.capture.domain.submission import captured_event as captured_event
 from services.capture.domain.submission import check_submission as check_submission
+from services.capture.domain.submission import group_address_changes as group_address_changes
 from services.capture.domain.submission import validation_errors as validation_errors

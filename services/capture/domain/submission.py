@@ -472,6 +472,22 @@ def _normalized_address(address: PostalAddress | None) -> PostalAddress:
     return replace(address, country_code=address.country_code.upper())
 
 
+def group_address_changes(
+    changes: Sequence[tuple[str, PostalAddress]],
+) -> list[tuple[str, PostalAddress]]:
+    """A progress report's new delivery addresses (delivery group id, address), checked as
+    SubmitOrder checks one and kept as it keeps one; InvalidArgument naming every bad field."""
+    violations: list[FieldViolation] = []
+    for i, (delivery_group_id, address) in enumerate(changes):
+        path = f"delivery_group_addresses[{i}]"
+        if not delivery_group_id:
+            violations.append(FieldViolation(f"{path}.delivery_group_id", "is required"))
+        violations += address_violations(f"{path}.address", address)
+    if violations:
+        raise InvalidArgument(violations)
+    return [(group_id, _normalized_address(address)) for group_id, address in changes]
+
+
 def _adjustment(request: AdjustmentRequest) -> Adjustment:
     amount = request.amount.amount_minor if request.amount else 0
     return Adjustment(code=request.code, description=request.description, amount_minor=amount)

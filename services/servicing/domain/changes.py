@@ -382,6 +382,29 @@ def completed(change: Change, outcome: ChangeOutcome, now: datetime) -> Change:
     )
 
 
+def rerouted_preview(
+    allowed: ChangeOutcome,
+    rerouted: bool,
+    from_location_ids: Sequence[str],
+    to_location_ids: Sequence[str],
+) -> ChangeOutcome:
+    """An address change's preview as the workflow `allowed` it, with where routing would
+    ship the group's units from at the new address (`rerouted`: they would leave
+    `from_location_ids`)."""
+    verdict = (
+        f"; its units would move from {', '.join(from_location_ids)} to "
+        f"{', '.join(to_location_ids)}"
+        if rerouted
+        else f"; it would still ship from {', '.join(to_location_ids)}"
+    )
+    return replace(
+        allowed,
+        summary=allowed.summary + verdict,
+        rerouted=rerouted,
+        location_ids=tuple(to_location_ids),
+    )
+
+
 def refused(change: Change, error: DomainError, now: datetime) -> Change:
     """`change` refused by the workflow (nothing changed); a retry may be answered otherwise."""
     return replace(
