@@ -22,15 +22,14 @@ from tests.e2e.conftest import BIN
 pytestmark = pytest.mark.e2e
 
 
-def test_bench_lifecycle_reports_throughput_and_the_cost_of_an_order() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
-    done = subprocess.run(
-        [str(BIN / "oms"), "bench", "lifecycle", "--orders", "4", "--concurrency", "2",
-         "--split-every", "2", "--json"],
-        env=env, capture_output=True, text=True, timeout=600,
+def test_bench_lifecycle_reports_throughput_the_cost_of_an_order_and_a_profile(
+    tmp_path: Path,
+) -> None:
+    # One run both reports and profiles: a lifecycle bench starts a whole stack.
+    report = _bench(
+        "lifecycle", "--orders", "4", "--concurrency", "2", "--split-every", "2",
+        "--profile", str(tmp_path),
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
     lifecycle, baseline = report["runs"]
     assert lifecycle["count"] == 4 and baseline["count"] == 4
     assert report["baseline_activities"] == 12
@@ -48,6 +47,25 @@ def test_bench_lifecycle_reports_throughput_and_the_cost_of_an_order() -> None:
         assert cpu[part] > 0, part
     assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=1)
     assert baseline_cpu["temporal"] > 0 and baseline_cpu["bench"] > 0
+
+    profile = report["profile"]
+    assert set(profile) == {"worker", "capture", "fulfillment", "payments", "servicing"}
+    for name, process in profile.items():
+        assert process["file"] == str(tmp_path / f"{name}.json")
+        # A speedscope file (with no samples for a process idle throughout, e.g. servicing).
+        assert "profiles" in json.loads(Path(process["file"]).read_text())
+    # The worker ran every lifecycle, so it was busy and its top functions add up.
+    assert profile["worker"]["busy_seconds"] > 0
+    top = profile["worker"]["top"]
+    # Each share is rounded to three places, so together they may pass 1 by half a
+    # thousandth each.
+    assert 0 < sum(f["share"] for f in top) <= 1 + 0.0005 * len(top)
+    # SQL per order: every order is captured and committed in several transactions; the
+    # most frequent statements come first.
+    sql = report["statements"]
+    assert sql["per_order"] > sql["transactions_per_order"] >= 1
+    calls = [s["calls_per_order"] for s in sql["top"]]
+    assert calls and calls == sorted(calls, reverse=True)
 
 
 def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_start() -> None:
@@ -124,29 +142,6 @@ def test_bench_memory_reports_the_worker_rss_idle_cached_and_evicted() -> None:
     assert report["rss_evicted_mib"] > 0 and report["rss_restarted_mib"] > 0
     assert report["replay_seconds"] > 0
     assert report["rss_by_process_mib"]["worker"] == report["rss_cached_mib"]
-
-
-def test_bench_lifecycle_profiles_the_worker_and_every_service(tmp_path: Path) -> None:
-    report = _bench("lifecycle", "--orders", "4", "--concurrency", "2", "--profile", str(tmp_path))
-
-    profile = report["profile"]
-    assert set(profile) == {"worker", "capture", "fulfillment", "payments", "servicing"}
-    for name, process in profile.items():
-        assert process["file"] == str(tmp_path / f"{name}.json")
-        # A speedscope file (with no samples for a process idle throughout, e.g. servicing).
-        assert "profiles" in json.loads(Path(process["file"]).read_text())
-    # The worker ran every lifecycle, so it was busy and its top functions add up.
-    assert profile["worker"]["busy_seconds"] > 0
-    top = profile["worker"]["top"]
-    # Each share is rounded to three places, so together they may pass 1 by half a
-    # thousandth each.
-    assert 0 < sum(f["share"] for f in top) <= 1 + 0.0005 * len(top)
-    # SQL per order: every order is captured and committed in several transactions; the
-    # most frequent statements come first.
-    sql = report["statements"]
-    assert sql["per_order"] > sql["transactions_per_order"] >= 1
-    calls = [s["calls_per_order"] for s in sql["top"]]
-    assert calls and calls == sorted(calls, reverse=True)
 
 
 def test_bench_events_reports_the_consumers_cost_rates_and_lag_and_every_event_arrived() -> None:
