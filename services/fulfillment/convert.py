@@ -4,7 +4,8 @@ values, and domain records into protobuf messages. Pure functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from oms.fulfillment.v1 import fulfillment_pb2 as pb
 
@@ -21,6 +22,9 @@ from oms_platform.wire import (
 )
 from services.fulfillment import domain
 from services.fulfillment.handlers import AddressChanged, Moved, Rerouted, Routed, Shipped
+
+# A wire enum's value.
+E = TypeVar("E", bound=int)
 
 STATUS_TO_PB: dict[str, pb.FulfillmentOrderStatus.ValueType] = {
     domain.BACKORDERED: pb.FULFILLMENT_ORDER_STATUS_BACKORDERED,
@@ -278,16 +282,22 @@ def decision_to_pb(decision: domain.RoutingDecision) -> pb.RoutingDecision:
     )
 
 
-def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tuple[str, ...]:
-    """Statuses to list by; InvalidArgument naming an unknown one."""
+def _status_filter(statuses: Sequence[E], table: Mapping[E, str], what: str) -> tuple[str, ...]:
+    """Statuses to list by, through `table`; InvalidArgument naming each one it has not got
+    (`what`: whose statuses, for the rule)."""
     violations = [
-        FieldViolation(f"statuses[{i}]", "must be a known fulfillment order status")
+        FieldViolation(f"statuses[{i}]", f"must be a known {what} status")
         for i, s in enumerate(statuses)
-        if s not in STATUS_FROM_PB
+        if s not in table
     ]
     if violations:
         raise InvalidArgument(violations)
-    return tuple(STATUS_FROM_PB[s] for s in statuses)
+    return tuple(table[s] for s in statuses)
+
+
+def statuses_from_pb(statuses: list[pb.FulfillmentOrderStatus.ValueType]) -> tuple[str, ...]:
+    """Statuses to list by; InvalidArgument naming an unknown one."""
+    return _status_filter(statuses, STATUS_FROM_PB, "fulfillment order")
 
 
 def shipment_items_from_pb(items: Sequence[pb.ShipmentItem]) -> list[domain.ShipmentItem]:
@@ -484,14 +494,7 @@ def supply_statuses_from_pb(
     statuses: Sequence[pb.SupplyStatus.ValueType],
 ) -> tuple[str, ...]:
     """Status filters; an unknown one is INVALID_ARGUMENT naming it."""
-    violations = [
-        FieldViolation(f"statuses[{i}]", "must be a known supply status")
-        for i, s in enumerate(statuses)
-        if s not in SUPPLY_STATUS_FROM_PB
-    ]
-    if violations:
-        raise InvalidArgument(violations)
-    return tuple(SUPPLY_STATUS_FROM_PB[s] for s in statuses)
+    return _status_filter(statuses, SUPPLY_STATUS_FROM_PB, "supply")
 
 
 def supply_to_pb(supply: domain.Supply) -> pb.Supply:

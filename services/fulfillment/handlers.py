@@ -18,7 +18,7 @@ import asyncpg
 
 from oms_platform import erasure
 from oms_platform.db import new_id
-from oms_platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from oms_platform.errors import InvalidArgument, NotFound
 from services.fulfillment import domain, events, store
 from workflows.types import order_workflow_id
 
@@ -511,13 +511,19 @@ async def reserve_inventory(
     return await store.hold(conn, new_id(), request, holds)
 
 
-async def get_reservation(pool: asyncpg.Pool, reservation_id: str) -> domain.CheckoutReservation:
-    """One checkout reservation as it is now."""
-    async with pool.acquire() as conn:
-        found = await store.get_reservation(conn, reservation_id)
+async def _reservation(
+    conn: store.Conn, reservation_id: str, for_update: bool = False
+) -> domain.CheckoutReservation:
+    found = await store.get_reservation(conn, reservation_id, for_update)
     if found is None:
         raise NotFound(f"checkout reservation {reservation_id} does not exist")
     return found
+
+
+async def get_reservation(pool: asyncpg.Pool, reservation_id: str) -> domain.CheckoutReservation:
+    """One checkout reservation as it is now."""
+    async with pool.acquire() as conn:
+        return await _reservation(conn, reservation_id)
 
 
 async def release_reservation(
@@ -525,17 +531,10 @@ async def release_reservation(
 ) -> domain.CheckoutReservation:
     """Give a held reservation's units back; a released or expired one is returned as it is,
     a consumed one refused (its units are the order's)."""
-    found = await store.get_reservation(conn, reservation_id, for_update=True)
-    if found is None:
-        raise NotFound(f"checkout reservation {reservation_id} does not exist")
-    if found.status == domain.CONSUMED:
-        raise FailedPrecondition(
-            f"checkout reservation {reservation_id} was consumed by order {found.order_id}; "
-            "its units belong to the order's fulfillment orders"
-        )
-    if await store.release_if_held(conn, found):
-        found = await store.get_reservation(conn, reservation_id)
-        assert found is not None  # locked above
+    found = await _reservation(conn, reservation_id, for_update=True)
+    status = domain.released_status(found)
+    if status is not None and await store.release_if_held(conn, found, status):
+        return await _reservation(conn, reservation_id)  # locked above: still there
     return found
 
 
@@ -560,13 +559,8 @@ class Received:
 async def create_supply(conn: asyncpg.Connection, request: domain.SupplyRequest) -> domain.Supply:
     """Record incoming supply at a known location; one open pre-order per SKU and location."""
     domain.validate_supply(request, await store.location_ids(conn), await store.today(conn))
-    if request.kind == domain.PRE_ORDER:
-        found = await store.open_pre_order(conn, request.location_id, request.sku)
-        if found is not None:
-            raise FailedPrecondition(
-                f"{request.sku} is already on pre-order at {request.location_id} (supply "
-                f"{found.supply_id}); change its cap or release date with UpdateSupply"
-            )
+    found = await store.open_pre_order(conn, request.location_id, request.sku)
+    domain.check_one_pre_order(request, found)
     return await store.insert_supply(conn, new_id(), request)
 
 
@@ -583,11 +577,7 @@ async def update_supply(
     supply = await store.get_supply(conn, supply_id, for_update=True)
     changed = domain.changed_supply(supply, quantity, expected_date)
     after = await store.change_supply(conn, changed)
-    if after.expected_date != supply.expected_date:
-        reason = (
-            f"supply {supply_id} now expected {after.expected_date.isoformat()} "
-            f"(was {supply.expected_date.isoformat()})"
-        )
+    if reason := domain.date_moved_reason(supply, after):
         waiting = await store.waiting(conn, supply_id)
         for fo in await _repromise(conn, [(fo, after) for fo in waiting], holidays, now):
             await store.signal_order(
@@ -615,9 +605,9 @@ async def cancel_supply(
     waiting = await store.waiting(conn, supply_id)
     await store.cancel_supply(conn, supply_id)
     others = await store.open_supply(conn, [supply.sku])
-    why = f"supply {supply_id} canceled" + (f": {reason}" if reason else "")
+    why = domain.canceled_reason(supply, reason)
     plan = domain.repromise(
-        [_waiting(fo) for fo in waiting], supply, others, await store.today(conn)
+        [domain.waiting_of(fo) for fo in waiting], supply, others, await store.today(conn)
     )
     by_id = {fo.fulfillment_order_id: fo for fo in waiting}
     # Every one that moves to other supply is promised from it at once, then each is told.
@@ -630,7 +620,7 @@ async def cancel_supply(
         if other is not None:
             fo = promised[fo.fulfillment_order_id]
             event = events.backorder_repromised_event(
-                fo, other, f"{why}; promised from supply {other.supply_id}"
+                fo, other, domain.repromised_reason(why, other)
             )
             await store.signal_order(conn, fo.order_id, event)
             continue
@@ -663,12 +653,6 @@ async def _repromise(
     return await _promise(conn, moved, holidays, now)
 
 
-def _waiting(fo: domain.FulfillmentOrder) -> domain.Waiting:
-    return domain.Waiting(
-        fo.fulfillment_order_id, fo.order_id, fo.supply_id, sum(ln.remaining for ln in fo.lines)
-    )
-
-
 async def receive_supply(
     conn: asyncpg.Connection, supply_id: str, quantity: int, key: str
 ) -> Received:
@@ -679,20 +663,7 @@ async def receive_supply(
     # Expired checkout holds give their units back first, as before any other count of stock
     # (reservations, then the level, then the supply and its waiting orders: the lock order).
     await store.release_expired_for(conn, [supply.sku])
-    await store.adjust_inventory(
-        conn,
-        [
-            domain.InventoryAdjustment(
-                supply.location_id,
-                supply.sku,
-                domain.RECEIVED,
-                quantity,
-                f"supply {supply_id} received"
-                + (f" ({supply.reference})" if supply.reference else ""),
-            )
-        ],
-        key,
-    )
+    await store.adjust_inventory(conn, [domain.receipt_adjustment(supply, quantity)], key)
     supply = await store.get_supply(conn, supply_id, for_update=True)
     domain.check_receipt(supply, quantity)
     await store.receive_supply(conn, supply_id, quantity, domain.receipt_status(supply, quantity))
@@ -720,7 +691,8 @@ async def _release_backorders(
     becomes the location's work, its workflow told why (`reason`). The released ones, after."""
     level = await store.available(conn, location_id, sku)
     chosen = {
-        w.fulfillment_order_id for w in domain.to_release([_waiting(f) for f in waiting], level)
+        w.fulfillment_order_id
+        for w in domain.to_release([domain.waiting_of(f) for f in waiting], level)
     }
     released: list[domain.FulfillmentOrder] = []
     for fo in waiting:
@@ -846,10 +818,14 @@ async def location_acted_on(
     fulfillment_order_id: str = "",
     shipment_id: str = "",
     at_store: bool = False,
+    supply_id: str = "",
 ) -> tuple[str, str]:
-    """The location a fulfillment order or shipment belongs to, and how to name it;
+    """The location a fulfillment order, shipment or supply belongs to, and how to name it;
     `at_store`: for handing a pickup over, its store (which a ship-to-store one is shipped to)."""
     async with pool.acquire() as conn:
+        if supply_id:
+            supply = await store.get_supply(conn, supply_id)
+            return supply.location_id, f"supply {supply_id}"
         if at_store:
             fo = await store.get_fulfillment_order(conn, fulfillment_order_id)
             return fo.handover_location_id, f"fulfillment order {fulfillment_order_id}"

@@ -32,6 +32,21 @@ ROUTING_ATTEMPTS = 4
 Attempt = Callable[[bool], Callable[[asyncpg.Connection], Awaitable[T]]]
 
 
+async def _retrying(attempt: Callable[[bool], Awaitable[T]]) -> T:
+    """Run a transaction `attempt` again when a concurrent writer took units it counted on
+    or deadlocked with it (nothing of it was kept), up to ROUTING_ATTEMPTS times; it is told
+    whether it is the last."""
+    for number in range(1, ROUTING_ATTEMPTS + 1):
+        try:
+            return await attempt(number == ROUTING_ATTEMPTS)
+        except (store.ReservationConflict, asyncpg.TransactionRollbackError) as lost:
+            # Nothing of this attempt was kept; try again on what is there now.
+            if number == ROUTING_ATTEMPTS:
+                raise
+            log.debug("lost a race; trying again", attempt=number, lost=str(lost))
+    raise AssertionError("unreachable")
+
+
 class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     """Converts and delegates; the handlers run the use cases."""
 
@@ -56,15 +71,20 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             return await use_case(cast(asyncpg.Connection, conn))
 
     async def _acting_for(
-        self, fulfillment_order_id: str = "", shipment_id: str = "", at_store: bool = False
+        self,
+        fulfillment_order_id: str = "",
+        shipment_id: str = "",
+        at_store: bool = False,
+        supply_id: str = "",
     ) -> None:
         """A warehouse acts only for its own locations: checked before anything is read or
-        replayed, so another location's fulfillment order is PERMISSION_DENIED, never touched.
-        `at_store`: a pickup is handed over by its store (a ship-to-store one's too)."""
+        replayed, so another location's fulfillment order (or supply) is PERMISSION_DENIED,
+        never touched. `at_store`: a pickup is handed over by its store (a ship-to-store
+        one's too)."""
         if auth.current_principal().acts_for_every_location():
             return
         location, what = await handlers.location_acted_on(
-            self._pool, fulfillment_order_id, shipment_id, at_store
+            self._pool, fulfillment_order_id, shipment_id, at_store, supply_id
         )
         auth.require_location(location, what)
 
@@ -89,17 +109,9 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     ) -> M:
         """Run an idempotent write, again on fresh stock when a concurrent writer took units
         it counted on (or deadlocked with it); the last attempt locks what it reads."""
-        for number in range(1, ROUTING_ATTEMPTS + 1):
-            try:
-                return await self._once(
-                    key, request, response_type, attempt(number == ROUTING_ATTEMPTS), encode
-                )
-            except (store.ReservationConflict, asyncpg.TransactionRollbackError) as lost:
-                # Nothing of this attempt was kept; try again on what is there now.
-                if number == ROUTING_ATTEMPTS:
-                    raise
-                log.debug("lost a race; trying again", attempt=number, lost=str(lost))
-        raise AssertionError("unreachable")
+        return await _retrying(
+            lambda last: self._once(key, request, response_type, attempt(last), encode)
+        )
 
     async def CreateFulfillmentOrders(
         self, request: pb.CreateFulfillmentOrdersRequest, context: grpc.aio.ServicerContext
@@ -536,17 +548,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
         self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReleaseReservationResponse:
         check_required({"reservation_id": request.reservation_id})
-        for number in range(1, ROUTING_ATTEMPTS + 1):
-            try:
-                released = await self._in_transaction(
-                    lambda conn: handlers.release_reservation(conn, request.reservation_id)
-                )
-                break
-            except asyncpg.TransactionRollbackError as lost:
-                # A deadlock with an order consuming it: nothing was kept; try again.
-                if number == ROUTING_ATTEMPTS:
-                    raise
-                log.debug("lost a race; trying again", attempt=number, lost=str(lost))
+        # Again after a deadlock with an order consuming it (nothing was kept).
+        released = await _retrying(
+            lambda _: self._in_transaction(
+                lambda conn: handlers.release_reservation(conn, request.reservation_id)
+            )
+        )
         return pb.ReleaseReservationResponse(reservation=convert.reservation_to_pb(released))
 
     # ---- incoming supply ---------------------------------------------------------------------
@@ -573,11 +580,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def _supply_location(self, supply_id: str) -> None:
         """A warehouse changes or receives only its own locations' supply."""
         check_required({"supply_id": supply_id})
-        if auth.current_principal().acts_for_every_location():
-            return
-        async with self._pool.acquire() as conn:
-            found = await store.get_supply(conn, supply_id)
-        auth.require_location(found.location_id, f"supply {supply_id}")
+        await self._acting_for(supply_id=supply_id)
 
     async def UpdateSupply(
         self, request: pb.UpdateSupplyRequest, context: grpc.aio.ServicerContext

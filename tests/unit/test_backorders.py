@@ -215,3 +215,60 @@ def test_only_levels_an_adjustment_batch_left_higher_release_backorders() -> Non
         (_level("HAT", 1, "wh-west"), _level("HAT", 4, "wh-west")),  # counted higher
     ]
     assert domain.stock_added(steps) == [("wh-east", "MUG"), ("wh-west", "HAT")]
+
+
+def test_a_second_open_pre_order_of_a_sku_at_a_location_is_refused_naming_the_first() -> None:
+    first = supply("pre-1", 10, date(2025, 4, 1), sku="GAME", kind=domain.PRE_ORDER)
+    again = domain.SupplyRequest(domain.PRE_ORDER, "", "loc-pre-1", "GAME", 20, date(2025, 4, 1))
+
+    with pytest.raises(FailedPrecondition) as refused:
+        domain.check_one_pre_order(again, first)
+
+    assert "pre-1" in str(refused.value) and "UpdateSupply" in str(refused.value)
+    # The first of its SKU there, or a purchase order beside an open pre-order, is accepted.
+    domain.check_one_pre_order(again, None)
+    po = domain.SupplyRequest(domain.PURCHASE_ORDER, "", "loc-pre-1", "GAME", 5, date(2025, 4, 1))
+    domain.check_one_pre_order(po, first)
+
+
+def test_waiting_orders_are_told_why_their_promise_moved_and_where_from() -> None:
+    po = supply("po", 5, date(2025, 3, 10))
+    later = replace(po, expected_date=date(2025, 3, 17))
+    other = supply("other", 5, date(2025, 3, 20))
+
+    assert domain.date_moved_reason(po, later) == (
+        "supply po now expected 2025-03-17 (was 2025-03-10)"
+    )
+    # A change that keeps the date re-promises nobody.
+    assert domain.date_moved_reason(po, replace(po, quantity=8)) == ""
+    why = domain.canceled_reason(po, "vendor out of stock")
+    assert why == "supply po canceled: vendor out of stock"
+    assert domain.canceled_reason(po, "") == "supply po canceled"
+    assert domain.repromised_reason(why, other) == (
+        "supply po canceled: vendor out of stock; promised from supply other"
+    )
+
+
+def test_a_receipt_adds_stock_at_the_supplys_location_naming_the_supply() -> None:
+    po = replace(supply("po", 5, date(2025, 3, 10)), reference="PO-77")
+
+    added = domain.receipt_adjustment(po, 3)
+
+    assert (added.location_id, added.sku, added.kind, added.quantity) == (
+        "loc-po",
+        "MUG",
+        domain.RECEIVED,
+        3,
+    )
+    assert added.reason == "supply po received (PO-77)"
+    assert domain.receipt_adjustment(replace(po, reference=""), 3).reason == "supply po received"
+
+
+def test_a_waiting_fulfillment_order_counts_its_unshipped_units() -> None:
+    fo = domain.FulfillmentOrder(
+        "fo", "o", "dg", "wh-east", domain.BACKORDERED,
+        (domain.FulfillmentLine("l1", "MUG", 2), domain.FulfillmentLine("l2", "MUG", 3)),
+        supply_id="po-1",
+    )  # fmt: skip
+
+    assert domain.waiting_of(fo) == domain.Waiting("fo", "o", "po-1", 5)

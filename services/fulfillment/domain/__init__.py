@@ -71,6 +71,9 @@ from services.fulfillment.domain.checkout import (
     holds_of_plan as holds_of_plan,
 )
 from services.fulfillment.domain.checkout import (
+    released_status as released_status,
+)
+from services.fulfillment.domain.checkout import (
     route_with_reservation as route_with_reservation,
 )
 from services.fulfillment.domain.checkout import (
@@ -240,6 +243,9 @@ from services.fulfillment.domain.fulfillment_orders import (
 )
 from services.fulfillment.domain.fulfillment_orders import (
     rejection_reasons as rejection_reasons,
+)
+from services.fulfillment.domain.fulfillment_orders import (
+    waiting_of as waiting_of,
 )
 from services.fulfillment.domain.inventory import (
     ADJUSTMENT_KINDS as ADJUSTMENT_KINDS,
@@ -539,7 +545,13 @@ from services.fulfillment.domain.supply import (
     backorder_sentence as backorder_sentence,
 )
 from services.fulfillment.domain.supply import (
+    canceled_reason as canceled_reason,
+)
+from services.fulfillment.domain.supply import (
     changed_supply as changed_supply,
+)
+from services.fulfillment.domain.supply import (
+    check_one_pre_order as check_one_pre_order,
 )
 from services.fulfillment.domain.supply import (
     check_open as check_open,
@@ -548,10 +560,19 @@ from services.fulfillment.domain.supply import (
     check_receipt as check_receipt,
 )
 from services.fulfillment.domain.supply import (
+    date_moved_reason as date_moved_reason,
+)
+from services.fulfillment.domain.supply import (
+    receipt_adjustment as receipt_adjustment,
+)
+from services.fulfillment.domain.supply import (
     receipt_status as receipt_status,
 )
 from services.fulfillment.domain.supply import (
     repromise as repromise,
+)
+from services.fulfillment.domain.supply import (
+    repromised_reason as repromised_reason,
 )
 from services.fulfillment.domain.supply import (
     to_release as to_release,

@@ -198,6 +198,21 @@ def held_units(holds: Sequence[Hold]) -> dict[tuple[str, str], int]:
     return dict(out)
 
 
+def released_status(reservation: CheckoutReservation) -> str | None:
+    """The status releasing a reservation leaves it in: RELEASED while it holds units,
+    EXPIRED when its time ran out first (the sweeper had not got to it yet); None when it was
+    released or expired before (returned as it is). A consumed one is refused: its units are
+    the order's."""
+    if reservation.status == CONSUMED:
+        raise FailedPrecondition(
+            f"checkout reservation {reservation.reservation_id} was consumed by order "
+            f"{reservation.order_id}; its units belong to the order's fulfillment orders"
+        )
+    if reservation.status == HELD:
+        return RELEASED
+    return EXPIRED if reservation.status == EXPIRED else None
+
+
 # ---- an order consuming a reservation ---------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgum
 from services.fulfillment.domain.common import plural
 from services.fulfillment.domain.inventory import Location
 from services.fulfillment.domain.routing import RoutingDecision, RoutingLine
-from services.fulfillment.domain.supply import BACKORDERED
+from services.fulfillment.domain.supply import BACKORDERED, Waiting
 
 # ---- statuses ----------------------------------------------------------------------------
 
@@ -165,6 +165,14 @@ PROGRESS: dict[str, tuple[str, frozenset[str], str]] = {
     "pick": (PICKED, frozenset({ACCEPTED}), "mark it picked"),
     "pack": (PACKED, frozenset({PICKED}), "mark it packed"),
 }
+
+
+def waiting_of(fo: FulfillmentOrder) -> Waiting:
+    """A backordered fulfillment order as release and re-promising see it: its unshipped
+    units."""
+    return Waiting(
+        fo.fulfillment_order_id, fo.order_id, fo.supply_id, sum(ln.remaining for ln in fo.lines)
+    )
 
 
 def refuse(fo: FulfillmentOrder, verb: str) -> FailedPrecondition:

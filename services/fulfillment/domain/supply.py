@@ -18,6 +18,7 @@ from datetime import date, datetime
 
 from oms_platform import limits
 from oms_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from services.fulfillment.domain.inventory import RECEIVED, InventoryAdjustment
 from services.fulfillment.domain.routing import GroupPlan, RoutingLine, RoutingPlan
 
 # A fulfillment order promised from incoming supply: nothing reserved, not yet the location's
@@ -113,6 +114,17 @@ def validate_supply(request: SupplyRequest, known_locations: Iterable[str], toda
         raise InvalidArgument(violations)
 
 
+def check_one_pre_order(request: SupplyRequest, open_pre_order: Supply | None) -> None:
+    """A SKU is on pre-order once per location: a second open pre-order is refused, naming
+    the first (UpdateSupply changes its cap or release date). `open_pre_order`: the open one
+    of the request's SKU at its location, if any."""
+    if request.kind == PRE_ORDER and open_pre_order is not None:
+        raise FailedPrecondition(
+            f"{request.sku} is already on pre-order at {request.location_id} (supply "
+            f"{open_pre_order.supply_id}); change its cap or release date with UpdateSupply"
+        )
+
+
 def check_open(supply: Supply, verb: str) -> None:
     """Only open supply can be changed, canceled or received."""
     if supply.status != SUPPLY_OPEN:
@@ -162,6 +174,40 @@ def check_receipt(supply: Supply, quantity: int) -> None:
                 )
             ]
         )
+
+
+def date_moved_reason(before: Supply, after: Supply) -> str:
+    """Why a changed supply's waiting fulfillment orders are promised again: its expected
+    date moved. Empty when the date did not move (their promise stands)."""
+    if after.expected_date == before.expected_date:
+        return ""
+    return (
+        f"supply {after.supply_id} now expected {after.expected_date.isoformat()} "
+        f"(was {before.expected_date.isoformat()})"
+    )
+
+
+def canceled_reason(supply: Supply, reason: str) -> str:
+    """Why a canceled supply's waiting fulfillment orders are promised again or rejected."""
+    return f"supply {supply.supply_id} canceled" + (f": {reason}" if reason else "")
+
+
+def repromised_reason(why: str, other: Supply) -> str:
+    """`why` a waiting fulfillment order is promised again, and the supply it is promised
+    from now."""
+    return f"{why}; promised from supply {other.supply_id}"
+
+
+def receipt_adjustment(supply: Supply, quantity: int) -> InventoryAdjustment:
+    """The stock a receipt adds at the supply's location, saying which supply it was."""
+    reference = f" ({supply.reference})" if supply.reference else ""
+    return InventoryAdjustment(
+        supply.location_id,
+        supply.sku,
+        RECEIVED,
+        quantity,
+        f"supply {supply.supply_id} received{reference}",
+    )
 
 
 def receipt_status(supply: Supply, quantity: int) -> str:

@@ -149,12 +149,9 @@ async def _end(conn: Conn, reservation_ids: Sequence[str], status: str, order_id
     return len(changed)
 
 
-async def release_if_held(conn: Conn, reservation: domain.CheckoutReservation) -> bool:
-    """Give a (locked) reservation's units back if it still holds them: released, or expired
-    when its time had run out anyway; returns whether it held any."""
-    if reservation.status not in (domain.HELD, domain.EXPIRED):
-        return False
-    status = domain.EXPIRED if reservation.status == domain.EXPIRED else domain.RELEASED
+async def release_if_held(conn: Conn, reservation: domain.CheckoutReservation, status: str) -> bool:
+    """Give a (locked) reservation's units back if it still holds them, moving it to `status`
+    (released, or expired when its time had run out anyway); returns whether it held any."""
     return await _end(conn, [reservation.reservation_id], status) > 0
 
 

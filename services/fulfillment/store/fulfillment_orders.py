@@ -322,16 +322,10 @@ async def _create(
 ) -> list[domain.FulfillmentOrder]:
     """Fulfillment orders (status allocated), their lines and their reservations, for units
     already reserved; `allocations` are (delivery group, allocation) pairs."""
-    ids: list[str] = []
-    line_fo: list[str] = []
-    line_numbers: list[int] = []
-    line_ids: list[str] = []
-    line_locations: list[str] = []
-    skus: list[str] = []
-    quantities: list[int] = []
+    created: list[tuple[str, domain.Allocation]] = []
     for delivery_group_id, allocation in allocations:
         fo_id = new_id()
-        ids.append(fo_id)
+        created.append((fo_id, allocation))
         await conn.execute(
             SQL_INSERT_FULFILLMENT_ORDER,
             fo_id,
@@ -339,26 +333,32 @@ async def _create(
             delivery_group_id,
             allocation.location_id,
         )
-        for number, line in enumerate(allocation.lines, start=1):
-            line_fo.append(fo_id)
-            line_numbers.append(number)
-            line_ids.append(line.order_line_id)
-            line_locations.append(allocation.location_id)
-            skus.append(line.sku)
-            quantities.append(line.quantity)
-    if ids:
-        await conn.execute(SQL_INSERT_LINES, line_fo, line_numbers, line_ids, skus, quantities)
+    await insert_lines(conn, [(fo_id, allocation.lines) for fo_id, allocation in created])
+    held = [(fo_id, a.location_id, line) for fo_id, a in created for line in a.lines]
+    if held:
         await conn.execute(
             SQL_INSERT_RESERVATIONS,
             order_id,
-            line_fo,
-            line_ids,
-            line_locations,
-            skus,
-            quantities,
+            [fo_id for fo_id, _, _ in held],
+            [line.order_line_id for _, _, line in held],
+            [location_id for _, location_id, _ in held],
+            [line.sku for _, _, line in held],
+            [line.quantity for _, _, line in held],
             idempotency_key,
         )
-    return await fulfillment_orders_by_id(conn, ids)
+    return await fulfillment_orders_by_id(conn, [fo_id for fo_id, _ in created])
+
+
+async def insert_lines(conn: Conn, new: Sequence[tuple[str, Sequence[domain.RoutingLine]]]) -> None:
+    """The lines of new fulfillment orders (each id with its lines), numbered from 1 in
+    each, in one statement."""
+    rows = [
+        (fo_id, number, line.order_line_id, line.sku, line.quantity)
+        for fo_id, lines in new
+        for number, line in enumerate(lines, start=1)
+    ]
+    if rows:
+        await conn.execute(SQL_INSERT_LINES, *(list(column) for column in zip(*rows, strict=True)))
 
 
 async def reserve_and_create(

@@ -18,8 +18,8 @@ from oms_platform.errors import NotFound
 from services.fulfillment import domain
 from services.fulfillment.store.common import TODAY, Conn
 from services.fulfillment.store.fulfillment_orders import (
-    SQL_INSERT_LINES,
     fulfillment_orders_by_id,
+    insert_lines,
     record_reservations,
 )
 from services.fulfillment.store.inventory import reserve_units
@@ -226,15 +226,10 @@ async def create_backordered(
 ) -> list[domain.FulfillmentOrder]:
     """A backordered fulfillment order per backorder, at its supply's location; nothing is
     reserved until the supply arrives."""
-    ids: list[str] = []
-    line_fo: list[str] = []
-    numbers: list[int] = []
-    line_ids: list[str] = []
-    skus: list[str] = []
-    quantities: list[int] = []
+    created: list[tuple[str, Sequence[domain.RoutingLine]]] = []
     for backorder in backorders:
         fo_id = new_id()
-        ids.append(fo_id)
+        created.append((fo_id, backorder.lines))
         supply = backorder.supply
         await conn.execute(
             SQL_INSERT_BACKORDERED,
@@ -245,15 +240,8 @@ async def create_backordered(
             supply.supply_id,
             supply.expected_date,
         )
-        for number, line in enumerate(backorder.lines, start=1):
-            line_fo.append(fo_id)
-            numbers.append(number)
-            line_ids.append(line.order_line_id)
-            skus.append(line.sku)
-            quantities.append(line.quantity)
-    if ids:
-        await conn.execute(SQL_INSERT_LINES, line_fo, numbers, line_ids, skus, quantities)
-    return await fulfillment_orders_by_id(conn, ids)
+    await insert_lines(conn, created)
+    return await fulfillment_orders_by_id(conn, [fo_id for fo_id, _ in created])
 
 
 class _Short(Exception):
