@@ -152,14 +152,7 @@ async def test_the_in_stock_line_ships_now_and_the_backordered_one_ships_when_su
     mug_level = await level(fulfillment, mug, "wh-east")
     assert (mug_level.on_hand, mug_level.reserved) == (4, 0)  # 5 received, 1 shipped
     # The log tells integrators the line waited on supply and when it was released.
-    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
-    logged = await eventually(
-        lambda: logged_types(events, order_id),
-        lambda types: "fulfillment.released" in types,
-        "the release in the log",
-    )
-    assert "fulfillment.backordered" in logged
-    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+    await released_after_backordered_in_the_log(system, order_id)
 
 
 async def test_arriving_supply_goes_to_the_older_backorder_first(system: System) -> None:
@@ -340,6 +333,72 @@ def order_with_mugs(tee: str, mug: str, mugs: int) -> capture_pb2.SubmitOrderReq
     return order
 
 
+async def two_backordered_orders(
+    fulfillment: Stub, capture: capture_pb2_grpc.CaptureServiceStub, tee: str, mug: str
+) -> tuple[capture_pb2.Order, capture_pb2.Order]:
+    """With tees in stock and mugs only on a purchase order, an older order of two mugs and
+    a younger one of one, each partly shipped (its tees) and its mugs backordered."""
+    await stock(fulfillment, tee, wh_east=10)
+    await supply(fulfillment, mug, 5)
+    older = (await capture.SubmitOrder(order_with_mugs(tee, mug, 2), timeout=10)).order
+    await until(capture, older.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+    younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order
+    await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+    return older, younger
+
+
+async def both_still_backordered(
+    fulfillment: Stub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+    mug: str,
+    older: capture_pb2.Order,
+    younger: capture_pb2.Order,
+) -> None:
+    """One mug on hand: too few for the older order, and the younger not served before it."""
+    for order_id in (older.order_id, younger.order_id):
+        still = await view(capture, order_id)
+        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
+    one = await level(fulfillment, mug, "wh-east")
+    assert (one.on_hand, one.reserved) == (1, 0)
+
+
+async def older_fulfilled_younger_waiting(
+    capture: capture_pb2_grpc.CaptureServiceStub,
+    older: capture_pb2.Order,
+    younger: capture_pb2.Order,
+) -> None:
+    await until(capture, older.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
+    waiting = await view(capture, younger.order_id)
+    assert waiting.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
+    assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(waiting)
+
+
+async def shipped_whole_and_the_last_mug_gone(
+    fulfillment: Stub, done: capture_pb2.GetOrderResponse, mug: str
+) -> None:
+    """The order captured in full and every fulfillment order shipped, no mug left at
+    wh-east and none promised from the purchase order any more."""
+    total = done.order.totals.grand_total.amount_minor
+    assert done.payment_summary.captured.amount_minor == total
+    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
+    mug_level = await level(fulfillment, mug, "wh-east")
+    assert (mug_level.on_hand, mug_level.reserved) == (0, 0)
+    listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
+    assert [s.quantity_promised for s in listed.supply] == [0]  # nothing waits on it now
+
+
+async def released_after_backordered_in_the_log(system: System, order_id: str) -> None:
+    """The event log tells integrators the line waited on supply, then was released."""
+    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
+    logged = await eventually(
+        lambda: logged_types(events, order_id),
+        lambda types: "fulfillment.released" in types,
+        "the release in the log",
+    )
+    assert "fulfillment.backordered" in logged
+    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+
+
 async def test_stock_added_by_an_adjustment_releases_the_backorder_and_it_ships(
     system: System,
 ) -> None:
@@ -355,20 +414,8 @@ async def test_stock_added_by_an_adjustment_releases_the_backorder_and_it_ships(
         await add_stock(fulfillment, mug, 1)
         done = await until(capture, order_id, capture_pb2.ORDER_STATUS_FULFILLED)
 
-    total = done.order.totals.grand_total.amount_minor
-    assert done.payment_summary.captured.amount_minor == total
-    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
-    mug_level = await level(fulfillment, mug, "wh-east")
-    assert (mug_level.on_hand, mug_level.reserved) == (0, 0)  # 1 found, 1 shipped
-    listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
-    assert [s.quantity_promised for s in listed.supply] == [0]  # nothing waits on it now
-    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
-    logged = await eventually(
-        lambda: logged_types(events, order_id),
-        lambda types: "fulfillment.released" in types,
-        "the release in the log",
-    )
-    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+    await shipped_whole_and_the_last_mug_gone(fulfillment, done, mug)  # 1 found, 1 shipped
+    await released_after_backordered_in_the_log(system, order_id)
 
 
 async def test_a_stock_feed_that_raises_on_hand_releases_backorders_oldest_first(
@@ -376,49 +423,25 @@ async def test_a_stock_feed_that_raises_on_hand_releases_backorders_oldest_first
 ) -> None:
     fulfillment, capture, _ = stubs(system)
     tee, mug = new_sku(), new_sku()
-    await stock(fulfillment, tee, wh_east=10)
-    await supply(fulfillment, mug, 5)
     async with system.simulator():
-        older = (await capture.SubmitOrder(order_with_mugs(tee, mug, 2), timeout=10)).order
-        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
-        younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order
-        await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        older, younger = await two_backordered_orders(fulfillment, capture, tee, mug)
 
         # The feed says one mug: the older order needs two, and the younger may not go first.
         await stock(fulfillment, mug, wh_east=1)
-        for order_id in (older.order_id, younger.order_id):
-            still = await view(capture, order_id)
-            assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
-        one = await level(fulfillment, mug, "wh-east")
-        assert (one.on_hand, one.reserved) == (1, 0)
+        await both_still_backordered(fulfillment, capture, mug, older, younger)
 
         # Two: the older order is released with both and ships; the younger still waits.
         await stock(fulfillment, mug, wh_east=2)
-        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
-        waiting = await view(capture, younger.order_id)
-        assert waiting.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
-        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(waiting)
+        await older_fulfilled_younger_waiting(capture, older, younger)
 
         # The next feed's unit is the younger order's.
         await stock(fulfillment, mug, wh_east=1)
         done = await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
 
-    total = done.order.totals.grand_total.amount_minor
-    assert done.payment_summary.captured.amount_minor == total
-    assert {fo.status for fo in done.fulfillment_orders} == {pb.FULFILLMENT_ORDER_STATUS_SHIPPED}
-    mug_level = await level(fulfillment, mug, "wh-east")
-    assert (mug_level.on_hand, mug_level.reserved) == (0, 0)  # set to 1, 1 shipped
-    listed = await fulfillment.ListSupply(pb.ListSupplyRequest(sku=mug))
-    assert [s.quantity_promised for s in listed.supply] == [0]  # nothing waits on it now
+    await shipped_whole_and_the_last_mug_gone(fulfillment, done, mug)  # set to 1, 1 shipped
     [released] = [e for e in done.timeline if e.kind == "fulfillment.released"]
     assert f"(stock of {mug} set at wh-east)" in released.summary
-    events = events_pb2_grpc.EventsServiceStub(system.channel("capture", auth.ADMIN))
-    logged = await eventually(
-        lambda: logged_types(events, younger.order_id),
-        lambda types: "fulfillment.released" in types,
-        "the release in the log",
-    )
-    assert logged.index("fulfillment.released") > logged.index("fulfillment.backordered")
+    await released_after_backordered_in_the_log(system, younger.order_id)
 
 
 async def test_an_adjustment_too_small_for_the_oldest_backorder_releases_no_younger_one(
@@ -426,25 +449,13 @@ async def test_an_adjustment_too_small_for_the_oldest_backorder_releases_no_youn
 ) -> None:
     fulfillment, capture, _ = stubs(system)
     tee, mug = new_sku(), new_sku()
-    await stock(fulfillment, tee, wh_east=10)
-    await supply(fulfillment, mug, 5)
     async with system.simulator():
-        older = (await capture.SubmitOrder(order_with_mugs(tee, mug, 2), timeout=10)).order
-        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
-        younger = (await capture.SubmitOrder(order_of(tee, mug), timeout=10)).order
-        await until(capture, younger.order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
+        older, younger = await two_backordered_orders(fulfillment, capture, tee, mug)
 
         # One unit: the older order needs two, and the younger may not go ahead of it.
         await add_stock(fulfillment, mug, 1)
-        for order_id in (older.order_id, younger.order_id):
-            still = await view(capture, order_id)
-            assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(still)
-        one = await level(fulfillment, mug, "wh-east")
-        assert (one.on_hand, one.reserved) == (1, 0)
+        await both_still_backordered(fulfillment, capture, mug, older, younger)
 
         # A second unit: the older order is released with both; the younger still waits.
         await add_stock(fulfillment, mug, 1)
-        await until(capture, older.order_id, capture_pb2.ORDER_STATUS_FULFILLED)
-        waiting = await view(capture, younger.order_id)
-        assert waiting.order.status == capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED
-        assert pb.FULFILLMENT_ORDER_STATUS_BACKORDERED in by_status(waiting)
+        await older_fulfilled_younger_waiting(capture, older, younger)

@@ -51,6 +51,26 @@ async def total_available(stub: Stub, sku: str) -> int:
     return int(response.total_available[sku])
 
 
+async def stored_reserved(sql: asyncpg.Connection, sku: str) -> int:
+    """The `reserved` column of the SKU's wh-east level as stored (expired holds not yet
+    released still in it)."""
+    reserved: int = await sql.fetchval(
+        "SELECT reserved FROM fulfillment.inventory_levels WHERE sku = $1 AND location_id = $2",
+        sku,
+        "wh-east",
+    )
+    return reserved
+
+
+def order_with(
+    reservation_id: str, sku: str, quantity: int, order_id: str = ""
+) -> pb.CreateFulfillmentOrdersRequest:
+    """An order of `quantity` of `sku` to New York (nearer wh-east) naming the reservation."""
+    request = create_request(order_id or str(uuid.uuid4()), (sku, quantity), address=NEW_YORK)
+    request.reservation_id = reservation_id
+    return request
+
+
 async def west_only_group(stub: Stub) -> str:
     group_id = f"west-{uuid.uuid4().hex[:8]}"
     await stub.UpsertLocationGroup(
@@ -163,12 +183,7 @@ async def test_held_units_are_invisible_to_availability_and_other_orders_until_r
     )
     assert twice.reservation.status == pb.RESERVATION_STATUS_RELEASED
     assert await total_available(stub, sku) == 3
-    raw = await sql.fetchval(
-        "SELECT reserved FROM fulfillment.inventory_levels WHERE sku = $1 AND location_id = $2",
-        sku,
-        "wh-east",
-    )
-    assert raw == 2  # the other order's units only
+    assert await stored_reserved(sql, sku) == 2  # the other order's units only
 
 
 async def test_an_expired_hold_is_available_again_before_any_sweeper_runs(
@@ -189,12 +204,7 @@ async def test_an_expired_hold_is_available_again_before_any_sweeper_runs(
     # Another shopper can hold the units at once; their first write releases the expired hold.
     other = await stub.ReserveInventory(reserve_request((sku, 2)))
     assert other.reservation.status == pb.RESERVATION_STATUS_HELD
-    raw = await sql.fetchval(
-        "SELECT reserved FROM fulfillment.inventory_levels WHERE sku = $1 AND location_id = $2",
-        sku,
-        "wh-east",
-    )
-    assert raw == 2
+    assert await stored_reserved(sql, sku) == 2
 
 
 async def test_the_sweeper_releases_expired_reservations(
@@ -237,10 +247,8 @@ async def test_an_order_with_a_reservation_ships_from_where_it_is_held_and_consu
     held = await stub.ReserveInventory(reserve_request((sku, 2), group=group))
     reservation_id = held.reservation.reservation_id
     order_id = str(uuid.uuid4())
-    request = create_request(order_id, (sku, 2), address=NEW_YORK)  # nearer wh-east
-    request.reservation_id = reservation_id
 
-    routed = await stub.CreateFulfillmentOrders(request)
+    routed = await stub.CreateFulfillmentOrders(order_with(reservation_id, sku, 2, order_id))
 
     [fo] = routed.fulfillment_orders
     assert fo.location_id == "wh-west"
@@ -250,10 +258,7 @@ async def test_an_order_with_a_reservation_ships_from_where_it_is_held_and_consu
     assert found.reservation.status == pb.RESERVATION_STATUS_CONSUMED
     assert found.reservation.order_id == order_id
     # A second order naming the same reservation routes as usual, and says why.
-    second_id = str(uuid.uuid4())
-    second = create_request(second_id, (sku, 2), address=NEW_YORK)
-    second.reservation_id = reservation_id
-    other = await stub.CreateFulfillmentOrders(second)
+    other = await stub.CreateFulfillmentOrders(order_with(reservation_id, sku, 2))
     [other_fo] = other.fulfillment_orders
     assert other_fo.location_id == "wh-east"
     assert any(f"already consumed by order {order_id}" in d for d in other.decisions)
@@ -264,6 +269,55 @@ async def test_an_order_with_a_reservation_ships_from_where_it_is_held_and_consu
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def order_naming_a_reservation_it_may_not_use(
+    stub: Stub, sku: str, reservation_id: str, status: pb.ReservationStatus.ValueType
+) -> None:
+    """An order of 2 naming a reservation of 2 at wh-west that is no longer held: it routes
+    on current availability (to wh-east, nearer), says why, and leaves the reservation as
+    it was, holding nothing."""
+    order_id = str(uuid.uuid4())
+
+    routed = await stub.CreateFulfillmentOrders(order_with(reservation_id, sku, 2, order_id))
+
+    assert [fo.location_id for fo in routed.fulfillment_orders] == ["wh-east"]
+    name = pb.ReservationStatus.Name(status).removeprefix("RESERVATION_STATUS_").lower()
+    assert any(f"not used: it is {name}" in d for d in routed.decisions), routed.decisions
+    found = await stub.GetReservation(pb.GetReservationRequest(reservation_id=reservation_id))
+    assert (found.reservation.status, found.reservation.order_id) == (status, "")
+    west = await level(stub, sku, "wh-west")
+    assert (west.reserved, west.available_to_fulfill) == (0, 5)
+    assert (await level(stub, sku, "wh-east")).reserved == 2
+
+
+async def test_an_order_naming_an_expired_reservation_does_not_take_its_units(
+    stub: Stub,
+) -> None:
+    sku = new_sku()
+    await stock(stub, sku, wh_east=5, wh_west=5)
+    held = await stub.ReserveInventory(
+        reserve_request((sku, 2), ttl=1, group=await west_only_group(stub))
+    )
+    await asyncio.sleep(1.2)
+
+    await order_naming_a_reservation_it_may_not_use(
+        stub, sku, held.reservation.reservation_id, pb.RESERVATION_STATUS_EXPIRED
+    )
+
+
+async def test_an_order_naming_a_released_reservation_does_not_take_its_units(
+    stub: Stub,
+) -> None:
+    sku = new_sku()
+    await stock(stub, sku, wh_east=5, wh_west=5)
+    held = await stub.ReserveInventory(reserve_request((sku, 2), group=await west_only_group(stub)))
+    reservation_id = held.reservation.reservation_id
+    await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=reservation_id))
+
+    await order_naming_a_reservation_it_may_not_use(
+        stub, sku, reservation_id, pb.RESERVATION_STATUS_RELEASED
+    )
+
+
 async def test_an_order_larger_than_its_reservation_routes_the_rest_and_frees_nothing_twice(
     stub: Stub,
 ) -> None:
@@ -271,10 +325,8 @@ async def test_an_order_larger_than_its_reservation_routes_the_rest_and_frees_no
     await stock(stub, sku, wh_east=1, wh_west=1)
     group = await west_only_group(stub)
     held = await stub.ReserveInventory(reserve_request((sku, 1), group=group))
-    request = create_request(str(uuid.uuid4()), (sku, 2), address=NEW_YORK)
-    request.reservation_id = held.reservation.reservation_id
 
-    routed = await stub.CreateFulfillmentOrders(request)
+    routed = await stub.CreateFulfillmentOrders(order_with(held.reservation.reservation_id, sku, 2))
 
     placed = {
         fo.location_id: sum(ln.quantity for ln in fo.lines) for fo in routed.fulfillment_orders

@@ -40,6 +40,22 @@ def stubs(system: System) -> tuple[Stub, capture_pb2_grpc.CaptureServiceStub]:
     return fulfillment, capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
 
 
+async def estimate_at_creation(
+    fulfillment: Stub, fo: pb.FulfillmentOrder, group: capture_pb2.DeliveryGroup
+) -> pb.EstimateDeliveryResponse:
+    """What EstimateDelivery says of a fulfillment order's units, to its group's address by
+    its method, as of the moment the fulfillment order was made."""
+    estimated: pb.EstimateDeliveryResponse = await fulfillment.EstimateDelivery(
+        pb.EstimateDeliveryRequest(
+            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in fo.lines],
+            address=group.address,
+            delivery_methods=[group.delivery_method],
+            ordered_at=fo.created_at,
+        )
+    )
+    return estimated
+
+
 async def allocated_order(
     system: System, **also: int
 ) -> tuple[str, str, capture_pb2.GetOrderResponse]:
@@ -97,14 +113,7 @@ async def test_the_order_is_promised_what_estimate_delivery_says_and_again_when_
     assert fo.location_id == "wh-east"
     # What checkout would have been told for this location, method and address at the moment
     # the fulfillment order was made.
-    estimated = await fulfillment.EstimateDelivery(
-        pb.EstimateDeliveryRequest(
-            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in fo.lines],
-            address=group.address,
-            delivery_methods=[group.delivery_method],
-            ordered_at=fo.created_at,
-        )
-    )
+    estimated = await estimate_at_creation(fulfillment, fo, group)
     [estimate] = estimated.estimates
     [parcel] = estimate.shipments
     assert parcel.location_id == "wh-east"
@@ -159,14 +168,7 @@ async def test_a_rejection_s_replacement_is_promised_from_its_route_and_the_orde
     # What checkout would have been told with the units only at wh-west, when it was made.
     for ln in replacement.lines:
         await stock(fulfillment, ln.sku, wh_east=0)
-    estimated = await fulfillment.EstimateDelivery(
-        pb.EstimateDeliveryRequest(
-            items=[pb.DeliveryItem(sku=ln.sku, quantity=ln.quantity) for ln in replacement.lines],
-            address=group.address,
-            delivery_methods=[group.delivery_method],
-            ordered_at=replacement.created_at,
-        )
-    )
+    estimated = await estimate_at_creation(fulfillment, replacement, group)
     [parcel] = estimated.estimates[0].shipments
     assert parcel.location_id == "wh-west"
     assert replacement.promised_delivery_date == parcel.delivery_date

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 from oms.capture.v1 import capture_pb2
@@ -28,6 +29,9 @@ from tests.conftest import System, running_system
 from tests.integration.helpers import eventually
 from tests.integration.test_backorders import order_of, receive, stubs, supply, until
 from tests.integration.test_fulfillment_service import new_sku, stock
+
+if TYPE_CHECKING:
+    from tests.integration.test_backorders import Stub
 
 HOUR = 3600
 MONTH = 31 * 24 * HOUR
@@ -80,14 +84,35 @@ def renewed_from(found: pb.GetPaymentSummaryResponse, first_id: str) -> list[pb.
     return [a for a in found.authorizations if a.replaces_authorization_id == first_id]
 
 
+async def until_renewed(
+    system: System, order_id: str, first: pb.Authorization, what: str
+) -> pb.GetPaymentSummaryResponse:
+    """The order's payment summary once a hold replacing `first` is approved."""
+    found: pb.GetPaymentSummaryResponse = await eventually(
+        lambda: summary(system, order_id),
+        lambda s: any(
+            a.status == pb.AUTHORIZATION_STATUS_APPROVED
+            for a in renewed_from(s, first.authorization_id)
+        ),
+        what,
+    )
+    return found
+
+
+async def a_tee_in_stock_and_a_game_on_pre_order(fulfillment: Stub) -> tuple[str, str, fpb.Supply]:
+    """New SKUs: tees in stock at wh-east, and a game on pre-order until RELEASE."""
+    tee, game = new_sku(), new_sku()
+    await stock(fulfillment, tee, wh_east=10)
+    release = await supply(fulfillment, game, 50, RELEASE, fpb.SUPPLY_KIND_PRE_ORDER)
+    return tee, game, release
+
+
 async def test_a_pre_order_is_renewed_before_release_and_captured_against_the_renewal(
     renewing: tuple[System, SimulatedGateway],
 ) -> None:
     system, card = renewing
     fulfillment, capture, _ = stubs(system)
-    tee, game = new_sku(), new_sku()
-    await stock(fulfillment, tee, wh_east=10)
-    release = await supply(fulfillment, game, 50, RELEASE, fpb.SUPPLY_KIND_PRE_ORDER)
+    tee, game, release = await a_tee_in_stock_and_a_game_on_pre_order(fulfillment)
     card.hold_seconds = HOUR
     try:
         async with system.simulator():
@@ -95,13 +120,8 @@ async def test_a_pre_order_is_renewed_before_release_and_captured_against_the_re
             first = await first_hold(system, order_id)
             card.hold_seconds = MONTH  # what is held anew outlasts the release
 
-            renewed = await eventually(
-                lambda: summary(system, order_id),
-                lambda s: any(
-                    a.status == pb.AUTHORIZATION_STATUS_APPROVED
-                    for a in renewed_from(s, first.authorization_id)
-                ),
-                "the hold renewed ahead of the release",
+            renewed = await until_renewed(
+                system, order_id, first, "the hold renewed ahead of the release"
             )
             waiting = await until(capture, order_id, capture_pb2.ORDER_STATUS_PARTIALLY_SHIPPED)
             statuses = {a.authorization_id: a.status for a in renewed.authorizations}
@@ -131,9 +151,7 @@ async def test_a_declined_renewal_holds_the_order_for_an_agent_like_a_declined_c
 ) -> None:
     system, card = renewing
     fulfillment, capture, servicing = stubs(system)
-    tee, game = new_sku(), new_sku()
-    await stock(fulfillment, tee, wh_east=10)
-    release = await supply(fulfillment, game, 50, RELEASE, fpb.SUPPLY_KIND_PRE_ORDER)
+    tee, game, release = await a_tee_in_stock_and_a_game_on_pre_order(fulfillment)
     card.hold_seconds = HOUR
     try:
         async with system.simulator():
@@ -164,14 +182,7 @@ async def test_a_declined_renewal_holds_the_order_for_an_agent_like_a_declined_c
                     action=spb.RESOLUTION_ACTION_RETRY,
                 )
             )
-            await eventually(
-                lambda: summary(system, order_id),
-                lambda s: any(
-                    a.status == pb.AUTHORIZATION_STATUS_APPROVED
-                    for a in renewed_from(s, first.authorization_id)
-                ),
-                "the hold renewed on the agent's retry",
-            )
+            await until_renewed(system, order_id, first, "the hold renewed on the agent's retry")
             await receive(fulfillment, release.supply_id, 50)
             done = await until(capture, order_id, capture_pb2.ORDER_STATUS_FULFILLED)
     finally:

@@ -62,6 +62,40 @@ async def categorize(merchandiser: servicing_pb2_grpc.ServicingServiceStub, **by
     )
 
 
+async def a_final_sale_category(
+    merchandiser: servicing_pb2_grpc.ServicingServiceStub,
+) -> tuple[str, str]:
+    """A new product category whose lines the channel sells as final sale: the category
+    and its rule's id."""
+    clearance, rule_id = f"clearance-{uuid.uuid4().hex[:8]}", f"final-{uuid.uuid4().hex[:8]}"
+    await merchandiser.UpsertReturnPolicyRule(
+        pb.UpsertReturnPolicyRuleRequest(
+            rule=pb.ReturnPolicyRule(
+                rule_id=rule_id, channel=CHANNEL, category=clearance, final_sale=True
+            )
+        )
+    )
+    return clearance, rule_id
+
+
+async def eligibility(
+    clients: Clients,
+    order_id: str,
+    line: capture_pb2.OrderLine,
+    condition: pb.ItemCondition.ValueType,
+) -> pb.CheckReturnEligibilityResponse:
+    """What the policy answers for returning one unit of `line` in `condition`."""
+    answer: pb.CheckReturnEligibilityResponse = await clients.servicing.CheckReturnEligibility(
+        pb.CheckReturnEligibilityRequest(
+            order_id=order_id,
+            order_line_id=line.order_line_id,
+            quantity=1,
+            condition=condition,
+        )
+    )
+    return answer
+
+
 def return_item(line_id: str, condition: int = pb.ITEM_CONDITION_NEW) -> pb.ReturnItem:
     return pb.ReturnItem(
         order_line_id=line_id, quantity=1, reason="not needed", condition=condition
@@ -71,26 +105,12 @@ def return_item(line_id: str, condition: int = pb.ITEM_CONDITION_NEW) -> pb.Retu
 async def test_a_final_sale_return_is_refused_naming_the_rule_and_nothing_is_opened(
     system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
 ) -> None:
-    clearance, rule_id = f"clearance-{uuid.uuid4().hex[:8]}", f"final-{uuid.uuid4().hex[:8]}"
-    await merchandiser.UpsertReturnPolicyRule(
-        pb.UpsertReturnPolicyRuleRequest(
-            rule=pb.ReturnPolicyRule(
-                rule_id=rule_id, channel=CHANNEL, category=clearance, final_sale=True
-            )
-        )
-    )
+    clearance, rule_id = await a_final_sale_category(merchandiser)
     await categorize(merchandiser, **{MUG: clearance, TSHIRT: ""})
     view = await a_delivered_b2b_order(system, clients)
     order_id, mug = view.order.order_id, line_of(view, MUG)
 
-    answer = await clients.servicing.CheckReturnEligibility(
-        pb.CheckReturnEligibilityRequest(
-            order_id=order_id,
-            order_line_id=mug.order_line_id,
-            quantity=1,
-            condition=pb.ITEM_CONDITION_NEW,
-        )
-    )
+    answer = await eligibility(clients, order_id, mug, pb.ITEM_CONDITION_NEW)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await clients.servicing.SubmitReturn(
             pb.SubmitReturnRequest(
@@ -143,22 +163,8 @@ async def test_an_eligible_return_withholds_the_restocking_fee_and_gets_a_label(
     its_share = unit_share(tshirt, first_unit=0)
     fee = percent_of(its_share, 1000)
 
-    answer = await clients.servicing.CheckReturnEligibility(
-        pb.CheckReturnEligibilityRequest(
-            order_id=order_id,
-            order_line_id=tshirt.order_line_id,
-            quantity=1,
-            condition=pb.ITEM_CONDITION_OPENED,
-        )
-    )
-    used = await clients.servicing.CheckReturnEligibility(
-        pb.CheckReturnEligibilityRequest(
-            order_id=order_id,
-            order_line_id=tshirt.order_line_id,
-            quantity=1,
-            condition=pb.ITEM_CONDITION_USED,
-        )
-    )
+    answer = await eligibility(clients, order_id, tshirt, pb.ITEM_CONDITION_OPENED)
+    used = await eligibility(clients, order_id, tshirt, pb.ITEM_CONDITION_USED)
     opened = await clients.servicing.SubmitReturn(
         pb.SubmitReturnRequest(
             order_id=order_id,
@@ -354,14 +360,7 @@ def exchange_item(line_id: str, price: int) -> pb.ExchangeItem:
 async def test_an_exchange_of_a_final_sale_line_is_refused_naming_the_rule_and_nothing_moves(
     system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
 ) -> None:
-    clearance, rule_id = f"clearance-{uuid.uuid4().hex[:8]}", f"final-{uuid.uuid4().hex[:8]}"
-    await merchandiser.UpsertReturnPolicyRule(
-        pb.UpsertReturnPolicyRuleRequest(
-            rule=pb.ReturnPolicyRule(
-                rule_id=rule_id, channel=CHANNEL, category=clearance, final_sale=True
-            )
-        )
-    )
+    clearance, rule_id = await a_final_sale_category(merchandiser)
     await categorize(merchandiser, **{TSHIRT: clearance, MUG: ""})
     view = await a_delivered_b2b_order(system, clients)
     order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)

@@ -9,7 +9,7 @@ does not accept ship-to-store holds the order for an agent as before."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -27,13 +27,16 @@ from oms_tools.samples import sample_order
 from tests.conftest import System, running_system, wait_for
 from tests.integration.helpers import eventually, logged_types
 from tests.integration.test_fulfillment_service import SEATTLE, level, new_sku, stock
+from tests.integration.test_store_pickup import (
+    COLLECT_WITHIN_SECONDS,
+    SETTLED,
+    STORE,
+    fulfillment,
+    staff,
+)
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     Stub = fulfillment_pb2_grpc.FulfillmentServiceAsyncStub
-
-STORE = "store-chicago"
-COLLECT_WITHIN_SECONDS = 4.0
-SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +52,6 @@ async def system(
     ) as running:
         await accept_ship_to_store(running, STORE)
         yield running
-
-
-def fulfillment(system: System, role: str = "", **identity: object) -> Stub:
-    stub = fulfillment_pb2_grpc.FulfillmentServiceStub(
-        system.channel("fulfillment", role, **identity)
-    )
-    return cast("Stub", stub)
-
-
-def staff(system: System, location: str) -> Stub:
-    """A location's own system: the warehouse role, scoped to that location."""
-    return fulfillment(system, "warehouse", locations=(location,))
 
 
 async def accept_ship_to_store(

@@ -66,8 +66,9 @@ def fulfillment(system: System, role: str = "", **identity: object) -> Stub:
     return cast("Stub", stub)
 
 
-def store_staff(system: System, location: str = STORE) -> Stub:
-    """The store's own system: the warehouse role, scoped to that location."""
+def staff(system: System, location: str = STORE) -> Stub:
+    """A location's own system: the warehouse role, scoped to that location (the store by
+    default)."""
     return fulfillment(system, "warehouse", locations=(location,))
 
 
@@ -122,17 +123,17 @@ async def test_a_pickup_order_is_set_aside_at_its_store_mailed_collected_and_cap
     assert (await level(fulfillment(system), sku, STORE)).reserved == 2
     # Another store's staff cannot touch it; the store's own can.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await store_staff(system, "wh-east").MarkReadyForPickup(
+        await staff(system, "wh-east").MarkReadyForPickup(
             pb.MarkReadyForPickupRequest(fulfillment_order_id=fo.fulfillment_order_id)
         )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    ready = await store_staff(system).MarkReadyForPickup(
+    ready = await staff(system).MarkReadyForPickup(
         pb.MarkReadyForPickupRequest(fulfillment_order_id=fo.fulfillment_order_id)
     )
     assert ready.fulfillment_order.status == pb.FULFILLMENT_ORDER_STATUS_READY_FOR_PICKUP
     assert ready.fulfillment_order.HasField("pickup_deadline")
 
-    picked = await store_staff(system).ConfirmPickup(
+    picked = await staff(system).ConfirmPickup(
         pb.ConfirmPickupRequest(fulfillment_order_id=fo.fulfillment_order_id, idempotency_key="c1")
     )
 
@@ -170,7 +171,7 @@ async def test_a_pickup_not_collected_in_time_is_canceled_voided_and_its_stock_r
     await stock(fulfillment(system), mug, store_chicago=1)
     order_id, fo = await allocated(system, sku, mug, email)
     assert (await level(fulfillment(system), sku, STORE)).available_to_fulfill == 0
-    await store_staff(system).MarkReadyForPickup(
+    await staff(system).MarkReadyForPickup(
         pb.MarkReadyForPickupRequest(fulfillment_order_id=fo.fulfillment_order_id)
     )
 
@@ -192,7 +193,7 @@ async def test_a_pickup_not_collected_in_time_is_canceled_voided_and_its_stock_r
     assert (await level(fulfillment(system), mug, STORE)).available_to_fulfill == 1
     # Too late to collect it now.
     with pytest.raises(grpc.aio.AioRpcError) as late:
-        await store_staff(system).ConfirmPickup(
+        await staff(system).ConfirmPickup(
             pb.ConfirmPickupRequest(
                 fulfillment_order_id=fo.fulfillment_order_id, idempotency_key="late"
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -391,3 +392,75 @@ def test_an_order_takes_the_units_held_for_it_at_the_held_location_over_a_nearer
 
     assert placed(plan) == {"wh-west": [("l1", 2)], "wh-east": [("l2", 1)]}
     assert "2 of MUG for line l1 held by checkout reservation r-1: 2 at wh-west" in plan.decisions
+
+
+@settings(max_examples=250, deadline=None)
+@given(world=worlds(), destination=st.none() | st.just(NYC), data=st.data())
+def test_held_units_ship_from_where_they_are_held_when_nothing_else_limits_the_plan(
+    world: World, destination: Coordinates | None, data: st.DataObject
+) -> None:
+    candidates, stock, groups, _, _ = world
+    # No capacity limit, room for every location in each group and no rule: only the holds
+    # make a location ship rather than a nearer or higher-priority one.
+    candidates = [replace(c, capacity_left=None) for c in candidates]
+    policy = RoutingPolicy(max_splits=len(candidates))
+    destinations = {g.delivery_group_id: destination for g in groups}
+    holds = [
+        domain.Hold(i, location_id, sku, data.draw(st.integers(1, quantity)))
+        for i, ((location_id, sku), quantity) in enumerate(sorted(stock.items()))
+        if quantity > 0 and data.draw(st.booleans())
+    ]
+
+    plan = domain.route_with_reservation(
+        groups, holds, "r-1", candidates, stock, destinations, policy
+    )
+
+    shipped = plan.reservations()
+    held = domain.held_units(holds)
+    for sku in SKUS:
+        wanted = sum(ln.quantity for g in groups for ln in g.lines if ln.sku == sku)
+        held_of_sku = sum(q for (_, s), q in held.items() if s == sku)
+        from_held = sum(q for key, q in shipped.items() if key in held and key[1] == sku)
+        # Of each SKU, as many held units as the order wants ship from the held locations...
+        assert from_held >= min(wanted, held_of_sku)
+        # ...every one of them when it wants at least what is held...
+        if wanted >= held_of_sku:
+            for key, quantity in held.items():
+                if key[1] == sku:
+                    assert shipped.get(key, 0) >= quantity
+        # ...and the plan says which were the reservation's.
+        if wanted and held_of_sku:
+            assert any(
+                f" of {sku} for line " in d and "held by checkout reservation r-1" in d
+                for d in plan.decisions
+            )
+
+
+def _reservation(status: str, order_id: str = "") -> domain.CheckoutReservation:
+    return domain.CheckoutReservation(
+        "r-1",
+        status,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        (domain.CartLine("MUG", 2),),
+        (domain.Hold(0, "wh-west", "MUG", 2),),
+        order_id,
+    )
+
+
+def test_only_a_held_reservation_is_consumed_and_any_other_says_why_not() -> None:
+    prefix = "checkout reservation 'r-1' not used"
+
+    assert domain.usable_by(_reservation(domain.HELD), "r-1", "o-1") == ""
+    assert domain.usable_by(_reservation(domain.EXPIRED), "r-1", "o-1") == (
+        f"{prefix}: it is expired"
+    )
+    assert domain.usable_by(_reservation(domain.RELEASED), "r-1", "o-1") == (
+        f"{prefix}: it is released"
+    )
+    assert domain.usable_by(_reservation(domain.CONSUMED, "o-2"), "r-1", "o-1") == (
+        f"{prefix}: already consumed by order o-2"
+    )
+    assert domain.usable_by(_reservation(domain.CONSUMED, "o-1"), "r-1", "o-1") == (
+        f"{prefix}: already consumed by this order"
+    )
+    assert domain.usable_by(None, "r-1", "o-1") == f"{prefix}: it does not exist"
