@@ -116,9 +116,12 @@ class Settings:
     gateway_simulator_storage: str = "postgres"
     # GetOrder answers within this deadline even if a service is slow.
     get_order_deadline_seconds: float = 2.0
-    # Outbox relays: rows per batch and idle poll interval.
+    # Outbox relays: rows per batch and idle poll interval; a relay starts a pass at most every
+    # `outbox_pass_interval_seconds` (under load every commit wakes it: one pass per interval
+    # takes the rows of many commits in one transaction).
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
+    outbox_pass_interval_seconds: float = 0.025
     # Times Temporal may refuse an outbox row for good (invalid argument, payload too large,
     # unencodable) before it moves to the dead letters and a process exception is raised.
     # Outages never count.

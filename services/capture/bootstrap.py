@@ -142,6 +142,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         prepare_start=lifecycle_timers(ctx.settings),
         batch_size=ctx.settings.outbox_batch_size,
         poll_seconds=ctx.settings.outbox_poll_seconds,
+        pass_interval_seconds=ctx.settings.outbox_pass_interval_seconds,
         pacer=pacer,
         dead_letter_after=settings.outbox_dead_letter_after,
         on_dead_letter=dead_letters.process_exception_reporter(servicing, order_id_of_workflow),

@@ -63,6 +63,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.settings.task_queue,
         batch_size=ctx.settings.outbox_batch_size,
         poll_seconds=ctx.settings.outbox_poll_seconds,
+        pass_interval_seconds=ctx.settings.outbox_pass_interval_seconds,
         dead_letter_after=ctx.settings.outbox_dead_letter_after,
         on_dead_letter=dead_letters.process_exception_reporter(servicing, order_id_of_workflow),
         event_sink=capture_event_sink(capture),

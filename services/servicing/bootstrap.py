@@ -102,6 +102,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         settings.task_queue,
         batch_size=settings.outbox_batch_size,
         poll_seconds=settings.outbox_poll_seconds,
+        pass_interval_seconds=settings.outbox_pass_interval_seconds,
         dead_letter_after=settings.outbox_dead_letter_after,
         listener=ctx.listener,
     )

@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -168,5 +169,63 @@ async def test_a_postponed_row_is_not_overtaken_by_the_rows_recorded_after_it(
             await client.get_workflow_handle(workflow_id).terminate("test over")
 
 
-async def _as_is(client: Client) -> Client:
+async def test_a_row_recorded_while_a_pass_runs_goes_in_the_next_pass_not_at_the_next_poll(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer
+) -> None:
+    async with recorders(postgres, temporal_server, "oms_outbox_woken") as (
+        dsn,
+        client,
+        task_queue,
+    ):
+        run = uuid.uuid4().hex[:8]
+        first, second = f"woken:{run}:first", f"woken:{run}:second"
+        pool = await db.create_pool(dsn, "capture", 1, 3)
+        gated = _FirstStartHeld(client)
+        # Polling every 30 s: only a wake-up can deliver the second row within the test.
+        relay = outbox.OutboxRelay(pool, "capture", lambda: _as_is(gated), task_queue,
+                                   poll_seconds=30.0, pass_interval_seconds=0.01)  # fmt: skip
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.enqueue(conn, "capture", "start", first, "SignalRecorder", {})
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(gated.entered.wait(), 10)
+            # The first pass has claimed its row and is delivering it: this row is too late
+            # for that claim, and its commit wakes the relay as a service's commit does.
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.enqueue(conn, "capture", "start", second, "SignalRecorder", {})
+            relay.wake()
+            gated.release.set()
+            deadline = time.monotonic() + 5
+            while await pool.fetchval("SELECT count(*) FROM outbox"):
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "the second row waited for the poll"
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+        for workflow_id in (first, second):
+            handle = client.get_workflow_handle(workflow_id)
+            assert (await handle.describe()).id == workflow_id  # started
+            await handle.terminate("test over")
+
+
+class _FirstStartHeld:
+    """The Temporal client, except that the first workflow start waits for `release`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start_workflow(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self._client.start_workflow(*args, **kwargs)
+
+    def get_workflow_handle(self, workflow_id: str) -> Any:
+        return self._client.get_workflow_handle(workflow_id)
+
+
+async def _as_is(client: Any) -> Any:
     return client
