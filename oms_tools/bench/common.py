@@ -104,8 +104,10 @@ async def private_stack(prefix: str, keep: bool, **overrides: Any) -> AsyncItera
     those it serves and whose `pids()` name its processes (for memory and profiles)."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     stack = Stack(replace(bench_settings(data_dir), **overrides))
-    await stack.start()
     try:
+        # Inside the try: a stack that fails to start stops what it had started (Postgres,
+        # Temporal, the services), rather than leaving them running on their own.
+        await stack.start()
         yield stack
     finally:
         stack.stop()

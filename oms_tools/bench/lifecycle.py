@@ -107,10 +107,13 @@ _COUNTED = {
 }
 
 
-async def history_cost(client: Client, order_ids: list[str]) -> dict[str, float]:
+async def history_cost(
+    client: Client, order_ids: list[str], since: EventType.ValueType | None = None
+) -> dict[str, float]:
     """What an order's happy path costs Temporal, averaged over (up to COST_SAMPLE of) the
     orders: history events, workflow tasks, activities (remote, and local ones: their
-    markers), signals, updates and timers."""
+    markers), signals, updates and timers. With `since`, only from the workflow task that
+    recorded the first event of that type on (an Update's acceptance: what the Update cost)."""
     totals: dict[str, float] = {
         "events": 0, "workflow_tasks": 0, "activities": 0, "local_activities": 0,
         "signals": 0, "updates": 0, "timers": 0,
@@ -118,8 +121,15 @@ async def history_cost(client: Client, order_ids: list[str]) -> dict[str, float]
     sample = order_ids[:COST_SAMPLE]
     for order_id in sample:
         history = await client.get_workflow_handle(order_workflow_id(order_id)).fetch_history()
-        totals["events"] += len(history.events)
-        for event in history.events:
+        events = list(history.events)
+        if since is not None:
+            first = next((n for n, e in enumerate(events) if e.event_type == since), len(events))
+            scheduled = EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+            while first > 0 and events[first].event_type != scheduled:
+                first -= 1
+            events = events[first:]
+        totals["events"] += len(events)
+        for event in events:
             if event.event_type in _COUNTED:
                 totals[_COUNTED[event.event_type]] += 1
             elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:

@@ -17,6 +17,12 @@ The baseline, in the same run at the same concurrency, is a plain servicing read
 cancel's orders (ListProcessExceptions by order), so the ratio is what the cancel's Update
 round trip costs over a gRPC call to the same service. Every change's outcome is checked (the
 bench fails if one did not do what it says), and the return orders are read back afterwards.
+
+With `--profile DIR` the cancel phase is also profiled (py-spy per process into DIR) and
+counted per cancel: gRPC calls served by each service and made by the worker to Temporal (the
+processes' /metrics), the workflow tasks, local activities and history events of the cancel's
+Update (its order's history from the task that accepted it), and SQL statements and
+transactions (pg_stat_statements). Those counts do not move with the machine's noise.
 """
 
 from __future__ import annotations
@@ -28,14 +34,17 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
+from temporalio.api.enums.v1 import EventType
 
-from oms_platform import auth, grpcutil
+from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.bench.calls import CallCounter, metrics_base
 from oms_tools.bench.common import (
     STATUS_TIMEOUT_SECONDS,
     Run,
@@ -46,7 +55,11 @@ from oms_tools.bench.common import (
     wait_for_status,
 )
 from oms_tools.bench.cpu import CpuMeter
+from oms_tools.bench.lifecycle import history_cost
+from oms_tools.bench.profile import Profiler, print_summary
+from oms_tools.bench.statements import StatementCounter
 from oms_tools.devstack.simulator import Simulator
+from oms_tools.devstack.stack import Stack
 
 # What the changes ask for, against the sample order (oms_tools/samples.py).
 MUG_SKU, MUG_PRICE_MINOR, MUG_TAX_MINOR = "SKU-MUG", 1200, 90
@@ -55,6 +68,8 @@ GOODWILL_MINOR = 100
 # A return window open after delivery: the default bench stack closes it at once (so a
 # lifecycle ends at delivery), which would refuse every return.
 RETURN_WINDOW_DAYS = 30.0
+# Statements listed by `--profile`: a cancel's own run to a few dozen, beside the pollers'.
+STATEMENTS_SHOWN = 60
 
 
 def add_arguments(sub: Any) -> None:
@@ -68,6 +83,18 @@ def add_arguments(sub: Any) -> None:
     servicing.add_argument("--concurrency", type=int, default=10)
     servicing.add_argument("--keep", action="store_true", help="keep the bench's data directory")
     servicing.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    servicing.add_argument(
+        "--cancel-only",
+        action="store_true",
+        help="measure the whole-order cancel and its baseline only (a shorter run)",
+    )
+    servicing.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile the cancel phase: py-spy of the worker and each service into DIR "
+        "(speedscope files), and per cancel the gRPC calls, workflow tasks, local activities, "
+        "SQL statements and transactions",
+    )
 
 
 def _line_id(order: capture_pb2.Order, sku: str) -> str:
@@ -85,13 +112,38 @@ def _agent_channel(settings: Settings) -> Any:
     return grpcutil.channel(settings.address_of("servicing"), agent, tls=tls)
 
 
+class _CancelProbes:
+    """What `--profile` records while the cancels run: py-spy of each process, SQL statements
+    (pg_stat_statements) and gRPC calls (the processes' /metrics)."""
+
+    def __init__(self, stack: Stack, directory: Path) -> None:
+        self.profiler = Profiler(directory, stack.pids())
+        self.statements = StatementCounter(stack.settings.database_url, top=STATEMENTS_SHOWN)
+        self.calls = CallCounter(stack.settings)
+
+    async def start(self) -> None:
+        await self.statements.start()
+        await self.calls.start()
+        self.profiler.start()
+
+    async def stop(self, cancels: int) -> dict[str, Any]:
+        """Per cancel: the profile summary, the statements and the calls."""
+        profile = self.profiler.stop()
+        sql = await self.statements.per_unit(cancels)
+        return {"profile": profile, "statements": sql, "calls": await self.calls.per_unit(cancels)}
+
+
 async def _measure_cancel(
-    settings: Settings, order_ids: list[str], concurrency: int, meter: CpuMeter | None = None
-) -> tuple[list[Run], dict[str, float]]:
+    settings: Settings,
+    order_ids: list[str],
+    concurrency: int,
+    meter: CpuMeter | None = None,
+    probes: _CancelProbes | None = None,
+) -> tuple[list[Run], dict[str, float], dict[str, Any]]:
     """The whole-order cancel and its baseline read (measured as before the other changes
     joined the bench, so the figure stays comparable), and with `meter` the CPU each cancel
     cost each process while the cancels ran (what they set off afterwards, such as mail, is
-    not in it)."""
+    not in it); with `probes`, what they recorded ({} without)."""
     failures: list[str] = []
     async with _agent_channel(settings) as channel:
         stub = servicing_pb2_grpc.ServicingServiceStub(channel)
@@ -121,18 +173,30 @@ async def _measure_cancel(
         await read(0)
         count = len(order_ids)
         read_seconds, read_latencies = await drive(count, concurrency, read)
+        if probes is not None:
+            await probes.start()
         if meter is not None:
             meter.start()
-        cancel_seconds, cancel_latencies = await drive(count, concurrency, cancel)
-        cpu = meter.per_unit_ms(count) if meter is not None else {}
+        try:
+            cancel_seconds, cancel_latencies = await drive(count, concurrency, cancel)
+            cpu = meter.per_unit_ms(count) if meter is not None else {}
+        finally:
+            recorded = await probes.stop(count) if probes is not None else {}
     if failures:
         raise RuntimeError(f"{len(failures)} cancels did not cancel the order: {failures[:3]}")
-    return [
-        Run(
-            "SubmitCancel (whole order, Update round trip)", count, cancel_seconds, cancel_latencies
-        ),
-        Run("baseline: ListProcessExceptions(order_id)", count, read_seconds, read_latencies),
-    ], cpu
+    return (
+        [
+            Run(
+                "SubmitCancel (whole order, Update round trip)",
+                count,
+                cancel_seconds,
+                cancel_latencies,
+            ),
+            Run("baseline: ListProcessExceptions(order_id)", count, read_seconds, read_latencies),
+        ],
+        cpu,
+        recorded,
+    )
 
 
 async def _deliver(settings: Settings, order_ids: list[str], concurrency: int) -> None:
@@ -266,7 +330,7 @@ _KEYS = ("cancel", "baseline", "add_items", "appease", "return")
 
 
 def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
-    figures = dict(zip(_KEYS, (r.as_dict() for r in runs), strict=True))
+    figures = dict(zip(_KEYS[: len(runs)], (r.as_dict() for r in runs), strict=True))
     cancel, baseline = figures["cancel"], figures["baseline"]
     ratios = {
         f"{q}_ratio": round(cancel[f"{q}_ms"] / baseline[f"{q}_ms"], 1)
@@ -299,25 +363,75 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
     )
     checked = extra["checked"]
     print("checked: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in checked.items()))
+    if "probes" in extra:
+        _report_probes(extra["probes"])
+
+
+def _report_probes(probes: dict[str, Any]) -> None:
+    """What `--profile` counted per cancel, and where the processes spent their CPU."""
+    history, calls, sql = probes["history"], probes["calls"], probes["statements"]
+    total = calls.pop("total")
+    print(
+        f"\nper cancel: {total['oms_calls']:g} gRPC calls between oms processes, "
+        f"{total['worker_to_temporal']:g} from the worker to Temporal; "
+        f"{total['workflow_tasks']:g} workflow tasks and {total['local_activities']:g} local "
+        f"activities run by the worker; the Update's history: {history['events']:g} events, "
+        f"{history['workflow_tasks']:g} workflow tasks, {history['local_activities']:g} local "
+        f"activities; {sql['per_order']:g} SQL statements in "
+        f"{sql['transactions_per_order']:g} transactions"
+    )
+    for process, counted in calls.items():
+        print(f"  {process}: " + ", ".join(f"{what} {n:g}" for what, n in counted.items()))
+    print("most frequent SQL statements, per cancel:")
+    for top in sql["top"]:
+        print(f"  {top['calls_per_order']:>6g}  {top['query']}")
+    print("\nwhere the cancel phase spent CPU, by own time (py-spy):")
+    print_summary(probes["profile"])
+
+
+async def _update_history(settings: Settings, order_ids: list[str]) -> dict[str, float]:
+    """What the cancel's Update added to its order's history, averaged over the orders."""
+    client = await temporal.connect(settings)
+    try:
+        accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        return await history_cost(client, order_ids, since=accepted)
+    finally:
+        await temporal.close(client)
 
 
 async def run(args: argparse.Namespace) -> int:
     """Entry point of `oms bench servicing`."""
+    profile_dir = getattr(args, "profile", None)
+    # Metrics endpoints only when profiling: the calls are counted from them.
+    metrics = {"dev_metrics_port": metrics_base()} if profile_dir else {}
     async with private_stack(
-        "oms-bench-servicing-", args.keep, simulator=False, return_window_days=RETURN_WINDOW_DAYS
+        "oms-bench-servicing-",
+        args.keep,
+        simulator=False,
+        return_window_days=RETURN_WINDOW_DAYS,
+        **metrics,
     ) as stack:
         settings = stack.settings
         # Warm up: one order through each change, so start-up costs are not measured.
         warm = await allocated_orders(settings, 2, 1)
+        cancel_only = getattr(args, "cancel_only", False)
         await _measure_cancel(settings, [warm[0].order_id], 1)
-        await _measure_changes(settings, warm[1:], 1)
+        if not cancel_only:
+            await _measure_changes(settings, warm[1:], 1)
         to_cancel = await allocated_orders(settings, args.orders, args.concurrency)
+        canceled = [o.order_id for o in to_cancel]
         meter = CpuMeter({**stack.pids(), **stack.server_pids()})
-        runs, cpu = await _measure_cancel(
-            settings, [o.order_id for o in to_cancel], args.concurrency, meter
+        probes = _CancelProbes(stack, Path(profile_dir)) if profile_dir else None
+        runs, cpu, recorded = await _measure_cancel(
+            settings, canceled, args.concurrency, meter, probes
         )
-        to_change = await allocated_orders(settings, args.orders, args.concurrency)
-        changes, checked = await _measure_changes(settings, to_change, args.concurrency)
+        if recorded:
+            recorded["history"] = await _update_history(settings, canceled)
+        changes: list[Run] = []
+        checked: dict[str, int] = {}
+        if not cancel_only:
+            to_change = await allocated_orders(settings, args.orders, args.concurrency)
+            changes, checked = await _measure_changes(settings, to_change, args.concurrency)
         checked = {"orders_canceled": args.orders, **checked}
         _report(
             runs + changes,
@@ -327,6 +441,7 @@ async def run(args: argparse.Namespace) -> int:
                 "concurrency": args.concurrency,
                 "checked": checked,
                 "cancel_cpu_ms": cpu,
+                **({"probes": recorded} if recorded else {}),
             },
         )
     return 0

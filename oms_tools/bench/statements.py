@@ -18,8 +18,9 @@ TOP = 12
 class StatementCounter:
     """Counts statements in the stack's database between `start` and `per_unit`."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, top: int = TOP) -> None:
         self.dsn = dsn
+        self.top = top
 
     async def start(self) -> None:
         conn = await asyncpg.connect(self.dsn)
@@ -32,7 +33,7 @@ class StatementCounter:
             await conn.close()
 
     async def per_unit(self, units: int) -> dict[str, Any]:
-        """Statements (and transactions) per unit, and the `TOP` statements by calls."""
+        """Statements (and transactions) per unit, and the `top` statements by calls."""
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch(
@@ -53,7 +54,7 @@ class StatementCounter:
             "transactions_per_order": round(commits / units, 1),
             "top": [
                 {"calls_per_order": round(r["calls"] / units, 2), "query": _one_line(r["query"])}
-                for r in rows[:TOP]
+                for r in rows[: self.top]
             ],
         }
 

@@ -362,8 +362,9 @@ async def cancel_fulfillment_order_lines(
     """Cancel some units of a fulfillment order (their reservations released)."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     change = domain.plan_line_change(fo, domain.CANCELED, requested)
-    await store.take_off(conn, fo, change, reason, key)
-    return await store.get_fulfillment_order(conn, fulfillment_order_id)
+    updated_at = await store.take_off(conn, fo, change, reason, key)
+    # Locked since it was read: what is stored now is that with the change, not read again.
+    return domain.after_line_change(fo, change, updated_at)
 
 
 async def move_fulfillment_order_lines(

@@ -11,7 +11,7 @@ own key dedupe keeps every effect single.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import partial
 
@@ -191,6 +191,8 @@ async def void_authorizations(
     authorizations afterwards. FailedPrecondition when a gateway refuses one."""
     await store.lock_order(conn, order_id)
     authorizations = await store.authorizations_of_order(conn, order_id, lock=True)
+    # Locked, so what is stored afterwards is these with the voids applied: not read again.
+    after_voids: dict[str, domain.Authorization] = {}
     for authorization in domain.authorizations_to_void(authorizations):
         after = await _void_one(
             payments, authorization, request_key, f"void:{authorization.authorization_id}"
@@ -200,7 +202,8 @@ async def void_authorizations(
                 f"the gateway refused to void authorization {authorization.authorization_id}"
             )
         await store.update_authorization(conn, after)
-    return await store.authorizations_of_order(conn, order_id)
+        after_voids[after.authorization_id] = after
+    return [after_voids.get(a.authorization_id, a) for a in authorizations]
 
 
 # ---- invoice and capture ------------------------------------------------------------------
@@ -423,9 +426,9 @@ async def create_credit_memo(
 ) -> CreditMemoView:
     """Record what the order gives back, checked against what was invoiced."""
     await store.lock_order(conn, wanted.order_id)
-    records = await store.load_order(conn, wanted.order_id)
+    invoices = await store.invoices_of_order(conn, wanted.order_id)
     memo = domain.build_credit_memo(
-        wanted, invoices=records.invoices, credit_memo_id=new_id(), now=payments.clock()
+        wanted, invoices=invoices, credit_memo_id=new_id(), now=payments.clock()
     )
     await store.insert_credit_memo(conn, memo)
     return CreditMemoView(memo, domain.memo_balance(memo, (), ()))
@@ -436,11 +439,14 @@ async def refund_credit_memo(
 ) -> Refunded:
     """Give a credit memo's money back: refund captures (newest first), then release what
     is still held; stops at the first refusal, and settles the memo when nothing is left."""
-    memo = await store.credit_memo(conn, credit_memo_id)
-    if memo is None:
+    order_id = await store.order_of_credit_memo(conn, credit_memo_id)
+    if order_id is None:
         raise NotFound(f"credit memo {credit_memo_id} not found")
-    await store.lock_order(conn, memo.order_id)
-    records = await store.load_order(conn, memo.order_id, lock=True)
+    await store.lock_order(conn, order_id)
+    # A refund draws on captures and authorizations; it reads no invoice.
+    records = await store.load_order(conn, order_id, lock=True, invoices=False)
+    # The memo as the order's records hold it, read under the order's lock.
+    memo = next(m for m in records.credit_memos if m.credit_memo_id == credit_memo_id)
     now = payments.clock()
     plan = domain.plan_refund(
         memo,
@@ -466,7 +472,7 @@ async def refund_credit_memo(
     outcome = domain.refund_outcome(plan, refunds, reversals)
     if plan.settles and outcome.outcome != domain.FAILED and not memo.settled:
         await store.settle_credit_memo(conn, memo.credit_memo_id)
-        memo = await store.credit_memo(conn, memo.credit_memo_id) or memo
+        memo = replace(memo, settled=True)
     balance = domain.memo_balance(
         memo, [*records.refunds, *refunds], [*records.reversals, *reversals]
     )

@@ -101,7 +101,9 @@ INSERT INTO credit_memo_appeasements (
     credit_memo_id, position, order_line_id, percent_basis_points, amount_minor)
 VALUES ($1, $2, $3, $4, $5)"""
 
-SQL_CREDIT_MEMO = "SELECT * FROM credit_memos WHERE id = $1"
+# Which order a credit memo gives back for: what a refund locks before it reads the memo (with
+# the order's other records) under that lock.
+SQL_ORDER_OF_CREDIT_MEMO = "SELECT order_id FROM credit_memos WHERE id = $1"
 
 SQL_CREDIT_MEMOS_OF_ORDER = """
 SELECT * FROM credit_memos WHERE order_id = $1 ORDER BY created_at, sequence"""
@@ -385,13 +387,10 @@ async def insert_credit_memo(conn: Conn, memo: CreditMemo) -> None:
     )  # fmt: skip
 
 
-async def credit_memo(conn: Conn, credit_memo_id: str) -> CreditMemo | None:
-    """One credit memo; None if unknown."""
-    row = await conn.fetchrow(SQL_CREDIT_MEMO, credit_memo_id)
-    if row is None:
-        return None
-    (memo,) = await _credit_memos(conn, [row])
-    return memo
+async def order_of_credit_memo(conn: Conn, credit_memo_id: str) -> str | None:
+    """The order a credit memo belongs to; None if the memo is unknown."""
+    order_id: str | None = await conn.fetchval(SQL_ORDER_OF_CREDIT_MEMO, credit_memo_id)
+    return order_id
 
 
 async def settle_credit_memo(conn: Conn, credit_memo_id: str) -> None:
@@ -432,15 +431,29 @@ class OrderRecords:
     reversals: list[Reversal] = field(default_factory=list)
 
 
-async def load_order(conn: Conn, order_id: str, *, lock: bool = False) -> OrderRecords:
-    """Every record of an order; `lock` also locks its authorizations for the transaction."""
+async def invoices_of_order(conn: Conn, order_id: str) -> list[Invoice]:
+    """An order's invoices (with what was captured of each): all a new credit memo is checked
+    against, without the order's other records."""
+    captures = [_capture(r) for r in await conn.fetch(SQL_CAPTURES_OF_ORDER, order_id)]
+    return await _invoices(conn, await conn.fetch(SQL_INVOICES_OF_ORDER, order_id), captures)
+
+
+async def load_order(
+    conn: Conn, order_id: str, *, lock: bool = False, invoices: bool = True
+) -> OrderRecords:
+    """Every record of an order; `lock` also locks its authorizations for the transaction.
+    With `invoices` False its invoices are not read (left empty), for a step that uses none."""
     authorizations = await authorizations_of_order(conn, order_id, lock=lock)
     captures = [_capture(r) for r in await conn.fetch(SQL_CAPTURES_OF_ORDER, order_id)]
-    invoices = await _invoices(conn, await conn.fetch(SQL_INVOICES_OF_ORDER, order_id), captures)
+    invoiced = (
+        await _invoices(conn, await conn.fetch(SQL_INVOICES_OF_ORDER, order_id), captures)
+        if invoices
+        else []
+    )
     memos = await _credit_memos(conn, await conn.fetch(SQL_CREDIT_MEMOS_OF_ORDER, order_id))
     refunds = [_refund(r) for r in await conn.fetch(SQL_REFUNDS_OF_ORDER, order_id)]
     reversals = [_reversal(r) for r in await conn.fetch(SQL_REVERSALS_OF_ORDER, order_id)]
-    return OrderRecords(authorizations, captures, invoices, memos, refunds, reversals)
+    return OrderRecords(authorizations, captures, invoiced, memos, refunds, reversals)
 
 
 async def records_of_order(pool: asyncpg.Pool, order_id: str) -> OrderRecords:

@@ -116,6 +116,39 @@ def test_bench_servicing_times_cancel_add_items_appeasement_and_return_round_tri
     assert all(cpu[name] > 0 for name in ("worker", "temporal", "servicing", "payments"))
 
 
+def test_bench_servicing_profile_counts_what_one_cancel_costs_and_where_cpu_went(
+    tmp_path: Path,
+) -> None:
+    report = _bench(
+        "servicing", "--orders", "3", "--concurrency", "2", "--cancel-only",
+        "--profile", str(tmp_path),
+    )  # fmt: skip
+
+    # Only the cancel and its baseline read ran.
+    assert [run["count"] for run in report["runs"]] == [3, 3]
+    assert report["checked"] == {"orders_canceled": 3}
+    probes = report["probes"]
+    # Each cancel: one SubmitCancel at servicing, and the workflow's calls to the services
+    # that release the stock, give the money back and record the order's progress.
+    calls = probes["calls"]
+    assert calls["servicing"]["ServicingService.SubmitCancel"] == 1
+    assert calls["fulfillment"]["FulfillmentService.CancelFulfillmentOrderLines"] >= 1
+    assert calls["payments"]["PaymentsService.CreateCreditMemo"] >= 1
+    assert calls["capture"]["CaptureService.RecordOrderProgressBatch"] >= 1
+    assert calls["total"]["oms_calls"] >= 4
+    assert calls["total"]["workflow_tasks"] >= 1 and calls["total"]["local_activities"] >= 3
+    # The Update's share of its order's history: accepted once, its steps as local activities.
+    history = probes["history"]
+    assert history["updates"] == 1
+    assert history["workflow_tasks"] >= 1 and history["local_activities"] >= 3
+    sql = probes["statements"]
+    assert sql["per_order"] > 0 and sql["transactions_per_order"] >= 1
+    assert any("idempotency_keys" in top["query"] for top in sql["top"])
+    assert set(probes["profile"]) == {"worker", "capture", "fulfillment", "payments", "servicing"}
+    for process in probes["profile"].values():
+        assert "profiles" in json.loads(Path(process["file"]).read_text())
+
+
 def test_bench_routing_reports_the_pure_plan_and_orders_to_real_zips_located_in_postgres() -> None:
     report = _bench("routing", "--runs", "10", "--postal-codes", "300")
 

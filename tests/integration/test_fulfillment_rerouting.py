@@ -458,6 +458,8 @@ async def test_canceling_lines_releases_exactly_that_quantity(stub: Stub, world:
     assert repeat == first
     assert first.fulfillment_order.status == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
     assert lines_of(first.fulfillment_order) == [(w.a, 1, 0, 2, 0), (w.b, 1, 0, 0, 0)]
+    # The answer is the fulfillment order as it is now kept.
+    assert first.fulfillment_order == await kept(stub, fo_id)
     assert await reserved(stub, w.a) == {w.near: 1}
 
     error = await raises(stub.CancelFulfillmentOrderLines(cancel("c2", (0, 2))))
@@ -468,8 +470,16 @@ async def test_canceling_lines_releases_exactly_that_quantity(stub: Stub, world:
 
     rest = await stub.CancelFulfillmentOrderLines(cancel("c3", (0, 1), (1, 1)))
     assert rest.fulfillment_order.status == pb.FULFILLMENT_ORDER_STATUS_CANCELED
+    assert rest.fulfillment_order == await kept(stub, fo_id)
+    assert rest.fulfillment_order.updated_at.ToDatetime() > fo.updated_at.ToDatetime()
     assert await reserved(stub, w.a) == {w.near: 0}
     assert await reserved(stub, w.b) == {w.near: 0}
+
+
+async def kept(stub: Stub, fo_id: str) -> pb.FulfillmentOrder:
+    """The fulfillment order as fulfillment keeps it (read afresh)."""
+    request = pb.GetFulfillmentOrderRequest(fulfillment_order_id=fo_id)
+    return (await stub.GetFulfillmentOrder(request)).fulfillment_order
 
 
 async def test_moving_lines_transfers_their_reservation_to_a_new_order_at_the_other_location(

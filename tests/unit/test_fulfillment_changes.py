@@ -3,6 +3,9 @@ availability per location group, and the simulator's stable rejection draw."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
+
 import pytest
 
 from oms_platform.errors import FailedPrecondition, InvalidArgument
@@ -64,6 +67,27 @@ def test_canceling_the_rest_of_a_partly_shipped_order_leaves_it_shipped() -> Non
         fo("packed", ("l1", 3, 1)), domain.CANCELED, [LineQuantity("l1", 2)]
     )
     assert change.status_after == "shipped"
+
+
+def test_after_a_change_the_units_taken_off_are_counted_apart_by_kind() -> None:
+    before = replace(fo("allocated", ("l1", 3, 0), ("l2", 1, 0)), updated_at=datetime(2027, 1, 1))
+    some = domain.plan_line_change(before, domain.CANCELED, [LineQuantity("l1", 2)])
+
+    after = domain.after_line_change(before, some, None)
+
+    assert after.lines == (
+        FulfillmentLine("l1", "SKU", 1, quantity_canceled=2),
+        FulfillmentLine("l2", "SKU", 1),
+    )
+    assert (after.status, after.updated_at) == ("allocated", datetime(2027, 1, 1))
+    moved_at = datetime(2027, 1, 2)
+    rest = domain.plan_line_change(after, domain.MOVED, [])
+    moved = domain.after_line_change(after, rest, moved_at)
+    assert moved.lines == (
+        FulfillmentLine("l1", "SKU", 0, quantity_canceled=2, quantity_moved=1),
+        FulfillmentLine("l2", "SKU", 0, quantity_moved=1),
+    )
+    assert (moved.status, moved.updated_at) == ("canceled", moved_at)
 
 
 def test_canceling_more_than_remains_unshipped_names_what_remains() -> None:

@@ -200,6 +200,9 @@ from services.fulfillment.domain.fulfillment_orders import (
     ShipmentPlan as ShipmentPlan,
 )
 from services.fulfillment.domain.fulfillment_orders import (
+    after_line_change as after_line_change,
+)
+from services.fulfillment.domain.fulfillment_orders import (
     check_move_target as check_move_target,
 )
 from services.fulfillment.domain.fulfillment_orders import (

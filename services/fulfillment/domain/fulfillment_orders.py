@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from oms_platform import limits
@@ -383,6 +383,39 @@ def plan_line_change(
         status = terminal
     return FulfillmentOrderReduction(
         kind, tuple(taking), fo.status, status, fo.received_at_store_at is not None
+    )
+
+
+# The line's count that units taken off for each kind of change go to.
+_TAKEN_OFF_AS = {
+    REJECTED: "quantity_rejected",
+    CANCELED: "quantity_canceled",
+    MOVED: "quantity_moved",
+}
+
+
+def after_line_change(
+    fo: FulfillmentOrder, change: FulfillmentOrderReduction, updated_at: datetime | None
+) -> FulfillmentOrder:
+    """`fo` as the store keeps it once `change` is applied: the units taken off its lines
+    (counted apart by the change's kind), its status after, and `updated_at` (None: the
+    status did not move, so neither did that)."""
+    taken: dict[str, int] = defaultdict(int)
+    for taking in change.lines:
+        taken[taking.order_line_id] += taking.quantity
+    counted = _TAKEN_OFF_AS[change.kind]
+    lines = tuple(
+        replace(
+            line,
+            quantity=line.quantity - taken[line.order_line_id],
+            **{counted: getattr(line, counted) + taken[line.order_line_id]},
+        )
+        if line.order_line_id in taken
+        else line
+        for line in fo.lines
+    )
+    return replace(
+        fo, lines=lines, status=change.status_after, updated_at=updated_at or fo.updated_at
     )
 
 

@@ -90,7 +90,7 @@ UPDATE fulfillment_orders SET status = $2, updated_at = now() WHERE id = $1 RETU
 
 SQL_CANCEL = """
 UPDATE fulfillment_orders SET status = 'canceled', cancel_reason = $2, updated_at = now()
-WHERE id = $1"""
+WHERE id = $1 RETURNING updated_at"""
 
 # Units leave a line for a reason; the line's quantity keeps only what it still ships.
 SQL_TAKE_OFF_LINES = """
@@ -461,10 +461,11 @@ async def take_off(
     change: domain.FulfillmentOrderReduction,
     reason: str,
     key: str,
-) -> None:
+) -> datetime | None:
     """Apply a line change to a (locked) fulfillment order: lines reduced and the change
     recorded, the units' reservations released (or transferred), its status moved on, and
-    its capacity slot given back when it stops being work."""
+    its capacity slot given back when it stops being work. Returns its new updated_at when
+    the status moved (None when it did not)."""
     fo_id = fo.fulfillment_order_id
     line_ids = [line.order_line_id for line in change.lines]
     quantities = [line.quantity for line in change.lines]
@@ -487,12 +488,14 @@ async def take_off(
         released[line.sku] += line.quantity
     for sku, quantity in sorted(released.items()):
         await conn.execute(SQL_RELEASE_UNITS, fo.stock_location_id, sku, quantity)
+    updated_at: datetime | None = None
     if change.status_after == domain.CANCELED and change.status_before != domain.CANCELED:
-        await conn.execute(SQL_CANCEL, fo_id, reason)
+        updated_at = await conn.fetchval(SQL_CANCEL, fo_id, reason)
     elif change.status_after != change.status_before:
-        await set_status(conn, fo_id, change.status_after)
+        updated_at = await set_status(conn, fo_id, change.status_after)
     if change.frees_capacity and fo.created_at is not None:
         await conn.execute(SQL_FREE_CAPACITY, fo.location_id, fo.created_at)
+    return updated_at
 
 
 async def move(
