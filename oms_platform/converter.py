@@ -9,8 +9,8 @@ the worker under `oms bench lifecycle` put `get_type_hints` among its busiest fu
 handles dataclasses exactly as the SDK does (every field converted, `init=False` fields set
 after construction, unknown keys ignored, a missing required field an error) with the field
 types read from a per-class cache, and hands everything else back to the SDK.
-`PayloadConverter` is the SDK's default payload converter with it installed; `decode` is
-`value_to_type` with it.
+`PayloadConverter` is the SDK's default payload converter with it installed, every instance
+sharing one set of encoding converters; `decode` is `value_to_type` with it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from temporalio.converter import (
     CompositePayloadConverter,
     DefaultPayloadConverter,
+    EncodingPayloadConverter,
     JSONPlainPayloadConverter,
     JSONTypeConverter,
     value_to_type,
@@ -72,15 +75,26 @@ def decode(hint: Any, value: Any) -> Any:
     return value_to_type(hint, value, [TYPE_CONVERTER])
 
 
+# The encoding converters keep no state between payloads, so every `PayloadConverter` shares
+# one set, by encoding, read-only: the SDK makes a payload converter for each workflow run it
+# starts or replays, and a worker holding 1,000 cached orders holds 1,000 of them.
+_BY_ENCODING: Mapping[bytes, EncodingPayloadConverter] = MappingProxyType(
+    {
+        c.encoding.encode(): c
+        for c in (
+            JSONPlainPayloadConverter(custom_type_converters=[TYPE_CONVERTER])
+            if isinstance(c, JSONPlainPayloadConverter)
+            else c
+            for c in DefaultPayloadConverter.default_encoding_payload_converters
+        )
+    }
+)
+
+
 class PayloadConverter(CompositePayloadConverter):
     """The SDK's default payload converters, the JSON one with `FieldTypesOnce`."""
 
     def __init__(self) -> None:
-        super().__init__(
-            *(
-                JSONPlainPayloadConverter(custom_type_converters=[TYPE_CONVERTER])
-                if isinstance(c, JSONPlainPayloadConverter)
-                else c
-                for c in DefaultPayloadConverter.default_encoding_payload_converters
-            )
-        )
+        # The shared mapping stands in for the dict of new converters the SDK's own
+        # constructor would build for every instance.
+        self.converters = _BY_ENCODING

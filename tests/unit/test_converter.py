@@ -81,3 +81,18 @@ def test_a_wrong_field_type_and_a_missing_field_fail_as_in_the_sdk() -> None:
 def test_a_union_tries_its_members_in_order() -> None:
     plain = {"name": "a", "tags": ["x"], "derived": 0}
     assert decode(int | WithDerived, plain) == WithDerived("a", ["x"])
+
+
+def test_every_payload_converter_shares_one_set_of_encoding_converters() -> None:
+    # The SDK makes one payload converter per workflow run it keeps cached: each must cost
+    # an object, not a fresh set of converters.
+    first, second = PayloadConverter(), PayloadConverter()
+    assert first.converters is second.converters
+    assert list(first.converters) == list(DefaultPayloadConverter().converters)
+    with pytest.raises(TypeError):
+        first.converters[b"json/plain"] = second.converters[b"json/plain"]  # type: ignore[index]
+    # Every encoding still round-trips through a shared set.
+    values = [None, b"raw", {"a": [1, 2]}, an_order()]
+    payloads = first.to_payloads(values)
+    hints: list[Any] = [type(None), bytes, dict[str, list[int]], OrderLifecycleInput]
+    assert second.from_payloads(payloads, hints) == values
