@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 from datetime import datetime
-from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -20,29 +19,6 @@ from oms_tools.cli.orders import caller_token, service_channel
 
 # Pause before following again after capture went away (a restart, a replica leaving).
 RECONNECT_SECONDS = 1.0
-
-
-def events_parsers(sub: Any) -> None:
-    """`oms events tail`."""
-    parser_ = sub.add_parser("events", help="the event log: every change of every order")
-    esub = parser_.add_subparsers(dest="events_command", required=True)
-    tail = esub.add_parser("tail", help="print the log's events, then follow new ones")
-    start = tail.add_mutually_exclusive_group()
-    start.add_argument("--from", dest="from_sequence", type=int, default=0, metavar="N",
-                       help="start at sequence N (default: the next event)")  # fmt: skip
-    start.add_argument("--from-time", default="", metavar="ISO",
-                       help="start at the first event recorded at or after this time")  # fmt: skip
-    tail.add_argument("--type", dest="types", action="append", default=[],
-                      help="only this type, or a family as 'shipment.*' (repeatable)")  # fmt: skip
-    tail.add_argument("--channel", dest="channels", action="append", default=[],
-                      help="only this channel (repeatable)")  # fmt: skip
-    tail.add_argument("--order", dest="order_ids", action="append", default=[],
-                      help="only this order (repeatable)")  # fmt: skip
-    tail.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
-                      help="keep following new events (--no-follow: stop at the head, and "
-                           "start at the beginning unless told where)")  # fmt: skip
-    tail.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                      help="JSON lines")  # fmt: skip
 
 
 def _request(args: argparse.Namespace, from_sequence: int) -> events_pb2.SubscribeEventsRequest:

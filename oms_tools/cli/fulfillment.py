@@ -5,7 +5,6 @@ transit times delivery promises count (as a merchandiser). README "Omnichannel".
 from __future__ import annotations
 
 import argparse
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,87 +17,6 @@ from oms_platform import auth
 from oms_platform.settings import Settings
 from oms_tools.cli.common import as_json, enum_name, fo_status_name, table
 from oms_tools.cli.orders import caller_token, service_channel
-from services.fulfillment.domain.supply import SUPPLY_KINDS, SUPPLY_STATUSES
-
-
-def fulfillment_parsers(sub: Any) -> None:
-    """`oms supply list|create|update|cancel|receive`, `oms reservations reserve|show|release`
-    and `oms transit list|set|delete`."""
-    supply = sub.add_parser("supply", help="incoming supply: purchase orders, notices, pre-orders")
-    ssub = supply.add_subparsers(dest="supply_command", required=True)
-    listing = ssub.add_parser("list", help="supply, earliest expected first")
-    listing.add_argument("--sku", default="")
-    listing.add_argument("--location", default="")
-    listing.add_argument("--status", action="append", default=[], choices=SUPPLY_STATUSES)
-    listing.add_argument("--limit", type=int, default=100)
-    create = ssub.add_parser("create", help="record units of a SKU expected at a location")
-    create.add_argument("--kind", required=True, choices=SUPPLY_KINDS)
-    create.add_argument("--location", required=True)
-    create.add_argument("--sku", required=True)
-    create.add_argument("--qty", type=int, required=True, help="units expected (a pre-order's cap)")
-    create.add_argument(
-        "--expected", required=True, help="YYYY-MM-DD (a pre-order's release day, after today)"
-    )
-    create.add_argument("--reference", default="", help="purchase order or notice number")
-    create.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-    update = ssub.add_parser("update", help="change an open supply's quantity or expected day")
-    update.add_argument("supply_id")
-    update.add_argument("--qty", type=int, default=None)
-    update.add_argument("--expected", default="", help="YYYY-MM-DD")
-    cancel = ssub.add_parser("cancel", help="the supply will not come: its backorders move on")
-    cancel.add_argument("supply_id")
-    cancel.add_argument("--reason", default="")
-    receive = ssub.add_parser("receive", help="units arrived: on hand, and backorders released")
-    receive.add_argument("supply_id")
-    receive.add_argument("--qty", type=int, required=True)
-    receive.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-
-    reservations = sub.add_parser(
-        "reservations", help="checkout reservations: hold a cart's units while the shopper pays"
-    )
-    rsub = reservations.add_subparsers(dest="reservations_command", required=True)
-    reserve = rsub.add_parser("reserve", help="hold a cart's units where routing would ship them")
-    reserve.add_argument(
-        "--line",
-        action="append",
-        required=True,
-        metavar="SKU,QTY",
-        help="a cart line (repeatable, each SKU once)",
-    )
-    where = reserve.add_mutually_exclusive_group(required=True)
-    where.add_argument("--group", default="", help="hold at this location group's locations")
-    where.add_argument("--postal-code", default="", help="hold for delivery to this postal code")
-    reserve.add_argument("--country", default="US", help="the postal code's country")
-    reserve.add_argument("--ttl", type=int, default=900, help="seconds to hold (1 to 3600)")
-    reserve.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-    rsub.add_parser("show", help="a reservation as it is now").add_argument("reservation_id")
-    rsub.add_parser("release", help="give a reservation's units back").add_argument(
-        "reservation_id"
-    )
-
-    transit = sub.add_parser(
-        "transit", help="carriers' business days by delivery method and distance band"
-    )
-    tsub = transit.add_subparsers(dest="transit_command", required=True)
-    tlist = tsub.add_parser("list", help="every band, by method and start")
-    tlist.add_argument("--method", default="", help="only this delivery method")
-    tset = tsub.add_parser(
-        "set",
-        help="set a band's business days (adds the band when the method has none starting there)",
-    )
-    tset.add_argument("delivery_method")
-    tset.add_argument("--from-km", type=int, required=True, help="where the band starts")
-    tset.add_argument("--days", type=int, required=True, help="business days (0 to 60)")
-    tset.add_argument(
-        "--new-method",
-        action="store_true",
-        help="add the delivery method (its first band, from 0 km)",
-    )
-    tdelete = tsub.add_parser("delete", help="delete a band (the one before it runs on)")
-    tdelete.add_argument("delivery_method")
-    tdelete.add_argument("--from-km", type=int, required=True)
-    for p in [*ssub.choices.values(), *rsub.choices.values(), *tsub.choices.values()]:
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
 
 def _stub(settings: Settings, role: str) -> tuple[grpc.aio.Channel, Any]:

@@ -16,8 +16,6 @@ from oms_tools.cli.servicing import parse_duration
 
 # ---- outbox: dead letters ------------------------------------------------------------------
 
-OUTBOX_OWNERS = ("capture", "fulfillment", "servicing")
-
 
 async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
     """`oms outbox dead-letters | redeliver ID | discard ID` (as an admin)."""
@@ -79,27 +77,6 @@ def _print_dead_letter(letter: Any) -> None:
             f"  {status.lower()} by {letter.settled_by}"
             + (f": {letter.note}" if letter.note else "")
         )
-
-
-def outbox_parsers(sub: Any) -> None:
-    """`oms outbox dead-letters|redeliver|discard`."""
-    parser_ = sub.add_parser(
-        "outbox", help="dead letters of the outboxes: list, redeliver, discard"
-    )
-    xsub = parser_.add_subparsers(dest="outbox_command", required=True)
-    listing = xsub.add_parser("dead-letters", help="rows Temporal refused for good, newest first")
-    listing.add_argument(
-        "--status", action="append", default=[], choices=["open", "redelivered", "discarded"]
-    )
-    listing.add_argument("--limit", type=int, default=50)
-    redeliver = xsub.add_parser("redeliver", help="put a dead letter back in the outbox")
-    discard = xsub.add_parser("discard", help="give up on a dead letter")
-    for p in (redeliver, discard):
-        p.add_argument("dead_letter_id", type=int)
-        p.add_argument("--note", default="", help="why (recorded with your name)")
-    for p in xsub.choices.values():
-        p.add_argument("--service", choices=OUTBOX_OWNERS, default="capture", help="whose outbox")
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
 
 # ---- benchmarks ----------------------------------------------------------------------------

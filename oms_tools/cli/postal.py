@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -22,39 +21,6 @@ from services.fulfillment.store import SCHEMA
 
 # The data sets that ship inside a package, by the name `oms postal load` takes.
 DATASETS = {"us": postal_data.us_zip_codes}
-
-
-def postal_parsers(sub: Any) -> None:
-    """`oms postal load|list`."""
-    parser_ = sub.add_parser(
-        "postal", help="postal codes routing measures distances from: load a country, list"
-    )
-    psub = parser_.add_subparsers(dest="postal_command", required=True)
-    load = psub.add_parser(
-        "load",
-        help="load a country's postal codes with their coordinates (replaces what it had)",
-        description="Load postal codes and their coordinates into fulfillment, replacing what "
-        "each country got from earlier loads (the seeded prefixes stay), in one transaction. "
-        "`us`: every US ZIP's centroid from the zipcodes package. `--file`: a file in the "
-        "GeoNames postal-code dump layout (tab- or comma-separated: country code, postal code, "
-        "place name, admin names and codes, latitude, longitude, accuracy), e.g. DE.txt from "
-        "GeoNames' postal code export; every country in it is loaded unless --country says "
-        "which.",
-    )
-    load.add_argument(
-        "dataset", nargs="?", choices=sorted(DATASETS), help="a data set oms ships: us"
-    )
-    load.add_argument("--file", metavar="PATH", help="a GeoNames-layout postal code file")
-    load.add_argument(
-        "--country",
-        action="append",
-        default=[],
-        metavar="CC",
-        help="load only this country's lines of the file (repeatable)",
-    )
-    psub.add_parser("list", help="postal codes per country and where they came from")
-    for p in psub.choices.values():
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
 
 @asynccontextmanager

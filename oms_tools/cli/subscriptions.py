@@ -4,7 +4,6 @@ cancel`: recurring orders, as a merchandiser (plans) and an agent (subscriptions
 from __future__ import annotations
 
 import argparse
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +14,6 @@ from oms_platform.money import format_minor
 from oms_platform.settings import Settings
 from oms_tools.cli.common import as_json, enum_name
 from oms_tools.cli.orders import caller_token, service_channel
-from services.servicing.domain.subscriptions import STATUSES
-from workflows.subscription_types import PAYMENT_METHOD_TYPES
 
 
 def _stub(settings: Settings, role: str) -> tuple[grpc.aio.Channel, Any]:
@@ -292,88 +289,3 @@ def _print_history(view: Any) -> None:
     for change in view.changes:
         why = f" ({change.reason})" if change.reason else ""
         print(f"  {_when(change.at)}  {change.kind} by {change.actor}: {change.summary}{why}")
-
-
-def subscription_parsers(sub: Any) -> None:
-    """The `plan` and `subscription` commands."""
-    plan = sub.add_parser("plan", help="plans: what ships each cycle, at what price, how often")
-    psub = plan.add_subparsers(dest="plan_command", required=True)
-    create = psub.add_parser("create", help="define a plan (as a merchandiser)")
-    create.add_argument("--name", required=True)
-    create.add_argument(
-        "--item", action="append", required=True, help="SKU,QTY,UNIT_PRICE[,NAME] (repeatable)"
-    )
-    create.add_argument("--currency", default="USD")
-    create.add_argument("--shipping", type=int, default=0, help="shipping per cycle, minor units")
-    create.add_argument("--tax", type=int, default=0, help="tax per cycle, minor units")
-    every = create.add_mutually_exclusive_group(required=True)
-    every.add_argument("--monthly", type=int, metavar="DAY", help="day 1-28, or 31 (the last)")
-    every.add_argument("--weeks", type=int, metavar="N", help="every N weeks (1-52)")
-    every.add_argument(
-        "--minutes", type=int, metavar="N", help="every N minutes (demos; `oms dev` allows it)"
-    )
-    create.add_argument("--at", default="00:00", help="local time of day, HH:MM")
-    create.add_argument("--timezone", default="UTC", help="IANA timezone, e.g. Europe/Berlin")
-    create.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-    psub.add_parser("list", help="every plan, oldest first")
-
-    subscription = sub.add_parser("subscription", help="subscriptions and their changes")
-    ssub = subscription.add_subparsers(dest="subscription_command", required=True)
-    new = ssub.add_parser("create", help="subscribe a shopper to a plan")
-    new.add_argument("--plan", required=True)
-    new.add_argument("--channel", default="web", choices=auth.ALL_CHANNELS)
-    new.add_argument("--email", required=True)
-    new.add_argument("--name", default="")
-    new.add_argument(
-        "--address",
-        default="1 Main St,Springfield,12345,US",
-        help="LINE1,CITY,POSTAL_CODE,COUNTRY[,REGION]",
-    )
-    new.add_argument("--method", default="standard", help="delivery method")
-    new.add_argument("--token", default="tok_visa", help="payment token")
-    new.add_argument("--payment-type", default="card", choices=PAYMENT_METHOD_TYPES)
-    new.add_argument("--start", default="", help="earliest first cycle, ISO 8601 (default: now)")
-    new.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-    show = ssub.add_parser("show", help="a subscription with its cycles and changes")
-    show.add_argument("subscription_id")
-    listing = ssub.add_parser("list", help="subscriptions, newest first")
-    listing.add_argument("--email", default="")
-    listing.add_argument("--plan", default="")
-    listing.add_argument("--status", default="", choices=["", *STATUSES])
-    listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--page-token", default="")
-
-    def change_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("subscription_id")
-        p.add_argument(
-            "--preview", action="store_true", help="say what it would do; change nothing"
-        )
-        p.add_argument("--reason", default="", help="why (kept with the change)")
-        p.add_argument("--key", default=str(uuid.uuid4()), help="idempotency key (default: new)")
-        p.add_argument("--timeout", type=float, default=60.0)
-
-    pause = ssub.add_parser("pause", help="no cycles until resumed (or --until)")
-    change_args(pause)
-    pause.add_argument("--until", default="", help="resume by itself then, ISO 8601")
-    change_args(ssub.add_parser("resume", help="cycles come again"))
-    skip = ssub.add_parser("skip", help="skip one cycle")
-    change_args(skip)
-    skip.add_argument("--cycle", type=int, default=0, help="cycle number (default: the next)")
-    change = ssub.add_parser(
-        "change", help="change the plan, address, payment method or cycle day (from next cycle)"
-    )
-    change_args(change)
-    what = change.add_mutually_exclusive_group(required=True)
-    what.add_argument("--plan", default="", help="another plan, from the next cycle")
-    what.add_argument("--address", default="", help="LINE1,CITY,POSTAL_CODE,COUNTRY[,REGION]")
-    what.add_argument("--token", default="", help="a new payment token")
-    what.add_argument("--day", type=int, default=None, help="monthly cycle day (1-28, or 31)")
-    change.add_argument("--method", default="standard", help="delivery method (with --address)")
-    change.add_argument("--payment-type", default="card", choices=PAYMENT_METHOD_TYPES)
-    cancel = ssub.add_parser("cancel", help="end the subscription")
-    change_args(cancel)
-    cancel.add_argument(
-        "--at-period-end", action="store_true", help="once the cycle paid for is placed"
-    )
-    for p in [*psub.choices.values(), *ssub.choices.values()]:
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")

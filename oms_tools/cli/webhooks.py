@@ -10,42 +10,6 @@ from oms_platform.settings import Settings
 from oms_tools.cli.common import as_json, enum_name
 from oms_tools.cli.orders import caller_token, service_channel
 
-DELIVERY_STATES = ("pending", "delivered", "dead")
-
-
-def webhook_parsers(sub: Any) -> None:
-    """`oms webhook add|list|pause|resume|remove|deliveries|redeliver`."""
-    parser_ = sub.add_parser("webhook", help="webhook subscriptions and deliveries (admins)")
-    wsub = parser_.add_subparsers(dest="webhook_command", required=True)
-    add = wsub.add_parser("add", help="subscribe an https:// endpoint to events")
-    add.add_argument("url")
-    add.add_argument(
-        "--type",
-        action="append",
-        default=[],
-        help="an event type or family, e.g. shipment.* (repeatable; default: every type)",
-    )
-    add.add_argument("--secret", default="", help="whsec_… (default: oms makes one, shown once)")
-    add.add_argument("--description", default="")
-    add.add_argument("--key", default="", help="idempotency key (a retried add makes no second)")
-    wsub.add_parser("list", help="subscriptions, oldest first")
-    for name, text in (
-        ("pause", "queue deliveries instead of sending them"),
-        ("resume", "send again, queued deliveries first"),
-        ("remove", "delete: pending deliveries dropped, history kept"),
-    ):
-        wsub.add_parser(name, help=text).add_argument("subscription_id")
-    deliveries = wsub.add_parser("deliveries", help="a subscription's deliveries, newest first")
-    deliveries.add_argument("subscription_id")
-    deliveries.add_argument("--state", choices=DELIVERY_STATES, default="")
-    deliveries.add_argument("--limit", type=int, default=50)
-    redeliver = wsub.add_parser("redeliver", help="send a delivery (or every dead one) again")
-    which = redeliver.add_mutually_exclusive_group(required=True)
-    which.add_argument("--delivery", default="", help="one delivery id")
-    which.add_argument("--subscription", default="", help="every dead delivery of it")
-    for p in wsub.choices.values():
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
-
 
 async def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
     """`oms webhook …` as an admin."""

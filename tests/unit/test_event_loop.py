@@ -22,7 +22,7 @@ def _loop_of_a_command(monkeypatch: pytest.MonkeyPatch) -> type[asyncio.Abstract
         seen.append(type(asyncio.get_running_loop()))
         return 0
 
-    monkeypatch.setitem(cli.COMMANDS, "migrate", probe)
+    monkeypatch.setattr(cli, "command", {"migrate": probe}.__getitem__)
     assert cli.main(["migrate"]) == 0
     return seen[0]
 
