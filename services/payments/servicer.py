@@ -7,6 +7,7 @@ the RPC answers UNAVAILABLE, so the caller retries with the same key.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -23,6 +24,13 @@ from services.payments.gateway import GatewayError, Gateways
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
+
+
+def _settled_alone(work: asyncio.Future[Any]) -> None:
+    """Take the outcome of a call its caller left: the caller retries and is answered from the
+    record, so a failure here is only read (an unread one would be logged as never retrieved)."""
+    if not work.cancelled():
+        work.exception()
 
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
@@ -49,10 +57,20 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         use_case: Callable[[Any], Awaitable[T]],
         encode: Callable[[T], M],
     ) -> M:
-        try:
-            response, _ = await db.idempotent(
+        # Run to its commit even when the caller goes away (its worker killed, its deadline
+        # passed): what the gateway already did (a hold on a card) is recorded, and the caller's
+        # retry with the same key is answered from that record. Cancelled with the call, the
+        # transaction would roll back and leave the gateway's effect unknown to payments.
+        async def call() -> M:
+            answer, _ = await db.idempotent(
                 self.pool, key, request, response_type, use_case, encode
             )
+            return answer
+
+        work = asyncio.ensure_future(call())
+        work.add_done_callback(_settled_alone)
+        try:
+            response = await asyncio.shield(work)
         except GatewayError as error:
             # Not a refusal: the outcome is unknown, so the caller retries with the same key.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"payment gateway: {error}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from oms.common.v1 import common_pb2
@@ -598,3 +600,54 @@ async def test_the_simulated_processor_remembers_across_a_payments_restart(
         if op.kind == "capture" and op.key.startswith(order_id)
     ]
     assert [op.amount_minor for op in captures] == [2_000, 500]
+
+
+async def test_an_authorization_whose_caller_gives_up_mid_call_is_still_recorded(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """The worker calling AuthorizePayment dies (here: its deadline passes) after the gateway
+    placed the hold and before payments committed its record: the hold is recorded all the
+    same, and the caller's retry is answered from that record, with no second hold."""
+    settings = await migrated_settings(postgres, authorization_hold_hours=24)
+    async with running_payments(settings) as running:
+        order_id = new_order()
+        blocker = await asyncpg.connect(postgres.dsn)
+        try:
+            # Inserts into the authorizations wait while this lock is held: the gateway call
+            # is made, the record cannot be written yet.
+            locked = blocker.transaction()
+            await locked.start()
+            await blocker.execute("LOCK TABLE payments.authorizations IN SHARE MODE")
+            with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+                await running.stub.AuthorizePayment(
+                    pb.AuthorizePaymentRequest(
+                        order_id=order_id,
+                        idempotency_key=f"{order_id}:authorize",
+                        payment_method=pb.PaymentMethod(
+                            type=pb.PAYMENT_METHOD_TYPE_CARD, token="tok_visa"
+                        ),
+                        amount=usd(4_200),
+                    ),
+                    timeout=1.0,
+                )
+            assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            holds = [
+                op
+                for op in running.gateway.operations_of("authorize")
+                if op.key.startswith(order_id)
+            ]
+            assert len(holds) == 1  # the gateway holds the money
+            await locked.rollback()
+        finally:
+            await blocker.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (await summary_of(running, order_id)).authorizations:
+            assert asyncio.get_running_loop().time() < deadline, "the hold was never recorded"
+            await asyncio.sleep(0.05)
+        (recorded,) = (await summary_of(running, order_id)).authorizations
+        assert recorded.gateway_reference == holds[0].reference
+        retried = await authorize(running, order_id, 4_200)
+        assert retried.authorization_id == recorded.authorization_id
+        assert [
+            op for op in running.gateway.operations_of("authorize") if op.key.startswith(order_id)
+        ] == holds
