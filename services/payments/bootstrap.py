@@ -83,10 +83,6 @@ def make_gateways(settings: Settings) -> Gateways:
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Wire the gateways and the servicer over the service's pool."""
     gateways = make_gateways(ctx.settings)
-    for adapter in gateways.adapters():
-        state = getattr(adapter, "state", None)
-        if isinstance(state, PostgresState):
-            ctx.on_close(state.close)
     servicer = PaymentsServicer(
         ctx.pool,
         gateways,
@@ -96,6 +92,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             lead_seconds=ctx.settings.authorization_renewal_lead_seconds,
         ),
     )
+    # Calls still running after the grace are cut off before the gateways' books close.
+    ctx.on_close(servicer.cut_off)
+    for adapter in gateways.adapters():
+        state = getattr(adapter, "state", None)
+        if isinstance(state, PostgresState):
+            ctx.on_close(state.close)
     return ServiceParts(
         registrations=[
             (

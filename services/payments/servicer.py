@@ -47,6 +47,17 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     ) -> None:
         self.pool = pool
         self.payments = handlers.Payments(gateways, hold_hours, renewal, clock)
+        # Calls running to their commit (see `_idempotent`), their callers gone or not.
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    async def cut_off(self) -> None:
+        """At shutdown, once the grace is over: cancel the calls still running, as a server
+        cuts off every call past its grace (nothing of theirs commits; callers retry with the
+        same key)."""
+        running = list(self._in_flight)
+        for work in running:
+            work.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _idempotent(
         self,
@@ -68,6 +79,8 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             return answer
 
         work = asyncio.ensure_future(call())
+        self._in_flight.add(work)
+        work.add_done_callback(self._in_flight.discard)
         work.add_done_callback(_settled_alone)
         try:
             response = await asyncio.shield(work)
