@@ -39,6 +39,18 @@ CARRIER = "SIMPOST"
 REJECT_REASON = "simulated: the units were not found on the shelf"
 # New locations (a merchandiser's UpsertLocation) join the simulator's token this often.
 LOCATIONS_REFRESH_SECONDS = 10.0
+# Each call's deadline.
+CALL_TIMEOUT_SECONDS = 10.0
+# Errors that say fulfillment did not act and will not: the fulfillment order or shipment is
+# unknown, or not in a state for the call. Any other error (a deadline, a replica going away)
+# leaves it unknown whether the call took effect.
+FINAL_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 
 def tracking_number(fulfillment_order_id: str) -> str:
@@ -75,6 +87,9 @@ class Simulator:
         self._stub = fulfillment_pb2_grpc.FulfillmentServiceStub(self._channel)
         # Shipments waiting for delivery: shipment id -> monotonic time it shipped.
         self._in_transit: dict[str, float] = {}
+        # Fulfillment orders whose last step failed: it may have been made anyway (a shipment
+        # recorded, its answer lost) or by someone else, so each is looked at again.
+        self._unsure: set[str] = set()
         self._busy: set[str] = set()
         self._limit = asyncio.Semaphore(64)
 
@@ -92,7 +107,9 @@ class Simulator:
         """Act for every location oms knows: a warehouse token naming them all."""
         if time.monotonic() < self._token_renew_at:
             return
-        page = await self._stub.ListLocations(fpb.ListLocationsRequest(), timeout=10)
+        page = await self._stub.ListLocations(
+            fpb.ListLocationsRequest(), timeout=CALL_TIMEOUT_SECONDS
+        )
         self._locations = frozenset(loc.location_id for loc in page.locations)
         self._token = self._issuer.issue(
             "simulator", [auth.WAREHOUSE], locations=self._locations, ttl_seconds=3600
@@ -102,6 +119,7 @@ class Simulator:
     async def tick(self) -> None:
         """One pass: advance every due fulfillment order and deliver every due shipment."""
         await self._refresh_identity()
+        await self._settle_unsure()
         now = time.time()
         jobs = []
         async for fo in self._open_orders():
@@ -119,7 +137,7 @@ class Simulator:
         while True:
             page = await self._stub.ListFulfillmentOrders(
                 fpb.ListFulfillmentOrdersRequest(statuses=OPEN, page_size=1000, page_token=token),
-                timeout=10,
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             for fo in page.fulfillment_orders:
                 yield fo
@@ -141,8 +159,16 @@ class Simulator:
                     if self._step > 0:
                         break
         except grpc.aio.AioRpcError as error:
-            # Another actor (an agent, the CLI) may have moved it first; the next pass re-reads.
-            log.info("simulator step refused", fulfillment_order_id=fo_id, detail=error.details())
+            # Another actor (an agent, the CLI) may have moved it first (shipped it, even), or
+            # the step was made and its answer lost: the next pass re-reads the open ones and
+            # looks at this one again.
+            log.info(
+                "simulator step refused",
+                fulfillment_order_id=fo_id,
+                code=error.code().name,
+                detail=error.details(),
+            )
+            self._unsure.add(fo_id)
         finally:
             self._busy.discard(fo_id)
         if shipped and self._step <= 0:
@@ -159,22 +185,25 @@ class Simulator:
                     idempotency_key=f"sim-reject:{fo_id}",
                     reason=REJECT_REASON,
                 ),
-                timeout=10,
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             return None, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED:
             await self._stub.AcceptFulfillmentOrder(
-                fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id), timeout=10
+                fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id),
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             return fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED:
             await self._stub.MarkFulfillmentOrderPicked(
-                fpb.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id), timeout=10
+                fpb.MarkFulfillmentOrderPickedRequest(fulfillment_order_id=fo_id),
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             return fpb.FULFILLMENT_ORDER_STATUS_PICKED, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_PICKED:
             await self._stub.MarkFulfillmentOrderPacked(
-                fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id), timeout=10
+                fpb.MarkFulfillmentOrderPackedRequest(fulfillment_order_id=fo_id),
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             return fpb.FULFILLMENT_ORDER_STATUS_PACKED, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_PACKED and _to_a_store(fo):
@@ -187,7 +216,7 @@ class Simulator:
                     carrier=CARRIER,
                     tracking_number=tracking_number(fo_id),
                 ),
-                timeout=10,
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             return None, ""
         if status == fpb.FULFILLMENT_ORDER_STATUS_PACKED:
@@ -199,7 +228,7 @@ class Simulator:
                     service="ground",
                     tracking_number=tracking_number(fo_id),
                 ),
-                timeout=10,
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             shipment_id = shipped.shipment.shipment_id
             self._in_transit[shipment_id] = time.monotonic()
@@ -210,15 +239,39 @@ class Simulator:
         async with self._limit:
             try:
                 await self._stub.ConfirmDelivery(
-                    fpb.ConfirmDeliveryRequest(shipment_id=shipment_id), timeout=10
+                    fpb.ConfirmDeliveryRequest(shipment_id=shipment_id),
+                    timeout=CALL_TIMEOUT_SECONDS,
                 )
                 self._in_transit.pop(shipment_id, None)
             except grpc.aio.AioRpcError as error:
                 log.info(
-                    "simulator delivery refused", shipment_id=shipment_id, detail=error.details()
+                    "simulator delivery refused",
+                    shipment_id=shipment_id,
+                    code=error.code().name,
+                    detail=error.details(),
                 )
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                # Delivering is idempotent: anything but a final refusal is tried again.
+                if error.code() in FINAL_REFUSALS:
                     self._in_transit.pop(shipment_id, None)
+
+    async def _settle_unsure(self) -> None:
+        """Look again at fulfillment orders whose step failed: one that shipped after all (the
+        answer was lost, or someone else shipped it) has its parcel put in transit; an open one
+        is advanced by the pass as usual."""
+        for fo_id in list(self._unsure):
+            try:
+                found = await self._stub.GetFulfillmentOrder(
+                    fpb.GetFulfillmentOrderRequest(fulfillment_order_id=fo_id),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() in FINAL_REFUSALS:
+                    self._unsure.discard(fo_id)
+                continue
+            self._unsure.discard(fo_id)
+            for shipment in found.fulfillment_order.shipments:
+                if not shipment.HasField("delivered_at"):
+                    self._in_transit.setdefault(shipment.shipment_id, time.monotonic())
 
     async def _recover_in_transit(self) -> None:
         """After a restart, pick up shipped parcels that were never delivered."""

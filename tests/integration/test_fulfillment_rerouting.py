@@ -193,6 +193,75 @@ async def test_the_simulator_asked_to_reject_rejects_and_the_lines_are_routed_ag
     assert REJECT_REASON in decisions.decisions[-1].excluded[0].reason
 
 
+class LossyNetwork:
+    """The simulator's way to fulfillment, losing, once, what it is told to for one fulfillment
+    order: the answer of its shipment report after fulfillment recorded it
+    (`"shipment's answer"`), or its delivery report before it arrives (`"delivery call"`)."""
+
+    def __init__(self, stub: Any, fulfillment_order_id: str, lose: str) -> None:
+        self._stub = stub
+        self._fo_id = fulfillment_order_id
+        self._shipments: set[str] = set()
+        self.pending = {lose}
+
+    def __getattr__(self, rpc: str) -> Any:
+        call = getattr(self._stub, rpc)
+
+        async def through(request: Any, **kwargs: Any) -> Any:
+            mine = getattr(request, "fulfillment_order_id", None) == self._fo_id
+            ours = rpc == "ConfirmDelivery" and request.shipment_id in self._shipments
+            if ours and "delivery call" in self.pending:
+                self.pending.discard("delivery call")
+                raise lost(grpc.StatusCode.DEADLINE_EXCEEDED)
+            answer = await call(request, **kwargs)
+            if rpc == "ConfirmShipment" and mine:
+                self._shipments.add(answer.shipment.shipment_id)
+                if "shipment's answer" in self.pending:
+                    self.pending.discard("shipment's answer")
+                    raise lost(grpc.StatusCode.UNAVAILABLE)
+            return answer
+
+        return through
+
+
+def lost(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "lost")
+
+
+async def delivered(stub: Stub, fulfillment_order_id: str) -> list[bool]:
+    found = await stub.GetFulfillmentOrder(
+        pb.GetFulfillmentOrderRequest(fulfillment_order_id=fulfillment_order_id)
+    )
+    return [s.HasField("delivered_at") for s in found.fulfillment_order.shipments]
+
+
+@pytest.mark.parametrize("lose", ["shipment's answer", "delivery call"])
+async def test_the_simulator_still_delivers_a_parcel_when_a_call_or_its_answer_is_lost(
+    stub: Stub, world: World, fulfillment: RunningService, lose: str
+) -> None:
+    """A replica dying or a deadline passing mid-call: the parcel is delivered all the same
+    (no order left shipped and never delivered)."""
+    w = world
+    await stock(stub, w.a, {w.near: 5})
+    _, fo = await create(stub, (w.a, 1))
+    simulator = Simulator(
+        Settings.from_env(
+            env={},
+            fulfillment_address=f"127.0.0.1:{fulfillment.port}",
+            simulator_step_seconds=0.0,
+        )
+    )
+    network = LossyNetwork(simulator._stub, fo.fulfillment_order_id, lose)
+    simulator._stub = network  # type: ignore[assignment]
+    try:
+        await simulator.tick()
+        assert not network.pending  # the loss happened
+        await simulator.tick()
+    finally:
+        await simulator.close()
+    assert await delivered(stub, fo.fulfillment_order_id) == [True]
+
+
 # ---- rejections --------------------------------------------------------------------------------
 
 
