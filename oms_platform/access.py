@@ -85,6 +85,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"/{FULFILLMENT}/ShipToStore": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/RejectFulfillmentOrder": _WAREHOUSE_STEP,
     f"/{FULFILLMENT}/CancelFulfillmentOrder": frozenset({WORKFLOW, ADMIN}),
+    f"/{FULFILLMENT}/CancelOrderFulfillmentOrders": frozenset({WORKFLOW, ADMIN}),
     f"/{FULFILLMENT}/CancelFulfillmentOrderLines": _LIFECYCLE,
     # The workflow changes a delivery group's address; servicing previews it (preview only).
     f"/{FULFILLMENT}/ChangeDeliveryAddress": frozenset({WORKFLOW, SERVICE}),

@@ -55,8 +55,10 @@ from workflows.types import (
     SHIPPED,
     AuthorizeInput,
     AuthorizeResult,
+    CanceledFulfillmentOrders,
     CancelFulfillmentOrderInput,
     CancelLinesInput,
+    CancelOrderFulfillmentInput,
     CaptureInput,
     CaptureResult,
     ChangeAddressInput,
@@ -682,6 +684,25 @@ class FulfillmentActivities:
                 ),
                 timeout=DEADLINE_SECONDS,
             )
+        )
+
+    @activity.defn(name=names.CANCEL_ORDER_FULFILLMENT_ORDERS)
+    async def cancel_order_fulfillment_orders(
+        self, request: CancelOrderFulfillmentInput
+    ) -> CanceledFulfillmentOrders:
+        structlog.contextvars.bind_contextvars(order_id=request.order_id)
+        response = await _call(
+            self._stub.CancelOrderFulfillmentOrders(
+                fulfillment_pb2.CancelOrderFulfillmentOrdersRequest(
+                    order_id=request.order_id,
+                    idempotency_key=request.idempotency_key,
+                    reason=request.reason,
+                ),
+                timeout=DEADLINE_SECONDS,
+            )
+        )
+        return CanceledFulfillmentOrders(
+            [_fulfillment_order(fo) for fo in response.fulfillment_orders]
         )
 
     @activity.defn(name=names.CANCEL_FULFILLMENT_ORDER_LINES)

@@ -28,6 +28,9 @@ CREDIT_MEMO_AND_REFUND = "credit_memo_and_refund"
 CREATE_FULFILLMENT_ORDERS = "create_fulfillment_orders"
 CANCEL_FULFILLMENT_ORDER = "cancel_fulfillment_order"
 CANCEL_FULFILLMENT_ORDER_LINES = "cancel_fulfillment_order_lines"
+# every open fulfillment order of an order, canceled in one call (a cancel before the lifecycle
+# recorded any routing)
+CANCEL_ORDER_FULFILLMENT_ORDERS = "cancel_order_fulfillment_orders"
 # a delivery group's new address, its units rerouted when routing chooses elsewhere
 CHANGE_DELIVERY_ADDRESS = "change_delivery_address"
 # servicing

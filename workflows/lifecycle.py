@@ -88,6 +88,8 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         AuthorizeInput,
         AuthorizeResult,
+        CanceledFulfillmentOrders,
+        CancelOrderFulfillmentInput,
         ChangeRequest,
         ChangeResult,
         DeliveryGroupAddressData,
@@ -205,7 +207,10 @@ class OrderLifecycle:
                 async with self._section():
                     if self.ledger.all_canceled():
                         # A cancel of everything reached the workflow with its start, before
-                        # anything was authorized or reserved: nothing to do or undo.
+                        # this run authorized or reserved anything. A lost earlier attempt of
+                        # this task may have: release it (patched; runs before it stop here).
+                        if self.has_change(versions.RELEASE_BEFORE_START):
+                            await self._release_before_start()
                         return self._result(CANCELED, "canceled before processing began")
                     await self.progress(
                         PROCESSING,
@@ -269,6 +274,41 @@ class OrderLifecycle:
                 category, f"step:{step}", reason, step_input=self.refused_step_input
             )
             await self._cancel_everything(reason, authorized=self.authorized)
+
+    async def _release_before_start(self) -> None:
+        """The order was canceled whole before this run took any step, but an earlier attempt
+        of the first workflow task may have routed it before the worker running it died (no
+        marker of it recorded): cancel whatever fulfillment orders the order has, which
+        releases their reservations, and tell the timeline of any. (The hold such an attempt
+        placed was released by the cancel's credit memo, which voids what the order's
+        authorizations hold.)"""
+        order_id = self.order.order_id
+        reason = "order canceled before processing began"
+        canceled: CanceledFulfillmentOrders = await self.activity(
+            names.CANCEL_ORDER_FULFILLMENT_ORDERS,
+            CancelOrderFulfillmentInput(order_id, f"{order_id}:cancel-before-start", reason),
+            result_type=CanceledFulfillmentOrders,
+        )
+        fos = canceled.fulfillment_orders
+        if not fos:
+            return  # the common case: nothing was routed
+        await self.progress(
+            "",
+            "fulfillment.canceled",
+            f"Canceled {len(fos)} fulfillment order(s) an interrupted first attempt had "
+            "created; their reservations released",
+            step="canceled:before-start",
+            events=[
+                order_events.fulfillment_order(
+                    "fulfillment.canceled",
+                    fo,
+                    "canceled",
+                    order_events.routed_lines(fo.lines),
+                    reason,
+                )
+                for fo in fos
+            ],
+        )
 
     def _result(self, status: str, reason: str = "") -> OrderLifecycleResult:
         return OrderLifecycleResult(

@@ -454,6 +454,23 @@ class CancelFulfillmentOrderInput:
 
 
 @dataclass
+class CancelOrderFulfillmentInput:
+    """Cancel whatever an order's fulfillment orders have not shipped (compensation for an
+    order canceled before its lifecycle recorded a routing)."""
+
+    order_id: str
+    idempotency_key: str
+    reason: str
+
+
+@dataclass
+class CanceledFulfillmentOrders:
+    """The fulfillment orders a cancel by order canceled (none when it had none open)."""
+
+    fulfillment_orders: list[FulfillmentOrderData]
+
+
+@dataclass
 class ChargeLineData:
     """Units of an order line to invoice, with the line's full money."""
 

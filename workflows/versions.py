@@ -61,6 +61,15 @@ ONE_REPORT_AT_DELIVERY = "one-report-at-delivery"
 # then. Asked only while a fulfillment order with a promise date is open, so no other order's
 # history changes.
 RENEW_AHEAD_OF_PROMISE = "renew-authorizations-ahead-of-promise"
+# A cancel of everything that reaches the lifecycle with its start no longer ends it with
+# nothing else: an earlier attempt of the first workflow task may have routed the order before
+# it was lost (its markers never recorded), so fulfillment is asked to cancel the order's open
+# fulfillment orders, releasing their reservations (one call; none to cancel is the common
+# case), and the timeline is told of any it canceled. The hold such an attempt placed needs no
+# step of its own: the cancel's credit memo releases it from the order's authorizations and
+# voids what remains. Asked only on that path, so no other order's history changes; runs
+# before it end there as they always did.
+RELEASE_BEFORE_START = "release-what-a-lost-first-task-held"
 
 # What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
 # Baseline 1: every patch made before baselines.

@@ -32,6 +32,7 @@ from workflows.types import (
     AuthorizeInput,
     CancelFulfillmentOrderInput,
     CancelLinesInput,
+    CancelOrderFulfillmentInput,
     CaptureInput,
     CreditMemoAndRefundInput,
     CreditMemoInput,
@@ -172,6 +173,8 @@ def _describe(name: str, arg: Any, currency: str) -> str:
         return f"cancel {_units(arg.lines)} unit(s) on {arg.fulfillment_order_id}"
     if isinstance(arg, CancelFulfillmentOrderInput):
         return f"cancel fulfillment order {arg.fulfillment_order_id}"
+    if isinstance(arg, CancelOrderFulfillmentInput):
+        return "cancel every fulfillment order of the order not shipped yet"
     if isinstance(arg, ProcessExceptionInput):
         return f"raise a {arg.severity} {arg.category} process exception on {arg.attached_to}"
     if isinstance(arg, EscalateInput):

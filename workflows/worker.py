@@ -73,6 +73,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         fulfillment.create_fulfillment_orders,
         fulfillment.cancel_fulfillment_order,
         fulfillment.cancel_fulfillment_order_lines,
+        fulfillment.cancel_order_fulfillment_orders,
         fulfillment.change_delivery_address,
         servicing.record_process_exception,
         servicing.escalate_process_exception,

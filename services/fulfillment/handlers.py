@@ -314,6 +314,20 @@ async def cancel_fulfillment_order(
     return fo
 
 
+async def cancel_order_fulfillment_orders(
+    conn: asyncpg.Connection, order_id: str, reason: str, key: str
+) -> list[domain.FulfillmentOrder]:
+    """Cancel what each of an order's fulfillment orders has not shipped (reservations
+    released); the ones canceled, after it. The workflow logs the cancel itself."""
+    fos = await store.order_fulfillment_orders_for_update(conn, order_id)
+    planned = domain.plan_order_cancel(fos)
+    for fo, change in planned:
+        await store.take_off(conn, fo, change, reason, key)
+    return await store.fulfillment_orders_by_id(
+        conn, [fo.fulfillment_order_id for fo, _ in planned]
+    )
+
+
 async def reject_fulfillment_order(
     conn: asyncpg.Connection,
     policy: domain.RoutingPolicy,

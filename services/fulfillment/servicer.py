@@ -302,6 +302,26 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             return encode(await self._in_transaction(cancel))
         return await self._once(key, request, pb.CancelFulfillmentOrderResponse, cancel, encode)
 
+    async def CancelOrderFulfillmentOrders(
+        self, request: pb.CancelOrderFulfillmentOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelOrderFulfillmentOrdersResponse:
+        check_required({"order_id": request.order_id, "idempotency_key": request.idempotency_key})
+        key = f"cancel-order:{request.order_id}:{request.idempotency_key}"
+
+        def cancel(conn: asyncpg.Connection) -> Awaitable[list[domain.FulfillmentOrder]]:
+            return handlers.cancel_order_fulfillment_orders(
+                conn, request.order_id, request.reason, key
+            )
+
+        def encode(fos: list[domain.FulfillmentOrder]) -> pb.CancelOrderFulfillmentOrdersResponse:
+            return pb.CancelOrderFulfillmentOrdersResponse(
+                fulfillment_orders=[convert.fulfillment_order_to_pb(fo) for fo in fos]
+            )
+
+        return await self._once(
+            key, request, pb.CancelOrderFulfillmentOrdersResponse, cancel, encode
+        )
+
     async def RejectFulfillmentOrder(
         self, request: pb.RejectFulfillmentOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.RejectFulfillmentOrderResponse:

@@ -360,6 +360,56 @@ async def test_canceling_releases_the_reservation_once_and_is_refused_after_ship
     assert "is shipped; cannot cancel it" in (raised.value.details() or "")
 
 
+async def test_canceling_an_orders_fulfillment_orders_releases_what_has_not_shipped_once(
+    stub: Stub,
+) -> None:
+    sku, shipped_sku = new_sku(), new_sku()
+    await stock(stub, sku, wh_east=5)
+    await stock(stub, shipped_sku, wh_east=5)
+    order_id = str(uuid.uuid4())
+    routed = await stub.CreateFulfillmentOrders(
+        create_request(order_id, (sku, 2), address=NEW_YORK)
+    )
+    shipped_request = create_request(order_id, (shipped_sku, 1), address=NEW_YORK)
+    shipped_request.idempotency_key = "route-again"
+    shipped = (await stub.CreateFulfillmentOrders(shipped_request)).fulfillment_orders[0]
+    shipped_id = shipped.fulfillment_order_id
+    await stub.AcceptFulfillmentOrder(
+        pb.AcceptFulfillmentOrderRequest(fulfillment_order_id=shipped_id)
+    )
+    await stub.ConfirmShipment(
+        pb.ConfirmShipmentRequest(fulfillment_order_id=shipped_id, idempotency_key="p")
+    )
+    assert (await level(stub, sku, "wh-east")).reserved == 2
+
+    cancel = pb.CancelOrderFulfillmentOrdersRequest(
+        order_id=order_id, idempotency_key="before-start", reason="order canceled"
+    )
+    canceled = await stub.CancelOrderFulfillmentOrders(cancel)
+    again = await stub.CancelOrderFulfillmentOrders(cancel)
+    none = await stub.CancelOrderFulfillmentOrders(
+        pb.CancelOrderFulfillmentOrdersRequest(order_id=str(uuid.uuid4()), idempotency_key="k")
+    )
+
+    [fo] = canceled.fulfillment_orders
+    assert fo.fulfillment_order_id == routed.fulfillment_orders[0].fulfillment_order_id
+    assert fo.status == pb.FULFILLMENT_ORDER_STATUS_CANCELED
+    assert again == canceled
+    east = await level(stub, sku, "wh-east")
+    assert (east.on_hand, east.reserved, east.available_to_fulfill) == (5, 0, 5)
+    left = await stub.GetFulfillmentOrder(
+        pb.GetFulfillmentOrderRequest(fulfillment_order_id=shipped_id)
+    )
+    assert left.fulfillment_order.status == pb.FULFILLMENT_ORDER_STATUS_SHIPPED
+    assert list(none.fulfillment_orders) == []
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CancelOrderFulfillmentOrders(
+            pb.CancelOrderFulfillmentOrdersRequest(order_id=order_id)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "idempotency_key" in (raised.value.details() or "")
+
+
 # ---- listing, locations and stock --------------------------------------------------------------
 
 

@@ -42,8 +42,10 @@ from workflows.types import (
     Address,
     AuthorizeInput,
     AuthorizeResult,
+    CanceledFulfillmentOrders,
     CancelFulfillmentOrderInput,
     CancelLinesInput,
+    CancelOrderFulfillmentInput,
     CaptureInput,
     CaptureResult,
     ChangeRequest,
@@ -119,6 +121,9 @@ class Services:
     refuse: str = ""
     # How many authorizations the gateway declines before it approves (with `approve`).
     declines: int = 0
+    # Fulfillment orders an earlier, lost attempt of the first workflow task created (what a
+    # cancel by order finds to cancel).
+    left_by_a_lost_attempt: list[FulfillmentOrderData] = field(default_factory=list)
 
     def _maybe_refuse(self, name: str) -> None:
         if self.refuse == name:
@@ -169,6 +174,13 @@ class Services:
         @activity.defn(name="cancel_fulfillment_order")
         async def cancel_fulfillment_order(c: CancelFulfillmentOrderInput) -> None:
             self.calls.append(("cancel_fo", c))
+
+        @activity.defn(name="cancel_order_fulfillment_orders")
+        async def cancel_order_fulfillment_orders(
+            c: CancelOrderFulfillmentInput,
+        ) -> CanceledFulfillmentOrders:
+            self.calls.append(("cancel_order_fos", c))
+            return CanceledFulfillmentOrders(self.left_by_a_lost_attempt)
 
         @activity.defn(name="cancel_fulfillment_order_lines")
         async def cancel_fulfillment_order_lines(c: CancelLinesInput) -> None:
@@ -308,6 +320,7 @@ class Services:
             create_fulfillment_orders,
             cancel_fulfillment_order,
             cancel_fulfillment_order_lines,
+            cancel_order_fulfillment_orders,
             create_invoice,
             capture_invoice,
             invoice_and_capture,
@@ -903,6 +916,34 @@ async def test_a_cancel_of_everything_sent_with_the_start_ends_the_order_before_
     assert result.credited_minor == order.grand_total_minor
     assert services.named("authorize") == [] and services.named("route") == []
     assert services.captured == 0 and "lifecycle.started" not in services.kinds()
+
+
+async def test_a_cancel_sent_with_the_start_cancels_what_a_lost_first_attempt_routed(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    lines = [RoutingLineData("line-1", "SKU-TSHIRT-M", 2), RoutingLineData("line-2", "SKU-MUG", 1)]
+    services = Services(
+        left_by_a_lost_attempt=[FulfillmentOrderData("fo-lost", "wh-east", "dg-1", lines)]
+    )
+    order = an_order()
+    worker, handle = await start(time_skipping_env, services, order)
+    cancel = asyncio.create_task(update(handle, CANCEL_UPDATE, change("cancel")))
+    await asyncio.sleep(0.5)
+    async with worker:
+        await cancel
+        final = await handle.result()
+
+    assert final.status == CANCELED and services.named("route") == []
+    [asked] = services.named("cancel_order_fos")
+    assert asked.order_id == order.order_id
+    [told] = services.events("fulfillment.canceled")
+    assert told.fulfillment_order is not None
+    assert told.fulfillment_order.fulfillment_order_id == "fo-lost"
+    assert told.fulfillment_order.status == "canceled"
+    assert [(e.order_line_id, e.quantity) for e in told.fulfillment_order.lines] == [
+        ("line-1", 2),
+        ("line-2", 1),
+    ]
 
 
 async def test_a_partial_cancel_sent_with_the_start_authorizes_only_what_remains(

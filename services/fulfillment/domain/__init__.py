@@ -227,6 +227,9 @@ from services.fulfillment.domain.fulfillment_orders import (
     plan_line_change as plan_line_change,
 )
 from services.fulfillment.domain.fulfillment_orders import (
+    plan_order_cancel as plan_order_cancel,
+)
+from services.fulfillment.domain.fulfillment_orders import (
     plan_shipment as plan_shipment,
 )
 from services.fulfillment.domain.fulfillment_orders import (

@@ -444,6 +444,20 @@ def plan_cancel(fo: FulfillmentOrder) -> FulfillmentOrderReduction | None:
     )
 
 
+def plan_order_cancel(
+    fos: Sequence[FulfillmentOrder],
+) -> list[tuple[FulfillmentOrder, FulfillmentOrderReduction]]:
+    """What canceling an order's fulfillment orders takes off each one that still has units to
+    ship; those that shipped, were rejected or picked up (and canceled ones) are left alone."""
+    left_alone = (CANCELED, SHIPPED, REJECTED, PICKED_UP)
+    planned = []
+    for fo in fos:
+        change = None if fo.status in left_alone else plan_cancel(fo)
+        if change is not None:
+            planned.append((fo, change))
+    return planned
+
+
 def check_move_target(
     fo: FulfillmentOrder, to_location_id: str, target: Location | None
 ) -> Location:

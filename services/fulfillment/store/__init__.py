@@ -106,6 +106,9 @@ from services.fulfillment.store.fulfillment_orders import (
     SQL_MARK_DELIVERED as SQL_MARK_DELIVERED,
 )
 from services.fulfillment.store.fulfillment_orders import (
+    SQL_ORDER_FULFILLMENT_ORDERS_FOR_UPDATE as SQL_ORDER_FULFILLMENT_ORDERS_FOR_UPDATE,
+)
+from services.fulfillment.store.fulfillment_orders import (
     SQL_ORDER_OF_SHIPMENT as SQL_ORDER_OF_SHIPMENT,
 )
 from services.fulfillment.store.fulfillment_orders import (
@@ -164,6 +167,9 @@ from services.fulfillment.store.fulfillment_orders import (
 )
 from services.fulfillment.store.fulfillment_orders import (
     move as move,
+)
+from services.fulfillment.store.fulfillment_orders import (
+    order_fulfillment_orders_for_update as order_fulfillment_orders_for_update,
 )
 from services.fulfillment.store.fulfillment_orders import (
     order_of_shipment as order_of_shipment,

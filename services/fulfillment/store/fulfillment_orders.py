@@ -66,6 +66,10 @@ SQL_FULFILLMENT_ORDER_FOR_UPDATE = (
 SQL_FULFILLMENT_ORDERS_BY_ID = f"""
 SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE id = ANY($1::text[])"""
 
+# An order's fulfillment orders, locked in id order (the order every writer locks them in).
+SQL_ORDER_FULFILLMENT_ORDERS_FOR_UPDATE = f"""
+SELECT {_FO_COLUMNS} FROM fulfillment_orders WHERE order_id = $1 ORDER BY id FOR UPDATE"""
+
 # Keyset pagination over (created_at, id); empty filters match everything.
 SQL_LIST_FULFILLMENT_ORDERS = f"""
 SELECT {_FO_COLUMNS} FROM fulfillment_orders
@@ -280,6 +284,14 @@ async def fulfillment_orders_by_id(conn: Conn, ids: Sequence[str]) -> list[domai
     rows = await conn.fetch(SQL_FULFILLMENT_ORDERS_BY_ID, list(ids))
     found = {fo.fulfillment_order_id: fo for fo in await _assemble(conn, rows)}
     return [found[i] for i in ids if i in found]
+
+
+async def order_fulfillment_orders_for_update(
+    conn: Conn, order_id: str
+) -> list[domain.FulfillmentOrder]:
+    """Every fulfillment order of the order, with lines and shipments, locked until commit."""
+    rows = await conn.fetch(SQL_ORDER_FULFILLMENT_ORDERS_FOR_UPDATE, order_id)
+    return await _assemble(conn, rows)
 
 
 async def list_fulfillment_orders(

@@ -1293,6 +1293,62 @@ class CancelFulfillmentOrderResponse(_message.Message):
 Global___CancelFulfillmentOrderResponse: _TypeAlias = CancelFulfillmentOrderResponse  # noqa: Y015
 
 @_typing.final
+class CancelOrderFulfillmentOrdersRequest(_message.Message):
+    """CancelOrderFulfillmentOrdersRequest cancels what an order's fulfillment orders have not
+    shipped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    idempotency_key: _builtins.str
+    """Idempotency key derived by the caller."""
+    reason: _builtins.str
+    """Why; recorded."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderFulfillmentOrdersRequest: _TypeAlias = CancelOrderFulfillmentOrdersRequest  # noqa: Y015
+
+@_typing.final
+class CancelOrderFulfillmentOrdersResponse(_message.Message):
+    """CancelOrderFulfillmentOrdersResponse carries the fulfillment orders the call canceled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULFILLMENT_ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fulfillment_orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___FulfillmentOrder]:
+        """Each fulfillment order canceled, after the change (empty when the order had none open)."""
+
+    def __init__(
+        self,
+        *,
+        fulfillment_orders: _abc.Iterable[Global___FulfillmentOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fulfillment_orders", b"fulfillment_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderFulfillmentOrdersResponse: _TypeAlias = CancelOrderFulfillmentOrdersResponse  # noqa: Y015
+
+@_typing.final
 class ListLocationsRequest(_message.Message):
     """ListLocationsRequest lists every location."""
 

@@ -83,6 +83,11 @@ class FulfillmentServiceStub:
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderRequest.SerializeToString,
                 response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderResponse.FromString,
                 _registered_method=True)
+        self.CancelOrderFulfillmentOrders = channel.unary_unary(
+                '/oms.fulfillment.v1.FulfillmentService/CancelOrderFulfillmentOrders',
+                request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersRequest.SerializeToString,
+                response_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersResponse.FromString,
+                _registered_method=True)
         self.RejectFulfillmentOrder = channel.unary_unary(
                 '/oms.fulfillment.v1.FulfillmentService/RejectFulfillmentOrder',
                 request_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.RejectFulfillmentOrderRequest.SerializeToString,
@@ -293,6 +298,17 @@ class FulfillmentServiceServicer:
 
     def CancelFulfillmentOrder(self, request, context):
         """Cancels a fulfillment order that has not shipped and releases its reservations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrderFulfillmentOrders(self, request, context):
+        """Cancels every fulfillment order of an order that has units left to ship and releases
+        their reservations, in one transaction (shipped, rejected, picked-up and canceled ones are
+        left as they are). For the order's workflow when an order canceled before its lifecycle
+        recorded any routing: an earlier attempt may have routed it all the same. None to cancel
+        is not an error. Idempotent by key. Tells no workflow: the caller decided.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -604,6 +620,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.CancelFulfillmentOrder,
                     request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderRequest.FromString,
                     response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderResponse.SerializeToString,
+            ),
+            'CancelOrderFulfillmentOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrderFulfillmentOrders,
+                    request_deserializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersRequest.FromString,
+                    response_serializer=oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersResponse.SerializeToString,
             ),
             'RejectFulfillmentOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RejectFulfillmentOrder,
@@ -992,6 +1013,33 @@ class FulfillmentService:
             '/oms.fulfillment.v1.FulfillmentService/CancelFulfillmentOrder',
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderRequest.SerializeToString,
             oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelFulfillmentOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrderFulfillmentOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.fulfillment.v1.FulfillmentService/CancelOrderFulfillmentOrders',
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersRequest.SerializeToString,
+            oms_dot_fulfillment_dot_v1_dot_fulfillment__pb2.CancelOrderFulfillmentOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,13 @@ class FulfillmentServiceStub:
     """The carrier delivered a shipment; tells the order's workflow."""
     CancelFulfillmentOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderRequest, _fulfillment_pb2.CancelFulfillmentOrderResponse]
     """Cancels a fulfillment order that has not shipped and releases its reservations."""
+    CancelOrderFulfillmentOrders: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelOrderFulfillmentOrdersRequest, _fulfillment_pb2.CancelOrderFulfillmentOrdersResponse]
+    """Cancels every fulfillment order of an order that has units left to ship and releases
+    their reservations, in one transaction (shipped, rejected, picked-up and canceled ones are
+    left as they are). For the order's workflow when an order canceled before its lifecycle
+    recorded any routing: an earlier attempt may have routed it all the same. None to cancel
+    is not an error. Idempotent by key. Tells no workflow: the caller decided.
+    """
     RejectFulfillmentOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.RejectFulfillmentOrderRequest, _fulfillment_pb2.RejectFulfillmentOrderResponse]
     """The location refuses some or all unshipped units of a fulfillment order. In one
     transaction: the lines are marked rejected, their reservations released, the units routed
@@ -236,6 +243,13 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     """The carrier delivered a shipment; tells the order's workflow."""
     CancelFulfillmentOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelFulfillmentOrderRequest, _fulfillment_pb2.CancelFulfillmentOrderResponse]  # type: ignore[assignment]
     """Cancels a fulfillment order that has not shipped and releases its reservations."""
+    CancelOrderFulfillmentOrders: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.CancelOrderFulfillmentOrdersRequest, _fulfillment_pb2.CancelOrderFulfillmentOrdersResponse]  # type: ignore[assignment]
+    """Cancels every fulfillment order of an order that has units left to ship and releases
+    their reservations, in one transaction (shipped, rejected, picked-up and canceled ones are
+    left as they are). For the order's workflow when an order canceled before its lifecycle
+    recorded any routing: an earlier attempt may have routed it all the same. None to cancel
+    is not an error. Idempotent by key. Tells no workflow: the caller decided.
+    """
     RejectFulfillmentOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.RejectFulfillmentOrderRequest, _fulfillment_pb2.RejectFulfillmentOrderResponse]  # type: ignore[assignment]
     """The location refuses some or all unshipped units of a fulfillment order. In one
     transaction: the lines are marked rejected, their reservations released, the units routed
@@ -462,6 +476,19 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.CancelFulfillmentOrderResponse, _abc.Awaitable[_fulfillment_pb2.CancelFulfillmentOrderResponse]]:
         """Cancels a fulfillment order that has not shipped and releases its reservations."""
+
+    @_abc_1.abstractmethod
+    def CancelOrderFulfillmentOrders(
+        self,
+        request: _fulfillment_pb2.CancelOrderFulfillmentOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.CancelOrderFulfillmentOrdersResponse, _abc.Awaitable[_fulfillment_pb2.CancelOrderFulfillmentOrdersResponse]]:
+        """Cancels every fulfillment order of an order that has units left to ship and releases
+        their reservations, in one transaction (shipped, rejected, picked-up and canceled ones are
+        left as they are). For the order's workflow when an order canceled before its lifecycle
+        recorded any routing: an earlier attempt may have routed it all the same. None to cancel
+        is not an error. Idempotent by key. Tells no workflow: the caller decided.
+        """
 
     @_abc_1.abstractmethod
     def RejectFulfillmentOrder(

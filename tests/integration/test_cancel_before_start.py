@@ -1,0 +1,328 @@
+"""A cancel of everything that reaches the order's lifecycle before its first workflow task
+completed, through the real services, Temporal dev server and worker.
+
+An earlier attempt of that task may have run its steps (authorize, route and reserve) and been
+lost with its worker, none of its markers recorded; the cancel then arrives before the retried
+task. Here the lost attempt is played deterministically: no worker runs while the lifecycle
+waits for its first task, the attempt's calls are made with the activities the worker runs and
+the keys the lifecycle derives, and the cancel Update is admitted by the server before a worker
+starts, so the retried task meets the cancel with its start (as servicing's Update meets an
+order whose worker died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from oms.capture.v1 import capture_pb2, capture_pb2_grpc
+from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
+from oms.payments.v1 import payments_pb2, payments_pb2_grpc
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import ActivityEnvironment
+
+from oms_platform import temporal
+from oms_platform.settings import SERVICES, Settings
+from oms_tools.devstack.postgres import EmbeddedPostgres
+from oms_tools.devstack.temporal_server import free_port
+from oms_tools.registry import start_service
+from oms_tools.samples import sample_order
+from services.payments.sim_store import read_operation_log
+from tests.conftest import System, migrated_database, wait_for
+from workflows import activity_names as names
+from workflows.changes import steps
+from workflows.ledger import Ledger
+from workflows.types import (
+    CANCEL_UPDATE,
+    AuthorizeInput,
+    ChangeRequest,
+    ChangeResult,
+    OrderLifecycleInput,
+    OrderLifecycleResult,
+    order_workflow_id,
+)
+from workflows.worker import activities_for, build_worker
+
+CANCELED = {capture_pb2.ORDER_STATUS_CANCELED}
+
+
+@contextlib.asynccontextmanager
+async def without_worker(
+    base: Settings, postgres: EmbeddedPostgres, name: str, gateway_log: Path
+) -> AsyncIterator[tuple[System, Callable[[], Any]]]:
+    """The services and Temporal on a database of their own, and no worker yet: the second
+    value builds the order worker when the test lets the lifecycle run."""
+    settings = replace(
+        base,
+        database_url=await migrated_database(postgres, name),
+        task_queue=f"{name.replace('_', '-')}-{uuid.uuid4().hex[:8]}",
+        outbox_poll_seconds=0.05,
+        gateway_log_path=str(gateway_log),
+        **{f"{service}_port": free_port() for service in SERVICES},  # type: ignore[arg-type]
+    )
+    running = {service: await start_service(service, settings) for service in SERVICES}
+    client = await temporal.connect(settings)
+    try:
+        yield (
+            System(settings=settings, client=client, services=running),
+            lambda: build_worker(client, settings),
+        )
+    finally:
+        await asyncio.gather(*(svc.stop(0.5) for svc in running.values()))
+        await temporal.close(client)
+
+
+async def started_lifecycle(client: Client, order_id: str) -> OrderLifecycleInput:
+    """The lifecycle capture's relay started for the order, as its start event carries it."""
+    handle = client.get_workflow_handle(order_workflow_id(order_id))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            history = await handle.fetch_history()
+            break
+        except RPCError as error:
+            assert error.status == RPCStatusCode.NOT_FOUND, error
+            assert time.monotonic() < deadline, "capture's relay did not start the lifecycle"
+            await asyncio.sleep(0.1)
+    started = history.events[0].workflow_execution_started_event_attributes
+    [order] = await client.data_converter.decode(started.input.payloads, [OrderLifecycleInput])
+    assert isinstance(order, OrderLifecycleInput)
+    return order
+
+
+class LostFirstAttempt:
+    """The first workflow task's steps, made as the lifecycle makes them (same activities,
+    same inputs and keys) by a worker that then died before the task completed."""
+
+    def __init__(self, settings: Settings, order: OrderLifecycleInput) -> None:
+        self.order = order
+        self._activities = {fn.__name__: fn for fn in activities_for(settings)}
+
+    async def activity(self, name: str, arg: Any, **_: Any) -> Any:
+        return await ActivityEnvironment().run(self._activities[name], arg)
+
+    async def run(self) -> None:
+        order = self.order
+        await self.activity(
+            names.AUTHORIZE_PAYMENT,
+            AuthorizeInput(
+                order_id=order.order_id,
+                idempotency_key=f"{order.order_id}:authorize",
+                payment_method=order.payment_method,
+                amount_minor=order.grand_total_minor,
+                currency=order.currency,
+                additional_payment_methods=order.additional_payment_methods,
+            ),
+        )
+        pending = Ledger(Ledger.of(order).state).unallocated()
+        await steps.route(
+            self,  # type: ignore[arg-type]
+            pending,
+            "initial:1",
+            reservation_id=order.reservation_id,
+        )
+
+
+async def cancel_admitted_before_any_worker(
+    client: Client, order_id: str
+) -> asyncio.Task[ChangeResult]:
+    """Send the cancel of everything (the Update servicing sends) and return once the server
+    has admitted it: the next workflow task carries it with the lifecycle's start."""
+    workflow_id = order_workflow_id(order_id)
+    update_id = str(uuid.uuid4())
+    handle = client.get_workflow_handle(workflow_id)
+    sent = asyncio.create_task(
+        handle.execute_update(
+            CANCEL_UPDATE,
+            ChangeRequest(change_id=update_id, kind="cancel", reason="shopper asked"),
+            id=update_id,
+            result_type=ChangeResult,
+        )
+    )
+    ask = PollWorkflowExecutionUpdateRequest(
+        namespace=client.namespace,
+        update_ref=UpdateRef(
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id), update_id=update_id
+        ),
+        identity="test",
+        wait_policy=WaitPolicy(
+            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+        ),
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            polled = await client.workflow_service.poll_workflow_execution_update(
+                ask, timeout=timedelta(seconds=5)
+            )
+            if polled.stage >= ask.wait_policy.lifecycle_stage:
+                return sent
+        except RPCError as error:
+            assert error.status == RPCStatusCode.NOT_FOUND, error
+        assert time.monotonic() < deadline and not sent.done(), "the cancel was not admitted"
+        await asyncio.sleep(0.05)
+
+
+async def local_activities(client: Client, order_id: str) -> list[str]:
+    """The activity type of every local activity the order's workflow ran, in order."""
+    handle = client.get_workflow_handle(order_workflow_id(order_id))
+    found = []
+    for event in (await handle.fetch_history()).events:
+        marker = event.marker_recorded_event_attributes
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and (
+            marker.marker_name == "core_local_activity"
+        ):
+            # The marker's own data, written by the SDK's core (not sealed by the codec).
+            found.append(str(json.loads(marker.details["data"].payloads[0].data)["activity_type"]))
+    return found
+
+
+async def available(
+    fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub, skus: list[str]
+) -> dict[str, int]:
+    answer = await fulfillment.GetAvailability(
+        fulfillment_pb2.GetAvailabilityRequest(skus=skus), timeout=10
+    )
+    return {sku: answer.total_available[sku] for sku in skus}
+
+
+async def test_a_cancel_meeting_the_start_after_a_lost_first_attempt_releases_its_hold_and_stock(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    gateway_log = tmp_path / "gateway.log"
+    async with without_worker(
+        settings_with_temporal, postgres, "oms_lost_first_attempt", gateway_log
+    ) as (system, worker):
+        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+        submitted = sample_order()
+        skus = sorted({line.sku for line in submitted.lines})
+        before = await available(fulfillment, skus)
+
+        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
+        order = await started_lifecycle(system.client, order_id)
+        await LostFirstAttempt(system.settings, order).run()
+        # What the lost attempt left: a hold, and fulfillment orders reserving the stock.
+        held = await payments.GetPaymentSummary(
+            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
+        )
+        [authorization] = held.authorizations
+        assert authorization.status == payments_pb2.AUTHORIZATION_STATUS_APPROVED
+        placed = await fulfillment.ListFulfillmentOrders(
+            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
+        )
+        assert placed.fulfillment_orders
+        assert await available(fulfillment, skus) != before
+
+        cancel = await cancel_admitted_before_any_worker(system.client, order_id)
+        async with worker():
+            result = await cancel
+            view = await wait_for(capture, order_id, CANCELED)
+            lifecycle = await system.client.get_workflow_handle(
+                order_workflow_id(order_id), result_type=OrderLifecycleResult
+            ).result()
+        money = await payments.GetPaymentSummary(
+            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
+        )
+        after = await fulfillment.ListFulfillmentOrders(
+            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
+        )
+        steps_run = await local_activities(system.client, order_id)
+        stock_after = await available(fulfillment, skus)
+        timeline = await capture.GetOrderTimeline(
+            capture_pb2.GetOrderTimelineRequest(order_id=order_id), timeout=10
+        )
+
+    # The order is canceled, before its lifecycle took a step of its own.
+    assert result.order_status == "canceled" and lifecycle.status == "canceled"
+    assert view.order.status == capture_pb2.ORDER_STATUS_CANCELED
+    assert names.AUTHORIZE_PAYMENT not in steps_run
+    assert names.CREATE_FULFILLMENT_ORDERS not in steps_run
+
+    # The hold is gone: payments' view of the order and the gateway both say so.
+    [voided] = money.authorizations
+    assert voided.authorization_id == authorization.authorization_id
+    assert voided.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED
+    assert money.summary.captured.amount_minor == 0
+    assert money.summary.released.amount_minor == authorization.amount.amount_minor
+    released_at_gateway = [
+        op
+        for op in read_operation_log(gateway_log)
+        if op.reference == authorization.gateway_reference
+        and op.kind in ("void", "reverse")
+        and op.result.succeeded
+    ]
+    assert sum(op.amount_minor for op in released_at_gateway) == authorization.amount.amount_minor
+
+    # The stock is back: every fulfillment order canceled, availability as before the order.
+    assert [fo.fulfillment_order_id for fo in after.fulfillment_orders] == [
+        fo.fulfillment_order_id for fo in placed.fulfillment_orders
+    ]
+    assert all(
+        fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
+        for fo in after.fulfillment_orders
+    )
+    assert stock_after == before
+    # And the timeline says so.
+    kinds = [event.kind for event in timeline.events]
+    assert "fulfillment.canceled" in kinds and "order.canceled" in kinds, kinds
+
+
+async def test_a_cancel_meeting_the_start_with_nothing_held_cancels_cleanly(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    async with without_worker(
+        settings_with_temporal, postgres, "oms_cancel_before_start", tmp_path / "gateway.log"
+    ) as (system, worker):
+        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+        submitted = sample_order()
+        skus = sorted({line.sku for line in submitted.lines})
+        before = await available(fulfillment, skus)
+
+        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
+        await started_lifecycle(system.client, order_id)
+        cancel = await cancel_admitted_before_any_worker(system.client, order_id)
+        async with worker():
+            result = await cancel
+            view = await wait_for(capture, order_id, CANCELED)
+            lifecycle = await system.client.get_workflow_handle(
+                order_workflow_id(order_id), result_type=OrderLifecycleResult
+            ).result()
+        money = await payments.GetPaymentSummary(
+            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
+        )
+        fos = await fulfillment.ListFulfillmentOrders(
+            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
+        )
+        steps_run = await local_activities(system.client, order_id)
+        stock_after = await available(fulfillment, skus)
+
+    assert result.order_status == "canceled" and lifecycle.status == "canceled"
+    assert lifecycle.reason == "canceled before processing began"
+    assert view.order.status == capture_pb2.ORDER_STATUS_CANCELED
+    # Fulfillment was asked, and found nothing to release; nothing was held anywhere.
+    assert steps_run.count(names.CANCEL_ORDER_FULFILLMENT_ORDERS) == 1, steps_run
+    assert names.AUTHORIZE_PAYMENT not in steps_run
+    assert list(fos.fulfillment_orders) == []
+    assert stock_after == before
+    assert list(money.authorizations) == [] and list(money.captures) == []
+    assert money.summary.captured.amount_minor == 0
+    assert money.summary.released.amount_minor == 0
+    kinds = [event.kind for event in view.timeline]
+    assert "fulfillment.canceled" not in kinds and "order.canceled" in kinds, kinds
