@@ -27,6 +27,17 @@ from oms_tools.bench import (
 )
 
 
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommands of `oms bench`."""
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -46,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=3,
         help="every Nth order ships from two warehouses (split shipment); 0 = never",
+    )
+    lifecycle_parser.add_argument(
+        "--rounds",
+        type=_at_least_one,
+        default=1,
+        help="measure the lifecycle and the baseline this many times, alternating, and report "
+        "each round and the median ratio (the machine's drift falls on both sides)",
     )
     lifecycle_parser.add_argument(
         "--profile",

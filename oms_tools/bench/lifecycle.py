@@ -187,13 +187,37 @@ async def _baseline_phase(client: Client, activities: int, orders: int, concurre
     )
 
 
+def _ratio(lifecycle: Run, baseline: Run) -> float:
+    return lifecycle.per_second / baseline.per_second if baseline.per_second else 0.0
+
+
+def _rounds(runs: list[Run]) -> list[dict[str, float]]:
+    """Each round's figures: `runs` is lifecycle, baseline, lifecycle, baseline, ..."""
+    return [
+        {
+            "orders_per_min": round(lifecycle.per_second * 60, 1),
+            "baseline_per_min": round(baseline.per_second * 60, 1),
+            "ratio": round(_ratio(lifecycle, baseline), 3),
+        }
+        for lifecycle, baseline in zip(runs[::2], runs[1::2], strict=True)
+    ]
+
+
 def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
-    lifecycle, baseline = runs
-    ratio = lifecycle.per_second / baseline.per_second if baseline.per_second else 0.0
+    rounds = _rounds(runs)
+    # The middle round by ratio (the lower middle of an even count): its figures are reported.
+    middle = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
+    ratio = middle["ratio"]
+    extra = {**extra, "orders_per_min": middle["orders_per_min"]}
     if as_json:
         print(
             json.dumps(
-                {**extra, "runs": [r.as_dict() for r in runs], "throughput_ratio": round(ratio, 3)},
+                {
+                    **extra,
+                    "runs": [r.as_dict() for r in runs],
+                    "rounds": rounds,
+                    "throughput_ratio": ratio,
+                },
                 indent=2,
             )
         )
@@ -203,9 +227,18 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
     for run in runs:
         d = run.as_dict()
         print(f"{run.name:<48} {d['per_second']:>9} {d['p50_ms']:>9} {d['p99_ms']:>9}")
+    if len(rounds) > 1:
+        print(
+            "\nrounds (lifecycle, baseline orders/min, ratio): "
+            + "; ".join(
+                f"{r['orders_per_min']:g}, {r['baseline_per_min']:g}, {r['ratio']:.2f}"
+                for r in rounds
+            )
+        )
     print(
         f"\nlifecycle throughput = {ratio:.2f} x baseline "
-        f"({extra['orders']} orders, concurrency {extra['concurrency']}; "
+        + ("(the median round; " if len(rounds) > 1 else "(")
+        + f"{extra['orders']} orders, concurrency {extra['concurrency']}; "
         f"{extra['orders_per_min']} orders/min submit to delivered)"
     )
     for label, key in (("one fulfillment order", "per_order"), ("split", "per_split_order")):
@@ -268,15 +301,27 @@ async def run(args: argparse.Namespace) -> int:
                 client, BASELINE_ACTIVITIES, args.orders, args.concurrency
             )
             baseline_cpu = meter.per_unit_ms(args.orders)
+            runs = [lifecycle, baseline]
+            # Further rounds, alternating, for the ratio only (the cost, CPU and profile are
+            # the first round's).
+            for _ in range(getattr(args, "rounds", 1) - 1):
+                again, _, _ = await lifecycle_phase(
+                    settings, client, args.orders, args.concurrency, args.split_every
+                )
+                runs += [
+                    again,
+                    await _baseline_phase(
+                        client, BASELINE_ACTIVITIES, args.orders, args.concurrency
+                    ),
+                ]
             _report(
-                [lifecycle, baseline],
+                runs,
                 args.json,
                 {
                     "orders": args.orders,
                     "concurrency": args.concurrency,
                     "baseline_activities": BASELINE_ACTIVITIES,
                     "split_every": args.split_every,
-                    "orders_per_min": round(lifecycle.per_second * 60, 1),
                     "per_order": cost,
                     "per_split_order": split_cost,
                     "cpu_ms_per_order": cpu,
