@@ -741,9 +741,12 @@ async def upsert_location_group(
     return await store.upsert_location_group(conn, group)
 
 
-# A level set has no idempotency key (setting the same levels again changes nothing): the
-# reservations of the backorders it releases are recorded under this one.
-LEVELS_SET_KEY = "set-inventory-levels"
+def levels_set_key() -> str:
+    """The key a level set records the reservations of the backorders it releases under: a
+    set has no idempotency key of its own (sending the same levels again raises nothing, so
+    releases nothing), so each call gets a fresh one, telling one feed's releases from
+    another's."""
+    return f"set-inventory-levels:{new_id()}"
 
 
 async def set_inventory_levels(
@@ -755,7 +758,7 @@ async def set_inventory_levels(
     # Expired checkout holds give their units back first, as before a receipt (the lock order).
     await store.release_expired_for(conn, sorted({lv.sku for lv in levels}))
     steps = await store.set_inventory_levels(conn, levels)
-    await _release_where_stock_added(conn, steps, LEVELS_SET_KEY, "set")
+    await _release_where_stock_added(conn, steps, levels_set_key(), "set")
     return [after for _, after in steps]
 
 

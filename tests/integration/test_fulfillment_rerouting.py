@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -611,6 +612,58 @@ async def test_adjusting_inventory_receives_counts_and_writes_off_damage_but_nev
     assert [f for f, _ in grpcutil.field_violations(bad)] == ["adjustments[0].kind"]
     levels = await stub.GetAvailability(pb.GetAvailabilityRequest(skus=[w.a]))
     assert [(lv.on_hand, lv.reserved) for lv in levels.levels] == [(4, 3)]
+
+
+async def backordered(stub: Stub, location_id: str, sku: str, quantity: int) -> pb.FulfillmentOrder:
+    """An order of `quantity` units of a SKU no location stocks, waiting at `location_id` on a
+    purchase order due next week."""
+    await stub.CreateSupply(
+        pb.CreateSupplyRequest(
+            idempotency_key=f"po-{sku}",
+            kind=pb.SUPPLY_KIND_PURCHASE_ORDER,
+            location_id=location_id,
+            sku=sku,
+            quantity=10,
+            expected_date=(datetime.now(UTC) + timedelta(days=7)).date().isoformat(),
+        )
+    )
+    _, fo = await create(stub, (sku, quantity))
+    assert (fo.status, fo.location_id) == (pb.FULFILLMENT_ORDER_STATUS_BACKORDERED, location_id)
+    return fo
+
+
+async def status_of(stub: Stub, fo: pb.FulfillmentOrder) -> int:
+    found = await stub.GetFulfillmentOrder(
+        pb.GetFulfillmentOrderRequest(fulfillment_order_id=fo.fulfillment_order_id)
+    )
+    return found.fulfillment_order.status
+
+
+async def test_each_stock_feed_records_the_reservations_it_releases_as_its_own(
+    stub: Stub, world: World, sql: asyncpg.Connection
+) -> None:
+    w = world
+    waiting_a = await backordered(stub, w.near, w.a, 2)
+    waiting_b = await backordered(stub, w.near, w.b, 1)
+
+    # Two feeds, each raising one SKU at the location: each releases its backorder.
+    await stock(stub, w.a, {w.near: 2})
+    await stock(stub, w.b, {w.near: 1})
+    assert await status_of(stub, waiting_a) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    assert await status_of(stub, waiting_b) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    assert (await reserved(stub, w.a), await reserved(stub, w.b)) == ({w.near: 2}, {w.near: 1})
+    [(*held_a, key_a)] = await reservations(sql, w.a)
+    [(*held_b, key_b)] = await reservations(sql, w.b)
+    assert (held_a, held_b) == ([w.near, "reserved", 2], [w.near, "reserved", 1])
+    assert key_a != key_b  # each feed's releases told apart from the other's
+    assert key_a.startswith("set-inventory-levels:")
+    assert key_b.startswith("set-inventory-levels:")
+
+    # The second feed sent again raises nothing, so it releases and reserves nothing more.
+    await stock(stub, w.b, {w.near: 1})
+    assert await reserved(stub, w.b) == {w.near: 1}
+    assert await reservations(sql, w.b) == [(w.near, "reserved", 1, key_b)]
+    assert await status_of(stub, waiting_b) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
 
 
 async def test_a_stock_feed_of_thousands_of_levels_is_one_call(stub: Stub, world: World) -> None:
