@@ -61,6 +61,11 @@ ONE_REPORT_AT_DELIVERY = "one-report-at-delivery"
 # then. Asked only while a fulfillment order with a promise date is open, so no other order's
 # history changes.
 RENEW_AHEAD_OF_PROMISE = "renew-authorizations-ahead-of-promise"
+# A ship-to-store fulfillment order whose transfer left for the store on another day than
+# planned is promised again from that day (fulfillment's "transfer_repromised" signal), and
+# capture's order follows. Asked only when that signal arrives, so no other order's history
+# changes; runs before it ignore the signal (a worker of the older code may have already).
+REPROMISE_ON_TRANSFER = "repromise-on-ship-to-store"
 
 # What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
 # Baseline 1: every patch made before baselines.

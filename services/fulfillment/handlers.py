@@ -244,11 +244,17 @@ async def mark_ready_for_pickup(
 
 
 async def ship_to_store(
-    conn: asyncpg.Connection, fulfillment_order_id: str, carrier: str, tracking_number: str
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    carrier: str,
+    tracking_number: str,
+    *,
+    holidays: domain.Holidays,
 ) -> domain.FulfillmentOrder:
     """The warehouse shipped a ship-to-store fulfillment order to its pickup store: the units
     leave the warehouse (a transfer, not the shopper's shipment: the order's log hears of it,
-    its workflow is not told, nothing is invoiced); again, nothing changes."""
+    nothing is invoiced), and it is promised again from the day it left, as a shipment is;
+    its workflow is told only when that moves the promise. Again, nothing changes."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     if domain.must_ship_to_store(fo):
         await store.ship_to_store(conn, fo, carrier, tracking_number)
@@ -259,6 +265,15 @@ async def ship_to_store(
                 fo, f"warehouse:{fo.location_id}", domain.transfer_note(fo)
             ),
         )
+        route = (await store.routes(conn, [fulfillment_order_id])).get(fulfillment_order_id)
+        if route is not None and fo.transfer_shipped_at is not None:
+            promised = domain.promised_after_transfer(
+                route, await store.transit_table(conn), holidays, fo.transfer_shipped_at
+            )
+            if promised is not None and promised != fo.promised_delivery_date:
+                await store.set_promised(conn, {fulfillment_order_id: promised})
+                fo = dataclasses.replace(fo, promised_delivery_date=promised)
+                await store.signal_order(conn, fo.order_id, events.transfer_repromised_event(fo))
     return fo
 
 
