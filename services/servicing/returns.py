@@ -174,10 +174,27 @@ async def submit_return(
 ) -> tuple[domain.Change, ReturnLabel | None]:
     """Open a return the policy allows (`submit_under_policy`) and issue its label."""
     change = await submit_under_policy(ctx, order, request_hash)
+    return change, await _label_of(ctx, order, change)
+
+
+async def submit_exchange(
+    ctx: Returns, order: domain.ChangeOrder, request_hash: bytes
+) -> tuple[domain.Change, ReturnLabel | None]:
+    """Make an exchange the policy allows (`submit_under_policy`) and issue the label of its
+    return order, as a return's: the old units come back the same way."""
+    change = await submit_under_policy(ctx, order, request_hash)
+    return change, await _label_of(ctx, order, change)
+
+
+async def _label_of(
+    ctx: Returns, order: domain.ChangeOrder, change: domain.Change
+) -> ReturnLabel | None:
+    """The label of the return order a return or an exchange opened; None when it opened
+    none (refused, still pending) or nothing comes back (a refund without return)."""
     rma_id = change.outcome.return_order_id if change.outcome else ""
     if not rma_id or order.refund_without_return:
-        return change, None
-    return change, await _label(ctx, order.order_id, rma_id, change.requested_lines)
+        return None
+    return await _label(ctx, order.order_id, rma_id, change.requested_lines)
 
 
 async def _label(

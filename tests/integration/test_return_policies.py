@@ -441,6 +441,47 @@ async def test_an_exchange_inside_the_window_pays_the_restocking_fee_only_when_t
     assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 2
 
 
+async def test_an_exchange_s_return_order_gets_a_label_as_a_return_s_does(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    await categorize(merchandiser, **{TSHIRT: "", MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt, mug = view.order.order_id, line_of(view, TSHIRT), line_of(view, MUG)
+    request = pb.SubmitExchangeRequest(
+        order_id=order_id,
+        idempotency_key=a_key(),
+        reason="wants a mug",
+        lines=[exchange_item(tshirt.order_line_id, 1000)],
+    )
+
+    exchanged = await clients.servicing.SubmitExchange(request)
+    again = await clients.servicing.SubmitExchange(request)
+    returned = await clients.servicing.SubmitReturn(
+        pb.SubmitReturnRequest(
+            order_id=order_id,
+            idempotency_key=a_key(),
+            reason="not needed",
+            lines=[return_item(mug.order_line_id)],
+        )
+    )
+
+    return_order_id = exchanged.change.outcome.return_order_id
+    assert return_order_id
+    kept = await clients.servicing.GetReturnLabel(
+        pb.GetReturnLabelRequest(return_order_id=return_order_id)
+    )
+    label = kept.label
+    assert (label.return_order_id, label.order_id) == (return_order_id, order_id)
+    assert label.status == pb.RETURN_PARCEL_STATUS_LABEL_CREATED
+    assert kept.pdf.startswith(b"%PDF")
+    # The same carrier and kind of parcel as the plain return's, a parcel of its own.
+    assert label.carrier == returned.label.carrier != ""
+    assert label.tracking_number.startswith("SP")
+    assert label.tracking_number != returned.label.tracking_number
+    # The answer carries it; the retried exchange answers the same label, not a second one.
+    assert exchanged.label == again.label == label
+
+
 async def test_an_agent_exchanges_and_returns_with_the_cli_reporting_the_units_condition(
     system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
 ) -> None:

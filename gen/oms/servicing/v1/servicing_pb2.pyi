@@ -2334,18 +2334,26 @@ class SubmitExchangeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___Change:
         """The change; its outcome names the return order and the replacement fulfillment orders."""
+
+    @_builtins.property
+    def label(self) -> Global___ReturnLabel:
+        """The label the shopper sends the old units back with, as for a return (its PDF:
+        GetReturnLabel); not set while the change is pending.
+        """
 
     def __init__(
         self,
         *,
         change: Global___Change | None = ...,
+        label: Global___ReturnLabel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

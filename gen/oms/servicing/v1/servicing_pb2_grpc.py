@@ -408,7 +408,8 @@ class ServicingServiceServicer:
         fulfillment order; the price difference is charged or refunded. The returned units must
         be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
         before the order is asked); the rule's restocking fee is added to the difference only
-        when the rule has fee_on_exchange.
+        when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+        answer carries it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

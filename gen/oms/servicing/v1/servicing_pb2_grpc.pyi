@@ -136,7 +136,8 @@ class ServicingServiceStub:
     fulfillment order; the price difference is charged or refunded. The returned units must
     be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
     before the order is asked); the rule's restocking fee is added to the difference only
-    when the rule has fee_on_exchange.
+    when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+    answer carries it.
     """
     PreviewExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]
     """What an exchange would charge or refund (the price difference, and any restocking fee);
@@ -294,7 +295,8 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     fulfillment order; the price difference is charged or refunded. The returned units must
     be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
     before the order is asked); the rule's restocking fee is added to the difference only
-    when the rule has fee_on_exchange.
+    when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+    answer carries it.
     """
     PreviewExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]  # type: ignore[assignment]
     """What an exchange would charge or refund (the price difference, and any restocking fee);
@@ -581,7 +583,8 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         fulfillment order; the price difference is charged or refunded. The returned units must
         be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
         before the order is asked); the rule's restocking fee is added to the difference only
-        when the rule has fee_on_exchange.
+        when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+        answer carries it.
         """
 
     @_abc_1.abstractmethod
