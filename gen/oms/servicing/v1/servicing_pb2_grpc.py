@@ -348,7 +348,8 @@ class ServicingServiceServicer:
     def CheckReturnEligibility(self, request, context):
         """Whether units of an order line may be returned in a condition, under the rule that
         decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-        and refund that would apply. Nothing is recorded.
+        and refund that would apply; also whether they may be exchanged instead. Nothing is
+        recorded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

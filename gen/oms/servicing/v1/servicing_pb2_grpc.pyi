@@ -101,7 +101,8 @@ class ServicingServiceStub:
     CheckReturnEligibility: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]
     """Whether units of an order line may be returned in a condition, under the rule that
     decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-    and refund that would apply. Nothing is recorded.
+    and refund that would apply; also whether they may be exchanged instead. Nothing is
+    recorded.
     """
     PreviewCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]
     """---- changes to an order
@@ -260,7 +261,8 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     CheckReturnEligibility: _aio.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]  # type: ignore[assignment]
     """Whether units of an order line may be returned in a condition, under the rule that
     decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-    and refund that would apply. Nothing is recorded.
+    and refund that would apply; also whether they may be exchanged instead. Nothing is
+    recorded.
     """
     PreviewCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]  # type: ignore[assignment]
     """---- changes to an order
@@ -512,7 +514,8 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_servicing_pb2.CheckReturnEligibilityResponse, _abc.Awaitable[_servicing_pb2.CheckReturnEligibilityResponse]]:
         """Whether units of an order line may be returned in a condition, under the rule that
         decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-        and refund that would apply. Nothing is recorded.
+        and refund that would apply; also whether they may be exchanged instead. Nothing is
+        recorded.
         """
 
     @_abc_1.abstractmethod
