@@ -696,6 +696,10 @@ class OrderLifecycle:
             await backorders.on_event(self, fo, event)
         elif event.kind == "not_collected":  # a store pickup's deadline passed
             await pickup.not_collected(self, fo, items, event.reason)
+        elif event.kind == pickup.TRANSFER_REPROMISED and self.has_change(
+            versions.REPROMISE_ON_TRANSFER
+        ):
+            await pickup.transfer_repromised(self, fo, event)
         else:
             workflow.logger.warning("ignored fulfillment event", extra={"kind": event.kind})
 

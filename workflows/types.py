@@ -175,6 +175,9 @@ class FulfillmentEvent:
       `replacements[0]` is itself as it is now (location and promise date).
     - "not_collected": a pickup fulfillment order waited at its store past its deadline;
       fulfillment canceled its `items` (stock restored; reason set).
+    - "transfer_repromised": a ship-to-store fulfillment order left its warehouse for the
+      store (carrier, tracking_number, reason set) and is promised for another day now
+      (`promised_delivery_date`).
     """
 
     event_id: str
@@ -187,7 +190,8 @@ class FulfillmentEvent:
     reason: str = ""
     replacements: list[FulfillmentOrderData] = field(default_factory=list)
     unallocated: list[RoutingLineData] = field(default_factory=list)
-    # "shipped": the day (YYYY-MM-DD) the fulfillment order is promised to arrive now.
+    # "shipped", "transfer_repromised": the day (YYYY-MM-DD) the fulfillment order is promised
+    # to arrive now.
     promised_delivery_date: str = ""
 
 

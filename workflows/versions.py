@@ -70,6 +70,11 @@ RENEW_AHEAD_OF_PROMISE = "renew-authorizations-ahead-of-promise"
 # voids what remains. Asked only on that path, so no other order's history changes; runs
 # before it end there as they always did.
 RELEASE_BEFORE_START = "release-what-a-lost-first-task-held"
+# A ship-to-store fulfillment order whose transfer left for the store on another day than
+# planned is promised again from that day (fulfillment's "transfer_repromised" signal), and
+# capture's order follows. Asked only when that signal arrives, so no other order's history
+# changes; runs before it ignore the signal (a worker of the older code may have already).
+REPROMISE_ON_TRANSFER = "repromise-on-ship-to-store"
 
 # What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
 # Baseline 1: every patch made before baselines.

@@ -22,7 +22,6 @@ Readable output for people; `--json` for scripts.
 
 # Choices only the command line defines (the commands pass the chosen value on as it is).
 OUTBOX_OWNERS = ("capture", "fulfillment", "servicing")
-CONDITIONS = ("new", "opened", "used", "damaged", "defective")
 DELIVERY_STATES = ("pending", "delivered", "dead")
 
 
@@ -101,6 +100,13 @@ def _payment_method_types() -> Sequence[str]:
     from workflows.subscription_types import PAYMENT_METHOD_TYPES
 
     return PAYMENT_METHOD_TYPES
+
+
+def _conditions() -> Sequence[str]:
+    """The units' conditions returns take, as servicing's domain names them."""
+    from services.servicing.domain.return_orders import CONDITIONS
+
+    return CONDITIONS
 
 
 def _postal_datasets() -> Sequence[str]:
@@ -319,7 +325,7 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     ret = osub.add_parser("return", help="open a return order for delivered units")
     change_args(ret)
     ret.add_argument("--reason", required=True)
-    ret.add_argument("--condition", choices=CONDITIONS, default=None)
+    add_later(ret, "--condition", choices=_conditions, default=None)
     ret.add_argument("--fee", type=int, default=0, help="return fee, minor units")
     ret.add_argument(
         "--no-return", action="store_true", help="refund now, without the items coming back"
@@ -331,8 +337,12 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
         "--price", action="append", type=int, default=[], help="replacement unit price, minor"
     )
     exchange.add_argument("--reason", default="exchange")
-    exchange.add_argument(
-        "--condition", choices=CONDITIONS, default=None, help="the returned units' condition"
+    add_later(
+        exchange,
+        "--condition",
+        choices=_conditions,
+        default=None,
+        help="the returned units' condition",
     )
     reship = osub.add_parser("reship", help="ship units again at no charge")
     change_args(reship)
@@ -397,7 +407,7 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     receive.add_argument("--qty", action="append", type=int, default=[])
     receive.add_argument("--reject", action="store_true", help="inspection rejected them")
     receive.add_argument("--reason", default="", help="why they were rejected")
-    receive.add_argument("--condition", choices=CONDITIONS, default=None)
+    add_later(receive, "--condition", choices=_conditions, default=None)
     receive.add_argument("--note", default="")
     receive.add_argument("--key", default=str(uuid.uuid4()))
     receive.add_argument("--timeout", type=float, default=60.0)
@@ -420,11 +430,12 @@ def servicing_parsers(sub: Any, osub: Any) -> None:
     rule.add_argument(
         "--days", type=int, help="days after delivery (default: the channel's return window)"
     )
-    rule.add_argument(
+    add_later(
+        rule,
         "--condition",
         action="append",
         default=[],
-        choices=CONDITIONS,
+        choices=_conditions,
         help="a condition units must come back in (repeatable; default: any)",
     )
     rule.add_argument("--final-sale", action="store_true", help="never returnable")

@@ -43,8 +43,8 @@ def _amount(amount_minor: int, currency: str) -> str:
 
 
 def _condition(name: str | None) -> Any:
-    """A --condition value (one of arguments.CONDITIONS) as the ItemCondition enum; unspecified when
-    none was given."""
+    """A --condition value (one of servicing's return_orders.CONDITIONS) as the ItemCondition
+    enum; unspecified when none was given."""
     from oms.servicing.v1 import servicing_pb2 as spb
 
     if not name:

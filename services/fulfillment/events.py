@@ -49,6 +49,21 @@ def shipped_event(fo: domain.FulfillmentOrder, shipment: domain.Shipment) -> Ful
     )
 
 
+def transfer_repromised_event(fo: domain.FulfillmentOrder) -> FulfillmentEvent:
+    """The signal payload telling the order's workflow a ship-to-store fulfillment order left
+    its warehouse for the store and is promised for another day now (the day its transfer
+    reaches the store)."""
+    return FulfillmentEvent(
+        event_id=f"transfer_repromised:{fo.fulfillment_order_id}",
+        kind="transfer_repromised",
+        fulfillment_order_id=fo.fulfillment_order_id,
+        carrier=fo.transfer_carrier,
+        tracking_number=fo.transfer_tracking_number,
+        reason=domain.transfer_note(fo),
+        promised_delivery_date=day_to_pb(fo.promised_delivery_date),
+    )
+
+
 def delivered_event(shipment: domain.Shipment) -> FulfillmentEvent:
     """The signal payload telling the order's workflow a parcel arrived."""
     return FulfillmentEvent(

@@ -244,11 +244,17 @@ async def mark_ready_for_pickup(
 
 
 async def ship_to_store(
-    conn: asyncpg.Connection, fulfillment_order_id: str, carrier: str, tracking_number: str
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    carrier: str,
+    tracking_number: str,
+    *,
+    holidays: domain.Holidays,
 ) -> domain.FulfillmentOrder:
     """The warehouse shipped a ship-to-store fulfillment order to its pickup store: the units
     leave the warehouse (a transfer, not the shopper's shipment: the order's log hears of it,
-    its workflow is not told, nothing is invoiced); again, nothing changes."""
+    nothing is invoiced), and it is promised again from the day it left, as a shipment is;
+    its workflow is told only when that moves the promise. Again, nothing changes."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
     if domain.must_ship_to_store(fo):
         await store.ship_to_store(conn, fo, carrier, tracking_number)
@@ -259,6 +265,15 @@ async def ship_to_store(
                 fo, f"warehouse:{fo.location_id}", domain.transfer_note(fo)
             ),
         )
+        route = (await store.routes(conn, [fulfillment_order_id])).get(fulfillment_order_id)
+        if route is not None and fo.transfer_shipped_at is not None:
+            promised = domain.promised_after_transfer(
+                route, await store.transit_table(conn), holidays, fo.transfer_shipped_at
+            )
+            if promised is not None and promised != fo.promised_delivery_date:
+                await store.set_promised(conn, {fulfillment_order_id: promised})
+                fo = dataclasses.replace(fo, promised_delivery_date=promised)
+                await store.signal_order(conn, fo.order_id, events.transfer_repromised_event(fo))
     return fo
 
 
@@ -755,9 +770,12 @@ async def upsert_location_group(
     return await store.upsert_location_group(conn, group)
 
 
-# A level set has no idempotency key (setting the same levels again changes nothing): the
-# reservations of the backorders it releases are recorded under this one.
-LEVELS_SET_KEY = "set-inventory-levels"
+def levels_set_key() -> str:
+    """The key a level set records the reservations of the backorders it releases under: a
+    set has no idempotency key of its own (sending the same levels again raises nothing, so
+    releases nothing), so each call gets a fresh one, telling one feed's releases from
+    another's."""
+    return f"set-inventory-levels:{new_id()}"
 
 
 async def set_inventory_levels(
@@ -769,7 +787,7 @@ async def set_inventory_levels(
     # Expired checkout holds give their units back first, as before a receipt (the lock order).
     await store.release_expired_for(conn, sorted({lv.sku for lv in levels}))
     steps = await store.set_inventory_levels(conn, levels)
-    await _release_where_stock_added(conn, steps, LEVELS_SET_KEY, "set")
+    await _release_where_stock_added(conn, steps, levels_set_key(), "set")
     return [after for _, after in steps]
 
 

@@ -272,7 +272,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             request,
             pb.ShipToStoreResponse,
             lambda conn: handlers.ship_to_store(
-                conn, fo_id, request.carrier, request.tracking_number
+                conn, fo_id, request.carrier, request.tracking_number, holidays=self._holidays
             ),
             lambda fo: pb.ShipToStoreResponse(
                 fulfillment_order=convert.fulfillment_order_to_pb(fo)

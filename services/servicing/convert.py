@@ -494,6 +494,7 @@ def eligibility_to_pb(answer: domain.Eligibility) -> pb.CheckReturnEligibilityRe
         credit_minor=answer.credit_minor,
         restocking_fee_minor=answer.restocking_fee_minor,
         refund_minor=answer.refund_minor,
+        exchangeable=answer.exchangeable,
     )
 
 

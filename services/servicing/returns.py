@@ -60,11 +60,27 @@ class Returns:
 
 
 async def check_eligibility(ctx: Returns, request: domain.EligibilityRequest) -> domain.Eligibility:
-    """Whether the policy lets `request` be returned, and its fee and refund."""
+    """Whether the policy lets `request` be returned, and its fee and refund; and whether the
+    units may be exchanged instead (`exchangeable`), as SubmitExchange would decide."""
     domain.validate_eligibility_request(request)
     view = await ctx.lifecycles.order_view(request.order_id)
     rules = [stored.rule for stored in await ctx.policies.rules()]
-    return await _eligibility(ctx, view, rules, request, "order_line_id")
+    answer = await _eligibility(ctx, view, rules, request, "order_line_id")
+    if not answer.eligible and not answer.rule_id:
+        # The units' quantities or the order's lifecycle refused them: an exchange takes them
+        # back as a return does (the workflow checks it as one), so it is refused too.
+        return answer
+    # Asked as an exchange asks it; once the return got past the order's lifecycle, only the
+    # policy is left to ask (the units priced only if its rule charges an exchange a fee).
+    as_exchange = await _eligibility(
+        ctx,
+        view,
+        rules,
+        replace(request, exchange=True),
+        "order_line_id",
+        always_price=not answer.eligible,
+    )
+    return replace(answer, exchangeable=as_exchange.eligible)
 
 
 async def _eligibility(
@@ -174,10 +190,27 @@ async def submit_return(
 ) -> tuple[domain.Change, ReturnLabel | None]:
     """Open a return the policy allows (`submit_under_policy`) and issue its label."""
     change = await submit_under_policy(ctx, order, request_hash)
+    return change, await _label_of(ctx, order, change)
+
+
+async def submit_exchange(
+    ctx: Returns, order: domain.ChangeOrder, request_hash: bytes
+) -> tuple[domain.Change, ReturnLabel | None]:
+    """Make an exchange the policy allows (`submit_under_policy`) and issue the label of its
+    return order, as a return's: the old units come back the same way."""
+    change = await submit_under_policy(ctx, order, request_hash)
+    return change, await _label_of(ctx, order, change)
+
+
+async def _label_of(
+    ctx: Returns, order: domain.ChangeOrder, change: domain.Change
+) -> ReturnLabel | None:
+    """The label of the return order a return or an exchange opened; None when it opened
+    none (refused, still pending) or nothing comes back (a refund without return)."""
     rma_id = change.outcome.return_order_id if change.outcome else ""
     if not rma_id or order.refund_without_return:
-        return change, None
-    return change, await _label(ctx, order.order_id, rma_id, change.requested_lines)
+        return None
+    return await _label(ctx, order.order_id, rma_id, change.requested_lines)
 
 
 async def _label(

@@ -417,14 +417,17 @@ class ServicingServicer(servicing_pb2_grpc.ServicingServiceServicer):
     async def SubmitExchange(
         self, request: pb.SubmitExchangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitExchangeResponse:
-        # An exchange is a return of the old item: the return policy is asked first.
+        # An exchange is a return of the old item: the return policy is asked first, and its
+        # return order gets a label as a return's does.
+        order = convert.exchange_to_domain(request)
+        await self._confine(context, order.order_id)
+        change, label = await reachable(
+            context,
+            returns.submit_exchange(self._return_cases, order, request_fingerprint(request)),
+        )
         return pb.SubmitExchangeResponse(
-            change=await self._submit(
-                context,
-                convert.exchange_to_domain(request),
-                request,
-                partial(returns.submit_under_policy, self._return_cases),
-            )
+            change=convert.change_to_pb(change),
+            label=convert.label_to_pb(label) if label is not None else None,
         )
 
     async def PreviewExchange(

@@ -11,7 +11,9 @@ import asyncio
 import json
 import time
 import uuid
+import zoneinfo
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,6 +27,8 @@ from oms_platform.service import RunningService
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.devstack.simulator import REJECT_REASON, Simulator
+from services.fulfillment.calendars import PublicHolidays
+from services.fulfillment.domain import BusinessCalendar
 from tests.integration.fulfillment_server import Stub, fulfillment_database
 
 # Postal prefix 100 is seeded at New York's coordinates.
@@ -680,6 +684,152 @@ async def test_adjusting_inventory_receives_counts_and_writes_off_damage_but_nev
     assert [f for f, _ in grpcutil.field_violations(bad)] == ["adjustments[0].kind"]
     levels = await stub.GetAvailability(pb.GetAvailabilityRequest(skus=[w.a]))
     assert [(lv.on_hand, lv.reserved) for lv in levels.levels] == [(4, 3)]
+
+
+async def backordered(stub: Stub, location_id: str, sku: str, quantity: int) -> pb.FulfillmentOrder:
+    """An order of `quantity` units of a SKU no location stocks, waiting at `location_id` on a
+    purchase order due next week."""
+    await stub.CreateSupply(
+        pb.CreateSupplyRequest(
+            idempotency_key=f"po-{sku}",
+            kind=pb.SUPPLY_KIND_PURCHASE_ORDER,
+            location_id=location_id,
+            sku=sku,
+            quantity=10,
+            expected_date=(datetime.now(UTC) + timedelta(days=7)).date().isoformat(),
+        )
+    )
+    _, fo = await create(stub, (sku, quantity))
+    assert (fo.status, fo.location_id) == (pb.FULFILLMENT_ORDER_STATUS_BACKORDERED, location_id)
+    return fo
+
+
+async def status_of(stub: Stub, fo: pb.FulfillmentOrder) -> int:
+    found = await stub.GetFulfillmentOrder(
+        pb.GetFulfillmentOrderRequest(fulfillment_order_id=fo.fulfillment_order_id)
+    )
+    return found.fulfillment_order.status
+
+
+async def test_each_stock_feed_records_the_reservations_it_releases_as_its_own(
+    stub: Stub, world: World, sql: asyncpg.Connection
+) -> None:
+    w = world
+    waiting_a = await backordered(stub, w.near, w.a, 2)
+    waiting_b = await backordered(stub, w.near, w.b, 1)
+
+    # Two feeds, each raising one SKU at the location: each releases its backorder.
+    await stock(stub, w.a, {w.near: 2})
+    await stock(stub, w.b, {w.near: 1})
+    assert await status_of(stub, waiting_a) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    assert await status_of(stub, waiting_b) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    assert (await reserved(stub, w.a), await reserved(stub, w.b)) == ({w.near: 2}, {w.near: 1})
+    [(*held_a, key_a)] = await reservations(sql, w.a)
+    [(*held_b, key_b)] = await reservations(sql, w.b)
+    assert (held_a, held_b) == ([w.near, "reserved", 2], [w.near, "reserved", 1])
+    assert key_a != key_b  # each feed's releases told apart from the other's
+    assert key_a.startswith("set-inventory-levels:")
+    assert key_b.startswith("set-inventory-levels:")
+
+    # The second feed sent again raises nothing, so it releases and reserves nothing more.
+    await stock(stub, w.b, {w.near: 1})
+    assert await reserved(stub, w.b) == {w.near: 1}
+    assert await reservations(sql, w.b) == [(w.near, "reserved", 1, key_b)]
+    assert await status_of(stub, waiting_b) == pb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+
+
+async def test_a_ship_to_store_transfer_that_leaves_later_than_planned_is_promised_from_that_day(
+    stub: Stub, world: World, sql: asyncpg.Connection
+) -> None:
+    w = world
+    # A store beside the Chicago warehouse that takes ship-to-store; only that warehouse
+    # stocks the SKU, so a pickup there is shipped to it from Chicago (0 km).
+    store_id = f"store-{w.mid}"
+    await stub.UpsertLocation(
+        pb.UpsertLocationRequest(
+            location=pb.Location(
+                location_id=store_id,
+                name=store_id,
+                type=pb.LOCATION_TYPE_STORE,
+                latitude=CHICAGO[0],
+                longitude=CHICAGO[1],
+                priority=1,
+                enabled=True,
+                ship_to_store=pb.ShipToStoreSetting(accepted=True),
+            )
+        )
+    )
+    await stock(stub, w.a, {w.mid: 5})
+    order_id = str(uuid.uuid4())
+    routed = await stub.CreateFulfillmentOrders(
+        pb.CreateFulfillmentOrdersRequest(
+            order_id=order_id,
+            idempotency_key="route",
+            delivery_groups=[
+                pb.RoutingDeliveryGroup(
+                    delivery_group_id=f"{order_id}-dg",
+                    address=NEW_YORK,
+                    delivery_method="pickup",
+                    pickup_location_id=store_id,
+                    lines=[pb.RoutingLine(order_line_id=f"{order_id}-l0", sku=w.a, quantity=2)],
+                )
+            ],
+        )
+    )
+    [fo] = routed.fulfillment_orders
+    assert (fo.location_id, fo.pickup_location_id) == (w.mid, store_id)
+    # Planned to reach the store ten days before it will: the transfer was due to leave long
+    # ago and leaves only now.
+    planned = date.fromisoformat(fo.promised_delivery_date) - timedelta(days=10)
+    await sql.execute(
+        "UPDATE fulfillment_orders SET promised_delivery_date = $2 WHERE id = $1",
+        fo.fulfillment_order_id,
+        planned,
+    )
+
+    shipped = await stub.ShipToStore(
+        pb.ShipToStoreRequest(
+            fulfillment_order_id=fo.fulfillment_order_id,
+            idempotency_key="t1",
+            carrier="LTL",
+            tracking_number="TR-9",
+        )
+    )
+
+    # Promised from the day it left (at the warehouse) plus the standard transit days for
+    # the 0 km to the store, in the business days of the store's country.
+    in_transit = shipped.fulfillment_order
+    locations = await stub.ListLocations(pb.ListLocationsRequest())
+    [chicago] = [loc for loc in locations.locations if loc.location_id == w.mid]
+    left_on = (
+        in_transit.transfer_shipped_at.ToDatetime(tzinfo=UTC)
+        .astimezone(zoneinfo.ZoneInfo(chicago.timezone))
+        .date()
+    )
+    bands = await stub.ListTransitTimes(pb.ListTransitTimesRequest())
+    [days] = [
+        b.transit_days
+        for b in bands.transit_times
+        if (b.delivery_method, b.from_km) == ("standard", 0)
+    ]
+    expected = BusinessCalendar("US", PublicHolidays()).add_business_days(left_on, days)
+    assert expected > planned
+    assert in_transit.promised_delivery_date == expected.isoformat()
+    found = await stub.GetFulfillmentOrder(
+        pb.GetFulfillmentOrderRequest(fulfillment_order_id=fo.fulfillment_order_id)
+    )
+    assert found.fulfillment_order.promised_delivery_date == expected.isoformat()
+    # The order's workflow is told the new promise (the order's promise follows from it).
+    told = await events(sql, fo.fulfillment_order_id)
+    assert [(e["payload"]["kind"], e["payload"]["promised_delivery_date"]) for e in told] == [
+        ("transfer_repromised", expected.isoformat())
+    ]
+    # Reported again, nothing moves and the workflow is not told twice.
+    again = await stub.ShipToStore(
+        pb.ShipToStoreRequest(fulfillment_order_id=fo.fulfillment_order_id, idempotency_key="t2")
+    )
+    assert again.fulfillment_order.promised_delivery_date == expected.isoformat()
+    assert await events(sql, fo.fulfillment_order_id) == told
 
 
 async def test_a_stock_feed_of_thousands_of_levels_is_one_call(stub: Stub, world: World) -> None:

@@ -126,6 +126,7 @@ async def test_a_final_sale_return_is_refused_naming_the_rule_and_nothing_is_ope
         )
 
     assert (answer.eligible, answer.rule_id) == (False, rule_id)
+    assert not answer.exchangeable  # a final sale is not taken back for an exchange either
     assert answer.explanation == (
         f"final sale: {MUG} is in category {clearance} on an order from channel {CHANNEL}"
     )
@@ -203,13 +204,14 @@ async def test_an_eligible_return_withholds_the_restocking_fee_and_gets_a_label(
         )
     )
 
-    assert (answer.eligible, answer.rule_id) == (True, f"fee-{apparel}")
+    assert (answer.eligible, answer.rule_id, answer.exchangeable) == (True, f"fee-{apparel}", True)
     assert (answer.credit_minor, answer.restocking_fee_minor, answer.refund_minor) == (
         its_share,
         fee,
         its_share - fee,
     )
     assert not used.eligible and "its condition is used" in used.explanation
+    assert not used.exchangeable
     assert opened.label.return_order_id == return_order_id
     assert opened.label.tracking_number.startswith("SP")
     assert label.pdf.startswith(b"%PDF")
@@ -304,7 +306,7 @@ async def test_more_units_than_were_delivered_are_the_workflows_to_refuse_and_re
             )
         )
 
-    assert not answer.eligible
+    assert not answer.eligible and not answer.exchangeable
     assert f"can be returned, not {too_many}" in answer.explanation
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     changes = (
@@ -365,6 +367,8 @@ async def test_an_exchange_of_a_final_sale_line_is_refused_naming_the_rule_and_n
     view = await a_delivered_b2b_order(system, clients)
     order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
     line = exchange_item(tshirt.order_line_id, 1000)
+    asked = await eligibility(clients, order_id, tshirt, pb.ITEM_CONDITION_NEW)
+    assert (asked.eligible, asked.exchangeable, asked.rule_id) == (False, False, rule_id)
 
     with pytest.raises(grpc.aio.AioRpcError) as previewed:
         await clients.servicing.PreviewExchange(
@@ -406,6 +410,8 @@ async def test_an_exchange_inside_the_window_pays_the_restocking_fee_only_when_t
     order_id, tshirt = view.order.order_id, line_of(view, TSHIRT)
     first, second = unit_share(tshirt, first_unit=0), unit_share(tshirt, first_unit=1)
 
+    asked = await eligibility(clients, order_id, tshirt, pb.ITEM_CONDITION_NEW)
+    assert (asked.eligible, asked.exchangeable) == (True, True)
     # The rule charges returns a fee, not exchanges: the exchange refunds as it always did.
     exchanged = await clients.servicing.SubmitExchange(
         pb.SubmitExchangeRequest(
@@ -439,6 +445,47 @@ async def test_an_exchange_inside_the_window_pays_the_restocking_fee_only_when_t
     assert "restocking fee" in previewed.preview.summary
     assert charged.change.outcome.charged_minor == fee
     assert line_of(await clients.order(order_id), TSHIRT).quantities.return_initiated == 2
+
+
+async def test_an_exchange_s_return_order_gets_a_label_as_a_return_s_does(
+    system: System, clients: Clients, merchandiser: servicing_pb2_grpc.ServicingServiceStub
+) -> None:
+    await categorize(merchandiser, **{TSHIRT: "", MUG: ""})
+    view = await a_delivered_b2b_order(system, clients)
+    order_id, tshirt, mug = view.order.order_id, line_of(view, TSHIRT), line_of(view, MUG)
+    request = pb.SubmitExchangeRequest(
+        order_id=order_id,
+        idempotency_key=a_key(),
+        reason="wants a mug",
+        lines=[exchange_item(tshirt.order_line_id, 1000)],
+    )
+
+    exchanged = await clients.servicing.SubmitExchange(request)
+    again = await clients.servicing.SubmitExchange(request)
+    returned = await clients.servicing.SubmitReturn(
+        pb.SubmitReturnRequest(
+            order_id=order_id,
+            idempotency_key=a_key(),
+            reason="not needed",
+            lines=[return_item(mug.order_line_id)],
+        )
+    )
+
+    return_order_id = exchanged.change.outcome.return_order_id
+    assert return_order_id
+    kept = await clients.servicing.GetReturnLabel(
+        pb.GetReturnLabelRequest(return_order_id=return_order_id)
+    )
+    label = kept.label
+    assert (label.return_order_id, label.order_id) == (return_order_id, order_id)
+    assert label.status == pb.RETURN_PARCEL_STATUS_LABEL_CREATED
+    assert kept.pdf.startswith(b"%PDF")
+    # The same carrier and kind of parcel as the plain return's, a parcel of its own.
+    assert label.carrier == returned.label.carrier != ""
+    assert label.tracking_number.startswith("SP")
+    assert label.tracking_number != returned.label.tracking_number
+    # The answer carries it; the retried exchange answers the same label, not a second one.
+    assert exchanged.label == again.label == label
 
 
 async def test_an_agent_exchanges_and_returns_with_the_cli_reporting_the_units_condition(

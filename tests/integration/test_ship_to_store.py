@@ -299,6 +299,48 @@ async def test_a_store_that_does_not_accept_ship_to_store_holds_the_order_as_bef
     assert (await level(fulfillment(system), mug, "wh-east")).reserved == 0
 
 
+async def test_a_transfer_that_leaves_on_another_day_than_planned_moves_the_order_s_promise(
+    system: System,
+) -> None:
+    tee, mug = new_sku(), new_sku()
+    await stock(fulfillment(system), tee, wh_east=5)
+    await stock(fulfillment(system), mug, wh_east=5)
+    order_id, fo = await allocated_to_store(system, tee, mug)
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    await eventually(
+        lambda: capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10),
+        lambda v: v.order.promised_delivery_date == fo.promised_delivery_date != "",
+        "the planned promise in capture",
+    )
+
+    # wh-east takes a business day to process, so it was planned to leave on a later day
+    # than today's: sent now, it reaches the store (and is promised) earlier than planned.
+    shipped = await staff(system, "wh-east").ShipToStore(
+        pb.ShipToStoreRequest(
+            fulfillment_order_id=fo.fulfillment_order_id,
+            idempotency_key="t1",
+            carrier="LTL",
+            tracking_number="TR-2",
+        )
+    )
+
+    now_promised = shipped.fulfillment_order.promised_delivery_date
+    assert "" != now_promised < fo.promised_delivery_date
+    view = await eventually(
+        lambda: capture.GetOrder(capture_pb2.GetOrderRequest(order_id=order_id), timeout=10),
+        lambda v: v.order.promised_delivery_date == now_promised,
+        "the new promise in capture",
+    )
+    assert view.order.delivery_groups[0].promised_delivery_date == now_promised
+    assert [fo.promised_delivery_date for fo in view.fulfillment_orders] == [now_promised]
+    assert view.order.status == capture_pb2.ORDER_STATUS_ALLOCATED  # still not shipped
+    [said] = [e.summary for e in view.timeline if e.kind == "fulfillment.repromised"]
+    assert said == (
+        f"Shipped from wh-east to store {STORE} for pickup (LTL, TR-2); "
+        f"now promised for {now_promised}"
+    )
+
+
 # Last in the module: the simulator moves every open fulfillment order of this database.
 async def test_the_dev_simulator_ships_a_ship_to_store_pickup_to_the_store(system: System) -> None:
     tee, mug = new_sku(), new_sku()

@@ -82,3 +82,41 @@ def test_choices_added_when_their_command_parses_accept_theirs() -> None:
     args = parser().parse_args(["fo", "list", "--status", "shipped", "--json"])
     assert (args.status, args.json) == (["shipped"], True)
     assert parser().parse_args(["bench", "memory", "--orders", "5"]).orders == 5
+
+
+def _subparser(top: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand at `path` (e.g. "order", "return")."""
+    found = top
+    for name in path:
+        [sub] = [a for a in found._actions if isinstance(a, argparse._SubParsersAction)]
+        found = sub.choices[name]
+    return found
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["order", "return", "o-1", "--line", "l-1", "--reason", "r"],
+        ["order", "exchange", "o-1", "--line", "l-1", "--sku", "S"],
+        ["return", "receive", "o-1-R1", "--line", "l-1"],
+        ["return", "policies", "set", "boxed"],
+    ],
+)  # fmt: skip
+def test_the_condition_choices_are_the_return_domain_s_when_the_command_parses(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.servicing.domain import return_orders
+
+    # A condition the domain gains is one the command line takes, with no copy to update.
+    conditions = (*return_orders.CONDITIONS, "refurbished")
+    monkeypatch.setattr(return_orders, "CONDITIONS", conditions)
+    top = parser()
+    args = top.parse_args([*argv, "--condition", "refurbished"])
+    assert args.condition in ("refurbished", ["refurbished"])
+    depth = 3 if argv[1] == "policies" else 2
+    [action] = [
+        a for a in _subparser(top, *argv[:depth])._actions if "--condition" in a.option_strings
+    ]
+    assert tuple(action.choices or ()) == conditions
+    with pytest.raises(SystemExit):
+        parser().parse_args([*argv, "--condition", "pristine"])

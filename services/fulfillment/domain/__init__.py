@@ -419,6 +419,9 @@ from services.fulfillment.domain.promise import (
     promised_after_shipment as promised_after_shipment,
 )
 from services.fulfillment.domain.promise import (
+    promised_after_transfer as promised_after_transfer,
+)
+from services.fulfillment.domain.promise import (
     promised_delivery as promised_delivery,
 )
 from services.fulfillment.domain.promise import (

@@ -433,19 +433,42 @@ def promised_delivery(
         store = route.transfer_to
         if store is None:
             return leaves
-        arrival = _arrival(
-            location,
-            leaves,
-            TRANSFER_METHOD,
-            store.coordinates,
-            store.address.country_code.upper() or country,
-            transit,
-            holidays,
-        )
+        arrival = _transfer_arrival(route, store, leaves, transit, holidays)
     else:
         arrival = _arrival(
             location, leaves, route.delivery_method, route.destination, country, transit, holidays
         )
+    return None if arrival is None else arrival.day
+
+
+def _transfer_arrival(
+    route: Route, store: Location, leaves: date, transit: TransitTable, holidays: Holidays
+) -> _Arrival | None:
+    """A ship-to-store transfer that leaves its warehouse on `leaves`: carried as a
+    `TRANSFER_METHOD` parcel to the store, in the store's business days."""
+    return _arrival(
+        route.location,
+        leaves,
+        TRANSFER_METHOD,
+        store.coordinates,
+        store.address.country_code.upper() or route.country_code.upper(),
+        transit,
+        holidays,
+    )
+
+
+def promised_after_transfer(
+    route: Route, transit: TransitTable, holidays: Holidays, shipped_at: datetime
+) -> date | None:
+    """The day a ship-to-store fulfillment order whose transfer left its warehouse at
+    `shipped_at` is promised at the store: the ship day (at the warehouse) plus the transit
+    days of `TRANSFER_METHOD` to the store, as `promised_delivery` counts from the planned ship
+    day. None for any other route, or without transit times for the method."""
+    store = route.transfer_to
+    if store is None:
+        return None
+    zone = zoneinfo.ZoneInfo(route.location.schedule.timezone)
+    arrival = _transfer_arrival(route, store, shipped_at.astimezone(zone).date(), transit, holidays)
     return None if arrival is None else arrival.day
 
 

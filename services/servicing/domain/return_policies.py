@@ -123,13 +123,16 @@ class EligibilityRequest:
 @dataclass(frozen=True)
 class Eligibility:
     """The policy's answer: whether the return is allowed, the rule that decided and why, and
-    the money (credit for the units, the restocking fee, and what is refunded after it)."""
+    the money (credit for the units, the restocking fee, and what is refunded after it);
+    `exchangeable`: whether the units may be exchanged instead (set by CheckReturnEligibility,
+    which asks that too)."""
 
     eligible: bool
     rule_id: str
     explanation: str
     credit_minor: int = 0
     restocking_fee_minor: int = 0
+    exchangeable: bool = False
 
     @property
     def refund_minor(self) -> int:

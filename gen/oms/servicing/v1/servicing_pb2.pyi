@@ -1502,6 +1502,7 @@ class CheckReturnEligibilityResponse(_message.Message):
     CREDIT_MINOR_FIELD_NUMBER: _builtins.int
     RESTOCKING_FEE_MINOR_FIELD_NUMBER: _builtins.int
     REFUND_MINOR_FIELD_NUMBER: _builtins.int
+    EXCHANGEABLE_FIELD_NUMBER: _builtins.int
     eligible: _builtins.bool
     """Whether the return would be accepted."""
     rule_id: _builtins.str
@@ -1513,6 +1514,11 @@ class CheckReturnEligibilityResponse(_message.Message):
     """What the units credit back, the restocking fee withheld, and the refund after it."""
     restocking_fee_minor: _builtins.int
     refund_minor: _builtins.int
+    exchangeable: _builtins.bool
+    """Whether the units may be exchanged for others instead (SubmitExchange), as it would
+    decide: an exchange takes the units back as a return does, so the same rule, quantities
+    and return window apply (its restocking fee only when the rule has fee_on_exchange).
+    """
     def __init__(
         self,
         *,
@@ -1522,10 +1528,11 @@ class CheckReturnEligibilityResponse(_message.Message):
         credit_minor: _builtins.int = ...,
         restocking_fee_minor: _builtins.int = ...,
         refund_minor: _builtins.int = ...,
+        exchangeable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_minor", b"credit_minor", "eligible", b"eligible", "explanation", b"explanation", "refund_minor", b"refund_minor", "restocking_fee_minor", b"restocking_fee_minor", "rule_id", b"rule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_minor", b"credit_minor", "eligible", b"eligible", "exchangeable", b"exchangeable", "explanation", b"explanation", "refund_minor", b"refund_minor", "restocking_fee_minor", b"restocking_fee_minor", "rule_id", b"rule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2334,18 +2341,26 @@ class SubmitExchangeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___Change:
         """The change; its outcome names the return order and the replacement fulfillment orders."""
+
+    @_builtins.property
+    def label(self) -> Global___ReturnLabel:
+        """The label the shopper sends the old units back with, as for a return (its PDF:
+        GetReturnLabel); not set while the change is pending.
+        """
 
     def __init__(
         self,
         *,
         change: Global___Change | None = ...,
+        label: Global___ReturnLabel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "label", b"label"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

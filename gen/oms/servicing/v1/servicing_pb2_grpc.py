@@ -348,7 +348,8 @@ class ServicingServiceServicer:
     def CheckReturnEligibility(self, request, context):
         """Whether units of an order line may be returned in a condition, under the rule that
         decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-        and refund that would apply. Nothing is recorded.
+        and refund that would apply; also whether they may be exchanged instead. Nothing is
+        recorded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -408,7 +409,8 @@ class ServicingServiceServicer:
         fulfillment order; the price difference is charged or refunded. The returned units must
         be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
         before the order is asked); the rule's restocking fee is added to the difference only
-        when the rule has fee_on_exchange.
+        when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+        answer carries it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

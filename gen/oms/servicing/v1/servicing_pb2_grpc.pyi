@@ -101,7 +101,8 @@ class ServicingServiceStub:
     CheckReturnEligibility: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]
     """Whether units of an order line may be returned in a condition, under the rule that
     decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-    and refund that would apply. Nothing is recorded.
+    and refund that would apply; also whether they may be exchanged instead. Nothing is
+    recorded.
     """
     PreviewCancel: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]
     """---- changes to an order
@@ -136,7 +137,8 @@ class ServicingServiceStub:
     fulfillment order; the price difference is charged or refunded. The returned units must
     be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
     before the order is asked); the rule's restocking fee is added to the difference only
-    when the rule has fee_on_exchange.
+    when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+    answer carries it.
     """
     PreviewExchange: _grpc.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]
     """What an exchange would charge or refund (the price difference, and any restocking fee);
@@ -259,7 +261,8 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     CheckReturnEligibility: _aio.UnaryUnaryMultiCallable[_servicing_pb2.CheckReturnEligibilityRequest, _servicing_pb2.CheckReturnEligibilityResponse]  # type: ignore[assignment]
     """Whether units of an order line may be returned in a condition, under the rule that
     decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-    and refund that would apply. Nothing is recorded.
+    and refund that would apply; also whether they may be exchanged instead. Nothing is
+    recorded.
     """
     PreviewCancel: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewCancelRequest, _servicing_pb2.PreviewCancelResponse]  # type: ignore[assignment]
     """---- changes to an order
@@ -294,7 +297,8 @@ class ServicingServiceAsyncStub(ServicingServiceStub):
     fulfillment order; the price difference is charged or refunded. The returned units must
     be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
     before the order is asked); the rule's restocking fee is added to the difference only
-    when the rule has fee_on_exchange.
+    when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+    answer carries it.
     """
     PreviewExchange: _aio.UnaryUnaryMultiCallable[_servicing_pb2.PreviewExchangeRequest, _servicing_pb2.PreviewExchangeResponse]  # type: ignore[assignment]
     """What an exchange would charge or refund (the price difference, and any restocking fee);
@@ -510,7 +514,8 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_servicing_pb2.CheckReturnEligibilityResponse, _abc.Awaitable[_servicing_pb2.CheckReturnEligibilityResponse]]:
         """Whether units of an order line may be returned in a condition, under the rule that
         decides (the ORDER's channel's, whoever takes the return back), and the restocking fee
-        and refund that would apply. Nothing is recorded.
+        and refund that would apply; also whether they may be exchanged instead. Nothing is
+        recorded.
         """
 
     @_abc_1.abstractmethod
@@ -581,7 +586,8 @@ class ServicingServiceServicer(metaclass=_abc_1.ABCMeta):
         fulfillment order; the price difference is charged or refunded. The returned units must
         be ones the return policy allows back (FAILED_PRECONDITION naming the rule otherwise,
         before the order is asked); the rule's restocking fee is added to the difference only
-        when the rule has fee_on_exchange.
+        when the rule has fee_on_exchange. Its return order gets a label as a return's does; the
+        answer carries it.
         """
 
     @_abc_1.abstractmethod
