@@ -1,5 +1,5 @@
 """Replicas are safe: `oms dev --replicas 2` runs two replicas of every service and two workers
-on one Temporal and one Postgres. A storefront submits 300 orders, its calls spread round robin
+on one Temporal and one Postgres. A storefront submits 200 orders, its calls spread round robin
 over the capture replicas; halfway through, one replica of each service and one worker are
 killed (SIGKILL). The stack restarts them; meanwhile the other replicas carry on. Every order
 ends fulfilled without an agent, by exactly one workflow run (no lifecycle started twice),
@@ -29,10 +29,10 @@ from tests.e2e.conftest import DevStack, kill, running, submit_with_retries
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REPLICAS = 2
-ORDERS = 300
+ORDERS = 200
 SUBMITTERS = 8
-# Orders come in over this long, so the kills find lifecycles at every step.
-SUBMIT_SPAN_SECONDS = 40.0
+# Orders come in over this long (7.5 a second), so the kills find lifecycles at every step.
+SUBMIT_SPAN_SECONDS = 26.7
 # One replica of each of these is killed once half the orders are in.
 KILLED = (*SERVICES, "worker")
 # Generous: the machine running the tests may be shared (settling takes about a minute alone).
