@@ -169,6 +169,8 @@ async def idempotent(
     response_type: type[M],
     action: Callable[[Any], Awaitable[T]],
     encode: Callable[[T], M],
+    *,
+    first_wins: bool = False,
 ) -> tuple[M, T | None]:
     """Run `action` once per idempotency key, in one transaction with storing its encoded
     response.
@@ -179,10 +181,13 @@ async def idempotent(
     None when the response is a replay. The same key with the same request (same RPC, same
     target, same content) returns the stored response; with another RPC's request or a
     different request it raises AlreadyExists naming the key. Two concurrent calls with one
-    key serialize on the key's row: one acts, the other replays.
+    key serialize on the key's row: one acts, the other replays. `first_wins`: see
+    `idempotent_in`.
     """
     async with pool.acquire() as conn, conn.transaction():
-        return await idempotent_in(conn, key, request, response_type, action, encode)
+        return await idempotent_in(
+            conn, key, request, response_type, action, encode, first_wins=first_wins
+        )
 
 
 async def idempotent_in(
@@ -192,9 +197,16 @@ async def idempotent_in(
     response_type: type[M],
     action: Callable[[Any], Awaitable[T]],
     encode: Callable[[T], M],
+    *,
+    first_wins: bool = False,
 ) -> tuple[M, T | None]:
     """`idempotent` inside the caller's transaction on `conn`: for a call that makes several
-    keyed changes that commit together or not at all (a batch)."""
+    keyed changes that commit together or not at all (a batch).
+
+    `first_wins`: the same key with a different request of the same RPC replays the stored
+    response instead of being refused. For records whose key names the fact itself (a
+    workflow's step), where a later telling may differ in detail: the first one recorded
+    stands."""
     fingerprint = request_fingerprint(request)
     rpc = request.DESCRIPTOR.full_name
     claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint, rpc)
@@ -209,7 +221,7 @@ async def idempotent_in(
             )
         if row is None or row["response"] is None:
             raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
-        if bytes(row["request_hash"]) != fingerprint:
+        if bytes(row["request_hash"]) != fingerprint and not first_wins:
             raise AlreadyExists(
                 "idempotency_key",
                 f"idempotency key {key!r} was already used with a different request",

@@ -377,9 +377,15 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 order=convert.mask_payment_tokens(convert.order_to_pb(recorded.order))
             )
 
+        # A step's key names the step of the order. Told again differently, it is a step an
+        # earlier attempt of the workflow's task recorded before that attempt was lost, the
+        # retry having taken another path (an Update redelivered after the lifecycle moved
+        # on): the first telling stands. Refusing would fail the change after its other
+        # effects were made.
         outcome = await idempotent(
-            self._pool, step.key, request, pb.RecordOrderProgressResponse, step.record, encode
-        )
+            self._pool, step.key, request, pb.RecordOrderProgressResponse, step.record, encode,
+            first_wins=True,
+        )  # fmt: skip
         response, recorded = outcome  # recorded is None for a replay
         step.count(recorded)
         return response
@@ -418,7 +424,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 with _naming_step(n):
                     _, value = await idempotent_in(
                         conn, step.key, one, pb.RecordOrderProgressResponse, step.record,
-                        lambda _: pb.RecordOrderProgressResponse(),
+                        lambda _: pb.RecordOrderProgressResponse(), first_wins=True,
                     )  # fmt: skip
                 recorded.append((step, value))
         for step, value in recorded:  # counted once the whole batch has committed

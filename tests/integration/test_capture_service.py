@@ -533,6 +533,44 @@ async def test_a_progress_batch_records_its_steps_in_order_once_per_key(
     ]
 
 
+async def test_a_step_told_again_differently_keeps_the_first_telling_without_an_error(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    """A workflow task lost after its report was recorded, retried down another path (an
+    Update redelivered after the lifecycle moved on): the same step's key comes with another
+    body. The first telling stands, and the call answers as for a repeat."""
+    order = (await capture.SubmitOrder(order_request())).order
+    allocate = progress(
+        order, "d-allocate", pb.ORDER_STATUS_ALLOCATED, [{"allocated": 2}], "fulfillment.allocated"
+    )
+    batch = pb.RecordOrderProgressBatchRequest(order_id=order.order_id, steps=[allocate])
+    assert (await lifecycle.RecordOrderProgressBatch(batch)).applied == 1
+
+    retold = pb.RecordOrderProgressRequest()
+    retold.CopyFrom(allocate)
+    retold.status = pb.ORDER_STATUS_SHIPPED
+    retold.line_changes[0].delta.fulfilled = 2
+    retold.event.summary = "told differently"
+    later = progress(order, "d-later", pb.ORDER_STATUS_UNSPECIFIED, [], "payment.authorized")
+    again = pb.RecordOrderProgressBatchRequest(order_id=order.order_id, steps=[retold, later])
+    # The retold step is not applied again; the batch's new step is.
+    assert (await lifecycle.RecordOrderProgressBatch(again)).applied == 1
+    retold.omit_order = True
+    await lifecycle.RecordOrderProgress(retold)  # alone too: answered, not refused
+
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.status == pb.ORDER_STATUS_ALLOCATED
+    first = view.order.lines[0].quantities
+    assert (first.allocated, first.fulfilled) == (2, 0)
+    assert [e.kind for e in view.timeline] == [
+        "order.captured",
+        "fulfillment.allocated",
+        "payment.authorized",
+    ]
+    assert "told differently" not in [e.summary for e in view.timeline]
+
+
 async def test_a_progress_batch_with_a_refused_step_writes_nothing_and_names_the_step(
     lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,
