@@ -1,16 +1,21 @@
 """Small helpers integration tests share: polling until something holds, reading an order's
-events from capture's log, and writing events to it the way its changes do."""
+events from capture's log, writing events to it the way its changes do, and listing the local
+activities an order's workflow ran."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from oms.events.v1 import events_pb2
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
 from services.capture.store import events as log
+from workflows.types import order_workflow_id
 
 T = TypeVar("T")
 
@@ -50,3 +55,17 @@ async def logged_types(events: Any, order_id: str) -> list[str]:
         async for response in events.SubscribeEvents(request, timeout=10)
         for e in response.events
     ]
+
+
+async def local_activities(client: Client, order_id: str) -> list[str]:
+    """The activity type of every local activity the order's workflow has run, in order."""
+    handle = client.get_workflow_handle(order_workflow_id(order_id))
+    found = []
+    for event in (await handle.fetch_history()).events:
+        marker = event.marker_recorded_event_attributes
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and (
+            marker.marker_name == "core_local_activity"
+        ):
+            # The marker's own data, written by the SDK's core (not sealed by the codec).
+            found.append(str(json.loads(marker.details["data"].payloads[0].data)["activity_type"]))
+    return found

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.enums.v1 import UpdateWorkflowExecutionLifecycleStage
 from temporalio.api.update.v1 import UpdateRef, WaitPolicy
 from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
 from temporalio.client import Client
@@ -42,6 +41,7 @@ from oms_tools.registry import start_service
 from oms_tools.samples import sample_order
 from services.payments.sim_store import read_operation_log
 from tests.conftest import System, migrated_database, wait_for
+from tests.integration.helpers import local_activities
 from workflows import activity_names as names
 from workflows.changes import steps
 from workflows.ledger import Ledger
@@ -176,20 +176,6 @@ async def cancel_admitted_before_any_worker(
         await asyncio.sleep(0.05)
 
 
-async def local_activities(client: Client, order_id: str) -> list[str]:
-    """The activity type of every local activity the order's workflow ran, in order."""
-    handle = client.get_workflow_handle(order_workflow_id(order_id))
-    found = []
-    for event in (await handle.fetch_history()).events:
-        marker = event.marker_recorded_event_attributes
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and (
-            marker.marker_name == "core_local_activity"
-        ):
-            # The marker's own data, written by the SDK's core (not sealed by the codec).
-            found.append(str(json.loads(marker.details["data"].payloads[0].data)["activity_type"]))
-    return found
-
-
 async def available(
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub, skus: list[str]
 ) -> dict[str, int]:
@@ -197,6 +183,49 @@ async def available(
         fulfillment_pb2.GetAvailabilityRequest(skus=skus), timeout=10
     )
     return {sku: answer.total_available[sku] for sku in skus}
+
+
+@dataclass
+class AfterCancel:
+    """What a cancel admitted before any worker left, once a worker ran the lifecycle."""
+
+    result: ChangeResult
+    view: capture_pb2.GetOrderResponse
+    lifecycle: OrderLifecycleResult
+    money: payments_pb2.GetPaymentSummaryResponse
+    fulfillment_orders: fulfillment_pb2.ListFulfillmentOrdersResponse
+    steps_run: list[str]
+    stock: dict[str, int]
+
+
+async def canceled_with_a_worker(
+    system: System, worker: Callable[[], Any], order_id: str, skus: list[str]
+) -> AfterCancel:
+    """Cancel the whole order while no worker runs, then start one: the cancel's answer, and
+    the order as capture, the lifecycle, payments and fulfillment leave it (`skus`' stock)."""
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+    fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+    cancel = await cancel_admitted_before_any_worker(system.client, order_id)
+    async with worker():
+        result = await cancel
+        view = await wait_for(capture, order_id, CANCELED)
+        lifecycle = await system.client.get_workflow_handle(
+            order_workflow_id(order_id), result_type=OrderLifecycleResult
+        ).result()
+    return AfterCancel(
+        result=result,
+        view=view,
+        lifecycle=lifecycle,
+        money=await payments.GetPaymentSummary(
+            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
+        ),
+        fulfillment_orders=await fulfillment.ListFulfillmentOrders(
+            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
+        ),
+        steps_run=await local_activities(system.client, order_id),
+        stock=await available(fulfillment, skus),
+    )
 
 
 async def test_a_cancel_meeting_the_start_after_a_lost_first_attempt_releases_its_hold_and_stock(
@@ -228,21 +257,9 @@ async def test_a_cancel_meeting_the_start_after_a_lost_first_attempt_releases_it
         assert placed.fulfillment_orders
         assert await available(fulfillment, skus) != before
 
-        cancel = await cancel_admitted_before_any_worker(system.client, order_id)
-        async with worker():
-            result = await cancel
-            view = await wait_for(capture, order_id, CANCELED)
-            lifecycle = await system.client.get_workflow_handle(
-                order_workflow_id(order_id), result_type=OrderLifecycleResult
-            ).result()
-        money = await payments.GetPaymentSummary(
-            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
-        )
-        after = await fulfillment.ListFulfillmentOrders(
-            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
-        )
-        steps_run = await local_activities(system.client, order_id)
-        stock_after = await available(fulfillment, skus)
+        left = await canceled_with_a_worker(system, worker, order_id, skus)
+        result, view, lifecycle, money = left.result, left.view, left.lifecycle, left.money
+        after, steps_run, stock_after = left.fulfillment_orders, left.steps_run, left.stock
         timeline = await capture.GetOrderTimeline(
             capture_pb2.GetOrderTimelineRequest(order_id=order_id), timeout=10
         )
@@ -289,7 +306,6 @@ async def test_a_cancel_meeting_the_start_with_nothing_held_cancels_cleanly(
         settings_with_temporal, postgres, "oms_cancel_before_start", tmp_path / "gateway.log"
     ) as (system, worker):
         capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
-        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
         fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
         submitted = sample_order()
         skus = sorted({line.sku for line in submitted.lines})
@@ -297,21 +313,9 @@ async def test_a_cancel_meeting_the_start_with_nothing_held_cancels_cleanly(
 
         order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
         await started_lifecycle(system.client, order_id)
-        cancel = await cancel_admitted_before_any_worker(system.client, order_id)
-        async with worker():
-            result = await cancel
-            view = await wait_for(capture, order_id, CANCELED)
-            lifecycle = await system.client.get_workflow_handle(
-                order_workflow_id(order_id), result_type=OrderLifecycleResult
-            ).result()
-        money = await payments.GetPaymentSummary(
-            payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
-        )
-        fos = await fulfillment.ListFulfillmentOrders(
-            fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
-        )
-        steps_run = await local_activities(system.client, order_id)
-        stock_after = await available(fulfillment, skus)
+        left = await canceled_with_a_worker(system, worker, order_id, skus)
+        result, view, lifecycle, money = left.result, left.view, left.lifecycle, left.money
+        fos, steps_run, stock_after = left.fulfillment_orders, left.steps_run, left.stock
 
     assert result.order_status == "canceled" and lifecycle.status == "canceled"
     assert lifecycle.reason == "canceled before processing began"

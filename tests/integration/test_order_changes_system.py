@@ -4,19 +4,18 @@ is serialized with the lifecycle and its reply carries the outcome."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import grpc
 from oms.capture.v1 import capture_pb2, capture_pb2_grpc
 from oms.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from oms.payments.v1 import payments_pb2, payments_pb2_grpc
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from oms_platform.money import share
 from oms_tools.samples import sample_order
 from tests.conftest import System, wait_for
+from tests.integration.helpers import local_activities
 from workflows.types import (
     APPEASE_UPDATE,
     CANCEL_UPDATE,
@@ -27,20 +26,6 @@ from workflows.types import (
 )
 
 SETTLED = {capture_pb2.ORDER_STATUS_FULFILLED, capture_pb2.ORDER_STATUS_CANCELED}
-
-
-async def local_activities(system: System, order_id: str) -> list[str]:
-    """The activity type of every local activity the order's workflow has run, in order."""
-    handle = system.client.get_workflow_handle(order_workflow_id(order_id))
-    found = []
-    for event in (await handle.fetch_history()).events:
-        marker = event.marker_recorded_event_attributes
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and (
-            marker.marker_name == "core_local_activity"
-        ):
-            # The marker's own data, written by the SDK's core (not sealed by the codec).
-            found.append(str(json.loads(marker.details["data"].payloads[0].data)["activity_type"]))
-    return found
 
 
 async def cancel(system: System, order_id: str, lines: list[ItemQuantity]) -> ChangeResult:
@@ -115,7 +100,7 @@ async def test_canceling_everything_voids_the_authorization_and_releases_every_u
     assert all(a.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED for a in summary.authorizations)
     # Everything released by the memo, whose one payments call also made the void.
     assert summary.summary.released.amount_minor == order.totals.grand_total.amount_minor
-    steps = await local_activities(system, order.order_id)
+    steps = await local_activities(system.client, order.order_id)
     assert steps.count("credit_memo_and_refund") == 1
     assert not {"create_credit_memo", "refund_credit_memo", "void_authorization"} & set(steps)
 
