@@ -98,10 +98,11 @@ async def reserved(stub: Stub, sku: str) -> dict[str, int]:
 
 
 async def create(
-    stub: Stub, *lines: tuple[str, int], delivery_method: str = ""
+    stub: Stub, *lines: tuple[str, int], delivery_method: str = "", pickup_location_id: str = ""
 ) -> tuple[str, pb.FulfillmentOrder]:
-    """Route a one-group order to New York; returns the order id and its only FO. Without a
-    delivery method (no transit times) nothing is promised."""
+    """Route a one-group order to New York (or for pickup at `pickup_location_id`); returns the
+    order id and its only FO. Without a delivery method (no transit times) nothing is
+    promised."""
     order_id = str(uuid.uuid4())
     response = await stub.CreateFulfillmentOrders(
         pb.CreateFulfillmentOrdersRequest(
@@ -112,6 +113,7 @@ async def create(
                     delivery_group_id=f"{order_id}-dg",
                     address=NEW_YORK,
                     delivery_method=delivery_method,
+                    pickup_location_id=pickup_location_id,
                     lines=[
                         pb.RoutingLine(order_line_id=f"{order_id}-l{i}", sku=sku, quantity=q)
                         for i, (sku, q) in enumerate(lines)
@@ -760,23 +762,7 @@ async def test_a_ship_to_store_transfer_that_leaves_later_than_planned_is_promis
         )
     )
     await stock(stub, w.a, {w.mid: 5})
-    order_id = str(uuid.uuid4())
-    routed = await stub.CreateFulfillmentOrders(
-        pb.CreateFulfillmentOrdersRequest(
-            order_id=order_id,
-            idempotency_key="route",
-            delivery_groups=[
-                pb.RoutingDeliveryGroup(
-                    delivery_group_id=f"{order_id}-dg",
-                    address=NEW_YORK,
-                    delivery_method="pickup",
-                    pickup_location_id=store_id,
-                    lines=[pb.RoutingLine(order_line_id=f"{order_id}-l0", sku=w.a, quantity=2)],
-                )
-            ],
-        )
-    )
-    [fo] = routed.fulfillment_orders
+    _, fo = await create(stub, (w.a, 2), delivery_method="pickup", pickup_location_id=store_id)
     assert (fo.location_id, fo.pickup_location_id) == (w.mid, store_id)
     # Planned to reach the store ten days before it will: the transfer was due to leave long
     # ago and leaves only now.
