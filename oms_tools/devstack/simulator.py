@@ -269,9 +269,14 @@ class Simulator:
                     self._unsure.discard(fo_id)
                 continue
             self._unsure.discard(fo_id)
-            for shipment in found.fulfillment_order.shipments:
-                if not shipment.HasField("delivered_at"):
-                    self._in_transit.setdefault(shipment.shipment_id, time.monotonic())
+            self._track_undelivered(found.fulfillment_order)
+
+    def _track_undelivered(self, fo: fpb.FulfillmentOrder) -> None:
+        """Put `fo`'s parcels not delivered yet in transit (those already there keep their
+        time)."""
+        for shipment in fo.shipments:
+            if not shipment.HasField("delivered_at"):
+                self._in_transit.setdefault(shipment.shipment_id, time.monotonic())
 
     async def _recover_in_transit(self) -> None:
         """After a restart, pick up shipped parcels that were never delivered."""
@@ -295,9 +300,7 @@ class Simulator:
                 log.warning("simulator could not recover parcels", code=error.code().name)
                 return
             for fo in page.fulfillment_orders:
-                for shipment in fo.shipments:
-                    if not shipment.HasField("delivered_at"):
-                        self._in_transit[shipment.shipment_id] = time.monotonic()
+                self._track_undelivered(fo)
             token = page.next_page_token
             if not token:
                 return
