@@ -236,7 +236,11 @@ class OrderLifecycle:
         if self.state.release_at_settlement:
             # Goodwill before charging, or a skipped invoice or capture, left part of the
             # authorization uncaptured: release it now that nothing more will be charged.
-            await steps.void(self, "settled: releasing what was not charged", step="void:settled")
+            await steps.void(
+                self,
+                "settled: releasing what was not charged",
+                key=f"{self.order.order_id}:void:settled",
+            )
         whole = f"order:{self.order.order_id}"
         await self.progress(
             FULFILLED,
@@ -1396,6 +1400,10 @@ class OrderLifecycle:
     def has_change(self, patch_id: str) -> bool:
         """Whether this run takes the change `patch_id` guards (workflows/versions.py)."""
         return versions.has_change(self.order.baseline, patch_id)
+
+    def task_mark(self) -> int:
+        """Which workflow task runs this step: the history's length when it started."""
+        return workflow.info().get_current_history_length()
 
 
 async def _local_activity(

@@ -76,6 +76,16 @@ RELEASE_BEFORE_START = "release-what-a-lost-first-task-held"
 # changes; runs before it ignore the signal (a worker of the older code may have already).
 REPROMISE_ON_TRANSFER = "repromise-on-ship-to-store"
 
+# A void's key carries the workflow task that asks it (the history's length when the task
+# started). A change's other steps keep keys of the change alone, so a task that dies and is
+# retried still has one memo and one refund; but a cancel attempted in a task that *failed*
+# (Temporal drops the task's Updates and the caller's retry meets a later task) may have
+# voided before the lifecycle authorized, and the retry's void, under the same key, would be
+# answered with that first void and leave the new hold. A void releases only what is still
+# held, so asking it again under a new key is always safe. Runs before it key the void by
+# the order alone.
+VOID_PER_TASK = "void-keyed-by-workflow-task"
+
 # What each baseline folds in, by baseline (a baseline takes its own and every earlier one's).
 # Baseline 1: every patch made before baselines.
 FOLDED: dict[int, frozenset[str]] = {

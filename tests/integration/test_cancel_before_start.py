@@ -41,10 +41,12 @@ from oms_tools.registry import start_service
 from oms_tools.samples import sample_order
 from services.payments.sim_store import read_operation_log
 from tests.conftest import System, migrated_database, wait_for
-from tests.integration.helpers import local_activities
+from tests.integration.helpers import eventually, local_activities
 from workflows import activity_names as names
+from workflows.changes import cancel as canceling
 from workflows.changes import steps
 from workflows.ledger import Ledger
+from workflows.state import LifecycleState
 from workflows.types import (
     CANCEL_UPDATE,
     AuthorizeInput,
@@ -330,3 +332,109 @@ async def test_a_cancel_meeting_the_start_with_nothing_held_cancels_cleanly(
     assert money.summary.released.amount_minor == 0
     kinds = [event.kind for event in view.timeline]
     assert "fulfillment.canceled" not in kinds and "order.canceled" in kinds, kinds
+
+
+class LostCancelAttempt:
+    """A whole-order cancel Update run by the lifecycle's own code, steps and keys in the
+    order's first workflow task, which then *failed*: Temporal drops a failed task's Updates,
+    so the caller's retry of the same change meets a later task. Its calls to fulfillment and
+    payments were made; its progress report was not sent (the lifecycle sends reports at the
+    end of a section)."""
+
+    def __init__(self, settings: Settings, order: OrderLifecycleInput) -> None:
+        self.order = order
+        self.state = LifecycleState(ledger=Ledger.of(order).state)
+        self.ledger = Ledger(self.state.ledger)
+        self.authorized = False
+        self._activities = {fn.__name__: fn for fn in activities_for(settings)}
+
+    async def activity(self, name: str, arg: Any, **_: Any) -> Any:
+        return await ActivityEnvironment().run(self._activities[name], arg)
+
+    async def progress(self, status: str, *_: Any, **__: Any) -> None:
+        if status:
+            self.state.status = status
+
+    def has_change(self, patch_id: str) -> bool:
+        return True  # a run started by this code takes every patch
+
+    def task_mark(self) -> int:
+        return 3  # the first task: started, task scheduled, task started
+
+    def record(self, change_id: str, result: ChangeResult) -> ChangeResult:
+        return result
+
+
+async def test_a_cancel_retried_after_its_failed_task_voids_the_hold_placed_in_between(
+    settings_with_temporal: Settings, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The cancel's first attempt voided when nothing was held yet; the lifecycle then
+    authorized and routed the order; the retried cancel must release both."""
+    gateway_log = tmp_path / "gateway.log"
+    async with without_worker(
+        settings_with_temporal, postgres, "oms_cancel_after_failed_task", gateway_log
+    ) as (system, worker):
+        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+        submitted = sample_order()
+        skus = sorted({line.sku for line in submitted.lines})
+        before = await available(fulfillment, skus)
+        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
+        order = await started_lifecycle(system.client, order_id)
+        change_id = str(uuid.uuid4())
+        request = ChangeRequest(change_id=change_id, kind="cancel", reason="shopper asked")
+        lost = await canceling.cancel(LostCancelAttempt(system.settings, order), request)
+        assert lost.order_status == "canceled"  # as that attempt saw it
+
+        async def money() -> payments_pb2.GetPaymentSummaryResponse:
+            return await payments.GetPaymentSummary(
+                payments_pb2.GetPaymentSummaryRequest(order_id=order_id), timeout=10
+            )
+
+        async def fulfillment_orders() -> fulfillment_pb2.ListFulfillmentOrdersResponse:
+            return await fulfillment.ListFulfillmentOrders(
+                fulfillment_pb2.ListFulfillmentOrdersRequest(order_id=order_id), timeout=10
+            )
+
+        async with worker():
+            # The retried task carried no Update: the lifecycle authorized and routed.
+            held = await eventually(money, lambda m: len(m.authorizations) == 1, "authorized")
+            [authorization] = held.authorizations
+            assert authorization.status == payments_pb2.AUTHORIZATION_STATUS_APPROVED
+            placed = await eventually(
+                fulfillment_orders, lambda f: len(f.fulfillment_orders) > 0, "routed"
+            )
+            handle = system.client.get_workflow_handle(order_workflow_id(order_id))
+            result = await handle.execute_update(
+                CANCEL_UPDATE, request, id=change_id, result_type=ChangeResult
+            )
+            lifecycle = await system.client.get_workflow_handle(
+                order_workflow_id(order_id), result_type=OrderLifecycleResult
+            ).result()
+        after, left = await money(), await fulfillment_orders()
+        stock_after = await available(fulfillment, skus)
+
+    assert result.order_status == "canceled" and lifecycle.status == "canceled"
+    # The hold placed after the first attempt is released, at payments and nothing captured.
+    [voided] = after.authorizations
+    assert voided.authorization_id == authorization.authorization_id
+    assert voided.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED
+    assert after.summary.captured.amount_minor == after.summary.authorized.amount_minor == 0
+    released_at_gateway = [
+        op
+        for op in read_operation_log(gateway_log)
+        if op.reference == authorization.gateway_reference
+        and op.kind in ("void", "reverse")
+        and op.result.succeeded
+    ]
+    assert sum(op.amount_minor for op in released_at_gateway) == authorization.amount.amount_minor
+    # The fulfillment orders routed in between are canceled and their stock is back.
+    assert {fo.fulfillment_order_id for fo in left.fulfillment_orders} == {
+        fo.fulfillment_order_id for fo in placed.fulfillment_orders
+    }
+    assert all(
+        fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
+        for fo in left.fulfillment_orders
+    )
+    assert stock_after == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -852,9 +853,10 @@ async def test_canceling_everything_before_shipping_gives_back_and_voids_in_one_
     assert payments_calls(services) == ["authorize", "memo_and_refund", "memo", "refund", "void"]
     [combined] = services.named("memo_and_refund")
     assert combined.refund_idempotency_key == f"{order_id}:refund:change:{asked.change_id}:1"
-    assert combined.void_idempotency_key == f"{order_id}:void"
+    # The void is keyed by the workflow task that asked it (VOID_PER_TASK).
+    assert re.fullmatch(rf"{order_id}:void:task-\d+", combined.void_idempotency_key)
     [void] = services.named("void")
-    assert (void.idempotency_key, void.reason) == (f"{order_id}:void", asked.reason)
+    assert (void.idempotency_key, void.reason) == (combined.void_idempotency_key, asked.reason)
     # The money: everything credited, released from the hold (nothing was taken), voided.
     assert result.credited_minor == result.released_minor == order.grand_total_minor
     assert result.refunded_minor == 0 and services.refunded == 0 and services.captured == 0
@@ -894,7 +896,9 @@ async def test_a_release_that_fails_with_the_memo_holds_and_voids_once_the_agent
     # The void comes after, as its own call with the key the memo's call would have used.
     assert payments_calls(services)[-2:] == ["refund", "void"]
     [void] = services.named("void")
-    assert (void.idempotency_key, void.reason) == (f"{order_id}:void", asked.reason)
+    [combined] = services.named("memo_and_refund")
+    assert (void.idempotency_key, void.reason) == (combined.void_idempotency_key, asked.reason)
+    assert re.fullmatch(rf"{order_id}:void:task-\d+", void.idempotency_key)
     assert result.credited_minor == result.released_minor == order.grand_total_minor
     assert services.released == order.grand_total_minor and services.refunded == 0
     assert final.status == CANCELED and result.order_status == CANCELED

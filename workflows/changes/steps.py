@@ -119,6 +119,10 @@ class Steps(Protocol):
     def now(self) -> datetime:
         """The workflow's clock."""
 
+    def task_mark(self) -> int:
+        """Which workflow task runs this step: the history's length when the task started
+        (the same on replay; larger for a later task, and for a retry of a failed one)."""
+
 
 def refusal(error: ChangeRefused) -> ApplicationError:
     """The Update's refusal for a change the order does not allow (its gRPC status as type)."""
@@ -264,12 +268,24 @@ async def authorize_more(
     return result
 
 
-async def void(steps: Steps, reason: str, step: str = "void") -> None:
-    """Release what the order's authorizations still hold."""
-    order_id = steps.order.order_id
+async def void(steps: Steps, reason: str, key: str = "") -> None:
+    """Release what the order's authorizations still hold: a cancel's or compensation's void
+    (`void_key`), or one the lifecycle itself asks once under `key`."""
     await steps.activity(
-        names.VOID_AUTHORIZATION, VoidInput(order_id, f"{order_id}:{step}", reason)
+        names.VOID_AUTHORIZATION,
+        VoidInput(steps.order.order_id, key or void_key(steps), reason),
     )
+
+
+def void_key(steps: Steps) -> str:
+    """The key of the void a cancel or compensation asks: of the order and (patched) of the
+    workflow task asking, so a void asked again in a later task is made again rather than
+    answered with an earlier one that found less held (workflows/versions.py,
+    VOID_PER_TASK)."""
+    key = f"{steps.order.order_id}:void"
+    if steps.has_change(versions.VOID_PER_TASK):
+        key += f":task-{steps.task_mark()}"
+    return key
 
 
 async def capture(
@@ -539,7 +555,7 @@ async def cancel_units(
     # Nothing left to charge: the holds can go. The void is asked with the memo's reason,
     # whichever call makes it (the memo's, or the plain one below), so both are one record.
     void_asked = (
-        VoidInput(order.order_id, f"{order.order_id}:void", reason)
+        VoidInput(order.order_id, void_key(steps), reason)
         if void_when_all_canceled and ledger.all_canceled()
         else None
     )
