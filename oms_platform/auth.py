@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from oms_platform.errors import PermissionDenied
+from oms_platform.files import create_once
 
 STOREFRONT = "storefront"
 AGENT = "agent"
@@ -504,13 +505,14 @@ def _key_id(public_key: Any) -> str:
 
 def ensure_dev_keys(keys_dir: str | os.PathLike[str]) -> Path:
     """Create the dev stack's keys once: an ES256 signing key and its JWKS, and the internal
-    service-token secret. Existing keys are kept, so tokens stay valid across restarts."""
+    service-token secret. Existing keys are kept, so tokens stay valid across restarts; of
+    processes creating them at once, the first one's are kept."""
     directory = Path(keys_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     signing = directory / "issuer.pem"
     if not signing.exists():
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(
+        create_once(
             signing,
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -524,14 +526,8 @@ def ensure_dev_keys(keys_dir: str | os.PathLike[str]) -> Path:
         public = private.public_key()
         jwk = json.loads(ECAlgorithm.to_jwk(public))  # type: ignore[arg-type]
         jwk.update({"kid": _key_id(public), "use": "sig", "alg": "ES256"})
-        jwks_path.write_text(json.dumps({"keys": [jwk]}, indent=2))
+        create_once(jwks_path, json.dumps({"keys": [jwk]}, indent=2).encode(), 0o644)
     internal = directory / "internal.secret"
     if not internal.exists():
-        _write_private(internal, base64.urlsafe_b64encode(secrets.token_bytes(32)))
+        create_once(internal, base64.urlsafe_b64encode(secrets.token_bytes(32)))
     return directory
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)

@@ -49,6 +49,7 @@ from temporalio.converter import (
 
 from oms_platform import db
 from oms_platform.converter import PayloadConverter
+from oms_platform.files import create_once
 from oms_platform.listen import Listener
 
 log = structlog.get_logger("oms.codec")
@@ -187,17 +188,14 @@ def new_key_line(key_id: str | None = None) -> str:
 def ensure_keys_file(path: Path) -> bool:
     """Create a keys file with one new key unless one exists; True if it was created."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        # O_EXCL: never overwrite a key file, even if two starts race (a lost key is lost data).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as out:
-        out.write(
+    # Never overwritten, even if two starts race (a lost key is lost data).
+    return create_once(
+        path,
+        (
             "# oms payload codec master keys: the first line seals, every line opens.\n"
             f"{new_key_line()}\n"
-        )
-    return True
+        ).encode(),
+    )
 
 
 # ---- sealing -------------------------------------------------------------------------------
