@@ -116,8 +116,11 @@ async def test_with_an_endpoint_spans_reach_the_collector(
         for scope in resource.scope_spans
         for span in scope.spans
     ]
-    assert [span.name for _, span in spans] == ["CaptureInvoice"]
-    [(resource, _)] = spans
+    # Only this test's span: the session's other services, running in this process while the
+    # exporter was installed, may have had their own (their SQL) exported with it.
+    [(resource, _)] = [
+        (resource, span) for resource, span in spans if span.name == "CaptureInvoice"
+    ]
     names = {a.key: a.value.string_value for a in resource.attributes}
     assert names["service.name"] == "oms-payments"
 
