@@ -311,7 +311,12 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
         domain.check_filter(where)
         after = convert.decode_page_token(request.page_token)
         late_count = 0
-        async with self._pool.acquire() as conn:
+        # One snapshot for the page and the count of late orders, so they agree even while a
+        # step commits between the two reads.
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             orders = await store.list_orders(conn, where, after, limit + 1)
             if where.late_before is not None:
                 late_count = await store.count_orders(conn, where)
