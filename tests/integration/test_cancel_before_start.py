@@ -187,6 +187,25 @@ async def available(
     return {sku: answer.total_available[sku] for sku in skus}
 
 
+def released_at_gateway(gateway_log: Path, authorization: payments_pb2.Authorization) -> int:
+    """What the simulated gateway's own log shows released of `authorization` (voids and
+    reversals that succeeded)."""
+    return sum(
+        op.amount_minor
+        for op in read_operation_log(gateway_log)
+        if op.reference == authorization.gateway_reference
+        and op.kind in ("void", "reverse")
+        and op.result.succeeded
+    )
+
+
+def all_canceled(listed: fulfillment_pb2.ListFulfillmentOrdersResponse) -> bool:
+    return all(
+        fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
+        for fo in listed.fulfillment_orders
+    )
+
+
 @dataclass
 class AfterCancel:
     """What a cancel admitted before any worker left, once a worker ran the lifecycle."""
@@ -278,23 +297,13 @@ async def test_a_cancel_meeting_the_start_after_a_lost_first_attempt_releases_it
     assert voided.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED
     assert money.summary.captured.amount_minor == 0
     assert money.summary.released.amount_minor == authorization.amount.amount_minor
-    released_at_gateway = [
-        op
-        for op in read_operation_log(gateway_log)
-        if op.reference == authorization.gateway_reference
-        and op.kind in ("void", "reverse")
-        and op.result.succeeded
-    ]
-    assert sum(op.amount_minor for op in released_at_gateway) == authorization.amount.amount_minor
+    assert released_at_gateway(gateway_log, authorization) == authorization.amount.amount_minor
 
     # The stock is back: every fulfillment order canceled, availability as before the order.
     assert [fo.fulfillment_order_id for fo in after.fulfillment_orders] == [
         fo.fulfillment_order_id for fo in placed.fulfillment_orders
     ]
-    assert all(
-        fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
-        for fo in after.fulfillment_orders
-    )
+    assert all_canceled(after)
     assert stock_after == before
     # And the timeline says so.
     kinds = [event.kind for event in timeline.events]
@@ -421,20 +430,10 @@ async def test_a_cancel_retried_after_its_failed_task_voids_the_hold_placed_in_b
     assert voided.authorization_id == authorization.authorization_id
     assert voided.status == payments_pb2.AUTHORIZATION_STATUS_VOIDED
     assert after.summary.captured.amount_minor == after.summary.authorized.amount_minor == 0
-    released_at_gateway = [
-        op
-        for op in read_operation_log(gateway_log)
-        if op.reference == authorization.gateway_reference
-        and op.kind in ("void", "reverse")
-        and op.result.succeeded
-    ]
-    assert sum(op.amount_minor for op in released_at_gateway) == authorization.amount.amount_minor
+    assert released_at_gateway(gateway_log, authorization) == authorization.amount.amount_minor
     # The fulfillment orders routed in between are canceled and their stock is back.
     assert {fo.fulfillment_order_id for fo in left.fulfillment_orders} == {
         fo.fulfillment_order_id for fo in placed.fulfillment_orders
     }
-    assert all(
-        fo.status == fulfillment_pb2.FULFILLMENT_ORDER_STATUS_CANCELED
-        for fo in left.fulfillment_orders
-    )
+    assert all_canceled(left)
     assert stock_after == before
