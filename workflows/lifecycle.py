@@ -86,7 +86,6 @@ with workflow.unsafe.imports_passed_through():
         STATE_QUERY,
         STATUS_QUERY,
         WORKFLOW_NAME,
-        AuthorizeInput,
         AuthorizeResult,
         CanceledFulfillmentOrders,
         CancelOrderFulfillmentInput,
@@ -355,21 +354,13 @@ class OrderLifecycle:
     async def _authorize_attempt(
         self, order: OrderLifecycleInput, amount: int, attempt: int
     ) -> AuthorizeResult:
-        """Ask payments to authorize `amount` (each attempt under a key of its own; the first
-        keeps the key orders always had). A refusal retrying cannot fix cancels the order."""
+        """Ask payments to authorize `amount` (`steps.order_authorization`). A refusal
+        retrying cannot fix cancels the order."""
         timeout = timedelta(seconds=order.timers.authorization_timeout_seconds)
-        key = f"{order.order_id}:authorize" + (f":{attempt}" if attempt > 1 else "")
         try:
             result: AuthorizeResult = await self.activity(
                 names.AUTHORIZE_PAYMENT,
-                AuthorizeInput(
-                    order_id=order.order_id,
-                    idempotency_key=key,
-                    payment_method=order.payment_method,
-                    amount_minor=amount,
-                    currency=order.currency,
-                    additional_payment_methods=order.additional_payment_methods,
-                ),
+                steps.order_authorization(order, amount, attempt),
                 result_type=AuthorizeResult,
                 schedule_to_close_timeout=timeout,
             )

@@ -49,7 +49,6 @@ from workflows.ledger import Ledger
 from workflows.state import LifecycleState
 from workflows.types import (
     CANCEL_UPDATE,
-    AuthorizeInput,
     ChangeRequest,
     ChangeResult,
     OrderLifecycleInput,
@@ -119,15 +118,7 @@ class LostFirstAttempt:
     async def run(self) -> None:
         order = self.order
         await self.activity(
-            names.AUTHORIZE_PAYMENT,
-            AuthorizeInput(
-                order_id=order.order_id,
-                idempotency_key=f"{order.order_id}:authorize",
-                payment_method=order.payment_method,
-                amount_minor=order.grand_total_minor,
-                currency=order.currency,
-                additional_payment_methods=order.additional_payment_methods,
-            ),
+            names.AUTHORIZE_PAYMENT, steps.order_authorization(order, order.grand_total_minor, 1)
         )
         pending = Ledger(Ledger.of(order).state).unallocated()
         await steps.route(
@@ -207,6 +198,31 @@ def all_canceled(listed: fulfillment_pb2.ListFulfillmentOrdersResponse) -> bool:
 
 
 @dataclass
+class Submitted:
+    """The sample order submitted while no worker runs, and what the tests read it with."""
+
+    capture: capture_pb2_grpc.CaptureServiceStub
+    payments: payments_pb2_grpc.PaymentsServiceStub
+    fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
+    skus: list[str]
+    before: dict[str, int]  # the skus' stock before the order
+    order_id: str
+    order: OrderLifecycleInput  # as capture's relay started its lifecycle
+
+
+async def submitted_without_worker(system: System) -> Submitted:
+    capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
+    payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
+    fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
+    submitted = sample_order()
+    skus = sorted({line.sku for line in submitted.lines})
+    before = await available(fulfillment, skus)
+    order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
+    order = await started_lifecycle(system.client, order_id)
+    return Submitted(capture, payments, fulfillment, skus, before, order_id, order)
+
+
+@dataclass
 class AfterCancel:
     """What a cancel admitted before any worker left, once a worker ran the lifecycle."""
 
@@ -256,15 +272,9 @@ async def test_a_cancel_meeting_the_start_after_a_lost_first_attempt_releases_it
     async with without_worker(
         settings_with_temporal, postgres, "oms_lost_first_attempt", gateway_log
     ) as (system, worker):
-        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
-        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
-        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
-        submitted = sample_order()
-        skus = sorted({line.sku for line in submitted.lines})
-        before = await available(fulfillment, skus)
-
-        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
-        order = await started_lifecycle(system.client, order_id)
+        it = await submitted_without_worker(system)
+        capture, payments, fulfillment = it.capture, it.payments, it.fulfillment
+        skus, before, order_id, order = it.skus, it.before, it.order_id, it.order
         await LostFirstAttempt(system.settings, order).run()
         # What the lost attempt left: a hold, and fulfillment orders reserving the stock.
         held = await payments.GetPaymentSummary(
@@ -316,14 +326,8 @@ async def test_a_cancel_meeting_the_start_with_nothing_held_cancels_cleanly(
     async with without_worker(
         settings_with_temporal, postgres, "oms_cancel_before_start", tmp_path / "gateway.log"
     ) as (system, worker):
-        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
-        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
-        submitted = sample_order()
-        skus = sorted({line.sku for line in submitted.lines})
-        before = await available(fulfillment, skus)
-
-        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
-        await started_lifecycle(system.client, order_id)
+        it = await submitted_without_worker(system)
+        skus, before, order_id = it.skus, it.before, it.order_id
         left = await canceled_with_a_worker(system, worker, order_id, skus)
         result, view, lifecycle, money = left.result, left.view, left.lifecycle, left.money
         fos, steps_run, stock_after = left.fulfillment_orders, left.steps_run, left.stock
@@ -383,14 +387,9 @@ async def test_a_cancel_retried_after_its_failed_task_voids_the_hold_placed_in_b
     async with without_worker(
         settings_with_temporal, postgres, "oms_cancel_after_failed_task", gateway_log
     ) as (system, worker):
-        capture = capture_pb2_grpc.CaptureServiceStub(system.channel("capture"))
-        payments = payments_pb2_grpc.PaymentsServiceStub(system.channel("payments"))
-        fulfillment = fulfillment_pb2_grpc.FulfillmentServiceStub(system.channel("fulfillment"))
-        submitted = sample_order()
-        skus = sorted({line.sku for line in submitted.lines})
-        before = await available(fulfillment, skus)
-        order_id = (await capture.SubmitOrder(submitted, timeout=10)).order.order_id
-        order = await started_lifecycle(system.client, order_id)
+        it = await submitted_without_worker(system)
+        payments, fulfillment = it.payments, it.fulfillment
+        skus, before, order_id, order = it.skus, it.before, it.order_id, it.order
         change_id = str(uuid.uuid4())
         request = ChangeRequest(change_id=change_id, kind="cancel", reason="shopper asked")
         lost = await canceling.cancel(LostCancelAttempt(system.settings, order), request)

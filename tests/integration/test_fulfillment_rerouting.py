@@ -167,20 +167,25 @@ async def dsn(postgres: EmbeddedPostgres) -> str:
     return await fulfillment_database(postgres, "fulfillment_rerouting")
 
 
+def warehouse(fulfillment: RunningService, **settings: Any) -> Simulator:
+    """The warehouse simulator, stepping without pauses, against this file's fulfillment."""
+    return Simulator(
+        Settings.from_env(
+            env={},
+            fulfillment_address=f"127.0.0.1:{fulfillment.port}",
+            simulator_step_seconds=0.0,
+            **settings,
+        )
+    )
+
+
 async def test_the_simulator_asked_to_reject_rejects_and_the_lines_are_routed_again(
     stub: Stub, world: World, fulfillment: RunningService
 ) -> None:
     w = world
     await stock(stub, w.a, {w.near: 5, w.mid: 5})
     order_id, fo = await create(stub, (w.a, 1))
-    simulator = Simulator(
-        Settings.from_env(
-            env={},
-            fulfillment_address=f"127.0.0.1:{fulfillment.port}",
-            simulator_step_seconds=0.0,
-            simulator_reject_rate=1.0,
-        )
-    )
+    simulator = warehouse(fulfillment, simulator_reject_rate=1.0)
     try:
         await simulator.tick()
     finally:
@@ -250,13 +255,7 @@ async def test_the_simulator_still_delivers_a_parcel_when_a_call_or_its_answer_i
     w = world
     await stock(stub, w.a, {w.near: 5})
     _, fo = await create(stub, (w.a, 1))
-    simulator = Simulator(
-        Settings.from_env(
-            env={},
-            fulfillment_address=f"127.0.0.1:{fulfillment.port}",
-            simulator_step_seconds=0.0,
-        )
-    )
+    simulator = warehouse(fulfillment)
     network = LossyNetwork(simulator._stub, fo.fulfillment_order_id, lose)
     simulator._stub = network  # type: ignore[assignment]
     try:

@@ -245,6 +245,30 @@ def _refund_key(order_id: str, step: str, attempt: int) -> str:
     return f"{order_id}:refund:{step}:{attempt}"
 
 
+def authorization(
+    order: OrderLifecycleInput, amount: int, key: str, *, with_additional_methods: bool = True
+) -> AuthorizeInput:
+    """What payments is asked to hold `amount` of the order under `key`: on its payment
+    method, and (with `with_additional_methods`) its additional ones in order."""
+    return AuthorizeInput(
+        order_id=order.order_id,
+        idempotency_key=key,
+        payment_method=order.payment_method,
+        amount_minor=amount,
+        currency=order.currency,
+        additional_payment_methods=(
+            order.additional_payment_methods if with_additional_methods else []
+        ),
+    )
+
+
+def order_authorization(order: OrderLifecycleInput, amount: int, attempt: int) -> AuthorizeInput:
+    """The lifecycle's `attempt`-th authorization of the order (each attempt under a key of
+    its own; the first keeps the key orders always had)."""
+    key = f"{order.order_id}:authorize" + (f":{attempt}" if attempt > 1 else "")
+    return authorization(order, amount, key)
+
+
 async def authorize_more(
     steps: Steps, amount: int, purpose: str, change_id: str, *, with_additional_methods: bool
 ) -> AuthorizeResult:
@@ -253,15 +277,11 @@ async def authorize_more(
     order = steps.order
     result: AuthorizeResult = await steps.activity(
         names.AUTHORIZE_PAYMENT,
-        AuthorizeInput(
-            order_id=order.order_id,
-            idempotency_key=f"{order.order_id}:authorize:{purpose}:{change_id}",
-            payment_method=order.payment_method,
-            amount_minor=amount,
-            currency=order.currency,
-            additional_payment_methods=(
-                order.additional_payment_methods if with_additional_methods else []
-            ),
+        authorization(
+            order,
+            amount,
+            f"{order.order_id}:authorize:{purpose}:{change_id}",
+            with_additional_methods=with_additional_methods,
         ),
         result_type=AuthorizeResult,
     )
