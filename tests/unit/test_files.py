@@ -14,6 +14,7 @@ from oms_platform import auth
 from oms_platform.files import create_once
 
 RACERS = 8
+KEY_FILES = ("internal.secret", "issuer.pem", "jwks.json")
 
 
 def _race(path: str, n: int, start: multiprocessing.synchronize.Event) -> tuple[bool, bytes]:
@@ -53,7 +54,8 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
 def _start_a_stack(keys_dir: str, start: multiprocessing.synchronize.Event) -> dict[str, bytes]:
     start.wait()
     directory = auth.ensure_dev_keys(keys_dir)
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    # The files a stack reads (another racer's file being written aside may sit beside them).
+    return {name: (directory / name).read_bytes() for name in KEY_FILES}
 
 
 def test_processes_creating_the_dev_keys_at_once_all_start_with_the_same_keys(
@@ -69,8 +71,9 @@ def test_processes_creating_the_dev_keys_at_once_all_start_with_the_same_keys(
             ]
             start.set()
             seen = [p.get(timeout=30) for p in pending]  # none raised
-            assert sorted(seen[0]) == ["internal.secret", "issuer.pem", "jwks.json"]
-            assert all(keys == seen[0] for keys in seen)
+            assert all(keys == seen[0] for keys in seen), [
+                name for keys in seen for name in KEY_FILES if keys[name] != seen[0][name]
+            ]
             # The JWKS publishes the signing key that was kept, not another racer's.
             signing = serialization.load_pem_private_key(seen[0]["issuer.pem"], password=None)
             [published] = json.loads(seen[0]["jwks.json"])["keys"]
