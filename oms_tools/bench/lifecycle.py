@@ -27,6 +27,7 @@ from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
+from oms_tools.bench.calls import CallCounter, metrics_base
 from oms_tools.bench.common import Run, bench_caller, private_stack
 from oms_tools.bench.cpu import CpuMeter
 from oms_tools.bench.profile import Profiler, print_summary
@@ -264,6 +265,11 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         )
         for top in sql["top"]:
             print(f"  {top['calls_per_order']:>6g}  {top['query']}")
+    if "calls" in extra:
+        print("\ncalls per order, by the process that served them (the worker: what it asked of")
+        print("Temporal, and the workflow tasks and local activities it ran):")
+        for role, counted in extra["calls"].items():
+            print(f"  {role}: " + ", ".join(f"{what} {n:g}" for what, n in counted.items()))
     if "profile" in extra:
         print("\nwhere the measured phase spent CPU, by own time (py-spy):")
         print_summary(extra["profile"])
@@ -271,18 +277,21 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """`oms bench lifecycle`."""
-    async with private_stack("oms-bench-", args.keep) as stack:
+    profile_dir = getattr(args, "profile", None)
+    metrics = {"dev_metrics_port": metrics_base()} if profile_dir else {}
+    async with private_stack("oms-bench-", args.keep, **metrics) as stack:
         settings = stack.settings
         client = await temporal.connect(settings)
         try:
             await _stock_split_skus(settings)
             # Warm up: one order end to end, so start-up costs are not measured.
             await lifecycle_phase(settings, client, 1, 1)
-            profile_dir = getattr(args, "profile", None)
             profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
             statements = StatementCounter(settings.database_url) if profile_dir else None
-            if profiler and statements:
+            calls = CallCounter(settings) if profile_dir else None
+            if profiler and statements and calls:
                 await statements.start()
+                await calls.start()
                 profiler.start()
             meter = CpuMeter({**stack.pids(), **stack.server_pids()})
             meter.start()
@@ -294,6 +303,7 @@ async def run(args: argparse.Namespace) -> int:
             finally:
                 profile = profiler.stop() if profiler else {}
             sql = await statements.per_unit(args.orders) if statements else {}
+            served = await calls.per_unit(args.orders) if calls else {}
             cost = await history_cost(client, order_ids)
             split_cost = await history_cost(client, split_ids)
             meter.start()
@@ -326,7 +336,9 @@ async def run(args: argparse.Namespace) -> int:
                     "per_split_order": split_cost,
                     "cpu_ms_per_order": cpu,
                     "baseline_cpu_ms_per_order": baseline_cpu,
-                    **({"profile": profile, "statements": sql} if profiler else {}),
+                    **(
+                        {"profile": profile, "statements": sql, "calls": served} if profiler else {}
+                    ),
                 },
             )
         finally:
