@@ -158,9 +158,15 @@ BEGIN
 END
 $$"""
 
+# A row and the relay's wake-up in one statement (one round trip): the notification is sent
+# when the transaction commits, and not at all if it rolls back.
 SQL_ENQUEUE = """
-INSERT INTO outbox (kind, workflow_id, name, payload, trace_context)
-VALUES ($1, $2, $3, $4, $5)"""
+WITH added AS (
+    INSERT INTO outbox (kind, workflow_id, name, payload, trace_context)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING id
+)
+SELECT pg_notify($6, '') FROM added"""
 SQL_NOTIFY = "SELECT pg_notify($1, '')"
 # A batch of due rows, locked so that the relays of other replicas skip them. A workflow's
 # rows keep their order: a row waits while an earlier row of its workflow has an open dead
@@ -362,8 +368,9 @@ async def enqueue(
     conn: asyncpg.Connection, schema: str, kind: str, workflow_id: str, name: str, payload: Any
 ) -> None:
     """Record a delivery in the caller's transaction and wake the relay on commit."""
-    await conn.execute(SQL_ENQUEUE, kind, workflow_id, name, payload, tracing.carrier())
-    await conn.execute(SQL_NOTIFY, channel_name(schema))
+    await conn.execute(
+        SQL_ENQUEUE, kind, workflow_id, name, payload, tracing.carrier(), channel_name(schema)
+    )
 
 
 async def list_dead_letters(

@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from oms_platform import db, outbox, temporal
+from oms_platform.listen import Listener
 from oms_platform.settings import Settings
 from oms_tools.devstack.postgres import EmbeddedPostgres
 from oms_tools.devstack.temporal_server import TemporalDevServer
@@ -208,6 +210,67 @@ async def test_a_row_recorded_while_a_pass_runs_goes_in_the_next_pass_not_at_the
             handle = client.get_workflow_handle(workflow_id)
             assert (await handle.describe()).id == workflow_id  # started
             await handle.terminate("test over")
+
+
+async def test_a_row_committed_by_another_process_wakes_a_listening_relay(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer
+) -> None:
+    """The NOTIFY recorded with the row reaches a relay listening on another connection, on
+    commit: the row is delivered long before the relay would poll. A row rolled back is never
+    delivered, and its notification never sent."""
+    async with recorders(postgres, temporal_server, "oms_outbox_notified") as (
+        dsn,
+        client,
+        task_queue,
+    ):
+        run = uuid.uuid4().hex[:8]
+        kept, dropped = f"notified:{run}:kept", f"notified:{run}:dropped"
+        relay_pool = await db.create_pool(dsn, "capture", 1, 3)
+        writer = await db.create_pool(dsn, "capture", 1, 2)
+        listener = Listener(dsn, "test-outbox-listener")
+        listening = asyncio.create_task(listener.run())
+        # Polling every 30 s: only the commit's notification can deliver the row in the test.
+        relay = outbox.OutboxRelay(relay_pool, "capture", lambda: _as_is(client), task_queue,
+                                   poll_seconds=30.0, listener=listener)  # fmt: skip
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(listener.listening.wait(), 10)
+            await asyncio.sleep(0.3)  # the relay's first pass (an empty outbox) is over
+            with contextlib.suppress(_RolledBack):
+                async with writer.acquire() as conn, conn.transaction():
+                    await outbox.enqueue(conn, "capture", "start", dropped, "SignalRecorder", {})
+                    raise _RolledBack
+            async with writer.acquire() as conn, conn.transaction():
+                await outbox.enqueue(conn, "capture", "start", kept, "SignalRecorder", {})
+            deadline = time.monotonic() + 5
+            while await relay_pool.fetchval("SELECT count(*) FROM outbox"):
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "the committed row waited for the poll"
+                await asyncio.sleep(0.02)
+        finally:
+            for background in (task, listening):
+                background.cancel()
+            await asyncio.gather(task, listening, return_exceptions=True)
+            await relay_pool.close()
+            await writer.close()
+        handle = client.get_workflow_handle(kept)
+        assert (await handle.describe()).id == kept  # started
+        await handle.terminate("test over")
+        assert await _started(client, dropped) is False
+
+
+class _RolledBack(Exception):
+    """Raised to roll a test's transaction back."""
+
+
+async def _started(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 class _FirstStartHeld:

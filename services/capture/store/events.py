@@ -102,6 +102,32 @@ SQL_LOCK_CURSOR = """
 INSERT INTO event_cursors (consumer, seq) VALUES ($1, $2)
 ON CONFLICT (consumer) DO UPDATE SET seq = event_cursors.seq
 RETURNING seq"""
+# A consumer's batch, after its cursor is locked: the head, read in this statement of its own
+# so its snapshot is taken after the lock (it sees every sequence the previous holder of the
+# cursor took), the last sequence looked at (`upto`: the head, at most `$5` past the cursor)
+# and the matching events up to it. One row with no event when none matches.
+SQL_BATCH_AFTER = """
+WITH bound AS (
+    SELECT least(seq, $1::bigint + $5) AS upto FROM event_log_head
+)
+SELECT bound.upto, e.seq, e.recorded_at, e.body
+FROM bound LEFT JOIN LATERAL (
+    SELECT seq, recorded_at, body FROM order_events
+    WHERE seq > $1 AND seq <= bound.upto
+      AND (cardinality($2::text[]) = 0 OR type = ANY($2)
+           OR split_part(type, '.', 1) || '.*' = ANY($2))
+      AND (cardinality($3::text[]) = 0 OR channel = ANY($3))
+      AND (cardinality($4::text[]) = 0 OR order_id = ANY($4))
+    ORDER BY seq
+    LIMIT $5
+) AS e ON true
+ORDER BY e.seq"""
+# A new consumer's cursor starts at the head when no start is given.
+SQL_LOCK_CURSOR_AT_HEAD = """
+INSERT INTO event_cursors (consumer, seq)
+VALUES ($1, coalesce($2::bigint, (SELECT seq FROM event_log_head)))
+ON CONFLICT (consumer) DO UPDATE SET seq = event_cursors.seq
+RETURNING seq"""
 SQL_MOVE_CURSOR = "UPDATE event_cursors SET seq = $2 WHERE consumer = $1"
 
 
@@ -286,9 +312,17 @@ async def next_batch(
     caller writes what it makes of them and then `move_cursor(conn, consumer, batch.upto)` in
     the same transaction. A new consumer starts after `start` (default: the head now, so it
     takes only what is sequenced from here on)."""
-    first = await head(conn) if start is None else start
-    cursor = await lock_cursor(conn, consumer, first)
-    upto = min(await head(conn), cursor + limit)
+    cursor = int(await conn.fetchval(SQL_LOCK_CURSOR_AT_HEAD, consumer, start))
+    rows = await conn.fetch(
+        SQL_BATCH_AFTER,
+        cursor,
+        list(where.types),
+        list(where.channels),
+        list(where.order_ids),
+        limit,
+    )
+    upto = int(rows[0]["upto"])
     if upto <= cursor:
         return Batch([], cursor, cursor)
-    return Batch(await read_events(conn, cursor + 1, upto, where, limit), upto, cursor)
+    taken = [event_of(r["body"], r["seq"], r["recorded_at"]) for r in rows if r["seq"] is not None]
+    return Batch(taken, upto, cursor)
