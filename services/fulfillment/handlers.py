@@ -10,7 +10,7 @@ concurrent writer took units they counted on, and the last attempt locks what it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -158,11 +158,16 @@ async def create_fulfillment_orders(
 
 
 async def progress(
-    conn: asyncpg.Connection, fulfillment_order_id: str, step: str
+    conn: asyncpg.Connection,
+    fulfillment_order_id: str,
+    step: str,
+    acting_for: Callable[[domain.FulfillmentOrder], None] = lambda fo: None,
 ) -> domain.FulfillmentOrder:
     """Move a fulfillment order one step (accept, pick, pack) and log it for the order (the
-    workflow is not told); the same step again is a no-op."""
+    workflow is not told); the same step again is a no-op. `acting_for` raises when the
+    caller may not act on the fulfillment order, before anything changes."""
     fo = await store.get_fulfillment_order(conn, fulfillment_order_id, for_update=True)
+    acting_for(fo)
     status = domain.progress(fo, step)
     if status != fo.status:
         # Only the status and its time changed: no need to read the order back.

@@ -32,6 +32,13 @@ ROUTING_ATTEMPTS = 4
 Attempt = Callable[[bool], Callable[[asyncpg.Connection], Awaitable[T]]]
 
 
+def _warehouse_may_act(fo: domain.FulfillmentOrder) -> None:
+    """PERMISSION_DENIED unless the caller acts for every location or for the fulfillment
+    order's."""
+    if not auth.current_principal().acts_for_every_location():
+        auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
+
+
 async def _retrying(attempt: Callable[[bool], Awaitable[T]]) -> T:
     """Run a transaction `attempt` again when a concurrent writer took units it counted on
     or deadlocked with it (nothing of it was kept), up to ROUTING_ATTEMPTS times; it is told
@@ -177,9 +184,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
     async def _progress(self, fulfillment_order_id: str, step: str) -> pb.FulfillmentOrder:
         check_required({"fulfillment_order_id": fulfillment_order_id})
-        await self._acting_for(fulfillment_order_id)
+        # The warehouse's location is checked on the fulfillment order the step locks, before
+        # anything changes (no read of its own: these steps replay nothing).
         fo = await self._in_transaction(
-            lambda conn: handlers.progress(conn, fulfillment_order_id, step)
+            lambda conn: handlers.progress(
+                conn, fulfillment_order_id, step, acting_for=_warehouse_may_act
+            )
         )
         return convert.fulfillment_order_to_pb(fo)
 

@@ -213,6 +213,37 @@ async def test_accepting_picking_and_packing_reach_the_log_once_each_even_when_r
     assert await stack.logged(order.order_id) == logged
 
 
+async def test_a_warehouse_of_another_location_cannot_accept_pick_or_pack(stack: Stack) -> None:
+    order, fo = await stack.new_fulfillment_order()
+    fo_id = fo.fulfillment_order_id
+    elsewhere = stack.stub("fulfillment", auth.WAREHOUSE, locations=["wh-west"])
+    steps = [
+        (elsewhere.AcceptFulfillmentOrder, fpb.AcceptFulfillmentOrderRequest),
+        (elsewhere.MarkFulfillmentOrderPicked, fpb.MarkFulfillmentOrderPickedRequest),
+        (elsewhere.MarkFulfillmentOrderPacked, fpb.MarkFulfillmentOrderPackedRequest),
+    ]
+    for call, request in steps:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await call(request(fulfillment_order_id=fo_id))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"fulfillment order {fo_id} belongs to location {LOCATION}" in (
+            denied.value.details() or ""
+        )
+    # Nothing changed: still allocated, no warehouse step waiting in the outbox or logged.
+    unchanged = await stack.stub("fulfillment", auth.ADMIN).GetFulfillmentOrder(
+        fpb.GetFulfillmentOrderRequest(fulfillment_order_id=fo_id)
+    )
+    assert unchanged.fulfillment_order.status == fpb.FULFILLMENT_ORDER_STATUS_ALLOCATED
+    assert [r for r in await stack.event_rows() if order.order_id in r["workflow_id"]] == []
+    assert await stack.logged(order.order_id) == []
+    # Its own location's warehouse may.
+    mine = stack.stub("fulfillment", auth.WAREHOUSE, locations=[LOCATION])
+    accepted = await mine.AcceptFulfillmentOrder(
+        fpb.AcceptFulfillmentOrderRequest(fulfillment_order_id=fo_id)
+    )
+    assert accepted.fulfillment_order.status == fpb.FULFILLMENT_ORDER_STATUS_ACCEPTED
+
+
 async def test_with_capture_down_the_events_wait_and_arrive_in_order_when_it_is_back(
     stack: Stack,
 ) -> None:
