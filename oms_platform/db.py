@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +64,17 @@ INSERT INTO idempotency_keys (key, request_hash, rpc) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO NOTHING RETURNING key"""
 SQL_STORED_RESPONSE = "SELECT request_hash, response, rpc FROM idempotency_keys WHERE key = $1"
 SQL_STORE_RESPONSE = "UPDATE idempotency_keys SET response = $2 WHERE key = $1"
+# A batch's keys, claimed in one statement and answered in one (KeyedBatch).
+SQL_CLAIM_KEYS = """
+INSERT INTO idempotency_keys (key, request_hash, rpc)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+ON CONFLICT (key) DO NOTHING RETURNING key"""
+SQL_STORED_RESPONSES = """
+SELECT key, request_hash, response, rpc FROM idempotency_keys WHERE key = ANY($1::text[])"""
+SQL_STORE_RESPONSES = """
+UPDATE idempotency_keys AS k SET response = r.response
+FROM unnest($1::text[], $2::bytea[]) AS r (key, response)
+WHERE k.key = r.key"""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -212,25 +223,110 @@ async def idempotent_in(
     claimed = await conn.fetchval(SQL_CLAIM_KEY, key, fingerprint, rpc)
     if claimed is None:
         row = await conn.fetchrow(SQL_STORED_RESPONSE, key)
-        if row is not None and row["rpc"] is not None and row["rpc"] != rpc:
-            raise AlreadyExists(
-                "idempotency_key",
-                f"idempotency key {key[:128]!r} was already used for another call "
-                f"({row['rpc'].rsplit('.', 1)[-1].removesuffix('Request')}); "
-                "a key belongs to one call",
-            )
-        if row is None or row["response"] is None:
-            raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
-        if bytes(row["request_hash"]) != fingerprint and not first_wins:
-            raise AlreadyExists(
-                "idempotency_key",
-                f"idempotency key {key!r} was already used with a different request",
-            )
-        stored = response_type()
-        stored.ParseFromString(row["response"])
-        return stored, None
+        return _replay(row, key, rpc, fingerprint, response_type, first_wins), None
     value = await action(conn)
     # Encoded inside the transaction: the stored answer commits with the effect or not at all.
     response = encode(value)
     await conn.execute(SQL_STORE_RESPONSE, key, response.SerializeToString())
     return response, value
+
+
+def _replay(
+    row: Any, key: str, rpc: str, fingerprint: bytes, response_type: type[M], first_wins: bool
+) -> M:
+    """The stored response a key seen before answers with (`row`: its stored row, None when
+    it is claimed but not answered in this snapshot), or AlreadyExists: the key was used for
+    another RPC, is in use by a call not yet committed, or (unless `first_wins`) was used with
+    a different request."""
+    if row is not None and row["rpc"] is not None and row["rpc"] != rpc:
+        raise AlreadyExists(
+            "idempotency_key",
+            f"idempotency key {key[:128]!r} was already used for another call "
+            f"({row['rpc'].rsplit('.', 1)[-1].removesuffix('Request')}); "
+            "a key belongs to one call",
+        )
+    if row is None or row["response"] is None:
+        raise AlreadyExists("idempotency_key", f"idempotency key {key!r} is in use")
+    if bytes(row["request_hash"]) != fingerprint and not first_wins:
+        raise AlreadyExists(
+            "idempotency_key",
+            f"idempotency key {key!r} was already used with a different request",
+        )
+    stored = response_type()
+    stored.ParseFromString(row["response"])
+    return stored
+
+
+class KeyedBatch:
+    """Several keyed calls of one RPC made in the caller's transaction, as `idempotent_in`
+    makes each, with their keys claimed in one statement and their responses stored in one:
+    `claim`, then for each call in order `replay(n)` (its stored response, or None: make it and
+    `answer(n, response)`), then `store`. A key given twice in the batch is made once: the
+    later call replays the earlier one's answer."""
+
+    def __init__(
+        self,
+        keyed: Sequence[tuple[str, Message]],
+        fresh: set[str],
+        stored: dict[str, Any],
+        first_wins: bool,
+    ) -> None:
+        self._keyed = list(keyed)
+        self._fingerprints = [request_fingerprint(request) for _, request in keyed]
+        self._fresh = fresh
+        self._stored = stored
+        self._first_wins = first_wins
+        self._first_of: dict[str, int] = {}
+        self._answers: dict[int, Message] = {}
+
+    @classmethod
+    async def claim(
+        cls, conn: Any, keyed: Sequence[tuple[str, Message]], *, first_wins: bool = False
+    ) -> KeyedBatch:
+        """Claim every key of `keyed` ((key, request) per call) in the caller's transaction;
+        keys claimed before are read back in one more statement."""
+        keys = [key for key, _ in keyed]
+        fingerprints = [request_fingerprint(request) for _, request in keyed]
+        rpcs = [request.DESCRIPTOR.full_name for _, request in keyed]
+        fresh = {r["key"] for r in await conn.fetch(SQL_CLAIM_KEYS, keys, fingerprints, rpcs)}
+        seen = [key for key in dict.fromkeys(keys) if key not in fresh]
+        stored = {r["key"]: r for r in await conn.fetch(SQL_STORED_RESPONSES, seen)} if seen else {}
+        return cls(keyed, fresh, stored, first_wins)
+
+    def replay(self, n: int, response_type: type[M]) -> M | None:
+        """Call `n`'s stored response (a key seen before, or earlier in this batch), None when
+        it is to be made now; AlreadyExists as `idempotent_in` refuses."""
+        key, request = self._keyed[n]
+        rpc = request.DESCRIPTOR.full_name
+        fingerprint = self._fingerprints[n]
+        earlier = self._first_of.setdefault(key, n)
+        if earlier != n:
+            if self._fingerprints[earlier] != fingerprint and not self._first_wins:
+                raise AlreadyExists(
+                    "idempotency_key",
+                    f"idempotency key {key!r} was already used with a different request",
+                )
+            answer = self._answers.get(earlier)
+            if answer is None:  # the earlier call replayed what was stored before
+                return self.replay(earlier, response_type)
+            again = response_type()
+            again.ParseFromString(answer.SerializeToString())
+            return again
+        if key in self._fresh:
+            return None
+        return _replay(
+            self._stored.get(key), key, rpc, fingerprint, response_type, self._first_wins
+        )
+
+    def answer(self, n: int, response: Message) -> None:
+        """Call `n` was made: `response` is its answer, stored by `store`."""
+        self._answers[n] = response
+
+    async def store(self, conn: Any) -> None:
+        """Store the answers of the calls made, in one statement."""
+        if self._answers:
+            await conn.execute(
+                SQL_STORE_RESPONSES,
+                [self._keyed[n][0] for n in self._answers],
+                [response.SerializeToString() for response in self._answers.values()],
+            )

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import grpc
@@ -26,7 +26,7 @@ from oms.payments.v1 import payments_pb2, payments_pb2_grpc
 from oms.servicing.v1 import servicing_pb2, servicing_pb2_grpc
 
 from oms_platform import auth, limits, metrics, tracing
-from oms_platform.db import idempotent, idempotent_in, request_fingerprint
+from oms_platform.db import KeyedBatch, idempotent, request_fingerprint
 from oms_platform.errors import (
     DomainError,
     FieldViolation,
@@ -425,13 +425,27 @@ class CaptureServicer(capture_pb2_grpc.CaptureServiceServicer):
                 steps.append(_ProgressStep.parse(one))
         recorded: list[tuple[_ProgressStep, store.Recorded | None]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            for n, (step, one) in enumerate(zip(steps, asked, strict=True)):
+            # The steps' keys claimed together, and their answers stored together; the first
+            # step made locks the order, the next ones start from the lines it left; their
+            # events go to the log together, before any warehouse steps parked behind them.
+            batch = await KeyedBatch.claim(
+                conn, [(step.key, one) for step, one in zip(steps, asked, strict=True)],
+                first_wins=True,
+            )  # fmt: skip
+            lines: dict[str, domain.Quantities] | None = None
+            pending: list[events_pb2.Event] = []
+            for n, step in enumerate(steps):
                 with _naming_step(n):
-                    _, value = await idempotent_in(
-                        conn, step.key, one, pb.RecordOrderProgressResponse, step.record,
-                        lambda _: pb.RecordOrderProgressResponse(), first_wins=True,
-                    )  # fmt: skip
+                    value = None
+                    if batch.replay(n, pb.RecordOrderProgressResponse) is None:
+                        value = await step.record(
+                            cast(asyncpg.Connection, conn), locked=lines, pending=pending
+                        )
+                        lines = value.lines
+                        batch.answer(n, pb.RecordOrderProgressResponse())
                 recorded.append((step, value))
+            await event_log.append_events(conn, pending)
+            await batch.store(conn)
         for step, value in recorded:  # counted once the whole batch has committed
             step.count(value)
         return pb.RecordOrderProgressBatchResponse(
@@ -614,8 +628,18 @@ class _ProgressStep:
             convert.delivery_promises_from_pb(request.delivery_promises),
         )
 
-    async def record(self, conn: asyncpg.Connection) -> store.Recorded:
-        """Apply the step on `conn`, with its events for the log, in the caller's transaction."""
+    async def record(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        locked: dict[str, domain.Quantities] | None = None,
+        pending: list[events_pb2.Event] | None = None,
+    ) -> store.Recorded:
+        """Apply the step on `conn`, with its events for the log, in the caller's transaction.
+        `locked`: the order's lines as an earlier step of the transaction left them
+        (`store.record_progress`). `pending`: events of earlier steps not written yet; this
+        step's join them, and they are written here only when a release must follow them
+        (the caller writes what is left)."""
         recorded = await store.record_progress(
             conn,
             self.request.order_id,
@@ -626,16 +650,26 @@ class _ProgressStep:
             read_back=not self.request.omit_order,
             addresses=self.addresses,
             promises=self.promises,
+            locked=locked,
         )
         events = self.log_events(recorded)
-        await event_log.append_events(conn, events)
         # The warehouse steps heard before these allocations follow them (parked_events.py).
         allocated = [
-            parked_events.fulfillment_order_of(e)
-            for e in events
-            if e.type == parked_events.ALLOCATED
+            fo_id
+            for fo_id in (
+                parked_events.fulfillment_order_of(e)
+                for e in events
+                if e.type == parked_events.ALLOCATED
+            )
+            if fo_id
         ]
-        await parked_events.release(conn, self.request.order_id, filter(None, allocated))
+        alone = pending is None
+        pending = [] if pending is None else pending
+        pending += events
+        if alone or allocated:
+            await event_log.append_events(conn, pending)
+            pending.clear()
+            await parked_events.release(conn, self.request.order_id, allocated)
         return recorded
 
     def log_events(self, recorded: store.Recorded) -> list[events_pb2.Event]:

@@ -533,6 +533,29 @@ async def test_a_progress_batch_records_its_steps_in_order_once_per_key(
     ]
 
 
+async def test_a_step_given_twice_in_one_batch_is_recorded_once(
+    lifecycle: capture_pb2_grpc.CaptureServiceStub,
+    capture: capture_pb2_grpc.CaptureServiceStub,
+) -> None:
+    order = (await capture.SubmitOrder(order_request())).order
+    allocate = progress(
+        order, "t-allocate", pb.ORDER_STATUS_ALLOCATED, [{"allocated": 2}], "fulfillment.allocated"
+    )
+    authorized = progress(order, "t-auth", pb.ORDER_STATUS_UNSPECIFIED, [], "payment.authorized")
+    batch = pb.RecordOrderProgressBatchRequest(
+        order_id=order.order_id, steps=[allocate, authorized, allocate]
+    )
+    assert (await lifecycle.RecordOrderProgressBatch(batch)).applied == 2
+
+    view = await capture.GetOrder(pb.GetOrderRequest(order_id=order.order_id))
+    assert view.order.lines[0].quantities.allocated == 2
+    assert [e.kind for e in view.timeline] == [
+        "order.captured",
+        "fulfillment.allocated",
+        "payment.authorized",
+    ]
+
+
 async def test_a_step_told_again_differently_keeps_the_first_telling_without_an_error(
     lifecycle: capture_pb2_grpc.CaptureServiceStub,
     capture: capture_pb2_grpc.CaptureServiceStub,

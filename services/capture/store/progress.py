@@ -95,12 +95,14 @@ WHERE id = $1"""
 
 class Recorded(NamedTuple):
     """What a step did: the order after it (None when not read back), the status it had
-    before, and what the transition metrics need."""
+    before, what the transition metrics need, and its lines' buckets after it (what a next
+    step under the same lock starts from)."""
 
     order: domain.Order | None
     status_before: str
     channel: str
     created_at: datetime
+    lines: dict[str, domain.Quantities]
 
 
 async def record_progress(
@@ -114,20 +116,23 @@ async def record_progress(
     read_back: bool = True,
     addresses: Sequence[tuple[str, domain.PostalAddress]] = (),
     promises: Sequence[domain.DeliveryPromise] = (),
+    locked: dict[str, domain.Quantities] | None = None,
 ) -> Recorded:
     """Apply a lifecycle step: items added, buckets, status, a timeline event, delivery
     groups' new `addresses` (group id, address) and `promises` (the order's promise follows);
-    returns the order after it (when `read_back`) and the status it had before.
+    returns the order after it (when `read_back`), the status it had before and its lines.
 
-    The order's watchers are woken when the caller's transaction commits.
+    `locked`: the lines as an earlier step of the caller's transaction left them (its
+    `Recorded.lines`), the order locked by it; without, the order is locked and its lines
+    read here. The order's watchers are woken when the caller's transaction commits.
     """
-    rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
-    if not rows:
-        raise NotFound(f"order {limits.echo(order_id)} not found")
-    if additions:
-        await _add_items(conn, order_id, additions)
-        rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
-    current = {r["id"]: line_quantities(r) for r in rows if r["id"] is not None}
+    if locked is None or additions:
+        current = await lock_order_lines(conn, order_id)
+        if additions:
+            await _add_items(conn, order_id, additions)
+            current = await lock_order_lines(conn, order_id)
+    else:
+        current = locked
     after = domain.apply_line_changes(order_id, current, changes) if changes else {}
     ids = list(after)
     row = await conn.fetchrow(
@@ -165,7 +170,18 @@ async def record_progress(
     if promises:
         await _set_promises(conn, order_id, promises)
     order = await get_order(conn, order_id) if read_back else None
-    return Recorded(order, row["status_before"], row["channel"], row["created_at"])
+    return Recorded(
+        order, row["status_before"], row["channel"], row["created_at"], {**current, **after}
+    )
+
+
+async def lock_order_lines(conn: Conn, order_id: str) -> dict[str, domain.Quantities]:
+    """Lock the order (until the caller's transaction ends) and read its lines' buckets;
+    NotFound when there is no such order."""
+    rows = await conn.fetch(SQL_LOCK_ORDER_LINES, order_id)
+    if not rows:
+        raise NotFound(f"order {limits.echo(order_id)} not found")
+    return {r["id"]: line_quantities(r) for r in rows if r["id"] is not None}
 
 
 async def _set_promises(
