@@ -91,9 +91,6 @@ from services.fulfillment.store.fulfillment_orders import (
     SQL_INSERT_SHIPMENT_ITEMS as SQL_INSERT_SHIPMENT_ITEMS,
 )
 from services.fulfillment.store.fulfillment_orders import (
-    SQL_LINES as SQL_LINES,
-)
-from services.fulfillment.store.fulfillment_orders import (
     SQL_LIST_FULFILLMENT_ORDERS as SQL_LIST_FULFILLMENT_ORDERS,
 )
 from services.fulfillment.store.fulfillment_orders import (
@@ -112,6 +109,9 @@ from services.fulfillment.store.fulfillment_orders import (
     SQL_ORDER_OF_SHIPMENT as SQL_ORDER_OF_SHIPMENT,
 )
 from services.fulfillment.store.fulfillment_orders import (
+    SQL_PARTS as SQL_PARTS,
+)
+from services.fulfillment.store.fulfillment_orders import (
     SQL_RECORD_LINE_CHANGES as SQL_RECORD_LINE_CHANGES,
 )
 from services.fulfillment.store.fulfillment_orders import (
@@ -125,9 +125,6 @@ from services.fulfillment.store.fulfillment_orders import (
 )
 from services.fulfillment.store.fulfillment_orders import (
     SQL_SHIPMENT_ITEMS as SQL_SHIPMENT_ITEMS,
-)
-from services.fulfillment.store.fulfillment_orders import (
-    SQL_SHIPMENTS as SQL_SHIPMENTS,
 )
 from services.fulfillment.store.fulfillment_orders import (
     SQL_SHRINK_RESERVATION as SQL_SHRINK_RESERVATION,

@@ -82,12 +82,27 @@ WHERE ($1 = '' OR order_id = $1)
 ORDER BY created_at, id
 LIMIT $6"""
 
-SQL_LINES = """
-SELECT fulfillment_order_id, order_line_id, sku, quantity, quantity_shipped,
-       quantity_rejected, quantity_canceled, quantity_moved
-FROM fulfillment_order_lines
-WHERE fulfillment_order_id = ANY($1::text[])
-ORDER BY fulfillment_order_id, line_number"""
+# Fulfillment orders' lines and shipments (with their items), in one statement: per id, its
+# lines in line order and its shipments in the order they shipped, as arrays of rows.
+SQL_PARTS = """
+SELECT f.id,
+    ARRAY(
+        SELECT ROW(l.order_line_id, l.sku, l.quantity, l.quantity_shipped,
+                   l.quantity_rejected, l.quantity_canceled, l.quantity_moved)
+        FROM fulfillment_order_lines l WHERE l.fulfillment_order_id = f.id
+        ORDER BY l.line_number
+    ) AS lines,
+    ARRAY(
+        SELECT ROW(s.id, s.carrier, s.service, s.tracking_number, s.shipped_at,
+                   s.delivered_at, s.estimated_delivery_date,
+                   ARRAY(
+                       SELECT ROW(i.order_line_id, i.quantity) FROM shipment_items i
+                       WHERE i.shipment_id = s.id ORDER BY i.item_number
+                   ))
+        FROM shipments s WHERE s.fulfillment_order_id = f.id
+        ORDER BY s.shipped_at, s.id
+    ) AS shipments
+FROM unnest($1::text[]) AS f (id)"""
 
 SQL_SET_STATUS = """
 UPDATE fulfillment_orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at"""
@@ -156,11 +171,6 @@ _SHIPMENT_COLUMNS = (
     "estimated_delivery_date"
 )
 
-SQL_SHIPMENTS = f"""
-SELECT {_SHIPMENT_COLUMNS} FROM shipments
-WHERE fulfillment_order_id = ANY($1::text[])
-ORDER BY shipped_at, id"""
-
 SQL_SHIPMENT = f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE id = $1"
 
 SQL_SHIPMENT_ITEMS = """
@@ -204,22 +214,45 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
     ids = [row["id"] for row in rows]
     if not ids:
         return []
-    lines: dict[str, list[domain.FulfillmentLine]] = defaultdict(list)
-    for row in await conn.fetch(SQL_LINES, ids):
-        lines[row["fulfillment_order_id"]].append(
+    lines: dict[str, tuple[domain.FulfillmentLine, ...]] = {}
+    shipments: dict[str, tuple[domain.Shipment, ...]] = {}
+    for parts in await conn.fetch(SQL_PARTS, ids):
+        fo_id = parts["id"]
+        lines[fo_id] = tuple(
             domain.FulfillmentLine(
-                order_line_id=row["order_line_id"],
-                sku=row["sku"],
-                quantity=row["quantity"],
-                quantity_shipped=row["quantity_shipped"],
-                quantity_rejected=row["quantity_rejected"],
-                quantity_canceled=row["quantity_canceled"],
-                quantity_moved=row["quantity_moved"],
+                order_line_id=line_id,
+                sku=sku,
+                quantity=quantity,
+                quantity_shipped=shipped,
+                quantity_rejected=rejected,
+                quantity_canceled=canceled,
+                quantity_moved=moved,
             )
+            for line_id, sku, quantity, shipped, rejected, canceled, moved in parts["lines"]
         )
-    shipments: dict[str, list[domain.Shipment]] = defaultdict(list)
-    for shipment in await _shipments(conn, await conn.fetch(SQL_SHIPMENTS, ids)):
-        shipments[shipment.fulfillment_order_id].append(shipment)
+        shipments[fo_id] = tuple(
+            domain.Shipment(
+                shipment_id=shipment_id,
+                fulfillment_order_id=fo_id,
+                carrier=carrier,
+                service=service,
+                tracking_number=tracking_number,
+                items=tuple(domain.ShipmentItem(line_id, quantity) for line_id, quantity in items),
+                shipped_at=shipped_at,
+                delivered_at=delivered_at,
+                estimated_delivery_date=estimated,
+            )
+            for (
+                shipment_id,
+                carrier,
+                service,
+                tracking_number,
+                shipped_at,
+                delivered_at,
+                estimated,
+                items,
+            ) in parts["shipments"]
+        )
     return [
         domain.FulfillmentOrder(
             fulfillment_order_id=row["id"],
@@ -227,8 +260,8 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             delivery_group_id=row["delivery_group_id"],
             location_id=row["location_id"],
             status=row["status"],
-            lines=tuple(lines[row["id"]]),
-            shipments=tuple(shipments[row["id"]]),
+            lines=lines[row["id"]],
+            shipments=shipments[row["id"]],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             supply_id=row["supply_id"] or "",
