@@ -81,7 +81,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def keep_session(conn: asyncpg.Connection) -> None:
     """What a connection goes through on its way back to the pool, beyond what the pool always
     does (roll back a transaction left open, drop listener callbacks): nothing. The default
     sends one more statement (unlock all, close all, unlisten all, reset all) on every release,
@@ -97,7 +97,7 @@ async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"oms-{schema}"},
         init=_init_connection,
-        reset=_keep_session,
+        reset=keep_session,
     )
     assert pool is not None
     return pool
@@ -106,7 +106,7 @@ async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 
 @contextlib.asynccontextmanager
 async def session_setting(conn: Any, name: str, value: str) -> AsyncIterator[None]:
     """Set a session configuration parameter for the duration of the block, then reset it
-    (pooled connections are handed back as they were lent; see `_keep_session`)."""
+    (pooled connections are handed back as they were lent; see `keep_session`)."""
     await conn.execute(f"SET {name} = {value}")
     try:
         yield

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from oms_platform import db
+
 # Two processes creating a simulator's schema at once would race on the catalog; one at a time.
 SQL_LOCK_DDL = "SELECT pg_advisory_xact_lock(hashtext($1))"
 
@@ -32,6 +34,7 @@ class SimulatedBooks:
                 min_size=0,
                 max_size=self._max_size,
                 server_settings={"application_name": self._schema},
+                reset=db.keep_session,  # no reset statement on every release
             )
             assert pool is not None
             async with pool.acquire() as conn, conn.transaction():
