@@ -57,8 +57,11 @@ with workflow.unsafe.imports_passed_through():
 
 # A cycle's order goes through capture's front door, which paces submissions: a remote
 # activity (not local) so a pacing wait or a capture outage holds an activity slot on any
-# worker, retried with backoff, rather than the subscription's workflow task.
-SUBMIT_TIMEOUT = timedelta(minutes=2)
+# worker, retried with backoff, rather than the subscription's workflow task. Its call has a
+# 10 s deadline (activities.DEADLINE_SECONDS), so an attempt lasts no longer than that; an
+# attempt lost with its worker is tried again when this lapses (it was 2 minutes: a worker
+# dying as a cycle fell due delayed the cycle's order by as much).
+SUBMIT_TIMEOUT = timedelta(seconds=20)
 
 
 @workflow.defn(name=SUBSCRIPTION_WORKFLOW)

@@ -104,11 +104,14 @@ class Services:
     # Set to hold each placement until the test releases it (`placing` says one started).
     hold: asyncio.Event | None = None
     placing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Each placement attempt's start-to-close timeout, as the activity was given it.
+    timeouts: list[timedelta | None] = field(default_factory=list)
 
     def activities(self) -> list[Any]:
         @activity.defn(name="submit_cycle_order")
         async def submit_cycle_order(order: CycleOrderInput) -> CycleOrderResult:
             self.placing.set()
+            self.timeouts.append(activity.info().start_to_close_timeout)
             if self.hold is not None:
                 await self.hold.wait()
             key = cycle_order_key(order.subscription_id, order.cycle)
@@ -390,6 +393,27 @@ async def test_twelve_monthly_cycles_with_a_pause_a_skip_an_upgrade_dunning_and_
     assert services.progress[-1].subscription.status == SUBSCRIPTION_CANCELED
     assert services.progress[-1].change is not None
     assert services.progress[-1].change.reason == "moving abroad"
+
+
+async def test_a_cycle_orders_placement_lost_with_its_worker_is_tried_again_within_30_s(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """An attempt running on a worker that dies never answers: the next attempt starts when
+    the attempt's start-to-close timeout lapses. The call it makes (capture's SubmitOrder)
+    has a 10 s deadline, so the timeout is a little longer than that and no more: the e2e
+    test that kills the worker as a cycle falls due waits 90 s for the order. (The
+    time-skipping server does not skip time while an activity runs, so the lapse itself is
+    not played here.)"""
+    env, services = time_skipping_env, Services()
+    worker, sub = await subscribe(env, services)
+    async with worker:
+        assert await sub.to_next_cycle() == 1
+    [timeout] = services.timeouts
+    assert timeout is not None
+    # Imported here: the sandbox that checks this module's workflows must not load activities.
+    from workflows.activities import DEADLINE_SECONDS
+
+    assert timedelta(seconds=DEADLINE_SECONDS) < timeout <= timedelta(seconds=30)
 
 
 async def test_a_change_racing_a_cycles_placement_applies_to_the_next_cycle_whole(
