@@ -408,6 +408,10 @@ async def test_a_cycle_orders_placement_lost_with_its_worker_is_tried_again_with
     worker, sub = await subscribe(env, services)
     async with worker:
         assert await sub.to_next_cycle() == 1
+        # Ended: its next cycle, falling due while a later test skips time, would wait for a
+        # worker of this test's queue for ever and hold the time-skipping server's clock.
+        await sub.idle()
+        await sub.handle.terminate("test over")
     [timeout] = services.timeouts
     assert timeout is not None
     # Imported here: the sandbox that checks this module's workflows must not load activities.
