@@ -267,12 +267,13 @@ class KeyedBatch:
     def __init__(
         self,
         keyed: Sequence[tuple[str, Message]],
+        fingerprints: list[bytes],
         fresh: set[str],
         stored: dict[str, Any],
         first_wins: bool,
     ) -> None:
         self._keyed = list(keyed)
-        self._fingerprints = [request_fingerprint(request) for _, request in keyed]
+        self._fingerprints = fingerprints
         self._fresh = fresh
         self._stored = stored
         self._first_wins = first_wins
@@ -291,7 +292,7 @@ class KeyedBatch:
         fresh = {r["key"] for r in await conn.fetch(SQL_CLAIM_KEYS, keys, fingerprints, rpcs)}
         seen = [key for key in dict.fromkeys(keys) if key not in fresh]
         stored = {r["key"]: r for r in await conn.fetch(SQL_STORED_RESPONSES, seen)} if seen else {}
-        return cls(keyed, fresh, stored, first_wins)
+        return cls(keyed, fingerprints, fresh, stored, first_wins)
 
     def replay(self, n: int, response_type: type[M]) -> M | None:
         """Call `n`'s stored response (a key seen before, or earlier in this batch), None when
