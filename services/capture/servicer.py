@@ -656,12 +656,9 @@ class _ProgressStep:
         # The warehouse steps heard before these allocations follow them (parked_events.py).
         allocated = [
             fo_id
-            for fo_id in (
-                parked_events.fulfillment_order_of(e)
-                for e in events
-                if e.type == parked_events.ALLOCATED
-            )
-            if fo_id
+            for e in events
+            if e.type == parked_events.ALLOCATED
+            and (fo_id := parked_events.fulfillment_order_of(e))
         ]
         alone = pending is None
         pending = [] if pending is None else pending

@@ -96,7 +96,7 @@ class WebhookAdmin:
         subscription_id = "whs_" + uuid.uuid4().hex
         # The fan-out's cursor is locked first: a fan-out batch in progress finishes before the
         # head is read, so every event after `from_seq` meets this subscription, none before.
-        await events.lock_cursor(conn, FANOUT_CONSUMER, await events.head(conn))
+        await events.lock_cursor(conn, FANOUT_CONSUMER)
         head = await events.head(conn)
         made = await store.insert_subscription(
             conn,

@@ -66,12 +66,15 @@ RETURNING seq"""
 
 SQL_HEAD = "SELECT seq FROM event_log_head"
 
-SQL_READ_EVENTS = """
-SELECT seq, recorded_at, body FROM order_events
-WHERE seq >= $1 AND seq <= $2
+# What a LogFilter matches ($3 types or families, $4 channels, $5 order ids; empty: all).
+_MATCHING = """
   AND (cardinality($3::text[]) = 0 OR type = ANY($3) OR split_part(type, '.', 1) || '.*' = ANY($3))
   AND (cardinality($4::text[]) = 0 OR channel = ANY($4))
-  AND (cardinality($5::text[]) = 0 OR order_id = ANY($5))
+  AND (cardinality($5::text[]) = 0 OR order_id = ANY($5))"""
+
+SQL_READ_EVENTS = f"""
+SELECT seq, recorded_at, body FROM order_events
+WHERE seq >= $1 AND seq <= $2{_MATCHING}
 ORDER BY seq
 LIMIT $6"""
 
@@ -98,36 +101,29 @@ SELECT coalesce(extract(epoch FROM now() - min(occurred_at)), 0) FROM order_even
 WHERE seq IS NULL"""
 SQL_CURSOR_DISTANCES = """
 SELECT consumer, (SELECT seq FROM event_log_head) - seq AS behind FROM event_cursors"""
+# A consumer's cursor, locked; a new consumer's starts at $2, or at the head when $2 is null.
 SQL_LOCK_CURSOR = """
-INSERT INTO event_cursors (consumer, seq) VALUES ($1, $2)
-ON CONFLICT (consumer) DO UPDATE SET seq = event_cursors.seq
-RETURNING seq"""
-# A consumer's batch, after its cursor is locked: the head, read in this statement of its own
-# so its snapshot is taken after the lock (it sees every sequence the previous holder of the
-# cursor took), the last sequence looked at (`upto`: the head, at most `$5` past the cursor)
-# and the matching events up to it. One row with no event when none matches.
-SQL_BATCH_AFTER = """
-WITH bound AS (
-    SELECT least(seq, $1::bigint + $5) AS upto FROM event_log_head
-)
-SELECT bound.upto, e.seq, e.recorded_at, e.body
-FROM bound LEFT JOIN LATERAL (
-    SELECT seq, recorded_at, body FROM order_events
-    WHERE seq > $1 AND seq <= bound.upto
-      AND (cardinality($2::text[]) = 0 OR type = ANY($2)
-           OR split_part(type, '.', 1) || '.*' = ANY($2))
-      AND (cardinality($3::text[]) = 0 OR channel = ANY($3))
-      AND (cardinality($4::text[]) = 0 OR order_id = ANY($4))
-    ORDER BY seq
-    LIMIT $5
-) AS e ON true
-ORDER BY e.seq"""
-# A new consumer's cursor starts at the head when no start is given.
-SQL_LOCK_CURSOR_AT_HEAD = """
 INSERT INTO event_cursors (consumer, seq)
 VALUES ($1, coalesce($2::bigint, (SELECT seq FROM event_log_head)))
 ON CONFLICT (consumer) DO UPDATE SET seq = event_cursors.seq
 RETURNING seq"""
+# A consumer's batch, after its cursor is locked: the head, read in this statement of its own
+# so its snapshot is taken after the lock (it sees every sequence the previous holder of the
+# cursor took); the last sequence looked at (`upto`: the head, at most $2); and the events
+# from $1 up to it that match, as SQL_READ_EVENTS reads them. One row with no event when none
+# matches.
+SQL_BATCH_AFTER = f"""
+WITH bound AS (
+    SELECT least(seq, $2::bigint) AS upto FROM event_log_head
+)
+SELECT bound.upto, e.seq, e.recorded_at, e.body
+FROM bound LEFT JOIN LATERAL (
+    SELECT seq, recorded_at, body FROM order_events
+    WHERE seq >= $1 AND seq <= bound.upto{_MATCHING}
+    ORDER BY seq
+    LIMIT $6
+) AS e ON true
+ORDER BY e.seq"""
 SQL_MOVE_CURSOR = "UPDATE event_cursors SET seq = $2 WHERE consumer = $1"
 
 
@@ -282,9 +278,10 @@ def event_of(body: bytes, seq: int, recorded_at: datetime) -> events_pb2.Event:
     return event
 
 
-async def lock_cursor(conn: Conn, consumer: str, start: int) -> int:
+async def lock_cursor(conn: Conn, consumer: str, start: int | None = None) -> int:
     """A consumer's position (the last sequence it took), locked until the caller's
-    transaction ends so one replica at a time advances it; a new consumer starts at `start`."""
+    transaction ends so one replica at a time advances it; a new consumer starts at `start`
+    (None: the head)."""
     return int(await conn.fetchval(SQL_LOCK_CURSOR, consumer, start))
 
 
@@ -312,10 +309,11 @@ async def next_batch(
     caller writes what it makes of them and then `move_cursor(conn, consumer, batch.upto)` in
     the same transaction. A new consumer starts after `start` (default: the head now, so it
     takes only what is sequenced from here on)."""
-    cursor = int(await conn.fetchval(SQL_LOCK_CURSOR_AT_HEAD, consumer, start))
+    cursor = await lock_cursor(conn, consumer, start)
     rows = await conn.fetch(
         SQL_BATCH_AFTER,
-        cursor,
+        cursor + 1,
+        cursor + limit,
         list(where.types),
         list(where.channels),
         list(where.order_ids),
