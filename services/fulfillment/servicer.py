@@ -33,10 +33,8 @@ Attempt = Callable[[bool], Callable[[asyncpg.Connection], Awaitable[T]]]
 
 
 def _warehouse_may_act(fo: domain.FulfillmentOrder) -> None:
-    """PERMISSION_DENIED unless the caller acts for every location or for the fulfillment
-    order's."""
-    if not auth.current_principal().acts_for_every_location():
-        auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
+    """PERMISSION_DENIED unless the caller may act for the fulfillment order's location."""
+    auth.require_location(fo.location_id, f"fulfillment order {fo.fulfillment_order_id}")
 
 
 async def _retrying(attempt: Callable[[bool], Awaitable[T]]) -> T:

@@ -124,9 +124,6 @@ from services.fulfillment.store.fulfillment_orders import (
     SQL_SHIPMENT as SQL_SHIPMENT,
 )
 from services.fulfillment.store.fulfillment_orders import (
-    SQL_SHIPMENT_ITEMS as SQL_SHIPMENT_ITEMS,
-)
-from services.fulfillment.store.fulfillment_orders import (
     SQL_SHRINK_RESERVATION as SQL_SHRINK_RESERVATION,
 )
 from services.fulfillment.store.fulfillment_orders import (

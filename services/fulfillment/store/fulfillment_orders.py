@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 from oms.events.v1 import events_pb2
@@ -82,9 +82,19 @@ WHERE ($1 = '' OR order_id = $1)
 ORDER BY created_at, id
 LIMIT $6"""
 
+# A shipment as one row: its columns, then its items (order line, quantity) in item order
+# (`_shipment` reads it).
+_SHIPMENT_ROW = """
+ROW(s.id, s.fulfillment_order_id, s.carrier, s.service, s.tracking_number, s.shipped_at,
+    s.delivered_at, s.estimated_delivery_date,
+    ARRAY(
+        SELECT ROW(i.order_line_id, i.quantity) FROM shipment_items i
+        WHERE i.shipment_id = s.id ORDER BY i.item_number
+    ))"""
+
 # Fulfillment orders' lines and shipments (with their items), in one statement: per id, its
 # lines in line order and its shipments in the order they shipped, as arrays of rows.
-SQL_PARTS = """
+SQL_PARTS = f"""
 SELECT f.id,
     ARRAY(
         SELECT ROW(l.order_line_id, l.sku, l.quantity, l.quantity_shipped,
@@ -93,12 +103,7 @@ SELECT f.id,
         ORDER BY l.line_number
     ) AS lines,
     ARRAY(
-        SELECT ROW(s.id, s.carrier, s.service, s.tracking_number, s.shipped_at,
-                   s.delivered_at, s.estimated_delivery_date,
-                   ARRAY(
-                       SELECT ROW(i.order_line_id, i.quantity) FROM shipment_items i
-                       WHERE i.shipment_id = s.id ORDER BY i.item_number
-                   ))
+        SELECT {_SHIPMENT_ROW}
         FROM shipments s WHERE s.fulfillment_order_id = f.id
         ORDER BY s.shipped_at, s.id
     ) AS shipments
@@ -166,17 +171,7 @@ UPDATE fulfillment_order_lines AS fol SET quantity_shipped = fol.quantity_shippe
 FROM unnest($2::text[], $3::bigint[]) AS s (line, qty)
 WHERE fol.fulfillment_order_id = $1 AND fol.order_line_id = s.line"""
 
-_SHIPMENT_COLUMNS = (
-    "id, fulfillment_order_id, carrier, service, tracking_number, shipped_at, delivered_at, "
-    "estimated_delivery_date"
-)
-
-SQL_SHIPMENT = f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE id = $1"
-
-SQL_SHIPMENT_ITEMS = """
-SELECT shipment_id, order_line_id, quantity FROM shipment_items
-WHERE shipment_id = ANY($1::text[])
-ORDER BY shipment_id, item_number"""
+SQL_SHIPMENT = f"SELECT {_SHIPMENT_ROW} AS shipment FROM shipments s WHERE s.id = $1"
 
 # Delivered once: a repeated report matches nothing and changes nothing.
 SQL_MARK_DELIVERED = """
@@ -230,29 +225,7 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
             )
             for line_id, sku, quantity, shipped, rejected, canceled, moved in parts["lines"]
         )
-        shipments[fo_id] = tuple(
-            domain.Shipment(
-                shipment_id=shipment_id,
-                fulfillment_order_id=fo_id,
-                carrier=carrier,
-                service=service,
-                tracking_number=tracking_number,
-                items=tuple(domain.ShipmentItem(line_id, quantity) for line_id, quantity in items),
-                shipped_at=shipped_at,
-                delivered_at=delivered_at,
-                estimated_delivery_date=estimated,
-            )
-            for (
-                shipment_id,
-                carrier,
-                service,
-                tracking_number,
-                shipped_at,
-                delivered_at,
-                estimated,
-                items,
-            ) in parts["shipments"]
-        )
+        shipments[fo_id] = tuple(_shipment(row) for row in parts["shipments"])
     return [
         domain.FulfillmentOrder(
             fulfillment_order_id=row["id"],
@@ -279,26 +252,30 @@ async def _assemble(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.F
     ]
 
 
-async def _shipments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[domain.Shipment]:
-    if not rows:
-        return []
-    items: dict[str, list[domain.ShipmentItem]] = defaultdict(list)
-    for row in await conn.fetch(SQL_SHIPMENT_ITEMS, [r["id"] for r in rows]):
-        items[row["shipment_id"]].append(domain.ShipmentItem(row["order_line_id"], row["quantity"]))
-    return [
-        domain.Shipment(
-            shipment_id=row["id"],
-            fulfillment_order_id=row["fulfillment_order_id"],
-            carrier=row["carrier"],
-            service=row["service"],
-            tracking_number=row["tracking_number"],
-            items=tuple(items[row["id"]]),
-            shipped_at=row["shipped_at"],
-            delivered_at=row["delivered_at"],
-            estimated_delivery_date=row["estimated_delivery_date"],
-        )
-        for row in rows
-    ]
+def _shipment(row: Any) -> domain.Shipment:
+    """A shipment from its row as `_SHIPMENT_ROW` makes it."""
+    (
+        shipment_id,
+        fulfillment_order_id,
+        carrier,
+        service,
+        tracking_number,
+        shipped_at,
+        delivered_at,
+        estimated,
+        items,
+    ) = row
+    return domain.Shipment(
+        shipment_id=shipment_id,
+        fulfillment_order_id=fulfillment_order_id,
+        carrier=carrier,
+        service=service,
+        tracking_number=tracking_number,
+        items=tuple(domain.ShipmentItem(line_id, quantity) for line_id, quantity in items),
+        shipped_at=shipped_at,
+        delivered_at=delivered_at,
+        estimated_delivery_date=estimated,
+    )
 
 
 async def get_fulfillment_order(
@@ -349,10 +326,10 @@ async def list_fulfillment_orders(
 
 async def get_shipment(conn: Conn, shipment_id: str) -> domain.Shipment:
     """One shipment with its items."""
-    row = await conn.fetchrow(SQL_SHIPMENT, shipment_id)
+    row = await conn.fetchval(SQL_SHIPMENT, shipment_id)
     if row is None:
         raise NotFound(f"shipment {shipment_id} does not exist")
-    return (await _shipments(conn, [row]))[0]
+    return _shipment(row)
 
 
 # ---- writing ----------------------------------------------------------------------------------
