@@ -27,11 +27,11 @@ from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
-from oms_tools.bench.calls import CallCounter, metrics_base
+from oms_tools.bench.calls import metrics_base
 from oms_tools.bench.common import Run, bench_caller, private_stack
 from oms_tools.bench.cpu import CpuMeter
-from oms_tools.bench.profile import Profiler, print_summary
-from oms_tools.bench.statements import StatementCounter
+from oms_tools.bench.probes import Probes
+from oms_tools.bench.profile import print_summary
 from oms_tools.samples import SPLIT_SKUS, sample_order, split_order
 from workflows.types import order_workflow_id
 
@@ -286,13 +286,9 @@ async def run(args: argparse.Namespace) -> int:
             await _stock_split_skus(settings)
             # Warm up: one order end to end, so start-up costs are not measured.
             await lifecycle_phase(settings, client, 1, 1)
-            profiler = Profiler(Path(profile_dir), stack.pids()) if profile_dir else None
-            statements = StatementCounter(settings.database_url) if profile_dir else None
-            calls = CallCounter(settings) if profile_dir else None
-            if profiler and statements and calls:
-                await statements.start()
-                await calls.start()
-                profiler.start()
+            probes = Probes(stack, Path(profile_dir)) if profile_dir else None
+            if probes:
+                await probes.start()
             meter = CpuMeter({**stack.pids(), **stack.server_pids()})
             meter.start()
             try:
@@ -301,9 +297,8 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 cpu = meter.per_unit_ms(args.orders)
             finally:
-                profile = profiler.stop() if profiler else {}
-            sql = await statements.per_unit(args.orders) if statements else {}
-            served = await calls.per_unit(args.orders) if calls else {}
+                profile = probes.stop_profile() if probes else {}
+            recorded = await probes.per_unit(args.orders) if probes else {}
             cost = await history_cost(client, order_ids)
             split_cost = await history_cost(client, split_ids)
             meter.start()
@@ -336,9 +331,7 @@ async def run(args: argparse.Namespace) -> int:
                     "per_split_order": split_cost,
                     "cpu_ms_per_order": cpu,
                     "baseline_cpu_ms_per_order": baseline_cpu,
-                    **(
-                        {"profile": profile, "statements": sql, "calls": served} if profiler else {}
-                    ),
+                    **({"profile": profile, **recorded} if probes else {}),
                 },
             )
         finally:

@@ -44,7 +44,7 @@ from temporalio.api.enums.v1 import EventType
 from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
-from oms_tools.bench.calls import CallCounter, metrics_base
+from oms_tools.bench.calls import metrics_base
 from oms_tools.bench.common import (
     STATUS_TIMEOUT_SECONDS,
     Run,
@@ -56,10 +56,9 @@ from oms_tools.bench.common import (
 )
 from oms_tools.bench.cpu import CpuMeter
 from oms_tools.bench.lifecycle import history_cost
-from oms_tools.bench.profile import Profiler, print_summary
-from oms_tools.bench.statements import StatementCounter
+from oms_tools.bench.probes import Probes
+from oms_tools.bench.profile import print_summary
 from oms_tools.devstack.simulator import Simulator
-from oms_tools.devstack.stack import Stack
 
 # What the changes ask for, against the sample order (oms_tools/samples.py).
 MUG_SKU, MUG_PRICE_MINOR, MUG_TAX_MINOR = "SKU-MUG", 1200, 90
@@ -112,33 +111,12 @@ def _agent_channel(settings: Settings) -> Any:
     return grpcutil.channel(settings.address_of("servicing"), agent, tls=tls)
 
 
-class _CancelProbes:
-    """What `--profile` records while the cancels run: py-spy of each process, SQL statements
-    (pg_stat_statements) and gRPC calls (the processes' /metrics)."""
-
-    def __init__(self, stack: Stack, directory: Path) -> None:
-        self.profiler = Profiler(directory, stack.pids())
-        self.statements = StatementCounter(stack.settings.database_url, top=STATEMENTS_SHOWN)
-        self.calls = CallCounter(stack.settings)
-
-    async def start(self) -> None:
-        await self.statements.start()
-        await self.calls.start()
-        self.profiler.start()
-
-    async def stop(self, cancels: int) -> dict[str, Any]:
-        """Per cancel: the profile summary, the statements and the calls."""
-        profile = self.profiler.stop()
-        sql = await self.statements.per_unit(cancels)
-        return {"profile": profile, "statements": sql, "calls": await self.calls.per_unit(cancels)}
-
-
 async def _measure_cancel(
     settings: Settings,
     order_ids: list[str],
     concurrency: int,
     meter: CpuMeter | None = None,
-    probes: _CancelProbes | None = None,
+    probes: Probes | None = None,
 ) -> tuple[list[Run], dict[str, float], dict[str, Any]]:
     """The whole-order cancel and its baseline read (measured as before the other changes
     joined the bench, so the figure stays comparable), and with `meter` the CPU each cancel
@@ -421,7 +399,7 @@ async def run(args: argparse.Namespace) -> int:
         to_cancel = await allocated_orders(settings, args.orders, args.concurrency)
         canceled = [o.order_id for o in to_cancel]
         meter = CpuMeter({**stack.pids(), **stack.server_pids()})
-        probes = _CancelProbes(stack, Path(profile_dir)) if profile_dir else None
+        probes = Probes(stack, Path(profile_dir), top=STATEMENTS_SHOWN) if profile_dir else None
         runs, cpu, recorded = await _measure_cancel(
             settings, canceled, args.concurrency, meter, probes
         )

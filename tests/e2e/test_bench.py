@@ -66,6 +66,13 @@ def test_bench_lifecycle_reports_throughput_the_cost_of_an_order_and_a_profile(
     assert sql["per_order"] > sql["transactions_per_order"] >= 1
     calls = [s["calls_per_order"] for s in sql["top"]]
     assert calls and calls == sorted(calls, reverse=True)
+    # Calls per order, by the process that served them: each order submitted and routed once,
+    # its progress reported, and the worker's workflow tasks and local activities counted.
+    served = report["calls"]
+    assert served["capture"]["CaptureService.SubmitOrder"] == 1
+    assert served["fulfillment"]["FulfillmentService.CreateFulfillmentOrders"] == 1
+    assert served["capture"]["CaptureService.RecordOrderProgressBatch"] >= 1
+    assert served["total"]["workflow_tasks"] >= 2 and served["total"]["local_activities"] >= 4
 
 
 def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_start() -> None:
