@@ -401,9 +401,9 @@ async def test_a_cycle_orders_placement_lost_with_its_worker_is_tried_again_with
     """An attempt running on a worker that dies never answers: the next attempt starts when
     the attempt's start-to-close timeout lapses. The call it makes (capture's SubmitOrder)
     has a 10 s deadline, so the timeout is a little longer than that and no more: the e2e
-    test that kills the worker as a cycle falls due waits 90 s for the order. (The
-    time-skipping server does not skip time while an activity runs, so the lapse itself is
-    not played here.)"""
+    test that kills the worker as a cycle falls due waits 90 s for the order. (Tried here with
+    an attempt that never answers, the time-skipping server did not skip to the lapse: the
+    sleep's call timed out. So the lapse itself is played by that e2e test only.)"""
     env, services = time_skipping_env, Services()
     worker, sub = await subscribe(env, services)
     async with worker:
