@@ -36,6 +36,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from oms_platform import heap
+
 log = structlog.get_logger("oms.metrics")
 
 # Latency buckets (seconds) for calls that answer in milliseconds, sometimes in seconds.
@@ -209,6 +211,9 @@ def _waiters(pool: asyncpg.Pool) -> int:
 
 POOLS = PoolMetrics()
 REGISTRY.register(POOLS)
+# The garbage collector's time, counted from the import of this module (before `heap.settle`).
+GC_TIME = heap.GcTime().install()
+REGISTRY.register(GC_TIME)
 
 
 @dataclass

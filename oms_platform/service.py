@@ -20,7 +20,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 from temporalio.client import Client
 
-from oms_platform import auth, db, grpcutil, metrics
+from oms_platform import auth, db, grpcutil, heap, metrics
 from oms_platform import temporal as temporal_client
 from oms_platform.backoff import Backoff
 from oms_platform.codec import EncryptionCodec
@@ -288,6 +288,7 @@ async def serve_forever(name: str, module: Bootstrap, settings: Settings) -> Non
     """Run a service until SIGINT or SIGTERM, then shut down gracefully."""
     running = await start_service(name, module, settings)
     metrics.serve(settings.metrics_port, settings.metrics_host)
+    heap.settle(settings.gc_young_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

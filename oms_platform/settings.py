@@ -212,6 +212,11 @@ class Settings:
     # default); one evicted is replayed from its history on its next task. Memory for speed
     # (`oms bench memory` reports both ends).
     worker_max_cached_workflows: int = 1000
+    # The garbage collector of every long-running oms process (oms_platform/heap.py): once
+    # started, what the process holds is frozen out of the collector's walks, and young
+    # collections run every this many container allocations (CPython's default: 700).
+    # 0 leaves the collector as CPython sets it.
+    gc_young_threshold: int = 10_000
     # Run workflows inside the SDK's sandbox (off: the tests and history replay run the
     # lifecycle sandboxed; see workflows.worker.workflow_runner).
     worker_sandbox: bool = False

@@ -26,7 +26,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from oms_platform import auth, grpcutil
+from oms_platform import auth, grpcutil, heap
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from workflows.activities import (
@@ -194,6 +194,7 @@ async def run_worker(settings: Settings, client: Client) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
+        heap.settle(settings.gc_young_threshold)
         log.info("worker started", task_queue=settings.task_queue)
         await stop.wait()
         log.info("worker stopping", grace_seconds=settings.shutdown_grace_seconds)

@@ -20,6 +20,8 @@ from oms_tools.devstack import replicas
 from oms_tools.devstack.temporal_server import free_port, is_free
 
 SCRAPE_TIMEOUT_SECONDS = 5.0
+# The seconds a process spent in garbage collection (oms_platform/heap.GcTime), every generation.
+GC_SECONDS = "oms_gc_seconds_total"
 # Samples read, and what each counts: (sample name, the label naming what was called).
 _COUNTED = {
     "oms_rpc_duration_seconds_count": "grpc_method",
@@ -46,6 +48,9 @@ def _scrape(url: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name == GC_SECONDS:
+                counts[GC_SECONDS] = counts.get(GC_SECONDS, 0.0) + sample.value
+                continue
             label = _COUNTED.get(sample.name)
             if label is None:
                 continue
@@ -74,21 +79,27 @@ class CallCounter:
     async def start(self) -> None:
         self._start = await self._now()
 
-    async def per_unit(self, units: int) -> dict[str, dict[str, float]]:
+    async def per_unit(self, units: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         """By process: what it served (`Service.Method`) or, for the worker, asked of Temporal
         (`Operation`), per unit; the workflow tasks and local activities the worker ran; the
-        calls between oms processes in all (`oms_calls`)."""
+        calls between oms processes in all (`oms_calls`). Second, the milliseconds each process
+        spent in garbage collection per unit, and their `total`."""
         end, units = await self._now(), max(units, 1)
         report: dict[str, dict[str, float]] = {}
+        gc_ms: dict[str, float] = {}
         for role, counts in end.items():
             before = self._start.get(role, {})
             moved = {
-                what: round((n - before.get(what, 0)) / units, 2)
+                what: n - before.get(what, 0)
                 for what, n in counts.items()
                 if n - before.get(what, 0) > 0
             }
+            collecting = moved.pop(GC_SECONDS, 0.0)
+            if collecting:
+                gc_ms[role] = round(collecting * 1000 / units, 2)
             if moved:
-                report[role] = dict(sorted(moved.items(), key=lambda kv: -kv[1]))
+                per = {what: round(n / units, 2) for what, n in moved.items()}
+                report[role] = dict(sorted(per.items(), key=lambda kv: -kv[1]))
         worker = report.get("worker", {})
         served = sum(sum(calls.values()) for role, calls in report.items() if role != "worker")
         report["total"] = {
@@ -99,4 +110,13 @@ class CallCounter:
             "workflow_tasks": worker.get("temporal_workflow_task_execution_latency_count", 0.0),
             "local_activities": worker.get("temporal_local_activity_execution_latency_count", 0.0),
         }
-        return report
+        gc_ms = dict(sorted(gc_ms.items(), key=lambda kv: -kv[1]))
+        return report, {**gc_ms, "total": round(sum(gc_ms.values()), 2)}
+
+
+def garbage_collection(gc_ms: dict[str, float], unit: str) -> str:
+    """`per_unit`'s garbage collection figures as a line of the bench's report."""
+    by_process = ", ".join(f"{role} {ms:g}" for role, ms in gc_ms.items() if role != "total")
+    return f"garbage collection per {unit}: {gc_ms['total']:g} ms" + (
+        f" ({by_process})" if by_process else ""
+    )

@@ -27,7 +27,7 @@ from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
 from oms_tools.bench.baseline import BenchNoop, bench_noop
-from oms_tools.bench.calls import metrics_base
+from oms_tools.bench.calls import garbage_collection, metrics_base
 from oms_tools.bench.common import Run, bench_caller, private_stack
 from oms_tools.bench.cpu import CpuMeter
 from oms_tools.bench.probes import Probes
@@ -270,6 +270,8 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         print("Temporal, and the workflow tasks and local activities it ran):")
         for role, counted in extra["calls"].items():
             print(f"  {role}: " + ", ".join(f"{what} {n:g}" for what, n in counted.items()))
+    if "gc_ms" in extra:
+        print("\n" + garbage_collection(extra["gc_ms"], "order"))
     if "profile" in extra:
         print("\nwhere the measured phase spent CPU, by own time (py-spy):")
         print_summary(extra["profile"])

@@ -1,6 +1,7 @@
 """`--profile`: what a bench records while its measured phase runs, per unit of work: a py-spy
-profile of each process, SQL statements (pg_stat_statements) and the calls each process served
-(their /metrics). The stack must serve metrics (`calls.metrics_base`)."""
+profile of each process, SQL statements (pg_stat_statements), and from every process's /metrics
+the calls it served and the time its garbage collector took. The stack must serve metrics
+(`calls.metrics_base`)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ class Probes:
         return self.profiler.stop()
 
     async def per_unit(self, units: int) -> dict[str, Any]:
-        """The statements and the calls per unit."""
+        """The statements, the calls and the garbage collectors' milliseconds per unit."""
+        calls, gc_ms = await self.calls.per_unit(units)
         return {
             "statements": await self.statements.per_unit(units),
-            "calls": await self.calls.per_unit(units),
+            "calls": calls,
+            "gc_ms": gc_ms,
         }
 
     async def stop(self, units: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from oms_tools.devstack.replicas import METRICS_ROLES
 from tests.e2e.conftest import BIN
 
 pytestmark = pytest.mark.e2e
@@ -73,6 +74,12 @@ def test_bench_lifecycle_reports_throughput_the_cost_of_an_order_and_a_profile(
     assert served["fulfillment"]["FulfillmentService.CreateFulfillmentOrders"] == 1
     assert served["capture"]["CaptureService.RecordOrderProgressBatch"] >= 1
     assert served["total"]["workflow_tasks"] >= 2 and served["total"]["local_activities"] >= 4
+    # The milliseconds each process's garbage collector took per order, and their sum.
+    gc_ms = report["gc_ms"]
+    assert set(gc_ms) - {"total"} <= set(METRICS_ROLES)
+    assert gc_ms["total"] == pytest.approx(
+        sum(v for k, v in gc_ms.items() if k != "total"), abs=0.05
+    )
 
 
 def test_bench_capture_reports_the_burst_and_how_long_its_lifecycles_took_to_start() -> None:

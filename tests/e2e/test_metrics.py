@@ -135,3 +135,15 @@ async def test_every_process_serves_the_series_its_dashboard_reads(stack: DevSta
             assert (value(worker_m, f"{name}_count") or 0) > 0, name
         else:
             assert value(worker_m, name) is not None, name
+
+    # Every service and the worker froze what it held once started (oms_platform/heap.py),
+    # and counts its garbage collector's time by generation.
+    for role, samples in {
+        "capture": capture_m,
+        "payments": payments_m,
+        "fulfillment": fulfillment_m,
+        "servicing": found,
+        "worker": worker_m,
+    }.items():
+        assert (value(samples, "oms_gc_frozen_objects") or 0) > 10_000, role
+        assert value(samples, "oms_gc_seconds_total", generation="0") is not None, role
