@@ -138,49 +138,63 @@ class Notifications:
 
     async def take_events(self) -> int:
         """One pass: record the notifications of the next events after the cursor, and move
-        it, in one transaction. Returns how many sequences it moved past."""
-        counts: list[tuple[str, str]] = []
+        it, in one transaction. The events' shoppers are read in one statement and their
+        notifications written in one. Returns how many sequences it moved past."""
         async with self._pool.acquire() as conn, conn.transaction():
             batch = await log_store.next_batch(
                 conn, CONSUMER, log_store.LogFilter(types=list(TEMPLATE_OF)),
                 self._settings.batch_size,
             )  # fmt: skip
-            for event in batch.events:
-                made = await self._record(conn, event)
-                if made is not None:
-                    counts.append(made)
+            made = [
+                (event, template, params)
+                for event in batch.events
+                if (template := TEMPLATE_OF.get(event.type)) is not None
+                and (params := params_of(event)) is not None
+            ]
+            recipients = (
+                await store.recipients_of_orders(conn, sorted({e.order_id for e, _, _ in made}))
+                if made
+                else {}
+            )
+            notifications = [
+                notification
+                for event, template, params in made
+                if (notification := self._notification(event, template, params, recipients))
+            ]
+            recorded = await store.add(conn, notifications)
             await log_store.move_cursor(conn, CONSUMER, batch.upto)
-        for template, state in counts:  # counted once committed
-            if state == store.SKIPPED:
-                metrics.NOTIFICATIONS.labels(template, "skipped").inc()
+        for one in notifications:  # counted once committed
+            if (one.event_id, one.template) not in recorded:
+                continue
+            if one.state == store.SKIPPED:
+                metrics.NOTIFICATIONS.labels(one.template, "skipped").inc()
             else:
                 self._due.set()
         return batch.upto - batch.after
 
-    async def _record(self, conn: Any, event: events_pb2.Event) -> tuple[str, str] | None:
-        template = TEMPLATE_OF.get(event.type)
-        params = params_of(event)
-        if template is None or params is None:
-            return None
-        recipient = await store.recipient_of_order(conn, event.order_id)
+    def _notification(
+        self,
+        event: events_pb2.Event,
+        template: str,
+        params: dict[str, Any],
+        recipients: dict[str, store.Recipient],
+    ) -> store.NewNotification | None:
+        recipient = recipients.get(event.order_id)
         if recipient is None:
             log.warning("notification for an unknown order", order_id=event.order_id)
             return None
         why = skip_reason(recipient.opted_out, recipient.email)
-        state = store.SKIPPED if why else store.PENDING
-        made = await store.add(
-            conn,
+        return store.NewNotification(
             order_id=event.order_id,
             shopper_id=recipient.shopper_id,
             event_id=event.event_id,
             event_sequence=event.sequence,
             template=template,
             locale=self._templates.locale_for(recipient.locale, template),
-            state=state,
+            state=store.SKIPPED if why else store.PENDING,
             params={**params, "order_ref": recipient.order_ref},
             error=why,
         )
-        return (template, state) if made else None
 
     async def run_consumer(self) -> None:
         """Take events for ever: woken when the log moves on, else every poll interval."""

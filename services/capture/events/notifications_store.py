@@ -13,13 +13,13 @@ from services.capture.store.common import Conn, new_id
 PENDING, SENT, SKIPPED, FAILED = "pending", "sent", "skipped", "failed"
 
 # Who an order's messages go to, and whether they want them.
-SQL_RECIPIENT_OF_ORDER = """
-SELECT o.shopper_id, o.channel_order_ref, s.email_normalized AS email, s.name,
+SQL_RECIPIENTS_OF_ORDERS = """
+SELECT o.id AS order_id, o.shopper_id, o.channel_order_ref, s.email_normalized AS email, s.name,
        coalesce(p.opted_out, false) AS opted_out, coalesce(p.locale, '') AS locale
 FROM orders o
 JOIN shoppers s ON s.id = o.shopper_id
 LEFT JOIN notification_preferences p ON p.shopper_id = o.shopper_id
-WHERE o.id = $1"""
+WHERE o.id = any($1::text[])"""
 
 # The same, read again when a message is sent: an opt-out or an erasure since it was made
 # stops it.
@@ -32,9 +32,10 @@ WHERE s.id = any($1::text[])"""
 SQL_ADD = """
 INSERT INTO notifications (id, order_id, shopper_id, event_id, event_sequence, template, locale,
                            state, params, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::text[], $8::text[], $9::jsonb[], $10::text[])
 ON CONFLICT (event_id, template) DO NOTHING
-RETURNING id"""
+RETURNING event_id, template"""
 
 # Take due messages (SKIP LOCKED: several replicas take different ones) and hold them for a
 # lease by moving their next attempt past it, so the send happens outside any transaction.
@@ -100,6 +101,21 @@ class Recipient:
 
 
 @dataclass(frozen=True)
+class NewNotification:
+    """A message an event makes, to record (`add`)."""
+
+    order_id: str
+    shopper_id: str
+    event_id: str
+    event_sequence: int
+    template: str
+    locale: str
+    state: str
+    params: dict[str, Any]
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Due:
     """A message taken for sending."""
 
@@ -140,49 +156,43 @@ class Record:
     sent_at: datetime | None
 
 
-async def recipient_of_order(conn: Conn, order_id: str) -> Recipient | None:
-    """The order's shopper, their address and preference; None for an unknown order."""
-    row = await conn.fetchrow(SQL_RECIPIENT_OF_ORDER, order_id)
-    if row is None:
-        return None
-    return Recipient(
-        row["shopper_id"],
-        row["channel_order_ref"],
-        row["email"],
-        row["name"],
-        row["opted_out"],
-        row["locale"],
-    )
+async def recipients_of_orders(conn: Conn, order_ids: Sequence[str]) -> dict[str, Recipient]:
+    """Each order's shopper, their address and preference, by order id; an unknown order is
+    not among them."""
+    rows = await conn.fetch(SQL_RECIPIENTS_OF_ORDERS, list(order_ids))
+    return {
+        row["order_id"]: Recipient(
+            row["shopper_id"],
+            row["channel_order_ref"],
+            row["email"],
+            row["name"],
+            row["opted_out"],
+            row["locale"],
+        )
+        for row in rows
+    }
 
 
-async def add(
-    conn: Conn,
-    *,
-    order_id: str,
-    shopper_id: str,
-    event_id: str,
-    event_sequence: int,
-    template: str,
-    locale: str,
-    state: str,
-    params: dict[str, Any],
-    error: str = "",
-) -> bool:
-    """Record a notification; False when this event already made this template's."""
-    made = await conn.fetchval(
+async def add(conn: Conn, notifications: Sequence[NewNotification]) -> set[tuple[str, str]]:
+    """Record notifications in one statement; the (event id, template) of those recorded now,
+    leaving out any an event already made."""
+    if not notifications:
+        return set()
+    n = notifications
+    rows = await conn.fetch(
         SQL_ADD,
-        new_id(),
-        order_id,
-        shopper_id,
-        event_id,
-        event_sequence,
-        template,
-        locale,
-        state,
-        params,
-        error,
+        [new_id() for _ in n],
+        [one.order_id for one in n],
+        [one.shopper_id for one in n],
+        [one.event_id for one in n],
+        [one.event_sequence for one in n],
+        [one.template for one in n],
+        [one.locale for one in n],
+        [one.state for one in n],
+        [one.params for one in n],
+        [one.error for one in n],
     )
-    return made is not None
+    return {(row["event_id"], row["template"]) for row in rows}
 
 
 async def claim_due(conn: Conn, limit: int, lease_seconds: float) -> list[Due]:
