@@ -9,9 +9,11 @@ the next batch of work in one pass. `run_passes` runs such a pass for ever:
   or `poll_seconds` passed (what other replicas wrote, work falling due);
 - a transient failure (the database away) is logged and waited out with back-off; anything
   else is raised to the service's supervision;
-- with `min_interval_seconds`, passes start at most that often. Under load every commit
-  NOTIFYs, and a pass per NOTIFY costs a transaction for a handful of rows; a pass every
-  50 ms takes the same rows in far fewer transactions, and adds at most that much delay.
+- with `min_interval_seconds`, a pass that follows a wake-up starts at most that long after
+  the one before. Under load every commit NOTIFYs, and a pass per NOTIFY costs a transaction
+  for a handful of rows; a pass per interval takes the same rows in far fewer transactions,
+  and adds at most that much delay. A pass that says there may be more (a full batch: a
+  backlog) goes again at once: waiting would gather nothing and only hold the backlog back.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ async def run_passes(
     """Run `one_pass` (True: there may be more now) until cancelled; see the module."""
     backoff = Backoff(initial=pacing.poll_seconds, cap=pacing.retry_cap_seconds)
     last_start = float("-inf")
+    more = False
     while True:
         wait = last_start + pacing.min_interval_seconds - time.monotonic()
-        if wait > 0:
+        if wait > 0 and not more:
             await asyncio.sleep(wait)
         last_start = time.monotonic()
         wake.clear()  # before the pass: a wake-up during it means another pass
@@ -60,6 +63,7 @@ async def run_passes(
             more = await one_pass()
             backoff.reset()
         except transient as error:
+            more = False
             delay = backoff.delay_after(0.0)
             log.warning(f"{name} pass failed", error=str(error), retry_in=delay)
             await asyncio.sleep(delay)

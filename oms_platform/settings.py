@@ -118,10 +118,11 @@ class Settings:
     get_order_deadline_seconds: float = 2.0
     # Outbox relays: rows per batch and idle poll interval; a relay starts a pass at most every
     # `outbox_pass_interval_seconds` (under load every commit wakes it: one pass per interval
-    # takes the rows of many commits in one transaction).
+    # takes the rows of many commits in one transaction). A quiet relay starts its pass as soon
+    # as it is woken; under load a row waits at most the interval.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
-    outbox_pass_interval_seconds: float = 0.025
+    outbox_pass_interval_seconds: float = 0.1
     # Times Temporal may refuse an outbox row for good (invalid argument, payload too large,
     # unencodable) before it moves to the dead letters and a process exception is raised.
     # Outages never count.
@@ -174,8 +175,10 @@ class Settings:
     events_sequencer_batch_size: int = 1000
     # The log's consumers in a capture process (the sequencer, the webhook fan-out, the
     # notification consumer and sender) start a pass at most this often: under load every
-    # commit wakes them, and a pass per wake-up costs a transaction for a few rows.
-    events_pass_interval_seconds: float = 0.05
+    # commit wakes them, and a pass per wake-up costs a transaction for a few rows. A quiet
+    # consumer starts its pass as soon as it is woken; under load an event waits at most the
+    # interval at each of them.
+    events_pass_interval_seconds: float = 0.25
     # A warehouse step of a fulfillment order whose allocation the log has not recorded yet
     # waits for it (parked) at most this long, then is logged anyway (an allocation that never
     # names its fulfillment order: a lifecycle from before typed events).

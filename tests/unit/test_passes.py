@@ -40,16 +40,41 @@ async def test_passes_start_at_most_once_per_interval_however_often_woken() -> N
 
     async def one_pass() -> bool:
         starts.append(time.monotonic())
-        return True  # always more: without pacing this would spin
+        return False  # done for now: the next pass waits for a wake-up
+
+    async def commits() -> None:  # a commit (and its NOTIFY) every 5 ms
+        while True:
+            wake.set()
+            await asyncio.sleep(0.005)
 
     task = asyncio.create_task(
         run_passes("t", one_pass, wake, Pacing(60.0, min_interval_seconds=0.05), (OSError,))
     )
+    notifying = asyncio.create_task(commits())
     await asyncio.sleep(0.5)
     task.cancel()
+    notifying.cancel()
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert 2 <= len(starts) <= 11
     assert min(gaps) >= 0.049
+
+
+async def test_a_pass_that_took_a_full_batch_goes_again_at_once() -> None:
+    wake = asyncio.Event()
+    starts: list[float] = []
+
+    async def one_pass() -> bool:
+        starts.append(time.monotonic())
+        return len(starts) < 4  # a backlog of three full batches, then the rest
+
+    task = asyncio.create_task(
+        run_passes("t", one_pass, wake, Pacing(60.0, min_interval_seconds=10.0), (OSError,))
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    # The backlog drained without waiting out the interval; then it waits to be woken.
+    assert len(starts) == 4
+    assert starts[-1] - starts[0] < 0.25
 
 
 async def test_a_transient_failure_is_waited_out_and_anything_else_is_raised() -> None:
