@@ -233,3 +233,18 @@ def test_bench_subscriptions_reports_creation_the_cycle_and_growth_with_one_orde
     assert target["subscribers"] == 50_000 and set(target["formulas"]) >= {
         "create_seconds", "cycle_seconds", "worker_rss_mib", "temporal_db_mib"
     }  # fmt: skip
+
+
+def test_bench_servicing_cancel_only_times_the_cancel_and_its_baseline_alone() -> None:
+    report = _bench("servicing", "--orders", "4", "--concurrency", "2", "--cancel-only")
+
+    # Only the whole-order cancel and the read it is compared with ran, each once per order.
+    assert [run["count"] for run in report["runs"]] == [4, 4]
+    assert report["cancel_p99_ms"] >= report["cancel_p50_ms"] > 0
+    assert report["baseline_p99_ms"] >= report["baseline_p50_ms"] > 0
+    assert not any(key.startswith(("add_items", "appease", "return")) for key in report)
+    # Every cancel answered with the order canceled (the bench fails otherwise).
+    assert report["checked"] == {"orders_canceled": 4}
+    cpu = report["cancel_cpu_ms"]
+    assert all(cpu[name] > 0 for name in ("worker", "temporal", "servicing", "payments"))
+    assert "probes" not in report
