@@ -29,6 +29,9 @@ _COUNTED = {
     "temporal_long_request_total": "operation",
     "temporal_workflow_task_execution_latency_count": "",
     "temporal_local_activity_execution_latency_count": "",
+    # Workflow tasks that failed, by why (the worker's report to the server).
+    "temporal_workflow_task_execution_failed": "failure_reason",
+    "temporal_workflow_task_execution_failed_total": "failure_reason",
 }
 
 
@@ -57,6 +60,8 @@ def _scrape(url: str) -> dict[str, float]:
             what = sample.labels.get(label, "") if label else sample.name
             if sample.name.startswith("oms_rpc"):
                 what = f"{sample.labels.get('grpc_service', '')}.{what}"
+            elif label == "failure_reason":
+                what = f"temporal_workflow_task_failed:{what or 'unknown'}"
             counts[what] = counts.get(what, 0.0) + sample.value
     return counts
 
