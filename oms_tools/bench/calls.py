@@ -3,9 +3,11 @@
 Every service counts the calls it serves (`oms_rpc_duration_seconds`, by service and method)
 and the worker's Temporal SDK counts its own calls to the Temporal server (`temporal_request`
 and the long polls, `temporal_long_request`, by operation), with the workflow tasks and local
-activities it ran. Read before and after a phase, the differences divided by the units are
-the calls each unit cost. The bench stack serves no metrics unless asked (`metrics_base`),
-since the dev stack's fixed metrics ports would collide with a running `make dev`.
+activities it ran and the workflow tasks that failed, by the reason it gave. Every process also
+counts the seconds its garbage collector took (`oms_gc_seconds`), read the same way. Read before
+and after a phase, the differences divided by the units are the calls each unit cost. The bench
+stack serves no metrics unless asked (`metrics_base`), since the dev stack's fixed metrics ports
+would collide with a running `make dev`.
 """
 
 from __future__ import annotations
