@@ -145,20 +145,17 @@ class Notifications:
                 conn, CONSUMER, log_store.LogFilter(types=list(TEMPLATE_OF)),
                 self._settings.batch_size,
             )  # fmt: skip
-            made = [
+            messaging = [
                 (event, template, params)
                 for event in batch.events
                 if (template := TEMPLATE_OF.get(event.type)) is not None
                 and (params := params_of(event)) is not None
             ]
-            recipients = (
-                await store.recipients_of_orders(conn, sorted({e.order_id for e, _, _ in made}))
-                if made
-                else {}
-            )
+            order_ids = {event.order_id for event, _, _ in messaging}
+            recipients = await store.recipients_of_orders(conn, order_ids) if order_ids else {}
             notifications = [
                 notification
-                for event, template, params in made
+                for event, template, params in messaging
                 if (notification := self._notification(event, template, params, recipients))
             ]
             recorded = await store.add(conn, notifications)

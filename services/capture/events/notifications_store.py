@@ -3,7 +3,7 @@ became of it. Named SQL, run on the caller's connection."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,7 +156,7 @@ class Record:
     sent_at: datetime | None
 
 
-async def recipients_of_orders(conn: Conn, order_ids: Sequence[str]) -> dict[str, Recipient]:
+async def recipients_of_orders(conn: Conn, order_ids: Iterable[str]) -> dict[str, Recipient]:
     """Each order's shopper, their address and preference, by order id; an unknown order is
     not among them."""
     rows = await conn.fetch(SQL_RECIPIENTS_OF_ORDERS, list(order_ids))
