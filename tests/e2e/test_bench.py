@@ -74,7 +74,9 @@ def test_bench_lifecycle_reports_throughput_the_cost_of_an_order_and_a_profile(
     assert served["fulfillment"]["FulfillmentService.CreateFulfillmentOrders"] == 1
     assert served["capture"]["CaptureService.RecordOrderProgressBatch"] >= 1
     assert served["total"]["workflow_tasks"] >= 2 and served["total"]["local_activities"] >= 4
-    # The milliseconds each process's garbage collector took per order, and their sum.
+    # The milliseconds each process's garbage collector took per order, and their sum (four
+    # orders may see no collection at all: reading the seconds is tested in
+    # tests/unit/test_bench_calls.py).
     gc_ms = report["gc_ms"]
     assert set(gc_ms) - {"total"} <= set(METRICS_ROLES)
     assert gc_ms["total"] == pytest.approx(
