@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.bench import statements
 from oms_tools.bench.baseline import BenchNoop, bench_noop
 from oms_tools.bench.calls import garbage_collection, metrics_base
 from oms_tools.bench.common import Run, bench_caller, private_stack
@@ -258,13 +259,7 @@ def _report(runs: list[Run], as_json: bool, extra: dict[str, Any]) -> None:
         + f"); the baseline: {baseline_cpu['total']:g} ms per workflow"
     )
     if "statements" in extra:
-        sql = extra["statements"]
-        print(
-            f"\nSQL per order: {sql['per_order']:g} statements in "
-            f"{sql['transactions_per_order']:g} transactions; most frequent:"
-        )
-        for top in sql["top"]:
-            print(f"  {top['calls_per_order']:>6g}  {top['query']}")
+        print("\n" + "\n".join(statements.report(extra["statements"], "order")))
     if "calls" in extra:
         print("\ncalls per order, by the process that served them (the worker: what it asked of")
         print("Temporal, and the workflow tasks and local activities it ran):")

@@ -44,6 +44,7 @@ from temporalio.api.enums.v1 import EventType
 from oms_platform import auth, grpcutil, temporal
 from oms_platform.settings import Settings
 from oms_platform.tls import TLSConfig
+from oms_tools.bench import statements
 from oms_tools.bench.calls import garbage_collection, metrics_base
 from oms_tools.bench.common import (
     STATUS_TIMEOUT_SECONDS,
@@ -361,9 +362,7 @@ def _report_probes(probes: dict[str, Any]) -> None:
     for process, counted in calls.items():
         print(f"  {process}: " + ", ".join(f"{what} {n:g}" for what, n in counted.items()))
     print(garbage_collection(probes["gc_ms"], "cancel"))
-    print("most frequent SQL statements, per cancel:")
-    for top in sql["top"]:
-        print(f"  {top['calls_per_order']:>6g}  {top['query']}")
+    print("\n".join(statements.report(sql, "cancel")))
     print("\nwhere the cancel phase spent CPU, by own time (py-spy):")
     print_summary(probes["profile"])
 

@@ -67,6 +67,11 @@ def test_bench_lifecycle_reports_throughput_the_cost_of_an_order_and_a_profile(
     assert sql["per_order"] > sql["transactions_per_order"] >= 1
     calls = [s["calls_per_order"] for s in sql["top"]]
     assert calls and calls == sorted(calls, reverse=True)
+    # The time they took (lock waits included): the longest come first in a list of their own,
+    # none longer than all of them, and none of the most frequent longer than the longest.
+    spent = [s["ms_per_order"] for s in sql["slowest"]]
+    assert sql["ms_per_order"] > 0 and spent == sorted(spent, reverse=True)
+    assert max(s["ms_per_order"] for s in sql["top"]) <= spent[0] <= sql["ms_per_order"]
     # Calls per order, by the process that served them: each order submitted and routed once,
     # its progress reported, and the worker's workflow tasks and local activities counted.
     served = report["calls"]
@@ -154,6 +159,7 @@ def test_bench_servicing_times_each_change_and_profile_counts_what_one_cancel_co
     sql = probes["statements"]
     assert sql["per_order"] > 0 and sql["transactions_per_order"] >= 1
     assert any("idempotency_keys" in top["query"] for top in sql["top"])
+    assert 0 < sql["slowest"][0]["ms_per_order"] <= sql["ms_per_order"]
     assert set(probes["profile"]) == {"worker", "capture", "fulfillment", "payments", "servicing"}
     for process in probes["profile"].values():
         assert "profiles" in json.loads(Path(process["file"]).read_text())
