@@ -356,8 +356,7 @@ def _report_probes(probes: dict[str, Any]) -> None:
         f"{total['workflow_tasks']:g} workflow tasks and {total['local_activities']:g} local "
         f"activities run by the worker; the Update's history: {history['events']:g} events, "
         f"{history['workflow_tasks']:g} workflow tasks, {history['local_activities']:g} local "
-        f"activities; {sql['per_order']:g} SQL statements in "
-        f"{sql['transactions_per_order']:g} transactions"
+        "activities"
     )
     for process, counted in calls.items():
         print(f"  {process}: " + ", ".join(f"{what} {n:g}" for what, n in counted.items()))

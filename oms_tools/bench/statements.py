@@ -61,7 +61,7 @@ class StatementCounter:
         return {
             "per_order": round(calls / units, 1),
             "transactions_per_order": round(commits / units, 1),
-            "ms_per_order": round(spent / units, 1),
+            "ms_per_order": round(spent / units, 2),
             "top": [_summary(r, units) for r in rows[: self.top]],
             "slowest": [_summary(r, units) for r in slowest[: self.top]],
         }
@@ -87,12 +87,12 @@ def report(sql: dict[str, Any], unit: str) -> list[str]:
         f"transactions, {sql['ms_per_order']:g} ms (waits for locks included); most frequent "
         "(calls, ms):"
     ]
-    lines += [
-        f"  {s['calls_per_order']:>6g} {s['ms_per_order']:>7g}  {s['query']}" for s in sql["top"]
-    ]
+    lines += [_line(s) for s in sql["top"]]
     lines.append(f"longest in all, per {unit} (calls, ms):")
-    lines += [
-        f"  {s['calls_per_order']:>6g} {s['ms_per_order']:>7g}  {s['query']}"
-        for s in sql["slowest"]
-    ]
+    lines += [_line(s) for s in sql["slowest"]]
     return lines
+
+
+def _line(summary: dict[str, Any]) -> str:
+    calls, ms = summary["calls_per_order"], summary["ms_per_order"]
+    return f"  {calls:>6g} {ms:>7g}  {summary['query']}"
