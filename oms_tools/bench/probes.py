@@ -41,5 +41,6 @@ class Probes:
         }
 
     async def stop(self, units: int) -> dict[str, Any]:
-        """Per unit: the profile summary, the statements and the calls."""
+        """Per unit: the profile summary, the statements, the calls and the garbage collectors'
+        milliseconds."""
         return {"profile": self.stop_profile(), **await self.per_unit(units)}

@@ -178,19 +178,18 @@ async def add(conn: Conn, notifications: Sequence[NewNotification]) -> set[tuple
     leaving out any an event already made."""
     if not notifications:
         return set()
-    n = notifications
     rows = await conn.fetch(
         SQL_ADD,
-        [new_id() for _ in n],
-        [one.order_id for one in n],
-        [one.shopper_id for one in n],
-        [one.event_id for one in n],
-        [one.event_sequence for one in n],
-        [one.template for one in n],
-        [one.locale for one in n],
-        [one.state for one in n],
-        [one.params for one in n],
-        [one.error for one in n],
+        [new_id() for _ in notifications],
+        [one.order_id for one in notifications],
+        [one.shopper_id for one in notifications],
+        [one.event_id for one in notifications],
+        [one.event_sequence for one in notifications],
+        [one.template for one in notifications],
+        [one.locale for one in notifications],
+        [one.state for one in notifications],
+        [one.params for one in notifications],
+        [one.error for one in notifications],
     )
     return {(row["event_id"], row["template"]) for row in rows}
 
